@@ -1,0 +1,1 @@
+"""Pretrained networks: where their weights are found and how they are loaded."""

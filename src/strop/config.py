@@ -1,0 +1,252 @@
+"""The run configuration: nested frozen dataclasses, loaded from YAML and `key=value` overrides.
+
+YAML is the source of truth. Every value is checked when the dataclass is built, and errors name the
+key the user typed (e.g. "optim.warmup must be in [0, 1); got 1.5"). The resolved config is written
+beside every run, so re-running it reproduces the run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union
+
+import yaml
+
+from strop.errors import StropError
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise StropError(message)
+
+
+def _choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
+    _require(value in allowed, f"{key} must be one of {', '.join(allowed)}; got '{value}'")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the examples are and which columns hold them."""
+
+    train: str | None = None  # CSV, TSV, JSONL or Parquet file of labelled examples
+    validation: str | None = None  # a separate validation file; without it a split of train is used
+    text_column: str = "text"
+    label_column: str = "label"
+    validation_fraction: float = 0.1  # share of train held out (stratified, seeded) when no validation file
+
+    def __post_init__(self):
+        _require(0 < self.validation_fraction < 1,
+                 f"data.validation_fraction must be in (0, 1); got {self.validation_fraction}")
+        _require(bool(self.text_column), "data.text_column must not be empty")
+        _require(bool(self.label_column), "data.label_column must not be empty")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The pretrained backbone and the task head put on it."""
+
+    name: str = "minilm-l6"  # a bundled alias, a Hugging Face hub id, or a local model folder
+    max_length: int = 128  # longer texts are truncated to this many tokens
+    head: str = "softmax"  # softmax: one logit per class; sigmoid: one logit + binary cross-entropy (2 classes)
+
+    def __post_init__(self):
+        _require(bool(self.name), "model.name must not be empty")
+        _require(8 <= self.max_length <= 8192, f"model.max_length must be in [8, 8192]; got {self.max_length}")
+        _choice("model.head", self.head, ("softmax", "sigmoid"))
+
+
+@dataclass(frozen=True)
+class MethodConfig:
+    """How the backbone is adapted: which parameters train."""
+
+    name: str = "full"
+
+    def __post_init__(self):
+        from strop.methods import METHODS
+
+        _require(self.name in METHODS, "method.name: " + METHODS.unknown_message(self.name))
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """Optimizer and learning-rate schedule."""
+
+    name: str = "adamw"
+    lr: float = 1e-4
+    weight_decay: float = 0.01  # not applied to biases and normalisation weights
+    warmup: float = 0.1  # fraction of all optimizer steps spent warming up
+    schedule: str = "linear"  # decay after warmup
+    max_grad_norm: float = 1.0  # gradient clipping; 0 turns it off
+
+    def __post_init__(self):
+        _choice("optim.name", self.name, ("adamw", "adam", "sgd"))
+        _require(self.lr > 0, f"optim.lr must be > 0; got {self.lr}")
+        _require(self.weight_decay >= 0, f"optim.weight_decay must be >= 0; got {self.weight_decay}")
+        _require(0 <= self.warmup < 1, f"optim.warmup must be in [0, 1); got {self.warmup}")
+        _choice("optim.schedule", self.schedule, ("linear", "cosine", "constant"))
+        _require(self.max_grad_norm >= 0, f"optim.max_grad_norm must be >= 0; got {self.max_grad_norm}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The training loop: length, batches, evaluation, early stopping, precision, seed."""
+
+    epochs: int = 5
+    batch_size: int = 16
+    eval_batch_size: int = 64
+    grad_accum: int = 1  # optimizer step every N batches (effective batch = batch_size * N * processes)
+    seed: int = 42
+    metric: str = "accuracy"  # validation metric that picks the best epoch and drives early stopping
+    patience: int = 2  # epochs without improvement before stopping; 0 turns early stopping off
+    group_by_length: bool = True  # batches of similar length: far less padding, same randomness of order
+    mixed_precision: str = "auto"  # auto: bf16 on a GPU that supports it, fp32 on CPU
+    device: str = "auto"  # auto, cpu or cuda
+    resume: bool = False  # continue the run in output_dir from its last checkpoint
+    quiet: bool = False  # no progress bar or epoch lines
+
+    def __post_init__(self):
+        _require(self.epochs >= 1, f"train.epochs must be >= 1; got {self.epochs}")
+        _require(self.batch_size >= 1, f"train.batch_size must be >= 1; got {self.batch_size}")
+        _require(self.eval_batch_size >= 1, f"train.eval_batch_size must be >= 1; got {self.eval_batch_size}")
+        _require(self.grad_accum >= 1, f"train.grad_accum must be >= 1; got {self.grad_accum}")
+        _choice("train.metric", self.metric, ("accuracy", "macro_f1", "loss"))
+        _require(self.patience >= 0, f"train.patience must be >= 0; got {self.patience}")
+        _choice("train.mixed_precision", self.mixed_precision, ("auto", "no", "bf16", "fp16"))
+        _choice("train.device", self.device, ("auto", "cpu", "cuda"))
+
+
+@dataclass(frozen=True)
+class Config:
+    """A whole run. `output_dir` is the run directory; by default runs/<UTC date and time>."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    output_dir: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+def load_config(source: str | Path | dict | Config | None = None, overrides: list[str] = ()) -> Config:
+    """Builds a Config from a YAML file, a dict or a Config, then applies `key=value` overrides.
+
+    Args:
+        source: path to a YAML file, a nested dict, a Config, or None for the defaults.
+        overrides: dotted keys with values, e.g. ["optim.lr=3e-5", "train.epochs=3"].
+
+    Raises:
+        StropError: unreadable YAML, unknown keys, values of the wrong type or outside their range.
+    """
+    if isinstance(source, Config):
+        raw = source.to_dict()
+    elif isinstance(source, dict):
+        raw = source
+    elif source is None:
+        raw = {}
+    else:
+        raw = _read_yaml(Path(source))
+    raw = _apply_overrides(raw, overrides)
+    return _build(Config, raw, prefix="")
+
+
+def _read_yaml(path: Path) -> dict:
+    if not path.is_file():
+        raise StropError(f"config file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as error:
+        raise StropError(f"config file {path} is not valid YAML: {error}") from None
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise StropError(f"config file {path} must hold a mapping of sections (data, model, ...); got {type(raw).__name__}")
+    return raw
+
+
+def _apply_overrides(raw: dict, overrides: list[str]) -> dict:
+    raw = _deep_copy(raw)
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise StropError(f"override '{item}' must look like key=value, e.g. optim.lr=3e-5")
+        node = raw
+        parts = key.split(".")
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise StropError(f"override '{item}': '{part}' is a value, not a section")
+            node = child
+        node[parts[-1]] = value  # a string; converted to the field's type in _build
+    return raw
+
+
+def _deep_copy(raw: dict) -> dict:
+    return {k: _deep_copy(v) if isinstance(v, dict) else v for k, v in raw.items()}
+
+
+def _build(cls: type, raw: Any, prefix: str):
+    section = prefix.rstrip(".") or "config"
+    if not isinstance(raw, dict):
+        raise StropError(f"{section} must be a mapping of keys; got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    known = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in raw.items():
+        if key not in known:
+            hint = difflib.get_close_matches(str(key), known, n=1)
+            suggestion = f" (did you mean '{prefix}{hint[0]}'?)" if hint else ""
+            raise StropError(f"unknown key '{prefix}{key}'{suggestion}; known keys in {section}: {', '.join(known)}")
+        kind = hints[key]
+        if dataclasses.is_dataclass(kind):
+            kwargs[key] = _build(kind, value if value is not None else {}, prefix=f"{prefix}{key}.")
+        else:
+            kwargs[key] = _convert(f"{prefix}{key}", value, kind)
+    return cls(**kwargs)
+
+
+def _convert(key: str, value: Any, kind: Any) -> Any:
+    """Converts a YAML or command-line value to the field's declared type, or says why it can't."""
+    optional = typing.get_origin(kind) in (Union, types.UnionType) and type(None) in typing.get_args(kind)
+    if optional:
+        if value is None or (isinstance(value, str) and value.lower() in ("null", "none", "")):
+            return None
+        kind = next(a for a in typing.get_args(kind) if a is not type(None))
+    try:
+        if kind is bool:
+            if isinstance(value, bool):
+                return value
+            if isinstance(value, str) and value.lower() in ("true", "yes", "1", "false", "no", "0"):
+                return value.lower() in ("true", "yes", "1")
+            raise ValueError
+        if kind is int:
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError
+            return int(value)
+        if kind is float:
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)
+        if kind is str:
+            if isinstance(value, (dict, list)) or value is None:
+                raise ValueError
+            return str(value)
+    except (TypeError, ValueError):
+        pass
+    else:
+        raise AssertionError(f"unsupported config type {kind} for {key}")
+    raise StropError(f"{key} must be {_type_name(kind)}; got {value!r}")
+
+
+def _type_name(kind: Any) -> str:
+    return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}[kind]

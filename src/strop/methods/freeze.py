@@ -1,0 +1,66 @@
+"""Frozen backbones: the pretrained encoder stays as it is and only a head on its features trains.
+
+`freeze` trains the model's whole sequence-classification head (for BERT: the pooler's dense + tanh on
+the [CLS] vector, and the output layer). `linear_probe` trains only the output layer, a linear map of
+the frozen [CLS] representation (Alain & Bengio 2016, "linear classifier probes").
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from strop.methods.base import METHODS, Method
+
+
+def _encoder(model: nn.Module) -> nn.Module:
+    """The pretrained body of a transformers model (e.g. model.bert for BertForSequenceClassification)."""
+    return model.base_model
+
+
+def output_layer(model: nn.Module) -> nn.Linear:
+    """The last linear layer outside the encoder whose outputs are the logits."""
+    encoder_params = {id(p) for p in _encoder(model).parameters()}
+    candidates = [m for m in model.modules()
+                  if isinstance(m, nn.Linear) and id(m.weight) not in encoder_params
+                  and m.out_features == model.config.num_labels]
+    if not candidates:
+        raise ValueError(f"{type(model).__name__} has no linear output layer outside its encoder")
+    return candidates[-1]
+
+
+@METHODS.register("freeze")
+class Freeze(Method):
+    """Frozen encoder body; the sequence-classification head (pooler included, if the model has one) trains."""
+
+    def prepare(self, model: nn.Module) -> None:
+        encoder = _encoder(model)
+        for p in encoder.parameters():
+            p.requires_grad_(False)
+        pooler = getattr(encoder, "pooler", None)
+        if pooler is not None:
+            for p in pooler.parameters():
+                p.requires_grad_(True)
+
+    def train_mode(self, model: nn.Module) -> None:
+        # Frozen layers run in eval mode: no dropout noise in features that cannot adapt to it.
+        model.train()
+        encoder = _encoder(model)
+        encoder.eval()
+        pooler = getattr(encoder, "pooler", None)
+        if pooler is not None:
+            pooler.train()
+
+
+@METHODS.register("linear_probe")
+class LinearProbe(Method):
+    """Everything frozen except the output layer: a linear classifier on frozen [CLS] features."""
+
+    def prepare(self, model: nn.Module) -> None:
+        for p in model.parameters():
+            p.requires_grad_(False)
+        for p in output_layer(model).parameters():
+            p.requires_grad_(True)
+
+    def train_mode(self, model: nn.Module) -> None:
+        model.train()
+        _encoder(model).eval()

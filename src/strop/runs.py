@@ -1,0 +1,88 @@
+"""The run directory: where each file of a run lives, and writes that never leave half a file behind.
+
+runs/<name>/
+  config.yaml        the resolved config
+  model/             a standard Hugging Face model folder (safetensors, tokenizer, label map) + strop.json
+  metrics.jsonl      one line per validation (epoch, step, losses, metrics, lr, throughput)
+  summary.json       the best epoch and its metrics, wall time; written when the run completes
+  checkpoints/last/  weights, optimizer, scheduler and RNG state after the latest epoch, for resume
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class RunDir:
+    root: Path
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.yaml"
+
+    @property
+    def model(self) -> Path:
+        return self.root / "model"
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / "metrics.jsonl"
+
+    @property
+    def summary(self) -> Path:
+        return self.root / "summary.json"
+
+    @property
+    def last_checkpoint(self) -> Path:
+        return self.root / "checkpoints" / "last"
+
+    def is_complete(self) -> bool:
+        return self.summary.is_file()
+
+
+def default_run_name() -> str:
+    return datetime.now(timezone.utc).strftime("runs/%Y%m%d-%H%M%S")
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Writes a file through a temporary sibling and a rename, so readers see the old or the new file."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def atomic_write_json(path: Path, data) -> None:
+    atomic_write_text(path, json.dumps(data, indent=2) + "\n")
+
+
+def staging_dir(final: Path) -> Path:
+    """An empty temporary folder beside `final`, to fill and then hand to `publish_dir`."""
+    tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    return tmp
+
+
+def publish_dir(tmp: Path, final: Path) -> None:
+    """Replaces `final` by the filled folder `tmp`. A folder cannot be renamed over a non-empty one, so
+    the old one steps aside first; `recover_dir` brings it back if we die between the two renames."""
+    old = final.with_name(f".{final.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if final.exists():
+        os.replace(final, old)
+    os.replace(tmp, final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def recover_dir(final: Path) -> Path:
+    """The folder `publish_dir` left: `final`, or the previous version if a publish was interrupted."""
+    old = final.with_name(f".{final.name}.old")
+    if not final.exists() and old.exists():
+        os.replace(old, final)
+    return final

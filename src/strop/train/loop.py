@@ -1,0 +1,162 @@
+"""The one training loop: setup, epochs of steps, validation, early stopping, checkpoints.
+
+Built on Accelerate, so the same loop runs on CPU, one GPU, or many processes under `accelerate launch`
+(device placement, mixed precision, gradient accumulation, gathering of predictions).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from functools import partial
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from strop.config import Config
+from strop.methods import Method
+from strop.runs import RunDir, atomic_write_text
+from strop.tasks.text_classification import TextClassification, collate
+from strop.train.checkpoint import LoopState, _cpu_state, has_checkpoint, load_checkpoint, save_checkpoint
+from strop.train.optim import build_optimizer, build_scheduler
+from strop.train.sampler import BatchSampler
+
+
+def make_accelerator(cfg: Config) -> Accelerator:
+    precision = cfg.train.mixed_precision
+    if precision == "auto":
+        # bf16 pays off on GPUs; on CPUs without AMX it was measured slower than fp32 (MEASUREMENTS.md).
+        gpu = torch.cuda.is_available() and cfg.train.device != "cpu"
+        precision = "bf16" if gpu and torch.cuda.is_bf16_supported() else "no"
+    return Accelerator(cpu=cfg.train.device == "cpu", mixed_precision=precision,
+                       gradient_accumulation_steps=cfg.train.grad_accum)
+
+
+def train(model, task: TextClassification, method: Method, train_features: list[dict], val_features: list[dict],
+          pad_token_id: int, cfg: Config, run: RunDir, accelerator: Accelerator) -> LoopState:
+    """Trains `model` in place and leaves the best epoch's weights in it.
+
+    Returns:
+        The final loop state (history of validations, best epoch, steps, training time).
+    """
+    tc = cfg.train
+    method.prepare(model)
+    batch_collate = partial(collate, pad_token_id=pad_token_id)
+    sampler = BatchSampler([len(f["input_ids"]) for f in train_features], tc.batch_size, tc.seed,
+                           tc.group_by_length)
+    train_loader = DataLoader(train_features, batch_sampler=sampler, collate_fn=batch_collate)
+    # Validation in length order: least padding; the order does not change the metrics.
+    val_sorted = sorted(val_features, key=lambda f: len(f["input_ids"]))
+    val_loader = DataLoader(val_sorted, batch_size=tc.eval_batch_size, collate_fn=batch_collate)
+    steps_per_epoch = math.ceil(len(sampler) / tc.grad_accum)
+    optimizer = build_optimizer(model, cfg.optim)
+    scheduler = build_scheduler(optimizer, cfg.optim, steps_per_epoch * tc.epochs)
+    model, optimizer, train_loader, val_loader, scheduler = accelerator.prepare(
+        model, optimizer, train_loader, val_loader, scheduler)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+
+    state, best_weights = LoopState(), None
+    if tc.resume and has_checkpoint(run.last_checkpoint):
+        state, best_weights = load_checkpoint(run.last_checkpoint, accelerator.unwrap_model(model), optimizer, scheduler)
+        _rewrite_metrics(run, state.history)
+    show = not tc.quiet and accelerator.is_main_process
+    higher_is_better = tc.metric != "loss"
+
+    for epoch in range(state.epoch, tc.epochs):
+        if state.stopped_early:
+            break
+        sampler.set_epoch(epoch)
+        method.train_mode(model)
+        started, samples, tokens, loss_sum = time.perf_counter(), 0, 0, 0.0
+        bar = tqdm(train_loader, desc=f"epoch {epoch + 1}/{tc.epochs}", disable=not show, leave=False,
+                   unit="batch", dynamic_ncols=True)
+        for batch in bar:
+            with accelerator.accumulate(model):
+                labels = batch.pop("labels")
+                logits = model(**batch).logits  # (batch, num_logits)
+                loss = task.loss(logits, labels)
+                accelerator.backward(loss)
+                if accelerator.sync_gradients and cfg.optim.max_grad_norm > 0:
+                    accelerator.clip_grad_norm_(trainable, cfg.optim.max_grad_norm)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+            if accelerator.sync_gradients:
+                state.step += 1
+            samples += len(labels)
+            tokens += int(batch["attention_mask"].sum())
+            loss_sum += loss.item() * len(labels)
+            bar.set_postfix(loss=f"{loss.item():.4f}")
+        train_seconds = time.perf_counter() - started
+        state.train_seconds += train_seconds
+
+        metrics = evaluate(model, val_loader, task, accelerator)
+        record = {
+            "epoch": epoch + 1, "step": state.step, "train_loss": loss_sum / max(samples, 1),
+            "val_loss": metrics["loss"], "val_accuracy": metrics["accuracy"], "val_macro_f1": metrics["macro_f1"],
+            "lr": scheduler.get_last_lr()[0], "epoch_seconds": round(train_seconds, 3),
+            "train_samples_per_s": round(samples * accelerator.num_processes / train_seconds, 2),
+            "train_tokens_per_s": round(tokens * accelerator.num_processes / train_seconds, 1),
+            "time": round(state.train_seconds, 3),
+        }
+        score = metrics[tc.metric]
+        improved = state.best_score is None or (score > state.best_score if higher_is_better else score < state.best_score)
+        if improved:
+            state.best_score, state.best_epoch, state.epochs_without_improvement = score, epoch + 1, 0
+            best_weights = None  # the current weights are the best; copied below only when they move on
+        else:
+            state.epochs_without_improvement += 1
+        record["best"] = improved
+        state.history.append(record)
+        state.epoch = epoch + 1
+        state.stopped_early = tc.patience > 0 and state.epochs_without_improvement >= tc.patience
+        if accelerator.is_main_process:
+            with run.metrics.open("a", encoding="utf-8") as f:
+                f.write(json.dumps(record) + "\n")
+            save_checkpoint(run.last_checkpoint, accelerator.unwrap_model(model), optimizer, scheduler, state,
+                            best_weights)
+        accelerator.wait_for_everyone()
+        if improved:
+            best_weights = _cpu_state(accelerator.unwrap_model(model))
+        if show:
+            _print_epoch(record, tc, state)
+
+    if best_weights is not None:
+        accelerator.unwrap_model(model).load_state_dict(best_weights)
+    return state
+
+
+@torch.no_grad()
+def evaluate(model, loader, task: TextClassification, accelerator: Accelerator) -> dict:
+    """Validation metrics over the whole loader (predictions gathered from every process)."""
+    model.eval()
+    probabilities, targets = [], []
+    for batch in loader:
+        labels = batch.pop("labels")
+        probs = task.probabilities(model(**batch).logits)  # (batch, num_classes)
+        probs, labels = accelerator.gather_for_metrics((probs, labels))
+        probabilities.append(probs.cpu().numpy())
+        targets.append(labels.cpu().numpy())
+    return task.metrics(np.concatenate(probabilities), np.concatenate(targets))
+
+
+def _rewrite_metrics(run: RunDir, history: list[dict]) -> None:
+    """On resume, metrics.jsonl holds exactly the validations the checkpoint knows of."""
+    atomic_write_text(run.metrics, "".join(json.dumps(r) + "\n" for r in history))
+
+
+def _print_epoch(record: dict, tc, state: LoopState) -> None:
+    per_epoch = state.train_seconds / max(len(state.history), 1)
+    remaining = 0 if state.stopped_early else (tc.epochs - record["epoch"]) * per_epoch
+    line = (f"epoch {record['epoch']}/{tc.epochs}  train_loss {record['train_loss']:.4f}  "
+            f"val_loss {record['val_loss']:.4f}  accuracy {record['val_accuracy']:.4f}  "
+            f"macro_f1 {record['val_macro_f1']:.4f}  {record['epoch_seconds']:.1f}s "
+            f"({record['train_samples_per_s']:.0f} samples/s)  ETA {remaining:.0f}s"
+            + ("  *best*" if record["best"] else ""))
+    if state.stopped_early:
+        line += f"\nstopping early: {tc.metric} has not improved for {tc.patience} epochs"
+    tqdm.write(line)

@@ -1,0 +1,68 @@
+"""Shared fixtures: a tiny random BERT (built from a config, never downloaded) and small data sets."""
+
+from __future__ import annotations
+
+import csv
+import random
+from pathlib import Path
+
+import pytest
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+POSITIVE = ["good", "great", "fine", "happy", "love", "best", "nice", "excellent", "fun", "wonderful"]
+NEGATIVE = ["bad", "awful", "poor", "sad", "hate", "worst", "boring", "terrible", "dull", "ugly"]
+NEUTRAL = ["the", "film", "was", "a", "movie", "this", "very", "story", "it", "and", "plot", "really"]
+
+
+def make_texts(n: int, seed: int) -> list[tuple[str, str]]:
+    """Sentences whose label follows from their words, so even a tiny model can learn them."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        label = "positive" if i % 2 == 0 else "negative"
+        words = rng.sample(NEUTRAL, rng.randint(2, 8)) + rng.sample(POSITIVE if label == "positive" else NEGATIVE, 2)
+        rng.shuffle(words)
+        rows.append((" ".join(words), label))
+    return rows
+
+
+def write_csv(path: Path, rows: list[tuple], header=("text", "label")) -> Path:
+    with path.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A 2-layer BERT with hidden size 32 and random weights, with the bundled model's tokenizer."""
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    from strop.backbones.bundled import BUNDLED
+
+    path = tmp_path_factory.mktemp("tiny-bert")
+    config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=128)
+    import torch
+
+    torch.manual_seed(0)
+    BertModel(config).save_pretrained(path)
+    AutoTokenizer.from_pretrained(BUNDLED.get("minilm-l6")()).save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def text_data(tmp_path_factory) -> dict[str, Path]:
+    path = tmp_path_factory.mktemp("text-data")
+    return {"train": write_csv(path / "train.csv", make_texts(160, seed=1)),
+            "dev": write_csv(path / "dev.csv", make_texts(60, seed=2))}
+
+
+@pytest.fixture
+def tiny_overrides(tiny_model_dir, text_data, tmp_path) -> list[str]:
+    """Overrides for a fast run of `strop fit` on the tiny model (a few seconds on a laptop CPU)."""
+    return [f"model.name={tiny_model_dir}", f"data.train={text_data['train']}",
+            f"data.validation={text_data['dev']}", f"output_dir={tmp_path / 'run'}", "train.epochs=3",
+            "optim.lr=1e-3", "train.quiet=true", "train.patience=0", "model.max_length=32"]

@@ -1,0 +1,60 @@
+import pytest
+
+from strop.config import Config, load_config
+from strop.errors import StropError
+
+
+def test_defaults_and_typed_overrides():
+    cfg = load_config(None, ["optim.lr=3e-5", "train.epochs=7", "train.group_by_length=false",
+                             "data.validation=null", "output_dir=runs/x"])
+    assert cfg.optim.lr == 3e-5 and isinstance(cfg.optim.lr, float)
+    assert cfg.train.epochs == 7
+    assert cfg.train.group_by_length is False
+    assert cfg.data.validation is None
+    assert cfg.output_dir == "runs/x"
+    assert cfg.model.name == "minilm-l6"
+
+
+def test_yaml_file_then_overrides_win(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("optim:\n  lr: 0.001\ntrain:\n  epochs: 2\n")
+    cfg = load_config(path, ["train.epochs=4"])
+    assert cfg.optim.lr == 0.001 and cfg.train.epochs == 4
+
+
+def test_resolved_yaml_round_trips(tmp_path):
+    cfg = load_config(None, ["optim.lr=2e-5", "method.name=freeze", "data.train=a.csv"])
+    path = tmp_path / "resolved.yaml"
+    path.write_text(cfg.to_yaml())
+    assert load_config(path) == cfg
+
+
+def test_config_is_frozen():
+    cfg = Config()
+    with pytest.raises(Exception):
+        cfg.optim.lr = 1.0
+
+
+@pytest.mark.parametrize("override, words", [
+    ("optim.learning_rate=1e-3", ["optim.learning_rate", "known keys in optim", "lr"]),
+    ("trian.epochs=3", ["trian", "did you mean 'train'"]),
+    ("optim.warmup=1.5", ["optim.warmup must be in [0, 1)", "1.5"]),
+    ("train.epochs=three", ["train.epochs must be an integer", "three"]),
+    ("train.epochs=2.5", ["train.epochs must be an integer"]),
+    ("optim.name=adamm", ["optim.name must be one of", "adamw", "adamm"]),
+    ("method.name=lorra", ["unknown method 'lorra'", "full", "linear_probe"]),
+    ("train.resume=maybe", ["train.resume must be true or false"]),
+    ("optim.lr", ["must look like key=value"]),
+])
+def test_bad_keys_and_values_name_the_key(override, words):
+    with pytest.raises(StropError) as error:
+        load_config(None, [override])
+    for word in words:
+        assert word in str(error.value)
+
+
+def test_yaml_that_is_not_a_mapping(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("- a\n- b\n")
+    with pytest.raises(StropError, match="mapping"):
+        load_config(path)

@@ -1,0 +1,107 @@
+import json
+
+import pandas as pd
+import pytest
+
+from strop.data.labelled import check_classes, label_names, load_labelled_texts, split_stratified
+from strop.errors import StropError
+
+
+def _load(path, **kw):
+    return load_labelled_texts(path, kw.get("text", "text"), kw.get("label", "label"), "data.train")
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".tsv", ".jsonl", ".parquet"])
+def test_every_format_reads_the_same(tmp_path, suffix):
+    frame = pd.DataFrame({"text": ["a fine day", "so, bad", "ok \"quoted\""], "label": ["pos", "neg", "pos"]})
+    path = tmp_path / f"d{suffix}"
+    if suffix == ".csv":
+        frame.to_csv(path, index=False)
+    elif suffix == ".tsv":
+        path.write_text("text\tlabel\n" + "".join(f"{t}\t{l}\n" for t, l in zip(frame.text, frame.label)))
+    elif suffix == ".jsonl":
+        path.write_text("".join(json.dumps(r) + "\n" for r in frame.to_dict("records")))
+    else:
+        frame.to_parquet(path)
+    data = _load(path)
+    assert data.texts == frame.text.tolist() and data.labels == frame.label.tolist()
+
+
+def test_numeric_labels_stay_names_and_sort_numerically(tmp_path):
+    path = tmp_path / "d.jsonl"
+    path.write_text("".join(json.dumps({"text": f"t{i}", "label": i % 11}) + "\n" for i in range(22)))
+    data = _load(path)
+    assert label_names(data.labels)[:3] == ["0", "1", "2"] and label_names(data.labels)[-1] == "10"
+
+
+@pytest.mark.parametrize("content, words", [
+    (None, ["file not found"]),
+    ("", ["is empty"]),
+    ("text,label\n", ["no examples"]),
+    ("sentence,label\nhi,a\n", ["column 'text' not found", "columns found: sentence, label", "data.text_column"]),
+    ("text,label\nhi,a\n,b\nyo,\n  ,a\n", ["empty or missing texts", "rows 2, 4"]),
+    ("text,label\nhi,a\nyo,\nhey,NaN\n", ["empty or missing labels", "rows 2"]),
+])
+def test_bad_files_get_one_clear_message(tmp_path, content, words):
+    path = tmp_path / "train.csv"
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(StropError) as error:
+        _load(path)
+    for word in words:
+        assert word in str(error.value)
+
+
+def test_nan_label_string_is_kept_as_a_label_name_not_missing(tmp_path):
+    # Only truly empty cells are missing; the word "NaN" could be a class name.
+    path = tmp_path / "train.csv"
+    path.write_text("text,label\nhi,a\nhey,NaN\n")
+    assert _load(path).labels == ["a", "NaN"]
+
+
+def test_not_utf8(tmp_path):
+    path = tmp_path / "train.csv"
+    path.write_bytes("text,label\ncaf\u00e9 cr\u00e8me,a\n".encode("latin-1"))
+    with pytest.raises(StropError, match="not valid UTF-8"):
+        _load(path)
+
+
+def test_unknown_extension(tmp_path):
+    path = tmp_path / "train.xlsx"
+    path.write_text("x")
+    with pytest.raises(StropError, match="use one of .csv"):
+        _load(path)
+
+
+def test_class_checks(tmp_path):
+    one = tmp_path / "one.csv"
+    one.write_text("text,label\na,x\nb,x\n")
+    with pytest.raises(StropError, match="at least two classes"):
+        check_classes(_load(one), None)
+    two = tmp_path / "two.csv"
+    two.write_text("text,label\na,x\nb,y\n")
+    three = tmp_path / "three.csv"
+    three.write_text("text,label\na,x\nb,z\n")
+    with pytest.raises(StropError, match="labels z do not occur in the training data"):
+        check_classes(_load(two), _load(three))
+    assert check_classes(_load(two), _load(two)) == ["x", "y"]
+
+
+def test_split_is_stratified_and_seeded(tmp_path):
+    path = tmp_path / "d.csv"
+    path.write_text("text,label\n" + "".join(f"t{i},{'a' if i % 4 else 'b'}\n" for i in range(200)))
+    data = _load(path)
+    train, val = split_stratified(data, 0.2, seed=3)
+    assert len(val) == 40 and len(train) == 160
+    assert val.labels.count("b") == 10  # 25% of the held-out part, as in the whole
+    assert set(train.texts).isdisjoint(val.texts)
+    again_train, again_val = split_stratified(data, 0.2, seed=3)
+    assert again_val.texts == val.texts
+    assert split_stratified(data, 0.2, seed=4)[1].texts != val.texts
+
+
+def test_split_refuses_singleton_class(tmp_path):
+    path = tmp_path / "d.csv"
+    path.write_text("text,label\n" + "".join(f"t{i},a\n" for i in range(10)) + "lone,b\n")
+    with pytest.raises(StropError, match="class 'b' has only one example"):
+        split_stratified(_load(path), 0.2, seed=0)
