@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from strop.backbones.text import load_sequence_classifier, load_tokenizer, resolve_model_source
+from strop.backbones.text import load_sequence_classifier, load_tokenizer, quiet_transformers, resolve_model_source
 from strop.config import Config, load_config
 from strop.data.labelled import LabelledTexts, check_classes, load_labelled_texts, split_stratified
 from strop.errors import StropError
@@ -145,8 +145,9 @@ def _check_same_run(cfg: Config, run: RunDir) -> None:
 def save_model(path: Path, model, tokenizer, task: TextClassification, cfg: Config) -> None:
     """Writes a standard Hugging Face model folder plus strop.json (task, labels, head), atomically."""
     tmp = staging_dir(path)
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
+    with quiet_transformers():
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
     (tmp / "strop.json").write_text(json.dumps({
         "task": "text_classification", "labels": list(task.labels), "head": task.head,
         "max_length": task.max_length, "text_column": cfg.data.text_column, "label_column": cfg.data.label_column,

@@ -62,8 +62,11 @@ def load(run_dir: str | Path, device: str | None = None) -> Predictor:
                          "is it a completed run of strop fit?")
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+    from strop.backbones.text import quiet_transformers
+
     info = json.loads((model_dir / "strop.json").read_text(encoding="utf-8"))
     task = TextClassification(labels=tuple(info["labels"]), head=info["head"], max_length=info["max_length"])
-    model = AutoModelForSequenceClassification.from_pretrained(model_dir)
+    with quiet_transformers():
+        model = AutoModelForSequenceClassification.from_pretrained(model_dir)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     return Predictor(model.to(device), AutoTokenizer.from_pretrained(model_dir), task, info)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -75,15 +76,27 @@ def load_sequence_classifier(source: str, labels: list[str], num_logits: int):
         num_logits: outputs of the head (len(labels) for softmax, 1 for a single sigmoid logit).
     """
     from transformers import AutoModelForSequenceClassification
-    from transformers.utils import logging as hf_logging
 
     id2label = {i: label for i, label in enumerate(labels)} if num_logits == len(labels) else {0: labels[1]}
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()  # the "newly initialised head" report is expected here: we add that head
     try:
-        return AutoModelForSequenceClassification.from_pretrained(
-            source, num_labels=num_logits, id2label=id2label, label2id={v: k for k, v in id2label.items()})
+        with quiet_transformers():  # its "newly initialised head" report is expected: we add that head
+            return AutoModelForSequenceClassification.from_pretrained(
+                source, num_labels=num_logits, id2label=id2label, label2id={v: k for k, v in id2label.items()})
     except (OSError, ValueError, KeyError) as error:
         raise StropError(f"model.name: could not load '{source}' as a sequence classifier: {error}") from None
+
+
+@contextmanager
+def quiet_transformers():
+    """Silences transformers' load reports and its per-file progress bars; strop reports progress itself."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
     finally:
         hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()

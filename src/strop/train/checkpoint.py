@@ -28,7 +28,8 @@ class LoopState:
 
 
 def _cpu_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    """A copy of the weights on the CPU (a copy even when they already live there: they keep changing)."""
+    return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.state_dict().items()}
 
 
 def save_checkpoint(path: Path, model, optimizer, scheduler, state: LoopState,

@@ -69,6 +69,9 @@ def train(model, task: TextClassification, method: Method, train_features: list[
     for epoch in range(state.epoch, tc.epochs):
         if state.stopped_early:
             break
+        # Accelerate's loader counts its own epochs from 0 in each process and passes that count to the
+        # sampler when iteration starts; a resumed run must continue from `epoch`, so set both.
+        train_loader.set_epoch(epoch)
         sampler.set_epoch(epoch)
         method.train_mode(model)
         started, samples, tokens, loss_sum = time.perf_counter(), 0, 0, 0.0

@@ -1,0 +1,100 @@
+"""The CLI contract: exit codes, messages, no half-written runs, predict and evaluate outputs."""
+
+import json
+
+import pytest
+
+from strop.cli import main
+
+
+def _fit(overrides):
+    return main(["fit", *overrides])
+
+
+BAD_INPUTS = {
+    "missing file": ("data.train={tmp}/nope.csv", "file not found"),
+    "missing column": ("data.text_column=sentence", "column 'sentence' not found"),
+    "empty file": ("data.train={tmp}/empty.csv", "is empty"),
+    "one class": ("data.train={tmp}/one_class.csv", "at least two classes"),
+    "missing label": ("data.train={tmp}/nan_label.csv", "empty or missing labels in nan_label.csv, rows 2"),
+    "empty text": ("data.train={tmp}/empty_text.csv", "empty or missing texts in empty_text.csv, rows 1"),
+    "unseen validation label": ("data.validation={tmp}/unseen.csv", "labels neutral do not occur"),
+    "not utf-8": ("data.train={tmp}/latin1.csv", "not valid UTF-8"),
+    "unknown model": ("model.name=no-such-org/no-such-model", "model hub cannot be reached"),
+    "unknown key": ("optim.learnig_rate=1", "unknown key 'optim.learnig_rate'"),
+    "bad value": ("train.epochs=0", "train.epochs must be >= 1"),
+}
+
+
+@pytest.fixture
+def bad_files(tmp_path):
+    (tmp_path / "empty.csv").write_text("")
+    (tmp_path / "one_class.csv").write_text("text,label\na,x\nb,x\nc,x\n")
+    (tmp_path / "nan_label.csv").write_text("text,label\ngood,positive\nbad,\nfine,positive\n")
+    (tmp_path / "empty_text.csv").write_text("text,label\n,positive\nbad,negative\n")
+    (tmp_path / "unseen.csv").write_text("text,label\nmeh,neutral\ngood,positive\n")
+    (tmp_path / "latin1.csv").write_bytes("text,label\ncr\u00e8me,positive\nbad,negative\n".encode("latin-1"))
+    return tmp_path
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INPUTS))
+def test_bad_input_exits_2_with_one_message_and_no_run(case, tiny_overrides, bad_files, capsys, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    override, message = BAD_INPUTS[case]
+    override = override.format(tmp=bad_files)
+    key = override.split("=")[0]
+    overrides = [o for o in tiny_overrides if o.split("=")[0] != key] + [override]
+    assert _fit(overrides) == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert err.count("error:") == 1 and "Traceback" not in err
+    assert not (bad_files / "run").exists()
+
+
+def test_existing_output_dir_is_not_overwritten(tiny_overrides, tmp_path, capsys):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "keep.txt").write_text("mine")
+    assert _fit(tiny_overrides) == 2
+    assert "already holds files" in capsys.readouterr().err
+    assert (tmp_path / "run" / "keep.txt").read_text() == "mine"
+
+
+def test_fit_predict_evaluate(tiny_overrides, text_data, tmp_path, capsys):
+    config = tmp_path / "c.yaml"
+    config.write_text("train:\n  epochs: 5\n")
+    assert main(["fit", str(config), *tiny_overrides]) == 0
+    run = tmp_path / "run"
+    capsys.readouterr()
+
+    assert main(["predict", str(run), "--text", "great fun , love it", "--text", "awful , worst"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["label"] for r in rows] == ["positive", "negative"]
+    assert set(rows[0]["probabilities"]) == {"negative", "positive"}
+
+    out = tmp_path / "pred.csv"
+    assert main(["predict", str(run), "--input", str(text_data["dev"]), "--output", str(out)]) == 0
+    import pandas as pd
+
+    predictions = pd.read_csv(out)
+    assert list(predictions.columns) == ["text", "label", "score", "p_negative", "p_positive"]
+    assert len(predictions) == 60
+
+    assert main(["evaluate", str(run), "--data", str(text_data["dev"]), "--json"]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    for key in ("accuracy", "macro_f1", "loss", "n", "confusion_matrix"):
+        assert key in metrics
+    assert metrics["n"] == 60 and sum(map(sum, metrics["confusion_matrix"])) == 60
+    truth = pd.read_csv(text_data["dev"])["label"]
+    assert metrics["accuracy"] == pytest.approx((predictions["label"] == truth).mean())
+    best = max(json.loads(l)["val_accuracy"] for l in (run / "metrics.jsonl").read_text().splitlines())
+    assert metrics["accuracy"] == pytest.approx(best)
+
+    assert main(["evaluate", str(run), "--data", str(text_data["dev"])]) == 0
+    assert "confusion matrix" in capsys.readouterr().out
+
+
+def test_predict_and_evaluate_errors(tiny_overrides, tmp_path, capsys):
+    assert main(["predict", str(tmp_path), "--text", "x"]) == 2
+    assert "holds no trained model" in capsys.readouterr().err
+    assert main(["predict", str(tmp_path)]) == 2
+    assert "--text" in capsys.readouterr().err

@@ -1,0 +1,170 @@
+"""End-to-end runs of strop.fit on a tiny random BERT: files, determinism, heads, methods, resume."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import strop
+from strop.methods import METHODS
+from strop.methods.base import count_parameters
+
+
+def _history(run):
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_fit_writes_a_complete_run(tiny_overrides, tmp_path):
+    run = strop.fit(None, tiny_overrides)
+    assert run == tmp_path / "run"
+    for name in ("config.yaml", "metrics.jsonl", "summary.json", "model/model.safetensors", "model/config.json",
+                 "model/strop.json", "model/tokenizer.json", "checkpoints/last/state.json"):
+        assert (run / name).is_file(), name
+    history = _history(run)
+    assert [r["epoch"] for r in history] == [1, 2, 3]
+    for key in ("train_loss", "val_loss", "val_accuracy", "val_macro_f1", "lr", "train_samples_per_s",
+                "train_tokens_per_s"):
+        assert key in history[0]
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+    # The resolved config reproduces the run's settings.
+    cfg = strop.load_config(run / "config.yaml")
+    assert cfg.optim.lr == 1e-3 and cfg.output_dir == str(run)
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["labels"] == ["negative", "positive"]
+    assert summary["best"]["val_accuracy"] == max(r["val_accuracy"] for r in history)
+
+
+def test_predictor_learns_and_matches_plain_transformers(tiny_overrides, text_data):
+    run = strop.fit(None, tiny_overrides + ["train.epochs=6"])
+    predictor = strop.load(run)
+    texts = ["great fun film , love it", "awful boring plot , worst film", "the story was good and nice"]
+    proba = predictor.predict_proba(texts)
+    assert proba.shape == (3, 2) and np.allclose(proba.sum(axis=1), 1, atol=1e-5)
+    labels = predictor.predict(texts)
+    assert labels[:2] == ["positive", "negative"]
+
+    from transformers import pipeline
+
+    classify = pipeline("text-classification", model=str(run / "model"), device="cpu")
+    plain = classify(texts, top_k=None)
+    for row, p in zip(plain, proba):
+        scores = {r["label"]: r["score"] for r in row}
+        assert set(scores) == {"negative", "positive"}
+        assert np.allclose([scores["negative"], scores["positive"]], p, atol=1e-5)
+
+
+def test_same_seed_same_metrics_other_seed_other_metrics(tiny_overrides, tmp_path):
+    first = _history(strop.fit(None, tiny_overrides + [f"output_dir={tmp_path / 'a'}", "train.epochs=2"]))
+    second = _history(strop.fit(None, tiny_overrides + [f"output_dir={tmp_path / 'b'}", "train.epochs=2"]))
+    third = _history(strop.fit(None, tiny_overrides + [f"output_dir={tmp_path / 'c'}", "train.epochs=2",
+                                                       "train.seed=7"]))
+    strip = lambda h: [(r["train_loss"], r["val_loss"], r["val_accuracy"]) for r in h]
+    assert strip(first) == strip(second)
+    assert strip(first) != strip(third)
+
+
+def test_early_stopping_restores_the_best_weights(tiny_overrides, tmp_path):
+    # A huge learning rate wrecks the model after the first epoch, so accuracy cannot keep improving.
+    run = strop.fit(None, tiny_overrides + ["train.epochs=8", "train.patience=1", "optim.lr=0.5",
+                                            "optim.warmup=0", "train.metric=loss"])
+    history = _history(run)
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["stopped_early"] and len(history) < 8
+    best = min(history, key=lambda r: r["val_loss"])
+    assert summary["best_epoch"] == best["epoch"]
+    from strop.evaluate.scoring import evaluate_file
+
+    scored = evaluate_file(strop.load(run), tiny_overrides[2].split("=", 1)[1])
+    assert scored["loss"] == pytest.approx(best["val_loss"], abs=1e-4)
+
+
+def test_sigmoid_head_single_logit(tiny_overrides):
+    run = strop.fit(None, tiny_overrides + ["model.head=sigmoid", "train.epochs=6"])
+    config = json.loads((run / "model" / "config.json").read_text())
+    assert len(config["id2label"]) == 1
+    predictor = strop.load(run)
+    proba = predictor.predict_proba(["great fun film , love it", "awful boring plot , worst film"])
+    assert proba.shape == (2, 2)
+    assert predictor.predict(["great fun film , love it", "awful boring plot , worst film"]) == ["positive", "negative"]
+
+
+@pytest.mark.parametrize("method", METHODS.names())
+def test_every_method_trains_only_what_it_says(method, tiny_overrides, tiny_model_dir):
+    from strop.backbones.text import load_sequence_classifier
+
+    model = load_sequence_classifier(str(tiny_model_dir), ["a", "b"], 2)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    METHODS.get(method)().prepare(model)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    expected = {
+        "full": {n for n, _ in model.named_parameters()},
+        "freeze": {n for n, _ in model.named_parameters() if n.startswith(("classifier", "bert.pooler"))},
+        "linear_probe": {"classifier.weight", "classifier.bias"},
+    }[method]
+    assert trainable == expected
+    run = strop.fit(None, tiny_overrides + [f"method.name={method}", "train.epochs=1"])
+    after = load_file(run / "model" / "model.safetensors")
+    changed = {k for k in before if k in after and not torch.equal(before[k], after[k])}
+    assert "classifier.weight" in changed
+    frozen_changed = {k for k in changed if not any(k.startswith(t.rsplit(".", 1)[0]) for t in expected)}
+    assert not frozen_changed
+
+
+def _fit_command(overrides):
+    return [sys.executable, "-m", "strop.cli", "fit", *overrides]
+
+
+def test_killed_run_resumes_to_the_same_weights(tiny_overrides, tmp_path):
+    common = [o for o in tiny_overrides if not o.startswith(("output_dir", "train.epochs"))]
+    common += ["train.epochs=6", "train.batch_size=4"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    straight = tmp_path / "straight"
+    subprocess.run(_fit_command(common + [f"output_dir={straight}"]), check=True, env=env)
+
+    killed = tmp_path / "killed"
+    process = subprocess.Popen(_fit_command(common + [f"output_dir={killed}"]), env=env)
+    state = killed / "checkpoints" / "last" / "state.json"
+    deadline = time.time() + 300
+    while not state.exists() and time.time() < deadline and process.poll() is None:
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert state.exists(), "the run ended before its first checkpoint"
+    assert not (killed / "summary.json").exists(), "the run finished before it could be killed"
+    epochs_done = json.loads(state.read_text())["epoch"]
+    assert 1 <= epochs_done < 6
+
+    subprocess.run(_fit_command(common + [f"output_dir={killed}", "train.resume=true"]), check=True, env=env)
+    a = load_file(straight / "model" / "model.safetensors")
+    b = load_file(killed / "model" / "model.safetensors")
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    assert _history(killed) == _history(straight) or [
+        {k: v for k, v in r.items() if "per_s" not in k and "seconds" not in k and k != "time"} for r in _history(killed)
+    ] == [{k: v for k, v in r.items() if "per_s" not in k and "seconds" not in k and k != "time"}
+          for r in _history(straight)]
+
+
+def test_resume_refuses_a_changed_config_and_a_finished_run(tiny_overrides):
+    run = strop.fit(None, tiny_overrides + ["train.epochs=1"])
+    with pytest.raises(strop.StropError, match="already complete"):
+        strop.fit(None, tiny_overrides + ["train.epochs=1", "train.resume=true"])
+    (run / "summary.json").unlink()
+    with pytest.raises(strop.StropError, match="differs in optim.lr"):
+        strop.fit(None, tiny_overrides + ["train.epochs=1", "train.resume=true", "optim.lr=0.1"])
+
+
+def test_count_parameters_freeze(tiny_model_dir):
+    from strop.backbones.text import load_sequence_classifier
+
+    model = load_sequence_classifier(str(tiny_model_dir), ["a", "b", "c"], 3)
+    METHODS.get("linear_probe")().prepare(model)
+    assert count_parameters(model)[0] == 32 * 3 + 3
