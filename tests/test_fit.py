@@ -168,3 +168,14 @@ def test_count_parameters_freeze(tiny_model_dir):
     model = load_sequence_classifier(str(tiny_model_dir), ["a", "b", "c"], 3)
     METHODS.get("linear_probe")().prepare(model)
     assert count_parameters(model)[0] == 32 * 3 + 3
+
+
+def test_gradient_accumulation_takes_one_step_per_n_batches(tiny_overrides):
+    run = strop.fit(None, tiny_overrides + ["train.epochs=1", "train.batch_size=8", "train.grad_accum=4"])
+    # 160 examples in batches of 8 = 20 batches = 5 optimizer steps
+    assert _history(run)[0]["step"] == 5
+
+
+def test_missing_train_file_setting():
+    with pytest.raises(strop.StropError, match="data.train is not set"):
+        strop.fit(None, ["train.epochs=1"])
