@@ -65,4 +65,5 @@ def tiny_overrides(tiny_model_dir, text_data, tmp_path) -> list[str]:
     """Overrides for a fast run of `strop fit` on the tiny model (a few seconds on a laptop CPU)."""
     return [f"model.name={tiny_model_dir}", f"data.train={text_data['train']}",
             f"data.validation={text_data['dev']}", f"output_dir={tmp_path / 'run'}", "train.epochs=3",
-            "optim.lr=1e-3", "train.quiet=true", "train.patience=0", "model.max_length=32"]
+            "optim.lr=1e-3", "train.quiet=true", "train.patience=0", "model.max_length=32",
+            "train.batch_size=8", "train.mixed_precision=no"]  # fp32: the same numbers on every CPU

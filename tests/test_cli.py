@@ -62,7 +62,7 @@ def test_existing_output_dir_is_not_overwritten(tiny_overrides, tmp_path, capsys
 def test_fit_predict_evaluate(tiny_overrides, text_data, tmp_path, capsys):
     config = tmp_path / "c.yaml"
     config.write_text("train:\n  epochs: 5\n")
-    assert main(["fit", str(config), *tiny_overrides]) == 0
+    assert main(["fit", str(config), *tiny_overrides, "train.epochs=8", "train.batch_size=8"]) == 0
     run = tmp_path / "run"
     capsys.readouterr()
 

@@ -42,7 +42,7 @@ def test_fit_writes_a_complete_run(tiny_overrides, tmp_path):
 
 
 def test_predictor_learns_and_matches_plain_transformers(tiny_overrides, text_data):
-    run = strop.fit(None, tiny_overrides + ["train.epochs=6"])
+    run = strop.fit(None, tiny_overrides + ["train.epochs=8"])
     predictor = strop.load(run)
     texts = ["great fun film , love it", "awful boring plot , worst film", "the story was good and nice"]
     proba = predictor.predict_proba(texts)
@@ -86,7 +86,7 @@ def test_early_stopping_restores_the_best_weights(tiny_overrides, tmp_path):
 
 
 def test_sigmoid_head_single_logit(tiny_overrides):
-    run = strop.fit(None, tiny_overrides + ["model.head=sigmoid", "train.epochs=6"])
+    run = strop.fit(None, tiny_overrides + ["model.head=sigmoid", "train.epochs=8"])
     config = json.loads((run / "model" / "config.json").read_text())
     assert len(config["id2label"]) == 1
     predictor = strop.load(run)
@@ -179,3 +179,18 @@ def test_gradient_accumulation_takes_one_step_per_n_batches(tiny_overrides):
 def test_missing_train_file_setting():
     with pytest.raises(strop.StropError, match="data.train is not set"):
         strop.fit(None, ["train.epochs=1"])
+
+
+def test_bf16_training_steps_with_fp32_validation(tiny_overrides, tmp_path):
+    fp32 = _history(strop.fit(None, tiny_overrides + [f"output_dir={tmp_path / 'a'}", "train.epochs=2"]))
+    run = strop.fit(None, tiny_overrides + [f"output_dir={tmp_path / 'b'}", "train.epochs=2",
+                                            "train.mixed_precision=bf16"])
+    bf16 = _history(run)
+    assert bf16[0]["train_loss"] != fp32[0]["train_loss"]  # autocast really changed the arithmetic
+    assert abs(bf16[0]["train_loss"] - fp32[0]["train_loss"]) < 0.05
+    # Validation ran in fp32: strop evaluate on the saved best weights reproduces it exactly.
+    from strop.evaluate.scoring import evaluate_file
+
+    best = max(bf16, key=lambda r: r["val_accuracy"])
+    scored = evaluate_file(strop.load(run), tiny_overrides[2].split("=", 1)[1])
+    assert scored["loss"] == pytest.approx(best["val_loss"], abs=1e-5)

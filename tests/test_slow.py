@@ -28,10 +28,10 @@ def test_cli_on_bundled_model_and_sst2_slice(tmp_path):
     dev.to_csv(tmp_path / "dev.csv", index=False)
     run = tmp_path / "run"
     fitted = _strop("fit", f"data.train={tmp_path / 'train.csv'}", f"data.validation={tmp_path / 'dev.csv'}",
-                    "train.epochs=2", f"output_dir={run}", "--quiet")
+                    f"output_dir={run}", "--quiet")  # default settings
     assert fitted.returncode == 0, fitted.stderr
     history = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    assert len(history) == 2
+    assert 1 <= len(history) <= 5
     assert max(r["val_accuracy"] for r in history) > 0.75  # chance is 0.5; the full run reaches about 0.85
 
     scored = _strop("evaluate", str(run), "--data", str(tmp_path / "dev.csv"), "--json")

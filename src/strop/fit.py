@@ -159,9 +159,11 @@ def save_model(path: Path, model, tokenizer, task: TextClassification, cfg: Conf
 def _announce(cfg: Config, splits: Splits, model, run: RunDir, accelerator) -> None:
     if cfg.train.quiet:
         return
+    from strop.train.loop import resolve_precision
+
     trainable, total = count_parameters(model)
     print(f"strop fit -> {run.root}\n"
           f"  data: {len(splits.train)} train / {len(splits.validation)} validation examples, "
           f"{len(splits.labels)} classes\n"
           f"  model: {cfg.model.name} ({total / 1e6:.1f}M parameters), method {cfg.method.name}, "
-          f"device {accelerator.device}, precision {accelerator.mixed_precision}")
+          f"device {accelerator.device}, training precision {resolve_precision(cfg, accelerator.device)}")

@@ -1,0 +1,174 @@
+"""Aggregation of the runs per row and tool, the Markdown tables, and docs/benchmarks.md."""
+
+from __future__ import annotations
+
+import statistics
+
+TOOL_ORDER = ["strop", "trainer", "setfit", "tfidf"]
+
+# figure key, column title, cell format (see _cell); each also gets a strop / peer ratio
+FIGURES = [
+    ("wall_seconds", "wall s", "num"),
+    ("train_seconds", "train s", "num"),
+    ("samples_per_s", "samples/s", "num"),
+    ("tokens_per_s", "tokens/s", "num"),
+    ("peak_rss_mb", "peak RSS MB", "num"),
+    ("mfu", "MFU", "{:.2%}"),
+]
+
+
+def derive(run: dict, peak_flops: float | None) -> dict:
+    """Adds the rates to one worker result: samples/s, tokens/s, training FLOPs (6 N tokens) and MFU."""
+    seconds = run["train_seconds"]
+    run["samples_per_s"] = run["sentences"] / seconds if seconds else None
+    if "tokens" in run:
+        run["tokens_per_s"] = run["tokens"] / seconds
+        run["train_flops"] = 6 * run["n_params"] * run["tokens"]
+        run["mfu"] = run["train_flops"] / seconds / peak_flops if peak_flops else None
+    return run
+
+
+def _mean(values: list) -> float | None:
+    values = [v for v in values if v is not None]
+    return statistics.fmean(values) if values else None
+
+
+def aggregate(runs: list[dict]) -> list[dict]:
+    """One entry per (row, tool) over the seeds that completed: accuracy mean and std, mean of each figure."""
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for run in runs:
+        if "error" not in run and "skipped" not in run:
+            groups.setdefault((run["row"], run["tool"]), []).append(run)
+    rows = list(dict.fromkeys(row for row, _ in groups))  # in the order they ran
+    table = []
+    for row, tool in sorted(groups, key=lambda key: (rows.index(key[0]), TOOL_ORDER.index(key[1]))):
+        group = groups[(row, tool)]
+        accuracies = [r["accuracy"] for r in group]
+        entry = {"row": row, "tool": tool, "seeds": len(group), "accuracy_mean": statistics.fmean(accuracies),
+                 "accuracy_std": statistics.stdev(accuracies) if len(group) > 1 else 0.0}
+        entry.update({key: _mean([r.get(key) for r in group]) for key, _, _ in FIGURES})
+        table.append(entry)
+    return table
+
+
+def ratios(table: list[dict]) -> list[dict]:
+    """strop / peer for accuracy and every figure, per row (above 1: strop's figure is larger)."""
+    out = []
+    by_key = {(e["row"], e["tool"]): e for e in table}
+    for entry in table:
+        strop = by_key.get((entry["row"], "strop"))
+        if entry["tool"] == "strop" or strop is None:
+            continue
+        ratio = {"row": entry["row"], "peer": entry["tool"]}
+        for key in ["accuracy_mean"] + [k for k, _, _ in FIGURES]:
+            a, b = strop.get(key), entry.get(key)
+            ratio[key] = a / b if a is not None and b else None
+        out.append(ratio)
+    return out
+
+
+def _cell(value, fmt: str) -> str:
+    """A table cell: "num" (4 significant digits) and "ratio" (3) write whole numbers from 1,000 on;
+    anything else is a format string."""
+    if value is None:
+        return "—"
+    if fmt in ("num", "ratio"):
+        return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.{4 if fmt == 'num' else 3}g}"
+    return fmt.format(value)
+
+
+def markdown(table: list[dict], ratio_rows: list[dict], problems: list[str]) -> str:
+    """The results table, the strop / peer table, and the runs that were skipped or failed."""
+    lines = ["| row | tool | seeds | accuracy | " + " | ".join(t for _, t, _ in FIGURES) + " |",
+             "|---|---|---:|---:|" + "---:|" * len(FIGURES)]
+    for e in table:
+        cells = [_cell(e[k], f) for k, _, f in FIGURES]
+        lines.append(f"| {e['row']} | {e['tool']} | {e['seeds']} | {e['accuracy_mean']:.4f} ± {e['accuracy_std']:.4f} | "
+                     + " | ".join(cells) + " |")
+    if ratio_rows:
+        lines += ["", "strop / peer (accuracy and throughput: above 1 favours strop; wall s, train s, "
+                      "peak RSS: below 1 favours strop):", "",
+                  "| row | peer | accuracy | " + " | ".join(t for _, t, _ in FIGURES) + " |",
+                  "|---|---|---:|" + "---:|" * len(FIGURES)]
+        for r in ratio_rows:
+            cells = [_cell(r[k], "ratio") for k in ["accuracy_mean"] + [k for k, _, _ in FIGURES]]
+            lines.append(f"| {r['row']} | {r['peer']} | " + " | ".join(cells) + " |")
+    if problems:
+        lines += ["", "Not in the table:", ""] + [f"- {p}" for p in problems]
+    return "\n".join(lines) + "\n"
+
+
+def problems(runs: list[dict]) -> list[str]:
+    """One line per run that was skipped or failed, with its reason."""
+    out = []
+    for r in runs:
+        reason = r.get("skipped") or r.get("error")
+        if reason:
+            kind = "skipped" if "skipped" in r else "failed"
+            out.append(f"{r['row']} / {r['tool']} / seed {r['seed']} {kind}: {reason}")
+    return out
+
+
+DOC_NOTES = """\
+## What runs
+
+Each (row, tool, seed) is one fresh worker process (`python bench/run.py --worker ...`), so no tool
+inherits another's imports, caches or memory. All tools get the same data files, the same bundled model
+(all-MiniLM-L6-v2, a 6-layer BERT), the same seed and the same epoch budget. The seeds vary training
+only: samples, few-shot sets and held-out splits are drawn once with a fixed data seed.
+
+- **strop**: `strop.fit` with its defaults; only data, epochs, seed, output directory and quiet are set.
+  The scoring split is its validation file, so it picks (and restores) its best epoch on it.
+- **trainer**: Hugging Face `Trainer`, `AutoModelForSequenceClassification`, lr 5e-5, batch 16 (train and
+  eval), weight decay 0.01, `DataCollatorWithPadding`, evaluation and a checkpoint each epoch,
+  `load_best_model_at_end` on accuracy, `EarlyStoppingCallback(early_stopping_patience=2)`, fp32, the
+  scoring split as `eval_dataset`; accuracy from `trainer.evaluate()` after training.
+- **setfit**: `SetFitModel` on the same sentence-transformers folder, default contrastive pair sampling
+  and logistic-regression head, batch 16, `num_epochs` = the epoch budget for the embedding phase; no
+  validation, the final model is scored. Few-shot rows only.
+- **tfidf**: scikit-learn `TfidfVectorizer(ngram_range=(1, 2))` + `LogisticRegression(max_iter=1000)`.
+
+Rows: `sst2-1k` (1,000 SST-2 train sentences drawn with a fixed seed), `sst2-full` (6,920), scored on the
+SST-2 dev split (872); `trec` and `banking77` train on their train file less a held-out, seeded,
+stratified 20% (at most 1,000 rows) that scores them; `sst2-fs64` (32 per class) and `trec-fs8` (8 per
+class) are few-shot rows, scored like their full rows; the Trainer is not run on them, SetFit only on them.
+
+## What is measured
+
+- **accuracy** on the scoring split, of the model each tool ends with (best epoch restored where the tool
+  does so), mean ± standard deviation over the seeds.
+- **wall s**: the whole job in the worker, from process start: imports, model load, tokenisation,
+  training, validation, checkpoints, final scoring.
+- **train s**: training only: the epochs' step loops without validation and checkpoints (strop's
+  `train_seconds`, a Trainer callback from epoch begin to epoch end); for SetFit all of `trainer.train()`
+  (pair training and fitting the head), for tfidf the pipeline's `fit`.
+- **samples/s** and **tokens/s**: sentences and real (non-pad) tokens that passed through the encoder
+  in training mode, counted by one hook on `BertModel.forward` in every worker (so padding is not
+  counted, whatever a tool pads to), divided by train s. SetFit's samples are the sentences of its pairs.
+  For tfidf, training examples per second of `fit`.
+- **peak RSS MB**: `ru_maxrss` of the worker process.
+- **MFU**: training FLOPs, estimated as 6 x non-embedding parameters x real tokens (forward and
+  backward; embedding tables are looked up, not multiplied), per training second, over the peak above.
+  The estimate leaves out the attention-score FLOPs (small at these lengths) and counts a full backward
+  pass. Padding is not counted, so a tool that pads more shows a lower MFU for the same arithmetic.
+- The peak's clock is what the CPU reports (`lscpu` max MHz, else `/proc/cpuinfo`); in a virtual machine
+  that is often the base clock, and turbo can make the true peak higher.
+"""
+
+
+def document(result: dict, table_md: str) -> str:
+    """docs/benchmarks.md: table, peak derivation, machine, versions, date and the command."""
+    m = result["machine"]
+    peak = m["peak"]
+    machine_line = (f"{peak['model']}, {peak['cores']} cores" if peak["device"] == "cpu" else peak["model"])
+    versions = ", ".join(f"{k} {v}" for k, v in m["versions"].items())
+    data = "; ".join(f"{row} {d['train']} train / {d['score']} scored, {d['classes']} classes"
+                     for row, d in result["data"].items())
+    loads = [r["load_before"] for r in result["runs"] if "load_before" in r]
+    load = f"- load average before each run: at most {max(loads):.1f}\n" if loads else ""
+    return (f"# Benchmarks\n\nstrop against the Hugging Face Trainer, SetFit and a TF-IDF baseline, all measured "
+            f"in one invocation of the harness on one machine. Generated by `bench/run.py --write-docs`; do not "
+            f"edit by hand.\n\n"
+            f"- date: {result['date']}\n- command: `{result['command']}`\n- machine: {machine_line} "
+            f"({m['platform']})\n- {peak['line']}\n- versions: {versions}\n- seeds: {result['seeds']}, "
+            f"epochs: {result['epochs']}\n- data: {data}\n{load}\n## Results\n\n{table_md}\n{DOC_NOTES}")

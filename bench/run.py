@@ -1,0 +1,182 @@
+"""Benchmark: the same fine-tuning jobs with strop, the Hugging Face Trainer, SetFit and TF-IDF.
+
+    python bench/run.py                                   # every row, every tool, 3 seeds, 5 epochs
+    python bench/run.py --rows sst2-fs64 --seeds 1 --epochs 1
+    python bench/run.py --write-docs                      # ... and rewrite docs/benchmarks.md
+
+Each run is a separate worker process (`run.py --worker TOOL ...`) that writes its measurements as JSON;
+this parent prepares the data, launches the workers one after another, prints each result as it comes,
+and aggregates them into bench/results/<timestamp>.json and .md. See bench/README.md.
+"""
+
+from __future__ import annotations
+
+import time
+
+STARTED = time.perf_counter()  # the worker's wall clock starts before any heavy import
+
+import argparse  # noqa: E402
+import datetime  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import shlex  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+DOCS = HERE.parent / "docs" / "benchmarks.md"
+ALL_ROWS = ["sst2-1k", "sst2-full", "trec", "banking77", "sst2-fs64", "trec-fs8"]
+ALL_TOOLS = ["strop", "trainer", "setfit", "tfidf"]
+# The same environment for every worker: offline, no tokenizer thread pools fighting torch's.
+WORKER_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
+              "HF_DATASETS_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1"}
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rows", default=",".join(ALL_ROWS), help=f"comma-separated, of {', '.join(ALL_ROWS)}")
+    parser.add_argument("--tools", default=",".join(ALL_TOOLS), help=f"comma-separated, of {', '.join(ALL_TOOLS)}")
+    parser.add_argument("--seeds", type=int, default=3, help="number of training seeds (1, 2, ...)")
+    parser.add_argument("--epochs", type=int, default=5, help="epoch budget of every tool")
+    parser.add_argument("--out", type=Path, default=HERE / "results", help="folder for the result files")
+    parser.add_argument("--write-docs", action="store_true", help=f"rewrite {DOCS.relative_to(HERE.parent)}")
+    parser.add_argument("--limit", type=int, help=argparse.SUPPRESS)  # smoke runs: cap train and score rows
+    # worker mode, used by the parent
+    parser.add_argument("--worker", choices=ALL_TOOLS, help=argparse.SUPPRESS)
+    parser.add_argument("--train", help=argparse.SUPPRESS)
+    parser.add_argument("--score", help=argparse.SUPPRESS)
+    parser.add_argument("--seed", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    args.rows, args.tools = _names(parser, args.rows, ALL_ROWS), _names(parser, args.tools, ALL_TOOLS)
+    if args.write_docs and args.limit is not None:
+        parser.error("--write-docs publishes full runs only; drop --limit")
+    return args
+
+
+def _names(parser: argparse.ArgumentParser, value: str, allowed: list[str]) -> list[str]:
+    names = [n.strip() for n in value.split(",") if n.strip()]
+    unknown = [n for n in names if n not in allowed]
+    if unknown:
+        parser.error(f"unknown {', '.join(unknown)}; choose from {', '.join(allowed)}")
+    return names
+
+
+def worker(args: argparse.Namespace) -> int:
+    """Worker mode: one job, its measurements written to --result as JSON."""
+    sys.path.insert(0, str(HERE))
+    from workers import measure
+
+    result = measure(args.worker, args.train, args.score, args.seed, args.epochs, STARTED)
+    args.result.write_text(json.dumps(result, indent=1))
+    return 0
+
+
+def applies(tool: str, row: str) -> bool:
+    """SetFit runs on the few-shot rows only, the Trainer on the others only."""
+    from rows import ROWS
+
+    few_shot = ROWS[row].few_shot
+    return not (tool == "setfit" and not few_shot) and not (tool == "trainer" and few_shot)
+
+
+def launch(tool: str, files, seed: int, epochs: int, logs: Path) -> dict:
+    """Runs one worker process and returns its result, or an 'error' entry with the end of its log."""
+    name = f"{files.train.parent.name}-{tool}-seed{seed}"
+    result_file, log_file = logs / f"{name}.json", logs / f"{name}.log"
+    command = [sys.executable, str(Path(__file__).resolve()), "--worker", tool, "--train", str(files.train),
+               "--score", str(files.score), "--seed", str(seed), "--epochs", str(epochs), "--result", str(result_file)]
+    load, started = os.getloadavg()[0], time.perf_counter()
+    with log_file.open("w") as log:
+        code = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **WORKER_ENV},
+                              check=False).returncode
+    if code != 0 or not result_file.is_file():
+        tail = log_file.read_text(errors="replace").strip().splitlines()[-1:] or ["(no output)"]
+        return {"error": f"exit code {code}: {tail[0][:300]} (log: {log_file})"}
+    result = json.loads(result_file.read_text())
+    result.update(process_seconds=time.perf_counter() - started, load_before=load)
+    return result
+
+
+def warn_if_busy(cores: int | None) -> None:
+    """Timings mean little while other processes share the CPU: say so before starting."""
+    load = os.getloadavg()[0]
+    if cores and load > 0.5:
+        print(f"WARNING: load average {load:.1f} on {cores} cores before starting: other processes share the "
+              "CPU, so times and rates will be low and noisy (each run records its load_before)", flush=True)
+
+
+def progress(done: int, total: int, run: dict) -> str:
+    """One line per finished run."""
+    head = f"[{done}/{total}] {run['row']} seed {run['seed']} {run['tool']}:"
+    if "error" in run or "skipped" in run:
+        return f"{head} {'FAILED' if 'error' in run else 'skipped'}: {run.get('error') or run.get('skipped')}"
+    line = (f"{head} accuracy {run['accuracy']:.4f}, wall {run['wall_seconds']:.1f} s, train "
+            f"{run['train_seconds']:.1f} s, {run['samples_per_s']:.1f} samples/s, peak {run['peak_rss_mb']:.0f} MB")
+    if run.get("tokens_per_s") is not None:
+        line += f", {run['tokens_per_s']:.0f} tokens/s"
+    if run.get("mfu") is not None:
+        line += f", MFU {run['mfu']:.2%}"
+    if "accuracy_reloaded" in run and abs(run["accuracy_reloaded"] - run["accuracy"]) > 1e-9:
+        line += f"  WARNING: reloaded model scores {run['accuracy_reloaded']:.4f}"
+    return line
+
+
+def plan(args: argparse.Namespace) -> list[tuple[str, int, str]]:
+    """(row, seed, tool) in run order: all tools of a seed together, so slow drift hits them alike."""
+    return [(row, seed, tool) for row in args.rows for seed in range(1, args.seeds + 1)
+            for tool in args.tools if applies(tool, row)]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.worker:
+        return worker(args)
+    sys.path.insert(0, str(HERE))
+    import machine
+    import report
+    import rows
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+    stamp = now.strftime("%Y%m%d-%H%M%S")
+    args.out.mkdir(parents=True, exist_ok=True)
+    logs = args.out / stamp
+    logs.mkdir()
+    info = machine.describe()
+    print(info["peak"]["line"], flush=True)
+    warn_if_busy(info["peak"].get("cores"))
+    command = "python " + " ".join(shlex.quote(a) for a in ([os.path.relpath(__file__)] + (argv or sys.argv[1:])))
+    result = {"date": now.isoformat(timespec="seconds"), "command": command, "machine": info, "rows": args.rows,
+              "tools": args.tools, "seeds": args.seeds, "epochs": args.epochs, "limit": args.limit, "data": {},
+              "runs": []}
+    todo = plan(args)
+    with tempfile.TemporaryDirectory(prefix="bench-data-") as data_dir:
+        files = {}
+        for row in args.rows:
+            files[row] = rows.prepare(row, Path(data_dir), args.limit)
+            f = files[row]
+            result["data"][row] = {"train": f.n_train, "score": f.n_score, "classes": f.n_classes}
+            print(f"{row}: {f.n_train} training examples, {f.n_score} scored, {f.n_classes} classes", flush=True)
+        for done, (row, seed, tool) in enumerate(todo, 1):
+            run = {"row": row, "tool": tool, "seed": seed, **launch(tool, files[row], seed, args.epochs, logs)}
+            if "error" not in run and "skipped" not in run:
+                report.derive(run, info["peak"]["peak_flops"])
+            result["runs"].append(run)
+            print(progress(done, len(todo), run), flush=True)
+            (args.out / f"{stamp}.json").write_text(json.dumps(result, indent=1))  # partial results survive a crash
+    result["table"] = report.aggregate(result["runs"])
+    result["ratios"] = report.ratios(result["table"])
+    table_md = report.markdown(result["table"], result["ratios"], report.problems(result["runs"]))
+    (args.out / f"{stamp}.json").write_text(json.dumps(result, indent=1))
+    (args.out / f"{stamp}.md").write_text(table_md)
+    print("\n" + table_md + f"\nresults: {args.out / stamp}.json, .md; worker logs: {logs}")
+    if args.write_docs:
+        DOCS.write_text(report.document(result, table_md))
+        print(f"rewrote {DOCS}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

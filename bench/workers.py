@@ -1,0 +1,223 @@
+"""One fine-tuning job per tool, run inside its own worker process, measured the same way for every tool.
+
+Every job reads the same train.csv and score.csv, uses the bundled MiniLM-L6, one seed and one epoch
+budget, and returns a dict: accuracy on the scoring split, training seconds and anything tool-specific.
+`measure` wraps a job with what is measured identically for all tools: wall time from the start of the
+worker process (imports and model loading included), the sentences and real (non-pad) tokens that pass
+through the encoder in training, its parameter count, and the peak resident memory.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import resource
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+
+LR, BATCH = 5e-5, 16  # the peers' settings, as a typical user writes them
+MAX_LENGTH = 128  # strop's default truncation; every text in these data sets is shorter
+
+
+class EncoderCounter:
+    """Counts the sentences and real tokens that go through any BERT encoder while it trains.
+
+    Patches `BertModel.forward`, the encoder class under all three deep-learning tools (strop and the
+    Trainer through BertForSequenceClassification, SetFit through sentence-transformers), so the counts
+    do not depend on what each tool chooses to report. Only calls in training mode with gradients on count.
+    """
+
+    def __init__(self):
+        self.sentences = 0
+        self.tokens = 0
+        self.n_params = 0
+
+    def install(self) -> None:
+        import torch
+        from transformers.models.bert.modeling_bert import BertModel
+
+        original = BertModel.forward
+        counter = self
+
+        @functools.wraps(original)
+        def forward(module, *args, **kwargs):
+            if module.training and torch.is_grad_enabled():
+                counter.record(module, args, kwargs)
+            return original(module, *args, **kwargs)
+
+        BertModel.forward = forward
+
+    def record(self, module, args: tuple, kwargs: dict) -> None:
+        input_ids = kwargs.get("input_ids", args[0] if args else None)
+        mask = kwargs.get("attention_mask", args[1] if len(args) > 1 else None)
+        self.sentences += int(input_ids.shape[0])
+        self.tokens += int(mask.sum()) if mask is not None else int(input_ids.numel())
+        if not self.n_params:
+            # Embedding tables are looked up, not multiplied: only the other weights cost FLOPs per token.
+            embedding = {id(p) for p in module.embeddings.parameters()}
+            self.n_params = sum(p.numel() for p in module.parameters() if id(p) not in embedding)
+
+
+def model_folder() -> str:
+    from strop.backbones.bundled import BUNDLED
+
+    return str(BUNDLED.get("minilm-l6")())
+
+
+def read(path: str) -> pd.DataFrame:
+    return pd.read_csv(path, dtype=str, keep_default_na=False)
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far (ru_maxrss is in KiB on Linux)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run_strop(train: str, score: str, seed: int, epochs: int, workdir: Path) -> dict:
+    """strop's defaults; only data, epochs, seed, output_dir and quiet are set."""
+    import strop
+
+    run = strop.fit(None, [f"data.train={train}", f"data.validation={score}", f"train.epochs={epochs}",
+                           f"train.seed={seed}", f"output_dir={workdir / 'run'}", "train.quiet=true"])
+    summary = json.loads((run / "summary.json").read_text())
+    history = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    reported_tokens = sum(r["train_tokens_per_s"] * r["epoch_seconds"] for r in history)
+    return {"accuracy": summary["best"]["val_accuracy"], "train_seconds": summary["train_seconds"],
+            "epochs_run": summary["epochs_run"], "best_epoch": summary["best_epoch"],
+            "reported_tokens": round(reported_tokens), "run_dir": str(run)}
+
+
+def check_strop(result: dict, score: str) -> dict:
+    """Scores the saved model again with strop.load, outside the timed job, as a check on strop's own figure."""
+    import strop
+
+    frame = read(score)
+    predicted = strop.load(result["run_dir"]).predict(frame["text"].tolist())
+    return {"accuracy_reloaded": float((pd.Series(predicted) == frame["label"].values).mean())}
+
+
+def run_trainer(train: str, score: str, seed: int, epochs: int, workdir: Path) -> dict:
+    """Hugging Face Trainer as a typical user writes it: dynamic padding, eval and save each epoch,
+    the best epoch restored at the end, early stopping after 2 epochs without a better accuracy."""
+    import numpy as np
+    from transformers import (AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding,
+                              EarlyStoppingCallback, Trainer, TrainerCallback, TrainingArguments, set_seed)
+
+    class EpochTimer(TrainerCallback):
+        """Training time: the epochs' step loops, without the evaluation and checkpoint after each."""
+
+        seconds, _start = 0.0, 0.0
+
+        def on_epoch_begin(self, args, state, control, **kwargs):
+            self._start = time.perf_counter()
+
+        def on_epoch_end(self, args, state, control, **kwargs):
+            self.seconds += time.perf_counter() - self._start
+
+    train_frame, score_frame = read(train), read(score)
+    labels = sorted(set(train_frame["label"]))
+    label2id = {label: i for i, label in enumerate(labels)}
+    set_seed(seed)
+    folder = model_folder()
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    model = AutoModelForSequenceClassification.from_pretrained(
+        folder, num_labels=len(labels), id2label=dict(enumerate(labels)), label2id=label2id)
+
+    def encode(frame: pd.DataFrame) -> list[dict]:
+        encoded = tokenizer(frame["text"].tolist(), truncation=True, max_length=MAX_LENGTH)
+        return [{**{k: v[i] for k, v in encoded.items()}, "labels": label2id[label]}
+                for i, label in enumerate(frame["label"])]
+
+    def accuracy(prediction) -> dict:
+        return {"accuracy": float((np.argmax(prediction.predictions, axis=-1) == prediction.label_ids).mean())}
+
+    args = TrainingArguments(
+        output_dir=str(workdir / "checkpoints"), eval_strategy="epoch", save_strategy="epoch",
+        learning_rate=LR, per_device_train_batch_size=BATCH, per_device_eval_batch_size=BATCH,
+        num_train_epochs=epochs, weight_decay=0.01, load_best_model_at_end=True, metric_for_best_model="accuracy",
+        greater_is_better=True, report_to="none", seed=seed, disable_tqdm=True)
+    timer = EpochTimer()
+    trainer = Trainer(model=model, args=args, train_dataset=encode(train_frame), eval_dataset=encode(score_frame),
+                      processing_class=tokenizer, data_collator=DataCollatorWithPadding(tokenizer),
+                      compute_metrics=accuracy, callbacks=[EarlyStoppingCallback(early_stopping_patience=2), timer])
+    trainer.train()
+    final = trainer.evaluate()  # the restored best model
+    best = trainer.state.best_model_checkpoint
+    return {"accuracy": final["eval_accuracy"], "train_seconds": timer.seconds,
+            "epochs_run": round(trainer.state.epoch), "best_epoch": _checkpoint_epoch(trainer, best),
+            "best_metric": trainer.state.best_metric}
+
+
+def _checkpoint_epoch(trainer, checkpoint: str | None) -> int | None:
+    """The epoch of a checkpoint-<step> folder."""
+    if checkpoint is None:
+        return None
+    step = int(Path(checkpoint).name.split("-")[-1])
+    steps_per_epoch = trainer.state.max_steps / trainer.args.num_train_epochs
+    return round(step / steps_per_epoch)
+
+
+def run_setfit(train: str, score: str, seed: int, epochs: int, workdir: Path) -> dict:
+    """SetFit with its defaults (contrastive pairs, logistic-regression head), batch 16, `epochs` epochs
+    of the embedding phase. No validation: the final model is scored."""
+    try:
+        from datasets import Dataset
+        from setfit import SetFitModel, Trainer, TrainingArguments
+    except ImportError as error:
+        return {"skipped": f"setfit cannot be imported: {error}"}
+    from transformers import set_seed
+
+    train_frame, score_frame = read(train), read(score)
+    set_seed(seed)
+    model = SetFitModel.from_pretrained(model_folder())
+    args = TrainingArguments(output_dir=str(workdir / "checkpoints"), batch_size=BATCH, num_epochs=epochs,
+                             seed=seed, report_to="none", show_progress_bar=False)
+    trainer = Trainer(model=model, args=args, train_dataset=Dataset.from_pandas(train_frame, preserve_index=False))
+    started = time.perf_counter()
+    trainer.train()  # embedding phase, then the head fitted on the trained embeddings
+    train_seconds = time.perf_counter() - started
+    predicted = model.predict(score_frame["text"].tolist())
+    accuracy = float((pd.Series(list(predicted)).astype(str) == score_frame["label"].values).mean())
+    return {"accuracy": accuracy, "train_seconds": train_seconds, "epochs_run": epochs}
+
+
+def run_tfidf(train: str, score: str, seed: int, epochs: int, workdir: Path) -> dict:
+    """TF-IDF of word 1-2 grams + logistic regression; no epochs, no deep learning."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+
+    train_frame, score_frame = read(train), read(score)
+    pipeline = make_pipeline(TfidfVectorizer(ngram_range=(1, 2)), LogisticRegression(max_iter=1000, random_state=seed))
+    started = time.perf_counter()
+    pipeline.fit(train_frame["text"], train_frame["label"])
+    train_seconds = time.perf_counter() - started
+    accuracy = float((pipeline.predict(score_frame["text"]) == score_frame["label"].values).mean())
+    return {"accuracy": accuracy, "train_seconds": train_seconds, "sentences": len(train_frame)}
+
+
+TOOLS = {"strop": run_strop, "trainer": run_trainer, "setfit": run_setfit, "tfidf": run_tfidf}
+CHECKS = {"strop": check_strop}
+DEEP = {"strop", "trainer", "setfit"}  # the tools whose encoder is counted
+
+
+def measure(tool: str, train: str, score: str, seed: int, epochs: int, started: float) -> dict:
+    """Runs one job and adds the measurements common to every tool. `started`: the worker's first clock reading."""
+    counter = EncoderCounter()
+    if tool in DEEP:
+        counter.install()
+    with tempfile.TemporaryDirectory(prefix=f"bench-{tool}-") as workdir:
+        result = TOOLS[tool](train, score, seed, epochs, Path(workdir))
+        if "skipped" in result:
+            return result
+        result["wall_seconds"] = time.perf_counter() - started
+        result["peak_rss_mb"] = peak_rss_mb()
+        if tool in CHECKS:
+            result.update(CHECKS[tool](result, score))
+        result.pop("run_dir", None)
+    if tool in DEEP:
+        result.update(sentences=counter.sentences, tokens=counter.tokens, n_params=counter.n_params)
+    return result
