@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import yaml
@@ -104,8 +104,6 @@ def fit(config: str | Path | dict | Config | None = None, overrides: list[str] =
 
 def _open_run_dir(cfg: Config) -> tuple[RunDir, Config]:
     """Creates the run directory (or checks the one to resume) and fixes output_dir in the config."""
-    from dataclasses import replace
-
     if cfg.output_dir is None:
         if cfg.train.resume:
             raise StropError("train.resume=true needs output_dir=<the run directory to continue>")

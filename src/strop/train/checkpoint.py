@@ -27,7 +27,7 @@ class LoopState:
     history: list[dict] = field(default_factory=list)  # one record per validation, as in metrics.jsonl
 
 
-def _cpu_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+def cpu_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """A copy of the weights on the CPU (a copy even when they already live there: they keep changing)."""
     return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.state_dict().items()}
 
@@ -36,7 +36,7 @@ def save_checkpoint(path: Path, model, optimizer, scheduler, state: LoopState,
                     best_weights: dict[str, torch.Tensor] | None) -> None:
     """best_weights: the best epoch's weights when they differ from the current ones, else None."""
     tmp = staging_dir(path)
-    save_file(_cpu_state(model), tmp / "model.safetensors")
+    save_file(cpu_state(model), tmp / "model.safetensors")
     if best_weights is not None:
         save_file(best_weights, tmp / "best.safetensors")
     rng = {"torch": torch.get_rng_state()}

@@ -22,7 +22,7 @@ from strop.config import Config
 from strop.methods import Method
 from strop.runs import RunDir, atomic_write_text
 from strop.tasks.text_classification import TextClassification, collate
-from strop.train.checkpoint import LoopState, _cpu_state, has_checkpoint, load_checkpoint, save_checkpoint
+from strop.train.checkpoint import LoopState, cpu_state, has_checkpoint, load_checkpoint, save_checkpoint
 from strop.train.optim import build_optimizer, build_scheduler
 from strop.train.sampler import BatchSampler
 
@@ -157,7 +157,7 @@ def train(model, task: TextClassification, method: Method, train_features: list[
                             best_weights)
         accelerator.wait_for_everyone()
         if improved:
-            best_weights = _cpu_state(accelerator.unwrap_model(model))
+            best_weights = cpu_state(accelerator.unwrap_model(model))
         if show:
             _print_epoch(record, tc, state)
 
