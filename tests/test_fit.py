@@ -70,7 +70,7 @@ def test_same_seed_same_metrics_other_seed_other_metrics(tiny_overrides, tmp_pat
     assert strip(first) != strip(third)
 
 
-def test_early_stopping_restores_the_best_weights(tiny_overrides, tmp_path):
+def test_early_stopping_restores_the_best_weights(tiny_overrides, text_data):
     # A huge learning rate wrecks the model after the first epoch, so accuracy cannot keep improving.
     run = strop.fit(None, tiny_overrides + ["train.epochs=8", "train.patience=1", "optim.lr=0.5",
                                             "optim.warmup=0", "train.metric=loss"])
@@ -81,7 +81,7 @@ def test_early_stopping_restores_the_best_weights(tiny_overrides, tmp_path):
     assert summary["best_epoch"] == best["epoch"]
     from strop.evaluate.scoring import evaluate_file
 
-    scored = evaluate_file(strop.load(run), tiny_overrides[2].split("=", 1)[1])
+    scored = evaluate_file(strop.load(run), text_data["dev"])
     assert scored["loss"] == pytest.approx(best["val_loss"], abs=1e-4)
 
 
@@ -180,7 +180,7 @@ def test_missing_train_file_setting():
         strop.fit(None, ["train.epochs=1"])
 
 
-def test_bf16_training_steps_with_fp32_validation(tiny_overrides, tmp_path):
+def test_bf16_training_steps_with_fp32_validation(tiny_overrides, text_data, tmp_path):
     fp32 = _history(strop.fit(None, tiny_overrides + [f"output_dir={tmp_path / 'a'}", "train.epochs=2"]))
     run = strop.fit(None, tiny_overrides + [f"output_dir={tmp_path / 'b'}", "train.epochs=2",
                                             "train.mixed_precision=bf16"])
@@ -191,5 +191,5 @@ def test_bf16_training_steps_with_fp32_validation(tiny_overrides, tmp_path):
     from strop.evaluate.scoring import evaluate_file
 
     best = max(bf16, key=lambda r: r["val_accuracy"])
-    scored = evaluate_file(strop.load(run), tiny_overrides[2].split("=", 1)[1])
+    scored = evaluate_file(strop.load(run), text_data["dev"])
     assert scored["loss"] == pytest.approx(best["val_loss"], abs=1e-5)
