@@ -85,7 +85,7 @@ def run_strop(train: str, score: str, seed: int, epochs: int, workdir: Path) -> 
     summary = json.loads((run / "summary.json").read_text())
     history = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     reported_tokens = sum(r["train_tokens_per_s"] * r["epoch_seconds"] for r in history)
-    return {"accuracy": summary["best"]["val_accuracy"], "train_seconds": summary["train_seconds"],
+    return {"accuracy": summary["validation"]["accuracy"], "train_seconds": summary["train_seconds"],
             "epochs_run": summary["epochs_run"], "best_epoch": summary["best_epoch"],
             "reported_tokens": round(reported_tokens), "run_dir": str(run)}
 

@@ -85,15 +85,16 @@ def fit(config: str | Path | dict | Config | None = None, overrides: list[str] =
             best = state.history[state.best_epoch - 1]
             atomic_write_json(run.summary, {
                 "best_epoch": state.best_epoch, "epochs_run": state.epoch, "stopped_early": state.stopped_early,
-                "metric": cfg.train.metric, "best": best, "steps": state.step,
+                "metric": cfg.train.metric, "best": best, "validation": state.final, "steps": state.step,
                 "train_seconds": round(state.train_seconds, 3),
                 "wall_seconds_this_session": round(time.perf_counter() - started, 3),
                 "train_examples": len(splits.train), "validation_examples": len(splits.validation),
                 "labels": splits.labels,
             })
             if not cfg.train.quiet:
-                print(f"best epoch {state.best_epoch}: accuracy {best['val_accuracy']:.4f}  macro_f1 "
-                      f"{best['val_macro_f1']:.4f}  val_loss {best['val_loss']:.4f}\nrun saved to {run.root}")
+                final = state.final
+                print(f"best epoch {state.best_epoch}: accuracy {final['accuracy']:.4f}  macro_f1 "
+                      f"{final['macro_f1']:.4f}  val_loss {final['loss']:.4f}\nrun saved to {run.root}")
     except BaseException:
         # A run that never reached its first checkpoint is worth nothing: leave no half-written run.
         if created and accelerator.is_main_process and not run.last_checkpoint.exists():

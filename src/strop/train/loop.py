@@ -28,8 +28,9 @@ from strop.train.sampler import BatchSampler
 
 
 def make_accelerator(cfg: Config) -> Accelerator:
-    # Mixed precision is applied by the loop to training steps only (see `resolve_precision`), so that
-    # validation runs in fp32 like `strop evaluate`, `strop predict` and plain transformers do.
+    # Mixed precision is applied by the loop itself (see `resolve_precision`): to training steps and the
+    # per-epoch validations, but not to the final validation of the weights it keeps, which runs in fp32
+    # like `strop evaluate`, `strop predict` and plain transformers do.
     return Accelerator(cpu=cfg.train.device == "cpu", gradient_accumulation_steps=cfg.train.grad_accum)
 
 
@@ -130,7 +131,7 @@ def train(model, task: TextClassification, method: Method, train_features: list[
         train_seconds = time.perf_counter() - started
         state.train_seconds += train_seconds
 
-        metrics = evaluate(model, val_loader, task, accelerator)
+        metrics = evaluate(model, val_loader, task, accelerator, bf16)
         record = {
             "epoch": epoch + 1, "step": state.step, "train_loss": loss_sum / max(samples, 1),
             "val_loss": metrics["loss"], "val_accuracy": metrics["accuracy"], "val_macro_f1": metrics["macro_f1"],
@@ -163,17 +164,26 @@ def train(model, task: TextClassification, method: Method, train_features: list[
 
     if best_weights is not None:
         accelerator.unwrap_model(model).load_state_dict(best_weights)
+    # The numbers to quote are those of the weights as saved, in the precision they are served in.
+    best = state.history[state.best_epoch - 1]
+    if bf16:
+        final = evaluate(model, val_loader, task, accelerator)
+        state.final = {key: final[key] for key in ("accuracy", "macro_f1", "loss")}
+    else:
+        state.final = {"accuracy": best["val_accuracy"], "macro_f1": best["val_macro_f1"], "loss": best["val_loss"]}
     return state
 
 
 @torch.no_grad()
-def evaluate(model, loader, task: TextClassification, accelerator: Accelerator) -> dict:
+def evaluate(model, loader, task: TextClassification, accelerator: Accelerator, bf16: bool = False) -> dict:
     """Validation metrics over the whole loader (predictions gathered from every process)."""
     model.eval()
     probabilities, targets = [], []
     for batch in loader:
         labels = batch.pop("labels")
-        probs = task.probabilities(model(**batch).logits)  # (batch, num_classes)
+        with torch.autocast(accelerator.device.type, dtype=torch.bfloat16, enabled=bf16):
+            logits = model(**batch).logits
+        probs = task.probabilities(logits.float())  # (batch, num_classes)
         probs, labels = accelerator.gather_for_metrics((probs, labels))
         probabilities.append(probs.cpu().numpy())
         targets.append(labels.cpu().numpy())
