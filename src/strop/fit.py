@@ -78,21 +78,20 @@ def fit(config: str | Path | dict | Config | None = None, overrides: list[str] =
             atomic_write_text(run.config, cfg.to_yaml())
             _announce(cfg, splits, model, run, accelerator)
         started = time.perf_counter()
-        state = train(model, task, METHODS.get(cfg.method.name)(), train_features, val_features,
-                      tokenizer.pad_token_id, cfg, run, accelerator)
+        state, final = train(model, task, METHODS.get(cfg.method.name)(), train_features, val_features,
+                             tokenizer.pad_token_id, cfg, run, accelerator)
         if accelerator.is_main_process:
             save_model(run.model, accelerator.unwrap_model(model), tokenizer, task, cfg)
             best = state.history[state.best_epoch - 1]
             atomic_write_json(run.summary, {
                 "best_epoch": state.best_epoch, "epochs_run": state.epoch, "stopped_early": state.stopped_early,
-                "metric": cfg.train.metric, "best": best, "validation": state.final, "steps": state.step,
+                "metric": cfg.train.metric, "best": best, "validation": final, "steps": state.step,
                 "train_seconds": round(state.train_seconds, 3),
                 "wall_seconds_this_session": round(time.perf_counter() - started, 3),
                 "train_examples": len(splits.train), "validation_examples": len(splits.validation),
                 "labels": splits.labels,
             })
             if not cfg.train.quiet:
-                final = state.final
                 print(f"best epoch {state.best_epoch}: accuracy {final['accuracy']:.4f}  macro_f1 "
                       f"{final['macro_f1']:.4f}  val_loss {final['loss']:.4f}\nrun saved to {run.root}")
     except BaseException:

@@ -25,7 +25,6 @@ class LoopState:
     stopped_early: bool = False
     train_seconds: float = 0.0
     history: list[dict] = field(default_factory=list)  # one record per validation, as in metrics.jsonl
-    final: dict | None = None  # fp32 validation metrics of the weights the loop ends with (the best epoch's)
 
 
 def cpu_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:

@@ -69,11 +69,12 @@ def cpu_bf16_speedup() -> float:
 
 
 def train(model, task: TextClassification, method: Method, train_features: list[dict], val_features: list[dict],
-          pad_token_id: int, cfg: Config, run: RunDir, accelerator: Accelerator) -> LoopState:
+          pad_token_id: int, cfg: Config, run: RunDir, accelerator: Accelerator) -> tuple[LoopState, dict]:
     """Trains `model` in place and leaves the best epoch's weights in it.
 
     Returns:
-        The final loop state (history of validations, best epoch, steps, training time).
+        The final loop state (history of validations, best epoch, steps, training time), and the fp32
+        validation accuracy, macro_f1 and loss of the weights left in the model.
     """
     tc = cfg.train
     method.prepare(model)
@@ -164,14 +165,14 @@ def train(model, task: TextClassification, method: Method, train_features: list[
 
     if best_weights is not None:
         accelerator.unwrap_model(model).load_state_dict(best_weights)
-    # The numbers to quote are those of the weights as saved, in the precision they are served in.
-    best = state.history[state.best_epoch - 1]
+    # The numbers to quote are those of the weights as saved, in the precision they are served in; an fp32
+    # run already validated them so.
     if bf16:
         final = evaluate(model, val_loader, task, accelerator)
-        state.final = {key: final[key] for key in ("accuracy", "macro_f1", "loss")}
     else:
-        state.final = {"accuracy": best["val_accuracy"], "macro_f1": best["val_macro_f1"], "loss": best["val_loss"]}
-    return state
+        best = state.history[state.best_epoch - 1]
+        final = {"accuracy": best["val_accuracy"], "macro_f1": best["val_macro_f1"], "loss": best["val_loss"]}
+    return state, {key: final[key] for key in ("accuracy", "macro_f1", "loss")}
 
 
 @torch.no_grad()
