@@ -36,9 +36,10 @@ WORKER_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PA
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rows", default=",".join(ALL_ROWS), help=f"comma-separated, of {', '.join(ALL_ROWS)}")
+    parser.add_argument("--rows", default=",".join(ALL_ROWS),
+                        help=f"comma-separated, of {', '.join(ALL_ROWS)}; ROW:N runs that row with N seeds")
     parser.add_argument("--tools", default=",".join(ALL_TOOLS), help=f"comma-separated, of {', '.join(ALL_TOOLS)}")
-    parser.add_argument("--seeds", type=int, default=3, help="number of training seeds (1, 2, ...)")
+    parser.add_argument("--seeds", type=int, default=3, help="number of training seeds (1, 2, ...) of each row")
     parser.add_argument("--epochs", type=int, default=5, help="epoch budget of every tool")
     parser.add_argument("--out", type=Path, default=HERE / "results", help="folder for the result files")
     parser.add_argument("--write-docs", action="store_true", help=f"rewrite {DOCS.relative_to(HERE.parent)}")
@@ -50,7 +51,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    args.rows, args.tools = _names(parser, args.rows, ALL_ROWS), _names(parser, args.tools, ALL_TOOLS)
+    args.row_seeds = _row_seeds(parser, args.rows, args.seeds)  # row -> number of seeds, in the order given
+    args.rows, args.tools = list(args.row_seeds), _names(parser, args.tools, ALL_TOOLS)
     if args.write_docs and args.limit is not None:
         parser.error("--write-docs publishes full runs only; drop --limit")
     return args
@@ -62,6 +64,20 @@ def _names(parser: argparse.ArgumentParser, value: str, allowed: list[str]) -> l
     if unknown:
         parser.error(f"unknown {', '.join(unknown)}; choose from {', '.join(allowed)}")
     return names
+
+
+def _row_seeds(parser: argparse.ArgumentParser, value: str, default: int) -> dict[str, int]:
+    """'sst2-1k,sst2-full:1' -> {'sst2-1k': default, 'sst2-full': 1}: the big rows can run fewer seeds."""
+    counts = {}
+    for item in value.split(","):
+        name, _, count = item.strip().partition(":")
+        if not name:
+            continue
+        if count and not (count.isdigit() and int(count) >= 1):
+            parser.error(f"--rows {item.strip()}: the seed count after ':' must be a whole number >= 1")
+        counts[name] = int(count) if count else default
+    _names(parser, ",".join(counts), ALL_ROWS)
+    return counts
 
 
 def worker(args: argparse.Namespace) -> int:
@@ -126,7 +142,7 @@ def progress(done: int, total: int, run: dict) -> str:
 
 def plan(args: argparse.Namespace) -> list[tuple[str, int, str]]:
     """(row, seed, tool) in run order: all tools of a seed together, so slow drift hits them alike."""
-    return [(row, seed, tool) for row in args.rows for seed in range(1, args.seeds + 1)
+    return [(row, seed, tool) for row in args.rows for seed in range(1, args.row_seeds[row] + 1)
             for tool in args.tools if applies(tool, row)]
 
 
@@ -149,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     warn_if_busy(info["peak"].get("cores"))
     command = "python " + " ".join(shlex.quote(a) for a in ([os.path.relpath(__file__)] + (argv or sys.argv[1:])))
     result = {"date": now.isoformat(timespec="seconds"), "command": command, "machine": info, "rows": args.rows,
-              "tools": args.tools, "seeds": args.seeds, "epochs": args.epochs, "limit": args.limit, "data": {},
+              "tools": args.tools, "seeds": args.row_seeds, "epochs": args.epochs, "limit": args.limit, "data": {},
               "runs": []}
     todo = plan(args)
     with tempfile.TemporaryDirectory(prefix="bench-data-") as data_dir:
