@@ -132,7 +132,7 @@ only: samples, few-shot sets and held-out splits are drawn once with a fixed dat
 Rows: `sst2-1k` (1,000 SST-2 train sentences drawn with a fixed seed), `sst2-full` (6,920), scored on the
 SST-2 dev split (872); `trec` and `banking77` train on their train file less a held-out, seeded,
 stratified 20% (at most 1,000 rows) that scores them; `sst2-fs64` (32 per class) and `trec-fs8` (8 per
-class) are few-shot rows, scored like their full rows; the Trainer is not run on them, SetFit only on them.
+class) are few-shot rows, scored like their full rows; SetFit runs on them only.
 
 ## What is measured
 
