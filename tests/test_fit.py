@@ -198,3 +198,53 @@ def test_bf16_training_and_validation_with_a_final_fp32_validation(tiny_override
     assert scored["accuracy"] == summary["validation"]["accuracy"]
     assert summary["best"]["val_loss"] != summary["validation"]["loss"]
     assert summary["best"]["val_loss"] == pytest.approx(summary["validation"]["loss"], abs=0.02)
+
+
+@pytest.mark.parametrize("method", ["freeze", "linear_probe"])
+def test_frozen_body_runs_once_and_gives_the_uncached_result(method, tiny_overrides, tmp_path, monkeypatch):
+    from transformers import BertModel
+
+    calls = []
+    forward = BertModel.forward
+    monkeypatch.setattr(BertModel, "forward", lambda self, *a, **k: calls.append(1) or forward(self, *a, **k))
+    common = tiny_overrides + [f"method.name={method}", "train.epochs=3"]
+    cached = strop.fit(None, common + [f"output_dir={tmp_path / 'cached'}"])
+    # One pass over train (160 texts, 3 batches of 64) and validation (60 texts, 1 batch), and the final
+    # validation of the whole model (1 batch); not 3 epochs x (20 training batches + 1 validation batch).
+    assert len(calls) == 3 + 1 + 1
+
+    monkeypatch.setattr(METHODS.get(method), "frozen_split", lambda self, model: None)
+    uncached = strop.fit(None, common + [f"output_dir={tmp_path / 'uncached'}"])
+    a = load_file(cached / "model" / "model.safetensors")
+    b = load_file(uncached / "model" / "model.safetensors")
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.allclose(a[key], b[key], atol=1e-5), key
+    for x, y in zip(_history(cached), _history(uncached)):
+        assert x["val_accuracy"] == y["val_accuracy"]
+        assert x["train_loss"] == pytest.approx(y["train_loss"], abs=1e-5)
+        assert x["val_loss"] == pytest.approx(y["val_loss"], abs=1e-5)
+
+
+def test_interrupted_frozen_run_resumes_to_the_same_weights(tiny_overrides, tmp_path, monkeypatch):
+    import strop.train.loop as loop
+
+    common = [o for o in tiny_overrides if not o.startswith("output_dir")] + ["method.name=freeze"]
+    straight = strop.fit(None, common + [f"output_dir={tmp_path / 'straight'}"])
+
+    save = loop.save_checkpoint
+
+    def save_then_interrupt(*args, **kwargs):
+        save(*args, **kwargs)
+        raise KeyboardInterrupt  # as if stopped right after the first epoch's checkpoint
+
+    monkeypatch.setattr(loop, "save_checkpoint", save_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        strop.fit(None, common + [f"output_dir={tmp_path / 'resumed'}"])
+    monkeypatch.setattr(loop, "save_checkpoint", save)
+    resumed = strop.fit(None, common + [f"output_dir={tmp_path / 'resumed'}", "train.resume=true"])
+    assert len(_history(resumed)) == 3
+    a = load_file(straight / "model" / "model.safetensors")
+    b = load_file(resumed / "model" / "model.safetensors")
+    for key in a:
+        assert torch.equal(a[key], b[key]), key

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
 from torch import nn
 
 from strop.registry import Registry
@@ -16,6 +20,25 @@ class Method:
     def train_mode(self, model: nn.Module) -> None:
         """Puts the model in training mode before each epoch; frozen methods keep frozen parts in eval mode."""
         model.train()
+
+    def frozen_split(self, model: nn.Module) -> FrozenSplit | None:
+        """Where the method freezes the model's body, the split of the model into that body and the head that
+        trains, so the body's outputs can be computed once instead of every epoch; None where the whole
+        model must run at every step (or where its layout is not known)."""
+        return None
+
+
+@dataclass(frozen=True)
+class FrozenSplit:
+    """A frozen body whose outputs are cached, and the trainable head that runs on them.
+
+    features: a batch of model inputs (input_ids, attention_mask, ...) -> the body's outputs, (batch, ...).
+    head: `head(features=...)` returns an output with `.logits`, like the whole model; it shares its modules
+        with the model, so training the head trains the model's head.
+    """
+
+    features: Callable[[dict[str, torch.Tensor]], torch.Tensor]
+    head: nn.Module
 
 
 METHODS: Registry[type[Method]] = Registry("method")

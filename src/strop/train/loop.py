@@ -22,6 +22,7 @@ from strop.config import Config
 from strop.methods import Method
 from strop.runs import RunDir, atomic_write_text
 from strop.tasks.text_classification import TextClassification, collate
+from strop.train.cache import cache_body_outputs, collate_cached
 from strop.train.checkpoint import LoopState, cpu_state, has_checkpoint, load_checkpoint, save_checkpoint
 from strop.train.optim import build_optimizer, build_scheduler
 from strop.train.sampler import BatchSampler
@@ -78,26 +79,49 @@ def train(model, task: TextClassification, method: Method, train_features: list[
     """
     tc = cfg.train
     method.prepare(model)
-    batch_collate = partial(collate, pad_token_id=pad_token_id)
+    bf16 = resolve_precision(cfg, accelerator.device) == "bf16"
+    show = not tc.quiet and accelerator.is_main_process
+    token_collate = partial(collate, pad_token_id=pad_token_id)
     sampler = BatchSampler([len(f["input_ids"]) for f in train_features], tc.batch_size, tc.seed,
                            tc.group_by_length)
-    train_loader = DataLoader(train_features, batch_sampler=sampler, collate_fn=batch_collate)
     # Validation in length order: least padding; the order does not change the metrics.
     val_sorted = sorted(val_features, key=lambda f: len(f["input_ids"]))
-    val_loader = DataLoader(val_sorted, batch_size=tc.eval_batch_size, collate_fn=batch_collate)
+    model_val_loader = DataLoader(val_sorted, batch_size=tc.eval_batch_size, collate_fn=token_collate)
+
+    # What each step runs: the whole model, or only its head on cached outputs of a frozen body.
+    split = method.frozen_split(model)
+    trained, cache_seconds = model, 0.0
+    if split is None:
+        train_loader = DataLoader(train_features, batch_sampler=sampler, collate_fn=token_collate)
+        val_loader = model_val_loader
+    else:
+        started = time.perf_counter()
+        model.to(accelerator.device)
+        cache = partial(cache_body_outputs, split, model, collate=token_collate, batch_size=tc.eval_batch_size,
+                        device=accelerator.device, bf16=bf16, show=show)
+        train_loader = DataLoader(cache(train_features), batch_sampler=sampler, collate_fn=collate_cached)
+        val_loader = DataLoader(cache(val_sorted), batch_size=tc.eval_batch_size, collate_fn=collate_cached)
+        trained, cache_seconds = split.head, time.perf_counter() - started
+        model_val_loader = accelerator.prepare(model_val_loader)  # for the final validation of the whole model
+        if show:
+            tqdm.write(f"frozen body run once over {len(train_features)} + {len(val_sorted)} texts "
+                       f"({cache_seconds:.1f}s); each epoch trains the head on its cached outputs")
+
     steps_per_epoch = math.ceil(len(sampler) / tc.grad_accum)
-    optimizer = build_optimizer(model, cfg.optim)
+    optimizer = build_optimizer(trained, cfg.optim)
     scheduler = build_scheduler(optimizer, cfg.optim, steps_per_epoch * tc.epochs)
-    model, optimizer, train_loader, val_loader, scheduler = accelerator.prepare(
-        model, optimizer, train_loader, val_loader, scheduler)
-    trainable = [p for p in model.parameters() if p.requires_grad]
+    trained, optimizer, train_loader, val_loader, scheduler = accelerator.prepare(
+        trained, optimizer, train_loader, val_loader, scheduler)
+    if split is None:
+        model_val_loader = val_loader
+    trainable = [p for p in trained.parameters() if p.requires_grad]
 
     state, best_weights = LoopState(), None
     if tc.resume and has_checkpoint(run.last_checkpoint):
-        state, best_weights = load_checkpoint(run.last_checkpoint, accelerator.unwrap_model(model), optimizer, scheduler)
+        state, best_weights = load_checkpoint(run.last_checkpoint, accelerator.unwrap_model(trained), optimizer,
+                                              scheduler)
         _rewrite_metrics(run, state.history)
-    bf16 = resolve_precision(cfg, accelerator.device) == "bf16"
-    show = not tc.quiet and accelerator.is_main_process
+    state.train_seconds += cache_seconds  # the one pass of a frozen body is part of training
     higher_is_better = tc.metric != "loss"
 
     for epoch in range(state.epoch, tc.epochs):
@@ -107,15 +131,15 @@ def train(model, task: TextClassification, method: Method, train_features: list[
         # sampler when iteration starts; a resumed run must continue from `epoch`, so set both.
         train_loader.set_epoch(epoch)
         sampler.set_epoch(epoch)
-        method.train_mode(model)
+        method.train_mode(model)  # sets the modes of the head's modules too: they are the model's
         started, samples, tokens, loss_sum = time.perf_counter(), 0, 0, 0.0
         bar = tqdm(train_loader, desc=f"epoch {epoch + 1}/{tc.epochs}", disable=not show, leave=False,
                    unit="batch", dynamic_ncols=True)
         for batch in bar:
             with accelerator.accumulate(model):
-                labels = batch.pop("labels")
+                inputs, labels, num_tokens = _unpack(batch)
                 with torch.autocast(accelerator.device.type, dtype=torch.bfloat16, enabled=bf16):
-                    logits = model(**batch).logits  # (batch, num_logits)
+                    logits = trained(**inputs).logits  # (batch, num_logits)
                 loss = task.loss(logits, labels)  # in fp32
                 accelerator.backward(loss)
                 if accelerator.sync_gradients and cfg.optim.max_grad_norm > 0:
@@ -126,13 +150,13 @@ def train(model, task: TextClassification, method: Method, train_features: list[
             if accelerator.sync_gradients:
                 state.step += 1
             samples += len(labels)
-            tokens += int(batch["attention_mask"].sum())
+            tokens += num_tokens
             loss_sum += loss.item() * len(labels)
             bar.set_postfix(loss=f"{loss.item():.4f}")
         train_seconds = time.perf_counter() - started
         state.train_seconds += train_seconds
 
-        metrics = evaluate(model, val_loader, task, accelerator, bf16)
+        metrics = evaluate(trained, val_loader, task, accelerator, bf16)
         record = {
             "epoch": epoch + 1, "step": state.step, "train_loss": loss_sum / max(samples, 1),
             "val_loss": metrics["loss"], "val_accuracy": metrics["accuracy"], "val_macro_f1": metrics["macro_f1"],
@@ -155,20 +179,20 @@ def train(model, task: TextClassification, method: Method, train_features: list[
         if accelerator.is_main_process:
             with run.metrics.open("a", encoding="utf-8") as f:
                 f.write(json.dumps(record) + "\n")
-            save_checkpoint(run.last_checkpoint, accelerator.unwrap_model(model), optimizer, scheduler, state,
+            save_checkpoint(run.last_checkpoint, accelerator.unwrap_model(trained), optimizer, scheduler, state,
                             best_weights)
         accelerator.wait_for_everyone()
         if improved:
-            best_weights = cpu_state(accelerator.unwrap_model(model))
+            best_weights = cpu_state(accelerator.unwrap_model(trained))
         if show:
             _print_epoch(record, tc, state)
 
     if best_weights is not None:
-        accelerator.unwrap_model(model).load_state_dict(best_weights)
-    # The numbers to quote are those of the weights as saved, in the precision they are served in; an fp32
-    # run already validated them so.
-    if bf16:
-        final = evaluate(model, val_loader, task, accelerator)
+        accelerator.unwrap_model(trained).load_state_dict(best_weights)
+    # The numbers to quote are those of the whole model as saved, in the precision it is served in; an fp32
+    # run of the whole model already validated it so.
+    if bf16 or split is not None:
+        final = evaluate(model, model_val_loader, task, accelerator)
     else:
         best = state.history[state.best_epoch - 1]
         final = {"accuracy": best["val_accuracy"], "macro_f1": best["val_macro_f1"], "loss": best["val_loss"]}
@@ -181,14 +205,23 @@ def evaluate(model, loader, task: TextClassification, accelerator: Accelerator, 
     model.eval()
     probabilities, targets = [], []
     for batch in loader:
-        labels = batch.pop("labels")
+        inputs, labels, _ = _unpack(batch)
         with torch.autocast(accelerator.device.type, dtype=torch.bfloat16, enabled=bf16):
-            logits = model(**batch).logits
+            logits = model(**inputs).logits
         probs = task.probabilities(logits.float())  # (batch, num_classes)
         probs, labels = accelerator.gather_for_metrics((probs, labels))
         probabilities.append(probs.cpu().numpy())
         targets.append(labels.cpu().numpy())
     return task.metrics(np.concatenate(probabilities), np.concatenate(targets))
+
+
+def _unpack(batch: dict) -> tuple[dict, torch.Tensor, int]:
+    """(model inputs, labels, number of real tokens) of a batch; cached batches carry their token counts."""
+    labels = batch.pop("labels")
+    num_tokens = batch.pop("num_tokens", None)
+    if num_tokens is None:
+        num_tokens = batch["attention_mask"]
+    return batch, labels, int(num_tokens.sum())
 
 
 def _rewrite_metrics(run: RunDir, history: list[dict]) -> None:
