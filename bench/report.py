@@ -165,10 +165,8 @@ def document(result: dict, table_md: str) -> str:
     versions = ", ".join(f"{k} {v}" for k, v in m["versions"].items())
     data = "; ".join(f"{row} {d['train']} train / {d['score']} scored, {d['classes']} classes"
                      for row, d in result["data"].items())
-    seeds = result["seeds"]
-    if isinstance(seeds, dict):  # per row; one number where every row had the same
-        seeds = next(iter(set(seeds.values()))) if len(set(seeds.values())) == 1 else ", ".join(
-            f"{row} {n}" for row, n in seeds.items())
+    counts = set(result["seeds"].values())  # seeds per row; one number where every row had the same
+    seeds = counts.pop() if len(counts) == 1 else ", ".join(f"{row} {n}" for row, n in result["seeds"].items())
     loads = [r["load_before"] for r in result["runs"] if "load_before" in r]
     load = f"- load average before each run: at most {max(loads):.1f}\n" if loads else ""
     return (f"# Benchmarks\n\nstrop against the Hugging Face Trainer, SetFit and a TF-IDF baseline, all measured "

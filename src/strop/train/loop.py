@@ -95,17 +95,10 @@ def train(model, task: TextClassification, method: Method, train_features: list[
         train_loader = DataLoader(train_features, batch_sampler=sampler, collate_fn=token_collate)
         val_loader = model_val_loader
     else:
-        started = time.perf_counter()
-        model.to(accelerator.device)
-        cache = partial(cache_body_outputs, split, model, collate=token_collate, batch_size=tc.eval_batch_size,
-                        device=accelerator.device, bf16=bf16, show=show)
-        train_loader = DataLoader(cache(train_features), batch_sampler=sampler, collate_fn=collate_cached)
-        val_loader = DataLoader(cache(val_sorted), batch_size=tc.eval_batch_size, collate_fn=collate_cached)
-        trained, cache_seconds = split.head, time.perf_counter() - started
+        train_loader, val_loader, cache_seconds = _cached_loaders(split, model, train_features, val_sorted, sampler,
+                                                                  token_collate, tc, accelerator.device, bf16, show)
+        trained = split.head
         model_val_loader = accelerator.prepare(model_val_loader)  # for the final validation of the whole model
-        if show:
-            tqdm.write(f"frozen body run once over {len(train_features)} + {len(val_sorted)} texts "
-                       f"({cache_seconds:.1f}s); each epoch trains the head on its cached outputs")
 
     steps_per_epoch = math.ceil(len(sampler) / tc.grad_accum)
     optimizer = build_optimizer(trained, cfg.optim)
@@ -136,7 +129,7 @@ def train(model, task: TextClassification, method: Method, train_features: list[
         bar = tqdm(train_loader, desc=f"epoch {epoch + 1}/{tc.epochs}", disable=not show, leave=False,
                    unit="batch", dynamic_ncols=True)
         for batch in bar:
-            with accelerator.accumulate(model):
+            with accelerator.accumulate(trained):
                 inputs, labels, num_tokens = _unpack(batch)
                 with torch.autocast(accelerator.device.type, dtype=torch.bfloat16, enabled=bf16):
                     logits = trained(**inputs).logits  # (batch, num_logits)
@@ -205,14 +198,33 @@ def evaluate(model, loader, task: TextClassification, accelerator: Accelerator, 
     model.eval()
     probabilities, targets = [], []
     for batch in loader:
-        inputs, labels, _ = _unpack(batch)
+        labels = batch.pop("labels")
+        batch.pop("num_tokens", None)  # carried by cached batches for the training throughput only
         with torch.autocast(accelerator.device.type, dtype=torch.bfloat16, enabled=bf16):
-            logits = model(**inputs).logits
+            logits = model(**batch).logits
         probs = task.probabilities(logits.float())  # (batch, num_classes)
         probs, labels = accelerator.gather_for_metrics((probs, labels))
         probabilities.append(probs.cpu().numpy())
         targets.append(labels.cpu().numpy())
     return task.metrics(np.concatenate(probabilities), np.concatenate(targets))
+
+
+def _cached_loaders(split, model, train_features: list[dict], val_sorted: list[dict], sampler: BatchSampler,
+                    token_collate, tc, device: torch.device, bf16: bool,
+                    show: bool) -> tuple[DataLoader, DataLoader, float]:
+    """Runs the frozen body once over train and validation; loaders of its outputs, and the seconds it took.
+    The training loader keeps the sampler, so batches come in the order they would without the cache."""
+    started = time.perf_counter()
+    model.to(device)
+    cache = partial(cache_body_outputs, split, model, collate=token_collate, batch_size=tc.eval_batch_size,
+                    device=device, bf16=bf16, show=show)
+    train_loader = DataLoader(cache(train_features), batch_sampler=sampler, collate_fn=collate_cached)
+    val_loader = DataLoader(cache(val_sorted), batch_size=tc.eval_batch_size, collate_fn=collate_cached)
+    seconds = time.perf_counter() - started
+    if show:
+        tqdm.write(f"frozen body run once over {len(train_features)} + {len(val_sorted)} texts ({seconds:.1f}s); "
+                   "each epoch trains the head on its cached outputs")
+    return train_loader, val_loader, seconds
 
 
 def _unpack(batch: dict) -> tuple[dict, torch.Tensor, int]:
