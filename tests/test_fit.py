@@ -244,7 +244,13 @@ def test_interrupted_frozen_run_resumes_to_the_same_weights(tiny_overrides, tmp_
     monkeypatch.setattr(loop, "save_checkpoint", save)
     resumed = strop.fit(None, common + [f"output_dir={tmp_path / 'resumed'}", "train.resume=true"])
     assert len(_history(resumed)) == 3
-    a = load_file(straight / "model" / "model.safetensors")
-    b = load_file(resumed / "model" / "model.safetensors")
-    for key in a:
-        assert torch.equal(a[key], b[key]), key
+    # The saved model (best epoch) and the last epoch's head both match: the resumed epochs started from the
+    # interrupted run's head, not from a fresh one.
+    for weights in ("model/model.safetensors", "checkpoints/last/model.safetensors"):
+        a, b = load_file(straight / weights), load_file(resumed / weights)
+        assert a.keys() == b.keys()
+        for key in a:
+            assert torch.equal(a[key], b[key]), (weights, key)
+    timing = ("epoch_seconds", "train_samples_per_s", "train_tokens_per_s", "time")
+    untimed = lambda run: [{k: v for k, v in r.items() if k not in timing} for r in _history(run)]
+    assert untimed(resumed) == untimed(straight)
