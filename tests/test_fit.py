@@ -176,6 +176,14 @@ def test_gradient_accumulation_takes_one_step_per_n_batches(tiny_overrides):
     assert _history(run)[0]["step"] == 5
 
 
+def test_auto_batch_size_on_small_data(tiny_overrides):
+    run = strop.fit(None, tiny_overrides + ["train.epochs=1", "train.batch_size=auto"])
+    summary = json.loads((run / "summary.json").read_text())
+    # 160 examples: batches of 16 would give 10 steps per epoch; auto halves to 4, 40 steps
+    assert summary["batch_size"] == 4 and summary["steps"] == 40
+    assert "batch_size: auto" in (run / "config.yaml").read_text()  # the config as given
+
+
 def test_missing_train_file_setting():
     with pytest.raises(strop.StropError, match="data.train is not set"):
         strop.fit(None, ["train.epochs=1"])

@@ -97,7 +97,7 @@ class TrainConfig:
     """The training loop: length, batches, evaluation, early stopping, precision, seed."""
 
     epochs: int = 5
-    batch_size: int = 16
+    batch_size: int | str = "auto"  # texts per batch; auto: 16, smaller for tiny data (see train.sampler)
     eval_batch_size: int = 64
     grad_accum: int = 1  # optimizer step every N batches (effective batch = batch_size * N * processes)
     seed: int = 42
@@ -111,7 +111,8 @@ class TrainConfig:
 
     def __post_init__(self):
         _require(self.epochs >= 1, f"train.epochs must be >= 1; got {self.epochs}")
-        _require(self.batch_size >= 1, f"train.batch_size must be >= 1; got {self.batch_size}")
+        _require(self.batch_size == "auto" or (isinstance(self.batch_size, int) and self.batch_size >= 1),
+                 f"train.batch_size must be an integer >= 1 or auto; got {self.batch_size!r}")
         _require(self.eval_batch_size >= 1, f"train.eval_batch_size must be >= 1; got {self.eval_batch_size}")
         _require(self.grad_accum >= 1, f"train.grad_accum must be >= 1; got {self.grad_accum}")
         _choice("train.metric", self.metric, ("accuracy", "macro_f1", "loss"))
@@ -217,11 +218,14 @@ def _build(cls: type, raw: Any, prefix: str):
 
 def _convert(key: str, value: Any, kind: Any) -> Any:
     """Converts a YAML or command-line value to the field's declared type, or says why it can't."""
-    optional = typing.get_origin(kind) in (Union, types.UnionType) and type(None) in typing.get_args(kind)
-    if optional:
-        if value is None or (isinstance(value, str) and value.lower() in ("null", "none", "")):
+    if typing.get_origin(kind) in (Union, types.UnionType):
+        choices = [a for a in typing.get_args(kind) if a is not type(None)]
+        if len(choices) < len(typing.get_args(kind)) and (
+                value is None or (isinstance(value, str) and value.lower() in ("null", "none", ""))):
             return None
-        kind = next(a for a in typing.get_args(kind) if a is not type(None))
+        if len(choices) > 1:  # `int | str`: a number where the value is one, else the word (checked by the field)
+            return _convert(key, value, choices[0]) if _is_number(value) else _convert(key, value, choices[-1])
+        kind = choices[0]
     try:
         if kind is bool:
             if isinstance(value, bool):
@@ -246,6 +250,14 @@ def _convert(key: str, value: Any, kind: Any) -> Any:
     else:
         raise AssertionError(f"unsupported config type {kind} for {key}")
     raise StropError(f"{key} must be {_type_name(kind)}; got {value!r}")
+
+
+def _is_number(value: Any) -> bool:
+    try:
+        float(value)
+    except (TypeError, ValueError):
+        return False
+    return not isinstance(value, bool)
 
 
 def _type_name(kind: Any) -> str:
