@@ -27,6 +27,7 @@ from pathlib import Path  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 DOCS = HERE.parent / "docs" / "benchmarks.md"
+DOCS_RECORD = DOCS.with_suffix(".json")  # the published rows and their invocations; the .md is rendered from it
 ALL_ROWS = ["sst2-1k", "sst2-full", "trec", "banking77", "sst2-fs64", "trec-fs8"]
 ALL_TOOLS = ["strop", "trainer", "setfit", "tfidf"]
 # The same environment for every worker: offline, no tokenizer thread pools fighting torch's.
@@ -42,7 +43,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seeds", type=int, default=3, help="number of training seeds (1, 2, ...) of each row")
     parser.add_argument("--epochs", type=int, default=5, help="epoch budget of every tool")
     parser.add_argument("--out", type=Path, default=HERE / "results", help="folder for the result files")
-    parser.add_argument("--write-docs", action="store_true", help=f"rewrite {DOCS.relative_to(HERE.parent)}")
+    parser.add_argument("--write-docs", action="store_true",
+                        help=f"put the rows measured into {DOCS.relative_to(HERE.parent)} (other rows stay)")
+    parser.add_argument("--publish", type=Path, metavar="RESULT.json",
+                        help="put a finished run's result file into the docs, as --write-docs would have; runs nothing")
     parser.add_argument("--limit", type=int, help=argparse.SUPPRESS)  # smoke runs: cap train and score rows
     # worker mode, used by the parent
     parser.add_argument("--worker", choices=ALL_TOOLS, help=argparse.SUPPRESS)
@@ -155,6 +159,10 @@ def main(argv: list[str] | None = None) -> int:
     import report
     import rows
 
+    if args.publish:
+        publish(json.loads(args.publish.read_text()))
+        return 0
+
     now = datetime.datetime.now(datetime.timezone.utc)
     stamp = now.strftime("%Y%m%d-%H%M%S")
     args.out.mkdir(parents=True, exist_ok=True)
@@ -189,9 +197,22 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / f"{stamp}.md").write_text(table_md)
     print("\n" + table_md + f"\nresults: {args.out / stamp}.json, .md; worker logs: {logs}")
     if args.write_docs:
-        DOCS.write_text(report.document(result, table_md))
-        print(f"rewrote {DOCS}")
+        publish(result)
     return 0
+
+
+def publish(result: dict) -> None:
+    """Puts a full run's rows into docs/benchmarks.json (replacing the same rows of earlier runs) and
+    renders docs/benchmarks.md from it."""
+    import report
+
+    if result.get("limit") is not None:
+        raise SystemExit("a run with --limit is a smoke run; it is not published")
+    record = json.loads(DOCS_RECORD.read_text()) if DOCS_RECORD.is_file() else None
+    record = report.merge(record, result, ALL_ROWS)
+    DOCS_RECORD.write_text(json.dumps(record, indent=1) + "\n")
+    DOCS.write_text(report.document(record))
+    print(f"rewrote {DOCS} ({', '.join(result['rows'])}) and {DOCS_RECORD}")
 
 
 if __name__ == "__main__":

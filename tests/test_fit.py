@@ -176,12 +176,14 @@ def test_gradient_accumulation_takes_one_step_per_n_batches(tiny_overrides):
     assert _history(run)[0]["step"] == 5
 
 
-def test_auto_batch_size_on_small_data(tiny_overrides):
-    run = strop.fit(None, tiny_overrides + ["train.epochs=1", "train.batch_size=auto"])
+def test_auto_learning_rate_rises_for_a_run_of_few_steps(tiny_overrides):
+    run = strop.fit(None, tiny_overrides + ["train.epochs=2", "optim.lr=auto", "optim.warmup=0",
+                                            "optim.schedule=constant"])
     summary = json.loads((run / "summary.json").read_text())
-    # 160 examples: batches of 16 would give 10 steps per epoch; auto halves to 4, 40 steps
-    assert summary["batch_size"] == 4 and summary["steps"] == 40
-    assert "batch_size: auto" in (run / "config.yaml").read_text()  # the config as given
+    # 160 examples in batches of 8: 40 steps in all, a quarter of 160, so 4 x 5e-5
+    assert summary["steps"] == 40 and summary["peak_lr"] == pytest.approx(2e-4)
+    assert _history(run)[0]["lr"] == pytest.approx(2e-4)  # what the optimizer actually used
+    assert "lr: auto" in (run / "config.yaml").read_text()  # the config as given
 
 
 def test_missing_train_file_setting():

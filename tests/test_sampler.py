@@ -1,6 +1,6 @@
 import random
 
-from strop.train.sampler import BatchSampler, resolve_batch_size
+from strop.train.sampler import BatchSampler
 
 
 def _lengths(n=1000, seed=0):
@@ -31,13 +31,3 @@ def test_grouping_by_length_cuts_padding():
     plain = _padded_tokens(BatchSampler(lengths, 16, seed=0, group_by_length=False), lengths)
     assert grouped < 0.7 * plain
     assert grouped < 1.1 * sum(lengths)
-
-
-def test_auto_batch_size_keeps_tiny_data_at_32_steps_per_epoch():
-    assert resolve_batch_size("auto", 1000) == 16  # 63 steps per epoch
-    assert resolve_batch_size("auto", 500) == 16  # 32 steps
-    assert resolve_batch_size("auto", 256) == 8  # 16 steps at batch 16 -> 32 at 8
-    assert resolve_batch_size("auto", 64) == 2
-    assert resolve_batch_size("auto", 10) == 2  # never below 2
-    assert resolve_batch_size("auto", 1000, batches_per_step=4) == 8  # grad_accum x processes count too
-    assert resolve_batch_size(32, 10) == 32  # a number is taken as it is

@@ -77,7 +77,7 @@ class OptimConfig:
     """Optimizer and learning-rate schedule."""
 
     name: str = "adamw"
-    lr: float = 5e-5
+    lr: float | str = "auto"  # peak learning rate; auto: 5e-5, higher for runs of few steps (see train.optim)
     weight_decay: float = 0.01  # not applied to biases and normalisation weights
     warmup: float = 0.1  # fraction of all optimizer steps spent warming up
     schedule: str = "linear"  # decay after warmup
@@ -85,7 +85,8 @@ class OptimConfig:
 
     def __post_init__(self):
         _choice("optim.name", self.name, ("adamw", "adam", "sgd"))
-        _require(self.lr > 0, f"optim.lr must be > 0; got {self.lr}")
+        _require(self.lr == "auto" or (isinstance(self.lr, float) and self.lr > 0),
+                 f"optim.lr must be a number > 0 or auto; got {self.lr!r}")
         _require(self.weight_decay >= 0, f"optim.weight_decay must be >= 0; got {self.weight_decay}")
         _require(0 <= self.warmup < 1, f"optim.warmup must be in [0, 1); got {self.warmup}")
         _choice("optim.schedule", self.schedule, ("linear", "cosine", "constant"))
@@ -97,7 +98,7 @@ class TrainConfig:
     """The training loop: length, batches, evaluation, early stopping, precision, seed."""
 
     epochs: int = 5
-    batch_size: int | str = "auto"  # texts per batch; auto: 16, smaller for tiny data (see train.sampler)
+    batch_size: int = 16
     eval_batch_size: int = 64
     grad_accum: int = 1  # optimizer step every N batches (effective batch = batch_size * N * processes)
     seed: int = 42
@@ -111,8 +112,7 @@ class TrainConfig:
 
     def __post_init__(self):
         _require(self.epochs >= 1, f"train.epochs must be >= 1; got {self.epochs}")
-        _require(self.batch_size == "auto" or (isinstance(self.batch_size, int) and self.batch_size >= 1),
-                 f"train.batch_size must be an integer >= 1 or auto; got {self.batch_size!r}")
+        _require(self.batch_size >= 1, f"train.batch_size must be >= 1; got {self.batch_size}")
         _require(self.eval_batch_size >= 1, f"train.eval_batch_size must be >= 1; got {self.eval_batch_size}")
         _require(self.grad_accum >= 1, f"train.grad_accum must be >= 1; got {self.grad_accum}")
         _choice("train.metric", self.metric, ("accuracy", "macro_f1", "loss"))

@@ -66,7 +66,6 @@ def fit(config: str | Path | dict | Config | None = None, overrides: list[str] =
     from accelerate.utils import set_seed
 
     from strop.train.loop import make_accelerator, train
-    from strop.train.sampler import resolve_batch_size
 
     accelerator = make_accelerator(cfg)
     created = not cfg.train.resume
@@ -75,22 +74,19 @@ def fit(config: str | Path | dict | Config | None = None, overrides: list[str] =
         model = load_sequence_classifier(source, splits.labels, task.num_logits)
         train_features = task.encode(tokenizer, splits.train.texts, splits.train.labels)
         val_features = task.encode(tokenizer, splits.validation.texts, splits.validation.labels)
-        batch_size = resolve_batch_size(cfg.train.batch_size, len(train_features),
-                                        cfg.train.grad_accum * accelerator.num_processes)
         if accelerator.is_main_process:
-            atomic_write_text(run.config, cfg.to_yaml())  # as given: `auto` stays auto
-            _announce(cfg, splits, model, run, accelerator, batch_size)
+            atomic_write_text(run.config, cfg.to_yaml())
+            _announce(cfg, splits, model, run, accelerator)
         started = time.perf_counter()
-        concrete = replace(cfg, train=replace(cfg.train, batch_size=batch_size))
         state, final = train(model, task, METHODS.get(cfg.method.name)(), train_features, val_features,
-                             tokenizer.pad_token_id, concrete, run, accelerator)
+                             tokenizer.pad_token_id, cfg, run, accelerator)
         if accelerator.is_main_process:
             save_model(run.model, accelerator.unwrap_model(model), tokenizer, task, cfg)
             best = state.history[state.best_epoch - 1]
             atomic_write_json(run.summary, {
                 "best_epoch": state.best_epoch, "epochs_run": state.epoch, "stopped_early": state.stopped_early,
                 "metric": cfg.train.metric, "best": best, "validation": final, "steps": state.step,
-                "batch_size": batch_size,
+                "peak_lr": state.peak_lr,
                 "train_seconds": round(state.train_seconds, 3),
                 "wall_seconds_this_session": round(time.perf_counter() - started, 3),
                 "train_examples": len(splits.train), "validation_examples": len(splits.validation),
@@ -159,7 +155,7 @@ def save_model(path: Path, model, tokenizer, task: TextClassification, cfg: Conf
     publish_dir(tmp, path)
 
 
-def _announce(cfg: Config, splits: Splits, model, run: RunDir, accelerator, batch_size: int) -> None:
+def _announce(cfg: Config, splits: Splits, model, run: RunDir, accelerator) -> None:
     if cfg.train.quiet:
         return
     from strop.train.loop import resolve_precision
@@ -169,5 +165,4 @@ def _announce(cfg: Config, splits: Splits, model, run: RunDir, accelerator, batc
           f"  data: {len(splits.train)} train / {len(splits.validation)} validation examples, "
           f"{len(splits.labels)} classes\n"
           f"  model: {cfg.model.name} ({total / 1e6:.1f}M parameters), method {cfg.method.name}, "
-          f"device {accelerator.device}, training precision {resolve_precision(cfg, accelerator.device)}\n"
-          f"  batches of {batch_size}" + (" (auto)" if cfg.train.batch_size == "auto" else ""))
+          f"device {accelerator.device}, training precision {resolve_precision(cfg, accelerator.device)}")

@@ -24,6 +24,7 @@ class LoopState:
     epochs_without_improvement: int = 0
     stopped_early: bool = False
     train_seconds: float = 0.0
+    peak_lr: float = 0.0  # optim.lr as used (auto resolved)
     history: list[dict] = field(default_factory=list)  # one record per validation, as in metrics.jsonl
 
 

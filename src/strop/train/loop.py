@@ -24,7 +24,7 @@ from strop.runs import RunDir, atomic_write_text
 from strop.tasks.text_classification import TextClassification, collate
 from strop.train.cache import cache_body_outputs, collate_cached
 from strop.train.checkpoint import LoopState, cpu_state, has_checkpoint, load_checkpoint, save_checkpoint
-from strop.train.optim import build_optimizer, build_scheduler
+from strop.train.optim import AUTO_LR, AUTO_LR_STEPS, build_optimizer, build_scheduler, resolve_lr
 from strop.train.sampler import BatchSampler
 
 
@@ -101,7 +101,13 @@ def train(model, task: TextClassification, method: Method, train_features: list[
         model_val_loader = accelerator.prepare(model_val_loader)  # for the final validation of the whole model
 
     steps_per_epoch = math.ceil(len(sampler) / tc.grad_accum)
-    optimizer = build_optimizer(trained, cfg.optim)
+    # optimizer steps as each process takes them: Accelerate deals the batches out among the processes
+    total_steps = math.ceil(len(sampler) / (tc.grad_accum * accelerator.num_processes)) * tc.epochs
+    peak_lr = resolve_lr(cfg.optim.lr, total_steps)
+    if show and cfg.optim.lr == "auto" and peak_lr != AUTO_LR:
+        tqdm.write(f"learning rate {peak_lr:.1e} (auto: {total_steps} optimizer steps in all, fewer than "
+                   f"{AUTO_LR_STEPS}; set optim.lr to choose it)")
+    optimizer = build_optimizer(trained, cfg.optim, peak_lr)
     scheduler = build_scheduler(optimizer, cfg.optim, steps_per_epoch * tc.epochs)
     trained, optimizer, train_loader, val_loader, scheduler = accelerator.prepare(
         trained, optimizer, train_loader, val_loader, scheduler)
@@ -115,6 +121,7 @@ def train(model, task: TextClassification, method: Method, train_features: list[
                                               scheduler)
         _rewrite_metrics(run, state.history)
     state.train_seconds += cache_seconds  # the one pass of a frozen body is part of training
+    state.peak_lr = peak_lr
     higher_is_better = tc.metric != "loss"
 
     for epoch in range(state.epoch, tc.epochs):

@@ -2,32 +2,7 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
-
-AUTO_BATCH_SIZE = 16
-MIN_AUTO_BATCH_SIZE = 2
-MIN_STEPS_PER_EPOCH = 32
-
-
-def resolve_batch_size(setting: int | str, num_examples: int, batches_per_step: int = 1) -> int:
-    """train.batch_size, with `auto` made concrete: 16, halved (down to 2) while an epoch would have fewer
-    than 32 optimizer steps. On tiny data a batch of 16 leaves a few steps per epoch, too few for the head
-    to learn anything (64 SST-2 texts, 5 epochs: 60% accuracy at batch 16, 68% at batch 2); from about 500
-    examples up the batch stays 16.
-
-    Args:
-        setting: an integer, used as it is, or "auto".
-        num_examples: training examples.
-        batches_per_step: batches per optimizer step over all processes (grad_accum * processes).
-    """
-    if setting != "auto":
-        return int(setting)
-    batch = AUTO_BATCH_SIZE
-    while batch > MIN_AUTO_BATCH_SIZE and math.ceil(num_examples / (batch * batches_per_step)) < MIN_STEPS_PER_EPOCH:
-        batch //= 2
-    return batch
 
 
 class BatchSampler:
