@@ -120,6 +120,18 @@ def launch(tool: str, files, seed: int, epochs: int, logs: Path) -> dict:
     return result
 
 
+def source_commit() -> str | None:
+    """The git commit of the code measured, with "+changes" when the working tree differs from it."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=HERE, capture_output=True, text=True, check=True).stdout.strip()
+
+    try:
+        commit = git("rev-parse", "--short", "HEAD")
+        return commit + ("+changes" if git("status", "--porcelain", "--untracked-files=no") else "")
+    except (OSError, subprocess.CalledProcessError):
+        return None  # not a git checkout
+
+
 def warn_if_busy(cores: int | None) -> None:
     """Timings mean little while other processes share the CPU: say so before starting."""
     load = os.getloadavg()[0]
@@ -172,7 +184,8 @@ def main(argv: list[str] | None = None) -> int:
     print(info["peak"]["line"], flush=True)
     warn_if_busy(info["peak"].get("cores"))
     command = "python " + " ".join(shlex.quote(a) for a in ([os.path.relpath(__file__)] + (argv or sys.argv[1:])))
-    result = {"date": now.isoformat(timespec="seconds"), "command": command, "machine": info, "rows": args.rows,
+    result = {"date": now.isoformat(timespec="seconds"), "command": command, "commit": source_commit(),
+              "machine": info, "rows": args.rows,
               "tools": args.tools, "seeds": args.row_seeds, "epochs": args.epochs, "limit": args.limit, "data": {},
               "runs": []}
     todo = plan(args)

@@ -223,7 +223,7 @@ def _convert(key: str, value: Any, kind: Any) -> Any:
         if len(choices) < len(typing.get_args(kind)) and (
                 value is None or (isinstance(value, str) and value.lower() in ("null", "none", ""))):
             return None
-        if len(choices) > 1:  # `int | str`: a number where the value is one, else the word (checked by the field)
+        if len(choices) > 1:  # `float | str`: a number where the value is one, else a word (the field checks it)
             return _convert(key, value, choices[0]) if _is_number(value) else _convert(key, value, choices[-1])
         kind = choices[0]
     try:

@@ -1,0 +1,48 @@
+"""The benchmark's published record: a run's rows replace the same rows of earlier runs, others stay."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+
+import report  # noqa: E402
+
+ROWS = ["sst2-1k", "trec", "sst2-fs64"]
+MACHINE = {"peak": {"model": "CPU", "cores": 2, "device": "cpu", "line": "peak = ..."}, "platform": "Linux",
+           "versions": {"strop": "0.1.0"}}
+
+
+def _result(date: str, rows: list[str], accuracy: float) -> dict:
+    runs = [{"row": row, "tool": tool, "seed": 1, "accuracy": accuracy if tool == "strop" else 0.5,
+             "wall_seconds": 10.0, "train_seconds": 5.0, "samples_per_s": 100.0, "peak_rss_mb": 1000.0,
+             "load_before": 0.1} for row in rows for tool in ("strop", "trainer")]
+    table = report.aggregate(runs)
+    return {"date": date, "command": f"python bench/run.py --rows {','.join(rows)}", "commit": "abc1234",
+            "machine": MACHINE, "rows": rows, "seeds": {row: 1 for row in rows}, "epochs": 5,
+            "data": {row: {"train": 10, "score": 5, "classes": 2} for row in rows}, "runs": runs,
+            "table": table, "ratios": report.ratios(table)}
+
+
+def test_a_run_replaces_its_rows_and_keeps_the_others():
+    record = report.merge(None, _result("day-1", ["sst2-fs64", "sst2-1k"], 0.6), ROWS)
+    record = report.merge(record, _result("day-2", ["sst2-fs64", "trec"], 0.9), ROWS)
+
+    strop = {e["row"]: e["accuracy_mean"] for e in record["table"] if e["tool"] == "strop"}
+    assert strop == {"sst2-1k": 0.6, "trec": 0.9, "sst2-fs64": 0.9}
+    assert [e["row"] for e in record["table"]][::2] == ROWS  # in the canonical row order
+    assert {r["row"]: r["accuracy_mean"] for r in record["ratios"]} == {"sst2-1k": 1.2, "trec": 1.8,
+                                                                        "sst2-fs64": 1.8}
+    # each invocation lists the rows it still holds, so every row is one invocation's
+    assert [(inv["date"], inv["rows"], list(inv["seeds"])) for inv in record["invocations"]] == [
+        ("day-1", ["sst2-1k"], ["sst2-1k"]), ("day-2", ["sst2-fs64", "trec"], ["sst2-fs64", "trec"])]
+
+
+def test_an_invocation_left_without_rows_is_dropped_and_the_document_names_each_command():
+    record = report.merge(None, _result("day-1", ["trec"], 0.6), ROWS)
+    record = report.merge(record, _result("day-2", ["trec", "sst2-1k"], 0.9), ROWS)
+    assert [inv["date"] for inv in record["invocations"]] == ["day-2"]
+
+    document = report.document(record)
+    assert "### day-2: trec, sst2-1k" in document and "day-1" not in document
+    assert "`python bench/run.py --rows trec,sst2-1k` at commit `abc1234`" in document
+    assert "| trec | strop | 1 | 0.9000 ± — |" in document
