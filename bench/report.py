@@ -128,7 +128,9 @@ only: samples, few-shot sets and held-out splits are drawn once with a fixed dat
   scoring split as `eval_dataset`; accuracy from `trainer.evaluate()` after training.
 - **setfit**: `SetFitModel` on the same sentence-transformers folder, default contrastive pair sampling
   and logistic-regression head, batch 16, `num_epochs` = the epoch budget for the embedding phase; no
-  validation, the final model is scored. Few-shot rows only.
+  validation, the final model is scored. Few-shot rows only. SetFit draws its contrastive pairs with a
+  fixed seed of its own (`np.random.RandomState(seed=42)` in `setfit/sampler.py`), whatever seed it is
+  given, so its spread over seeds is small and understates how much it varies with the data.
 - **tfidf**: scikit-learn `TfidfVectorizer(ngram_range=(1, 2))` + `LogisticRegression(max_iter=1000)`.
 
 Rows: `sst2-1k` (1,000 SST-2 train sentences drawn with a fixed seed), `sst2-full` (6,920), scored on the
