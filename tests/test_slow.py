@@ -31,7 +31,7 @@ def test_cli_on_bundled_model_and_sst2_slice(tmp_path):
                     f"output_dir={run}", "--quiet")  # default settings
     assert fitted.returncode == 0, fitted.stderr
     history = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    assert 1 <= len(history) <= 5
+    assert 1 <= len(history) <= 10  # the default train.epochs, or fewer when early stopping ends it
     assert max(r["val_accuracy"] for r in history) > 0.75  # chance is 0.5; the full run reaches about 0.85
 
     scored = _strop("evaluate", str(run), "--data", str(tmp_path / "dev.csv"), "--json")

@@ -97,7 +97,7 @@ class OptimConfig:
 class TrainConfig:
     """The training loop: length, batches, evaluation, early stopping, precision, seed."""
 
-    epochs: int = 5
+    epochs: int = 10  # at most: early stopping (train.patience) usually ends small-data runs sooner
     batch_size: int = 16
     eval_batch_size: int = 64
     grad_accum: int = 1  # optimizer step every N batches (effective batch = batch_size * N * processes)
