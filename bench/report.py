@@ -101,13 +101,16 @@ def markdown(table: list[dict], ratio_rows: list[dict], problems: list[str]) -> 
 
 def problems(runs: list[dict]) -> list[str]:
     """One line per run that was skipped or failed, with its reason."""
-    out = []
-    for r in runs:
-        reason = r.get("skipped") or r.get("error")
-        if reason:
-            kind = "skipped" if "skipped" in r else "failed"
-            out.append(f"{r['row']} / {r['tool']} / seed {r['seed']} {kind}: {reason}")
-    return out
+    return [_problem(r) for r in _failed(runs)]
+
+
+def _failed(runs: list[dict]) -> list[dict]:
+    return [r for r in runs if r.get("skipped") or r.get("error")]
+
+
+def _problem(run: dict) -> str:
+    kind = "skipped" if "skipped" in run else "failed"
+    return f"{run['row']} / {run['tool']} / seed {run['seed']} {kind}: {run.get('skipped') or run.get('error')}"
 
 
 DOC_NOTES = """\
@@ -179,24 +182,20 @@ def merge(record: dict | None, result: dict, row_order: list[str]) -> dict:
                         "rows": result["rows"], "seeds": _seeds_per_row(result), "epochs": result["epochs"],
                         "data": result["data"], "max_load_before": max(loads) if loads else None})
 
-    def rows_first(entries: list[dict], new: list[dict], peer_key: str) -> list[dict]:
+    def replace_rows(entries: list[dict], new: list[dict], tool_key: str) -> list[dict]:
         merged = [e for e in entries if e["row"] not in new_rows] + new
-        return sorted(merged, key=lambda e: (row_order.index(e["row"]), TOOL_ORDER.index(e[peer_key])))
+        return sorted(merged, key=lambda e: (row_order.index(e["row"]), TOOL_ORDER.index(e[tool_key])))
 
-    failures = [{"row": r["row"], "text": text} for r, text in zip(_failed(result["runs"]), problems(result["runs"]))]
+    failures = [{"row": r["row"], "text": _problem(r)} for r in _failed(result["runs"])]
     return {"invocations": invocations,
-            "table": rows_first(record["table"], result["table"], "tool"),
-            "ratios": rows_first(record["ratios"], result["ratios"], "peer"),
+            "table": replace_rows(record["table"], result["table"], "tool"),
+            "ratios": replace_rows(record["ratios"], result["ratios"], "peer"),
             "problems": [p for p in record["problems"] if p["row"] not in new_rows] + failures}
 
 
 def _seeds_per_row(result: dict) -> dict[str, int]:
     seeds = result["seeds"]  # one number for every row in result files written before ROW:N
     return seeds if isinstance(seeds, dict) else {row: seeds for row in result["rows"]}
-
-
-def _failed(runs: list[dict]) -> list[dict]:
-    return [r for r in runs if r.get("skipped") or r.get("error")]
 
 
 def _invocation(inv: dict) -> str:

@@ -101,12 +101,7 @@ def train(model, task: TextClassification, method: Method, train_features: list[
         model_val_loader = accelerator.prepare(model_val_loader)  # for the final validation of the whole model
 
     steps_per_epoch = math.ceil(len(sampler) / tc.grad_accum)
-    # optimizer steps as each process takes them: Accelerate deals the batches out among the processes
-    total_steps = math.ceil(len(sampler) / (tc.grad_accum * accelerator.num_processes)) * tc.epochs
-    peak_lr = resolve_lr(cfg.optim.lr, total_steps)
-    if show and cfg.optim.lr == "auto" and peak_lr != AUTO_LR:
-        tqdm.write(f"learning rate {peak_lr:.1e} (auto: {total_steps} optimizer steps in all, fewer than "
-                   f"{AUTO_LR_STEPS}; set optim.lr to choose it)")
+    peak_lr = _peak_lr(cfg, len(sampler), accelerator.num_processes, show)
     optimizer = build_optimizer(trained, cfg.optim, peak_lr)
     scheduler = build_scheduler(optimizer, cfg.optim, steps_per_epoch * tc.epochs)
     trained, optimizer, train_loader, val_loader, scheduler = accelerator.prepare(
@@ -232,6 +227,17 @@ def _cached_loaders(split, model, train_features: list[dict], val_sorted: list[d
         tqdm.write(f"frozen body run once over {len(train_features)} + {len(val_sorted)} texts ({seconds:.1f}s); "
                    "each epoch trains the head on its cached outputs")
     return train_loader, val_loader, seconds
+
+
+def _peak_lr(cfg: Config, num_batches: int, num_processes: int, show: bool) -> float:
+    """optim.lr for this run, resolved from the optimizer steps each process takes (Accelerate deals the
+    batches out among the processes); said when `auto` raised it."""
+    total_steps = math.ceil(num_batches / (cfg.train.grad_accum * num_processes)) * cfg.train.epochs
+    peak_lr = resolve_lr(cfg.optim.lr, total_steps)
+    if show and cfg.optim.lr == "auto" and peak_lr != AUTO_LR:
+        tqdm.write(f"learning rate {peak_lr:.1e} (auto: {total_steps} optimizer steps in all, fewer than "
+                   f"{AUTO_LR_STEPS}; set optim.lr to choose it)")
+    return peak_lr
 
 
 def _unpack(batch: dict) -> tuple[dict, torch.Tensor, int]:
