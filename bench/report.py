@@ -51,8 +51,9 @@ def aggregate(runs: list[dict]) -> list[dict]:
     return table
 
 
-def ratios(table: list[dict]) -> list[dict]:
-    """strop / peer for accuracy and every figure, per row (above 1: strop's figure is larger)."""
+def ratios(table: list[dict], runs: list[dict]) -> list[dict]:
+    """strop / peer for accuracy and every figure, per row (above 1: strop's figure is larger), and the
+    accuracy difference strop - peer paired by seed (see `paired_difference`)."""
     out = []
     by_key = {(e["row"], e["tool"]): e for e in table}
     for entry in table:
@@ -63,8 +64,35 @@ def ratios(table: list[dict]) -> list[dict]:
         for key in ["accuracy_mean"] + [k for k, _, _ in FIGURES]:
             a, b = strop.get(key), entry.get(key)
             ratio[key] = a / b if a is not None and b else None
+        ratio.update(paired_difference(runs, entry["row"], entry["tool"]))
         out.append(ratio)
     return out
+
+
+def paired_difference(runs: list[dict], row: str, peer: str) -> dict:
+    """strop's accuracy minus the peer's over the seeds both completed: the mean and the half-width of its
+    95% confidence interval (Student's t; none for one seed). Both tools see the same data and seed, so the
+    pairs share that part of the variation and the interval says whether a gap is more than noise."""
+    accuracy = {(r["tool"], r["seed"]): r["accuracy"] for r in runs
+                if r["row"] == row and "error" not in r and "skipped" not in r}
+    differences = [accuracy[("strop", seed)] - accuracy[(tool, seed)] for tool, seed in accuracy
+                   if tool == peer and ("strop", seed) in accuracy]
+    if not differences:
+        return {"accuracy_diff": None, "accuracy_diff_ci95": None}
+    if len(differences) == 1:
+        return {"accuracy_diff": differences[0], "accuracy_diff_ci95": None}
+    from scipy.stats import t
+
+    n = len(differences)
+    half_width = t.ppf(0.975, n - 1) * statistics.stdev(differences) / n ** 0.5
+    return {"accuracy_diff": statistics.fmean(differences), "accuracy_diff_ci95": half_width}
+
+
+def _difference_cell(ratio: dict) -> str:
+    diff, half_width = ratio.get("accuracy_diff"), ratio.get("accuracy_diff_ci95")
+    if diff is None:
+        return "—"
+    return f"{diff:+.4f}" + (f" ± {half_width:.4f}" if half_width is not None else "")
 
 
 def _cell(value, fmt: str) -> str:
@@ -89,10 +117,12 @@ def markdown(table: list[dict], ratio_rows: list[dict], problems: list[str]) -> 
     if ratio_rows:
         lines += ["", "strop / peer (accuracy and throughput: above 1 favours strop; wall s, train s, "
                       "peak RSS: below 1 favours strop):", "",
-                  "| row | peer | accuracy | " + " | ".join(t for _, t, _ in FIGURES) + " |",
-                  "|---|---|---:|" + "---:|" * len(FIGURES)]
+                  "| row | peer | accuracy | accuracy strop - peer (paired, 95%) | "
+                  + " | ".join(t for _, t, _ in FIGURES) + " |",
+                  "|---|---|---:|---:|" + "---:|" * len(FIGURES)]
         for r in ratio_rows:
             cells = [_cell(r[k], "ratio") for k in ["accuracy_mean"] + [k for k, _, _ in FIGURES]]
+            cells.insert(1, _difference_cell(r))
             lines.append(f"| {r['row']} | {r['peer']} | " + " | ".join(cells) + " |")
     if problems:
         lines += ["", "Not in the table:", ""] + [f"- {p}" for p in problems]
@@ -145,6 +175,10 @@ class) are few-shot rows, scored like their full rows; SetFit runs on them only.
 
 - **accuracy** on the scoring split, of the model each tool ends with (best epoch restored where the tool
   does so), mean ± standard deviation over the seeds.
+- **accuracy strop - peer (paired, 95%)**: strop's accuracy minus the peer's on the same seed, averaged
+  over the seeds, ± the half-width of its 95% confidence interval (Student's t over the paired
+  differences). An interval that contains 0 means the runs cannot tell the two apart. Rows measured
+  before per-seed results were kept show "—".
 - **wall s**: the whole job in the worker, from process start: imports, model load, tokenisation,
   training, validation, checkpoints, final scoring.
 - **train s**: training only: the epochs' step loops without validation and checkpoints (strop's

@@ -204,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
             print(progress(done, len(todo), run), flush=True)
             (args.out / f"{stamp}.json").write_text(json.dumps(result, indent=1))  # partial results survive a crash
     result["table"] = report.aggregate(result["runs"])
-    result["ratios"] = report.ratios(result["table"])
+    result["ratios"] = report.ratios(result["table"], result["runs"])
     table_md = report.markdown(result["table"], result["ratios"], report.problems(result["runs"]))
     (args.out / f"{stamp}.json").write_text(json.dumps(result, indent=1))
     (args.out / f"{stamp}.md").write_text(table_md)
@@ -221,6 +221,7 @@ def publish(result: dict) -> None:
 
     if result.get("limit") is not None:
         raise SystemExit("a run with --limit is a smoke run; it is not published")
+    result["ratios"] = report.ratios(result["table"], result["runs"])  # derived: current with this harness
     record = json.loads(DOCS_RECORD.read_text()) if DOCS_RECORD.is_file() else None
     record = report.merge(record, result, ALL_ROWS)
     DOCS_RECORD.write_text(json.dumps(record, indent=1) + "\n")

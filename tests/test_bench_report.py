@@ -20,7 +20,7 @@ def _result(date: str, rows: list[str], accuracy: float) -> dict:
     return {"date": date, "command": f"python bench/run.py --rows {','.join(rows)}", "commit": "abc1234",
             "machine": MACHINE, "rows": rows, "seeds": {row: 1 for row in rows}, "epochs": 5,
             "data": {row: {"train": 10, "score": 5, "classes": 2} for row in rows}, "runs": runs,
-            "table": table, "ratios": report.ratios(table)}
+            "table": table, "ratios": report.ratios(table, runs)}
 
 
 def test_a_run_replaces_its_rows_and_keeps_the_others():
@@ -46,3 +46,22 @@ def test_an_invocation_left_without_rows_is_dropped_and_the_document_names_each_
     assert "### day-2: trec, sst2-1k" in document and "day-1" not in document
     assert "`python bench/run.py --rows trec,sst2-1k` at commit `abc1234`" in document
     assert "| trec | strop | 1 | 0.9000 ± — |" in document
+
+
+def test_the_accuracy_gap_is_paired_by_seed_and_unpaired_seeds_are_left_out():
+    accuracies = {("strop", 1): 0.80, ("trainer", 1): 0.70, ("strop", 2): 0.90, ("trainer", 2): 0.70,
+                  ("trainer", 3): 0.99}  # strop failed on seed 3: the Trainer's seed 3 has no pair
+    runs = [{"row": "trec", "tool": tool, "seed": seed, "accuracy": acc} for (tool, seed), acc in
+            reversed(accuracies.items())]
+    runs.append({"row": "trec", "tool": "strop", "seed": 3, "error": "exit 1"})
+    gap = report.paired_difference(runs, "trec", "trainer")
+    assert abs(gap["accuracy_diff"] - 0.15) < 1e-9
+    # t(0.975, 1 degree of freedom) = 12.706; stdev of (0.10, 0.20) = 0.0707; over sqrt(2)
+    assert abs(gap["accuracy_diff_ci95"] - 12.706 * 0.070711 / 2 ** 0.5) < 1e-3
+    assert report.paired_difference(runs[:2], "trec", "trainer")["accuracy_diff_ci95"] is None  # one pair
+
+
+def test_the_ratio_table_shows_the_paired_gap():
+    result = _result("day-1", ["trec"], 0.6)
+    text = report.markdown(result["table"], result["ratios"], [])
+    assert "| trec | trainer | 1.2 | +0.1000 |" in text
