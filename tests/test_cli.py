@@ -51,6 +51,34 @@ def test_bad_input_exits_2_with_one_message_and_no_run(case, tiny_overrides, bad
     assert not (bad_files / "run").exists()
 
 
+def test_a_full_disk_exits_1_with_one_message_and_a_run_that_resumes(tiny_overrides, tmp_path, capsys, monkeypatch):
+    import errno
+
+    import strop.train.checkpoint as checkpoint
+
+    real_save, calls = checkpoint.save_file, []
+
+    def save_file(tensors, filename):  # the second epoch's checkpoint finds the disk full
+        calls.append(filename)
+        if len(calls) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device", str(filename))
+        real_save(tensors, filename)
+
+    monkeypatch.setattr(checkpoint, "save_file", save_file)
+    assert _fit(tiny_overrides) == 1
+    err = capsys.readouterr().err
+    assert err.count("error:") == 1 and "Traceback" not in err
+    assert "could not write the checkpoint" in err and "No space left on device" in err and "train.resume=true" in err
+    run = tmp_path / "run"
+    # the first epoch's checkpoint is kept, and no partial one is left to take space
+    assert json.loads((run / "checkpoints" / "last" / "state.json").read_text())["epoch"] == 1
+    assert [p.name for p in (run / "checkpoints").iterdir()] == ["last"]
+
+    monkeypatch.setattr(checkpoint, "save_file", real_save)
+    assert _fit(tiny_overrides + ["train.resume=true"]) == 0
+    assert (run / "summary.json").is_file()
+
+
 def test_existing_output_dir_is_not_overwritten(tiny_overrides, tmp_path, capsys):
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "keep.txt").write_text("mine")

@@ -9,3 +9,10 @@ class StropError(Exception):
     """
 
     exit_code = 2
+
+
+class WriteError(StropError):
+    """A run's file could not be written (a full disk, no permission): the machine's problem, not the
+    input's, so the CLI exits with 1. The message says what to free or change, and how to continue."""
+
+    exit_code = 1

@@ -16,7 +16,7 @@ from strop.data.labelled import LabelledTexts, check_classes, load_labelled_text
 from strop.errors import StropError
 from strop.methods import METHODS
 from strop.methods.base import count_parameters
-from strop.runs import RunDir, atomic_write_json, atomic_write_text, default_run_name, publish_dir, staging_dir
+from strop.runs import RunDir, atomic_write_json, atomic_write_text, default_run_name, staged
 from strop.tasks.text_classification import TextClassification
 
 
@@ -143,16 +143,15 @@ def _check_same_run(cfg: Config, run: RunDir) -> None:
 
 def save_model(path: Path, model, tokenizer, task: TextClassification, cfg: Config) -> None:
     """Writes a standard Hugging Face model folder plus strop.json (task, labels, head), atomically."""
-    tmp = staging_dir(path)
-    with quiet_transformers():
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-    (tmp / "strop.json").write_text(json.dumps({
-        "task": "text_classification", "labels": list(task.labels), "head": task.head,
-        "max_length": task.max_length, "text_column": cfg.data.text_column, "label_column": cfg.data.label_column,
-        "base_model": cfg.model.name, "method": cfg.method.name,
-    }, indent=2) + "\n", encoding="utf-8")
-    publish_dir(tmp, path)
+    with staged(path, "the model") as tmp:
+        with quiet_transformers():
+            model.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+        (tmp / "strop.json").write_text(json.dumps({
+            "task": "text_classification", "labels": list(task.labels), "head": task.head,
+            "max_length": task.max_length, "text_column": cfg.data.text_column,
+            "label_column": cfg.data.label_column, "base_model": cfg.model.name, "method": cfg.method.name,
+        }, indent=2) + "\n", encoding="utf-8")
 
 
 def _announce(cfg: Config, splits: Splits, model, run: RunDir, accelerator) -> None:

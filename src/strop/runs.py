@@ -13,9 +13,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+
+from strop.errors import WriteError
 
 
 @dataclass(frozen=True)
@@ -67,6 +71,26 @@ def staging_dir(final: Path) -> Path:
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     return tmp
+
+
+@contextmanager
+def staged(final: Path, what: str) -> Iterator[Path]:
+    """A staging folder to fill; on success it replaces `final` (see `publish_dir`). A write that fails
+    (a full disk, no permission) leaves `final` as it was, removes the partial folder, which only takes
+    space, and becomes a WriteError that says how to continue.
+
+    what: the folder's role in the message, e.g. "the checkpoint".
+    """
+    from safetensors import SafetensorError  # raised for I/O errors of safetensors files, not OSError
+
+    tmp = staging_dir(final)
+    try:
+        yield tmp
+        publish_dir(tmp, final)
+    except (OSError, SafetensorError) as error:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise WriteError(f"could not write {what} to {final}: {error}. Free disk space (or set output_dir to "
+                         "another disk); an interrupted fit continues with train.resume=true") from None
 
 
 def publish_dir(tmp: Path, final: Path) -> None:

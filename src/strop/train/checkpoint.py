@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from strop.runs import atomic_write_json, publish_dir, recover_dir, staging_dir
+from strop.runs import atomic_write_json, recover_dir, staged
 
 
 @dataclass
@@ -36,17 +36,16 @@ def cpu_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 def save_checkpoint(path: Path, model, optimizer, scheduler, state: LoopState,
                     best_weights: dict[str, torch.Tensor] | None) -> None:
     """best_weights: the best epoch's weights when they differ from the current ones, else None."""
-    tmp = staging_dir(path)
-    save_file(cpu_state(model), tmp / "model.safetensors")
-    if best_weights is not None:
-        save_file(best_weights, tmp / "best.safetensors")
-    rng = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        rng["cuda"] = torch.cuda.get_rng_state_all()
-    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng},
-               tmp / "training_state.pt")
-    atomic_write_json(tmp / "state.json", asdict(state))
-    publish_dir(tmp, path)
+    with staged(path, "the checkpoint") as tmp:
+        save_file(cpu_state(model), tmp / "model.safetensors")
+        if best_weights is not None:
+            save_file(best_weights, tmp / "best.safetensors")
+        rng = {"torch": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            rng["cuda"] = torch.cuda.get_rng_state_all()
+        torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng},
+                   tmp / "training_state.pt")
+        atomic_write_json(tmp / "state.json", asdict(state))
 
 
 def has_checkpoint(path: Path) -> bool:
