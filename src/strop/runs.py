@@ -83,14 +83,18 @@ def staged(final: Path, what: str) -> Iterator[Path]:
     """
     from safetensors import SafetensorError  # raised for I/O errors of safetensors files, not OSError
 
-    tmp = staging_dir(final)
+    tmp = None
     try:
+        tmp = staging_dir(final)
         yield tmp
         publish_dir(tmp, final)
     except (OSError, SafetensorError) as error:
-        shutil.rmtree(tmp, ignore_errors=True)
         raise WriteError(f"could not write {what} to {final}: {error}. Free disk space (or set output_dir to "
-                         "another disk); an interrupted fit continues with train.resume=true") from None
+                         "another disk) and run again; a run with a checkpoint continues with "
+                         "train.resume=true") from None
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)  # already gone once published
 
 
 def publish_dir(tmp: Path, final: Path) -> None:
