@@ -79,6 +79,49 @@ def test_a_full_disk_exits_1_with_one_message_and_a_run_that_resumes(tiny_overri
     assert (run / "summary.json").is_file()
 
 
+def _fill_disk_while_writing(monkeypatch, name: str) -> None:
+    """Every write of `name` (through its temporary sibling) writes part of the file, then finds the disk full."""
+    import errno
+    from pathlib import Path
+
+    real_write_text = Path.write_text
+
+    def write_text(self, text, *args, **kwargs):
+        if self.name.startswith(f".{name}.tmp"):
+            real_write_text(self, text[: len(text) // 2], *args, **kwargs)
+            raise OSError(errno.ENOSPC, "No space left on device", str(self))
+        return real_write_text(self, text, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", write_text)
+
+
+@pytest.mark.parametrize("name, what", [("config.yaml", "the config"), ("summary.json", "the summary")])
+def test_a_full_disk_on_a_small_file_exits_1_and_leaves_no_partial_file(name, what, tiny_overrides, tmp_path, capsys,
+                                                                        monkeypatch):
+    run = tmp_path / "run"
+    with monkeypatch.context() as patch:
+        _fill_disk_while_writing(patch, name)
+        assert _fit(tiny_overrides) == 1
+    err = capsys.readouterr().err
+    assert err.count("error:") == 1 and "Traceback" not in err
+    assert f"could not write {what} to {run / name}" in err and "No space left on device" in err
+    if name == "config.yaml":  # nothing trained yet: no run is left
+        assert not run.exists()
+    else:  # the trained run is kept, without a partial summary, and resuming completes it
+        assert sorted(p.name for p in run.iterdir()) == ["checkpoints", "config.yaml", "metrics.jsonl", "model"]
+        assert _fit(tiny_overrides + ["train.resume=true"]) == 0
+        assert json.loads((run / "summary.json").read_text())["epochs_run"] == 3
+
+
+def test_keep_checkpoint_false_deletes_the_checkpoint_of_a_complete_run(tiny_overrides, tmp_path):
+    import strop
+
+    assert _fit(tiny_overrides + ["train.keep_checkpoint=false"]) == 0
+    run = tmp_path / "run"
+    assert sorted(p.name for p in run.iterdir()) == ["config.yaml", "metrics.jsonl", "model", "summary.json"]
+    assert strop.load(run).predict(["great fun"])[0] in ("negative", "positive")
+
+
 def test_existing_output_dir_is_not_overwritten(tiny_overrides, tmp_path, capsys):
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "keep.txt").write_text("mine")
@@ -87,7 +130,7 @@ def test_existing_output_dir_is_not_overwritten(tiny_overrides, tmp_path, capsys
     assert (tmp_path / "run" / "keep.txt").read_text() == "mine"
 
 
-def test_fit_predict_evaluate(tiny_overrides, text_data, tmp_path, capsys):
+def test_fit_predict_evaluate(tiny_overrides, text_data, tmp_path, capsys, monkeypatch):
     config = tmp_path / "c.yaml"
     config.write_text("train:\n  epochs: 5\n")
     assert main(["fit", str(config), *tiny_overrides, "train.epochs=8", "train.batch_size=8"]) == 0
@@ -106,6 +149,11 @@ def test_fit_predict_evaluate(tiny_overrides, text_data, tmp_path, capsys):
     predictions = pd.read_csv(out)
     assert list(predictions.columns) == ["text", "label", "score", "p_negative", "p_positive"]
     assert len(predictions) == 60
+    with monkeypatch.context() as patch:  # a full disk: one message, exit 1, and no partial file
+        _fill_disk_while_writing(patch, "pred.jsonl")
+        assert main(["predict", str(run), "--input", str(text_data["dev"]), "--output", str(tmp_path / "pred.jsonl")]) == 1
+    assert "could not write the predictions" in capsys.readouterr().err
+    assert not list(tmp_path.glob("*pred.jsonl*"))
 
     assert main(["evaluate", str(run), "--data", str(text_data["dev"]), "--json"]) == 0
     metrics = json.loads(capsys.readouterr().out)
@@ -126,3 +174,8 @@ def test_predict_and_evaluate_errors(tiny_overrides, tmp_path, capsys):
     assert "holds no trained model" in capsys.readouterr().err
     assert main(["predict", str(tmp_path)]) == 2
     assert "--text" in capsys.readouterr().err
+    # --output is checked before the model is loaded (this folder holds none)
+    assert main(["predict", str(tmp_path), "--text", "x", "--output", str(tmp_path / "out.txt")]) == 2
+    assert "use a .jsonl, .csv or .tsv file" in capsys.readouterr().err
+    assert main(["predict", str(tmp_path), "--text", "x", "--output", str(tmp_path / "no" / "out.csv")]) == 2
+    assert "does not exist" in capsys.readouterr().err

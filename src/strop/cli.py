@@ -33,6 +33,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     if (args.text is None) == (args.input is None):
         raise StropError("give either --text \"...\" (repeatable) or --input FILE")
+    if args.output is not None:
+        _check_output(Path(args.output))
     predictor = load(args.run_dir)
     if args.text is not None:
         texts = args.text
@@ -51,23 +53,32 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_output(output: Path) -> None:
+    """Before any prediction is made, so that a typo does not cost the whole run."""
+    if output.suffix.lower() not in (".jsonl", ".csv", ".tsv"):
+        raise StropError(f"--output: use a .jsonl, .csv or .tsv file; got '{output}'")
+    if not output.parent.is_dir():
+        raise StropError(f"--output: the folder {output.parent} does not exist; create it or write elsewhere")
+
+
 def _write_predictions(rows: list[dict], output: str | None) -> None:
     """JSON lines to stdout or a .jsonl file; a .csv/.tsv file gets text, label, score and one column per class."""
-    if output is None or Path(output).suffix.lower() == ".jsonl":
-        lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
-        if output is None:
-            sys.stdout.write(lines)
-        else:
-            Path(output).write_text(lines, encoding="utf-8")
-        return
-    import pandas as pd
+    from strop.runs import atomic_write_text
 
-    suffix = Path(output).suffix.lower()
-    if suffix not in (".csv", ".tsv"):
-        raise StropError(f"--output: use a .jsonl, .csv or .tsv file; got '{output}'")
-    flat = [{"text": r["text"], "label": r["label"], "score": r["score"],
-             **{f"p_{k}": v for k, v in r["probabilities"].items()}} for r in rows]
-    pd.DataFrame(flat).to_csv(output, index=False, sep="\t" if suffix == ".tsv" else ",")
+    suffix = None if output is None else Path(output).suffix.lower()
+    if suffix in (None, ".jsonl"):
+        text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+    else:  # .csv or .tsv (checked by _check_output)
+        import pandas as pd
+
+        flat = [{"text": r["text"], "label": r["label"], "score": r["score"],
+                 **{f"p_{k}": v for k, v in r["probabilities"].items()}} for r in rows]
+        text = pd.DataFrame(flat).to_csv(index=False, sep="\t" if suffix == ".tsv" else ",")
+    if output is None:
+        sys.stdout.write(text)
+    else:
+        atomic_write_text(Path(output), text, "the predictions",
+                          fix="Check that its folder exists and can be written, and that the disk has space")
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:

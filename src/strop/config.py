@@ -108,6 +108,7 @@ class TrainConfig:
     mixed_precision: str = "auto"  # training steps in bf16 or fp32 ("no"); auto: bf16 where it is faster
     device: str = "auto"  # auto, cpu or cuda
     resume: bool = False  # continue the run in output_dir from its last checkpoint
+    keep_checkpoint: bool = True  # false: delete checkpoints/ once the run is complete (it only serves resume)
     quiet: bool = False  # no progress bar or epoch lines
 
     def __post_init__(self):

@@ -75,7 +75,7 @@ def fit(config: str | Path | dict | Config | None = None, overrides: list[str] =
         train_features = task.encode(tokenizer, splits.train.texts, splits.train.labels)
         val_features = task.encode(tokenizer, splits.validation.texts, splits.validation.labels)
         if accelerator.is_main_process:
-            atomic_write_text(run.config, cfg.to_yaml())
+            atomic_write_text(run.config, cfg.to_yaml(), "the config")
             _announce(cfg, splits, model, run, accelerator)
         started = time.perf_counter()
         state, final = train(model, task, METHODS.get(cfg.method.name)(), train_features, val_features,
@@ -91,7 +91,9 @@ def fit(config: str | Path | dict | Config | None = None, overrides: list[str] =
                 "wall_seconds_this_session": round(time.perf_counter() - started, 3),
                 "train_examples": len(splits.train), "validation_examples": len(splits.validation),
                 "labels": splits.labels,
-            })
+            }, "the summary")
+            if not cfg.train.keep_checkpoint:  # a complete run cannot be resumed: the checkpoint only takes space
+                shutil.rmtree(run.checkpoints, ignore_errors=True)
             if not cfg.train.quiet:
                 print(f"best epoch {state.best_epoch}: accuracy {final['accuracy']:.4f}  macro_f1 "
                       f"{final['macro_f1']:.4f}  val_loss {final['loss']:.4f}\nrun saved to {run.root}")
@@ -127,7 +129,7 @@ def _open_run_dir(cfg: Config) -> tuple[RunDir, Config]:
 
 
 # Keys that may differ between an interrupted run and its resumption.
-_RESUME_FREE_KEYS = {("train", "resume"), ("train", "quiet")}
+_RESUME_FREE_KEYS = {("train", "resume"), ("train", "quiet"), ("train", "keep_checkpoint")}
 
 
 def _check_same_run(cfg: Config, run: RunDir) -> None:

@@ -6,6 +6,7 @@ runs/<name>/
   metrics.jsonl      one line per validation (epoch, step, losses, metrics, lr, throughput)
   summary.json       the best epoch and its metrics, wall time; written when the run completes
   checkpoints/last/  weights, optimizer, scheduler and RNG state after the latest epoch, for resume
+                     (deleted once the run is complete with train.keep_checkpoint=false)
 """
 
 from __future__ import annotations
@@ -43,8 +44,12 @@ class RunDir:
         return self.root / "summary.json"
 
     @property
+    def checkpoints(self) -> Path:
+        return self.root / "checkpoints"
+
+    @property
     def last_checkpoint(self) -> Path:
-        return self.root / "checkpoints" / "last"
+        return self.checkpoints / "last"
 
     def is_complete(self) -> bool:
         return self.summary.is_file()
@@ -54,15 +59,37 @@ def default_run_name() -> str:
     return datetime.now(timezone.utc).strftime("runs/%Y%m%d-%H%M%S")
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Writes a file through a temporary sibling and a rename, so readers see the old or the new file."""
+# How to go on after a run's file could not be written.
+RUN_WRITE_FIX = ("Free disk space (or set output_dir to another disk) and run again; a run with a checkpoint "
+                 "continues with train.resume=true")
+
+
+@contextmanager
+def reporting_write_errors(path: Path, what: str, fix: str = RUN_WRITE_FIX) -> Iterator[None]:
+    """Turns a failed write (a full disk, no permission, a missing folder) into one WriteError that names
+    what was being written, where, why, and `fix`: how to go on."""
+    from safetensors import SafetensorError  # raised for I/O errors of safetensors files, not OSError
+
+    try:
+        yield
+    except (OSError, SafetensorError) as error:
+        raise WriteError(f"could not write {what} to {path}: {error}. {fix}") from None
+
+
+def atomic_write_text(path: Path, text: str, what: str | None = None, fix: str = RUN_WRITE_FIX) -> None:
+    """Writes a file through a temporary sibling and a rename, so readers see the old or the new file,
+    never a partial one, even when the disk fills. what: its role in an error message (default: its name)."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    try:
+        with reporting_write_errors(path, what or path.name, fix):
+            tmp.write_text(text, encoding="utf-8")
+            os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)  # gone already once renamed
 
 
-def atomic_write_json(path: Path, data) -> None:
-    atomic_write_text(path, json.dumps(data, indent=2) + "\n")
+def atomic_write_json(path: Path, data, what: str | None = None) -> None:
+    atomic_write_text(path, json.dumps(data, indent=2) + "\n", what)
 
 
 def staging_dir(final: Path) -> Path:
@@ -81,17 +108,12 @@ def staged(final: Path, what: str) -> Iterator[Path]:
 
     what: the folder's role in the message, e.g. "the checkpoint".
     """
-    from safetensors import SafetensorError  # raised for I/O errors of safetensors files, not OSError
-
     tmp = None
     try:
-        tmp = staging_dir(final)
-        yield tmp
-        publish_dir(tmp, final)
-    except (OSError, SafetensorError) as error:
-        raise WriteError(f"could not write {what} to {final}: {error}. Free disk space (or set output_dir to "
-                         "another disk) and run again; a run with a checkpoint continues with "
-                         "train.resume=true") from None
+        with reporting_write_errors(final, what):
+            tmp = staging_dir(final)
+            yield tmp
+            publish_dir(tmp, final)
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)  # already gone once published

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from strop.runs import atomic_write_json, recover_dir, staged
+from strop.runs import recover_dir, staged
 
 
 @dataclass
@@ -45,7 +45,7 @@ def save_checkpoint(path: Path, model, optimizer, scheduler, state: LoopState,
             rng["cuda"] = torch.cuda.get_rng_state_all()
         torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng},
                    tmp / "training_state.pt")
-        atomic_write_json(tmp / "state.json", asdict(state))
+        (tmp / "state.json").write_text(json.dumps(asdict(state), indent=2) + "\n", encoding="utf-8")
 
 
 def has_checkpoint(path: Path) -> bool:

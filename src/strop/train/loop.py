@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from strop.config import Config
 from strop.methods import Method
-from strop.runs import RunDir, atomic_write_text
+from strop.runs import RunDir, atomic_write_text, reporting_write_errors
 from strop.tasks.text_classification import TextClassification, collate
 from strop.train.cache import cache_body_outputs, collate_cached
 from strop.train.checkpoint import LoopState, cpu_state, has_checkpoint, load_checkpoint, save_checkpoint
@@ -172,7 +172,7 @@ def train(model, task: TextClassification, method: Method, train_features: list[
         state.epoch = epoch + 1
         state.stopped_early = tc.patience > 0 and state.epochs_without_improvement >= tc.patience
         if accelerator.is_main_process:
-            with run.metrics.open("a", encoding="utf-8") as f:
+            with reporting_write_errors(run.metrics, "the metrics"), run.metrics.open("a", encoding="utf-8") as f:
                 f.write(json.dumps(record) + "\n")
             save_checkpoint(run.last_checkpoint, accelerator.unwrap_model(trained), optimizer, scheduler, state,
                             best_weights)
@@ -251,7 +251,7 @@ def _unpack(batch: dict) -> tuple[dict, torch.Tensor, int]:
 
 def _rewrite_metrics(run: RunDir, history: list[dict]) -> None:
     """On resume, metrics.jsonl holds exactly the validations the checkpoint knows of."""
-    atomic_write_text(run.metrics, "".join(json.dumps(r) + "\n" for r in history))
+    atomic_write_text(run.metrics, "".join(json.dumps(r) + "\n" for r in history), "the metrics")
 
 
 def _print_epoch(record: dict, tc, state: LoopState) -> None:
