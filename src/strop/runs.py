@@ -76,10 +76,15 @@ def reporting_write_errors(path: Path, what: str, fix: str = RUN_WRITE_FIX) -> I
         raise WriteError(f"could not write {what} to {path}: {error}. {fix}") from None
 
 
+def temporary_sibling(path: Path) -> Path:
+    """Where `path` is written before it is renamed into place: hidden, and named by this process."""
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
+
+
 def atomic_write_text(path: Path, text: str, what: str | None = None, fix: str = RUN_WRITE_FIX) -> None:
     """Writes a file through a temporary sibling and a rename, so readers see the old or the new file,
     never a partial one, even when the disk fills. what: its role in an error message (default: its name)."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp = temporary_sibling(path)
     try:
         with reporting_write_errors(path, what or path.name, fix):
             tmp.write_text(text, encoding="utf-8")
@@ -94,7 +99,7 @@ def atomic_write_json(path: Path, data, what: str | None = None) -> None:
 
 def staging_dir(final: Path) -> Path:
     """An empty temporary folder beside `final`, to fill and then hand to `publish_dir`."""
-    tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
+    tmp = temporary_sibling(final)
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     return tmp
