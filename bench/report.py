@@ -169,7 +169,10 @@ only: samples, few-shot sets and held-out splits are drawn once with a fixed dat
 Rows: `sst2-1k` (1,000 SST-2 train sentences drawn with a fixed seed), `sst2-full` (6,920), scored on the
 SST-2 dev split (872); `trec` and `banking77` train on their train file less a held-out, seeded,
 stratified 20% (at most 1,000 rows) that scores them; `sst2-fs64` (32 per class) and `trec-fs8` (8 per
-class) are few-shot rows, scored like their full rows; SetFit runs on them only.
+class) are few-shot rows, scored like their full rows; SetFit runs on them only. Any other folder of the
+data with a `train.csv` is a row of that name, trained on all of it and scored like `trec` (or on its
+`dev.csv`). A class with one example stays in training; scoring rows whose label never occurs in training
+are left out and counted, since no tool can predict them.
 
 ## What is measured
 
@@ -218,13 +221,18 @@ def merge(record: dict | None, result: dict, row_order: list[str]) -> dict:
 
     def replace_rows(entries: list[dict], new: list[dict], tool_key: str) -> list[dict]:
         merged = [e for e in entries if e["row"] not in new_rows] + new
-        return sorted(merged, key=lambda e: (row_order.index(e["row"]), TOOL_ORDER.index(e[tool_key])))
+        return sorted(merged, key=lambda e: (_row_rank(e["row"], row_order), TOOL_ORDER.index(e[tool_key])))
 
     failures = [{"row": r["row"], "text": _problem(r)} for r in _failed(result["runs"])]
     return {"invocations": invocations,
             "table": replace_rows(record["table"], result["table"], "tool"),
             "ratios": replace_rows(record["ratios"], result["ratios"], "peer"),
             "problems": [p for p in record["problems"] if p["row"] not in new_rows] + failures}
+
+
+def _row_rank(row: str, row_order: list[str]) -> tuple[int, str]:
+    """The named rows in their order, then other data sets by name."""
+    return (row_order.index(row), "") if row in row_order else (len(row_order), row)
 
 
 def _seeds_per_row(result: dict) -> dict[str, int]:
@@ -239,6 +247,8 @@ def _invocation(inv: dict) -> str:
     machine_line = (f"{peak['model']}, {peak['cores']} cores" if peak["device"] == "cpu" else peak["model"])
     versions = ", ".join(f"{k} {v}" for k, v in m["versions"].items())
     data = "; ".join(f"{row} {d['train']} train / {d['score']} scored, {d['classes']} classes"
+                     + (f" ({d['unscorable']} scoring rows left out: labels absent from training)"
+                        if d.get("unscorable") else "")
                      for row, d in inv["data"].items())
     seeds = ", ".join(f"{row} {n}" for row, n in inv["seeds"].items())
     load = inv.get("max_load_before")

@@ -40,6 +40,18 @@ ROWS = {
 }
 
 
+def resolve(name: str) -> Row:
+    """A named row, or any data folder under DATA_ROOT with a train.csv: trained on all of it, scored on its
+    dev.csv or a held-out part of train, like the full rows (so data sets not listed here can be benchmarked)."""
+    if name in ROWS:
+        return ROWS[name]
+    if (DATA_ROOT / name / "train.csv").is_file():
+        return Row(name)
+    folders = sorted(p.parent.name for p in DATA_ROOT.glob("*/train.csv"))
+    raise LookupError(f"unknown row {name}: choose from {', '.join(ROWS)}, or a data folder under {DATA_ROOT} "
+                      f"(found: {', '.join(folders) or 'none'})")
+
+
 @dataclass(frozen=True)
 class RowFiles:
     train: Path
@@ -47,6 +59,7 @@ class RowFiles:
     n_train: int
     n_score: int
     n_classes: int
+    n_unscorable: int  # scoring rows dropped: their label never occurs in the training examples
 
 
 def read_texts(path: Path) -> pd.DataFrame:
@@ -55,10 +68,16 @@ def read_texts(path: Path) -> pd.DataFrame:
 
 
 def holdout(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """A seeded stratified split: (rest, held out), the held-out part 20% of the rows, at most 1,000."""
-    n_score = min(round(len(frame) * HOLDOUT_FRACTION), HOLDOUT_CAP)
-    rest, score = train_test_split(frame, test_size=n_score, stratify=frame["label"], random_state=DATA_SEED)
-    return rest.sort_index(), score.sort_index()
+    """A seeded stratified split: (rest, held out), the held-out part 20% of the rows, at most 1,000.
+    A class with a single example stays in training; where the held-out part is smaller than the number of
+    classes, stratifying is impossible and the split is plain random."""
+    n_score = max(min(round(len(frame) * HOLDOUT_FRACTION), HOLDOUT_CAP), 1)
+    counts = frame["label"].value_counts()
+    single = frame["label"].isin(counts.index[counts == 1])
+    splittable = frame[~single]
+    stratify = splittable["label"] if n_score >= splittable["label"].nunique() else None
+    rest, score = train_test_split(splittable, test_size=n_score, stratify=stratify, random_state=DATA_SEED)
+    return pd.concat([rest, frame[single]]).sort_index(), score.sort_index()
 
 
 def source_splits(dataset: str) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -78,7 +97,10 @@ def build(row: Row, limit: int | None = None) -> tuple[pd.DataFrame, pd.DataFram
     if row.sample is not None:
         train = train.sample(n=min(row.sample, len(train)), random_state=DATA_SEED).sort_index()
     if row.per_class is not None:
-        train = train.groupby("label", group_keys=False).sample(n=row.per_class, random_state=DATA_SEED).sort_index()
+        counts = train["label"].value_counts()
+        small = train["label"].isin(counts.index[counts < row.per_class])  # these classes give all they have
+        drawn = train[~small].groupby("label", group_keys=False).sample(n=row.per_class, random_state=DATA_SEED)
+        train = pd.concat([drawn, train[small]]).sort_index()
     if limit is not None:
         train = train.sample(n=min(limit, len(train)), random_state=DATA_SEED).sort_index()
         score = score.sample(n=min(limit, len(score)), random_state=DATA_SEED).sort_index()
@@ -87,10 +109,14 @@ def build(row: Row, limit: int | None = None) -> tuple[pd.DataFrame, pd.DataFram
 
 def prepare(name: str, folder: Path, limit: int | None = None) -> RowFiles:
     """Writes a row's train.csv and score.csv into folder/name and describes them."""
-    train, score = build(ROWS[name], limit)
+    train, score = build(resolve(name), limit)
+    # No tool can predict a label it never saw (strop refuses such a validation file): score the others.
+    scorable = score["label"].isin(set(train["label"]))
+    score = score[scorable]
     target = folder / name
     target.mkdir(parents=True, exist_ok=True)
-    files = RowFiles(target / "train.csv", target / "score.csv", len(train), len(score), train["label"].nunique())
+    files = RowFiles(target / "train.csv", target / "score.csv", len(train), len(score), train["label"].nunique(),
+                     int((~scorable).sum()))
     train.to_csv(files.train, index=False)
     score.to_csv(files.score, index=False)
     return files

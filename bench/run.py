@@ -26,9 +26,10 @@ import tempfile  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))  # the harness's own modules, also when imported from elsewhere
 DOCS = HERE.parent / "docs" / "benchmarks.md"
 DOCS_RECORD = DOCS.with_suffix(".json")  # the published rows and their invocations; the .md is rendered from it
-ALL_ROWS = ["sst2-1k", "sst2-full", "trec", "banking77", "sst2-fs64", "trec-fs8"]
+ALL_ROWS = ["sst2-1k", "sst2-full", "trec", "banking77", "sst2-fs64", "trec-fs8"]  # rows.ROWS, in table order
 ALL_TOOLS = ["strop", "trainer", "setfit", "tfidf"]
 # The same environment for every worker: offline, no tokenizer thread pools fighting torch's.
 WORKER_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
@@ -38,7 +39,8 @@ WORKER_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PA
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", default=",".join(ALL_ROWS),
-                        help=f"comma-separated, of {', '.join(ALL_ROWS)}; ROW:N runs that row with N seeds")
+                        help=f"comma-separated, of {', '.join(ALL_ROWS)} or any data folder with a train.csv; "
+                             "ROW:N runs that row with N seeds")
     parser.add_argument("--tools", default=",".join(ALL_TOOLS), help=f"comma-separated, of {', '.join(ALL_TOOLS)}")
     parser.add_argument("--seeds", type=int, default=3, help="number of training seeds (1, 2, ...) of each row")
     parser.add_argument("--epochs", type=int, default=5, help="epoch budget of every tool")
@@ -57,6 +59,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     args.row_seeds = _row_seeds(parser, args.rows, args.seeds)  # row -> number of seeds, in the order given
     args.rows, args.tools = list(args.row_seeds), _names(parser, args.tools, ALL_TOOLS)
+    if not args.worker:
+        _check_rows(parser, args.rows)
     if args.write_docs and args.limit is not None:
         parser.error("--write-docs publishes full runs only; drop --limit")
     return args
@@ -80,13 +84,21 @@ def _row_seeds(parser: argparse.ArgumentParser, value: str, default: int) -> dic
         if count and not (count.isdigit() and int(count) >= 1):
             parser.error(f"--rows {item.strip()}: the seed count after ':' must be a whole number >= 1")
         counts[name] = int(count) if count else default
-    _names(parser, ",".join(counts), ALL_ROWS)
     return counts
+
+
+def _check_rows(parser: argparse.ArgumentParser, names: list[str]) -> None:
+    import rows  # not at the top: a worker's wall clock should not pay for pandas and scikit-learn
+
+    for name in names:
+        try:
+            rows.resolve(name)
+        except LookupError as error:
+            parser.error(str(error))
 
 
 def worker(args: argparse.Namespace) -> int:
     """Worker mode: one job, its measurements written to --result as JSON."""
-    sys.path.insert(0, str(HERE))
     from workers import measure
 
     result = measure(args.worker, args.train, args.score, args.seed, args.epochs, STARTED)
@@ -97,9 +109,9 @@ def worker(args: argparse.Namespace) -> int:
 def applies(tool: str, row: str) -> bool:
     """SetFit, a few-shot method, runs on the few-shot rows only; the others run on every row (the goal
     for strop is stated against the Trainer, few-shot rows included)."""
-    from rows import ROWS
+    import rows
 
-    return tool != "setfit" or ROWS[row].few_shot
+    return tool != "setfit" or rows.resolve(row).few_shot
 
 
 def launch(tool: str, files, seed: int, epochs: int, logs: Path) -> dict:
@@ -166,7 +178,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.worker:
         return worker(args)
-    sys.path.insert(0, str(HERE))
     import machine
     import report
     import rows
@@ -195,7 +206,11 @@ def main(argv: list[str] | None = None) -> int:
             files[row] = rows.prepare(row, Path(data_dir), args.limit)
             f = files[row]
             result["data"][row] = {"train": f.n_train, "score": f.n_score, "classes": f.n_classes}
-            print(f"{row}: {f.n_train} training examples, {f.n_score} scored, {f.n_classes} classes", flush=True)
+            line = f"{row}: {f.n_train} training examples, {f.n_score} scored, {f.n_classes} classes"
+            if f.n_unscorable:
+                result["data"][row]["unscorable"] = f.n_unscorable
+                line += f" ({f.n_unscorable} scoring rows left out: their labels do not occur in training)"
+            print(line, flush=True)
         for done, (row, seed, tool) in enumerate(todo, 1):
             run = {"row": row, "tool": tool, "seed": seed, **launch(tool, files[row], seed, args.epochs, logs)}
             if "error" not in run and "skipped" not in run:

@@ -1,0 +1,74 @@
+"""The benchmark's rows on data sets it was not written for: any data folder is a row, and small or odd
+classes do not stop the harness."""
+
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+
+import report  # noqa: E402
+import rows  # noqa: E402
+
+
+def _write(folder: Path, name: str, labels: list[str]) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame({"text": [f"text {i}" for i in range(len(labels))], "label": labels}).to_csv(folder / name,
+                                                                                           index=False)
+
+
+@pytest.fixture
+def data_root(tmp_path, monkeypatch):
+    monkeypatch.setattr(rows, "DATA_ROOT", tmp_path)
+    return tmp_path
+
+
+def test_any_data_folder_is_a_full_row_and_an_unknown_name_lists_the_choices(data_root):
+    _write(data_root / "intents", "train.csv", ["a", "b"] * 10)
+    assert rows.resolve("trec-fs8") == rows.ROWS["trec-fs8"]
+    assert rows.resolve("intents") == rows.Row("intents")
+    with pytest.raises(LookupError, match=r"unknown row intent: .*trec-fs8, or a data folder .*\(found: intents\)"):
+        rows.resolve("intent")
+
+
+def test_the_held_out_split_keeps_single_example_classes_in_training_and_stratifies_the_rest(data_root):
+    labels = ["a"] * 50 + ["b"] * 45 + ["rare"]
+    _write(data_root / "odd", "train.csv", labels)
+    files = rows.prepare("odd", data_root / "out")
+    train = pd.read_csv(files.train, dtype=str)
+    score = pd.read_csv(files.score, dtype=str)
+    assert (files.n_train, files.n_score, files.n_classes, files.n_unscorable) == (77, 19, 3, 0)
+    assert "rare" in set(train["label"]) and "rare" not in set(score["label"])
+    assert score["label"].value_counts().to_dict() == {"a": 10, "b": 9}  # stratified: 20% of each class
+    assert not set(train["text"]) & set(score["text"])
+
+
+def test_a_held_out_part_smaller_than_the_number_of_classes_is_drawn_without_stratifying(data_root):
+    _write(data_root / "many", "train.csv", [f"c{i}" for i in range(12)] * 2)  # 24 rows, 12 classes: 5 held out
+    files = rows.prepare("many", data_root / "out")
+    assert files.n_train + files.n_score + files.n_unscorable == 24
+    assert files.n_score + files.n_unscorable == 5
+
+
+def test_few_shot_takes_every_example_of_a_class_smaller_than_its_quota(data_root, monkeypatch):
+    _write(data_root / "fs", "train.csv", ["a"] * 20 + ["b"] * 20 + ["c"] * 3)
+    _write(data_root / "fs", "dev.csv", ["a", "b", "c"])
+    monkeypatch.setitem(rows.ROWS, "fs-8", rows.Row("fs", per_class=8))
+    train, _ = rows.build(rows.ROWS["fs-8"])
+    assert train["label"].value_counts().to_dict() == {"a": 8, "b": 8, "c": 3}
+
+
+def test_scoring_rows_whose_label_never_occurs_in_training_are_left_out_and_counted(data_root):
+    _write(data_root / "shift", "train.csv", ["a", "b"] * 10)
+    _write(data_root / "shift", "dev.csv", ["a", "b", "new", "new"])
+    files = rows.prepare("shift", data_root / "out")
+    assert (files.n_score, files.n_unscorable) == (2, 2)
+    assert set(pd.read_csv(files.score, dtype=str)["label"]) == {"a", "b"}
+
+
+def test_published_rows_of_other_data_sets_come_after_the_named_rows():
+    order = ["sst2-1k", "trec"]
+    assert sorted(["zeta", "trec", "alpha", "sst2-1k"], key=lambda r: report._row_rank(r, order)) == [
+        "sst2-1k", "trec", "alpha", "zeta"]
