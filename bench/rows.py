@@ -63,8 +63,13 @@ class RowFiles:
 
 
 def read_texts(path: Path) -> pd.DataFrame:
-    """A text,label CSV with both columns as strings (no 'NA' turned into a missing value)."""
-    return pd.read_csv(path, dtype=str, keep_default_na=False)[["text", "label"]]
+    """A text,label CSV with both columns as strings (no 'NA' turned into a missing value). Rows with a blank
+    text or label are left out, and said: strop refuses them, other tools would train on them."""
+    frame = pd.read_csv(path, dtype=str, keep_default_na=False)[["text", "label"]]
+    blank = (frame["text"].str.strip() == "") | (frame["label"].str.strip() == "")
+    if blank.any():
+        print(f"{path}: {int(blank.sum())} rows with a blank text or label left out", flush=True)
+    return frame[~blank]
 
 
 def holdout(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -72,3 +72,12 @@ def test_published_rows_of_other_data_sets_come_after_the_named_rows():
     order = ["sst2-1k", "trec"]
     assert sorted(["zeta", "trec", "alpha", "sst2-1k"], key=lambda r: report._row_rank(r, order)) == [
         "sst2-1k", "trec", "alpha", "zeta"]
+
+
+def test_rows_with_a_blank_text_or_label_are_left_out(data_root, capsys):
+    folder = data_root / "gaps"
+    folder.mkdir()
+    (folder / "train.csv").write_text("text,label\ngood,a\n,b\n  ,a\nfine,\nNA,b\n")
+    frame = rows.read_texts(folder / "train.csv")
+    assert frame.values.tolist() == [["good", "a"], ["NA", "b"]]  # "NA" is a text, not a missing value
+    assert "3 rows with a blank text or label left out" in capsys.readouterr().out
