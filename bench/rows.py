@@ -44,6 +44,9 @@ def resolve(name: str) -> Row:
     """A named row, or any data folder under DATA_ROOT with a train.csv: trained on all of it, scored on its
     dev.csv or a held-out part of train, like the full rows (so data sets not listed here can be benchmarked)."""
     if name in ROWS:
+        if not (DATA_ROOT / ROWS[name].dataset / "train.csv").is_file():
+            raise LookupError(f"row {name} reads {DATA_ROOT / ROWS[name].dataset / 'train.csv'}, which does not "
+                              "exist: set BENCH_DATA to the folder of the text data sets, or leave the row out")
         return ROWS[name]
     if (DATA_ROOT / name / "train.csv").is_file():
         return Row(name)
@@ -88,8 +91,6 @@ def holdout(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
 def source_splits(dataset: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(train, scoring split): the dev file where there is one, else a held-out part of train."""
     folder = DATA_ROOT / dataset
-    if not (folder / "train.csv").is_file():
-        raise FileNotFoundError(f"no benchmark data at {folder}/train.csv (set BENCH_DATA to the text data folder)")
     train = read_texts(folder / "train.csv")
     if (folder / "dev.csv").is_file():
         return train, read_texts(folder / "dev.csv")

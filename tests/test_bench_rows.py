@@ -27,10 +27,13 @@ def data_root(tmp_path, monkeypatch):
 
 def test_any_data_folder_is_a_full_row_and_an_unknown_name_lists_the_choices(data_root):
     _write(data_root / "intents", "train.csv", ["a", "b"] * 10)
+    _write(data_root / "trec", "train.csv", ["a", "b"] * 10)
     assert rows.resolve("trec-fs8") == rows.ROWS["trec-fs8"]
     assert rows.resolve("intents") == rows.Row("intents")
-    with pytest.raises(LookupError, match=r"unknown row intent: .*trec-fs8, or a data folder .*\(found: intents\)"):
+    with pytest.raises(LookupError, match=r"unknown row intent: .*trec-fs8, or a data folder .*found: intents, trec"):
         rows.resolve("intent")
+    with pytest.raises(LookupError, match=r"row sst2-1k reads .*sst2/train.csv, which does not exist: set BENCH_DATA"):
+        rows.resolve("sst2-1k")
 
 
 def test_the_held_out_split_keeps_single_example_classes_in_training_and_stratifies_the_rest(data_root):
