@@ -47,6 +47,9 @@ def aggregate(runs: list[dict]) -> list[dict]:
         entry = {"row": row, "tool": tool, "seeds": len(group), "accuracy_mean": statistics.fmean(accuracies),
                  "accuracy_std": statistics.stdev(accuracies) if len(group) > 1 else 0.0}
         entry.update({key: _mean([r.get(key) for r in group]) for key, _, _ in FIGURES})
+        if all("phases" in r for r in group):
+            entry["phases"] = {phase: statistics.fmean(r["phases"][phase] for r in group)
+                               for phase in group[0]["phases"]}
         table.append(entry)
     return table
 
@@ -124,9 +127,25 @@ def markdown(table: list[dict], ratio_rows: list[dict], problems: list[str]) -> 
             cells = [_cell(r[k], "ratio") for k in ["accuracy_mean"] + [k for k, _, _ in FIGURES]]
             cells.insert(1, _difference_cell(r))
             lines.append(f"| {r['row']} | {r['peer']} | " + " | ".join(cells) + " |")
+    lines += _phase_lines(table)
     if problems:
         lines += ["", "Not in the table:", ""] + [f"- {p}" for p in problems]
     return "\n".join(lines) + "\n"
+
+
+def _phase_lines(table: list[dict]) -> list[str]:
+    """Where the wall time goes, in seconds (mean over seeds), for the runs that recorded it."""
+    entries = [e for e in table if e.get("phases")]
+    if not entries:
+        return []
+    names = list(entries[0]["phases"])
+    lines = ["", "Where the wall time goes, seconds (mean over seeds; \"other\" is interpreter start, imports, "
+             "reading data and whatever no phase times):", "",
+             "| row | tool | wall s | " + " | ".join(names) + " |", "|---|---|---:|" + "---:|" * len(names)]
+    for e in entries:
+        lines.append(f"| {e['row']} | {e['tool']} | {_cell(e['wall_seconds'], 'num')} | "
+                     + " | ".join(_cell(e["phases"].get(n), "{:.2f}") for n in names) + " |")
+    return lines
 
 
 def problems(runs: list[dict]) -> list[str]:
@@ -192,6 +211,12 @@ are left out and counted, since no tool can predict them.
   counted, whatever a tool pads to), divided by train s. SetFit's samples are the sentences of its pairs.
   For tfidf, training examples per second of `fit`.
 - **peak RSS MB**: `ru_maxrss` of the worker process.
+- **where the wall time goes** (strop and the Trainer): train s, then the time spent inside the functions
+  that validate (strop's `evaluate`, `Trainer.evaluate`, the final validation included), write
+  checkpoints (strop's `save_checkpoint`, `Trainer._save_checkpoint`), load the model and tokenizer
+  (`from_pretrained`), tokenise (the tokenizer's `__call__`) and save the final model (strop's `model/`;
+  the Trainer job saves none); "other" is the rest of the wall time. Timed by wrapping those functions in
+  the worker (`PhaseTimer` in `bench/workers.py`).
 - **MFU**: training FLOPs, estimated as 6 x non-embedding parameters x real tokens (forward and
   backward; embedding tables are looked up, not multiplied), per training second, over the peak above.
   The estimate leaves out the attention-score FLOPs (small at these lengths) and counts a full backward

@@ -10,6 +10,8 @@ through the encoder in training, its parameter count, and the peak resident memo
 from __future__ import annotations
 
 import functools
+import importlib
+import inspect
 import json
 import resource
 import tempfile
@@ -59,6 +61,54 @@ class EncoderCounter:
             # Embedding tables are looked up, not multiplied: only the other weights cost FLOPs per token.
             embedding = {id(p) for p in module.embeddings.parameters()}
             self.n_params = sum(p.numel() for p in module.parameters() if id(p) not in embedding)
+
+
+class PhaseTimer:
+    """Wall seconds spent inside chosen functions, by phase: where a tool's time goes besides its step loop.
+
+    Wraps functions in place (like `EncoderCounter`). A timed call made inside another timed call counts
+    once, in the outer call's phase, so the phases never overlap.
+    """
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+        self._inside = False
+
+    def wrap(self, target: str, phase: str) -> None:
+        """target: "module:attribute" or "module:Class.attribute" (a function, method or classmethod)."""
+        module_name, _, path = target.partition(":")
+        owner = importlib.import_module(module_name)
+        *parents, name = path.split(".")
+        for parent in parents:
+            owner = getattr(owner, parent)
+        static = inspect.getattr_static(owner, name)
+        function = static.__func__ if isinstance(static, classmethod) else getattr(owner, name)
+        timer = self
+
+        @functools.wraps(function)
+        def timed(*args, **kwargs):
+            if timer._inside:
+                return function(*args, **kwargs)
+            timer._inside, started = True, time.perf_counter()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                timer._inside = False
+                timer.seconds[phase] = timer.seconds.get(phase, 0.0) + time.perf_counter() - started
+
+        setattr(owner, name, classmethod(timed) if isinstance(static, classmethod) else timed)
+
+
+# What each tool's phases are made of. Only modules the tool imports anyway, so timing costs it no import.
+# load: model and tokenizer from disk; tokenize: the tokenizer's __call__ (not the collators' padding).
+COMMON_PHASES = [("transformers.modeling_utils:PreTrainedModel.from_pretrained", "load"),
+                 ("transformers:AutoTokenizer.from_pretrained", "load"),
+                 ("transformers.tokenization_utils_base:PreTrainedTokenizerBase.__call__", "tokenize")]
+TOOL_PHASES = {
+    "strop": [("strop.train.loop:evaluate", "validate"), ("strop.train.loop:save_checkpoint", "checkpoint"),
+              ("strop.fit:save_model", "save")],
+    "trainer": [("transformers:Trainer.evaluate", "validate"), ("transformers:Trainer._save_checkpoint", "checkpoint")],
+}
 
 
 def model_folder() -> str:
@@ -199,6 +249,16 @@ def run_tfidf(train: str, score: str, seed: int, epochs: int, workdir: Path) -> 
     return {"accuracy": accuracy, "train_seconds": train_seconds, "sentences": len(train_frame)}
 
 
+def phases(timed: dict[str, float], train_seconds: float, wall_seconds: float) -> dict[str, float]:
+    """The worker's wall time split: the step loops (the tool's own train s), each timed phase, and the
+    rest ("other": interpreter start, imports, reading data, building the optimizer, anything untimed)."""
+    split = {"train": train_seconds, **{phase: timed.get(phase, 0.0) for phase in PHASE_ORDER[1:-1]}}
+    split["other"] = wall_seconds - sum(split.values())
+    return {phase: round(seconds, 3) for phase, seconds in split.items()}
+
+
+PHASE_ORDER = ["train", "validate", "checkpoint", "load", "tokenize", "save", "other"]
+
 TOOLS = {"strop": run_strop, "trainer": run_trainer, "setfit": run_setfit, "tfidf": run_tfidf}
 CHECKS = {"strop": check_strop}
 DEEP = {"strop", "trainer", "setfit"}  # the tools whose encoder is counted
@@ -206,14 +266,19 @@ DEEP = {"strop", "trainer", "setfit"}  # the tools whose encoder is counted
 
 def measure(tool: str, train: str, score: str, seed: int, epochs: int, started: float) -> dict:
     """Runs one job and adds the measurements common to every tool. `started`: the worker's first clock reading."""
-    counter = EncoderCounter()
+    counter, timer = EncoderCounter(), PhaseTimer()
     if tool in DEEP:
         counter.install()
+    if tool in TOOL_PHASES:
+        for target, phase in COMMON_PHASES + TOOL_PHASES[tool]:
+            timer.wrap(target, phase)
     with tempfile.TemporaryDirectory(prefix=f"bench-{tool}-") as workdir:
         result = TOOLS[tool](train, score, seed, epochs, Path(workdir))
         if "skipped" in result:
             return result
         result["wall_seconds"] = time.perf_counter() - started
+        if tool in TOOL_PHASES:
+            result["phases"] = phases(timer.seconds, result["train_seconds"], result["wall_seconds"])
         result["peak_rss_mb"] = peak_rss_mb()
         if tool in CHECKS:
             result.update(CHECKS[tool](result, score))
