@@ -249,6 +249,9 @@ def run_tfidf(train: str, score: str, seed: int, epochs: int, workdir: Path) -> 
     return {"accuracy": accuracy, "train_seconds": train_seconds, "sentences": len(train_frame)}
 
 
+PHASE_ORDER = ["train", "validate", "checkpoint", "load", "tokenize", "save", "other"]
+
+
 def phases(timed: dict[str, float], train_seconds: float, wall_seconds: float) -> dict[str, float]:
     """The worker's wall time split: the step loops (the tool's own train s), each timed phase, and the
     rest ("other": interpreter start, imports, reading data, building the optimizer, anything untimed)."""
@@ -256,8 +259,6 @@ def phases(timed: dict[str, float], train_seconds: float, wall_seconds: float) -
     split["other"] = wall_seconds - sum(split.values())
     return {phase: round(seconds, 3) for phase, seconds in split.items()}
 
-
-PHASE_ORDER = ["train", "validate", "checkpoint", "load", "tokenize", "save", "other"]
 
 TOOLS = {"strop": run_strop, "trainer": run_trainer, "setfit": run_setfit, "tfidf": run_tfidf}
 CHECKS = {"strop": check_strop}
