@@ -47,12 +47,33 @@ def resolve(name: str) -> Row:
         if not (DATA_ROOT / ROWS[name].dataset / "train.csv").is_file():
             raise LookupError(f"row {name} reads {DATA_ROOT / ROWS[name].dataset / 'train.csv'}, which does not "
                               "exist: set BENCH_DATA to the folder of the text data sets, or leave the row out")
-        return ROWS[name]
+        return _with_columns(ROWS[name], name)
     if (DATA_ROOT / name / "train.csv").is_file():
-        return Row(name)
+        return _with_columns(Row(name), name)
     folders = sorted(p.parent.name for p in DATA_ROOT.glob("*/train.csv"))
     raise LookupError(f"unknown row {name}: choose from {', '.join(ROWS)}, or a data folder under {DATA_ROOT} "
                       f"(found: {', '.join(folders) or 'none'})")
+
+
+def _with_columns(row: Row, name: str) -> Row:
+    """The row, once its files are known to have the columns every tool reads and an example (checked on the
+    first line only, so that a wrong file stops the harness before any run rather than after hours of others)."""
+    for path in (DATA_ROOT / row.dataset / "train.csv", DATA_ROOT / row.dataset / "dev.csv"):
+        if not path.is_file():
+            continue
+        try:
+            head = pd.read_csv(path, nrows=1)
+        except pd.errors.EmptyDataError:
+            raise LookupError(f"row {name} reads {path}, which is empty: give it a header row text,label and "
+                              "examples") from None
+        missing = [c for c in ("text", "label") if c not in head.columns]
+        if missing:
+            raise LookupError(f"row {name} reads {path}, which has no column {' or '.join(missing)} (its columns: "
+                              f"{', '.join(map(str, head.columns))}): give the file a header row text,label")
+        if head.empty:
+            raise LookupError(f"row {name} reads {path}, which has a header but no examples: add some, or leave "
+                              "the row out")
+    return row
 
 
 @dataclass(frozen=True)

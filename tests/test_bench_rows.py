@@ -84,3 +84,21 @@ def test_rows_with_a_blank_text_or_label_are_left_out(data_root, capsys):
     frame = rows.read_texts(folder / "train.csv")
     assert frame.values.tolist() == [["good", "a"], ["NA", "b"]]  # "NA" is a text, not a missing value
     assert "3 rows with a blank text or label left out" in capsys.readouterr().out
+
+
+def test_a_data_file_without_text_and_label_columns_or_examples_stops_before_any_run(data_root):
+    _write(data_root / "fine", "train.csv", ["a", "b"] * 5)
+    pd.DataFrame({"sentence": ["x", "y"], "label": ["a", "b"]}).to_csv(data_root / "fine" / "dev.csv", index=False)
+    with pytest.raises(LookupError, match=r"row fine reads .*fine/dev.csv, which has no column text \(its columns: "
+                                          r"sentence, label\): give the file a header row text,label"):
+        rows.resolve("fine")
+    (data_root / "bare").mkdir()
+    (data_root / "bare" / "train.csv").write_text("1,2\n3,4\n")
+    with pytest.raises(LookupError, match=r"no column text or label \(its columns: 1, 2\)"):
+        rows.resolve("bare")
+    (data_root / "bare" / "train.csv").write_text("")
+    with pytest.raises(LookupError, match=r"row bare reads .*bare/train.csv, which is empty"):
+        rows.resolve("bare")
+    (data_root / "bare" / "train.csv").write_text("text,label\n")
+    with pytest.raises(LookupError, match=r"row bare reads .*bare/train.csv, which has a header but no examples"):
+        rows.resolve("bare")
