@@ -47,16 +47,16 @@ def resolve(name: str) -> Row:
         if not (DATA_ROOT / ROWS[name].dataset / "train.csv").is_file():
             raise LookupError(f"row {name} reads {DATA_ROOT / ROWS[name].dataset / 'train.csv'}, which does not "
                               "exist: set BENCH_DATA to the folder of the text data sets, or leave the row out")
-        return _with_columns(ROWS[name], name)
+        return _checked(ROWS[name], name)
     if (DATA_ROOT / name / "train.csv").is_file():
-        return _with_columns(Row(name), name)
+        return _checked(Row(name), name)
     folders = sorted(p.parent.name for p in DATA_ROOT.glob("*/train.csv"))
     raise LookupError(f"unknown row {name}: choose from {', '.join(ROWS)}, or a data folder under {DATA_ROOT} "
                       f"(found: {', '.join(folders) or 'none'})")
 
 
-def _with_columns(row: Row, name: str) -> Row:
-    """The row, once its files are known to have the columns every tool reads and an example (checked on the
+def _checked(row: Row, name: str) -> Row:
+    """The row, once its files are known to have the columns every tool reads and an example (read from the
     first line only, so that a wrong file stops the harness before any run rather than after hours of others)."""
     for path in (DATA_ROOT / row.dataset / "train.csv", DATA_ROOT / row.dataset / "dev.csv"):
         if not path.is_file():
