@@ -56,8 +56,8 @@ def resolve(name: str) -> Row:
 
 
 def _checked(row: Row, name: str) -> Row:
-    """The row, once its files are known to have the columns every tool reads and an example (read from the
-    first line only, so that a wrong file stops the harness before any run rather than after hours of others)."""
+    """The row, once its files are known to have the columns every tool reads and an example (only the first
+    line is read: this runs when the arguments are parsed, so a wrong file gets a message, not a traceback)."""
     for path in (DATA_ROOT / row.dataset / "train.csv", DATA_ROOT / row.dataset / "dev.csv"):
         if not path.is_file():
             continue
