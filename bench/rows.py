@@ -58,7 +58,8 @@ def resolve(name: str) -> Row:
 def _checked(row: Row, name: str) -> Row:
     """The row, once its files are known to have the columns every tool reads and an example (only the first
     line is read: this runs when the arguments are parsed, so a wrong file gets a message, not a traceback)."""
-    for path in (DATA_ROOT / row.dataset / "train.csv", DATA_ROOT / row.dataset / "dev.csv"):
+    folder = DATA_ROOT / row.dataset
+    for path in (folder / "train.csv", folder / "dev.csv"):
         if not path.is_file():
             continue
         try:
