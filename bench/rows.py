@@ -140,6 +140,7 @@ def prepare(name: str, folder: Path, limit: int | None = None) -> RowFiles:
     train, score = build(resolve(name), limit)
     # No tool can predict a label it never saw (strop refuses such a validation file): score the others.
     scorable = score["label"].isin(set(train["label"]))
+    _check_trainable(name, train, score[scorable], int((~scorable).sum()))
     score = score[scorable]
     target = folder / name
     target.mkdir(parents=True, exist_ok=True)
@@ -148,3 +149,17 @@ def prepare(name: str, folder: Path, limit: int | None = None) -> RowFiles:
     train.to_csv(files.train, index=False)
     score.to_csv(files.score, index=False)
     return files
+
+
+def _check_trainable(name: str, train: pd.DataFrame, score: pd.DataFrame, n_unscorable: int) -> None:
+    """Stops the harness before any run where no tool could be measured on the row: a classifier needs two
+    classes to train on, and the accuracy needs a scoring row whose label occurs in training."""
+    classes = train["label"].unique()
+    if len(classes) < 2:
+        found = f"has only the label {classes[0]!r}" if len(classes) else "has no example with a text and a label"
+        raise LookupError(f"row {name}: its training data {found}; a classifier needs examples of at least two "
+                          "classes: add them, or leave the row out")
+    if score.empty:
+        why = f"all {n_unscorable} have labels that never occur in training" if n_unscorable else "none has a text and a label"
+        raise LookupError(f"row {name}: no scoring example can be scored ({why}); give the row a dev.csv with "
+                          "the labels of its train.csv, or leave the row out")

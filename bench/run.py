@@ -178,13 +178,25 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.worker:
         return worker(args)
-    import machine
-    import report
     import rows
 
     if args.publish:
         publish(json.loads(args.publish.read_text()))
         return 0
+
+    with tempfile.TemporaryDirectory(prefix="bench-data-") as data_dir:
+        try:  # every row's data before anything is written: a row no tool can run on stops the harness here
+            files = {row: rows.prepare(row, Path(data_dir), args.limit) for row in args.rows}
+        except LookupError as error:
+            print(f"run.py: error: {error}", file=sys.stderr)
+            return 2
+        return measure_rows(args, argv, files)
+
+
+def measure_rows(args: argparse.Namespace, argv: list[str] | None, files: dict) -> int:
+    """Runs every (row, seed, tool) on the prepared files, and writes and prints the results."""
+    import machine
+    import report
 
     now = datetime.datetime.now(datetime.timezone.utc)
     stamp = now.strftime("%Y%m%d-%H%M%S")
@@ -200,24 +212,20 @@ def main(argv: list[str] | None = None) -> int:
               "tools": args.tools, "seeds": args.row_seeds, "epochs": args.epochs, "limit": args.limit, "data": {},
               "runs": []}
     todo = plan(args)
-    with tempfile.TemporaryDirectory(prefix="bench-data-") as data_dir:
-        files = {}
-        for row in args.rows:
-            files[row] = rows.prepare(row, Path(data_dir), args.limit)
-            f = files[row]
-            result["data"][row] = {"train": f.n_train, "score": f.n_score, "classes": f.n_classes}
-            line = f"{row}: {f.n_train} training examples, {f.n_score} scored, {f.n_classes} classes"
-            if f.n_unscorable:
-                result["data"][row]["unscorable"] = f.n_unscorable
-                line += f" ({f.n_unscorable} scoring rows left out: their labels do not occur in training)"
-            print(line, flush=True)
-        for done, (row, seed, tool) in enumerate(todo, 1):
-            run = {"row": row, "tool": tool, "seed": seed, **launch(tool, files[row], seed, args.epochs, logs)}
-            if "error" not in run and "skipped" not in run:
-                report.derive(run, info["peak"]["peak_flops"])
-            result["runs"].append(run)
-            print(progress(done, len(todo), run), flush=True)
-            (args.out / f"{stamp}.json").write_text(json.dumps(result, indent=1))  # partial results survive a crash
+    for row, f in files.items():
+        result["data"][row] = {"train": f.n_train, "score": f.n_score, "classes": f.n_classes}
+        line = f"{row}: {f.n_train} training examples, {f.n_score} scored, {f.n_classes} classes"
+        if f.n_unscorable:
+            result["data"][row]["unscorable"] = f.n_unscorable
+            line += f" ({f.n_unscorable} scoring rows left out: their labels do not occur in training)"
+        print(line, flush=True)
+    for done, (row, seed, tool) in enumerate(todo, 1):
+        run = {"row": row, "tool": tool, "seed": seed, **launch(tool, files[row], seed, args.epochs, logs)}
+        if "error" not in run and "skipped" not in run:
+            report.derive(run, info["peak"]["peak_flops"])
+        result["runs"].append(run)
+        print(progress(done, len(todo), run), flush=True)
+        (args.out / f"{stamp}.json").write_text(json.dumps(result, indent=1))  # partial results survive a crash
     result["table"] = report.aggregate(result["runs"])
     result["ratios"] = report.ratios(result["table"], result["runs"])
     table_md = report.markdown(result["table"], result["ratios"], report.problems(result["runs"]))

@@ -102,3 +102,23 @@ def test_a_data_file_without_text_and_label_columns_or_examples_stops_before_any
     (data_root / "bare" / "train.csv").write_text("text,label\n")
     with pytest.raises(LookupError, match=r"row bare reads .*bare/train.csv, which has a header but no examples"):
         rows.resolve("bare")
+
+
+def test_a_row_no_tool_can_train_or_score_on_stops_the_harness_before_it_writes_anything(data_root, tmp_path,
+                                                                                        capsys):
+    import run
+
+    _write(data_root / "one", "train.csv", ["yes"] * 10)
+    _write(data_root / "one", "dev.csv", ["yes", "yes"])
+    _write(data_root / "unseen", "train.csv", ["a", "b"] * 5)
+    _write(data_root / "unseen", "dev.csv", ["c", "d"])
+    with pytest.raises(LookupError, match=r"row one: its training data has only the label 'yes'; a classifier "
+                                          r"needs examples of at least two classes"):
+        rows.prepare("one", tmp_path / "prepared")
+    with pytest.raises(LookupError, match=r"row unseen: no scoring example can be scored \(all 2 have labels that "
+                                          r"never occur in training\)"):
+        rows.prepare("unseen", tmp_path / "prepared")
+    out = tmp_path / "results"
+    assert run.main(["--rows", "unseen,one", "--tools", "tfidf", "--out", str(out)]) == 2
+    assert "row unseen: no scoring example can be scored" in capsys.readouterr().err
+    assert not out.exists()  # no results folder, no worker logs: nothing half-written
