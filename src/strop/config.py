@@ -78,6 +78,7 @@ class OptimConfig:
 
     name: str = "adamw"
     lr: float | str = "auto"  # peak learning rate; auto: 5e-5, higher for runs of few steps (see train.optim)
+    head_lr_scale: float = 20.0  # the new task head's peak rate, as a multiple of lr, where the body trains too
     weight_decay: float = 0.01  # not applied to biases and normalisation weights
     warmup: float = 0.1  # fraction of all optimizer steps spent warming up
     schedule: str = "linear"  # decay after warmup
@@ -87,6 +88,7 @@ class OptimConfig:
         _choice("optim.name", self.name, ("adamw", "adam", "sgd"))
         _require(self.lr == "auto" or (isinstance(self.lr, float) and self.lr > 0),
                  f"optim.lr must be a number > 0 or auto; got {self.lr!r}")
+        _require(self.head_lr_scale > 0, f"optim.head_lr_scale must be > 0; got {self.head_lr_scale}")
         _require(self.weight_decay >= 0, f"optim.weight_decay must be >= 0; got {self.weight_decay}")
         _require(0 <= self.warmup < 1, f"optim.warmup must be in [0, 1); got {self.warmup}")
         _choice("optim.schedule", self.schedule, ("linear", "cosine", "constant"))

@@ -14,6 +14,10 @@ from strop.registry import Registry
 class Method:
     """Decides which parameters train. A method knows nothing of tasks, files or the training loop."""
 
+    # Whether the pretrained body trains with the head. Where it does, the new head trains at
+    # optim.head_lr_scale times optim.lr; where it is frozen, optim.lr is the head's own rate.
+    trains_body = True
+
     def prepare(self, model: nn.Module) -> None:
         """Sets requires_grad on the model's parameters (all of them train unless a method says otherwise)."""
 

@@ -68,6 +68,8 @@ def bert_split(model: nn.Module, with_pooler: bool) -> FrozenSplit | None:
 class Freeze(Method):
     """Frozen encoder body; the sequence-classification head (pooler included, if the model has one) trains."""
 
+    trains_body = False
+
     def prepare(self, model: nn.Module) -> None:
         encoder = _encoder(model)
         for p in encoder.parameters():
@@ -93,6 +95,8 @@ class Freeze(Method):
 @METHODS.register("linear_probe")
 class LinearProbe(Method):
     """Everything frozen except the output layer: a linear classifier on frozen [CLS] features."""
+
+    trains_body = False
 
     def prepare(self, model: nn.Module) -> None:
         for p in model.parameters():

@@ -24,7 +24,8 @@ from strop.runs import RunDir, atomic_write_text, reporting_write_errors
 from strop.tasks.text_classification import TextClassification, collate
 from strop.train.cache import cache_body_outputs, collate_cached
 from strop.train.checkpoint import LoopState, cpu_state, has_checkpoint, load_checkpoint, save_checkpoint
-from strop.train.optim import AUTO_LR, AUTO_LR_STEPS, build_optimizer, build_scheduler, resolve_lr
+from strop.train.optim import (AUTO_LR, AUTO_LR_STEPS, build_optimizer, build_scheduler, head_parameters,
+                               resolve_lr)
 from strop.train.sampler import BatchSampler
 
 
@@ -102,7 +103,7 @@ def train(model, task: TextClassification, method: Method, train_features: list[
 
     steps_per_epoch = math.ceil(len(sampler) / tc.grad_accum)
     peak_lr = _peak_lr(cfg, len(sampler), accelerator.num_processes, show)
-    optimizer = build_optimizer(trained, cfg.optim, peak_lr)
+    optimizer = build_optimizer(trained, cfg.optim, peak_lr, head_parameters(model) if method.trains_body else set())
     scheduler = build_scheduler(optimizer, cfg.optim, steps_per_epoch * tc.epochs)
     trained, optimizer, train_loader, val_loader, scheduler = accelerator.prepare(
         trained, optimizer, train_loader, val_loader, scheduler)

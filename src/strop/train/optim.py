@@ -14,20 +14,34 @@ AUTO_LR_MAX_FACTOR = 4  # ... up to 4x (2e-4)
 _NO_DECAY_TYPES = (nn.LayerNorm, nn.Embedding, nn.GroupNorm, nn.BatchNorm1d, nn.BatchNorm2d)
 
 
-def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Trainable parameters split in two groups: decayed weights, and biases/norm/embedding weights
-    that are not decayed (decaying them only pulls them from their pretrained values)."""
-    decay, no_decay = [], []
+def head_parameters(model: nn.Module) -> set[int]:
+    """The ids of the parameters a task head adds to a pretrained model: those outside its `base_model`
+    (for a BertForSequenceClassification, the output layer; the pooler is part of the pretrained body).
+    Empty for a model without that split."""
+    body = getattr(model, "base_model", model)
+    if body is model:
+        return set()
+    pretrained = {id(p) for p in body.parameters()}
+    return {id(p) for p in model.parameters() if id(p) not in pretrained}
+
+
+def parameter_groups(model: nn.Module, weight_decay: float, head: set[int] = frozenset(),
+                     head_lr: float | None = None) -> list[dict]:
+    """Trainable parameters split into decayed weights and biases/norm/embedding weights that are not decayed
+    (decaying them only pulls them from their pretrained values); the parameters in `head` form groups of
+    their own at rate `head_lr`, after the body's."""
+    groups = {}
     for module in model.modules():
         for name, param in module.named_parameters(recurse=False):
             if not param.requires_grad:
                 continue
-            if name.endswith("bias") or isinstance(module, _NO_DECAY_TYPES) or "norm" in type(module).__name__.lower():
-                no_decay.append(param)
-            else:
-                decay.append(param)
-    return [g for g in ({"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0})
-            if g["params"]]
+            decayed = not (name.endswith("bias") or isinstance(module, _NO_DECAY_TYPES)
+                           or "norm" in type(module).__name__.lower())
+            groups.setdefault((id(param) in head, not decayed), []).append(param)
+    order = [(False, False), (False, True), (True, False), (True, True)]  # the body's decayed weights first
+    return [{"params": groups[key], "weight_decay": 0.0 if key[1] else weight_decay,
+             **({"lr": head_lr} if key[0] and head_lr is not None else {})}
+            for key in order if key in groups]
 
 
 def resolve_lr(setting: float | str, total_steps: int) -> float:
@@ -44,9 +58,17 @@ def resolve_lr(setting: float | str, total_steps: int) -> float:
     return AUTO_LR * min(AUTO_LR_MAX_FACTOR, max(1.0, AUTO_LR_STEPS / max(total_steps, 1)))
 
 
-def build_optimizer(model: nn.Module, cfg: OptimConfig, lr: float) -> torch.optim.Optimizer:
-    """The optimizer of `cfg.name` at peak rate `lr` (optim.lr resolved by `resolve_lr`)."""
-    groups = parameter_groups(model, cfg.weight_decay)
+def build_optimizer(trained: nn.Module, cfg: OptimConfig, lr: float, head: set[int] = frozenset()
+                    ) -> torch.optim.Optimizer:
+    """The optimizer of `cfg.name` over `trained`, at peak rate `lr` (optim.lr resolved by `resolve_lr`) and
+    `lr * cfg.head_lr_scale` for the new head's parameters `head` (see `head_parameters`).
+
+    Why the head gets more: it starts from random weights, the body from pretrained ones. At the body's
+    rate the head is still learning when the epoch budget ends; the last epoch scores best on the many-class
+    rows. Bundled MiniLM-L6, 5 epochs, the same seeds, head at 1x / 20x the rate: banking77 (77 classes)
+    0.893 / 0.917 and 0.872 / 0.914.
+    """
+    groups = parameter_groups(trained, cfg.weight_decay, head, lr * cfg.head_lr_scale)
     # The fused kernel does the whole update in one pass over the parameters: on a CPU, 9.7 ms instead of
     # 55 ms per step for MiniLM's 22.7M parameters (the for-each default), a third of a step on short texts.
     fused = all(p.device.type in ("cpu", "cuda") for g in groups for p in g["params"])
