@@ -173,7 +173,8 @@ only: samples, few-shot sets and held-out splits are drawn once with a fixed dat
 - **strop**: `strop.fit` with its defaults; only data, epochs, seed, output directory and quiet are set.
   The scoring split is its validation file, so it picks (and restores) its best epoch on it. Its default
   learning rate is `auto`: 5e-5 on every row but the few-shot ones, whose 15-20 optimizer steps in all
-  get 2e-4.
+  get 2e-4; the new output layer trains at 20 times that rate (`optim.head_lr_scale`), the pretrained
+  body at it.
 - **trainer**: Hugging Face `Trainer`, `AutoModelForSequenceClassification`, lr 5e-5, batch 16 (train and
   eval), weight decay 0.01, `DataCollatorWithPadding`, evaluation and a checkpoint each epoch,
   `load_best_model_at_end` on accuracy, `EarlyStoppingCallback(early_stopping_patience=2)`, fp32, the

@@ -264,3 +264,18 @@ def test_interrupted_frozen_run_resumes_to_the_same_weights(tiny_overrides, tmp_
     timing = ("epoch_seconds", "train_samples_per_s", "train_tokens_per_s", "time")
     untimed = lambda run: [{k: v for k, v in r.items() if k not in timing} for r in _history(run)]
     assert untimed(resumed) == untimed(straight)
+
+
+def test_a_checkpoint_whose_optimizer_does_not_fit_the_run_is_refused_with_a_message(tmp_path):
+    from strop.errors import StropError
+    from strop.train.checkpoint import LoopState, load_checkpoint, save_checkpoint
+
+    model = torch.nn.Linear(2, 2)
+    by_kind = torch.optim.AdamW([{"params": [model.weight]}, {"params": [model.bias]}])  # two groups
+    save_checkpoint(tmp_path / "last", model, by_kind, torch.optim.lr_scheduler.LambdaLR(by_kind, lambda s: 1.0),
+                    LoopState(epoch=1), None)
+    one_group = torch.optim.AdamW(model.parameters())
+    with pytest.raises(StropError, match=r"the checkpoint in .*last does not fit this run's optimizer \(.*\): it "
+                                         r"cannot be resumed; start the run again in a new output_dir"):
+        load_checkpoint(tmp_path / "last", model, one_group, torch.optim.lr_scheduler.LambdaLR(one_group,
+                                                                                               lambda s: 1.0))

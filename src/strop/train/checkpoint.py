@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from strop.errors import StropError
 from strop.runs import recover_dir, staged
 
 
@@ -58,7 +59,11 @@ def load_checkpoint(path: Path, model, optimizer, scheduler) -> tuple[LoopState,
     weights = load_file(path / "model.safetensors")
     model.load_state_dict(weights)
     training = torch.load(path / "training_state.pt", weights_only=True)  # never unpickle arbitrary objects
-    optimizer.load_state_dict(training["optimizer"])
+    try:
+        optimizer.load_state_dict(training["optimizer"])
+    except ValueError as error:  # its parameter groups differ, e.g. laid out by an earlier version of strop
+        raise StropError(f"the checkpoint in {path} does not fit this run's optimizer ({error}): it cannot be "
+                         "resumed; start the run again in a new output_dir") from None
     scheduler.load_state_dict(training["scheduler"])
     torch.set_rng_state(training["rng"]["torch"])
     if "cuda" in training["rng"] and torch.cuda.is_available():
