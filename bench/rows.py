@@ -140,12 +140,12 @@ def prepare(name: str, folder: Path, limit: int | None = None) -> RowFiles:
     train, score = build(resolve(name), limit)
     # No tool can predict a label it never saw (strop refuses such a validation file): score the others.
     scorable = score["label"].isin(set(train["label"]))
-    _check_trainable(name, train, score[scorable], int((~scorable).sum()))
-    score = score[scorable]
+    score, n_unscorable = score[scorable], int((~scorable).sum())
+    _check_trainable(name, train, score, n_unscorable)
     target = folder / name
     target.mkdir(parents=True, exist_ok=True)
     files = RowFiles(target / "train.csv", target / "score.csv", len(train), len(score), train["label"].nunique(),
-                     int((~scorable).sum()))
+                     n_unscorable)
     train.to_csv(files.train, index=False)
     score.to_csv(files.score, index=False)
     return files
@@ -160,6 +160,7 @@ def _check_trainable(name: str, train: pd.DataFrame, score: pd.DataFrame, n_unsc
         raise LookupError(f"row {name}: its training data {found}; a classifier needs examples of at least two "
                           "classes: add them, or leave the row out")
     if score.empty:
-        why = f"all {n_unscorable} have labels that never occur in training" if n_unscorable else "none has a text and a label"
+        why = (f"all {n_unscorable} have labels that never occur in training" if n_unscorable
+               else "none has a text and a label")
         raise LookupError(f"row {name}: no scoring example can be scored ({why}); give the row a dev.csv with "
                           "the labels of its train.csv, or leave the row out")

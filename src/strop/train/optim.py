@@ -35,10 +35,10 @@ def parameter_groups(model: nn.Module, weight_decay: float, head: set[int] = fro
         for name, param in module.named_parameters(recurse=False):
             if not param.requires_grad:
                 continue
-            decayed = not (name.endswith("bias") or isinstance(module, _NO_DECAY_TYPES)
-                           or "norm" in type(module).__name__.lower())
-            groups.setdefault((id(param) in head, not decayed), []).append(param)
-    order = [(False, False), (False, True), (True, False), (True, True)]  # the body's decayed weights first
+            no_decay = (name.endswith("bias") or isinstance(module, _NO_DECAY_TYPES)
+                        or "norm" in type(module).__name__.lower())
+            groups.setdefault((id(param) in head, no_decay), []).append(param)
+    order = [(False, False), (False, True), (True, False), (True, True)]  # (in head, no decay): body first
     return [{"params": groups[key], "weight_decay": 0.0 if key[1] else weight_decay,
              **({"lr": head_lr} if key[0] and head_lr is not None else {})}
             for key in order if key in groups]
