@@ -271,11 +271,10 @@ def test_a_checkpoint_whose_optimizer_does_not_fit_the_run_is_refused_with_a_mes
     from strop.train.checkpoint import LoopState, load_checkpoint, save_checkpoint
 
     model = torch.nn.Linear(2, 2)
+    constant = lambda optimizer: torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
     by_kind = torch.optim.AdamW([{"params": [model.weight]}, {"params": [model.bias]}])  # two groups
-    save_checkpoint(tmp_path / "last", model, by_kind, torch.optim.lr_scheduler.LambdaLR(by_kind, lambda s: 1.0),
-                    LoopState(epoch=1), None)
+    save_checkpoint(tmp_path / "last", model, by_kind, constant(by_kind), LoopState(epoch=1), None)
     one_group = torch.optim.AdamW(model.parameters())
     with pytest.raises(StropError, match=r"the checkpoint in .*last does not fit this run's optimizer \(.*\): it "
                                          r"cannot be resumed; start the run again in a new output_dir"):
-        load_checkpoint(tmp_path / "last", model, one_group, torch.optim.lr_scheduler.LambdaLR(one_group,
-                                                                                               lambda s: 1.0))
+        load_checkpoint(tmp_path / "last", model, one_group, constant(one_group))

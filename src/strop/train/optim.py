@@ -28,8 +28,7 @@ def head_parameters(model: nn.Module) -> set[int]:
     return {id(p) for p in model.parameters() if id(p) not in pretrained}
 
 
-def parameter_groups(model: nn.Module, weight_decay: float, head: set[int] = frozenset(),
-                     head_lr: float | None = None) -> list[dict]:
+def parameter_groups(model: nn.Module, weight_decay: float, head: set[int], head_lr: float) -> list[dict]:
     """Trainable parameters split into decayed weights and biases/norm/embedding weights that are not decayed
     (decaying them only pulls them from their pretrained values); the parameters in `head` form groups of
     their own at rate `head_lr`, after the body's."""
@@ -43,7 +42,7 @@ def parameter_groups(model: nn.Module, weight_decay: float, head: set[int] = fro
             groups.setdefault((id(param) in head, no_decay), []).append(param)
     order = [(False, False), (False, True), (True, False), (True, True)]  # (in head, no decay): body first
     return [{"params": groups[key], "weight_decay": 0.0 if key[1] else weight_decay,
-             **({"lr": head_lr} if key[0] and head_lr is not None else {})}
+             **({"lr": head_lr} if key[0] else {})}
             for key in order if key in groups]
 
 
