@@ -34,7 +34,8 @@ def _mean(values: list) -> float | None:
 
 
 def aggregate(runs: list[dict]) -> list[dict]:
-    """One entry per (row, tool) over the seeds that completed: accuracy mean and std, mean of each figure."""
+    """One entry per (row, tool) over the seeds that completed: the score's mean and std (under the keys
+    accuracy_*; `metric` names it: accuracy, or entity F1 for a token row), the mean of each figure."""
     groups: dict[tuple[str, str], list[dict]] = {}
     for run in runs:
         if "error" not in run and "skipped" not in run:
@@ -44,7 +45,8 @@ def aggregate(runs: list[dict]) -> list[dict]:
     for row, tool in sorted(groups, key=lambda key: (rows.index(key[0]), TOOL_ORDER.index(key[1]))):
         group = groups[(row, tool)]
         accuracies = [r["accuracy"] for r in group]
-        entry = {"row": row, "tool": tool, "seeds": len(group), "accuracy_mean": statistics.fmean(accuracies),
+        entry = {"row": row, "tool": tool, "seeds": len(group), "metric": group[0].get("metric", "accuracy"),
+                 "accuracy_mean": statistics.fmean(accuracies),
                  "accuracy_std": statistics.stdev(accuracies) if len(group) > 1 else 0.0}
         entry.update({key: _mean([r.get(key) for r in group]) for key, _, _ in FIGURES})
         if all("phases" in r for r in group):
@@ -55,15 +57,15 @@ def aggregate(runs: list[dict]) -> list[dict]:
 
 
 def ratios(table: list[dict], runs: list[dict]) -> list[dict]:
-    """strop / peer for accuracy and every figure, per row (above 1: strop's figure is larger), and the
-    accuracy difference strop - peer paired by seed (see `paired_difference`)."""
+    """strop / peer for the score (accuracy or entity F1) and every figure, per row (above 1: strop's figure
+    is larger), and the score difference strop - peer paired by seed (see `paired_difference`)."""
     out = []
     by_key = {(e["row"], e["tool"]): e for e in table}
     for entry in table:
         strop = by_key.get((entry["row"], "strop"))
         if entry["tool"] == "strop" or strop is None:
             continue
-        ratio = {"row": entry["row"], "peer": entry["tool"]}
+        ratio = {"row": entry["row"], "peer": entry["tool"], "metric": entry.get("metric", "accuracy")}
         for key in ["accuracy_mean"] + [k for k, _, _ in FIGURES]:
             a, b = strop.get(key), entry.get(key)
             ratio[key] = a / b if a is not None and b else None
@@ -73,9 +75,10 @@ def ratios(table: list[dict], runs: list[dict]) -> list[dict]:
 
 
 def paired_difference(runs: list[dict], row: str, peer: str) -> dict:
-    """strop's accuracy minus the peer's over the seeds both completed: the mean and the half-width of its
-    95% confidence interval (Student's t; none for one seed). Both tools see the same data and seed, so the
-    pairs share that part of the variation and the interval says whether a gap is more than noise."""
+    """strop's score (the runs' "accuracy": accuracy or entity F1) minus the peer's over the seeds both
+    completed: the mean and the half-width of its 95% confidence interval (Student's t; none for one seed).
+    Both tools see the same data and seed, so the pairs share that part of the variation and the interval
+    says whether a gap is more than noise."""
     accuracy = {(r["tool"], r["seed"]): r["accuracy"] for r in runs
                 if r["row"] == row and "error" not in r and "skipped" not in r}
     differences = [accuracy[("strop", seed)] - accuracy[(tool, seed)] for tool, seed in accuracy
@@ -109,24 +112,25 @@ def _cell(value, fmt: str) -> str:
 
 
 def markdown(table: list[dict], ratio_rows: list[dict], problems: list[str]) -> str:
-    """The results table, the strop / peer table, and the runs that were skipped or failed."""
-    lines = ["| row | tool | seeds | accuracy | " + " | ".join(t for _, t, _ in FIGURES) + " |",
-             "|---|---|---:|---:|" + "---:|" * len(FIGURES)]
+    """The results table, the strop / peer table, and the runs that were skipped or failed. The score column
+    holds each row's metric (accuracy, or entity F1 for a token row), named in the metric column."""
+    lines = ["| row | tool | seeds | metric | score | " + " | ".join(t for _, t, _ in FIGURES) + " |",
+             "|---|---|---:|---|---:|" + "---:|" * len(FIGURES)]
     for e in table:
         cells = [_cell(e[k], f) for k, _, f in FIGURES]
         spread = f"{e['accuracy_std']:.4f}" if e["seeds"] > 1 else "—"  # one seed has no spread to show
-        lines.append(f"| {e['row']} | {e['tool']} | {e['seeds']} | {e['accuracy_mean']:.4f} ± {spread} | "
-                     + " | ".join(cells) + " |")
+        lines.append(f"| {e['row']} | {e['tool']} | {e['seeds']} | {e.get('metric', 'accuracy')} | "
+                     f"{e['accuracy_mean']:.4f} ± {spread} | " + " | ".join(cells) + " |")
     if ratio_rows:
-        lines += ["", "strop / peer (accuracy and throughput: above 1 favours strop; wall s, train s, "
+        lines += ["", "strop / peer (score and throughput: above 1 favours strop; wall s, train s, "
                       "peak RSS: below 1 favours strop):", "",
-                  "| row | peer | accuracy | accuracy strop - peer (paired, 95%) | "
+                  "| row | peer | metric | score | score strop - peer (paired, 95%) | "
                   + " | ".join(t for _, t, _ in FIGURES) + " |",
-                  "|---|---|---:|---:|" + "---:|" * len(FIGURES)]
+                  "|---|---|---|---:|---:|" + "---:|" * len(FIGURES)]
         for r in ratio_rows:
             cells = [_cell(r[k], "ratio") for k in ["accuracy_mean"] + [k for k, _, _ in FIGURES]]
             cells.insert(1, _difference_cell(r))
-            lines.append(f"| {r['row']} | {r['peer']} | " + " | ".join(cells) + " |")
+            lines.append(f"| {r['row']} | {r['peer']} | {r.get('metric', 'accuracy')} | " + " | ".join(cells) + " |")
     lines += _phase_lines(table)
     if problems:
         lines += ["", "Not in the table:", ""] + [f"- {p}" for p in problems]
@@ -174,11 +178,21 @@ only: samples, few-shot sets and held-out splits are drawn once with a fixed dat
   The scoring split is its validation file, so it picks (and restores) its best epoch on it. Its default
   learning rate is `auto`: 5e-5 on every row but the few-shot ones, whose 15-20 optimizer steps in all
   get 2e-4; the new output layer trains at 20 times that rate (`optim.head_lr_scale`), the pretrained
-  body at it.
+  body at it. On the token row, `strop.fit` with a config dict as a user writes it: `task.name:
+  token_classification`, the data set's `train.conll` and `dev.conll` as `data.train` and
+  `data.validation`, `model.name: minilm-l6`, the epochs, the seed, `train.patience: 0` (no early stopping)
+  and quiet; everything else strop's defaults. Its score is the entity F1 of the run's `summary.json`; the
+  worker scores the saved model again, outside the timed job, with `strop.load(run).predict_tags(words)`
+  and seqeval, as a check (`accuracy_reloaded` in the result file).
 - **trainer**: Hugging Face `Trainer`, `AutoModelForSequenceClassification`, lr 5e-5, batch 16 (train and
   eval), weight decay 0.01, `DataCollatorWithPadding`, evaluation and a checkpoint each epoch,
   `load_best_model_at_end` on accuracy, `EarlyStoppingCallback(early_stopping_patience=2)`, fp32, the
-  scoring split as `eval_dataset`; accuracy from `trainer.evaluate()` after training.
+  scoring split as `eval_dataset`; accuracy from `trainer.evaluate()` after training. On the token row,
+  the transformers token-classification example's recipe (`run_ner.py`): `AutoModelForTokenClassification`,
+  the words tokenized with `is_split_into_words=True` (truncated only at the tokenizer's 512 tokens, which
+  no sentence reaches), each word's tag on its first subword and -100 on the others,
+  `DataCollatorForTokenClassification`, and the settings above, the best epoch chosen on entity F1;
+  entity F1 computed by seqeval from each word's first-subword prediction.
 - **setfit**: `SetFitModel` on the same sentence-transformers folder, default contrastive pair sampling
   and logistic-regression head, batch 16, `num_epochs` = the epoch budget for the embedding phase; no
   validation, the final model is scored. Few-shot rows only. SetFit draws its contrastive pairs with a
@@ -192,13 +206,19 @@ stratified 20% (at most 1,000 rows) that scores them; `sst2-fs64` (32 per class)
 class) are few-shot rows, scored like their full rows; SetFit runs on them only. Any other folder of the
 data with a `train.csv` is a row of that name, trained on all of it and scored like `trec` (or on its
 `dev.csv`). A class with one example stays in training; scoring rows whose label never occurs in training
-are left out and counted, since no tool can predict them.
+are left out and counted, since no tool can predict them. `conll2003` is a token-classification row (named
+entities: PER, ORG, LOC, MISC, IOB1 tags): the CoNLL-2003 English train file (14,041 sentences) and its dev
+file (3,250 sentences, the scoring split), read from `../shared/data/ner/conll2003`; strop and the Trainer
+only, since SetFit and TF-IDF classify whole texts.
 
 ## What is measured
 
-- **accuracy** on the scoring split, of the model each tool ends with (best epoch restored where the tool
-  does so), mean ± standard deviation over the seeds.
-- **accuracy strop - peer (paired, 95%)**: strop's accuracy minus the peer's on the same seed, averaged
+- **score** on the scoring split, of the model each tool ends with (best epoch restored where the tool
+  does so), mean ± standard deviation over the seeds; the **metric** column names it: **accuracy** on the
+  text rows, **entity F1** on the token row: seqeval's entity-level F1 in its default (conlleval) mode,
+  micro-averaged over the entity types, on the tags of every word of the scoring file (an entity counts
+  only when its type and both ends are right; a word a tool's truncation cuts off counts as O).
+- **score strop - peer (paired, 95%)**: strop's score minus the peer's on the same seed, averaged
   over the seeds, ± the half-width of its 95% confidence interval (Student's t over the paired
   differences). An interval that contains 0 means the runs cannot tell the two apart. Rows measured
   before per-seed results were kept show "—".
@@ -272,10 +292,7 @@ def _invocation(inv: dict) -> str:
     peak = m["peak"]
     machine_line = (f"{peak['model']}, {peak['cores']} cores" if peak["device"] == "cpu" else peak["model"])
     versions = ", ".join(f"{k} {v}" for k, v in m["versions"].items())
-    data = "; ".join(f"{row} {d['train']} train / {d['score']} scored, {d['classes']} classes"
-                     + (f" ({d['unscorable']} scoring rows left out: labels absent from training)"
-                        if d.get("unscorable") else "")
-                     for row, d in inv["data"].items())
+    data = "; ".join(_data_line(row, d) for row, d in inv["data"].items())
     seeds = ", ".join(f"{row} {n}" for row, n in inv["seeds"].items())
     load = inv.get("max_load_before")
     commit = f" at commit `{inv['commit']}`" if inv.get("commit") else ""
@@ -285,6 +302,23 @@ def _invocation(inv: dict) -> str:
     if load is not None:
         lines.append(f"- load average before each run: at most {load:.1f}")
     return "\n".join(lines) + "\n"
+
+
+def _data_line(row: str, d: dict) -> str:
+    if d.get("task") == "token_classification":
+        return (f"{row} {d['train']} train / {d['score']} scored sentences, {d['classes']} entity types "
+                f"(`{_shared(d['train_file'])}`, `{_shared(d['score_file'])}`)"
+                + (f" ({d['unscorable']} scoring sentences left out: tags absent from training)"
+                   if d.get("unscorable") else ""))
+    return (f"{row} {d['train']} train / {d['score']} scored, {d['classes']} classes"
+            + (f" ({d['unscorable']} scoring rows left out: labels absent from training)" if d.get("unscorable")
+               else ""))
+
+
+def _shared(path: str) -> str:
+    """A data file's path from ../shared/data on, as the project names it (the machine's prefix varies)."""
+    marker = "/shared/data/"
+    return "../shared/data/" + path.split(marker, 1)[1] if marker in path else path
 
 
 def document(record: dict) -> str:

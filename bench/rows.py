@@ -15,6 +15,10 @@ from sklearn.model_selection import train_test_split
 
 # ../shared/data/text beside the repository (see /work/shared/data/README.md); BENCH_DATA overrides it.
 DATA_ROOT = Path(os.environ.get("BENCH_DATA", Path(__file__).resolve().parents[2] / "shared" / "data" / "text"))
+# The token-classification data sets: the sibling folder "ner" of the text data (../shared/data/ner), one
+# folder per data set with train.conll and dev.conll; BENCH_NER_DATA overrides it.
+NER_ROOT = Path(os.environ.get("BENCH_NER_DATA", DATA_ROOT.parent / "ner"))
+TEXT, TOKENS = "text_classification", "token_classification"  # the tasks of the rows
 DATA_SEED = 0  # draws the samples, few-shot sets and held-out splits
 HOLDOUT_FRACTION, HOLDOUT_CAP = 0.2, 1000  # scoring split of data sets without a dev file
 
@@ -24,10 +28,23 @@ class Row:
     dataset: str  # folder under DATA_ROOT
     sample: int | None = None  # train on this many examples drawn at random from train
     per_class: int | None = None  # few-shot: train on this many examples of each class
+    task: str = TEXT  # TOKENS: a folder under NER_ROOT with train.conll and dev.conll, scored by entity F1
 
     @property
     def few_shot(self) -> bool:
         return self.per_class is not None
+
+    @property
+    def metric(self) -> str:
+        """The row's score: accuracy of the text rows, entity-level F1 (seqeval) of the token rows."""
+        return "entity F1" if self.task == TOKENS else "accuracy"
+
+    @property
+    def files(self) -> tuple[Path, Path]:
+        """(training file, scoring file) of the data set; the scoring file need not exist for a text row."""
+        if self.task == TOKENS:
+            return NER_ROOT / self.dataset / "train.conll", NER_ROOT / self.dataset / "dev.conll"
+        return DATA_ROOT / self.dataset / "train.csv", DATA_ROOT / self.dataset / "dev.csv"
 
 
 ROWS = {
@@ -37,22 +54,30 @@ ROWS = {
     "banking77": Row("banking77"),
     "sst2-fs64": Row("sst2", per_class=32),  # 64 examples, two classes
     "trec-fs8": Row("trec", per_class=8),  # 48 examples, six classes
+    "conll2003": Row("conll2003", task=TOKENS),  # named entities: 14,041 sentences, scored on 3,250 (dev)
 }
 
 
 def resolve(name: str) -> Row:
     """A named row, or any data folder under DATA_ROOT with a train.csv: trained on all of it, scored on its
-    dev.csv or a held-out part of train, like the full rows (so data sets not listed here can be benchmarked)."""
+    dev.csv or a held-out part of train, like the full rows (so data sets not listed here can be benchmarked);
+    or any folder under NER_ROOT with a train.conll and a dev.conll: a token row like conll2003."""
     if name in ROWS:
-        if not (DATA_ROOT / ROWS[name].dataset / "train.csv").is_file():
-            raise LookupError(f"row {name} reads {DATA_ROOT / ROWS[name].dataset / 'train.csv'}, which does not "
+        row = ROWS[name]
+        if row.task == TOKENS:
+            return _checked_conll(row, name)
+        if not (DATA_ROOT / row.dataset / "train.csv").is_file():
+            raise LookupError(f"row {name} reads {DATA_ROOT / row.dataset / 'train.csv'}, which does not "
                               "exist: set BENCH_DATA to the folder of the text data sets, or leave the row out")
-        return _checked(ROWS[name], name)
+        return _checked(row, name)
     if (DATA_ROOT / name / "train.csv").is_file():
         return _checked(Row(name), name)
+    if (NER_ROOT / name / "train.conll").is_file():
+        return _checked_conll(Row(name, task=TOKENS), name)
     folders = sorted(p.parent.name for p in DATA_ROOT.glob("*/train.csv"))
+    folders += sorted(p.parent.name for p in NER_ROOT.glob("*/train.conll") if p.parent.name not in ROWS)
     raise LookupError(f"unknown row {name}: choose from {', '.join(ROWS)}, or a data folder under {DATA_ROOT} "
-                      f"(found: {', '.join(folders) or 'none'})")
+                      f"or {NER_ROOT} (found: {', '.join(folders) or 'none'})")
 
 
 def _checked(row: Row, name: str) -> Row:
@@ -77,14 +102,36 @@ def _checked(row: Row, name: str) -> Row:
     return row
 
 
+def _checked_conll(row: Row, name: str) -> Row:
+    """A token row, once both its CoNLL files exist and their first sentence has a tag column."""
+    for path in row.files:
+        if not path.is_file():
+            raise LookupError(f"row {name} reads {path}, which does not exist: set BENCH_NER_DATA to the folder "
+                              "of the token-classification data sets (default: the folder ner beside the text "
+                              "data), or leave the row out")
+        with open(path, encoding="utf-8") as file:
+            first = next((line.split() for line in file if line.strip() and not line.startswith("-DOCSTART-")),
+                         None)
+        if first is None:
+            raise LookupError(f"row {name} reads {path}, which holds no sentence: give it one token and its tag a "
+                              "line, or leave the row out")
+        if len(first) < 2:
+            raise LookupError(f"row {name} reads {path}, whose first token line {' '.join(first)!r} has no tag: "
+                              "give each line the columns `token ... tag`")
+    return row
+
+
 @dataclass(frozen=True)
 class RowFiles:
     train: Path
     score: Path
-    n_train: int
+    n_train: int  # examples: texts, or sentences of a token row
     n_score: int
-    n_classes: int
+    n_classes: int  # labels, or entity types of a token row
     n_unscorable: int  # scoring rows dropped: their label never occurs in the training examples
+    task: str = TEXT
+    metric: str = "accuracy"
+    name: str = ""  # the row
 
 
 def read_texts(path: Path) -> pd.DataFrame:
@@ -136,8 +183,12 @@ def build(row: Row, limit: int | None = None) -> tuple[pd.DataFrame, pd.DataFram
 
 
 def prepare(name: str, folder: Path, limit: int | None = None) -> RowFiles:
-    """Writes a row's train.csv and score.csv into folder/name and describes them."""
-    train, score = build(resolve(name), limit)
+    """Writes a row's train.csv and score.csv into folder/name and describes them (a token row: see
+    `prepare_conll`)."""
+    row = resolve(name)
+    if row.task == TOKENS:
+        return prepare_conll(name, row, folder, limit)
+    train, score = build(row, limit)
     # No tool can predict a label it never saw (strop refuses such a validation file): score the others.
     scorable = score["label"].isin(set(train["label"]))
     score, n_unscorable = score[scorable], int((~scorable).sum())
@@ -145,7 +196,7 @@ def prepare(name: str, folder: Path, limit: int | None = None) -> RowFiles:
     target = folder / name
     target.mkdir(parents=True, exist_ok=True)
     files = RowFiles(target / "train.csv", target / "score.csv", len(train), len(score), train["label"].nunique(),
-                     n_unscorable)
+                     n_unscorable, name=name)
     train.to_csv(files.train, index=False)
     score.to_csv(files.score, index=False)
     return files
@@ -164,3 +215,41 @@ def _check_trainable(name: str, train: pd.DataFrame, score: pd.DataFrame, n_unsc
                else "none has a text and a label")
         raise LookupError(f"row {name}: no scoring example can be scored ({why}); give the row a dev.csv with "
                           "the labels of its train.csv, or leave the row out")
+
+
+def prepare_conll(name: str, row: Row, folder: Path, limit: int | None = None) -> RowFiles:
+    """A token row: every tool reads the data set's own train.conll and dev.conll, as a user would. With
+    `limit` (smoke runs) that many sentences of each, drawn with the data seed, are written into folder/name
+    with their lines unchanged. Scoring sentences with a tag that no training sentence has are left out and
+    counted (strop refuses them, and no tool can predict the tag), the rest written there too."""
+    import random
+
+    import conll
+
+    train_path, score_path = row.files
+    try:
+        train, score = conll.read_conll(train_path), conll.read_conll(score_path)
+    except (ValueError, UnicodeDecodeError) as error:
+        raise LookupError(f"row {name}: {error}") from None
+    target = folder / name
+    if limit is not None:
+        train = [train[i] for i in sorted(random.Random(DATA_SEED).sample(range(len(train)), min(limit, len(train))))]
+        score = [score[i] for i in sorted(random.Random(DATA_SEED).sample(range(len(score)), min(limit, len(score))))]
+        target.mkdir(parents=True, exist_ok=True)
+        train_path = target / "train.conll"
+        conll.write_conll(train_path, train)
+    known = {tag for s in train for tag in s.tags}
+    scorable = [s for s in score if set(s.tags) <= known]
+    n_unscorable = len(score) - len(scorable)
+    if limit is not None or n_unscorable:
+        target.mkdir(parents=True, exist_ok=True)
+        score_path = target / "score.conll"
+        conll.write_conll(score_path, scorable)
+    types = conll.entity_types(sorted(known))
+    if not types or not scorable:
+        found = (f"no entity tag in {train_path}" if not types else
+                 f"no sentence of {score_path} can be scored ({n_unscorable} have tags absent from training)")
+        raise LookupError(f"row {name}: {found}; a token row needs tagged entities to train on and sentences "
+                          "to score")
+    return RowFiles(train_path, score_path, len(train), len(scorable), len(types), n_unscorable, TOKENS, row.metric,
+                    name)

