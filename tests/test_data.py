@@ -3,12 +3,15 @@ import json
 import pandas as pd
 import pytest
 
-from strop.data.labelled import check_classes, label_names, load_labelled_texts, split_stratified
+from strop.config import DataConfig
+from strop.data.splits import stratified_split as split_stratified
 from strop.errors import StropError
+from strop.tasks.classification import Classification, check_classes, label_names
 
 
 def _load(path, **kw):
-    return load_labelled_texts(path, kw.get("text", "text"), kw.get("label", "label"), "data.train")
+    columns = DataConfig(text_column=kw.get("text", "text"), label_column=kw.get("label", "label"))
+    return Classification.read(path, columns, "text", "data.train")
 
 
 @pytest.mark.parametrize("suffix", [".csv", ".tsv", ".jsonl", ".parquet"])
@@ -24,14 +27,14 @@ def test_every_format_reads_the_same(tmp_path, suffix):
     else:
         frame.to_parquet(path)
     data = _load(path)
-    assert data.texts == frame.text.tolist() and data.labels == frame.label.tolist()
+    assert data.inputs == frame.text.tolist() and data.targets == frame.label.tolist()
 
 
 def test_numeric_labels_stay_names_and_sort_numerically(tmp_path):
     path = tmp_path / "d.jsonl"
     path.write_text("".join(json.dumps({"text": f"t{i}", "label": i % 11}) + "\n" for i in range(22)))
     data = _load(path)
-    assert label_names(data.labels)[:3] == ["0", "1", "2"] and label_names(data.labels)[-1] == "10"
+    assert label_names(data.targets)[:3] == ["0", "1", "2"] and label_names(data.targets)[-1] == "10"
 
 
 @pytest.mark.parametrize("content, words", [
@@ -56,7 +59,7 @@ def test_nan_label_string_is_kept_as_a_label_name_not_missing(tmp_path):
     # Only truly empty cells are missing; the word "NaN" could be a class name.
     path = tmp_path / "train.csv"
     path.write_text("text,label\nhi,a\nhey,NaN\n")
-    assert _load(path).labels == ["a", "NaN"]
+    assert _load(path).targets == ["a", "NaN"]
 
 
 def test_not_utf8(tmp_path):
@@ -93,11 +96,11 @@ def test_split_is_stratified_and_seeded(tmp_path):
     data = _load(path)
     train, val = split_stratified(data, 0.2, seed=3)
     assert len(val) == 40 and len(train) == 160
-    assert val.labels.count("b") == 10  # 25% of the held-out part, as in the whole
-    assert set(train.texts).isdisjoint(val.texts)
+    assert val.targets.count("b") == 10  # 25% of the held-out part, as in the whole
+    assert set(train.inputs).isdisjoint(val.inputs)
     again_train, again_val = split_stratified(data, 0.2, seed=3)
-    assert again_val.texts == val.texts
-    assert split_stratified(data, 0.2, seed=4)[1].texts != val.texts
+    assert again_val.inputs == val.inputs
+    assert split_stratified(data, 0.2, seed=4)[1].inputs != val.inputs
 
 
 def test_split_refuses_singleton_class(tmp_path):

@@ -96,26 +96,37 @@ def test_sigmoid_head_single_logit(tiny_overrides):
     assert predictor.predict(["great fun film , love it", "awful boring plot , worst film"]) == ["positive", "negative"]
 
 
+def _tiny_task_model(tiny_model_dir, labels):
+    from strop.backbones.text import TextBackbone
+    from strop.model import with_new_head
+    from strop.tasks.classification import Classification
+
+    body, _ = TextBackbone.from_pretrained(str(tiny_model_dir), "auto", 32)  # no declared pooling: the pooler
+    return with_new_head(body, Classification(tuple(labels)))
+
+
 @pytest.mark.parametrize("method", METHODS.names())
 def test_every_method_trains_only_what_it_says(method, tiny_overrides, tiny_model_dir):
-    from strop.backbones.text import load_sequence_classifier
+    from strop.model import named_state
 
-    model = load_sequence_classifier(str(tiny_model_dir), ["a", "b"], 2)
-    before = {k: v.clone() for k, v in model.state_dict().items()}
+    model = _tiny_task_model(tiny_model_dir, ["negative", "positive"])
+    before = {k: v.clone() for k, v in named_state(model, plain=True).items()}  # as model.safetensors names them
     METHODS.get(method)().prepare(model)
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     expected = {
         "full": {n for n, _ in model.named_parameters()},
-        "freeze": {n for n, _ in model.named_parameters() if n.startswith(("classifier", "bert.pooler"))},
-        "linear_probe": {"classifier.weight", "classifier.bias"},
+        "freeze": {n for n, _ in model.named_parameters() if n.startswith("head.")},  # the pooler and the output
+        "linear_probe": {"head.output.weight", "head.output.bias"},
     }[method]
     assert trainable == expected
+    saved_expected = {"full": set(before), "freeze": {k for k in before if k.startswith(("classifier", "bert.pooler"))},
+                      "linear_probe": {"classifier.weight", "classifier.bias"}}[method]
     run = strop.fit(None, tiny_overrides + [f"method.name={method}", "train.epochs=1"])
     after = load_file(run / "model" / "model.safetensors")
-    changed = {k for k in before if k in after and not torch.equal(before[k], after[k])}
+    assert after.keys() == before.keys()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
     assert "classifier.weight" in changed
-    frozen_changed = {k for k in changed if not any(k.startswith(t.rsplit(".", 1)[0]) for t in expected)}
-    assert not frozen_changed
+    assert changed <= saved_expected
 
 
 def _fit_command(overrides):
@@ -163,9 +174,7 @@ def test_resume_refuses_a_changed_config_and_a_finished_run(tiny_overrides):
 
 
 def test_count_parameters_freeze(tiny_model_dir):
-    from strop.backbones.text import load_sequence_classifier
-
-    model = load_sequence_classifier(str(tiny_model_dir), ["a", "b", "c"], 3)
+    model = _tiny_task_model(tiny_model_dir, ["a", "b", "c"])
     METHODS.get("linear_probe")().prepare(model)
     assert count_parameters(model)[0] == 32 * 3 + 3
 

@@ -1,7 +1,7 @@
 import pytest
 
 from strop.config import OptimConfig
-from strop.train.optim import build_optimizer, head_parameters, resolve_lr
+from strop.train.optim import build_optimizer, resolve_lr
 
 
 def test_auto_learning_rate_is_5e5_from_160_steps_and_at_most_4x_below():
@@ -14,10 +14,18 @@ def test_auto_learning_rate_is_5e5_from_160_steps_and_at_most_4x_below():
 
 
 def _tiny_classifier():
-    from transformers import BertConfig, BertForSequenceClassification
+    """A TaskModel: a 1-layer BERT body whose pooler feeds a new classification head."""
+    from transformers import BertConfig, BertModel
 
-    return BertForSequenceClassification(BertConfig(vocab_size=50, hidden_size=8, num_hidden_layers=1,
-                                                    num_attention_heads=2, intermediate_size=16, num_labels=3))
+    from strop.backbones.bundled import BUNDLED
+    from strop.backbones.text import TextBackbone, load_tokenizer
+    from strop.model import with_new_head
+    from strop.tasks.classification import Classification
+
+    bert = BertModel(BertConfig(vocab_size=50, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
+                                intermediate_size=16))
+    body = TextBackbone(bert, load_tokenizer(str(BUNDLED.get("minilm-l6")())), "pooler", 32)
+    return with_new_head(body, Classification(("a", "b", "c")))
 
 
 def _rates(optimizer) -> dict[int, tuple[float, float]]:
@@ -27,16 +35,16 @@ def _rates(optimizer) -> dict[int, tuple[float, float]]:
 
 def test_the_new_head_trains_at_head_lr_scale_times_the_rate_of_the_pretrained_body():
     model = _tiny_classifier()
-    head = head_parameters(model)
-    assert head == {id(model.classifier.weight), id(model.classifier.bias)}  # the pooler was pretrained
+    head = model.new_parameters
+    assert head == {id(model.head.output.weight), id(model.head.output.bias)}  # the pooler was pretrained
     rates = _rates(build_optimizer(model, OptimConfig(head_lr_scale=20.0, weight_decay=0.01), 5e-5, head))
     assert len(rates) == len(list(model.parameters()))
-    assert rates[id(model.classifier.weight)] == (pytest.approx(1e-3), 0.01)
-    assert rates[id(model.classifier.bias)] == (pytest.approx(1e-3), 0.0)
-    assert rates[id(model.bert.pooler.dense.weight)] == (5e-5, 0.01)
-    assert rates[id(model.bert.embeddings.LayerNorm.weight)] == (5e-5, 0.0)
-    # A module without a pretrained body and a head (here the bare encoder) trains at one rate.
-    assert head_parameters(model.bert) == set()
+    assert rates[id(model.head.output.weight)] == (pytest.approx(1e-3), 0.01)
+    assert rates[id(model.head.output.bias)] == (pytest.approx(1e-3), 0.0)
+    assert rates[id(model.head.pre.dense.weight)] == (5e-5, 0.01)
+    assert rates[id(model.body.model.embeddings.LayerNorm.weight)] == (5e-5, 0.0)
+    # Without new parameters (a model restored whole) everything trains at one rate.
+    assert len({lr for lr, _ in _rates(build_optimizer(model, OptimConfig(), 5e-5, set())).values()}) == 1
 
 
 def test_fit_gives_the_head_its_own_rate_where_the_body_trains_too(tiny_overrides, tmp_path, monkeypatch):

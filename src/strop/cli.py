@@ -28,7 +28,6 @@ def cmd_fit(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from strop.data.tables import read_table
     from strop.predict import load
 
     if (args.text is None) == (args.input is None):
@@ -36,21 +35,47 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if args.output is not None:
         _check_output(Path(args.output))
     predictor = load(args.run_dir)
-    if args.text is not None:
-        texts = args.text
-    else:
-        column = args.text_column or predictor.info["text_column"]
-        table = read_table(args.input, "--input")
-        if column not in table.columns:
-            raise StropError(f"--input: column '{column}' not found; columns found: "
-                             f"{', '.join(map(str, table.columns))}. Name it with --text-column")
-        texts = ["" if v is None or v != v else str(v) for v in table[column].tolist()]
-    probabilities = predictor.predict_proba(texts)
-    rows = [{"text": text, "label": predictor.labels[int(p.argmax())], "score": round(float(p.max()), 6),
-             "probabilities": {name: round(float(v), 6) for name, v in zip(predictor.labels, p)}}
-            for text, p in zip(texts, probabilities)]
-    _write_predictions(rows, args.output)
+    inputs = _command_line_inputs(args, predictor) if args.text is not None else _file_inputs(args, predictor)
+    _write_predictions(predictor.records(inputs), args.output)
     return 0
+
+
+def _command_line_inputs(args: argparse.Namespace, predictor) -> list:
+    """--text values (with --text-pair values for pair models), refused where blank, as fit refuses them."""
+    if predictor.model.body.kind != "text":
+        raise StropError("this model reads numeric vectors: give them in a file with --input FILE")
+    blank = [i + 1 for i, text in enumerate(args.text) if not text.strip()]
+    if blank:
+        raise StropError(f"--text number {blank[0]} is empty: give a text to predict")
+    if not predictor.info.get("text_pair_column") and predictor.task.name != "pair_classification":
+        if args.text_pair:
+            raise StropError("--text-pair: this model reads single texts, not pairs")
+        return list(args.text)
+    pairs = args.text_pair or []
+    if len(pairs) != len(args.text) or any(not p.strip() for p in pairs):
+        raise StropError(f"this model reads text pairs: give one non-empty --text-pair for each --text "
+                         f"(got {len(args.text)} --text and {len(pairs)} --text-pair)")
+    return list(zip(args.text, pairs))
+
+
+def _file_inputs(args: argparse.Namespace, predictor) -> list:
+    """The inputs of --input, read as the model's task reads them (the columns it was trained with)."""
+    from strop.evaluate.scoring import saved_columns
+    from strop.tasks import CONLL_SUFFIXES
+
+    task = predictor.task
+    columns = saved_columns(predictor.info, text_column=args.text_column)
+    if task.level == "token" and Path(args.input).suffix.lower() not in CONLL_SUFFIXES + (".jsonl",):
+        # raw texts in a table column: split into words, entities with character offsets
+        from strop.data.inputs import clean_strings, refuse_missing, require_column
+        from strop.data.tables import read_table
+
+        table = read_table(args.input, "--input")
+        require_column(table, columns.text_column, args.input, "--input", "text_column")
+        texts = clean_strings(table[columns.text_column])
+        refuse_missing(texts, "text", args.input, "--input")
+        return texts
+    return type(task).read(args.input, columns, predictor.model.body.kind, "--input", with_targets=False).inputs
 
 
 def _check_output(output: Path) -> None:
@@ -61,8 +86,23 @@ def _check_output(output: Path) -> None:
         raise StropError(f"--output: the folder {output.parent} does not exist; create it or write elsewhere")
 
 
+def _flat(record: dict) -> dict:
+    """A prediction as one table row: probabilities as p_<label> columns, other mappings as <key>_<name>
+    columns, lists (labels, entities) as JSON."""
+    row = {}
+    for key, value in record.items():
+        if isinstance(value, dict):
+            prefix = "p" if key == "probabilities" else key
+            row.update({f"{prefix}_{k}": v for k, v in value.items()})
+        elif isinstance(value, list):
+            row[key] = json.dumps(value, ensure_ascii=False)
+        else:
+            row[key] = value
+    return row
+
+
 def _write_predictions(rows: list[dict], output: str | None) -> None:
-    """JSON lines to stdout or a .jsonl file; a .csv/.tsv file gets text, label, score and one column per class."""
+    """JSON lines to stdout or a .jsonl file; a .csv/.tsv file gets one flat row per prediction."""
     from strop.runs import atomic_write_text
 
     suffix = None if output is None else Path(output).suffix.lower()
@@ -71,9 +111,7 @@ def _write_predictions(rows: list[dict], output: str | None) -> None:
     else:  # .csv or .tsv (checked by _check_output)
         import pandas as pd
 
-        flat = [{"text": r["text"], "label": r["label"], "score": r["score"],
-                 **{f"p_{k}": v for k, v in r["probabilities"].items()}} for r in rows]
-        text = pd.DataFrame(flat).to_csv(index=False, sep="\t" if suffix == ".tsv" else ",")
+        text = pd.DataFrame([_flat(r) for r in rows]).to_csv(index=False, sep="\t" if suffix == ".tsv" else ",")
     if output is None:
         sys.stdout.write(text)
     else:
@@ -85,19 +123,25 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from strop.evaluate.scoring import evaluate_file
     from strop.predict import load
 
-    metrics = evaluate_file(load(args.run_dir), args.data, args.text_column, args.label_column)
+    predictor = load(args.run_dir)
+    metrics = evaluate_file(predictor, args.data, args.text_column, args.label_column)
     if args.json:
         print(json.dumps(metrics))
         return 0
-    print(f"n {metrics['n']}  accuracy {metrics['accuracy']:.4f}  macro_f1 {metrics['macro_f1']:.4f}  "
-          f"loss {metrics['loss']:.4f}")
-    width = max(len(name) for name in metrics["labels"])
-    print(f"{'':{width}}  precision  recall  f1      support")
-    for name, s in metrics["per_class"].items():
-        print(f"{name:{width}}  {s['precision']:.4f}     {s['recall']:.4f}  {s['f1']:.4f}  {s['support']}")
-    print("confusion matrix (rows: true, columns: predicted):")
-    for name, row in zip(metrics["labels"], metrics["confusion_matrix"]):
-        print(f"{name:{width}}  " + " ".join(f"{v:5d}" for v in row))
+    print("  ".join([f"n {metrics['n']}"] + [f"{name} {metrics[name]:.4f}" for name in predictor.task.metric_names]))
+    table = metrics.get("per_class") or metrics.get("per_type") or metrics.get("per_target")
+    if table:
+        columns = list(next(iter(table.values())))
+        width = max(len(str(name)) for name in table)
+        print(f"{'':{width}}  " + "  ".join(f"{c:9}" for c in columns))
+        for name, scores in table.items():
+            print(f"{name:{width}}  " + "  ".join(f"{v:<9.4f}" if isinstance(v, float) else f"{v:<9}"
+                                                for v in scores.values()))
+    if "confusion_matrix" in metrics:
+        width = max(len(name) for name in metrics["labels"])
+        print("confusion matrix (rows: true, columns: predicted):")
+        for name, row in zip(metrics["labels"], metrics["confusion_matrix"]):
+            print(f"{name:{width}}  " + " ".join(f"{v:5d}" for v in row))
     return 0
 
 
@@ -114,17 +158,20 @@ def build_parser() -> argparse.ArgumentParser:
     fit.set_defaults(func=cmd_fit)
 
     predict = commands.add_parser("predict", help="predict labels with a trained run",
-                                  description="Predict labels; prints JSON lines unless --output is given.")
+                                  description="Predict with a trained run; prints JSON lines unless --output "
+                                              "is given.")
     predict.add_argument("run_dir", help="run directory written by strop fit")
-    predict.add_argument("--text", action="append", help="a text to classify (repeatable)")
-    predict.add_argument("--input", help="CSV/TSV/JSONL/Parquet file with a text column")
+    predict.add_argument("--text", action="append", help="a text to predict for (repeatable)")
+    predict.add_argument("--text-pair", action="append", help="pair models: the second text of each --text")
+    predict.add_argument("--input", help="CSV/TSV/JSONL/Parquet file with the model's input columns "
+                                         "(token models: also CoNLL)")
     predict.add_argument("--output", help="write predictions to a .jsonl, .csv or .tsv file")
     predict.add_argument("--text-column", help="text column of --input (default: the one trained on)")
     predict.set_defaults(func=cmd_predict)
 
     evaluate = commands.add_parser("evaluate", help="score a trained run on a labelled file")
     evaluate.add_argument("run_dir", help="run directory written by strop fit")
-    evaluate.add_argument("--data", required=True, help="labelled CSV/TSV/JSONL/Parquet file")
+    evaluate.add_argument("--data", required=True, help="labelled CSV/TSV/JSONL/Parquet file (token models: CoNLL)")
     evaluate.add_argument("--json", action="store_true", help="print one JSON object")
     evaluate.add_argument("--text-column", help="default: the one trained on")
     evaluate.add_argument("--label-column", help="default: the one trained on")

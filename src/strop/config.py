@@ -30,13 +30,33 @@ def _choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
 
 
 @dataclass(frozen=True)
+class TaskConfig:
+    """What is learned: the task (its examples, head, loss and metrics)."""
+
+    name: str = "auto"  # auto: token_classification for a CoNLL file, else text_classification
+    loss: str = "mse"  # regression: mse, or huber (less pulled by outlying targets)
+
+    def __post_init__(self):
+        from strop.tasks import TASKS
+
+        _require(self.name == "auto" or self.name in TASKS, "task.name: " + TASKS.unknown_message(self.name)
+                 + ", or auto")
+        _choice("task.loss", self.loss, ("mse", "huber"))
+
+
+@dataclass(frozen=True)
 class DataConfig:
     """Where the examples are and which columns hold them."""
 
-    train: str | None = None  # CSV, TSV, JSONL or Parquet file of labelled examples
+    train: str | None = None  # CSV, TSV, JSONL or Parquet file of labelled examples (CoNLL for token tasks)
     validation: str | None = None  # a separate validation file; without it a split of train is used
     text_column: str = "text"
-    label_column: str = "label"
+    text_pair_column: str | None = None  # a second text column: the two are encoded as a pair
+    label_column: str = "label"  # regression: one or more target columns, separated by commas
+    feature_columns: tuple[str, ...] = ()  # vector inputs (model.name=mlp): default every non-label column
+    label_separator: str = "|"  # multilabel_classification: separates the labels of one example
+    tag_column: int = -1  # CoNLL files: the column of the tag (0 is the token; -1 the last)
+    tag_scheme: str = "auto"  # token tags: auto (detected from the training file), iob1, iob2 or bioes
     validation_fraction: float = 0.1  # share of train held out (stratified, seeded) when no validation file
 
     def __post_init__(self):
@@ -44,20 +64,31 @@ class DataConfig:
                  f"data.validation_fraction must be in (0, 1); got {self.validation_fraction}")
         _require(bool(self.text_column), "data.text_column must not be empty")
         _require(bool(self.label_column), "data.label_column must not be empty")
+        _require(bool(self.label_separator), "data.label_separator must not be empty")
+        _choice("data.tag_scheme", self.tag_scheme, ("auto", "iob1", "iob2", "bioes"))
 
 
 @dataclass(frozen=True)
 class ModelConfig:
     """The pretrained backbone and the task head put on it."""
 
-    name: str = "minilm-l6"  # a bundled alias, a Hugging Face hub id, or a local model folder
+    name: str = "minilm-l6"  # a bundled alias, a Hugging Face hub id, a local model folder, a run, or mlp
     max_length: int = 128  # longer texts are truncated to this many tokens
     head: str = "softmax"  # softmax: one logit per class; sigmoid: one logit + binary cross-entropy (2 classes)
+    pooling: str = "auto"  # text vector for sentence-level heads: auto (as the model was trained), cls, mean, pooler
+    hidden: tuple[int, ...] = (64, 64)  # mlp: hidden layer sizes
+    activation: str = "relu"  # mlp
+    dropout: float = 0.1  # mlp: dropout after each hidden layer
 
     def __post_init__(self):
         _require(bool(self.name), "model.name must not be empty")
         _require(8 <= self.max_length <= 8192, f"model.max_length must be in [8, 8192]; got {self.max_length}")
         _choice("model.head", self.head, ("softmax", "sigmoid"))
+        _choice("model.pooling", self.pooling, ("auto", "cls", "mean", "pooler"))
+        _require(len(self.hidden) >= 1 and all(h >= 1 for h in self.hidden),
+                 f"model.hidden must be one or more layer sizes >= 1, e.g. [64, 64]; got {list(self.hidden)}")
+        _choice("model.activation", self.activation, ("relu", "gelu", "tanh", "silu"))
+        _require(0 <= self.dropout < 1, f"model.dropout must be in [0, 1); got {self.dropout}")
 
 
 @dataclass(frozen=True)
@@ -104,7 +135,7 @@ class TrainConfig:
     eval_batch_size: int = 64
     grad_accum: int = 1  # optimizer step every N batches (effective batch = batch_size * N * processes)
     seed: int = 42
-    metric: str = "accuracy"  # validation metric that picks the best epoch and drives early stopping
+    metric: str = "auto"  # validation metric that picks the best epoch and drives early stopping; auto: the task's
     patience: int = 2  # epochs without improvement before stopping; 0 turns early stopping off
     group_by_length: bool = True  # batches of similar length: far less padding, same randomness of order
     mixed_precision: str = "auto"  # training steps in bf16 or fp32 ("no"); auto: bf16 where it is faster
@@ -118,7 +149,10 @@ class TrainConfig:
         _require(self.batch_size >= 1, f"train.batch_size must be >= 1; got {self.batch_size}")
         _require(self.eval_batch_size >= 1, f"train.eval_batch_size must be >= 1; got {self.eval_batch_size}")
         _require(self.grad_accum >= 1, f"train.grad_accum must be >= 1; got {self.grad_accum}")
-        _choice("train.metric", self.metric, ("accuracy", "macro_f1", "loss"))
+        from strop.tasks import TASKS
+
+        known = sorted({m for name in TASKS.names() for m in TASKS.get(name).metric_names})
+        _choice("train.metric", self.metric, ("auto", *known))
         _require(self.patience >= 0, f"train.patience must be >= 0; got {self.patience}")
         _choice("train.mixed_precision", self.mixed_precision, ("auto", "no", "bf16"))
         _choice("train.device", self.device, ("auto", "cpu", "cuda"))
@@ -128,6 +162,7 @@ class TrainConfig:
 class Config:
     """A whole run. `output_dir` is the run directory; by default runs/<UTC date and time>."""
 
+    task: TaskConfig = field(default_factory=TaskConfig)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     method: MethodConfig = field(default_factory=MethodConfig)
@@ -136,10 +171,19 @@ class Config:
     output_dir: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return _lists(dataclasses.asdict(self))
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+def _lists(value: Any) -> Any:
+    """Tuples (list-valued keys) as lists, which YAML writes plainly."""
+    if isinstance(value, dict):
+        return {k: _lists(v) for k, v in value.items()}
+    if isinstance(value, (tuple, list)):
+        return [_lists(v) for v in value]
+    return value
 
 
 def load_config(source: str | Path | dict | Config | None = None, overrides: list[str] = ()) -> Config:
@@ -221,6 +265,22 @@ def _build(cls: type, raw: Any, prefix: str):
 
 def _convert(key: str, value: Any, kind: Any) -> Any:
     """Converts a YAML or command-line value to the field's declared type, or says why it can't."""
+    if typing.get_origin(kind) is tuple:  # a list: YAML [a, b], or on the command line [a, b] or a,b
+        item = typing.get_args(kind)[0]
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                try:
+                    value = yaml.safe_load(text)
+                except yaml.YAMLError:
+                    raise StropError(f"{key} must be a list like [a, b]; got {value!r}") from None
+            else:
+                value = [part.strip() for part in text.split(",") if part.strip()]
+        if value is None:
+            value = []
+        if not isinstance(value, (list, tuple)):
+            value = [value]
+        return tuple(_convert(key, v, item) for v in value)
     if typing.get_origin(kind) in (Union, types.UnionType):
         choices = [a for a in typing.get_args(kind) if a is not type(None)]
         if len(choices) < len(typing.get_args(kind)) and (

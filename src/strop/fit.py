@@ -2,47 +2,60 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 
 import yaml
 
-from strop.backbones.text import load_sequence_classifier, load_tokenizer, quiet_transformers, resolve_model_source
 from strop.config import Config, load_config
-from strop.data.labelled import LabelledTexts, check_classes, load_labelled_texts, split_stratified
 from strop.errors import StropError
 from strop.methods import METHODS
 from strop.methods.base import count_parameters
-from strop.runs import RunDir, atomic_write_json, atomic_write_text, default_run_name, staged
-from strop.tasks.text_classification import TextClassification
+from strop.model import Source, TaskModel, build_model, resolve_source, save_model
+from strop.runs import RunDir, atomic_write_json, atomic_write_text, default_run_name
+from strop.tasks import TASKS, Examples, Task, infer_task_name
+from strop.tasks.base import pad_collate
 
 
 @dataclass(frozen=True)
 class Splits:
-    train: LabelledTexts
-    validation: LabelledTexts
-    labels: list[str]
+    train: Examples
+    validation: Examples
+    task: Task
 
 
-def load_splits(cfg: Config) -> Splits:
-    """Reads and checks the training data, and the validation file or a stratified split of train."""
+def load_splits(cfg: Config, input_kind: str) -> Splits:
+    """Reads and checks the training data, and the validation file or a split of train (stratified by
+    class where the task has classes); the task made concrete by the training data.
+
+    Raises:
+        StropError: the data cannot train the task (see each task's `read` and `from_data`).
+    """
     d = cfg.data
     if d.train is None:
         raise StropError("data.train is not set: give the training file, e.g. strop fit data.train=reviews.csv")
-    train = load_labelled_texts(d.train, d.text_column, d.label_column, "data.train")
+    task_cls = TASKS.get(cfg.task.name)
+    if input_kind not in task_cls.input_kinds:
+        raise StropError(f"task.name={cfg.task.name} needs a text model, and model.name={cfg.model.name} reads "
+                         "numeric vectors: choose a text model (e.g. model.name=minilm-l6)")
+    train = task_cls.read(d.train, d, input_kind, "data.train")
     validation = None
     if d.validation is not None:
-        validation = load_labelled_texts(d.validation, d.text_column, d.label_column, "data.validation")
-    labels = check_classes(train, validation)
+        columns = replace(d, feature_columns=train.feature_columns or d.feature_columns)  # the same features
+        validation = task_cls.read(d.validation, columns, input_kind, "data.validation")
+    task = task_cls.from_data(train, validation, cfg)
     if validation is None:
-        train, validation = split_stratified(train, d.validation_fraction, cfg.train.seed)
-    if cfg.model.head == "sigmoid" and len(labels) != 2:
-        raise StropError(f"model.head=sigmoid needs exactly two classes; the data has {len(labels)}: "
-                         "use model.head=softmax")
-    return Splits(train, validation, labels)
+        train, validation = task.split(train, d.validation_fraction, cfg.train.seed)
+    return Splits(train, validation, task)
+
+
+def resolve_config(cfg: Config) -> Config:
+    """The config with what `auto` and defaults leave open made concrete where the data decide it once
+    (the task from the training file), so config.yaml says what ran."""
+    return replace(cfg, task=replace(cfg.task, name=infer_task_name(cfg.task.name, cfg.data.train)))
 
 
 def fit(config: str | Path | dict | Config | None = None, overrides: list[str] = ()) -> Path:
@@ -55,54 +68,69 @@ def fit(config: str | Path | dict | Config | None = None, overrides: list[str] =
     Raises:
         StropError: bad config, data or model name. Nothing is written in that case.
     """
-    cfg = load_config(config, overrides)
-    # Every check that can fail on the user's input runs before the run directory exists.
-    splits = load_splits(cfg)
-    task = TextClassification(labels=tuple(splits.labels), head=cfg.model.head, max_length=cfg.model.max_length)
-    source = resolve_model_source(cfg.model.name)
-    tokenizer = load_tokenizer(source)
-    run, cfg = _open_run_dir(cfg)
-
     from accelerate.utils import set_seed
 
-    from strop.train.loop import make_accelerator, train
+    from strop.train.loop import make_accelerator, resolve_metric, train
+
+    cfg = resolve_config(load_config(config, overrides))
+    # Every check that can fail on the user's input runs before the run directory exists.
+    source = resolve_source(cfg.model.name)
+    splits = load_splits(cfg, source.input_kind)
+    if splits.train.feature_columns:
+        cfg = replace(cfg, data=replace(cfg.data, feature_columns=splits.train.feature_columns))
+    resolve_metric(cfg, splits.task)
+    set_seed(cfg.train.seed)  # before the head is initialised, so the same seed gives the same run
+    model, task, notes = build_model(source, splits.task, cfg, splits.train.inputs)
+    collate = partial(pad_collate, pad_values={**model.body.pad_values, **task.pad_values})
+    train_features = task.encode(model.body, splits.train)
+    val_features = task.encode(model.body, splits.validation)
+    run, cfg = _open_run_dir(cfg)
 
     accelerator = make_accelerator(cfg)
     created = not cfg.train.resume
     try:
-        set_seed(cfg.train.seed)  # before the head is initialised, so the same seed gives the same run
-        model = load_sequence_classifier(source, splits.labels, task.num_logits)
-        train_features = task.encode(tokenizer, splits.train.texts, splits.train.labels)
-        val_features = task.encode(tokenizer, splits.validation.texts, splits.validation.labels)
         if accelerator.is_main_process:
             atomic_write_text(run.config, cfg.to_yaml(), "the config")
-            _announce(cfg, splits, model, run, accelerator)
+            _announce(cfg, splits, task, model, notes, run, accelerator)
         started = time.perf_counter()
-        state, final = train(model, task, METHODS.get(cfg.method.name)(), train_features, val_features,
-                             tokenizer.pad_token_id, cfg, run, accelerator)
+        state, final, scored = train(model, task, METHODS.get(cfg.method.name)(), train_features, val_features,
+                                     collate, model.body.input_keys, cfg, run, accelerator)
+        calibrated = task.calibrated(*scored)  # e.g. per-label thresholds, tuned on validation
+        if calibrated != task:
+            task, final = calibrated, calibrated.metrics(*scored)
         if accelerator.is_main_process:
-            save_model(run.model, accelerator.unwrap_model(model), tokenizer, task, cfg)
+            save_model(run.model, accelerator.unwrap_model(model), task, _model_info(cfg, source))
             best = state.history[state.best_epoch - 1]
+            metric = resolve_metric(cfg, task)
             atomic_write_json(run.summary, {
-                "best_epoch": state.best_epoch, "epochs_run": state.epoch, "stopped_early": state.stopped_early,
-                "metric": cfg.train.metric, "best": best, "validation": final, "steps": state.step,
+                "task": task.name, "best_epoch": state.best_epoch, "epochs_run": state.epoch,
+                "stopped_early": state.stopped_early, "metric": metric, "best": best,
+                "validation": {name: final[name] for name in task.metric_names}, "steps": state.step,
                 "peak_lr": state.peak_lr,
                 "train_seconds": round(state.train_seconds, 3),
                 "wall_seconds_this_session": round(time.perf_counter() - started, 3),
                 "train_examples": len(splits.train), "validation_examples": len(splits.validation),
-                "labels": splits.labels,
+                **{key: value for key, value in task.info().items() if key in ("labels", "targets")},
             }, "the summary")
             if not cfg.train.keep_checkpoint:  # a complete run cannot be resumed: the checkpoint only takes space
                 shutil.rmtree(run.checkpoints, ignore_errors=True)
             if not cfg.train.quiet:
-                print(f"best epoch {state.best_epoch}: accuracy {final['accuracy']:.4f}  macro_f1 "
-                      f"{final['macro_f1']:.4f}  val_loss {final['loss']:.4f}\nrun saved to {run.root}")
+                scores = "  ".join(f"{name} {final[name]:.4f}" for name in task.metric_names)
+                print(f"best epoch {state.best_epoch}: {scores}\nrun saved to {run.root}")
     except BaseException:
         # A run that never reached its first checkpoint is worth nothing: leave no half-written run.
         if created and accelerator.is_main_process and not run.last_checkpoint.exists():
             shutil.rmtree(run.root, ignore_errors=True)
         raise
     return run.root
+
+
+def _model_info(cfg: Config, source: Source) -> dict:
+    """What strop.json records of the run besides the task and backbone: the columns it reads, its origin."""
+    d = cfg.data
+    return {"text_column": d.text_column, "text_pair_column": d.text_pair_column, "label_column": d.label_column,
+            "feature_columns": list(d.feature_columns), "label_separator": d.label_separator,
+            "tag_column": d.tag_column, "base_model": cfg.model.name, "method": cfg.method.name}
 
 
 def _open_run_dir(cfg: Config) -> tuple[RunDir, Config]:
@@ -143,27 +171,18 @@ def _check_same_run(cfg: Config, run: RunDir) -> None:
                          f"resume with the saved config: strop fit {run.config} train.resume=true")
 
 
-def save_model(path: Path, model, tokenizer, task: TextClassification, cfg: Config) -> None:
-    """Writes a standard Hugging Face model folder plus strop.json (task, labels, head), atomically."""
-    with staged(path, "the model") as tmp:
-        with quiet_transformers():
-            model.save_pretrained(tmp)
-            tokenizer.save_pretrained(tmp)
-        (tmp / "strop.json").write_text(json.dumps({
-            "task": "text_classification", "labels": list(task.labels), "head": task.head,
-            "max_length": task.max_length, "text_column": cfg.data.text_column,
-            "label_column": cfg.data.label_column, "base_model": cfg.model.name, "method": cfg.method.name,
-        }, indent=2) + "\n", encoding="utf-8")
-
-
-def _announce(cfg: Config, splits: Splits, model, run: RunDir, accelerator) -> None:
+def _announce(cfg: Config, splits: Splits, task: Task, model: TaskModel, notes: list[str], run: RunDir,
+              accelerator) -> None:
     if cfg.train.quiet:
         return
     from strop.train.loop import resolve_precision
 
     trainable, total = count_parameters(model)
+    outputs = task.output_space()
     print(f"strop fit -> {run.root}\n"
-          f"  data: {len(splits.train)} train / {len(splits.validation)} validation examples, "
-          f"{len(splits.labels)} classes\n"
-          f"  model: {cfg.model.name} ({total / 1e6:.1f}M parameters), method {cfg.method.name}, "
-          f"device {accelerator.device}, training precision {resolve_precision(cfg, accelerator.device)}")
+          f"  task: {task.name}, {len(outputs)} outputs ({', '.join(map(str, outputs[:8]))}"
+          f"{', ...' if len(outputs) > 8 else ''})\n"
+          f"  data: {len(splits.train)} train / {len(splits.validation)} validation examples\n"
+          f"  model: {cfg.model.name} ({total / 1e6:.2f}M parameters), method {cfg.method.name}, "
+          f"device {accelerator.device}, training precision {resolve_precision(cfg, accelerator.device)}"
+          + "".join(f"\n  {note}" for note in notes))

@@ -1,72 +1,94 @@
-"""Using a trained run: load its model folder and predict labels or class probabilities."""
+"""Using a trained run: load its model folder and predict, for every task."""
 
 from __future__ import annotations
 
-import json
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from strop.errors import StropError
-from strop.runs import RunDir
-from strop.tasks.text_classification import TextClassification, collate
+from strop.model import TaskModel, load_model, model_folder
+from strop.tasks import Examples, Task
+from strop.tasks.base import pad_collate
+from strop.train.cache import example_length
 
 
 class Predictor:
-    """A trained text classifier. Build it with `strop.load(run_dir)`."""
+    """A trained model and its task. Build it with `strop.load(run_dir)`.
 
-    def __init__(self, model, tokenizer, task: TextClassification, info: dict, batch_size: int = 64):
+    Inputs are what the task reads: texts, (text, text) pairs, numeric vectors, or (token tasks) raw texts
+    or lists of words.
+    """
+
+    def __init__(self, model: TaskModel, task: Task, info: dict, batch_size: int = 64):
         self.model = model.eval()
-        self.tokenizer = tokenizer
         self.task = task
         self.info = info
         self.batch_size = batch_size
 
     @property
     def labels(self) -> list[str]:
-        return list(self.task.labels)
+        """Class names (classification), labels (multi-label) or tags (token classification), in output order."""
+        return list(self.task.info().get("labels", []))
 
     @torch.no_grad()
-    def predict_proba(self, texts: list[str]) -> np.ndarray:
-        """(len(texts), num_classes) class probabilities, columns in the order of `.labels`."""
-        if isinstance(texts, str):
-            texts = [texts]
-        features = self.task.encode(self.tokenizer, list(texts))
-        order = sorted(range(len(features)), key=lambda i: len(features[i]["input_ids"]))  # least padding
-        out = np.zeros((len(features), len(self.task.labels)), dtype=np.float32)
+    def outputs(self, inputs: list) -> list[np.ndarray]:
+        """One array per input: class probabilities, label probabilities, target values, or per-word tag
+        probabilities."""
+        if isinstance(inputs, (str, tuple)):
+            inputs = [inputs]
+        if len(inputs) == 0:
+            return []
+        features = self.task.encode(self.model.body, Examples(list(inputs), None, "input"))
+        collate = partial(pad_collate, pad_values={**self.model.body.pad_values, **self.task.pad_values})
+        order = sorted(range(len(features)), key=lambda i: example_length(features[i]))  # least padding
+        out: list[np.ndarray | None] = [None] * len(features)
         device = next(self.model.parameters()).device
         for start in range(0, len(order), self.batch_size):
             index = order[start:start + self.batch_size]
-            batch = collate([features[i] for i in index], self.tokenizer.pad_token_id)
-            logits = self.model(**{k: v.to(device) for k, v in batch.items()}).logits
-            out[index] = self.task.probabilities(logits).cpu().numpy()
+            batch = {k: v.to(device) for k, v in collate([features[i] for i in index]).items()}
+            for i, output in zip(index, self.task.outputs(self.model(**batch), batch)):
+                out[i] = output
         return out
 
-    def predict(self, texts: list[str]) -> list[str]:
-        """The most probable label for each text."""
-        probabilities = self.predict_proba(texts)
-        return [self.task.labels[i] for i in probabilities.argmax(axis=1)]
+    def predict_proba(self, inputs: list) -> np.ndarray:
+        """(len(inputs), classes) probabilities, columns in the order of `.labels` (classification and
+        multi-label tasks)."""
+        if self.task.name not in ("text_classification", "pair_classification", "multilabel_classification"):
+            raise StropError(f"predict_proba is for classification; this model does {self.task.name}: use predict")
+        outputs = self.outputs(inputs)
+        return np.stack(outputs) if outputs else np.zeros((0, len(self.labels)), dtype=np.float32)
+
+    def predict(self, inputs: list) -> list:
+        """Per input: the label (classification), the labels (multi-label), the value or values (regression),
+        or the entities with character offsets (token classification)."""
+        if isinstance(inputs, (str, tuple)):
+            inputs = [inputs]
+        return self.task.predictions(list(inputs), self.outputs(inputs))
+
+    def predict_tags(self, words: list[list[str]]) -> list[list[str]]:
+        """Token classification: one tag per word of each list of words."""
+        if self.task.name != "token_classification":
+            raise StropError(f"predict_tags is for token classification; this model does {self.task.name}")
+        return self.task.predict_tags(self.outputs(words))
+
+    def records(self, inputs: list) -> list[dict]:
+        """One JSON-ready prediction per input, as `strop predict` prints them."""
+        return self.task.records(list(inputs), self.outputs(inputs))
 
 
 def load(run_dir: str | Path, device: str | None = None) -> Predictor:
     """Loads the model of a completed run (or a run's model/ folder itself).
 
     Raises:
-        StropError: the folder holds no strop model.
+        StropError: the folder holds no strop model, or a damaged one.
     """
-    run_dir = Path(run_dir)
-    model_dir = run_dir if (run_dir / "strop.json").is_file() else RunDir(run_dir).model
-    if not (model_dir / "strop.json").is_file():
-        raise StropError(f"{run_dir} holds no trained model (expected {model_dir}/strop.json); "
+    folder = model_folder(Path(run_dir))
+    if folder is None:
+        raise StropError(f"{run_dir} holds no trained model (expected {Path(run_dir) / 'model' / 'strop.json'}); "
                          "is it a completed run of strop fit?")
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-    from strop.backbones.text import quiet_transformers
-
-    info = json.loads((model_dir / "strop.json").read_text(encoding="utf-8"))
-    task = TextClassification(labels=tuple(info["labels"]), head=info["head"], max_length=info["max_length"])
-    with quiet_transformers():
-        model = AutoModelForSequenceClassification.from_pretrained(model_dir)
+    model, task, info = load_model(folder)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    return Predictor(model.to(device), AutoTokenizer.from_pretrained(model_dir), task, info)
+    return Predictor(model.to(device), task, info)

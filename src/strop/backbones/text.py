@@ -1,15 +1,29 @@
-"""Text backbones from Hugging Face transformers: any encoder by hub id, local folder or bundled alias."""
+"""Text backbones from Hugging Face transformers: any encoder by hub id, local folder or bundled alias.
+
+The encoder is loaded with `AutoModel` (the body without any task head); strop puts its own task head on
+it. A sentence-level head reads one vector per text, pooled the way the pretrained model was trained:
+a sentence-transformers model declares its pooling (`modules.json`, `1_Pooling/config.json`) and that is
+what `model.pooling=auto` uses; other models use BERT's pooler where they have one, else [CLS].
+"""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
+import torch
+from torch import nn
+
+from strop.backbones.base import BACKBONES, Backbone, masked_mean
 from strop.backbones.bundled import BUNDLED
 from strop.errors import StropError
+
+POOLINGS = ("cls", "mean", "pooler")
 
 
 def resolve_model_source(name: str) -> str:
@@ -27,7 +41,7 @@ def resolve_model_source(name: str) -> str:
     if path.exists():
         if not (path / "config.json").is_file():
             raise StropError(f"model.name: {path} has no config.json; point it at a Hugging Face model folder "
-                             "(config.json, weights, tokenizer files)")
+                             "(config.json, weights, tokenizer files) or at a strop run directory")
         return str(path)
     if _in_hub_cache(name) or _hub_reachable():
         return name
@@ -58,6 +72,54 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
         return False
 
 
+def _model_file(source: str, name: str) -> Path | None:
+    """A file of a local model folder or of a cached hub model; None where it has none."""
+    local = Path(source) / name
+    if Path(source).is_dir():
+        return local if local.is_file() else None
+    try:
+        from huggingface_hub import hf_hub_download
+
+        return Path(hf_hub_download(source, name))
+    except Exception:  # no such file in the repository, or offline: the model declares nothing
+        return None
+
+
+def declared_pooling(source: str) -> str | None:
+    """The pooling a sentence-transformers model was trained with ("mean" or "cls"), or None for a model
+    that declares none. Max pooling and the other modes map to the closest of strop's poolings (mean)."""
+    modules_file = _model_file(source, "modules.json")
+    if modules_file is None:
+        return None
+    try:
+        modules = json.loads(modules_file.read_text(encoding="utf-8"))
+        folder = next(m["path"] for m in modules if m.get("type", "").endswith("models.Pooling"))
+        config_file = _model_file(source, f"{folder}/config.json")
+        config = json.loads(config_file.read_text(encoding="utf-8")) if config_file else {}
+    except (StopIteration, KeyError, TypeError, ValueError, OSError):
+        return None
+    return "cls" if config.get("pooling_mode_cls_token") else "mean"
+
+
+def resolve_pooling(setting: str, source: str, model: nn.Module) -> tuple[str, str]:
+    """model.pooling made concrete, and why (said in the run's output).
+
+    Raises:
+        StropError: `pooler` asked for a model that has none.
+    """
+    has_pooler = getattr(model, "pooler", None) is not None
+    if setting == "pooler" and not has_pooler:
+        raise StropError("model.pooling=pooler: this model has no pooler layer; use model.pooling=mean or cls")
+    if setting != "auto":
+        return setting, "as configured"
+    declared = declared_pooling(source)
+    if declared is not None:
+        return declared, "declared by the model (sentence-transformers pooling config)"
+    if has_pooler:
+        return "pooler", "the model's pooler layer (no sentence-transformers pooling declared)"
+    return "cls", "the first token (the model declares no pooling and has no pooler)"
+
+
 def load_tokenizer(source: str):
     from transformers import AutoTokenizer
 
@@ -67,23 +129,115 @@ def load_tokenizer(source: str):
         raise StropError(f"model.name: could not load a tokenizer from '{source}': {error}") from None
 
 
-def load_sequence_classifier(source: str, labels: list[str], num_logits: int):
-    """A pretrained encoder with a freshly initialised sequence-classification head.
+@BACKBONES.register("text")
+class TextBackbone(Backbone):
+    """A transformers encoder (`AutoModel`) with its tokenizer.
 
-    Args:
-        source: local folder or hub id (see resolve_model_source).
-        labels: the class names, in label-map order; stored in the model config as id2label.
-        num_logits: outputs of the head (len(labels) for softmax, 1 for a single sigmoid logit).
+    Its pooler, where the pooling uses it, is handed to the task head (`take_pooler`): it then trains with
+    the head in methods that freeze the body, as BERT's classification head does.
     """
-    from transformers import AutoModelForSequenceClassification
 
-    id2label = {i: label for i, label in enumerate(labels)} if num_logits == len(labels) else {0: labels[1]}
-    try:
-        with quiet_transformers():  # its "newly initialised head" report is expected: we add that head
-            return AutoModelForSequenceClassification.from_pretrained(
-                source, num_labels=num_logits, id2label=id2label, label2id={v: k for k, v in id2label.items()})
-    except (OSError, ValueError, KeyError) as error:
-        raise StropError(f"model.name: could not load '{source}' as a sequence classifier: {error}") from None
+    kind = "text"
+    input_keys = ("input_ids", "attention_mask", "token_type_ids")
+
+    def __init__(self, model: nn.Module, tokenizer, pooling: str, max_length: int):
+        super().__init__()
+        self.model = model
+        self.tokenizer = tokenizer
+        self.pooling = pooling
+        self.max_length = max_length
+        self.hidden_size = model.config.hidden_size
+        self.pad_values = {"input_ids": tokenizer.pad_token_id or 0}
+        # The pooler is taken out of the encoder: only the pooler head uses it, and it registers it as its own
+        # module (kept out of this module's parameters so that it is saved, frozen and trained once, as head).
+        object.__setattr__(self, "_pooler", getattr(model, "pooler", None))
+        if self._pooler is not None:
+            model.pooler = None
+
+    @classmethod
+    def from_pretrained(cls, source: str, pooling: str, max_length: int) -> tuple[TextBackbone, str]:
+        """The pretrained encoder of `source` (see resolve_model_source); returns it and why its pooling.
+
+        Raises:
+            StropError: the folder or hub id holds no loadable encoder or tokenizer.
+        """
+        from transformers import AutoModel
+
+        tokenizer = load_tokenizer(source)
+        try:
+            with quiet_transformers():  # its report of unused head weights is expected: strop adds its own head
+                model = AutoModel.from_pretrained(source)
+        except (OSError, ValueError, KeyError) as error:
+            raise StropError(f"model.name: could not load '{source}' as a transformers encoder: {error}") from None
+        pooling, why = resolve_pooling(pooling, source, model)
+        return cls(model, tokenizer, pooling, max_length), why
+
+    @classmethod
+    def from_saved(cls, directory: Path, info: dict) -> TextBackbone:
+        """The architecture of a saved strop model folder, with random weights (the caller loads them)."""
+        from transformers import AutoConfig, AutoModel
+
+        with quiet_transformers():
+            config = AutoConfig.from_pretrained(directory)
+            model = AutoModel.from_config(config)
+        return cls(model, load_tokenizer(str(directory)), info["pooling"], info["max_length"])
+
+    def take_pooler(self) -> nn.Module:
+        """The model's pooler (dense + tanh on the first token), for a head that pools with it."""
+        return self._pooler
+
+    @property
+    def prefix(self) -> str:
+        """How transformers names the body inside its task models (e.g. "bert"): the saved weights use it."""
+        return self.model.base_model_prefix
+
+    def encode(self, inputs: list) -> list[dict]:
+        """Texts or (text, text) pairs -> unpadded token ids (padding happens per batch)."""
+        pairs = bool(inputs) and isinstance(inputs[0], tuple)
+        if pairs:
+            encoded = self.tokenizer([a for a, _ in inputs], [b for _, b in inputs], truncation="longest_first",
+                                     max_length=self.max_length)
+        else:
+            encoded = self.tokenizer(list(inputs), truncation=True, max_length=self.max_length)
+        keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in encoded]
+        return [{k: encoded[k][i] for k in keys} for i in range(len(inputs))]
+
+    def encode_words(self, words: list[list[str]]) -> list[tuple[dict, list[int | None]]]:
+        """Pre-split words -> (features, the word index of each token, None for special tokens).
+
+        Raises:
+            StropError: the tokenizer cannot map tokens back to words (a slow, Python-only tokenizer).
+        """
+        if not getattr(self.tokenizer, "is_fast", False):
+            raise StropError("token classification needs a fast tokenizer (one with a tokenizer.json) to align "
+                             "labels with subwords; this model's tokenizer is a slow one")
+        encoded = self.tokenizer(words, is_split_into_words=True, truncation=True, max_length=self.max_length)
+        keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in encoded]
+        return [({k: encoded[k][i] for k in keys}, encoded.word_ids(i)) for i in range(len(words))]
+
+    def forward(self, level: str, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                token_type_ids: torch.Tensor | None = None, **_: torch.Tensor) -> torch.Tensor:
+        extra = {} if token_type_ids is None else {"token_type_ids": token_type_ids}
+        states = self.model(input_ids=input_ids, attention_mask=attention_mask, **extra).last_hidden_state
+        if level == "token":
+            return states  # (batch, seq, hidden)
+        if self.pooling == "mean":
+            return masked_mean(states, attention_mask)  # (batch, hidden)
+        return states[:, 0]  # the first token: the head's pooler (pooling=pooler) or the vector itself (cls)
+
+    def layers(self) -> list[nn.Module]:
+        """Embeddings, then the transformer blocks (the module list as long as the model's layer count)."""
+        count = getattr(self.model.config, "num_hidden_layers", None)
+        blocks = next((m for m in self.model.modules() if isinstance(m, nn.ModuleList) and len(m) == count), None)
+        if blocks is None:
+            raise StropError(f"cannot find the layer list of {type(self.model).__name__}")
+        return [self.model.get_input_embeddings(), *blocks]
+
+    def save(self, directory: Path) -> dict[str, Any]:
+        with quiet_transformers():
+            self.model.config.save_pretrained(directory)
+            self.tokenizer.save_pretrained(directory)
+        return {"backbone": "text", "pooling": self.pooling, "max_length": self.max_length}
 
 
 @contextmanager

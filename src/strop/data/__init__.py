@@ -1,6 +1,5 @@
-"""Reading, checking and splitting labelled data."""
+"""Reading, checking and splitting data: tables, CoNLL files, inputs and splits."""
 
 from strop.data.tables import read_table
-from strop.data.labelled import LabelledTexts, load_labelled_texts, split_stratified
 
-__all__ = ["read_table", "LabelledTexts", "load_labelled_texts", "split_stratified"]
+__all__ = ["read_table"]

@@ -35,6 +35,23 @@ READERS: dict[str, Callable[[Path], pd.DataFrame]] = {
 }
 
 
+def check_readable(path: Path, what: str) -> Path:
+    """The path of an existing, non-empty regular file.
+
+    Raises:
+        StropError: it does not exist, is a folder or another non-file, or is empty.
+    """
+    if not path.exists():
+        raise StropError(f"{what}: file not found: {path}")
+    if path.is_dir():
+        raise StropError(f"{what}: {path} is a folder, not a file: name the data file inside it")
+    if not path.is_file():
+        raise StropError(f"{what}: {path} is not a regular file (a pipe or device?): save the data to a file first")
+    if path.stat().st_size == 0:
+        raise StropError(f"{what}: {path} is empty; it needs a header row and at least one example")
+    return path
+
+
 def read_table(path: str | Path, what: str = "data") -> pd.DataFrame:
     """Reads a table of examples; the format comes from the file's extension.
 
@@ -45,14 +62,10 @@ def read_table(path: str | Path, what: str = "data") -> pd.DataFrame:
     Raises:
         StropError: the file is missing, empty, not UTF-8, of an unknown format, or malformed.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise StropError(f"{what}: file not found: {path}")
+    path = check_readable(Path(path), what)
     reader = READERS.get(path.suffix.lower())
     if reader is None:
         raise StropError(f"{what}: cannot read '{path.name}': use one of {', '.join(READERS)} (got '{path.suffix}')")
-    if path.stat().st_size == 0:
-        raise StropError(f"{what}: {path} is empty; it needs a header row and at least one example")
     try:
         frame = reader(path)
     except UnicodeDecodeError as error:

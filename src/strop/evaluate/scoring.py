@@ -1,32 +1,39 @@
-"""`strop evaluate`: score a trained run on a labelled file."""
+"""`strop evaluate`: score a trained run on a labelled file, with the metrics of its task."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
-
-from strop.data.labelled import load_labelled_texts
+from strop.config import DataConfig
 from strop.errors import StropError
 from strop.predict import Predictor
 
 
+def saved_columns(info: dict, **overrides: str | None) -> DataConfig:
+    """The data columns a model was trained with (from its strop.json), with the given ones replaced."""
+    known = {key: info[key] for key in ("text_column", "text_pair_column", "label_column", "label_separator",
+                                         "tag_column") if info.get(key) is not None}
+    data = DataConfig(**known, feature_columns=tuple(info.get("feature_columns") or ()))
+    return replace(data, **{k: v for k, v in overrides.items() if v is not None})
+
+
 def evaluate_file(predictor: Predictor, path: str | Path, text_column: str | None = None,
                   label_column: str | None = None) -> dict:
-    """Accuracy, macro-F1, loss, confusion matrix and per-class scores of the model on a labelled file.
-
-    Columns default to those the model was trained with.
+    """The task's metrics (for classification: accuracy, macro-F1, loss, confusion matrix and per-class
+    scores) of the model on a labelled file. Columns default to those the model was trained with.
 
     Raises:
         StropError: unreadable file, missing columns, or labels the model does not know.
     """
-    data = load_labelled_texts(path, text_column or predictor.info["text_column"],
-                               label_column or predictor.info["label_column"], "--data")
-    known = set(predictor.labels)
-    unknown = sorted(set(data.labels) - known)
-    if unknown:
-        raise StropError(f"--data: labels {', '.join(unknown)} are not among the model's labels "
-                         f"({', '.join(predictor.labels)})")
-    index = {name: i for i, name in enumerate(predictor.labels)}
-    targets = np.array([index[label] for label in data.labels])
-    return predictor.task.metrics(predictor.predict_proba(data.texts), targets)
+    task = predictor.task
+    columns = saved_columns(predictor.info, text_column=text_column, label_column=label_column)
+    data = type(task).read(path, columns, predictor.model.body.kind, "--data")
+    known = set(task.info().get("labels", []))
+    if known:
+        seen = {t for target in data.targets for t in (target if isinstance(target, (list, tuple)) else [target])}
+        unknown = sorted(seen - known)
+        if unknown:
+            raise StropError(f"--data: labels {', '.join(map(str, unknown))} are not among the model's labels "
+                             f"({', '.join(sorted(known))})")
+    return task.metrics(predictor.outputs(data.inputs), task.scored_targets(data.targets))

@@ -36,9 +36,9 @@ class Method:
 class FrozenSplit:
     """A frozen body whose outputs are cached, and the trainable head that runs on them.
 
-    features: a batch of model inputs (input_ids, attention_mask, ...) -> the body's outputs, (batch, ...).
-    head: `head(features=...)` returns an output with `.logits`, like the whole model; it shares its modules
-        with the model, so training the head trains the model's head.
+    features: a batch of model inputs (input_ids, attention_mask, ...) -> what the head reads, (batch, ...).
+    head: `head(features)` returns the logits, like the whole model; it is the model's own head module,
+        so training it trains the model's head.
     """
 
     features: Callable[[dict[str, torch.Tensor]], torch.Tensor]

@@ -19,13 +19,13 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from strop.config import Config
+from strop.errors import StropError
 from strop.methods import Method
 from strop.runs import RunDir, atomic_write_text, reporting_write_errors
-from strop.tasks.text_classification import TextClassification, collate
-from strop.train.cache import cache_body_outputs, collate_cached
+from strop.tasks import Task
+from strop.train.cache import cache_body_outputs, example_length
 from strop.train.checkpoint import LoopState, cpu_state, has_checkpoint, load_checkpoint, save_checkpoint
-from strop.train.optim import (AUTO_LR, AUTO_LR_STEPS, build_optimizer, build_scheduler, head_parameters,
-                               resolve_lr)
+from strop.train.optim import AUTO_LR, AUTO_LR_STEPS, build_optimizer, build_scheduler, resolve_lr
 from strop.train.sampler import BatchSampler
 
 
@@ -70,40 +70,43 @@ def cpu_bf16_speedup() -> float:
     return timed(False) / timed(True)
 
 
-def train(model, task: TextClassification, method: Method, train_features: list[dict], val_features: list[dict],
-          pad_token_id: int, cfg: Config, run: RunDir, accelerator: Accelerator) -> tuple[LoopState, dict]:
-    """Trains `model` in place and leaves the best epoch's weights in it.
+def train(model, task: Task, method: Method, train_features: list[dict], val_features: list[dict],
+          collate, input_keys: tuple[str, ...], cfg: Config, run: RunDir, accelerator: Accelerator
+          ) -> tuple[LoopState, dict, tuple[list, list]]:
+    """Trains `model` (a TaskModel) in place and leaves the best epoch's weights in it.
+
+    collate: a list of feature dicts -> a padded batch; input_keys: the features the backbone reads.
 
     Returns:
-        The final loop state (history of validations, best epoch, steps, training time), and the fp32
-        validation accuracy, macro_f1 and loss of the weights left in the model.
+        The final loop state (history of validations, best epoch, steps, training time), the fp32
+        validation metrics of the weights left in the model, and their validation (outputs, targets).
     """
     tc = cfg.train
+    metric = resolve_metric(cfg, task)
     method.prepare(model)
     bf16 = resolve_precision(cfg, accelerator.device) == "bf16"
     show = not tc.quiet and accelerator.is_main_process
-    token_collate = partial(collate, pad_token_id=pad_token_id)
-    sampler = BatchSampler([len(f["input_ids"]) for f in train_features], tc.batch_size, tc.seed,
-                           tc.group_by_length)
+    sampler = BatchSampler([example_length(f) for f in train_features], tc.batch_size, tc.seed, tc.group_by_length)
     # Validation in length order: least padding; the order does not change the metrics.
-    val_sorted = sorted(val_features, key=lambda f: len(f["input_ids"]))
-    model_val_loader = DataLoader(val_sorted, batch_size=tc.eval_batch_size, collate_fn=token_collate)
+    val_sorted = sorted(val_features, key=example_length)
+    model_val_loader = DataLoader(val_sorted, batch_size=tc.eval_batch_size, collate_fn=collate)
 
     # What each step runs: the whole model, or only its head on cached outputs of a frozen body.
     split = method.frozen_split(model)
     trained, cache_seconds = model, 0.0
     if split is None:
-        train_loader = DataLoader(train_features, batch_sampler=sampler, collate_fn=token_collate)
+        train_loader = DataLoader(train_features, batch_sampler=sampler, collate_fn=collate)
         val_loader = model_val_loader
     else:
         train_loader, val_loader, cache_seconds = _cached_loaders(split, model, train_features, val_sorted, sampler,
-                                                                  token_collate, tc, accelerator.device, bf16, show)
+                                                                  collate, input_keys, tc, accelerator.device, bf16,
+                                                                  show)
         trained = split.head
         model_val_loader = accelerator.prepare(model_val_loader)  # for the final validation of the whole model
 
     steps_per_epoch = math.ceil(len(sampler) / tc.grad_accum)
     peak_lr = _peak_lr(cfg, len(sampler), accelerator.num_processes, show)
-    optimizer = build_optimizer(trained, cfg.optim, peak_lr, head_parameters(model) if method.trains_body else set())
+    optimizer = build_optimizer(trained, cfg.optim, peak_lr, model.new_parameters if method.trains_body else set())
     scheduler = build_scheduler(optimizer, cfg.optim, steps_per_epoch * tc.epochs)
     trained, optimizer, train_loader, val_loader, scheduler = accelerator.prepare(
         trained, optimizer, train_loader, val_loader, scheduler)
@@ -111,14 +114,13 @@ def train(model, task: TextClassification, method: Method, train_features: list[
         model_val_loader = val_loader
     trainable = [p for p in trained.parameters() if p.requires_grad]
 
-    state, best_weights = LoopState(), None
+    state, best_weights, best_validation = LoopState(), None, None
     if tc.resume and has_checkpoint(run.last_checkpoint):
         state, best_weights = load_checkpoint(run.last_checkpoint, accelerator.unwrap_model(trained), optimizer,
                                               scheduler)
         _rewrite_metrics(run, state.history)
     state.train_seconds += cache_seconds  # the one pass of a frozen body is part of training
     state.peak_lr = peak_lr
-    higher_is_better = tc.metric != "loss"
 
     for epoch in range(state.epoch, tc.epochs):
         if state.stopped_early:
@@ -133,9 +135,9 @@ def train(model, task: TextClassification, method: Method, train_features: list[
                    unit="batch", dynamic_ncols=True)
         for batch in bar:
             with accelerator.accumulate(trained):
-                inputs, labels, num_tokens = _unpack(batch)
+                labels, num_tokens = batch.pop("labels"), _token_count(batch)
                 with torch.autocast(accelerator.device.type, dtype=torch.bfloat16, enabled=bf16):
-                    logits = trained(**inputs).logits  # (batch, num_logits)
+                    logits = trained(**batch)  # (batch, outputs), or (batch, seq, outputs) for token tasks
                 loss = task.loss(logits, labels)  # in fp32
                 accelerator.backward(loss)
                 if accelerator.sync_gradients and cfg.optim.max_grad_norm > 0:
@@ -152,20 +154,18 @@ def train(model, task: TextClassification, method: Method, train_features: list[
         train_seconds = time.perf_counter() - started
         state.train_seconds += train_seconds
 
-        metrics = evaluate(trained, val_loader, task, accelerator, bf16)
-        record = {
-            "epoch": epoch + 1, "step": state.step, "train_loss": loss_sum / max(samples, 1),
-            "val_loss": metrics["loss"], "val_accuracy": metrics["accuracy"], "val_macro_f1": metrics["macro_f1"],
-            "lr": scheduler.get_last_lr()[0], "epoch_seconds": round(train_seconds, 3),
-            "train_samples_per_s": round(samples * accelerator.num_processes / train_seconds, 2),
-            "train_tokens_per_s": round(tokens * accelerator.num_processes / train_seconds, 1),
-            "time": round(state.train_seconds, 3),
-        }
-        score = metrics[tc.metric]
-        improved = state.best_score is None or (score > state.best_score if higher_is_better else score < state.best_score)
+        metrics, scored = evaluate(trained, val_loader, task, accelerator, bf16)
+        record = {"epoch": epoch + 1, "step": state.step, "train_loss": loss_sum / max(samples, 1),
+                  **{f"val_{name}": metrics[name] for name in task.metric_names},
+                  "lr": scheduler.get_last_lr()[0], "epoch_seconds": round(train_seconds, 3),
+                  "train_samples_per_s": round(samples * accelerator.num_processes / train_seconds, 2),
+                  "train_tokens_per_s": round(tokens * accelerator.num_processes / train_seconds, 1),
+                  "time": round(state.train_seconds, 3)}
+        improved = task.is_better(metric, metrics[metric], state.best_score)
         if improved:
-            state.best_score, state.best_epoch, state.epochs_without_improvement = score, epoch + 1, 0
+            state.best_score, state.best_epoch, state.epochs_without_improvement = metrics[metric], epoch + 1, 0
             best_weights = None  # the current weights are the best; copied below only when they move on
+            best_validation = (metrics, scored)
         else:
             state.epochs_without_improvement += 1
         record["best"] = improved
@@ -181,51 +181,64 @@ def train(model, task: TextClassification, method: Method, train_features: list[
         if improved:
             best_weights = cpu_state(accelerator.unwrap_model(trained))
         if show:
-            _print_epoch(record, tc, state)
+            _print_epoch(record, tc, state, task, metric)
 
     if best_weights is not None:
         accelerator.unwrap_model(trained).load_state_dict(best_weights)
     # The numbers to quote are those of the whole model as saved, in the precision it is served in; an fp32
-    # run of the whole model already validated it so.
-    if bf16 or split is not None:
-        final = evaluate(model, model_val_loader, task, accelerator)
-    else:
-        best = state.history[state.best_epoch - 1]
-        final = {"accuracy": best["val_accuracy"], "macro_f1": best["val_macro_f1"], "loss": best["val_loss"]}
-    return state, {key: final[key] for key in ("accuracy", "macro_f1", "loss")}
+    # run of the whole model already validated it so, unless its best epoch came before a resume.
+    if bf16 or split is not None or best_validation is None:
+        best_validation = evaluate(model, model_val_loader, task, accelerator)
+    final, scored = best_validation
+    return state, final, scored
+
+
+def resolve_metric(cfg: Config, task: Task) -> str:
+    """train.metric made concrete: `auto` is the task's lead metric.
+
+    Raises:
+        StropError: the metric is not one the task computes.
+    """
+    if cfg.train.metric == "auto":
+        return task.lead_metric
+    if cfg.train.metric not in task.metric_names:
+        raise StropError(f"train.metric={cfg.train.metric} is not a metric of {task.name}; choose one of "
+                         f"{', '.join(task.metric_names)}, or auto ({task.lead_metric})")
+    return cfg.train.metric
 
 
 @torch.no_grad()
-def evaluate(model, loader, task: TextClassification, accelerator: Accelerator, bf16: bool = False) -> dict:
-    """Validation metrics over the whole loader (predictions gathered from every process)."""
+def evaluate(model, loader, task: Task, accelerator: Accelerator, bf16: bool = False) -> tuple[dict, tuple[list, list]]:
+    """Validation metrics over the whole loader (outputs gathered from every process), and the (outputs,
+    targets) they were computed from."""
     model.eval()
-    probabilities, targets = [], []
+    outputs, targets = [], []
     for batch in loader:
         labels = batch.pop("labels")
-        batch.pop("num_tokens", None)  # carried by cached batches for the training throughput only
         with torch.autocast(accelerator.device.type, dtype=torch.bfloat16, enabled=bf16):
-            logits = model(**batch).logits
-        probs = task.probabilities(logits.float())  # (batch, num_classes)
-        probs, labels = accelerator.gather_for_metrics((probs, labels))
-        probabilities.append(probs.cpu().numpy())
-        targets.append(labels.cpu().numpy())
-    return task.metrics(np.concatenate(probabilities), np.concatenate(targets))
+            logits = model(**batch)
+        batch["labels"] = labels
+        pairs = list(zip(task.outputs(logits, batch), task.targets(batch)))  # one per example
+        for output, target in accelerator.gather_for_metrics(pairs, use_gather_object=True):
+            outputs.append(output)
+            targets.append(target)
+    return task.metrics(outputs, targets), (outputs, targets)
 
 
 def _cached_loaders(split, model, train_features: list[dict], val_sorted: list[dict], sampler: BatchSampler,
-                    token_collate, tc, device: torch.device, bf16: bool,
+                    collate, input_keys, tc, device: torch.device, bf16: bool,
                     show: bool) -> tuple[DataLoader, DataLoader, float]:
     """Runs the frozen body once over train and validation; loaders of its outputs, and the seconds it took.
     The training loader keeps the sampler, so batches come in the order they would without the cache."""
     started = time.perf_counter()
     model.to(device)
-    cache = partial(cache_body_outputs, split, model, collate=token_collate, batch_size=tc.eval_batch_size,
-                    device=device, bf16=bf16, show=show)
-    train_loader = DataLoader(cache(train_features), batch_sampler=sampler, collate_fn=collate_cached)
-    val_loader = DataLoader(cache(val_sorted), batch_size=tc.eval_batch_size, collate_fn=collate_cached)
+    cache = partial(cache_body_outputs, split, model, input_keys=input_keys, collate=collate,
+                    batch_size=tc.eval_batch_size, device=device, bf16=bf16, show=show)
+    train_loader = DataLoader(cache(train_features), batch_sampler=sampler, collate_fn=collate)
+    val_loader = DataLoader(cache(val_sorted), batch_size=tc.eval_batch_size, collate_fn=collate)
     seconds = time.perf_counter() - started
     if show:
-        tqdm.write(f"frozen body run once over {len(train_features)} + {len(val_sorted)} texts ({seconds:.1f}s); "
+        tqdm.write(f"frozen body run once over {len(train_features)} + {len(val_sorted)} examples ({seconds:.1f}s); "
                    "each epoch trains the head on its cached outputs")
     return train_loader, val_loader, seconds
 
@@ -241,13 +254,14 @@ def _peak_lr(cfg: Config, num_batches: int, num_processes: int, show: bool) -> f
     return peak_lr
 
 
-def _unpack(batch: dict) -> tuple[dict, torch.Tensor, int]:
-    """(model inputs, labels, number of real tokens) of a batch; cached batches carry their token counts."""
-    labels = batch.pop("labels")
+def _token_count(batch: dict) -> int:
+    """Real tokens in a batch (examples, for vectors); cached batches carry their token counts."""
     num_tokens = batch.pop("num_tokens", None)
     if num_tokens is None:
-        num_tokens = batch["attention_mask"]
-    return batch, labels, int(num_tokens.sum())
+        num_tokens = batch.get("attention_mask")
+    if num_tokens is None:
+        return len(next(iter(batch.values())))
+    return int(num_tokens.sum())
 
 
 def _rewrite_metrics(run: RunDir, history: list[dict]) -> None:
@@ -255,14 +269,14 @@ def _rewrite_metrics(run: RunDir, history: list[dict]) -> None:
     atomic_write_text(run.metrics, "".join(json.dumps(r) + "\n" for r in history), "the metrics")
 
 
-def _print_epoch(record: dict, tc, state: LoopState) -> None:
+def _print_epoch(record: dict, tc, state: LoopState, task: Task, metric: str) -> None:
     per_epoch = state.train_seconds / max(len(state.history), 1)
     remaining = 0 if state.stopped_early else (tc.epochs - record["epoch"]) * per_epoch
+    scores = "  ".join(f"{name} {record[f'val_{name}']:.4f}" for name in task.metric_names if name != "loss")
     line = (f"epoch {record['epoch']}/{tc.epochs}  train_loss {record['train_loss']:.4f}  "
-            f"val_loss {record['val_loss']:.4f}  accuracy {record['val_accuracy']:.4f}  "
-            f"macro_f1 {record['val_macro_f1']:.4f}  {record['epoch_seconds']:.1f}s "
+            f"val_loss {record['val_loss']:.4f}  {scores}  {record['epoch_seconds']:.1f}s "
             f"({record['train_samples_per_s']:.0f} samples/s)  ETA {remaining:.0f}s"
             + ("  *best*" if record["best"] else ""))
     if state.stopped_early:
-        line += f"\nstopping early: {tc.metric} has not improved for {tc.patience} epochs"
+        line += f"\nstopping early: {metric} has not improved for {tc.patience} epochs"
     tqdm.write(line)

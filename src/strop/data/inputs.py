@@ -1,0 +1,99 @@
+"""The inputs of sentence-level examples in a table: a text column, a pair of text columns, or numeric
+feature columns (vectors for an MLP). Each problem gets one message naming the file, column, rows and fix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from strop.errors import StropError
+
+
+def require_column(frame: pd.DataFrame, column: str, path: str | Path, what: str, key: str) -> None:
+    if column not in frame.columns:
+        raise StropError(f"{what}: column '{column}' not found in {Path(path).name}; columns found: "
+                         f"{', '.join(map(str, frame.columns))}. Name the right one with data.{key}=<column>")
+
+
+def clean_strings(column: pd.Series) -> list[str | None]:
+    """Values as strings; None for missing, NaN or blank. Whole-number floats (JSON 1.0) become '1'."""
+    out = []
+    for value in column.tolist():
+        if value is None or (isinstance(value, float) and value != value):
+            out.append(None)
+            continue
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        text = str(value)
+        out.append(text if text.strip() else None)
+    return out
+
+
+def refuse_missing(values: list, name: str, path: str | Path, what: str) -> None:
+    """Raises StropError naming the rows (row 1 is the first example) whose value is None."""
+    bad = [i + 1 for i, v in enumerate(values) if v is None]
+    if bad:
+        raise StropError(f"{what}: {len(bad)} empty or missing {name}s in {Path(path).name}, rows {shown_rows(bad)} "
+                         f"(row 1 is the first example): fill them in or remove those rows")
+
+
+def shown_rows(rows: list[int]) -> str:
+    return ", ".join(map(str, rows[:10])) + (f" and {len(rows) - 10} more" if len(rows) > 10 else "")
+
+
+def read_texts(frame: pd.DataFrame, path: str | Path, data_cfg, what: str,
+               pair_column: str | None) -> list[str] | list[tuple[str, str]]:
+    """The text column, or (text, pair) tuples where the task reads text pairs."""
+    require_column(frame, data_cfg.text_column, path, what, "text_column")
+    texts = clean_strings(frame[data_cfg.text_column])
+    refuse_missing(texts, "text", path, what)
+    if pair_column is None:
+        return texts
+    require_column(frame, pair_column, path, what, "text_pair_column")
+    pairs = clean_strings(frame[pair_column])
+    refuse_missing(pairs, f"'{pair_column}' text", path, what)
+    return list(zip(texts, pairs))
+
+
+def feature_columns(frame: pd.DataFrame, data_cfg, target_columns: list[str]) -> list[str]:
+    """data.feature_columns, or every column but the targets'."""
+    if data_cfg.feature_columns:
+        return list(data_cfg.feature_columns)
+    return [str(c) for c in frame.columns if str(c) not in target_columns]
+
+
+def read_vectors(frame: pd.DataFrame, path: str | Path, columns: list[str], what: str) -> list[np.ndarray]:
+    """One float vector per row from numeric columns.
+
+    Raises:
+        StropError: a column is missing, holds a value that is not a number, or has missing values.
+    """
+    if not columns:
+        raise StropError(f"{what}: {Path(path).name} has no feature columns besides the targets; name them with "
+                         "data.feature_columns=[x1, x2, ...]")
+    for column in columns:
+        require_column(frame, column, path, what, "feature_columns")
+    matrix = np.zeros((len(frame), len(columns)), dtype=np.float32)
+    for j, column in enumerate(columns):
+        matrix[:, j] = numeric_column(frame[column], column, path, what, "feature",
+                                      "leave the column out with data.feature_columns=[...]")
+    return list(matrix)
+
+
+def numeric_column(values: pd.Series, column: str, path: str | Path, what: str, role: str, fix: str) -> np.ndarray:
+    """A column as float64, or one StropError naming its first non-numeric value or its missing rows."""
+    raw = values.tolist()
+    numbers = pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float64)
+    blank = [i + 1 for i, v in enumerate(raw) if v is None or (isinstance(v, float) and v != v)
+             or (isinstance(v, str) and not v.strip())]
+    if blank:
+        raise StropError(f"{what}: {len(blank)} missing values in {role} column '{column}' of {Path(path).name}, "
+                         f"rows {shown_rows(blank)} (row 1 is the first example): fill them in or remove those rows")
+    bad = [i for i, n in enumerate(numbers) if not np.isfinite(n)]
+    if bad:
+        raise StropError(f"{what}: {role} column '{column}' of {Path(path).name} holds {raw[bad[0]]!r} in row "
+                         f"{bad[0] + 1}, which is not a finite number ({len(bad)} such rows); {role}s must be "
+                         f"numbers: fix those values, or {fix}")
+    return numbers

@@ -1,0 +1,296 @@
+"""A task model (a backbone and a task head), where it comes from, and its model folder.
+
+The model folder (a run's `model/`) holds `model.safetensors`, `strop.json` (the task, its labels or
+statistics, the backbone and its pooling, the columns) and, for text backbones, the transformers config
+and tokenizer files. Text weights are named as transformers names them inside its task models (`bert.*`
+for the body), so `AutoModel.from_pretrained(model/)` loads the body in plain transformers; where strop's
+head computes what a transformers head computes (BERT's pooler + linear classifier, or a linear layer on
+token states) the head is named like it (`classifier.*`) and config.json names that class, so the whole
+model loads in plain transformers with the same predictions. Other heads are stored as `strop_head.*`.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from strop.backbones.base import BACKBONES, Backbone
+from strop.errors import StropError
+from strop.tasks import TASKS, Task
+
+WEIGHTS = "model.safetensors"
+INFO = "strop.json"
+
+
+class TaskModel(nn.Module):
+    """body: a Backbone; head: the task's head on what the body gives at the task's level.
+
+    new_parameters: the ids of parameters that start from random values (a new head; the whole body of a
+    fresh MLP). Where the body trains too, they train at a higher rate (optim.head_lr_scale).
+    """
+
+    def __init__(self, body: Backbone, head: nn.Module, level: str, new_parameters: set[int] | None = None):
+        super().__init__()
+        self.body, self.head, self.level = body, head, level
+        self.new_parameters = new_parameters if new_parameters is not None else set()
+
+    def head_inputs(self, **inputs: torch.Tensor) -> torch.Tensor:
+        """What the head reads: (batch, hidden) per example, or (batch, seq, hidden) per token."""
+        return self.body(self.level, **inputs)
+
+    def forward(self, **inputs: torch.Tensor) -> torch.Tensor:
+        return self.head(self.head_inputs(**inputs))  # logits
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a run's model starts. kind: "mlp" (new network), "run" (a previous run's model folder),
+    or "text" (a transformers model: folder, hub id or bundled alias)."""
+
+    kind: str
+    location: str | None = None  # the folder or hub id
+    info: dict | None = None  # the previous run's strop.json
+
+    @property
+    def input_kind(self) -> str:
+        """The inputs the backbone reads: "text" or "vector"."""
+        if self.kind == "run":
+            return BACKBONES.get(self.info.get("backbone", "text")).kind
+        return "vector" if self.kind == "mlp" else "text"
+
+
+def model_folder(path: Path) -> Path | None:
+    """The strop model folder at `path`: the folder itself or a run directory's model/; None if neither."""
+    for folder in (path, path / "model"):
+        if (folder / INFO).is_file():
+            return folder
+    return None
+
+
+def resolve_source(name: str) -> Source:
+    """model.name -> where the model starts.
+
+    Raises:
+        StropError: the name is no bundled alias, folder, run, reachable hub id or `mlp`.
+    """
+    if name == "mlp":
+        return Source("mlp")
+    folder = model_folder(Path(name).expanduser())
+    if folder is not None:
+        return Source("run", str(folder), read_info(folder))
+    from strop.backbones.text import resolve_model_source
+
+    return Source("text", resolve_model_source(name))
+
+
+def read_info(folder: Path) -> dict[str, Any]:
+    try:
+        return json.loads((folder / INFO).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise StropError(f"{folder / INFO} cannot be read ({error}): the model folder is damaged") from None
+
+
+def build_model(source: Source, task: Task, cfg, train_inputs: list) -> tuple[TaskModel, Task, list[str]]:
+    """A model for `task` from `source`, and the task it predicts for (a previous run's, with its label map
+    or statistics, where its head is reused), and lines that say what was built.
+
+    Raises:
+        StropError: the backbone cannot be loaded, or cannot read the task's inputs.
+    """
+    notes = []
+    if source.kind == "mlp":
+        from strop.backbones.vector import MLPBackbone
+
+        m = cfg.model
+        body = MLPBackbone.for_data(train_inputs, m.hidden, m.activation, m.dropout)
+        head = task.build_head(body.hidden_size)
+        model = TaskModel(body, head, task.level, {id(p) for p in body.parameters()} | {id(p) for p in head.parameters()})
+        return model, task, [f"a new MLP {list(m.hidden)}, {m.activation}"]
+    if source.kind == "text":
+        from strop.backbones.text import TextBackbone
+
+        body, why = TextBackbone.from_pretrained(source.location, cfg.model.pooling, cfg.model.max_length)
+        if task.level == "sequence":
+            notes.append(f"pooling {body.pooling}: {why}")
+        return with_new_head(body, task), task, notes
+    return _from_run(source, task, cfg, notes)
+
+
+def with_new_head(body: Backbone, task: Task) -> TaskModel:
+    pre = body.take_pooler() if task.level == "sequence" and getattr(body, "pooling", None) == "pooler" else None
+    head = task.build_head(body.hidden_size, pre)
+    new = {id(p) for p in head.parameters()} - ({id(p) for p in pre.parameters()} if pre is not None else set())
+    return TaskModel(body, head, task.level, new)
+
+
+def _from_run(source: Source, task: Task, cfg, notes: list[str]) -> tuple[TaskModel, Task, list[str]]:
+    """A new run from a previous run's weights: its body always, its head (and its task's label map or
+    statistics) where the task and what the outputs mean are the same."""
+    folder, info = Path(source.location), source.info
+    previous = TASKS.get(info["task"]).from_info(info)
+    reuse = previous.name == task.name and previous.output_space() == task.output_space()
+    if reuse:
+        task = previous
+        notes.append(f"starting from {folder}: its body and its head (same task and outputs)")
+    else:
+        why = "the task differs" if previous.name != task.name else "the labels or targets differ"
+        notes.append(f"starting from {folder}: its body, with a new head ({why}: {previous.name} "
+                     f"{list(previous.output_space())[:6]} -> {task.name} {list(task.output_space())[:6]})")
+    kind = info.get("backbone", "text")
+    if kind == "text":
+        from strop.backbones.text import TextBackbone
+
+        pooling = info.get("pooling", "pooler") if cfg.model.pooling == "auto" else cfg.model.pooling
+        body, _ = TextBackbone.from_pretrained(str(folder), pooling, cfg.model.max_length)
+        model = with_new_head(body, task)
+        if reuse:
+            load_weights(model, folder, part="head")
+    else:
+        body = BACKBONES.get(kind).from_saved(folder, info)
+        model = with_new_head(body, task)
+        load_weights(model, folder, part="body" if not reuse else None)
+        notes.append(f"the MLP {list(body.hidden)} of {folder} (model.hidden and the input standardisation come "
+                     "from it)")
+    if reuse:
+        model.new_parameters = set()
+    return model, task, notes
+
+
+# --- the model folder ---------------------------------------------------------------------------------
+
+def _saved_names(model: TaskModel, plain: bool) -> dict[str, str]:
+    """Internal state-dict key -> the key in model.safetensors (see the module docstring)."""
+    names = {}
+    prefix = getattr(model.body, "prefix", None)
+    for key in model.state_dict():
+        if prefix is not None and key.startswith("body.model."):
+            names[key] = f"{prefix}.{key[len('body.model.'):]}"
+        elif prefix is not None and key.startswith("head.pre."):
+            names[key] = f"{prefix}.pooler.{key[len('head.pre.'):]}"
+        elif prefix is not None and plain and key.startswith("head.output."):
+            names[key] = f"classifier.{key[len('head.output.'):]}"
+        elif prefix is not None and key.startswith("head."):
+            names[key] = f"strop_head.{key[len('head.'):]}"
+        else:
+            names[key] = key
+    return names
+
+
+def plain_class(model: TaskModel, task: Task) -> str | None:
+    """The transformers class (e.g. BertForSequenceClassification) that computes exactly what `model` does,
+    or None. It must be the task's kind of head, read the pooler (sequence level) or the token states, and
+    hold exactly the same weights (checked on a weightless copy built from the config)."""
+    auto_name = task.plain_head()
+    if auto_name is None or not hasattr(model.body, "prefix"):
+        return None
+    if task.level == "sequence" and model.body.pooling != "pooler":
+        return None
+    import transformers
+
+    config = copy.deepcopy(model.body.model.config)
+    config.num_labels = task.num_outputs
+    try:
+        with torch.device("meta"):  # shapes only, no memory
+            plain = getattr(transformers, auto_name).from_config(config)
+    except (ValueError, KeyError, TypeError):
+        return None
+    ours = {name: tuple(t.shape) for name, t in named_state(model, plain=True).items()}
+    theirs = {name: tuple(t.shape) for name, t in plain.state_dict().items()}
+    return type(plain).__name__ if ours == theirs else None
+
+
+def named_state(model: TaskModel, plain: bool) -> dict[str, torch.Tensor]:
+    names = _saved_names(model, plain)
+    return {names[k]: v for k, v in model.state_dict().items()}
+
+
+def save_model(path: Path, model: TaskModel, task: Task, info: dict[str, Any]) -> None:
+    """Writes the model folder atomically: weights, strop.json (task, backbone, `info`) and, for text
+    backbones, config.json and the tokenizer files."""
+    from safetensors.torch import save_file
+
+    from strop.runs import staged
+
+    architecture = plain_class(model, task)
+    with staged(path, "the model") as tmp:
+        described = model.body.save(tmp)
+        state = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in named_state(model, architecture is not None).items()}
+        save_file(state, tmp / WEIGHTS, metadata={"format": "pt"})
+        if (tmp / "config.json").is_file():
+            _describe_for_transformers(tmp / "config.json", model, task, architecture)
+        full = {"task": task.name, **task.info(), **described, **info, "transformers_class": architecture}
+        (tmp / INFO).write_text(json.dumps(full, indent=2) + "\n", encoding="utf-8")
+
+
+def _describe_for_transformers(config_file: Path, model: TaskModel, task: Task, architecture: str | None) -> None:
+    config = json.loads(config_file.read_text(encoding="utf-8"))
+    if architecture is None:
+        config["architectures"] = [type(model.body.model).__name__]
+        for key in ("id2label", "label2id", "problem_type"):
+            config.pop(key, None)
+    else:
+        names = list(task.info().get("labels", []))
+        if task.num_outputs != len(names):  # a single sigmoid logit: it scores the second class
+            names = names[1:2]
+        config["architectures"] = [architecture]
+        config["id2label"] = {str(i): name for i, name in enumerate(names)}
+        config["label2id"] = {name: i for i, name in enumerate(names)}
+        if task.name == "multilabel_classification":
+            config["problem_type"] = "multi_label_classification"
+    config_file.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+
+
+def load_model(folder: Path) -> tuple[TaskModel, Task, dict[str, Any]]:
+    """The task model, its task and its strop.json, from a model folder.
+
+    Raises:
+        StropError: the folder's files are missing, damaged or do not fit together.
+    """
+    info = read_info(folder)
+    try:
+        task = TASKS.get(info["task"]).from_info(info)
+        body = BACKBONES.get(info.get("backbone", "text")).from_saved(folder, {"pooling": "pooler", **info})
+    except (KeyError, OSError, ValueError) as error:
+        raise StropError(f"{folder} holds a model strop cannot rebuild ({type(error).__name__}: {error}); "
+                         "is it a complete model folder of strop fit?") from None
+    model = with_new_head(body, task)
+    load_weights(model, folder)
+    model.new_parameters = set()
+    return model, task, info
+
+
+def load_weights(model: TaskModel, folder: Path, part: str | None = None) -> None:
+    """Loads model.safetensors into `model` (only its "body" or "head" where `part` says).
+
+    Raises:
+        StropError: the file is missing, damaged, or holds other tensors than the model has.
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        saved = load_file(folder / WEIGHTS)
+    except (OSError, SafetensorError) as error:
+        raise StropError(f"{folder / WEIGHTS} cannot be read ({error}): the model folder is damaged or "
+                         "incomplete; train it again") from None
+    for plain in (True, False):  # the head is named as transformers does, or strop's own way
+        names = _saved_names(model, plain)
+        wanted = {k: n for k, n in names.items() if part is None or k.startswith(f"{part}.")}
+        if all(n in saved for n in wanted.values()):
+            break
+    else:
+        missing = next(n for n in wanted.values() if n not in saved)
+        raise StropError(f"{folder / WEIGHTS} does not fit the model described by its strop.json (no tensor "
+                         f"'{missing}'): the folder is damaged or was written by another program")
+    state = {k: saved[n] for k, n in wanted.items()}
+    try:
+        model.load_state_dict(state, strict=part is None)
+    except RuntimeError as error:
+        raise StropError(f"{folder / WEIGHTS} does not fit the model described by its strop.json: "
+                         f"{str(error).splitlines()[0]}") from None

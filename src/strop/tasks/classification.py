@@ -1,0 +1,164 @@
+"""Classification: one label per example (a text, a text pair, or a vector), a softmax over the classes or
+a single sigmoid logit for two classes. `pair_classification` is the same task on two text columns
+(paraphrase, entailment), encoded together as one pair."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from strop.data.inputs import clean_strings, refuse_missing, require_column
+from strop.errors import StropError
+from strop.evaluate.metrics import classification_metrics
+from strop.tasks.base import TASKS, Examples
+from strop.tasks.sentence import SentenceTask
+
+
+def label_names(labels: list[str]) -> list[str]:
+    """The sorted set of labels: numerically when all are integers ('2' before '10'), else alphabetically."""
+    names = set(labels)
+    if all(_is_int(n) for n in names):
+        return sorted(names, key=int)
+    return sorted(names)
+
+
+def _is_int(text: str) -> bool:
+    try:
+        int(text)
+        return True
+    except ValueError:
+        return False
+
+
+def check_classes(train: Examples, validation: Examples | None) -> list[str]:
+    """Returns the label map (sorted label names) after checking the classes make a classification task.
+
+    Raises:
+        StropError: train has a single class, or validation has labels that train lacks.
+    """
+    names = label_names(train.targets)
+    if len(names) < 2:
+        raise StropError(f"data.train: every example in {Path(train.source).name} has the label '{names[0]}'; "
+                         "a classifier needs at least two classes")
+    if validation is not None:
+        unseen = sorted(set(validation.targets) - set(names))
+        if unseen:
+            raise StropError(f"data.validation: labels {', '.join(unseen)} do not occur in the training data "
+                             f"(train has {', '.join(names)}); add training examples of them or remove those rows")
+    return names
+
+
+@TASKS.register("text_classification")
+@dataclass(frozen=True)
+class Classification(SentenceTask):
+    """labels: class names in label-map order (index = class id).
+    head: "softmax" (one logit per class) or "sigmoid" (one logit for labels[1], binary only)."""
+
+    labels: tuple[str, ...]
+    head: str = "softmax"
+
+    name = "text_classification"
+    metric_names = ("accuracy", "macro_f1", "loss")
+    lead_metric = "accuracy"
+
+    @classmethod
+    def read_targets(cls, frame, path, data_cfg, what: str) -> list[str]:
+        require_column(frame, data_cfg.label_column, path, what, "label_column")
+        labels = clean_strings(frame[data_cfg.label_column])
+        refuse_missing(labels, "label", path, what)
+        return labels
+
+    @classmethod
+    def from_data(cls, train: Examples, validation: Examples | None, cfg) -> Classification:
+        labels = check_classes(train, validation)
+        if cfg.model.head == "sigmoid" and len(labels) != 2:
+            raise StropError(f"model.head=sigmoid needs exactly two classes; the data has {len(labels)}: "
+                             "use model.head=softmax")
+        return cls(labels=tuple(labels), head=cfg.model.head)
+
+    def split(self, examples: Examples, fraction: float, seed: int) -> tuple[Examples, Examples]:
+        from strop.data.splits import stratified_split
+
+        return stratified_split(examples, fraction, seed)
+
+    def info(self) -> dict[str, Any]:
+        return {"labels": list(self.labels), "head": self.head}
+
+    @classmethod
+    def from_info(cls, info: dict[str, Any]) -> Classification:
+        return cls(labels=tuple(info["labels"]), head=info.get("head", "softmax"))
+
+    def output_space(self) -> tuple:
+        return (self.head, *self.labels)
+
+    @property
+    def num_outputs(self) -> int:
+        return 1 if self.head == "sigmoid" else len(self.labels)
+
+    def plain_head(self) -> str | None:
+        return "AutoModelForSequenceClassification"
+
+    def encode_targets(self, targets: list[str]) -> list[int]:
+        index = {name: i for i, name in enumerate(self.labels)}
+        return [index[t] for t in targets]
+
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        # logits: (batch, num_outputs); labels: (batch,) class ids
+        if self.head == "sigmoid":
+            return F.binary_cross_entropy_with_logits(logits[:, 0].float(), labels.float())
+        return F.cross_entropy(logits.float(), labels)
+
+    def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        """(batch, num_outputs) logits -> (batch, num_classes) probabilities."""
+        if self.head == "sigmoid":
+            positive = torch.sigmoid(logits[:, 0].float())
+            return torch.stack([1 - positive, positive], dim=1)
+        return torch.softmax(logits.float(), dim=-1)
+
+    def outputs(self, logits: torch.Tensor, batch: dict) -> list[np.ndarray]:
+        return list(self.probabilities(logits).cpu().numpy())
+
+    def targets(self, batch: dict) -> list[int]:
+        return batch["labels"].tolist()
+
+    def scored_targets(self, targets: list[str]) -> list[int]:
+        return self.encode_targets(targets)
+
+    def metrics(self, outputs: list[np.ndarray], targets: list[int]) -> dict[str, Any]:
+        return classification_metrics(np.stack(outputs), np.asarray(targets), list(self.labels))
+
+    def predictions(self, inputs: list, outputs: list[np.ndarray]) -> list[str]:
+        return [self.labels[int(p.argmax())] for p in outputs]
+
+    def records(self, inputs: list, outputs: list[np.ndarray]) -> list[dict[str, Any]]:
+        return [{**_input_fields(x), "label": self.labels[int(p.argmax())], "score": round(float(p.max()), 6),
+                 "probabilities": {name: round(float(v), 6) for name, v in zip(self.labels, p)}}
+                for x, p in zip(inputs, outputs)]
+
+
+def _input_fields(x) -> dict[str, Any]:
+    """How a prediction names its input: the text, the pair, or nothing for a vector (its row order)."""
+    if isinstance(x, str):
+        return {"text": x}
+    if isinstance(x, tuple):
+        return {"text": x[0], "text_pair": x[1]}
+    return {}
+
+
+@TASKS.register("pair_classification")
+@dataclass(frozen=True)
+class PairClassification(Classification):
+    """Classification of text pairs (paraphrase, entailment): data.text_column and data.text_pair_column
+    (default `text_pair`) are encoded together, as the model was pretrained on sentence pairs."""
+
+    name = "pair_classification"
+    input_kinds = ("text",)
+
+    @classmethod
+    def pair_column(cls, data_cfg) -> str:
+        return data_cfg.text_pair_column or "text_pair"

@@ -1,0 +1,109 @@
+"""Multi-label classification: each example has a set of labels (a label column holding several, separated
+by data.label_separator, default '|'). One sigmoid logit per label with binary cross-entropy; a decision
+threshold per label is tuned on the validation data after training and saved with the model."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from strop.data.inputs import clean_strings, refuse_missing, require_column
+from strop.errors import StropError
+from strop.evaluate.metrics import multilabel_metrics, tune_thresholds
+from strop.tasks.base import TASKS, Examples
+from strop.tasks.classification import _input_fields, label_names
+from strop.tasks.sentence import SentenceTask
+
+
+@TASKS.register("multilabel_classification")
+@dataclass(frozen=True)
+class MultiLabel(SentenceTask):
+    labels: tuple[str, ...]
+    thresholds: tuple[float, ...]
+    separator: str = "|"
+
+    name = "multilabel_classification"
+    metric_names = ("micro_f1", "macro_f1", "exact_match", "loss")
+    lead_metric = "micro_f1"
+
+    @classmethod
+    def read_targets(cls, frame, path, data_cfg, what: str) -> list[tuple[str, ...]]:
+        require_column(frame, data_cfg.label_column, path, what, "label_column")
+        cells = clean_strings(frame[data_cfg.label_column])
+        sets = [None if c is None else tuple(sorted({p.strip() for p in c.split(data_cfg.label_separator)
+                                                     if p.strip()})) or None for c in cells]
+        refuse_missing(sets, f"label set (labels separated by '{data_cfg.label_separator}')", path, what)
+        return sets
+
+    @classmethod
+    def from_data(cls, train: Examples, validation: Examples | None, cfg) -> MultiLabel:
+        names = label_names([label for labels in train.targets for label in labels])
+        if len(names) < 2:
+            raise StropError(f"data.train: every example in {Path(train.source).name} has only the label "
+                             f"'{names[0]}'; multi-label classification needs at least two labels (is "
+                             f"data.label_separator='{cfg.data.label_separator}' the separator the file uses?)")
+        if validation is not None:
+            unseen = sorted({label for labels in validation.targets for label in labels} - set(names))
+            if unseen:
+                raise StropError(f"data.validation: labels {', '.join(unseen)} do not occur in the training data; "
+                                 "add training examples of them or remove them")
+        return cls(tuple(names), (0.5,) * len(names), cfg.data.label_separator)
+
+    def info(self) -> dict[str, Any]:
+        return {"labels": list(self.labels), "thresholds": list(self.thresholds), "separator": self.separator}
+
+    @classmethod
+    def from_info(cls, info: dict[str, Any]) -> MultiLabel:
+        return cls(tuple(info["labels"]), tuple(info["thresholds"]), info.get("separator", "|"))
+
+    def output_space(self) -> tuple:
+        return self.labels
+
+    @property
+    def num_outputs(self) -> int:
+        return len(self.labels)
+
+    def plain_head(self) -> str | None:
+        return "AutoModelForSequenceClassification"
+
+    def encode_targets(self, targets: list[tuple[str, ...]]) -> list[list[float]]:
+        index = {name: i for i, name in enumerate(self.labels)}
+        rows = []
+        for labels in targets:
+            row = [0.0] * len(self.labels)
+            for label in labels:
+                row[index[label]] = 1.0
+            rows.append(row)
+        return rows
+
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return F.binary_cross_entropy_with_logits(logits.float(), labels.float())  # (batch, labels) each
+
+    def outputs(self, logits: torch.Tensor, batch: dict) -> list[np.ndarray]:
+        return list(torch.sigmoid(logits.float()).cpu().numpy())
+
+    def targets(self, batch: dict) -> list[np.ndarray]:
+        return list(batch["labels"].cpu().numpy().astype(np.int64))
+
+    def scored_targets(self, targets: list[tuple[str, ...]]) -> list[np.ndarray]:
+        return list(np.asarray(self.encode_targets(targets), dtype=np.int64))
+
+    def metrics(self, outputs: list[np.ndarray], targets: list[np.ndarray]) -> dict[str, Any]:
+        return multilabel_metrics(np.stack(outputs), np.stack(targets), list(self.labels), np.asarray(self.thresholds))
+
+    def calibrated(self, outputs: list[np.ndarray], targets: list[np.ndarray]) -> MultiLabel:
+        """Per-label thresholds that maximise each label's F1 on the validation outputs."""
+        return replace(self, thresholds=tuple(tune_thresholds(np.stack(outputs), np.stack(targets))))
+
+    def predictions(self, inputs: list, outputs: list[np.ndarray]) -> list[list[str]]:
+        return [[name for name, p, t in zip(self.labels, row, self.thresholds) if p >= t] for row in outputs]
+
+    def records(self, inputs: list, outputs: list[np.ndarray]) -> list[dict[str, Any]]:
+        return [{**_input_fields(x), "labels": labels,
+                 "probabilities": {name: round(float(v), 6) for name, v in zip(self.labels, row)}}
+                for x, labels, row in zip(inputs, self.predictions(inputs, outputs), outputs)]

@@ -1,0 +1,42 @@
+"""What the sentence-level tasks share: one input per row of a table (a text, a text pair, or a vector of
+numeric features), a vector per example from the backbone, and a linear head on it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from strop.data.inputs import feature_columns, read_texts, read_vectors
+from strop.data.tables import read_table
+from strop.tasks.base import Examples, Task
+
+
+class SentenceTask(Task):
+    """A task with one target per table row; subclasses read the targets (`read_targets`)."""
+
+    level = "sequence"
+
+    @classmethod
+    def read(cls, path: str | Path, data_cfg, input_kind: str, what: str, with_targets: bool = True) -> Examples:
+        frame = read_table(path, what)
+        columns = None
+        if input_kind == "vector":
+            columns = tuple(feature_columns(frame, data_cfg, cls.target_columns(data_cfg)))
+            inputs = read_vectors(frame, path, list(columns), what)
+        else:
+            inputs = read_texts(frame, path, data_cfg, what, cls.pair_column(data_cfg))
+        targets = cls.read_targets(frame, path, data_cfg, what) if with_targets else None
+        return Examples(inputs, targets, str(path), columns)
+
+    @classmethod
+    def read_targets(cls, frame, path, data_cfg, what: str) -> list:
+        raise NotImplementedError
+
+    @classmethod
+    def target_columns(cls, data_cfg) -> list[str]:
+        """The columns holding targets (never read as features)."""
+        return [data_cfg.label_column]
+
+    @classmethod
+    def pair_column(cls, data_cfg) -> str | None:
+        """The second text column of text pairs, or None for single texts."""
+        return data_cfg.text_pair_column
