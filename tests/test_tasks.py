@@ -1,0 +1,151 @@
+"""Every registered task, end to end on tiny random backbones: fit two steps, save, reload with strop.load,
+predict and evaluate. A task added to the registry is added here; it needs a data maker in DATA_MAKERS."""
+
+import json
+import random
+
+import numpy as np
+import pytest
+
+import strop
+from conftest import NEGATIVE, NEUTRAL, POSITIVE, make_texts, write_csv
+from strop.tasks import TASKS
+
+
+def _classification(tmp_path):
+    return [write_csv(tmp_path / f"{s}.csv", make_texts(n, seed)) for s, n, seed in (("train", 40, 1), ("dev", 20, 2))], []
+
+
+def _pairs(tmp_path):
+    def rows(n, seed):
+        rng = random.Random(seed)
+        out = []
+        for i in range(n):
+            same = i % 2 == 0
+            a = rng.choice(POSITIVE)
+            b = a if same else rng.choice(NEGATIVE)
+            out.append((f"the film was {a}", f"it was {b}", "same" if same else "different"))
+        return out
+    header = ("text", "text_pair", "label")
+    return [write_csv(tmp_path / f"{s}.csv", rows(n, seed), header) for s, n, seed in (("train", 40, 1), ("dev", 20, 2))], []
+
+
+def _multilabel(tmp_path):
+    def rows(n, seed):
+        rng = random.Random(seed)
+        out = []
+        for i in range(n):
+            labels = {"good"} if i % 3 == 0 else {"bad"} if i % 3 == 1 else {"good", "plot"}
+            words = rng.sample(NEUTRAL, 3) + [rng.choice(POSITIVE if "good" in labels else NEGATIVE)]
+            out.append((" ".join(words), "|".join(sorted(labels))))
+        return out
+    return [write_csv(tmp_path / f"{s}.csv", rows(n, seed)) for s, n, seed in (("train", 40, 1), ("dev", 21, 2))], []
+
+
+def _regression(tmp_path):
+    def rows(n, seed):
+        rng = random.Random(seed)
+        return [(" ".join(rng.sample(POSITIVE, k) + rng.sample(NEUTRAL, 3)), k + rng.random()) for k in
+                [rng.randint(0, 4) for _ in range(n)]]
+    return [write_csv(tmp_path / f"{s}.csv", rows(n, seed)) for s, n, seed in (("train", 40, 1), ("dev", 20, 2))], []
+
+
+def _tokens(tmp_path):
+    def sentences(n, seed):
+        rng = random.Random(seed)
+        lines = []
+        for _ in range(n):
+            words = [(w, "O") for w in rng.sample(NEUTRAL, 3)]
+            words.insert(rng.randint(0, 3), ("Paris", "I-LOC"))
+            words.insert(rng.randint(0, 4), ("Anna", "I-PER"))
+            words.insert(rng.randint(0, 5), ("Smith", "I-PER"))
+            lines += [f"{w} NN O {t}" for w, t in words] + [""]
+        return "-DOCSTART- -X- -X- O\n\n" + "\n".join(lines)
+    paths = []
+    for s, n, seed in (("train", 30, 1), ("dev", 10, 2)):
+        (tmp_path / f"{s}.conll").write_text(sentences(n, seed))
+        paths.append(tmp_path / f"{s}.conll")
+    return paths, []
+
+
+DATA_MAKERS = {"text_classification": _classification, "pair_classification": _pairs,
+               "multilabel_classification": _multilabel, "regression": _regression,
+               "token_classification": _tokens}
+
+PREDICT_INPUTS = {"text_classification": ["great fun", "awful film"],
+                  "pair_classification": [("the film was good", "it was good")],
+                  "multilabel_classification": ["the film was great"], "regression": ["great good fine"],
+                  "token_classification": ["Anna Smith was in Paris .", ["Paris", "is", "nice"]]}
+
+
+def _fit(task, tiny_model_dir, tmp_path, method="full", extra=()):
+    assert task in DATA_MAKERS, f"task {task} is registered but has no data maker in tests/test_tasks.py"
+    (train, dev), overrides = DATA_MAKERS[task](tmp_path)
+    return strop.fit(None, [f"task.name={task}", f"model.name={tiny_model_dir}", f"data.train={train}",
+                            f"data.validation={dev}", f"output_dir={tmp_path / ('run-' + method)}",
+                            "train.epochs=2", "train.batch_size=16", "optim.lr=1e-3", "train.quiet=true",
+                            "train.mixed_precision=no", "model.max_length=32", f"method.name={method}",
+                            *overrides, *extra]), dev
+
+
+@pytest.mark.parametrize("task", TASKS.names())
+def test_every_task_fits_saves_loads_predicts_and_evaluates(task, tiny_model_dir, tmp_path):
+    from strop.evaluate.scoring import evaluate_file
+
+    run, dev = _fit(task, tiny_model_dir, tmp_path)
+    history = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    task_cls = TASKS.get(task)
+    assert len(history) == 2 and all(f"val_{m}" in history[0] for m in task_cls.metric_names)
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["task"] == task and summary["metric"] == task_cls.lead_metric
+    info = json.loads((run / "model" / "strop.json").read_text())
+    assert info["task"] == task
+
+    predictor = strop.load(run)
+    assert predictor.task.name == task
+    inputs = PREDICT_INPUTS[task]
+    predictions = predictor.predict(inputs)
+    assert len(predictions) == len(inputs)
+    records = predictor.records(inputs)
+    json.dumps(records)  # JSON-ready
+    # strop evaluate on the validation file gives what the run measured on it (same weights, fp32)
+    scored = evaluate_file(predictor, dev)
+    for metric in task_cls.metric_names:
+        assert scored[metric] == pytest.approx(summary["validation"][metric], abs=1e-5), metric
+
+
+@pytest.mark.parametrize("task", TASKS.names())
+@pytest.mark.parametrize("method", ["freeze", "linear_probe"])
+def test_every_task_trains_with_a_frozen_body(task, method, tiny_model_dir, tmp_path):
+    run, _ = _fit(task, tiny_model_dir, tmp_path, method)
+    assert (run / "summary.json").is_file()
+    strop.load(run).predict(PREDICT_INPUTS[task])
+
+
+def test_token_predictions_are_entity_spans_with_character_offsets(tiny_model_dir, tmp_path):
+    run, _ = _fit("token_classification", tiny_model_dir, tmp_path, extra=["train.epochs=15", "optim.lr=3e-3"])
+    text = "Yesterday  Anna Smith flew to Paris ."
+    (record,) = strop.load(run).records([text])
+    spans = {(e["type"], e["text"]) for e in record["entities"]}
+    assert ("PER", "Anna Smith") in spans and ("LOC", "Paris") in spans
+    for entity in record["entities"]:
+        assert text[entity["start"]:entity["end"]] == entity["text"]
+
+
+def test_multilabel_thresholds_are_tuned_saved_and_used(tiny_model_dir, tmp_path):
+    run, _ = _fit("multilabel_classification", tiny_model_dir, tmp_path, extra=["train.epochs=4"])
+    info = json.loads((run / "model" / "strop.json").read_text())
+    assert len(info["thresholds"]) == len(info["labels"]) == 3
+    predictor = strop.load(run)
+    probabilities = predictor.predict_proba(["the film was great", "awful plot"])
+    expected = [[name for name, p, t in zip(info["labels"], row, info["thresholds"]) if p >= t]
+                for row in probabilities]
+    assert predictor.predict(["the film was great", "awful plot"]) == expected
+
+
+def test_regression_targets_are_standardised_and_predictions_on_their_scale(tiny_model_dir, tmp_path):
+    run, _ = _fit("regression", tiny_model_dir, tmp_path, extra=["train.epochs=10"])
+    info = json.loads((run / "model" / "strop.json").read_text())
+    assert info["targets"] == ["label"] and 1 < info["target_mean"][0] < 4 and info["target_std"][0] > 0.5
+    values = strop.load(run).predict(["fine", "great good fine happy love"])
+    assert all(-1 < v < 7 for v in values)  # the targets' scale (0-5), not standardised units

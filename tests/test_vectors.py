@@ -1,0 +1,106 @@
+"""Numeric vectors into an MLP, and new runs that start from a previous run's weights."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import strop
+
+
+def _vectors(path, n, seed, task="regression"):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 4)) * [1, 10, 100, 0.1] + [0, 5, 50, 0]
+    y = np.tanh(x[:, 0]) + 0.1 * x[:, 1] - 0.01 * x[:, 2] + rng.normal(scale=0.05, size=n)
+    frame = pd.DataFrame(x, columns=["a", "b", "c", "d"])
+    frame["y"] = y if task == "regression" else np.where(y > np.median(y), "high", "low")
+    frame.to_csv(path, index=False)
+    return path
+
+
+def _mlp(tmp_path, name, task="regression", extra=()):
+    train = _vectors(tmp_path / f"train-{task}.csv", 300, 1, task)
+    dev = _vectors(tmp_path / f"dev-{task}.csv", 100, 2, task)
+    return strop.fit(None, ["model.name=mlp", f"task.name={'regression' if task == 'regression' else 'text_classification'}",
+                            f"data.train={train}", f"data.validation={dev}", "data.label_column=y",
+                            f"output_dir={tmp_path / name}", "train.quiet=true", "train.epochs=15",
+                            "train.patience=0", "model.hidden=[32,32]", *extra]), dev
+
+
+def test_mlp_regression_learns_with_standardised_inputs_and_targets(tmp_path):
+    run, dev = _mlp(tmp_path, "reg")
+    info = json.loads((run / "model" / "strop.json").read_text())
+    assert info["backbone"] == "mlp" and info["feature_columns"] == ["a", "b", "c", "d"]
+    assert info["mlp"]["std"][2] == pytest.approx(100, rel=0.2)  # input statistics saved with the model
+    summary = json.loads((run / "summary.json").read_text())
+    spread = pd.read_csv(dev)["y"].std()
+    assert summary["validation"]["rmse"] < 0.5 * spread  # far better than predicting the mean
+    assert summary["validation"]["r2"] > 0.7
+    predictor = strop.load(run)
+    frame = pd.read_csv(dev)
+    predicted = predictor.predict(list(frame[["a", "b", "c", "d"]].to_numpy(dtype=np.float32)))
+    assert np.sqrt(np.mean((np.array(predicted) - frame["y"]) ** 2)) == pytest.approx(summary["validation"]["rmse"],
+                                                                                     rel=1e-4)
+
+
+def test_mlp_classification_and_cli_predict_from_a_table(tmp_path):
+    run, dev = _mlp(tmp_path, "cls", task="classification")
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["validation"]["accuracy"] > 0.8
+    out = subprocess.run([sys.executable, "-m", "strop.cli", "predict", str(run), "--input", str(dev)],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    rows = [json.loads(line) for line in out.stdout.splitlines()]
+    assert len(rows) == 100 and {r["label"] for r in rows} <= {"high", "low"}
+
+
+def test_a_vector_column_with_text_is_refused(tmp_path):
+    path = _vectors(tmp_path / "t.csv", 20, 1)
+    frame = pd.read_csv(path)
+    frame["b"] = frame["b"].astype(object)
+    frame.loc[4, "b"] = "n/a"
+    frame.to_csv(path, index=False)
+    with pytest.raises(strop.StropError, match=r"feature column 'b' .* holds 'n/a' in row 5"):
+        strop.fit(None, ["model.name=mlp", "task.name=regression", f"data.train={path}", "data.label_column=y",
+                         f"output_dir={tmp_path / 'run'}"])
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_new_run_starts_from_a_previous_runs_body_with_a_new_head(tmp_path, capsys):
+    first, _ = _mlp(tmp_path, "first")
+    # Same task, same target: the whole model (head included) continues.
+    again, _ = _mlp(tmp_path, "again", extra=[f"model.name={first}", "train.epochs=1", "optim.lr=1e-12",
+                                              "optim.warmup=0"])
+    a, b = load_file(first / "model" / "model.safetensors"), load_file(again / "model" / "model.safetensors")
+    for key in a:  # a rate of 1e-12 moves nothing: both body and head came from the first run
+        assert torch.allclose(a[key], b[key], atol=1e-6), key
+    # A classification task on the same inputs: the body continues, a new head is built and said.
+    capsys.readouterr()
+    other, _ = _mlp(tmp_path, "other", task="classification",
+                    extra=[f"model.name={first / 'model'}", "train.epochs=1", "optim.lr=1e-12", "optim.warmup=0",
+                           "train.quiet=false"])
+    assert "new head (the task differs" in capsys.readouterr().out
+    c = load_file(other / "model" / "model.safetensors")
+    assert c["head.output.weight"].shape[0] == 2
+    for key in a:
+        if key.startswith("body."):
+            assert torch.allclose(a[key], c[key], atol=1e-6), key
+
+
+def test_a_text_run_hands_its_body_to_a_new_task(tiny_overrides, tmp_path):
+    first = strop.fit(None, tiny_overrides + ["train.epochs=1"])
+    rows = pd.read_csv([o.split("=", 1)[1] for o in tiny_overrides if o.startswith("data.train=")][0])
+    rows["label"] = rows["text"].str.len()
+    rows.to_csv(tmp_path / "lengths.csv", index=False)
+    second = strop.fit(None, [o for o in tiny_overrides if not o.startswith(("model.name", "output_dir", "data."))]
+                       + [f"model.name={first}", "task.name=regression", f"data.train={tmp_path / 'lengths.csv'}",
+                          f"output_dir={tmp_path / 'second'}", "train.epochs=1", "optim.lr=1e-12", "optim.warmup=0"])
+    a, b = load_file(first / "model" / "model.safetensors"), load_file(second / "model" / "model.safetensors")
+    body = [k for k in a if k.startswith("bert.encoder")]
+    assert body and all(torch.allclose(a[k], b[k], atol=1e-6) for k in body)
+    assert json.loads((second / "model" / "strop.json").read_text())["task"] == "regression"
