@@ -149,3 +149,38 @@ def test_regression_targets_are_standardised_and_predictions_on_their_scale(tiny
     assert info["targets"] == ["label"] and 1 < info["target_mean"][0] < 4 and info["target_std"][0] > 0.5
     values = strop.load(run).predict(["fine", "great good fine happy love"])
     assert all(-1 < v < 7 for v in values)  # the targets' scale (0-5), not standardised units
+
+
+def test_token_model_loads_in_plain_transformers_with_the_same_logits(tiny_model_dir, tmp_path):
+    import torch
+    from transformers import AutoModelForTokenClassification
+
+    run, _ = _fit("token_classification", tiny_model_dir, tmp_path)
+    config = json.loads((run / "model" / "config.json").read_text())
+    assert config["architectures"] == ["BertForTokenClassification"]
+    predictor = strop.load(run)
+    plain = AutoModelForTokenClassification.from_pretrained(run / "model").eval()
+    batch = predictor.model.body.tokenizer(["Anna Smith was in Paris"], return_tensors="pt")
+    with torch.no_grad():
+        ours = predictor.model(**batch)
+        theirs = plain(**batch).logits
+    assert torch.allclose(ours, theirs, atol=1e-5)
+    assert [config["id2label"][str(i)] for i in range(len(config["id2label"]))] == predictor.labels
+
+
+def test_mean_pooled_head_is_not_passed_off_as_a_transformers_head(tiny_model_dir, tmp_path):
+    import torch
+    from safetensors.torch import load_file
+    from transformers import AutoModel
+
+    run, _ = _fit("text_classification", tiny_model_dir, tmp_path, extra=["model.pooling=mean"])
+    config = json.loads((run / "model" / "config.json").read_text())
+    assert config["architectures"] == ["BertModel"] and "id2label" not in config
+    weights = load_file(run / "model" / "model.safetensors")
+    assert "strop_head.output.weight" in weights and "classifier.weight" not in weights
+    # The body loads in plain transformers as it is in strop.
+    predictor = strop.load(run)
+    body = AutoModel.from_pretrained(run / "model").eval()
+    batch = predictor.model.body.tokenizer(["a fine film"], return_tensors="pt")
+    with torch.no_grad():
+        assert torch.allclose(body(**batch).last_hidden_state, predictor.model.body("token", **batch), atol=1e-5)
