@@ -80,6 +80,7 @@ PREDICT_INPUTS = {"text_classification": ["great fun", "awful film"],
 
 def _fit(task, tiny_model_dir, tmp_path, method="full", extra=()):
     assert task in DATA_MAKERS, f"task {task} is registered but has no data maker in tests/test_tasks.py"
+    tmp_path.mkdir(parents=True, exist_ok=True)
     (train, dev), overrides = DATA_MAKERS[task](tmp_path)
     return strop.fit(None, [f"task.name={task}", f"model.name={tiny_model_dir}", f"data.train={train}",
                             f"data.validation={dev}", f"output_dir={tmp_path / ('run-' + method)}",
@@ -184,3 +185,53 @@ def test_mean_pooled_head_is_not_passed_off_as_a_transformers_head(tiny_model_di
     batch = predictor.model.body.tokenizer(["a fine film"], return_tensors="pt")
     with torch.no_grad():
         assert torch.allclose(body(**batch).last_hidden_state, predictor.model.body("token", **batch), atol=1e-5)
+
+
+def _weights_equal(a_run, b_run, name="model/model.safetensors", atol=0.0):
+    import torch
+    from safetensors.torch import load_file
+
+    a, b = load_file(a_run / name), load_file(b_run / name)
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.allclose(a[key], b[key], atol=atol, rtol=0), key
+
+
+@pytest.mark.parametrize("task", TASKS.names())
+def test_every_task_resumes_to_the_uninterrupted_run(task, tiny_model_dir, tmp_path, monkeypatch):
+    import strop.train.loop as loop
+
+    straight, _ = _fit(task, tiny_model_dir, tmp_path / "straight", extra=["train.epochs=3"])
+    save = loop.save_checkpoint
+
+    def save_then_interrupt(*args, **kwargs):
+        save(*args, **kwargs)
+        raise KeyboardInterrupt  # as if stopped right after the first epoch's checkpoint
+
+    monkeypatch.setattr(loop, "save_checkpoint", save_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        _fit(task, tiny_model_dir, tmp_path / "resumed", extra=["train.epochs=3"])
+    monkeypatch.setattr(loop, "save_checkpoint", save)
+    resumed, _ = _fit(task, tiny_model_dir, tmp_path / "resumed", extra=["train.epochs=3", "train.resume=true"])
+    _weights_equal(straight, resumed)
+    timing = ("epoch_seconds", "train_samples_per_s", "train_tokens_per_s", "time")
+    history = lambda run: [{k: v for k, v in json.loads(line).items() if k not in timing}
+                           for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert history(resumed) == history(straight)
+
+
+@pytest.mark.parametrize("task", TASKS.names())
+def test_every_task_caches_a_frozen_body_with_the_uncached_result(task, tiny_model_dir, tmp_path, monkeypatch):
+    from transformers import BertModel
+
+    from strop.methods import METHODS
+
+    calls = []
+    forward = BertModel.forward
+    monkeypatch.setattr(BertModel, "forward", lambda self, *a, **k: calls.append(1) or forward(self, *a, **k))
+    cached, _ = _fit(task, tiny_model_dir, tmp_path / "cached", method="freeze", extra=["train.epochs=3"])
+    passes = len(calls)
+    monkeypatch.setattr(METHODS.get("freeze"), "frozen_split", lambda self, model: None)
+    uncached, _ = _fit(task, tiny_model_dir, tmp_path / "uncached", method="freeze", extra=["train.epochs=3"])
+    assert passes < len(calls) - passes  # the cached run ran the body once, not in every step
+    _weights_equal(cached, uncached, atol=1e-5)
