@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from strop.errors import StropError
+from strop.runs import to_json
 
 
 def cmd_fit(args: argparse.Namespace) -> int:
@@ -72,7 +73,7 @@ def _file_inputs(args: argparse.Namespace, predictor) -> list:
 
         table = read_table(args.input, "--input")
         require_column(table, columns.text_column, args.input, "--input", "text_column")
-        texts = clean_strings(table[columns.text_column])
+        texts = clean_strings(table[columns.text_column], args.input, "--input")
         refuse_missing(texts, "text", args.input, "--input")
         return texts
     return type(task).read(args.input, columns, predictor.model.body.kind, "--input", with_targets=False).inputs
@@ -95,7 +96,7 @@ def _flat(record: dict) -> dict:
             prefix = "p" if key == "probabilities" else key
             row.update({f"{prefix}_{k}": v for k, v in value.items()})
         elif isinstance(value, list):
-            row[key] = json.dumps(value, ensure_ascii=False)
+            row[key] = to_json(value, ensure_ascii=False)
         else:
             row[key] = value
     return row
@@ -107,7 +108,7 @@ def _write_predictions(rows: list[dict], output: str | None) -> None:
 
     suffix = None if output is None else Path(output).suffix.lower()
     if suffix in (None, ".jsonl"):
-        text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+        text = "".join(to_json(r, ensure_ascii=False) + "\n" for r in rows)
     else:  # .csv or .tsv (checked by _check_output)
         import pandas as pd
 
@@ -126,7 +127,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     predictor = load(args.run_dir)
     metrics = evaluate_file(predictor, args.data, args.text_column, args.label_column)
     if args.json:
-        print(json.dumps(metrics))
+        print(to_json(metrics))
         return 0
     print("  ".join([f"n {metrics['n']}"] + [f"{name} {metrics[name]:.4f}" for name in predictor.task.metric_names]))
     table = metrics.get("per_class") or metrics.get("per_type") or metrics.get("per_target")
@@ -180,7 +181,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    # Options and key=value overrides mix in any order: `strop fit --quiet data.train=x.csv` leaves the
+    # overrides after the option unparsed, as argparse fills a positional list only once.
+    if rest and args.command == "fit" and all("=" in r and not r.startswith("-") for r in rest):
+        args.overrides = list(args.overrides) + rest
+    elif rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     try:
         return args.func(args)
     except StropError as error:

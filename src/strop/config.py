@@ -8,6 +8,7 @@ beside every run, so re-running it reproduces the run.
 from __future__ import annotations
 
 import dataclasses
+import math
 import difflib
 import types
 import typing
@@ -143,6 +144,7 @@ class TrainConfig:
     resume: bool = False  # continue the run in output_dir from its last checkpoint
     keep_checkpoint: bool = True  # false: delete checkpoints/ once the run is complete (it only serves resume)
     quiet: bool = False  # no progress bar or epoch lines
+    nonfinite: str = "stop"  # a NaN or infinite loss: stop the run (its last checkpoint kept), or skip the batch
 
     def __post_init__(self):
         _require(self.epochs >= 1, f"train.epochs must be >= 1; got {self.epochs}")
@@ -156,6 +158,7 @@ class TrainConfig:
         _require(self.patience >= 0, f"train.patience must be >= 0; got {self.patience}")
         _choice("train.mixed_precision", self.mixed_precision, ("auto", "no", "bf16"))
         _choice("train.device", self.device, ("auto", "cpu", "cuda"))
+        _choice("train.nonfinite", self.nonfinite, ("stop", "skip"))
 
 
 @dataclass(frozen=True)
@@ -208,11 +211,31 @@ def load_config(source: str | Path | dict | Config | None = None, overrides: lis
     return _build(Config, raw, prefix="")
 
 
+class DuplicateKey(Exception):
+    pass
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping (plain YAML keeps the last silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise DuplicateKey(f"'{key}' is given twice (lines {seen[key] + 1} and {key_node.start_mark.line + 1}): "
+                                   "merge the two into one")
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
+
+
 def _read_yaml(path: Path) -> dict:
     if not path.is_file():
         raise StropError(f"config file not found: {path}")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)
+    except DuplicateKey as error:
+        raise StropError(f"config file {path}: {error}") from None
     except (yaml.YAMLError, UnicodeDecodeError) as error:
         raise StropError(f"config file {path} is not valid YAML: {error}") from None
     if raw is None:
@@ -301,8 +324,8 @@ def _convert(key: str, value: Any, kind: Any) -> Any:
                 raise ValueError
             return int(value)
         if kind is float:
-            if isinstance(value, bool):
-                raise ValueError
+            if isinstance(value, bool) or not math.isfinite(float(value)):
+                raise ValueError  # inf and nan are no settings: a NaN loss follows
             return float(value)
         if kind is str:
             if isinstance(value, (dict, list)) or value is None:
@@ -324,4 +347,4 @@ def _is_number(value: Any) -> bool:
 
 
 def _type_name(kind: Any) -> str:
-    return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}[kind]
+    return {bool: "true or false", int: "an integer", float: "a finite number", str: "a string"}[kind]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import sys
 import time
 from dataclasses import dataclass, replace
 from functools import partial
@@ -15,7 +17,7 @@ from strop.errors import StropError
 from strop.methods import METHODS
 from strop.methods.base import count_parameters
 from strop.model import Source, TaskModel, build_model, resolve_source, save_model
-from strop.runs import RunDir, atomic_write_json, atomic_write_text, default_run_name
+from strop.runs import RunDir, atomic_write_json, atomic_write_text, default_run_name, reporting_write_errors
 from strop.tasks import TASKS, Examples, Task, infer_task_name
 from strop.tasks.base import pad_collate
 
@@ -84,7 +86,7 @@ def fit(config: str | Path | dict | Config | None = None, overrides: list[str] =
     collate = partial(pad_collate, pad_values={**model.body.pad_values, **task.pad_values})
     train_features = task.encode(model.body, splits.train)
     val_features = task.encode(model.body, splits.validation)
-    run, cfg = _open_run_dir(cfg)
+    run, cfg, lock = _open_run_dir(cfg)
 
     accelerator = make_accelerator(cfg)
     created = not cfg.train.resume
@@ -117,11 +119,16 @@ def fit(config: str | Path | dict | Config | None = None, overrides: list[str] =
             if not cfg.train.quiet:
                 scores = "  ".join(f"{name} {final[name]:.4f}" for name in task.metric_names)
                 print(f"best epoch {state.best_epoch}: {scores}\nrun saved to {run.root}")
-    except BaseException:
+    except BaseException as error:
         # A run that never reached its first checkpoint is worth nothing: leave no half-written run.
         if created and accelerator.is_main_process and not run.last_checkpoint.exists():
             shutil.rmtree(run.root, ignore_errors=True)
+        elif isinstance(error, KeyboardInterrupt) and accelerator.is_main_process and not cfg.train.quiet:
+            print(f"interrupted; continue the run with: strop fit {run.config} train.resume=true", file=sys.stderr)
         raise
+    finally:
+        if lock is not None:
+            lock.close()
     return run.root
 
 
@@ -133,8 +140,14 @@ def _model_info(cfg: Config, source: Source) -> dict:
             "tag_column": d.tag_column, "base_model": cfg.model.name, "method": cfg.method.name}
 
 
-def _open_run_dir(cfg: Config) -> tuple[RunDir, Config]:
-    """Creates the run directory (or checks the one to resume) and fixes output_dir in the config."""
+def _open_run_dir(cfg: Config) -> tuple[RunDir, Config, object | None]:
+    """Creates the run directory (or checks the one to resume), takes its lock, and fixes output_dir in the
+    config. Returns the run, the config and the lock (None in the processes besides the main one).
+
+    Raises:
+        StropError: output_dir is or lies inside a file, holds another run, is locked by a running fit, or
+            holds no run to resume (or a complete one, or one of another config).
+    """
     if cfg.output_dir is None:
         if cfg.train.resume:
             raise StropError("train.resume=true needs output_dir=<the run directory to continue>")
@@ -143,17 +156,51 @@ def _open_run_dir(cfg: Config) -> tuple[RunDir, Config]:
             n += 1
         cfg = replace(cfg, output_dir=name if n == 1 else f"{name}-{n}")
     run = RunDir(Path(cfg.output_dir))
-    if cfg.train.resume:
-        if not run.config.is_file():
-            raise StropError(f"output_dir {run.root} holds no run to resume; run without train.resume=true")
-        if run.is_complete():
-            raise StropError(f"the run in {run.root} is already complete; nothing to resume")
-        _check_same_run(cfg, run)
-    elif run.root.exists() and any(run.root.iterdir()):
-        raise StropError(f"output_dir {run.root} already holds files: choose another output_dir, "
-                         "or continue an interrupted run there with train.resume=true")
-    run.root.mkdir(parents=True, exist_ok=True)
-    return run, cfg
+    for folder in (run.root, *run.root.parents):
+        if folder.exists() and not folder.is_dir():
+            raise StropError(f"output_dir {run.root}: {folder} is a file, not a folder; choose another output_dir")
+    if os.environ.get("RANK", "0") != "0":
+        return run, cfg, None  # the main process checks and locks the run directory
+    existed = run.root.exists()
+    with reporting_write_errors(run.root, "the run directory"):
+        run.root.mkdir(parents=True, exist_ok=True)
+    lock = lock_run_dir(run)
+    try:
+        if cfg.train.resume:
+            if not run.config.is_file():
+                raise StropError(f"output_dir {run.root} holds no run to resume; run without train.resume=true")
+            if run.is_complete():
+                raise StropError(f"the run in {run.root} is already complete; nothing to resume")
+            _check_same_run(cfg, run)
+        elif any(p.name != run.lock.name for p in run.root.iterdir()):
+            raise StropError(f"output_dir {run.root} already holds files: choose another output_dir, "
+                             "or continue an interrupted run there with train.resume=true")
+    except BaseException:
+        lock.close()
+        if not existed:
+            shutil.rmtree(run.root, ignore_errors=True)
+        raise
+    return run, cfg, lock
+
+
+def lock_run_dir(run: RunDir):
+    """An exclusive lock on the run directory, held while the returned file stays open: a second fit with
+    the same output_dir is refused instead of writing into the same files. The operating system drops the
+    lock when the process ends, however it ends, so a killed run leaves no stale lock.
+
+    Raises:
+        StropError: another process holds the lock.
+    """
+    import fcntl
+
+    lock = run.lock.open("a")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.close()
+        raise StropError(f"output_dir {run.root} is in use by another strop fit that is still running: wait for "
+                         "it to finish, or choose another output_dir") from None
+    return lock
 
 
 # Keys that may differ between an interrupted run and its resumption.

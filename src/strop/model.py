@@ -22,6 +22,7 @@ from torch import nn
 
 from strop.backbones.base import BACKBONES, Backbone
 from strop.errors import StropError
+from strop.runs import to_json
 from strop.tasks import TASKS, Task
 
 WEIGHTS = "model.safetensors"
@@ -225,7 +226,7 @@ def save_model(path: Path, model: TaskModel, task: Task, info: dict[str, Any]) -
         if (tmp / "config.json").is_file():
             _describe_for_transformers(tmp / "config.json", model, task, architecture)
         full = {"task": task.name, **task.info(), **described, **info, "transformers_class": architecture}
-        (tmp / INFO).write_text(json.dumps(full, indent=2) + "\n", encoding="utf-8")
+        (tmp / INFO).write_text(to_json(full, indent=2) + "\n", encoding="utf-8")
 
 
 def _describe_for_transformers(config_file: Path, model: TaskModel, task: Task, architecture: str | None) -> None:

@@ -12,6 +12,7 @@ runs/<name>/
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 from collections.abc import Iterator
@@ -50,6 +51,11 @@ class RunDir:
     @property
     def last_checkpoint(self) -> Path:
         return self.checkpoints / "last"
+
+    @property
+    def lock(self) -> Path:
+        """Held (flock) by the fit writing the run; empty."""
+        return self.root / ".lock"
 
     def is_complete(self) -> bool:
         return self.summary.is_file()
@@ -93,8 +99,27 @@ def atomic_write_text(path: Path, text: str, what: str | None = None, fix: str =
         tmp.unlink(missing_ok=True)  # gone already once renamed
 
 
+def to_json(data, **options) -> str:
+    """JSON text that every JSON reader accepts: a NaN or infinite number (a metric of a diverged model, a
+    score of nothing) becomes null instead of the bare NaN/Infinity Python would write."""
+    return json.dumps(finite(data), allow_nan=False, **options)
+
+
+def finite(data):
+    """`data` with every non-finite float replaced by None (numpy numbers become Python numbers)."""
+    if isinstance(data, dict):
+        return {k: finite(v) for k, v in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [finite(v) for v in data]
+    if hasattr(data, "item") and not isinstance(data, (str, bytes)):  # a numpy scalar
+        data = data.item()
+    if isinstance(data, float) and not math.isfinite(data):
+        return None
+    return data
+
+
 def atomic_write_json(path: Path, data, what: str | None = None) -> None:
-    atomic_write_text(path, json.dumps(data, indent=2) + "\n", what)
+    atomic_write_text(path, to_json(data, indent=2) + "\n", what)
 
 
 def staging_dir(final: Path) -> Path:

@@ -3,6 +3,7 @@ feature columns (vectors for an MLP). Each problem gets one message naming the f
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,18 +18,61 @@ def require_column(frame: pd.DataFrame, column: str, path: str | Path, what: str
                          f"{', '.join(map(str, frame.columns))}. Name the right one with data.{key}=<column>")
 
 
-def clean_strings(column: pd.Series) -> list[str | None]:
-    """Values as strings; None for missing, NaN or blank. Whole-number floats (JSON 1.0) become '1'."""
+def clean_strings(column: pd.Series, path: str | Path, what: str) -> list[str | None]:
+    """Values as strings, stripped of surrounding whitespace; None for missing, NaN or blank. Whole-number
+    floats (JSON 1.0) become '1'; bytes (Parquet) are decoded as UTF-8.
+
+    Raises:
+        StropError: a value is a list or mapping (JSON), or bytes that are not UTF-8: not a text.
+    """
     out = []
-    for value in column.tolist():
+    for row, value in enumerate(column.tolist(), start=1):
         if value is None or (isinstance(value, float) and value != value):
             out.append(None)
             continue
+        if isinstance(value, (list, dict, tuple, np.ndarray)):
+            raise StropError(f"{what}: column '{column.name}' of {Path(path).name} holds a "
+                             f"{type(value).__name__} in row {row} ({str(value)[:60]}), not a text or label: "
+                             "give one string per row")
+        if isinstance(value, bytes):
+            try:
+                value = value.decode("utf-8")
+            except UnicodeDecodeError:
+                raise StropError(f"{what}: column '{column.name}' of {Path(path).name} holds bytes that are not "
+                                 f"UTF-8 text in row {row}: store the column as strings") from None
         if isinstance(value, float) and value.is_integer():
             value = int(value)
-        text = str(value)
-        out.append(text if text.strip() else None)
+        text = str(value).strip()
+        out.append(text if text else None)
     return out
+
+
+def normalise_labels(column: pd.Series, labels: list[str | None], path: str | Path, what: str) -> list[str | None]:
+    """Labels written one way: surrounding whitespace is gone already ('positive ' is 'positive'), and where
+    every label is a number, each is written as the number it is ('1.0' and '01' are '1'). What changed is
+    said on stderr, so two spellings never silently become two classes."""
+    numbers = [_number(label) for label in labels if label is not None]
+    if numbers and all(n is not None for n in numbers):
+        labels = [None if label is None else _number_text(_number(label)) for label in labels]
+    raw = [None if v is None or (isinstance(v, float) and v != v) else str(v) for v in column.tolist()]
+    changed = sorted({(r, c) for r, c in zip(raw, labels) if r is not None and c is not None and r != c})
+    if changed:
+        shown = ", ".join(f"{r!r} -> {c!r}" for r, c in changed[:5]) + (" ..." if len(changed) > 5 else "")
+        print(f"{what}: labels in {Path(path).name} written one way (whitespace stripped, numbers as numbers): "
+              f"{shown}", file=sys.stderr)
+    return labels
+
+
+def _number(text: str | None) -> float | None:
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        return None
+    return value if np.isfinite(value) else None
+
+
+def _number_text(value: float) -> str:
+    return str(int(value)) if value.is_integer() else repr(value)
 
 
 def refuse_missing(values: list, name: str, path: str | Path, what: str) -> None:
@@ -47,12 +91,12 @@ def read_texts(frame: pd.DataFrame, path: str | Path, data_cfg, what: str,
                pair_column: str | None) -> list[str] | list[tuple[str, str]]:
     """The text column, or (text, pair) tuples where the task reads text pairs."""
     require_column(frame, data_cfg.text_column, path, what, "text_column")
-    texts = clean_strings(frame[data_cfg.text_column])
+    texts = clean_strings(frame[data_cfg.text_column], path, what)
     refuse_missing(texts, "text", path, what)
     if pair_column is None:
         return texts
     require_column(frame, pair_column, path, what, "text_pair_column")
-    pairs = clean_strings(frame[pair_column])
+    pairs = clean_strings(frame[pair_column], path, what)
     refuse_missing(pairs, f"'{pair_column}' text", path, what)
     return list(zip(texts, pairs))
 

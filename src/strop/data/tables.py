@@ -1,7 +1,21 @@
-"""Read tabular files (CSV, TSV, JSONL, Parquet) into a DataFrame, with one clear error per problem."""
+"""Read tabular files (CSV, TSV, JSONL, Parquet; the text formats also gzip-, bz2- or xz-compressed) into a
+DataFrame of strings and JSON values, with one clear error per problem.
+
+Every reader checks what it got instead of trusting a parser's guesses: the header's column names are
+unique, every row has the header's number of fields (the message names the first line that has not), and
+JSON lines are objects (errors name the line number). Cells stay as read: strings for CSV and TSV, JSON
+values for JSONL; the columns' users (`data.inputs`, the tasks) check their types.
+"""
 
 from __future__ import annotations
 
+import bz2
+import csv
+import gzip
+import io
+import json
+import lzma
+import sys
 from pathlib import Path
 from typing import Callable
 
@@ -9,30 +23,8 @@ import pandas as pd
 
 from strop.errors import StropError
 
-
-def _read_csv(path: Path) -> pd.DataFrame:
-    return pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""], encoding="utf-8")
-
-
-def _read_tsv(path: Path) -> pd.DataFrame:
-    return pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, na_values=[""], encoding="utf-8",
-                       quoting=3)  # QUOTE_NONE: TSV files rarely quote, and stray quotes must stay text
-
-
-def _read_jsonl(path: Path) -> pd.DataFrame:
-    return pd.read_json(path, lines=True, dtype=False, encoding="utf-8")
-
-
-def _read_parquet(path: Path) -> pd.DataFrame:
-    return pd.read_parquet(path)
-
-
-READERS: dict[str, Callable[[Path], pd.DataFrame]] = {
-    ".csv": _read_csv,
-    ".tsv": _read_tsv,
-    ".jsonl": _read_jsonl,
-    ".parquet": _read_parquet,
-}
+COMPRESSION = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
+MAGIC = {b"\x1f\x8b": ".gz", b"BZh": ".bz2", b"\xfd7zXZ": ".xz"}
 
 
 def check_readable(path: Path, what: str) -> Path:
@@ -52,30 +44,169 @@ def check_readable(path: Path, what: str) -> Path:
     return path
 
 
+def read_text(path: Path, what: str) -> str:
+    """A text file's content, decompressed where it is compressed (by its suffix or its first bytes).
+
+    Raises:
+        StropError: not UTF-8, or a damaged compressed file.
+    """
+    with path.open("rb") as file:
+        head = file.read(6)
+    compression = next((suffix for magic, suffix in MAGIC.items() if head.startswith(magic)), None)
+    opener = COMPRESSION.get(compression, open)
+    try:
+        with opener(path, "rb") as file:
+            raw = file.read()
+    except (OSError, EOFError, lzma.LZMAError) as error:
+        raise StropError(f"{what}: {path} is {compression[1:]}-compressed but cannot be decompressed ({error}): "
+                         "the file is damaged; compress it again or give it uncompressed") from None
+    try:
+        return raw.decode("utf-8-sig")  # a byte-order mark, as some spreadsheets write, is not part of the header
+    except UnicodeDecodeError as error:
+        raise StropError(
+            f"{what}: {path} is not valid UTF-8 (byte {error.start}"
+            + (" after decompression" if compression else "") + "): re-save it as UTF-8, e.g. iconv -f latin1 "
+            f"-t utf-8 {path.name} > fixed{path.suffix}") from None
+
+
+def _delimited(path: Path, what: str, delimiter: str) -> pd.DataFrame:
+    text = read_text(path, what)
+    name = {",": "CSV", "\t": "TSV"}[delimiter]
+    if delimiter == ",":
+        delimiter = _csv_delimiter(text, path, what)
+        return _parse_rows(text, path, what, delimiter, csv.QUOTE_MINIMAL, name)
+    # TSV files rarely quote, and stray quotes must stay text; a file whose texts hold tabs must quote them.
+    try:
+        return _parse_rows(text, path, what, delimiter, csv.QUOTE_NONE, name)
+    except StropError as unquoted:
+        if '"' not in text:
+            raise
+        try:
+            return _parse_rows(text, path, what, delimiter, csv.QUOTE_MINIMAL, name)
+        except StropError:
+            raise unquoted from None
+
+
+def _csv_delimiter(text: str, path: Path, what: str) -> str:
+    """',' unless the header is one field that another usual separator splits (a ';' file from a spreadsheet
+    in a comma-decimal locale), which is then used and said."""
+    header = text.split("\n", 1)[0]
+    if "," in header:
+        return ","
+    for other, name in ((";", "semicolons"), ("\t", "tabs"), ("|", "bars")):
+        if other in header:
+            print(f"{what}: {path.name} has no comma in its header but {name}: read as separated by {name}",
+                  file=sys.stderr)
+            return other
+    return ","
+
+
+def _parse_rows(text: str, path: Path, what: str, delimiter: str, quoting: int, name: str) -> pd.DataFrame:
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, quoting=quoting, strict=True)
+    try:
+        header = next(reader, None)
+        if header is None:
+            raise StropError(f"{what}: {path} is empty; it needs a header row and at least one example")
+        check_unique_columns(header, path, what)
+        rows = []
+        for row in reader:
+            if not row or (len(row) == 1 and not row[0].strip()):
+                continue  # a blank line
+            if len(row) != len(header):
+                raise StropError(
+                    f"{what}: line {reader.line_num} of {path.name} has {len(row)} fields where the header has "
+                    f"{len(header)} ({', '.join(header)}): a text that holds the separator must be quoted "
+                    f"(\"...\"), and every row needs the header's columns")
+            rows.append(row)
+    except csv.Error as error:
+        raise StropError(f"{what}: line {reader.line_num} of {path.name} cannot be read as {name}: {error}") from None
+    frame = pd.DataFrame(rows, columns=header, dtype=object)
+    return frame.where(frame != "", None)  # empty cells are missing
+
+
+def check_unique_columns(columns: list[str], path: Path, what: str) -> None:
+    seen = set()
+    for column in columns:
+        if column in seen:
+            raise StropError(f"{what}: {path.name} has two columns named '{column}': rename one so that strop "
+                             "reads the one you mean")
+        seen.add(column)
+
+
+def _read_csv(path: Path, what: str) -> pd.DataFrame:
+    return _delimited(path, what, ",")
+
+
+def _read_tsv(path: Path, what: str) -> pd.DataFrame:
+    return _delimited(path, what, "\t")
+
+
+def _read_jsonl(path: Path, what: str) -> pd.DataFrame:
+    records = []
+    for number, line in enumerate(read_text(path, what).splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line, object_pairs_hook=lambda pairs: _unique_keys(pairs, number, path, what))
+        except json.JSONDecodeError as error:
+            raise StropError(f"{what}: line {number} of {path.name} is not valid JSON ({error.msg}, column "
+                             f"{error.colno})") from None
+        if not isinstance(record, dict):
+            raise StropError(f"{what}: line {number} of {path.name} is a JSON {type(record).__name__}, not an "
+                             "object: write one {\"column\": value, ...} object per line")
+        records.append(record)
+    return pd.DataFrame.from_records(records) if records else pd.DataFrame()
+
+
+def _unique_keys(pairs: list[tuple], number: int, path: Path, what: str) -> dict:
+    keys = [k for k, _ in pairs]
+    duplicated = next((k for k in keys if keys.count(k) > 1), None)
+    if duplicated is not None:
+        raise StropError(f"{what}: line {number} of {path.name} has the key '{duplicated}' twice: keep one")
+    return dict(pairs)
+
+
+def _read_parquet(path: Path, what: str) -> pd.DataFrame:
+    frame = pd.read_parquet(path)
+    check_unique_columns([str(c) for c in frame.columns], path, what)
+    return frame
+
+
+READERS: dict[str, Callable[[Path, str], pd.DataFrame]] = {
+    ".csv": _read_csv,
+    ".tsv": _read_tsv,
+    ".jsonl": _read_jsonl,
+    ".parquet": _read_parquet,
+}
+
+
+def table_suffix(path: Path) -> str:
+    """The format's suffix, under a compression suffix (reviews.csv.gz -> .csv)."""
+    suffixes = [s.lower() for s in path.suffixes]
+    if len(suffixes) >= 2 and suffixes[-1] in COMPRESSION:
+        return suffixes[-2]
+    return path.suffix.lower()
+
+
 def read_table(path: str | Path, what: str = "data") -> pd.DataFrame:
     """Reads a table of examples; the format comes from the file's extension.
 
     Args:
-        path: a .csv, .tsv, .jsonl or .parquet file (UTF-8 for the text formats).
+        path: a .csv, .tsv, .jsonl or .parquet file (UTF-8 for the text formats, which may be compressed:
+            .csv.gz, .jsonl.xz, ...).
         what: how the file is named in error messages, e.g. "data.train".
 
     Raises:
         StropError: the file is missing, empty, not UTF-8, of an unknown format, or malformed.
     """
     path = check_readable(Path(path), what)
-    reader = READERS.get(path.suffix.lower())
+    reader = READERS.get(table_suffix(path))
     if reader is None:
         raise StropError(f"{what}: cannot read '{path.name}': use one of {', '.join(READERS)} (got '{path.suffix}')")
     try:
-        frame = reader(path)
-    except UnicodeDecodeError as error:
-        raise StropError(
-            f"{what}: {path} is not valid UTF-8 (byte {error.start}): re-save it as UTF-8, "
-            f"e.g. iconv -f latin1 -t utf-8 {path.name} > fixed{path.suffix}") from None
-    except pd.errors.EmptyDataError:
-        raise StropError(f"{what}: {path} is empty; it needs a header row and at least one example") from None
+        frame = reader(path, what)
     except (pd.errors.ParserError, ValueError, OSError) as error:
-        raise StropError(f"{what}: {path} could not be read as {path.suffix[1:].upper()}: {error}") from None
+        raise StropError(f"{what}: {path} could not be read as {table_suffix(path)[1:].upper()}: {error}") from None
     if len(frame) == 0:
         raise StropError(f"{what}: {path} has a header but no examples")
     return frame

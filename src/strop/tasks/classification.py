@@ -12,7 +12,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from strop.data.inputs import clean_strings, refuse_missing, require_column
+from strop.data.inputs import clean_strings, normalise_labels, refuse_missing, require_column
 from strop.errors import StropError
 from strop.evaluate.metrics import classification_metrics
 from strop.tasks.base import TASKS, Examples
@@ -69,7 +69,8 @@ class Classification(SentenceTask):
     @classmethod
     def read_targets(cls, frame, path, data_cfg, what: str) -> list[str]:
         require_column(frame, data_cfg.label_column, path, what, "label_column")
-        labels = clean_strings(frame[data_cfg.label_column])
+        column = frame[data_cfg.label_column]
+        labels = normalise_labels(column, clean_strings(column, path, what), path, what)
         refuse_missing(labels, "label", path, what)
         return labels
 

@@ -34,7 +34,7 @@ class MultiLabel(SentenceTask):
     @classmethod
     def read_targets(cls, frame, path, data_cfg, what: str) -> list[tuple[str, ...]]:
         require_column(frame, data_cfg.label_column, path, what, "label_column")
-        cells = clean_strings(frame[data_cfg.label_column])
+        cells = clean_strings(frame[data_cfg.label_column], path, what)
         sets = [None if c is None else tuple(sorted({p.strip() for p in c.split(data_cfg.label_separator)
                                                      if p.strip()})) or None for c in cells]
         refuse_missing(sets, f"label set (labels separated by '{data_cfg.label_separator}')", path, what)

@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from strop.errors import StropError
-from strop.runs import recover_dir, staged
+from strop.runs import recover_dir, staged, to_json
 
 
 @dataclass
@@ -46,7 +46,7 @@ def save_checkpoint(path: Path, model, optimizer, scheduler, state: LoopState,
             rng["cuda"] = torch.cuda.get_rng_state_all()
         torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng},
                    tmp / "training_state.pt")
-        (tmp / "state.json").write_text(json.dumps(asdict(state), indent=2) + "\n", encoding="utf-8")
+        (tmp / "state.json").write_text(to_json(asdict(state), indent=2) + "\n", encoding="utf-8")
 
 
 def has_checkpoint(path: Path) -> bool:

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from strop.config import Config
 from strop.errors import StropError
 from strop.methods import Method
-from strop.runs import RunDir, atomic_write_text, reporting_write_errors
+from strop.runs import RunDir, atomic_write_text, reporting_write_errors, to_json
 from strop.tasks import Task
 from strop.train.cache import cache_body_outputs, example_length
 from strop.train.checkpoint import LoopState, cpu_state, has_checkpoint, load_checkpoint, save_checkpoint
@@ -130,7 +130,7 @@ def train(model, task: Task, method: Method, train_features: list[dict], val_fea
         train_loader.set_epoch(epoch)
         sampler.set_epoch(epoch)
         method.train_mode(model)  # sets the modes of the head's modules too: they are the model's
-        started, samples, tokens, loss_sum = time.perf_counter(), 0, 0, 0.0
+        started, samples, tokens, loss_sum, skipped = time.perf_counter(), 0, 0, 0.0, 0
         bar = tqdm(train_loader, desc=f"epoch {epoch + 1}/{tc.epochs}", disable=not show, leave=False,
                    unit="batch", dynamic_ncols=True)
         for batch in bar:
@@ -139,6 +139,12 @@ def train(model, task: Task, method: Method, train_features: list[dict], val_fea
                 with torch.autocast(accelerator.device.type, dtype=torch.bfloat16, enabled=bf16):
                     logits = trained(**batch)  # (batch, outputs), or (batch, seq, outputs) for token tasks
                 loss = task.loss(logits, labels)  # in fp32
+                if not torch.isfinite(loss):
+                    if tc.nonfinite == "stop":
+                        raise _diverged(loss, state, epoch, scheduler, run)
+                    skipped += 1
+                    optimizer.zero_grad(set_to_none=True)
+                    continue
                 accelerator.backward(loss)
                 if accelerator.sync_gradients and cfg.optim.max_grad_norm > 0:
                     accelerator.clip_grad_norm_(trainable, cfg.optim.max_grad_norm)
@@ -160,7 +166,7 @@ def train(model, task: Task, method: Method, train_features: list[dict], val_fea
                   "lr": scheduler.get_last_lr()[0], "epoch_seconds": round(train_seconds, 3),
                   "train_samples_per_s": round(samples * accelerator.num_processes / train_seconds, 2),
                   "train_tokens_per_s": round(tokens * accelerator.num_processes / train_seconds, 1),
-                  "time": round(state.train_seconds, 3)}
+                  "time": round(state.train_seconds, 3), **({"skipped_batches": skipped} if skipped else {})}
         improved = task.is_better(metric, metrics[metric], state.best_score)
         if improved:
             state.best_score, state.best_epoch, state.epochs_without_improvement = metrics[metric], epoch + 1, 0
@@ -174,7 +180,7 @@ def train(model, task: Task, method: Method, train_features: list[dict], val_fea
         state.stopped_early = tc.patience > 0 and state.epochs_without_improvement >= tc.patience
         if accelerator.is_main_process:
             with reporting_write_errors(run.metrics, "the metrics"), run.metrics.open("a", encoding="utf-8") as f:
-                f.write(json.dumps(record) + "\n")
+                f.write(to_json(record) + "\n")
             save_checkpoint(run.last_checkpoint, accelerator.unwrap_model(trained), optimizer, scheduler, state,
                             best_weights)
         accelerator.wait_for_everyone()
@@ -191,6 +197,16 @@ def train(model, task: Task, method: Method, train_features: list[dict], val_fea
         best_validation = evaluate(model, model_val_loader, task, accelerator)
     final, scored = best_validation
     return state, final, scored
+
+
+def _diverged(loss: torch.Tensor, state: LoopState, epoch: int, scheduler, run: RunDir) -> StropError:
+    """The message for a loss that became NaN or infinite: where, the likely cause, what is kept."""
+    kept = (f"the checkpoint of epoch {state.epoch} is kept in {run.last_checkpoint}" if state.epoch
+            else "no epoch was complete, so no run is kept")
+    return StropError(f"the training loss became {loss.item()} at step {state.step + 1} (epoch {epoch + 1}, "
+                      f"learning rate {scheduler.get_last_lr()[0]:.3g}): the learning rate is probably too high for "
+                      f"this model, or the data hold extreme values; {kept}. Lower optim.lr and start a new run, "
+                      "or set train.nonfinite=skip to skip such batches")
 
 
 def resolve_metric(cfg: Config, task: Task) -> str:
@@ -273,7 +289,7 @@ def _token_count(batch: dict) -> int:
 
 def _rewrite_metrics(run: RunDir, history: list[dict]) -> None:
     """On resume, metrics.jsonl holds exactly the validations the checkpoint knows of."""
-    atomic_write_text(run.metrics, "".join(json.dumps(r) + "\n" for r in history), "the metrics")
+    atomic_write_text(run.metrics, "".join(to_json(r) + "\n" for r in history), "the metrics")
 
 
 def _print_epoch(record: dict, tc, state: LoopState, task: Task, metric: str) -> None:

@@ -1,0 +1,173 @@
+"""Defects found by trying strop as a new user would: each test fails on the code before its fix."""
+
+import bz2
+import gzip
+import json
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+import strop
+from strop.config import DataConfig, load_config
+from strop.errors import StropError
+from strop.tasks.classification import Classification
+
+
+def _read(path, **columns):
+    return Classification.read(path, DataConfig(**columns), "text", "data.train")
+
+
+def test_tsv_with_quoted_tabs_keeps_the_whole_text(tmp_path):
+    path = tmp_path / "t.tsv"
+    path.write_text('text\tlabel\n"a\tb"\tpos\n"c\td"\tneg\n')
+    data = _read(path)
+    assert data.inputs == ["a\tb", "c\td"] and data.targets == ["pos", "neg"]
+
+
+def test_tsv_with_stray_quotes_keeps_them_and_a_bad_row_is_named(tmp_path):
+    path = tmp_path / "t.tsv"
+    path.write_text('text\tlabel\nhe said "hi\tpos\nfine\tneg\n')
+    assert _read(path).inputs == ['he said "hi', "fine"]
+    path.write_text('text\tlabel\ngood one\tpos\nfine\tneg\textra\n')
+    with pytest.raises(StropError, match="line 3 of t.tsv has 3 fields where the header has 2"):
+        _read(path)
+
+
+def test_jsonl_text_that_is_a_list_is_refused(tmp_path):
+    path = tmp_path / "t.jsonl"
+    path.write_text('{"text": "fine", "label": "a"}\n{"text": ["a", "b"], "label": "b"}\n')
+    with pytest.raises(StropError, match="column 'text' of t.jsonl holds a list in row 2"):
+        _read(path)
+
+
+def test_parquet_bytes_are_decoded_not_written_as_b_quotes(tmp_path):
+    path = tmp_path / "t.parquet"
+    pd.DataFrame({"text": [b"caf\xc3\xa9", b"ok"], "label": ["a", "b"]}).to_parquet(path)
+    assert _read(path).inputs == ["café", "ok"]
+
+
+def test_two_columns_with_one_name_are_refused(tmp_path):
+    path = tmp_path / "t.csv"
+    path.write_text("text,label,label\nfine,a,b\n")
+    with pytest.raises(StropError, match="two columns named 'label'"):
+        _read(path)
+
+
+def test_labels_are_normalised_and_the_change_is_said(tmp_path, capsys):
+    path = tmp_path / "t.csv"
+    path.write_text("text,label\na,positive\nb,positive \nc,1\nd,1.0\n")
+    assert _read(path).targets == ["positive", "positive", "1", "1.0"]  # mixed: numbers stay as written
+    path.write_text("text,label\na,1\nb,1.0\nc, 2\n")
+    assert _read(path).targets == ["1", "1", "2"]
+    assert "'1.0' -> '1'" in capsys.readouterr().err
+
+
+def test_a_second_fit_into_a_locked_run_directory_is_refused(tiny_overrides, tmp_path):
+    from strop.fit import lock_run_dir
+    from strop.runs import RunDir
+
+    run = RunDir(tmp_path / "run")
+    run.root.mkdir()
+    held = lock_run_dir(run)  # as a fit still running would hold it
+    try:
+        with pytest.raises(StropError, match="in use by another strop fit"):
+            strop.fit(None, tiny_overrides)
+    finally:
+        held.close()
+    assert [p.name for p in run.root.iterdir()] == [".lock"]  # nothing of a second run was written
+
+
+def test_two_fits_started_together_one_wins_one_exits_2(tiny_overrides, tmp_path):
+    command = [sys.executable, "-m", "strop.cli", "fit", *tiny_overrides, "train.epochs=1"]
+    first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    second = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    codes = sorted([first.wait(), second.wait()])
+    assert codes == [0, 2]
+    history = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    assert len(history) == 1  # one run's epoch, not two runs mixed
+
+
+def test_infinite_learning_rate_is_refused():
+    with pytest.raises(StropError, match="optim.lr must be a finite number; got 'inf'"):
+        load_config(None, ["optim.lr=inf"])
+
+
+def test_a_nonfinite_loss_stops_the_run_naming_the_step(tiny_overrides, monkeypatch):
+    from strop.tasks.classification import Classification as C
+
+    loss = C.loss
+    calls = []
+
+    def diverging(self, logits, labels):
+        calls.append(1)
+        value = loss(self, logits, labels)
+        return value * float("nan") if len(calls) >= 25 else value  # epoch 2 (20 batches an epoch)
+
+    monkeypatch.setattr(C, "loss", diverging)
+    with pytest.raises(StropError, match=r"loss became nan at step 25 \(epoch 2.*checkpoint of epoch 1 is kept"):
+        strop.fit(None, tiny_overrides)
+    calls.clear()
+    run = strop.fit(None, [o for o in tiny_overrides if not o.startswith("output_dir")]
+                    + [f"output_dir={tiny_overrides[3].split('=')[1]}-skip", "train.nonfinite=skip"])
+    history = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert history[1]["skipped_batches"] == 16 and history[2]["skipped_batches"] == 20
+
+
+def test_json_strop_writes_is_valid_without_nan():
+    from strop.runs import to_json
+
+    text = to_json({"loss": float("nan"), "f1": float("inf"), "x": [1.0, float("-inf")]})
+    assert json.loads(text) == {"loss": None, "f1": None, "x": [1.0, None]}
+
+
+def test_output_dir_at_a_file_and_options_mixed_with_overrides(tiny_overrides, tmp_path):
+    (tmp_path / "file").write_text("x")
+    overrides = [o for o in tiny_overrides if not o.startswith("output_dir")]
+    out = subprocess.run([sys.executable, "-m", "strop.cli", "fit", "--quiet", *overrides,
+                          f"output_dir={tmp_path / 'file' / 'run'}"], capture_output=True, text=True)
+    assert out.returncode == 2 and "is a file, not a folder" in out.stderr and "Traceback" not in out.stderr
+
+
+@pytest.mark.parametrize("opener, suffix", [(gzip.open, ".csv.gz"), (bz2.open, ".csv.bz2"), (gzip.open, ".csv")])
+def test_compressed_files_are_read(tmp_path, opener, suffix):
+    path = tmp_path / f"t{suffix}"
+    with opener(path, "wt") as f:
+        f.write("text,label\nfine,a\nbad,b\n")
+    assert _read(path).inputs == ["fine", "bad"]
+
+
+def test_semicolon_csv_is_read_and_said(tmp_path, capsys):
+    path = tmp_path / "t.csv"
+    path.write_text("text;label\nfine;a\nbad;b\n")
+    assert _read(path).targets == ["a", "b"]
+    assert "semicolons" in capsys.readouterr().err
+
+
+def test_folder_jsonl_line_numbers_and_fifo(tmp_path):
+    import os
+
+    with pytest.raises(StropError, match="is a folder, not a file"):
+        _read(tmp_path)
+    path = tmp_path / "t.jsonl"
+    path.write_text('{"text": "a", "label": "x"}\n\n{"text": "b", "label": }\n')
+    with pytest.raises(StropError, match="line 3 of t.jsonl is not valid JSON"):
+        _read(path)
+    os.mkfifo(tmp_path / "pipe.csv")
+    with pytest.raises(StropError, match="not a regular file"):
+        _read(tmp_path / "pipe.csv")
+
+
+def test_duplicate_yaml_sections_are_refused(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("optim:\n  lr: 1.0e-3\ntrain:\n  epochs: 2\noptim:\n  lr: 5.0e-5\n")
+    with pytest.raises(StropError, match="'optim' is given twice"):
+        load_config(path)
+
+
+def test_predict_refuses_an_empty_text_as_fit_does(tiny_overrides):
+    run = strop.fit(None, tiny_overrides + ["train.epochs=1"])
+    out = subprocess.run([sys.executable, "-m", "strop.cli", "predict", str(run), "--text", ""],
+                         capture_output=True, text=True)
+    assert out.returncode == 2 and "--text number 1 is empty" in out.stderr
