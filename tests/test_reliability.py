@@ -171,3 +171,52 @@ def test_predict_refuses_an_empty_text_as_fit_does(tiny_overrides):
     out = subprocess.run([sys.executable, "-m", "strop.cli", "predict", str(run), "--text", ""],
                          capture_output=True, text=True)
     assert out.returncode == 2 and "--text number 1 is empty" in out.stderr
+
+
+def test_macro_f1_counts_the_classes_present_not_the_absent_one():
+    import numpy as np
+
+    from strop.evaluate.metrics import classification_metrics
+
+    probabilities = np.array([[0.9, 0.1, 0.0], [0.1, 0.9, 0.0], [0.8, 0.2, 0.0]])
+    metrics = classification_metrics(probabilities, np.array([0, 1, 0]), ["a", "b", "c"])  # no 'c' anywhere
+    assert metrics["macro_f1"] == 1.0 and metrics["classes_scored"] == 2
+
+
+def test_resume_refuses_changed_data_and_keeps_the_resolved_precision(tiny_overrides, text_data, tmp_path,
+                                                                       monkeypatch):
+    import yaml
+
+    import strop.train.loop as loop
+    from conftest import make_texts, write_csv
+
+    train = write_csv(tmp_path / "train.csv", make_texts(160, seed=1))  # a copy of its own, changed below
+    common = [o for o in tiny_overrides if not o.startswith(("train.mixed_precision", "data.train"))]
+    common += ["train.mixed_precision=auto", f"data.train={train}"]
+    save = loop.save_checkpoint
+
+    def save_then_interrupt(*args, **kwargs):
+        save(*args, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(loop, "save_checkpoint", save_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        strop.fit(None, common)
+    monkeypatch.setattr(loop, "save_checkpoint", save)
+    run = tmp_path / "run"
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    assert saved["train"]["mixed_precision"] in ("no", "bf16")  # what ran, not "auto"
+    provenance = json.loads((run / "provenance.json").read_text())
+    assert provenance["precision"] == saved["train"]["mixed_precision"] and len(provenance["data"]["train"]) == 64
+
+    original = train.read_text()
+    train.write_text(original.replace("good", "fine"))  # same file, changed texts
+    with pytest.raises(StropError, match="the train data differ from those the run started with"):
+        strop.fit(None, common + ["train.resume=true"])
+    train.write_text(original)
+    # The same data resume; `auto` on the command line takes the precision the run started with.
+    # The probe would now decide the other way (a busy machine): the resumed run keeps what it started with.
+    monkeypatch.setattr(loop, "cpu_bf16_speedup", lambda: 0.5 if saved["train"]["mixed_precision"] == "bf16" else 5.0)
+    strop.fit(None, common + ["train.resume=true"])
+    assert (run / "summary.json").is_file()
+    assert json.loads((run / "provenance.json").read_text())["precision"] == saved["train"]["mixed_precision"]

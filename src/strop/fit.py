@@ -86,13 +86,18 @@ def fit(config: str | Path | dict | Config | None = None, overrides: list[str] =
     collate = partial(pad_collate, pad_values={**model.body.pad_values, **task.pad_values})
     train_features = task.encode(model.body, splits.train)
     val_features = task.encode(model.body, splits.validation)
+    cfg = _resolve_precision(cfg)
     run, cfg, lock = _open_run_dir(cfg)
 
     accelerator = make_accelerator(cfg)
     created = not cfg.train.resume
     try:
+        provenance = _provenance(cfg, splits, accelerator)
+        if cfg.train.resume:
+            _check_same_data(run, provenance)
         if accelerator.is_main_process:
             atomic_write_text(run.config, cfg.to_yaml(), "the config")
+            atomic_write_json(run.provenance, provenance, "the provenance")
             _announce(cfg, splits, task, model, notes, run, accelerator)
         started = time.perf_counter()
         state, final, scored = train(model, task, METHODS.get(cfg.method.name)(), train_features, val_features,
@@ -130,6 +135,72 @@ def fit(config: str | Path | dict | Config | None = None, overrides: list[str] =
         if lock is not None:
             lock.close()
     return run.root
+
+
+def _resolve_precision(cfg: Config) -> Config:
+    """train.mixed_precision made concrete, so config.yaml says what ran and a re-run does the same: an
+    interrupted run continues in the precision it started with; a new one asks `resolve_precision`."""
+    import torch
+
+    from strop.train.loop import resolve_precision
+
+    if cfg.train.mixed_precision != "auto":
+        return cfg
+    precision = None
+    saved = RunDir(Path(cfg.output_dir)).config if cfg.output_dir else None
+    if cfg.train.resume and saved is not None and saved.is_file():
+        precision = (yaml.safe_load(saved.read_text(encoding="utf-8")) or {}).get("train", {}).get("mixed_precision")
+    if precision not in ("no", "bf16"):
+        cuda = cfg.train.device != "cpu" and torch.cuda.is_available()
+        precision = resolve_precision(cfg, torch.device("cuda" if cuda else "cpu"))
+    return replace(cfg, train=replace(cfg.train, mixed_precision=precision))
+
+
+def _fingerprint(examples: Examples) -> str:
+    """A hash of the examples as strop read them (inputs and targets, in order)."""
+    import hashlib
+    import json
+
+    plain = lambda value: value.tolist() if hasattr(value, "tolist") else str(value)
+    return hashlib.sha256(json.dumps([examples.inputs, examples.targets], default=plain).encode()).hexdigest()
+
+
+def _provenance(cfg: Config, splits: Splits, accelerator) -> dict:
+    """What a run was made from besides its config: the data's fingerprints, the device and precision, and
+    the versions of the libraries that computed it."""
+    import platform
+
+    import accelerate
+    import torch
+    import transformers
+
+    from strop import __version__
+
+    return {"data": {"train": _fingerprint(splits.train), "validation": _fingerprint(splits.validation),
+                     "train_examples": len(splits.train), "validation_examples": len(splits.validation)},
+            "device": str(accelerator.device), "processes": accelerator.num_processes,
+            "precision": cfg.train.mixed_precision,
+            "versions": {"strop": __version__, "python": platform.python_version(), "torch": torch.__version__,
+                         "transformers": transformers.__version__, "accelerate": accelerate.__version__}}
+
+
+def _check_same_data(run: RunDir, provenance: dict) -> None:
+    """Refuses to resume a run on other data than it started with (changed texts or labels, a changed split).
+
+    Raises:
+        StropError: the recorded fingerprints differ from the data read now.
+    """
+    import json
+
+    try:
+        saved = json.loads(run.provenance.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return  # a run from before provenance was recorded: nothing to compare
+    changed = [part for part in ("train", "validation") if saved["data"][part] != provenance["data"][part]]
+    if changed:
+        raise StropError(f"cannot resume {run.root}: the {' and '.join(changed)} data differ from those the run "
+                         f"started with (another file, or changed texts or labels); resume with the same data, or "
+                         "start a new run in another output_dir")
 
 
 def _model_info(cfg: Config, source: Source) -> dict:

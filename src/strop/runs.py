@@ -53,6 +53,11 @@ class RunDir:
         return self.checkpoints / "last"
 
     @property
+    def provenance(self) -> Path:
+        """The data's fingerprints, device, precision and library versions of the run."""
+        return self.root / "provenance.json"
+
+    @property
     def lock(self) -> Path:
         """Held (flock) by the fit writing the run; empty."""
         return self.root / ".lock"

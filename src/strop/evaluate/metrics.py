@@ -20,7 +20,11 @@ def classification_metrics(probabilities: np.ndarray, targets: np.ndarray, label
         targets, predictions, labels=classes, zero_division=0)
     return {
         "accuracy": float(accuracy_score(targets, predictions)),
-        "macro_f1": float(f1_score(targets, predictions, labels=classes, average="macro", zero_division=0)),
+        # Over the classes the scored data have or the model predicts: a class absent from both (a small
+        # validation split without it) would count as F1 0 and understate every other class's score.
+        "macro_f1": float(f1_score(targets, predictions, labels=sorted(set(targets.tolist()) | set(predictions.tolist())),
+                                   average="macro", zero_division=0)),
+        "classes_scored": len(set(targets.tolist()) | set(predictions.tolist())),
         "loss": cross_entropy(probabilities, targets),
         "n": int(len(targets)),
         "labels": list(labels),
