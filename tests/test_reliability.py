@@ -220,3 +220,30 @@ def test_resume_refuses_changed_data_and_keeps_the_resolved_precision(tiny_overr
     strop.fit(None, common + ["train.resume=true"])
     assert (run / "summary.json").is_file()
     assert json.loads((run / "provenance.json").read_text())["precision"] == saved["train"]["mixed_precision"]
+
+
+def test_a_pickle_only_model_folder_is_refused_before_anything_is_loaded(tiny_model_dir, tiny_overrides, tmp_path):
+    import shutil
+
+    folder = tmp_path / "pickled"
+    shutil.copytree(tiny_model_dir, folder)
+    (folder / "model.safetensors").unlink()
+    (folder / "pytorch_model.bin").write_bytes(b"not even a real pickle")
+    overrides = [o for o in tiny_overrides if not o.startswith("model.name")] + [f"model.name={folder}"]
+    with pytest.raises(StropError, match=r"only as a pickle \(pytorch_model.bin\).*safetensors only"):
+        strop.fit(None, overrides)
+
+
+def test_corrupt_weights_in_a_model_folder_get_a_message(tiny_model_dir, tiny_overrides, tmp_path):
+    import shutil
+
+    folder = tmp_path / "corrupt"
+    shutil.copytree(tiny_model_dir, folder)
+    (folder / "model.safetensors").write_bytes(b"\x00" * 64)
+    overrides = [o for o in tiny_overrides if not o.startswith("model.name")] + [f"model.name={folder}"]
+    with pytest.raises(StropError, match="could not load"):
+        strop.fit(None, overrides)
+    run = strop.fit(None, tiny_overrides + ["train.epochs=1"])
+    (run / "model" / "model.safetensors").write_bytes(b"\x00" * 64)
+    with pytest.raises(StropError, match="cannot be read"):
+        strop.load(run)

@@ -80,6 +80,7 @@ class ModelConfig:
     hidden: tuple[int, ...] = (64, 64)  # mlp: hidden layer sizes
     activation: str = "relu"  # mlp
     dropout: float = 0.1  # mlp: dropout after each hidden layer
+    trust_remote_code: bool = False  # run a hub model's own Python code (only for a model you trust)
 
     def __post_init__(self):
         _require(bool(self.name), "model.name must not be empty")

@@ -116,7 +116,8 @@ def build_model(source: Source, task: Task, cfg, train_inputs: list) -> tuple[Ta
     if source.kind == "text":
         from strop.backbones.text import TextBackbone
 
-        body, why = TextBackbone.from_pretrained(source.location, cfg.model.pooling, cfg.model.max_length)
+        body, why = TextBackbone.from_pretrained(source.location, cfg.model.pooling, cfg.model.max_length,
+                                                 cfg.model.trust_remote_code)
         if task.level == "sequence":
             notes.append(f"pooling {body.pooling}: {why}")
         return with_new_head(body, task), task, notes

@@ -120,11 +120,30 @@ def resolve_pooling(setting: str, source: str, model: nn.Module) -> tuple[str, s
     return "cls", "the first token (the model declares no pooling and has no pooler)"
 
 
-def load_tokenizer(source: str):
+def refuse_pickle_only(source: str) -> None:
+    """A local model folder whose weights are only pickles (pytorch_model.bin, *.pt) is refused: loading a
+    pickle runs whatever code it holds, and strop loads weights only from safetensors.
+
+    Raises:
+        StropError: naming the pickle file and how to convert it where it is trusted.
+    """
+    folder = Path(source)
+    if not folder.is_dir() or any(folder.glob("*.safetensors")):
+        return
+    pickles = sorted(p.name for pattern in ("*.bin", "*.pt", "*.pth", "*.ckpt") for p in folder.glob(pattern))
+    if pickles:
+        raise StropError(
+            f"model.name: {folder} holds its weights only as a pickle ({pickles[0]}), and loading a pickle can run "
+            "any code it holds; strop loads weights from safetensors only. If you trust the file, convert it: "
+            f"python -c \"from transformers import AutoModel; AutoModel.from_pretrained('{folder}')"
+            f".save_pretrained('{folder}')\"")
+
+
+def load_tokenizer(source: str, trust_remote_code: bool = False):
     from transformers import AutoTokenizer
 
     try:
-        return AutoTokenizer.from_pretrained(source)
+        return AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as error:
         raise StropError(f"model.name: could not load a tokenizer from '{source}': {error}") from None
 
@@ -155,20 +174,24 @@ class TextBackbone(Backbone):
             model.pooler = None
 
     @classmethod
-    def from_pretrained(cls, source: str, pooling: str, max_length: int) -> tuple[TextBackbone, str]:
+    def from_pretrained(cls, source: str, pooling: str, max_length: int,
+                        trust_remote_code: bool = False) -> tuple[TextBackbone, str]:
         """The pretrained encoder of `source` (see resolve_model_source); returns it and why its pooling.
 
         Raises:
             StropError: the folder or hub id holds no loadable encoder or tokenizer.
         """
+        from safetensors import SafetensorError
         from transformers import AutoModel
 
-        tokenizer = load_tokenizer(source)
+        refuse_pickle_only(source)
+        tokenizer = load_tokenizer(source, trust_remote_code)
         try:
             with quiet_transformers():  # its report of unused head weights is expected: strop adds its own head
-                model = AutoModel.from_pretrained(source)
-        except (OSError, ValueError, KeyError) as error:
-            raise StropError(f"model.name: could not load '{source}' as a transformers encoder: {error}") from None
+                model = AutoModel.from_pretrained(source, use_safetensors=True, trust_remote_code=trust_remote_code)
+        except (OSError, ValueError, KeyError, SafetensorError) as error:
+            raise StropError(f"model.name: could not load '{source}' as a transformers encoder (weights in "
+                             f"safetensors): {str(error).splitlines()[0]}") from None
         pooling, why = resolve_pooling(pooling, source, model)
         return cls(model, tokenizer, pooling, max_length), why
 
