@@ -235,3 +235,35 @@ def test_every_task_caches_a_frozen_body_with_the_uncached_result(task, tiny_mod
     uncached, _ = _fit(task, tiny_model_dir, tmp_path / "uncached", method="freeze", extra=["train.epochs=3"])
     assert passes < len(calls) - passes  # the cached run ran the body once, not in every step
     _weights_equal(cached, uncached, atol=1e-5)
+
+
+CLI_TEXTS = {"text_classification": ["--text", "great fun"],
+             "pair_classification": ["--text", "the film was good", "--text-pair", "it was good"],
+             "multilabel_classification": ["--text", "the film was great"], "regression": ["--text", "great good"],
+             "token_classification": ["--text", "Anna Smith was in Paris ."]}
+
+
+@pytest.mark.parametrize("task", TASKS.names())
+def test_every_task_through_the_cli_predict_and_evaluate(task, tiny_model_dir, tmp_path, capsys):
+    import pandas as pd
+
+    from strop.cli import main
+
+    assert task in CLI_TEXTS, f"task {task} is registered but has no command-line input in tests/test_tasks.py"
+    run, dev = _fit(task, tiny_model_dir, tmp_path)
+    capsys.readouterr()
+    assert main(["predict", str(run), *CLI_TEXTS[task]]) == 0
+    (record,) = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    expected = {"text_classification": "label", "pair_classification": "label", "multilabel_classification": "labels",
+                "regression": "value", "token_classification": "entities"}[task]
+    assert expected in record
+    # a file of inputs in, a CSV of predictions out (one row per input)
+    assert main(["predict", str(run), "--input", str(dev), "--output", str(tmp_path / "p.csv")]) == 0
+    n_inputs = len(TASKS.get(task).read(dev, __import__("strop").config.DataConfig(
+        text_pair_column="text_pair" if task == "pair_classification" else None), "text", "x").inputs)
+    assert len(pd.read_csv(tmp_path / "p.csv")) == n_inputs
+    assert main(["evaluate", str(run), "--data", str(dev), "--json"]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert TASKS.get(task).lead_metric in metrics
+    assert main(["evaluate", str(run), "--data", str(dev)]) == 0
+    assert TASKS.get(task).lead_metric in capsys.readouterr().out
