@@ -259,11 +259,15 @@ def merge(record: dict | None, result: dict, row_order: list[str]) -> dict:
         if kept:
             invocations.append({**old, "rows": kept, "seeds": {r: old["seeds"][r] for r in kept},
                                 "data": {r: old["data"][r] for r in kept}})
+            if old.get("stopped"):
+                invocations[-1]["stopped"] = {r: n for r, n in old["stopped"].items() if r in kept}
     loads = [r["load_before"] for r in result["runs"] if "load_before" in r]
     invocations.append({"date": result["date"], "command": result["command"], "commit": result.get("commit"),
                         "machine": result["machine"],
                         "rows": result["rows"], "seeds": _seeds_per_row(result), "epochs": result["epochs"],
                         "data": result["data"], "max_load_before": max(loads) if loads else None})
+    if result.get("stopped"):
+        invocations[-1]["stopped"] = result["stopped"]
 
     def replace_rows(entries: list[dict], new: list[dict], tool_key: str) -> list[dict]:
         merged = [e for e in entries if e["row"] not in new_rows] + new
@@ -274,6 +278,30 @@ def merge(record: dict | None, result: dict, row_order: list[str]) -> dict:
             "table": replace_rows(record["table"], result["table"], "tool"),
             "ratios": replace_rows(record["ratios"], result["ratios"], "peer"),
             "problems": [p for p in record["problems"] if p["row"] not in new_rows] + failures}
+
+
+def completed_seeds(result: dict) -> dict:
+    """The result of an invocation stopped before its end, cut to the seeds of each row that every tool
+    completed (tools run seed by seed, so a stop leaves at most one seed part-done): its rows, seeds, data
+    and runs, and `stopped`: row -> "N of M planned seeds". Rows without a complete seed are left out."""
+    planned = _seeds_per_row(result)
+    rows, seeds, stopped, runs = [], {}, {}, []
+    for row in result["rows"]:
+        ran = [r for r in result["runs"] if r["row"] == row]
+        tools = {r["tool"] for r in ran if r["seed"] == 1}
+        complete = []
+        for seed in range(1, planned[row] + 1):
+            if not tools or not tools <= {r["tool"] for r in ran if r["seed"] == seed}:
+                break
+            complete.append(seed)
+        if not complete:
+            continue
+        rows.append(row)
+        seeds[row] = len(complete)
+        stopped[row] = f"{len(complete)} of {planned[row]} planned seeds"
+        runs += [r for r in ran if r["seed"] in complete]
+    return {**result, "rows": rows, "seeds": seeds, "runs": runs, "stopped": stopped,
+            "data": {row: result["data"][row] for row in rows}}
 
 
 def _row_rank(row: str, row_order: list[str]) -> tuple[int, str]:
@@ -299,6 +327,9 @@ def _invocation(inv: dict) -> str:
     lines = [f"### {inv['date']}: {', '.join(inv['rows'])}", "", f"- command: `{inv['command']}`{commit}",
              f"- machine: {machine_line} ({m['platform']})", f"- {peak['line']}", f"- versions: {versions}",
              f"- seeds: {seeds}; epochs: {inv['epochs']}", f"- data: {data}"]
+    if inv.get("stopped"):
+        lines.append("- stopped by hand before its end; the tables hold the seeds every tool completed: "
+                     + ", ".join(f"{row} {n}" for row, n in inv["stopped"].items()))
     if load is not None:
         lines.append(f"- load average before each run: at most {load:.1f}")
     return "\n".join(lines) + "\n"

@@ -49,7 +49,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--write-docs", action="store_true",
                         help=f"put the rows measured into {DOCS.relative_to(HERE.parent)} (other rows stay)")
     parser.add_argument("--publish", type=Path, metavar="RESULT.json",
-                        help="put a finished run's result file into the docs, as --write-docs would have; runs nothing")
+                        help="put a run's result file into the docs, as --write-docs would have (a stopped run: the "
+                             "seeds every tool completed); runs nothing")
     parser.add_argument("--limit", type=int, help=argparse.SUPPRESS)  # smoke runs: cap train and score rows
     # worker mode, used by the parent
     parser.add_argument("--worker", choices=ALL_TOOLS, help=argparse.SUPPRESS)
@@ -255,11 +256,18 @@ def measure_rows(args: argparse.Namespace, argv: list[str] | None, files: dict) 
 
 def publish(result: dict) -> None:
     """Puts a full run's rows into docs/benchmarks.json (replacing the same rows of earlier runs) and
-    renders docs/benchmarks.md from it."""
+    renders docs/benchmarks.md from it. A result file whose invocation was stopped before its end (no
+    table: it is rewritten after every run) is published with the seeds that every tool of a row completed,
+    and the document says how many of the planned seeds those are."""
     import report
 
     if result.get("limit") is not None:
         raise SystemExit("a run with --limit is a smoke run; it is not published")
+    if "table" not in result:
+        result = report.completed_seeds(result)
+        if not result["rows"]:
+            raise SystemExit("the stopped run completed no seed of any row with every tool; nothing to publish")
+        result["table"] = report.aggregate(result["runs"])
     result["ratios"] = report.ratios(result["table"], result["runs"])  # derived: current with this harness
     record = json.loads(DOCS_RECORD.read_text()) if DOCS_RECORD.is_file() else None
     record = report.merge(record, result, ALL_ROWS)

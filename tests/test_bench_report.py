@@ -65,3 +65,28 @@ def test_the_ratio_table_shows_the_paired_gap():
     result = _result("day-1", ["trec"], 0.6)
     text = report.markdown(result["table"], result["ratios"], [])
     assert "| trec | trainer | accuracy | 1.2 | +0.1000 |" in text
+
+
+def test_a_stopped_run_is_published_with_the_seeds_every_tool_completed(tmp_path, monkeypatch):
+    import run
+
+    result = _result("day-1", ["trec", "sst2-1k"], 0.6)
+    result["seeds"] = {"trec": 3, "sst2-1k": 2}
+    # trec: seed 1 both tools, seed 2 strop only (stopped there); sst2-1k never started
+    result["runs"] = [r for r in result["runs"] if r["row"] == "trec"]
+    result["runs"].append({**result["runs"][0], "seed": 2, "accuracy": 0.7})
+    del result["table"], result["ratios"]
+    cut = report.completed_seeds(result)
+    assert (cut["rows"], cut["seeds"], cut["stopped"]) == (["trec"], {"trec": 1}, {"trec": "1 of 3 planned seeds"})
+    assert {(r["tool"], r["seed"]) for r in cut["runs"]} == {("strop", 1), ("trainer", 1)}
+
+    monkeypatch.setattr(run, "DOCS", tmp_path / "benchmarks.md")
+    monkeypatch.setattr(run, "DOCS_RECORD", tmp_path / "benchmarks.json")
+    run.publish(result)
+    document = (tmp_path / "benchmarks.md").read_text()
+    assert "- seeds: trec 1; epochs: 5" in document
+    assert "stopped by hand before its end; the tables hold the seeds every tool completed: trec 1 of 3" in document
+    assert "| trec | strop | 1 | accuracy | 0.6000 ± — |" in document and "| sst2-1k |" not in document
+    record = report.merge(report.merge(None, {**cut, "table": report.aggregate(cut["runs"]),
+                                              "ratios": []}, ROWS), _result("day-2", ["sst2-1k"], 0.9), ROWS)
+    assert record["invocations"][0]["stopped"] == {"trec": "1 of 3 planned seeds"}
