@@ -40,7 +40,7 @@ def test_config_is_frozen():
 @pytest.mark.parametrize("override, words", [
     ("optim.learning_rate=1e-3", ["optim.learning_rate", "known keys in optim", "lr"]),
     ("trian.epochs=3", ["trian", "did you mean 'train'"]),
-    ("optim.warmup=1.5", ["optim.warmup must be in [0, 1)", "1.5"]),
+    ("optim.warmup=1.5", ["optim.warmup must be a fraction in [0, 1) or a whole number of steps", "1.5"]),
     ("train.epochs=three", ["train.epochs must be an integer", "three"]),
     ("train.epochs=2.5", ["train.epochs must be an integer"]),
     ("optim.name=adamm", ["optim.name must be one of", "adamw", "adamm"]),

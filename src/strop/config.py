@@ -79,7 +79,8 @@ class ModelConfig:
     pooling: str = "auto"  # text vector for sentence-level heads: auto (as the model was trained), cls, mean, pooler
     hidden: tuple[int, ...] = (64, 64)  # mlp: hidden layer sizes
     activation: str = "relu"  # mlp
-    dropout: float = 0.1  # mlp: dropout after each hidden layer
+    body_dropout: float | None = None  # dropout inside the backbone: None keeps the pretrained model's (mlp: 0.1)
+    head_dropout: float = 0.1  # dropout before the head's output layer
     trust_remote_code: bool = False  # run a hub model's own Python code (only for a model you trust)
 
     def __post_init__(self):
@@ -90,7 +91,9 @@ class ModelConfig:
         _require(len(self.hidden) >= 1 and all(h >= 1 for h in self.hidden),
                  f"model.hidden must be one or more layer sizes >= 1, e.g. [64, 64]; got {list(self.hidden)}")
         _choice("model.activation", self.activation, ("relu", "gelu", "tanh", "silu"))
-        _require(0 <= self.dropout < 1, f"model.dropout must be in [0, 1); got {self.dropout}")
+        _require(self.body_dropout is None or 0 <= self.body_dropout < 1,
+                 f"model.body_dropout must be in [0, 1) or null; got {self.body_dropout}")
+        _require(0 <= self.head_dropout < 1, f"model.head_dropout must be in [0, 1); got {self.head_dropout}")
 
 
 @dataclass(frozen=True)
@@ -98,11 +101,15 @@ class MethodConfig:
     """How the backbone is adapted: which parameters train."""
 
     name: str = "full"
+    freeze_layers: int = 0  # full/bitfit: the bottom k layers stay frozen (the embeddings are layer 0)
+    unfreeze_every: int = 1  # gradual: one more layer group trains every N epochs, from the top down
 
     def __post_init__(self):
         from strop.methods import METHODS
 
         _require(self.name in METHODS, "method.name: " + METHODS.unknown_message(self.name))
+        _require(self.freeze_layers >= 0, f"method.freeze_layers must be >= 0; got {self.freeze_layers}")
+        _require(self.unfreeze_every >= 1, f"method.unfreeze_every must be >= 1; got {self.unfreeze_every}")
 
 
 @dataclass(frozen=True)
@@ -112,19 +119,35 @@ class OptimConfig:
     name: str = "adamw"
     lr: float | str = "auto"  # peak learning rate; auto: 5e-5, higher for runs of few steps (see train.optim)
     head_lr_scale: float = 20.0  # the new task head's peak rate, as a multiple of lr, where the body trains too
+    layer_decay: float = 1.0  # layer-wise rates: each layer below the top trains at this multiple of the one above
     weight_decay: float = 0.01  # not applied to biases and normalisation weights
-    warmup: float = 0.1  # fraction of all optimizer steps spent warming up
+    l1: float = 0.0  # an L1 penalty on the trained weights (not biases and norms), added to the loss
+    momentum: float = 0.9  # sgd and rmsprop
+    nesterov: bool = False  # sgd
+    warmup: float = 0.1  # below 1: a fraction of all optimizer steps; from 1: a number of steps
     schedule: str = "linear"  # decay after warmup
+    final_lr_ratio: float = 0.01  # exponential: the rate at the end as a share of the peak
+    step_epochs: int = 3  # step: the rate is multiplied by step_gamma every this many epochs
+    step_gamma: float = 0.1
+    power: float = 2.0  # polynomial: (1 - progress) ** power
     max_grad_norm: float = 1.0  # gradient clipping; 0 turns it off
 
     def __post_init__(self):
-        _choice("optim.name", self.name, ("adamw", "adam", "sgd"))
+        _choice("optim.name", self.name, ("adamw", "adam", "sgd", "rmsprop"))
         _require(self.lr == "auto" or (isinstance(self.lr, float) and self.lr > 0),
                  f"optim.lr must be a number > 0 or auto; got {self.lr!r}")
         _require(self.head_lr_scale > 0, f"optim.head_lr_scale must be > 0; got {self.head_lr_scale}")
+        _require(0 < self.layer_decay <= 1, f"optim.layer_decay must be in (0, 1]; got {self.layer_decay}")
         _require(self.weight_decay >= 0, f"optim.weight_decay must be >= 0; got {self.weight_decay}")
-        _require(0 <= self.warmup < 1, f"optim.warmup must be in [0, 1); got {self.warmup}")
-        _choice("optim.schedule", self.schedule, ("linear", "cosine", "constant"))
+        _require(self.l1 >= 0, f"optim.l1 must be >= 0; got {self.l1}")
+        _require(0 <= self.momentum < 1, f"optim.momentum must be in [0, 1); got {self.momentum}")
+        _require(self.warmup >= 0 and (self.warmup < 1 or float(self.warmup).is_integer()),
+                 f"optim.warmup must be a fraction in [0, 1) or a whole number of steps; got {self.warmup}")
+        _choice("optim.schedule", self.schedule, ("linear", "cosine", "constant", "exponential", "step", "polynomial"))
+        _require(0 < self.final_lr_ratio <= 1, f"optim.final_lr_ratio must be in (0, 1]; got {self.final_lr_ratio}")
+        _require(self.step_epochs >= 1, f"optim.step_epochs must be >= 1; got {self.step_epochs}")
+        _require(0 < self.step_gamma <= 1, f"optim.step_gamma must be in (0, 1]; got {self.step_gamma}")
+        _require(self.power > 0, f"optim.power must be > 0; got {self.power}")
         _require(self.max_grad_norm >= 0, f"optim.max_grad_norm must be >= 0; got {self.max_grad_norm}")
 
 
@@ -145,6 +168,7 @@ class TrainConfig:
     resume: bool = False  # continue the run in output_dir from its last checkpoint
     keep_checkpoint: bool = True  # false: delete checkpoints/ once the run is complete (it only serves resume)
     quiet: bool = False  # no progress bar or epoch lines
+    label_smoothing: float = 0.0  # classification: share of each target spread over the other classes
     nonfinite: str = "stop"  # a NaN or infinite loss: stop the run (its last checkpoint kept), or skip the batch
 
     def __post_init__(self):
@@ -160,6 +184,7 @@ class TrainConfig:
         _choice("train.mixed_precision", self.mixed_precision, ("auto", "no", "bf16"))
         _choice("train.device", self.device, ("auto", "cpu", "cuda"))
         _choice("train.nonfinite", self.nonfinite, ("stop", "skip"))
+        _require(0 <= self.label_smoothing < 1, f"train.label_smoothing must be in [0, 1); got {self.label_smoothing}")
 
 
 @dataclass(frozen=True)

@@ -100,7 +100,7 @@ def fit(config: str | Path | dict | Config | None = None, overrides: list[str] =
             atomic_write_json(run.provenance, provenance, "the provenance")
             _announce(cfg, splits, task, model, notes, run, accelerator)
         started = time.perf_counter()
-        state, final, scored = train(model, task, METHODS.get(cfg.method.name)(), train_features, val_features,
+        state, final, scored = train(model, task, METHODS.get(cfg.method.name)(cfg.method), train_features, val_features,
                                      collate, model.body.input_keys, cfg, run, accelerator)
         calibrated = task.calibrated(*scored)  # e.g. per-label thresholds, tuned on validation
         if calibrated != task:

@@ -109,8 +109,9 @@ def build_model(source: Source, task: Task, cfg, train_inputs: list) -> tuple[Ta
         from strop.backbones.vector import MLPBackbone
 
         m = cfg.model
-        body = MLPBackbone.for_data(train_inputs, m.hidden, m.activation, m.dropout)
-        head = task.build_head(body.hidden_size)
+        body = MLPBackbone.for_data(train_inputs, m.hidden, m.activation,
+                                    0.1 if m.body_dropout is None else m.body_dropout)
+        head = task.build_head(body.hidden_size, dropout=m.head_dropout)
         model = TaskModel(body, head, task.level, {id(p) for p in body.parameters()} | {id(p) for p in head.parameters()})
         return model, task, [f"a new MLP {list(m.hidden)}, {m.activation}"]
     if source.kind == "text":
@@ -120,13 +121,23 @@ def build_model(source: Source, task: Task, cfg, train_inputs: list) -> tuple[Ta
                                                  cfg.model.trust_remote_code)
         if task.level == "sequence":
             notes.append(f"pooling {body.pooling}: {why}")
-        return with_new_head(body, task), task, notes
+        set_dropout(body, cfg.model.body_dropout)
+        return with_new_head(body, task, cfg.model.head_dropout), task, notes
     return _from_run(source, task, cfg, notes)
 
 
-def with_new_head(body: Backbone, task: Task) -> TaskModel:
+def set_dropout(body: Backbone, p: float | None) -> None:
+    """model.body_dropout: every dropout layer of the backbone at rate p (None: as pretrained)."""
+    if p is None:
+        return
+    for module in body.modules():
+        if isinstance(module, nn.Dropout):
+            module.p = p
+
+
+def with_new_head(body: Backbone, task: Task, dropout: float = 0.1) -> TaskModel:
     pre = body.take_pooler() if task.level == "sequence" and getattr(body, "pooling", None) == "pooler" else None
-    head = task.build_head(body.hidden_size, pre)
+    head = task.build_head(body.hidden_size, pre, dropout)
     new = {id(p) for p in head.parameters()} - ({id(p) for p in pre.parameters()} if pre is not None else set())
     return TaskModel(body, head, task.level, new)
 
@@ -150,12 +161,14 @@ def _from_run(source: Source, task: Task, cfg, notes: list[str]) -> tuple[TaskMo
 
         pooling = info.get("pooling", "pooler") if cfg.model.pooling == "auto" else cfg.model.pooling
         body, _ = TextBackbone.from_pretrained(str(folder), pooling, cfg.model.max_length)
-        model = with_new_head(body, task)
+        set_dropout(body, cfg.model.body_dropout)
+        model = with_new_head(body, task, cfg.model.head_dropout)
         if reuse:
             load_weights(model, folder, part="head")
     else:
         body = BACKBONES.get(kind).from_saved(folder, info)
-        model = with_new_head(body, task)
+        set_dropout(body, cfg.model.body_dropout)
+        model = with_new_head(body, task, cfg.model.head_dropout)
         load_weights(model, folder, part="body" if not reuse else None)
         notes.append(f"the MLP {list(body.hidden)} of {folder} (model.hidden and the input standardisation come "
                      "from it)")

@@ -11,6 +11,7 @@ runs/<name>/
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -92,14 +93,83 @@ def temporary_sibling(path: Path) -> Path:
     return path.with_name(f".{path.name}.tmp-{os.getpid()}")
 
 
+def remove_stale_temporaries(path: Path) -> None:
+    """Removes the temporary siblings of `path` (files or folders) that processes which no longer run left
+    behind: a process killed while it wrote (SIGKILL, a crash, a power cut) cannot clean up after itself, and
+    a checkpoint's staging folder is as large as the checkpoint. A running writer's are left alone."""
+    prefix = f".{path.name}.tmp-"
+    try:
+        siblings = [p for p in path.parent.iterdir() if p.name.startswith(prefix)]
+    except OSError:
+        return
+    for sibling in siblings:
+        pid = sibling.name[len(prefix):]
+        if not pid.isdigit() or int(pid) == os.getpid() or _process_runs(int(pid)):
+            continue
+        if sibling.is_dir() and not sibling.is_symlink():
+            shutil.rmtree(sibling, ignore_errors=True)
+        else:
+            try:
+                sibling.unlink()
+            except OSError:
+                pass
+
+
+def _process_runs(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # e.g. PermissionError: it runs, as another user
+        return True
+    return True
+
+
+def fsync_file(path: Path) -> None:
+    """Makes a written file's content durable: on disk, not only in the page cache, before a rename
+    publishes it (otherwise a power cut can leave the new name pointing at empty or partial content)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_dir(path: Path) -> None:
+    """Makes a folder's entries durable (a file created or renamed in it). A file system that cannot sync
+    a folder (EINVAL: some network and FUSE file systems) has nothing more to offer, and is let be."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    except OSError as error:
+        if error.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EBADF):
+            raise
+    finally:
+        os.close(fd)
+
+
+def fsync_tree(folder: Path) -> None:
+    """fsync_file for every file below `folder`, and fsync_dir for every folder, `folder` itself last."""
+    for root, folders, files in os.walk(folder, topdown=False):
+        for name in files:
+            fsync_file(Path(root) / name)
+        fsync_dir(Path(root))
+
+
 def atomic_write_text(path: Path, text: str, what: str | None = None, fix: str = RUN_WRITE_FIX) -> None:
-    """Writes a file through a temporary sibling and a rename, so readers see the old or the new file,
-    never a partial one, even when the disk fills. what: its role in an error message (default: its name)."""
+    """Writes a file through a temporary sibling, fsync and a rename (then an fsync of its folder), so
+    readers see the old or the new file, never a partial one, even when the disk fills, the process is
+    killed or the power fails. what: its role in an error message (default: its name)."""
     tmp = temporary_sibling(path)
     try:
         with reporting_write_errors(path, what or path.name, fix):
-            tmp.write_text(text, encoding="utf-8")
+            remove_stale_temporaries(path)
+            with open(tmp, "w", encoding="utf-8") as file:
+                file.write(text)
+                file.flush()
+                os.fsync(file.fileno())
             os.replace(tmp, path)
+            fsync_dir(path.parent)
     finally:
         tmp.unlink(missing_ok=True)  # gone already once renamed
 
@@ -128,10 +198,12 @@ def atomic_write_json(path: Path, data, what: str | None = None) -> None:
 
 
 def staging_dir(final: Path) -> Path:
-    """An empty temporary folder beside `final`, to fill and then hand to `publish_dir`."""
+    """An empty temporary folder beside `final`, to fill and then hand to `publish_dir`. Staging folders
+    that killed processes left beside `final` are removed first."""
     tmp = temporary_sibling(final)
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
+    remove_stale_temporaries(final)
     return tmp
 
 
@@ -148,6 +220,7 @@ def staged(final: Path, what: str) -> Iterator[Path]:
         with reporting_write_errors(final, what):
             tmp = staging_dir(final)
             yield tmp
+            fsync_tree(tmp)  # every file on disk before the folder is published under its name
             publish_dir(tmp, final)
     finally:
         if tmp is not None:
@@ -155,13 +228,16 @@ def staged(final: Path, what: str) -> Iterator[Path]:
 
 
 def publish_dir(tmp: Path, final: Path) -> None:
-    """Replaces `final` by the filled folder `tmp`. A folder cannot be renamed over a non-empty one, so
-    the old one steps aside first; `recover_dir` brings it back if we die between the two renames."""
+    """Replaces `final` by the filled (and fsynced) folder `tmp`. A folder cannot be renamed over a
+    non-empty one, so the old one steps aside first; `recover_dir` brings it back if we die between the two
+    renames. The parent folder is synced before the old version is deleted, so that after a power cut
+    the name holds the old folder or the new one, never neither."""
     old = final.with_name(f".{final.name}.old")
     shutil.rmtree(old, ignore_errors=True)
     if final.exists():
         os.replace(final, old)
     os.replace(tmp, final)
+    fsync_dir(final.parent)
     shutil.rmtree(old, ignore_errors=True)
 
 

@@ -254,7 +254,9 @@ class TextBackbone(Backbone):
         blocks = next((m for m in self.model.modules() if isinstance(m, nn.ModuleList) and len(m) == count), None)
         if blocks is None:
             raise StropError(f"cannot find the layer list of {type(self.model).__name__}")
-        return [self.model.get_input_embeddings(), *blocks]
+        # The embeddings block (words, positions, types and their norm) where the model has one, else the table
+        embeddings = getattr(self.model, "embeddings", None)
+        return [embeddings if isinstance(embeddings, nn.Module) else self.model.get_input_embeddings(), *blocks]
 
     def save(self, directory: Path) -> dict[str, Any]:
         with quiet_transformers():

@@ -18,12 +18,25 @@ class Method:
     # optim.head_lr_scale times optim.lr; where it is frozen, optim.lr is the head's own rate.
     trains_body = True
 
+    def __init__(self, cfg=None):
+        """cfg: the run's MethodConfig (method.freeze_layers, method.unfreeze_every); defaults without one."""
+        from strop.config import MethodConfig
+
+        self.cfg = cfg if cfg is not None else MethodConfig()
+
     def prepare(self, model: nn.Module) -> None:
-        """Sets requires_grad on the model's parameters (all of them train unless a method says otherwise)."""
+        """Sets requires_grad on the model's parameters before the optimizer is built: every parameter that
+        trains at some point of the run must train here (all of them, unless a method says otherwise)."""
+        freeze_bottom(model, self.cfg.freeze_layers)
+
+    def start_epoch(self, model: nn.Module, epoch: int) -> None:
+        """Before each epoch (0-based), after `prepare`: where what trains changes during the run."""
 
     def train_mode(self, model: nn.Module) -> None:
         """Puts the model in training mode before each epoch; frozen methods keep frozen parts in eval mode."""
         model.train()
+        for layer in frozen_layers(model, self.cfg.freeze_layers):
+            layer.eval()  # no dropout noise in layers that cannot adapt to it
 
     def frozen_split(self, model: nn.Module) -> FrozenSplit | None:
         """Where the method freezes the model's body, the split of the model into that body and the head that
@@ -46,6 +59,25 @@ class FrozenSplit:
 
 
 METHODS: Registry[type[Method]] = Registry("method")
+
+
+def frozen_layers(model: nn.Module, k: int) -> list[nn.Module]:
+    """The bottom k layers of the model's backbone (its own layer list, the embeddings as layer 0)."""
+    if k == 0:
+        return []
+    from strop.errors import StropError
+
+    layers = model.body.layers()
+    if k > len(layers):
+        raise StropError(f"method.freeze_layers={k}, but the backbone has {len(layers)} layers (the embeddings "
+                         f"count as layer 0): choose at most {len(layers) - 1}, or method.name=freeze to freeze all")
+    return layers[:k]
+
+
+def freeze_bottom(model: nn.Module, k: int) -> None:
+    for layer in frozen_layers(model, k):
+        for p in layer.parameters():
+            p.requires_grad_(False)
 
 
 def count_parameters(model: nn.Module) -> tuple[int, int]:

@@ -61,6 +61,7 @@ class Classification(SentenceTask):
 
     labels: tuple[str, ...]
     head: str = "softmax"
+    label_smoothing: float = 0.0  # training only (train.label_smoothing)
 
     name = "text_classification"
     metric_names = ("accuracy", "macro_f1", "loss")
@@ -80,7 +81,7 @@ class Classification(SentenceTask):
         if cfg.model.head == "sigmoid" and len(labels) != 2:
             raise StropError(f"model.head=sigmoid needs exactly two classes; the data has {len(labels)}: "
                              "use model.head=softmax")
-        return cls(labels=tuple(labels), head=cfg.model.head)
+        return cls(labels=tuple(labels), head=cfg.model.head, label_smoothing=cfg.train.label_smoothing)
 
     def split(self, examples: Examples, fraction: float, seed: int) -> tuple[Examples, Examples]:
         from strop.data.splits import stratified_split
@@ -111,8 +112,9 @@ class Classification(SentenceTask):
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         # logits: (batch, num_outputs); labels: (batch,) class ids
         if self.head == "sigmoid":
-            return F.binary_cross_entropy_with_logits(logits[:, 0].float(), labels.float())
-        return F.cross_entropy(logits.float(), labels)
+            targets = labels.float() * (1 - self.label_smoothing) + 0.5 * self.label_smoothing
+            return F.binary_cross_entropy_with_logits(logits[:, 0].float(), targets)
+        return F.cross_entropy(logits.float(), labels, label_smoothing=self.label_smoothing)
 
     def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
         """(batch, num_outputs) logits -> (batch, num_classes) probabilities."""

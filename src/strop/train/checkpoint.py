@@ -1,17 +1,30 @@
 """Checkpoints for exact resume: weights (safetensors), optimizer/scheduler/RNG (tensors only, loaded with
-weights_only=True) and the loop's own state (JSON). Written to a staging folder and swapped in atomically."""
+weights_only=True) and the loop's own state (JSON).
+
+A checkpoint is written to a staging folder, each file fsynced, and swapped in atomically (`strop.runs.staged`),
+so `checkpoints/last` is always a whole checkpoint, even when the process is killed while writing it.
+checksums.json, written last, holds the sha256 and size of every other file; `load_checkpoint` verifies them
+before it reads anything, so a checkpoint damaged afterwards (a bad disk, an interrupted copy, an edit) is
+refused with a message rather than resumed from wrong numbers or failing deep inside torch.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import pickle
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from strop.errors import StropError
 from strop.runs import recover_dir, staged, to_json
+
+MANIFEST = "checksums.json"  # {"algorithm": "sha256", "files": {name: {"sha256": hex, "bytes": size}}}
+RESTART = "it cannot be resumed; start the run again in a new output_dir"
 
 
 @dataclass
@@ -47,6 +60,61 @@ def save_checkpoint(path: Path, model, optimizer, scheduler, state: LoopState,
         torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng},
                    tmp / "training_state.pt")
         (tmp / "state.json").write_text(to_json(asdict(state), indent=2) + "\n", encoding="utf-8")
+        write_manifest(tmp)  # last: it vouches for the files above
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as file:
+        while chunk := file.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def write_manifest(folder: Path) -> None:
+    """checksums.json: the sha256 and size of every file in `folder`."""
+    files = {p.name: {"sha256": sha256(p), "bytes": p.stat().st_size}
+             for p in sorted(folder.iterdir()) if p.is_file() and p.name != MANIFEST}
+    (folder / MANIFEST).write_text(json.dumps({"algorithm": "sha256", "files": files}, indent=2) + "\n",
+                                   encoding="utf-8")
+
+
+def verify_checkpoint(path: Path) -> LoopState:
+    """Checks every file of the checkpoint folder `path` against checksums.json, and returns its loop state.
+    Reads only; `load_checkpoint` calls it on the folder `recover_dir` gives.
+
+    Raises:
+        StropError: the manifest is missing or unreadable, or a file it lists is missing, of another size
+            or another sha256; the message names the file and says the checkpoint is damaged.
+    """
+    damaged = f"the checkpoint in {path} is damaged"
+    try:
+        manifest = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
+        files = manifest["files"]
+        if manifest.get("algorithm") != "sha256" or not isinstance(files, dict) or "state.json" not in files:
+            raise ValueError("it does not list the checkpoint's files with their sha256")
+    except FileNotFoundError:
+        raise StropError(f"{damaged}: it has no {MANIFEST} (it is incomplete, or was written by a strop before "
+                         f"checkpoints carried checksums); {RESTART}") from None
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise StropError(f"{damaged}: its {MANIFEST} cannot be read ({error}); {RESTART}") from None
+    for name, expected in files.items():
+        file = path / name
+        if Path(name).name != name or not file.is_file():
+            raise StropError(f"{damaged}: {name} is missing; {RESTART}")
+        size = file.stat().st_size
+        if size != expected.get("bytes"):
+            raise StropError(f"{damaged}: {name} has {size} bytes where {MANIFEST} records {expected.get('bytes')} "
+                             f"(it was cut short or changed after it was written); {RESTART}")
+        actual = sha256(file)
+        if actual != expected.get("sha256"):
+            raise StropError(f"{damaged}: {name} does not match its checksum in {MANIFEST} (sha256 {actual[:16]}... "
+                             f"where {str(expected.get('sha256'))[:16]}... was written): its bytes changed after it "
+                             f"was written, e.g. on a failing disk or in a copy; {RESTART}")
+    try:
+        return LoopState(**json.loads((path / "state.json").read_text(encoding="utf-8")))
+    except (OSError, ValueError, TypeError) as error:
+        raise StropError(f"{damaged}: state.json cannot be read ({error}); {RESTART}") from None
 
 
 def has_checkpoint(path: Path) -> bool:
@@ -54,21 +122,52 @@ def has_checkpoint(path: Path) -> bool:
 
 
 def load_checkpoint(path: Path, model, optimizer, scheduler) -> tuple[LoopState, dict[str, torch.Tensor]]:
-    """Restores model, optimizer, scheduler and RNG in place; returns the loop state and the best weights."""
+    """Restores model, optimizer, scheduler and RNG in place; returns the loop state and the best weights.
+
+    A damaged checkpoint is refused: there is no older one to fall back on, because `publish_dir` deletes the
+    previous checkpoint as soon as the new one is in place (its `.old` copy only exists while the two
+    renames run, and `recover_dir` already uses it where the new one never arrived).
+
+    Raises:
+        StropError: a file fails its checksum or cannot be read, holds objects other than tensors and plain
+            values, or does not fit this run's model or optimizer.
+    """
     path = recover_dir(path)
-    weights = load_file(path / "model.safetensors")
-    model.load_state_dict(weights)
-    training = torch.load(path / "training_state.pt", weights_only=True)  # never unpickle arbitrary objects
+    state = verify_checkpoint(path)
+    weights = _read(path / "model.safetensors", load_file)
+    # weights_only: never unpickle arbitrary objects, which could run code on load.
+    training = _read(path / "training_state.pt", lambda file: torch.load(file, weights_only=True))
+    best_file = path / "best.safetensors"
+    best = _read(best_file, load_file) if best_file.is_file() else weights
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as error:
+        raise StropError(f"the checkpoint in {path} does not fit this run's model ({str(error)[:300]}): "
+                         f"{RESTART}") from None
     try:
         optimizer.load_state_dict(training["optimizer"])
+        scheduler.load_state_dict(training["scheduler"])
+        torch.set_rng_state(training["rng"]["torch"])
     except ValueError as error:  # its parameter groups differ, e.g. laid out by an earlier version of strop
-        raise StropError(f"the checkpoint in {path} does not fit this run's optimizer ({error}): it cannot be "
-                         "resumed; start the run again in a new output_dir") from None
-    scheduler.load_state_dict(training["scheduler"])
-    torch.set_rng_state(training["rng"]["torch"])
+        raise StropError(f"the checkpoint in {path} does not fit this run's optimizer ({error}): {RESTART}") from None
+    except (KeyError, TypeError, RuntimeError) as error:
+        raise StropError(f"the checkpoint in {path} is damaged: training_state.pt lacks what strop writes there "
+                         f"({type(error).__name__}: {error}); {RESTART}") from None
     if "cuda" in training["rng"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(training["rng"]["cuda"])
-    state = LoopState(**json.loads((path / "state.json").read_text()))
-    best_file = path / "best.safetensors"
-    best = load_file(best_file) if best_file.is_file() else weights
     return state, best
+
+
+def _read(file: Path, load):
+    """load(file), with a file strop cannot read (or will not: a pickle of arbitrary objects) refused."""
+    try:
+        return load(file)
+    except pickle.UnpicklingError as error:  # torch's weights-only unpickler met something else
+        detail = str(error).partition("WeightsUnpickler error:")[2].partition("Check the documentation")[0]
+        detail = " ".join(detail.split()).split(". ")[0][:200] or str(error).splitlines()[0][:200]  # what, not advice
+        raise StropError(f"the checkpoint in {file.parent} is refused: {file.name} holds something other than "
+                         f"tensors and plain values ({detail}), and strop does not unpickle anything else, as that "
+                         f"can run code; the file is damaged or not strop's; {RESTART}") from None
+    except (SafetensorError, OSError, RuntimeError, EOFError, ValueError) as error:
+        raise StropError(f"the checkpoint in {file.parent} is damaged: {file.name} cannot be read "
+                         f"({type(error).__name__}: {str(error)[:200]}); {RESTART}") from None

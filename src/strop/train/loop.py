@@ -25,7 +25,8 @@ from strop.runs import RunDir, atomic_write_text, reporting_write_errors, to_jso
 from strop.tasks import Task
 from strop.train.cache import cache_body_outputs, example_length
 from strop.train.checkpoint import LoopState, cpu_state, has_checkpoint, load_checkpoint, save_checkpoint
-from strop.train.optim import AUTO_LR, AUTO_LR_STEPS, build_optimizer, build_scheduler, resolve_lr
+from strop.train.optim import (AUTO_LR, AUTO_LR_STEPS, build_optimizer, build_scheduler, l1_penalty,
+                               layer_rate_multiples, resolve_lr)
 from strop.train.sampler import BatchSampler
 
 
@@ -152,13 +153,15 @@ def train(model, task: Task, method: Method, train_features: list[dict], val_fea
 
     steps_per_epoch = math.ceil(len(sampler) / tc.grad_accum)
     peak_lr = _peak_lr(cfg, len(sampler), accelerator.num_processes, method.trains_body, show)
-    optimizer = build_optimizer(trained, cfg.optim, peak_lr, model.new_parameters if method.trains_body else set())
-    scheduler = build_scheduler(optimizer, cfg.optim, steps_per_epoch * tc.epochs)
+    layer_rates = layer_rate_multiples(model.body.layers(), cfg.optim.layer_decay) if split is None else {}
+    optimizer = build_optimizer(trained, cfg.optim, peak_lr, model.new_parameters if method.trains_body else set(),
+                                layer_rates)
+    scheduler = build_scheduler(optimizer, cfg.optim, steps_per_epoch * tc.epochs, steps_per_epoch)
     trained, optimizer, train_loader, val_loader, scheduler = accelerator.prepare(
         trained, optimizer, train_loader, val_loader, scheduler)
     if split is None:
         model_val_loader = val_loader
-    trainable = [p for p in trained.parameters() if p.requires_grad]
+    trainable = [p for g in optimizer.param_groups for p in g["params"]]  # clipping skips those without gradients
 
     state, best_weights, best_validation = LoopState(), None, None
     if tc.resume and has_checkpoint(run.last_checkpoint):
@@ -175,6 +178,7 @@ def train(model, task: Task, method: Method, train_features: list[dict], val_fea
         # sampler when iteration starts; a resumed run must continue from `epoch`, so set both.
         train_loader.set_epoch(epoch)
         sampler.set_epoch(epoch)
+        method.start_epoch(model, epoch)
         method.train_mode(model)  # sets the modes of the head's modules too: they are the model's
         started, samples, tokens, loss_sum, skipped = time.perf_counter(), 0, 0, 0.0, 0
         bar = tqdm(train_loader, desc=f"epoch {epoch + 1}/{tc.epochs}", disable=not show, leave=False,
@@ -185,6 +189,8 @@ def train(model, task: Task, method: Method, train_features: list[dict], val_fea
                 with torch.autocast(accelerator.device.type, dtype=torch.bfloat16, enabled=bf16):
                     logits = trained(**batch)  # (batch, outputs), or (batch, seq, outputs) for token tasks
                 loss = task.loss(logits, labels)  # in fp32
+                if cfg.optim.l1:
+                    loss = loss + l1_penalty(optimizer, cfg.optim.l1)
                 if not torch.isfinite(loss):
                     if tc.nonfinite == "stop":
                         raise _diverged(loss, state, epoch, scheduler, run)

@@ -1,0 +1,36 @@
+"""Gradual unfreezing (Howard & Ruder 2018, ULMFiT): the task head trains first; every method.unfreeze_every
+epochs one more layer group of the backbone joins, from the top down (the embeddings last). What trains in
+an epoch depends only on the epoch's number, so a resumed run continues at the same stage."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from strop.methods.base import METHODS, Method
+
+
+@METHODS.register("gradual")
+class Gradual(Method):
+    def stage(self, epoch: int) -> int:
+        """How many backbone layers train in `epoch` (0-based): none in the first method.unfreeze_every epochs."""
+        return epoch // self.cfg.unfreeze_every
+
+    def prepare(self, model: nn.Module) -> None:
+        for p in model.parameters():  # all in the optimizer from the start; start_epoch holds back the rest
+            p.requires_grad_(True)
+
+    _epoch = 0
+
+    def start_epoch(self, model: nn.Module, epoch: int) -> None:
+        self._epoch = epoch
+        layers = model.body.layers()
+        training = self.stage(epoch)
+        for i, layer in enumerate(layers):
+            for p in layer.parameters():
+                p.requires_grad_(i >= len(layers) - training)
+
+    def train_mode(self, model: nn.Module) -> None:
+        model.train()
+        layers = model.body.layers()
+        for layer in layers[:max(0, len(layers) - self.stage(self._epoch))]:
+            layer.eval()

@@ -1,0 +1,135 @@
+"""The fine-tuning controls: what trains, how fast, how regularised. Each test fails if its option is ignored."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import strop
+from strop.config import OptimConfig
+from strop.train.optim import build_optimizer, layer_rate_multiples, schedule_factor
+
+
+def _weights(run, name="model/model.safetensors"):
+    return load_file(run / name)
+
+
+def _history(run):
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_bottom_k_layers_stay_bit_identical(tiny_overrides, tiny_model_dir):
+    from transformers import BertModel
+
+    before = {f"bert.{k}": v for k, v in BertModel.from_pretrained(tiny_model_dir).state_dict().items()}
+    run = strop.fit(None, tiny_overrides + ["method.freeze_layers=2", "train.epochs=2"])  # embeddings + layer 0
+    after = _weights(run)
+    frozen = [k for k in before if k.startswith(("bert.embeddings.", "bert.encoder.layer.0."))]
+    trained = [k for k in before if k.startswith("bert.encoder.layer.1.")]
+    assert frozen and trained
+    assert all(torch.equal(before[k], after[k]) for k in frozen)
+    assert all(not torch.equal(before[k], after[k]) for k in trained if k.endswith("weight"))
+
+
+def test_too_many_frozen_layers_are_refused(tiny_overrides):
+    with pytest.raises(strop.StropError, match="freeze_layers=9, but the backbone has 3 layers"):
+        strop.fit(None, tiny_overrides + ["method.freeze_layers=9"])
+
+
+def test_bitfit_trains_only_biases_and_the_head(tiny_overrides, tiny_model_dir):
+    from transformers import BertModel
+
+    before = {f"bert.{k}": v for k, v in BertModel.from_pretrained(tiny_model_dir).state_dict().items()}
+    after = _weights(strop.fit(None, tiny_overrides + ["method.name=bitfit", "train.epochs=1"]))
+    changed = {k for k in before if k in after and not torch.equal(before[k], after[k])}
+    assert changed and all(k.endswith("bias") or k.startswith("bert.pooler") for k in changed)
+
+
+def test_layer_wise_rates_are_in_the_optimizer_groups(tiny_model_dir):
+    from test_fit import _tiny_task_model
+
+    model = _tiny_task_model(tiny_model_dir, ["a", "b"])
+    layers = model.body.layers()  # embeddings, layer 0, layer 1
+    rates = layer_rate_multiples(layers, 0.5)
+    optimizer = build_optimizer(model, OptimConfig(layer_decay=0.5), 1e-3, model.new_parameters, rates)
+    lr_of = {id(p): g["lr"] for g in optimizer.param_groups for p in g["params"]}
+    assert lr_of[id(layers[0].word_embeddings.weight)] == pytest.approx(1e-3 * 0.25)
+    assert lr_of[id(layers[1].attention.self.query.weight)] == pytest.approx(1e-3 * 0.5)
+    assert lr_of[id(layers[2].attention.self.query.weight)] == pytest.approx(1e-3)
+    assert lr_of[id(model.head.output.weight)] == pytest.approx(1e-3 * 20)  # the new head: its own rate
+
+
+@pytest.mark.parametrize("schedule, at_half", [("linear", 0.5), ("cosine", 0.5), ("constant", 1.0),
+                                               ("polynomial", 0.25), ("exponential", 0.1), ("step", 0.1)])
+def test_schedules_have_their_shape(schedule, at_half):
+    cfg = OptimConfig(schedule=schedule, warmup=10.0, power=2.0, final_lr_ratio=0.01, step_epochs=1, step_gamma=0.1)
+    # 10 warmup steps (a number, not a share), then 100 steps of decay; 55 steps an epoch
+    assert schedule_factor(cfg, 5, 110, 55) == pytest.approx(0.5)
+    assert schedule_factor(cfg, 10, 110, 55) == pytest.approx(1.0)
+    assert schedule_factor(cfg, 60, 110, 55) == pytest.approx(at_half)
+
+
+def test_gradual_unfreezing_stage_after_each_epoch_and_resume_mid_way(tiny_overrides, tmp_path, monkeypatch):
+    import strop.train.loop as loop
+    from strop.methods import METHODS
+
+    seen = []
+    start = METHODS.get("gradual").start_epoch
+
+    def recording(self, model, epoch):
+        start(self, model, epoch)
+        seen.append([any(p.requires_grad for p in layer.parameters()) for layer in model.body.layers()])
+
+    monkeypatch.setattr(METHODS.get("gradual"), "start_epoch", recording)
+    common = [o for o in tiny_overrides if not o.startswith("output_dir")] + ["method.name=gradual", "train.epochs=4"]
+    straight = strop.fit(None, common + [f"output_dir={tmp_path / 'straight'}"])
+    # 3 layer groups (embeddings, layer 0, layer 1): epoch 1 only the head, then one more group each epoch
+    assert seen == [[False, False, False], [False, False, True], [False, True, True], [True, True, True]]
+
+    save = loop.save_checkpoint
+    calls = []
+
+    def interrupt_after_two(*args, **kwargs):
+        save(*args, **kwargs)
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(loop, "save_checkpoint", interrupt_after_two)
+    with pytest.raises(KeyboardInterrupt):
+        strop.fit(None, common + [f"output_dir={tmp_path / 'resumed'}"])
+    monkeypatch.setattr(loop, "save_checkpoint", save)
+    resumed = strop.fit(None, common + [f"output_dir={tmp_path / 'resumed'}", "train.resume=true"])
+    a, b = _weights(straight), _weights(resumed)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_l1_and_label_smoothing_change_the_training_loss(tiny_overrides, tmp_path):
+    runs = {}
+    for name, extra in (("plain", []), ("l1", ["optim.l1=1e-4"]), ("smooth", ["train.label_smoothing=0.2"])):
+        runs[name] = _history(strop.fit(None, tiny_overrides + [f"output_dir={tmp_path / name}", "train.epochs=1",
+                                                                *extra]))[0]["train_loss"]
+    assert runs["l1"] > runs["plain"] + 1e-3  # the penalty is part of the loss
+    assert runs["smooth"] != pytest.approx(runs["plain"], abs=1e-4)
+
+
+@pytest.mark.parametrize("name", ["sgd", "rmsprop", "adam"])
+def test_other_optimizers_train(name, tiny_overrides, tmp_path):
+    history = _history(strop.fit(None, tiny_overrides + [f"optim.name={name}", "optim.nesterov=true",
+                                                          "optim.lr=1e-2" if name == "sgd" else "optim.lr=1e-3"]))
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+
+
+def test_dropout_overrides_reach_every_dropout_layer(tiny_model_dir, text_data, tmp_path):
+    from strop.config import load_config
+    from strop.fit import load_splits, resolve_config
+    from strop.model import build_model, resolve_source
+
+    cfg = resolve_config(load_config(None, [f"model.name={tiny_model_dir}", f"data.train={text_data['train']}",
+                                            "model.body_dropout=0.3", "model.head_dropout=0.4"]))
+    source = resolve_source(cfg.model.name)
+    splits = load_splits(cfg, source.input_kind)
+    model, _, _ = build_model(source, splits.task, cfg, splits.train.inputs)
+    body = [m.p for m in model.body.modules() if isinstance(m, torch.nn.Dropout)]
+    assert body and set(body) == {0.3} and model.head.dropout.p == 0.4
