@@ -133,3 +133,51 @@ def test_dropout_overrides_reach_every_dropout_layer(tiny_model_dir, text_data, 
     model, _, _ = build_model(source, splits.task, cfg, splits.train.inputs)
     body = [m.p for m in model.body.modules() if isinstance(m, torch.nn.Dropout)]
     assert body and set(body) == {0.3} and model.head.dropout.p == 0.4
+
+
+def test_class_weights_change_the_loss_on_a_known_batch():
+    from strop.tasks.classification import Classification
+
+    plain = Classification(("a", "b"))
+    weighted = plain.with_imbalance(["a"] * 9 + ["b"], "weights", 2.0)
+    assert weighted.class_weights == pytest.approx((10 / 18, 10 / 2))
+    logits, labels = torch.tensor([[2.0, 0.0], [2.0, 0.0]]), torch.tensor([0, 1])
+    # the minority class's error weighs 9 times the majority's
+    ce = torch.nn.functional.cross_entropy(logits, labels, reduction="none")
+    expected = (ce * torch.tensor([10 / 18, 10 / 2])).sum() / (10 / 18 + 10 / 2)
+    assert weighted.loss(logits, labels) == pytest.approx(float(expected))
+    assert plain.loss(logits, labels) == pytest.approx(float(ce.mean()))
+    focal = plain.with_imbalance(["a"] * 9 + ["b"], "focal", 2.0)
+    assert focal.loss(logits, labels) < plain.loss(logits, labels)  # the easy example counts less
+
+
+def test_balanced_sampler_draws_classes_evenly():
+    from strop.tasks.classification import Classification
+    from strop.train.sampler import BatchSampler
+
+    task = Classification(("a", "b")).with_imbalance(["a"] * 90 + ["b"] * 10, "sample", 2.0)
+    features = [{"labels": 0}] * 90 + [{"labels": 1}] * 10
+    sampler = BatchSampler([1] * 100, 10, seed=1, group_by_length=False, weights=task.example_weights(features))
+    drawn = [features[i]["labels"] for epoch in range(20) for batch in (sampler.set_epoch(epoch) or sampler)
+             for i in batch]
+    assert len(drawn) == 2000 and 0.4 < sum(drawn) / len(drawn) < 0.6  # about half minority, not 10%
+
+
+def test_auto_imbalance_says_what_it_chose_and_predict_uses_the_tuned_threshold(tiny_overrides, tmp_path, capsys):
+    import pandas as pd
+
+    from conftest import make_texts, write_csv
+
+    rows = make_texts(400, seed=3)
+    positive = [r for r in rows if r[1] == "positive"][:20]
+    negative = [r for r in rows if r[1] == "negative"]
+    train = write_csv(tmp_path / "imbalanced.csv", negative + positive)  # 10:1
+    overrides = [o for o in tiny_overrides if not o.startswith(("data.train", "train.quiet"))]
+    run = strop.fit(None, overrides + [f"data.train={train}", "train.imbalance=auto", "train.epochs=2"])
+    assert "auto chose class weights" in capsys.readouterr().out
+    info = json.loads((run / "model" / "strop.json").read_text())
+    assert info["positive"] == "positive" and 0 < info["threshold"] < 1
+    predictor = strop.load(run)
+    texts = pd.read_csv(tmp_path / "imbalanced.csv")["text"].tolist()[:50]
+    p = predictor.predict_proba(texts)[:, 1]
+    assert predictor.predict(texts) == ["positive" if x >= info["threshold"] else "negative" for x in p]

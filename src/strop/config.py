@@ -169,6 +169,8 @@ class TrainConfig:
     keep_checkpoint: bool = True  # false: delete checkpoints/ once the run is complete (it only serves resume)
     quiet: bool = False  # no progress bar or epoch lines
     label_smoothing: float = 0.0  # classification: share of each target spread over the other classes
+    imbalance: str = "none"  # classification: auto, weights (class-weighted loss), sample (balanced batches), focal
+    focal_gamma: float = 2.0  # focal loss: how much the well-classified examples are down-weighted
     nonfinite: str = "stop"  # a NaN or infinite loss: stop the run (its last checkpoint kept), or skip the batch
 
     def __post_init__(self):
@@ -185,6 +187,8 @@ class TrainConfig:
         _choice("train.device", self.device, ("auto", "cpu", "cuda"))
         _choice("train.nonfinite", self.nonfinite, ("stop", "skip"))
         _require(0 <= self.label_smoothing < 1, f"train.label_smoothing must be in [0, 1); got {self.label_smoothing}")
+        _choice("train.imbalance", self.imbalance, ("auto", "weights", "sample", "focal", "none"))
+        _require(self.focal_gamma >= 0, f"train.focal_gamma must be >= 0; got {self.focal_gamma}")
 
 
 @dataclass(frozen=True)

@@ -303,4 +303,4 @@ def _announce(cfg: Config, splits: Splits, task: Task, model: TaskModel, notes: 
           f"  data: {len(splits.train)} train / {len(splits.validation)} validation examples\n"
           f"  model: {cfg.model.name} ({total / 1e6:.2f}M parameters), method {cfg.method.name}, "
           f"device {accelerator.device}, training precision {resolve_precision(cfg, accelerator.device)}"
-          + "".join(f"\n  {note}" for note in notes))
+          + "".join(f"\n  {note}" for note in notes + task.notes()))

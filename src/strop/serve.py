@@ -553,13 +553,14 @@ def _validation_detail(errors: list, spec: InputSpec) -> tuple[int, str, list]:
             return 400, f"the body is not valid JSON ({detail}): send a JSON object like {_example(spec)}", [
                 {"loc": ["body"], "msg": f"invalid JSON: {detail}", "type": kind}]
         if kind == "missing" and loc == ["body"]:
-            msg = "no body: send a JSON object"
+            msg = "the body is empty: send a JSON object"
         elif kind == "extra_forbidden":
             msg = f"unknown field: this model reads {' and '.join(spec.fields)}"
         elif loc == ["body"] and kind in ("model_type", "model_attributes_type", "dict_type"):
             msg = "the body must be a JSON object, sent with Content-Type: application/json"
         items.append({"loc": [p if isinstance(p, (int, str)) else str(p) for p in loc], "msg": msg, "type": kind})
-    shown = "; ".join(f"{_where(i['loc'])}: {i['msg']}" for i in items[:5])
+    shown = "; ".join(i["msg"] if _where(i["loc"]) == "the body" else f"{_where(i['loc'])}: {i['msg']}"
+                      for i in items[:5])
     more = f" (and {len(items) - 5} more)" if len(items) > 5 else ""
     return 422, f"{shown}{more}. Send a JSON object like {_example(spec)}", items
 

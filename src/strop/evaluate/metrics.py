@@ -6,16 +6,19 @@ import numpy as np
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
 
 
-def classification_metrics(probabilities: np.ndarray, targets: np.ndarray, labels: list[str]) -> dict:
+def classification_metrics(probabilities: np.ndarray, targets: np.ndarray, labels: list[str],
+                           predictions: np.ndarray | None = None) -> dict:
     """Accuracy, macro-F1, cross-entropy loss, confusion matrix and per-class scores.
 
     Args:
         probabilities: (n, num_classes) predicted class probabilities.
         targets: (n,) true class ids.
         labels: class names; index = class id.
+        predictions: (n,) predicted class ids where a decision rule other than the most probable class is
+            used (a tuned threshold); default the argmax.
     """
     classes = list(range(len(labels)))
-    predictions = probabilities.argmax(axis=1)
+    predictions = probabilities.argmax(axis=1) if predictions is None else predictions
     precision, recall, f1, support = precision_recall_fscore_support(
         targets, predictions, labels=classes, zero_division=0)
     return {
@@ -120,3 +123,12 @@ def entity_metrics(outputs: list[np.ndarray], targets: list[np.ndarray], tags: l
         "loss": cross_entropy(probabilities, flat_t.astype(np.int64)) if len(flat_t) else 0.0,
         "n": int(len(targets)), "scheme": scheme, "labels": list(tags), "per_type": per_type,
     }
+
+
+def best_threshold(scores: np.ndarray, positive: np.ndarray) -> float:
+    """The threshold on `scores` (probabilities of the positive class) with the best F1 of that class, among
+    0.05 … 0.95; ties go to the one nearest 0.5."""
+    grid = np.round(np.arange(0.05, 0.96, 0.05), 2)
+    f1s = [f1_score(positive, scores >= t, zero_division=0) for t in grid]
+    best = max(f1s)
+    return float(min((t for t, f in zip(grid, f1s) if f == best), key=lambda t: abs(t - 0.5)))

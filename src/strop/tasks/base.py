@@ -143,6 +143,15 @@ class Task:
         """The task with decision rules tuned on validation outputs (e.g. thresholds); itself by default."""
         return self
 
+    def example_weights(self, features: list[dict]) -> list[float] | None:
+        """Each training example's chance to be drawn into a batch, where the task asks for a weighted draw
+        (a class-balanced sampler); None for the usual shuffle."""
+        return None
+
+    def notes(self) -> list[str]:
+        """What the task chose from the data and why (said when a run starts)."""
+        return []
+
     def records(self, inputs: list, outputs: list[np.ndarray]) -> list[dict[str, Any]]:
         """One JSON-ready prediction per input, as `strop predict` prints them."""
         raise NotImplementedError

@@ -4,7 +4,7 @@ a single sigmoid logit for two classes. `pair_classification` is the same task o
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +14,9 @@ import torch.nn.functional as F
 
 from strop.data.inputs import clean_strings, normalise_labels, refuse_missing, require_column
 from strop.errors import StropError
-from strop.evaluate.metrics import classification_metrics
+from strop.evaluate.metrics import best_threshold, classification_metrics
+
+IMBALANCE_RATIO = 3.0  # train.imbalance=auto handles imbalance from this ratio of largest to smallest class
 from strop.tasks.base import TASKS, Examples
 from strop.tasks.sentence import SentenceTask
 
@@ -62,6 +64,12 @@ class Classification(SentenceTask):
     labels: tuple[str, ...]
     head: str = "softmax"
     label_smoothing: float = 0.0  # training only (train.label_smoothing)
+    imbalance: str = "none"  # train.imbalance as resolved: none, weights, sample or focal
+    class_weights: tuple[float, ...] | None = None  # the loss's weight per class (weights)
+    focal_gamma: float = 0.0  # focal loss where > 0
+    positive: int | None = None  # two classes with imbalance handled: the minority class ...
+    threshold: float | None = None  # ... predicted where its probability reaches this (tuned on validation)
+    note: str = ""  # what auto chose, and why
 
     name = "text_classification"
     metric_names = ("accuracy", "macro_f1", "loss")
@@ -81,7 +89,36 @@ class Classification(SentenceTask):
         if cfg.model.head == "sigmoid" and len(labels) != 2:
             raise StropError(f"model.head=sigmoid needs exactly two classes; the data has {len(labels)}: "
                              "use model.head=softmax")
-        return cls(labels=tuple(labels), head=cfg.model.head, label_smoothing=cfg.train.label_smoothing)
+        task = cls(labels=tuple(labels), head=cfg.model.head, label_smoothing=cfg.train.label_smoothing)
+        return task.with_imbalance(train.targets, cfg.train.imbalance, cfg.train.focal_gamma)
+
+    def with_imbalance(self, targets: list[str], setting: str, gamma: float) -> Classification:
+        """train.imbalance made concrete for these training labels. auto: nothing below a ratio of 3 between
+        the most and the least frequent class; from 3 on, inverse-frequency class weights (which keep every
+        example, unlike resampling, and need no extra setting, unlike focal loss)."""
+        counts = np.array([targets.count(name) for name in self.labels], dtype=np.float64)
+        ratio = counts.max() / counts.min()
+        mode, note = setting, ""
+        if setting == "auto":
+            mode = "weights" if ratio >= IMBALANCE_RATIO else "none"
+            note = (f"imbalance: the most frequent class has {ratio:.1f} times the examples of the least; auto chose "
+                    + ("class weights" if mode == "weights" else f"nothing (below {IMBALANCE_RATIO:g})"))
+        if mode == "none":
+            return replace(self, imbalance="none", note=note)
+        weights = tuple((counts.sum() / (len(counts) * counts)).tolist()) if mode == "weights" else None
+        positive = int(counts.argmin()) if len(self.labels) == 2 else None
+        return replace(self, imbalance=mode, class_weights=weights, focal_gamma=gamma if mode == "focal" else 0.0,
+                       positive=positive, note=note)
+
+    def example_weights(self, features: list[dict]) -> list[float] | None:
+        """With train.imbalance=sample, each example's chance to be drawn: 1 / its class's count."""
+        if self.imbalance != "sample":
+            return None
+        counts = np.bincount([f["labels"] for f in features], minlength=len(self.labels))
+        return [1.0 / counts[f["labels"]] for f in features]
+
+    def notes(self) -> list[str]:
+        return [self.note] if self.note else []
 
     def split(self, examples: Examples, fraction: float, seed: int) -> tuple[Examples, Examples]:
         from strop.data.splits import stratified_split
@@ -89,11 +126,15 @@ class Classification(SentenceTask):
         return stratified_split(examples, fraction, seed)
 
     def info(self) -> dict[str, Any]:
-        return {"labels": list(self.labels), "head": self.head}
+        rule = {} if self.threshold is None else {"positive": self.labels[self.positive], "threshold": self.threshold}
+        return {"labels": list(self.labels), "head": self.head, **rule}
 
     @classmethod
     def from_info(cls, info: dict[str, Any]) -> Classification:
-        return cls(labels=tuple(info["labels"]), head=info.get("head", "softmax"))
+        labels = tuple(info["labels"])
+        positive = labels.index(info["positive"]) if "positive" in info else None
+        return cls(labels=labels, head=info.get("head", "softmax"), positive=positive,
+                   threshold=info.get("threshold"))
 
     def output_space(self) -> tuple:
         return (self.head, *self.labels)
@@ -111,10 +152,15 @@ class Classification(SentenceTask):
 
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         # logits: (batch, num_outputs); labels: (batch,) class ids
+        weight = None if self.class_weights is None else torch.tensor(self.class_weights, device=logits.device)
         if self.head == "sigmoid":
             targets = labels.float() * (1 - self.label_smoothing) + 0.5 * self.label_smoothing
-            return F.binary_cross_entropy_with_logits(logits[:, 0].float(), targets)
-        return F.cross_entropy(logits.float(), labels, label_smoothing=self.label_smoothing)
+            pos_weight = None if weight is None else weight[1] / weight[0]
+            return F.binary_cross_entropy_with_logits(logits[:, 0].float(), targets, pos_weight=pos_weight)
+        if self.focal_gamma > 0:  # Lin et al. 2017: easy examples (p of the true class near 1) count less
+            log_p = F.log_softmax(logits.float(), dim=-1).gather(1, labels[:, None])[:, 0]
+            return (-(1 - log_p.exp()) ** self.focal_gamma * log_p).mean()
+        return F.cross_entropy(logits.float(), labels, weight=weight, label_smoothing=self.label_smoothing)
 
     def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
         """(batch, num_outputs) logits -> (batch, num_classes) probabilities."""
@@ -132,16 +178,33 @@ class Classification(SentenceTask):
     def scored_targets(self, targets: list[str]) -> list[int]:
         return self.encode_targets(targets)
 
+    def decide(self, probabilities: np.ndarray) -> np.ndarray:
+        """(n, classes) probabilities -> (n,) class ids: the most probable class, or with a tuned threshold
+        the minority class wherever its probability reaches the threshold."""
+        if self.threshold is None:
+            return probabilities.argmax(axis=1)
+        return np.where(probabilities[:, self.positive] >= self.threshold, self.positive, 1 - self.positive)
+
+    def calibrated(self, outputs: list[np.ndarray], targets: list[int]) -> Classification:
+        """Two classes with imbalance handled: the threshold on the minority class's probability with its best
+        F1 on validation (the loss's weights or sampling shift probabilities, so 0.5 is rarely the best)."""
+        if self.positive is None or self.imbalance == "none":
+            return self
+        scores = np.stack(outputs)[:, self.positive]
+        return replace(self, threshold=best_threshold(scores, np.asarray(targets) == self.positive))
+
     def metrics(self, outputs: list[np.ndarray], targets: list[int]) -> dict[str, Any]:
-        return classification_metrics(np.stack(outputs), np.asarray(targets), list(self.labels))
+        probabilities = np.stack(outputs)
+        return classification_metrics(probabilities, np.asarray(targets), list(self.labels), self.decide(probabilities))
 
     def predictions(self, inputs: list, outputs: list[np.ndarray]) -> list[str]:
-        return [self.labels[int(p.argmax())] for p in outputs]
+        return [self.labels[i] for i in self.decide(np.stack(outputs))] if outputs else []
 
     def records(self, inputs: list, outputs: list[np.ndarray]) -> list[dict[str, Any]]:
-        return [{**_input_fields(x), "label": self.labels[int(p.argmax())], "score": round(float(p.max()), 6),
+        decided = self.decide(np.stack(outputs)) if outputs else []
+        return [{**_input_fields(x), "label": self.labels[int(d)], "score": round(float(p[int(d)]), 6),
                  "probabilities": {name: round(float(v), 6) for name, v in zip(self.labels, p)}}
-                for x, p in zip(inputs, outputs)]
+                for x, p, d in zip(inputs, outputs, decided)]
 
 
 def _input_fields(x) -> dict[str, Any]:

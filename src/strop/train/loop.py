@@ -133,7 +133,8 @@ def train(model, task: Task, method: Method, train_features: list[dict], val_fea
     method.prepare(model)
     bf16 = resolve_precision(cfg, accelerator.device) == "bf16"
     show = not tc.quiet and accelerator.is_main_process
-    sampler = BatchSampler([example_length(f) for f in train_features], tc.batch_size, tc.seed, tc.group_by_length)
+    sampler = BatchSampler([example_length(f) for f in train_features], tc.batch_size, tc.seed, tc.group_by_length,
+                           task.example_weights(train_features))
     # Validation in length order: least padding; the order does not change the metrics.
     val_sorted = sorted(val_features, key=example_length)
     model_val_loader = DataLoader(val_sorted, batch_size=tc.eval_batch_size, collate_fn=collate)

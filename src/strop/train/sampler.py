@@ -15,8 +15,12 @@ class BatchSampler:
 
     MEGA = 50
 
-    def __init__(self, lengths: list[int], batch_size: int, seed: int, group_by_length: bool = True):
+    def __init__(self, lengths: list[int], batch_size: int, seed: int, group_by_length: bool = True,
+                 weights: list[float] | None = None):
+        """weights: where given, each epoch draws len(lengths) examples with replacement, in proportion to
+        them (a class-balanced sampler gives each example 1 / its class's count), instead of a permutation."""
         self.lengths = lengths
+        self.weights = None if weights is None else torch.tensor(weights, dtype=torch.float64)
         self.batch_size = batch_size
         self.seed = seed
         self.group_by_length = group_by_length
@@ -30,7 +34,10 @@ class BatchSampler:
 
     def __iter__(self):
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        order = torch.randperm(len(self.lengths), generator=generator).tolist()
+        if self.weights is None:
+            order = torch.randperm(len(self.lengths), generator=generator).tolist()
+        else:
+            order = torch.multinomial(self.weights, len(self.lengths), replacement=True, generator=generator).tolist()
         if not self.group_by_length:
             yield from (order[i:i + self.batch_size] for i in range(0, len(order), self.batch_size))
             return
