@@ -181,3 +181,19 @@ def test_auto_imbalance_says_what_it_chose_and_predict_uses_the_tuned_threshold(
     texts = pd.read_csv(tmp_path / "imbalanced.csv")["text"].tolist()[:50]
     p = predictor.predict_proba(texts)[:, 1]
     assert predictor.predict(texts) == ["positive" if x >= info["threshold"] else "negative" for x in p]
+
+
+def test_gradient_checkpointing_gives_the_same_training(tiny_overrides, tmp_path, monkeypatch):
+    import transformers.modeling_utils as checkpointing  # where transformers keeps torch's checkpoint
+
+    calls = []
+    original = checkpointing.checkpoint
+    monkeypatch.setattr(checkpointing, "checkpoint", lambda *a, **k: calls.append(1) or original(*a, **k))
+    a = strop.fit(None, tiny_overrides + [f"output_dir={tmp_path / 'a'}", "train.epochs=1", "model.body_dropout=0"])
+    b = strop.fit(None, tiny_overrides + [f"output_dir={tmp_path / 'b'}", "train.epochs=1", "model.body_dropout=0",
+                                          "train.gradient_checkpointing=true"])
+    assert calls  # the layers were recomputed in the backward pass
+    wa, wb = _weights(a), _weights(b)
+    assert all(torch.allclose(wa[k], wb[k], atol=1e-5) for k in wa)
+    config = (b / "config.yaml").read_text()
+    assert "gradient_checkpointing: true" in config

@@ -146,6 +146,17 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from strop.serve import ServeOptions, require_serve, serve
+
+    require_serve()
+    limits = {name: getattr(args, name) for name in ("max_batch", "max_wait_ms", "queue_size", "max_request_bytes",
+                                                     "max_texts_per_request", "max_concurrency", "threads")}
+    serve(args.run_dir, host=args.host, port=args.port,
+          options=ServeOptions(**{name: value for name, value in limits.items() if value is not None}))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="strop", description="Fine-tune pretrained models on small data sets.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -177,6 +188,21 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--text-column", help="default: the one trained on")
     evaluate.add_argument("--label-column", help="default: the one trained on")
     evaluate.set_defaults(func=cmd_evaluate)
+
+    serve = commands.add_parser("serve", help="serve a trained run over HTTP (a JSON API)",
+                                description="Serve a trained run: POST /predict, GET /health, GET /info and the "
+                                            "OpenAPI schema (/openapi.json, /docs). Needs pip install \"strop[serve]\".")
+    serve.add_argument("run_dir", help="run directory written by strop fit")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    serve.add_argument("--port", type=int, default=8000, help="port (default 8000; 0: a free one, printed)")
+    serve.add_argument("--max-batch", type=int, help="inputs per micro-batch (default 64; 1: no batching)")
+    serve.add_argument("--max-wait-ms", type=float, help="longest wait for a micro-batch to fill (default 10)")
+    serve.add_argument("--queue-size", type=int, help="inputs waiting at most; beyond, 503 (default 512)")
+    serve.add_argument("--max-request-bytes", type=int, help="largest request body; beyond, 413 (default 1048576)")
+    serve.add_argument("--max-texts-per-request", type=int, help="inputs per request at most (default 256)")
+    serve.add_argument("--max-concurrency", type=int, help="requests in progress at most; beyond, 503 (default 256)")
+    serve.add_argument("--threads", type=int, help="torch threads (default: the CPUs this process may use)")
+    serve.set_defaults(func=cmd_serve)
     return parser
 
 

@@ -169,6 +169,7 @@ class TrainConfig:
     keep_checkpoint: bool = True  # false: delete checkpoints/ once the run is complete (it only serves resume)
     quiet: bool = False  # no progress bar or epoch lines
     label_smoothing: float = 0.0  # classification: share of each target spread over the other classes
+    gradient_checkpointing: bool = False  # recompute activations in the backward pass: less memory, ~30% slower
     imbalance: str = "none"  # classification: auto, weights (class-weighted loss), sample (balanced batches), focal
     focal_gamma: float = 2.0  # focal loss: how much the well-classified examples are down-weighted
     nonfinite: str = "stop"  # a NaN or infinite loss: stop the run (its last checkpoint kept), or skip the batch

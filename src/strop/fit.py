@@ -83,6 +83,8 @@ def fit(config: str | Path | dict | Config | None = None, overrides: list[str] =
     resolve_metric(cfg, splits.task)
     set_seed(cfg.train.seed)  # before the head is initialised, so the same seed gives the same run
     model, task, notes = build_model(source, splits.task, cfg, splits.train.inputs)
+    if cfg.train.gradient_checkpointing:
+        enable_gradient_checkpointing(model)
     collate = partial(pad_collate, pad_values={**model.body.pad_values, **task.pad_values})
     train_features = task.encode(model.body, splits.train)
     val_features = task.encode(model.body, splits.validation)
@@ -135,6 +137,23 @@ def fit(config: str | Path | dict | Config | None = None, overrides: list[str] =
         if lock is not None:
             lock.close()
     return run.root
+
+
+def enable_gradient_checkpointing(model: TaskModel) -> None:
+    """train.gradient_checkpointing: the backbone recomputes its activations in the backward pass.
+
+    Raises:
+        StropError: the backbone cannot (an MLP: it has nothing worth recomputing).
+    """
+    inner = getattr(model.body, "model", None)
+    if inner is None or not getattr(inner, "supports_gradient_checkpointing", False):
+        raise StropError("train.gradient_checkpointing=true: this backbone does not support it (it is for "
+                         "transformers models); set it to false")
+    enable = getattr(inner, "activation_checkpointing_enable", None)  # transformers 5's name
+    if enable is not None:
+        enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        inner.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
 
 def _resolve_precision(cfg: Config) -> Config:

@@ -614,8 +614,8 @@ def create_app(predictor, options: Optional[ServeOptions] = None):
                   description=f"Predictions of a strop run ({predictor.task.name}, "
                               f"{predictor.info.get('base_model')}). POST /predict takes "
                               f"{' and '.join(spec.fields)}.")
-    app.state.batcher = batcher
-    app.state.options = options
+    app.state.batcher, app.state.options = batcher, options
+    app.state.request_model, app.state.response_model = Request_, Response_
 
     def error(status: int, detail: str, headers: Optional[dict] = None, errors: Optional[list] = None):
         content = {"detail": detail} if errors is None else {"detail": detail, "errors": errors}

@@ -50,8 +50,10 @@ def check_classes(train: Examples, validation: Examples | None) -> list[str]:
     if validation is not None:
         unseen = sorted(set(validation.targets) - set(names))
         if unseen:
+            near = [f"{u!r} (train has {n!r})" for u in unseen for n in names if u.casefold() == n.casefold()]
             raise StropError(f"data.validation: labels {', '.join(unseen)} do not occur in the training data "
-                             f"(train has {', '.join(names)}); add training examples of them or remove those rows")
+                             f"(train has {', '.join(names)}); add training examples of them or remove those rows"
+                             + (f". Spelled differently: {', '.join(near)}" if near else ""))
     return names
 
 
