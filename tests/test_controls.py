@@ -197,3 +197,44 @@ def test_gradient_checkpointing_gives_the_same_training(tiny_overrides, tmp_path
     assert all(torch.allclose(wa[k], wb[k], atol=1e-5) for k in wa)
     config = (b / "config.yaml").read_text()
     assert "gradient_checkpointing: true" in config
+
+
+def test_lr_finder_leaves_the_model_untouched_and_suggests_a_rate(tiny_overrides, tmp_path, capsys):
+    from strop.cli import main
+    from strop.config import load_config
+    from strop.fit import prepare
+    from strop.methods import METHODS
+    from strop.train.lr_find import range_test
+
+    prepared = prepare(load_config(None, tiny_overrides))
+    before = {k: v.clone() for k, v in prepared.model.state_dict().items()}
+    result = range_test(prepared.model, prepared.task, METHODS.get("full")(), prepared.train_features,
+                        prepared.collate, prepared.cfg, torch.device("cpu"), steps=40)
+    after = prepared.model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert 1e-7 <= result["suggestion"] <= 1 and len(result["lr"]) == len(result["smoothed"]) >= 5
+    assert result["lr"] == sorted(result["lr"])
+
+    assert main(["lr-find", *tiny_overrides, "--steps", "30", "--output", str(tmp_path / "curve")]) == 0
+    assert (tmp_path / "curve" / "lr_find.png").stat().st_size > 1000
+    assert json.loads((tmp_path / "curve" / "lr_find.json").read_text())["suggestion"] > 0
+    assert not (tmp_path / "run").exists()  # the run in output_dir was not made
+
+
+def test_suggestion_ignores_early_spikes_and_nan():
+    import numpy as np
+
+    from strop.train.lr_find import suggest
+
+    lrs = np.logspace(-7, 0, 50)
+    smoothed = np.concatenate([[5.0, 0.5], np.full(13, 2.0), np.linspace(2.0, 0.4, 20), np.linspace(0.4, 3, 15)])
+    lr, _ = suggest(lrs, smoothed)  # the spike at step 1 is in the ignored first tenth
+    assert lrs[15] <= lr <= lrs[34]
+
+
+def test_optim_lr_find_trains_at_the_found_rate(tiny_overrides):
+    run = strop.fit(None, tiny_overrides + ["optim.lr=find", "train.epochs=1", "optim.schedule=constant",
+                                            "optim.warmup=0"])
+    found = json.loads((run / "lr_find.json").read_text())["suggestion"]
+    assert json.loads((run / "summary.json").read_text())["peak_lr"] == pytest.approx(found)
+    assert _history(run)[0]["lr"] == pytest.approx(found)

@@ -28,6 +28,18 @@ def cmd_fit(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_lr_find(args: argparse.Namespace) -> int:
+    from strop.fit import lr_find
+
+    config, overrides = args.config, list(args.overrides)
+    if config is not None and "=" in config and not Path(config).exists():
+        config, overrides = None, [config] + overrides
+    if args.quiet:
+        overrides.append("train.quiet=true")
+    lr_find(config, overrides, args.output, args.steps)
+    return 0
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     from strop.predict import load
 
@@ -169,6 +181,17 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--quiet", "-q", action="store_true", help="no progress output")
     fit.set_defaults(func=cmd_fit)
 
+    finder = commands.add_parser("lr-find", help="learning-rate range test: suggests optim.lr, trains nothing for keeps",
+                                 description="Train briefly at an exponentially growing rate (1e-7 to 1) and "
+                                             "suggest the rate where the loss falls fastest; writes "
+                                             "lr_find.json and lr_find.png. The model and any run stay as they are.")
+    finder.add_argument("config", nargs="?", help="YAML config file (optional)")
+    finder.add_argument("overrides", nargs="*", help="key=value overrides, as for fit")
+    finder.add_argument("--output", help="folder for lr_find.json and lr_find.png (default: lr-find)")
+    finder.add_argument("--steps", type=int, default=100, help="optimizer steps of the test (default 100)")
+    finder.add_argument("--quiet", "-q", action="store_true", help="no progress output")
+    finder.set_defaults(func=cmd_lr_find)
+
     predict = commands.add_parser("predict", help="predict labels with a trained run",
                                   description="Predict with a trained run; prints JSON lines unless --output "
                                               "is given.")
@@ -211,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     args, rest = parser.parse_known_args(argv)
     # Options and key=value overrides mix in any order: `strop fit --quiet data.train=x.csv` leaves the
     # overrides after the option unparsed, as argparse fills a positional list only once.
-    if rest and args.command == "fit" and all("=" in r and not r.startswith("-") for r in rest):
+    if rest and args.command in ("fit", "lr-find") and all("=" in r and not r.startswith("-") for r in rest):
         args.overrides = list(args.overrides) + rest
     elif rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")

@@ -117,7 +117,7 @@ class OptimConfig:
     """Optimizer and learning-rate schedule."""
 
     name: str = "adamw"
-    lr: float | str = "auto"  # peak learning rate; auto: 5e-5, higher for runs of few steps (see train.optim)
+    lr: float | str = "auto"  # peak rate; auto: 5e-5, higher for runs of few steps (see train.optim); find: range test
     head_lr_scale: float = 20.0  # the new task head's peak rate, as a multiple of lr, where the body trains too
     layer_decay: float = 1.0  # layer-wise rates: each layer below the top trains at this multiple of the one above
     weight_decay: float = 0.01  # not applied to biases and normalisation weights
@@ -134,8 +134,8 @@ class OptimConfig:
 
     def __post_init__(self):
         _choice("optim.name", self.name, ("adamw", "adam", "sgd", "rmsprop"))
-        _require(self.lr == "auto" or (isinstance(self.lr, float) and self.lr > 0),
-                 f"optim.lr must be a number > 0 or auto; got {self.lr!r}")
+        _require(self.lr in ("auto", "find") or (isinstance(self.lr, float) and self.lr > 0),
+                 f"optim.lr must be a number > 0, auto or find; got {self.lr!r}")
         _require(self.head_lr_scale > 0, f"optim.head_lr_scale must be > 0; got {self.head_lr_scale}")
         _require(0 < self.layer_decay <= 1, f"optim.layer_decay must be in (0, 1]; got {self.layer_decay}")
         _require(self.weight_decay >= 0, f"optim.weight_decay must be >= 0; got {self.weight_decay}")

@@ -9,6 +9,7 @@ import time
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
+from typing import Callable
 
 import yaml
 
@@ -60,22 +61,33 @@ def resolve_config(cfg: Config) -> Config:
     return replace(cfg, task=replace(cfg.task, name=infer_task_name(cfg.task.name, cfg.data.train)))
 
 
-def fit(config: str | Path | dict | Config | None = None, overrides: list[str] = ()) -> Path:
-    """Fine-tunes a model as the config says and returns the run directory.
+@dataclass(frozen=True)
+class Prepared:
+    """Everything a run needs before it trains: the resolved config, checked data, the model and its task,
+    and the encoded examples."""
 
-    Args:
-        config: a YAML path, a dict, a Config, or None for the defaults.
-        overrides: `key=value` strings applied on top, e.g. ["optim.lr=3e-5"].
+    cfg: Config
+    source: Source
+    splits: Splits
+    model: TaskModel
+    task: Task
+    notes: list[str]
+    collate: Callable[[list[dict]], dict]
+    train_features: list[dict]
+    val_features: list[dict]
+
+
+def prepare(cfg: Config) -> Prepared:
+    """Reads and checks the data, builds the model (seeded) and encodes the examples, writing nothing.
 
     Raises:
-        StropError: bad config, data or model name. Nothing is written in that case.
+        StropError: bad data, model or settings.
     """
     from accelerate.utils import set_seed
 
-    from strop.train.loop import make_accelerator, resolve_metric, train
+    from strop.train.loop import resolve_metric
 
-    cfg = resolve_config(load_config(config, overrides))
-    # Every check that can fail on the user's input runs before the run directory exists.
+    cfg = resolve_config(cfg)
     source = resolve_source(cfg.model.name)
     splits = load_splits(cfg, source.input_kind)
     if splits.train.feature_columns:
@@ -88,7 +100,27 @@ def fit(config: str | Path | dict | Config | None = None, overrides: list[str] =
     collate = partial(pad_collate, pad_values={**model.body.pad_values, **task.pad_values})
     train_features = task.encode(model.body, splits.train)
     val_features = task.encode(model.body, splits.validation)
-    cfg = _resolve_precision(cfg)
+    return Prepared(_resolve_precision(cfg), source, splits, model, task, notes, collate, train_features,
+                    val_features)
+
+
+def fit(config: str | Path | dict | Config | None = None, overrides: list[str] = ()) -> Path:
+    """Fine-tunes a model as the config says and returns the run directory.
+
+    Args:
+        config: a YAML path, a dict, a Config, or None for the defaults.
+        overrides: `key=value` strings applied on top, e.g. ["optim.lr=3e-5"].
+
+    Raises:
+        StropError: bad config, data or model name. Nothing is written in that case.
+    """
+    from strop.train.loop import make_accelerator, resolve_metric, train
+
+    # Every check that can fail on the user's input runs before the run directory exists.
+    prepared = prepare(load_config(config, overrides))
+    cfg, source, splits, model, task, notes = (prepared.cfg, prepared.source, prepared.splits, prepared.model,
+                                               prepared.task, prepared.notes)
+    collate, train_features, val_features = prepared.collate, prepared.train_features, prepared.val_features
     run, cfg, lock = _open_run_dir(cfg)
 
     accelerator = make_accelerator(cfg)
@@ -137,6 +169,33 @@ def fit(config: str | Path | dict | Config | None = None, overrides: list[str] =
         if lock is not None:
             lock.close()
     return run.root
+
+
+def lr_find(config: str | Path | dict | Config | None = None, overrides: list[str] = (),
+            output: str | Path | None = None, steps: int = 100) -> dict:
+    """`strop lr-find`: the learning-rate range test on the run's model and data; writes lr_find.json and
+    lr_find.png to `output` (default: lr-find/ in the working folder) and returns the curve and suggestion.
+    No run directory is made and nothing is trained for keeps.
+
+    Raises:
+        StropError: bad config, data or model (as fit), or a test without a finite loss.
+    """
+    import torch
+
+    from strop.train.lr_find import range_test, save_curve
+
+    prepared = prepare(load_config(config, overrides))
+    cfg = prepared.cfg
+    device = torch.device("cuda" if cfg.train.device != "cpu" and torch.cuda.is_available() else "cpu")
+    result = range_test(prepared.model, prepared.task, METHODS.get(cfg.method.name)(cfg.method),
+                        prepared.train_features, prepared.collate, cfg, device, steps=steps)
+    folder = Path(output) if output is not None else Path("lr-find")
+    data, plot = save_curve(result, folder)
+    if not cfg.train.quiet:
+        print(f"suggested learning rate {result['suggestion']:.2e} ({result['why']}); curve in {data}"
+              + (f", plot in {plot}" if plot else " (install matplotlib for the plot)")
+              + f"\nuse it: strop fit ... optim.lr={result['suggestion']:.2e}")
+    return result
 
 
 def enable_gradient_checkpointing(model: TaskModel) -> None:

@@ -147,7 +147,7 @@ def request_model(spec: InputSpec, options: ServeOptions):
     """The pydantic model of POST /predict's body for this model (strict: no coercion, no unknown fields)."""
     from typing import Annotated
 
-    from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, create_model, model_validator
+    from pydantic import ConfigDict, Field, FiniteFloat, create_model, model_validator
 
     config = ConfigDict(strict=True, extra="forbid", json_schema_extra={"examples": [spec.example()]})
     limit = options.max_texts_per_request
@@ -165,20 +165,17 @@ def request_model(spec: InputSpec, options: ServeOptions):
         return create_model("PredictRequest", __config__=config,
                             texts=(text_list, Field(..., description=f"1 to {limit} texts")))
 
-    class PairRequest(BaseModel):
-        model_config = config
-        texts: text_list = Field(..., description=f"the first texts of 1 to {limit} pairs")
-        text_pairs: text_list = Field(..., description="the second text of each pair, as many as texts")
+    def same_length(request):
+        if len(request.texts) != len(request.text_pairs):
+            raise ValueError(f"give one text_pairs item for each texts item (got {len(request.texts)} texts and "
+                             f"{len(request.text_pairs)} text_pairs)")
+        return request
 
-        @model_validator(mode="after")
-        def same_length(self):
-            if len(self.texts) != len(self.text_pairs):
-                raise ValueError(f"give one text_pairs item for each texts item (got {len(self.texts)} texts and "
-                                 f"{len(self.text_pairs)} text_pairs)")
-            return self
-
-    PairRequest.__name__ = PairRequest.__qualname__ = "PredictRequest"
-    return PairRequest
+    return create_model("PredictRequest", __config__=config,
+                        __validators__={"same_length": model_validator(mode="after")(same_length)},
+                        texts=(text_list, Field(..., description=f"the first texts of 1 to {limit} pairs")),
+                        text_pairs=(text_list, Field(..., description="the second text of each pair, as many as "
+                                                                       "texts")))
 
 
 def _named_numbers(model_name: str, names: list[str], lower=None, upper=None):
@@ -731,5 +728,7 @@ def serve(run_dir: str | Path, host: str = "127.0.0.1", port: int = 8000, option
           "(POST /predict, GET /health, GET /info, /docs); Ctrl-C stops", file=sys.stderr, flush=True)
     try:
         server(app, sock, log_level).run(sockets=[sock])
+    except KeyboardInterrupt:  # uvicorn re-raises Ctrl-C once it has shut down gracefully: a normal stop
+        print("strop serve: stopped", file=sys.stderr, flush=True)
     finally:
         sock.close()

@@ -153,7 +153,10 @@ def train(model, task: Task, method: Method, train_features: list[dict], val_fea
         model_val_loader = accelerator.prepare(model_val_loader)  # for the final validation of the whole model
 
     steps_per_epoch = math.ceil(len(sampler) / tc.grad_accum)
-    peak_lr = _peak_lr(cfg, len(sampler), accelerator.num_processes, method.trains_body, show)
+    if cfg.optim.lr == "find":
+        peak_lr = _found_lr(model, task, method, train_features, collate, cfg, run, accelerator, show)
+    else:
+        peak_lr = _peak_lr(cfg, len(sampler), accelerator.num_processes, method.trains_body, show)
     layer_rates = layer_rate_multiples(model.body.layers(), cfg.optim.layer_decay) if split is None else {}
     optimizer = build_optimizer(trained, cfg.optim, peak_lr, model.new_parameters if method.trains_body else set(),
                                 layer_rates)
@@ -328,6 +331,24 @@ def _peak_lr(cfg: Config, num_batches: int, num_processes: int, trains_body: boo
         why += [] if trains_body else [f"the head alone trains: {cfg.optim.head_lr_scale:g}x"]
         tqdm.write(f"learning rate {peak_lr:.1e} (auto: {'; '.join(why)}; set optim.lr to choose it)")
     return peak_lr
+
+
+def _found_lr(model, task: Task, method: Method, train_features: list[dict], collate, cfg: Config, run: RunDir,
+              accelerator: Accelerator, show: bool) -> float:
+    """optim.lr=find: the range test's suggestion (its curve saved in the run as lr_find.json and .png); a
+    resumed run keeps the rate it found when it started."""
+    from strop.train.lr_find import range_test, save_curve
+
+    if cfg.train.resume and has_checkpoint(run.last_checkpoint):
+        return json.loads((run.last_checkpoint / "state.json").read_text(encoding="utf-8"))["peak_lr"]
+    result = range_test(model, task, method, train_features, collate, cfg, accelerator.device)
+    if accelerator.is_main_process:
+        save_curve(result, run.root)
+    method.prepare(model)  # as the run needs it, after the test
+    if show:
+        tqdm.write(f"learning rate {result['suggestion']:.2e} (found: {result['why']}; the curve is in "
+                   f"{run.root / 'lr_find.png'})")
+    return result["suggestion"]
 
 
 def _token_count(batch: dict) -> int:
