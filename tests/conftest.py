@@ -67,3 +67,22 @@ def tiny_overrides(tiny_model_dir, text_data, tmp_path) -> list[str]:
             f"data.validation={text_data['dev']}", f"output_dir={tmp_path / 'run'}", "train.epochs=3",
             "optim.lr=1e-3", "train.quiet=true", "train.patience=0", "model.max_length=32",
             "train.batch_size=8", "train.mixed_precision=no"]  # fp32: the same numbers on every CPU
+
+
+def interrupt_after_checkpoint(monkeypatch, start_run, checkpoints: int = 1) -> None:
+    """Calls `start_run()` (a fit) and stops it right after its Nth epoch checkpoint, as Ctrl-C would there;
+    the checkpoint writer is put back afterwards, for the resumed run."""
+    import strop.train.loop as loop
+
+    save, calls = loop.save_checkpoint, []
+
+    def save_then_interrupt(*args, **kwargs):
+        save(*args, **kwargs)
+        calls.append(1)
+        if len(calls) == checkpoints:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(loop, "save_checkpoint", save_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        start_run()
+    monkeypatch.setattr(loop, "save_checkpoint", save)

@@ -7,6 +7,7 @@ import torch
 from safetensors.torch import load_file
 
 import strop
+from conftest import interrupt_after_checkpoint
 from strop.config import OptimConfig
 from strop.train.optim import build_optimizer, layer_rate_multiples, schedule_factor
 
@@ -71,7 +72,6 @@ def test_schedules_have_their_shape(schedule, at_half):
 
 
 def test_gradual_unfreezing_stage_after_each_epoch_and_resume_mid_way(tiny_overrides, tmp_path, monkeypatch):
-    import strop.train.loop as loop
     from strop.methods import METHODS
 
     seen = []
@@ -87,19 +87,8 @@ def test_gradual_unfreezing_stage_after_each_epoch_and_resume_mid_way(tiny_overr
     # 3 layer groups (embeddings, layer 0, layer 1): epoch 1 only the head, then one more group each epoch
     assert seen == [[False, False, False], [False, False, True], [False, True, True], [True, True, True]]
 
-    save = loop.save_checkpoint
-    calls = []
-
-    def interrupt_after_two(*args, **kwargs):
-        save(*args, **kwargs)
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(loop, "save_checkpoint", interrupt_after_two)
-    with pytest.raises(KeyboardInterrupt):
-        strop.fit(None, common + [f"output_dir={tmp_path / 'resumed'}"])
-    monkeypatch.setattr(loop, "save_checkpoint", save)
+    interrupt_after_checkpoint(monkeypatch, lambda: strop.fit(None, common + [f"output_dir={tmp_path / 'resumed'}"]),
+                               checkpoints=2)
     resumed = strop.fit(None, common + [f"output_dir={tmp_path / 'resumed'}", "train.resume=true"])
     a, b = _weights(straight), _weights(resumed)
     assert all(torch.equal(a[k], b[k]) for k in a)

@@ -13,6 +13,7 @@ import torch
 from safetensors.torch import load_file
 
 import strop
+from conftest import interrupt_after_checkpoint
 from strop.methods import METHODS
 from strop.methods.base import count_parameters
 
@@ -117,10 +118,14 @@ def test_every_method_trains_only_what_it_says(method, tiny_overrides, tiny_mode
         "full": {n for n, _ in model.named_parameters()},
         "freeze": {n for n, _ in model.named_parameters() if n.startswith("head.")},  # the pooler and the output
         "linear_probe": {"head.output.weight", "head.output.bias"},
+        "bitfit": {n for n, _ in model.named_parameters() if n.startswith("head.") or n.endswith("bias")},
+        "gradual": {n for n, _ in model.named_parameters()},  # all in the optimizer; epoch 1 trains the head
     }[method]
     assert trainable == expected
     saved_expected = {"full": set(before), "freeze": {k for k in before if k.startswith(("classifier", "bert.pooler"))},
-                      "linear_probe": {"classifier.weight", "classifier.bias"}}[method]
+                      "linear_probe": {"classifier.weight", "classifier.bias"},
+                      "bitfit": {k for k in before if k.startswith(("classifier", "bert.pooler")) or k.endswith("bias")},
+                      "gradual": {k for k in before if k.startswith(("classifier", "bert.pooler"))}}[method]
     run = strop.fit(None, tiny_overrides + [f"method.name={method}", "train.epochs=1"])
     after = load_file(run / "model" / "model.safetensors")
     assert after.keys() == before.keys()
@@ -246,21 +251,11 @@ def test_frozen_body_runs_once_and_gives_the_uncached_result(method, tiny_overri
 
 
 def test_interrupted_frozen_run_resumes_to_the_same_weights(tiny_overrides, tmp_path, monkeypatch):
-    import strop.train.loop as loop
 
     common = [o for o in tiny_overrides if not o.startswith("output_dir")] + ["method.name=freeze"]
     straight = strop.fit(None, common + [f"output_dir={tmp_path / 'straight'}"])
 
-    save = loop.save_checkpoint
-
-    def save_then_interrupt(*args, **kwargs):
-        save(*args, **kwargs)
-        raise KeyboardInterrupt  # as if stopped right after the first epoch's checkpoint
-
-    monkeypatch.setattr(loop, "save_checkpoint", save_then_interrupt)
-    with pytest.raises(KeyboardInterrupt):
-        strop.fit(None, common + [f"output_dir={tmp_path / 'resumed'}"])
-    monkeypatch.setattr(loop, "save_checkpoint", save)
+    interrupt_after_checkpoint(monkeypatch, lambda: strop.fit(None, common + [f"output_dir={tmp_path / 'resumed'}"]))
     resumed = strop.fit(None, common + [f"output_dir={tmp_path / 'resumed'}", "train.resume=true"])
     assert len(_history(resumed)) == 3
     # The saved model (best epoch) and the last epoch's head both match: the resumed epochs started from the

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 import strop
+from conftest import interrupt_after_checkpoint
 from strop.config import DataConfig, load_config
 from strop.errors import StropError
 from strop.tasks.classification import Classification
@@ -193,16 +194,7 @@ def test_resume_refuses_changed_data_and_keeps_the_resolved_precision(tiny_overr
     train = write_csv(tmp_path / "train.csv", make_texts(160, seed=1))  # a copy of its own, changed below
     common = [o for o in tiny_overrides if not o.startswith(("train.mixed_precision", "data.train"))]
     common += ["train.mixed_precision=auto", f"data.train={train}"]
-    save = loop.save_checkpoint
-
-    def save_then_interrupt(*args, **kwargs):
-        save(*args, **kwargs)
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(loop, "save_checkpoint", save_then_interrupt)
-    with pytest.raises(KeyboardInterrupt):
-        strop.fit(None, common)
-    monkeypatch.setattr(loop, "save_checkpoint", save)
+    interrupt_after_checkpoint(monkeypatch, lambda: strop.fit(None, common))
     run = tmp_path / "run"
     saved = yaml.safe_load((run / "config.yaml").read_text())
     assert saved["train"]["mixed_precision"] in ("no", "bf16")  # what ran, not "auto"

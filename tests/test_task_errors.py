@@ -5,7 +5,6 @@ import sys
 
 import pytest
 
-from conftest import write_csv
 
 CONLL_OK = "EU NNP I-NP I-ORG\nrejects VBZ I-VP O\n\nPeter NNP I-NP I-PER\n"
 

@@ -4,11 +4,10 @@ predict and evaluate. A task added to the registry is added here; it needs a dat
 import json
 import random
 
-import numpy as np
 import pytest
 
 import strop
-from conftest import NEGATIVE, NEUTRAL, POSITIVE, make_texts, write_csv
+from conftest import interrupt_after_checkpoint, NEGATIVE, NEUTRAL, POSITIVE, make_texts, write_csv
 from strop.tasks import TASKS
 
 
@@ -199,19 +198,10 @@ def _weights_equal(a_run, b_run, name="model/model.safetensors", atol=0.0):
 
 @pytest.mark.parametrize("task", TASKS.names())
 def test_every_task_resumes_to_the_uninterrupted_run(task, tiny_model_dir, tmp_path, monkeypatch):
-    import strop.train.loop as loop
 
     straight, _ = _fit(task, tiny_model_dir, tmp_path / "straight", extra=["train.epochs=3"])
-    save = loop.save_checkpoint
-
-    def save_then_interrupt(*args, **kwargs):
-        save(*args, **kwargs)
-        raise KeyboardInterrupt  # as if stopped right after the first epoch's checkpoint
-
-    monkeypatch.setattr(loop, "save_checkpoint", save_then_interrupt)
-    with pytest.raises(KeyboardInterrupt):
-        _fit(task, tiny_model_dir, tmp_path / "resumed", extra=["train.epochs=3"])
-    monkeypatch.setattr(loop, "save_checkpoint", save)
+    interrupt_after_checkpoint(monkeypatch, lambda: _fit(task, tiny_model_dir, tmp_path / "resumed",
+                                                         extra=["train.epochs=3"]))
     resumed, _ = _fit(task, tiny_model_dir, tmp_path / "resumed", extra=["train.epochs=3", "train.resume=true"])
     _weights_equal(straight, resumed)
     timing = ("epoch_seconds", "train_samples_per_s", "train_tokens_per_s", "time")

@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -214,9 +213,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = commands.add_parser("serve", help="serve a trained run over HTTP (a JSON API)",
                                 description="Serve a trained run: POST /predict, GET /health, GET /info and the "
-                                            "OpenAPI schema (/openapi.json, /docs). Needs pip install \"strop[serve]\".")
+                                            "OpenAPI schema (/openapi.json, /docs). Needs "
+                                            "pip install \"strop[serve]\".")
     serve.add_argument("run_dir", help="run directory written by strop fit")
-    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    serve.add_argument("--host", default="127.0.0.1",
+                       help="address to listen on (default 127.0.0.1: this machine only)")
     serve.add_argument("--port", type=int, default=8000, help="port (default 8000; 0: a free one, printed)")
     serve.add_argument("--max-batch", type=int, help="inputs per micro-batch (default 64; 1: no batching)")
     serve.add_argument("--max-wait-ms", type=float, help="longest wait for a micro-batch to fill (default 10)")
@@ -224,7 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-request-bytes", type=int, help="largest request body; beyond, 413 (default 1048576)")
     serve.add_argument("--max-texts-per-request", type=int, help="inputs per request at most (default 256)")
     serve.add_argument("--max-concurrency", type=int, help="requests in progress at most; beyond, 503 (default 256)")
-    serve.add_argument("--threads", type=int, help="torch threads (default: the CPUs this process may use)")
+    serve.add_argument("--threads", type=int, help="torch threads (default: the CPUs this process may use, less one)")
     serve.set_defaults(func=cmd_serve)
     return parser
 

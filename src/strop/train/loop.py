@@ -12,7 +12,6 @@ import math
 import time
 from functools import partial
 
-import numpy as np
 import torch
 from accelerate import Accelerator
 from torch.utils.data import DataLoader
