@@ -253,6 +253,10 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         seen = {}
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=deep)
+            try:
+                hash(key)
+            except TypeError:
+                raise DuplicateKey(f"line {key_node.start_mark.line + 1}: a key must be a name, not {key!r}") from None
             if key in seen:
                 raise DuplicateKey(f"'{key}' is given twice (lines {seen[key] + 1} and {key_node.start_mark.line + 1}): "
                                    "merge the two into one")

@@ -121,8 +121,13 @@ def read_vectors(frame: pd.DataFrame, path: str | Path, columns: list[str], what
         require_column(frame, column, path, what, "feature_columns")
     matrix = np.zeros((len(frame), len(columns)), dtype=np.float32)
     for j, column in enumerate(columns):
-        matrix[:, j] = numeric_column(frame[column], column, path, what, "feature",
-                                      "leave the column out with data.feature_columns=[...]")
+        values = numeric_column(frame[column], column, path, what, "feature",
+                                "leave the column out with data.feature_columns=[...]")
+        too_large = np.flatnonzero(np.abs(values) > np.finfo(np.float32).max)
+        if len(too_large):
+            raise StropError(f"{what}: feature column '{column}' of {Path(path).name} holds {values[too_large[0]]!r} "
+                             f"in row {too_large[0] + 1}, beyond what a 32-bit float holds: scale the column")
+        matrix[:, j] = values
     return list(matrix)
 
 

@@ -16,6 +16,7 @@ import io
 import json
 import lzma
 import sys
+import zlib
 from pathlib import Path
 from typing import Callable
 
@@ -57,7 +58,7 @@ def read_text(path: Path, what: str) -> str:
     try:
         with opener(path, "rb") as file:
             raw = file.read()
-    except (OSError, EOFError, lzma.LZMAError) as error:
+    except (OSError, EOFError, lzma.LZMAError, zlib.error) as error:
         raise StropError(f"{what}: {path} is {compression[1:]}-compressed but cannot be decompressed ({error}): "
                          "the file is damaged; compress it again or give it uncompressed") from None
     try:
@@ -76,8 +77,10 @@ def _delimited(path: Path, what: str, delimiter: str) -> pd.DataFrame:
         delimiter = _csv_delimiter(text, path, what)
         return _parse_rows(text, path, what, delimiter, csv.QUOTE_MINIMAL, name)
     # TSV files rarely quote, and stray quotes must stay text; a file whose texts hold tabs must quote them.
+    # A field that starts and ends with a double quote was quoted by its writer (pandas and the csv module quote
+    # fields that hold a tab, a quote or a newline), so such a file is read with quoting.
     try:
-        return _parse_rows(text, path, what, delimiter, csv.QUOTE_NONE, name)
+        frame = _parse_rows(text, path, what, delimiter, csv.QUOTE_NONE, name)
     except StropError as unquoted:
         if '"' not in text:
             raise
@@ -85,6 +88,13 @@ def _delimited(path: Path, what: str, delimiter: str) -> pd.DataFrame:
             return _parse_rows(text, path, what, delimiter, csv.QUOTE_MINIMAL, name)
         except StropError:
             raise unquoted from None
+    quoted = any(isinstance(v, str) and len(v) >= 2 and v[0] == v[-1] == '"' for v in frame.to_numpy().ravel())
+    if quoted or any(len(c) >= 2 and c[0] == c[-1] == '"' for c in frame.columns):
+        try:
+            return _parse_rows(text, path, what, delimiter, csv.QUOTE_MINIMAL, name)
+        except StropError:
+            pass  # not a quoted file after all: the quotes are part of the texts
+    return frame
 
 
 def _csv_delimiter(text: str, path: Path, what: str) -> str:
@@ -143,7 +153,9 @@ def _read_tsv(path: Path, what: str) -> pd.DataFrame:
 
 def _read_jsonl(path: Path, what: str) -> pd.DataFrame:
     records = []
-    for number, line in enumerate(read_text(path, what).splitlines(), start=1):
+    # Lines end at \n (and \r\n) only: str.splitlines would also cut at U+2028 and other separators, which
+    # JSON writers leave unescaped inside strings.
+    for number, line in enumerate(read_text(path, what).split("\n"), start=1):
         if not line.strip():
             continue
         try:
@@ -151,6 +163,9 @@ def _read_jsonl(path: Path, what: str) -> pd.DataFrame:
         except json.JSONDecodeError as error:
             raise StropError(f"{what}: line {number} of {path.name} is not valid JSON ({error.msg}, column "
                              f"{error.colno})") from None
+        except RecursionError:
+            raise StropError(f"{what}: line {number} of {path.name} nests JSON lists or objects too deeply to be "
+                             "an example") from None
         if not isinstance(record, dict):
             raise StropError(f"{what}: line {number} of {path.name} is a JSON {type(record).__name__}, not an "
                              "object: write one {\"column\": value, ...} object per line")
@@ -167,7 +182,13 @@ def _unique_keys(pairs: list[tuple], number: int, path: Path, what: str) -> dict
 
 
 def _read_parquet(path: Path, what: str) -> pd.DataFrame:
-    frame = pd.read_parquet(path)
+    import pyarrow
+
+    try:
+        frame = pd.read_parquet(path)
+    except (KeyError, TypeError, ValueError, OSError, pyarrow.ArrowException) as error:
+        raise StropError(f"{what}: {path} could not be read as Parquet ({type(error).__name__}: {error}): the file "
+                         "is damaged or its metadata does not fit its columns; write it again") from None
     check_unique_columns([str(c) for c in frame.columns], path, what)
     return frame
 
