@@ -10,17 +10,23 @@ How the data are made. A fixed random two-layer tanh network maps the eight inpu
 features g(x); both tasks are a readout of these shared features plus noise:
 
     source.csv            4,000 rows   y = w_s . g(x) + noise                 (the pretraining task)
-    target_train.csv        150 rows   y = 0.8 w_t . g(x) + 1.5 + noise       (the small task)
+    target_train.csv        150 rows   y = w_t . g(x) + noise                 (the small task)
     target_validation.csv   300 rows   same as target_train.csv, new rows     (picks the best epoch)
     target_test.csv         500 rows   same as target_train.csv, new rows     (for strop evaluate)
 
 Inputs are standard normal before each feature gets its own mean and scale; the noise is normal with
 standard deviation 0.05 (the best RMSE any model can reach). The target's readout w_t is related to the
-source's but not the same (w_t = 0.9 w_s + 0.44 u, with u a unit direction of g orthogonal to w_s, and the
-target is shifted and rescaled), so a network that has learned g(x) on the
-large source set needs few examples to learn the target, while one that starts from random weights
-must learn g(x) from 150 rows. The features have different means and scales (strop standardises
-inputs and targets itself and saves the statistics with the model).
+source's but not the same: w_t = 0.9 w_s + 0.44 u, with u a unit direction of g orthogonal to w_s. So a
+network that has learned g(x) on the large source set needs few examples to learn the target, while one
+that starts from random weights must learn g(x) from 150 rows. The features have different means and
+scales (strop standardises inputs and targets itself and saves the statistics with the model).
+
+Both targets are on the same scale (y: mean -0.34, sd 0.80 in source.csv; -0.38 and 0.77 in
+target_train.csv), as for one quantity measured in two settings. That matters to strop: a run started from
+the pretraining run with the same task and target column continues the whole model, head and target
+standardisation included. A first version of this generator also shifted the target by 1.5 and scaled it
+by 0.8; the pretrained head then had to move 1.9 standard deviations at the fine-tuning rate (1e-4), and
+fine-tuning was no better than training from scratch (validation RMSE 0.232 against 0.241, train.seed 42).
 """
 
 from __future__ import annotations
@@ -38,7 +44,6 @@ SIZES = {"source.csv": 4000, "target_train.csv": 150, "target_validation.csv": 3
 SOURCE_NOISE = 0.05
 TARGET_NOISE = 0.05
 TARGET_MIX = 0.9  # share of the target readout's direction taken from the source readout
-TARGET_SHIFT, TARGET_SCALE = 1.5, 0.8
 WEIGHT_SCALE = 2.0  # the shared network's weights: larger is more nonlinear
 
 
@@ -71,7 +76,7 @@ def make(rng, p, n, task):
     if task == "source":
         y = g @ p["w_s"] + SOURCE_NOISE * rng.normal(0, 1, n)
     else:
-        y = TARGET_SCALE * (g @ p["w_t"]) + TARGET_SHIFT + TARGET_NOISE * rng.normal(0, 1, n)
+        y = g @ p["w_t"] + TARGET_NOISE * rng.normal(0, 1, n)
     x = p["means"] + p["scales"] * z
     return x, y
 
