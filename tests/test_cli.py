@@ -81,18 +81,34 @@ def test_a_full_disk_exits_1_with_one_message_and_a_run_that_resumes(tiny_overri
 
 def _fill_disk_while_writing(monkeypatch, name: str) -> None:
     """Every write of `name` (through its temporary sibling) writes part of the file, then finds the disk full."""
+    import builtins
     import errno
     from pathlib import Path
 
-    real_write_text = Path.write_text
+    import strop.runs
 
-    def write_text(self, text, *args, **kwargs):
-        if self.name.startswith(f".{name}.tmp"):
-            real_write_text(self, text[: len(text) // 2], *args, **kwargs)
-            raise OSError(errno.ENOSPC, "No space left on device", str(self))
-        return real_write_text(self, text, *args, **kwargs)
+    class HalfWritten:
+        def __init__(self, file):
+            self.file = file
 
-    monkeypatch.setattr(Path, "write_text", write_text)
+        def write(self, text):
+            self.file.write(text[: len(text) // 2])
+            raise OSError(errno.ENOSPC, "No space left on device", self.file.name)
+
+        def __getattr__(self, attribute):
+            return getattr(self.file, attribute)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.file.close()
+
+    def filling_open(path, *args, **kwargs):
+        file = builtins.open(path, *args, **kwargs)
+        return HalfWritten(file) if Path(path).name.startswith(f".{name}.tmp") else file
+
+    monkeypatch.setattr(strop.runs, "open", filling_open, raising=False)  # atomic_write_text's open
 
 
 @pytest.mark.parametrize("name, what", [("config.yaml", "the config"), ("summary.json", "the summary")])
@@ -108,7 +124,8 @@ def test_a_full_disk_on_a_small_file_exits_1_and_leaves_no_partial_file(name, wh
     if name == "config.yaml":  # nothing trained yet: no run is left
         assert not run.exists()
     else:  # the trained run is kept, without a partial summary, and resuming completes it
-        assert sorted(p.name for p in run.iterdir()) == ["checkpoints", "config.yaml", "metrics.jsonl", "model"]
+        assert sorted(p.name for p in run.iterdir()) == [".lock", "checkpoints", "config.yaml", "metrics.jsonl", "model",
+                                                         "provenance.json"]
         assert _fit(tiny_overrides + ["train.resume=true"]) == 0
         assert json.loads((run / "summary.json").read_text())["epochs_run"] == 3
 
@@ -118,7 +135,8 @@ def test_keep_checkpoint_false_deletes_the_checkpoint_of_a_complete_run(tiny_ove
 
     assert _fit(tiny_overrides + ["train.keep_checkpoint=false"]) == 0
     run = tmp_path / "run"
-    assert sorted(p.name for p in run.iterdir()) == ["config.yaml", "metrics.jsonl", "model", "summary.json"]
+    assert sorted(p.name for p in run.iterdir()) == [".lock", "config.yaml", "metrics.jsonl", "model", "provenance.json",
+                                                     "summary.json"]
     assert strop.load(run).predict(["great fun"])[0] in ("negative", "positive")
 
 
