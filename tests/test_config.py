@@ -46,8 +46,8 @@ def test_config_is_frozen():
     ("optim.name=adamm", ["optim.name must be one of", "adamw", "adamm"]),
     ("method.name=lorra", ["unknown method 'lorra'", "full", "linear_probe"]),
     ("train.resume=maybe", ["train.resume must be true or false"]),
-    ("optim.lr=fast", ["optim.lr must be a number > 0 or auto", "fast"]),
-    ("optim.lr=0", ["optim.lr must be a number > 0 or auto"]),
+    ("optim.lr=fast", ["optim.lr must be a number > 0, auto or find", "fast"]),
+    ("optim.lr=0", ["optim.lr must be a number > 0, auto or find"]),
     ("optim.lr", ["must look like key=value"]),
 ])
 def test_bad_keys_and_values_name_the_key(override, words):
