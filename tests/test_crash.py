@@ -38,20 +38,12 @@ def test_random_kills_resume_to_the_uninterrupted_run(campaign):
     killed = [a for a in mlp["attempts"] if a.get("outcome") == "killed"]
     assert mlp["kills_done"] == KILLS and len(killed) == KILLS
     assert mlp["damaged"] == 0, [a["checkpoint"] for a in killed]  # no checkpoint was ever half-written
-    if not mlp["equal"] and mlp["known_defect_hit"]:
-        pytest.xfail("a kill after epoch 1's metrics line and before its checkpoint: see "
-                     "test_a_kill_at[checkpoint:1] (loop.py)")
     assert mlp["equal"], mlp["differences"]
-
-
-LOOP_DEFECT = ("loop.py: killed after epoch 1's metrics line is written and before its first checkpoint is in place, "
-               "the run has no checkpoint, so the resumed run starts afresh without rewriting metrics.jsonl, and "
-               "the first epoch's line stays twice (_rewrite_metrics runs only when a checkpoint exists)")
 
 
 @pytest.mark.parametrize("target", [
     "evaluation:2",  # entering epoch 2's validation
-    pytest.param("checkpoint:1", marks=pytest.mark.xfail(strict=True, reason=LOOP_DEFECT)),
+    "checkpoint:1",  # epoch 1's metrics line written, its checkpoint not: the resume starts afresh and drops it
     "checkpoint-file:3",  # inside the staging folder: a weights file written, the others not
     "publish-aside:1",  # between the two renames: checkpoints/last absent, .last.old whole
     "published:2",  # the new checkpoint in place, the old one not yet deleted

@@ -38,9 +38,12 @@ from strop.errors import StropError
 from strop.tasks.classification import Classification
 
 EXAMPLES = int(os.environ.get("STROP_FUZZ_EXAMPLES", "40"))
-FUZZ = settings(max_examples=EXAMPLES, deadline=timedelta(seconds=5), database=None,
+# Each example parses a file of a few hundred bytes in milliseconds: 10 s is far beyond a slow machine, but a
+# machine shared with heavy jobs can stall a process that long (STROP_FUZZ_DEADLINE=0: no deadline).
+DEADLINE = float(os.environ.get("STROP_FUZZ_DEADLINE", "10"))
+FUZZ = settings(max_examples=EXAMPLES, deadline=timedelta(seconds=DEADLINE) if DEADLINE else None, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
-HANG_SECONDS = 20  # one parse taking this long counts as a hang
+HANG_SECONDS = 60  # one parse taking this long counts as a hang, deadline or not
 
 
 class Hang(Exception):

@@ -170,6 +170,9 @@ def train(model, task: Task, method: Method, train_features: list[dict], val_fea
     if tc.resume and has_checkpoint(run.last_checkpoint):
         state, best_weights = load_checkpoint(run.last_checkpoint, accelerator.unwrap_model(trained), optimizer,
                                               scheduler)
+    if tc.resume and accelerator.is_main_process:
+        # Also with no checkpoint: a run killed after its first metrics line but before its first checkpoint
+        # starts again from scratch, and that line must go.
         _rewrite_metrics(run, state.history)
     state.train_seconds += cache_seconds  # the one pass of a frozen body is part of training
     state.peak_lr = peak_lr
