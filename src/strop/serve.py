@@ -27,7 +27,7 @@ import socket
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -35,6 +35,7 @@ from strop.errors import StropError
 
 SERVE_EXTRA = 'pip install "strop[serve]"'
 LOG = logging.getLogger("strop.serve")
+FEATURE_RANGE = 1e6  # vector features: at most this many training standard deviations from the training mean
 NOT_BLANK = re.compile(r"\S")  # Python's \s, as str.strip() and the schema's pattern (as Python reads it)
 
 
@@ -59,7 +60,7 @@ class ServeOptions:
     max_request_bytes: int = 1 << 20
     max_texts_per_request: int = 256
     max_concurrency: int = 256
-    threads: Optional[int] = None  # torch threads; None: the CPUs this process may use
+    threads: Optional[int] = None  # torch threads; None: default_threads()
 
     def __post_init__(self):
         for name in ("max_batch", "queue_size", "max_request_bytes", "max_texts_per_request", "max_concurrency"):
@@ -86,6 +87,7 @@ class InputSpec:
     kind: str
     num_features: int = 0
     feature_columns: tuple[str, ...] = ()
+    bounds: tuple[tuple[float, float], ...] = ()  # per feature, a million standard deviations around its mean
 
     @classmethod
     def of(cls, predictor) -> "InputSpec":
@@ -93,7 +95,13 @@ class InputSpec:
         if body == "vector":
             columns = tuple(predictor.info.get("feature_columns") or ())
             count = len(columns) or int(getattr(predictor.model.body, "num_features", 0))
-            return cls("vectors", count, columns)
+            mean, std = getattr(predictor.model.body, "mean", None), getattr(predictor.model.body, "std", None)
+            bounds = ()
+            if mean is not None and std is not None and len(mean) == len(std) == count:
+                # beyond this a feature means nothing to the model, and float32 layers may overflow
+                bounds = tuple((float(m) - FEATURE_RANGE * float(s), float(m) + FEATURE_RANGE * float(s))
+                               for m, s in zip(mean, std))
+            return cls("vectors", count, columns, bounds)
         if body == "text":
             pairs = predictor.task.name == "pair_classification" or bool(predictor.info.get("text_pair_column"))
             return cls("pairs" if pairs else "texts")
@@ -103,16 +111,22 @@ class InputSpec:
     def fields(self) -> tuple[str, ...]:
         return {"texts": ("texts",), "pairs": ("texts", "text_pairs"), "vectors": ("vectors",)}[self.kind]
 
+    def _middle(self) -> list[float]:
+        """A vector in range: the training means where known, else zeros."""
+        if self.bounds:
+            return [round((low + high) / 2, 6) for low, high in self.bounds]
+        return [0.0] * self.num_features
+
     def example(self) -> dict:
         if self.kind == "vectors":
-            return {"vectors": [[0.0] * self.num_features]}
+            return {"vectors": [self._middle()]}
         if self.kind == "pairs":
             return {"texts": ["the film was great"], "text_pairs": ["it was good"]}
         return {"texts": ["the film was great", "a dull, slow story"]}
 
     def warmup_input(self) -> list:
         if self.kind == "vectors":
-            return [[0.0] * self.num_features]
+            return [self._middle()]
         return [("warm up", "warm up")] if self.kind == "pairs" else ["warm up"]
 
     def inputs(self, request) -> list:
@@ -147,14 +161,18 @@ def request_model(spec: InputSpec, options: ServeOptions):
     """The pydantic model of POST /predict's body for this model (strict: no coercion, no unknown fields)."""
     from typing import Annotated
 
-    from pydantic import ConfigDict, Field, FiniteFloat, create_model, model_validator
+    from pydantic import ConfigDict, Field, create_model, model_validator
 
-    config = ConfigDict(strict=True, extra="forbid", json_schema_extra={"examples": [spec.example()]})
+    # strict items (no "1" for 1, no 1 for "1", no true for 1); unknown fields refused
+    config = ConfigDict(extra="forbid", json_schema_extra={"examples": [spec.example()]})
     limit = options.max_texts_per_request
     if spec.kind == "vectors":
         n = spec.num_features
         what = f"{n} features" + (f" ({', '.join(spec.feature_columns)})" if spec.feature_columns else "")
-        vector = Annotated[list[FiniteFloat], Field(min_length=n, max_length=n)]
+        names = spec.feature_columns if len(spec.feature_columns) == n else tuple(f"feature {i}" for i in range(n))
+        bounds = spec.bounds or ((None, None),) * n
+        vector = tuple[tuple(Annotated[float, Field(strict=True, allow_inf_nan=False, ge=low, le=high, title=name)]
+                             for name, (low, high) in zip(names, bounds))]
         return create_model("PredictRequest", __config__=config, vectors=(
             Annotated[list[vector], Field(min_length=1, max_length=limit,
                                           description=f"vectors of {what}, in the order the model was trained with")],
@@ -243,6 +261,8 @@ def _static_models():
         status: str
         queued: int = Field(..., ge=0, description="inputs waiting for the model")
         running: int = Field(..., ge=0, description="inputs the model is predicting now")
+        batches: int = Field(..., ge=0, description="micro-batches predicted since the start")
+        predicted: int = Field(..., ge=0, description="inputs in them (predicted / batches: the mean batch)")
 
     class Limits(BaseModel):
         model_config = ConfigDict(extra="forbid")
@@ -292,9 +312,10 @@ class MicroBatcher:
     max_wait_s: float
     queue_size: int
     threads: Optional[int] = None
-    batch_sizes: collections.deque = field(default_factory=lambda: collections.deque(maxlen=1000))
     queued: int = 0   # inputs waiting (not yet taken by the worker)
     running: int = 0  # inputs being predicted
+    batches: int = 0  # model calls of the queue so far
+    predicted: int = 0  # inputs in them
     seconds_per_input: float = 0.01  # moving average, for Retry-After
 
     async def start(self) -> None:
@@ -352,8 +373,13 @@ class MicroBatcher:
                 except asyncio.TimeoutError:
                     break
             batch = self._take()
-            if batch:
-                await self._run(batch)
+            try:
+                if batch:
+                    await self._run(batch)
+            except Exception as error:  # never leave the queue without its worker
+                LOG.exception("strop serve: the batch worker failed")
+                for job in batch:
+                    _settle(job.future, error=error)
 
     def _take(self) -> list[_Job]:
         """Whole requests from the front, up to max_batch inputs (one request at least, however large)."""
@@ -376,7 +402,8 @@ class MicroBatcher:
         loop = asyncio.get_running_loop()
         inputs = [x for job in batch for x in job.inputs]
         self.running = len(inputs)
-        self.batch_sizes.append(len(inputs))
+        self.batches += 1
+        self.predicted += len(inputs)
         started = time.perf_counter()
         try:
             records = await loop.run_in_executor(self._executor, self.predict, inputs)
@@ -418,12 +445,17 @@ def _available_cpus() -> int:
         return os.cpu_count() or 1
 
 
+def default_threads() -> int:
+    """torch threads for serving: the CPUs this process may use (its affinity, not the host's count), less one
+    for the event loop (parsing, answering), which otherwise competes with torch's thread team."""
+    return max(1, _available_cpus() - 1)
+
+
 def _limit_threads(threads: Optional[int]) -> None:
-    """torch's intra-op threads in the calling thread (the inference thread): the CPUs this process may use
-    (the container's, not the host's), or `threads`."""
+    """torch's intra-op threads, set in the calling thread (the inference thread, and the main one)."""
     import torch
 
-    torch.set_num_threads(threads or _available_cpus())
+    torch.set_num_threads(threads or default_threads())
 
 
 def _not_finite(value) -> bool:
@@ -452,15 +484,18 @@ class RequestGuard:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        length = None
+        length, expects_continue = None, False
         for name, value in scope.get("headers", ()):
             if name == b"content-length":
                 try:
                     length = int(value)
                 except ValueError:
                     return await _send_error(send, 400, "the Content-Length header is not a number")
+            elif name == b"expect" and value.lower() == b"100-continue":
+                expects_continue = True
         if length is not None and length > self.max_bytes:
-            await self._drain(receive, length)
+            if not expects_continue:  # a client that waits for "100 Continue" sends nothing: nothing to drain
+                await self._drain(receive, length)
             return await _send_error(send, 413, self._too_large(length))
         if scope["method"] in ("GET", "HEAD", "OPTIONS"):
             return await self.app(scope, receive, send)
@@ -551,6 +586,8 @@ def _validation_detail(errors: list, spec: InputSpec) -> tuple[int, str, list]:
                 {"loc": ["body"], "msg": f"invalid JSON: {detail}", "type": kind}]
         if kind == "missing" and loc == ["body"]:
             msg = "the body is empty: send a JSON object"
+        elif kind == "missing" and loc and isinstance(loc[-1], int) and spec.kind == "vectors":
+            msg = f"missing: each vector has {spec.num_features} numbers"
         elif kind == "extra_forbidden":
             msg = f"unknown field: this model reads {' and '.join(spec.fields)}"
         elif loc == ["body"] and kind in ("model_type", "model_attributes_type", "dict_type"):
@@ -664,7 +701,8 @@ def create_app(predictor, options: Optional[ServeOptions] = None):
 
     @app.get("/health", response_model=Health, summary="Liveness and queue depth")
     async def health():
-        return {"status": "ok", "queued": batcher.queued, "running": batcher.running}
+        return {"status": "ok", "queued": batcher.queued, "running": batcher.running, "batches": batcher.batches,
+                "predicted": batcher.predicted}
 
     @app.get("/info", response_model=Info, summary="The model, task, labels, strop version and limits")
     async def get_info():
@@ -686,7 +724,9 @@ def bind(host: str, port: int) -> socket.socket:
         raise StropError(f"--port: give a port from 0 to 65535; got {port}")
     try:
         family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
-        sock = socket.socket(family, socket.SOCK_STREAM)
+        # IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on sockets that say they are TCP, and without it
+        # Nagle's algorithm and delayed ACKs hold each response's body back by some 40 ms
+        sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     except (OSError, UnicodeError) as error:
         raise StropError(f"--host {host}: not an address of this machine ({error})") from None
     try:
@@ -726,9 +766,12 @@ def serve(run_dir: str | Path, host: str = "127.0.0.1", port: int = 8000, option
     shown = f"[{address[0]}]" if sock.family == socket.AF_INET6 else address[0]
     print(f"strop serve: {predictor.task.name} model of {run_dir} at http://{shown}:{address[1]} "
           "(POST /predict, GET /health, GET /info, /docs); Ctrl-C stops", file=sys.stderr, flush=True)
+    uv = server(app, sock, log_level)
     try:
-        server(app, sock, log_level).run(sockets=[sock])
+        uv.run(sockets=[sock])
     except KeyboardInterrupt:  # uvicorn re-raises Ctrl-C once it has shut down gracefully: a normal stop
         print("strop serve: stopped", file=sys.stderr, flush=True)
     finally:
         sock.close()
+    if not uv.started:
+        raise StropError(f"the server did not start: the model of {run_dir} failed to predict (the error is above)")
