@@ -124,8 +124,10 @@ def fit(config: str | Path | dict | Config | None = None, overrides: list[str] =
     run, cfg, lock = _open_run_dir(cfg)
 
     accelerator = make_accelerator(cfg)
+    run, cfg = _agreed(run, cfg, accelerator)
     created = not cfg.train.resume
     try:
+        _check_engine(accelerator)
         provenance = _provenance(cfg, splits, accelerator)
         if cfg.train.resume:
             _check_same_data(run, provenance)
@@ -279,6 +281,30 @@ def _check_same_data(run: RunDir, provenance: dict) -> None:
         raise StropError(f"cannot resume {run.root}: the {' and '.join(changed)} data differ from those the run "
                          f"started with (another file, or changed texts or labels); resume with the same data, or "
                          "start a new run in another output_dir")
+
+
+def _check_engine(accelerator) -> None:
+    """Refuses the engines that shard the model or optimizer across processes (FSDP, DeepSpeed ZeRO, Megatron):
+    strop's checkpoints are written by the main process from its full copy, which those engines do not keep,
+    so a run would hang at its first checkpoint or resume wrongly. Data parallel (DDP) keeps full copies."""
+    kind = accelerator.distributed_type.value
+    if kind in ("FSDP", "DEEPSPEED", "MEGATRON_LM"):
+        raise StropError(f"accelerate launch chose {kind}, which strop does not support yet (its checkpoints need "
+                         "the full model and optimizer state in the main process); launch with data parallelism "
+                         "instead: accelerate launch --multi_gpu --num_processes N -m strop fit ... "
+                         "(see docs/distributed.md)")
+
+
+def _agreed(run: RunDir, cfg: Config, accelerator) -> tuple[RunDir, Config]:
+    """In a run of several processes, every process takes the main process's run directory (a default name
+    comes from the clock) and precision (`auto` may be decided by a timing probe, which could differ)."""
+    if accelerator.num_processes == 1:
+        return run, cfg
+    from accelerate.utils import broadcast_object_list
+
+    output_dir, precision = broadcast_object_list([cfg.output_dir, cfg.train.mixed_precision])
+    cfg = replace(cfg, output_dir=output_dir, train=replace(cfg.train, mixed_precision=precision))
+    return RunDir(Path(output_dir)), cfg
 
 
 def _model_info(cfg: Config, source: Source) -> dict:

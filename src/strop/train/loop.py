@@ -33,7 +33,13 @@ def make_accelerator(cfg: Config) -> Accelerator:
     # Mixed precision is applied by the loop itself (see `resolve_precision`): to training steps and the
     # per-epoch validations, but not to the final validation of the weights it keeps, which runs in fp32
     # like `strop evaluate`, `strop predict` and plain transformers do.
-    return Accelerator(cpu=cfg.train.device == "cpu", gradient_accumulation_steps=cfg.train.grad_accum)
+    # cpu=True also where no GPU exists: launched as several processes (torchrun, `accelerate launch`),
+    # Accelerate then joins them over gloo on the CPU rather than running each alone.
+    cpu = cfg.train.device == "cpu" or (cfg.train.device == "auto" and not torch.cuda.is_available())
+    # step_scheduler_with_optimizer=False: the schedule is built over the optimizer steps this process takes
+    # and stepped once each, so a run of N processes follows the same curve as one process with an N times
+    # larger batch (Accelerate's default steps it N times a step, with warmup rounded on the wrong count).
+    return Accelerator(cpu=cpu, gradient_accumulation_steps=cfg.train.grad_accum, step_scheduler_with_optimizer=False)
 
 
 def resolve_precision(cfg: Config, device: torch.device) -> str:
@@ -151,7 +157,8 @@ def train(model, task: Task, method: Method, train_features: list[dict], val_fea
         trained = split.head
         model_val_loader = accelerator.prepare(model_val_loader)  # for the final validation of the whole model
 
-    steps_per_epoch = math.ceil(len(sampler) / tc.grad_accum)
+    # The optimizer steps each process takes: Accelerate deals the batches out among the processes.
+    steps_per_epoch = math.ceil(math.ceil(len(sampler) / accelerator.num_processes) / tc.grad_accum)
     if cfg.optim.lr == "find":
         peak_lr = _found_lr(model, task, method, train_features, collate, cfg, run, accelerator, show)
     else:
@@ -197,7 +204,7 @@ def train(model, task: Task, method: Method, train_features: list[dict], val_fea
                 loss = task.loss(logits, labels)  # in fp32
                 if cfg.optim.l1:
                     loss = loss + l1_penalty(optimizer, cfg.optim.l1)
-                if not torch.isfinite(loss):
+                if not _finite_everywhere(loss, accelerator):
                     if tc.nonfinite == "stop":
                         raise _diverged(loss, state, epoch, scheduler, run)
                     skipped += 1
@@ -207,7 +214,8 @@ def train(model, task: Task, method: Method, train_features: list[dict], val_fea
                 if accelerator.sync_gradients and cfg.optim.max_grad_norm > 0:
                     accelerator.clip_grad_norm_(trainable, cfg.optim.max_grad_norm)
                 optimizer.step()
-                scheduler.step()
+                if accelerator.sync_gradients:  # the schedule counts optimizer steps (see make_accelerator)
+                    scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
             if accelerator.sync_gradients:
                 state.step += 1
@@ -217,13 +225,14 @@ def train(model, task: Task, method: Method, train_features: list[dict], val_fea
             bar.set_postfix(loss=f"{loss.item():.4f}")
         train_seconds = time.perf_counter() - started
         state.train_seconds += train_seconds
+        samples, tokens, loss_sum = _summed_over_processes(accelerator, samples, tokens, loss_sum)
 
         metrics, scored = evaluate(trained, val_loader, task, accelerator, bf16)
         record = {"epoch": epoch + 1, "step": state.step, "train_loss": loss_sum / max(samples, 1),
                   **{f"val_{name}": metrics[name] for name in task.metric_names},
                   "lr": scheduler.get_last_lr()[0], "epoch_seconds": round(train_seconds, 3),
-                  "train_samples_per_s": round(samples * accelerator.num_processes / train_seconds, 2),
-                  "train_tokens_per_s": round(tokens * accelerator.num_processes / train_seconds, 1),
+                  "train_samples_per_s": round(samples / train_seconds, 2),
+                  "train_tokens_per_s": round(tokens / train_seconds, 1),
                   "time": round(state.train_seconds, 3), **({"skipped_batches": skipped} if skipped else {})}
         improved = task.is_better(metric, metrics[metric], state.best_score)
         if improved:
@@ -351,6 +360,25 @@ def _found_lr(model, task: Task, method: Method, train_features: list[dict], col
         tqdm.write(f"learning rate {result['suggestion']:.2e} (found: {result['why']}; the curve is in "
                    f"{run.root / 'lr_find.png'})")
     return result["suggestion"]
+
+
+def _finite_everywhere(loss: torch.Tensor, accelerator: Accelerator) -> bool:
+    """Whether the loss is finite in every process: all of them stop, or skip the step, together (one process
+    leaving the others would hang them in their next collective)."""
+    finite = torch.isfinite(loss.detach())
+    if accelerator.num_processes > 1:
+        finite = accelerator.reduce(finite.float().reshape(1), "sum").item() == accelerator.num_processes
+    return bool(finite)
+
+
+def _summed_over_processes(accelerator: Accelerator, samples: int, tokens: int, loss_sum: float
+                           ) -> tuple[int, int, float]:
+    """An epoch's examples, tokens and summed loss over all processes (each process saw its share)."""
+    if accelerator.num_processes == 1:
+        return samples, tokens, loss_sum
+    totals = accelerator.reduce(torch.tensor([samples, tokens, loss_sum], dtype=torch.float64,
+                                             device=accelerator.device), "sum").tolist()
+    return int(totals[0]), int(totals[1]), totals[2]
 
 
 def _token_count(batch: dict) -> int:
