@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
-from tests.conftest import make_texts, write_csv
+from tests.conftest import write_csv
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="gloo processes on a POSIX machine")
 ROOT = Path(__file__).resolve().parents[1]
