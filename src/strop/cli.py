@@ -3,6 +3,7 @@
   strop fit [CONFIG.yaml] [key=value ...]
   strop predict RUN_DIR --text "..." | --input FILE [--output FILE]
   strop evaluate RUN_DIR --data FILE [--json]
+  strop report RUN_DIR
 """
 
 from __future__ import annotations
@@ -157,6 +158,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from strop.report import report
+
+    report(args.run_dir, quiet=args.quiet)
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from strop.serve import ServeOptions, require_serve, serve
 
@@ -227,6 +235,14 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-concurrency", type=int, help="requests in progress at most; beyond, 503 (default 256)")
     serve.add_argument("--threads", type=int, help="torch threads (default: the CPUs this process may use, less one)")
     serve.set_defaults(func=cmd_serve)
+
+    report = commands.add_parser("report", help="rebuild a run's report.html",
+                                 description="Write RUN_DIR/report.html again: one self-contained page with the data "
+                                             "summary, curves, confusion matrix, per-class scores, calibration, the "
+                                             "worst errors and a diagnosis.")
+    report.add_argument("run_dir", help="run directory written by strop fit")
+    report.add_argument("--quiet", "-q", action="store_true", help="do not print the report's path")
+    report.set_defaults(func=cmd_report)
     return parser
 
 

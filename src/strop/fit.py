@@ -155,6 +155,10 @@ def fit(config: str | Path | dict | Config | None = None, overrides: list[str] =
                 "train_examples": len(splits.train), "validation_examples": len(splits.validation),
                 **{key: value for key, value in task.info().items() if key in ("labels", "targets")},
             }, "the summary")
+            from strop.report import report_after_fit  # report.html; a failure there only warns
+
+            report_after_fit(run.root, task, splits.train, splits.validation, accelerator.unwrap_model(model),
+                             cfg.train.quiet)
             if not cfg.train.keep_checkpoint:  # a complete run cannot be resumed: the checkpoint only takes space
                 shutil.rmtree(run.checkpoints, ignore_errors=True)
             if not cfg.train.quiet:

@@ -1,0 +1,182 @@
+"""The report's diagnosis: what went wrong with a run, said in plain words, with the fix each finding suggests.
+
+Each rule reads facts the report has already gathered (the epochs' history from metrics.jsonl, the data
+summary, the validation decisions, the scores of the same config's other seeds) and either finds nothing or
+returns one Finding. The thresholds are rules of thumb for small data sets, named here so they can be read
+and argued with.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+# Overfitting: the validation loss ended this much above its lowest value (relative) ...
+OVERFIT_RISE = 0.10
+# ... at least this many epochs after it, while the training loss kept falling.
+OVERFIT_EPOCHS = 2
+# Underfitting: the final training loss is still this share of what predicting the label frequencies gives.
+UNDERFIT_SHARE = 0.8
+# Too few examples: fewer training examples than this for a class (or label, or entity type).
+MIN_PER_CLASS = 20
+# Label noise: a wrong decision made with at least this confidence is a confident error ...
+CONFIDENT = 0.9
+# ... and this many of them (and this share of the validation decisions) suggest wrong labels.
+CONFIDENT_ERRORS_MIN, CONFIDENT_ERRORS_SHARE = 3, 0.02
+# Calibration: an expected calibration error above this is worth a word.
+ECE_HIGH = 0.10
+# Imbalance: the most frequent class has this many times the examples of the least.
+IMBALANCE_RATIO = 3.0
+# Instability: the standard deviation over seeds of a score in [0, 1] (or relative, for errors) above this.
+SEED_SPREAD, SEED_RELATIVE_SPREAD = 0.02, 0.10
+BOUNDED_METRICS = {"accuracy", "macro_f1", "micro_f1", "f1", "precision", "recall", "exact_match", "r2", "spearman"}
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One problem: a short name, what the numbers show, and what to do about it."""
+
+    name: str  # overfitting, underfitting, few_examples, label_noise, instability, leakage, imbalance, calibration
+    title: str
+    evidence: str
+    fixes: list[str] = field(default_factory=list)
+
+
+def overfitting(history: list[dict], best_epoch: int | None = None) -> Finding | None:
+    """Validation loss rising while the training loss falls, after the validation loss's lowest epoch."""
+    points = [(r["epoch"], r.get("train_loss"), r.get("val_loss")) for r in history]
+    points = [(e, t, v) for e, t, v in points if _number(t) and _number(v)]
+    if len(points) < OVERFIT_EPOCHS + 1:
+        return None
+    low = min(range(len(points)), key=lambda i: points[i][2])
+    (low_epoch, low_train, low_val), (last_epoch, last_train, last_val) = points[low], points[-1]
+    if last_epoch - low_epoch < OVERFIT_EPOCHS or last_val < low_val * (1 + OVERFIT_RISE) or last_train >= low_train:
+        return None
+    kept = (f" The saved model is epoch {best_epoch}'s, the best on the validation metric, so the run itself is sound."
+            if best_epoch else "")
+    return Finding(
+        "overfitting", "Overfitting",
+        f"The validation loss rose from {low_val:.3f} (epoch {low_epoch}) to {last_val:.3f} (epoch {last_epoch}, "
+        f"+{(last_val / low_val - 1) * 100:.0f}%) while the training loss fell from {low_train:.3f} to {last_train:.3f}: "
+        f"the model memorises the training examples instead of learning what generalises.{kept}",
+        [f"Stop sooner: train.epochs={max(low_epoch, 1)}, or keep early stopping on (train.patience=2).",
+         "Regularise: optim.weight_decay=0.1, model.body_dropout=0.2, train.label_smoothing=0.1.",
+         "Train fewer parameters: method.name=bitfit, or method.freeze_layers=4; or a lower optim.lr.",
+         "More training examples help most of all."])
+
+
+def underfitting(history: list[dict], chance_loss: float | None) -> Finding | None:
+    """The training loss ends close to what a model that only knows the label frequencies reaches."""
+    losses = [r.get("train_loss") for r in history if _number(r.get("train_loss"))]
+    if not losses or not chance_loss or chance_loss <= 0:
+        return None
+    if losses[-1] < UNDERFIT_SHARE * chance_loss:
+        return None
+    return Finding(
+        "underfitting", "Underfitting",
+        f"After {len(losses)} epochs the training loss is {losses[-1]:.3f}, {losses[-1] / chance_loss:.0%} of "
+        f"{chance_loss:.3f}, the loss of predicting the label frequencies alone: the model has learned little even "
+        "on the examples it trains on.",
+        ["Train longer (train.epochs) or at a higher rate (optim.lr, or optim.lr=find for a range test).",
+         "Train more of the model: method.name=full, method.freeze_layers=0.",
+         "Check that the labels follow from the inputs (a shifted label column, texts cut short by model.max_length).",
+         "A larger pretrained model (model.name) may be needed."])
+
+
+def few_examples(class_counts: dict[str, int], what: str = "class") -> Finding | None:
+    """Classes (labels, entity types) with fewer training examples than MIN_PER_CLASS."""
+    scarce = {name: n for name, n in class_counts.items() if n < MIN_PER_CLASS}
+    if not scarce:
+        return None
+    listed = ", ".join(f"{name} ({n})" for name, n in sorted(scarce.items(), key=lambda item: item[1])[:8])
+    more = f" and {len(scarce) - 8} more" if len(scarce) > 8 else ""
+    return Finding(
+        "few_examples", f"Too few examples per {what}",
+        f"{len(scarce)} of {len(class_counts)} {what} names have fewer than {MIN_PER_CLASS} training examples: "
+        f"{listed}{more}. Their scores rest on a handful of cases and vary from run to run.",
+        [f"Label more examples of those {what} names first: a few dozen each change the most.",
+         "Merge rare classes that mean nearly the same, or fold them into an 'other' class.",
+         "With very few examples, train fewer parameters (method.name=bitfit or freeze) so the model cannot "
+         "memorise them."])
+
+
+def label_noise(confident_errors: int, decisions: int, conflicting_duplicates: int = 0) -> Finding | None:
+    """Confident errors on validation, or training examples repeated with different labels."""
+    many = confident_errors >= max(CONFIDENT_ERRORS_MIN, CONFIDENT_ERRORS_SHARE * decisions)
+    if not many and not conflicting_duplicates:
+        return None
+    evidence = []
+    if many:
+        evidence.append(f"{confident_errors} of {decisions} validation decisions are wrong with a confidence of "
+                        f"{CONFIDENT:.0%} or more; a model this sure is often right and the label wrong")
+    if conflicting_duplicates:
+        evidence.append(f"{conflicting_duplicates} inputs occur in the training data more than once with different "
+                        "labels")
+    return Finding(
+        "label_noise", "Label noise suspected",
+        "; ".join(evidence) + ".",
+        ["Read the worst misclassified examples below: fix the labels that are wrong, in training and validation.",
+         "Remove or relabel the training inputs that carry contradicting labels.",
+         "train.label_smoothing=0.1 softens the pull of the labels that remain wrong."])
+
+
+def instability(scores: dict[str, float], metric: str) -> Finding | None:
+    """The same config with other seeds scores differently by more than the rule of thumb allows."""
+    values = [v for v in scores.values() if _number(v)]
+    if len(values) < 2:
+        return None
+    mean = sum(values) / len(values)
+    spread = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+    bounded = metric in BOUNDED_METRICS
+    if (spread <= SEED_SPREAD) if bounded else (spread <= SEED_RELATIVE_SPREAD * abs(mean)):
+        return None
+    listed = ", ".join(f"{seed}: {v:.4f}" for seed, v in scores.items())
+    return Finding(
+        "instability", "Unstable across seeds",
+        f"The same config with {len(values)} seeds gives validation {metric} from {min(values):.4f} to "
+        f"{max(values):.4f} (standard deviation {spread:.4f}; {listed}): one run's score says little on its own.",
+        ["Lower the learning rate (optim.lr) or lengthen the warmup (optim.warmup=0.2): small data sets are "
+         "sensitive to the first steps.",
+         "Train longer with early stopping, so each seed reaches its best epoch.",
+         "Compare settings by the mean over several seeds, and keep the best seed's model (or average them)."])
+
+
+def leakage(overlap: int, validation_examples: int) -> Finding | None:
+    """Validation inputs that also occur in the training data."""
+    if overlap <= 0:
+        return None
+    return Finding(
+        "leakage", "Validation examples also in training",
+        f"{overlap} of {validation_examples} validation inputs also occur in the training data: the validation "
+        "scores overstate how the model does on new inputs.",
+        ["Remove those inputs from one of the two files (or de-duplicate before splitting)."])
+
+
+def imbalance(class_counts: dict[str, int], setting: str | None) -> Finding | None:
+    """A most frequent class with IMBALANCE_RATIO times the examples of the least, and nothing done about it."""
+    counts = [n for n in class_counts.values() if n > 0]
+    if len(counts) < 2 or max(counts) < IMBALANCE_RATIO * min(counts) or setting not in (None, "none"):
+        return None
+    return Finding(
+        "imbalance", "Imbalanced classes",
+        f"The most frequent class has {max(counts) / min(counts):.1f} times the training examples of the least, "
+        "and the run did nothing about it (train.imbalance=none): the rare classes tend to be missed.",
+        ["train.imbalance=auto (class weights in the loss; with two classes a decision threshold tuned on "
+         "validation), or weights, sample or focal.",
+         "Judge the run by macro F1 and the rare classes' recall, not accuracy."])
+
+
+def calibration(ece: float | None) -> Finding | None:
+    """Confidence that does not match accuracy."""
+    if ece is None or ece <= ECE_HIGH:
+        return None
+    return Finding(
+        "calibration", "Poorly calibrated confidence",
+        f"The expected calibration error is {ece:.3f}: the model's confidence differs from its accuracy by that "
+        "much on average (see the reliability diagram).",
+        ["Treat the scores as a ranking rather than as probabilities, or recalibrate them on held-out data.",
+         "train.label_smoothing=0.1 and stopping before the validation loss rises both temper overconfidence."])
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)

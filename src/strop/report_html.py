@@ -1,0 +1,397 @@
+"""report.html's page: plain HTML with its style inline and its charts as PNG data URIs (matplotlib), so the
+file opens anywhere, offline, and can be mailed as it is. No script: nothing runs when it is opened."""
+
+from __future__ import annotations
+
+import base64
+import io
+from html import escape
+from typing import Any
+
+import numpy as np
+
+STYLE = """
+body{font:15px/1.5 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:#1d2430;margin:0;background:#f6f7f9}
+main{max-width:1100px;margin:0 auto;padding:24px 28px 60px}
+h1{font-size:26px;margin:8px 0 4px}h2{font-size:20px;margin:34px 0 10px;border-bottom:2px solid #dde2ea;padding-bottom:4px}
+h3{font-size:16px;margin:18px 0 6px}
+.sub{color:#5b6576;margin:0 0 16px}
+.cards{display:flex;flex-wrap:wrap;gap:10px;margin:12px 0}
+.card{background:#fff;border:1px solid #dde2ea;border-radius:8px;padding:8px 14px;min-width:110px}
+.card b{display:block;font-size:20px}.card span{color:#5b6576;font-size:13px}
+table{border-collapse:collapse;background:#fff;margin:6px 0 12px;font-size:14px}
+th,td{border:1px solid #dde2ea;padding:4px 9px;text-align:left;vertical-align:top}
+th{background:#eef1f5;font-weight:600}td.num{text-align:right;font-variant-numeric:tabular-nums}
+table.cm td{text-align:right;min-width:34px;font-variant-numeric:tabular-nums}
+.finding{background:#fff;border-left:5px solid #d9822b;border-radius:6px;padding:10px 16px;margin:10px 0}
+.finding h3{margin:0 0 4px}.finding ul{margin:6px 0 2px 0;padding-left:22px}
+.healthy{background:#fff;border-left:5px solid #2f9e62;border-radius:6px;padding:10px 16px}
+img{max-width:100%;height:auto;background:#fff;border:1px solid #dde2ea;border-radius:6px}
+pre{background:#fff;border:1px solid #dde2ea;border-radius:6px;padding:10px 14px;overflow:auto;font-size:13px}
+.bad{color:#b3261e;font-weight:600}.ok{color:#1e7b47}.muted{color:#5b6576}
+nav a{margin-right:12px;color:#2458b3;text-decoration:none}
+"""
+
+
+def render(analysis: dict[str, Any]) -> str:
+    """The whole page for `strop.report.analyse`'s data."""
+    kind = analysis.get("kind")
+    parts = [_header(analysis), _diagnosis(analysis), _data(analysis), _curves(analysis)]
+    if kind == "regression":
+        parts += [_residuals(analysis), _per_target(analysis)]
+    elif kind in ("classes", "multilabel", "tokens"):
+        parts += [_confusion(analysis), _per_class(analysis), _calibration(analysis)]
+    parts += [_worst(analysis), _configuration(analysis)]
+    sections = [p for p in parts if p]
+    nav = " ".join(f'<a href="#{anchor}">{title}</a>' for anchor, title in _NAV if any(f'id="{anchor}"' in p for p in sections))
+    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            f"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>strop report: "
+            f"{escape(analysis['name'])}</title><style>{STYLE}</style></head><body><main>"
+            + sections[0] + f"<nav>{nav}</nav>" + "".join(sections[1:]) + "</main></body></html>\n")
+
+
+_NAV = [("diagnosis", "Diagnosis"), ("data", "Data"), ("curves", "Curves"), ("confusion", "Confusion"),
+        ("residuals", "Residuals"), ("scores", "Scores"), ("calibration", "Calibration"), ("worst", "Worst errors"),
+        ("config", "Configuration")]
+
+
+# --- pieces ----------------------------------------------------------------------------------------
+
+def _fmt(value, digits: int = 4) -> str:
+    if isinstance(value, bool) or value is None:
+        return escape(str(value))
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}" if abs(value) < 1e5 else f"{value:.4g}"
+    return escape(str(value))
+
+
+def _table(header: list[str], rows: list[list], numeric_from: int = 1, cls: str = "") -> str:
+    head = "".join(f"<th>{escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f'<td class="num">{_fmt(v)}</td>' if i >= numeric_from and not isinstance(v, str)
+                                    else f"<td>{escape(str(v))}</td>" for i, v in enumerate(row)) + "</tr>"
+                   for row in rows)
+    return f'<table{f" class={cls!r}" if cls else ""}><tr>{head}</tr>{body}</table>'
+
+
+def _image(figure, alt: str) -> str:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    data = base64.b64encode(buffer.getvalue()).decode("ascii")
+    return f'<img alt="{escape(alt)}" src="data:image/png;base64,{data}">'
+
+
+def _figure(width: float = 6.4, height: float = 3.6, columns: int = 1):
+    from matplotlib.figure import Figure  # no pyplot: no global state, no display backend
+
+    figure = Figure(figsize=(width, height))
+    axes = figure.subplots(1, columns)
+    return figure, axes
+
+
+def _header(a: dict[str, Any]) -> str:
+    summary, info, data = a["summary"], a["info"], a["data"]
+    metrics = summary.get("validation") or {}
+    cards = [(f"{v:.4f}" if isinstance(v, float) else str(v), f"validation {k}") for k, v in metrics.items()]
+    cards += [(str(summary.get("best_epoch", "?")), f"best of {summary.get('epochs_run', '?')} epochs"),
+              (f"{summary.get('train_examples', data.get('train_examples', '?'))}", "training examples"),
+              (f"{summary.get('validation_examples', data.get('validation_examples', '?'))}", "validation examples")]
+    if summary.get("train_seconds") is not None:
+        cards.append((f"{summary['train_seconds']:.0f} s", "training time"))
+    card_html = "".join(f'<div class="card"><b>{escape(v)}</b><span>{escape(k)}</span></div>' for v, k in cards)
+    model = info.get("base_model") or (a["config"].get("model") or {}).get("name", "?")
+    return (f"<h1>{escape(a['name'])}</h1><p class=\"sub\">{escape(a['task'])} · model {escape(str(model))} · "
+            f"method {escape(str(info.get('method', '?')))} · {escape(a['run'])}</p><div class=\"cards\">{card_html}</div>")
+
+
+def _diagnosis(a: dict[str, Any]) -> str:
+    findings = a.get("findings") or []
+    if not findings:
+        body = ('<div class="healthy"><b>No problem found.</b> The validation loss did not rise while the training '
+                "loss fell, training learned well beyond the label frequencies, every class has enough examples, "
+                "few errors are confident, and validation shares no inputs with training.</div>")
+    else:
+        body = "".join(f'<div class="finding" data-finding="{escape(f.name)}"><h3>{escape(f.title)}</h3>'
+                       f"<p>{escape(f.evidence)}</p><b>What to try</b><ul>"
+                       + "".join(f"<li>{escape(fix)}</li>" for fix in f.fixes) + "</ul></div>" for f in findings)
+    seeds = a.get("seeds") or {}
+    if seeds:
+        metric = a["summary"].get("metric", "")
+        body += f"<h3>Other seeds of this config (validation {escape(metric)})</h3>" + _table(
+            ["seed", metric], [[seed, value] for seed, value in seeds.items()])
+    return f'<h2 id="diagnosis">Diagnosis</h2>{body}'
+
+
+def _data(a: dict[str, Any]) -> str:
+    data = a["data"]
+    if not data:
+        return ""
+    parts = [f"<p>{_fmt(data.get('train_examples'))} training and {_fmt(data.get('validation_examples'))} "
+             f"validation examples; inputs: {escape(data.get('input', '?'))}"
+             + (f" of {data['features']} numeric features" if "features" in data else "")
+             + (f"; {data['labels_per_example']} labels per example on average" if "labels_per_example" in data else "")
+             + "</p>"]
+    classes = data.get("classes")
+    if classes:
+        kind = data.get("class_kind") or "class"
+        train_counts = [c["train"] for c in classes.values()]
+        positive = [c for c in train_counts if c > 0]
+        ratio = max(positive) / min(positive) if positive else None
+        parts.append(f"<h3>{escape(kind.capitalize())} counts</h3>")
+        if ratio is not None:
+            parts.append(f"<p>Imbalance: the most frequent {escape(kind)} has {ratio:.1f} times the training examples "
+                         f"of the least.</p>")
+        rows = [[name, c["train"], c["train"] / max(sum(train_counts), 1), c["validation"]] for name, c in classes.items()]
+        parts.append(_table([kind, "train", "share", "validation"], rows))
+        if len(classes) <= 40:
+            parts.append(_class_chart(classes, kind))
+    for column, stats in (data.get("targets") or {}).items():
+        parts.append(f"<h3>Target {escape(column)}</h3>" + _table(
+            ["split", "mean", "std", "min", "max"],
+            [[split, *(stats[split].get(k) for k in ("mean", "std", "min", "max"))] for split in ("train", "validation")]))
+        parts.append(_histogram(stats["histogram"], f"target {column}"))
+    lengths = data.get("lengths")
+    if lengths:
+        parts.append("<h3>Lengths (words per example)</h3>" + _table(
+            ["split", "min", "median", "mean", "95%", "max"],
+            [[split, *(lengths[split].get(k) for k in ("min", "median", "mean", "p95", "max"))]
+             for split in ("train", "validation") if lengths.get(split)]))
+        parts.append(_histogram(lengths["histogram"], "words per example"))
+    duplicates, overlap = data.get("duplicates") or {}, data.get("overlap") or {}
+    parts.append("<h3>Duplicates and overlap</h3>"
+                 f"<p>{_fmt(duplicates.get('train', 0))} training examples repeat another training input "
+                 f"({_fmt(duplicates.get('distinct', 0))} distinct inputs), "
+                 f"<span class=\"{'bad' if duplicates.get('conflicting') else 'ok'}\">{_fmt(duplicates.get('conflicting', 0))} "
+                 f"with different labels</span>; <span class=\"{'bad' if overlap.get('count') else 'ok'}\">"
+                 f"{_fmt(overlap.get('count', 0))} validation inputs also occur in training</span> (compared by their "
+                 "words, ignoring case).</p>")
+    if duplicates.get("examples"):
+        parts.append(_table(["repeated input", "copies", "labels"],
+                            [[d["input"], d["copies"], " | ".join(d["targets"])] for d in duplicates["examples"]]))
+    if overlap.get("examples"):
+        parts.append(_table(["validation input also in training"], [[x] for x in overlap["examples"]]))
+    return '<h2 id="data">Data</h2>' + "".join(parts)
+
+
+def _class_chart(classes: dict, kind: str) -> str:
+    figure, axes = _figure(max(4.0, min(10.0, 0.45 * len(classes) + 2)), 3.0)
+    names = list(classes)
+    x = np.arange(len(names))
+    axes.bar(x - 0.2, [classes[n]["train"] for n in names], 0.4, label="train", color="#4c72b0")
+    axes.bar(x + 0.2, [classes[n]["validation"] for n in names], 0.4, label="validation", color="#dd8452")
+    axes.set_xticks(x, [str(n)[:18] for n in names], rotation=45 if len(names) > 6 else 0,
+                    ha="right" if len(names) > 6 else "center")
+    axes.set_ylabel("examples")
+    axes.legend()
+    axes.set_title(f"{kind} counts")
+    return _image(figure, f"{kind} counts in training and validation")
+
+
+def _histogram(histogram: dict, what: str) -> str:
+    edges = np.asarray(histogram["edges"], dtype=np.float64)
+    figure, axes = _figure(6.4, 2.8)
+    widths = np.diff(edges)
+    for split, color in (("train", "#4c72b0"), ("validation", "#dd8452")):
+        counts = np.asarray(histogram[split], dtype=np.float64)
+        share = counts / max(counts.sum(), 1)
+        axes.bar(edges[:-1], share, widths, align="edge", alpha=0.55, label=split, color=color)
+    axes.set_xlabel(what)
+    axes.set_ylabel("share of examples")
+    axes.legend()
+    return _image(figure, f"histogram of {what}")
+
+
+def _curves(a: dict[str, Any]) -> str:
+    history = a["history"]
+    if not history:
+        return '<h2 id="curves">Training and validation curves</h2><p class="muted">metrics.jsonl is empty.</p>'
+    epochs = [r["epoch"] for r in history]
+    best = a["summary"].get("best_epoch")
+    figure, (loss_axes, metric_axes) = _figure(10.0, 3.6, 2)
+    for key, label, color in (("train_loss", "training loss", "#4c72b0"), ("val_loss", "validation loss", "#dd8452")):
+        values = [r.get(key) for r in history]
+        if any(v is not None for v in values):
+            loss_axes.plot(epochs, [np.nan if v is None else v for v in values], "o-", label=label, color=color)
+    metric_keys = [k for k in history[0] if k.startswith("val_") and k != "val_loss"]
+    for key in metric_keys:
+        metric_axes.plot(epochs, [np.nan if r.get(key) is None else r[key] for r in history], "o-", label=key[4:])
+    for axes, title in ((loss_axes, "loss"), (metric_axes, "validation metrics")):
+        if best:
+            axes.axvline(best, color="#888", linestyle="--", linewidth=1, label=f"best epoch {best}")
+        axes.set_xlabel("epoch")
+        axes.set_title(title)
+        axes.legend(fontsize=8)
+        axes.xaxis.get_major_locator().set_params(integer=True)
+    rows = [[r["epoch"], r.get("train_loss"), *[r.get(k) for k in ["val_loss"] + metric_keys], r.get("lr"),
+             "best" if r.get("best") else ""] for r in history]
+    table = _table(["epoch", "train loss", "val loss", *[k[4:] for k in metric_keys], "lr", ""], rows)
+    return (f'<h2 id="curves">Training and validation curves</h2>{_image(figure, "training and validation curves")}'
+            f"{table}")
+
+
+def _confusion(a: dict[str, Any]) -> str:
+    kind, metrics = a["kind"], a.get("metrics") or {}
+    if kind == "multilabel":
+        counts = a["label_counts"]
+        rows = [[name, c["tp"], c["fp"], c["fn"], c["tn"]] for name, c in counts.items()]
+        return ('<h2 id="confusion">Confusion per label</h2><p>Each label is a yes/no decision at its tuned threshold '
+                "(true positives, false positives, false negatives, true negatives on validation).</p>"
+                + _table(["label", "TP", "FP", "FN", "TN"], rows))
+    labels = metrics.get("labels") if kind == "classes" else a.get("labels")
+    matrix = metrics.get("confusion_matrix") if kind == "classes" else a.get("confusion_matrix")
+    if not labels or matrix is None:
+        return ""
+    matrix = np.asarray(matrix)
+    unit = "words" if kind == "tokens" else "examples"
+    intro = f"<p>Rows: the true {'tag' if kind == 'tokens' else 'label'}; columns: the predicted one ({unit} of validation).</p>"
+    if len(labels) > 25:  # a table too wide to read: the pairs most often confused instead
+        pairs = [(int(matrix[i, j]), labels[i], labels[j]) for i in range(len(labels)) for j in range(len(labels))
+                 if i != j and matrix[i, j] > 0]
+        rows = [[t, p, n] for n, t, p in sorted(pairs, reverse=True)[:30]]
+        return ('<h2 id="confusion">Confusion</h2><p>Too many classes for a full matrix: the pairs most often '
+                "confused.</p>" + _table(["true", "predicted", unit], rows, numeric_from=2))
+    row_totals = matrix.sum(axis=1, keepdims=True).clip(min=1)
+    head = "<tr><th>true \\ predicted</th>" + "".join(f"<th>{escape(str(n))}</th>" for n in labels) + "</tr>"
+    body = ""
+    for i, name in enumerate(labels):
+        cells = ""
+        for j in range(len(labels)):
+            share = matrix[i, j] / row_totals[i, 0]
+            color = (f"rgba(46,125,50,{0.15 + 0.6 * share:.2f})" if i == j else f"rgba(198,40,40,{min(0.85, 1.5 * share):.2f})"
+                     if matrix[i, j] else "#fff")
+            cells += f'<td style="background:{color}">{matrix[i, j]}</td>'
+        body += f"<tr><th>{escape(str(name))}</th>{cells}</tr>"
+    return f'<h2 id="confusion">Confusion matrix</h2>{intro}<table class="cm">{head}{body}</table>'
+
+
+def _per_class(a: dict[str, Any]) -> str:
+    metrics = a.get("metrics") or {}
+    table = metrics.get("per_class") or metrics.get("per_type")
+    if not table:
+        return ""
+    what = "entity type" if "per_type" in metrics else "label" if a["kind"] == "multilabel" else "class"
+    rows = [[name, s["precision"], s["recall"], s["f1"], s["support"]] for name, s in table.items()]
+    scalars = "  ·  ".join(f"{k} {metrics[k]:.4f}" for k in ("accuracy", "macro_f1", "micro_f1", "f1", "exact_match")
+                           if isinstance(metrics.get(k), float))
+    return (f'<h2 id="scores">Precision, recall and F1 per {what}</h2><p>{escape(scalars)}</p>'
+            + _table([what, "precision", "recall", "F1", "support"], rows))
+
+
+def _per_target(a: dict[str, Any]) -> str:
+    metrics = a.get("metrics") or {}
+    table = metrics.get("per_target") or {}
+    rows = [[name, s["rmse"], s["mae"], s["r2"], s["spearman"]] for name, s in table.items()]
+    return '<h2 id="scores">Scores per target</h2>' + _table(["target", "RMSE", "MAE", "R²", "Spearman"], rows)
+
+
+def _residuals(a: dict[str, Any]) -> str:
+    parts = []
+    for column, points in a["points"].items():
+        true, predicted = np.asarray(points["true"]), np.asarray(points["predicted"])
+        figure, (scatter, residual) = _figure(10.0, 3.8, 2)
+        low, high = float(min(true.min(), predicted.min())), float(max(true.max(), predicted.max()))
+        scatter.scatter(true, predicted, s=12, alpha=0.6, color="#4c72b0")
+        scatter.plot([low, high], [low, high], color="#888", linestyle="--", linewidth=1, label="perfect")
+        scatter.set_xlabel(f"true {column}")
+        scatter.set_ylabel(f"predicted {column}")
+        scatter.legend(fontsize=8)
+        residual.scatter(predicted, predicted - true, s=12, alpha=0.6, color="#dd8452")
+        residual.axhline(0, color="#888", linestyle="--", linewidth=1)
+        residual.set_xlabel(f"predicted {column}")
+        residual.set_ylabel("residual (predicted - true)")
+        parts.append(f"<h3>{escape(column)}</h3>" + _image(figure, f"residual plot of {column}"))
+    return ('<h2 id="residuals">Residuals</h2><p>Predicted against true values on validation, and the residuals: '
+            "a funnel or a curve in the right-hand plot means errors that depend on the value.</p>" + "".join(parts))
+
+
+def _calibration(a: dict[str, Any]) -> str:
+    calibration = a.get("calibration")
+    if not calibration or not calibration["decisions"]:
+        return ""
+    bins = calibration["bins"]
+    figure, (diagram, counts) = _figure(10.0, 3.6, 2)
+    centres = [(b["low"] + b["high"]) / 2 for b in bins]
+    diagram.bar(centres, [b["accuracy"] or 0 for b in bins], width=0.09, color="#4c72b0", label="accuracy")
+    diagram.plot([0, 1], [0, 1], color="#888", linestyle="--", linewidth=1, label="perfect calibration")
+    diagram.set_xlim(0, 1)
+    diagram.set_ylim(0, 1)
+    diagram.set_xlabel("confidence")
+    diagram.set_ylabel("accuracy")
+    diagram.set_title(f"reliability diagram (ECE {calibration['ece']:.3f})")
+    diagram.legend(fontsize=8, loc="upper left")
+    counts.bar(centres, [b["n"] for b in bins], width=0.09, color="#dd8452")
+    counts.set_xlim(0, 1)
+    counts.set_xlabel("confidence")
+    counts.set_ylabel("decisions")
+    counts.set_title("decisions per confidence bin")
+    unit = {"multilabel": "each (example, label) decision", "tokens": "each word's tag"}.get(a["kind"], "each example's predicted class")
+    return (f'<h2 id="calibration">Calibration</h2><p>Confidence of {unit} against how often it is right. Expected '
+            f"calibration error: <b>{calibration['ece']:.4f}</b> over {_fmt(calibration['decisions'])} decisions "
+            f"(0 is perfect; bars under the diagonal are overconfident).</p>"
+            + _image(figure, "reliability diagram"))
+
+
+def _worst(a: dict[str, Any]) -> str:
+    worst, kind = a.get("worst"), a.get("kind")
+    if worst is None:
+        return ""
+    if not worst:
+        return '<h2 id="worst">Worst misclassified examples</h2><p class="ok">No validation example is wrong.</p>'
+    if kind == "classes" and (a.get("data") or {}).get("input") == "image":
+        rows = "".join(f"<tr><td>{_thumbnail(w['input'])}<br><span class=\"muted\">{escape(w['input'])}</span></td>"
+                       f"<td>{escape(w['target'])}</td><td>{escape(w['predicted'])}</td>"
+                       f"<td class=\"num\">{w['confidence']:.4f}</td><td class=\"num\">{w['p_target']:.4f}</td></tr>"
+                       for w in worst)
+        body = ("<table><tr><th>image</th><th>label</th><th>predicted</th><th>confidence</th><th>p(label)</th></tr>"
+                f"{rows}</table>")
+        intro = "The validation images the model gets wrong most confidently (a wrong label is often the reason)."
+    elif kind == "classes":
+        body = _table(["input", "label", "predicted", "confidence", "p(label)"],
+                      [[w["input"], w["target"], w["predicted"], w["confidence"], w["p_target"]] for w in worst],
+                      numeric_from=3)
+        intro = "The validation examples the model gets wrong most confidently (a wrong label is often the reason)."
+    elif kind == "multilabel":
+        body = _table(["input", "given labels", "label", "given", "predicted", "confidence"],
+                      [[w["input"], w["given"], w["label"], w["target"], w["predicted"], w["confidence"]] for w in worst],
+                      numeric_from=5)
+        intro = "The label decisions the model gets wrong most confidently."
+    elif kind == "regression":
+        body = _table(["input", "true", "predicted", "error"],
+                      [[w["input"], w["target"], w["predicted"], w["error"]] for w in worst], numeric_from=9)
+        intro = "The validation examples with the largest errors (in standard deviations of the target)."
+    else:
+        rows = []
+        for w in worst:
+            words = " ".join(escape(x["word"]) if x["target"] == x["predicted"] else
+                             f'<span class="bad">{escape(x["word"])} [{escape(x["target"])}→{escape(x["predicted"])}]</span>'
+                             for x in w["words"])
+            rows.append(f"<tr><td>{words}</td><td class=\"num\">{w['confidence']:.4f}</td></tr>")
+        body = f"<table><tr><th>sentence (wrong tags as [true→predicted])</th><th>confidence</th></tr>{''.join(rows)}</table>"
+        intro = "The validation sentences with the most confident wrong tags."
+    return f'<h2 id="worst">Worst misclassified examples</h2><p>{intro}</p>{body}'
+
+
+def _thumbnail(path: str, size: int = 96) -> str:
+    """An image file as a small inline PNG, or nothing where it cannot be read (moved since the run)."""
+    try:
+        from PIL import Image
+
+        with Image.open(path) as image:
+            image = image.convert("RGB")
+            image.thumbnail((size, size))
+            buffer = io.BytesIO()
+            image.save(buffer, format="PNG")
+    except Exception:  # noqa: BLE001 - a missing or unreadable file only loses its thumbnail
+        return ""
+    return f'<img alt="{escape(path)}" src="data:image/png;base64,{base64.b64encode(buffer.getvalue()).decode("ascii")}">'
+
+
+def _configuration(a: dict[str, Any]) -> str:
+    provenance = a.get("provenance") or {}
+    versions = ", ".join(f"{k} {v}" for k, v in (provenance.get("versions") or {}).items())
+    extra = (f"<p class=\"muted\">device {escape(str(provenance.get('device', '?')))}, precision "
+             f"{escape(str(provenance.get('precision', '?')))}; {escape(versions)}</p>" if provenance else "")
+    return (f'<h2 id="config">Configuration</h2><p>config.yaml as the run resolved it; re-run it with '
+            f"<code>strop fit {escape(a['run'])}/config.yaml output_dir=...</code></p>{extra}"
+            f"<pre>{escape(a['config_text'])}</pre>")

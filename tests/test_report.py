@@ -1,0 +1,283 @@
+"""report.html: written by every fit of every task (and of vectors), rebuilt by `strop report`, self-contained,
+with each of its sections; the diagnosis's rules on synthetic histories and predictions."""
+
+import base64
+import json
+import re
+from html.parser import HTMLParser
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import strop
+from strop.evaluate import diagnose
+from strop.tasks import TASKS
+from test_tasks import _fit
+
+COMMON = ["diagnosis", "data", "curves", "worst", "config"]
+
+
+def sections(task: str) -> set[str]:
+    """The sections a task's report has: a residual plot for regression, the classes' tables for the others."""
+    from strop.tasks.regression import Regression
+
+    if issubclass(TASKS.get(task), Regression):
+        return set(COMMON + ["residuals", "scores"])
+    return set(COMMON + ["confusion", "scores", "calibration"])
+
+VOID = {"meta", "img", "br", "hr", "input", "link", "col", "source", "wbr", "area", "base", "embed", "track"}
+
+
+class _Checker(HTMLParser):
+    """Collects resource URLs and the ids, and checks that every opened element is closed in order."""
+
+    def __init__(self):
+        super().__init__()
+        self.stack, self.errors, self.urls, self.ids, self.images = [], [], [], set(), []
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        for key in ("src", "href", "data", "poster", "srcset"):
+            if attrs.get(key):
+                self.urls.append(attrs[key])
+        if tag == "img":
+            self.images.append(attrs.get("src", ""))
+        if "id" in attrs:
+            self.ids.add(attrs["id"])
+        if tag not in VOID:
+            self.stack.append(tag)
+
+    def handle_endtag(self, tag):
+        if not self.stack or self.stack[-1] != tag:
+            self.errors.append(f"</{tag}> closes <{self.stack[-1] if self.stack else None}>")
+        else:
+            self.stack.pop()
+
+
+def check_self_contained(page: str) -> _Checker:
+    """Asserts the page is well-formed HTML that needs nothing from the network, and returns what it found."""
+    assert page.startswith("<!DOCTYPE html>")
+    checker = _Checker()
+    checker.feed(page)
+    checker.close()
+    assert not checker.errors and not checker.stack, (checker.errors, checker.stack)
+    for url in checker.urls:  # resources and links: data URIs or in-page anchors only
+        assert url.startswith(("data:", "#")), url
+    assert not re.search(r"url\(\s*['\"]?(https?:)?//", page), "a CSS resource from the network"
+    assert "<script" not in page and "<link" not in page
+    for src in checker.images:
+        assert src.startswith("data:image/png;base64,")
+        assert base64.b64decode(src.split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
+    return checker
+
+
+@pytest.fixture(scope="module")
+def runs(tiny_model_dir, tmp_path_factory):
+    """One tiny run per task, made once for the module."""
+    made = {}
+
+    def get(task):
+        if task not in made:
+            made[task] = _fit(task, tiny_model_dir, tmp_path_factory.mktemp(task))[0]
+        return made[task]
+    return get
+
+
+@pytest.mark.parametrize("task", TASKS.names())
+def test_every_task_gets_a_self_contained_report_with_its_sections(task, runs):
+    run = runs(task)
+    for name in ("report.html", "data_summary.json", "validation_predictions.jsonl"):
+        assert (run / name).is_file(), name
+    page = (run / "report.html").read_text(encoding="utf-8")
+    checker = check_self_contained(page)
+    assert sections(task) <= checker.ids, sections(task) - checker.ids
+    assert len(checker.images) >= 2  # curves and at least one more chart
+    rows = [json.loads(line) for line in (run / "validation_predictions.jsonl").read_text().splitlines()]
+    summary = json.loads((run / "summary.json").read_text())
+    assert len(rows) == summary["validation_examples"]
+    # The report's scores are the run's: the predictions saved are those of the saved model.
+    analysis = strop.report.analyse(run)
+    for metric, value in summary["validation"].items():
+        assert analysis["metrics"][metric] == pytest.approx(value, abs=1e-4), metric
+
+
+def test_classification_report_shows_the_numbers_of_the_run(runs):
+    run = runs("text_classification")
+    analysis = strop.report.analyse(run)
+    data = json.loads((run / "data_summary.json").read_text())
+    assert data["classes"] == {"negative": {"train": 20, "validation": 10}, "positive": {"train": 20, "validation": 10}}
+    matrix = np.asarray(analysis["metrics"]["confusion_matrix"])
+    assert matrix.sum() == 20
+    page = (run / "report.html").read_text()
+    assert f"{analysis['calibration']['ece']:.4f}" in page  # the expected calibration error is printed
+    for name in ("negative", "positive"):
+        assert f"<th>{name}</th>" in page
+    assert len(analysis["worst"]) == analysis["errors"] or len(analysis["worst"]) == strop.report.WORST
+    confidences = [w["confidence"] for w in analysis["worst"]]
+    assert confidences == sorted(confidences, reverse=True)  # the most confident errors first
+
+
+def test_strop_report_rebuilds_the_page_and_an_old_run_gets_its_predictions_recomputed(runs):
+    from strop.cli import main
+
+    run = runs("text_classification")
+    before = (run / "validation_predictions.jsonl").read_text()
+    (run / "report.html").unlink()
+    (run / "validation_predictions.jsonl").unlink()  # as a run from before the report
+    (run / "data_summary.json").unlink()
+    assert main(["report", str(run), "--quiet"]) == 0
+    check_self_contained((run / "report.html").read_text())
+    again = [json.loads(line) for line in (run / "validation_predictions.jsonl").read_text().splitlines()]
+    first = [json.loads(line) for line in before.splitlines()]
+    assert [r["input"] for r in again] == [r["input"] for r in first]
+    assert np.allclose([r["output"] for r in again], [r["output"] for r in first], atol=1e-5)
+
+
+def test_strop_report_refuses_a_folder_without_a_run(tmp_path, capsys):
+    from strop.cli import main
+
+    assert main(["report", str(tmp_path)]) == 2
+    assert "no complete run" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("kind", ["regression", "classification"])
+def test_vector_runs_get_a_report(kind, tmp_path):
+    rng = np.random.default_rng(0)
+    for name, n in (("train", 120), ("dev", 40)):
+        x = rng.normal(size=(n, 3))
+        frame = pd.DataFrame(x, columns=["a", "b", "c"])
+        frame["y"] = x[:, 0] + 0.5 * x[:, 1] if kind == "regression" else np.where(x[:, 0] > 0, "up", "down")
+        frame.to_csv(tmp_path / f"{name}.csv", index=False)
+    task = "regression" if kind == "regression" else "text_classification"
+    run = strop.fit(None, ["model.name=mlp", f"task.name={task}", f"data.train={tmp_path / 'train.csv'}",
+                           f"data.validation={tmp_path / 'dev.csv'}", "data.label_column=y", "train.quiet=true",
+                           "train.epochs=3", f"output_dir={tmp_path / 'run'}"])
+    checker = check_self_contained((run / "report.html").read_text())
+    assert sections(task) <= checker.ids
+    data = json.loads((run / "data_summary.json").read_text())
+    assert data["input"] == "vector" and data["features"] == 3 and "lengths" not in data
+
+
+def test_a_failing_report_warns_and_keeps_the_run(tiny_overrides, monkeypatch, capsys):
+    import strop.report
+
+    def broken(run_dir):
+        raise RuntimeError("no room for charts")
+
+    monkeypatch.setattr(strop.report, "build_report", broken)
+    run = strop.fit(None, tiny_overrides)
+    assert (run / "summary.json").is_file() and (run / "model" / "model.safetensors").is_file()
+    assert not (run / "report.html").exists()
+    err = capsys.readouterr().err
+    assert "report.html could not be written" in err and "no room for charts" in err and "strop report" in err
+
+
+# --- the diagnosis -----------------------------------------------------------------------------------
+
+def _history(train_losses, val_losses):
+    return [{"epoch": i + 1, "train_loss": t, "val_loss": v} for i, (t, v) in enumerate(zip(train_losses, val_losses))]
+
+
+OVERFIT = _history([0.60, 0.35, 0.20, 0.10, 0.05, 0.02], [0.45, 0.38, 0.40, 0.48, 0.60, 0.75])
+HEALTHY = _history([0.60, 0.40, 0.30, 0.25, 0.22, 0.21], [0.50, 0.40, 0.35, 0.33, 0.32, 0.32])
+
+
+def test_overfitting_is_found_in_a_rising_validation_loss_and_not_in_a_healthy_run():
+    finding = diagnose.overfitting(OVERFIT, best_epoch=2)
+    assert finding is not None and finding.name == "overfitting"
+    assert "0.380 (epoch 2)" in finding.evidence and "0.750 (epoch 6, +97%)" in finding.evidence
+    assert any("train.epochs=2" in fix for fix in finding.fixes)
+    assert diagnose.overfitting(HEALTHY) is None
+    # a validation loss that rises while the training loss rises too is not overfitting
+    assert diagnose.overfitting(_history([0.3, 0.4, 0.5, 0.6], [0.3, 0.4, 0.5, 0.6])) is None
+    assert diagnose.overfitting(OVERFIT[:2]) is None  # too short to say
+
+
+def _analysis(history, **changes):
+    """What `findings` reads, for a healthy two-class run unless `changes` say otherwise."""
+    analysis = {"history": history, "summary": {"best_epoch": 4, "metric": "accuracy"},
+                "data": {"class_kind": "class", "train_examples": 400, "validation_examples": 100,
+                         "classes": {"a": {"train": 200, "validation": 50}, "b": {"train": 200, "validation": 50}},
+                         "duplicates": {"conflicting": 0}, "overlap": {"count": 0}},
+                "confident_errors": 1, "decisions": 100, "calibration": {"ece": 0.03}, "seeds": {}}
+    analysis.update(changes)
+    return analysis
+
+
+def _names(analysis, config=None):
+    from strop.report import findings
+
+    return [f.name for f in findings(analysis, TASKS.get("text_classification"), config or {"train": {}})]
+
+
+def test_the_diagnosis_of_a_healthy_run_is_empty_and_each_rule_fires_on_its_problem():
+    assert _names(_analysis(HEALTHY)) == []
+    assert _names(_analysis(OVERFIT)) == ["overfitting"]
+    stuck = _history([0.70, 0.69, 0.69], [0.70, 0.69, 0.69])  # ln 2 = 0.693: two balanced classes, nothing learned
+    assert _names(_analysis(stuck)) == ["underfitting"]
+    scarce = {"a": {"train": 200, "validation": 50}, "b": {"train": 8, "validation": 2}}
+    data = {**_analysis(HEALTHY)["data"], "classes": scarce}
+    learned = _history([0.2, 0.1, 0.05], [0.2, 0.15, 0.14])  # below the 0.17 of predicting 200:8 frequencies
+    assert _names(_analysis(learned, data=data)) == ["few_examples", "imbalance"]
+    assert _names(_analysis(learned, data=data), {"train": {"imbalance": "auto"}}) == ["few_examples"]
+    assert _names(_analysis(HEALTHY, data=data), {"train": {"imbalance": "auto"}}) == ["underfitting", "few_examples"]
+    assert _names(_analysis(HEALTHY, confident_errors=9)) == ["label_noise"]
+    conflicting = {**_analysis(HEALTHY)["data"], "duplicates": {"conflicting": 2}}
+    assert _names(_analysis(HEALTHY, data=conflicting)) == ["label_noise"]
+    assert _names(_analysis(HEALTHY, seeds={"1": 0.91, "2": 0.84, "3": 0.88})) == ["instability"]
+    assert _names(_analysis(HEALTHY, seeds={"1": 0.91, "2": 0.905, "3": 0.90})) == []
+    leaked = {**_analysis(HEALTHY)["data"], "overlap": {"count": 7}}
+    assert _names(_analysis(HEALTHY, data=leaked)) == ["leakage"]
+    assert _names(_analysis(HEALTHY, calibration={"ece": 0.2})) == ["calibration"]
+
+
+def test_the_report_page_says_the_diagnosis_in_words(runs):
+    from strop.report_html import render
+
+    analysis = strop.report.analyse(runs("text_classification"))
+    page = render({**analysis, "history": OVERFIT, "findings": [diagnose.overfitting(OVERFIT, 2)]})
+    assert 'data-finding="overfitting"' in page and "memorises the training examples" in page
+    healthy = render({**analysis, "findings": []})
+    assert "No problem found" in healthy and "data-finding" not in healthy
+
+
+def test_expected_calibration_error_of_known_decisions():
+    from strop.report import calibration_bins
+
+    # 10 decisions at 0.95 confidence, 5 right: |0.5 - 0.95| = 0.45; 10 at 0.55, all right: 0.45 -> ECE 0.45
+    confidence = np.array([0.95] * 10 + [0.55] * 10)
+    correct = np.array([True] * 5 + [False] * 5 + [True] * 10)
+    result = calibration_bins(confidence, correct)
+    assert result["ece"] == pytest.approx(0.45)
+    assert sum(b["n"] for b in result["bins"]) == 20
+    assert calibration_bins(np.array([0.8, 0.8]), np.array([True, False]))["ece"] == pytest.approx(0.3)
+
+
+def test_data_summary_finds_duplicates_conflicts_and_overlap():
+    from strop.report import data_summary
+    from strop.tasks import Examples
+
+    task = TASKS.get("text_classification")(labels=("neg", "pos"))
+    train = Examples(["Good film", "good  film", "bad film", "Bad Film", "fine"], ["pos", "pos", "neg", "pos", "pos"], "t")
+    validation = Examples(["GOOD film", "new text"], ["pos", "neg"], "v")
+    summary = data_summary(task, train, validation)
+    assert summary["duplicates"]["train"] == 2 and summary["duplicates"]["distinct"] == 2
+    assert summary["duplicates"]["conflicting"] == 1
+    assert summary["duplicates"]["examples"][0]["targets"] == ["neg", "pos"]
+    assert summary["overlap"] == {"count": 1, "examples": ["GOOD film"]}
+    assert summary["classes"] == {"neg": {"train": 1, "validation": 1}, "pos": {"train": 4, "validation": 1}}
+    assert summary["lengths"]["train"]["max"] == 2
+
+
+def test_instability_is_read_from_runs_of_the_same_config_with_other_seeds(tmp_path):
+    from strop.report import seed_scores
+
+    config = {"train": {"seed": 1, "epochs": 3}, "optim": {"lr": 1e-4}, "output_dir": "x"}
+    for seed, score, lr in ((1, 0.9, 1e-4), (2, 0.8, 1e-4), (3, 0.5, 1e-3)):  # seed 3 has another rate
+        folder = tmp_path / f"run-{seed}"
+        folder.mkdir()
+        (folder / "config.yaml").write_text(json.dumps({**config, "train": {"seed": seed, "epochs": 3},
+                                                        "optim": {"lr": lr}, "output_dir": str(folder)}))
+        (folder / "summary.json").write_text(json.dumps({"validation": {"accuracy": score}}))
+    assert seed_scores(tmp_path / "run-1", config, "accuracy") == {"1": 0.9, "2": 0.8}
