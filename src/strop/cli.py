@@ -165,6 +165,18 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_search(args: argparse.Namespace) -> int:
+    from strop.search import SearchOptions, search
+
+    config, overrides = args.config, list(args.overrides)
+    if config is not None and "=" in config and not Path(config).exists():
+        config, overrides = None, [config] + overrides
+    search(config, overrides, SearchOptions(trials=args.trials, storage=args.storage, study_name=args.study_name,
+                                            seed=args.seed, pruner=args.pruner, keep_weights=args.keep_weights,
+                                            quiet=args.quiet))
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from strop.serve import ServeOptions, require_serve, serve
 
@@ -236,6 +248,25 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--threads", type=int, help="torch threads (default: the CPUs this process may use, less one)")
     serve.set_defaults(func=cmd_serve)
 
+    search = commands.add_parser("search", help="hyperparameter search (Optuna) over the config's search: section",
+                                 description="Run --trials fits (trials) with settings drawn from the config's "
+                                             "search: section, each a run directory under output_dir, pruning "
+                                             "those that fall behind; writes best.yaml and keeps the best run. "
+                                             "Run the same command again to continue; workers given one --storage "
+                                             "share the study. Needs pip install \"strop[search]\".")
+    search.add_argument("config", nargs="?", help="YAML config file with a search: section")
+    search.add_argument("overrides", nargs="*", help="key=value overrides, as for fit (output_dir: the search folder)")
+    search.add_argument("--trials", type=int, required=True, help="trials of the study in all (earlier ones count)")
+    search.add_argument("--storage", help="database URL of the study, e.g. postgresql://user:pass@host/db "
+                                          "(default: SQLite in the search folder)")
+    search.add_argument("--study-name", help="default: the search folder's name")
+    search.add_argument("--seed", type=int, help="the sampler's seed (a single worker's search is then repeatable)")
+    search.add_argument("--pruner", choices=("median", "none"), default="median",
+                        help="median: stop a trial below the median of earlier trials at the same epoch (default)")
+    search.add_argument("--keep-weights", action="store_true", help="keep every trial's weights, not only the best's")
+    search.add_argument("--quiet", "-q", action="store_true", help="no progress output")
+    search.set_defaults(func=cmd_search)
+
     report = commands.add_parser("report", help="rebuild a run's report.html",
                                  description="Write RUN_DIR/report.html again: one self-contained page with the data "
                                              "summary, curves, confusion matrix, per-class scores, calibration, the "
@@ -251,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
     args, rest = parser.parse_known_args(argv)
     # Options and key=value overrides mix in any order: `strop fit --quiet data.train=x.csv` leaves the
     # overrides after the option unparsed, as argparse fills a positional list only once.
-    if rest and args.command in ("fit", "lr-find") and all("=" in r and not r.startswith("-") for r in rest):
+    if rest and args.command in ("fit", "lr-find", "search") and all("=" in r and not r.startswith("-") for r in rest):
         args.overrides = list(args.overrides) + rest
     elif rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")

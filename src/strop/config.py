@@ -239,6 +239,11 @@ def load_config(source: str | Path | dict | Config | None = None, overrides: lis
     else:
         raw = _read_yaml(Path(source))
     raw = _apply_overrides(raw, overrides)
+    if isinstance(raw, dict) and "search" in raw:  # `strop search`'s space (strop.search): checked, not run
+        from strop.search import parse_space
+
+        parse_space(raw["search"])
+        raw = {key: value for key, value in raw.items() if key != "search"}
     return _build(Config, raw, prefix="")
 
 

@@ -104,12 +104,14 @@ def prepare(cfg: Config) -> Prepared:
                     val_features)
 
 
-def fit(config: str | Path | dict | Config | None = None, overrides: list[str] = ()) -> Path:
+def fit(config: str | Path | dict | Config | None = None, overrides: list[str] = (),
+        on_epoch: Callable[[dict], None] | None = None) -> Path:
     """Fine-tunes a model as the config says and returns the run directory.
 
     Args:
         config: a YAML path, a dict, a Config, or None for the defaults.
         overrides: `key=value` strings applied on top, e.g. ["optim.lr=3e-5"].
+        on_epoch: called with each epoch's metrics record (see `strop.train.loop.train`), e.g. by a search.
 
     Raises:
         StropError: bad config, data or model name. Nothing is written in that case.
@@ -137,7 +139,7 @@ def fit(config: str | Path | dict | Config | None = None, overrides: list[str] =
             _announce(cfg, splits, task, model, notes, run, accelerator)
         started = time.perf_counter()
         state, final, scored = train(model, task, METHODS.get(cfg.method.name)(cfg.method), train_features, val_features,
-                                     collate, model.body.input_keys, cfg, run, accelerator)
+                                     collate, model.body.input_keys, cfg, run, accelerator, on_epoch)
         calibrated = task.calibrated(*scored)  # e.g. per-label thresholds, tuned on validation
         if calibrated != task:
             task, final = calibrated, calibrated.metrics(*scored)

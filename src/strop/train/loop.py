@@ -123,11 +123,13 @@ def _write_precision_cache(key: str, speedup: float) -> None:
 
 
 def train(model, task: Task, method: Method, train_features: list[dict], val_features: list[dict],
-          collate, input_keys: tuple[str, ...], cfg: Config, run: RunDir, accelerator: Accelerator
-          ) -> tuple[LoopState, dict, tuple[list, list]]:
+          collate, input_keys: tuple[str, ...], cfg: Config, run: RunDir, accelerator: Accelerator,
+          on_epoch=None) -> tuple[LoopState, dict, tuple[list, list]]:
     """Trains `model` (a TaskModel) in place and leaves the best epoch's weights in it.
 
     collate: a list of feature dicts -> a padded batch; input_keys: the features the backbone reads.
+    on_epoch: called with each epoch's metrics record once it is written and checkpointed (a search's
+    pruner); an exception it raises stops the run there, as an interruption would.
 
     Returns:
         The final loop state (history of validations, best epoch, steps, training time), the fp32
@@ -255,6 +257,8 @@ def train(model, task: Task, method: Method, train_features: list[dict], val_fea
             best_weights = cpu_state(accelerator.unwrap_model(trained))
         if show:
             _print_epoch(record, tc, state, task, metric)
+        if on_epoch is not None:
+            on_epoch(record)
 
     if best_weights is not None:
         accelerator.unwrap_model(trained).load_state_dict(best_weights)

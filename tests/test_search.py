@@ -1,0 +1,164 @@
+"""strop search: the space checked, a search on an MLP that completes, prunes and keeps its best run, and a
+search killed mid-trial that continues with no trial lost or run twice."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+optuna = pytest.importorskip("optuna")
+
+from strop.config import load_config  # noqa: E402
+from strop.errors import StropError  # noqa: E402
+from strop.search import SearchOptions, check_space, parse_space, search  # noqa: E402
+
+SPACE = {"optim.lr": {"log_uniform": [1.0e-6, 1.0e-1]}, "train.batch_size": {"choice": [8, 32]}}
+
+
+def _vectors(path: Path, n: int, seed: int) -> Path:
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 4))
+    y = np.tanh(x[:, 0]) + 0.5 * x[:, 1] + rng.normal(scale=0.3, size=n) > 0
+    frame = pd.DataFrame(x, columns=["a", "b", "c", "d"])
+    frame["y"] = np.where(y, "high", "low")
+    frame.to_csv(path, index=False)
+    return path
+
+
+def search_config(tmp_path: Path, epochs: int = 3, rows: int = 300) -> Path:
+    """A search over an MLP on generated vectors (a trial takes about a second)."""
+    config = {"task": {"name": "text_classification"}, "model": {"name": "mlp", "hidden": [16]},
+              "data": {"train": str(_vectors(tmp_path / "train.csv", rows, 1)),
+                       "validation": str(_vectors(tmp_path / "dev.csv", 100, 2)), "label_column": "y"},
+              "train": {"epochs": epochs, "patience": 0, "mixed_precision": "no"},
+              "output_dir": str(tmp_path / "search"), "search": SPACE}
+    path = tmp_path / "search.yaml"
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    return path
+
+
+def trials_of(folder: Path) -> list:
+    return optuna.load_study(study_name=folder.name, storage=f"sqlite:///{folder / 'study.sqlite'}").trials
+
+
+@pytest.mark.parametrize("space, message", [
+    ({"optim.lr": {"normal": [0, 1]}}, r"search: optim.lr must be one distribution"),
+    ({"optim.lr": {"log_uniform": [0, 1.0e-3]}}, r"log_uniform needs low > 0"),
+    ({"optim.lr": {"uniform": [1.0e-3, 1.0e-5]}}, r"uniform needs low < high"),
+    ({"optim.lr": {"uniform": ["a", 1]}}, r"uniform needs \[low, high\], two numbers"),
+    ({"train.epochs": {"int": [1.5, 4]}}, r"int needs \[low, high\], two whole numbers"),
+    ({"train.batch_size": {"choice": []}}, r"choice needs a list of one or more values"),
+    ({"train.batch_size": {"choice": [8, 8]}}, r"choice lists a value twice"),
+    ({"optim.learning_rate": {"choice": [1]}}, r"unknown key 'optim.learning_rate'; known keys in optim: name, lr"),
+    ({"optim": {"choice": [1]}}, r"'optim' is a section"),
+    ({"output_dir": {"choice": ["a", "b"]}}, r"output_dir cannot be searched"),
+    ({"data.train": {"choice": ["a.csv"]}}, r"data.train cannot be searched"),
+    ([1, 2], r"search must map config keys to distributions"),
+])
+def test_a_bad_space_is_refused_with_the_key_and_the_fix(space, message):
+    with pytest.raises(StropError, match=message):
+        parse_space(space)
+    with pytest.raises(StropError, match=message):  # also where fit reads the same config
+        load_config({"search": space})
+
+
+def test_fit_reads_a_config_with_a_search_section_and_ignores_the_space():
+    cfg = load_config({"optim": {"lr": 1e-4}, "search": SPACE})
+    assert cfg.optim.lr == 1e-4 and "search" not in cfg.to_dict()
+
+
+def test_every_bound_and_choice_must_make_a_valid_config():
+    space = parse_space({"optim.warmup": {"uniform": [0.0, 1.5]}})
+    with pytest.raises(StropError, match=r"search: optim.warmup: the value 1.5 is refused: optim.warmup must be"):
+        check_space(space, {}, [])
+    space = parse_space({"model.hidden": {"choice": [[32], [64, 64]]}, "train.batch_size": {"int": [4, 64]}})
+    check_space(space, {}, [])  # lists as choices (layer sizes) are values of model.hidden
+
+
+def test_a_config_without_a_search_section_is_refused_before_anything_is_written(tmp_path):
+    with pytest.raises(StropError, match="has no search section"):
+        search({"output_dir": str(tmp_path / "s")}, [], SearchOptions(trials=2, quiet=True))
+    assert not (tmp_path / "s").exists()
+
+
+def test_a_six_trial_search_completes_prunes_and_keeps_the_best_run(tmp_path):
+    config = search_config(tmp_path)
+    summary = search(config, [], SearchOptions(trials=6, seed=0, quiet=True))
+    folder = tmp_path / "search"
+    trials = trials_of(folder)
+    assert len(trials) == 6 and all(t.state.is_finished() for t in trials)
+    complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+    pruned = [t for t in trials if t.state == optuna.trial.TrialState.PRUNED]
+    assert complete and pruned and len(complete) + len(pruned) == 6  # the low rates fall behind, and stop
+    best = max(complete, key=lambda t: (t.value, -t.number))
+    assert summary["best"]["trial"] == best.number and summary["best"]["value"] == best.value
+    # Each trial is a normal run directory with the values drawn for it.
+    for trial in trials:
+        run = folder / trial.user_attrs["strop:run_dir"]
+        saved = yaml.safe_load((run / "config.yaml").read_text())
+        assert saved["optim"]["lr"] == pytest.approx(trial.params["optim.lr"])
+        assert saved["train"]["batch_size"] == trial.params["train.batch_size"]
+        epochs = len((run / "metrics.jsonl").read_text().splitlines())
+        assert epochs == len(trial.intermediate_values)  # each epoch's score went to the pruner
+        # Only the best run keeps its weights.
+        assert (run / "model").is_dir() == (trial.number == best.number)
+        assert not (run / "checkpoints").exists() or trial.number == best.number
+    for trial in pruned:  # stopped before its last epoch
+        assert len(trial.intermediate_values) < 3
+        assert not (folder / trial.user_attrs["strop:run_dir"] / "summary.json").exists()
+    # The best config fits again as it is: the values of the best trial.
+    best_cfg = load_config(folder / "best.yaml")
+    assert best_cfg.optim.lr == pytest.approx(best.params["optim.lr"])
+    assert best_cfg.train.batch_size == best.params["train.batch_size"] and best_cfg.output_dir is None
+    assert (folder / "best").resolve() == (folder / best.user_attrs["strop:run_dir"]).resolve()
+    assert json.loads((folder / "search.json").read_text())["counts"]["finished"] == 6
+    # Run again with as many trials: nothing left to do, nothing run twice.
+    search(config, [], SearchOptions(trials=6, seed=0, quiet=True))
+    assert len(trials_of(folder)) == 6
+
+
+def test_a_search_killed_mid_trial_continues_with_no_trial_lost_or_run_twice(tmp_path):
+    config = search_config(tmp_path, epochs=4, rows=600)
+    folder = tmp_path / "search"
+    command = [sys.executable, "-m", "strop", "search", str(config), "--trials", "6", "--seed", "0",
+               "--pruner", "none"]
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    checkpoint = folder / "trial-0002" / "checkpoints" / "last" / "state.json"
+    deadline = time.monotonic() + 300
+    while not checkpoint.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    os.kill(process.pid, signal.SIGKILL)  # after trial 2's first epoch: mid-trial
+    process.wait()
+    assert not (folder / "trial-0002" / "summary.json").exists(), "the kill came after trial 2 had finished"
+    assert [t.state.name for t in trials_of(folder)] == ["COMPLETE", "COMPLETE", "RUNNING"]
+
+    resumed = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert "continuing trial-0002 from its checkpoint at epoch 1" in resumed.stdout
+    trials = trials_of(folder)
+    states = [t.state.name for t in trials]
+    # Trial 2 failed when its worker died; its retry (trial 3) ran once, in trial 2's run directory.
+    assert states.count("FAIL") == 1 and trials[2].state.name == "FAIL"
+    assert states.count("COMPLETE") == 6, states
+    retries = [t for t in trials if t.user_attrs.get("strop:retry_of") == 2]
+    assert len(retries) == 1 and retries[0].user_attrs["strop:run_dir"] == "trial-0002"
+    assert retries[0].params == trials[2].params
+    assert sorted(retries[0].intermediate_values) == [1, 2, 3, 4]  # epoch 1 from the checkpoint, then 2-4
+    finished = [t for t in trials if t.state.name == "COMPLETE"]
+    run_dirs = [t.user_attrs["strop:run_dir"] for t in finished]
+    assert len(set(run_dirs)) == 6  # no run directory trained twice
+    assert sorted(p.name for p in folder.glob("trial-*")) == sorted(run_dirs)  # and none left over
+    assert len({json.dumps(t.params, sort_keys=True) for t in finished}) == 6  # no values drawn twice
+    epochs = [json.loads(line)["epoch"] for line in (folder / "trial-0002" / "metrics.jsonl").read_text().splitlines()]
+    assert epochs == [1, 2, 3, 4]  # continued, not restarted: each epoch once
