@@ -177,6 +177,14 @@ def cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from strop.export import export
+
+    path = export(args.run_dir, args.format, args.output)
+    print(f"exported {args.run_dir} as {args.format} to {path}")
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from strop.serve import ServeOptions, require_serve, serve
 
@@ -247,6 +255,17 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-concurrency", type=int, help="requests in progress at most; beyond, 503 (default 256)")
     serve.add_argument("--threads", type=int, help="torch threads (default: the CPUs this process may use, less one)")
     serve.set_defaults(func=cmd_serve)
+
+    export = commands.add_parser("export", help="write a trained run as a merged model folder or an ONNX file",
+                                 description="--format merged: an adapter run (lora, ia3) folded into its base, as an "
+                                             "ordinary model folder. --format onnx: one .onnx file (dynamic batch "
+                                             "and sequence axes, inputs named as the tokenizer's outputs, first "
+                                             "output the logits), checked against PyTorch with onnxruntime; needs "
+                                             "pip install \"strop[export]\".")
+    export.add_argument("run_dir", help="run directory written by strop fit")
+    export.add_argument("--format", required=True, choices=("merged", "onnx"), help="merged or onnx")
+    export.add_argument("--output", required=True, help="a new folder (merged) or FILE.onnx (onnx)")
+    export.set_defaults(func=cmd_export)
 
     search = commands.add_parser("search", help="hyperparameter search (Optuna) over the config's search: section",
                                  description="Run --trials fits (trials) with settings drawn from the config's "

@@ -103,6 +103,11 @@ class MethodConfig:
     name: str = "full"
     freeze_layers: int = 0  # full/bitfit: the bottom k layers stay frozen (the embeddings are layer 0)
     unfreeze_every: int = 1  # gradual: one more layer group trains every N epochs, from the top down
+    rank: int = 8  # lora: rank of the low-rank update of each target module
+    alpha: float = 16.0  # lora: the update is scaled by alpha / rank
+    dropout: float = 0.1  # lora: dropout on the adapter's input
+    target_modules: tuple[str, ...] = ()  # lora, ia3: module names (e.g. [query, value]) or [all-linear]; [] the architecture's defaults
+    virtual_tokens: int = 20  # prompt_tuning, prefix_tuning: learned tokens (prompt) or key/value positions (prefix)
 
     def __post_init__(self):
         from strop.methods import METHODS
@@ -110,6 +115,11 @@ class MethodConfig:
         _require(self.name in METHODS, "method.name: " + METHODS.unknown_message(self.name))
         _require(self.freeze_layers >= 0, f"method.freeze_layers must be >= 0; got {self.freeze_layers}")
         _require(self.unfreeze_every >= 1, f"method.unfreeze_every must be >= 1; got {self.unfreeze_every}")
+        _require(self.rank >= 1, f"method.rank must be >= 1; got {self.rank}")
+        _require(self.alpha > 0, f"method.alpha must be > 0; got {self.alpha}")
+        _require(0 <= self.dropout < 1, f"method.dropout must be in [0, 1); got {self.dropout}")
+        _require(all(self.target_modules), "method.target_modules must not hold an empty name")
+        _require(self.virtual_tokens >= 1, f"method.virtual_tokens must be >= 1; got {self.virtual_tokens}")
 
 
 @dataclass(frozen=True)

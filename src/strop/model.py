@@ -146,6 +146,10 @@ def _from_run(source: Source, task: Task, cfg, notes: list[str]) -> tuple[TaskMo
     """A new run from a previous run's weights: its body always, its head (and its task's label map or
     statistics) where the task and what the outputs mean are the same."""
     folder, info = Path(source.location), source.info
+    if "adapter" in info:
+        raise StropError(f"model.name={folder}: that run saved an adapter (method {info.get('method')}), not a whole "
+                         f"model; merge it first (strop export {folder} --format merged --output DIR) and start "
+                         "from DIR")
     previous = TASKS.get(info["task"]).from_info(info)
     reuse = previous.name == task.name and previous.output_space() == task.output_space()
     if reuse:
@@ -230,8 +234,11 @@ def save_model(path: Path, model: TaskModel, task: Task, info: dict[str, Any]) -
     backbones, config.json and the tokenizer files."""
     from safetensors.torch import save_file
 
+    from strop.adapters import is_adapted, save_adapter_model
     from strop.runs import staged
 
+    if is_adapted(model):  # lora, ia3, prompt/prefix tuning: the adapter alone, in peft's layout, and the head
+        return save_adapter_model(path, model, task, info)
     architecture = plain_class(model, task)
     with staged(path, "the model") as tmp:
         described = model.body.save(tmp)
@@ -268,6 +275,10 @@ def load_model(folder: Path) -> tuple[TaskModel, Task, dict[str, Any]]:
         StropError: the folder's files are missing, damaged or do not fit together.
     """
     info = read_info(folder)
+    if "adapter" in info:  # an adapter on a base model (strop.adapters)
+        from strop.adapters import load_adapter_model
+
+        return load_adapter_model(folder, info)
     try:
         task = TASKS.get(info["task"]).from_info(info)
         body = BACKBONES.get(info.get("backbone", "text")).from_saved(folder, {"pooling": "pooler", **info})

@@ -242,6 +242,8 @@ class TextBackbone(Backbone):
                 token_type_ids: torch.Tensor | None = None, **_: torch.Tensor) -> torch.Tensor:
         extra = {} if token_type_ids is None else {"token_type_ids": token_type_ids}
         states = self.model(input_ids=input_ids, attention_mask=attention_mask, **extra).last_hidden_state
+        # The text's own positions: prompt tuning (method.name=prompt_tuning) puts learned tokens before them.
+        states = states[:, states.shape[1] - input_ids.shape[1]:]
         if level == "token":
             return states  # (batch, seq, hidden)
         if self.pooling == "mean":

@@ -2,5 +2,6 @@
 
 from strop.methods.base import METHODS, Method
 from strop.methods import full, freeze, gradual  # noqa: F401  (registers the methods)
+from strop.methods import peft  # noqa: F401  (lora, ia3, prompt_tuning, prefix_tuning)
 
 __all__ = ["METHODS", "Method"]

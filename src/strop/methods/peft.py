@@ -1,0 +1,140 @@
+"""Parameter-efficient methods through peft: the pretrained body stays frozen, a few new weights that peft
+adds to it train, and the task head trains in full.
+
+- `lora`: low-rank updates of chosen linear layers (Hu et al. 2022, "LoRA: Low-Rank Adaptation of Large
+  Language Models"); method.rank, method.alpha, method.dropout, method.target_modules.
+- `ia3`: learned scalings of keys, values and feed-forward activations (Liu et al. 2022, "Few-Shot
+  Parameter-Efficient Fine-Tuning is Better and Cheaper than In-Context Learning"); method.target_modules.
+- `prompt_tuning`: method.virtual_tokens learned input embeddings put before the text (Lester et al. 2021,
+  "The Power of Scale for Parameter-Efficient Prompt Tuning"), initialised from the vocabulary's embeddings.
+- `prefix_tuning`: learned keys and values at every layer (Li & Liang 2021, "Prefix-Tuning"; Liu et al.
+  2022, "P-Tuning v2" for encoders).
+
+Where method.target_modules is empty, peft's defaults for the architecture apply (its table by model type:
+BERT and RoBERTa `query`, `value` for LoRA; `key`, `value`, `output.dense` for IA3). Prompt tuning drops the
+token type ids (peft does, for prompt learning on encoders): text pairs lose their segment embedding.
+
+The body is wrapped in peft's own model (`PeftModelForFeatureExtraction`), so the run's model folder holds
+the adapter in peft's layout (see strop.adapters), loadable with plain `PeftModel.from_pretrained`.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+from torch import nn
+
+from strop.errors import StropError
+from strop.methods.base import METHODS, Method
+
+ADAPTER = "default"  # peft's adapter name; peft puts it in the name of every weight it adds
+
+
+class PeftMethod(Method):
+    """Wraps the text backbone's encoder in peft (once: `prepare` may run again on the same model) and trains
+    the adapter's weights and the task head."""
+
+    # The body's pretrained weights stay frozen: with optim.lr=auto the adapters and the head train at the
+    # rate of a head on a frozen body (optim.head_lr_scale times the fine-tuning rate: 1e-3 by default).
+    trains_body = False
+
+    def peft_config(self, encoder: nn.Module):
+        raise NotImplementedError
+
+    def prepare(self, model: nn.Module) -> None:
+        body = model.body
+        if adapter_of(body) is None:
+            if getattr(body, "kind", None) != "text" or not hasattr(body, "model"):
+                raise StropError(f"method.name={self.cfg.name} adapts transformers text models; this model's "
+                                 f"backbone is {type(body).__name__}: use method.name=full or freeze")
+            body.model = wrap(body.model, self.peft_config(body.model), self.cfg)
+        for name, p in body.named_parameters():
+            p.requires_grad_(ADAPTER in name.split("."))
+        for p in model.head.parameters():
+            p.requires_grad_(True)
+
+
+def adapter_of(body: nn.Module):
+    """The peft model wrapping the body's encoder, or None where the body is not adapted."""
+    import sys
+
+    peft = sys.modules.get("peft")  # no body is wrapped before peft was imported: no need to import it here
+    encoder = getattr(body, "model", None)
+    return encoder if peft is not None and isinstance(encoder, peft.PeftModel) else None
+
+
+def wrap(encoder: nn.Module, config, cfg) -> nn.Module:
+    """`encoder` in peft's model for `config`.
+
+    Raises:
+        StropError: peft has no default target modules for this architecture, or a named one is absent.
+    """
+    from peft import get_peft_model
+
+    quiet_peft()
+    try:
+        return get_peft_model(encoder, config)
+    except ValueError as error:
+        linear = sorted({name.rsplit(".", 1)[-1] for name, m in encoder.named_modules() if isinstance(m, nn.Linear)})
+        raise StropError(f"method.name={cfg.name}: peft cannot adapt {type(encoder).__name__} as configured "
+                         f"({str(error).splitlines()[0][:200]}); name the layers to adapt, e.g. "
+                         f"method.target_modules=[{', '.join(linear[:4])}] (its linear layers: {', '.join(linear)}) "
+                         "or method.target_modules=[all-linear]") from None
+
+
+def quiet_peft() -> None:
+    """Silences two notices peft gives on every model: one says that prompt tuning drops token type ids (the
+    module docstring says so), the other is transformers' deprecation of a name peft still reads."""
+    warnings.filterwarnings("ignore", message="Token type ids are not supported for parameter efficient tuning")
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.* is deprecated")
+
+
+def _targets(cfg) -> str | list[str] | None:
+    """method.target_modules as peft takes it: None for the architecture's defaults."""
+    if not cfg.target_modules:
+        return None
+    if cfg.target_modules == ("all-linear",):
+        return "all-linear"
+    return list(cfg.target_modules)
+
+
+@METHODS.register("lora")
+class LoRA(PeftMethod):
+    def peft_config(self, encoder: nn.Module):
+        from peft import LoraConfig, TaskType
+
+        return LoraConfig(task_type=TaskType.FEATURE_EXTRACTION, r=self.cfg.rank, lora_alpha=self.cfg.alpha,
+                          lora_dropout=self.cfg.dropout, target_modules=_targets(self.cfg))
+
+
+@METHODS.register("ia3")
+class IA3(PeftMethod):
+    def peft_config(self, encoder: nn.Module):
+        from peft import IA3Config, TaskType
+
+        targets = _targets(self.cfg)
+        # Named layers are scaled at their output; peft's defaults scale the feed-forward output layer's input.
+        return IA3Config(task_type=TaskType.FEATURE_EXTRACTION, target_modules=targets,
+                         feedforward_modules=None if targets is None else [])
+
+
+@METHODS.register("prompt_tuning")
+class PromptTuning(PeftMethod):
+    def peft_config(self, encoder: nn.Module):
+        from peft import PromptTuningConfig, PromptTuningInit, TaskType
+
+        # Sampled from the vocabulary's embeddings: on the scale of real tokens (a random N(0, 1) start is far
+        # larger than BERT's embeddings and trains slowly, Lester et al. 2021).
+        return PromptTuningConfig(task_type=TaskType.FEATURE_EXTRACTION, num_virtual_tokens=self.cfg.virtual_tokens,
+                                  prompt_tuning_init=PromptTuningInit.SAMPLE_VOCAB)
+
+
+@METHODS.register("prefix_tuning")
+class PrefixTuning(PeftMethod):
+    def peft_config(self, encoder: nn.Module):
+        from peft import PrefixTuningConfig, TaskType
+
+        return PrefixTuningConfig(task_type=TaskType.FEATURE_EXTRACTION, num_virtual_tokens=self.cfg.virtual_tokens)
+
+
+PEFT_METHODS = ("lora", "ia3", "prompt_tuning", "prefix_tuning")
