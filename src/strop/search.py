@@ -311,18 +311,23 @@ def _storage_url(storage: str | None, folder: Path) -> str:
     return storage
 
 
-def _open_storage(optuna, url: str):
+def _open_storage(optuna, url: str, attempts: int = 3):
     kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
-    try:
-        with warnings.catch_warnings():  # the heartbeat is marked experimental
-            warnings.simplefilter("ignore")
-            return optuna.storages.RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=HEARTBEAT_INTERVAL,
-                                              grace_period=HEARTBEAT_GRACE)
-    except ImportError:
-        raise StropError(f"--storage {_shown(url)}: its database driver is not installed; for PostgreSQL: "
-                         "pip install \"strop[search]\" (psycopg)") from None
-    except Exception as error:  # SQLAlchemy's errors: a server that does not answer, a wrong password, ...
-        raise StropError(f"--storage {_shown(url)} cannot be opened: {str(error).splitlines()[0][:300]}") from None
+    for attempt in range(1, attempts + 1):
+        try:
+            with warnings.catch_warnings():  # the heartbeat is marked experimental
+                warnings.simplefilter("ignore")
+                return optuna.storages.RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=HEARTBEAT_INTERVAL,
+                                                  grace_period=HEARTBEAT_GRACE)
+        except ImportError:
+            raise StropError(f"--storage {_shown(url)}: its database driver is not installed; for PostgreSQL: "
+                             "pip install \"strop[search]\" (psycopg)") from None
+        except Exception as error:  # SQLAlchemy's: a server that does not answer, a wrong password, ...
+            if attempt == attempts:
+                raise StropError(f"--storage {_shown(url)} cannot be opened: "
+                                 f"{str(error).splitlines()[0][:300]}") from None
+            # Workers starting together on a new database race to create its tables: the loser tries again.
+            time.sleep(attempt)
 
 
 def _shown(url: str) -> str:

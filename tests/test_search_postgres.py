@@ -1,0 +1,96 @@
+"""Two `strop search` workers sharing one study in a real PostgreSQL server, started here as a throwaway
+cluster (Debian's postgresql package: initdb and pg_ctl; .ci/run installs it). Skipped, saying why, only
+where PostgreSQL or its Python driver is not installed."""
+
+from __future__ import annotations
+
+import glob
+import os
+import pwd
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+optuna = pytest.importorskip("optuna")
+pytest.importorskip("psycopg", reason="the PostgreSQL driver is not installed: pip install \"strop[search]\"")
+
+from test_search import search_config  # noqa: E402
+
+
+def _postgres_bin() -> Path | None:
+    found = shutil.which("initdb")
+    if found:
+        return Path(found).resolve().parent
+    versions = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(p.split("/")[4]))
+    return Path(versions[-1]).parent if versions else None
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def postgres_url():
+    """postgresql://strop@127.0.0.1:PORT/postgres of a server that lives for this module's tests."""
+    bin_dir = _postgres_bin()
+    if bin_dir is None:
+        pytest.skip("PostgreSQL is not installed (Debian: apt-get install -y postgresql); the shared-study test "
+                    "needs a real server")
+    folder = Path(tempfile.mkdtemp(prefix="strop-postgres-"))
+    # PostgreSQL refuses to run as root: the cluster belongs to the postgres user there.
+    run_as: list[str] = []
+    if os.geteuid() == 0:
+        try:
+            user = pwd.getpwnam("postgres")
+        except KeyError:
+            pytest.skip("running as root and there is no postgres user to run the PostgreSQL server as")
+        os.chown(folder, user.pw_uid, user.pw_gid)
+        run_as = ["runuser", "-u", "postgres", "--"]
+    data, port = folder / "data", _free_port()
+
+    def run(*command: str) -> None:
+        result = subprocess.run([*run_as, *command], capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, f"{command[0]} failed: {result.stdout}\n{result.stderr}"
+
+    run(str(bin_dir / "initdb"), "-D", str(data), "-U", "strop", "--auth=trust", "--no-sync")
+    run(str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(folder / "server.log"), "-w", "-t", "60",
+        "-o", f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c fsync=off", "start")
+    try:
+        yield f"postgresql://strop@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run([*run_as, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
+                       capture_output=True, timeout=60)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_two_workers_share_a_study_in_postgresql_with_no_trial_lost_or_run_twice(tmp_path, postgres_url):
+    config = search_config(tmp_path)
+    folder = tmp_path / "search"
+    command = [sys.executable, "-m", "strop", "search", str(config), "--trials", "6", "--storage", postgres_url,
+               "--study-name", "shared", "--pruner", "none"]
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
+    workers = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+               for _ in range(2)]
+    outputs = [w.communicate(timeout=900)[0] for w in workers]
+    for worker, output in zip(workers, outputs):
+        assert worker.returncode == 0, output
+
+    # Plain Optuna reads the study, with the URL as given.
+    study = optuna.load_study(study_name="shared", storage=postgres_url)
+    trials = study.trials
+    assert [t.state.name for t in trials] == ["COMPLETE"] * 6
+    run_dirs = [t.user_attrs["strop:run_dir"] for t in trials]
+    assert len(set(run_dirs)) == 6 and sorted(p.name for p in folder.glob("trial-*")) == sorted(run_dirs)
+    # Each trial ran in exactly one worker, and both workers took trials.
+    ran = [set(map(int, re.findall(r"^trial (\d+): ", output, flags=re.M))) for output in outputs]
+    assert ran[0].isdisjoint(ran[1]) and ran[0] | ran[1] == set(range(6)), outputs
+    assert len({t.user_attrs["strop:worker"] for t in trials}) == 2
+    assert (folder / "best.yaml").is_file()
