@@ -183,6 +183,7 @@ class TrainConfig:
     imbalance: str = "none"  # classification: auto, weights (class-weighted loss), sample (balanced batches), focal
     focal_gamma: float = 2.0  # focal loss: how much the well-classified examples are down-weighted
     nonfinite: str = "stop"  # a NaN or infinite loss: stop the run (its last checkpoint kept), or skip the batch
+    trackers: tuple[str, ...] = ()  # also log each epoch's metrics to tensorboard and/or mlflow (Accelerate's trackers)
 
     def __post_init__(self):
         _require(self.epochs >= 1, f"train.epochs must be >= 1; got {self.epochs}")
@@ -200,6 +201,11 @@ class TrainConfig:
         _require(0 <= self.label_smoothing < 1, f"train.label_smoothing must be in [0, 1); got {self.label_smoothing}")
         _choice("train.imbalance", self.imbalance, ("auto", "weights", "sample", "focal", "none"))
         _require(self.focal_gamma >= 0, f"train.focal_gamma must be >= 0; got {self.focal_gamma}")
+        for tracker in self.trackers:
+            _choice("train.trackers", tracker, ("tensorboard", "mlflow"))
+            from strop.trackers import check_installed
+
+            check_installed(tracker)
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from strop.config import Config
 from strop.errors import StropError
 from strop.methods import Method
 from strop.runs import RunDir, atomic_write_text, reporting_write_errors, to_json
+from strop import trackers
 from strop.tasks import Task
 from strop.train.cache import cache_body_outputs, example_length
 from strop.train.checkpoint import LoopState, cpu_state, has_checkpoint, load_checkpoint, save_checkpoint
@@ -39,7 +40,8 @@ def make_accelerator(cfg: Config) -> Accelerator:
     # step_scheduler_with_optimizer=False: the schedule is built over the optimizer steps this process takes
     # and stepped once each, so a run of N processes follows the same curve as one process with an N times
     # larger batch (Accelerate's default steps it N times a step, with warmup rounded on the wrong count).
-    return Accelerator(cpu=cpu, gradient_accumulation_steps=cfg.train.grad_accum, step_scheduler_with_optimizer=False)
+    return Accelerator(cpu=cpu, gradient_accumulation_steps=cfg.train.grad_accum, step_scheduler_with_optimizer=False,
+                       **trackers.accelerator_options(cfg))
 
 
 def resolve_precision(cfg: Config, device: torch.device) -> str:
@@ -185,6 +187,7 @@ def train(model, task: Task, method: Method, train_features: list[dict], val_fea
         _rewrite_metrics(run, state.history)
     state.train_seconds += cache_seconds  # the one pass of a frozen body is part of training
     state.peak_lr = peak_lr
+    trackers.start(accelerator, cfg)  # train.trackers: TensorBoard, MLflow
 
     for epoch in range(state.epoch, tc.epochs):
         if state.stopped_early:
@@ -255,6 +258,7 @@ def train(model, task: Task, method: Method, train_features: list[dict], val_fea
         accelerator.wait_for_everyone()
         if improved:
             best_weights = cpu_state(accelerator.unwrap_model(trained))
+        trackers.log_epoch(accelerator, cfg, record)
         if show:
             _print_epoch(record, tc, state, task, metric)
         if on_epoch is not None:
@@ -267,6 +271,7 @@ def train(model, task: Task, method: Method, train_features: list[dict], val_fea
     if bf16 or split is not None or best_validation is None:
         best_validation = evaluate(model, model_val_loader, task, accelerator)
     final, scored = best_validation
+    trackers.end(accelerator, cfg)
     return state, final, scored
 
 
