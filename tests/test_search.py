@@ -20,6 +20,7 @@ optuna = pytest.importorskip("optuna")
 
 from strop.config import load_config  # noqa: E402
 from strop.errors import StropError  # noqa: E402
+from strop.index import list_runs  # noqa: E402
 from strop.search import SearchOptions, check_space, parse_space, search  # noqa: E402
 
 SPACE = {"optim.lr": {"log_uniform": [1.0e-6, 1.0e-1]}, "train.batch_size": {"choice": [8, 32]}}
@@ -122,6 +123,14 @@ def test_a_six_trial_search_completes_prunes_and_keeps_the_best_run(tmp_path):
     assert best_cfg.train.batch_size == best.params["train.batch_size"] and best_cfg.output_dir is None
     assert (folder / "best").resolve() == (folder / best.user_attrs["strop:run_dir"]).resolve()
     assert json.loads((folder / "search.json").read_text())["counts"]["finished"] == 6
+    # Every trial is in the search folder's run index, as a trial with its values and its outcome.
+    rows = {row["name"]: row for row in list_runs(folder)}
+    assert sorted(rows) == sorted(t.user_attrs["strop:run_dir"] for t in trials)
+    for trial in trials:
+        row = rows[trial.user_attrs["strop:run_dir"]]
+        assert row["kind"] == "trial" and row["trial"] == trial.number
+        assert row["status"] == {"COMPLETE": "complete", "PRUNED": "pruned"}[trial.state.name]
+        assert row["params"]["optim.lr"] == pytest.approx(trial.params["optim.lr"])
     # Run again with as many trials: nothing left to do, nothing run twice.
     search(config, [], SearchOptions(trials=6, seed=0, quiet=True))
     assert len(trials_of(folder)) == 6

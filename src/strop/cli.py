@@ -185,6 +185,14 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_runs(args: argparse.Namespace) -> int:
+    from strop.index import runs_command
+
+    print(runs_command(args.words, args.dir, args.filter or [], args.sort, args.reverse, args.limit, args.columns,
+                       args.json))
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from strop.serve import ServeOptions, require_serve, serve
 
@@ -285,6 +293,24 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--keep-weights", action="store_true", help="keep every trial's weights, not only the best's")
     search.add_argument("--quiet", "-q", action="store_true", help="no progress output")
     search.set_defaults(func=cmd_search)
+
+    runs = commands.add_parser("runs", help="list, show and compare the runs of a runs folder (its index)",
+                               description="strop runs [FOLDER]: a table of the runs (and search trials) in FOLDER "
+                                           "(default runs); strop runs show NAME: one run's status, metrics and "
+                                           "config; strop runs diff A B: their config differences and metric "
+                                           "changes. NAME is as listed (search/trial-0003) or a run directory.")
+    runs.add_argument("words", nargs="*", help="[FOLDER] | show NAME | diff A B")
+    runs.add_argument("--dir", default="runs", help="the runs folder (default runs)")
+    runs.add_argument("--filter", action="append", help="KEY=VALUE, KEY!=VALUE, KEY>X, KEY<X (>=, <=), KEY~TEXT; KEY "
+                                                        "is status, task, model, method, kind, a metric or a config "
+                                                        "key (optim.lr); repeatable")
+    runs.add_argument("--sort", help="a metric (best first) or any key (ascending)")
+    runs.add_argument("--reverse", action="store_true", help="reverse the order of --sort")
+    runs.add_argument("--limit", type=int, help="show the first N runs")
+    runs.add_argument("--columns", help="comma-separated columns (default: name, status, task, model, method, "
+                                        "metrics, epochs, seconds)")
+    runs.add_argument("--json", action="store_true", help="print JSON")
+    runs.set_defaults(func=cmd_runs)
 
     report = commands.add_parser("report", help="rebuild a run's report.html",
                                  description="Write RUN_DIR/report.html again: one self-contained page with the data "

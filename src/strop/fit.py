@@ -15,6 +15,7 @@ import yaml
 
 from strop.config import Config, load_config
 from strop.errors import StropError
+from strop.index import record_run
 from strop.methods import METHODS
 from strop.methods.base import count_parameters
 from strop.model import Source, TaskModel, build_model, resolve_source, save_model
@@ -137,6 +138,7 @@ def fit(config: str | Path | dict | Config | None = None, overrides: list[str] =
             atomic_write_text(run.config, cfg.to_yaml(), "the config")
             atomic_write_json(run.provenance, provenance, "the provenance")
             _announce(cfg, splits, task, model, notes, run, accelerator)
+            record_run(run.root, "running")  # the runs folder's index (strop runs)
         started = time.perf_counter()
         state, final, scored = train(model, task, METHODS.get(cfg.method.name)(cfg.method), train_features, val_features,
                                      collate, model.body.input_keys, cfg, run, accelerator, on_epoch)
@@ -161,6 +163,7 @@ def fit(config: str | Path | dict | Config | None = None, overrides: list[str] =
 
             report_after_fit(run.root, task, splits.train, splits.validation, accelerator.unwrap_model(model),
                              cfg.train.quiet)
+            record_run(run.root, "complete")
             if not cfg.train.keep_checkpoint:  # a complete run cannot be resumed: the checkpoint only takes space
                 shutil.rmtree(run.checkpoints, ignore_errors=True)
             if not cfg.train.quiet:
@@ -172,6 +175,8 @@ def fit(config: str | Path | dict | Config | None = None, overrides: list[str] =
             shutil.rmtree(run.root, ignore_errors=True)
         elif isinstance(error, KeyboardInterrupt) and accelerator.is_main_process and not cfg.train.quiet:
             print(f"interrupted; continue the run with: strop fit {run.config} train.resume=true", file=sys.stderr)
+        if accelerator.is_main_process:  # a run removed above leaves the index too
+            record_run(run.root, "interrupted" if isinstance(error, KeyboardInterrupt) else "failed", error)
         raise
     finally:
         if lock is not None:

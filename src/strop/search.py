@@ -398,6 +398,7 @@ class _Search:
                 else:
                     self.study.tell(trial, state=state)
                 self.ran.append(trial.number)
+                self._index(trial, state)
                 self._after_trial(trial.number)
         summary = self._publish()
         if summary["best"] is None and summary["counts"].get("complete", 0) == 0:
@@ -479,6 +480,16 @@ class _Search:
             if trial.should_prune():
                 raise self.optuna.TrialPruned(f"pruned at epoch {record['epoch']}")
         return report
+
+    def _index(self, trial, state) -> None:
+        """Records the trial in the search folder's run index (strop runs), as a trial with its values."""
+        from optuna.trial import TrialState
+
+        from strop.index import record_run
+
+        status = {TrialState.COMPLETE: "complete", TrialState.PRUNED: "pruned"}.get(state, "failed")
+        record_run(self.folder / trial.user_attrs["strop:run_dir"], status, trial.user_attrs.get("strop:error"),
+                   kind="trial", trial=trial.number, params=_config_values(self.space, trial.params))
 
     # --- dead workers ---------------------------------------------------------------------------
     def _requeue_dead(self) -> None:

@@ -1,0 +1,180 @@
+"""The run index: fit records its runs (running, complete, interrupted), writers in several processes at once
+lose nothing, and `strop runs` lists, filters, sorts, shows and compares them."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+import strop
+from strop.cli import main
+from strop.index import INDEX_FILE, list_runs, record_run
+
+
+def _vectors(path: Path, n: int, seed: int) -> Path:
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 3))
+    frame = pd.DataFrame(x, columns=["a", "b", "c"])
+    frame["y"] = np.where(x[:, 0] + 0.5 * x[:, 1] > 0, "high", "low")
+    frame.to_csv(path, index=False)
+    return path
+
+
+def _fit_overrides(tmp_path: Path, name: str) -> list[str]:
+    return ["model.name=mlp", "task.name=text_classification", "model.hidden=[8]",
+            f"data.train={_vectors(tmp_path / 'train.csv', 120, 1)}",
+            f"data.validation={_vectors(tmp_path / 'dev.csv', 40, 2)}", "data.label_column=y",
+            f"output_dir={tmp_path / 'runs' / name}", "train.epochs=2", "train.patience=0", "train.quiet=true",
+            "train.mixed_precision=no"]
+
+
+def _fake_run(folder: Path, name: str, lr: float, accuracy: float | None, loss: float | None = None,
+              batch_size: int = 16) -> Path:
+    """A run directory as fit leaves it (config.yaml, summary.json when complete), without the training."""
+    run = folder / name
+    run.mkdir(parents=True)
+    config = strop.load_config(None, [f"optim.lr={lr}", f"train.batch_size={batch_size}", "task.name=text_classification",
+                                      f"output_dir={run}"]).to_dict()
+    (run / "config.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
+    if accuracy is not None:
+        (run / "summary.json").write_text(json.dumps({
+            "metric": "accuracy", "best_epoch": 2, "epochs_run": 3, "train_seconds": 1.5,
+            "validation": {"accuracy": accuracy, "macro_f1": accuracy - 0.01, "loss": loss}}), encoding="utf-8")
+    return run
+
+
+def test_fit_records_its_run_running_then_complete_with_config_and_metrics(tmp_path, monkeypatch):
+    import importlib
+
+    fit_module = importlib.import_module("strop.fit")  # `strop.fit` is also the function
+    statuses = []
+    record = fit_module.record_run
+    monkeypatch.setattr(fit_module, "record_run", lambda run, status, *a, **k: (statuses.append(status),
+                                                                                 record(run, status, *a, **k)))
+    run = strop.fit(None, _fit_overrides(tmp_path, "a"))
+    assert statuses == ["running", "complete"]
+    [row] = list_runs(tmp_path / "runs")
+    summary = json.loads((run / "summary.json").read_text())
+    assert row["name"] == "a" and row["status"] == "complete" and row["kind"] == "run"
+    assert row["task"] == "text_classification" and row["model"] == "mlp" and row["metric"] == "accuracy"
+    assert row["metrics"] == summary["validation"] and row["epochs"] == 2
+    assert row["config"] == yaml.safe_load((run / "config.yaml").read_text())
+
+
+def test_an_interrupted_fit_is_recorded_so_and_its_resumption_completes_it(tmp_path, monkeypatch):
+    from conftest import interrupt_after_checkpoint
+
+    overrides = _fit_overrides(tmp_path, "b")
+    interrupt_after_checkpoint(monkeypatch, lambda: strop.fit(None, overrides))
+    [row] = list_runs(tmp_path / "runs")
+    assert row["status"] == "interrupted" and row["error"] == "interrupted" and row["epochs"] == 1
+    assert row["metrics"]["accuracy"] == json.loads((tmp_path / "runs/b/metrics.jsonl").read_text())["val_accuracy"]
+    strop.fit(None, [*overrides, "train.resume=true"])
+    [row] = list_runs(tmp_path / "runs")
+    assert row["status"] == "complete" and row["error"] is None and row["epochs"] == 2
+
+
+def test_a_run_whose_fit_is_gone_is_interrupted_and_one_holding_its_lock_is_running(tmp_path):
+    folder = tmp_path / "runs"
+    run = _fake_run(folder, "r", 1e-4, None)
+    record_run(run, "running")
+    assert list_runs(folder)[0]["status"] == "interrupted"  # killed: no process holds its lock
+    with (run / ".lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # as fit holds it while it runs
+        assert list_runs(folder)[0]["status"] == "running"
+
+
+def test_runs_the_index_lacks_are_added_from_their_files(tmp_path):
+    folder = tmp_path / "runs"
+    _fake_run(folder, "old", 1e-4, 0.8, 0.5)
+    assert not (folder / INDEX_FILE).exists()
+    [row] = list_runs(folder)
+    assert row["name"] == "old" and row["status"] == "complete" and row["metrics"]["accuracy"] == 0.8
+    assert (folder / INDEX_FILE).is_file()
+
+
+def test_writers_in_several_processes_at_once_lose_nothing(tmp_path):
+    folder = tmp_path / "runs"
+    for i in range(40):
+        _fake_run(folder, f"run-{i:02d}", 1e-4, 0.5 + i / 100, 0.5)
+    shared = _fake_run(folder, "shared", 1e-4, 0.9, 0.1)
+    script = ("import sys; from pathlib import Path; from strop.index import record_run\n"
+              "folder, worker = Path(sys.argv[1]), int(sys.argv[2])\n"
+              "for i in range(worker, 40, 4):\n"
+              "    record_run(folder / f'run-{i:02d}', 'complete')\n"
+              "    record_run(folder / 'shared', 'running', trial=worker)\n")
+    workers = [subprocess.Popen([sys.executable, "-c", script, str(folder), str(w)], stderr=subprocess.PIPE, text=True)
+               for w in range(4)]
+    errors = [w.communicate(timeout=120)[1] for w in workers]
+    assert all(w.returncode == 0 for w in workers) and not any("warning" in e for e in errors), errors
+    with sqlite3.connect(folder / INDEX_FILE) as db:
+        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        names = sorted(r[0] for r in db.execute("SELECT name FROM runs"))
+    assert names == sorted([f"run-{i:02d}" for i in range(40)] + ["shared"])
+    rows = {r["name"]: r for r in list_runs(folder)}
+    assert rows["run-07"]["metrics"]["accuracy"] == pytest.approx(0.57)
+    assert rows["shared"]["trial"] in range(4) and shared.is_dir()
+
+
+@pytest.fixture
+def three_runs(tmp_path) -> Path:
+    folder = tmp_path / "runs"
+    for name, lr, accuracy, loss, batch in (("a", 1e-4, 0.80, 0.50, 16), ("b", 3e-4, 0.90, 0.30, 32),
+                                            ("c", 1e-3, 0.85, 0.40, 16)):
+        record_run(_fake_run(folder, name, lr, accuracy, loss, batch), "complete")
+    record_run(_fake_run(folder, "d", 1e-5, None), "failed", "the training loss became nan")
+    return folder
+
+
+def _lines(capsys) -> list[str]:
+    return capsys.readouterr().out.splitlines()
+
+
+def test_strop_runs_lists_filters_and_sorts_best_first(three_runs, capsys):
+    assert main(["runs", "--dir", str(three_runs)]) == 0
+    lines = _lines(capsys)
+    assert lines[0].split()[:5] == ["name", "status", "task", "model", "method"] and "accuracy" in lines[0]
+    assert [line.split()[0] for line in lines[1:]] == ["a", "b", "c", "d"]
+    assert lines[4].split()[1] == "failed"
+
+    assert main(["runs", str(three_runs), "--sort", "accuracy"]) == 0  # higher is better: first
+    assert [line.split()[0] for line in _lines(capsys)[1:]] == ["b", "c", "a", "d"]  # no score: last
+    assert main(["runs", str(three_runs), "--sort", "loss"]) == 0  # lower is better: first
+    assert [line.split()[0] for line in _lines(capsys)[1:]] == ["b", "c", "a", "d"]
+    assert main(["runs", str(three_runs), "--filter", "status=complete", "--filter", "optim.lr<5e-4",
+                 "--sort", "accuracy", "--reverse"]) == 0
+    lines = _lines(capsys)
+    assert [line.split()[0] for line in lines[1:]] == ["a", "b"] and lines[0].split()[-1] == "optim.lr"
+    assert main(["runs", str(three_runs), "--filter", "train.batch_size=32", "--json"]) == 0
+    assert [row["name"] for row in json.loads(capsys.readouterr().out)] == ["b"]
+    assert main(["runs", str(three_runs), "--filter", "accuracy"]) == 2
+    assert "must look like KEY=VALUE" in capsys.readouterr().err
+
+
+def test_strop_runs_show_and_diff(three_runs, capsys):
+    assert main(["runs", "show", "d", "--dir", str(three_runs)]) == 0
+    out = capsys.readouterr().out
+    assert "d  (run, failed)" in out and "error: the training loss became nan" in out and "lr: 1.0e-05" in out
+    assert main(["runs", "show", str(three_runs / "b")]) == 0  # a path works from anywhere
+    assert "accuracy: 0.9" in capsys.readouterr().out
+
+    assert main(["runs", "diff", "a", "b", "--dir", str(three_runs)]) == 0
+    out = capsys.readouterr().out
+    assert "optim.lr          0.0001 -> 0.0003" in out and "train.batch_size  16 -> 32" in out
+    assert "output_dir" not in out  # every run has its own
+    assert "accuracy  0.8 -> 0.9  (+0.1, better)" in out and "loss      0.5 -> 0.3  (-0.2, better)" in out
+    assert main(["runs", "diff", "a", "c", "--dir", str(three_runs), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["config"] == {"optim.lr": [1e-4, 1e-3]}
+    assert result["metrics"]["accuracy"]["delta"] == pytest.approx(0.05) and result["metrics"]["accuracy"]["better"]
+    assert main(["runs", "show", "zzz", "--dir", str(three_runs)]) == 2
+    assert "no run 'zzz'" in capsys.readouterr().err
