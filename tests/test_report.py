@@ -84,7 +84,11 @@ def runs(tiny_model_dir, tmp_path_factory):
     return get
 
 
-@pytest.mark.parametrize("task", TASKS.names())
+# The tasks on the tiny BERT; image classification has its own test below.
+TEXT_TASKS = [name for name in TASKS.names() if "text" in TASKS.get(name).input_kinds]
+
+
+@pytest.mark.parametrize("task", TEXT_TASKS)
 def test_every_task_gets_a_self_contained_report_with_its_sections(task, runs):
     run = runs(task)
     for name in ("report.html", "data_summary.json", "validation_predictions.jsonl"):
@@ -157,6 +161,40 @@ def test_vector_runs_get_a_report(kind, tmp_path):
     assert sections(task) <= checker.ids
     data = json.loads((run / "data_summary.json").read_text())
     assert data["input"] == "vector" and data["features"] == 3 and "lengths" not in data
+
+
+def test_image_runs_get_a_report_with_thumbnails_of_the_worst_errors(tmp_path):
+    if "image_classification" not in TASKS.names():
+        pytest.skip("no image_classification task registered")
+    timm = pytest.importorskip("timm", reason='image models need pip install "strop[vision]"')
+    import torch
+    from PIL import Image
+    from timm.models import save_for_hf
+
+    model = tmp_path / "tiny-timm"
+    torch.manual_seed(0)
+    save_for_hf(timm.create_model("test_efficientnet", pretrained=False), model, safe_serialization=True)
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 8), ("val", 4)):
+        for c, name in ((0, "red"), (2, "blue")):
+            (tmp_path / split / name).mkdir(parents=True)
+            for i in range(n):
+                array = rng.integers(0, 90, (20, 20, 3), dtype=np.uint8)
+                array[..., c] = rng.integers(160, 255, (20, 20))
+                Image.fromarray(array).save(tmp_path / split / name / f"{i}.png")
+    Image.open(tmp_path / "train" / "red" / "0.png").save(tmp_path / "val" / "red" / "copy.png")  # a leak
+    run = strop.fit(None, ["task.name=image_classification", f"model.name={model}", f"data.train={tmp_path / 'train'}",
+                           f"data.validation={tmp_path / 'val'}", f"output_dir={tmp_path / 'run'}", "data.image_size=32",
+                           "train.epochs=2", "train.batch_size=8", "train.quiet=true", "train.mixed_precision=no"])
+    page = (run / "report.html").read_text()
+    checker = check_self_contained(page)
+    assert sections("image_classification") <= checker.ids
+    data = json.loads((run / "data_summary.json").read_text())
+    assert data["input"] == "image" and "lengths" not in data
+    assert data["overlap"]["count"] == 1  # the same picture under another name, found by its bytes
+    analysis = strop.report.analyse(run)
+    if analysis["worst"]:  # each wrong image is shown as a thumbnail
+        assert page.count("<img") >= 2 + len(analysis["worst"])
 
 
 def test_a_failing_report_warns_and_keeps_the_run(tiny_overrides, monkeypatch, capsys):
