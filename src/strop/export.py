@@ -13,8 +13,11 @@
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import tempfile
+import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +25,7 @@ import torch
 from torch import nn
 
 from strop.errors import StropError
+from strop.runs import to_json
 
 FORMATS = ("merged", "onnx")
 # Sentences of different lengths: padding in the example batch, so that the traced graph handles it.
@@ -109,14 +113,14 @@ def export_onnx(predictor, output: Path) -> Path:
     with tempfile.TemporaryDirectory(dir=output.parent, prefix=f".{output.name}.") as tmp:
         staged = Path(tmp) / output.name
         try:
-            with torch.no_grad():
+            with torch.no_grad(), _quiet_exporter():
                 program = torch.onnx.export(_Logits(model, names).eval(), tuple(inputs.values()), dynamo=True,
                                             input_names=list(names), output_names=["logits"],
                                             dynamic_shapes=(tuple(axes),), opset_version=18, verbose=False)
         except Exception as error:  # torch.export's errors are many and deep: say which model failed
             raise StropError(f"ONNX export failed for this model ({type(error).__name__}: "
                              f"{str(error).strip().splitlines()[0][:300]})") from None
-        _add_metadata(program.model_proto, predictor.info)
+        program.model.metadata_props["strop"] = to_json(predictor.info)  # the task and labels, for users
         program.save(str(staged))
         difference = check_onnx(staged, predictor)
         if difference > TOLERANCE:
@@ -126,11 +130,19 @@ def export_onnx(predictor, output: Path) -> Path:
     return output
 
 
-def _add_metadata(proto, info: dict) -> None:
-    from strop.runs import to_json
-
-    entry = proto.metadata_props.add()
-    entry.key, entry.value = "strop", to_json(info)
+@contextmanager
+def _quiet_exporter():
+    """torch.export and the ONNX exporter warn about much that does not concern a finished model (training-mode
+    notes, torchvision operators, axis renaming); the export is checked against PyTorch instead."""
+    logger = logging.getLogger("torch.onnx")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logger.setLevel(level)
 
 
 def check_onnx(path: Path, predictor, texts: list[str] | None = None) -> float:
