@@ -171,3 +171,38 @@ def test_a_search_killed_mid_trial_continues_with_no_trial_lost_or_run_twice(tmp
     assert len({json.dumps(t.params, sort_keys=True) for t in finished}) == 6  # no values drawn twice
     epochs = [json.loads(line)["epoch"] for line in (folder / "trial-0002" / "metrics.jsonl").read_text().splitlines()]
     assert epochs == [1, 2, 3, 4]  # continued, not restarted: each epoch once
+
+
+def test_a_trial_its_values_make_fail_is_failed_once_and_not_retried(tmp_path):
+    config = search_config(tmp_path, epochs=2, rows=200)
+    space = {"train.gradient_checkpointing": {"choice": [False, True]}, "optim.lr": {"log_uniform": [1e-3, 1e-2]}}
+    raw = yaml.safe_load(config.read_text())
+    config.write_text(yaml.safe_dump({**raw, "search": space}))
+    search(config, [], SearchOptions(trials=4, seed=1, pruner="none", quiet=True))
+    trials = trials_of(tmp_path / "search")
+    assert len(trials) == 4 and not any("strop:retry_of" in t.user_attrs for t in trials)
+    for trial in trials:
+        if trial.params["train.gradient_checkpointing"]:  # an MLP cannot: refused by the trial's fit
+            assert trial.state.name == "FAIL" and "gradient_checkpointing" in trial.user_attrs["strop:error"]
+            assert not (tmp_path / "search" / trial.user_attrs["strop:run_dir"]).exists()
+        else:
+            assert trial.state.name == "COMPLETE"
+    assert {t.params["train.gradient_checkpointing"] for t in trials} == {False, True}
+
+
+def test_the_cli_refuses_bad_searches_with_exit_2_and_leaves_nothing(tmp_path, capsys):
+    from strop.cli import main
+
+    config = search_config(tmp_path)
+    plain = tmp_path / "plain.yaml"
+    plain.write_text(yaml.safe_dump({k: v for k, v in yaml.safe_load(config.read_text()).items() if k != "search"}))
+    assert main(["search", str(plain), "--trials", "2"]) == 2
+    assert "has no search section" in capsys.readouterr().err
+    assert main(["search", str(config), "--trials", "0"]) == 2
+    assert main(["search", str(config), "--trials", "2", "train.resume=true"]) == 2
+    assert "leave train.resume out" in capsys.readouterr().err
+    assert main(["search", str(config), "--trials", "2", "output_dir=null", "--storage", "sqlite:////tmp/x.db"]) == 2
+    assert "--study-name" in capsys.readouterr().err
+    assert main(["search", str(config), "--trials", "2", "--storage", "postgresql://nobody@127.0.0.1:9/none"]) == 2
+    assert "cannot be opened" in capsys.readouterr().err
+    assert not (tmp_path / "search").exists()

@@ -245,6 +245,12 @@ def search(config=None, overrides: list[str] = (), options: SearchOptions | None
     space = read_space(config)
     overrides = [o for o in overrides if not o.startswith("train.quiet=")]
     base = load_config(config, overrides)
+    if base.train.resume:
+        raise StropError("train.resume: a search continues by itself when run again (its interrupted trials "
+                         "from their checkpoints); leave train.resume out")
+    if options.storage is not None and base.output_dir is None and options.study_name is None:
+        raise StropError("--storage: give output_dir=... (the search folder, whose name names the study) or "
+                         "--study-name, the same for every worker, so that the workers share one study")
     check_space(space, config, overrides)
     optuna = _import_optuna()
     folder = Path(base.output_dir) if base.output_dir else _default_folder()
@@ -254,17 +260,23 @@ def search(config=None, overrides: list[str] = (), options: SearchOptions | None
     task, metric = prepared.task, _metric(prepared)
     direction = "minimize" if metric in task.minimised else "maximize"
     del prepared
+    created = not folder.exists()
     folder.mkdir(parents=True, exist_ok=True)
     url = _storage_url(options.storage, folder)
     name = options.study_name or folder.resolve().name
-    storage = _open_storage(optuna, url)
-    study = optuna.create_study(study_name=name, storage=storage, direction=direction, load_if_exists=True,
-                                pruner=_pruner(optuna, options))
+    try:
+        storage = _open_storage(optuna, url)
+        study = optuna.create_study(study_name=name, storage=storage, direction=direction, load_if_exists=True,
+                                    pruner=_pruner(optuna, options))
+        _check_same_search(study, space, metric, direction)
+    except BaseException:
+        if created:  # nothing of a search that could not start is left behind
+            shutil.rmtree(folder, ignore_errors=True)
+        raise
     # Seeded by the seed and the trials the study has: a continued search draws new values, not the first
     # session's again.
     seed = None if options.seed is None else options.seed + len(study.get_trials(deepcopy=False))
     study.sampler = optuna.samplers.TPESampler(seed=seed)
-    _check_same_search(study, space, metric, direction)
     return _Search(optuna, study, storage, space, config, overrides, folder, metric, options, url).run()
 
 
@@ -436,9 +448,10 @@ class _Search:
         except self.optuna.TrialPruned as pruned:
             self.say(f"trial {trial.number}: {shown}  {pruned}")
             return TrialState.PRUNED, None
-        except StropError as error:
-            trial.set_user_attr("strop:error", str(error))
-            self.say(f"trial {trial.number}: {shown}  failed: {error}")
+        except Exception as error:  # its settings' fault (a diverged loss, memory for a batch size) or a bug
+            message = str(error) if isinstance(error, StropError) else f"{type(error).__name__}: {error}"
+            trial.set_user_attr("strop:error", message)
+            self.say(f"trial {trial.number}: {shown}  failed: {message}")
             return TrialState.FAIL, None
         summary = json.loads((path / "summary.json").read_text(encoding="utf-8"))
         value = summary["validation"][self.metric]
