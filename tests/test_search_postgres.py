@@ -94,3 +94,43 @@ def test_two_workers_share_a_study_in_postgresql_with_no_trial_lost_or_run_twice
     assert ran[0].isdisjoint(ran[1]) and ran[0] | ran[1] == set(range(6)), outputs
     assert len({t.user_attrs["strop:worker"] for t in trials}) == 2
     assert (folder / "best.yaml").is_file()
+
+
+def test_a_worker_killed_mid_trial_is_taken_over_by_the_other(tmp_path, postgres_url):
+    import signal
+    import time
+
+    config = search_config(tmp_path, epochs=4, rows=600)
+    folder = tmp_path / "search"
+    command = [sys.executable, "-m", "strop", "search", str(config), "--trials", "6", "--storage", postgres_url,
+               "--study-name", "killed", "--pruner", "none"]
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
+    victim, survivor = (subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+                        for _ in range(2))
+    # Wait for a trial of the victim (its lock file is named after its process) past its first checkpoint.
+    killed, deadline = None, time.monotonic() + 600
+    while killed is None and victim.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+        try:
+            trials = optuna.load_study(study_name="killed", storage=postgres_url).trials
+        except KeyError:  # the study is not created yet
+            continue
+        for trial in trials:
+            mine = f"-{victim.pid}-" in trial.user_attrs.get("strop:worker", "")
+            run = folder / trial.user_attrs.get("strop:run_dir", "none")
+            if trial.state.name == "RUNNING" and mine and (run / "checkpoints/last/state.json").exists():
+                os.kill(victim.pid, signal.SIGKILL)
+                killed = trial.number
+    victim.wait()
+    assert killed is not None, "the victim finished before it could be killed mid-trial"
+    output = survivor.communicate(timeout=900)[0]
+    assert survivor.returncode == 0, output
+    run_dir = f"trial-{killed:04d}"
+    assert f"continuing {run_dir} from its checkpoint" in output  # the survivor took it over
+    trials = optuna.load_study(study_name="killed", storage=postgres_url).trials
+    states = [t.state.name for t in trials]
+    assert states.count("COMPLETE") == 6 and states.count("FAIL") == 1 and trials[killed].state.name == "FAIL"
+    [retry] = [t for t in trials if t.user_attrs.get("strop:retry_of") == killed]
+    assert retry.user_attrs["strop:run_dir"] == run_dir and retry.params == trials[killed].params
+    run_dirs = [t.user_attrs["strop:run_dir"] for t in trials if t.state.name == "COMPLETE"]
+    assert len(set(run_dirs)) == 6 and sorted(p.name for p in folder.glob("trial-*")) == sorted(run_dirs)

@@ -108,6 +108,9 @@ class MethodConfig:
     dropout: float = 0.1  # lora: dropout on the adapter's input
     target_modules: tuple[str, ...] = ()  # lora, ia3: module names (e.g. [query, value]) or [all-linear]; [] the architecture's defaults
     virtual_tokens: int = 20  # prompt_tuning, prefix_tuning: learned tokens (prompt) or key/value positions (prefix)
+    pairs_per_example: int = 40  # fewshot: contrastive pairs drawn per labelled example (half positive)
+    pair_epochs: int = 1  # fewshot: epochs of the contrastive stage over its pairs
+    pair_lr: float = 2e-5  # fewshot: peak learning rate of the contrastive stage
 
     def __post_init__(self):
         from strop.methods import METHODS
@@ -120,6 +123,9 @@ class MethodConfig:
         _require(0 <= self.dropout < 1, f"method.dropout must be in [0, 1); got {self.dropout}")
         _require(all(self.target_modules), "method.target_modules must not hold an empty name")
         _require(self.virtual_tokens >= 1, f"method.virtual_tokens must be >= 1; got {self.virtual_tokens}")
+        _require(self.pairs_per_example >= 1, f"method.pairs_per_example must be >= 1; got {self.pairs_per_example}")
+        _require(self.pair_epochs >= 1, f"method.pair_epochs must be >= 1; got {self.pair_epochs}")
+        _require(self.pair_lr > 0, f"method.pair_lr must be > 0; got {self.pair_lr}")
 
 
 @dataclass(frozen=True)

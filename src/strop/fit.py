@@ -140,7 +140,9 @@ def fit(config: str | Path | dict | Config | None = None, overrides: list[str] =
             _announce(cfg, splits, task, model, notes, run, accelerator)
             record_run(run.root, "running")  # the runs folder's index (strop runs)
         started = time.perf_counter()
-        state, final, scored = train(model, task, METHODS.get(cfg.method.name)(cfg.method), train_features, val_features,
+        method = METHODS.get(cfg.method.name)(cfg.method)
+        method.before_training(model, task, train_features, val_features, collate, cfg, run, accelerator)
+        state, final, scored = train(model, task, method, train_features, val_features,
                                      collate, model.body.input_keys, cfg, run, accelerator, on_epoch)
         calibrated = task.calibrated(*scored)  # e.g. per-label thresholds, tuned on validation
         if calibrated != task:
@@ -171,7 +173,7 @@ def fit(config: str | Path | dict | Config | None = None, overrides: list[str] =
                 print(f"best epoch {state.best_epoch}: {scores}\nrun saved to {run.root}")
     except BaseException as error:
         # A run that never reached its first checkpoint is worth nothing: leave no half-written run.
-        if created and accelerator.is_main_process and not run.last_checkpoint.exists():
+        if created and accelerator.is_main_process and not _has_checkpoint(run):
             shutil.rmtree(run.root, ignore_errors=True)
         elif isinstance(error, KeyboardInterrupt) and accelerator.is_main_process and not cfg.train.quiet:
             print(f"interrupted; continue the run with: strop fit {run.config} train.resume=true", file=sys.stderr)
@@ -182,6 +184,12 @@ def fit(config: str | Path | dict | Config | None = None, overrides: list[str] =
         if lock is not None:
             lock.close()
     return run.root
+
+
+def _has_checkpoint(run: RunDir) -> bool:
+    """Whether the run holds a checkpoint to resume from: the loop's, or one that a method's own stage wrote
+    beside it under checkpoints/ (the few-shot contrastive stage's). Staging folders are hidden (".name")."""
+    return run.checkpoints.is_dir() and any(not p.name.startswith(".") for p in run.checkpoints.iterdir())
 
 
 def lr_find(config: str | Path | dict | Config | None = None, overrides: list[str] = (),

@@ -29,6 +29,11 @@ class Method:
         trains at some point of the run must train here (all of them, unless a method says otherwise)."""
         freeze_bottom(model, self.cfg.freeze_layers)
 
+    def before_training(self, model: nn.Module, task, train_features: list[dict], val_features: list[dict],
+                        collate, cfg, run, accelerator) -> None:
+        """Runs once in `fit`, after the run directory exists and before the task's training: a stage of the
+        method's own (few-shot's contrastive stage). Nothing by default."""
+
     def start_epoch(self, model: nn.Module, epoch: int) -> None:
         """Before each epoch (0-based), after `prepare`: where what trains changes during the run."""
 

@@ -1,0 +1,315 @@
+"""Few-shot fine-tuning (Tunstall et al. 2022, "Efficient Few-Shot Learning Without Prompts", the SetFit
+recipe): a contrastive stage tunes the body on pairs of labelled examples, so that texts of one class embed
+close together (cosine similarity 1) and texts of different classes apart (0); then the task head trains on
+the tuned, frozen body's outputs.
+
+Both stages run in strop's one training loop, each with its own validation, metrics, checkpoints and resume:
+the contrastive stage in the run's `contrastive/` folder (its metrics.jsonl and summary.json), the head stage
+as the run itself. The embedding is what the task head reads, pooled as the model pools (`model.pooling`),
+through BERT's pooler where the pooling uses it.
+
+Pairs are drawn, not enumerated: a budget of method.pairs_per_example pairs per labelled example (linear in
+the data, in memory and in time, where all pairs of n examples are n^2 / 2), half of them positive and half
+negative, each class the anchor of an equal share of both, so a large class does not fill the budget with
+its own positives. Each batch runs every distinct text in it through the body once.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Callable, ClassVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from strop.errors import StropError
+from strop.methods.base import METHODS, FrozenSplit, Method
+from strop.runs import RunDir
+from strop.tasks.base import Task
+
+VALIDATION_PAIRS_PER_EXAMPLE = 2  # the contrastive stage's validation: pairs of the validation examples ...
+VALIDATION_PAIRS_MAX = 512  # ... at most this many, so it stays a small share of the stage's time
+BODY_FILE = "model.safetensors"  # the tuned body, in checkpoints/contrastive_body/, for resuming the head stage
+
+
+def split_evenly(total: int, parts: int) -> list[int]:
+    """`total` split into `parts` whole numbers that differ by at most one (the larger ones first)."""
+    return [total // parts + (i < total % parts) for i in range(parts)]
+
+
+def contrastive_pairs(labels: Sequence[int], pairs: int, seed: int) -> np.ndarray:
+    """A balanced draw of `pairs` training pairs among examples with these class labels.
+
+    Half the pairs are positive (two different examples of one class) and half negative (examples of two
+    classes); each class anchors an equal share of each half (to within one), and a negative pair's other
+    class is drawn uniformly among the rest, then its example uniformly within that class. Only classes with
+    two examples or more have positive pairs; where none has, every pair is negative. Memory and time are
+    linear in `pairs`, whatever the number of examples.
+
+    Returns:
+        (pairs, 3) int64 rows: first example, second example, 1 for a positive pair and 0 for a negative one,
+        in random order (reproducible for a seed).
+
+    Raises:
+        StropError: fewer than two classes.
+    """
+    labels = np.asarray(labels)
+    classes = np.unique(labels)
+    if len(classes) < 2:
+        raise StropError("method.name=fewshot needs examples of at least two classes to build pairs from")
+    rng = np.random.default_rng(seed)
+    members = [np.flatnonzero(labels == c) for c in classes]
+    sizes = np.array([len(m) for m in members])
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    flat = np.concatenate(members)  # every example, grouped by class
+    pairable = [c for c in range(len(classes)) if sizes[c] >= 2]
+    positives = pairs // 2 if pairable else 0
+    rows = []
+    for c, count in zip(pairable, split_evenly(positives, len(pairable)) if pairable else []):
+        first = rng.integers(0, sizes[c], count)
+        second = (first + rng.integers(1, sizes[c], count)) % sizes[c]  # any other example of the class
+        rows.append(np.stack([members[c][first], members[c][second], np.ones(count, np.int64)], axis=1))
+    for c, count in enumerate(split_evenly(pairs - positives, len(classes))):
+        other = rng.integers(0, len(classes) - 1, count)
+        other += other >= c  # uniform among the other classes
+        partner = flat[starts[other] + (rng.random(count) * sizes[other]).astype(np.int64)]
+        rows.append(np.stack([members[c][rng.integers(0, sizes[c], count)], partner, np.zeros(count, np.int64)],
+                             axis=1))
+    drawn = np.concatenate(rows).astype(np.int64)
+    return drawn[rng.permutation(len(drawn))]
+
+
+class PairFeatures(Sequence):
+    """The loop's training examples for the contrastive stage: one small dict per pair, made when asked for,
+    so that the pairs take 24 bytes each in memory (the examples' token ids are not copied)."""
+
+    def __init__(self, pairs: np.ndarray, offset: int = 0):
+        """offset: added to the example numbers (validation examples follow the training ones)."""
+        self.pairs, self.offset = pairs, offset
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        first, second, same = self.pairs[i].tolist()
+        return {"first": first + self.offset, "second": second + self.offset, "labels": float(same)}
+
+
+class PairCollate:
+    """A batch of pairs -> the padded features of each distinct example in them, where each pair's two
+    examples sit in that batch ("first", "second"), and the pairs' targets ("labels", 1.0 or 0.0)."""
+
+    def __init__(self, examples: list[dict], collate: Callable[[list[dict]], dict]):
+        self.examples, self.collate = examples, collate
+
+    def __call__(self, pairs: list[dict]) -> dict[str, torch.Tensor]:
+        first, second = [p["first"] for p in pairs], [p["second"] for p in pairs]
+        distinct = sorted(set(first) | set(second))
+        position = {example: i for i, example in enumerate(distinct)}
+        batch = self.collate([{k: v for k, v in self.examples[e].items() if k != "labels"} for e in distinct])
+        batch["first"] = torch.tensor([position[e] for e in first])
+        batch["second"] = torch.tensor([position[e] for e in second])
+        batch["labels"] = torch.tensor([p["labels"] for p in pairs], dtype=torch.float32)
+        return batch
+
+
+@dataclass(frozen=True)
+class StageDir(RunDir):
+    """A stage of a run as the loop writes it: metrics.jsonl and summary.json in <run>/<stage>/, and the
+    checkpoint in <run>/checkpoints/<stage>/last, beside the run's own (so a run with it is resumable)."""
+
+    checkpoint_root: Path | None = None
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.checkpoint_root
+
+
+class PairEncoder(nn.Module):
+    """The task model's body (and its pooler, where the head pools with it) as a siamese encoder: the
+    cosine similarity of the two examples of each pair. Its modules are the task model's own, so training
+    it tunes the task model's body."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.body = model.body
+        self.level = model.level
+        self.pre = getattr(model.head, "pre", None)  # BERT's pooler, for pooling=pooler
+        self.new_parameters: set[int] = set()  # all pretrained: none trains at the new head's rate
+
+    def embed(self, **inputs: torch.Tensor) -> torch.Tensor:
+        vectors = self.body(self.level, **inputs)  # (examples, hidden)
+        return vectors if self.pre is None else self.pre(vectors.unsqueeze(1))
+
+    def forward(self, first: torch.Tensor, second: torch.Tensor, **inputs: torch.Tensor) -> torch.Tensor:
+        vectors = self.embed(**inputs).float()  # (distinct examples, hidden)
+        return F.cosine_similarity(vectors[first], vectors[second], dim=-1)  # (pairs,)
+
+
+class PairTask(Task):
+    """The contrastive stage as the loop sees a task: cosine similarities regressed on 1 (same class) and 0
+    (different classes) with a mean squared error (sentence-transformers' CosineSimilarityLoss, as SetFit)."""
+
+    name = "contrastive_pairs"
+    metric_names: ClassVar[tuple[str, ...]] = ("loss", "pair_accuracy")
+    lead_metric = "loss"
+
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return F.mse_loss(logits.float(), labels.float())
+
+    def outputs(self, logits: torch.Tensor, batch: dict) -> list[np.ndarray]:
+        return list(logits.float().cpu().numpy())
+
+    def targets(self, batch: dict) -> list[float]:
+        return batch["labels"].cpu().tolist()
+
+    def metrics(self, outputs: list, targets: list) -> dict[str, Any]:
+        similarity, same = np.asarray(outputs, dtype=np.float64), np.asarray(targets, dtype=np.float64)
+        return {"loss": float(np.mean((similarity - same) ** 2)),
+                # a pair counts as recognised where its similarity is on its side of 0.5
+                "pair_accuracy": float(np.mean((similarity > 0.5) == (same > 0.5)))}
+
+
+def contrastive_config(cfg):
+    """The run's config as the contrastive stage trains with it: method.pair_epochs epochs at
+    method.pair_lr, validated on pair loss, with no early stopping within the stage."""
+    m = cfg.method
+    return replace(cfg, train=replace(cfg.train, epochs=m.pair_epochs, patience=0, metric="auto",
+                                      group_by_length=False, imbalance="none", label_smoothing=0.0),
+                   optim=replace(cfg.optim, lr=m.pair_lr, layer_decay=1.0))
+
+
+def check_supported(model: nn.Module, task: Task) -> None:
+    """Raises StropError where the run is not a classification of texts (what pairs of classes need)."""
+    labels = getattr(task, "labels", None)
+    if getattr(model.body, "kind", None) != "text":
+        raise StropError("method.name=fewshot tunes a text model: choose one (e.g. model.name=minilm-l6), or "
+                         "method.name=full for an MLP")
+    if task.level != "sequence" or labels is None or task.name == "multilabel_classification":
+        raise StropError(f"method.name=fewshot is for classifying texts (text_classification, "
+                         f"pair_classification), not {task.name}: use method.name=full or freeze")
+
+
+@METHODS.register("fewshot")
+class FewShot(Method):
+    """The contrastive stage (`before_training`), then the head on the tuned body, frozen and cached."""
+
+    trains_body = False  # in the head stage; the contrastive stage trains the body at method.pair_lr
+
+    def before_training(self, model, task: Task, train_features: list[dict], val_features: list[dict],
+                        collate, cfg, run, accelerator) -> None:
+        """The contrastive stage, in the loop, in the run's contrastive/ folder; on resume, skipped where it
+        completed (its tuned body is loaded from checkpoints/contrastive_body/) and continued where not.
+
+        Raises:
+            StropError: the run is not a classification of texts.
+        """
+        check_supported(model, task)
+        encoder = PairEncoder(model)
+        saved = run.checkpoints / "contrastive_body"
+        show = not cfg.train.quiet and accelerator.is_main_process
+        if cfg.train.resume and (saved / BODY_FILE).is_file():
+            from safetensors.torch import load_file
+
+            encoder.load_state_dict(load_file(saved / BODY_FILE))
+            if show:
+                print(f"contrastive stage: complete; its tuned body is loaded from {saved}")
+        else:
+            self.contrastive_stage(encoder, train_features, val_features, collate, cfg, run, accelerator, show)
+        fitted = fit_logistic_head(model, encoder, train_features, collate, cfg.train.eval_batch_size)
+        if show:
+            print(f"head: starts from a logistic regression on the tuned embeddings (training accuracy "
+                  f"{fitted:.3f}); the head stage fine-tunes it")
+
+    def contrastive_stage(self, encoder: PairEncoder, train_features: list[dict], val_features: list[dict],
+                          collate, cfg, run, accelerator, show: bool) -> None:
+        """Trains the body on pairs in the loop; saves the tuned body and the stage's summary."""
+        from safetensors.torch import save_file
+
+        from strop.runs import atomic_write_json, staged
+        from strop.train.checkpoint import cpu_state
+        from strop.train.loop import train
+
+        train_pairs = contrastive_pairs([f["labels"] for f in train_features],
+                                        self.cfg.pairs_per_example * len(train_features), cfg.train.seed)
+        val_budget = min(VALIDATION_PAIRS_MAX, VALIDATION_PAIRS_PER_EXAMPLE * len(val_features))
+        val_pairs = contrastive_pairs([f["labels"] for f in val_features], val_budget, cfg.train.seed + 1)
+        stage = StageDir(run.root / "contrastive", run.checkpoints / "contrastive")
+        if accelerator.is_main_process:
+            stage.root.mkdir(exist_ok=True)
+        if show:
+            print(f"contrastive stage: {len(train_pairs)} pairs ({self.cfg.pairs_per_example} per example, half of "
+                  f"them positive, balanced across classes) from {len(train_features)} examples, "
+                  f"{self.cfg.pair_epochs} epoch(s) at lr {self.cfg.pair_lr:g}; validated on {len(val_pairs)} "
+                  f"pairs of the validation examples; metrics in {stage.metrics}")
+        started = time.perf_counter()
+        state, final, _ = train(encoder, PairTask(), Method(self.cfg), PairFeatures(train_pairs),
+                                PairFeatures(val_pairs, offset=len(train_features)),
+                                PairCollate(list(train_features) + list(val_features), collate),
+                                encoder.body.input_keys, contrastive_config(cfg), stage, accelerator)
+        if accelerator.is_main_process:
+            saved = run.checkpoints / "contrastive_body"
+            with staged(saved, "the tuned body") as tmp:
+                save_file(cpu_state(accelerator.unwrap_model(encoder)), tmp / BODY_FILE)
+            atomic_write_json(stage.summary, {
+                "pairs": len(train_pairs), "positive_pairs": int(train_pairs[:, 2].sum()),
+                "pairs_per_example": self.cfg.pairs_per_example, "examples": len(train_features),
+                "epochs_run": state.epoch, "best_epoch": state.best_epoch, "steps": state.step,
+                "peak_lr": state.peak_lr, "train_seconds": round(state.train_seconds, 3),
+                "wall_seconds": round(time.perf_counter() - started, 3),
+                "validation": {name: final[name] for name in PairTask.metric_names},
+                "validation_pairs": len(val_pairs)}, "the contrastive stage's summary")
+            shutil.rmtree(stage.checkpoints, ignore_errors=True)  # the saved body supersedes them
+        accelerator.wait_for_everyone()
+
+    # The head stage: the body is frozen (and its outputs cached), as in method.name=freeze.
+    def prepare(self, model: nn.Module) -> None:
+        for p in model.body.parameters():
+            p.requires_grad_(False)
+        for p in model.head.parameters():
+            p.requires_grad_(True)
+
+    def train_mode(self, model: nn.Module) -> None:
+        model.train()
+        model.body.eval()
+
+    def frozen_split(self, model: nn.Module) -> FrozenSplit:
+        return FrozenSplit(model.head_inputs, model.head)
+
+
+
+@torch.no_grad()
+def embed_examples(encoder: PairEncoder, features: list[dict], collate, batch_size: int) -> np.ndarray:
+    """(examples, hidden) fp32 embeddings, as the head's output layer reads them (without dropout)."""
+    encoder.eval()
+    device = next(encoder.parameters()).device
+    vectors = []
+    for start in range(0, len(features), batch_size):
+        batch = collate([{k: v for k, v in f.items() if k != "labels"} for f in features[start:start + batch_size]])
+        vectors.append(encoder.embed(**{k: v.to(device) for k, v in batch.items()}).float().cpu())
+    return torch.cat(vectors).numpy()
+
+
+@torch.no_grad()
+def fit_logistic_head(model: nn.Module, encoder: PairEncoder, features: list[dict], collate, batch_size: int) -> float:
+    """Sets the head's output layer to an L2-regularised logistic regression of the classes on the tuned
+    embeddings (scikit-learn's defaults, SetFit's head): fitted to convergence in a fraction of a second,
+    where a new head trained by the loop from random values needs far more steps than a few dozen examples
+    give. Returns the regression's training accuracy."""
+    from sklearn.linear_model import LogisticRegression
+
+    vectors, labels = embed_examples(encoder, features, collate, batch_size), np.array([f["labels"] for f in features])
+    regression = LogisticRegression(max_iter=1000).fit(vectors, labels)
+    weight, bias = torch.tensor(regression.coef_), torch.tensor(regression.intercept_)  # (1 or classes, hidden)
+    output = model.head.output
+    if output.out_features == 2 and len(weight) == 1:  # two softmax logits: the same odds, split evenly
+        weight, bias = torch.cat([-weight / 2, weight / 2]), torch.cat([-bias / 2, bias / 2])
+    output.weight.copy_(weight.to(output.weight))
+    output.bias.copy_(bias.to(output.bias))
+    return float(regression.score(vectors, labels))
