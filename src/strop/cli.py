@@ -193,6 +193,14 @@ def cmd_runs(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compress(args: argparse.Namespace) -> int:
+    from strop.compress import compress
+
+    forms = tuple(f.strip() for f in args.forms.split(",") if f.strip())
+    compress(args.run_dir, forms, args.data)
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from strop.serve import ServeOptions, require_serve, serve
 
@@ -274,6 +282,17 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--format", required=True, choices=("merged", "onnx"), help="merged or onnx")
     export.add_argument("--output", required=True, help="a new folder (merged) or FILE.onnx (onnx)")
     export.set_defaults(func=cmd_export)
+
+    compress = commands.add_parser("compress", help="measure the model and its int8 and ONNX forms (one table)",
+                                   description="Size on disk, parameters, latency per example at batch 1 and 32, "
+                                               "and the task's metrics on the run's validation data (or --data), "
+                                               "for the model as trained and each compressed form: dynamic int8 "
+                                               "linear layers (PyTorch) and ONNX (onnxruntime; needs strop[export]). "
+                                               "Prints the table and saves compress.json and compress.md in the run.")
+    compress.add_argument("run_dir", help="run directory written by strop fit")
+    compress.add_argument("--forms", default="int8,onnx", help="compressed forms, comma-separated (default int8,onnx)")
+    compress.add_argument("--data", help="labelled file to score on (default: the run's validation data)")
+    compress.set_defaults(func=cmd_compress)
 
     search = commands.add_parser("search", help="hyperparameter search (Optuna) over the config's search: section",
                                  description="Run --trials fits (trials) with settings drawn from the config's "

@@ -1,0 +1,255 @@
+"""`strop compress RUN`: the run's model and its compressed forms side by side, measured, not assumed.
+
+Forms:
+- `fp32`: the model as trained (PyTorch; an adapter run with its adapter merged, which computes the same).
+- `int8`: dynamic int8 quantisation of every linear layer (PyTorch's own `quantize_dynamic`; Jacob et al.
+  2018): weights stored in int8, activations quantised on the fly per batch; for CPU inference.
+- `onnx`: the fp32 model exported to ONNX (strop.export) and run by onnxruntime (where strop[export] is
+  installed).
+
+For each: size of its weights as written (safetensors for fp32, torch's format for int8, the .onnx file),
+the number of weights (the same in each: these forms change the precision or the runtime, not the count),
+latency per example at batch 1 and batch 32 (model only: the inputs are tokenised beforehand, alike for
+all), and every metric of the task on the run's validation data (re-read and split as the run did) or on
+--data. Latencies are the best of several interleaved rounds, so a burst of load on the machine slows
+every form alike; they depend on the machine and its load, and the table says how many threads ran.
+
+The table is printed and saved in the run directory as compress.json and compress.md.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from strop.errors import StropError
+
+FORMS = ("fp32", "int8", "onnx")
+LATENCY_EXAMPLES = {1: 32, 32: 128}  # batch size -> examples timed per round
+ROUNDS = 3
+
+
+@dataclass
+class Form:
+    name: str
+    description: str
+    size_bytes: int
+    logits: Callable[[dict[str, torch.Tensor]], torch.Tensor]  # a padded batch of model inputs -> logits
+    runs: object = None  # what computes them: the PyTorch module, or the onnxruntime session
+
+
+def compress(run_dir: str | Path, forms: tuple[str, ...] = ("int8", "onnx"), data: str | None = None,
+             quiet: bool = False) -> list[dict]:
+    """Measures the run's model and the given compressed forms; prints and saves the table; returns its rows.
+
+    Raises:
+        StropError: a run without a model, an unknown form, `onnx` without strop[export], or validation
+            data that can no longer be read (give --data).
+    """
+    from strop.predict import load
+
+    unknown = [f for f in forms if f not in FORMS]
+    if unknown:
+        raise StropError(f"--forms: unknown form '{unknown[0]}'; known: {', '.join(FORMS[1:])}")
+    predictor = load(run_dir, device="cpu")
+    examples = validation_examples(Path(run_dir), predictor, data)
+    features = predictor.task.encode(predictor.model.body, examples)
+    model = merged_copy(predictor.model)
+    parameters = sum(p.numel() for p in model.parameters())
+    built = [fp32_form(model)]
+    with tempfile.TemporaryDirectory(prefix="strop-compress-") as tmp:
+        for name in forms:
+            if name == "int8":
+                built.append(int8_form(model))
+            elif name == "onnx":
+                built.append(onnx_form(predictor, Path(tmp) / "model.onnx"))
+        rows = measure(built, predictor, features, parameters)
+    _save(Path(run_dir), rows, predictor, data)
+    if not quiet:
+        print(table_text(rows, predictor.task.metric_names))
+    return rows
+
+
+def validation_examples(run_dir: Path, predictor, data: str | None):
+    """The examples to score: --data, or the run's validation data read and split as the run did."""
+    from strop.evaluate.scoring import saved_columns
+
+    task = predictor.task
+    if data is not None:
+        return type(task).read(data, saved_columns(predictor.info), predictor.model.body.kind, "--data")
+    from strop.config import load_config
+    from strop.fit import load_splits
+
+    config_file = run_dir / "config.yaml"
+    if not config_file.is_file():
+        raise StropError(f"{run_dir} has no config.yaml to find its validation data: give a labelled file with --data")
+    try:
+        splits = load_splits(load_config(config_file), predictor.model.body.kind)
+    except StropError as error:
+        raise StropError(f"the run's validation data cannot be read again ({error}); give a labelled file with "
+                         "--data") from None
+    return splits.validation
+
+
+def merged_copy(model: nn.Module) -> nn.Module:
+    """A copy of the model in eval mode, with a LoRA or IA3 adapter folded into its weights (the same function;
+    quantisation then sees plain linear layers)."""
+    from strop.adapters import is_adapted, merge
+
+    model = copy.deepcopy(model).eval()
+    if is_adapted(model) and not model.body.model.active_peft_config.is_prompt_learning:
+        merge(model)
+    return model
+
+
+def fp32_form(model: nn.Module) -> Form:
+    from safetensors.torch import save
+
+    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    return Form("fp32", "PyTorch, float32", len(save(_unshared(state))), _torch_logits(model), model)
+
+
+def int8_form(model: nn.Module) -> Form:
+    """Dynamic int8 quantisation of the linear layers (torch.ao.quantization.quantize_dynamic)."""
+    from torch.ao.quantization import quantize_dynamic
+
+    with warnings.catch_warnings():  # torch marks its quantised tensor types for a future removal
+        warnings.simplefilter("ignore", UserWarning)
+        quantized = quantize_dynamic(copy.deepcopy(model), {nn.Linear}, dtype=torch.qint8)
+    buffer = io.BytesIO()
+    torch.save(quantized.state_dict(), buffer)
+    return Form("int8", "PyTorch, dynamic int8 linear layers", buffer.tell(), _torch_logits(quantized), quantized)
+
+
+def onnx_form(predictor, path: Path) -> Form:
+    from strop.export import export_onnx
+
+    try:
+        import onnxruntime
+    except ImportError:
+        raise StropError("the onnx form needs onnxruntime: pip install \"strop[export]\", or leave onnx out of "
+                         "--forms") from None
+    export_onnx(_predictor_copy(predictor), path)
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()  # as many threads as PyTorch uses: a fair comparison
+    session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    names = [i.name for i in session.get_inputs()]
+
+    def logits(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return torch.from_numpy(session.run(None, {k: batch[k].numpy() for k in names})[0])
+
+    return Form("onnx", "onnxruntime, float32", path.stat().st_size, logits, session)
+
+
+def _predictor_copy(predictor):
+    from strop.predict import Predictor
+
+    return Predictor(copy.deepcopy(predictor.model), predictor.task, predictor.info)
+
+
+def _unshared(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """safetensors refuses tensors that share memory (tied embeddings): each gets its own copy."""
+    seen, out = set(), {}
+    for key, value in state.items():
+        pointer = value.untyped_storage().data_ptr()
+        out[key] = value.clone() if pointer in seen else value
+        seen.add(pointer)
+    return out
+
+
+def _torch_logits(model: nn.Module) -> Callable[[dict[str, torch.Tensor]], torch.Tensor]:
+    @torch.no_grad()
+    def logits(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return model(**batch)
+
+    return logits
+
+
+def measure(forms: list[Form], predictor, features: list[dict], parameters: int) -> list[dict]:
+    """One row per form: size, weights, latency per example at batch 1 and 32, the task's metrics."""
+    from strop.tasks.base import pad_collate
+    from strop.train.cache import example_length
+
+    task, body = predictor.task, predictor.model.body
+    collate = partial(pad_collate, pad_values={**body.pad_values, **task.pad_values})
+    ordered = sorted(features, key=example_length)  # least padding; the order does not change the metrics
+    rows = []
+    for form in forms:
+        outputs, targets = [], []
+        for start in range(0, len(ordered), 64):
+            batch = collate(ordered[start:start + 64])
+            labels = batch.pop("labels")
+            logits = form.logits(batch)
+            batch["labels"] = labels
+            outputs += task.outputs(logits, batch)
+            targets += task.targets(batch)
+        scores = task.metrics(outputs, targets)
+        rows.append({"form": form.name, "runtime": form.description, "size_mb": round(form.size_bytes / 1e6, 2),
+                     "parameters": parameters,
+                     **{name: round(float(scores[name]), 4) for name in task.metric_names}})
+    for batch_size, count in LATENCY_EXAMPLES.items():
+        batches = _latency_batches(features, batch_size, count, collate)
+        best = {form.name: float("inf") for form in forms}
+        for form in forms:
+            form.logits(batches[0])  # warm up (first-call allocations, lazy initialisation)
+        for _ in range(ROUNDS):  # interleaved: a burst of load slows every form alike
+            for form in forms:
+                started = time.perf_counter()
+                for batch in batches:
+                    form.logits(batch)
+                best[form.name] = min(best[form.name], time.perf_counter() - started)
+        examples = sum(len(b["input_ids" if "input_ids" in b else next(iter(b))]) for b in batches)
+        for row in rows:
+            row[f"ms_per_example_batch{batch_size}"] = round(1000 * best[row["form"]] / examples, 3)
+    fp32 = rows[0]
+    for row in rows:
+        row["speedup_batch1"] = round(fp32["ms_per_example_batch1"] / row["ms_per_example_batch1"], 2)
+        row["threads"] = torch.get_num_threads()
+    return rows
+
+
+def _latency_batches(features: list[dict], batch_size: int, count: int, collate) -> list[dict]:
+    """Batches of `batch_size` examples drawn in the data's order (its mix of lengths), inputs only."""
+    chosen = [features[i % len(features)] for i in range(max(count, batch_size))]
+    batches = []
+    for start in range(0, len(chosen), batch_size):
+        batch = collate(chosen[start:start + batch_size])
+        batch.pop("labels", None)
+        batches.append(batch)
+    return batches
+
+
+def table_text(rows: list[dict], metrics: tuple[str, ...] | list[str]) -> str:
+    """The table as Markdown (readable as plain text too)."""
+    shown = [m for m in metrics if m != "loss"] + ["loss"] * ("loss" in metrics)
+    header = ["form", "runtime", "size (MB)", "parameters", "ms/example batch 1", "ms/example batch 32",
+              "speed-up batch 1", *shown]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in rows:
+        cells = [row["form"], row["runtime"], f"{row['size_mb']:.2f}", f"{row['parameters']:,}",
+                 f"{row['ms_per_example_batch1']:.2f}", f"{row['ms_per_example_batch32']:.2f}",
+                 f"{row['speedup_batch1']:.2f}x", *(f"{row[m]:.4f}" for m in shown)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _save(run_dir: Path, rows: list[dict], predictor, data: str | None) -> None:
+    from strop.runs import atomic_write_json, atomic_write_text
+
+    if not (run_dir / "model").is_dir():  # a bare model folder: nowhere of the run's to save
+        return
+    scored = data or "the run's validation data"
+    atomic_write_json(run_dir / "compress.json", {"data": scored, "rows": rows}, "the compression table")
+    atomic_write_text(run_dir / "compress.md", f"Scored on {scored}; {rows[0]['threads']} threads.\n\n"
+                      + table_text(rows, predictor.task.metric_names) + "\n", "the compression table")
