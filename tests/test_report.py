@@ -138,6 +138,31 @@ def test_strop_report_rebuilds_the_page_and_an_old_run_gets_its_predictions_reco
     assert np.allclose([r["output"] for r in again], [r["output"] for r in first], atol=1e-5)
 
 
+def test_the_loops_validation_outputs_are_reused_in_the_examples_order():
+    from strop.report import _in_input_order
+    from strop.tasks import Examples
+
+    task = TASKS.get("text_classification")(labels=("neg", "pos"))
+    validation = Examples(["a b c", "a", "a b"], ["pos", "neg", "pos"], "v")
+    features = [{"input_ids": [0] * 3}, {"input_ids": [0]}, {"input_ids": [0] * 2}]  # validated shortest first
+    outputs = [np.array([0.9, 0.1]), np.array([0.2, 0.8]), np.array([0.3, 0.7])]
+    reordered = _in_input_order(task, validation, (outputs, [0, 1, 1]), features)
+    assert [o.tolist() for o in reordered] == [[0.3, 0.7], [0.9, 0.1], [0.2, 0.8]]
+    # targets that do not match the examples' mean another order: the caller predicts afresh
+    assert _in_input_order(task, validation, (outputs, [1, 0, 1]), features) is None
+
+
+def test_fit_writes_the_report_without_predicting_the_validation_set_again(tiny_overrides, monkeypatch, capsys):
+    from strop.predict import Predictor
+
+    def no_second_pass(self, inputs):
+        raise AssertionError("the validation set was predicted again")
+
+    monkeypatch.setattr(Predictor, "outputs", no_second_pass)
+    run = strop.fit(None, tiny_overrides)
+    assert (run / "report.html").is_file() and "warning" not in capsys.readouterr().err
+
+
 def test_strop_report_refuses_a_folder_without_a_run(tmp_path, capsys):
     from strop.cli import main
 

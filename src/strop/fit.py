@@ -164,7 +164,7 @@ def fit(config: str | Path | dict | Config | None = None, overrides: list[str] =
             from strop.report import report_after_fit  # report.html; a failure there only warns
 
             report_after_fit(run.root, task, splits.train, splits.validation, accelerator.unwrap_model(model),
-                             cfg.train.quiet)
+                             cfg.train.quiet, scored, val_features)
             record_run(run.root, "complete")
             if not cfg.train.keep_checkpoint:  # a complete run cannot be resumed: the checkpoint only takes space
                 shutil.rmtree(run.checkpoints, ignore_errors=True)

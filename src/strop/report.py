@@ -41,13 +41,20 @@ _SEED_FREE_KEYS = {"output_dir", "train.seed", "train.resume", "train.quiet", "t
 # --- what fit writes -------------------------------------------------------------------------------
 
 def report_after_fit(run_root: Path, task: Task, train: Examples, validation: Examples, model,
-                     quiet: bool = False) -> Path | None:
+                     quiet: bool = False, scored: tuple[list, list] | None = None,
+                     val_features: list[dict] | None = None) -> Path | None:
     """Writes the data summary, the validation predictions and report.html at the end of `strop fit` (main
-    process). A report that fails is said on stderr and costs nothing else: the run is already complete."""
-    try:
-        from strop.predict import Predictor
+    process). A report that fails is said on stderr and costs nothing else: the run is already complete.
 
-        outputs = Predictor(model, task, {}).outputs(validation.inputs)
+    scored, val_features: the training loop's last validation of the saved model ((outputs, targets), in its
+    order) and the encoded validation examples; where given, those outputs are reused instead of predicting
+    the validation set once more (on a CPU that pass costs as much as an epoch's validation)."""
+    try:
+        outputs = _in_input_order(task, validation, scored, val_features) if scored is not None else None
+        if outputs is None:
+            from strop.predict import Predictor
+
+            outputs = Predictor(model, task, {}).outputs(validation.inputs)
         save_report_inputs(run_root, task, train, validation, outputs)
         path = build_report(run_root)
     except Exception as error:  # noqa: BLE001 - the run is complete and saved; the report is an extra
@@ -57,6 +64,28 @@ def report_after_fit(run_root: Path, task: Task, train: Examples, validation: Ex
     if not quiet:
         print(f"report: {path}")
     return path
+
+
+def _in_input_order(task: Task, validation: Examples, scored: tuple[list, list],
+                    val_features: list[dict]) -> list[np.ndarray] | None:
+    """The loop's validation outputs in the order of the validation examples. The loop validates in length
+    order (a stable sort by `example_length`, strop.train.loop.train); the same sort gives the permutation,
+    and the targets it carries must match the examples' own, else None (the caller predicts afresh)."""
+    from strop.train.cache import example_length
+
+    outputs, targets = scored
+    if val_features is None or len(outputs) != len(validation) or len(val_features) != len(validation):
+        return None
+    order = sorted(range(len(val_features)), key=lambda i: example_length(val_features[i]))
+    expected = task.scored_targets(validation.targets)
+    for position, index in enumerate(order):
+        got, want = np.asarray(targets[position], dtype=np.float64), np.asarray(expected[index], dtype=np.float64)
+        if got.shape != want.shape or not np.allclose(got, want, rtol=1e-4, atol=1e-6):
+            return None
+    in_order: list = [None] * len(order)
+    for position, index in enumerate(order):
+        in_order[index] = outputs[position]
+    return in_order
 
 
 def save_report_inputs(run_root: Path, task: Task, train: Examples, validation: Examples,
