@@ -205,3 +205,14 @@ def test_a_missing_base_model_is_named(adapter_run, tmp_path):
     (copy / "strop.json").write_text(json.dumps(info))
     with pytest.raises(StropError, match="not found"):
         strop.load(copy)
+
+
+@pytest.mark.slow  # the range test's 100 steps
+def test_lr_find_then_lora_run(tiny_model_dir, text_data, tmp_path):
+    """optim.lr=find: the range test runs on the adapted model and leaves it as it found it; the run then
+    trains the same adapter from its initial values (LoRA's B at zero)."""
+    run = strop.fit(None, _overrides(tiny_model_dir, text_data, tmp_path / "run", "method.name=lora",
+                                     "train.epochs=1", "optim.lr=find"))
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["peak_lr"] > 0 and (run / "lr_find.json").is_file()
+    assert (run / "model" / "adapter_model.safetensors").is_file()

@@ -31,8 +31,8 @@ def range_test(model, task, method, train_features: list[dict], collate, cfg, de
     from strop.train.sampler import BatchSampler
     from strop.train.cache import example_length
 
-    saved = copy.deepcopy(model.state_dict())
     method.prepare(model)
+    saved = copy.deepcopy(model.state_dict())  # after prepare: an adapter method adds its weights there
     method.start_epoch(model, 0)
     model.to(device)
     optimizer = build_optimizer(model, cfg.optim, start, model.new_parameters if method.trains_body else set(),
