@@ -409,13 +409,15 @@ def _cell(value: Any) -> str:
 
 
 def default_columns(rows: list[dict]) -> list[str]:
-    """name, status, task, model, method, the metrics the runs have (the lead ones first), epochs, seconds."""
+    """name, status, task, model, method, the metrics the runs have (the lead ones first), the values a
+    search's trials were given, epochs, seconds."""
     metrics: list[str] = []
     for row in rows:
         for name in [row.get("metric")] + list(row["metrics"]):
             if name and name not in metrics and isinstance(row["metrics"].get(name), (int, float)):
                 metrics.append(name)
-    return ["name", "status", "task", "model", "method", *metrics[:6], "epochs", "train_seconds"]
+    searched = list(dict.fromkeys(key for row in rows for key in (row.get("params") or {})))
+    return ["name", "status", "task", "model", "method", *metrics[:6], *searched[:4], "epochs", "train_seconds"]
 
 
 # --- show and diff --------------------------------------------------------------------------------

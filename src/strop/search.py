@@ -548,7 +548,12 @@ class _Search:
     def _publish(self) -> dict:
         """Writes search.json, best.yaml (the best trial's config, to fit again) and the `best` link, and drops
         the model weights and checkpoints of finished trials other than the best (unless --keep-weights).
-        Decided from one reading of the study, so two workers never drop the best run's weights."""
+        Decided from one reading of the study, under the study's lock, so two workers never drop the best run's
+        weights nor write an older best over a newer one."""
+        with _study_lock(self.study, self.storage, self.url, self.folder):
+            return self._publish_locked()
+
+    def _publish_locked(self) -> dict:
         from optuna.trial import TrialState
 
         from strop.runs import atomic_write_json, atomic_write_text
