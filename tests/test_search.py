@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -206,3 +207,32 @@ def test_the_cli_refuses_bad_searches_with_exit_2_and_leaves_nothing(tmp_path, c
     assert main(["search", str(config), "--trials", "2", "--storage", "postgresql://nobody@127.0.0.1:9/none"]) == 2
     assert "cannot be opened" in capsys.readouterr().err
     assert not (tmp_path / "search").exists()
+
+
+def test_a_trial_of_a_worker_on_another_machine_gone_silent_is_retried(tmp_path, monkeypatch):
+    import strop.search as search_module
+
+    monkeypatch.setattr(search_module, "HEARTBEAT_INTERVAL", 1)
+    monkeypatch.setattr(search_module, "HEARTBEAT_GRACE", 2)
+    config = search_config(tmp_path, epochs=2, rows=200)
+    folder = tmp_path / "search"
+    search(config, [], SearchOptions(trials=1, seed=0, pruner="none", quiet=True))
+    # A worker elsewhere took a trial and died: its lock file is not on this machine, its heartbeat stops.
+    storage = search_module._open_storage(optuna, f"sqlite:///{folder / 'study.sqlite'}")
+    study = optuna.load_study(study_name="search", storage=storage)
+    with warnings.catch_warnings():  # Optuna expects its heartbeat inside Study.optimize
+        warnings.simplefilter("ignore")
+        foreign = study.ask()
+    params = {p.key: p.suggest(foreign) for p in parse_space(SPACE)}
+    for key, value in {"strop:run_dir": "trial-0001", "strop:attempt": 1,
+                       "strop:worker": "/elsewhere/.workers/other-host-1-abc.lock"}.items():
+        foreign.set_user_attr(key, value)
+    storage.record_heartbeat(foreign._trial_id)
+    time.sleep(3)  # past the grace period
+
+    search(config, [], SearchOptions(trials=3, seed=0, pruner="none", quiet=True))
+    trials = trials_of(folder)
+    assert [t.state.name for t in trials] == ["COMPLETE", "FAIL", "COMPLETE", "COMPLETE"]
+    [retry] = [t for t in trials if t.user_attrs.get("strop:retry_of") == 1]
+    assert retry.params == params and retry.user_attrs["strop:run_dir"] == "trial-0001"
+    assert (folder / "trial-0001" / "summary.json").is_file()
