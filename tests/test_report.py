@@ -251,6 +251,9 @@ def test_overfitting_is_found_in_a_rising_validation_loss_and_not_in_a_healthy_r
     assert finding is not None and finding.name == "overfitting"
     assert "0.380 (epoch 2)" in finding.evidence and "0.750 (epoch 6, +97%)" in finding.evidence
     assert any("train.epochs=2" in fix for fix in finding.fixes)
+    assert any("method.name=bitfit" in fix for fix in finding.fixes)
+    frozen = diagnose.overfitting(OVERFIT, best_epoch=2, trains_body=False)  # bitfit would train more, not less
+    assert not any("bitfit" in fix for fix in frozen.fixes) and any("frozen" in fix for fix in frozen.fixes)
     assert diagnose.overfitting(HEALTHY) is None
     # a validation loss that rises while the training loss rises too is not overfitting
     assert diagnose.overfitting(_history([0.3, 0.4, 0.5, 0.6], [0.3, 0.4, 0.5, 0.6])) is None

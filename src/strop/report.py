@@ -416,6 +416,7 @@ def _classes(task, rows, outputs, targets) -> dict[str, Any]:
     return {"kind": "classes",
             "calibration": calibration_bins(confidence, correct),
             "confident_errors": int(((~correct) & (confidence >= diagnose.CONFIDENT)).sum()),
+            "confident_decisions": int((confidence >= diagnose.CONFIDENT).sum()),
             "decisions": int(len(correct)), "errors": int(len(wrong)),
             "worst": [{"input": _input_text(rows[i]["input"]), "target": task.labels[truth[i]],
                        "predicted": task.labels[decided[i]], "confidence": float(confidence[i]),
@@ -436,6 +437,7 @@ def _multilabel(task, rows, outputs, targets) -> dict[str, Any]:
     return {"kind": "multilabel", "label_counts": counts,
             "calibration": calibration_bins(confidence.ravel(), correct.ravel()),
             "confident_errors": int(((~correct) & (confidence >= diagnose.CONFIDENT)).sum()),
+            "confident_decisions": int((confidence >= diagnose.CONFIDENT).sum()),
             "decisions": int(correct.size), "errors": int((~correct).sum()),
             "worst": [{"input": _input_text(rows[i]["input"]), "label": task.labels[j],
                        "target": "present" if truth[i, j] else "absent",
@@ -478,6 +480,7 @@ def _tokens(task, rows, outputs, targets) -> dict[str, Any]:
     return {"kind": "tokens", "labels": tags, "confusion_matrix": matrix.tolist(),
             "calibration": calibration_bins(confidence, correct),
             "confident_errors": int(((~correct) & (confidence >= diagnose.CONFIDENT)).sum()),
+            "confident_decisions": int((confidence >= diagnose.CONFIDENT).sum()),
             "decisions": int(len(correct)), "errors": int((~correct).sum()),
             "worst": [{"words": [{"word": str(w), "target": tags[t], "predicted": tags[p]}
                                  for w, t, p in zip(rows[i]["input"], targets[i], decided[i])],
@@ -551,17 +554,26 @@ def findings(analysis: dict[str, Any], task: Task, config: dict) -> list[diagnos
     classes = {name: c["train"] for name, c in (data.get("classes") or {}).items()}
     train_cfg = config.get("train") or {}
     rules = [
-        diagnose.overfitting(history, summary.get("best_epoch")),
+        diagnose.overfitting(history, summary.get("best_epoch"), _trains_body(config)),
         diagnose.underfitting(history, chance_loss(task.name, data, config)),
         diagnose.few_examples(classes, data.get("class_kind") or "class") if classes else None,
         diagnose.label_noise(analysis.get("confident_errors", 0), analysis.get("decisions", 0),
-                             (data.get("duplicates") or {}).get("conflicting", 0)),
+                             (data.get("duplicates") or {}).get("conflicting", 0),
+                             analysis.get("confident_decisions")),
         diagnose.instability(analysis.get("seeds") or {}, summary.get("metric") or task.lead_metric),
         diagnose.leakage((data.get("overlap") or {}).get("count", 0), data.get("validation_examples", 0)),
         diagnose.imbalance(classes, train_cfg.get("imbalance")) if data.get("class_kind") == "class" else None,
         diagnose.calibration((analysis.get("calibration") or {}).get("ece")),
     ]
     return [finding for finding in rules if finding is not None]
+
+
+def _trains_body(config: dict) -> bool:
+    """Whether the run's method trains the pretrained body (its Method class says)."""
+    from strop.methods import METHODS
+
+    name = (config.get("method") or {}).get("name", "full")
+    return getattr(METHODS.get(name), "trains_body", True) if name in METHODS.names() else True
 
 
 def report(run_dir: str | Path, quiet: bool = False) -> Path:

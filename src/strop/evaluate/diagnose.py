@@ -42,8 +42,9 @@ class Finding:
     fixes: list[str] = field(default_factory=list)
 
 
-def overfitting(history: list[dict], best_epoch: int | None = None) -> Finding | None:
-    """Validation loss rising while the training loss falls, after the validation loss's lowest epoch."""
+def overfitting(history: list[dict], best_epoch: int | None = None, trains_body: bool = True) -> Finding | None:
+    """Validation loss rising while the training loss falls, after the validation loss's lowest epoch.
+    trains_body: whether the run's method trains the pretrained body (the fixes differ)."""
     points = [(r["epoch"], r.get("train_loss"), r.get("val_loss")) for r in history]
     points = [(e, t, v) for e, t, v in points if _number(t) and _number(v)]
     if len(points) < OVERFIT_EPOCHS + 1:
@@ -60,8 +61,12 @@ def overfitting(history: list[dict], best_epoch: int | None = None) -> Finding |
         f"+{(last_val / low_val - 1) * 100:.0f}%) while the training loss fell from {low_train:.3f} to {last_train:.3f}: "
         f"the model memorises the training examples instead of learning what generalises.{kept}",
         [f"Stop sooner: train.epochs={max(low_epoch, 1)}, or keep early stopping on (train.patience=2).",
-         "Regularise: optim.weight_decay=0.1, model.body_dropout=0.2, train.label_smoothing=0.1.",
-         "Train fewer parameters: method.name=bitfit, or method.freeze_layers=4; or a lower optim.lr.",
+         *(["Regularise: optim.weight_decay=0.1, model.body_dropout=0.2, train.label_smoothing=0.1.",
+            "Train fewer parameters: method.name=bitfit, or method.freeze_layers=4; or a lower optim.lr."]
+           if trains_body else
+           ["Regularise the head: optim.weight_decay=0.1, model.head_dropout=0.3, train.label_smoothing=0.1; "
+            "or a lower optim.lr.",
+            "The body is frozen already: what overfits is the head, so fewer epochs or a smaller rate help most."]),
          "More training examples help most of all."])
 
 
@@ -100,15 +105,20 @@ def few_examples(class_counts: dict[str, int], what: str = "class") -> Finding |
          "memorise them."])
 
 
-def label_noise(confident_errors: int, decisions: int, conflicting_duplicates: int = 0) -> Finding | None:
-    """Confident errors on validation, or training examples repeated with different labels."""
+def label_noise(confident_errors: int, decisions: int, conflicting_duplicates: int = 0,
+                confident_decisions: int | None = None) -> Finding | None:
+    """Confident errors on validation, or training examples repeated with different labels.
+    confident_decisions: how many decisions were made with CONFIDENT or more (right or wrong)."""
     many = confident_errors >= max(CONFIDENT_ERRORS_MIN, CONFIDENT_ERRORS_SHARE * decisions)
     if not many and not conflicting_duplicates:
         return None
     evidence = []
     if many:
+        right = (f" (of the {confident_decisions} decisions made that confidently, "
+                 f"{1 - confident_errors / confident_decisions:.0%} are right)" if confident_decisions else "")
         evidence.append(f"{confident_errors} of {decisions} validation decisions are wrong with a confidence of "
-                        f"{CONFIDENT:.0%} or more; a model this sure is often right and the label wrong")
+                        f"{CONFIDENT:.0%} or more{right}. Either those labels are wrong, or the model is overconfident "
+                        "(see the calibration): reading the worst examples below tells which")
     if conflicting_duplicates:
         evidence.append(f"{conflicting_duplicates} inputs occur in the training data more than once with different "
                         "labels")
@@ -116,7 +126,7 @@ def label_noise(confident_errors: int, decisions: int, conflicting_duplicates: i
         "label_noise", "Label noise suspected",
         "; ".join(evidence) + ".",
         ["Read the worst misclassified examples below: fix the labels that are wrong, in training and validation.",
-         "Remove or relabel the training inputs that carry contradicting labels.",
+         *(["Remove or relabel the training inputs that carry contradicting labels."] if conflicting_duplicates else []),
          "train.label_smoothing=0.1 softens the pull of the labels that remain wrong."])
 
 
