@@ -90,3 +90,24 @@ def test_export_refuses_an_existing_output_and_a_wrong_name(full_run, tmp_path, 
     assert main(["export", str(full_run), "--format", "merged", "--output", str(tmp_path / "m")]) == 2
     assert "already holds a whole model" in capsys.readouterr().err and not (tmp_path / "m").exists()
     assert list(tmp_path.iterdir()) == [existing]  # no staging file left behind
+
+
+def test_predict_runs_from_the_onnx_file(full_run, tmp_path, capsys):
+    path = tmp_path / "model.onnx"
+    export(full_run, "onnx", path)
+    from_onnx, from_run = strop.load(path), strop.load(full_run, device="cpu")
+    assert from_onnx.labels == from_run.labels
+    np.testing.assert_allclose(from_onnx.predict_proba(TEXTS * 20), from_run.predict_proba(TEXTS * 20), atol=1e-5)
+    assert main(["predict", str(path), "--text", TEXTS[0], "--text", TEXTS[1]]) == 0
+    onnx_lines = capsys.readouterr().out
+    assert main(["predict", str(full_run), "--text", TEXTS[0], "--text", TEXTS[1]]) == 0
+    run_lines = capsys.readouterr().out
+    assert [json.loads(x)["label"] for x in onnx_lines.splitlines()] == [json.loads(x)["label"]
+                                                                        for x in run_lines.splitlines()]
+
+
+def test_predict_refuses_an_onnx_file_strop_did_not_write(tmp_path, capsys):
+    foreign = tmp_path / "other.onnx"
+    foreign.write_bytes(b"not a model")
+    assert main(["predict", str(foreign), "--text", "x"]) == 2
+    assert "cannot be read as an ONNX model" in capsys.readouterr().err

@@ -24,6 +24,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from strop.backbones.base import Backbone
+from strop.backbones.text import TextBackbone
 from strop.errors import StropError
 from strop.runs import to_json
 
@@ -120,7 +122,9 @@ def export_onnx(predictor, output: Path) -> Path:
         except Exception as error:  # torch.export's errors are many and deep: say which model failed
             raise StropError(f"ONNX export failed for this model ({type(error).__name__}: "
                              f"{str(error).strip().splitlines()[0][:300]})") from None
-        program.model.metadata_props["strop"] = to_json(predictor.info)  # the task and labels, for users
+        program.model.metadata_props["strop"] = to_json(predictor.info)  # the task and labels
+        if text:  # the tokenizer too: `strop predict FILE.onnx` needs nothing else
+            program.model.metadata_props["strop_tokenizer"] = to_json(_tokenizer_files(predictor.model.body))
         program.save(str(staged))
         difference = check_onnx(staged, predictor)
         if difference > TOLERANCE:
@@ -170,12 +174,90 @@ def check_onnx(path: Path, predictor, texts: list[str] | None = None) -> float:
     return worst
 
 
-def onnx_info(path: str | Path) -> dict:
-    """The strop.json a strop ONNX export carries in its metadata."""
+def _tokenizer_files(body) -> dict[str, str]:
+    """The tokenizer's files (as save_pretrained writes them), name -> text."""
+    with tempfile.TemporaryDirectory() as tmp:
+        body.tokenizer.save_pretrained(tmp)
+        return {p.name: p.read_text(encoding="utf-8") for p in Path(tmp).iterdir() if p.is_file()}
+
+
+class TokenizerBody(Backbone):
+    """The encoding half of a text backbone (its tokenizer and truncation), for a model run elsewhere."""
+
+    kind = "text"
+    input_keys = TextBackbone.input_keys
+    encode = TextBackbone.encode
+    encode_words = TextBackbone.encode_words
+
+    def __init__(self, tokenizer, max_length: int):
+        super().__init__()
+        self.tokenizer, self.max_length = tokenizer, max_length
+        self.pad_values = {"input_ids": tokenizer.pad_token_id or 0}
+
+
+class OnnxTaskModel(nn.Module):
+    """A task model whose logits onnxruntime computes from an ONNX export; `body` encodes the inputs as the
+    exported model's backbone did (its tokenizer, or the MLP's standardisation)."""
+
+    def __init__(self, session, body):
+        super().__init__()
+        self.session, self.names = session, [i.name for i in session.get_inputs()]
+        self.body = body  # for encoding only: the MLP's weights, if any, are not used
+        # Predictor places batches on the device of the model's parameters: the CPU, where onnxruntime reads them
+        self.device_marker = nn.Parameter(torch.empty(0), requires_grad=False)
+
+    def forward(self, **batch: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(self.session.run(None, {k: batch[k].cpu().numpy() for k in self.names})[0])
+
+
+def load_onnx(path: str | Path):
+    """A Predictor that runs an ONNX export of strop with onnxruntime (`strop predict FILE.onnx`).
+
+    Raises:
+        StropError: onnxruntime is missing, or the file is not an ONNX export of strop.
+    """
+    _require_onnx()
+    import onnxruntime
+
+    from strop.backbones.base import BACKBONES
+    from strop.predict import Predictor
+    from strop.tasks import TASKS
+
+    metadata = _metadata(path)
+    if "strop" not in metadata:
+        raise StropError(f"{path} is not an ONNX export of strop (no 'strop' metadata): export a run with "
+                         "strop export RUN --format onnx")
+    info = json.loads(metadata["strop"])
+    task = TASKS.get(info["task"]).from_info(info)
+    with tempfile.TemporaryDirectory() as tmp:
+        if info.get("backbone", "text") == "text":
+            from strop.backbones.text import load_tokenizer
+
+            files = json.loads(metadata.get("strop_tokenizer", "{}"))
+            if not files:
+                raise StropError(f"{path} carries no tokenizer (exported by an earlier strop): export the run again")
+            for name, text in files.items():
+                (Path(tmp) / Path(name).name).write_text(text, encoding="utf-8")
+            body = TokenizerBody(load_tokenizer(tmp), info["max_length"])
+        else:
+            body = BACKBONES.get(info["backbone"]).from_saved(Path(tmp), info)
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return Predictor(OnnxTaskModel(session, body), task, info)
+
+
+def _metadata(path: str | Path) -> dict[str, str]:
     import onnx
 
-    proto = onnx.load(str(path), load_external_data=False)
-    entry = next((p.value for p in proto.metadata_props if p.key == "strop"), None)
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception as error:  # onnx raises its own DecodeError and others for a file that is not ONNX
+        raise StropError(f"{path} cannot be read as an ONNX model ({type(error).__name__}: {error})") from None
+    return {p.key: p.value for p in proto.metadata_props}
+
+
+def onnx_info(path: str | Path) -> dict:
+    """The strop.json a strop ONNX export carries in its metadata."""
+    entry = _metadata(path).get("strop")
     if entry is None:
         raise StropError(f"{path} is not an ONNX export of strop (no 'strop' metadata)")
     return json.loads(entry)

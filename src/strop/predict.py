@@ -85,6 +85,10 @@ def load(run_dir: str | Path, device: str | None = None) -> Predictor:
     Raises:
         StropError: the folder holds no strop model, or a damaged one.
     """
+    if Path(run_dir).suffix == ".onnx" and Path(run_dir).is_file():  # strop export --format onnx: onnxruntime
+        from strop.export import load_onnx
+
+        return load_onnx(run_dir)
     folder = model_folder(Path(run_dir))
     if folder is None:
         raise StropError(f"{run_dir} holds no trained model (expected {Path(run_dir) / 'model' / 'strop.json'}); "
