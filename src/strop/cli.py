@@ -55,6 +55,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 def _command_line_inputs(args: argparse.Namespace, predictor) -> list:
     """--text values (with --text-pair values for pair models), refused where blank, as fit refuses them."""
+    if predictor.model.body.kind == "image":
+        raise StropError("this model reads images: give an image file, a folder of images or a table of image paths "
+                         "with --input")
     if predictor.model.body.kind != "text":
         raise StropError("this model reads numeric vectors: give them in a file with --input FILE")
     blank = [i + 1 for i, text in enumerate(args.text) if not text.strip()]
@@ -158,6 +161,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_cv(args: argparse.Namespace) -> int:
+    from strop.cv import cross_validate
+
+    config, overrides = args.config, list(args.overrides)
+    if config is not None and "=" in config and not Path(config).exists():
+        config, overrides = None, [config] + overrides
+    cross_validate(config, overrides, args.folds, args.seeds, args.output, args.keep_runs, args.quiet)
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from strop.report import report
 
@@ -198,6 +211,13 @@ def cmd_compress(args: argparse.Namespace) -> int:
 
     forms = tuple(f.strip() for f in args.forms.split(",") if f.strip())
     compress(args.run_dir, forms, args.data)
+    return 0
+
+
+def cmd_soup(args: argparse.Namespace) -> int:
+    from strop.soup import soup
+
+    soup(args.runs, args.output, uniform=args.uniform, data=args.data)
     return 0
 
 
@@ -242,7 +262,8 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--text", action="append", help="a text to predict for (repeatable)")
     predict.add_argument("--text-pair", action="append", help="pair models: the second text of each --text")
     predict.add_argument("--input", help="CSV/TSV/JSONL/Parquet file with the model's input columns "
-                                         "(token models: also CoNLL)")
+                                         "(token models: also CoNLL; image models: an image, a folder or a table "
+                                         "of image paths)")
     predict.add_argument("--output", help="write predictions to a .jsonl, .csv or .tsv file")
     predict.add_argument("--text-column", help="text column of --input (default: the one trained on)")
     predict.set_defaults(func=cmd_predict)
@@ -294,6 +315,17 @@ def build_parser() -> argparse.ArgumentParser:
     compress.add_argument("--data", help="labelled file to score on (default: the run's validation data)")
     compress.set_defaults(func=cmd_compress)
 
+    soup = commands.add_parser("soup", help="average the weights of several runs of one base model (a model soup)",
+                               description="Greedy soup: the runs ranked by their score on the first run's "
+                                           "validation data (or --data); each joins the average only where the "
+                                           "score does not fall. --uniform averages all. Writes an ordinary model "
+                                           "folder.")
+    soup.add_argument("runs", nargs="+", help="run directories fine-tuned from the same base model, same labels")
+    soup.add_argument("--output", required=True, help="a new folder for the averaged model")
+    soup.add_argument("--uniform", action="store_true", help="average every run (default: greedy)")
+    soup.add_argument("--data", help="labelled file to rank and check on (default: the first run's validation data)")
+    soup.set_defaults(func=cmd_soup)
+
     search = commands.add_parser("search", help="hyperparameter search (Optuna) over the config's search: section",
                                  description="Run --trials fits (trials) with settings drawn from the config's "
                                              "search: section, each a run directory under output_dir, pruning "
@@ -312,6 +344,21 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--keep-weights", action="store_true", help="keep every trial's weights, not only the best's")
     search.add_argument("--quiet", "-q", action="store_true", help="no progress output")
     search.set_defaults(func=cmd_search)
+
+    cv = commands.add_parser("cv", help="k-fold cross-validation and repeated seeds: every metric as mean ± std",
+                             description="Train on K-1 folds and score on the held-out fold (stratified by class), "
+                                         "for each of N seeds; every metric as mean ± std with a 95% interval. "
+                                         "--folds 1: no folds, N seeds on the config's own split. Writes "
+                                         "cv.json (and the fold files) to --output.")
+    cv.add_argument("config", nargs="?", help="YAML config file (optional)")
+    cv.add_argument("overrides", nargs="*", help="key=value overrides, as for fit")
+    cv.add_argument("--folds", type=int, default=5, help="folds (default 5; 1: the config's split, seeds only)")
+    cv.add_argument("--seeds", type=int, default=1, help="seeds from train.seed on, each with its own folds (default 1)")
+    cv.add_argument("--output", help="folder for cv.json, the fold files and kept runs (default cv/<UTC time>)")
+    cv.add_argument("--keep-runs", action="store_true", help="keep each fold's run directory (default: deleted "
+                                                             "once scored)")
+    cv.add_argument("--quiet", "-q", action="store_true", help="no progress output")
+    cv.set_defaults(func=cmd_cv)
 
     runs = commands.add_parser("runs", help="list, show and compare the runs of a runs folder (its index)",
                                description="strop runs [FOLDER]: a table of the runs (and search trials) in FOLDER "

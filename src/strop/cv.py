@@ -1,0 +1,205 @@
+"""`strop cv`: k-fold cross-validation and repeated seeds, for data too small for one validation split to say
+much. Every metric comes back as mean ± standard deviation over the runs, with a 95% interval for the mean.
+
+Each seed draws its own folds (stratified by class where each example has one label) and trains with that
+seed. A fold's run trains on the other folds, picks its best epoch on `data.validation` where the config
+gives one and otherwise on a held-out share of its training part (data.validation_fraction), and is scored on
+its fold afterwards, so the fold's score is not the one that chose the epoch. The fold files (Parquet, every
+column as read) and cv.json stay in the output folder; the runs are deleted once scored unless kept.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+from dataclasses import replace
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from strop.config import Config, load_config
+from strop.errors import StropError
+from strop.runs import atomic_write_json
+
+CV_FILE = "cv.json"
+
+
+def fold_indices(targets: list, folds: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(training rows, held-out rows) of each fold, shuffled with `seed`: stratified by class where every
+    target is one label (a string), else plain k-fold. The held-out parts are disjoint and cover every row.
+
+    Raises:
+        StropError: fewer examples than folds, or a class with fewer examples than folds.
+    """
+    from sklearn.model_selection import KFold, StratifiedKFold
+
+    if len(targets) < folds:
+        raise StropError(f"--folds {folds}: the training data has only {len(targets)} examples; use --folds "
+                         f"{max(2, len(targets))} or fewer")
+    stratified = all(isinstance(t, str) for t in targets)
+    if stratified:
+        counts = pd.Series(targets).value_counts()
+        if counts.min() < folds:
+            raise StropError(f"--folds {folds}: class '{counts.idxmin()}' has only {counts.min()} examples, too few "
+                             f"to appear in every fold; use --folds {max(2, counts.min())} or fewer, or add examples")
+        splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    else:
+        splitter = KFold(n_splits=folds, shuffle=True, random_state=seed)
+    index = np.arange(len(targets))
+    return list(splitter.split(index, targets if stratified else None))
+
+
+def summarise(values: list[float]) -> dict:
+    """Mean, sample standard deviation, and the 95% interval of the mean (Student's t over the n values;
+    none for a single value). Runs that share training data are not independent, so for k-fold the interval
+    is an approximation, the one commonly reported."""
+    from scipy import stats
+
+    array = np.asarray(values, dtype=np.float64)
+    n, mean = len(array), float(array.mean())
+    if n < 2:
+        return {"n": n, "mean": mean, "std": None, "ci95": None}
+    std = float(array.std(ddof=1))
+    half = float(stats.t.ppf(0.975, n - 1) * std / math.sqrt(n))
+    return {"n": n, "mean": mean, "std": std, "ci95": [mean - half, mean + half]}
+
+
+def read_training_table(cfg: Config) -> tuple[pd.DataFrame, list]:
+    """The training file as a table (every column, as read) and its targets as the task reads them, row for
+    row.
+
+    Raises:
+        StropError: the data cannot be split by rows (a CoNLL file, image folders) or cannot be read.
+    """
+    from strop.data.tables import read_table
+    from strop.model import resolve_source
+    from strop.tasks import TASKS
+
+    if cfg.data.train is None:
+        raise StropError("data.train is not set: give the training file, e.g. strop cv data.train=reviews.csv")
+    task_cls = TASKS.get(cfg.task.name)
+    source = resolve_source(cfg.model.name)
+    if task_cls.level != "sequence" or not {"text", "vector"} & set(task_cls.input_kinds):
+        raise StropError(f"strop cv and strop curve split tables of texts or vectors by row; {task_cls.name} data "
+                         "cannot be split that way yet: use strop fit with a validation file")
+    examples = task_cls.read(cfg.data.train, cfg.data, source.input_kind, "data.train")
+    frame = read_table(cfg.data.train, "data.train")
+    if len(frame) != len(examples):
+        raise StropError(f"data.train: {len(frame)} rows but {len(examples)} examples were read; strop cv needs one "
+                         "example per row")
+    return frame, list(examples.targets)
+
+
+def write_rows(frame: pd.DataFrame, rows: np.ndarray, path: Path) -> Path:
+    """The given rows of the table as a Parquet file (columns and types exactly as read)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frame.iloc[np.sort(rows)].reset_index(drop=True).to_parquet(path, index=False)
+    return path
+
+
+def default_output(kind: str) -> Path:
+    return Path(datetime.now(timezone.utc).strftime(f"{kind}/%Y%m%d-%H%M%S"))
+
+
+def fit_and_score(cfg: Config, train_file: Path, score_file: Path | None, seed: int, run_dir: Path,
+                  keep_run: bool) -> dict:
+    """Trains one run on `train_file` and returns the scalar metrics of its model on `score_file` (scored
+    after training), or its own validation metrics where `score_file` is None. The run is deleted unless kept."""
+    from strop.fit import fit
+    from strop.predict import load
+
+    overrides = {"data": {"train": str(train_file)}, "output_dir": str(run_dir),
+                 "train": {"seed": seed, "quiet": True, "keep_checkpoint": keep_run}}
+    run_cfg = load_config(_merged(cfg.to_dict(), overrides))
+    run = fit(run_cfg)
+    predictor = load(run)
+    if score_file is None:
+        import json
+
+        metrics = json.loads((run / "summary.json").read_text(encoding="utf-8"))["validation"]
+    else:
+        from strop.evaluate.scoring import evaluate_file
+
+        metrics = evaluate_file(predictor, score_file)
+    scalars = {name: float(metrics[name]) for name in predictor.task.metric_names if name in metrics}
+    if not keep_run:
+        shutil.rmtree(run, ignore_errors=True)
+    return scalars
+
+
+def _merged(base: dict, extra: dict) -> dict:
+    out = dict(base)
+    for key, value in extra.items():
+        out[key] = _merged(out.get(key) or {}, value) if isinstance(value, dict) else value
+    return out
+
+
+def cross_validate(config=None, overrides: list[str] = (), folds: int = 5, seeds: int = 1,
+                   output: str | Path | None = None, keep_runs: bool = False, quiet: bool = False) -> dict:
+    """K-fold cross-validation (folds >= 2) or repeated training on the config's own split (folds == 1),
+    with `seeds` seeds from train.seed on; writes <output>/cv.json and returns its content.
+
+    Raises:
+        StropError: bad config or data, or an output folder that already holds files.
+    """
+    from strop.fit import resolve_config
+
+    if folds < 1 or seeds < 1:
+        raise StropError(f"--folds and --seeds must be >= 1; got --folds {folds} --seeds {seeds}")
+    cfg = resolve_config(load_config(config, overrides))
+    out = Path(output) if output is not None else default_output("cv")
+    if out.exists() and any(out.iterdir()):
+        raise StropError(f"--output {out} already holds files: choose another folder")
+    seed_values = [cfg.train.seed + i for i in range(seeds)]
+    if folds >= 2:
+        frame, targets = read_training_table(cfg)
+        plans = {seed: fold_indices(targets, folds, seed) for seed in seed_values}  # checked before any run
+    out.mkdir(parents=True, exist_ok=True)
+    result = {"config": cfg.to_dict(), "folds": folds, "seeds": seed_values, "keep_runs": keep_runs,
+              "scored_on": "the held-out fold, after training" if folds >= 2 else "the run's validation data",
+              "runs": []}
+    try:
+        for seed in seed_values:
+            for k in range(folds):
+                run_dir = out / "runs" / (f"seed{seed}-fold{k + 1}" if folds >= 2 else f"seed{seed}")
+                if folds >= 2:
+                    train_rows, held_out = plans[seed][k]
+                    train_file = write_rows(frame, train_rows, out / "folds" / f"seed{seed}-fold{k + 1}-train.parquet")
+                    score_file = write_rows(frame, held_out, out / "folds" / f"seed{seed}-fold{k + 1}-test.parquet")
+                else:
+                    train_file, score_file = Path(cfg.data.train), None
+                metrics = fit_and_score(cfg, train_file, score_file, seed, run_dir, keep_runs)
+                entry = {"seed": seed, "fold": k + 1 if folds >= 2 else None, "metrics": metrics,
+                         "run_dir": str(run_dir) if keep_runs else None}
+                if folds >= 2:
+                    entry.update(train_examples=len(train_rows), scored_examples=len(held_out))
+                result["runs"].append(entry)
+                atomic_write_json(out / CV_FILE, result, "the cross-validation results")  # each run as it ends
+                if not quiet:
+                    label = f"seed {seed}" + (f" fold {k + 1}/{folds}" if folds >= 2 else "")
+                    print(f"{label}: " + "  ".join(f"{name} {value:.4f}" for name, value in metrics.items()),
+                          flush=True)
+    except BaseException:
+        if not result["runs"]:
+            shutil.rmtree(out, ignore_errors=True)  # nothing measured: leave nothing behind
+        raise
+    if not keep_runs:
+        shutil.rmtree(out / "runs", ignore_errors=True)  # the runs' index (index.sqlite) goes with them
+    names = list(result["runs"][0]["metrics"])
+    result["summary"] = {name: summarise([r["metrics"][name] for r in result["runs"]]) for name in names}
+    atomic_write_json(out / CV_FILE, result, "the cross-validation results")
+    if not quiet:
+        print(summary_table(result) + f"\nresults in {out / CV_FILE}")
+    return result
+
+
+def summary_table(result: dict) -> str:
+    """metric  mean ± std  [95% interval]  (n runs)."""
+    lines = [f"{len(result['runs'])} runs ({result['folds']} fold(s) x {len(result['seeds'])} seed(s)), scored on "
+             f"{result['scored_on']}:"]
+    for name, s in result["summary"].items():
+        spread = f" ± {s['std']:.4f}  95% interval [{s['ci95'][0]:.4f}, {s['ci95'][1]:.4f}]" if s["std"] is not None else ""
+        lines.append(f"  {name:12} {s['mean']:.4f}{spread}")
+    return "\n".join(lines)

@@ -1,0 +1,86 @@
+"""strop cv: stratified, disjoint folds; mean ± std and a 95% interval of every metric; runs kept or dropped."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from conftest import write_csv
+from strop.cv import cross_validate, fold_indices, summarise
+from strop.errors import StropError
+
+
+def test_folds_are_stratified_disjoint_and_cover_every_row():
+    targets = ["a"] * 50 + ["b"] * 23 + ["c"] * 7
+    folds = fold_indices(targets, 5, seed=0)
+    assert len(folds) == 5
+    held_out = [set(test.tolist()) for _, test in folds]
+    assert sum(len(h) for h in held_out) == len(targets) and set().union(*held_out) == set(range(len(targets)))
+    for (train, test), other in zip(folds, held_out):
+        assert set(train.tolist()).isdisjoint(test.tolist()) and len(train) + len(test) == len(targets)
+        counts = Counter(targets[i] for i in test)
+        # each class spread over the folds as evenly as it can be: 10 of a, 4 or 5 of b, 1 or 2 of c
+        assert counts["a"] == 10 and counts["b"] in (4, 5) and counts["c"] in (1, 2)
+    assert all(a.isdisjoint(b) for i, a in enumerate(held_out) for b in held_out[i + 1:])
+
+
+def test_folds_differ_by_seed_and_plain_kfold_for_numbers():
+    targets = ["x", "y"] * 20
+    first, second = fold_indices(targets, 4, seed=1), fold_indices(targets, 4, seed=2)
+    assert any(not np.array_equal(a[1], b[1]) for a, b in zip(first, second))
+    numeric = fold_indices([0.5 * i for i in range(10)], 3, seed=0)  # regression targets: no classes to keep
+    assert sorted(i for _, test in numeric for i in test.tolist()) == list(range(10))
+
+
+def test_too_few_examples_of_a_class_is_refused_with_the_fix():
+    with pytest.raises(StropError, match="class 'b' has only 2 examples.*--folds 2"):
+        fold_indices(["a"] * 10 + ["b"] * 2, 5, seed=0)
+
+
+def test_summary_mean_std_and_t_interval():
+    s = summarise([1.0, 2.0, 3.0])
+    assert s["mean"] == 2.0 and s["std"] == 1.0 and s["n"] == 3
+    half = 4.302652729911275 / np.sqrt(3)  # t(0.975, 2 degrees of freedom) * std / sqrt(n)
+    assert s["ci95"] == pytest.approx([2.0 - half, 2.0 + half])
+    assert summarise([0.7])["std"] is None
+
+
+def test_cv_scores_every_fold_and_drops_its_runs(tiny_overrides, tmp_path):
+    overrides = [o for o in tiny_overrides if not o.startswith(("output_dir", "data.validation", "train.epochs"))]
+    # 8 epochs: the tiny model needs about 70 steps to learn the task from 72 examples
+    result = cross_validate(None, overrides + ["train.epochs=8"], folds=2, seeds=2, output=tmp_path / "cv",
+                            quiet=True)
+    assert [(r["seed"], r["fold"]) for r in result["runs"]] == [(42, 1), (42, 2), (43, 1), (43, 2)]
+    assert all(r["scored_examples"] == 80 and r["train_examples"] == 80 for r in result["runs"])
+    accuracies = [r["metrics"]["accuracy"] for r in result["runs"]]
+    summary = result["summary"]["accuracy"]
+    assert set(result["summary"]) == {"accuracy", "macro_f1", "loss"}
+    assert summary["mean"] == pytest.approx(np.mean(accuracies)) and summary["n"] == 4
+    assert summary["mean"] > 0.6 and summary["ci95"][0] < summary["mean"] < summary["ci95"][1]
+    assert json.loads((tmp_path / "cv" / "cv.json").read_text())["summary"] == result["summary"]
+    assert not (tmp_path / "cv" / "runs").exists()
+    assert len(list((tmp_path / "cv" / "folds").glob("*.parquet"))) == 8
+
+
+def test_cli_keeps_the_runs_when_asked_and_refuses_a_used_folder(tiny_overrides, tmp_path):
+    overrides = [o for o in tiny_overrides if not o.startswith(("output_dir", "data.validation", "train.epochs"))]
+    out = tmp_path / "cv"
+    command = [sys.executable, "-m", "strop", "cv", *overrides, "train.epochs=1", "--folds", "2", "--output", str(out),
+               "--keep-runs"]
+    done = subprocess.run(command, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "accuracy" in done.stdout and "95% interval" in done.stdout
+    assert (out / "runs" / "seed42-fold1" / "model" / "strop.json").is_file()
+    again = subprocess.run(command, capture_output=True, text=True)
+    assert again.returncode == 2 and "already holds files" in again.stderr
+
+
+def test_one_fold_repeats_seeds_on_the_configs_own_split(tiny_overrides, tmp_path):
+    overrides = [o for o in tiny_overrides if not o.startswith(("output_dir", "train.epochs"))]
+    result = cross_validate(None, overrides + ["train.epochs=1"], folds=1, seeds=2, output=tmp_path / "cv", quiet=True)
+    assert [r["seed"] for r in result["runs"]] == [42, 43] and result["scored_on"] == "the run's validation data"
