@@ -67,9 +67,9 @@ def _fmt(value, digits: int = 4) -> str:
     return escape(str(value))
 
 
-def _table(header: list[str], rows: list[list], numeric_from: int = 1, cls: str = "") -> str:
+def _table(header: list[str], rows: list[list], numeric_from: int = 1, cls: str = "", digits: int = 4) -> str:
     head = "".join(f"<th>{escape(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f'<td class="num">{_fmt(v)}</td>' if i >= numeric_from and not isinstance(v, str)
+    body = "".join("<tr>" + "".join(f'<td class="num">{_fmt(v, digits)}</td>' if i >= numeric_from and not isinstance(v, str)
                                     else f"<td>{escape(str(v))}</td>" for i, v in enumerate(row)) + "</tr>"
                    for row in rows)
     return f'<table{f" class={cls!r}" if cls else ""}><tr>{head}</tr>{body}</table>'
@@ -156,7 +156,7 @@ def _data(a: dict[str, Any]) -> str:
         parts.append("<h3>Lengths (words per example)</h3>" + _table(
             ["split", "min", "median", "mean", "95%", "max"],
             [[split, *(lengths[split].get(k) for k in ("min", "median", "mean", "p95", "max"))]
-             for split in ("train", "validation") if lengths.get(split)]))
+             for split in ("train", "validation") if lengths.get(split)], digits=1))
         parts.append(_histogram(lengths["histogram"], "words per example"))
     duplicates, overlap = data.get("duplicates") or {}, data.get("overlap") or {}
     parts.append("<h3>Duplicates and overlap</h3>"
