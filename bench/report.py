@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import statistics
 
-TOOL_ORDER = ["strop", "trainer", "setfit", "tfidf"]
+TOOL_ORDER = ["strop", "strop-default", "strop-fewshot", "trainer", "setfit", "tfidf"]
 
 # figure key, column title, cell format (see _cell); each also gets a strop / peer ratio
 FIGURES = [
@@ -17,8 +17,14 @@ FIGURES = [
 ]
 
 
-def derive(run: dict, peak_flops: float | None) -> dict:
-    """Adds the rates to one worker result: samples/s, tokens/s, training FLOPs (6 N tokens) and MFU."""
+def derive(run: dict, peak: dict | float | None) -> dict:
+    """Adds the rates to one worker result: samples/s, tokens/s, training FLOPs (6 N tokens) and MFU, the
+    latter against the peak of the precision the run trained in (`precision`: bf16 or fp32, the default)."""
+    if isinstance(peak, dict):
+        bf16 = run.get("precision") == "bf16" and peak.get("bf16_peak_flops")
+        peak_flops = peak["bf16_peak_flops"] if bf16 else peak.get("peak_flops")
+    else:
+        peak_flops = peak
     seconds = run["train_seconds"]
     run["samples_per_s"] = run["sentences"] / seconds if seconds else None
     if "tokens" in run:
@@ -239,7 +245,10 @@ only, since SetFit and TF-IDF classify whole texts.
   the Trainer job saves none); "other" is the rest of the wall time. Timed by wrapping those functions in
   the worker (`PhaseTimer` in `bench/workers.py`).
 - **MFU**: training FLOPs, estimated as 6 x non-embedding parameters x real tokens (forward and
-  backward; embedding tables are looked up, not multiplied), per training second, over the peak above.
+  backward; embedding tables are looked up, not multiplied), per training second, over the peak above
+  of the precision the run trained in: a strop run that chose bf16 (`train.mixed_precision=auto` where
+  the probe finds it faster) against the bf16 peak (twice the fp32 one on CPUs with avx512_bf16), the
+  others against the fp32 peak.
   The estimate leaves out the attention-score FLOPs (small at these lengths) and counts a full backward
   pass. Padding is not counted, so a tool that pads more shows a lower MFU for the same arithmetic.
 - The peak's clock is what the CPU reports (`lscpu` max MHz, else `/proc/cpuinfo`); in a virtual machine
@@ -272,6 +281,12 @@ only, since SetFit and TF-IDF classify whole texts.
 | 4 | server, no batching (max-batch 1) | 57.5 | 67.5 | 99.7 | 1.0 | 0 | 2.9 |
 | 16 | server, micro-batching (max-batch 64, max-wait 0 ms) | 88.2 | 165.3 | 288.2 | 6.2 | 0 | 2.7 |
 | 16 | server, no batching (max-batch 1) | 54.0 | 288.9 | 408.2 | 1.0 | 0 | 2.8 |
+
+## Images: EfficientNet-Lite0 on CIFAR-10
+
+`python bench/images.py` (one process, rows one after the other): the bundled EfficientNet-Lite0 on
+`../shared/data/images/cifar10` (train: 1,000 images a class; val: 100 a class). Method, numbers and
+reading: [images.md](images.md).
 """
 
 

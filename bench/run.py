@@ -31,7 +31,9 @@ DOCS = HERE.parent / "docs" / "benchmarks.md"
 DOCS_RECORD = DOCS.with_suffix(".json")  # the published rows and their invocations; the .md is rendered from it
 ALL_ROWS = ["sst2-1k", "sst2-full", "trec", "banking77", "sst2-fs64", "trec-fs8", "conll2003"]  # rows.ROWS, in order
 TOKEN_TOOLS = ["strop", "trainer"]  # the tools with a token-classification job
-ALL_TOOLS = ["strop", "trainer", "setfit", "tfidf"]
+FEW_SHOT_TOOLS = {"setfit", "strop-fewshot"}  # the tools for few-shot rows only
+# strop: the peers' epoch budget; strop-default: `strop fit` with nothing but the data (its own epoch budget)
+ALL_TOOLS = ["strop", "strop-default", "strop-fewshot", "trainer", "setfit", "tfidf"]
 # The same environment for every worker: offline, no tokenizer thread pools fighting torch's.
 WORKER_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
               "HF_DATASETS_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1"}
@@ -110,15 +112,16 @@ def worker(args: argparse.Namespace) -> int:
 
 
 def applies(tool: str, row: str) -> bool:
-    """SetFit, a few-shot method, runs on the few-shot rows only; the others run on every text row (the goal
-    for strop is stated against the Trainer, few-shot rows included). A token row (named entities) runs
-    strop and the Trainer only: SetFit and TF-IDF + logistic regression classify whole texts."""
+    """The few-shot methods (SetFit, strop's method.name=fewshot) run on the few-shot rows only; the others
+    run on every text row (the goal for strop is stated against the Trainer, few-shot rows included). A
+    token row (named entities) runs strop and the Trainer only: SetFit and TF-IDF + logistic regression
+    classify whole texts."""
     import rows
 
     row = rows.resolve(row)
     if row.task == rows.TOKENS:
         return tool in TOKEN_TOOLS
-    return tool != "setfit" or row.few_shot
+    return tool not in FEW_SHOT_TOOLS or row.few_shot
 
 
 def launch(tool: str, files, seed: int, epochs: int, logs: Path) -> dict:
@@ -239,7 +242,7 @@ def measure_rows(args: argparse.Namespace, argv: list[str] | None, files: dict) 
     for done, (row, seed, tool) in enumerate(todo, 1):
         run = {"row": row, "tool": tool, "seed": seed, **launch(tool, files[row], seed, args.epochs, logs)}
         if "error" not in run and "skipped" not in run:
-            report.derive(run, info["peak"]["peak_flops"])
+            report.derive(run, info["peak"])
         result["runs"].append(run)
         print(progress(done, len(todo), run), flush=True)
         (args.out / f"{stamp}.json").write_text(json.dumps(result, indent=1))  # partial results survive a crash

@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 import pandas as pd
+import yaml
 
 LR, BATCH = 5e-5, 16  # the peers' settings, as a typical user writes them
 MAX_LENGTH = 128  # strop's default truncation; every text in these data sets is shorter
@@ -107,9 +108,12 @@ class PhaseTimer:
 COMMON_PHASES = [("transformers.modeling_utils:PreTrainedModel.from_pretrained", "load"),
                  ("transformers:AutoTokenizer.from_pretrained", "load"),
                  ("transformers.tokenization_utils_base:PreTrainedTokenizerBase.__call__", "tokenize")]
+STROP_PHASES = [("strop.train.loop:evaluate", "validate"), ("strop.train.loop:save_checkpoint", "checkpoint"),
+                ("strop.fit:save_model", "save")]
 TOOL_PHASES = {
-    "strop": [("strop.train.loop:evaluate", "validate"), ("strop.train.loop:save_checkpoint", "checkpoint"),
-              ("strop.fit:save_model", "save")],
+    "strop": STROP_PHASES,
+    "strop-default": STROP_PHASES,
+    "strop-fewshot": STROP_PHASES,
     "trainer": [("transformers:Trainer.evaluate", "validate"), ("transformers:Trainer._save_checkpoint", "checkpoint")],
 }
 
@@ -132,17 +136,48 @@ def peak_rss_mb() -> float:
 
 
 def run_strop(train: str, score: str, seed: int, epochs: int, workdir: Path) -> dict:
-    """strop's defaults; only data, epochs, seed, output_dir and quiet are set."""
+    """strop's defaults with the row's epoch budget (the peers' budget); only data, epochs, seed, output_dir and
+    quiet are set."""
+    return _strop_job(train, score, workdir, [f"train.epochs={epochs}", f"train.seed={seed}"])
+
+
+def run_strop_default(train: str, score: str, seed: int, epochs: int, workdir: Path) -> dict:
+    """`strop fit` as a user runs it first: every default, the epoch budget included (the row's `epochs` is
+    not passed); only data, seed, output_dir and quiet are set."""
+    return _strop_job(train, score, workdir, [f"train.seed={seed}"])
+
+
+def _strop_job(train: str, score: str, workdir: Path, settings: list[str]) -> dict:
     import strop
 
-    run = strop.fit(None, [f"data.train={train}", f"data.validation={score}", f"train.epochs={epochs}",
-                           f"train.seed={seed}", f"output_dir={workdir / 'run'}", "train.quiet=true"])
+    run = strop.fit(None, [f"data.train={train}", f"data.validation={score}", *settings,
+                           f"output_dir={workdir / 'run'}", "train.quiet=true"])
     summary = json.loads((run / "summary.json").read_text())
     history = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     reported_tokens = sum(r["train_tokens_per_s"] * r["epoch_seconds"] for r in history)
+    precision = yaml.safe_load((run / "config.yaml").read_text())["train"]["mixed_precision"]  # as resolved
     return {"accuracy": summary["validation"]["accuracy"], "train_seconds": summary["train_seconds"],
             "epochs_run": summary["epochs_run"], "best_epoch": summary["best_epoch"],
-            "reported_tokens": round(reported_tokens), "run_dir": str(run)}
+            "reported_tokens": round(reported_tokens), "precision": "bf16" if precision == "bf16" else "fp32",
+            "run_dir": str(run)}
+
+
+def run_strop_fewshot(train: str, score: str, seed: int, epochs: int, workdir: Path) -> dict:
+    """strop's few-shot method (`method.name=fewshot`: the contrastive stage, then the head on the tuned body)
+    with its defaults; only data, method, the row's epochs (the head stage's), seed, output_dir and quiet are
+    set. train s is both stages' training; "contrastive" holds the stage's pairs, steps and seconds."""
+    import strop
+
+    run = strop.fit(None, [f"data.train={train}", f"data.validation={score}", "method.name=fewshot",
+                           f"train.epochs={epochs}", f"train.seed={seed}", f"output_dir={workdir / 'run'}",
+                           "train.quiet=true"])
+    summary = json.loads((run / "summary.json").read_text())
+    stage = json.loads((run / "contrastive" / "summary.json").read_text())
+    return {"accuracy": summary["validation"]["accuracy"],
+            "train_seconds": summary["train_seconds"] + stage["train_seconds"],
+            "epochs_run": summary["epochs_run"], "best_epoch": summary["best_epoch"],
+            "contrastive": {key: stage[key] for key in ("pairs", "steps", "train_seconds", "wall_seconds", "validation")},
+            "run_dir": str(run)}
 
 
 def check_strop(result: dict, score: str) -> dict:
@@ -374,11 +409,14 @@ def phases(timed: dict[str, float], train_seconds: float, wall_seconds: float) -
 
 
 TEXT, TOKENS = "text_classification", "token_classification"  # as in rows.py (not imported: pandas, sklearn)
-TOOLS = {TEXT: {"strop": run_strop, "trainer": run_trainer, "setfit": run_setfit, "tfidf": run_tfidf},
+TOOLS = {TEXT: {"strop": run_strop, "strop-default": run_strop_default, "strop-fewshot": run_strop_fewshot,
+                 "trainer": run_trainer, "setfit": run_setfit,
+                "tfidf": run_tfidf},
          TOKENS: {"strop": run_strop_tokens, "trainer": run_trainer_tokens}}
-CHECKS = {TEXT: {"strop": check_strop}, TOKENS: {"strop": check_strop_tokens}}
+CHECKS = {TEXT: {"strop": check_strop, "strop-default": check_strop, "strop-fewshot": check_strop},
+          TOKENS: {"strop": check_strop_tokens}}
 METRICS = {TEXT: "accuracy", TOKENS: "entity F1"}  # what a result's "accuracy" holds
-DEEP = {"strop", "trainer", "setfit"}  # the tools whose encoder is counted
+DEEP = {"strop", "strop-default", "strop-fewshot", "trainer", "setfit"}  # the tools whose encoder is counted
 
 
 def measure(tool: str, train: str, score: str, seed: int, epochs: int, started: float, task: str = TEXT) -> dict:

@@ -90,3 +90,15 @@ def test_a_stopped_run_is_published_with_the_seeds_every_tool_completed(tmp_path
     record = report.merge(report.merge(None, {**cut, "table": report.aggregate(cut["runs"]),
                                               "ratios": []}, ROWS), _result("day-2", ["sst2-1k"], 0.9), ROWS)
     assert record["invocations"][0]["stopped"] == {"trec": "1 of 3 planned seeds"}
+
+
+def test_mfu_is_taken_against_the_peak_of_the_precision_the_run_trained_in():
+    peak = {"peak_flops": 100e9, "bf16_peak_flops": 200e9}
+    run = {"train_seconds": 10.0, "sentences": 1000, "tokens": 20_000, "n_params": 10_000_000}
+    fp32 = report.derive({**run, "precision": "fp32"}, peak)
+    bf16 = report.derive({**run, "precision": "bf16"}, peak)
+    assert fp32["train_flops"] == bf16["train_flops"] == 6 * 10_000_000 * 20_000
+    assert fp32["mfu"] == 6 * 10_000_000 * 20_000 / 10.0 / 100e9
+    assert bf16["mfu"] == fp32["mfu"] / 2
+    assert report.derive(dict(run), peak)["mfu"] == fp32["mfu"]  # the peers train in fp32
+    assert report.derive({**run, "precision": "bf16"}, {"peak_flops": 100e9})["mfu"] == fp32["mfu"]  # no bf16 peak known

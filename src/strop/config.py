@@ -172,8 +172,8 @@ class TrainConfig:
     """The training loop: length, batches, evaluation, early stopping, precision, seed."""
 
     epochs: int = 10  # at most: early stopping (train.patience) usually ends small-data runs sooner
-    batch_size: int = 16
-    eval_batch_size: int = 64
+    batch_size: int | str = 16  # per process; auto: measured at the start (the fastest on a CPU, the largest on a GPU)
+    eval_batch_size: int | str = 64  # auto: as batch_size, for validation and prediction
     grad_accum: int = 1  # optimizer step every N batches (effective batch = batch_size * N * processes)
     seed: int = 42
     metric: str = "auto"  # validation metric that picks the best epoch and drives early stopping; auto: the task's
@@ -193,8 +193,10 @@ class TrainConfig:
 
     def __post_init__(self):
         _require(self.epochs >= 1, f"train.epochs must be >= 1; got {self.epochs}")
-        _require(self.batch_size >= 1, f"train.batch_size must be >= 1; got {self.batch_size}")
-        _require(self.eval_batch_size >= 1, f"train.eval_batch_size must be >= 1; got {self.eval_batch_size}")
+        for key in ("batch_size", "eval_batch_size"):
+            value = getattr(self, key)
+            _require(value == "auto" or (isinstance(value, int) and value >= 1),
+                     f"train.{key} must be a whole number >= 1 or auto; got {value!r}")
         _require(self.grad_accum >= 1, f"train.grad_accum must be >= 1; got {self.grad_accum}")
         from strop.tasks import TASKS
 

@@ -117,6 +117,7 @@ def fit(config: str | Path | dict | Config | None = None, overrides: list[str] =
     Raises:
         StropError: bad config, data or model name. Nothing is written in that case.
     """
+    from strop.train.batch_size import resolve_batch_sizes
     from strop.train.loop import make_accelerator, resolve_metric, train
 
     # Every check that can fail on the user's input runs before the run directory exists.
@@ -127,10 +128,13 @@ def fit(config: str | Path | dict | Config | None = None, overrides: list[str] =
     run, cfg, lock = _open_run_dir(cfg)
 
     accelerator = make_accelerator(cfg)
-    run, cfg = _agreed(run, cfg, accelerator)
     created = not cfg.train.resume
     try:
         _check_engine(accelerator)
+        method = METHODS.get(cfg.method.name)(cfg.method)
+        cfg = resolve_batch_sizes(cfg, model, task, method, train_features, val_features, collate, accelerator.device,
+                                  show=not cfg.train.quiet and accelerator.is_main_process)
+        run, cfg = _agreed(run, cfg, accelerator)
         provenance = _provenance(cfg, splits, accelerator)
         if cfg.train.resume:
             _check_same_data(run, provenance)
@@ -203,13 +207,16 @@ def lr_find(config: str | Path | dict | Config | None = None, overrides: list[st
     """
     import torch
 
+    from strop.train.batch_size import resolve_batch_sizes
     from strop.train.lr_find import range_test, save_curve
 
     prepared = prepare(load_config(config, overrides))
-    cfg = prepared.cfg
+    cfg, method = prepared.cfg, METHODS.get(prepared.cfg.method.name)(prepared.cfg.method)
     device = torch.device("cuda" if cfg.train.device != "cpu" and torch.cuda.is_available() else "cpu")
-    result = range_test(prepared.model, prepared.task, METHODS.get(cfg.method.name)(cfg.method),
-                        prepared.train_features, prepared.collate, cfg, device, steps=steps)
+    cfg = resolve_batch_sizes(cfg, prepared.model, prepared.task, method, prepared.train_features,
+                              prepared.val_features, prepared.collate, device, show=not cfg.train.quiet)
+    result = range_test(prepared.model, prepared.task, method, prepared.train_features, prepared.collate, cfg, device,
+                        steps=steps)
     folder = Path(output) if output is not None else Path("lr-find")
     data, plot = save_curve(result, folder)
     if not cfg.train.quiet:
@@ -316,13 +323,16 @@ def _check_engine(accelerator) -> None:
 
 def _agreed(run: RunDir, cfg: Config, accelerator) -> tuple[RunDir, Config]:
     """In a run of several processes, every process takes the main process's run directory (a default name
-    comes from the clock) and precision (`auto` may be decided by a timing probe, which could differ)."""
+    comes from the clock), precision and batch sizes (`auto` decides them by timing, which could differ)."""
     if accelerator.num_processes == 1:
         return run, cfg
     from accelerate.utils import broadcast_object_list
 
-    output_dir, precision = broadcast_object_list([cfg.output_dir, cfg.train.mixed_precision])
-    cfg = replace(cfg, output_dir=output_dir, train=replace(cfg.train, mixed_precision=precision))
+    tc = cfg.train
+    output_dir, precision, batch_size, eval_batch_size = broadcast_object_list(
+        [cfg.output_dir, tc.mixed_precision, tc.batch_size, tc.eval_batch_size])
+    cfg = replace(cfg, output_dir=output_dir, train=replace(tc, mixed_precision=precision, batch_size=batch_size,
+                                                            eval_batch_size=eval_batch_size))
     return RunDir(Path(output_dir)), cfg
 
 

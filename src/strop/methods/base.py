@@ -46,8 +46,13 @@ class Method:
     def frozen_split(self, model: nn.Module) -> FrozenSplit | None:
         """Where the method freezes the model's body, the split of the model into that body and the head that
         trains, so the body's outputs can be computed once instead of every epoch; None where the whole
-        model must run at every step (or where its layout is not known)."""
-        return None
+        model must run at every step (or where its layout is not known). By default the bottom
+        method.freeze_layers layers, where there are any: their output is cached (methods/bottom.py)."""
+        if self.cfg.freeze_layers == 0:
+            return None
+        from strop.methods.bottom import bottom_split
+
+        return bottom_split(model, self.cfg.freeze_layers)
 
 
 @dataclass(frozen=True)
@@ -61,6 +66,8 @@ class FrozenSplit:
 
     features: Callable[[dict[str, torch.Tensor]], torch.Tensor]
     head: nn.Module
+    keeps_inputs: bool = False  # the head reads the model inputs too (head(features=..., **inputs))
+    check: Callable[[dict[str, torch.Tensor]], bool] | None = None  # on a batch: is the split exact for this model?
 
 
 METHODS: Registry[type[Method]] = Registry("method")

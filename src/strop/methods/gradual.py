@@ -29,6 +29,9 @@ class Gradual(Method):
             for p in layer.parameters():
                 p.requires_grad_(i >= len(layers) - training)
 
+    def frozen_split(self, model: nn.Module) -> None:
+        return None  # what is frozen changes from epoch to epoch: nothing stays cached
+
     def train_mode(self, model: nn.Module) -> None:
         model.train()
         layers = model.body.layers()

@@ -38,7 +38,7 @@ def cache_body_outputs(split: FrozenSplit, model: torch.nn.Module, features: lis
         for row, i in enumerate(indices):
             length = example_length(features[i])
             head_input = outputs[row, :length] if outputs.dim() == 3 else outputs[row]  # tokens: trim the padding
-            carried = {k: v for k, v in features[i].items() if k not in input_keys}
+            carried = {k: v for k, v in features[i].items() if split.keeps_inputs or k not in input_keys}
             cached[i] = {"features": head_input, "num_tokens": length, **carried}
     return cached
 

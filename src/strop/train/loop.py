@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+import os
 import time
 from functools import partial
 
@@ -40,8 +41,14 @@ def make_accelerator(cfg: Config) -> Accelerator:
     # step_scheduler_with_optimizer=False: the schedule is built over the optimizer steps this process takes
     # and stepped once each, so a run of N processes follows the same curve as one process with an N times
     # larger batch (Accelerate's default steps it N times a step, with warmup rounded on the wrong count).
-    return Accelerator(cpu=cpu, gradient_accumulation_steps=cfg.train.grad_accum, step_scheduler_with_optimizer=False,
-                       **trackers.accelerator_options(cfg))
+    accelerator = Accelerator(cpu=cpu, gradient_accumulation_steps=cfg.train.grad_accum,
+                              step_scheduler_with_optimizer=False, **trackers.accelerator_options(cfg))
+    if accelerator.num_processes > 1 and accelerator.device.type == "cpu" and "OMP_NUM_THREADS" not in os.environ:
+        # Processes sharing one machine's cores, each with torch's default (all cores), spend much of their time
+        # in the kernel: give each its share.
+        local = int(os.environ.get("LOCAL_WORLD_SIZE", accelerator.num_processes))
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // local))
+    return accelerator
 
 
 def resolve_precision(cfg: Config, device: torch.device) -> str:
@@ -149,7 +156,7 @@ def train(model, task: Task, method: Method, train_features: list[dict], val_fea
     model_val_loader = DataLoader(val_sorted, batch_size=tc.eval_batch_size, collate_fn=collate)
 
     # What each step runs: the whole model, or only its head on cached outputs of a frozen body.
-    split = method.frozen_split(model)
+    split = _usable(method.frozen_split(model), model, val_sorted or train_features, collate, accelerator.device, show)
     trained, cache_seconds = model, 0.0
     if split is None:
         train_loader = DataLoader(train_features, batch_sampler=sampler, collate_fn=collate)
@@ -167,7 +174,8 @@ def train(model, task: Task, method: Method, train_features: list[dict], val_fea
         peak_lr = _found_lr(model, task, method, train_features, collate, cfg, run, accelerator, show)
     else:
         peak_lr = _peak_lr(cfg, len(sampler), accelerator.num_processes, method.trains_body, show)
-    layer_rates = layer_rate_multiples(model.body.layers(), cfg.optim.layer_decay) if split is None else {}
+    layer_rates = (layer_rate_multiples(model.body.layers(), cfg.optim.layer_decay)
+                   if split is None or split.keeps_inputs else {})  # the layers above a cached bottom too
     optimizer = build_optimizer(trained, cfg.optim, peak_lr, model.new_parameters if method.trains_body else set(),
                                 layer_rates)
     scheduler = build_scheduler(optimizer, cfg.optim, steps_per_epoch * tc.epochs, steps_per_epoch)
@@ -317,6 +325,21 @@ def evaluate(model, loader, task: Task, accelerator: Accelerator, bf16: bool = F
     return task.metrics(outputs, targets), (outputs, targets)
 
 
+def _usable(split, model, examples: list[dict], collate, device: torch.device, show: bool):
+    """The method's frozen split, where its check (if it has one) finds it exact on a batch of real examples;
+    else None, said: the run then trains without the cache."""
+    if split is None or split.check is None:
+        return split
+    model.to(device)
+    batch = {k: v.to(device) for k, v in collate(examples[:8]).items() if k != "labels"}
+    if split.check(batch):
+        return split
+    if show:
+        tqdm.write("the frozen bottom layers are not cached: this model's layers are not a plain stack (running on "
+                   "their cached output differs from the model's own output), so every step runs them")
+    return None
+
+
 def _cached_loaders(split, model, train_features: list[dict], val_sorted: list[dict], sampler: BatchSampler,
                     collate, input_keys, tc, device: torch.device, bf16: bool,
                     show: bool) -> tuple[DataLoader, DataLoader, float]:
@@ -330,8 +353,10 @@ def _cached_loaders(split, model, train_features: list[dict], val_sorted: list[d
     val_loader = DataLoader(cache(val_sorted), batch_size=tc.eval_batch_size, collate_fn=collate)
     seconds = time.perf_counter() - started
     if show:
-        tqdm.write(f"frozen body run once over {len(train_features)} + {len(val_sorted)} examples ({seconds:.1f}s); "
-                   "each epoch trains the head on its cached outputs")
+        frozen, rest = (("frozen bottom layers", "the layers above on their cached output") if split.keeps_inputs
+                        else ("frozen body", "the head on its cached outputs"))
+        tqdm.write(f"{frozen} run once over {len(train_features)} + {len(val_sorted)} examples ({seconds:.1f}s); "
+                   f"each epoch trains {rest}")
     return train_loader, val_loader, seconds
 
 
