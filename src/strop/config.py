@@ -110,7 +110,7 @@ class MethodConfig:
     virtual_tokens: int = 20  # prompt_tuning, prefix_tuning: learned tokens (prompt) or key/value positions (prefix)
     pairs_per_example: int = 40  # fewshot: contrastive pairs drawn per labelled example (half positive)
     pair_epochs: int = 1  # fewshot: epochs of the contrastive stage over its pairs
-    pair_lr: float = 2e-5  # fewshot: peak learning rate of the contrastive stage
+    pair_lr: float = 5e-5  # fewshot: peak learning rate of the contrastive stage
 
     def __post_init__(self):
         from strop.methods import METHODS
