@@ -221,6 +221,13 @@ def cmd_soup(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_soup(args: argparse.Namespace) -> int:
+    from strop.soup import soup
+
+    soup(args.runs, args.output, uniform=args.uniform, data=args.data)
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from strop.serve import ServeOptions, require_serve, serve
 
@@ -314,6 +321,17 @@ def build_parser() -> argparse.ArgumentParser:
     compress.add_argument("--forms", default="int8,onnx", help="compressed forms, comma-separated (default int8,onnx)")
     compress.add_argument("--data", help="labelled file to score on (default: the run's validation data)")
     compress.set_defaults(func=cmd_compress)
+
+    soup = commands.add_parser("soup", help="average the weights of several runs of one base model (a model soup)",
+                               description="Greedy soup: the runs ranked by their score on the first run's "
+                                           "validation data (or --data); each joins the average only where the "
+                                           "score does not fall. --uniform averages all. Writes an ordinary model "
+                                           "folder.")
+    soup.add_argument("runs", nargs="+", help="run directories fine-tuned from the same base model, same labels")
+    soup.add_argument("--output", required=True, help="a new folder for the averaged model")
+    soup.add_argument("--uniform", action="store_true", help="average every run (default: greedy)")
+    soup.add_argument("--data", help="labelled file to rank and check on (default: the first run's validation data)")
+    soup.set_defaults(func=cmd_soup)
 
     soup = commands.add_parser("soup", help="average the weights of several runs of one base model (a model soup)",
                                description="Greedy soup: the runs ranked by their score on the first run's "

@@ -1,0 +1,112 @@
+"""`strop soup RUN RUN ... --output DIR`: one model from the averaged weights of several fine-tuned runs of
+the same base model and task (Wortsman et al. 2022, "Model soups: averaging weights of multiple fine-tuned
+models improves accuracy without increasing inference time").
+
+Greedy soup (the default): the runs are ranked by their score on one validation set; starting from the
+best, each next run joins the average only where the averaged model scores at least as well as without it.
+`--uniform` averages them all. Adapter runs (LoRA, IA3) are merged into their base first, so they average
+as whole models. The soup is an ordinary model folder (`strop predict`, `strop.load`, plain transformers).
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import torch
+
+from strop.errors import StropError
+
+
+def soup(runs: list[str | Path], output: str | Path, uniform: bool = False, data: str | None = None,
+         quiet: bool = False) -> dict:
+    """Averages the runs' weights (greedily unless `uniform`) and saves the soup to `output`.
+
+    Scores on `data` (a labelled file) or on the first run's validation data.
+
+    Returns:
+        {"metric", "ingredients": [{"run", "score", "used"}], "soup_score"}
+
+    Raises:
+        StropError: fewer than two runs, an existing output, runs of different tasks, labels or architectures,
+            or a prompt/prefix-tuning run (its learned tokens cannot be averaged into weights).
+    """
+    from strop.compress import validation_examples
+    from strop.model import save_model
+    from strop.predict import Predictor, load
+
+    if len(runs) < 2:
+        raise StropError("strop soup needs at least two runs to average")
+    output = Path(output)
+    if output.exists():
+        raise StropError(f"--output {output} already exists: choose a new folder (nothing is overwritten)")
+    predictors = [load(run, device="cpu") for run in runs]
+    first = predictors[0]
+    models = [_whole_model(p, run) for p, run in zip(predictors, runs)]
+    _check_compatible(predictors, models, runs)
+    task = first.task
+    metric = task.lead_metric
+    examples = validation_examples(Path(runs[0]), first, data)
+
+    def score(model) -> float:
+        outputs = Predictor(model, task, first.info).outputs(examples.inputs)
+        return float(task.metrics(outputs, task.scored_targets(examples.targets))[metric])
+
+    scores = [score(m) for m in models]
+    order = sorted(range(len(runs)), key=lambda i: scores[i], reverse=metric not in task.minimised)
+    states = [{k: v.detach().clone() for k, v in m.state_dict().items()} for m in models]
+    chosen = [order[0]]
+    soup_model = copy.deepcopy(models[order[0]])
+    best = scores[order[0]]
+    for i in order[1:]:
+        trial = chosen + [i]
+        soup_model.load_state_dict(average([states[j] for j in trial]))
+        trial_score = score(soup_model)
+        if uniform or not task.is_better(metric, best, trial_score):  # greedy: keep it unless the score falls
+            chosen, best = trial, trial_score
+    soup_model.load_state_dict(average([states[j] for j in chosen]))
+    best = score(soup_model)
+    report = {"metric": metric, "soup_score": best, "method": "uniform" if uniform else "greedy",
+              "ingredients": [{"run": str(runs[i]), "score": scores[i], "used": i in chosen} for i in order]}
+    info = {k: v for k, v in predictors[order[0]].info.items() if k != "adapter"}
+    save_model(output, soup_model, task, {**info, "soup": report})
+    if not quiet:
+        for entry in report["ingredients"]:
+            print(f"{'+' if entry['used'] else '-'} {entry['run']}: {metric} {entry['score']:.4f}")
+        print(f"soup of {len(chosen)} ({report['method']}): {metric} {best:.4f} -> {output}")
+    return report
+
+
+def _whole_model(predictor, run):
+    from strop.adapters import is_adapted
+    from strop.compress import merged_copy
+
+    model = merged_copy(predictor.model)
+    if is_adapted(model):
+        raise StropError(f"{run} is a prompt- or prefix-tuning run: its learned tokens are no weights of the model "
+                         "and cannot be averaged; make a soup of full, LoRA or IA3 runs")
+    return model
+
+
+def _check_compatible(predictors, models, runs) -> None:
+    first, shapes = predictors[0], {k: v.shape for k, v in models[0].state_dict().items()}
+    for predictor, model, run in zip(predictors[1:], models[1:], runs[1:]):
+        if predictor.task.name != first.task.name or predictor.task.info() != first.task.info():
+            raise StropError(f"{run} predicts other outputs ({predictor.task.name}, "
+                             f"{list(predictor.task.output_space())[:6]}) than {runs[0]} ({first.task.name}, "
+                             f"{list(first.task.output_space())[:6]}): a soup needs runs of the same task and labels")
+        theirs = {k: v.shape for k, v in model.state_dict().items()}
+        if theirs != shapes:
+            raise StropError(f"{run} and {runs[0]} have different architectures: a soup needs runs fine-tuned from "
+                             "the same base model")
+
+
+def average(states: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """The mean of each floating-point tensor; other tensors (integer buffers) from the first state."""
+    out = {}
+    for key, value in states[0].items():
+        if value.is_floating_point():
+            out[key] = torch.stack([s[key] for s in states]).mean(dim=0)
+        else:
+            out[key] = value
+    return out

@@ -1,0 +1,76 @@
+"""strop soup: averaged weights of several runs (greedy or uniform) load and predict."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import strop
+from strop.cli import main
+from strop.errors import StropError
+from strop.soup import soup
+
+TEXTS = ["great fun film , love it", "awful boring plot , worst film"]
+
+
+def _fit(tiny_model_dir, text_data, output, *extra):
+    return strop.fit(None, [f"model.name={tiny_model_dir}", f"data.train={text_data['train']}",
+                            f"data.validation={text_data['dev']}", f"output_dir={output}", "train.epochs=2",
+                            "optim.lr=1e-3", "train.quiet=true", "train.patience=0", "model.max_length=32",
+                            "train.batch_size=16", "train.mixed_precision=no", *extra])
+
+
+@pytest.fixture(scope="module")
+def runs(tiny_model_dir, text_data, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("soup")
+    return [_fit(tiny_model_dir, text_data, folder / "a", "train.seed=1"),
+            _fit(tiny_model_dir, text_data, folder / "b", "train.seed=2"),
+            _fit(tiny_model_dir, text_data, folder / "c", "train.seed=3", "method.name=lora")]
+
+
+def test_uniform_soup_is_the_mean_of_the_weights_and_predicts(runs, tmp_path):
+    report = soup(runs[:2], tmp_path / "soup", uniform=True, quiet=True)
+    assert all(entry["used"] for entry in report["ingredients"])
+    a, b = (load_file(r / "model" / "model.safetensors") for r in runs[:2])
+    mixed = load_file(tmp_path / "soup" / "model.safetensors")
+    for key in a:
+        if a[key].is_floating_point():
+            assert torch.allclose(mixed[key], (a[key] + b[key]) / 2, atol=1e-6), key
+    predictor = strop.load(tmp_path / "soup")
+    assert predictor.predict_proba(TEXTS).shape == (2, 2)
+    info = json.loads((tmp_path / "soup" / "strop.json").read_text())
+    assert info["soup"]["method"] == "uniform" and len(info["soup"]["ingredients"]) == 2
+
+
+def test_greedy_soup_never_scores_below_its_best_ingredient(runs, tmp_path, capsys):
+    assert main(["soup", *map(str, runs), "--output", str(tmp_path / "soup")]) == 0  # a LoRA run among them
+    info = json.loads((tmp_path / "soup" / "strop.json").read_text())["soup"]
+    best = max(entry["score"] for entry in info["ingredients"])
+    assert info["soup_score"] >= best
+    assert info["ingredients"][0]["used"]  # the best run starts the soup
+    assert "soup of" in capsys.readouterr().out
+    predictor = strop.load(tmp_path / "soup")
+    assert predictor.predict(TEXTS)[0] in ("negative", "positive")
+
+
+def test_a_soup_of_a_single_run_twice_is_that_run(runs, tmp_path):
+    soup([runs[0], runs[0]], tmp_path / "soup", uniform=True, quiet=True)
+    np.testing.assert_allclose(strop.load(tmp_path / "soup").predict_proba(TEXTS),
+                               strop.load(runs[0]).predict_proba(TEXTS), atol=1e-6)
+
+
+def test_runs_with_other_labels_are_refused(runs, tiny_model_dir, tmp_path):
+    from conftest import write_csv
+
+    other = write_csv(tmp_path / "other.csv", [("good", "yes"), ("bad", "no")] * 20)
+    different = strop.fit(None, [f"model.name={tiny_model_dir}", f"data.train={other}", f"output_dir={tmp_path / 'd'}",
+                                 "train.epochs=1", "train.quiet=true", "model.max_length=16"])
+    with pytest.raises(StropError, match="same task and labels"):
+        soup([runs[0], different], tmp_path / "soup", quiet=True)
+    assert not (tmp_path / "soup").exists()
+    with pytest.raises(StropError, match="at least two"):
+        soup([runs[0]], tmp_path / "soup", quiet=True)
