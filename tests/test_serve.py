@@ -517,3 +517,46 @@ def test_schemathesis_coverage_and_examples_phases_pass(schema_url, tmp_path):
                             capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
     assert "No issues found" in result.stdout
+
+
+# --- other forms of the model ----------------------------------------------------------------------------------
+
+def _served_predictions(predictor, texts):
+    with live(create_app(predictor, LIMITS)) as base, httpx.Client(base_url=base, timeout=30) as c:
+        response = c.post("/predict", json={"texts": texts})
+        assert response.status_code == 200, response.text
+        return response.json()["predictions"]
+
+
+def test_the_int8_form_is_served_with_quantised_linear_layers(text_run):
+    import torch
+
+    from strop.serve import quantized
+
+    predictor = quantized(strop.load(text_run, device="cpu"), text_run)
+    dynamic = [m for m in predictor.model.modules() if type(m).__module__.startswith("torch.ao.nn.quantized")]
+    assert dynamic and not any(type(m) is torch.nn.Linear for m in predictor.model.modules())
+    texts = ["great fun", "an awful, dull film"]
+    predictions = _served_predictions(predictor, texts)
+    assert [p["text"] for p in predictions] == texts and all(p["label"] in predictor.labels for p in predictions)
+
+
+def test_an_onnx_export_is_served_as_the_run_predicts(text_run, tmp_path):
+    pytest.importorskip("onnxruntime", reason='ONNX needs pip install "strop[export]"')
+    from strop.export import export
+
+    path = export(text_run, "onnx", tmp_path / "model.onnx")
+    texts = ["great fun", "an awful, dull film", "ünïcode ✓ text"]
+    served = _served_predictions(strop.load(path), texts)
+    direct = strop.load(text_run, device="cpu").records(texts)
+    assert [p["label"] for p in served] == [r["label"] for r in direct]
+    for s, d in zip(served, direct):
+        assert s["probabilities"] == pytest.approx(d["probabilities"], abs=1e-4)
+
+
+def test_int8_is_refused_for_an_onnx_file(text_run, tmp_path):
+    from strop.errors import StropError
+    from strop.serve import quantized
+
+    with pytest.raises(StropError, match="ONNX file is served as it is"):
+        quantized(strop.load(text_run, device="cpu"), tmp_path / "model.onnx")

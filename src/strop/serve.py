@@ -740,6 +740,19 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+def quantized(predictor, source: str | Path):
+    """The predictor with its model's linear layers in dynamic int8 (adapters folded in first), as `strop
+    compress` measures it."""
+    import torch
+
+    from strop.compress import int8_form, merged_copy
+
+    if not isinstance(predictor.model, torch.nn.Module) or Path(source).suffix == ".onnx":
+        raise StropError("--int8 quantises a run's PyTorch model; an ONNX file is served as it is")
+    predictor.model = int8_form(merged_copy(predictor.model)).runs
+    return predictor
+
+
 def server(app, sock: socket.socket, log_level: str = "warning"):
     """A uvicorn server for `app` on a bound socket; run it with `.run(sockets=[sock])`."""
     import uvicorn
@@ -752,14 +765,17 @@ def server(app, sock: socket.socket, log_level: str = "warning"):
 
 
 def serve(run_dir: str | Path, host: str = "127.0.0.1", port: int = 8000, options: Optional[ServeOptions] = None,
-          log_level: str = "warning") -> None:
-    """Loads the run and serves it until interrupted (Ctrl-C, SIGTERM)."""
+          log_level: str = "warning", int8: bool = False) -> None:
+    """Loads the run (a run directory, or an ONNX file that strop exported) and serves it until interrupted
+    (Ctrl-C, SIGTERM). int8: its linear layers quantised to int8 first (dynamic quantisation, CPU)."""
     require_serve()
     from strop.predict import load
 
     options = options or ServeOptions()
     _limit_threads(options.threads)
     predictor = load(run_dir)
+    if int8:
+        predictor = quantized(predictor, run_dir)
     app = create_app(predictor, options)
     sock = bind(host, port)
     address = sock.getsockname()
