@@ -401,7 +401,7 @@ class _Search:
                 except KeyboardInterrupt:
                     with _study_lock(self.study, self.storage, self.url, self.folder):
                         self.study.tell(trial, state=TrialState.FAIL)
-                        self._queue_retry(self.study.get_trials(deepcopy=False)[trial.number])
+                        self._queue_retry(self.study.get_trials(deepcopy=False)[trial.number], announce=False)
                     self.say(f"interrupted; trial {trial.number} is queued again and continues from its checkpoint "
                              "when the search is run again (the same command)")
                     raise
@@ -525,7 +525,7 @@ class _Search:
             if _retryable(trial) and trial.number not in retried:
                 self._queue_retry(trial)
 
-    def _queue_retry(self, trial) -> None:
+    def _queue_retry(self, trial, announce: bool = True) -> None:
         from optuna.trial import TrialState, create_trial
 
         if not _retryable(trial):
@@ -535,7 +535,8 @@ class _Search:
             user_attrs={"strop:run_dir": trial.user_attrs.get("strop:run_dir", f"trial-{trial.number:04d}"),
                         "strop:attempt": trial.user_attrs.get("strop:attempt", 1) + 1,
                         "strop:retry_of": trial.number}))
-        self.say(f"trial {trial.number} was interrupted: queued again with the same parameters")
+        if announce:
+            self.say(f"trial {trial.number} was interrupted: queued again with the same parameters")
 
     # --- results --------------------------------------------------------------------------------
     def _after_trial(self, number: int) -> None:
