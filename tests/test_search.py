@@ -236,3 +236,31 @@ def test_a_trial_of_a_worker_on_another_machine_gone_silent_is_retried(tmp_path,
     [retry] = [t for t in trials if t.user_attrs.get("strop:retry_of") == 1]
     assert retry.params == params and retry.user_attrs["strop:run_dir"] == "trial-0001"
     assert (folder / "trial-0001" / "summary.json").is_file()
+
+
+def test_a_search_interrupted_with_ctrl_c_queues_its_trial_and_continues_it(tmp_path, monkeypatch):
+    import strop.train.loop as loop
+
+    config = search_config(tmp_path, epochs=2, rows=200)
+    folder = tmp_path / "search"
+    save, saved = loop.save_checkpoint, []
+
+    def save_then_interrupt(*args, **kwargs):
+        save(*args, **kwargs)
+        saved.append(1)
+        if len(saved) == 3:  # trial 1's first epoch
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(loop, "save_checkpoint", save_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        search(config, [], SearchOptions(trials=3, seed=0, pruner="none", quiet=True))
+    assert [t.state.name for t in trials_of(folder)] == ["COMPLETE", "FAIL", "WAITING"]
+    monkeypatch.setattr(loop, "save_checkpoint", save)
+
+    search(config, [], SearchOptions(trials=3, seed=0, pruner="none", quiet=True))
+    trials = trials_of(folder)
+    assert [t.state.name for t in trials] == ["COMPLETE", "FAIL", "COMPLETE", "COMPLETE"]
+    assert trials[2].user_attrs["strop:retry_of"] == 1 and trials[2].params == trials[1].params
+    assert trials[2].user_attrs["strop:run_dir"] == "trial-0001" and sorted(trials[2].intermediate_values) == [1, 2]
+    epochs = [json.loads(line)["epoch"] for line in (folder / "trial-0001" / "metrics.jsonl").read_text().splitlines()]
+    assert epochs == [1, 2]

@@ -345,7 +345,8 @@ def test_every_task_serves_what_its_schema_says(task, tiny_model_dir, tmp_path):
 
     from strop.tasks import TASKS
 
-    assert set(SERVE_INPUTS) == set(TASKS.names()), "a task was added: give it inputs in SERVE_INPUTS"
+    text_tasks = {name for name in TASKS.names() if "text" in TASKS.get(name).input_kinds}  # images: not served yet
+    assert set(SERVE_INPUTS) == text_tasks, "a task was added: give it inputs in SERVE_INPUTS"
     run, _ = _fit(task, tiny_model_dir, tmp_path, extra=["train.epochs=1"])
     predictor = strop.load(run, device="cpu")
     app = create_app(predictor)

@@ -59,6 +59,10 @@ class DataConfig:
     tag_column: int = -1  # CoNLL files: the column of the tag (0 is the token; -1 the last)
     tag_scheme: str = "auto"  # token tags: auto (detected from the training file), iob1, iob2 or bioes
     validation_fraction: float = 0.1  # share of train held out (stratified, seeded) when no validation file
+    path_column: str = "path"  # image tables: the image file of each row (relative to the table's folder)
+    bad_images: str = "error"  # an unreadable, truncated or non-image file: error (named), or skip (counted, named)
+    image_size: int | None = None  # images: input resolution (pixels a side); None: the model's pretrained size
+    augment: str = "auto"  # images: auto (light where the body trains, none where it is frozen), none, light, ...
 
     def __post_init__(self):
         _require(0 < self.validation_fraction < 1,
@@ -67,6 +71,11 @@ class DataConfig:
         _require(bool(self.label_column), "data.label_column must not be empty")
         _require(bool(self.label_separator), "data.label_separator must not be empty")
         _choice("data.tag_scheme", self.tag_scheme, ("auto", "iob1", "iob2", "bioes"))
+        _require(bool(self.path_column), "data.path_column must not be empty")
+        _choice("data.bad_images", self.bad_images, ("error", "skip"))
+        _require(self.image_size is None or 16 <= self.image_size <= 4096,
+                 f"data.image_size must be in [16, 4096] pixels, or null; got {self.image_size}")
+        _choice("data.augment", self.augment, ("auto", "none", "light", "randaugment", "trivialaugment"))
 
 
 @dataclass(frozen=True)

@@ -43,8 +43,10 @@ def load_splits(cfg: Config, input_kind: str) -> Splits:
         raise StropError("data.train is not set: give the training file, e.g. strop fit data.train=reviews.csv")
     task_cls = TASKS.get(cfg.task.name)
     if input_kind not in task_cls.input_kinds:
-        raise StropError(f"task.name={cfg.task.name} needs a text model, and model.name={cfg.model.name} reads "
-                         "numeric vectors: choose a text model (e.g. model.name=minilm-l6)")
+        wanted = " or ".join(task_cls.input_kinds)
+        raise StropError(f"task.name={cfg.task.name} needs a model that reads {wanted} inputs, and model.name="
+                         f"{cfg.model.name} reads {input_kind} inputs: choose a {wanted} model (e.g. model.name="
+                         f"{'efficientnet-lite0' if 'image' in task_cls.input_kinds else 'minilm-l6'})")
     train = task_cls.read(d.train, d, input_kind, "data.train")
     validation = None
     if d.validation is not None:
@@ -89,7 +91,7 @@ def prepare(cfg: Config) -> Prepared:
     from strop.train.loop import resolve_metric
 
     cfg = resolve_config(cfg)
-    source = resolve_source(cfg.model.name)
+    source = resolve_source(cfg.model.name, TASKS.get(cfg.task.name).input_kinds)
     splits = load_splits(cfg, source.input_kind)
     if splits.train.feature_columns:
         cfg = replace(cfg, data=replace(cfg.data, feature_columns=splits.train.feature_columns))
@@ -341,7 +343,8 @@ def _model_info(cfg: Config, source: Source) -> dict:
     d = cfg.data
     return {"text_column": d.text_column, "text_pair_column": d.text_pair_column, "label_column": d.label_column,
             "feature_columns": list(d.feature_columns), "label_separator": d.label_separator,
-            "tag_column": d.tag_column, "base_model": cfg.model.name, "method": cfg.method.name}
+            "tag_column": d.tag_column, "path_column": d.path_column, "base_model": cfg.model.name,
+            "method": cfg.method.name}
 
 
 def _open_run_dir(cfg: Config) -> tuple[RunDir, Config, object | None]:

@@ -63,7 +63,7 @@ class Source:
         """The inputs the backbone reads: "text" or "vector"."""
         if self.kind == "run":
             return BACKBONES.get(self.info.get("backbone", "text")).kind
-        return "vector" if self.kind == "mlp" else "text"
+        return {"mlp": "vector", "image": "image"}.get(self.kind, "text")
 
 
 def model_folder(path: Path) -> Path | None:
@@ -74,8 +74,8 @@ def model_folder(path: Path) -> Path | None:
     return None
 
 
-def resolve_source(name: str) -> Source:
-    """model.name -> where the model starts.
+def resolve_source(name: str, input_kinds: tuple[str, ...] = ("text", "vector")) -> Source:
+    """model.name -> where the model starts, for a task that reads `input_kinds`.
 
     Raises:
         StropError: the name is no bundled alias, folder, run, reachable hub id or `mlp`.
@@ -85,6 +85,10 @@ def resolve_source(name: str) -> Source:
     folder = model_folder(Path(name).expanduser())
     if folder is not None:
         return Source("run", str(folder), read_info(folder))
+    if "image" in input_kinds:  # an image task: a timm model name or folder, or a bundled image model
+        from strop.backbones.image import resolve_image_source
+
+        return Source("image", resolve_image_source(name))
     from strop.backbones.text import resolve_model_source
 
     return Source("text", resolve_model_source(name))
@@ -121,6 +125,13 @@ def build_model(source: Source, task: Task, cfg, train_inputs: list) -> tuple[Ta
                                                  cfg.model.trust_remote_code)
         if task.level == "sequence":
             notes.append(f"pooling {body.pooling}: {why}")
+        set_dropout(body, cfg.model.body_dropout)
+        return with_new_head(body, task, cfg.model.head_dropout), task, notes
+    if source.kind == "image":
+        from strop.backbones.image import ImageBackbone
+
+        body, notes = ImageBackbone.from_pretrained(source.location)
+        notes += body.configure(cfg)  # data.image_size, data.augment
         set_dropout(body, cfg.model.body_dropout)
         return with_new_head(body, task, cfg.model.head_dropout), task, notes
     return _from_run(source, task, cfg, notes)
@@ -174,8 +185,11 @@ def _from_run(source: Source, task: Task, cfg, notes: list[str]) -> tuple[TaskMo
         set_dropout(body, cfg.model.body_dropout)
         model = with_new_head(body, task, cfg.model.head_dropout)
         load_weights(model, folder, part="body" if not reuse else None)
-        notes.append(f"the MLP {list(body.hidden)} of {folder} (model.hidden and the input standardisation come "
-                     "from it)")
+        if kind == "image":
+            notes += body.configure(cfg)  # data.image_size, data.augment
+        else:
+            notes.append(f"the MLP {list(body.hidden)} of {folder} (model.hidden and the input standardisation "
+                         "come from it)")
     if reuse:
         model.new_parameters = set()
     return model, task, notes
@@ -185,6 +199,9 @@ def _from_run(source: Source, task: Task, cfg, notes: list[str]) -> tuple[TaskMo
 
 def _saved_names(model: TaskModel, plain: bool) -> dict[str, str]:
     """Internal state-dict key -> the key in model.safetensors (see the module docstring)."""
+    own = getattr(model.body, "saved_name", None)  # a backbone that names its weights as its library does (timm)
+    if own is not None:
+        return {key: own(key) for key in model.state_dict()}
     names = {}
     prefix = getattr(model.body, "prefix", None)
     for key in model.state_dict():
@@ -244,7 +261,10 @@ def save_model(path: Path, model: TaskModel, task: Task, info: dict[str, Any]) -
         described = model.body.save(tmp)
         state = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in named_state(model, architecture is not None).items()}
         save_file(state, tmp / WEIGHTS, metadata={"format": "pt"})
-        if (tmp / "config.json").is_file():
+        describe = getattr(model.body, "describe_task", None)  # a library's own config of the whole model (timm)
+        if describe is not None:
+            describe(tmp, task)
+        elif (tmp / "config.json").is_file():
             _describe_for_transformers(tmp / "config.json", model, task, architecture)
         full = {"task": task.name, **task.info(), **described, **info, "transformers_class": architecture}
         (tmp / INFO).write_text(to_json(full, indent=2) + "\n", encoding="utf-8")

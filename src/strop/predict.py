@@ -56,7 +56,8 @@ class Predictor:
     def predict_proba(self, inputs: list) -> np.ndarray:
         """(len(inputs), classes) probabilities, columns in the order of `.labels` (classification and
         multi-label tasks)."""
-        if self.task.name not in ("text_classification", "pair_classification", "multilabel_classification"):
+        if self.task.name not in ("text_classification", "pair_classification", "multilabel_classification",
+                                  "image_classification"):
             raise StropError(f"predict_proba is for classification; this model does {self.task.name}: use predict")
         outputs = self.outputs(inputs)
         return np.stack(outputs) if outputs else np.zeros((0, len(self.labels)), dtype=np.float32)

@@ -92,6 +92,8 @@ class InputSpec:
     @classmethod
     def of(cls, predictor) -> "InputSpec":
         body = predictor.model.body.kind
+        if body == "image":  # its inputs are file paths: a client must not make the server open files it names
+            raise StropError("strop serve does not serve image models yet; use strop predict RUN --input FILE|FOLDER")
         if body == "vector":
             columns = tuple(predictor.info.get("feature_columns") or ())
             count = len(columns) or int(getattr(predictor.model.body, "num_features", 0))

@@ -13,7 +13,7 @@ from strop.predict import Predictor
 def saved_columns(info: dict, **overrides: str | None) -> DataConfig:
     """The data columns a model was trained with (from its strop.json), with the given ones replaced."""
     known = {key: info[key] for key in ("text_column", "text_pair_column", "label_column", "label_separator",
-                                         "tag_column") if info.get(key) is not None}
+                                         "tag_column", "path_column") if info.get(key) is not None}
     data = DataConfig(**known, feature_columns=tuple(info.get("feature_columns") or ()))
     return replace(data, **{k: v for k, v in overrides.items() if v is not None})
 

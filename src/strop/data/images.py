@@ -1,0 +1,205 @@
+"""Image examples: class folders (`train/<class>/*.jpg`), a table of image paths, single files; every file
+checked before training starts.
+
+Each file is opened and fully decoded once when it is read, so that an unreadable, truncated or non-image
+file is reported by its path before the first epoch instead of crashing in the middle of one, and so that
+an image whose header promises an absurd size (a decompression bomb) is refused before it is decoded.
+`data.bad_images=error` stops at such files, naming them; `skip` leaves them out, says how many and which,
+and the run records them (the model's strop.json, `skipped_images`).
+"""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+from strop.errors import StropError
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm")
+TABLE_SUFFIXES = (".csv", ".tsv", ".txt", ".jsonl", ".json", ".parquet", ".gz", ".bz2", ".xz", ".zst")
+SHOWN = 10  # bad files named in a message; the rest are counted
+
+
+@dataclass(frozen=True)
+class ImageFiles:
+    """Usable image paths with their labels (None without targets), and the files left out with why."""
+
+    paths: list[str]
+    labels: list[str] | None
+    bad: list[tuple[str, str]]  # (path, reason), for files that are no usable image
+
+
+def pixel_limit() -> int:
+    """Pillow's decompression-bomb limit, in pixels (Image.MAX_IMAGE_PIXELS, about 89 million by default)."""
+    from PIL import Image
+
+    return int(Image.MAX_IMAGE_PIXELS or 0) or sys.maxsize
+
+
+def open_rgb(path: str | Path):
+    """The image at `path` as an RGB PIL image, fully decoded.
+
+    Raises:
+        BadImage: the file cannot be read, is no image Pillow knows, is truncated, or is larger than
+            Pillow's decompression-bomb limit (checked on the header, before anything is decoded).
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                width, height = image.size
+                if width * height > pixel_limit():
+                    raise BadImage(f"{width}x{height} pixels, beyond the decompression-bomb limit of "
+                                   f"{pixel_limit():,} pixels")
+                return image.convert("RGB")  # decodes every pixel: a truncated file fails here
+    except BadImage:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        raise BadImage(f"beyond the decompression-bomb limit ({error})") from None
+    except UnidentifiedImageError:
+        raise BadImage("not an image (Pillow cannot identify the format)") from None
+    except FileNotFoundError:
+        raise BadImage("the file does not exist") from None
+    except PermissionError:
+        raise BadImage("the file cannot be read (permission denied)") from None
+    except (OSError, ValueError, SyntaxError, EOFError) as error:  # Pillow's decoders raise all of these
+        raise BadImage(f"truncated or damaged ({str(error).splitlines()[0] if str(error) else type(error).__name__})"
+                       ) from None
+
+
+class BadImage(Exception):
+    """A file that is no usable image; the message says why."""
+
+
+def check_images(paths: list[str], labels: list[str] | None, show: bool = False) -> ImageFiles:
+    """Decodes each file once; keeps those that are usable images and lists the others with the reason."""
+    from tqdm.auto import tqdm
+
+    good, kept_labels, bad = [], [] if labels is not None else None, []
+    for i, path in enumerate(tqdm(paths, desc="checking images", disable=not show or len(paths) < 2000,
+                                  leave=False, unit="image")):
+        try:
+            open_rgb(path)
+        except BadImage as error:
+            bad.append((path, str(error)))
+            continue
+        good.append(path)
+        if labels is not None:
+            kept_labels.append(labels[i])
+    return ImageFiles(good, kept_labels, bad)
+
+
+def settle_bad_images(files: ImageFiles, policy: str, what: str, where: str) -> None:
+    """data.bad_images: `error` raises naming the bad files; `skip` says on stderr how many and which.
+
+    Raises:
+        StropError: policy `error` and some files are no usable images, or no usable image is left.
+    """
+    if not files.bad:
+        return
+    listed = "; ".join(f"{path} ({reason})" for path, reason in files.bad[:SHOWN])
+    more = f"; and {len(files.bad) - SHOWN} more" if len(files.bad) > SHOWN else ""
+    if policy == "error":
+        raise StropError(f"{what}: {len(files.bad)} of the files in {where} cannot be used as images: {listed}{more}. "
+                         "Replace or remove them, or set data.bad_images=skip to leave them out")
+    if not files.paths:
+        raise StropError(f"{what}: none of the files in {where} is a usable image: {listed}{more}")
+    print(f"{what}: skipped {len(files.bad)} files that cannot be used as images (data.bad_images=skip): "
+          f"{listed}{more}", file=sys.stderr)
+
+
+def is_table(path: Path) -> bool:
+    return path.is_file() and any(path.name.lower().endswith(s) for s in TABLE_SUFFIXES)
+
+
+def is_image_file(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_SUFFIXES
+
+
+def _visible(path: Path) -> bool:
+    return not path.name.startswith(".") and path.name not in ("Thumbs.db", "desktop.ini")
+
+
+def class_folders(root: Path, what: str) -> tuple[list[str], list[str]]:
+    """Every file under `root/<class>/` (any depth) and its class, sorted by path. Non-image files are kept,
+    so that they are reported as such rather than silently passed over.
+
+    Raises:
+        StropError: no class folders, or images lying directly in `root` (they have no class).
+    """
+    folders = sorted(p for p in root.iterdir() if p.is_dir() and _visible(p))
+    loose = sorted(p.name for p in root.iterdir() if p.is_file() and is_image_file(p))
+    if loose:
+        raise StropError(f"{what}: {root} holds images directly ({loose[0]}, ...), outside any class folder; an "
+                         f"image folder holds one folder per class: {root}/<class>/<image>")
+    if not folders:
+        raise StropError(f"{what}: {root} has no class folders; an image folder holds one folder per class "
+                         f"({root}/<class>/<image>), or give a table with data.path_column and data.label_column")
+    paths, labels = [], []
+    for folder in folders:
+        # links too, where they lead nowhere: reported, not silently passed over
+        for file in sorted(p for p in folder.rglob("*") if (p.is_file() or p.is_symlink()) and _visible(p)
+                           and all(_visible(part) for part in p.relative_to(folder).parents)):
+            paths.append(str(file))
+            labels.append(folder.name)
+    if not paths:
+        raise StropError(f"{what}: the class folders of {root} hold no files")
+    return paths, labels
+
+
+def all_images(root: Path, what: str) -> list[str]:
+    """Every image file under `root`, at any depth, sorted by path (inputs to predict, without classes)."""
+    paths = sorted(str(p) for p in root.rglob("*") if p.is_file() and _visible(p) and is_image_file(p))
+    if not paths:
+        raise StropError(f"{what}: {root} holds no image files ({', '.join(IMAGE_SUFFIXES)})")
+    return paths
+
+
+def table_paths(path: Path, data_cfg, what: str, with_targets: bool) -> tuple[list[str], list[str] | None, object]:
+    """The image paths (relative ones from the table's folder) and labels of a table, and the frame."""
+    from strop.data.inputs import clean_strings, refuse_missing, require_column
+    from strop.data.tables import read_table
+
+    frame = read_table(path, what)
+    column = data_cfg.path_column
+    require_column(frame, column, path, what, "path_column")
+    names = clean_strings(frame[column], path, what)
+    refuse_missing(names, "image path", path, what)
+    paths = [str(Path(name) if Path(name).is_absolute() else path.parent / name) for name in names]
+    return paths, None, frame
+
+
+def read_image_files(path: str | Path, data_cfg, what: str, with_targets: bool, read_labels) -> ImageFiles:
+    """The images of `path` (a class-folder tree, a table of paths, a plain folder or one image file when
+    there are no targets), checked, with data.bad_images applied.
+
+    read_labels(frame, path, data_cfg, what): the labels of a table (the task's own reading of them).
+
+    Raises:
+        StropError: the path does not exist or holds no images; bad images where data.bad_images=error.
+    """
+    source = Path(path)
+    if not source.exists():
+        raise StropError(f"{what}: {source} does not exist; give a folder of class folders "
+                         "(<folder>/<class>/<image>) or a table of image paths")
+    if source.is_dir():
+        if with_targets:
+            paths, labels = class_folders(source, what)
+        else:
+            paths, labels = all_images(source, what), None
+    elif is_table(source):
+        paths, labels, frame = table_paths(source, data_cfg, what, with_targets)
+        if with_targets:
+            labels = read_labels(frame, source, data_cfg, what)
+    elif not with_targets:
+        paths, labels = [str(source)], None  # one image file
+    else:
+        raise StropError(f"{what}: {source} is neither a folder of class folders nor a table of image paths "
+                         f"({', '.join(TABLE_SUFFIXES[:6])}); a single image has no label")
+    files = check_images(paths, labels, show=True)
+    settle_bad_images(files, data_cfg.bad_images, what, str(source))
+    return files
