@@ -178,3 +178,17 @@ def test_strop_runs_show_and_diff(three_runs, capsys):
     assert result["metrics"]["accuracy"]["delta"] == pytest.approx(0.05) and result["metrics"]["accuracy"]["better"]
     assert main(["runs", "show", "zzz", "--dir", str(three_runs)]) == 2
     assert "no run 'zzz'" in capsys.readouterr().err
+
+
+def test_a_fit_that_fails_before_its_first_checkpoint_leaves_neither_run_nor_entry(tmp_path, monkeypatch):
+    import strop.train.loop as loop
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(loop, "save_checkpoint", broken)
+    with pytest.raises(RuntimeError):
+        strop.fit(None, _fit_overrides(tmp_path, "gone"))
+    assert not (tmp_path / "runs" / "gone").exists()
+    assert (tmp_path / "runs" / INDEX_FILE).is_file()  # it was recorded as running when it started
+    assert list_runs(tmp_path / "runs") == []  # and forgotten when its run was removed

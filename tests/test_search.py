@@ -93,6 +93,7 @@ def test_a_config_without_a_search_section_is_refused_before_anything_is_written
     assert not (tmp_path / "s").exists()
 
 
+@pytest.mark.slow  # tens of seconds: six fits
 def test_a_six_trial_search_completes_prunes_and_keeps_the_best_run(tmp_path):
     config = search_config(tmp_path)
     summary = search(config, [], SearchOptions(trials=6, seed=0, quiet=True))
@@ -137,6 +138,7 @@ def test_a_six_trial_search_completes_prunes_and_keeps_the_best_run(tmp_path):
     assert len(trials_of(folder)) == 6
 
 
+@pytest.mark.slow  # tens of seconds: six fits
 def test_a_search_killed_mid_trial_continues_with_no_trial_lost_or_run_twice(tmp_path):
     config = search_config(tmp_path, epochs=4, rows=600)
     folder = tmp_path / "search"

@@ -22,6 +22,8 @@ pytest.importorskip("psycopg", reason="the PostgreSQL driver is not installed: p
 
 from test_search import search_config  # noqa: E402
 
+pytestmark = pytest.mark.slow  # a database server and six fits in two workers: a minute or two
+
 
 def _postgres_bin() -> Path | None:
     found = shutil.which("initdb")
