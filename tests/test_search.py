@@ -266,3 +266,8 @@ def test_a_search_interrupted_with_ctrl_c_queues_its_trial_and_continues_it(tmp_
     assert trials[2].user_attrs["strop:run_dir"] == "trial-0001" and sorted(trials[2].intermediate_values) == [1, 2]
     epochs = [json.loads(line)["epoch"] for line in (folder / "trial-0001" / "metrics.jsonl").read_text().splitlines()]
     assert epochs == [1, 2]
+
+
+def test_bounds_yaml_reads_as_text_are_numbers():
+    [param] = parse_space(yaml.safe_load("optim.lr: {log_uniform: [1e-5, 1e-3]}"))  # YAML 1.1: "1e-5" is text
+    assert (param.low, param.high) == (1e-5, 1e-3)

@@ -135,6 +135,8 @@ def _parse_param(key: str, spec: Any) -> Param:
         raise StropError(f"{where} must be one distribution, one of {', '.join(f'{{{k}: ...}}' for k in KINDS)}; "
                          f"e.g. {key}: {{choice: [a, b]}}; got {spec!r}")
     kind, values = next(iter(spec.items()))
+    if kind != "choice" and isinstance(values, list):
+        values = [_yaml_number(v) for v in values]
     if kind == "choice":
         if not isinstance(values, list) or not values:
             raise StropError(f"{where}: choice needs a list of one or more values, e.g. {{choice: [8, 16, 32]}}; "
@@ -156,6 +158,16 @@ def _parse_param(key: str, spec: Any) -> Param:
     if kind.startswith("log") and low <= 0:
         raise StropError(f"{where}: {kind} needs low > 0 (a log scale); got {values[0]}")
     return Param(key, kind, low, high)
+
+
+def _yaml_number(value: Any) -> Any:
+    """A bound YAML read as text for want of a dot (YAML 1.1 reads 1e-5 as a string, 1.0e-5 as a number)."""
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
 
 
 def _check_key(key: str) -> None:
@@ -254,6 +266,8 @@ def search(config=None, overrides: list[str] = (), options: SearchOptions | None
     check_space(space, config, overrides)
     optuna = _import_optuna()
     folder = Path(base.output_dir) if base.output_dir else _default_folder()
+    if base.output_dir is None and not options.quiet:
+        print(f"no output_dir: the search goes to {folder}; continue it with output_dir={folder}")
     # Data, model and settings are checked once, before anything is written: a bad file fails here, not
     # in every trial.
     prepared = prepare(base)
