@@ -112,7 +112,7 @@ class MethodConfig:
     name: str = "full"
     freeze_layers: int = 0  # full/bitfit: the bottom k layers stay frozen (the embeddings are layer 0)
     unfreeze_every: int = 1  # gradual: one more layer group trains every N epochs, from the top down
-    rank: int = 8  # lora: rank of the low-rank update of each target module
+    rank: int = 8  # lora: rank of the low-rank update of each target module; houlsby, pfeiffer: bottleneck width
     alpha: float = 16.0  # lora: the update is scaled by alpha / rank
     dropout: float = 0.1  # lora: dropout on the adapter's input
     target_modules: tuple[str, ...] = ()  # lora, ia3: module names (e.g. [query, value]) or [all-linear]; [] the architecture's defaults

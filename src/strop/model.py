@@ -161,6 +161,10 @@ def _from_run(source: Source, task: Task, cfg, notes: list[str]) -> tuple[TaskMo
         raise StropError(f"model.name={folder}: that run saved an adapter (method {info.get('method')}), not a whole "
                          f"model; merge it first (strop export {folder} --format merged --output DIR) and start "
                          "from DIR")
+    if info.get("method") in ("houlsby", "pfeiffer"):
+        raise StropError(f"model.name={folder}: that run's body carries bottleneck adapters ({info['method']}), "
+                         "which a new run cannot start from; start from its base model "
+                         f"(model.name={info.get('base_model')})")
     previous = TASKS.get(info["task"]).from_info(info)
     reuse = previous.name == task.name and previous.output_space() == task.output_space()
     if reuse:
@@ -306,6 +310,9 @@ def load_model(folder: Path) -> tuple[TaskModel, Task, dict[str, Any]]:
         raise StropError(f"{folder} holds a model strop cannot rebuild ({type(error).__name__}: {error}); "
                          "is it a complete model folder of strop fit?") from None
     model = with_new_head(body, task)
+    from strop.methods.bottleneck import restore
+
+    restore(model, folder, info)  # method houlsby/pfeiffer: the adapters' modules, before their weights
     load_weights(model, folder)
     model.new_parameters = set()
     return model, task, info
