@@ -171,6 +171,21 @@ def cmd_cv(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_curve(args: argparse.Namespace) -> int:
+    from strop.curve import learning_curve
+
+    config, overrides = args.config, list(args.overrides)
+    if config is not None and "=" in config and not Path(config).exists():
+        config, overrides = None, [config] + overrides
+    try:
+        fractions = tuple(float(f) for f in args.fractions.split(",") if f.strip())
+    except ValueError:
+        raise StropError(f"--fractions must be numbers separated by commas, e.g. 0.1,0.3,1; got {args.fractions}") from None
+    learning_curve(config, overrides, fractions, args.seeds, args.target, args.metric, args.output, args.keep_runs,
+                   args.quiet)
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from strop.report import report
 
@@ -336,17 +351,6 @@ def build_parser() -> argparse.ArgumentParser:
     soup.add_argument("--data", help="labelled file to rank and check on (default: the first run's validation data)")
     soup.set_defaults(func=cmd_soup)
 
-    soup = commands.add_parser("soup", help="average the weights of several runs of one base model (a model soup)",
-                               description="Greedy soup: the runs ranked by their score on the first run's "
-                                           "validation data (or --data); each joins the average only where the "
-                                           "score does not fall. --uniform averages all. Writes an ordinary model "
-                                           "folder.")
-    soup.add_argument("runs", nargs="+", help="run directories fine-tuned from the same base model, same labels")
-    soup.add_argument("--output", required=True, help="a new folder for the averaged model")
-    soup.add_argument("--uniform", action="store_true", help="average every run (default: greedy)")
-    soup.add_argument("--data", help="labelled file to rank and check on (default: the first run's validation data)")
-    soup.set_defaults(func=cmd_soup)
-
     search = commands.add_parser("search", help="hyperparameter search (Optuna) over the config's search: section",
                                  description="Run --trials fits (trials) with settings drawn from the config's "
                                              "search: section, each a run directory under output_dir, pruning "
@@ -380,6 +384,25 @@ def build_parser() -> argparse.ArgumentParser:
                                                              "once scored)")
     cv.add_argument("--quiet", "-q", action="store_true", help="no progress output")
     cv.set_defaults(func=cmd_cv)
+
+    curve = commands.add_parser("curve", help="learning curve: how many labels to reach a score, what twice the "
+                                              "data would give",
+                                description="Train on growing fractions of the training data (several seeds each), "
+                                            "score each run on one validation set, fit score(n) = a - b n^-c and "
+                                            "answer how many labelled examples reach --target and what twice the "
+                                            "data would give, with 95% bootstrap intervals. Writes curve.json and "
+                                            "curve.png to --output.")
+    curve.add_argument("config", nargs="?", help="YAML config file (optional)")
+    curve.add_argument("overrides", nargs="*", help="key=value overrides, as for fit")
+    curve.add_argument("--fractions", default="0.1,0.2,0.3,0.5,0.7,1",
+                       help="shares of the training data, comma-separated (default 0.1,0.2,0.3,0.5,0.7,1)")
+    curve.add_argument("--seeds", type=int, default=3, help="seeds per fraction (default 3)")
+    curve.add_argument("--target", type=float, help="a score to reach: how many labelled examples it needs")
+    curve.add_argument("--metric", help="the metric to fit (default: the task's lead metric, e.g. accuracy)")
+    curve.add_argument("--output", help="folder for curve.json, curve.png and the subsets (default curve/<UTC time>)")
+    curve.add_argument("--keep-runs", action="store_true", help="keep each run directory (default: deleted once scored)")
+    curve.add_argument("--quiet", "-q", action="store_true", help="no progress output")
+    curve.set_defaults(func=cmd_curve)
 
     runs = commands.add_parser("runs", help="list, show and compare the runs of a runs folder (its index)",
                                description="strop runs [FOLDER]: a table of the runs (and search trials) in FOLDER "

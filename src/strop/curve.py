@@ -1,0 +1,306 @@
+"""`strop curve`: a learning curve, and what it says about labelling more data.
+
+Trains on growing shares of the training data (several seeds each; within a seed the subsets are nested and
+stratified by class), scores each run on one fixed validation set, and fits a saturating power law to the
+scores (Hestness et al. 2017, "Deep learning scaling is predictable, empirically"; Figueroa et al. 2012):
+
+    score(n) = a - b * n^(-c)      (a: the score the data tend to; b, c > 0)
+
+for scores where higher is better (a loss is fitted as -loss). It answers "how many labelled examples to
+reach score X?" and "what would twice the data give?", each with a 95% interval from a bootstrap over the
+runs, in the terminal, in curve.json and in curve.png. An extrapolation is a forecast: the further beyond
+the data, the wider its interval and the likelier that the curve's shape changes.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from strop.cv import write_rows
+from strop.errors import StropError
+from strop.runs import atomic_write_json
+
+CURVE_FILE, PLOT_FILE = "curve.json", "curve.png"
+DEFAULT_FRACTIONS = (0.1, 0.2, 0.3, 0.5, 0.7, 1.0)
+BOOTSTRAP_DRAWS = 500
+
+
+def power_law(n, a: float, b: float, c: float):
+    """a - b * n^(-c): rises towards a as n grows (b, c > 0)."""
+    return a - b * np.power(np.asarray(n, dtype=np.float64), -c)
+
+
+def fit_power_law(n, score, bounded: bool = False) -> tuple[float, float, float]:
+    """Least-squares (a, b, c) of `power_law` through the points (n_i, score_i); `bounded`: a <= 1 (accuracy,
+    F1 and the like cannot exceed 1).
+
+    Raises:
+        StropError: fewer than three distinct sizes, or no fit found.
+    """
+    from scipy.optimize import curve_fit
+
+    n, score = np.asarray(n, dtype=np.float64), np.asarray(score, dtype=np.float64)
+    if len(np.unique(n)) < 3:
+        raise StropError("a learning curve needs at least three different training sizes: give --fractions with "
+                         "three values or more")
+    top = 1.0 if bounded else np.inf
+    start_a = min(score.max() + 0.05 * (np.ptp(score) + 0.01), top)
+    start_c = 0.5
+    start_b = max((start_a - score.min()) * n.min() ** start_c, 1e-6)
+    try:
+        (a, b, c), _ = curve_fit(power_law, n, score, p0=(start_a, start_b, start_c),
+                                 bounds=([-np.inf, 0.0, 1e-3], [top, np.inf, 3.0]), maxfev=20_000)
+    except (RuntimeError, ValueError) as error:
+        raise StropError(f"the power law could not be fitted to these scores ({error}); more sizes or seeds "
+                         "help") from None
+    return float(a), float(b), float(c)
+
+
+def examples_for(score: float, a: float, b: float, c: float) -> float:
+    """The training size at which the curve reaches `score`: inf where the curve never does (score >= a)."""
+    if score >= a:
+        return math.inf
+    return float((b / (a - score)) ** (1.0 / c))
+
+
+def bootstrap(n, score, bounded: bool, draws: int = BOOTSTRAP_DRAWS, seed: int = 0) -> np.ndarray:
+    """(draws, 3) parameters fitted to the curve plus resampled residuals (a residual bootstrap; residuals
+    scaled by sqrt(points / (points - 3)) for the three fitted parameters). On synthetic curves of 18 points
+    its 95% intervals held the true extrapolation about 88% of the time (a case bootstrap: 82%): treat
+    them as somewhat optimistic, as extrapolations are. Failed fits are left out."""
+    n, score = np.asarray(n, dtype=np.float64), np.asarray(score, dtype=np.float64)
+    fitted = power_law(n, *fit_power_law(n, score, bounded))
+    residuals = (score - fitted) * math.sqrt(len(n) / max(len(n) - 3, 1))
+    rng = np.random.default_rng(seed)
+    fits = []
+    for _ in range(draws):
+        try:
+            fits.append(fit_power_law(n, fitted + rng.choice(residuals, len(n)), bounded))
+        except StropError:
+            continue
+    return np.array(fits)
+
+
+def interval(values) -> list[float]:
+    """The central 95% of the values (2.5th and 97.5th percentiles; inf stays inf)."""
+    values = np.asarray(values, dtype=np.float64)
+    return [float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5))]
+
+
+def analyse(n, score, minimised: bool = False, bounded: bool = False, target: float | None = None,
+            draws: int = BOOTSTRAP_DRAWS, seed: int = 0) -> dict:
+    """The fitted curve, its parameters' intervals, and the answers: the score at twice the largest size, and
+    (given a target score) the size that reaches it; each with a 95% bootstrap interval."""
+    sign = -1.0 if minimised else 1.0  # a loss falls as data grow: fit its negative, which rises
+    n, y = np.asarray(n, dtype=np.float64), sign * np.asarray(score, dtype=np.float64)
+    a, b, c = fit_power_law(n, y, bounded)
+    draws_ = bootstrap(n, y, bounded, draws, seed)
+    largest = float(n.max())
+    now, doubled = power_law(largest, a, b, c), power_law(2 * largest, a, b, c)
+    doubled_draws = power_law(2 * largest, *draws_.T) - power_law(largest, *draws_.T)
+    result = {
+        "model": "score(n) = a - b * n^(-c)" + (" fitted to -score (lower is better)" if minimised else ""),
+        "parameters": {"a": a, "b": b, "c": c},
+        "parameter_intervals": {name: interval(draws_[:, i]) for i, name in enumerate("abc")},
+        "bootstrap_draws": len(draws_),
+        "largest_size": largest,
+        "score_at_largest": sign * float(now),
+        "twice_the_data": {"size": 2 * largest, "score": sign * float(doubled),
+                           "score_interval": sorted(sign * np.array(interval(power_law(2 * largest, *draws_.T)))),
+                           "gain": sign * float(doubled - now),
+                           "gain_interval": sorted(sign * np.array(interval(doubled_draws)))},
+        "asymptote": sign * a, "asymptote_interval": sorted(sign * np.array(interval(draws_[:, 0]))),
+    }
+    if target is not None:
+        needed = examples_for(sign * target, a, b, c)
+        needed_draws = [examples_for(sign * target, *p) for p in draws_]
+        result["target"] = {"score": target, "examples": needed, "examples_interval": interval(needed_draws),
+                            "reachable_share": float(np.mean(np.isfinite(needed_draws)))}
+    return result
+
+
+def nested_subsets(targets: list, sizes: list[int], seed: int) -> list[np.ndarray]:
+    """For each size, a subset of the rows of that size; each subset contains the smaller ones. Stratified
+    where every target is one label: each class keeps its share (at least one example), the classes' rows
+    taken in one random order per seed."""
+    rng = np.random.default_rng(seed)
+    total = len(targets)
+    if not all(isinstance(t, str) for t in targets):
+        order = rng.permutation(total)
+        return [np.sort(order[:size]) for size in sizes]
+    classes, inverse = np.unique(np.asarray(targets), return_inverse=True)
+    members = [rng.permutation(np.flatnonzero(inverse == k)) for k in range(len(classes))]
+    counts = np.array([len(m) for m in members])
+    subsets = []
+    for size in sizes:
+        if size < len(classes):
+            raise StropError(f"a share of the data gives {size} examples, fewer than the {len(classes)} classes: "
+                             "give larger --fractions")
+        share = counts * size / total
+        take = np.minimum(np.maximum(1, np.floor(share).astype(int)), counts)
+        while take.sum() < size:  # the largest remainders first
+            room = np.where(take < counts, share - take, -np.inf)
+            take[int(np.argmax(room))] += 1
+        while take.sum() > size:
+            take[int(np.argmax(np.where(take > 1, take - share, -np.inf)))] -= 1
+        subsets.append(np.sort(np.concatenate([m[:k] for m, k in zip(members, take)])))
+    return subsets
+
+
+def learning_curve(config=None, overrides: list[str] = (), fractions: tuple[float, ...] = DEFAULT_FRACTIONS,
+                   seeds: int = 3, target: float | None = None, metric: str | None = None,
+                   output: str | Path | None = None, keep_runs: bool = False, quiet: bool = False) -> dict:
+    """Trains on each fraction of the training data with `seeds` seeds, scores on one validation set, fits
+    the curve and answers; writes curve.json and curve.png to `output` and returns the JSON's content.
+
+    Raises:
+        StropError: bad config, data, fractions, metric, or an output folder that already holds files.
+    """
+    from strop.config import load_config
+    from strop.cv import default_output, fit_and_score, read_training_table
+    from strop.fit import resolve_config
+    from strop.tasks import TASKS
+
+    fractions = tuple(sorted(set(float(f) for f in fractions)))
+    if not fractions or not all(0 < f <= 1 for f in fractions):
+        raise StropError(f"--fractions must be shares in (0, 1], e.g. 0.1,0.3,1; got {list(fractions)}")
+    if seeds < 1:
+        raise StropError(f"--seeds must be >= 1; got {seeds}")
+    cfg = resolve_config(load_config(config, overrides))
+    task_cls = TASKS.get(cfg.task.name)
+    metric = metric or task_cls.lead_metric
+    if metric not in task_cls.metric_names:
+        raise StropError(f"--metric {metric} is not a metric of {task_cls.name}; choose one of "
+                         f"{', '.join(task_cls.metric_names)}")
+    out = Path(output) if output is not None else default_output("curve")
+    if out.exists() and any(out.iterdir()):
+        raise StropError(f"--output {out} already holds files: choose another folder")
+    frame, targets = read_training_table(cfg)
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        pool, validation_file = _pool_and_validation(cfg, frame, targets, out)
+        sizes = [max(1, int(round(f * len(pool)))) for f in fractions]
+        seed_values = [cfg.train.seed + i for i in range(seeds)]
+        plans = {seed: nested_subsets([targets[i] for i in pool], sizes, seed) for seed in seed_values}
+        result = {"config": cfg.to_dict(), "metric": metric, "fractions": list(fractions), "sizes": sizes,
+                  "seeds": seed_values, "pool_examples": len(pool), "validation": str(validation_file),
+                  "points": []}
+        for seed in seed_values:
+            for size, subset in zip(sizes, plans[seed]):
+                rows = pool[subset]
+                train_file = write_rows(frame, rows, out / "data" / f"n{size}-seed{seed}.parquet")
+                cfg_run = _with_validation(cfg, validation_file)
+                scores = fit_and_score(cfg_run, train_file, None, seed, out / "runs" / f"n{size}-seed{seed}", keep_runs)
+                result["points"].append({"examples": size, "seed": seed, "scores": scores})
+                atomic_write_json(out / CURVE_FILE, result, "the learning curve")
+                if not quiet:
+                    print(f"{size} examples, seed {seed}: {metric} {scores[metric]:.4f}", flush=True)
+    except BaseException:
+        if not (out / CURVE_FILE).is_file():
+            shutil.rmtree(out, ignore_errors=True)  # nothing measured: leave nothing behind
+        raise
+    if not keep_runs:
+        shutil.rmtree(out / "runs", ignore_errors=True)
+    n = [p["examples"] for p in result["points"]]
+    values = [p["scores"][metric] for p in result["points"]]
+    minimised = metric in task_cls.minimised
+    result["fit"] = analyse(n, values, minimised=minimised, bounded=not minimised and max(values) <= 1.0,
+                            target=target, seed=cfg.train.seed)
+    plot = save_plot(result, out / PLOT_FILE)
+    result["plot"] = str(plot) if plot else None
+    atomic_write_json(out / CURVE_FILE, result, "the learning curve")
+    if not quiet:
+        print(describe(result) + f"\nresults in {out / CURVE_FILE}" + (f", plot in {plot}" if plot else ""))
+    return result
+
+
+def _pool_and_validation(cfg, frame, targets: list, out: Path) -> tuple[np.ndarray, Path]:
+    """The rows to draw training subsets from, and the validation file: data.validation where given, else a
+    held-out share (data.validation_fraction, stratified by class, seeded, as fit holds one out) of the
+    training data, written once and used by every run."""
+    from strop.data.splits import random_split, stratified_split
+    from strop.tasks.base import Examples
+
+    if cfg.data.validation is not None:
+        return np.arange(len(frame)), Path(cfg.data.validation)
+    rows = Examples(list(range(len(frame))), targets, str(cfg.data.train))
+    split = stratified_split if all(isinstance(t, str) for t in targets) else random_split
+    train, held_out = split(rows, cfg.data.validation_fraction, cfg.train.seed)
+    validation_file = write_rows(frame, np.array(held_out.inputs), out / "data" / "validation.parquet")
+    return np.array(train.inputs), validation_file
+
+
+def _with_validation(cfg, validation_file: Path):
+    from dataclasses import replace
+
+    return replace(cfg, data=replace(cfg.data, validation=str(validation_file)))
+
+
+def describe(result: dict) -> str:
+    """The points (mean ± std over seeds per size), the fitted curve and the answers, for the terminal."""
+    metric, fit = result["metric"], result["fit"]
+    lines = [f"learning curve of {metric} ({len(result['seeds'])} seed(s) per size):"]
+    for size in result["sizes"]:
+        values = [p["scores"][metric] for p in result["points"] if p["examples"] == size]
+        spread = f" ± {np.std(values, ddof=1):.4f}" if len(values) > 1 else ""
+        lines.append(f"  {size:>8} examples  {np.mean(values):.4f}{spread}")
+    p, q = fit["parameters"], fit["parameter_intervals"]
+    lines.append(f"fit: {fit['model']}: a {p['a']:.4f} [{q['a'][0]:.4f}, {q['a'][1]:.4f}], b {p['b']:.4g}, "
+                 f"c {p['c']:.3f} [{q['c'][0]:.3f}, {q['c'][1]:.3f}] (95% intervals, {fit['bootstrap_draws']} "
+                 "bootstrap fits)")
+    twice = fit["twice_the_data"]
+    lines.append(f"twice the data ({twice['size']:.0f} examples): {metric} {twice['score']:.4f} "
+                 f"[{twice['score_interval'][0]:.4f}, {twice['score_interval'][1]:.4f}], a gain of "
+                 f"{twice['gain']:+.4f} [{twice['gain_interval'][0]:+.4f}, {twice['gain_interval'][1]:+.4f}] over "
+                 f"{fit['score_at_largest']:.4f} at {fit['largest_size']:.0f}")
+    lines.append(f"the curve levels off at {metric} {fit['asymptote']:.4f} "
+                 f"[{fit['asymptote_interval'][0]:.4f}, {fit['asymptote_interval'][1]:.4f}]")
+    if "target" in fit:
+        t = fit["target"]
+        low, high = t["examples_interval"]
+        if math.isinf(t["examples"]):
+            lines.append(f"{metric} {t['score']}: not reached by the fitted curve (it levels off below); "
+                         f"reached in {t['reachable_share']:.0%} of the bootstrap fits")
+        else:
+            lines.append(f"{metric} {t['score']}: about {t['examples']:,.0f} labelled examples [{low:,.0f}, "
+                         + ("never" if math.isinf(high) else f"{high:,.0f}") + "]")
+    return "\n".join(lines)
+
+
+def save_plot(result: dict, path: Path) -> Path | None:
+    """The points, the fitted curve to four times the largest size and its 95% band; None without matplotlib."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    fit, metric = result["fit"], result["metric"]
+    sign = -1.0 if "lower is better" in fit["model"] else 1.0
+    n = np.array([p["examples"] for p in result["points"]], dtype=float)
+    y = np.array([p["scores"][metric] for p in result["points"]])
+    grid = np.geomspace(n.min(), 4 * n.max(), 200)
+    p = fit["parameters"]
+    draws = bootstrap(n, sign * y, not sign < 0 and y.max() <= 1.0, draws=200, seed=1)
+    band = sign * np.array([power_law(grid, *d) for d in draws])
+    figure, axes = plt.subplots(figsize=(6.4, 4.2))
+    axes.fill_between(grid, np.percentile(band, 2.5, axis=0), np.percentile(band, 97.5, axis=0), alpha=0.25,
+                      label="95% band (bootstrap)")
+    axes.plot(grid, sign * power_law(grid, p["a"], p["b"], p["c"]), label="a - b n^-c")
+    axes.scatter(n, y, s=14, color="black", label="runs")
+    if "target" in fit:
+        axes.axhline(fit["target"]["score"], linestyle=":", color="gray", label=f"target {fit['target']['score']}")
+    axes.set_xscale("log")
+    axes.set_xlabel("labelled training examples")
+    axes.set_ylabel(metric)
+    axes.legend(loc="best", fontsize=8)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path

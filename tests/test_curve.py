@@ -1,0 +1,98 @@
+"""strop curve: the power-law fit recovers known parameters; its answers; nested, stratified subsets; the
+command end to end (curve.json, curve.png)."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from strop.curve import analyse, examples_for, fit_power_law, nested_subsets, power_law
+from strop.errors import StropError
+
+TRUE = (0.92, 1.5, 0.6)  # a, b, c
+SIZES = [20, 40, 80, 160, 320, 640]
+
+
+def _synthetic(params, noise=0.003, seeds=3, seed=0):
+    rng = np.random.default_rng(seed)
+    n = np.repeat(SIZES, seeds)
+    return n, power_law(n, *params) + rng.normal(0, noise, len(n))
+
+
+def test_fit_recovers_known_parameters_from_synthetic_points():
+    a, b, c = fit_power_law(*_synthetic(TRUE), bounded=True)
+    assert a == pytest.approx(TRUE[0], abs=0.01) and c == pytest.approx(TRUE[2], abs=0.1)
+    assert b == pytest.approx(TRUE[1], rel=0.3)
+
+
+def test_answers_and_their_intervals_hold_the_truth():
+    n, y = _synthetic(TRUE)
+    fit = analyse(n, y, bounded=True, target=0.85, draws=200)
+    true_needed = examples_for(0.85, *TRUE)  # (1.5 / 0.07) ** (1 / 0.6), about 165
+    assert fit["target"]["examples"] == pytest.approx(true_needed, rel=0.1)
+    true_twice = power_law(1280, *TRUE)
+    twice = fit["twice_the_data"]
+    assert twice["size"] == 1280 and twice["score"] == pytest.approx(true_twice, abs=0.005)
+    assert twice["gain"] == pytest.approx(true_twice - power_law(640, *TRUE), abs=0.005) and twice["gain"] > 0
+    low, high = twice["score_interval"]
+    assert 0 < high - low < 0.05
+
+
+def test_the_intervals_mostly_hold_the_truth():
+    held = {"twice": 0, "examples": 0, "a": 0}
+    for seed in range(12):
+        fit = analyse(*_synthetic(TRUE, seed=seed), bounded=True, target=0.85, draws=100)
+        held["twice"] += _inside(power_law(1280, *TRUE), fit["twice_the_data"]["score_interval"])
+        held["examples"] += _inside(examples_for(0.85, *TRUE), fit["target"]["examples_interval"])
+        held["a"] += _inside(TRUE[0], fit["parameter_intervals"]["a"])
+    assert all(count >= 8 for count in held.values()), held  # 95% intervals; measured about 88% over 40 sets
+
+
+def _inside(value, bounds):
+    return bounds[0] <= value <= bounds[1]
+
+
+def test_a_loss_is_fitted_falling_and_an_unreachable_target_says_so():
+    n = np.repeat(SIZES, 2)
+    loss = 0.3 + 2.0 * n ** -0.5
+    fit = analyse(n, loss, minimised=True, target=0.5, draws=50)
+    assert fit["asymptote"] == pytest.approx(0.3, abs=0.01)
+    assert fit["twice_the_data"]["gain"] < 0  # twice the data: a lower loss
+    assert fit["target"]["examples"] == pytest.approx((2.0 / 0.2) ** 2, rel=0.05)
+    assert math.isinf(examples_for(0.95, *TRUE))  # above the asymptote: never
+    with pytest.raises(StropError, match="three different training sizes"):
+        fit_power_law([10, 10, 20, 20], [0.5, 0.5, 0.6, 0.6])
+
+
+def test_subsets_are_nested_stratified_and_of_the_asked_sizes():
+    targets = ["a"] * 60 + ["b"] * 30 + ["c"] * 10
+    subsets = nested_subsets(targets, [10, 30, 100], seed=0)
+    assert [len(s) for s in subsets] == [10, 30, 100]
+    assert set(subsets[0]) <= set(subsets[1]) <= set(subsets[2])
+    assert Counter(targets[i] for i in subsets[0]) == {"a": 6, "b": 3, "c": 1}
+    assert Counter(targets[i] for i in subsets[1]) == {"a": 18, "b": 9, "c": 3}
+    assert not np.array_equal(subsets[0], nested_subsets(targets, [10], seed=1)[0])
+    assert Counter(targets[i] for i in nested_subsets(targets, [3], seed=0)[0]) == {"a": 1, "b": 1, "c": 1}
+    with pytest.raises(StropError, match="fewer than the 3 classes"):
+        nested_subsets(targets, [2], seed=0)
+
+
+def test_curve_command_writes_json_and_plot(tiny_overrides, tmp_path):
+    overrides = [o for o in tiny_overrides if not o.startswith(("output_dir", "data.validation", "train.epochs"))]
+    out = tmp_path / "curve"
+    done = subprocess.run([sys.executable, "-m", "strop", "curve", *overrides, "train.epochs=2", "--fractions",
+                           "0.25,0.5,1", "--seeds", "1", "--target", "0.9", "--output", str(out)],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    result = json.loads((out / "curve.json").read_text())
+    assert result["pool_examples"] == 144 and result["sizes"] == [36, 72, 144]  # 10% of 160 held out
+    assert [p["examples"] for p in result["points"]] == [36, 72, 144]
+    assert {"parameters", "twice_the_data", "target"} <= set(result["fit"])
+    assert (out / "curve.png").stat().st_size > 1000 and not (out / "runs").exists()
+    assert "twice the data" in done.stdout and "levels off" in done.stdout
