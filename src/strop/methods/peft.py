@@ -83,10 +83,12 @@ def wrap(encoder: nn.Module, config, cfg) -> nn.Module:
 
 
 def quiet_peft() -> None:
-    """Silences two notices peft gives on every model: one says that prompt tuning drops token type ids (the
-    module docstring says so), the other is transformers' deprecation of a name peft still reads."""
+    """Silences notices peft's use of transformers gives on every model: that prompt tuning drops token type ids
+    (the module docstring says so), and transformers' deprecation of names peft still uses (prefix tuning passes
+    `past_key_values`, which transformers plans to remove from BERT's forward in 5.40)."""
     warnings.filterwarnings("ignore", message="Token type ids are not supported for parameter efficient tuning")
     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.* is deprecated")
+    warnings.filterwarnings("ignore", message=".*past_key_values.* is deprecated")
 
 
 def _targets(cfg) -> str | list[str] | None:
