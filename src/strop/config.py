@@ -63,6 +63,9 @@ class DataConfig:
     bad_images: str = "error"  # an unreadable, truncated or non-image file: error (named), or skip (counted, named)
     image_size: int | None = None  # images: input resolution (pixels a side); None: the model's pretrained size
     augment: str = "auto"  # images: auto (light where the body trains, none where it is frozen), none, light, ...
+    unlabeled: str | None = None  # texts without labels: self-training pseudo-labels them in rounds (classification)
+    self_training_rounds: int = 1  # data.unlabeled: rounds of pseudo-labelling, each trained from the pretrained model
+    pseudo_label_threshold: float = 0.9  # data.unlabeled: the probability a prediction needs to become a label
 
     def __post_init__(self):
         _require(0 < self.validation_fraction < 1,
@@ -76,6 +79,10 @@ class DataConfig:
         _require(self.image_size is None or 16 <= self.image_size <= 4096,
                  f"data.image_size must be in [16, 4096] pixels, or null; got {self.image_size}")
         _choice("data.augment", self.augment, ("auto", "none", "light", "randaugment", "trivialaugment"))
+        _require(self.self_training_rounds >= 1,
+                 f"data.self_training_rounds must be >= 1; got {self.self_training_rounds}")
+        _require(0 < self.pseudo_label_threshold <= 1,
+                 f"data.pseudo_label_threshold must be in (0, 1]; got {self.pseudo_label_threshold}")
 
 
 @dataclass(frozen=True)

@@ -123,7 +123,12 @@ def fit(config: str | Path | dict | Config | None = None, overrides: list[str] =
     from strop.train.loop import make_accelerator, resolve_metric, train
 
     # Every check that can fail on the user's input runs before the run directory exists.
-    prepared = prepare(load_config(config, overrides))
+    cfg = load_config(config, overrides)
+    if cfg.data.unlabeled is not None:  # self-training: a fit per round (strop.selftrain)
+        from strop.selftrain import self_train
+
+        return self_train(resolve_config(cfg), on_epoch)
+    prepared = prepare(cfg)
     cfg, source, splits, model, task, notes = (prepared.cfg, prepared.source, prepared.splits, prepared.model,
                                                prepared.task, prepared.notes)
     collate, train_features, val_features = prepared.collate, prepared.train_features, prepared.val_features

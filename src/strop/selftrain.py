@@ -1,0 +1,111 @@
+"""Self-training on unlabelled texts (pseudo-labelling; Lee 2013, "Pseudo-Label"; Xie et al. 2020, "Self-training
+with Noisy Student"): `strop fit ... data.unlabeled=pool.csv`.
+
+Round 0 trains on the labelled data. Each later round predicts the unlabelled pool with the previous round's
+model, keeps the predictions whose probability reaches data.pseudo_label_threshold, balanced across classes
+(each class at most as many as the class with the fewest confident predictions, the most confident first),
+and trains again from the pretrained model on the labelled data plus those pseudo-labels. Every round is an
+ordinary run in output_dir/round-<r>; self_training.json in output_dir says how many pseudo-labels each round
+used, per class, and their accuracy where the pool file has labels too (they are never used for training).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from strop.errors import StropError
+from strop.runs import atomic_write_json, default_run_name
+
+REPORT_FILE = "self_training.json"
+PSEUDO_LABEL_TASKS = ("text_classification", "pair_classification")  # one label per example, from probabilities
+
+
+def select_pseudo_labels(probabilities: np.ndarray, threshold: float) -> np.ndarray:
+    """The pool rows to label: predicted with probability >= threshold, at most as many per class as the
+    class with the fewest such rows (among the classes that have any), the most confident first.
+
+    probabilities: (rows, classes). Returns the chosen rows, sorted.
+    """
+    predicted, confidence = probabilities.argmax(axis=1), probabilities.max(axis=1)
+    confident = confidence >= threshold
+    counts = np.bincount(predicted[confident], minlength=probabilities.shape[1])
+    if not counts.any():
+        return np.array([], dtype=np.int64)
+    cap = counts[counts > 0].min()
+    chosen = []
+    for c in np.flatnonzero(counts):
+        rows = np.flatnonzero(confident & (predicted == c))
+        chosen.append(rows[np.argsort(-confidence[rows], kind="stable")][:cap])
+    return np.sort(np.concatenate(chosen))
+
+
+def self_train(cfg, on_epoch=None) -> Path:
+    """Runs the rounds (see the module); returns the last round's run directory.
+
+    Raises:
+        StropError: a task other than single-label text classification, an unreadable pool, or an output
+            folder that already holds files.
+    """
+    from strop.data.tables import read_table
+    from strop.fit import fit
+    from strop.predict import load
+    from strop.tasks import TASKS
+
+    from strop.model import resolve_source
+
+    d = cfg.data
+    task_cls = TASKS.get(cfg.task.name)
+    if task_cls.name not in PSEUDO_LABEL_TASKS:
+        raise StropError(f"data.unlabeled (self-training) is for classifying texts, not {task_cls.name}; remove it")
+    if d.train is None:
+        raise StropError("data.train is not set: self-training starts from labelled data")
+    out = Path(cfg.output_dir) if cfg.output_dir is not None else Path(default_run_name())
+    if out.exists() and any(out.iterdir()):
+        raise StropError(f"output_dir {out} already holds files: choose another output_dir")
+    pool_frame = read_table(d.unlabeled, "data.unlabeled")
+    labelled = read_table(d.train, "data.train")
+    base = replace(cfg, data=replace(d, unlabeled=None))
+    report = {"threshold": d.pseudo_label_threshold, "pool": len(pool_frame), "rounds": []}
+    run = fit(replace(base, output_dir=str(out / "round-0")), on_epoch=on_epoch)
+    report["rounds"].append({"round": 0, "run": str(run), "pseudo_labels": 0, "validation": _validation(run)})
+    for r in range(1, d.self_training_rounds + 1):
+        predictor = load(run)
+        pool = task_cls.read(d.unlabeled, d, resolve_source(cfg.model.name).input_kind, "data.unlabeled",
+                             with_targets=False).inputs
+        probabilities = np.stack(predictor.outputs(pool))  # (pool, classes)
+        chosen = select_pseudo_labels(probabilities, d.pseudo_label_threshold)
+        names = predictor.task.labels
+        guessed = [names[i] for i in probabilities[chosen].argmax(axis=1)]
+        rows = pool_frame.iloc[chosen].copy()
+        truth = rows[d.label_column].astype(str).tolist() if d.label_column in rows else None
+        rows[d.label_column] = guessed
+        combined = pd.concat([labelled, rows[[c for c in labelled.columns if c in rows]]], ignore_index=True)
+        train_file = out / f"round-{r}-train.parquet"
+        combined.to_parquet(train_file, index=False)
+        entry = {"round": r, "pseudo_labels": len(chosen),
+                 "per_class": {name: guessed.count(name) for name in names if name in guessed},
+                 "confident": int((probabilities.max(axis=1) >= d.pseudo_label_threshold).sum())}
+        if truth is not None:
+            entry["pseudo_label_accuracy"] = float(np.mean([g == t for g, t in zip(guessed, truth)])) if guessed else None
+        run = fit(replace(base, data=replace(base.data, train=str(train_file)), output_dir=str(out / f"round-{r}")),
+                  on_epoch=on_epoch)
+        entry.update(run=str(run), validation=_validation(run))
+        report["rounds"].append(entry)
+        atomic_write_json(out / REPORT_FILE, report, "the self-training report")
+        if not cfg.train.quiet:
+            accuracy = entry.get("pseudo_label_accuracy")
+            print(f"self-training round {r}: {len(chosen)} pseudo-labels ({entry['confident']} confident, balanced "
+                  f"across classes)" + (f", {accuracy:.3f} of them right" if accuracy is not None else "")
+                  + f"; the model is in {run}")
+    atomic_write_json(out / REPORT_FILE, report, "the self-training report")
+    return run
+
+
+def _validation(run: Path) -> dict:
+    import json
+
+    return json.loads((run / "summary.json").read_text(encoding="utf-8"))["validation"]

@@ -1,0 +1,58 @@
+"""Self-training (data.unlabeled): pseudo-label selection above the threshold, balanced across classes; the
+rounds end to end, each reported."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import strop
+from conftest import make_texts, write_csv
+from strop.errors import StropError
+from strop.selftrain import select_pseudo_labels
+
+
+def test_selection_keeps_confident_rows_balanced_and_most_confident_first():
+    probabilities = np.array([
+        [0.99, 0.01, 0.0], [0.95, 0.05, 0.0], [0.91, 0.09, 0.0], [0.97, 0.03, 0.0],  # class 0: 4 confident
+        [0.05, 0.93, 0.02], [0.0, 0.96, 0.04],  # class 1: 2 confident
+        [0.5, 0.3, 0.2], [0.2, 0.2, 0.6],  # below the threshold
+    ])
+    chosen = select_pseudo_labels(probabilities, 0.9)
+    assert chosen.tolist() == [0, 3, 4, 5]  # class 0's two most confident, both of class 1; class 2 has none
+    assert np.bincount(probabilities[chosen].argmax(axis=1)).tolist() == [2, 2]
+    assert select_pseudo_labels(probabilities, 0.999).size == 0
+    assert select_pseudo_labels(probabilities, 0.5).tolist() == [0, 5, 7]  # one per class: class 2's one sets it
+
+
+def test_rounds_train_on_labels_and_pseudo_labels_and_report_them(tiny_overrides, tmp_path):
+    train = write_csv(tmp_path / "few.csv", make_texts(100, seed=5))
+    pool = write_csv(tmp_path / "pool.csv", make_texts(80, seed=6))  # its labels only score the pseudo-labels
+    overrides = [o for o in tiny_overrides if not o.startswith(("data.train", "train.epochs"))] + [
+        f"data.train={train}", f"data.unlabeled={pool}", "data.pseudo_label_threshold=0.5", "train.epochs=8"]
+    run = strop.fit(None, overrides)
+    out = tmp_path / "run"
+    assert run == out / "round-1"
+    report = json.loads((out / "self_training.json").read_text())
+    first = report["rounds"][1]
+    assert report["pool"] == 80 and first["pseudo_labels"] > 0
+    counts = list(first["per_class"].values())
+    assert len(set(counts)) == 1 and sum(counts) == first["pseudo_labels"]  # balanced across classes
+    assert 0.5 < first["pseudo_label_accuracy"] <= 1.0
+    trained_on = pd.read_parquet(out / "round-1-train.parquet")
+    assert len(trained_on) == 100 + first["pseudo_labels"]
+    assert json.loads((run / "summary.json").read_text())["train_examples"] > 90
+    assert len(strop.load(run).predict(["great fun"])) == 1
+
+
+def test_self_training_refuses_other_tasks_and_bad_settings(tiny_overrides, tmp_path):
+    with pytest.raises(StropError, match="pseudo_label_threshold"):
+        strop.fit(None, tiny_overrides + ["data.unlabeled=x.csv", "data.pseudo_label_threshold=1.5"])
+    rows = [(f"text {i}", str(i * 0.5)) for i in range(20)]
+    data = write_csv(tmp_path / "reg.csv", rows)
+    with pytest.raises(StropError, match="self-training"):
+        strop.fit(None, [o for o in tiny_overrides if not o.startswith("data.")]
+                  + [f"data.train={data}", "task.name=regression", f"data.unlabeled={data}"])
