@@ -345,12 +345,12 @@ def _worst(a: dict[str, Any]) -> str:
                        for w in worst)
         body = ("<table><tr><th>image</th><th>label</th><th>predicted</th><th>confidence</th><th>p(label)</th></tr>"
                 f"{rows}</table>")
-        intro = "The validation images the model gets wrong most confidently (a wrong label is often the reason)."
+        intro = "The validation images the model gets wrong most confidently (a wrong label, or a case the model cannot read)."
     elif kind == "classes":
         body = _table(["input", "label", "predicted", "confidence", "p(label)"],
                       [[w["input"], w["target"], w["predicted"], w["confidence"], w["p_target"]] for w in worst],
                       numeric_from=3)
-        intro = "The validation examples the model gets wrong most confidently (a wrong label is often the reason)."
+        intro = "The validation examples the model gets wrong most confidently (a wrong label, or a case the model cannot read)."
     elif kind == "multilabel":
         body = _table(["input", "given labels", "label", "given", "predicted", "confidence"],
                       [[w["input"], w["given"], w["label"], w["target"], w["predicted"], w["confidence"]] for w in worst],
