@@ -391,7 +391,6 @@ class _Search:
         self.optuna, self.study, self.storage, self.space, self.config = optuna, study, storage, space, config
         self.overrides, self.folder, self.metric, self.options, self.url = overrides, folder, metric, options, url
         self.say = (lambda text: None) if options.quiet else (lambda text: print(text, flush=True))
-        self.ran: list[int] = []  # the trials this worker ran
 
     def run(self) -> dict:
         from optuna.trial import TrialState
@@ -423,7 +422,6 @@ class _Search:
                     self.study.tell(trial, value)
                 else:
                     self.study.tell(trial, state=state)
-                self.ran.append(trial.number)
                 self._index(trial, state)
                 self._after_trial(trial.number)
         summary = self._publish()
@@ -471,6 +469,7 @@ class _Search:
         value = summary["validation"][self.metric]
         if value is None or not math.isfinite(value):
             trial.set_user_attr("strop:error", f"{self.metric} is not a finite number")
+            self.say(f"trial {trial.number}: {shown}  failed: its {self.metric} is not a finite number")
             return TrialState.FAIL, None
         self.say(f"trial {trial.number}: {shown}  {self.metric} {value:.4f}  ({summary['epochs_run']} epochs, "
                  f"{time.perf_counter() - started:.1f}s)")
@@ -493,17 +492,20 @@ class _Search:
             return False
         history = _checkpoint_history(run)
         for record in history:
-            trial.report(record[f"val_{self.metric}"], record["epoch"])
+            self._report(trial, record)
         self.say(f"trial {trial.number} (retry of trial {trial.user_attrs['strop:retry_of']}): continuing "
                  f"{run_dir.name} from its checkpoint at epoch {len(history)}")
         return True
 
+    def _report(self, trial, record: dict) -> None:
+        """Gives the pruner an epoch's validation score (a score that is not a number is left out)."""
+        value = record.get(f"val_{self.metric}")
+        if isinstance(value, (int, float)) and math.isfinite(value):
+            trial.report(value, record["epoch"])
+
     def _reporter(self, trial):
         def report(record: dict) -> None:
-            value = record.get(f"val_{self.metric}")
-            if value is None or not math.isfinite(value):
-                return
-            trial.report(value, record["epoch"])
+            self._report(trial, record)
             if trial.should_prune():
                 raise self.optuna.TrialPruned(f"pruned at epoch {record['epoch']}")
         return report
@@ -700,10 +702,10 @@ def _worker_lock(folder: Path) -> Iterator[Path]:
     path = workers / f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}.lock"
     with path.open("a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield path
-        finally:
-            path.unlink(missing_ok=True)  # a clean exit: none of its trials is left running
+        yield path
+    # A clean exit (none of its trials is left running) removes it; after an error it stays, free, so that
+    # the other workers of this machine see at once that a trial it may have left running is orphaned.
+    path.unlink(missing_ok=True)
 
 
 def _worker_gone(lock_path: str | None) -> bool:
