@@ -216,3 +216,16 @@ def test_lr_find_then_lora_run(tiny_model_dir, text_data, tmp_path):
     summary = json.loads((run / "summary.json").read_text())
     assert summary["peak_lr"] > 0 and (run / "lr_find.json").is_file()
     assert (run / "model" / "adapter_model.safetensors").is_file()
+
+
+@pytest.mark.parametrize("method", ["lora", "prompt_tuning"])
+def test_freeze_layers_freezes_the_adapter_below(method, tiny_model_dir):
+    from strop.config import MethodConfig
+
+    model = _tiny_model(tiny_model_dir)
+    METHODS.get(method)(MethodConfig(name=method, virtual_tokens=4, freeze_layers=2)).prepare(model)
+    bottom = {id(p) for layer in model.body.layers()[:2] for p in layer.parameters()}
+    assert not any(p.requires_grad for p in model.parameters() if id(p) in bottom)
+    assert any(p.requires_grad for n, p in model.body.named_parameters() if id(p) not in bottom)
+    if method == "prompt_tuning":  # its tokens enter below every layer: no layer's output may be cached
+        assert METHODS.get(method)(MethodConfig(name=method, freeze_layers=2)).frozen_split(model) is None

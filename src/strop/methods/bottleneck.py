@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from strop.errors import StropError
-from strop.methods.base import METHODS, Method
+from strop.methods.base import METHODS, Method, freeze_bottom
 
 # model_type -> (attention output projection, feed-forward output projection), relative to a block
 PLACES = {
@@ -77,6 +77,7 @@ class BottleneckMethod(Method):
         insert(body, self.targets(body.model.config.model_type), self.cfg.rank, self.cfg.name)
         for name, p in model.named_parameters():
             p.requires_grad_(name.startswith("head.") or ".adapter." in name)
+        freeze_bottom(model, self.cfg.freeze_layers)  # their adapters too
 
 
 def insert(body: nn.Module, targets: tuple[str, ...], width: int, method: str) -> None:

@@ -25,7 +25,7 @@ import warnings
 from torch import nn
 
 from strop.errors import StropError
-from strop.methods.base import METHODS, Method
+from strop.methods.base import METHODS, Method, freeze_bottom
 
 ADAPTER = "default"  # peft's adapter name; peft puts it in the name of every weight it adds
 
@@ -52,6 +52,15 @@ class PeftMethod(Method):
             p.requires_grad_(ADAPTER in name.split("."))
         for p in model.head.parameters():
             p.requires_grad_(True)
+        freeze_bottom(model, self.cfg.freeze_layers)  # the adapter's weights in those layers too
+
+    def frozen_split(self, model: nn.Module):
+        """The bottom method.freeze_layers layers' outputs may be cached (see Method), except where learned
+        tokens enter below every layer (prompt and prefix tuning)."""
+        peft_model = adapter_of(model.body)
+        if peft_model is not None and peft_model.active_peft_config.is_prompt_learning:
+            return None
+        return super().frozen_split(model)
 
 
 def adapter_of(body: nn.Module):
