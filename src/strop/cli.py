@@ -186,6 +186,18 @@ def cmd_curve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_pretrain(args: argparse.Namespace) -> int:
+    from strop.pretrain import pretrain
+
+    config, overrides = args.config, list(args.overrides)
+    if config is not None and "=" in config and not Path(config).exists():
+        config, overrides = None, [config] + overrides
+    if args.quiet:
+        overrides.append("train.quiet=true")
+    pretrain(config, overrides, args.data, args.output)
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from strop.report import report
 
@@ -403,6 +415,17 @@ def build_parser() -> argparse.ArgumentParser:
     curve.add_argument("--keep-runs", action="store_true", help="keep each run directory (default: deleted once scored)")
     curve.add_argument("--quiet", "-q", action="store_true", help="no progress output")
     curve.set_defaults(func=cmd_curve)
+
+    pre = commands.add_parser("pretrain", help="continue masked-language-model pretraining on unlabelled domain text",
+                              description="Masked-language-model training of model.name on the lines of --data "
+                                          "(train.* and optim.* apply); writes a run whose model/ folder "
+                                          "strop fit model.name=<output>/model starts from.")
+    pre.add_argument("config", nargs="?", help="YAML config file (optional)")
+    pre.add_argument("overrides", nargs="*", help="key=value overrides, as for fit (model.name, train.epochs, ...)")
+    pre.add_argument("--data", required=True, help="a UTF-8 text file, one text per line")
+    pre.add_argument("--output", help="the run directory (default: output_dir, else runs/<UTC time>)")
+    pre.add_argument("--quiet", "-q", action="store_true", help="no progress output")
+    pre.set_defaults(func=cmd_pretrain)
 
     runs = commands.add_parser("runs", help="list, show and compare the runs of a runs folder (its index)",
                                description="strop runs [FOLDER]: a table of the runs (and search trials) in FOLDER "

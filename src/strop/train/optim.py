@@ -27,11 +27,12 @@ def parameter_groups(model: nn.Module, weight_decay: float, head: set[int], head
     Groups name what they hold (`kind`: "decay" or "no_decay"; `rate`: the multiple of the peak rate), so that
     an L1 penalty finds the weights and a checkpoint's groups can be matched."""
     layer_rates = layer_rates or {}
-    groups = {}
+    groups, seen = {}, set()
     for module in model.modules():
         for name, param in module.named_parameters(recurse=False):
-            if not param.requires_grad:
-                continue
+            if not param.requires_grad or id(param) in seen:
+                continue  # a tied weight (e.g. a language-model head's decoder and the embeddings) counts once
+            seen.add(id(param))
             no_decay = (name.endswith("bias") or isinstance(module, _NO_DECAY_TYPES)
                         or "norm" in type(module).__name__.lower())
             in_head = id(param) in head

@@ -1,0 +1,237 @@
+"""`strop pretrain --data domain.txt`: continued masked-language-model pretraining on unlabelled domain text
+(Gururangan et al. 2020, "Don't Stop Pretraining"), then `strop fit model.name=<output>/model` starts from it.
+
+It runs in strop's one training loop (checkpoints, resume, metrics.jsonl): BERT's masking (Devlin et al. 2019:
+15% of the tokens chosen; of those 80% become [MASK], 10% a random token, 10% stay) drawn afresh for each
+training batch, and drawn once per text (seeded) for the validation lines, so the validation loss compares
+epochs. The model is the config's `model.name` with its masked-language-model head (a new one where the
+checkpoint has none, e.g. a sentence-transformers model); <output>/model is an ordinary transformers folder
+(safetensors, tokenizer), with the source's sentence-transformers pooling files where it has them, so fit pools
+as the source model did.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from strop.errors import StropError
+from strop.tasks.base import Task
+
+MASK_SHARE = 0.15
+VALIDATION_SHARE, VALIDATION_MAX = 0.05, 2000  # lines held out to validate on
+POOLING_FILES = ("modules.json", "1_Pooling")  # a sentence-transformers model's pooling, kept with the weights
+
+
+def read_lines(path: str | Path) -> list[str]:
+    """The non-blank lines of a UTF-8 text file, stripped.
+
+    Raises:
+        StropError: the file is missing, not UTF-8, or has no text.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise StropError(f"--data {path}: no such file; give a text file with one text per line")
+    try:
+        lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+    except UnicodeDecodeError as error:
+        raise StropError(f"--data {path} is not UTF-8 text ({error}); convert it to UTF-8") from None
+    lines = [line for line in lines if line]
+    if len(lines) < 2:
+        raise StropError(f"--data {path} has {len(lines)} non-blank lines; pretraining needs at least 2 (one is "
+                         "held out to validate on)")
+    return lines
+
+
+def mask_tokens(input_ids: torch.Tensor, special: torch.Tensor, mask_id: int, vocab_size: int,
+                generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """BERT's masking of (batch, seq) token ids: returns (masked ids, labels); labels are -100 where no
+    prediction is asked (unchosen tokens, special tokens, padding, all marked in `special`)."""
+    chosen = (torch.rand(input_ids.shape, generator=generator) < MASK_SHARE) & ~special
+    labels = torch.where(chosen, input_ids, torch.full_like(input_ids, -100))
+    roll = torch.rand(input_ids.shape, generator=generator)
+    masked = input_ids.clone()
+    masked[chosen & (roll < 0.8)] = mask_id
+    swap = chosen & (roll >= 0.8) & (roll < 0.9)
+    masked[swap] = torch.randint(vocab_size, input_ids.shape, generator=generator)[swap]
+    return masked, labels
+
+
+class MaskingCollate:
+    """Pads a batch and masks it: afresh from the global RNG (seeded by the run, restored on resume) for
+    training; for validation features (which carry "seed"), from each text's own seed, the same every epoch."""
+
+    def __init__(self, tokenizer, pad_collate):
+        self.tokenizer, self.pad_collate = tokenizer, pad_collate
+        self.vocab_size = len(tokenizer)
+
+    def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
+        seeds = [f.get("seed") for f in features]
+        batch = self.pad_collate([{k: v for k, v in f.items() if k != "seed"} for f in features])
+        special = (batch["attention_mask"] == 0) | torch.isin(batch["input_ids"],
+                                                               torch.tensor(self.tokenizer.all_special_ids))
+        if seeds[0] is None:
+            batch["input_ids"], batch["labels"] = mask_tokens(batch["input_ids"], special,
+                                                              self.tokenizer.mask_token_id, self.vocab_size)
+            return batch
+        rows = [mask_tokens(ids[None], spec[None], self.tokenizer.mask_token_id, self.vocab_size,
+                            torch.Generator().manual_seed(seed))
+                for ids, spec, seed in zip(batch["input_ids"], special, seeds)]
+        batch["input_ids"] = torch.cat([r[0] for r in rows])
+        batch["labels"] = torch.cat([r[1] for r in rows])
+        return batch
+
+
+class MaskedLM(nn.Module):
+    """A transformers masked-language model as the loop trains it: logits (batch, seq, vocab) from token ids.
+    `body` (not a submodule: its parameters are the model's own) gives the loop the encoder's layer list."""
+
+    level = "token"
+
+    def __init__(self, model: nn.Module, body):
+        super().__init__()
+        self.model = model
+        object.__setattr__(self, "body", body)
+        self.new_parameters: set[int] = set()
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **inputs: torch.Tensor) -> torch.Tensor:
+        extra = {k: v for k, v in inputs.items() if k == "token_type_ids"}
+        return self.model(input_ids=input_ids, attention_mask=attention_mask, **extra).logits
+
+
+class MaskedLMTask(Task):
+    """The loss and metrics of masked-language modelling, as the loop sees a task: cross-entropy over the
+    masked tokens; validation loss and perplexity over all masked tokens of the validation lines."""
+
+    name = "masked_lm"
+    metric_names: ClassVar[tuple[str, ...]] = ("loss", "perplexity")
+    lead_metric = "loss"
+    minimised = frozenset({"loss", "perplexity"})
+
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        # The mean over the masked tokens; 0 for a batch of short texts where none was chosen (not NaN).
+        summed = F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=-100, reduction="sum")
+        return summed / (labels != -100).sum().clamp(min=1)
+
+    def outputs(self, logits: torch.Tensor, batch: dict) -> list[np.ndarray]:
+        # Per text: (summed loss over its masked tokens, their count): small, unlike the logits.
+        losses = F.cross_entropy(logits.float().transpose(1, 2), batch["labels"], ignore_index=-100,
+                                 reduction="none")  # (batch, seq)
+        counts = (batch["labels"] != -100).sum(dim=1)
+        return [np.array([s, c], dtype=np.float64) for s, c in zip(losses.sum(dim=1).tolist(), counts.tolist())]
+
+    def targets(self, batch: dict) -> list:
+        return [0] * len(batch["labels"])
+
+    def metrics(self, outputs: list, targets: list) -> dict[str, Any]:
+        total = np.sum(outputs, axis=0) if outputs else np.zeros(2)
+        loss = float(total[0] / max(total[1], 1))
+        return {"loss": loss, "perplexity": float(np.exp(min(loss, 50.0)))}
+
+
+def pretrain(config=None, overrides: list[str] = (), data: str | Path | None = None,
+             output: str | Path | None = None) -> Path:
+    """Masked-language-model training of the config's model on the lines of `data`; returns the output folder,
+    whose model/ `strop fit model.name=...` starts from. train.*, optim.* and model.max_length apply.
+
+    Raises:
+        StropError: a bad file, config or model, or an output folder that holds another run.
+    """
+    from transformers import AutoModelForMaskedLM
+
+    from strop.backbones.text import TextBackbone, load_tokenizer, quiet_transformers, refuse_pickle_only
+    from strop.config import load_config
+    from strop.fit import _open_run_dir, _resolve_precision
+    from strop.methods.base import Method
+    from strop.model import resolve_source
+    from strop.runs import atomic_write_json, atomic_write_text
+    from strop.tasks.base import pad_collate
+    from strop.train.loop import make_accelerator, train
+
+    if data is None:
+        raise StropError("give the unlabelled text with --data FILE (one text per line)")
+    lines = read_lines(data)
+    cfg = load_config(config, overrides)
+    source = resolve_source(cfg.model.name)
+    if source.kind != "text":
+        raise StropError(f"model.name={cfg.model.name}: strop pretrain continues a transformers text model (a "
+                         "bundled alias, a hub id or a model folder)")
+    refuse_pickle_only(source.location)
+    tokenizer = load_tokenizer(source.location, cfg.model.trust_remote_code)
+    if tokenizer.mask_token_id is None:
+        raise StropError(f"model.name={cfg.model.name}: its tokenizer has no mask token, so it cannot be trained as "
+                         "a masked-language model")
+    from accelerate.utils import set_seed
+
+    set_seed(cfg.train.seed)
+    with quiet_transformers():
+        try:
+            model = AutoModelForMaskedLM.from_pretrained(source.location, use_safetensors=True,
+                                                         trust_remote_code=cfg.model.trust_remote_code)
+        except (OSError, ValueError, KeyError) as error:
+            raise StropError(f"model.name={cfg.model.name}: cannot be loaded as a masked-language model "
+                             f"({str(error).splitlines()[0]})") from None
+    body = TextBackbone(model.base_model, tokenizer, "cls", cfg.model.max_length)
+    rng = np.random.default_rng(cfg.train.seed)
+    order = rng.permutation(len(lines))
+    held = order[:max(1, min(VALIDATION_MAX, int(round(VALIDATION_SHARE * len(lines)))))]
+    kept = np.sort(order[len(held):])
+    train_features = body.encode([lines[i] for i in kept])
+    val_features = [{**f, "seed": int(i)} for f, i in zip(body.encode([lines[i] for i in np.sort(held)]), np.sort(held))]
+    cfg = replace(cfg, output_dir=str(output) if output is not None else cfg.output_dir,
+                  train=replace(cfg.train, metric="auto", imbalance="none"))
+    cfg = _resolve_precision(cfg)
+    run, cfg, lock = _open_run_dir(cfg)
+    created = not cfg.train.resume
+    try:
+        accelerator = make_accelerator(cfg)
+        if accelerator.is_main_process:
+            atomic_write_text(run.config, cfg.to_yaml(), "the config")
+            if not cfg.train.quiet:
+                print(f"strop pretrain -> {run.root}\n  {len(train_features)} texts to train on, {len(val_features)} "
+                      f"held out; masked-language model {cfg.model.name}")
+        collate = MaskingCollate(tokenizer, lambda f: pad_collate(f, body.pad_values))
+        wrapped = MaskedLM(model, body)
+        state, final, _ = train(wrapped, MaskedLMTask(), Method(cfg.method), train_features, val_features, collate,
+                                body.input_keys, cfg, run, accelerator)
+        if accelerator.is_main_process:
+            save_pretrained(accelerator.unwrap_model(wrapped).model, tokenizer, source.location, run.model)
+            atomic_write_json(run.summary, {"task": "masked_lm", "best_epoch": state.best_epoch,
+                                            "epochs_run": state.epoch, "steps": state.step,
+                                            "train_seconds": round(state.train_seconds, 3), "validation": final,
+                                            "train_texts": len(train_features), "validation_texts": len(val_features)},
+                              "the summary")
+            if not cfg.train.quiet:
+                print(f"validation loss {final['loss']:.4f} (perplexity {final['perplexity']:.2f}); the model is in "
+                      f"{run.model}: strop fit model.name={run.model} ...")
+    except BaseException:
+        if created and not run.last_checkpoint.exists():
+            shutil.rmtree(run.root, ignore_errors=True)
+        raise
+    finally:
+        if lock is not None:
+            lock.close()
+    return run.root
+
+
+def save_pretrained(model: nn.Module, tokenizer, source: str, folder: Path) -> None:
+    """The model (with its masked-language-model head) and tokenizer as a transformers folder, written
+    atomically, with the source's sentence-transformers pooling files where it has them."""
+    from strop.runs import staged
+
+    with staged(folder, "the pretrained model") as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        for name in POOLING_FILES:
+            path = Path(source) / name
+            if path.is_dir():
+                shutil.copytree(path, tmp / name)
+            elif path.is_file():
+                shutil.copy2(path, tmp / name)
