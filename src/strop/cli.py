@@ -255,6 +255,16 @@ def cmd_soup(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_distill(args: argparse.Namespace) -> int:
+    from strop.distill import distill
+
+    overrides = list(args.overrides) + (["train.quiet=true"] if args.quiet else [])
+    run = distill(args.teacher, overrides, layers=args.layers, temperature=args.temperature, alpha=args.alpha)
+    if args.quiet:
+        print(run)
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from strop.serve import ServeOptions, require_serve, serve
 
@@ -362,6 +372,20 @@ def build_parser() -> argparse.ArgumentParser:
     soup.add_argument("--uniform", action="store_true", help="average every run (default: greedy)")
     soup.add_argument("--data", help="labelled file to rank and check on (default: the first run's validation data)")
     soup.set_defaults(func=cmd_soup)
+
+    distill = commands.add_parser("distill", help="train a smaller student on a fine-tuned run's soft targets",
+                                  description="Knowledge distillation: a student (the teacher with --layers of its "
+                                              "blocks, initialised from them; or model.name=ANY) trained on the "
+                                              "teacher's data with alpha * T^2 * KL(teacher || student at "
+                                              "temperature T) + (1 - alpha) * the task's loss. A normal run "
+                                              "directory results. Text and pair classification.")
+    distill.add_argument("teacher", help="the teacher's run directory (its data and config are used)")
+    distill.add_argument("overrides", nargs="*", help="key=value overrides of the teacher's config, e.g. output_dir=")
+    distill.add_argument("--layers", type=int, default=3, help="transformer blocks the student keeps (default 3)")
+    distill.add_argument("--temperature", type=float, default=2.0, help="softmax temperature T (default 2)")
+    distill.add_argument("--alpha", type=float, default=0.5, help="weight of the soft targets (default 0.5)")
+    distill.add_argument("--quiet", "-q", action="store_true", help="no progress output")
+    distill.set_defaults(func=cmd_distill)
 
     search = commands.add_parser("search", help="hyperparameter search (Optuna) over the config's search: section",
                                  description="Run --trials fits (trials) with settings drawn from the config's "

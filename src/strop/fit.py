@@ -80,7 +80,7 @@ class Prepared:
     val_features: list[dict]
 
 
-def prepare(cfg: Config) -> Prepared:
+def prepare(cfg: Config, adapt_task: Callable[[Task], Task] | None = None) -> Prepared:
     """Reads and checks the data, builds the model (seeded) and encodes the examples, writing nothing.
 
     Raises:
@@ -98,6 +98,8 @@ def prepare(cfg: Config) -> Prepared:
     resolve_metric(cfg, splits.task)
     set_seed(cfg.train.seed)  # before the head is initialised, so the same seed gives the same run
     model, task, notes = build_model(source, splits.task, cfg, splits.train.inputs)
+    if adapt_task is not None:  # strop distill: the teacher's soft targets in the labels and the loss
+        task = adapt_task(task)
     if cfg.train.gradient_checkpointing:
         enable_gradient_checkpointing(model)
     collate = partial(pad_collate, pad_values={**model.body.pad_values, **task.pad_values})
@@ -108,13 +110,14 @@ def prepare(cfg: Config) -> Prepared:
 
 
 def fit(config: str | Path | dict | Config | None = None, overrides: list[str] = (),
-        on_epoch: Callable[[dict], None] | None = None) -> Path:
+        on_epoch: Callable[[dict], None] | None = None, adapt_task: Callable[[Task], Task] | None = None) -> Path:
     """Fine-tunes a model as the config says and returns the run directory.
 
     Args:
         config: a YAML path, a dict, a Config, or None for the defaults.
         overrides: `key=value` strings applied on top, e.g. ["optim.lr=3e-5"].
         on_epoch: called with each epoch's metrics record (see `strop.train.loop.train`), e.g. by a search.
+        adapt_task: turns the data's task into the one trained (strop distill adds the teacher's soft targets).
 
     Raises:
         StropError: bad config, data or model name. Nothing is written in that case.
@@ -128,7 +131,7 @@ def fit(config: str | Path | dict | Config | None = None, overrides: list[str] =
         from strop.selftrain import self_train
 
         return self_train(resolve_config(cfg), on_epoch)
-    prepared = prepare(cfg)
+    prepared = prepare(cfg, adapt_task)
     cfg, source, splits, model, task, notes = (prepared.cfg, prepared.source, prepared.splits, prepared.model,
                                                prepared.task, prepared.notes)
     collate, train_features, val_features = prepared.collate, prepared.train_features, prepared.val_features

@@ -1,0 +1,154 @@
+"""`strop distill TEACHER_RUN [key=value ...]`: a smaller student trained on a fine-tuned teacher's soft targets
+(Hinton et al. 2015, "Distilling the Knowledge in a Neural Network"; the student initialised from the
+teacher's own layers as in Sanh et al. 2019, DistilBERT).
+
+The student is, by default, the teacher with --layers of its transformer blocks kept (evenly spaced, the top
+one included), its embeddings and task head: a warm start of the same family. `model.name=...` instead
+names any model (a new head). It trains with strop's one loop on the teacher's data (its config.yaml, with
+the overrides given), on
+
+    loss = alpha * T^2 * KL(softmax(teacher / T) || softmax(student / T)) + (1 - alpha) * task loss (labels)
+
+where the teacher's logits are computed once over the training and validation examples. The result is a
+normal run directory of the task (its summary, model folder, checkpoints, resume). Sentence-level
+classification only (text and pair classification).
+"""
+
+from __future__ import annotations
+
+import copy
+import tempfile
+from dataclasses import fields
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from strop.errors import StropError
+
+DISTILLABLE = ("text_classification", "pair_classification")
+
+
+def distill(teacher_run: str | Path, overrides: list[str] = (), layers: int = 3, temperature: float = 2.0,
+            alpha: float = 0.5) -> Path:
+    """Trains a student on `teacher_run`'s soft targets and labels; returns the student's run directory.
+
+    Raises:
+        StropError: the teacher's task cannot be distilled, a setting is out of range, or what `fit` refuses.
+    """
+    from strop.compress import merged_copy
+    from strop.config import load_config
+    from strop.fit import fit
+    from strop.model import save_model
+    from strop.predict import load
+
+    if not temperature > 0:
+        raise StropError(f"--temperature must be > 0; got {temperature}")
+    if not 0 <= alpha <= 1:
+        raise StropError(f"--alpha must be in [0, 1]; got {alpha}")
+    teacher_run = Path(teacher_run)
+    teacher = load(teacher_run, device="cpu")
+    if teacher.task.name not in DISTILLABLE:
+        raise StropError(f"strop distill is for {' and '.join(DISTILLABLE)}; {teacher_run} does {teacher.task.name}")
+    config_file = teacher_run / "config.yaml"
+    if not config_file.is_file():
+        raise StropError(f"{teacher_run} has no config.yaml: give the teacher's run directory (its data come from it)")
+    teacher_model = merged_copy(teacher.model)
+    cfg = load_config(config_file, ["train.resume=false", "method.name=full", "output_dir=null", *overrides])
+    with tempfile.TemporaryDirectory(prefix="strop-student-") as tmp:
+        if not any(o.startswith("model.name=") for o in overrides):
+            student = shrink(teacher_model, layers)
+            save_model(Path(tmp) / "student", student, teacher.task, {**teacher.info, "method": "full"})
+            cfg = load_config(cfg, [f"model.name={Path(tmp) / 'student'}"])
+        soft = SoftTargets(teacher_model, temperature, alpha)
+        return fit(cfg, adapt_task=soft.wrap)
+
+
+def shrink(model: nn.Module, keep: int) -> nn.Module:
+    """A copy of the task model with `keep` of its transformer blocks, evenly spaced and the top one kept.
+
+    Raises:
+        StropError: the backbone has no block list, or `keep` is not fewer blocks than it has.
+    """
+    student = copy.deepcopy(model)
+    blocks = student.body.layers()[1:]  # layer 0 is the embeddings
+    if not 1 <= keep < len(blocks):
+        raise StropError(f"--layers must be from 1 to {len(blocks) - 1} (the teacher has {len(blocks)} blocks); "
+                         f"got {keep}")
+    chosen = [round((i + 1) * len(blocks) / keep) - 1 for i in range(keep)]  # e.g. 6 -> 3: blocks 1, 3, 5
+    encoder = student.body.model
+    name = next(n for n, m in encoder.named_modules() if isinstance(m, nn.ModuleList) and len(m) == len(blocks))
+    parent_name, _, child = name.rpartition(".")
+    parent = encoder.get_submodule(parent_name) if parent_name else encoder
+    kept = [getattr(parent, child)[i] for i in chosen]
+    for index, block in enumerate(kept):  # transformers' attention layers know their index (for caches)
+        for module in block.modules():
+            if hasattr(module, "layer_idx"):
+                module.layer_idx = index
+    setattr(parent, child, nn.ModuleList(kept))
+    student.body.model.config.num_hidden_layers = keep
+    return student
+
+
+class SoftTargets:
+    """The teacher's logits, put beside each example's label, and the loss that reads them."""
+
+    def __init__(self, teacher: nn.Module, temperature: float, alpha: float):
+        self.teacher, self.temperature, self.alpha = teacher.eval(), temperature, alpha
+
+    @torch.no_grad()
+    def logits(self, inputs: list, batch_size: int = 64) -> list[list[float]]:
+        """The teacher's logits for raw inputs, encoded the teacher's own way (a student of another family may
+        tokenise differently)."""
+        from strop.tasks.base import pad_collate
+
+        body, out = self.teacher.body, []
+        for start in range(0, len(inputs), batch_size):
+            batch = pad_collate(body.encode(inputs[start:start + batch_size]), body.pad_values)
+            out += self.teacher(**batch).float().tolist()
+        return out
+
+    def wrap(self, task):
+        """The task with the distillation loss (its own class, so the run saves as that task)."""
+        if task.name not in DISTILLABLE:
+            raise StropError(f"strop distill is for {' and '.join(DISTILLABLE)}; this run does {task.name}")
+        distilled = _distilled_class(type(task))(**{f.name: getattr(task, f.name) for f in fields(task)})
+        object.__setattr__(distilled, "soft", self)
+        return distilled
+
+
+def _distilled_class(base: type) -> type:
+    class Distilled(base):
+        """`base` whose training labels carry the teacher's logits: (batch, 1 + outputs), the class id first."""
+
+        def encode(self, backbone, examples):
+            features = super().encode(backbone, examples)
+            if examples.targets is not None:
+                for feature, teacher in zip(features, self.soft.logits(list(examples.inputs))):
+                    feature["labels"] = [float(feature["labels"]), *teacher]
+            return features
+
+        def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+            if labels.dim() == 1:
+                return super().loss(logits, labels)
+            hard, teacher = labels[:, 0].long(), labels[:, 1:].float()  # (batch,), (batch, outputs)
+            t, student = self.soft.temperature, logits.float()
+            if student.shape[-1] == 1:  # one sigmoid logit: the teacher's probability as a soft binary target
+                soft = F.binary_cross_entropy_with_logits(student[:, 0] / t, torch.sigmoid(teacher[:, 0] / t))
+            else:
+                soft = F.kl_div(F.log_softmax(student / t, dim=-1), F.log_softmax(teacher / t, dim=-1),
+                                log_target=True, reduction="batchmean")
+            return self.soft.alpha * t * t * soft + (1 - self.soft.alpha) * super().loss(logits, hard)
+
+        def targets(self, batch: dict) -> list:
+            labels = batch["labels"]
+            return super().targets({**batch, "labels": labels[:, 0].long() if labels.dim() == 2 else labels})
+
+        def example_weights(self, features: list[dict]):
+            plain = [{**f, "labels": int(f["labels"][0])} if isinstance(f.get("labels"), list) else f
+                     for f in features]
+            return super().example_weights(plain)
+
+    Distilled.__name__ = Distilled.__qualname__ = f"Distilled{base.__name__}"
+    return Distilled

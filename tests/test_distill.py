@@ -1,0 +1,66 @@
+"""strop distill: the student's initialisation from the teacher's blocks, the loss, and a run end to end."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import strop
+from strop.cli import main
+from strop.distill import SoftTargets, distill, shrink
+from strop.errors import StropError
+
+
+@pytest.fixture(scope="module")
+def teacher(tiny_model_dir, text_data, tmp_path_factory):
+    return strop.fit(None, [f"model.name={tiny_model_dir}", f"data.train={text_data['train']}",
+                            f"data.validation={text_data['dev']}", f"output_dir={tmp_path_factory.mktemp('t') / 'run'}",
+                            "train.epochs=1", "optim.lr=1e-3", "train.quiet=true", "model.max_length=32",
+                            "train.batch_size=16", "train.mixed_precision=no"])
+
+
+def test_the_student_keeps_the_teachers_top_blocks_embeddings_and_head(teacher):
+    model = strop.load(teacher, device="cpu").model
+    student = shrink(model, 1)
+    assert len(student.body.layers()) == 2 and student.body.model.config.num_hidden_layers == 1
+    top, kept = model.body.layers()[2], student.body.layers()[1]
+    for (name, a), (_, b) in zip(top.state_dict().items(), kept.state_dict().items()):
+        assert torch.equal(a, b), name
+    for part in ("head", "body.model.embeddings"):
+        for name, value in model.get_submodule(part).state_dict().items():
+            assert torch.equal(value, student.get_submodule(part).state_dict()[name])
+    assert len(model.body.layers()) == 3  # the teacher is left whole
+    with pytest.raises(StropError, match="--layers must be from 1 to 1"):
+        shrink(model, 2)
+
+
+def test_the_loss_mixes_soft_and_hard_targets(teacher):
+    predictor = strop.load(teacher, device="cpu")
+    student = torch.tensor([[1.0, -1.0], [0.2, 0.3]])
+    teacher_logits = torch.tensor([[2.0, 0.0], [-1.0, 1.0]])
+    labels = torch.cat([torch.tensor([[0.0], [1.0]]), teacher_logits], dim=1)
+    t = 2.0
+    soft = F.kl_div(F.log_softmax(student / t, -1), F.softmax(teacher_logits / t, -1), reduction="batchmean") * t * t
+    hard = F.cross_entropy(student, torch.tensor([0, 1]))
+    for alpha, expected in ((1.0, soft), (0.0, hard), (0.5, 0.5 * soft + 0.5 * hard)):
+        task = SoftTargets(predictor.model, t, alpha).wrap(predictor.task)
+        assert task.loss(student, labels).item() == pytest.approx(expected.item(), abs=1e-6)
+        assert task.targets({"labels": labels}) == [0, 1]
+        assert task.name == "text_classification"
+
+
+def test_distill_writes_a_normal_run_of_the_smaller_student(teacher, tmp_path, capsys):
+    output = tmp_path / "student"
+    assert main(["distill", str(teacher), f"output_dir={output}", "train.epochs=1", "--layers", "1", "--quiet"]) == 0
+    summary = json.loads((output / "summary.json").read_text())
+    assert summary["task"] == "text_classification" and 0 <= summary["validation"]["accuracy"] <= 1
+    assert json.loads((output / "model" / "config.json").read_text())["num_hidden_layers"] == 1
+    predictor = strop.load(output)
+    assert predictor.labels == ["negative", "positive"]
+    assert predictor.predict(["great fun film"])[0] in ("negative", "positive")
+    with pytest.raises(StropError, match="--alpha"):
+        distill(teacher, [f"output_dir={tmp_path / 'x'}"], layers=1, alpha=1.5)
+    assert not (tmp_path / "x").exists()
