@@ -124,13 +124,14 @@ def test_every_method_trains_only_what_it_says(method, tiny_overrides, tiny_mode
         "bitfit": {n for n, _ in model.named_parameters() if n.startswith("head.") or n.endswith("bias")},
         "gradual": {n for n, _ in model.named_parameters()},  # all in the optimizer; epoch 1 trains the head
         "fewshot": {n for n, _ in model.named_parameters() if n.startswith("head.")},  # its head stage
+        "sparse": {n for n, _ in model.named_parameters()},  # full; zero weights kept at zero (none here)
     }[method]
     assert trainable == expected
     saved_expected = {"full": set(before), "freeze": {k for k in before if k.startswith(("classifier", "bert.pooler"))},
                       "linear_probe": {"classifier.weight", "classifier.bias"},
                       "bitfit": {k for k in before if k.startswith(("classifier", "bert.pooler")) or k.endswith("bias")},
                       "gradual": {k for k in before if k.startswith(("classifier", "bert.pooler"))},
-                      "fewshot": set(before)}[method]  # its contrastive stage tunes the body
+                      "fewshot": set(before), "sparse": set(before)}[method]  # its contrastive stage tunes the body
     run = strop.fit(None, tiny_overrides + [f"method.name={method}", "train.epochs=1"])
     after = load_file(run / "model" / "model.safetensors")
     assert after.keys() == before.keys()

@@ -265,6 +265,13 @@ def cmd_distill(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_prune(args: argparse.Namespace) -> int:
+    from strop.prune import prune
+
+    prune(args.run_dir, args.sparsity, list(args.overrides) + (["train.quiet=true"] if args.quiet else []))
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from strop.serve import ServeOptions, require_serve, serve
 
@@ -386,6 +393,17 @@ def build_parser() -> argparse.ArgumentParser:
     distill.add_argument("--alpha", type=float, default=0.5, help="weight of the soft targets (default 0.5)")
     distill.add_argument("--quiet", "-q", action="store_true", help="no progress output")
     distill.set_defaults(func=cmd_distill)
+
+    prune = commands.add_parser("prune", help="magnitude-prune a run's model and fine-tune it to recover",
+                                description="Zeros the smallest --sparsity share of every linear layer's weights in "
+                                            "the body, then fine-tunes on the run's data keeping them at zero "
+                                            "(train.epochs=2 unless overridden); a normal run directory results, "
+                                            "with prune.json: sparsity and the score before and after recovery.")
+    prune.add_argument("run_dir", help="run directory written by strop fit")
+    prune.add_argument("overrides", nargs="*", help="key=value overrides of the run's config, e.g. output_dir=")
+    prune.add_argument("--sparsity", type=float, default=0.5, help="share of weights set to zero (default 0.5)")
+    prune.add_argument("--quiet", "-q", action="store_true", help="no progress output")
+    prune.set_defaults(func=cmd_prune)
 
     search = commands.add_parser("search", help="hyperparameter search (Optuna) over the config's search: section",
                                  description="Run --trials fits (trials) with settings drawn from the config's "
