@@ -287,6 +287,23 @@ only, since SetFit and TF-IDF classify whole texts.
 `python bench/images.py` (one process, rows one after the other): the bundled EfficientNet-Lite0 on
 `../shared/data/images/cifar10` (train: 1,000 images a class; val: 100 a class). Method, numbers and
 reading: [images.md](images.md).
+
+## Class imbalance: `train.imbalance` none against auto
+
+`python bench/controls.py imbalance --seeds 3 --set method.name=freeze` (bench/controls.py): the `sst2-1k` row's
+training draw with the positive class cut to a tenth of the negative one (542 negative, 54 positive: 596
+sentences; each seed draws its own positives), scored on the balanced held-out split (872 sentences), the
+bundled MiniLM-L6 with a frozen body (cached features: full fine-tuning took some 8 minutes an epoch on the
+loaded machine), strop's defaults otherwise. `auto` chose class weights (ratio 10:1).
+
+| variant | seeds | accuracy | macro-F1 | macro-F1 per seed |
+|---|---|---|---|---|
+| none | 3 | 0.5099 ± 0.0007 | 0.3391 ± 0.0015 | 0.337, 0.340, 0.340 |
+| auto | 3 | 0.6143 ± 0.0862 | 0.5738 ± 0.1307 | 0.579, 0.441, 0.702 |
+
+Without a remedy the head predicts the majority class for nearly every sentence (macro-F1 0.34); `auto` is higher
+in every seed (paired gain +0.235 on average). Its spread comes from early stopping: two of its runs stopped
+after 3 epochs (best epoch 1, patience 2), the third ran 9 and reached 0.702. Measured 2026-12-02 at load 9 to 11.
 """
 
 
