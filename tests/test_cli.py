@@ -135,8 +135,9 @@ def test_keep_checkpoint_false_deletes_the_checkpoint_of_a_complete_run(tiny_ove
 
     assert _fit(tiny_overrides + ["train.keep_checkpoint=false"]) == 0
     run = tmp_path / "run"
-    assert sorted(p.name for p in run.iterdir()) == [".lock", "config.yaml", "metrics.jsonl", "model", "provenance.json",
-                                                     "summary.json"]
+    assert sorted(p.name for p in run.iterdir()) == [".lock", "config.yaml", "data_summary.json", "metrics.jsonl",
+                                                     "model", "provenance.json", "report.html", "summary.json",
+                                                     "validation_predictions.jsonl"]
     assert strop.load(run).predict(["great fun"])[0] in ("negative", "positive")
 
 
