@@ -248,13 +248,6 @@ def cmd_soup(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_soup(args: argparse.Namespace) -> int:
-    from strop.soup import soup
-
-    soup(args.runs, args.output, uniform=args.uniform, data=args.data)
-    return 0
-
-
 def cmd_distill(args: argparse.Namespace) -> int:
     from strop.distill import distill
 

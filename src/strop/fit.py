@@ -154,7 +154,6 @@ def fit(config: str | Path | dict | Config | None = None, overrides: list[str] =
             _announce(cfg, splits, task, model, notes, run, accelerator)
             record_run(run.root, "running")  # the runs folder's index (strop runs)
         started = time.perf_counter()
-        method = METHODS.get(cfg.method.name)(cfg.method)
         method.before_training(model, task, train_features, val_features, collate, cfg, run, accelerator)
         state, final, scored = train(model, task, method, train_features, val_features,
                                      collate, model.body.input_keys, cfg, run, accelerator, on_epoch)
