@@ -304,6 +304,38 @@ loaded machine), strop's defaults otherwise. `auto` chose class weights (ratio 1
 Without a remedy the head predicts the majority class for nearly every sentence (macro-F1 0.34); `auto` is higher
 in every seed (paired gain +0.235 on average). Its spread comes from early stopping: two of its runs stopped
 after 3 epochs (best epoch 1, patience 2), the third ran 9 and reached 0.702. Measured 2026-12-02 at load 9 to 11.
+
+## Few-shot: `method.name=fewshot` against SetFit
+
+`python bench/run.py --rows trec-fs8:3 --tools strop-fewshot,setfit --epochs 1` and the same with
+`--rows sst2-fs64:1` (one invocation each, the tools alternating per seed; results
+bench/results/20261202-050627.json and -052929.json). `--epochs 1` for both tools: SetFit's default 5 epochs
+(about 600 steps a seed) would not finish on the machine as it was (load 9 to 11 throughout); at one epoch both
+train on about the same number of pairs (1,920 on TREC).
+
+| row | seeds | strop-fewshot | SetFit | paired gap | wall s strop / SetFit |
+|---|---|---|---|---|---|
+| trec-fs8 | 3 | 0.805 ± 0.015 (0.803, 0.791, 0.820) | 0.752 ± 0.014 (0.737, 0.764, 0.756) | +0.052 | 174 / 229 (0.77) |
+| sst2-fs64 | 1 | 0.737 | 0.736 | +0.001 | 328 / 362 (0.91) |
+
+## Adapters and compression
+
+`python bench/peft_methods.py --seeds 1 --epochs 2 --methods full --compress int8,onnx` and `--methods lora`: the
+`sst2-1k` row, the bundled MiniLM-L6, one seed, two epochs (five would not finish under the load). The two runs'
+wall times are not comparable: the full run ran at load ~16, LoRA at ~3.5.
+
+| method | accuracy | trainable parameters |
+|---|---|---|
+| full fine-tuning | 0.8383 | 22,566,146 (100%) |
+| LoRA (rank 8, query and value) | 0.8383 | 74,498 (0.33%) |
+
+`strop compress` of the full run (2 threads, load about 10; latency per example, best of interleaved rounds):
+
+| form | weights MB | batch 1 ms | batch 32 ms | accuracy |
+|---|---|---|---|---|
+| fp32 (PyTorch) | 90.3 | 128.9 | 36.7 | 0.8383 |
+| dynamic int8 | 58.5 | 66.4 (1.94x) | 19.6 | 0.8119 |
+| ONNX (onnxruntime) | 92.0 | 25.9 (4.97x) | 24.7 | 0.8383 |
 """
 
 
