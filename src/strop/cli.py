@@ -16,14 +16,22 @@ from strop.errors import StropError
 from strop.runs import to_json
 
 
+def config_and_overrides(args: argparse.Namespace, quiet_override: bool = False) -> tuple[str | None, list[str]]:
+    """The config file and key=value overrides of a command that reads a config: `strop fit key=value ...` may
+    leave out the YAML file (its first argument is then an override). quiet_override: --quiet becomes
+    train.quiet=true."""
+    config, overrides = args.config, list(args.overrides)
+    if config is not None and "=" in config and not Path(config).exists():
+        config, overrides = None, [config] + overrides
+    if quiet_override and args.quiet:
+        overrides.append("train.quiet=true")
+    return config, overrides
+
+
 def cmd_fit(args: argparse.Namespace) -> int:
     from strop.fit import fit
 
-    config, overrides = args.config, list(args.overrides)
-    if config is not None and "=" in config and not Path(config).exists():
-        config, overrides = None, [config] + overrides  # `strop fit key=value ...` without a YAML file
-    if args.quiet:
-        overrides.append("train.quiet=true")
+    config, overrides = config_and_overrides(args, quiet_override=True)
     fit(config, overrides)
     return 0
 
@@ -31,11 +39,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
 def cmd_lr_find(args: argparse.Namespace) -> int:
     from strop.fit import lr_find
 
-    config, overrides = args.config, list(args.overrides)
-    if config is not None and "=" in config and not Path(config).exists():
-        config, overrides = None, [config] + overrides
-    if args.quiet:
-        overrides.append("train.quiet=true")
+    config, overrides = config_and_overrides(args, quiet_override=True)
     lr_find(config, overrides, args.output, args.steps)
     return 0
 
@@ -164,9 +168,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_cv(args: argparse.Namespace) -> int:
     from strop.cv import cross_validate
 
-    config, overrides = args.config, list(args.overrides)
-    if config is not None and "=" in config and not Path(config).exists():
-        config, overrides = None, [config] + overrides
+    config, overrides = config_and_overrides(args)
     cross_validate(config, overrides, args.folds, args.seeds, args.output, args.keep_runs, args.quiet)
     return 0
 
@@ -174,9 +176,7 @@ def cmd_cv(args: argparse.Namespace) -> int:
 def cmd_curve(args: argparse.Namespace) -> int:
     from strop.curve import learning_curve
 
-    config, overrides = args.config, list(args.overrides)
-    if config is not None and "=" in config and not Path(config).exists():
-        config, overrides = None, [config] + overrides
+    config, overrides = config_and_overrides(args)
     try:
         fractions = tuple(float(f) for f in args.fractions.split(",") if f.strip())
     except ValueError:
@@ -189,11 +189,7 @@ def cmd_curve(args: argparse.Namespace) -> int:
 def cmd_pretrain(args: argparse.Namespace) -> int:
     from strop.pretrain import pretrain
 
-    config, overrides = args.config, list(args.overrides)
-    if config is not None and "=" in config and not Path(config).exists():
-        config, overrides = None, [config] + overrides
-    if args.quiet:
-        overrides.append("train.quiet=true")
+    config, overrides = config_and_overrides(args, quiet_override=True)
     pretrain(config, overrides, args.data, args.output)
     return 0
 
@@ -208,9 +204,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_search(args: argparse.Namespace) -> int:
     from strop.search import SearchOptions, search
 
-    config, overrides = args.config, list(args.overrides)
-    if config is not None and "=" in config and not Path(config).exists():
-        config, overrides = None, [config] + overrides
+    config, overrides = config_and_overrides(args)
     search(config, overrides, SearchOptions(trials=args.trials, storage=args.storage, study_name=args.study_name,
                                             seed=args.seed, pruner=args.pruner, keep_weights=args.keep_weights,
                                             quiet=args.quiet))
