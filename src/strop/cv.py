@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 import shutil
-from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 

@@ -11,11 +11,9 @@ shrink nothing on disk and speed nothing up without a sparse runtime.
 
 from __future__ import annotations
 
-import json
 import tempfile
 from pathlib import Path
 
-import torch
 from torch import nn
 
 from strop.errors import StropError
@@ -69,7 +67,7 @@ def prune(run_dir: str | Path, sparsity: float = 0.5, overrides: list[str] = (),
 
     model = merged_copy(predictor.model)
     before = score(model)
-    achieved = magnitude_prune(model, sparsity)
+    magnitude_prune(model, sparsity)
     pruned = score(model)
     cfg = load_config(run_dir / "config.yaml", ["train.resume=false", "output_dir=null", "train.epochs=2",
                                                  *overrides, "method.name=sparse"])
