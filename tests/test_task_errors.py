@@ -30,7 +30,7 @@ CASES = {
         "train.csv", "x1,x2,label\n1,2,a\n3,four,b\n5,6,a\n7,8,b\n", ["model.name=mlp"],
         ["feature column 'x2'", "holds 'four' in row 2"]),
     "a token task on vectors": (
-        "train.conll", CONLL_OK, ["model.name=mlp"], ["task.name=token_classification needs a text model"]),
+        "train.conll", CONLL_OK, ["model.name=mlp"], ["task.name=token_classification needs a model that reads text inputs"]),
     "a metric the task does not compute": (
         "train.csv", "text,label\ngood,1.5\nbad,2\nfine,2\n", ["task.name=regression", "train.metric=accuracy"],
         ["train.metric=accuracy is not a metric of regression", "rmse"]),
