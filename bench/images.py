@@ -165,7 +165,12 @@ def strop_full(args, out: Path) -> dict:
                            f"output_dir={out / 'strop-full'}", f"train.epochs={args.epochs}", "train.patience=0",
                            f"train.batch_size={args.batch_size}", "optim.name=adamw",
                            f"optim.lr={args.lr / 20}", "train.quiet=true"])
-    wall = time.perf_counter() - started
+    return _trained_row(run, time.perf_counter() - started, args)
+
+
+
+def _trained_row(run: Path, wall: float, args) -> dict:
+    """A fine-tuned row's figures from its run directory: accuracy, times, rates, precision and inference."""
     summary = json.loads((run / "summary.json").read_text())
     history = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     config = (run / "config.yaml").read_text()
@@ -174,7 +179,6 @@ def strop_full(args, out: Path) -> dict:
             "train_s": summary["train_seconds"], "epochs": summary["epochs_run"], "best_epoch": summary["best_epoch"],
             "train_examples": summary["train_examples"],
             "precision": re.search(r"mixed_precision: (\w+)", config)[1], **_inference(run, args)}
-
 
 def strop_lpft(args, out: Path) -> dict:
     import strop
@@ -188,15 +192,7 @@ def strop_lpft(args, out: Path) -> dict:
                            f"data.image_size={args.size}", f"output_dir={out / 'strop-lpft'}",
                            f"train.epochs={args.epochs}", "train.patience=0", f"train.batch_size={args.batch_size}",
                            "optim.name=adamw", f"optim.lr={args.lr / 10}", "train.quiet=true"])
-    wall = time.perf_counter() - started
-    summary = json.loads((run / "summary.json").read_text())
-    history = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    config = (run / "config.yaml").read_text()
-    return {"accuracy": summary["validation"]["accuracy"], "wall_s": round(wall, 1),
-            "train_images_per_s": round(sum(r["train_samples_per_s"] for r in history) / len(history), 1),
-            "train_s": summary["train_seconds"], "epochs": summary["epochs_run"], "best_epoch": summary["best_epoch"],
-            "train_examples": summary["train_examples"], "start": str(start),
-            "precision": re.search(r"mixed_precision: (\w+)", config)[1], **_inference(run, args)}
+    return {**_trained_row(run, time.perf_counter() - started, args), "start": str(start)}
 
 
 def torch_loop(args, out: Path) -> dict:
@@ -281,7 +277,7 @@ def main(argv=None) -> int:
         (out / "result.json").write_text(json.dumps(result, indent=1) + "\n")
     result["load_after"] = load()
     (out / "result.json").write_text(json.dumps(result, indent=1) + "\n")
-    print(f"\n| row | train images | accuracy | wall s | images/s (train or feature pass) | inference images/s | load |")
+    print("\n| row | train images | accuracy | wall s | images/s (train or feature pass) | inference images/s | load |")
     print("|---|---|---|---|---|---|---|")
     for row, r in result["rows"].items():
         speed = r.get("train_images_per_s", r.get("feature_images_per_s"))
