@@ -96,3 +96,18 @@ def test_curve_command_writes_json_and_plot(tiny_overrides, tmp_path):
     assert {"parameters", "twice_the_data", "target"} <= set(result["fit"])
     assert (out / "curve.png").stat().st_size > 1000 and not (out / "runs").exists()
     assert "twice the data" in done.stdout and "levels off" in done.stdout
+    # Its report: the curve as an image, a row per size, one answer; rebuilt alike by strop report.
+    page = (out / "report.html").read_text()
+    assert page.count("data:image/png;base64,") == 1 and 'id="points"' in page
+    assert all(f"<tr><td>{size}</td>" in page for size in (36, 72, 144))
+    assert sum(page.count(f'data-finding="{name}"') for name in ("more_data_helps", "levels_off", "unknown")) == 1
+    (out / "report.html").unlink()
+    assert subprocess.run([sys.executable, "-m", "strop", "report", str(out), "-q"]).returncode == 0
+    assert (out / "report.html").read_text() == page
+
+
+def test_an_interval_over_draws_that_never_reach_the_target_ends_at_infinity():
+    from strop.curve import interval
+
+    low, high = interval([500.0] * 90 + [math.inf] * 10)
+    assert low == 500.0 and math.isinf(high)  # not nan: the report says "never"

@@ -65,6 +65,10 @@ def test_cv_scores_every_fold_and_drops_its_runs(tiny_overrides, tmp_path):
     assert json.loads((tmp_path / "cv" / "cv.json").read_text())["summary"] == result["summary"]
     assert not (tmp_path / "cv" / "runs").exists()
     assert len(list((tmp_path / "cv" / "folds").glob("*.parquet"))) == 8
+    # Its report: every run's scores and the summary, from cv.json.
+    page = (tmp_path / "cv" / "report.html").read_text()
+    assert 'id="scores"' in page and 'id="runs"' in page and page.count("data:image/png;base64,") == 1
+    assert f"{summary['mean']:.4f}" in page and all(f"{a:.4f}" in page for a in accuracies)
 
 
 def test_cli_keeps_the_runs_when_asked_and_refuses_a_used_folder(tiny_overrides, tmp_path):

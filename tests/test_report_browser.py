@@ -145,6 +145,27 @@ def test_report_renders_in_chromium_with_its_charts_and_no_console_errors(task, 
     assert len(shot) > 10_000
 
 
+@pytest.mark.parametrize("kind", ["search", "cv", "curve"])
+def test_search_cv_and_curve_reports_render_with_their_charts(kind, page, tmp_path):
+    from test_report_studies import cv_folds, measured_curve, search_result
+
+    from strop.report_studies import write_folder_report
+
+    result = {"search": lambda: search_result([1e-5, 3e-5, 1e-4, 9e-4], [0.6, 0.7, 0.8, 0.9]), "cv": cv_folds,
+              "curve": measured_curve}[kind]()
+    (tmp_path / f"{kind}.json").write_text(json.dumps(result))
+    report = write_folder_report(tmp_path)
+    page.open(report.as_uri())
+    state = page.evaluate(IMAGES)
+    assert page.errors() == []
+    assert state["title"] == f"strop {kind} report: " + ("s" if kind == "search" else tmp_path.name)  # the study
+    assert state["count"] == {"search": 4, "cv": 1, "curve": 1}[kind]
+    assert state["broken"] == [] and state["shown"] == state["count"] and state["resources"] == []
+    expected = {"search": {"diagnosis", "history", "importances", "slices", "epochs", "trials"},
+                "cv": {"diagnosis", "scores", "runs", "config"}, "curve": {"diagnosis", "curve", "points", "config"}}
+    assert expected[kind] <= set(state["ids"])
+
+
 def test_the_browser_check_sees_a_broken_image_and_a_console_error(page, tmp_path):
     """The checks above would catch a broken report: a missing image and a script error are seen."""
     bad = tmp_path / "bad.html"

@@ -133,6 +133,13 @@ def test_a_six_trial_search_completes_prunes_and_keeps_the_best_run(tmp_path):
         assert row["kind"] == "trial" and row["trial"] == trial.number
         assert row["status"] == {"COMPLETE": "complete", "PRUNED": "pruned"}[trial.state.name]
         assert row["params"]["optim.lr"] == pytest.approx(trial.params["optim.lr"])
+    # The search's report: a row per trial, and the parameter importances (shares that sum to 1).
+    importances = json.loads((folder / "search.json").read_text())["importances"]
+    assert set(importances["shares"]) == set(SPACE) and sum(importances["shares"].values()) == pytest.approx(1)
+    assert importances["complete_trials"] == len(complete)
+    page = (folder / "report.html").read_text()
+    assert all(f"<td>{t.user_attrs['strop:run_dir']}</td>" in page for t in trials)
+    assert 'id="importances"' in page and page.count("data:image/png;base64,") == 4
     # Run again with as many trials: nothing left to do, nothing run twice.
     search(config, [], SearchOptions(trials=6, seed=0, quiet=True))
     assert len(trials_of(folder)) == 6

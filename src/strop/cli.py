@@ -3,7 +3,7 @@
   strop fit [CONFIG.yaml] [key=value ...]
   strop predict RUN_DIR --text "..." | --input FILE [--output FILE]
   strop evaluate RUN_DIR --data FILE [--json]
-  strop report RUN_DIR
+  strop report RUN_DIR|SEARCH_DIR|CV_DIR|CURVE_DIR
 """
 
 from __future__ import annotations
@@ -474,11 +474,13 @@ def build_parser() -> argparse.ArgumentParser:
     runs.add_argument("--json", action="store_true", help="print JSON")
     runs.set_defaults(func=cmd_runs)
 
-    report = commands.add_parser("report", help="rebuild a run's report.html",
+    report = commands.add_parser("report", help="rebuild the report.html of a run, a search, a cv or a curve",
                                  description="Write RUN_DIR/report.html again: one self-contained page with the data "
                                              "summary, curves, confusion matrix, per-class scores, calibration, the "
-                                             "worst errors and a diagnosis.")
-    report.add_argument("run_dir", help="run directory written by strop fit")
+                                             "worst errors and a diagnosis. Given the output folder of strop search, "
+                                             "strop cv or strop curve, its report instead: the trials and parameter "
+                                             "importances; the folds' scores; the learning curve and its answers.")
+    report.add_argument("run_dir", help="run directory written by strop fit, or a strop search/cv/curve folder")
     report.add_argument("--quiet", "-q", action="store_true", help="do not print the report's path")
     report.set_defaults(func=cmd_report)
     return parser

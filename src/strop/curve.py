@@ -88,7 +88,8 @@ def bootstrap(n, score, bounded: bool, draws: int = BOOTSTRAP_DRAWS, seed: int =
 def interval(values) -> list[float]:
     """The central 95% of the values (2.5th and 97.5th percentiles; inf stays inf)."""
     values = np.asarray(values, dtype=np.float64)
-    return [float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5))]
+    # Observed values, not interpolated between two: between inf and inf, interpolation gives nan.
+    return [float(np.percentile(values, q, method="inverted_cdf")) for q in (2.5, 97.5)]
 
 
 def analyse(n, score, minimised: bool = False, bounded: bool = False, target: float | None = None,
@@ -163,6 +164,7 @@ def learning_curve(config=None, overrides: list[str] = (), fractions: tuple[floa
     from strop.config import load_config
     from strop.cv import default_output, fit_and_score, read_training_table
     from strop.fit import resolve_config
+    from strop.report_studies import write_folder_report
     from strop.tasks import TASKS
 
     fractions = tuple(sorted(set(float(f) for f in fractions)))
@@ -213,8 +215,10 @@ def learning_curve(config=None, overrides: list[str] = (), fractions: tuple[floa
     plot = save_plot(result, out / PLOT_FILE)
     result["plot"] = str(plot) if plot else None
     atomic_write_json(out / CURVE_FILE, result, "the learning curve")
+    report = write_folder_report(out)
     if not quiet:
-        print(describe(result) + f"\nresults in {out / CURVE_FILE}" + (f", plot in {plot}" if plot else ""))
+        print(describe(result) + f"\nresults in {out / CURVE_FILE}" + (f", plot in {plot}" if plot else "")
+              + f", report in {report}")
     return result
 
 
@@ -272,14 +276,21 @@ def describe(result: dict) -> str:
 
 
 def save_plot(result: dict, path: Path) -> Path | None:
-    """The points, the fitted curve to four times the largest size and its 95% band; None without matplotlib."""
+    """curve.png: the figure `draw` makes; None without matplotlib."""
     try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        from matplotlib.figure import Figure  # no pyplot: no global state, no display backend
     except ImportError:
         return None
+    figure = Figure(figsize=(6.4, 4.2))
+    draw(result, figure.subplots())
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=120)
+    return path
+
+
+def draw(result: dict, axes) -> None:
+    """The points, the fitted curve to four times the largest size and its 95% band, on matplotlib axes."""
     fit, metric = result["fit"], result["metric"]
     sign = -1.0 if "lower is better" in fit["model"] else 1.0
     n = np.array([p["examples"] for p in result["points"]], dtype=float)
@@ -288,7 +299,6 @@ def save_plot(result: dict, path: Path) -> Path | None:
     p = fit["parameters"]
     draws = bootstrap(n, sign * y, not sign < 0 and y.max() <= 1.0, draws=200, seed=1)
     band = sign * np.array([power_law(grid, *d) for d in draws])
-    figure, axes = plt.subplots(figsize=(6.4, 4.2))
     axes.fill_between(grid, np.percentile(band, 2.5, axis=0), np.percentile(band, 97.5, axis=0), alpha=0.25,
                       label="95% band (bootstrap)")
     axes.plot(grid, sign * power_law(grid, p["a"], p["b"], p["c"]), label="a - b n^-c")
@@ -299,8 +309,3 @@ def save_plot(result: dict, path: Path) -> Path | None:
     axes.set_xlabel("labelled training examples")
     axes.set_ylabel(metric)
     axes.legend(loc="best", fontsize=8)
-    figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
-    return path

@@ -577,13 +577,16 @@ def _trains_body(config: dict) -> bool:
 
 
 def report(run_dir: str | Path, quiet: bool = False) -> Path:
-    """`strop report RUN`: rebuilds RUN/report.html and returns its path.
+    """`strop report RUN`: rebuilds RUN/report.html and returns its path; RUN may also be the output folder of
+    a strop search, cv or curve, whose report is rebuilt from its search.json, cv.json or curve.json.
 
     Raises:
-        StropError: the folder is no complete run, or (for a run from before the report) its data cannot be
-            read again.
+        StropError: the folder is no complete run nor such a folder, or (for a run from before the report)
+            its data cannot be read again.
     """
-    path = build_report(run_dir)
+    from strop.report_studies import folder_kind, write_folder_report
+
+    path = write_folder_report(run_dir) if folder_kind(Path(run_dir)) else build_report(run_dir)
     if not quiet:
         print(f"report: {path}")
     return path

@@ -42,11 +42,17 @@ def render(analysis: dict[str, Any]) -> str:
     elif kind in ("classes", "multilabel", "tokens"):
         parts += [_confusion(analysis), _per_class(analysis), _calibration(analysis)]
     parts += [_worst(analysis), _configuration(analysis)]
-    sections = [p for p in parts if p]
-    nav = " ".join(f'<a href="#{anchor}">{title}</a>' for anchor, title in _NAV if any(f'id="{anchor}"' in p for p in sections))
+    return page(f"strop report: {analysis['name']}", [p for p in parts if p], _NAV)
+
+
+def page(title: str, sections: list[str], navigation: list[tuple[str, str]]) -> str:
+    """A whole document: the first section (the header), a menu of the navigation entries (anchor, title)
+    that some section holds, then the other sections."""
+    nav = " ".join(f'<a href="#{anchor}">{label}</a>' for anchor, label in navigation
+                   if any(f'id="{anchor}"' in part for part in sections))
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-            f"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>strop report: "
-            f"{escape(analysis['name'])}</title><style>{STYLE}</style></head><body><main>"
+            f"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>{escape(title)}</title>"
+            f"<style>{STYLE}</style></head><body><main>"
             + sections[0] + f"<nav>{nav}</nav>" + "".join(sections[1:]) + "</main></body></html>\n")
 
 
@@ -57,7 +63,7 @@ _NAV = [("diagnosis", "Diagnosis"), ("data", "Data"), ("curves", "Curves"), ("co
 
 # --- pieces ----------------------------------------------------------------------------------------
 
-def _fmt(value, digits: int = 4) -> str:
+def fmt(value, digits: int = 4) -> str:
     if isinstance(value, bool) or value is None:
         return escape(str(value))
     if isinstance(value, int):
@@ -67,26 +73,27 @@ def _fmt(value, digits: int = 4) -> str:
     return escape(str(value))
 
 
-def _table(header: list[str], rows: list[list], numeric_from: int = 1, cls: str = "", digits: int = 4) -> str:
+def html_table(header: list[str], rows: list[list], numeric_from: int = 1, cls: str = "", digits: int = 4) -> str:
     head = "".join(f"<th>{escape(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f'<td class="num">{_fmt(v, digits)}</td>' if i >= numeric_from and not isinstance(v, str)
+    body = "".join("<tr>" + "".join(f'<td class="num">{fmt(v, digits)}</td>' if i >= numeric_from and not isinstance(v, str)
                                     else f"<td>{escape(str(v))}</td>" for i, v in enumerate(row)) + "</tr>"
                    for row in rows)
     return f'<table{f" class={cls!r}" if cls else ""}><tr>{head}</tr>{body}</table>'
 
 
-def _image(figure, alt: str) -> str:
+def png_image(figure, alt: str) -> str:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
     data = base64.b64encode(buffer.getvalue()).decode("ascii")
     return f'<img alt="{escape(alt)}" src="data:image/png;base64,{data}">'
 
 
-def _figure(width: float = 6.4, height: float = 3.6, columns: int = 1):
+def new_figure(width: float = 6.4, height: float = 3.6, columns: int = 1, rows: int = 1):
+    """A figure and its axes (one Axes, or an array of them for a grid)."""
     from matplotlib.figure import Figure  # no pyplot: no global state, no display backend
 
     figure = Figure(figsize=(width, height))
-    axes = figure.subplots(1, columns)
+    axes = figure.subplots(rows, columns)
     return figure, axes
 
 
@@ -106,28 +113,37 @@ def _header(a: dict[str, Any]) -> str:
 
 
 def _diagnosis(a: dict[str, Any]) -> str:
-    findings = a.get("findings") or []
+    body = findings_html(a.get("findings") or [], HEALTHY)
+    seeds = a.get("seeds") or {}
+    if seeds:
+        metric = a["summary"].get("metric", "")
+        body += f"<h3>Other seeds of this config (validation {escape(metric)})</h3>" + html_table(
+            ["seed", metric], [[seed, value] for seed, value in seeds.items()])
+    return body
+
+
+HEALTHY = ("The validation loss did not rise while the training loss fell, training learned well beyond the label "
+           "frequencies, every class has enough examples, few errors are confident, and validation shares no "
+           "inputs with training.")
+
+
+def findings_html(findings: list, healthy: str, title: str = "Diagnosis") -> str:
+    """The section (anchor "diagnosis") of the findings, each with its evidence and fixes; `healthy` says
+    what was checked when there is none."""
     if not findings:
-        body = ('<div class="healthy"><b>No problem found.</b> The validation loss did not rise while the training '
-                "loss fell, training learned well beyond the label frequencies, every class has enough examples, "
-                "few errors are confident, and validation shares no inputs with training.</div>")
+        body = f'<div class="healthy"><b>No problem found.</b> {escape(healthy)}</div>'
     else:
         body = "".join(f'<div class="finding" data-finding="{escape(f.name)}"><h3>{escape(f.title)}</h3>'
                        f"<p>{escape(f.evidence)}</p><b>What to try</b><ul>"
                        + "".join(f"<li>{escape(fix)}</li>" for fix in f.fixes) + "</ul></div>" for f in findings)
-    seeds = a.get("seeds") or {}
-    if seeds:
-        metric = a["summary"].get("metric", "")
-        body += f"<h3>Other seeds of this config (validation {escape(metric)})</h3>" + _table(
-            ["seed", metric], [[seed, value] for seed, value in seeds.items()])
-    return f'<h2 id="diagnosis">Diagnosis</h2>{body}'
+    return f'<h2 id="diagnosis">{escape(title)}</h2>{body}'
 
 
 def _data(a: dict[str, Any]) -> str:
     data = a["data"]
     if not data:
         return ""
-    parts = [f"<p>{_fmt(data.get('train_examples'))} training and {_fmt(data.get('validation_examples'))} "
+    parts = [f"<p>{fmt(data.get('train_examples'))} training and {fmt(data.get('validation_examples'))} "
              f"validation examples; inputs: {escape(data.get('input', '?'))}"
              + (f" of {data['features']} numeric features" if "features" in data else "")
              + (f"; {data['labels_per_example']} labels per example on average" if "labels_per_example" in data else "")
@@ -143,39 +159,39 @@ def _data(a: dict[str, Any]) -> str:
             parts.append(f"<p>Imbalance: the most frequent {escape(kind)} has {ratio:.1f} times the training examples "
                          f"of the least.</p>")
         rows = [[name, c["train"], c["train"] / max(sum(train_counts), 1), c["validation"]] for name, c in classes.items()]
-        parts.append(_table([kind, "train", "share", "validation"], rows))
+        parts.append(html_table([kind, "train", "share", "validation"], rows))
         if len(classes) <= 40:
             parts.append(_class_chart(classes, kind))
     for column, stats in (data.get("targets") or {}).items():
-        parts.append(f"<h3>Target {escape(column)}</h3>" + _table(
+        parts.append(f"<h3>Target {escape(column)}</h3>" + html_table(
             ["split", "mean", "std", "min", "max"],
             [[split, *(stats[split].get(k) for k in ("mean", "std", "min", "max"))] for split in ("train", "validation")]))
         parts.append(_histogram(stats["histogram"], f"target {column}"))
     lengths = data.get("lengths")
     if lengths:
-        parts.append("<h3>Lengths (words per example)</h3>" + _table(
+        parts.append("<h3>Lengths (words per example)</h3>" + html_table(
             ["split", "min", "median", "mean", "95%", "max"],
             [[split, *(lengths[split].get(k) for k in ("min", "median", "mean", "p95", "max"))]
              for split in ("train", "validation") if lengths.get(split)], digits=1))
         parts.append(_histogram(lengths["histogram"], "words per example"))
     duplicates, overlap = data.get("duplicates") or {}, data.get("overlap") or {}
     parts.append("<h3>Duplicates and overlap</h3>"
-                 f"<p>{_fmt(duplicates.get('train', 0))} training examples repeat another training input "
-                 f"({_fmt(duplicates.get('distinct', 0))} distinct inputs), "
-                 f"<span class=\"{'bad' if duplicates.get('conflicting') else 'ok'}\">{_fmt(duplicates.get('conflicting', 0))} "
+                 f"<p>{fmt(duplicates.get('train', 0))} training examples repeat another training input "
+                 f"({fmt(duplicates.get('distinct', 0))} distinct inputs), "
+                 f"<span class=\"{'bad' if duplicates.get('conflicting') else 'ok'}\">{fmt(duplicates.get('conflicting', 0))} "
                  f"with different labels</span>; <span class=\"{'bad' if overlap.get('count') else 'ok'}\">"
-                 f"{_fmt(overlap.get('count', 0))} validation inputs also occur in training</span> (compared by their "
+                 f"{fmt(overlap.get('count', 0))} validation inputs also occur in training</span> (compared by their "
                  "words, ignoring case).</p>")
     if duplicates.get("examples"):
-        parts.append(_table(["repeated input", "copies", "labels"],
+        parts.append(html_table(["repeated input", "copies", "labels"],
                             [[d["input"], d["copies"], " | ".join(d["targets"])] for d in duplicates["examples"]]))
     if overlap.get("examples"):
-        parts.append(_table(["validation input also in training"], [[x] for x in overlap["examples"]]))
+        parts.append(html_table(["validation input also in training"], [[x] for x in overlap["examples"]]))
     return '<h2 id="data">Data</h2>' + "".join(parts)
 
 
 def _class_chart(classes: dict, kind: str) -> str:
-    figure, axes = _figure(max(4.0, min(10.0, 0.45 * len(classes) + 2)), 3.0)
+    figure, axes = new_figure(max(4.0, min(10.0, 0.45 * len(classes) + 2)), 3.0)
     names = list(classes)
     x = np.arange(len(names))
     axes.bar(x - 0.2, [classes[n]["train"] for n in names], 0.4, label="train", color="#4c72b0")
@@ -185,12 +201,12 @@ def _class_chart(classes: dict, kind: str) -> str:
     axes.set_ylabel("examples")
     axes.legend()
     axes.set_title(f"{kind} counts")
-    return _image(figure, f"{kind} counts in training and validation")
+    return png_image(figure, f"{kind} counts in training and validation")
 
 
 def _histogram(histogram: dict, what: str) -> str:
     edges = np.asarray(histogram["edges"], dtype=np.float64)
-    figure, axes = _figure(6.4, 2.8)
+    figure, axes = new_figure(6.4, 2.8)
     widths = np.diff(edges)
     for split, color in (("train", "#4c72b0"), ("validation", "#dd8452")):
         counts = np.asarray(histogram[split], dtype=np.float64)
@@ -199,7 +215,7 @@ def _histogram(histogram: dict, what: str) -> str:
     axes.set_xlabel(what)
     axes.set_ylabel("share of examples")
     axes.legend()
-    return _image(figure, f"histogram of {what}")
+    return png_image(figure, f"histogram of {what}")
 
 
 def _curves(a: dict[str, Any]) -> str:
@@ -208,7 +224,7 @@ def _curves(a: dict[str, Any]) -> str:
         return '<h2 id="curves">Training and validation curves</h2><p class="muted">metrics.jsonl is empty.</p>'
     epochs = [r["epoch"] for r in history]
     best = a["summary"].get("best_epoch")
-    figure, (loss_axes, metric_axes) = _figure(10.0, 3.6, 2)
+    figure, (loss_axes, metric_axes) = new_figure(10.0, 3.6, 2)
     for key, label, color in (("train_loss", "training loss", "#4c72b0"), ("val_loss", "validation loss", "#dd8452")):
         values = [r.get(key) for r in history]
         if any(v is not None for v in values):
@@ -225,8 +241,8 @@ def _curves(a: dict[str, Any]) -> str:
         axes.xaxis.get_major_locator().set_params(integer=True)
     rows = [[r["epoch"], r.get("train_loss"), *[r.get(k) for k in ["val_loss"] + metric_keys], r.get("lr"),
              "best" if r.get("best") else ""] for r in history]
-    table = _table(["epoch", "train loss", "val loss", *[k[4:] for k in metric_keys], "lr", ""], rows)
-    return (f'<h2 id="curves">Training and validation curves</h2>{_image(figure, "training and validation curves")}'
+    table = html_table(["epoch", "train loss", "val loss", *[k[4:] for k in metric_keys], "lr", ""], rows)
+    return (f'<h2 id="curves">Training and validation curves</h2>{png_image(figure, "training and validation curves")}'
             f"{table}")
 
 
@@ -237,7 +253,7 @@ def _confusion(a: dict[str, Any]) -> str:
         rows = [[name, c["tp"], c["fp"], c["fn"], c["tn"]] for name, c in counts.items()]
         return ('<h2 id="confusion">Confusion per label</h2><p>Each label is a yes/no decision at its tuned threshold '
                 "(true positives, false positives, false negatives, true negatives on validation).</p>"
-                + _table(["label", "TP", "FP", "FN", "TN"], rows))
+                + html_table(["label", "TP", "FP", "FN", "TN"], rows))
     labels = metrics.get("labels") if kind == "classes" else a.get("labels")
     matrix = metrics.get("confusion_matrix") if kind == "classes" else a.get("confusion_matrix")
     if not labels or matrix is None:
@@ -250,7 +266,7 @@ def _confusion(a: dict[str, Any]) -> str:
                  if i != j and matrix[i, j] > 0]
         rows = [[t, p, n] for n, t, p in sorted(pairs, reverse=True)[:30]]
         return ('<h2 id="confusion">Confusion</h2><p>Too many classes for a full matrix: the pairs most often '
-                "confused.</p>" + _table(["true", "predicted", unit], rows, numeric_from=2))
+                "confused.</p>" + html_table(["true", "predicted", unit], rows, numeric_from=2))
     row_totals = matrix.sum(axis=1, keepdims=True).clip(min=1)
     head = "<tr><th>true \\ predicted</th>" + "".join(f"<th>{escape(str(n))}</th>" for n in labels) + "</tr>"
     body = ""
@@ -275,21 +291,21 @@ def _per_class(a: dict[str, Any]) -> str:
     scalars = "  ·  ".join(f"{k} {metrics[k]:.4f}" for k in ("accuracy", "macro_f1", "micro_f1", "f1", "exact_match")
                            if isinstance(metrics.get(k), float))
     return (f'<h2 id="scores">Precision, recall and F1 per {what}</h2><p>{escape(scalars)}</p>'
-            + _table([what, "precision", "recall", "F1", "support"], rows))
+            + html_table([what, "precision", "recall", "F1", "support"], rows))
 
 
 def _per_target(a: dict[str, Any]) -> str:
     metrics = a.get("metrics") or {}
     table = metrics.get("per_target") or {}
     rows = [[name, s["rmse"], s["mae"], s["r2"], s["spearman"]] for name, s in table.items()]
-    return '<h2 id="scores">Scores per target</h2>' + _table(["target", "RMSE", "MAE", "R²", "Spearman"], rows)
+    return '<h2 id="scores">Scores per target</h2>' + html_table(["target", "RMSE", "MAE", "R²", "Spearman"], rows)
 
 
 def _residuals(a: dict[str, Any]) -> str:
     parts = []
     for column, points in a["points"].items():
         true, predicted = np.asarray(points["true"]), np.asarray(points["predicted"])
-        figure, (scatter, residual) = _figure(10.0, 3.8, 2)
+        figure, (scatter, residual) = new_figure(10.0, 3.8, 2)
         low, high = float(min(true.min(), predicted.min())), float(max(true.max(), predicted.max()))
         scatter.scatter(true, predicted, s=12, alpha=0.6, color="#4c72b0")
         scatter.plot([low, high], [low, high], color="#888", linestyle="--", linewidth=1, label="perfect")
@@ -300,7 +316,7 @@ def _residuals(a: dict[str, Any]) -> str:
         residual.axhline(0, color="#888", linestyle="--", linewidth=1)
         residual.set_xlabel(f"predicted {column}")
         residual.set_ylabel("residual (predicted - true)")
-        parts.append(f"<h3>{escape(column)}</h3>" + _image(figure, f"residual plot of {column}"))
+        parts.append(f"<h3>{escape(column)}</h3>" + png_image(figure, f"residual plot of {column}"))
     return ('<h2 id="residuals">Residuals</h2><p>Predicted against true values on validation, and the residuals: '
             "a funnel or a curve in the right-hand plot means errors that depend on the value.</p>" + "".join(parts))
 
@@ -310,7 +326,7 @@ def _calibration(a: dict[str, Any]) -> str:
     if not calibration or not calibration["decisions"]:
         return ""
     bins = calibration["bins"]
-    figure, (diagram, counts) = _figure(10.0, 3.6, 2)
+    figure, (diagram, counts) = new_figure(10.0, 3.6, 2)
     centres = [(b["low"] + b["high"]) / 2 for b in bins]
     diagram.bar(centres, [b["accuracy"] or 0 for b in bins], width=0.09, color="#4c72b0", label="accuracy")
     diagram.plot([0, 1], [0, 1], color="#888", linestyle="--", linewidth=1, label="perfect calibration")
@@ -327,9 +343,9 @@ def _calibration(a: dict[str, Any]) -> str:
     counts.set_title("decisions per confidence bin")
     unit = {"multilabel": "each (example, label) decision", "tokens": "each word's tag"}.get(a["kind"], "each example's predicted class")
     return (f'<h2 id="calibration">Calibration</h2><p>Confidence of {unit} against how often it is right. Expected '
-            f"calibration error: <b>{calibration['ece']:.4f}</b> over {_fmt(calibration['decisions'])} decisions "
+            f"calibration error: <b>{calibration['ece']:.4f}</b> over {fmt(calibration['decisions'])} decisions "
             f"(0 is perfect; bars under the diagonal are overconfident).</p>"
-            + _image(figure, "reliability diagram"))
+            + png_image(figure, "reliability diagram"))
 
 
 def _worst(a: dict[str, Any]) -> str:
@@ -347,17 +363,17 @@ def _worst(a: dict[str, Any]) -> str:
                 f"{rows}</table>")
         intro = "The validation images the model gets wrong most confidently (a wrong label, or a case the model cannot read)."
     elif kind == "classes":
-        body = _table(["input", "label", "predicted", "confidence", "p(label)"],
+        body = html_table(["input", "label", "predicted", "confidence", "p(label)"],
                       [[w["input"], w["target"], w["predicted"], w["confidence"], w["p_target"]] for w in worst],
                       numeric_from=3)
         intro = "The validation examples the model gets wrong most confidently (a wrong label, or a case the model cannot read)."
     elif kind == "multilabel":
-        body = _table(["input", "given labels", "label", "given", "predicted", "confidence"],
+        body = html_table(["input", "given labels", "label", "given", "predicted", "confidence"],
                       [[w["input"], w["given"], w["label"], w["target"], w["predicted"], w["confidence"]] for w in worst],
                       numeric_from=5)
         intro = "The label decisions the model gets wrong most confidently."
     elif kind == "regression":
-        body = _table(["input", "true", "predicted", "error"],
+        body = html_table(["input", "true", "predicted", "error"],
                       [[w["input"], w["target"], w["predicted"], w["error"]] for w in worst], numeric_from=9)
         intro = "The validation examples with the largest errors (in standard deviations of the target)."
     else:

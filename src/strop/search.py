@@ -563,12 +563,16 @@ class _Search:
                      f"({summary['counts'].get('finished', 0)}/{self.options.trials} trials done)")
 
     def _publish(self) -> dict:
-        """Writes search.json, best.yaml (the best trial's config, to fit again) and the `best` link, and drops
+        """Writes search.json, best.yaml (the best trial's config, to fit again), the `best` link and report.html, and drops
         the model weights and checkpoints of finished trials other than the best (unless --keep-weights).
         Decided from one reading of the study, under the study's lock, so two workers never drop the best run's
         weights nor write an older best over a newer one."""
+        from strop.report_studies import write_folder_report
+
         with _study_lock(self.study, self.storage, self.url, self.folder):
-            return self._publish_locked()
+            summary = self._publish_locked()
+        write_folder_report(self.folder)  # from search.json alone (another worker's newer one is as good)
+        return summary
 
     def _publish_locked(self) -> dict:
         from optuna.trial import TrialState
@@ -599,6 +603,7 @@ class _Search:
                                                "params": _config_values(self.space, best.params),
                                                "run": best.user_attrs.get("strop:run_dir")},
             "trials": [_trial_row(t, self.space) for t in trials],
+            "importances": _importances(self.optuna, self.study, len(complete)),
         }
         atomic_write_json(self.folder / "search.json", summary, "the search summary")
         if best is not None:
@@ -608,6 +613,24 @@ class _Search:
                                   "the best config")
                 _link(self.folder / "best", best.user_attrs["strop:run_dir"])
         return summary
+
+
+MIN_TRIALS_FOR_IMPORTANCES = 3  # below this, every split of the values explains the scores
+
+
+def _importances(optuna, study, complete: int) -> dict | None:
+    """How much of the variation of the complete trials' scores each parameter explains (fANOVA, as Optuna
+    computes it, seeded): a share per parameter, summing to 1; None with too few complete trials."""
+    if complete < MIN_TRIALS_FOR_IMPORTANCES:
+        return None
+    from optuna.importance import FanovaImportanceEvaluator, get_param_importances
+
+    try:
+        values = get_param_importances(study, evaluator=FanovaImportanceEvaluator(seed=0))
+    except (ValueError, RuntimeError):  # e.g. every complete trial has the same score
+        return None
+    return {"method": "fANOVA (Optuna's FanovaImportanceEvaluator, seed 0)", "complete_trials": complete,
+            "shares": {key: float(value) for key, value in values.items()}}
 
 
 def _counted(trials) -> int:

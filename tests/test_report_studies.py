@@ -1,0 +1,138 @@
+"""The reports of a search, a cross-validation and a learning curve: what their diagnosis says for results
+made to show each finding, and `strop report FOLDER` for each kind of folder. (The real commands' reports
+are checked in test_search, test_cv and test_curve; in a browser in test_report_browser.)"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from strop.cli import main
+from strop.report_studies import cv_findings, curve_findings, search_findings, write_folder_report
+
+
+def search_result(lrs: list[float], scores: list[float | None], errors: dict[int, str] = None) -> dict:
+    """search.json as strop search writes it, for trials with these learning rates and scores (None: failed)."""
+    errors = errors or {}
+    trials = [{"number": i, "state": "fail" if s is None else "complete", "value": s, "params": {"optim.lr": lr},
+               "run": f"trial-{i:04d}", "epochs": {} if s is None else {"1": s - 0.05, "2": s},
+               **({"error": errors[i]} if i in errors else {})} for i, (lr, s) in enumerate(zip(lrs, scores))]
+    complete = [t for t in trials if t["state"] == "complete"]
+    best = max(complete, key=lambda t: t["value"])
+    return {"study": "s", "storage": "sqlite:///s", "metric": "accuracy", "direction": "maximize",
+            "trials_wanted": len(trials), "counts": {"complete": len(complete), "finished": len(trials)},
+            "space": {"optim.lr": {"log_uniform": [1.0e-5, 1.0e-3]}},
+            "best": {"trial": best["number"], "value": best["value"], "params": best["params"], "run": best["run"]},
+            "trials": trials, "importances": {"method": "fANOVA", "complete_trials": len(complete),
+                                              "shares": {"optim.lr": 1.0}}}
+
+
+def names(findings) -> set[str]:
+    return {f.name for f in findings}
+
+
+def test_a_best_value_at_the_end_of_its_range_says_to_widen_it():
+    edge = search_result([1e-5, 1e-4, 9e-4], [0.70, 0.80, 0.90])
+    inside = search_result([1e-5, 1e-4, 9e-4], [0.70, 0.90, 0.80])
+    [finding] = search_findings(edge)
+    assert finding.name == "range_edge" and "upper end" in finding.title and "up" in finding.fixes[0]
+    assert search_findings(inside) == []
+    low = search_findings(search_result([1.1e-5, 1e-4, 9e-4], [0.9, 0.8, 0.7]))
+    assert names(low) == {"range_edge"} and "lower end" in low[0].title
+
+
+def test_failed_trials_are_named_with_their_values_and_error():
+    result = search_result([1e-4, 3e-4, 9e-3], [0.8, 0.9, None], errors={2: "the loss is not a number"})
+    finding = next(f for f in search_findings(result) if f.name == "failed_trials")
+    assert "trial 2" in finding.evidence and "the loss is not a number" in finding.evidence
+
+
+def test_scores_the_space_hardly_moves_are_called_flat():
+    result = search_result([1e-4, 2e-4, 3e-4, 4e-4], [0.801, 0.802, 0.800, 0.803])
+    assert "flat" in names(search_findings(result))
+
+
+def cv_result(scores: dict[tuple[int, int], float], folds: int) -> dict:
+    runs = [{"seed": seed, "fold": fold, "metrics": {"accuracy": value}} for (seed, fold), value in scores.items()]
+    from strop.cv import summarise
+
+    return {"folds": folds, "seeds": sorted({seed for seed, _ in scores}), "scored_on": "the held-out fold",
+            "runs": runs, "summary": {"accuracy": summarise([r["metrics"]["accuracy"] for r in runs])},
+            "config": {"task": {"name": "text_classification"}}}
+
+
+def test_cv_tells_folds_that_disagree_from_seeds_that_do():
+    folds_differ = cv_result({(1, 1): 0.70, (1, 2): 0.90, (2, 1): 0.71, (2, 2): 0.89}, folds=2)
+    seeds_differ = cv_result({(1, 1): 0.70, (1, 2): 0.71, (2, 1): 0.90, (2, 2): 0.89}, folds=2)
+    agree = cv_result({(1, 1): 0.80, (1, 2): 0.81, (2, 1): 0.80, (2, 2): 0.81}, folds=2)
+    assert names(cv_findings(folds_differ, "accuracy")) == {"fold_spread"}
+    assert names(cv_findings(seeds_differ, "accuracy")) == {"instability"}
+    assert cv_findings(agree, "accuracy") == []
+
+
+def curve_result(gain: float, interval: tuple[float, float], lower_is_better: bool = False) -> dict:
+    model = "score(n) = a - b * n^(-c)" + (" fitted to -score (lower is better)" if lower_is_better else "")
+    return {"metric": "loss" if lower_is_better else "accuracy", "fit": {
+        "model": model, "largest_size": 1000.0, "score_at_largest": 0.8, "asymptote": 0.85,
+        "twice_the_data": {"size": 2000.0, "gain": gain, "gain_interval": list(interval)}}}
+
+
+def measured_curve() -> dict:
+    """curve.json for points drawn around a known power law, 3 seeds at 4 sizes, fitted as strop curve does."""
+    import numpy as np
+
+    from strop.curve import analyse
+
+    rng = np.random.default_rng(0)
+    points = [{"examples": n, "seed": seed, "scores": {"accuracy": 0.9 - 0.9 * n ** -0.5 + rng.normal(0, 0.01)}}
+              for seed in (42, 43, 44) for n in (50, 100, 200, 400)]
+    result = {"config": {"task": {"name": "text_classification"}}, "metric": "accuracy", "sizes": [50, 100, 200, 400],
+              "seeds": [42, 43, 44], "points": points}
+    result["fit"] = analyse([p["examples"] for p in points], [p["scores"]["accuracy"] for p in points],
+                            bounded=True, target=0.88)
+    return result
+
+
+def cv_folds() -> dict:
+    return cv_result({(42, 1): 0.81, (42, 2): 0.78, (42, 3): 0.84, (43, 1): 0.80, (43, 2): 0.79, (43, 3): 0.85}, 3)
+
+
+@pytest.mark.parametrize("gain, interval, lower, expected", [
+    (0.03, (0.01, 0.05), False, "more_data_helps"),
+    (0.001, (-0.002, 0.004), False, "levels_off"),
+    (0.02, (-0.01, 0.06), False, "unknown"),
+    (-0.03, (-0.05, -0.01), True, "more_data_helps"),  # a loss that falls with more data
+    (0.03, (0.01, 0.05), True, "levels_off"),  # a loss that would rise: no gain
+])
+def test_the_curve_answers_whether_more_labels_help(gain, interval, lower, expected):
+    assert names(curve_findings(curve_result(gain, interval, lower))) == {expected}
+
+
+def test_strop_report_rebuilds_a_search_folder_and_refuses_an_unknown_one(tmp_path, capsys):
+    folder = tmp_path / "search"
+    folder.mkdir()
+    (folder / "search.json").write_text(json.dumps(search_result([1e-5, 1e-4, 9e-4], [0.7, 0.8, 0.9])))
+    assert main(["report", str(folder)]) == 0
+    page = (folder / "report.html").read_text()
+    assert 'data-finding="range_edge"' in page and "trial-0002" in page
+    assert str(folder / "report.html") in capsys.readouterr().out
+    assert main(["report", str(tmp_path)]) == 2
+    assert "no complete run" in capsys.readouterr().err and not (tmp_path / "report.html").exists()
+
+
+def test_a_cv_folder_with_no_finished_runs_gets_a_clear_message(tmp_path):
+    (tmp_path / "cv.json").write_text(json.dumps({"folds": 2, "seeds": [1], "runs": []}))
+    with pytest.raises(Exception, match="no finished cross-validation"):
+        write_folder_report(Path(tmp_path))
+
+
+def test_a_target_the_curve_never_reaches_reads_never(tmp_path):
+    result = measured_curve()
+    result["fit"]["target"].update(score=0.99, examples=float("inf"), examples_interval=[2000.0, float("inf")])
+    from strop.runs import atomic_write_json
+
+    atomic_write_json(tmp_path / "curve.json", result, "the learning curve")  # inf written as null
+    page = write_folder_report(tmp_path).read_text()
+    assert "<b>never</b><span>examples for accuracy 0.99</span>" in page and "not reached" in page
