@@ -212,10 +212,13 @@ def _slices(result: dict) -> str:
         else:
             axes.scatter(values, scores, color="#4c72b0")
             if kind.startswith("log"):
-                from matplotlib.ticker import NullFormatter
+                from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-                axes.set_xscale("log")
-                axes.xaxis.set_minor_formatter(NullFormatter())  # the minor labels overlap within a decade
+                axes.set_xscale("log")  # ticks at 1, 2 and 5 of each decade: a range within one decade gets some
+                axes.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+                axes.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.0e}"))
+                axes.xaxis.set_minor_formatter(NullFormatter())
+                axes.tick_params(axis="x", labelrotation=30)
         axes.set_xlabel(key)
         axes.set_ylabel(result["metric"])
     for axes in grid[len(space):]:
