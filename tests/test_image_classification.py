@@ -103,14 +103,40 @@ def test_fit_saves_loads_predicts_and_evaluates(trained, image_data, tmp_path, c
     assert json.loads(capsys.readouterr().out)["n"] == len(files)
 
 
-def test_text_inputs_and_serving_are_refused_for_image_models(trained, capsys):
+def test_text_inputs_are_refused_for_image_models(trained, capsys):
     from strop.cli import main
-    from strop.serve import InputSpec
 
     assert main(["predict", str(trained), "--text", "a cat"]) == 2
     assert "this model reads images" in capsys.readouterr().err
-    with pytest.raises(StropError, match="does not serve image models"):  # it would open any path a client names
-        InputSpec.of(strop.load(trained, device="cpu"))
+
+
+def test_image_models_are_served_images_sent_as_base64_and_answer_as_predict(trained, image_data):
+    pytest.importorskip("fastapi")
+    import base64
+
+    from fastapi.testclient import TestClient
+
+    from strop.serve import create_app
+
+    predictor = strop.load(trained, device="cpu")
+    paths = sorted(str(p) for p in (image_data["val"]).rglob("*.png"))[:3]
+    sent = [base64.b64encode(Path(p).read_bytes()).decode("ascii") for p in paths]
+    with TestClient(create_app(predictor)) as client:
+        assert client.get("/info").json()["input"] == "images"
+        response = client.post("/predict", json={"images": sent})
+        assert response.status_code == 200, response.text
+        expected = [{k: v for k, v in r.items() if k != "image"} for r in predictor.records(paths)]
+        assert response.json()["predictions"] == expected  # the file's bytes predict as the file does
+        assert set(expected[0]) == {"label", "score", "probabilities"}
+        # A path is no image: the server never opens a file a client names.
+        for bad, message in [([paths[0]], "not base64"),
+                             ([base64.b64encode(b"plain text, no image").decode()], "not an image"),
+                             ([base64.b64encode(Path(paths[0]).read_bytes()[:60]).decode()], "truncated or damaged"),
+                             ([], "at least 1 item"), ({"a": 1}, "images: Input should be a valid list")]:
+            response = client.post("/predict", json={"images": bad})
+            assert response.status_code == 422 and message in response.json()["detail"], (bad, response.text)
+        assert "texts" not in client.get("/openapi.json").json()["components"]["schemas"]["PredictRequest"][
+            "properties"]
 
 
 def test_the_model_folder_loads_in_plain_timm_with_the_same_predictions(trained, image_data):

@@ -276,19 +276,21 @@ class ImageBackbone(Backbone):
         self.train_transform = Compose(steps + list(to_tensor.transforms))
 
     # -- inputs ------------------------------------------------------------------------------------------
-    def encode(self, inputs: list[str]) -> list[dict]:
-        """Image paths -> one lazily decoded feature per image (see ImageFeature)."""
-        return [ImageFeature(str(path), self) for path in inputs]
+    def encode(self, inputs: list) -> list[dict]:
+        """Image paths (or image files' bytes, as strop serve receives them) -> one lazily decoded feature per
+        image (see ImageFeature)."""
+        return [ImageFeature(path if isinstance(path, bytes) else str(path), self) for path in inputs]
 
-    def pixels(self, path: str) -> torch.Tensor:
+    def pixels(self, path: str | bytes) -> torch.Tensor:
         """(3, height, width) model input of one image: augmented while the body trains and the run augments,
         else the evaluation transform (resize, centre crop, normalise)."""
         from strop.data.images import BadImage, open_rgb
 
         try:
             image = open_rgb(path)
-        except BadImage as error:  # checked when read: the file changed since
-            raise StropError(f"{path}: {error} (the file changed after strop read it)") from None
+        except BadImage as error:  # checked when read: the file changed since (bytes were checked on arrival)
+            where = "an image sent as bytes" if isinstance(path, bytes) else path
+            raise StropError(f"{where}: {error} (the file changed after strop read it)") from None
         if self.training and self.train_transform is not None:
             return self._augmented(image)
         return self.eval_transform(image)

@@ -10,6 +10,7 @@ and the run records them (the model's strop.json, `skipped_images`).
 
 from __future__ import annotations
 
+import io
 import sys
 import warnings
 from dataclasses import dataclass
@@ -38,8 +39,9 @@ def pixel_limit() -> int:
     return int(Image.MAX_IMAGE_PIXELS or 0) or sys.maxsize
 
 
-def open_rgb(path: str | Path):
-    """The image at `path` as an RGB PIL image, fully decoded.
+def open_rgb(path: str | Path | bytes):
+    """The image at `path` (or the image file's bytes, as a client uploads them) as an RGB PIL image, fully
+    decoded.
 
     Raises:
         BadImage: the file cannot be read, is no image Pillow knows, is truncated, or is larger than
@@ -50,7 +52,7 @@ def open_rgb(path: str | Path):
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
+            with Image.open(io.BytesIO(path) if isinstance(path, bytes) else path) as image:
                 width, height = image.size
                 if width * height > pixel_limit():
                     raise BadImage(f"{width}x{height} pixels, beyond the decompression-bomb limit of "

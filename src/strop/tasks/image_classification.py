@@ -75,5 +75,7 @@ class ImageClassification(Classification):
         return None  # no transformers class: the model folder is timm's (see strop.backbones.image)
 
     def records(self, inputs: list, outputs: list) -> list[dict[str, Any]]:
-        return [{"image": str(path), **{k: v for k, v in record.items() if k != "text"}}
+        # an image sent as bytes (strop serve) is named by its place in the request, not repeated
+        return [{**({} if isinstance(path, bytes) else {"image": str(path)}),
+                 **{k: v for k, v in record.items() if k != "text"}}
                 for path, record in zip(inputs, super().records(inputs, outputs))]
