@@ -300,3 +300,37 @@ def test_bundled_efficientnet_lite0_sees_ships_in_cifar_ship_photos():
     stored = boats_in_top5(config["mean"], config["std"])
     assert stored >= 20  # of 40; chance is about 3 (17 boat classes of 1,000, five guesses)
     assert stored > boats_in_top5((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))  # the stored scaling is the right one
+
+
+def test_lora_adapts_a_timm_model_saves_the_adapter_alone_and_merges_to_the_same_predictions(
+        tiny_timm_dir, image_data, tmp_path):
+    pytest.importorskip("peft")
+    from peft import PeftModel
+    from safetensors.torch import load_file
+
+    from strop.cli import main
+    from strop.methods.peft import image_targets
+
+    run = _fit(tiny_timm_dir, image_data, tmp_path / "run", "method.name=lora", "method.rank=4", "optim.lr=1e-2")
+    folder = run / "model"
+    assert {"adapter_config.json", "adapter_model.safetensors", "head.safetensors"} <= {p.name for p in folder.iterdir()}
+    assert not (folder / "model.safetensors").exists()  # the base's weights stay with the base
+    adapter = load_file(folder / "adapter_model.safetensors")
+    base = timm.create_model(f"local-dir:{tiny_timm_dir}", pretrained=True, num_classes=0).eval()
+    targets = image_targets(base)
+    grouped = [n for n, m in base.named_modules() if isinstance(m, torch.nn.Conv2d) and m.groups > 1]
+    assert targets and grouped and not set(targets) & set(grouped)  # depthwise convolutions are left alone
+    assert {k.split(".lora_")[0].removeprefix("base_model.model.") for k in adapter} == set(targets)
+    assert any(k.endswith("lora_B.weight") and v.abs().max() > 0 for k, v in adapter.items())  # it trained
+    files = [str(f) for f in sorted(image_data["val"].rglob("*.*"))]
+    adapted = strop.load(run, device="cpu")
+    # Plain peft puts the adapter on plain timm: the same features the run's body gives.
+    plain = PeftModel.from_pretrained(base, str(folder)).eval()
+    batch = torch.stack([adapted.model.body.pixels(f) for f in files])
+    with torch.no_grad():
+        assert torch.allclose(plain(batch), adapted.model.body.model(batch), atol=1e-5)
+    # Merged into the base: an ordinary timm model folder that predicts as the adapter does.
+    assert main(["export", str(run), "--format", "merged", "--output", str(tmp_path / "merged")]) == 0
+    merged = strop.load(tmp_path / "merged", device="cpu")
+    np.testing.assert_allclose(adapted.predict_proba(files), merged.predict_proba(files), atol=1e-5)
+    assert (tmp_path / "merged" / "model.safetensors").is_file()

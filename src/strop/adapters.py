@@ -1,5 +1,5 @@
 """The model folder of a run whose body was adapted with peft (method.name=lora, ia3, prompt_tuning,
-prefix_tuning), and its merged form.
+prefix_tuning; lora on timm image models too), and its merged form.
 
 The folder holds the adapter alone, not the base model's weights:
 
@@ -7,7 +7,7 @@ The folder holds the adapter alone, not the base model's weights:
       adapter_config.json, adapter_model.safetensors   peft's own layout: PeftModel.from_pretrained(base, model/)
       head.safetensors                                 strop's task head (the pooler too, where it pools with it)
       strop.json                                       task, labels, pooling, and "adapter": the base it needs
-      tokenizer files
+      tokenizer files                                  (text; an image model's preprocessing is in strop.json)
 
 Loading it needs the base model it was trained on: a bundled alias is found again by its name, any other
 base by the folder or hub id recorded in strop.json (and in adapter_config.json, as peft records it).
@@ -70,17 +70,21 @@ def base_location(folder: Path, info: dict) -> str:
     Raises:
         StropError: the recorded base is neither a bundled alias nor a folder or hub id found now.
     """
-    from strop.backbones.bundled import BUNDLED
-    from strop.backbones.text import resolve_model_source
+    if info.get("backbone") == "image":  # a timm model: a bundled alias, a timm folder or a timm name
+        from strop.backbones.image import IMAGE_BUNDLED as bundled
+        from strop.backbones.image import resolve_image_source as resolve
+    else:
+        from strop.backbones.bundled import BUNDLED as bundled
+        from strop.backbones.text import resolve_model_source as resolve
 
     name, recorded = info.get("base_model"), info["adapter"].get("base")
-    if name in BUNDLED:
-        return resolve_model_source(name)
+    if name in bundled:
+        return resolve(name)
     for candidate in (recorded, name):
         if candidate is None:
             continue
         try:
-            return resolve_model_source(candidate)
+            return resolve(candidate)
         except StropError:
             continue
     raise StropError(f"{folder} holds an adapter (method {info.get('method')}) trained on the base model "
@@ -106,7 +110,14 @@ def load_adapter_model(folder: Path, info: dict) -> tuple[TaskModel, Task, dict[
         raise StropError(f"{folder / INFO} does not describe a task strop can rebuild ({error}): the folder is "
                          "damaged") from None
     quiet_peft()
-    body, _ = TextBackbone.from_pretrained(base_location(folder, info), info["pooling"], info["max_length"])
+    if info.get("backbone") == "image":
+        from strop.backbones.image import ImageBackbone
+
+        body, _ = ImageBackbone.from_pretrained(base_location(folder, info))
+        body.data_config = {k: tuple(v) if isinstance(v, list) else v for k, v in info["image"]["data_config"].items()}
+        body._build_transforms()  # the run's image size and preprocessing, not the base's
+    else:
+        body, _ = TextBackbone.from_pretrained(base_location(folder, info), info["pooling"], info["max_length"])
     try:
         with quiet_transformers():
             body.model = PeftModel.from_pretrained(body.model, str(folder))

@@ -228,7 +228,7 @@ class ImageBackbone(Backbone):
             self.data_config["input_size"] = (self.data_config["input_size"][0], size, size)
         # Frozen outputs are computed once and cached: the whole body's (freeze, linear_probe) or the bottom
         # method.freeze_layers layers' (strop.methods.bottom); augmented images would never reach what trains.
-        frozen_body = not METHODS.get(cfg.method.name).trains_body
+        frozen_body = METHODS.get(cfg.method.name).caches_body
         cached = frozen_body or cfg.method.freeze_layers > 0
         what = (f"method.name={cfg.method.name}" if frozen_body
                 else f"method.freeze_layers={cfg.method.freeze_layers}")

@@ -17,6 +17,9 @@ class Method:
     # Whether the pretrained body trains with the head. Where it does, the new head trains at
     # optim.head_lr_scale times optim.lr; where it is frozen, optim.lr is the head's own rate.
     trains_body = True
+    # Whether the whole body's outputs are computed once and cached (a body that nothing in it trains): then
+    # augmented inputs would never reach what trains.
+    caches_body = False
 
     def __init__(self, cfg=None):
         """cfg: the run's MethodConfig (method.freeze_layers, method.unfreeze_every); defaults without one."""

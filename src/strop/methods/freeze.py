@@ -24,6 +24,7 @@ class Freeze(Method):
     """Frozen body; the task head (the pooler included, where the pooling uses it) trains."""
 
     trains_body = False
+    caches_body = True
 
     def prepare(self, model: TaskModel) -> None:
         for p in model.body.parameters():
@@ -45,6 +46,7 @@ class LinearProbe(Method):
     """Everything frozen except the head's output layer: a linear classifier on frozen features."""
 
     trains_body = False
+    caches_body = True
 
     def prepare(self, model: TaskModel) -> None:
         for p in model.parameters():

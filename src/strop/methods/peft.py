@@ -2,7 +2,8 @@
 adds to it train, and the task head trains in full.
 
 - `lora`: low-rank updates of chosen linear layers (Hu et al. 2022, "LoRA: Low-Rank Adaptation of Large
-  Language Models"); method.rank, method.alpha, method.dropout, method.target_modules.
+  Language Models"); method.rank, method.alpha, method.dropout, method.target_modules. Text models and timm
+  image models (see image_targets); the other methods are for text.
 - `ia3`: learned scalings of keys, values and feed-forward activations (Liu et al. 2022, "Few-Shot
   Parameter-Efficient Fine-Tuning is Better and Cheaper than In-Context Learning"); method.target_modules.
 - `prompt_tuning`: method.virtual_tokens learned input embeddings put before the text (Lester et al. 2021,
@@ -37,17 +38,22 @@ class PeftMethod(Method):
     # The body's pretrained weights stay frozen: with optim.lr=auto the adapters and the head train at the
     # rate of a head on a frozen body (optim.head_lr_scale times the fine-tuning rate: 1e-3 by default).
     trains_body = False
+    body_kinds = ("text",)  # the backbones (Backbone.kind) the method adapts
 
-    def peft_config(self, encoder: nn.Module):
+    def peft_config(self, encoder: nn.Module, kind: str):
+        """peft's config for the body's network `encoder` (a transformers model, or a timm one for "image")."""
         raise NotImplementedError
 
     def prepare(self, model: nn.Module) -> None:
         body = model.body
         if adapter_of(body) is None:
-            if getattr(body, "kind", None) != "text" or not hasattr(body, "model"):
-                raise StropError(f"method.name={self.cfg.name} adapts transformers text models; this model's "
-                                 f"backbone is {type(body).__name__}: use method.name=full or freeze")
-            body.model = wrap(body.model, self.peft_config(body.model), self.cfg)
+            kind = getattr(body, "kind", None)
+            if kind not in self.body_kinds or not hasattr(body, "model"):
+                what = " and ".join({"text": "transformers text models", "image": "timm image models"}[k]
+                                    for k in self.body_kinds)
+                raise StropError(f"method.name={self.cfg.name} adapts {what}; this model's backbone is "
+                                 f"{type(body).__name__}: use method.name=full or freeze")
+            body.model = wrap(body.model, self.peft_config(body.model, kind), self.cfg)
         for name, p in body.named_parameters():
             p.requires_grad_(ADAPTER in name.split("."))
         for p in model.head.parameters():
@@ -109,18 +115,32 @@ def _targets(cfg) -> str | list[str] | None:
     return list(cfg.target_modules)
 
 
+def image_targets(network: nn.Module) -> list[str]:
+    """LoRA's default layers in a timm network: every linear layer and every convolution that is not grouped
+    (peft's low-rank update of a depthwise convolution would not be low-rank per channel), by full name: in a
+    convolutional network the stem, the pointwise convolutions and the head's; in a vision transformer the
+    patch embedding, attention and MLP layers."""
+    return [name for name, module in network.named_modules()
+            if isinstance(module, nn.Linear) or (isinstance(module, nn.Conv2d) and module.groups == 1)]
+
+
 @METHODS.register("lora")
 class LoRA(PeftMethod):
-    def peft_config(self, encoder: nn.Module):
+    body_kinds = ("text", "image")
+
+    def peft_config(self, encoder: nn.Module, kind: str):
         from peft import LoraConfig, TaskType
 
+        if kind == "image":  # a plain torch network to peft: no task type, the layers named
+            return LoraConfig(r=self.cfg.rank, lora_alpha=self.cfg.alpha, lora_dropout=self.cfg.dropout,
+                              target_modules=_targets(self.cfg) or image_targets(encoder))
         return LoraConfig(task_type=TaskType.FEATURE_EXTRACTION, r=self.cfg.rank, lora_alpha=self.cfg.alpha,
                           lora_dropout=self.cfg.dropout, target_modules=_targets(self.cfg))
 
 
 @METHODS.register("ia3")
 class IA3(PeftMethod):
-    def peft_config(self, encoder: nn.Module):
+    def peft_config(self, encoder: nn.Module, kind: str):
         from peft import IA3Config, TaskType
 
         targets = _targets(self.cfg)
@@ -131,7 +151,7 @@ class IA3(PeftMethod):
 
 @METHODS.register("prompt_tuning")
 class PromptTuning(PeftMethod):
-    def peft_config(self, encoder: nn.Module):
+    def peft_config(self, encoder: nn.Module, kind: str):
         from peft import PromptTuningConfig, PromptTuningInit, TaskType
 
         # Sampled from the vocabulary's embeddings: on the scale of real tokens (a random N(0, 1) start is far
@@ -142,7 +162,7 @@ class PromptTuning(PeftMethod):
 
 @METHODS.register("prefix_tuning")
 class PrefixTuning(PeftMethod):
-    def peft_config(self, encoder: nn.Module):
+    def peft_config(self, encoder: nn.Module, kind: str):
         from peft import PrefixTuningConfig, TaskType
 
         return PrefixTuningConfig(task_type=TaskType.FEATURE_EXTRACTION, num_virtual_tokens=self.cfg.virtual_tokens)
