@@ -136,3 +136,14 @@ def test_a_target_the_curve_never_reaches_reads_never(tmp_path):
     atomic_write_json(tmp_path / "curve.json", result, "the learning curve")  # inf written as null
     page = write_folder_report(tmp_path).read_text()
     assert "<b>never</b><span>examples for accuracy 0.99</span>" in page and "not reached" in page
+
+
+def test_a_report_that_fails_only_warns_after_the_results_are_written(tmp_path, capsys, monkeypatch):
+    import strop.report_studies as studies
+
+    (tmp_path / "cv.json").write_text(json.dumps(cv_folds()))
+    monkeypatch.setattr(studies, "cv_page", lambda result, folder: 1 / 0)
+    assert studies.report_after(tmp_path, "cv") is None
+    err = capsys.readouterr().err
+    assert "strop cv: warning: report.html could not be written (ZeroDivisionError" in err
+    assert f"strop report {tmp_path}" in err and not (tmp_path / "report.html").exists()

@@ -164,7 +164,7 @@ def learning_curve(config=None, overrides: list[str] = (), fractions: tuple[floa
     from strop.config import load_config
     from strop.cv import default_output, fit_and_score, read_training_table
     from strop.fit import resolve_config
-    from strop.report_studies import write_folder_report
+    from strop.report_studies import report_after
     from strop.tasks import TASKS
 
     fractions = tuple(sorted(set(float(f) for f in fractions)))
@@ -215,10 +215,10 @@ def learning_curve(config=None, overrides: list[str] = (), fractions: tuple[floa
     plot = save_plot(result, out / PLOT_FILE)
     result["plot"] = str(plot) if plot else None
     atomic_write_json(out / CURVE_FILE, result, "the learning curve")
-    report = write_folder_report(out)
+    report = report_after(out, "curve")
     if not quiet:
         print(describe(result) + f"\nresults in {out / CURVE_FILE}" + (f", plot in {plot}" if plot else "")
-              + f", report in {report}")
+              + (f", report in {report}" if report else ""))
     return result
 
 

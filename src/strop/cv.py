@@ -144,7 +144,7 @@ def cross_validate(config=None, overrides: list[str] = (), folds: int = 5, seeds
         StropError: bad config or data, or an output folder that already holds files.
     """
     from strop.fit import resolve_config
-    from strop.report_studies import write_folder_report
+    from strop.report_studies import report_after
 
     if folds < 1 or seeds < 1:
         raise StropError(f"--folds and --seeds must be >= 1; got --folds {folds} --seeds {seeds}")
@@ -190,9 +190,9 @@ def cross_validate(config=None, overrides: list[str] = (), folds: int = 5, seeds
     names = list(result["runs"][0]["metrics"])
     result["summary"] = {name: summarise([r["metrics"][name] for r in result["runs"]]) for name in names}
     atomic_write_json(out / CV_FILE, result, "the cross-validation results")
-    report = write_folder_report(out)
+    report = report_after(out, "cv")
     if not quiet:
-        print(summary_table(result) + f"\nresults in {out / CV_FILE}, report in {report}")
+        print(summary_table(result) + f"\nresults in {out / CV_FILE}" + (f", report in {report}" if report else ""))
     return result
 
 

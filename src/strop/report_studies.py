@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from html import escape
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,17 @@ def write_folder_report(folder: str | Path) -> Path:
     report = folder / REPORT
     atomic_write_text(report, render(result, folder), "the report")
     return report
+
+
+def report_after(folder: Path, command: str) -> Path | None:
+    """write_folder_report at the end of `command` (search, cv, curve): a report that fails is said on stderr
+    and costs nothing else, since the results are written already."""
+    try:
+        return write_folder_report(folder)
+    except Exception as error:  # noqa: BLE001 - the results are complete; the report is an extra
+        print(f"strop {command}: warning: report.html could not be written ({type(error).__name__}: {error}); "
+              f"the results are complete. Try again with: strop report {folder}", file=sys.stderr)
+        return None
 
 
 def _header(title: str, subtitle: str, cards: list[tuple[str, str]]) -> str:

@@ -567,11 +567,11 @@ class _Search:
         the model weights and checkpoints of finished trials other than the best (unless --keep-weights).
         Decided from one reading of the study, under the study's lock, so two workers never drop the best run's
         weights nor write an older best over a newer one."""
-        from strop.report_studies import write_folder_report
+        from strop.report_studies import report_after
 
         with _study_lock(self.study, self.storage, self.url, self.folder):
             summary = self._publish_locked()
-        write_folder_report(self.folder)  # from search.json alone (another worker's newer one is as good)
+        report_after(self.folder, "search")  # from search.json alone (another worker's newer one is as good)
         return summary
 
     def _publish_locked(self) -> dict:
