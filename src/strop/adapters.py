@@ -114,8 +114,7 @@ def load_adapter_model(folder: Path, info: dict) -> tuple[TaskModel, Task, dict[
         from strop.backbones.image import ImageBackbone
 
         body, _ = ImageBackbone.from_pretrained(base_location(folder, info))
-        body.data_config = {k: tuple(v) if isinstance(v, list) else v for k, v in info["image"]["data_config"].items()}
-        body._build_transforms()  # the run's image size and preprocessing, not the base's
+        body.use_saved_preprocessing(info)  # the run's image size and preprocessing, not the base's
     else:
         body, _ = TextBackbone.from_pretrained(base_location(folder, info), info["pooling"], info["max_length"])
     try:

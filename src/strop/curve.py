@@ -244,12 +244,23 @@ def _with_validation(cfg, validation_file: Path):
     return replace(cfg, data=replace(cfg.data, validation=str(validation_file)))
 
 
+def scores_by_size(result: dict) -> dict[int, list[float]]:
+    """The curve's metric of every run, by training size (sizes in order)."""
+    return {size: [p["scores"][result["metric"]] for p in result["points"] if p["examples"] == size]
+            for size in result["sizes"]}
+
+
+def lower_is_better(fit: dict) -> bool:
+    """Whether the curve was fitted to a metric that falls as it improves (a loss); `analyse` says so in its
+    model's description, which curve.json keeps."""
+    return "lower is better" in fit["model"]
+
+
 def describe(result: dict) -> str:
     """The points (mean ± std over seeds per size), the fitted curve and the answers, for the terminal."""
     metric, fit = result["metric"], result["fit"]
     lines = [f"learning curve of {metric} ({len(result['seeds'])} seed(s) per size):"]
-    for size in result["sizes"]:
-        values = [p["scores"][metric] for p in result["points"] if p["examples"] == size]
+    for size, values in scores_by_size(result).items():
         spread = f" ± {np.std(values, ddof=1):.4f}" if len(values) > 1 else ""
         lines.append(f"  {size:>8} examples  {np.mean(values):.4f}{spread}")
     p, q = fit["parameters"], fit["parameter_intervals"]
@@ -292,7 +303,7 @@ def save_plot(result: dict, path: Path) -> Path | None:
 def draw(result: dict, axes) -> None:
     """The points, the fitted curve to four times the largest size and its 95% band, on matplotlib axes."""
     fit, metric = result["fit"], result["metric"]
-    sign = -1.0 if "lower is better" in fit["model"] else 1.0
+    sign = -1.0 if lower_is_better(fit) else 1.0
     n = np.array([p["examples"] for p in result["points"]], dtype=float)
     y = np.array([p["scores"][metric] for p in result["points"]])
     grid = np.geomspace(n.min(), 4 * n.max(), 200)

@@ -84,8 +84,17 @@ def html_table(header: list[str], rows: list[list], numeric_from: int = 1, cls: 
 def png_image(figure, alt: str) -> str:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
-    data = base64.b64encode(buffer.getvalue()).decode("ascii")
-    return f'<img alt="{escape(alt)}" src="data:image/png;base64,{data}">'
+    return png_bytes_image(buffer.getvalue(), alt)
+
+
+def png_bytes_image(data: bytes, alt: str) -> str:
+    """An <img> holding a PNG file's bytes (a data URI: the page needs no other file)."""
+    return f'<img alt="{escape(alt)}" src="data:image/png;base64,{base64.b64encode(data).decode("ascii")}">'
+
+
+def cards_html(cards: list[tuple[str, str]]) -> str:
+    """The row of cards at a page's top: (value, what it is) each."""
+    return "".join(f'<div class="card"><b>{escape(v)}</b><span>{escape(k)}</span></div>' for v, k in cards)
 
 
 def new_figure(width: float = 6.4, height: float = 3.6, columns: int = 1, rows: int = 1):
@@ -106,7 +115,7 @@ def _header(a: dict[str, Any]) -> str:
               (f"{summary.get('validation_examples', data.get('validation_examples', '?'))}", "validation examples")]
     if summary.get("train_seconds") is not None:
         cards.append((f"{summary['train_seconds']:.0f} s", "training time"))
-    card_html = "".join(f'<div class="card"><b>{escape(v)}</b><span>{escape(k)}</span></div>' for v, k in cards)
+    card_html = cards_html(cards)
     model = info.get("base_model") or (a["config"].get("model") or {}).get("name", "?")
     return (f"<h1>{escape(a['name'])}</h1><p class=\"sub\">{escape(a['task'])} · model {escape(str(model))} · "
             f"method {escape(str(info.get('method', '?')))} · {escape(a['run'])}</p><div class=\"cards\">{card_html}</div>")

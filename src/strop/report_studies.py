@@ -18,8 +18,9 @@ import yaml
 
 from strop.errors import StropError
 from strop.evaluate import diagnose
-from strop.evaluate.diagnose import Finding
-from strop.report_html import findings_html, fmt, html_table, new_figure, page, png_image
+from strop.evaluate.diagnose import Finding, is_number
+from strop.report_html import (cards_html, findings_html, fmt, html_table, new_figure, page, png_bytes_image,
+                               png_image)
 from strop.runs import atomic_write_text
 
 REPORT = "report.html"
@@ -68,17 +69,12 @@ def report_after(folder: Path, command: str) -> Path | None:
 
 
 def _header(title: str, subtitle: str, cards: list[tuple[str, str]]) -> str:
-    card_html = "".join(f'<div class="card"><b>{escape(v)}</b><span>{escape(k)}</span></div>' for v, k in cards)
-    return f'<h1>{escape(title)}</h1><p class="sub">{escape(subtitle)}</p><div class="cards">{card_html}</div>'
+    return f'<h1>{escape(title)}</h1><p class="sub">{escape(subtitle)}</p><div class="cards">{cards_html(cards)}</div>'
 
 
 def _configuration(config: dict, how: str) -> str:
     return (f'<h2 id="config">Configuration</h2><p>{how}</p>'
             f"<pre>{escape(yaml.safe_dump(config, sort_keys=False))}</pre>")
-
-
-def _number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 # --- a search ------------------------------------------------------------------------------------
@@ -115,7 +111,7 @@ def _shown(value: Any) -> str:
 
 
 def _complete(result: dict) -> list[dict]:
-    return [t for t in result.get("trials", []) if t.get("state") == "complete" and _number(t.get("value"))]
+    return [t for t in result.get("trials", []) if t.get("state") == "complete" and is_number(t.get("value"))]
 
 
 def search_findings(result: dict) -> list[Finding]:
@@ -126,7 +122,7 @@ def search_findings(result: dict) -> list[Finding]:
     for key, spec in (result.get("space") or {}).items():
         (kind, bounds), = spec.items()
         value = (best or {}).get("params", {}).get(key)
-        if kind == "choice" or best is None or not _number(value):
+        if kind == "choice" or best is None or not is_number(value):
             continue
         low, high = bounds
         scale = (lambda v: math.log(v)) if kind.startswith("log") else (lambda v: v)
@@ -358,7 +354,7 @@ _CURVE_NAV = [("diagnosis", "Answers"), ("curve", "Curve"), ("points", "Points")
 def curve_page(result: dict, folder: Path) -> str:
     """A learning curve: the runs, the fitted power law with its band, and the answers (the score at twice the
     data, where the curve levels off, the labels a target needs)."""
-    from strop.curve import describe, draw
+    from strop.curve import PLOT_FILE, describe, draw, scores_by_size
 
     if "fit" not in result:
         raise StropError(f"{folder / RESULT_FILES['curve']} holds no finished learning curve: run strop curve again")
@@ -378,14 +374,15 @@ def curve_page(result: dict, folder: Path) -> str:
     header = _header(f"strop curve: {folder.name}", f"{metric} against labelled training examples · "
                      f"{len(result['seeds'])} seed(s) per size · {folder}", cards)
     answers = findings_html(curve_findings(result), "", title="Answers") + f"<pre>{escape(describe(result))}</pre>"
-    figure, axes = new_figure(6.4, 4.2)
-    draw(result, axes)
-    chart = f'<h2 id="curve">Curve</h2>{png_image(figure, "learning curve")}'
-    rows = []
-    for size in result["sizes"]:
-        values = [p["scores"][metric] for p in result["points"] if p["examples"] == size]
-        rows.append([size, float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else None,
-                     len(values)])
+    if (folder / PLOT_FILE).is_file():  # strop curve drew it from the same result: its 200 fits are not redone
+        image = png_bytes_image((folder / PLOT_FILE).read_bytes(), "learning curve")
+    else:
+        figure, axes = new_figure(6.4, 4.2)
+        draw(result, axes)
+        image = png_image(figure, "learning curve")
+    chart = f'<h2 id="curve">Curve</h2>{image}'
+    rows = [[size, float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else None, len(values)]
+            for size, values in scores_by_size(result).items()]
     p, q = fit["parameters"], fit["parameter_intervals"]
     fitted = html_table(["parameter", "value", "95% low", "95% high"], [[k, p[k], *q[k]] for k in "abc"])
     points = (f'<h2 id="points">Points</h2>' + html_table(["examples", f"{metric} mean", "std", "seeds"], rows)
@@ -398,9 +395,11 @@ def curve_page(result: dict, folder: Path) -> str:
 def curve_findings(result: dict) -> list[Finding]:
     """What the curve says about labelling more: worth it (the gain at twice the data is above zero in its
     whole 95% interval), not worth it (below FLAT in its whole interval), or not yet known."""
+    from strop.curve import lower_is_better
+
     metric, fit = result["metric"], result["fit"]
     twice = fit["twice_the_data"]
-    better = -1.0 if "lower is better" in fit["model"] else 1.0  # a loss improves as it falls
+    better = -1.0 if lower_is_better(fit) else 1.0  # a loss improves as it falls
     gain = better * twice["gain"]
     low, high = sorted(better * g for g in twice["gain_interval"])
     said = (f"At twice the data ({twice['size']:,.0f} examples) the fitted curve moves {metric} by "

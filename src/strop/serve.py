@@ -165,7 +165,8 @@ def _image_type():
     """A JSON string holding an image file (JPEG, PNG, ... as Pillow reads them) in base64; checked on arrival:
     decoded from base64, then as an image, fully, under Pillow's decompression-bomb limit, so that a bad image
     gets its request a 422 naming it, and never fails a micro-batch shared with other requests. The value the
-    server works with is the file's bytes."""
+    server works with is the file's bytes, decoded again in the worker: the queue holds compressed files, so
+    its memory stays bounded by the request limits (a decoded photo can be a hundred times its file)."""
     from typing import Annotated
 
     from pydantic import AfterValidator, StrictStr, WithJsonSchema

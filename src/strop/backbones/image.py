@@ -157,6 +157,11 @@ def _create(location: str) -> tuple[nn.Module, dict, str]:
     return model, dict(timm.data.resolve_model_data_config(model)), what
 
 
+def saved_data_config(info: dict) -> dict:
+    """timm's data config as a saved run's strop.json holds it (JSON lists back to tuples)."""
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in info["image"]["data_config"].items()}
+
+
 # --- the backbone -------------------------------------------------------------------------------------------
 
 @BACKBONES.register("image")
@@ -207,8 +212,12 @@ class ImageBackbone(Backbone):
         image = info["image"]
         model = timm.create_model(image["architecture"], pretrained=False, num_classes=0,
                                   **image.get("model_args", {}))
-        config = {k: tuple(v) if isinstance(v, list) else v for k, v in image["data_config"].items()}
-        return cls(model, image["architecture"], image["classifier"], config, image.get("model_args"))
+        return cls(model, image["architecture"], image["classifier"], saved_data_config(info), image.get("model_args"))
+
+    def use_saved_preprocessing(self, info: dict) -> None:
+        """The image size and preprocessing a saved run used (its strop.json), in place of this network's own."""
+        self.data_config = saved_data_config(info)
+        self._build_transforms()
 
     def configure(self, cfg) -> list[str]:
         """data.image_size and data.augment for this run; returns what was chosen and why.

@@ -46,7 +46,7 @@ def overfitting(history: list[dict], best_epoch: int | None = None, trains_body:
     """Validation loss rising while the training loss falls, after the validation loss's lowest epoch.
     trains_body: whether the run's method trains the pretrained body (the fixes differ)."""
     points = [(r["epoch"], r.get("train_loss"), r.get("val_loss")) for r in history]
-    points = [(e, t, v) for e, t, v in points if _number(t) and _number(v)]
+    points = [(e, t, v) for e, t, v in points if is_number(t) and is_number(v)]
     if len(points) < OVERFIT_EPOCHS + 1:
         return None
     low = min(range(len(points)), key=lambda i: points[i][2])
@@ -72,7 +72,7 @@ def overfitting(history: list[dict], best_epoch: int | None = None, trains_body:
 
 def underfitting(history: list[dict], chance_loss: float | None) -> Finding | None:
     """The training loss ends close to what a model that only knows the label frequencies reaches."""
-    losses = [r.get("train_loss") for r in history if _number(r.get("train_loss"))]
+    losses = [r.get("train_loss") for r in history if is_number(r.get("train_loss"))]
     if not losses or not chance_loss or chance_loss <= 0:
         return None
     if losses[-1] < UNDERFIT_SHARE * chance_loss:
@@ -132,7 +132,7 @@ def label_noise(confident_errors: int, decisions: int, conflicting_duplicates: i
 
 def instability(scores: dict[str, float], metric: str) -> Finding | None:
     """The same config with other seeds scores differently by more than the rule of thumb allows."""
-    values = [v for v in scores.values() if _number(v)]
+    values = [v for v in scores.values() if is_number(v)]
     if len(values) < 2:
         return None
     mean = sum(values) / len(values)
@@ -188,5 +188,6 @@ def calibration(ece: float | None) -> Finding | None:
          "train.label_smoothing=0.1 and stopping before the validation loss rises both temper overconfidence."])
 
 
-def _number(value) -> bool:
-    return isinstance(value, (int, float)) and math.isfinite(value)
+def is_number(value) -> bool:
+    """A finite int or float (not a bool, not None)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
