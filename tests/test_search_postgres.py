@@ -102,7 +102,9 @@ def test_a_worker_killed_mid_trial_is_taken_over_by_the_other(tmp_path, postgres
     import signal
     import time
 
-    config = search_config(tmp_path, epochs=4, rows=600)
+    # 3,000 rows: an epoch of about a second, so the kill lands between the first checkpoint and the end of the
+    # fit (with 600 rows a fit of 0.6 s could finish first on a quiet machine, and the trial be found complete)
+    config = search_config(tmp_path, epochs=4, rows=3000)
     folder = tmp_path / "search"
     command = [sys.executable, "-m", "strop", "search", str(config), "--trials", "6", "--storage", postgres_url,
                "--study-name", "killed", "--pruner", "none"]
