@@ -109,7 +109,10 @@ def gated_server(predictor, **options):
     gated = Gated(predictor)
     with live(create_app(gated, ServeOptions(**options))) as base, httpx.Client(base_url=base, timeout=60) as c:
         gated.calls.clear()  # the warm-up
-        yield gated, c
+        try:
+            yield gated, c
+        finally:
+            gated.gate.set()  # a test that failed with the gate closed must not keep the server from stopping
 
 
 def _post(base_url, texts):
@@ -302,8 +305,11 @@ def test_a_full_queue_answers_503_with_retry_after(predictor):
 def test_too_many_requests_in_progress_get_503(predictor):
     with gated_server(predictor, max_concurrency=2, max_wait_ms=1) as (gated, c), ThreadPoolExecutor(4) as pool:
         gated.gate.clear()
-        held = [pool.submit(_post, str(c.base_url), [f"held {i}"]) for i in range(2)]
-        _wait_until(lambda: len(gated.calls) == 1 and _queued(c) == 1, "two requests in progress")
+        # one at a time: sent together, both could fall into one micro-batch and never queue
+        held = [pool.submit(_post, str(c.base_url), ["held 0"])]
+        _wait_until(lambda: len(gated.calls) == 1, "the first request to reach the model")
+        held.append(pool.submit(_post, str(c.base_url), ["held 1"]))
+        _wait_until(lambda: _queued(c) == 1, "the second request to queue")
         refused = c.post("/predict", json={"texts": ["a third"]})
         assert refused.status_code == 503 and refused.headers["retry-after"] == "1"
         assert "busy" in refused.json()["detail"]
