@@ -116,7 +116,7 @@ class ModelConfig:
 class MethodConfig:
     """How the backbone is adapted: which parameters train."""
 
-    name: str = "full"
+    name: str = "full"  # or auto: few-shot, freeze or full, chosen from the data and hardware (methods/auto.py)
     freeze_layers: int = 0  # full/bitfit: the bottom k layers stay frozen (the embeddings are layer 0)
     unfreeze_every: int = 1  # gradual: one more layer group trains every N epochs, from the top down
     rank: int = 8  # lora: rank of the low-rank update of each target module; houlsby, pfeiffer: bottleneck width
@@ -131,7 +131,8 @@ class MethodConfig:
     def __post_init__(self):
         from strop.methods import METHODS
 
-        _require(self.name in METHODS, "method.name: " + METHODS.unknown_message(self.name))
+        _require(self.name == "auto" or self.name in METHODS,
+                 "method.name: " + METHODS.unknown_message(self.name) + ", or auto (chosen from the data)")
         _require(self.freeze_layers >= 0, f"method.freeze_layers must be >= 0; got {self.freeze_layers}")
         _require(self.unfreeze_every >= 1, f"method.unfreeze_every must be >= 1; got {self.unfreeze_every}")
         _require(self.rank >= 1, f"method.rank must be >= 1; got {self.rank}")

@@ -78,6 +78,7 @@ class Prepared:
     collate: Callable[[list[dict]], dict]
     train_features: list[dict]
     val_features: list[dict]
+    method_choice: dict | None = None  # method.name=auto: what was chosen and why (recorded in provenance.json)
 
 
 def prepare(cfg: Config, adapt_task: Callable[[Task], Task] | None = None) -> Prepared:
@@ -93,11 +94,17 @@ def prepare(cfg: Config, adapt_task: Callable[[Task], Task] | None = None) -> Pr
     cfg = resolve_config(cfg)
     source = resolve_source(cfg.model.name, TASKS.get(cfg.task.name).input_kinds)
     splits = load_splits(cfg, source.input_kind)
+    notes, method_choice = [], None
+    if cfg.method.name == "auto":
+        cfg, why = _choose_method(cfg, splits, source.input_kind)
+        method_choice = {"asked": "auto", "chosen": cfg.method.name, "why": why}
+        notes.append(f"method auto -> {cfg.method.name}: {why}")
     if splits.train.feature_columns:
         cfg = replace(cfg, data=replace(cfg.data, feature_columns=splits.train.feature_columns))
     resolve_metric(cfg, splits.task)
     set_seed(cfg.train.seed)  # before the head is initialised, so the same seed gives the same run
-    model, task, notes = build_model(source, splits.task, cfg, splits.train.inputs)
+    model, task, model_notes = build_model(source, splits.task, cfg, splits.train.inputs)
+    notes += model_notes
     if adapt_task is not None:  # strop distill: the teacher's soft targets in the labels and the loss
         task = adapt_task(task)
     if cfg.train.gradient_checkpointing:
@@ -106,7 +113,18 @@ def prepare(cfg: Config, adapt_task: Callable[[Task], Task] | None = None) -> Pr
     train_features = task.encode(model.body, splits.train)
     val_features = task.encode(model.body, splits.validation)
     return Prepared(_resolve_precision(cfg), source, splits, model, task, notes, collate, train_features,
-                    val_features)
+                    val_features, method_choice)
+
+
+def _choose_method(cfg: Config, splits: Splits, input_kind: str) -> tuple[Config, str]:
+    """method.name=auto made concrete (config.yaml then says what ran), and why (see strop.methods.auto)."""
+    import torch
+
+    from strop.methods.auto import choose_method
+
+    gpu = cfg.train.device != "cpu" and torch.cuda.is_available()
+    name, why = choose_method(splits.task, splits.train.targets, input_kind, gpu)
+    return replace(cfg, method=replace(cfg.method, name=name)), why
 
 
 def fit(config: str | Path | dict | Config | None = None, overrides: list[str] = (),
@@ -146,6 +164,8 @@ def fit(config: str | Path | dict | Config | None = None, overrides: list[str] =
                                   show=not cfg.train.quiet and accelerator.is_main_process)
         run, cfg = _agreed(run, cfg, accelerator)
         provenance = _provenance(cfg, splits, accelerator)
+        if prepared.method_choice is not None:
+            provenance["method_choice"] = prepared.method_choice
         if cfg.train.resume:
             _check_same_data(run, provenance)
         if accelerator.is_main_process:
@@ -439,9 +459,10 @@ def _announce(cfg: Config, splits: Splits, task: Task, model: TaskModel, notes: 
     from strop.train.loop import resolve_precision
 
     trainable, total = count_parameters(model)
-    outputs = task.output_space()
+    labels = getattr(task, "labels", None)  # a classifier's output space also names its head (softmax, sigmoid)
+    outputs = list(labels) if labels is not None else list(task.output_space())
     print(f"strop fit -> {run.root}\n"
-          f"  task: {task.name}, {len(outputs)} outputs ({', '.join(map(str, outputs[:8]))}"
+          f"  task: {task.name}, {len(outputs)} {'classes' if labels is not None else 'outputs'} ({', '.join(map(str, outputs[:8]))}"
           f"{', ...' if len(outputs) > 8 else ''})\n"
           f"  data: {len(splits.train)} train / {len(splits.validation)} validation examples\n"
           f"  model: {cfg.model.name} ({total / 1e6:.2f}M parameters), method {cfg.method.name}, "

@@ -1,0 +1,71 @@
+"""method.name=auto: the rule (few-shot for few texts a class, frozen features for images on a CPU, full
+otherwise), and a run that records what it chose and why."""
+
+import json
+
+import pytest
+import yaml
+
+import strop
+from strop.methods.auto import FEWSHOT_MAX_EXAMPLES_CPU, FEWSHOT_MAX_PER_CLASS, choose_method
+from strop.tasks.classification import Classification
+from strop.tasks.image_classification import ImageClassification
+from strop.tasks.multilabel import MultiLabel
+from strop.tasks.regression import Regression
+
+
+def _labels(per_class: int, classes: int) -> list[str]:
+    return [f"c{c}" for c in range(classes) for _ in range(per_class)]
+
+
+def _text_task(classes: int) -> Classification:
+    return Classification(labels=tuple(f"c{c}" for c in range(classes)))
+
+
+@pytest.mark.parametrize("gpu", [False, True])
+def test_few_texts_a_class_go_to_few_shot_and_many_to_full(gpu):
+    assert choose_method(_text_task(6), _labels(8, 6), "text", gpu)[0] == "fewshot"
+    assert choose_method(_text_task(2), _labels(FEWSHOT_MAX_PER_CLASS, 2), "text", gpu)[0] == "fewshot"
+    name, why = choose_method(_text_task(2), _labels(FEWSHOT_MAX_PER_CLASS + 1, 2), "text", gpu)
+    assert name == "full" and f"median {FEWSHOT_MAX_PER_CLASS + 1} a class" in why
+
+
+def test_on_a_cpu_too_many_examples_for_pairs_go_to_full_and_a_gpu_keeps_few_shot():
+    many_classes = FEWSHOT_MAX_EXAMPLES_CPU // 10 + 1  # 10 a class, but more examples than a CPU pairs
+    labels = _labels(10, many_classes)
+    name, why = choose_method(_text_task(many_classes), labels, "text", gpu=False)
+    assert name == "full" and "too many pairs for a CPU" in why
+    assert choose_method(_text_task(many_classes), labels, "text", gpu=True)[0] == "fewshot"
+
+
+def test_the_median_class_decides_not_the_largest():
+    labels = _labels(8, 5) + ["c0"] * 500  # one huge class, the rest few
+    assert choose_method(_text_task(5), labels, "text", gpu=False)[0] == "fewshot"
+
+
+def test_images_freeze_on_a_cpu_and_train_the_body_on_a_gpu_with_enough_a_class():
+    task = ImageClassification(labels=("cat", "dog"))
+    assert choose_method(task, ["cat", "dog"] * 1000, "image", gpu=False)[0] == "freeze"
+    assert choose_method(task, ["cat", "dog"] * 10, "image", gpu=True)[0] == "freeze"
+    assert choose_method(task, ["cat", "dog"] * 1000, "image", gpu=True)[0] == "full"
+
+
+def test_tasks_without_a_few_shot_recipe_train_in_full():
+    assert choose_method(Regression(columns=("y",), mean=(0.5,), std=(1.0,)), [0.5] * 20, "text", gpu=False)[0] == "full"
+    assert choose_method(MultiLabel(labels=("a", "b")), [["a"]] * 20, "text", gpu=False)[0] == "full"
+    assert choose_method(_text_task(2), _labels(8, 2), "vector", gpu=False)[0] == "full"
+
+
+def test_an_auto_run_records_its_choice_and_trains_the_chosen_method(tiny_overrides, tmp_path):
+    run = strop.fit(None, [*tiny_overrides, "method.name=auto", "method.pairs_per_example=2", "train.epochs=1"])
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    choice = json.loads((run / "provenance.json").read_text())["method_choice"]
+    # 160 examples, two classes: 80 a class, beyond few-shot's range
+    assert config["method"]["name"] == "full" == choice["chosen"] and choice["asked"] == "auto"
+    assert "median 80 a class" in choice["why"]
+    assert json.loads((run / "model" / "strop.json").read_text())["method"] == "full"
+
+
+def test_auto_is_accepted_and_a_misspelt_method_names_it(tiny_overrides):
+    with pytest.raises(strop.StropError, match="or auto"):
+        strop.fit(None, [*tiny_overrides, "method.name=autoo"])
