@@ -52,7 +52,7 @@ def test_images_freeze_on_a_cpu_and_train_the_body_on_a_gpu_with_enough_a_class(
 
 def test_tasks_without_a_few_shot_recipe_train_in_full():
     assert choose_method(Regression(columns=("y",), mean=(0.5,), std=(1.0,)), [0.5] * 20, "text", gpu=False)[0] == "full"
-    assert choose_method(MultiLabel(labels=("a", "b")), [["a"]] * 20, "text", gpu=False)[0] == "full"
+    assert choose_method(MultiLabel(labels=("a", "b"), thresholds=(0.5, 0.5)), [["a"]] * 20, "text", gpu=False)[0] == "full"
     assert choose_method(_text_task(2), _labels(8, 2), "vector", gpu=False)[0] == "full"
 
 
