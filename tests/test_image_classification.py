@@ -231,6 +231,23 @@ def test_an_augmented_run_resumes_to_the_uninterrupted_run(tiny_timm_dir, image_
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_mixup_and_cutmix_train_and_resume_to_the_uninterrupted_run(tiny_timm_dir, image_data, tmp_path, monkeypatch):
+    from safetensors.torch import load_file
+
+    extra = ("train.epochs=2", "data.augment=none", "data.mixup=0.2", "data.cutmix=1.0")
+    plain = _fit(tiny_timm_dir, image_data, tmp_path / "plain", "train.epochs=2", "data.augment=none")
+    straight = _fit(tiny_timm_dir, image_data, tmp_path / "straight", *extra)
+    loss = lambda run: json.loads((run / "metrics.jsonl").read_text().splitlines()[0])["train_loss"]
+    assert loss(straight) != loss(plain)
+    interrupt_after_checkpoint(monkeypatch, lambda: _fit(tiny_timm_dir, image_data, tmp_path / "resumed", *extra))
+    resumed = _fit(tiny_timm_dir, image_data, tmp_path / "resumed", *extra, "train.resume=true")
+    a, b = load_file(straight / "model" / "model.safetensors"), load_file(resumed / "model" / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(StropError, match="data.cutmix=1 with method.name=freeze"):
+        _fit(tiny_timm_dir, image_data, tmp_path / "frozen", "method.name=freeze", "data.cutmix=1.0")
+    assert not (tmp_path / "frozen").exists()
+
+
 def test_bad_images_skipped_are_recorded_in_the_run(tiny_timm_dir, image_data, tmp_path):
     import shutil
 

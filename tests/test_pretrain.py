@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -59,3 +60,51 @@ def test_validation_masks_are_the_same_every_epoch(tiny_model_dir):
                 enumerate(["a fairly long sentence about films and plots", "another one here"])]
     first, second = collate(features), collate(features)
     assert torch.equal(first["input_ids"], second["input_ids"]) and torch.equal(first["labels"], second["labels"])
+
+
+# --- vectors: an MLP autoencoder ------------------------------------------------------------------------------
+
+def _rows(path, n, seed, labelled=False, columns=6):
+    """Vectors on a 2-dimensional manifold (an autoencoder can reconstruct them), labelled by one latent."""
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    latent = rng.normal(size=(n, 2))
+    x = np.tanh(latent @ np.random.default_rng(0).normal(size=(2, columns))) + 0.05 * rng.normal(size=(n, columns))
+    frame = pd.DataFrame(x * 10 + 3, columns=[f"f{i}" for i in range(columns)])  # not standardised: strop does it
+    if labelled:
+        frame["label"] = np.where(latent[:, 0] > 0, "up", "down")
+    frame.to_csv(path, index=False)
+    return path
+
+
+def test_an_mlp_autoencoder_pretrains_and_fit_starts_from_its_body(tmp_path):
+    pool = _rows(tmp_path / "pool.csv", 600, 1)
+    pre = tmp_path / "pre"
+    subprocess.run([sys.executable, "-m", "strop", "pretrain", "model.name=mlp", "train.epochs=30", "model.hidden=[32,8]",
+                    "--data", str(pool), "--output", str(pre), "--quiet"], check=True)
+    summary = json.loads((pre / "summary.json").read_text())
+    assert summary["task"] == "reconstruction" and summary["validation"]["r2"] > 0.8  # it learned the manifold
+    info = json.loads((pre / "model" / "strop.json").read_text())
+    assert info["backbone"] == "mlp" and info["feature_columns"] == [f"f{i}" for i in range(6)]
+
+    labelled = _rows(tmp_path / "labelled.csv", 80, 2, labelled=True)
+    run = strop.fit(None, [f"model.name={pre / 'model'}", f"data.train={labelled}", f"output_dir={tmp_path / 'fit'}",
+                           "method.name=freeze", "train.epochs=3", "train.quiet=true"])
+    before, after = load_file(pre / "model" / "model.safetensors"), load_file(run / "model" / "model.safetensors")
+    body = [k for k in before if k.startswith("body.")]
+    assert body and all(torch.equal(before[k], after[k]) for k in body)  # the pretrained body, kept frozen
+    fitted = json.loads((run / "model" / "strop.json").read_text())
+    assert fitted["task"] == "text_classification" and fitted["mlp"]["mean"] == info["mlp"]["mean"]
+
+
+def test_a_pretrained_mlp_refuses_data_with_other_columns(tmp_path):
+    from strop.pretrain import pretrain
+
+    pre = pretrain(None, ["model.name=mlp", "train.epochs=1", "train.quiet=true"],
+                         data=_rows(tmp_path / "pool.csv", 50, 1), output=tmp_path / "pre")
+    other = _rows(tmp_path / "other.csv", 40, 2, labelled=True, columns=5)
+    with pytest.raises(strop.StropError, match=r"its MLP reads the columns \['f0', .*'f5'\]"):
+        strop.fit(None, [f"model.name={pre / 'model'}", f"data.train={other}", f"output_dir={tmp_path / 'fit'}"])
+    assert not (tmp_path / "fit").exists()

@@ -445,13 +445,16 @@ def build_parser() -> argparse.ArgumentParser:
     curve.add_argument("--quiet", "-q", action="store_true", help="no progress output")
     curve.set_defaults(func=cmd_curve)
 
-    pre = commands.add_parser("pretrain", help="continue masked-language-model pretraining on unlabelled domain text",
+    pre = commands.add_parser("pretrain", help="continue masked-language-model pretraining on unlabelled domain text "
+                                               "(or train an MLP autoencoder on unlabelled vectors)",
                               description="Masked-language-model training of model.name on the lines of --data "
-                                          "(train.* and optim.* apply); writes a run whose model/ folder "
-                                          "strop fit model.name=<output>/model starts from.")
+                                          "(train.* and optim.* apply); with model.name=mlp, an autoencoder (MSE "
+                                          "reconstruction) on the rows of a table of numeric columns. Writes a run "
+                                          "whose model/ folder strop fit model.name=<output>/model starts from.")
     pre.add_argument("config", nargs="?", help="YAML config file (optional)")
     pre.add_argument("overrides", nargs="*", help="key=value overrides, as for fit (model.name, train.epochs, ...)")
-    pre.add_argument("--data", required=True, help="a UTF-8 text file, one text per line")
+    pre.add_argument("--data", required=True, help="a UTF-8 text file, one text per line; model.name=mlp: a table "
+                                                   "(CSV, TSV, JSONL, Parquet) of numeric columns")
     pre.add_argument("--output", help="the run directory (default: output_dir, else runs/<UTC time>)")
     pre.add_argument("--quiet", "-q", action="store_true", help="no progress output")
     pre.set_defaults(func=cmd_pretrain)

@@ -62,7 +62,10 @@ class DataConfig:
     path_column: str = "path"  # image tables: the image file of each row (relative to the table's folder)
     bad_images: str = "error"  # an unreadable, truncated or non-image file: error (named), or skip (counted, named)
     image_size: int | None = None  # images: input resolution (pixels a side); None: the model's pretrained size
-    augment: str = "auto"  # images: auto (light where the body trains, none where it is frozen), none, light, ...
+    augment: str = "auto"  # images: auto (light where the body trains, none where frozen), none, light, randaugment, trivialaugment; texts: none, deletion, swap, deletion_swap
+    augment_rate: float = 0.1  # texts: the share of words deleted, and of swaps per word
+    mixup: float = 0.0  # vectors and images: mixup's Beta(alpha, alpha) for mixing pairs of training examples; 0 off
+    cutmix: float = 0.0  # images: CutMix's alpha (a patch of one image pasted into another); 0 off
     unlabeled: str | None = None  # texts without labels: self-training pseudo-labels them in rounds (classification)
     self_training_rounds: int = 1  # data.unlabeled: rounds of pseudo-labelling, each trained from the pretrained model
     pseudo_label_threshold: float = 0.9  # data.unlabeled: the probability a prediction needs to become a label
@@ -78,7 +81,11 @@ class DataConfig:
         _choice("data.bad_images", self.bad_images, ("error", "skip"))
         _require(self.image_size is None or 16 <= self.image_size <= 4096,
                  f"data.image_size must be in [16, 4096] pixels, or null; got {self.image_size}")
-        _choice("data.augment", self.augment, ("auto", "none", "light", "randaugment", "trivialaugment"))
+        _choice("data.augment", self.augment, ("auto", "none", "light", "randaugment", "trivialaugment", "deletion",
+                                               "swap", "deletion_swap"))
+        _require(0 < self.augment_rate < 1, f"data.augment_rate must be in (0, 1); got {self.augment_rate}")
+        _require(0 <= self.mixup <= 10, f"data.mixup must be an alpha in [0, 10] (0 off; 0.2 is usual); got {self.mixup}")
+        _require(0 <= self.cutmix <= 10, f"data.cutmix must be an alpha in [0, 10] (0 off; 1.0 is usual); got {self.cutmix}")
         _require(self.self_training_rounds >= 1,
                  f"data.self_training_rounds must be >= 1; got {self.self_training_rounds}")
         _require(0 < self.pseudo_label_threshold <= 1,

@@ -112,8 +112,32 @@ def prepare(cfg: Config, adapt_task: Callable[[Task], Task] | None = None) -> Pr
     collate = partial(pad_collate, pad_values={**model.body.pad_values, **task.pad_values})
     train_features = task.encode(model.body, splits.train)
     val_features = task.encode(model.body, splits.validation)
+    train_features, collate = _augmentation(cfg, model, task, splits.train.inputs, train_features, collate, notes)
     return Prepared(_resolve_precision(cfg), source, splits, model, task, notes, collate, train_features,
                     val_features, method_choice)
+
+
+def _augmentation(cfg: Config, model: TaskModel, task: Task, inputs: list, features: list[dict], collate,
+                  notes: list[str]) -> tuple[list[dict], Callable]:
+    """data.augment for texts (strop.data.augment), data.mixup and data.cutmix (strop.train.mixing), checked
+    here, before a run directory exists; images augment in their backbone (ImageBackbone.configure)."""
+    from strop.train.mixing import mixing_for
+
+    method = METHODS.get(cfg.method.name)
+    mixing = mixing_for(cfg, model, task, method.caches_body or cfg.method.freeze_layers > 0)
+    if mixing is not None:
+        notes.append(f"mixing: {'mixup' if mixing.mixup else ''}{' or ' if mixing.mixup and mixing.cutmix else ''}"
+                     f"{'CutMix' if mixing.cutmix else ''} of each training batch with a shuffled copy of itself")
+    kind = model.body.kind
+    if kind == "text":
+        from strop.data.augment import text_augmentation
+
+        features, collate, note = text_augmentation(cfg, model.body, task, inputs, features, collate)
+        notes += [note] if note else []
+    elif kind == "vector" and cfg.data.augment not in ("auto", "none"):
+        raise StropError(f"data.augment={cfg.data.augment} is for texts and images; for vectors use data.mixup "
+                         "(e.g. data.mixup=0.2)")
+    return features, collate
 
 
 def _choose_method(cfg: Config, splits: Splits, input_kind: str) -> tuple[Config, str]:

@@ -185,6 +185,10 @@ def _from_run(source: Source, task: Task, cfg, notes: list[str]) -> tuple[TaskMo
         if reuse:
             load_weights(model, folder, part="head")
     else:
+        saved_columns, columns = info.get("feature_columns") or [], list(cfg.data.feature_columns)
+        if kind == "mlp" and saved_columns and columns != saved_columns:
+            raise StropError(f"model.name={folder}: its MLP reads the columns {saved_columns}, and data.train has "
+                             f"{columns}; give the same feature columns (data.feature_columns=[...])")
         body = BACKBONES.get(kind).from_saved(folder, info)
         set_dropout(body, cfg.model.body_dropout)
         model = with_new_head(body, task, cfg.model.head_dropout)

@@ -1,5 +1,6 @@
 """`strop pretrain --data domain.txt`: continued masked-language-model pretraining on unlabelled domain text
 (Gururangan et al. 2020, "Don't Stop Pretraining"), then `strop fit model.name=<output>/model` starts from it.
+With model.name=mlp and a table of numeric columns, an autoencoder instead (`pretrain_vectors`).
 
 It runs in strop's one training loop (checkpoints, resume, metrics.jsonl): BERT's masking (Devlin et al. 2019:
 15% of the tokens chosen; of those 80% become [MASK], 10% a random token, 10% stay) drawn afresh for each
@@ -156,13 +157,16 @@ def pretrain(config=None, overrides: list[str] = (), data: str | Path | None = N
     from strop.train.loop import make_accelerator, train
 
     if data is None:
-        raise StropError("give the unlabelled text with --data FILE (one text per line)")
-    lines = read_lines(data)
+        raise StropError("give the unlabelled data with --data FILE (text: one text per line; model.name=mlp: a "
+                         "table of numeric columns)")
     cfg = load_config(config, overrides)
     source = resolve_source(cfg.model.name)
+    if source.kind == "mlp":
+        return pretrain_vectors(cfg, data, output)
     if source.kind != "text":
         raise StropError(f"model.name={cfg.model.name}: strop pretrain continues a transformers text model (a "
-                         "bundled alias, a hub id or a model folder)")
+                         "bundled alias, a hub id or a model folder), or trains an MLP autoencoder (mlp)")
+    lines = read_lines(data)
     refuse_pickle_only(source.location)
     tokenizer = load_tokenizer(source.location, cfg.model.trust_remote_code)
     if tokenizer.mask_token_id is None:
@@ -219,6 +223,19 @@ def pretrain(config=None, overrides: list[str] = (), data: str | Path | None = N
         if lock is not None:
             lock.close()
     return run.root
+
+
+def pretrain_vectors(cfg, data: str | Path, output: str | Path | None) -> Path:
+    """model.name=mlp: an autoencoder on the rows of the table `data` (task reconstruction, an ordinary fit:
+    see strop.tasks.reconstruction); returns the run, whose model/ `strop fit model.name=...` starts from."""
+    from strop.fit import fit
+
+    cfg = replace(cfg, task=replace(cfg.task, name="reconstruction"), data=replace(cfg.data, train=str(data)),
+                  output_dir=str(output) if output is not None else cfg.output_dir)
+    run = fit(cfg)
+    if not cfg.train.quiet:
+        print(f"the pretrained MLP is in {run / 'model'}: strop fit model.name={run / 'model'} ...")
+    return run
 
 
 def save_pretrained(model: nn.Module, tokenizer, source: str, folder: Path) -> None:

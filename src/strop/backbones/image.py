@@ -242,6 +242,8 @@ class ImageBackbone(Backbone):
         what = (f"method.name={cfg.method.name}" if frozen_body
                 else f"method.freeze_layers={cfg.method.freeze_layers}")
         augment = cfg.data.augment
+        if augment not in AUGMENTS:
+            raise StropError(f"data.augment={augment} is for texts; for images choose {', '.join(AUGMENTS)}")
         if augment == "auto":
             augment = "none" if cached else "light"
             why = (f"{what}: the frozen layers' outputs are computed once and cached, so the training images are "

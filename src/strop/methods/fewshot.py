@@ -201,6 +201,7 @@ class FewShot(Method):
     """The contrastive stage (`before_training`), then the head on the tuned body, frozen and cached."""
 
     trains_body = False  # in the head stage; the contrastive stage trains the body at method.pair_lr
+    caches_body = True  # the head stage trains on the tuned body's cached outputs
 
     def before_training(self, model, task: Task, train_features: list[dict], val_features: list[dict],
                         collate, cfg, run, accelerator) -> None:

@@ -3,6 +3,7 @@
 from strop.tasks.base import TASKS, Examples, Task
 from strop.tasks import classification, multilabel, regression, token_classification  # noqa: F401  (registers them)
 from strop.tasks import image_classification  # noqa: F401  (registers it; needs timm only to build a model)
+from strop.tasks import reconstruction  # noqa: F401  (registers it: the vector autoencoder of strop pretrain)
 
 # Files whose format says the task: token-per-line CoNLL files are token classification.
 CONLL_SUFFIXES = (".conll", ".conllu", ".iob", ".bio", ".bioes")

@@ -28,6 +28,7 @@ from strop.train.cache import cache_body_outputs, example_length
 from strop.train.checkpoint import LoopState, cpu_state, has_checkpoint, load_checkpoint, save_checkpoint
 from strop.train.optim import (AUTO_LR, AUTO_LR_STEPS, build_optimizer, build_scheduler, l1_penalty,
                                layer_rate_multiples, resolve_lr)
+from strop.train.mixing import mixing_for
 from strop.train.sampler import BatchSampler
 
 
@@ -184,6 +185,7 @@ def train(model, task: Task, method: Method, train_features: list[dict], val_fea
     if split is None:
         model_val_loader = val_loader
     trainable = [p for g in optimizer.param_groups for p in g["params"]]  # clipping skips those without gradients
+    mixing = mixing_for(cfg, model, task, method.caches_body or method.cfg.freeze_layers > 0)  # data.mixup, cutmix
 
     state, best_weights, best_validation = LoopState(), None, None
     if tc.resume and has_checkpoint(run.last_checkpoint):
@@ -212,9 +214,12 @@ def train(model, task: Task, method: Method, train_features: list[dict], val_fea
         for batch in bar:
             with accelerator.accumulate(trained):
                 labels, num_tokens = batch.pop("labels"), _token_count(batch)
+                partner, lam = mixing.mix(batch) if mixing is not None else (None, 1.0)
                 with torch.autocast(accelerator.device.type, dtype=torch.bfloat16, enabled=bf16):
                     logits = trained(**batch)  # (batch, outputs), or (batch, seq, outputs) for token tasks
                 loss = task.loss(logits, labels)  # in fp32
+                if partner is not None:  # each example is mixed with its partner's input: so is its target
+                    loss = lam * loss + (1 - lam) * task.loss(logits, labels[partner])
                 if cfg.optim.l1:
                     loss = loss + l1_penalty(optimizer, cfg.optim.l1)
                 if not _finite_everywhere(loss, accelerator):

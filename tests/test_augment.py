@@ -1,0 +1,134 @@
+"""Text augmentation (data.augment: deletion, swap) and mixing (data.mixup, data.cutmix): what each draw does,
+that the training batches (and only they) change, that a resumed run draws the same, and the refusals."""
+
+import json
+import random
+
+import pandas as pd
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import strop
+from conftest import interrupt_after_checkpoint
+from strop.data.augment import AugmentingCollate, delete_words, swap_words
+from strop.train.mixing import Mixing, cut_and_paste
+
+WORDS = "the quick brown fox jumps over the lazy dog again".split()
+
+
+def test_deletion_drops_about_the_rate_and_never_everything():
+    rng = random.Random(0)
+    kept = [len(delete_words(WORDS, 0.3, rng)) for _ in range(2000)]
+    assert sum(kept) / len(kept) == pytest.approx(len(WORDS) * 0.7, rel=0.05)
+    assert all(len(delete_words(["only"], 0.99, rng)) == 1 for _ in range(50))
+
+
+def test_swap_keeps_the_words_and_moves_some():
+    rng = random.Random(0)
+    swapped = [swap_words(WORDS, 0.2, rng) for _ in range(200)]
+    assert all(sorted(s) == sorted(WORDS) for s in swapped)
+    assert sum(s != WORDS for s in swapped) > 150  # two swaps a text: most differ
+    assert swap_words(["one"], 0.5, rng) == ["one"]
+
+
+class _Body:
+    """Splits texts into characters' codes: enough to see what the collate encodes."""
+    training = True
+
+    def encode(self, texts):
+        return [{"input_ids": [len(w) for w in t.split()]} for t in texts]
+
+
+def test_the_collate_augments_training_features_only_while_the_body_trains():
+    seen = []
+    collate = AugmentingCollate(lambda features: seen.append(features) or features, _Body(), "deletion", 0.5)
+    features = [{"input_ids": [3, 5, 5], "labels": 1, "augment_source": " ".join(WORDS)}]
+    torch.manual_seed(0)
+    collate(features)
+    assert "augment_source" not in seen[-1][0] and seen[-1][0]["labels"] == 1
+    assert len(seen[-1][0]["input_ids"]) < len(WORDS)  # re-encoded from a shortened text
+    collate.body.training = False
+    collate(features)
+    assert seen[-1][0]["input_ids"] == [3, 5, 5]  # evaluation: the text as it is
+
+
+def test_mixup_blends_inputs_with_partners_and_cutmix_pastes_a_box():
+    torch.manual_seed(0)
+    x = torch.arange(8.0).reshape(4, 2)
+    batch = {"x": x.clone()}
+    partner, lam = Mixing("x", 0.4, 0.0).mix(batch)
+    assert 0 <= lam <= 1 and sorted(partner.tolist()) == [0, 1, 2, 3]
+    assert torch.allclose(batch["x"], lam * x + (1 - lam) * x[partner])
+    images = torch.stack([torch.full((3, 10, 10), float(i)) for i in range(2)])
+    mixed, own = cut_and_paste(images, torch.tensor([1, 0]), 0.75)
+    pasted = (mixed[0] == 1).float().mean().item()
+    assert pasted > 0 and own == pytest.approx(1 - pasted)  # lam is the share left of the image itself
+
+
+def _vectors(path, n, seed):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 3, generator=g)
+    frame = pd.DataFrame(x.numpy(), columns=["a", "b", "c"])
+    frame["y"] = ["high" if v > 0 else "low" for v in (x[:, 0] + 0.5 * x[:, 1]).tolist()]
+    frame.to_csv(path, index=False)
+    return path
+
+
+@pytest.fixture
+def vector_overrides(tmp_path):
+    return ["model.name=mlp", "task.name=text_classification", f"data.train={_vectors(tmp_path / 't.csv', 200, 1)}",
+            f"data.validation={_vectors(tmp_path / 'v.csv', 100, 2)}", "data.label_column=y", "train.quiet=true",
+            "train.epochs=4", "train.patience=0", "model.hidden=[16]", "train.batch_size=16"]
+
+
+def _history(run):
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_mixup_on_vectors_changes_training_and_still_learns(vector_overrides, tmp_path):
+    plain = strop.fit(None, [*vector_overrides, f"output_dir={tmp_path / 'plain'}"])
+    mixed = strop.fit(None, [*vector_overrides, f"output_dir={tmp_path / 'mixed'}", "data.mixup=0.4"])
+    assert _history(plain)[0]["train_loss"] != _history(mixed)[0]["train_loss"]
+    # a linear rule: mixing does not stop it being learned (as well as without, to a few examples of 100)
+    assert _history(mixed)[-1]["val_accuracy"] >= max(0.75, _history(plain)[-1]["val_accuracy"] - 0.05)
+
+
+def test_a_resumed_mixup_run_equals_the_uninterrupted_one(vector_overrides, tmp_path, monkeypatch):
+    common = [*vector_overrides, "data.mixup=0.4", "train.mixed_precision=no"]
+    straight = strop.fit(None, [*common, f"output_dir={tmp_path / 'straight'}"])
+    interrupt_after_checkpoint(monkeypatch, lambda: strop.fit(None, [*common, f"output_dir={tmp_path / 'resumed'}"]))
+    resumed = strop.fit(None, [*common, f"output_dir={tmp_path / 'resumed'}", "train.resume=true"])
+    a, b = load_file(straight / "model/model.safetensors"), load_file(resumed / "model/model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_text_augmentation_changes_training_not_validation(tiny_overrides, tmp_path):
+    plain = strop.fit(None, [*tiny_overrides, "train.epochs=1"])
+    augmented = strop.fit(None, [*[o for o in tiny_overrides if not o.startswith("output_dir")], "train.epochs=1",
+                                 f"output_dir={tmp_path / 'augmented'}", "data.augment=deletion_swap",
+                                 "data.augment_rate=0.3"])
+    first, second = _history(plain)[0], _history(augmented)[0]
+    assert first["train_loss"] != second["train_loss"]
+    assert first["train_samples_per_s"] > 0 and second["val_loss"] == second["val_loss"]  # validated, finite
+    assert json.loads((augmented / "provenance.json").read_text())["data"] == \
+        json.loads((plain / "provenance.json").read_text())["data"]  # the same data read
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["data.augment=deletion", "method.name=freeze"], "never reach what trains"),
+    (["data.augment=swap", "method.freeze_layers=1"], "never reach what trains"),
+    (["data.augment=randaugment"], "is for images"),
+    (["data.mixup=0.2"], "mixing is for vector and image inputs"),
+])
+def test_augmentation_that_cannot_work_is_refused_before_a_run_exists(tiny_overrides, tmp_path, extra, message):
+    with pytest.raises(strop.StropError, match=message):
+        strop.fit(None, [*tiny_overrides, *extra])
+    assert not (tmp_path / "run").exists()
+
+
+def test_cutmix_and_text_augmentation_of_vectors_are_refused(vector_overrides, tmp_path):
+    with pytest.raises(strop.StropError, match="CutMix pastes a box"):
+        strop.fit(None, [*vector_overrides, f"output_dir={tmp_path / 'a'}", "data.cutmix=1.0"])
+    with pytest.raises(strop.StropError, match="for vectors use data.mixup"):
+        strop.fit(None, [*vector_overrides, f"output_dir={tmp_path / 'b'}", "data.augment=swap"])
