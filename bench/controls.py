@@ -1,9 +1,13 @@
 """The fine-tuning controls against each other: what trains (full, bottom-k frozen with its cache, gradual
-unfreezing, layer-wise rate decay, BitFit) and class imbalance (none against auto on a 10:1 draw of SST-2).
+unfreezing, layer-wise rate decay, BitFit), class imbalance (none against auto on a 10:1 draw of SST-2), text
+augmentation (word deletion and swap with full fine-tuning) and mixup for vectors (a new MLP on scikit-learn's
+bundled digits and breast-cancer data).
 
     python bench/controls.py methods --rows sst2-1k,trec --seeds 3
     python bench/controls.py imbalance --seeds 3
     python bench/controls.py imbalance --seeds 3 --set method.name=freeze   # frozen body, cached features: minutes
+    python bench/controls.py augment --seeds 3
+    python bench/controls.py mixup --seeds 5
 
 Every run is `strop fit` with strop's defaults except the variant's settings and the seed, on the benchmark's
 own rows (bench/rows.py, same data seed); accuracy and macro-F1 on the row's scoring split, wall seconds of
@@ -36,6 +40,29 @@ METHODS = {
     "bitfit": ["method.name=bitfit"],
 }
 IMBALANCE = {"none": ["train.imbalance=none"], "auto": ["train.imbalance=auto"]}
+AUGMENT = {"none": [], "deletion": ["data.augment=deletion"], "swap": ["data.augment=swap"],
+           "deletion_swap": ["data.augment=deletion_swap"]}  # full fine-tuning, texts
+MIXUP = {"none": ["model.name=mlp"], "mixup-0.2": ["model.name=mlp", "data.mixup=0.2"],
+         "mixup-0.4": ["model.name=mlp", "data.mixup=0.4"]}  # a new MLP on vectors
+STUDIES = {"methods": (METHODS, "sst2-1k,trec"), "imbalance": (IMBALANCE, "sst2-1k"),
+           "augment": (AUGMENT, "sst2-fs64,trec-fs8,sst2-1k"), "mixup": (MIXUP, "digits-300,breast_cancer-100")}
+VECTOR_SETS = {"digits": "load_digits", "breast_cancer": "load_breast_cancer"}  # bundled with scikit-learn
+
+
+def vector_row(name: str):
+    """(train, score) frames of a scikit-learn data set: "digits-300" trains on a stratified draw of 300 rows
+    (the data seed) and scores on the rest."""
+    import pandas as pd
+    import sklearn.datasets
+    from sklearn.model_selection import train_test_split
+
+    dataset, size = name.rsplit("-", 1)
+    loaded = getattr(sklearn.datasets, VECTOR_SETS[dataset])()
+    frame = pd.DataFrame(loaded.data, columns=[f"x{i}" for i in range(loaded.data.shape[1])])
+    frame["label"] = [str(loaded.target_names[t]) for t in loaded.target]
+    train, score = train_test_split(frame, train_size=int(size), stratify=frame["label"],
+                                    random_state=bench_rows.DATA_SEED)
+    return train, score
 IMBALANCE_RATIO = 10  # majority : minority in the training draw
 
 
@@ -70,28 +97,32 @@ def run_one(train_file: Path, score_file: Path, settings: list[str], seed: int, 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("study", choices=["methods", "imbalance"])
-    parser.add_argument("--rows", default="sst2-1k,trec", help="methods: the rows (imbalance uses sst2-1k)")
+    parser.add_argument("study", choices=list(STUDIES))
+    parser.add_argument("--rows", default="", help="the rows (default: methods sst2-1k,trec; imbalance sst2-1k; "
+                                                   "augment sst2-fs64,trec-fs8,sst2-1k; mixup digits-300,breast_cancer-100)")
     parser.add_argument("--variants", default="", help="comma-separated subset of the study's variants")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="a setting added to every run (e.g. method.name=freeze), repeatable")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
-    variants = METHODS if args.study == "methods" else IMBALANCE
+    variants, default_rows = STUDIES[args.study]
     if args.variants:
         variants = {name: variants[name] for name in args.variants.split(",")}
-    rows = args.rows.split(",") if args.study == "methods" else ["sst2-1k"]
+    rows = (args.rows or default_rows).split(",")
     out = Path(args.out or f"bench/results/controls-{args.study}.json")
 
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         for row_name in rows:
-            train, score = bench_rows.build(bench_rows.resolve(row_name))
+            if args.study == "mixup":
+                train, score = vector_row(row_name)
+            else:
+                train, score = bench_rows.build(bench_rows.resolve(row_name))
             score_file = Path(tmp) / f"{row_name}-score.csv"
             score.to_csv(score_file, index=False)
             for seed in range(1, args.seeds + 1):
-                data = train if args.study == "methods" else imbalanced(train, IMBALANCE_RATIO, seed)
+                data = imbalanced(train, IMBALANCE_RATIO, seed) if args.study == "imbalance" else train
                 train_file = Path(tmp) / f"{row_name}-{seed}-train.csv"
                 data.to_csv(train_file, index=False)
                 for name, settings in variants.items():

@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 import strop
 from strop.cli import main
 from strop.errors import StropError
-from strop.soup import soup
+from strop.soup import ensemble, soup
 
 TEXTS = ["great fun film , love it", "awful boring plot , worst film"]
 
@@ -74,3 +74,36 @@ def test_runs_with_other_labels_are_refused(runs, tiny_model_dir, tmp_path):
     assert not (tmp_path / "soup").exists()
     with pytest.raises(StropError, match="at least two"):
         soup([runs[0]], tmp_path / "soup", quiet=True)
+
+
+# --- ensembles of predictions ----------------------------------------------------------------------------------
+
+def test_an_ensemble_predicts_the_mean_of_its_members_and_loads_as_one_model(runs, tiny_model_dir, text_data,
+                                                                             tmp_path, capsys):
+    mlp_free = [runs[0], runs[2]]  # a full run and a LoRA run: an ensemble needs no shared weights
+    assert main(["soup", *map(str, mlp_free), "--ensemble", "--output", str(tmp_path / "ens")]) == 0
+    report = json.loads((tmp_path / "ens" / "ensemble.json").read_text())
+    assert [m["folder"] for m in report["members"]] == ["members/0", "members/1"]
+    assert "ensemble of 2: accuracy" in capsys.readouterr().out
+    members = [strop.load(run, device="cpu") for run in mlp_free]
+    together = strop.load(tmp_path / "ens", device="cpu")
+    expected = np.mean([m.predict_proba(TEXTS) for m in members], axis=0)
+    assert np.allclose(together.predict_proba(TEXTS), expected, atol=1e-6)
+    assert together.predict(TEXTS) == [together.labels[i] for i in expected.argmax(axis=1)]
+    # scored like any model: strop evaluate on the validation file gives the recorded score
+    assert main(["evaluate", str(tmp_path / "ens"), "--data", str(text_data["dev"]), "--json"]) == 0
+    evaluated = json.loads(capsys.readouterr().out)
+    assert evaluated["accuracy"] == pytest.approx(report["ensemble_score"])
+
+
+def test_an_ensemble_refuses_other_labels_and_uniform(runs, tiny_model_dir, tmp_path):
+    from conftest import make_texts, write_csv
+
+    other = [(text, "yes" if label == "positive" else "no") for text, label in make_texts(40, seed=5)]
+    data = {"train": write_csv(tmp_path / "t.csv", other), "dev": write_csv(tmp_path / "d.csv", other[:10])}
+    odd = _fit(tiny_model_dir, data, tmp_path / "odd")
+    with pytest.raises(StropError, match="an ensemble needs runs of the same task and labels"):
+        ensemble([runs[0], odd], tmp_path / "ens", quiet=True)
+    assert not (tmp_path / "ens").exists()
+    assert main(["soup", *map(str, runs[:2]), "--ensemble", "--uniform", "--output", str(tmp_path / "u")]) != 0
+    assert not (tmp_path / "u").exists()

@@ -238,7 +238,16 @@ def cmd_compress(args: argparse.Namespace) -> int:
 def cmd_soup(args: argparse.Namespace) -> int:
     from strop.soup import soup
 
-    soup(args.runs, args.output, uniform=args.uniform, data=args.data)
+    if args.ensemble:
+        from strop.soup import ensemble
+
+        if args.uniform:
+            raise StropError("--uniform is for a soup (averaged weights); an ensemble averages every member's "
+                             "predictions: drop one of the two")
+
+        ensemble(args.runs, args.output, data=args.data)
+    else:
+        soup(args.runs, args.output, uniform=args.uniform, data=args.data)
     return 0
 
 
@@ -364,6 +373,8 @@ def build_parser() -> argparse.ArgumentParser:
     soup.add_argument("runs", nargs="+", help="run directories fine-tuned from the same base model, same labels")
     soup.add_argument("--output", required=True, help="a new folder for the averaged model")
     soup.add_argument("--uniform", action="store_true", help="average every run (default: greedy)")
+    soup.add_argument("--ensemble", action="store_true", help="an ensemble of the runs' predictions instead (any "
+                                                             "architectures of one task; costs all of them to run)")
     soup.add_argument("--data", help="labelled file to rank and check on (default: the first run's validation data)")
     soup.set_defaults(func=cmd_soup)
 

@@ -113,8 +113,8 @@ def prepare(cfg: Config, adapt_task: Callable[[Task], Task] | None = None) -> Pr
     train_features = task.encode(model.body, splits.train)
     val_features = task.encode(model.body, splits.validation)
     train_features, collate = _augmentation(cfg, model, task, splits.train.inputs, train_features, collate, notes)
-    return Prepared(_resolve_precision(cfg), source, splits, model, task, notes, collate, train_features,
-                    val_features, method_choice)
+    return Prepared(_resolve_precision(cfg, small=model.body.kind == "vector"), source, splits, model, task, notes,
+                    collate, train_features, val_features, method_choice)
 
 
 def _augmentation(cfg: Config, model: TaskModel, task: Task, inputs: list, features: list[dict], collate,
@@ -296,9 +296,11 @@ def enable_gradient_checkpointing(model: TaskModel) -> None:
         inner.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
 
-def _resolve_precision(cfg: Config) -> Config:
+def _resolve_precision(cfg: Config, small: bool = False) -> Config:
     """train.mixed_precision made concrete, so config.yaml says what ran and a re-run does the same: an
-    interrupted run continues in the precision it started with; a new one asks `resolve_precision`."""
+    interrupted run continues in the precision it started with; a new one asks `resolve_precision`. `small`:
+    an MLP on vectors, whose matrices are too small for bf16 to pay on a CPU (digits, 300 rows: 13.3 s of
+    training in bf16 against 5.4 s in fp32, the same accuracy), so it stays in fp32 there."""
     import torch
 
     from strop.train.loop import resolve_precision
@@ -311,7 +313,7 @@ def _resolve_precision(cfg: Config) -> Config:
         precision = (yaml.safe_load(saved.read_text(encoding="utf-8")) or {}).get("train", {}).get("mixed_precision")
     if precision not in ("no", "bf16"):
         cuda = cfg.train.device != "cpu" and torch.cuda.is_available()
-        precision = resolve_precision(cfg, torch.device("cuda" if cuda else "cpu"))
+        precision = "no" if small and not cuda else resolve_precision(cfg, torch.device("cuda" if cuda else "cpu"))
     return replace(cfg, train=replace(cfg.train, mixed_precision=precision))
 
 

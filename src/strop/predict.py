@@ -80,6 +80,34 @@ class Predictor:
         return self.task.records(list(inputs), self.outputs(inputs))
 
 
+class EnsemblePredictor(Predictor):
+    """Several models of one task as one (`strop soup --ensemble`): each input's outputs are the mean of the
+    members' (probabilities, or values), decoded by the first member's task."""
+
+    def __init__(self, members: list[Predictor], info: dict):
+        first = members[0]
+        super().__init__(first.model, first.task, {**first.info, **info}, first.batch_size)
+        self.members = members
+
+    def outputs(self, inputs: list) -> list[np.ndarray]:
+        per_member = [member.outputs(inputs) for member in self.members]
+        return [np.mean(np.stack(row), axis=0) for row in zip(*per_member)]
+
+
+def load_ensemble(folder: Path, device: str | None) -> EnsemblePredictor:
+    import json
+
+    from strop.soup import ENSEMBLE_FILE
+
+    try:
+        report = json.loads((folder / ENSEMBLE_FILE).read_text(encoding="utf-8"))
+        members = [load(folder / member["folder"], device) for member in report["members"]]
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise StropError(f"{folder / ENSEMBLE_FILE} cannot be read ({error}): the ensemble folder is damaged; make "
+                         "it again with strop soup --ensemble") from None
+    return EnsemblePredictor(members, {"ensemble": report})
+
+
 def load(run_dir: str | Path, device: str | None = None) -> Predictor:
     """Loads the model of a completed run (or a run's model/ folder itself).
 
@@ -90,6 +118,10 @@ def load(run_dir: str | Path, device: str | None = None) -> Predictor:
         from strop.export import load_onnx
 
         return load_onnx(run_dir)
+    from strop.soup import ENSEMBLE_FILE
+
+    if (Path(run_dir) / ENSEMBLE_FILE).is_file():  # strop soup --ensemble
+        return load_ensemble(Path(run_dir), device)
     folder = model_folder(Path(run_dir))
     if folder is None:
         raise StropError(f"{run_dir} holds no trained model (expected {Path(run_dir) / 'model' / 'strop.json'}); "

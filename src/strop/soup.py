@@ -1,6 +1,7 @@
 """`strop soup RUN RUN ... --output DIR`: one model from the averaged weights of several fine-tuned runs of
 the same base model and task (Wortsman et al. 2022, "Model soups: averaging weights of multiple fine-tuned
-models improves accuracy without increasing inference time").
+models improves accuracy without increasing inference time"); with `--ensemble`, an ensemble of their
+predictions instead (any models of the same task and outputs, of any architecture).
 
 Greedy soup (the default): the runs are ranked by their score on one validation set; starting from the
 best, each next run joins the average only where the averaged model scores at least as well as without it.
@@ -11,6 +12,7 @@ as whole models. The soup is an ordinary model folder (`strop predict`, `strop.l
 from __future__ import annotations
 
 import copy
+import shutil
 from pathlib import Path
 
 import torch
@@ -110,3 +112,55 @@ def average(states: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
         else:
             out[key] = value
     return out
+
+
+ENSEMBLE_FILE = "ensemble.json"
+
+
+def ensemble(runs: list[str | Path], output: str | Path, data: str | None = None, quiet: bool = False) -> dict:
+    """An ensemble of the runs' predictions (the mean of their probabilities, or of their values) saved to
+    `output`: each run's model folder copied into members/<i>, and ensemble.json. `strop.load(output)`,
+    `strop predict`, `strop evaluate` and `strop serve` use it as one model; it costs the members' time
+    together. Scored, with each member, on `data` or on the first run's validation data.
+
+    Returns:
+        {"metric", "members": [{"run", "folder", "score"}], "ensemble_score"}
+
+    Raises:
+        StropError: fewer than two runs, an existing output, or runs of different tasks or outputs.
+    """
+    from strop.compress import validation_examples
+    from strop.model import model_folder
+    from strop.predict import EnsemblePredictor, load
+    from strop.runs import atomic_write_json, staged
+
+    if len(runs) < 2:
+        raise StropError("strop soup --ensemble needs at least two runs")
+    output = Path(output)
+    if output.exists():
+        raise StropError(f"--output {output} already exists: choose a new folder (nothing is overwritten)")
+    predictors = [load(run, device="cpu") for run in runs]
+    first = predictors[0]
+    for predictor, run in zip(predictors[1:], runs[1:]):
+        if predictor.task.name != first.task.name or predictor.task.info() != first.task.info():
+            raise StropError(f"{run} predicts other outputs ({predictor.task.name}, "
+                             f"{list(predictor.task.output_space())[:6]}) than {runs[0]} ({first.task.name}, "
+                             f"{list(first.task.output_space())[:6]}): an ensemble needs runs of the same task and "
+                             "labels")
+    task, metric = first.task, first.task.lead_metric
+    examples = validation_examples(Path(runs[0]), first, data)
+    targets = task.scored_targets(examples.targets)
+    score = lambda predictor: float(task.metrics(predictor.outputs(examples.inputs), targets)[metric])
+    members = [{"run": str(run), "folder": f"members/{i}", "score": score(p)}
+               for i, (run, p) in enumerate(zip(runs, predictors))]
+    report = {"metric": metric, "members": members,
+              "ensemble_score": score(EnsemblePredictor(predictors, {"ensemble": True}))}
+    with staged(output, "the ensemble") as tmp:
+        for member, run in zip(members, runs):
+            shutil.copytree(model_folder(Path(run)), tmp / member["folder"])
+        atomic_write_json(tmp / ENSEMBLE_FILE, report, "the ensemble")
+    if not quiet:
+        for member in members:
+            print(f"  {member['run']}: {metric} {member['score']:.4f}")
+        print(f"ensemble of {len(members)}: {metric} {report['ensemble_score']:.4f} -> {output}")
+    return report
