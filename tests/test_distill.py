@@ -64,3 +64,34 @@ def test_distill_writes_a_normal_run_of_the_smaller_student(teacher, tmp_path, c
     with pytest.raises(StropError, match="--alpha"):
         distill(teacher, [f"output_dir={tmp_path / 'x'}"], layers=1, alpha=1.5)
     assert not (tmp_path / "x").exists()
+
+
+def test_an_unlabelled_text_adds_only_the_soft_loss(teacher):
+    predictor = strop.load(teacher, device="cpu")
+    student = torch.tensor([[1.0, -1.0], [0.2, 0.3]])
+    teacher_logits = torch.tensor([[2.0, 0.0], [-1.0, 1.0]])
+    t, alpha = 2.0, 0.5
+    task = SoftTargets(predictor.model, t, alpha).wrap(predictor.task)
+    mixed = torch.cat([torch.tensor([[0.0], [-1.0]]), teacher_logits], dim=1)  # the second text has no label
+    soft = F.kl_div(F.log_softmax(student / t, -1), F.softmax(teacher_logits / t, -1), reduction="batchmean") * t * t
+    hard = F.cross_entropy(student[:1], torch.tensor([0]))
+    assert task.loss(student, mixed).item() == pytest.approx((alpha * soft + (1 - alpha) * hard).item(), abs=1e-6)
+    unlabelled = torch.cat([torch.tensor([[-1.0], [-1.0]]), teacher_logits], dim=1)
+    assert task.loss(student, unlabelled).item() == pytest.approx(soft.item(), abs=1e-6)
+
+
+def test_distill_trains_on_unlabelled_texts_too(teacher, tmp_path):
+    from conftest import make_texts
+
+    pool = tmp_path / "pool.txt"
+    pool.write_text("\n".join(text for text, _ in make_texts(40, seed=9)) + "\n")
+    run = distill(teacher, [f"output_dir={tmp_path / 'student'}", "train.epochs=1", "train.quiet=true"], layers=1,
+                  unlabeled=pool)
+    history = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    plain = distill(teacher, [f"output_dir={tmp_path / 'plain'}", "train.epochs=1", "train.quiet=true"], layers=1)
+    plain_history = [json.loads(line) for line in (plain / "metrics.jsonl").read_text().splitlines()]
+    # 160 labelled texts in batches of 16 (10 steps) against 160 + 40 (13 steps): the pool was trained on
+    assert history[0]["step"] == plain_history[0]["step"] + 3
+    with pytest.raises(StropError, match="no such file"):
+        distill(teacher, [f"output_dir={tmp_path / 'x'}"], layers=1, unlabeled=tmp_path / "missing.txt")
+    assert not (tmp_path / "x").exists()

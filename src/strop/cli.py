@@ -255,7 +255,8 @@ def cmd_distill(args: argparse.Namespace) -> int:
     from strop.distill import distill
 
     overrides = list(args.overrides) + (["train.quiet=true"] if args.quiet else [])
-    run = distill(args.teacher, overrides, layers=args.layers, temperature=args.temperature, alpha=args.alpha)
+    run = distill(args.teacher, overrides, layers=args.layers, temperature=args.temperature, alpha=args.alpha,
+                  unlabeled=args.unlabeled)
     if args.quiet:
         print(run)
     return 0
@@ -389,6 +390,8 @@ def build_parser() -> argparse.ArgumentParser:
     distill.add_argument("--layers", type=int, default=3, help="transformer blocks the student keeps (default 3)")
     distill.add_argument("--temperature", type=float, default=2.0, help="softmax temperature T (default 2)")
     distill.add_argument("--alpha", type=float, default=0.5, help="weight of the soft targets (default 0.5)")
+    distill.add_argument("--unlabeled", help="unlabelled texts to train on with the teacher's soft targets alone: a "
+                                             ".txt file (one text per line) or a table with the run's text column")
     distill.add_argument("--quiet", "-q", action="store_true", help="no progress output")
     distill.set_defaults(func=cmd_distill)
 

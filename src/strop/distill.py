@@ -9,9 +9,11 @@ the overrides given), on
 
     loss = alpha * T^2 * KL(softmax(teacher / T) || softmax(student / T)) + (1 - alpha) * task loss (labels)
 
-where the teacher's logits are computed once over the training and validation examples. The result is a
-normal run directory of the task (its summary, model folder, checkpoints, resume). Sentence-level
-classification only (text and pair classification).
+where the teacher's logits are computed once over the training and validation examples. With `--unlabeled
+FILE` (a text file, one text per line, or a table with the run's text columns), the student also trains on
+those texts, on the soft targets alone (they have no labels): transfer on unlabelled in-domain text, where a
+teacher's knowledge goes furthest. The result is a normal run directory of the task (its summary, model
+folder, checkpoints, resume). Sentence-level classification only (text and pair classification).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import tempfile
 from dataclasses import fields
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -31,8 +34,9 @@ DISTILLABLE = ("text_classification", "pair_classification")
 
 
 def distill(teacher_run: str | Path, overrides: list[str] = (), layers: int = 3, temperature: float = 2.0,
-            alpha: float = 0.5) -> Path:
-    """Trains a student on `teacher_run`'s soft targets and labels; returns the student's run directory.
+            alpha: float = 0.5, unlabeled: str | Path | None = None) -> Path:
+    """Trains a student on `teacher_run`'s soft targets and labels (and on the soft targets of the texts of
+    `unlabeled`); returns the student's run directory.
 
     Raises:
         StropError: the teacher's task cannot be distilled, a setting is out of range, or what `fit` refuses.
@@ -61,8 +65,26 @@ def distill(teacher_run: str | Path, overrides: list[str] = (), layers: int = 3,
             student = shrink(teacher_model, layers)
             save_model(Path(tmp) / "student", student, teacher.task, {**teacher.info, "method": "full"})
             cfg = load_config(cfg, [f"model.name={Path(tmp) / 'student'}"])
-        soft = SoftTargets(teacher_model, temperature, alpha)
+        pool = read_pool(unlabeled, cfg, teacher.task) if unlabeled is not None else []
+        soft = SoftTargets(teacher_model, temperature, alpha, pool)
         return fit(cfg, adapt_task=soft.wrap)
+
+
+def read_pool(path: str | Path, cfg, task) -> list:
+    """The unlabelled inputs: the lines of a .txt file, or the text columns of a table (as the run reads them).
+
+    Raises:
+        StropError: an unreadable or empty file, or a text file for a task of text pairs.
+    """
+    from strop.pretrain import read_lines
+    from strop.tasks import TASKS
+
+    if Path(path).suffix.lower() == ".txt":
+        if cfg.data.text_pair_column is not None:
+            raise StropError(f"--unlabeled {path}: this run classifies text pairs; give a table with the columns "
+                             f"{cfg.data.text_column} and {cfg.data.text_pair_column}")
+        return read_lines(path)
+    return TASKS.get(task.name).read(path, cfg.data, "text", "--unlabeled", with_targets=False).inputs
 
 
 def shrink(model: nn.Module, keep: int) -> nn.Module:
@@ -94,8 +116,9 @@ def shrink(model: nn.Module, keep: int) -> nn.Module:
 class SoftTargets:
     """The teacher's logits, put beside each example's label, and the loss that reads them."""
 
-    def __init__(self, teacher: nn.Module, temperature: float, alpha: float):
+    def __init__(self, teacher: nn.Module, temperature: float, alpha: float, unlabeled: list = ()):
         self.teacher, self.temperature, self.alpha = teacher.eval(), temperature, alpha
+        self.unlabeled = list(unlabeled)  # inputs trained on the soft targets alone
 
     @torch.no_grad()
     def logits(self, inputs: list, batch_size: int = 64) -> list[list[float]]:
@@ -120,7 +143,15 @@ class SoftTargets:
 
 def _distilled_class(base: type) -> type:
     class Distilled(base):
-        """`base` whose training labels carry the teacher's logits: (batch, 1 + outputs), the class id first."""
+        """`base` whose training labels carry the teacher's logits: (batch, 1 + outputs), the class id first
+        (-1 for an unlabelled text: its loss is the soft part alone)."""
+
+        def extra_training_features(self, backbone) -> list[dict]:
+            inputs = self.soft.unlabeled
+            features = backbone.encode(inputs) if inputs else []
+            for feature, teacher in zip(features, self.soft.logits(inputs)):
+                feature["labels"] = [-1.0, *teacher]
+            return features
 
         def encode(self, backbone, examples):
             features = super().encode(backbone, examples)
@@ -139,15 +170,20 @@ def _distilled_class(base: type) -> type:
             else:
                 soft = F.kl_div(F.log_softmax(student / t, dim=-1), F.log_softmax(teacher / t, dim=-1),
                                 log_target=True, reduction="batchmean")
-            return self.soft.alpha * t * t * soft + (1 - self.soft.alpha) * super().loss(logits, hard)
+            labelled = hard >= 0
+            if not labelled.any():  # a batch of unlabelled texts: the teacher's targets are all there is
+                return t * t * soft
+            hard_loss = super().loss(logits[labelled], hard[labelled])
+            return self.soft.alpha * t * t * soft + (1 - self.soft.alpha) * hard_loss
 
         def targets(self, batch: dict) -> list:
             labels = batch["labels"]
             return super().targets({**batch, "labels": labels[:, 0].long() if labels.dim() == 2 else labels})
 
         def example_weights(self, features: list[dict]):
-            plain = [{**f, "labels": int(f["labels"][0])} if isinstance(f.get("labels"), list) else f
-                     for f in features]
+            # an unlabelled text counts as the class its teacher predicts
+            plain = [{**f, "labels": int(f["labels"][0]) if f["labels"][0] >= 0 else int(np.argmax(f["labels"][1:]))}
+                     if isinstance(f.get("labels"), list) else f for f in features]
             return super().example_weights(plain)
 
     Distilled.__name__ = Distilled.__qualname__ = f"Distilled{base.__name__}"

@@ -110,7 +110,7 @@ def prepare(cfg: Config, adapt_task: Callable[[Task], Task] | None = None) -> Pr
     if cfg.train.gradient_checkpointing:
         enable_gradient_checkpointing(model)
     collate = partial(pad_collate, pad_values={**model.body.pad_values, **task.pad_values})
-    train_features = task.encode(model.body, splits.train)
+    train_features = task.encode(model.body, splits.train) + task.extra_training_features(model.body)
     val_features = task.encode(model.body, splits.validation)
     train_features, collate = _augmentation(cfg, model, task, splits.train.inputs, train_features, collate, notes)
     return Prepared(_resolve_precision(cfg, small=model.body.kind == "vector"), source, splits, model, task, notes,

@@ -115,6 +115,11 @@ class Task:
                 feature["labels"] = target
         return features
 
+    def extra_training_features(self, backbone) -> list[dict]:
+        """Encoded examples the task trains on besides the data file's (strop distill: unlabelled texts with
+        the teacher's soft targets); none by default."""
+        return []
+
     def encode_targets(self, targets: list) -> list:
         """Targets in the model's terms (class ids, multi-hot vectors, standardised numbers)."""
         raise NotImplementedError
