@@ -198,3 +198,17 @@ def test_predict_and_evaluate_errors(tiny_overrides, tmp_path, capsys):
     assert "use a .jsonl, .csv or .tsv file" in capsys.readouterr().err
     assert main(["predict", str(tmp_path), "--text", "x", "--output", str(tmp_path / "no" / "out.csv")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_overrides_may_follow_options_in_every_command_that_takes_them(tmp_path):
+    import pandas as pd
+    import yaml
+
+    pool = tmp_path / "pool.csv"
+    pd.DataFrame({"a": range(40), "b": [i % 7 for i in range(40)]}).to_csv(pool, index=False)
+    out = tmp_path / "ae"
+    assert main(["pretrain", "--data", str(pool), "model.name=mlp", "--output", str(out), "train.epochs=2",
+                 "--quiet"]) == 0
+    assert yaml.safe_load((out / "config.yaml").read_text())["train"]["epochs"] == 2
+    with pytest.raises(SystemExit):  # an option a command does not have is still refused
+        main(["pretrain", "--data", str(pool), "--output", str(tmp_path / "x"), "--nonsense"])

@@ -508,7 +508,7 @@ def main(argv: list[str] | None = None) -> int:
     args, rest = parser.parse_known_args(argv)
     # Options and key=value overrides mix in any order: `strop fit --quiet data.train=x.csv` leaves the
     # overrides after the option unparsed, as argparse fills a positional list only once.
-    if rest and args.command in ("fit", "lr-find", "search") and all("=" in r and not r.startswith("-") for r in rest):
+    if rest and hasattr(args, "overrides") and all("=" in r and not r.startswith("-") for r in rest):
         args.overrides = list(args.overrides) + rest
     elif rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
