@@ -62,7 +62,9 @@ class DataConfig:
     path_column: str = "path"  # image tables: the image file of each row (relative to the table's folder)
     bad_images: str = "error"  # an unreadable, truncated or non-image file: error (named), or skip (counted, named)
     image_size: int | None = None  # images: input resolution (pixels a side); None: the model's pretrained size
-    augment: str = "auto"  # images: auto (light where the body trains, none where frozen), none, light, randaugment, trivialaugment; texts: none, deletion, swap, deletion_swap
+    # images: auto (light where the body trains, none where frozen), none, light, randaugment, trivialaugment;
+    # texts: auto (none), none, deletion, swap, deletion_swap
+    augment: str = "auto"
     augment_rate: float = 0.1  # texts: the share of words deleted, and of swaps per word
     mixup: float = 0.0  # vectors and images: mixup's Beta(alpha, alpha) for mixing pairs of training examples; 0 off
     cutmix: float = 0.0  # images: CutMix's alpha (a patch of one image pasted into another); 0 off
@@ -84,8 +86,10 @@ class DataConfig:
         _choice("data.augment", self.augment, ("auto", "none", "light", "randaugment", "trivialaugment", "deletion",
                                                "swap", "deletion_swap"))
         _require(0 < self.augment_rate < 1, f"data.augment_rate must be in (0, 1); got {self.augment_rate}")
-        _require(0 <= self.mixup <= 10, f"data.mixup must be an alpha in [0, 10] (0 off; 0.2 is usual); got {self.mixup}")
-        _require(0 <= self.cutmix <= 10, f"data.cutmix must be an alpha in [0, 10] (0 off; 1.0 is usual); got {self.cutmix}")
+        _require(0 <= self.mixup <= 10,
+                 f"data.mixup must be an alpha in [0, 10] (0 off; 0.2 is usual); got {self.mixup}")
+        _require(0 <= self.cutmix <= 10,
+                 f"data.cutmix must be an alpha in [0, 10] (0 off; 1.0 is usual); got {self.cutmix}")
         _require(self.self_training_rounds >= 1,
                  f"data.self_training_rounds must be >= 1; got {self.self_training_rounds}")
         _require(0 < self.pseudo_label_threshold <= 1,
