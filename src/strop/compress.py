@@ -2,8 +2,9 @@
 
 Forms:
 - `fp32`: the model as trained (PyTorch; an adapter run with its adapter merged, which computes the same).
-- `int8`: dynamic int8 quantisation of every linear layer (PyTorch's own `quantize_dynamic`; Jacob et al.
-  2018): weights stored in int8, activations quantised on the fly per batch; for CPU inference.
+- `int8`: dynamic int8 quantisation of every linear layer, a scale per output channel (PyTorch's own
+  `quantize_dynamic`; Jacob et al. 2018): weights stored in int8, activations quantised on the fly per batch;
+  for CPU inference.
 - `onnx`: the fp32 model exported to ONNX (strop.export) and run by onnxruntime (where strop[export] is
   installed).
 
@@ -120,12 +121,16 @@ def fp32_form(model: nn.Module) -> Form:
 
 
 def int8_form(model: nn.Module) -> Form:
-    """Dynamic int8 quantisation of the linear layers (torch.ao.quantization.quantize_dynamic)."""
-    from torch.ao.quantization import quantize_dynamic
+    """Dynamic int8 quantisation of the linear layers (torch.ao.quantization.quantize_dynamic), with a scale per
+    output channel of each weight: one scale per tensor lost 2.4 points of accuracy on SST-2's dev set (a
+    MiniLM-L6 sentiment model: 0.665 in fp32, 0.641 per tensor), per channel none (0.665)."""
+    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
 
-    with warnings.catch_warnings():  # torch marks its quantised tensor types for a future removal
+    with warnings.catch_warnings():  # torch marks its quantised tensor types and this API for a future removal
         warnings.simplefilter("ignore", UserWarning)
-        quantized = quantize_dynamic(copy.deepcopy(model), {nn.Linear}, dtype=torch.qint8)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        quantized = quantize_dynamic(copy.deepcopy(model), {nn.Linear: per_channel_dynamic_qconfig},
+                                     dtype=torch.qint8)
     buffer = io.BytesIO()
     torch.save(quantized.state_dict(), buffer)
     return Form("int8", "PyTorch, dynamic int8 linear layers", buffer.tell(), _torch_logits(quantized), quantized)
