@@ -195,6 +195,18 @@ def test_the_layer_methods_train_only_what_they_say(method, extra, tiny_timm_dir
         assert any(k.startswith("blocks.1.") for k in changed)
 
 
+def test_method_auto_freezes_an_image_body_on_a_cpu_and_then_does_not_augment(tiny_timm_dir, image_data):
+    from strop.config import load_config
+    from strop.fit import prepare
+
+    prepared = prepare(load_config(None, ["task.name=image_classification", f"model.name={tiny_timm_dir}",
+                                          f"data.train={image_data['train']}", "data.image_size=32",
+                                          "method.name=auto", "train.device=cpu"]))
+    assert prepared.cfg.method.name == "freeze" and prepared.method_choice["chosen"] == "freeze"
+    assert any(note.startswith("method auto -> freeze") for note in prepared.notes)
+    assert any("augmentation: none" in note for note in prepared.notes)  # the frozen body's outputs are cached
+
+
 def test_augmentation_is_on_while_the_body_trains_and_refused_with_a_cached_body(tiny_timm_dir, image_data, tmp_path):
     from strop.config import load_config
     from strop.fit import prepare
