@@ -35,17 +35,12 @@ def soup(runs: list[str | Path], output: str | Path, uniform: bool = False, data
     """
     from strop.compress import validation_examples
     from strop.model import save_model
-    from strop.predict import Predictor, load
+    from strop.predict import Predictor
 
-    if len(runs) < 2:
-        raise StropError("strop soup needs at least two runs to average")
-    output = Path(output)
-    if output.exists():
-        raise StropError(f"--output {output} already exists: choose a new folder (nothing is overwritten)")
-    predictors = [load(run, device="cpu") for run in runs]
+    output, predictors = Path(output), _load_runs(runs, output, "a soup")
     first = predictors[0]
     models = [_whole_model(p, run) for p, run in zip(predictors, runs)]
-    _check_compatible(predictors, models, runs)
+    _check_same_architecture(models, runs)
     task = first.task
     metric = task.lead_metric
     examples = validation_examples(Path(runs[0]), first, data)
@@ -90,13 +85,31 @@ def _whole_model(predictor, run):
     return model
 
 
-def _check_compatible(predictors, models, runs) -> None:
-    first, shapes = predictors[0], {k: v.shape for k, v in models[0].state_dict().items()}
-    for predictor, model, run in zip(predictors[1:], models[1:], runs[1:]):
+def _load_runs(runs, output, what: str) -> list:
+    """The runs' predictors (on the CPU), checked: two or more runs, a new output folder, one task and labels.
+
+    Raises:
+        StropError: fewer than two runs, an existing output, or runs of different tasks or outputs.
+    """
+    from strop.predict import load
+
+    if len(runs) < 2:
+        raise StropError(f"{what} needs at least two runs")
+    if Path(output).exists():
+        raise StropError(f"--output {output} already exists: choose a new folder (nothing is overwritten)")
+    predictors = [load(run, device="cpu") for run in runs]
+    first = predictors[0]
+    for predictor, run in zip(predictors[1:], runs[1:]):
         if predictor.task.name != first.task.name or predictor.task.info() != first.task.info():
             raise StropError(f"{run} predicts other outputs ({predictor.task.name}, "
                              f"{list(predictor.task.output_space())[:6]}) than {runs[0]} ({first.task.name}, "
-                             f"{list(first.task.output_space())[:6]}): a soup needs runs of the same task and labels")
+                             f"{list(first.task.output_space())[:6]}): {what} needs runs of the same task and labels")
+    return predictors
+
+
+def _check_same_architecture(models, runs) -> None:
+    shapes = {k: v.shape for k, v in models[0].state_dict().items()}
+    for model, run in zip(models[1:], runs[1:]):
         theirs = {k: v.shape for k, v in model.state_dict().items()}
         if theirs != shapes:
             raise StropError(f"{run} and {runs[0]} have different architectures: a soup needs runs fine-tuned from "
@@ -131,22 +144,11 @@ def ensemble(runs: list[str | Path], output: str | Path, data: str | None = None
     """
     from strop.compress import validation_examples
     from strop.model import model_folder
-    from strop.predict import EnsemblePredictor, load
+    from strop.predict import EnsemblePredictor
     from strop.runs import atomic_write_json, staged
 
-    if len(runs) < 2:
-        raise StropError("strop soup --ensemble needs at least two runs")
-    output = Path(output)
-    if output.exists():
-        raise StropError(f"--output {output} already exists: choose a new folder (nothing is overwritten)")
-    predictors = [load(run, device="cpu") for run in runs]
+    output, predictors = Path(output), _load_runs(runs, output, "an ensemble")
     first = predictors[0]
-    for predictor, run in zip(predictors[1:], runs[1:]):
-        if predictor.task.name != first.task.name or predictor.task.info() != first.task.info():
-            raise StropError(f"{run} predicts other outputs ({predictor.task.name}, "
-                             f"{list(predictor.task.output_space())[:6]}) than {runs[0]} ({first.task.name}, "
-                             f"{list(first.task.output_space())[:6]}): an ensemble needs runs of the same task and "
-                             "labels")
     task, metric = first.task, first.task.lead_metric
     examples = validation_examples(Path(runs[0]), first, data)
     targets = task.scored_targets(examples.targets)
