@@ -64,6 +64,7 @@ def test_an_auto_run_records_its_choice_and_trains_the_chosen_method(tiny_overri
     assert config["method"]["name"] == "full" == choice["chosen"] and choice["asked"] == "auto"
     assert "median 80 a class" in choice["why"]
     assert json.loads((run / "model" / "strop.json").read_text())["method"] == "full"
+    assert "method.name=auto chose <b>full</b>: 160 examples" in (run / "report.html").read_text()
 
 
 def test_auto_is_accepted_and_a_misspelt_method_names_it(tiny_overrides):

@@ -417,6 +417,10 @@ def _configuration(a: dict[str, Any]) -> str:
     versions = ", ".join(f"{k} {v}" for k, v in (provenance.get("versions") or {}).items())
     extra = (f"<p class=\"muted\">device {escape(str(provenance.get('device', '?')))}, precision "
              f"{escape(str(provenance.get('precision', '?')))}; {escape(versions)}</p>" if provenance else "")
+    choice = provenance.get("method_choice")
+    if choice:  # method.name=auto
+        extra += (f"<p>method.name=auto chose <b>{escape(str(choice.get('chosen')))}</b>: "
+                  f"{escape(str(choice.get('why')))}</p>")
     return (f'<h2 id="config">Configuration</h2><p>config.yaml as the run resolved it; re-run it with '
             f"<code>strop fit {escape(a['run'])}/config.yaml output_dir=...</code></p>{extra}"
             f"<pre>{escape(a['config_text'])}</pre>")
