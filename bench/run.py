@@ -275,7 +275,7 @@ def publish(result: dict) -> None:
     record = json.loads(DOCS_RECORD.read_text()) if DOCS_RECORD.is_file() else None
     record = report.merge(record, result, ALL_ROWS)
     DOCS_RECORD.write_text(json.dumps(record, indent=1) + "\n")
-    DOCS.write_text(report.document(record))
+    DOCS.write_text(report.document(record, report.hand_sections(DOCS.read_text()) if DOCS.is_file() else ""))
     print(f"rewrote {DOCS} ({', '.join(result['rows'])}) and {DOCS_RECORD}")
 
 

@@ -102,3 +102,13 @@ def test_mfu_is_taken_against_the_peak_of_the_precision_the_run_trained_in():
     assert bf16["mfu"] == fp32["mfu"] / 2
     assert report.derive(dict(run), peak)["mfu"] == fp32["mfu"]  # the peers train in fp32
     assert report.derive({**run, "precision": "bf16"}, {"peak_flops": 100e9})["mfu"] == fp32["mfu"]  # no bf16 peak known
+
+
+def test_writing_the_docs_keeps_the_hand_written_sections_after_the_generated_ones():
+    record = report.merge(None, _result("day-1", ["trec"], 0.6), ROWS)
+    hand = "## What runs\n\nEach run is a process.\n\n## A study\n\n| a | b |\n"
+    first = report.document(record, hand)
+    assert first.endswith(hand) and report.hand_sections(first) == hand
+    again = report.document(report.merge(record, _result("day-2", ["trec"], 0.9), ROWS), report.hand_sections(first))
+    assert again.endswith(hand) and "0.9000" in again and "0.6000" not in again
+    assert report.hand_sections("# Benchmarks\n\nno sections\n") == ""
