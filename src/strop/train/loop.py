@@ -174,10 +174,10 @@ def train(model, task: Task, method: Method, train_features: list[dict], val_fea
     if cfg.optim.lr == "find":
         peak_lr = _found_lr(model, task, method, train_features, collate, cfg, run, accelerator, show)
     else:
-        peak_lr = _peak_lr(cfg, len(sampler), accelerator.num_processes, method.trains_body, show)
+        peak_lr = _peak_lr(cfg, len(sampler), accelerator.num_processes, method.body_rate, show)
     layer_rates = (layer_rate_multiples(model.body.layers(), cfg.optim.layer_decay)
                    if split is None or split.keeps_inputs else {})  # the layers above a cached bottom too
-    optimizer = build_optimizer(trained, cfg.optim, peak_lr, model.new_parameters if method.trains_body else set(),
+    optimizer = build_optimizer(trained, cfg.optim, peak_lr, model.new_parameters if method.body_rate else set(),
                                 layer_rates)
     scheduler = build_scheduler(optimizer, cfg.optim, steps_per_epoch * tc.epochs, steps_per_epoch)
     trained, optimizer, train_loader, val_loader, scheduler = accelerator.prepare(
@@ -365,20 +365,21 @@ def _cached_loaders(split, model, train_features: list[dict], val_sorted: list[d
     return train_loader, val_loader, seconds
 
 
-def _peak_lr(cfg: Config, num_batches: int, num_processes: int, trains_body: bool, show: bool) -> float:
+def _peak_lr(cfg: Config, num_batches: int, num_processes: int, body_rate: bool, show: bool) -> float:
     """optim.lr for this run, resolved from the optimizer steps each process takes (Accelerate deals the
     batches out among the processes); said when `auto` chose other than 5e-5.
 
-    Where the body is frozen, what trains is the new head alone, and `auto` gives it the rate a new head has
-    beside a training body (optim.head_lr_scale times the body's): at 5e-5 a linear head on frozen features
+    Where the body is frozen, what trains is the new head alone (or with adapters or biases: `Method.body_rate`
+    false), and `auto` gives it the rate a new head has beside a training body (optim.head_lr_scale times the body's): at 5e-5 a linear head on frozen features
     barely moves (TREC, 8 examples per class, frozen bundled model, 5 epochs: accuracy 0.17, chance level)."""
     total_steps = math.ceil(num_batches / (cfg.train.grad_accum * num_processes)) * cfg.train.epochs
     peak_lr = resolve_lr(cfg.optim.lr, total_steps)
-    if cfg.optim.lr == "auto" and not trains_body:
+    if cfg.optim.lr == "auto" and not body_rate:
         peak_lr *= cfg.optim.head_lr_scale
     if show and cfg.optim.lr == "auto" and peak_lr != AUTO_LR:
         why = [f"{total_steps} optimizer steps in all, fewer than {AUTO_LR_STEPS}"] if total_steps < AUTO_LR_STEPS else []
-        why += [] if trains_body else [f"the head alone trains: {cfg.optim.head_lr_scale:g}x"]
+        why += [] if body_rate else [f"what trains (a head, adapters or biases) trains at the head's rate: "
+                                     f"{cfg.optim.head_lr_scale:g}x"]
         tqdm.write(f"learning rate {peak_lr:.1e} (auto: {'; '.join(why)}; set optim.lr to choose it)")
     return peak_lr
 
