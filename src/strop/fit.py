@@ -123,8 +123,8 @@ def _augmentation(cfg: Config, model: TaskModel, task: Task, inputs: list, featu
     here, before a run directory exists; images augment in their backbone (ImageBackbone.configure)."""
     from strop.train.mixing import mixing_for
 
-    method = METHODS.get(cfg.method.name)
-    mixing = mixing_for(cfg, model, task, method.caches_body or cfg.method.freeze_layers > 0)
+    cached = METHODS.get(cfg.method.name)(cfg.method).caches_inputs
+    mixing = mixing_for(cfg, model, task, cached)
     if mixing is not None:
         notes.append(f"mixing: {'mixup' if mixing.mixup else ''}{' or ' if mixing.mixup and mixing.cutmix else ''}"
                      f"{'CutMix' if mixing.cutmix else ''} of each training batch with a shuffled copy of itself")
@@ -132,7 +132,7 @@ def _augmentation(cfg: Config, model: TaskModel, task: Task, inputs: list, featu
     if kind == "text":
         from strop.data.augment import text_augmentation
 
-        features, collate, note = text_augmentation(cfg, model.body, task, inputs, features, collate)
+        features, collate, note = text_augmentation(cfg, model.body, task, inputs, features, collate, cached)
         notes += [note] if note else []
     elif kind == "vector" and cfg.data.augment not in ("auto", "none"):
         raise StropError(f"data.augment={cfg.data.augment} is for texts and images; for vectors use data.mixup "

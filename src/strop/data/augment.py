@@ -71,14 +71,13 @@ class AugmentingCollate:
         return augment_text(source, self.mode, self.rate, rng)
 
 
-def text_augmentation(cfg, body, task, inputs: list, features: list[dict], collate):
-    """data.augment for a text run: (training features, collate, a note); unchanged with none or auto.
+def text_augmentation(cfg, body, task, inputs: list, features: list[dict], collate, cached: bool):
+    """data.augment for a text run: (training features, collate, a note); unchanged with none or auto. cached:
+    what trains reads cached outputs, not the texts (Method.caches_inputs).
 
     Raises:
         StropError: an image augmentation for texts, a token-level task, or a body whose outputs are cached.
     """
-    from strop.methods import METHODS
-
     mode = cfg.data.augment
     if mode in ("auto", "none"):
         return features, collate, None
@@ -87,7 +86,7 @@ def text_augmentation(cfg, body, task, inputs: list, features: list[dict], colla
     if task.level != "sequence":
         raise StropError(f"data.augment={mode}: {task.name} labels each word, and deleting or swapping words would "
                          "move them off their labels; use data.augment=none")
-    if METHODS.get(cfg.method.name).caches_body or cfg.method.freeze_layers > 0:
+    if cached:
         raise StropError(f"data.augment={mode} with method.name={cfg.method.name}"
                          + (f", method.freeze_layers={cfg.method.freeze_layers}" if cfg.method.freeze_layers else "")
                          + ": the frozen layers' outputs are computed once and cached, so augmented texts would never "

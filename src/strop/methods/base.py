@@ -22,6 +22,12 @@ class Method:
     caches_body = False
 
     @property
+    def caches_inputs(self) -> bool:
+        """Whether what trains reads cached outputs instead of the model inputs (the whole body's, or the bottom
+        method.freeze_layers layers'): then augmented or mixed inputs would never reach it."""
+        return self.caches_body or self.cfg.freeze_layers > 0
+
+    @property
     def body_rate(self) -> bool:
         """Whether the body's parameters train at the body's rate, below the new head's (optim.head_lr_scale):
         where a method trains only a head, adapters or biases, all of it trains at one rate, and optim.lr=auto

@@ -185,7 +185,7 @@ def train(model, task: Task, method: Method, train_features: list[dict], val_fea
     if split is None:
         model_val_loader = val_loader
     trainable = [p for g in optimizer.param_groups for p in g["params"]]  # clipping skips those without gradients
-    mixing = mixing_for(cfg, model, task, method.caches_body or method.cfg.freeze_layers > 0)  # data.mixup, cutmix
+    mixing = mixing_for(cfg, model, task, method.caches_inputs)  # data.mixup, data.cutmix
 
     state, best_weights, best_validation = LoopState(), None, None
     if tc.resume and has_checkpoint(run.last_checkpoint):
