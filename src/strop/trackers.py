@@ -1,12 +1,16 @@
 """train.trackers: each epoch's metrics also logged to TensorBoard or MLflow, through Accelerate's trackers
 (`Accelerator(log_with=...)`, `init_trackers`, `log`, `end_training`). They write under the run directory's
-trackers/ folder: `tensorboard --logdir RUN/trackers`, or `mlflow ui --backend-store-uri RUN/trackers`.
-Accelerate logs from the main process only."""
+trackers/ folder: `tensorboard --logdir RUN/trackers`, or `mlflow ui --backend-store-uri sqlite:///RUN/trackers/mlflow.db`
+(MLflow's own default would be a mlflow.db in whatever folder the run was started from). Where
+MLFLOW_TRACKING_URI is set (a team's tracking server), MLflow logs there instead, as MLflow users expect; the
+experiment is named after the run unless MLFLOW_EXPERIMENT_NAME says otherwise. Accelerate logs from the main
+process only."""
 
 from __future__ import annotations
 
 import importlib.util
 import math
+import os
 from pathlib import Path
 
 from strop.errors import StropError
@@ -36,7 +40,14 @@ def accelerator_options(cfg) -> dict:
 def start(accelerator, cfg) -> None:
     """Opens the trackers' run, named after the run directory, with the config as its parameters."""
     if cfg.train.trackers:
-        accelerator.init_trackers(Path(cfg.output_dir).name, config=hyperparameters(cfg.to_dict()))
+        name = Path(cfg.output_dir).name
+        if "mlflow" in cfg.train.trackers and accelerator.is_main_process and not os.environ.get("MLFLOW_TRACKING_URI"):
+            import mlflow
+
+            (Path(cfg.output_dir) / "trackers").mkdir(parents=True, exist_ok=True)
+            mlflow.set_tracking_uri(run_mlflow_uri(cfg))
+        accelerator.init_trackers(name, config=hyperparameters(cfg.to_dict()),
+                                  init_kwargs={"mlflow": {"run_name": name}})
 
 
 def log_epoch(accelerator, cfg, record: dict) -> None:
@@ -48,9 +59,26 @@ def log_epoch(accelerator, cfg, record: dict) -> None:
         accelerator.log(values, step=record["epoch"])
 
 
-def end(accelerator, cfg) -> None:
-    if cfg.train.trackers:
-        accelerator.end_training()
+def end(accelerator, cfg, failed: bool = False) -> None:
+    """Closes the trackers' run: as failed when training stopped on an error, an interrupt or pruning."""
+    if not cfg.train.trackers:
+        return
+    if failed and "mlflow" in cfg.train.trackers and accelerator.is_main_process:
+        import mlflow
+
+        mlflow.end_run(status="FAILED")  # Accelerate's own end would mark it finished
+    accelerator.end_training()
+    if "mlflow" in cfg.train.trackers and accelerator.is_main_process:
+        import mlflow
+
+        # set_tracking_uri also sets MLFLOW_TRACKING_URI, which the next run in this process (a search's trial, a
+        # cv fold) would take for the user's server and log into this run's database
+        if mlflow.get_tracking_uri() == run_mlflow_uri(cfg):
+            mlflow.set_tracking_uri(None)
+
+
+def run_mlflow_uri(cfg) -> str:
+    return f"sqlite:///{(Path(cfg.output_dir) / 'trackers' / 'mlflow.db').resolve()}"
 
 
 def hyperparameters(config: dict, prefix: str = "") -> dict:

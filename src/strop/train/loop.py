@@ -199,83 +199,87 @@ def train(model, task: Task, method: Method, train_features: list[dict], val_fea
     state.peak_lr = peak_lr
     trackers.start(accelerator, cfg)  # train.trackers: TensorBoard, MLflow
 
-    for epoch in range(state.epoch, tc.epochs):
-        if state.stopped_early:
-            break
-        # Accelerate's loader counts its own epochs from 0 in each process and passes that count to the
-        # sampler when iteration starts; a resumed run must continue from `epoch`, so set both.
-        train_loader.set_epoch(epoch)
-        sampler.set_epoch(epoch)
-        method.start_epoch(model, epoch)
-        method.train_mode(model)  # sets the modes of the head's modules too: they are the model's
-        started, samples, tokens, loss_sum, skipped = time.perf_counter(), 0, 0, 0.0, 0
-        bar = tqdm(train_loader, desc=f"epoch {epoch + 1}/{tc.epochs}", disable=not show, leave=False,
-                   unit="batch", dynamic_ncols=True)
-        for batch in bar:
-            with accelerator.accumulate(trained):
-                labels, num_tokens = batch.pop("labels"), _token_count(batch)
-                partner, lam = mixing.mix(batch) if mixing is not None else (None, 1.0)
-                with torch.autocast(accelerator.device.type, dtype=torch.bfloat16, enabled=bf16):
-                    logits = trained(**batch)  # (batch, outputs), or (batch, seq, outputs) for token tasks
-                loss = task.loss(logits, labels)  # in fp32
-                if partner is not None:  # each example is mixed with its partner's input: so is its target
-                    loss = lam * loss + (1 - lam) * task.loss(logits, labels[partner])
-                if cfg.optim.l1:
-                    loss = loss + l1_penalty(optimizer, cfg.optim.l1)
-                if not _finite_everywhere(loss, accelerator):
-                    if tc.nonfinite == "stop":
-                        raise _diverged(loss, state, epoch, scheduler, run)
-                    skipped += 1
+    try:
+        for epoch in range(state.epoch, tc.epochs):
+            if state.stopped_early:
+                break
+            # Accelerate's loader counts its own epochs from 0 in each process and passes that count to the
+            # sampler when iteration starts; a resumed run must continue from `epoch`, so set both.
+            train_loader.set_epoch(epoch)
+            sampler.set_epoch(epoch)
+            method.start_epoch(model, epoch)
+            method.train_mode(model)  # sets the modes of the head's modules too: they are the model's
+            started, samples, tokens, loss_sum, skipped = time.perf_counter(), 0, 0, 0.0, 0
+            bar = tqdm(train_loader, desc=f"epoch {epoch + 1}/{tc.epochs}", disable=not show, leave=False,
+                       unit="batch", dynamic_ncols=True)
+            for batch in bar:
+                with accelerator.accumulate(trained):
+                    labels, num_tokens = batch.pop("labels"), _token_count(batch)
+                    partner, lam = mixing.mix(batch) if mixing is not None else (None, 1.0)
+                    with torch.autocast(accelerator.device.type, dtype=torch.bfloat16, enabled=bf16):
+                        logits = trained(**batch)  # (batch, outputs), or (batch, seq, outputs) for token tasks
+                    loss = task.loss(logits, labels)  # in fp32
+                    if partner is not None:  # each example is mixed with its partner's input: so is its target
+                        loss = lam * loss + (1 - lam) * task.loss(logits, labels[partner])
+                    if cfg.optim.l1:
+                        loss = loss + l1_penalty(optimizer, cfg.optim.l1)
+                    if not _finite_everywhere(loss, accelerator):
+                        if tc.nonfinite == "stop":
+                            raise _diverged(loss, state, epoch, scheduler, run)
+                        skipped += 1
+                        optimizer.zero_grad(set_to_none=True)
+                        continue
+                    accelerator.backward(loss)
+                    if accelerator.sync_gradients and cfg.optim.max_grad_norm > 0:
+                        accelerator.clip_grad_norm_(trainable, cfg.optim.max_grad_norm)
+                    optimizer.step()
+                    if accelerator.sync_gradients:  # the schedule counts optimizer steps (see make_accelerator)
+                        scheduler.step()
                     optimizer.zero_grad(set_to_none=True)
-                    continue
-                accelerator.backward(loss)
-                if accelerator.sync_gradients and cfg.optim.max_grad_norm > 0:
-                    accelerator.clip_grad_norm_(trainable, cfg.optim.max_grad_norm)
-                optimizer.step()
-                if accelerator.sync_gradients:  # the schedule counts optimizer steps (see make_accelerator)
-                    scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-            if accelerator.sync_gradients:
-                state.step += 1
-            samples += len(labels)
-            tokens += num_tokens
-            loss_sum += loss.item() * len(labels)
-            bar.set_postfix(loss=f"{loss.item():.4f}")
-        train_seconds = time.perf_counter() - started
-        state.train_seconds += train_seconds
-        samples, tokens, loss_sum = _summed_over_processes(accelerator, samples, tokens, loss_sum)
+                if accelerator.sync_gradients:
+                    state.step += 1
+                samples += len(labels)
+                tokens += num_tokens
+                loss_sum += loss.item() * len(labels)
+                bar.set_postfix(loss=f"{loss.item():.4f}")
+            train_seconds = time.perf_counter() - started
+            state.train_seconds += train_seconds
+            samples, tokens, loss_sum = _summed_over_processes(accelerator, samples, tokens, loss_sum)
 
-        metrics, scored = evaluate(trained, val_loader, task, accelerator, bf16)
-        record = {"epoch": epoch + 1, "step": state.step, "train_loss": loss_sum / max(samples, 1),
-                  **{f"val_{name}": metrics[name] for name in task.metric_names},
-                  "lr": scheduler.get_last_lr()[0], "epoch_seconds": round(train_seconds, 3),
-                  "train_samples_per_s": round(samples / train_seconds, 2),
-                  "train_tokens_per_s": round(tokens / train_seconds, 1),
-                  "time": round(state.train_seconds, 3), **({"skipped_batches": skipped} if skipped else {})}
-        improved = task.is_better(metric, metrics[metric], state.best_score)
-        if improved:
-            state.best_score, state.best_epoch, state.epochs_without_improvement = metrics[metric], epoch + 1, 0
-            best_weights = None  # the current weights are the best; copied below only when they move on
-            best_validation = (metrics, scored)
-        else:
-            state.epochs_without_improvement += 1
-        record["best"] = improved
-        state.history.append(record)
-        state.epoch = epoch + 1
-        state.stopped_early = tc.patience > 0 and state.epochs_without_improvement >= tc.patience
-        if accelerator.is_main_process:
-            with reporting_write_errors(run.metrics, "the metrics"), run.metrics.open("a", encoding="utf-8") as f:
-                f.write(to_json(record) + "\n")
-            save_checkpoint(run.last_checkpoint, accelerator.unwrap_model(trained), optimizer, scheduler, state,
-                            best_weights)
-        accelerator.wait_for_everyone()
-        if improved:
-            best_weights = cpu_state(accelerator.unwrap_model(trained))
-        trackers.log_epoch(accelerator, cfg, record)
-        if show:
-            _print_epoch(record, tc, state, task, metric)
-        if on_epoch is not None:
-            on_epoch(record)
+            metrics, scored = evaluate(trained, val_loader, task, accelerator, bf16)
+            record = {"epoch": epoch + 1, "step": state.step, "train_loss": loss_sum / max(samples, 1),
+                      **{f"val_{name}": metrics[name] for name in task.metric_names},
+                      "lr": scheduler.get_last_lr()[0], "epoch_seconds": round(train_seconds, 3),
+                      "train_samples_per_s": round(samples / train_seconds, 2),
+                      "train_tokens_per_s": round(tokens / train_seconds, 1),
+                      "time": round(state.train_seconds, 3), **({"skipped_batches": skipped} if skipped else {})}
+            improved = task.is_better(metric, metrics[metric], state.best_score)
+            if improved:
+                state.best_score, state.best_epoch, state.epochs_without_improvement = metrics[metric], epoch + 1, 0
+                best_weights = None  # the current weights are the best; copied below only when they move on
+                best_validation = (metrics, scored)
+            else:
+                state.epochs_without_improvement += 1
+            record["best"] = improved
+            state.history.append(record)
+            state.epoch = epoch + 1
+            state.stopped_early = tc.patience > 0 and state.epochs_without_improvement >= tc.patience
+            if accelerator.is_main_process:
+                with reporting_write_errors(run.metrics, "the metrics"), run.metrics.open("a", encoding="utf-8") as f:
+                    f.write(to_json(record) + "\n")
+                save_checkpoint(run.last_checkpoint, accelerator.unwrap_model(trained), optimizer, scheduler, state,
+                                best_weights)
+            accelerator.wait_for_everyone()
+            if improved:
+                best_weights = cpu_state(accelerator.unwrap_model(trained))
+            trackers.log_epoch(accelerator, cfg, record)
+            if show:
+                _print_epoch(record, tc, state, task, metric)
+            if on_epoch is not None:
+                on_epoch(record)
+    except BaseException:  # a failure, Ctrl-C or a pruned trial: the trackers' run is closed as failed
+        trackers.end(accelerator, cfg, failed=True)
+        raise
 
     if best_weights is not None:
         accelerator.unwrap_model(trained).load_state_dict(best_weights)
