@@ -208,7 +208,8 @@ def _class_chart(classes: dict, kind: str) -> str:
     axes.set_xticks(x, [str(n)[:18] for n in names], rotation=45 if len(names) > 6 else 0,
                     ha="right" if len(names) > 6 else "center")
     axes.set_ylabel("examples")
-    axes.legend()
+    axes.set_ylim(0, 1.25 * max(1, *(max(c["train"], c["validation"]) for c in classes.values())))  # the legend's room
+    axes.legend(ncols=2, loc="upper center", fontsize=8)
     axes.set_title(f"{kind} counts")
     return png_image(figure, f"{kind} counts in training and validation")
 
