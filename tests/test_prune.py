@@ -52,3 +52,62 @@ def test_prune_refuses_a_sparsity_outside_0_1(run, tmp_path):
     with pytest.raises(StropError, match="--sparsity"):
         prune(run, 1.0, [f"output_dir={tmp_path / 'x'}"])
     assert not (tmp_path / "x").exists()
+
+
+def test_channel_pruning_removes_the_lowest_scored_channels_and_nothing_else(run):
+    from strop.prune import channel_prune, feed_forward_pairs
+
+    original = strop.load(run, device="cpu").model.eval()
+    pruned = strop.load(run, device="cpu").model.eval()
+    width = feed_forward_pairs(original)[0][0].out_features
+    removed = channel_prune(pruned, 0.25)
+    assert removed["channels"] == width and removed["channels_kept"] == round(width * 0.75)
+    assert removed["parameters_kept"] < removed["parameters"]
+    assert pruned.body.model.config.intermediate_size == removed["channels_kept"]
+    # The same model with the lowest-scored channels silenced (their weights and bias zero) computes the same
+    for inner, outer in feed_forward_pairs(original):
+        score = inner.weight.norm(dim=1) * outer.weight.norm(dim=0)
+        dropped = torch.argsort(score)[: width - removed["channels_kept"]]
+        with torch.no_grad():
+            inner.weight[dropped] = 0
+            inner.bias[dropped] = 0
+            outer.weight[:, dropped] = 0
+    batch = {"input_ids": torch.tensor([[2, 5, 9, 11, 3]]), "attention_mask": torch.ones(1, 5, dtype=torch.long)}
+    with torch.no_grad():  # GELU(0) = 0: a silenced channel adds nothing
+        assert torch.allclose(pruned(**batch), original(**batch), atol=1e-5)
+
+
+def test_prune_channels_gives_a_smaller_plain_transformers_model(run, tmp_path, capsys):
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    output = tmp_path / "channels"
+    assert main(["prune", str(run), f"output_dir={output}", "--structure", "channels", "--sparsity", "0.5",
+                 "train.epochs=1"]) == 0
+    report = json.loads((output / "prune.json").read_text())
+    assert report["structure"] == "channels" and report["channels_kept"] == report["channels"] // 2
+    assert report["parameters_kept"] < report["parameters"]
+    assert "feed-forward channels kept" in capsys.readouterr().out
+    config = AutoConfig.from_pretrained(output / "model")
+    assert config.intermediate_size == report["channels_kept"]
+    plain = AutoModelForSequenceClassification.from_pretrained(output / "model").eval()  # no size mismatch
+    loaded = strop.load(output, device="cpu")
+    encoded = loaded.model.body.tokenizer(["a good film", "dull"], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        theirs = plain(**encoded).logits
+        ours = loaded.model(**{k: v for k, v in encoded.items()})
+    assert torch.allclose(theirs, ours, atol=1e-5)
+    summary = json.loads((output / "summary.json").read_text())
+    assert report["recovered"] == pytest.approx(summary["validation"]["accuracy"])
+
+
+def test_prune_channels_refuses_a_body_without_feed_forward_blocks(tmp_path):
+    import numpy as np
+
+    rows = np.random.default_rng(0).normal(size=(40, 3))
+    data = tmp_path / "rows.csv"
+    data.write_text("a,b,c,label\n" + "".join(f"{x:.3f},{y:.3f},{z:.3f},{int(x > 0)}\n" for x, y, z in rows))
+    mlp = strop.fit(None, ["model.name=mlp", f"data.train={data}", f"output_dir={tmp_path / 'mlp'}",
+                           "train.epochs=1", "train.quiet=true"])
+    with pytest.raises(StropError, match="--structure channels removes feed-forward channels .* use --structure weights"):
+        prune(mlp, 0.5, [f"output_dir={tmp_path / 'x'}"], structure="channels")
+    assert not (tmp_path / "x").exists()

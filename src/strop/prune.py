@@ -1,12 +1,24 @@
-"""`strop prune RUN --sparsity 0.5 [key=value ...]`: magnitude pruning of a fine-tuned model, then a short
-recovery fine-tune that keeps the pruned weights at zero (method `sparse`).
+"""`strop prune RUN --sparsity 0.5 [--structure weights|channels] [key=value ...]`: pruning of a fine-tuned
+model, then a short recovery fine-tune.
 
-Unstructured: in every linear layer of the body, the given share of weights with the smallest magnitude is
-set to zero (per layer, torch.nn.utils.prune.l1_unstructured). The embeddings, layer norms, biases and the
-task head are kept. The recovery runs strop's one loop on the run's own data and config (train.epochs=2 unless
-overridden) and writes a normal run directory; the sparsity of its saved model and the validation score
-before and after recovery are printed and saved in its prune.json. The weights stay dense tensors: the zeros
-shrink nothing on disk and speed nothing up without a sparse runtime.
+`weights` (unstructured, the default): in every linear layer of the body, the given share of weights with the
+smallest magnitude is set to zero (per layer, torch.nn.utils.prune.l1_unstructured). The embeddings, layer
+norms, biases and the task head are kept. The weights stay dense tensors: the zeros shrink nothing on disk and
+speed nothing up without a sparse runtime. The recovery keeps them at zero (method `sparse`).
+
+`channels` (structured): in every transformer block, the given share of the feed-forward network's inner
+channels is removed for good: rows of its first linear layer, columns of its second. Each channel is scored by
+the product of the norms of its two weight vectors (what it reads and what it writes), so one that is small
+on either side goes first, as in L1-norm filter pruning of CNNs. Every block keeps the same number, so the
+model stays a plain transformers model with a smaller `intermediate_size`: smaller on disk and faster, and
+loadable by plain transformers. Attention heads are not removed: transformers 5 dropped `prune_heads` and
+`config.pruned_heads`, and a BERT config derives the head size from hidden size / heads, so a model with fewer
+heads could not be described by its config any more. The feed-forward network holds two thirds of a BERT
+block's weights.
+
+The recovery runs strop's one loop on the run's own data and config (train.epochs=2 unless overridden) and
+writes a normal run directory; the sparsity (or channels removed, parameters before and after) and the
+validation score before and after recovery are printed and saved in its prune.json.
 """
 
 from __future__ import annotations
@@ -14,6 +26,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
+import torch
 from torch import nn
 
 from strop.errors import StropError
@@ -34,16 +47,66 @@ def magnitude_prune(model: nn.Module, sparsity: float) -> float:
     return measured_sparsity(model)
 
 
+def feed_forward_pairs(model: nn.Module) -> list[tuple[nn.Linear, nn.Linear]]:
+    """The (expanding, contracting) linear layers of each transformer block's feed-forward network, for the
+    BERT family's layout (`intermediate.dense`, `output.dense`: BERT, RoBERTa, ELECTRA, MiniLM, XLM-R).
+
+    Raises:
+        StropError: the body is not a transformers encoder of that layout.
+    """
+    pairs = []
+    body = getattr(model.body, "model", None)
+    config = getattr(body, "config", None)
+    if config is not None and hasattr(config, "intermediate_size"):
+        for block in model.body.layers()[1:]:
+            inner = getattr(getattr(block, "intermediate", None), "dense", None)
+            outer = getattr(getattr(block, "output", None), "dense", None)
+            if isinstance(inner, nn.Linear) and isinstance(outer, nn.Linear):
+                pairs.append((inner, outer))
+    if not pairs:
+        kind = type(body).__name__ if body is not None else type(model.body).__name__
+        raise StropError(f"--structure channels removes feed-forward channels of BERT-style transformer blocks "
+                         f"(intermediate.dense, output.dense); {kind} has none: use --structure weights")
+    return pairs
+
+
+def channel_prune(model: nn.Module, share: float) -> dict:
+    """Removes the `share` of feed-forward channels with the lowest score from every block, in place (see the
+    module docstring); returns the channels and parameters before and after."""
+    pairs = feed_forward_pairs(model)
+    width = pairs[0][0].out_features
+    keep_count = max(1, round(width * (1 - share)))
+    parameters_before = sum(p.numel() for p in model.parameters())
+    for inner, outer in pairs:
+        score = inner.weight.detach().norm(dim=1) * outer.weight.detach().norm(dim=0)
+        keep = torch.sort(torch.topk(score, keep_count).indices).values  # the kept channels, in their order
+        inner.weight = nn.Parameter(inner.weight.detach()[keep].clone())
+        if inner.bias is not None:
+            inner.bias = nn.Parameter(inner.bias.detach()[keep].clone())
+        inner.out_features = keep_count
+        outer.weight = nn.Parameter(outer.weight.detach()[:, keep].clone())
+        outer.in_features = keep_count
+    model.body.model.config.intermediate_size = keep_count  # what config.json will say: loadable as it is
+    return {"channels": width, "channels_kept": keep_count, "parameters": parameters_before,
+            "parameters_kept": sum(p.numel() for p in model.parameters())}
+
+
 def measured_sparsity(model: nn.Module) -> float:
     weights = [layer.weight for layer in prunable(model)]
     return float(sum(int((w == 0).sum()) for w in weights) / sum(w.numel() for w in weights))
 
 
-def prune(run_dir: str | Path, sparsity: float = 0.5, overrides: list[str] = (), quiet: bool = False) -> Path:
-    """Prunes the run's model and fine-tunes it to recover; returns the new run directory.
+STRUCTURES = ("weights", "channels")
+
+
+def prune(run_dir: str | Path, sparsity: float = 0.5, overrides: list[str] = (), quiet: bool = False,
+          structure: str = "weights") -> Path:
+    """Prunes the run's model (`structure`: see the module docstring) and fine-tunes it to recover; returns the
+    new run directory.
 
     Raises:
-        StropError: a sparsity outside (0, 1), a run without config.yaml, or what `fit` refuses.
+        StropError: a sparsity outside (0, 1), an unknown structure, a run without config.yaml, a body without
+            feed-forward channels (structure channels), or what `fit` refuses.
     """
     from strop.compress import merged_copy, validation_examples
     from strop.config import load_config
@@ -54,32 +117,46 @@ def prune(run_dir: str | Path, sparsity: float = 0.5, overrides: list[str] = (),
 
     if not 0 < sparsity < 1:
         raise StropError(f"--sparsity must be in (0, 1); got {sparsity}")
+    if structure not in STRUCTURES:
+        raise StropError(f"--structure must be one of {', '.join(STRUCTURES)}; got {structure!r}")
     run_dir = Path(run_dir)
     if not (run_dir / "config.yaml").is_file():
         raise StropError(f"{run_dir} has no config.yaml: give a run directory of strop fit (its data come from it)")
     predictor = load(run_dir, device="cpu")
     task, metric = predictor.task, predictor.task.lead_metric
+    model = merged_copy(predictor.model)
+    if structure == "channels":
+        feed_forward_pairs(model)  # refused before any scoring or writing
     examples = validation_examples(run_dir, predictor, None)
 
     def score(model) -> float:
         outputs = Predictor(model, task, predictor.info).outputs(examples.inputs)
         return float(task.metrics(outputs, task.scored_targets(examples.targets))[metric])
 
-    model = merged_copy(predictor.model)
     before = score(model)
-    magnitude_prune(model, sparsity)
+    removed = channel_prune(model, sparsity) if structure == "channels" else magnitude_prune(model, sparsity)
     pruned = score(model)
+    # Removed channels are gone: the rest of the body trains as in full fine-tuning. Zeroed weights must stay zero.
+    recovery = "full" if structure == "channels" else "sparse"
     cfg = load_config(run_dir / "config.yaml", ["train.resume=false", "output_dir=null", "train.epochs=2",
-                                                 *overrides, "method.name=sparse"])
+                                                 *overrides, f"method.name={recovery}"])
     with tempfile.TemporaryDirectory(prefix="strop-pruned-") as tmp:
         info = {k: v for k, v in predictor.info.items() if k != "adapter"}
         save_model(Path(tmp) / "pruned", model, task, {**info, "method": "full"})
         run = fit(load_config(cfg, [f"model.name={Path(tmp) / 'pruned'}"]))
     recovered = load(run, device="cpu")
-    report = {"sparsity_target": sparsity, "sparsity": measured_sparsity(recovered.model), "metric": metric,
-              "original": before, "pruned": pruned, "recovered": score(recovered.model), "source": str(run_dir)}
+    report = {"structure": structure, "sparsity_target": sparsity, "metric": metric, "original": before,
+              "pruned": pruned, "recovered": score(recovered.model), "source": str(run_dir)}
+    if structure == "channels":
+        report.update(removed)
+        report["parameters_kept"] = sum(p.numel() for p in recovered.model.parameters())
+    else:
+        report["sparsity"] = measured_sparsity(recovered.model)
     atomic_write_json(run / "prune.json", report, "the pruning report")
     if not quiet:
-        print(f"sparsity {report['sparsity']:.1%} of the body's linear weights; {metric}: original {before:.4f}, "
-              f"pruned {pruned:.4f}, after recovery {report['recovered']:.4f} -> {run}")
+        what = (f"{report['channels_kept']} of {report['channels']} feed-forward channels kept in each block, "
+                f"{report['parameters_kept'] / report['parameters']:.1%} of the parameters"
+                if structure == "channels" else f"sparsity {report['sparsity']:.1%} of the body's linear weights")
+        print(f"{what}; {metric}: original {before:.4f}, pruned {pruned:.4f}, after recovery "
+              f"{report['recovered']:.4f} -> {run}")
     return run
