@@ -35,8 +35,13 @@ ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELI
 
 
 def trainable_parameters(run: Path) -> tuple[int, int]:
-    """(parameters that trained, parameters of the model), from the saved weights."""
+    """(parameters that trained, parameters of the model): from summary.json, or for runs older than its
+    "parameters", from the saved weights (which count a bottleneck run's whole body as trained)."""
     from safetensors import safe_open
+
+    counted = json.loads((run / "summary.json").read_text()).get("parameters")
+    if counted:
+        return counted["trainable"], counted["total"]
 
     def count(path: Path) -> int:
         with safe_open(str(path), "pt") as f:

@@ -61,6 +61,8 @@ def test_a_bottleneck_run_saves_and_reloads_its_adapters(tiny_model_dir, text_da
     predictor = strop.load(run, device="cpu")
     summary = json.loads((run / "summary.json").read_text())
     assert evaluate_file(predictor, text_data["dev"])["loss"] == pytest.approx(summary["validation"]["loss"], abs=1e-5)
+    trained = sum(p.numel() for n, p in predictor.model.named_parameters() if ".adapter." in n or n.startswith("head."))
+    assert summary["parameters"] == {"trainable": trained, "total": sum(p.numel() for p in predictor.model.parameters())}
     with pytest.raises(StropError, match="start from its base model"):
         strop.fit(None, [f"model.name={run}", f"data.train={text_data['train']}", f"output_dir={tmp_path / 'b'}"])
 

@@ -39,6 +39,7 @@ def test_fit_writes_a_complete_run(tiny_overrides, tmp_path):
     assert cfg.optim.lr == 1e-3 and cfg.output_dir == str(run)
     summary = json.loads((run / "summary.json").read_text())
     assert summary["labels"] == ["negative", "positive"]
+    assert summary["parameters"]["trainable"] == summary["parameters"]["total"] > 0  # full fine-tuning
     assert summary["best"]["val_accuracy"] == max(r["val_accuracy"] for r in history)
     assert summary["validation"]["accuracy"] == summary["best"]["val_accuracy"]  # fp32 run: no re-validation
 

@@ -216,6 +216,7 @@ def fit(config: str | Path | dict | Config | None = None, overrides: list[str] =
                 "train_seconds": round(state.train_seconds, 3),
                 "wall_seconds_this_session": round(time.perf_counter() - started, 3),
                 "train_examples": len(splits.train), "validation_examples": len(splits.validation),
+                "parameters": dict(zip(("trainable", "total"), count_parameters(accelerator.unwrap_model(model)))),
                 **{key: value for key, value in task.info().items() if key in ("labels", "targets")},
             }, "the summary")
             from strop.report import report_after_fit  # report.html; a failure there only warns
