@@ -101,6 +101,22 @@ def test_muon_takes_the_pretrained_weight_matrices_and_adamw_the_rest(tiny_overr
     again.load_state_dict(state)
     first = next(iter(optimizer.muon.state.values()))["momentum_buffer"]
     assert torch.equal(next(iter(again.muon.state.values()))["momentum_buffer"], first)
+    # ... and the rates a schedule sets after loading reach the groups the two optimizers step with
+    assert [id(g) for g in again.param_groups] == [id(g) for part in again.parts for g in part.param_groups]
+
+
+def test_a_muon_run_moves_the_weights_of_both_halves(tiny_overrides, tiny_model_dir):
+    from safetensors.torch import load_file
+
+    import strop
+
+    start = load_file(tiny_model_dir / "model.safetensors")
+    run = strop.fit(None, tiny_overrides + ["optim.name=muon", "train.epochs=1"])
+    trained = load_file(run / "model" / "model.safetensors")
+    for name in ("layer.0.attention.self.query.weight", "layer.0.attention.self.query.bias"):  # Muon's, AdamW's
+        before = next(v for k, v in start.items() if k.endswith(name))
+        after = next(v for k, v in trained.items() if k.endswith(name))
+        assert not torch.equal(before, after), name
 
 
 

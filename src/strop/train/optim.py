@@ -154,6 +154,9 @@ class MuonWithAdamW(torch.optim.Optimizer):
         for name in ("muon", "adamw"):
             if getattr(self, name) is not None:
                 getattr(self, name).load_state_dict(state_dict[name])
+        # torch's load_state_dict gives each optimizer new group dicts: without this the schedule would set the
+        # rates of the old ones, which nothing reads (Accelerate's prepare loads the state once, so every run)
+        self.param_groups = [g for part in self.parts for g in part.param_groups]
 
 
 def warmup_steps(cfg: OptimConfig, total_steps: int) -> int:
