@@ -1,14 +1,13 @@
 """The fine-tuning controls against each other: what trains (full, bottom-k frozen with its cache, gradual
 unfreezing, layer-wise rate decay, BitFit), class imbalance (none against auto on a 10:1 draw of SST-2), text
-augmentation (word deletion and swap with full fine-tuning), mixup for vectors (a new MLP on scikit-learn's
-bundled digits and breast-cancer data), and the optimizers (AdamW against Muon, full fine-tuning).
+augmentation (word deletion and swap with full fine-tuning) and mixup for vectors (a new MLP on scikit-learn's
+bundled digits and breast-cancer data).
 
     python bench/controls.py methods --rows sst2-1k,trec --seeds 3
     python bench/controls.py imbalance --seeds 3
     python bench/controls.py imbalance --seeds 3 --set method.name=freeze   # frozen body, cached features: minutes
     python bench/controls.py augment --seeds 3
     python bench/controls.py mixup --seeds 5
-    python bench/controls.py optimizers --rows sst2-1k --seeds 3
 
 Every run is `strop fit` with strop's defaults except the variant's settings and the seed, on the benchmark's
 own rows (bench/rows.py, same data seed); accuracy and macro-F1 on the row's scoring split, wall seconds of
@@ -45,9 +44,7 @@ AUGMENT = {"none": [], "deletion": ["data.augment=deletion"], "swap": ["data.aug
            "deletion_swap": ["data.augment=deletion_swap"]}  # full fine-tuning, texts
 MIXUP = {"none": ["model.name=mlp"], "mixup-0.2": ["model.name=mlp", "data.mixup=0.2"],
          "mixup-0.4": ["model.name=mlp", "data.mixup=0.4"]}  # a new MLP on vectors
-OPTIMIZERS = {"adamw": [], "muon": ["optim.name=muon"]}  # full fine-tuning at the same (auto) rate and schedule
 STUDIES = {"methods": (METHODS, "sst2-1k,trec"), "imbalance": (IMBALANCE, "sst2-1k"),
-           "optimizers": (OPTIMIZERS, "sst2-1k,trec"),
            "augment": (AUGMENT, "sst2-fs64,trec-fs8,sst2-1k"), "mixup": (MIXUP, "digits-300,breast_cancer-100")}
 VECTOR_SETS = {"digits": "load_digits", "breast_cancer": "load_breast_cancer"}  # bundled with scikit-learn
 

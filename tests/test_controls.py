@@ -117,7 +117,7 @@ def test_l1_and_label_smoothing_change_the_training_loss(tiny_overrides, tmp_pat
     assert runs["smooth"] != pytest.approx(runs["plain"], abs=1e-4)
 
 
-@pytest.mark.parametrize("name", ["sgd", "rmsprop", "adam", "muon"])
+@pytest.mark.parametrize("name", ["sgd", "rmsprop", "adam"])
 def test_other_optimizers_train(name, tiny_overrides, tmp_path):
     history = _history(strop.fit(None, tiny_overrides + [f"optim.name={name}", "optim.nesterov=true",
                                                           "optim.lr=1e-2" if name == "sgd" else "optim.lr=1e-3"]))

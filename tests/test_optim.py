@@ -1,5 +1,4 @@
 import pytest
-import torch
 
 from strop.config import OptimConfig
 from strop.train.optim import build_optimizer, resolve_lr
@@ -66,70 +65,3 @@ def test_fit_gives_the_head_its_own_rate_where_the_body_trains_too(tiny_override
     strop.fit(None, tiny_overrides + ["train.epochs=1", "optim.head_lr_scale=5", "method.name=freeze",
                                       f"output_dir={tmp_path / 'frozen'}"])
     assert sorted({lr for lr, _ in _rates(built[1]).values()}) == [pytest.approx(1e-3)]
-
-
-def test_muon_takes_the_pretrained_weight_matrices_and_adamw_the_rest(tiny_overrides, tmp_path):
-    from strop.config import load_config
-    from strop.fit import load_splits, resolve_config
-    from strop.model import build_model, resolve_source
-    from strop.train.optim import MuonWithAdamW, build_optimizer, build_scheduler
-
-    cfg = resolve_config(load_config(None, tiny_overrides + ["optim.name=muon"]))
-    splits = load_splits(cfg, resolve_source(cfg.model.name).input_kind)
-    model, _, _ = build_model(resolve_source(cfg.model.name), splits.task, cfg, splits.train.inputs)
-    optimizer = build_optimizer(model, cfg.optim, 1e-3, model.new_parameters)
-    assert isinstance(optimizer, MuonWithAdamW)
-    embeddings = {id(p) for m in model.modules() if isinstance(m, torch.nn.Embedding) for p in m.parameters()}
-    muon = {id(p) for g in optimizer.muon.param_groups for p in g["params"]}
-    adamw = {id(p) for g in optimizer.adamw.param_groups for p in g["params"]}
-    pretrained_matrices = {id(p) for p in model.parameters()  # the body's and the pretrained pooler's
-                           if p.ndim == 2 and id(p) not in embeddings and id(p) not in model.new_parameters}
-    assert muon == pretrained_matrices
-    assert adamw == {id(p) for p in model.parameters()} - muon  # head, biases, norms, embeddings
-    assert model.new_parameters <= adamw
-    # The schedule's rates reach both optimizers: their groups are the combined one's
-    scheduler = build_scheduler(optimizer, cfg.optim, total_steps=10)
-    warming = optimizer.muon.param_groups[0]["lr"]
-    batch = model.body.tokenizer(list(splits.train.inputs[:4]), padding=True, return_tensors="pt")
-    model(**batch).sum().backward()
-    optimizer.step()
-    scheduler.step()
-    assert optimizer.muon.param_groups[0]["lr"] == scheduler.get_last_lr()[0] != warming
-    # A checkpoint's state holds both halves and loads back
-    state = optimizer.state_dict()
-    again = build_optimizer(model, cfg.optim, 1e-3, model.new_parameters)
-    again.load_state_dict(state)
-    first = next(iter(optimizer.muon.state.values()))["momentum_buffer"]
-    assert torch.equal(next(iter(again.muon.state.values()))["momentum_buffer"], first)
-    # ... and the rates a schedule sets after loading reach the groups the two optimizers step with
-    assert [id(g) for g in again.param_groups] == [id(g) for part in again.parts for g in part.param_groups]
-
-
-def test_a_muon_run_moves_the_weights_of_both_halves(tiny_overrides, tiny_model_dir):
-    from safetensors.torch import load_file
-
-    import strop
-
-    start = load_file(tiny_model_dir / "model.safetensors")
-    run = strop.fit(None, tiny_overrides + ["optim.name=muon", "train.epochs=1"])
-    trained = load_file(run / "model" / "model.safetensors")
-    for name in ("layer.0.attention.self.query.weight", "layer.0.attention.self.query.bias"):  # Muon's, AdamW's
-        before = next(v for k, v in start.items() if k.endswith(name))
-        after = next(v for k, v in trained.items() if k.endswith(name))
-        assert not torch.equal(before, after), name
-
-
-
-def test_an_interrupted_muon_run_resumes_to_the_uninterrupted_one(tiny_overrides, tmp_path, monkeypatch):
-    from safetensors.torch import load_file
-
-    import strop
-    from conftest import interrupt_after_checkpoint
-
-    common = [o for o in tiny_overrides if not o.startswith("output_dir")] + ["optim.name=muon"]
-    straight = strop.fit(None, common + [f"output_dir={tmp_path / 'straight'}"])
-    interrupt_after_checkpoint(monkeypatch, lambda: strop.fit(None, common + [f"output_dir={tmp_path / 'resumed'}"]))
-    resumed = strop.fit(None, common + [f"output_dir={tmp_path / 'resumed'}", "train.resume=true"])
-    a = load_file(straight / "checkpoints/last/model.safetensors")
-    b = load_file(resumed / "checkpoints/last/model.safetensors")
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)  # both halves' state came back

@@ -177,7 +177,7 @@ class OptimConfig:
     max_grad_norm: float = 1.0  # gradient clipping; 0 turns it off
 
     def __post_init__(self):
-        _choice("optim.name", self.name, ("adamw", "adam", "sgd", "rmsprop", "muon"))
+        _choice("optim.name", self.name, ("adamw", "adam", "sgd", "rmsprop"))
         _require(self.lr in ("auto", "find") or (isinstance(self.lr, float) and self.lr > 0),
                  f"optim.lr must be a number > 0, auto or find; got {self.lr!r}")
         _require(self.head_lr_scale > 0, f"optim.head_lr_scale must be > 0; got {self.head_lr_scale}")

@@ -40,7 +40,7 @@ def parameter_groups(model: nn.Module, weight_decay: float, head: set[int], head
             groups.setdefault((in_head, no_decay, rate), []).append(param)
     order = sorted(groups, key=lambda key: (key[0], -key[2], key[1]))  # body first, top layers first
     return [{"params": groups[key], "weight_decay": 0.0 if key[1] else weight_decay,
-             "kind": "no_decay" if key[1] else "decay", "rate": key[2], "head": key[0],
+             "kind": "no_decay" if key[1] else "decay", "rate": key[2],
              **({"lr": head_lr} if key[0] else {"lr_scale": key[2]})}
             for key in order]
 
@@ -108,55 +108,7 @@ def build_optimizer(trained: nn.Module, cfg: OptimConfig, lr: float, head: set[i
         return torch.optim.Adam(groups, lr=lr, fused=fused)
     if cfg.name == "rmsprop":
         return torch.optim.RMSprop(groups, lr=lr, momentum=cfg.momentum)
-    if cfg.name == "muon":
-        return MuonWithAdamW(groups, lr=lr, fused=fused)
     return torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0)
-
-
-class MuonWithAdamW(torch.optim.Optimizer):
-    """optim.name=muon: Muon (torch.optim.Muon: momentum orthogonalised by Newton-Schulz iterations; Jordan et
-    al. 2024) for the body's weight matrices, AdamW for the rest: embeddings, biases, norms, and the task head,
-    as Muon's authors do. Muon's update is scaled to match AdamW's root-mean-square (`match_rms_adamw`, Liu et
-    al. 2025), so the same peak rate, schedule and weight decay apply to both halves.
-
-    One optimizer to the loop, the schedule, the LR finder and checkpoints: its parameter groups are the two
-    optimizers' own group dicts (a rate set on one reaches the optimizer that uses it), and its state dict holds
-    both."""
-
-    def __init__(self, groups: list[dict], lr: float, fused: bool = False):
-        matrices, others = [], []
-        for group in groups:
-            settings = {k: v for k, v in group.items() if k != "params"}
-            takes_muon = group["kind"] == "decay" and not group.get("head")
-            square = [p for p in group["params"] if takes_muon and p.ndim == 2]
-            rest = [p for p in group["params"] if not (takes_muon and p.ndim == 2)]
-            if square:
-                matrices.append({**settings, "params": square})
-            if rest:
-                others.append({**settings, "params": rest})
-        self.muon = torch.optim.Muon(matrices, lr=lr, adjust_lr_fn="match_rms_adamw") if matrices else None
-        self.adamw = torch.optim.AdamW(others, lr=lr, fused=fused) if others else None
-        self.parts = [part for part in (self.muon, self.adamw) if part is not None]
-        super().__init__([p for g in groups for p in g["params"]], {"lr": lr})
-        self.param_groups = [g for part in self.parts for g in part.param_groups]
-
-    @torch.no_grad()
-    def step(self, closure=None):
-        loss = closure() if closure is not None else None
-        for part in self.parts:
-            part.step()
-        return loss
-
-    def state_dict(self) -> dict:
-        return {"muon": self.muon and self.muon.state_dict(), "adamw": self.adamw and self.adamw.state_dict()}
-
-    def load_state_dict(self, state_dict: dict) -> None:
-        for name in ("muon", "adamw"):
-            if getattr(self, name) is not None:
-                getattr(self, name).load_state_dict(state_dict[name])
-        # torch's load_state_dict gives each optimizer new group dicts: without this the schedule would set the
-        # rates of the old ones, which nothing reads (Accelerate's prepare loads the state once, so every run)
-        self.param_groups = [g for part in self.parts for g in part.param_groups]
 
 
 def warmup_steps(cfg: OptimConfig, total_steps: int) -> int:
