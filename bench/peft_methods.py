@@ -35,34 +35,9 @@ ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELI
 
 
 def trainable_parameters(run: Path) -> tuple[int, int]:
-    """(parameters that trained, parameters of the model): from summary.json, or for runs older than its
-    "parameters", from the saved weights (which count a bottleneck run's whole body as trained)."""
-    from safetensors import safe_open
-
-    counted = json.loads((run / "summary.json").read_text()).get("parameters")
-    if counted:
-        return counted["trainable"], counted["total"]
-
-    def count(path: Path) -> int:
-        with safe_open(str(path), "pt") as f:
-            return sum(_numel(f.get_slice(k).get_shape()) for k in f.keys())
-
-    model = run / "model"
-    if (model / "adapter_model.safetensors").is_file():
-        import strop
-
-        predictor = strop.load(run, device="cpu")
-        total = sum(p.numel() for p in predictor.model.parameters())
-        return count(model / "adapter_model.safetensors") + count(model / "head.safetensors"), total
-    total = count(model / "model.safetensors")
-    return total, total
-
-
-def _numel(shape) -> int:
-    n = 1
-    for size in shape:
-        n *= size
-    return n
+    """(parameters that trained, parameters of the model), as the run's summary.json records them."""
+    counted = json.loads((run / "summary.json").read_text())["parameters"]
+    return counted["trainable"], counted["total"]
 
 
 def fit(files, method: str, seed: int, epochs: int, output: Path) -> dict:

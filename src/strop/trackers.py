@@ -40,10 +40,8 @@ def accelerator_options(cfg) -> dict:
 def start(accelerator, cfg) -> None:
     """Opens the trackers' run, named after the run directory, with the config as its parameters."""
     if cfg.train.trackers:
-        name = Path(cfg.output_dir).name
-        if "mlflow" in cfg.train.trackers and accelerator.is_main_process and not os.environ.get("MLFLOW_TRACKING_URI"):
-            import mlflow
-
+        name, mlflow = Path(cfg.output_dir).name, _mlflow_here(accelerator, cfg)
+        if mlflow is not None and not os.environ.get("MLFLOW_TRACKING_URI"):
             (Path(cfg.output_dir) / "trackers").mkdir(parents=True, exist_ok=True)
             mlflow.set_tracking_uri(run_mlflow_uri(cfg))
         accelerator.init_trackers(name, config=hyperparameters(cfg.to_dict()),
@@ -63,18 +61,23 @@ def end(accelerator, cfg, failed: bool = False) -> None:
     """Closes the trackers' run: as failed when training stopped on an error, an interrupt or pruning."""
     if not cfg.train.trackers:
         return
-    if failed and "mlflow" in cfg.train.trackers and accelerator.is_main_process:
-        import mlflow
-
+    mlflow = _mlflow_here(accelerator, cfg)
+    if failed and mlflow is not None:
         mlflow.end_run(status="FAILED")  # Accelerate's own end would mark it finished
     accelerator.end_training()
+    # set_tracking_uri also sets MLFLOW_TRACKING_URI, which the next run in this process (a search's trial, a cv
+    # fold) would take for the user's server and log into this run's database
+    if mlflow is not None and mlflow.get_tracking_uri() == run_mlflow_uri(cfg):
+        mlflow.set_tracking_uri(None)
+
+
+def _mlflow_here(accelerator, cfg):
+    """The mlflow module where this process logs to MLflow (the main process, with mlflow in train.trackers)."""
     if "mlflow" in cfg.train.trackers and accelerator.is_main_process:
         import mlflow
 
-        # set_tracking_uri also sets MLFLOW_TRACKING_URI, which the next run in this process (a search's trial, a
-        # cv fold) would take for the user's server and log into this run's database
-        if mlflow.get_tracking_uri() == run_mlflow_uri(cfg):
-            mlflow.set_tracking_uri(None)
+        return mlflow
+    return None
 
 
 def run_mlflow_uri(cfg) -> str:
