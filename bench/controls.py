@@ -102,6 +102,7 @@ def main() -> None:
                                                    "augment sst2-fs64,trec-fs8,sst2-1k; mixup digits-300,breast_cancer-100)")
     parser.add_argument("--variants", default="", help="comma-separated subset of the study's variants")
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--first-seed", type=int, default=1, help="seeds run from here (to add seeds to a study)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="a setting added to every run (e.g. method.name=freeze), repeatable")
     parser.add_argument("--out", default=None)
@@ -121,7 +122,7 @@ def main() -> None:
                 train, score = bench_rows.build(bench_rows.resolve(row_name))
             score_file = Path(tmp) / f"{row_name}-score.csv"
             score.to_csv(score_file, index=False)
-            for seed in range(1, args.seeds + 1):
+            for seed in range(args.first_seed, args.first_seed + args.seeds):
                 data = imbalanced(train, IMBALANCE_RATIO, seed) if args.study == "imbalance" else train
                 train_file = Path(tmp) / f"{row_name}-{seed}-train.csv"
                 data.to_csv(train_file, index=False)
