@@ -100,7 +100,54 @@ def test_prune_channels_gives_a_smaller_plain_transformers_model(run, tmp_path, 
     assert report["recovered"] == pytest.approx(summary["validation"]["accuracy"])
 
 
-def test_prune_channels_refuses_a_body_without_feed_forward_blocks(tmp_path):
+def test_head_pruning_removes_the_lowest_scored_heads_and_nothing_else(run):
+    from strop.prune import head_blocks, head_prune
+
+    original = strop.load(run, device="cpu").model.eval()
+    pruned = strop.load(run, device="cpu").model.eval()
+    removed = head_prune(pruned, 0.5)
+    heads = removed["heads"]
+    assert removed["heads_kept"] == heads // 2 and removed["parameters_kept"] < removed["parameters"]
+    assert all(a.num_attention_heads == heads // 2 for a, _ in head_blocks(pruned))
+    # The same model with the lowest-scored heads silenced (value rows and bias zero: they pass nothing on)
+    # computes the same
+    for attention, output in head_blocks(original):
+        size = attention.attention_head_size
+        value = attention.value.weight.reshape(heads, size, -1).flatten(1).norm(dim=1)
+        written = output.weight.reshape(-1, heads, size).transpose(0, 1).flatten(1).norm(dim=1)
+        for head in torch.argsort(value * written)[: heads - removed["heads_kept"]].tolist():
+            with torch.no_grad():
+                attention.value.weight[head * size:(head + 1) * size] = 0
+                attention.value.bias[head * size:(head + 1) * size] = 0
+    batch = {"input_ids": torch.tensor([[2, 5, 9, 11, 3]]), "attention_mask": torch.ones(1, 5, dtype=torch.long)}
+    with torch.no_grad():
+        assert torch.allclose(pruned(**batch), original(**batch), atol=1e-5)
+
+
+def test_prune_heads_gives_a_run_that_loads_exports_and_starts_a_new_run(run, tmp_path, capsys):
+    output = tmp_path / "heads"
+    assert main(["prune", str(run), f"output_dir={output}", "--structure", "heads", "--sparsity", "0.5",
+                 "train.epochs=1"]) == 0
+    report = json.loads((output / "prune.json").read_text())
+    assert report["structure"] == "heads" and report["heads_kept"] == report["heads"] // 2
+    assert "attention heads kept" in capsys.readouterr().out
+    assert json.loads((output / "model" / "strop.json").read_text())["attention_heads"] == report["heads_kept"]
+    loaded = strop.load(output, device="cpu")  # rebuilt with the heads kept before the weights load
+    assert sum(p.numel() for p in loaded.model.parameters()) == report["parameters_kept"]
+    summary = json.loads((output / "summary.json").read_text())
+    assert report["recovered"] == pytest.approx(summary["validation"]["accuracy"])
+    # ONNX export of the smaller attention, equal to PyTorch
+    onnx_file = tmp_path / "heads.onnx"
+    assert main(["export", str(output), "--format", "onnx", "--output", str(onnx_file)]) == 0
+    assert onnx_file.is_file()
+    # a new run starting from the pruned model keeps its shape and says so in its own strop.json
+    again = strop.fit(run / "config.yaml", [f"model.name={output / 'model'}", f"output_dir={tmp_path / 'again'}",
+                                            "train.epochs=1", "train.resume=false"])
+    assert json.loads((again / "model" / "strop.json").read_text())["attention_heads"] == report["heads_kept"]
+
+
+@pytest.mark.parametrize("structure, what", [("channels", "feed-forward channels"), ("heads", "attention heads")])
+def test_structured_pruning_refuses_a_body_without_transformer_blocks(tmp_path, structure, what):
     import numpy as np
 
     rows = np.random.default_rng(0).normal(size=(40, 3))
@@ -108,6 +155,6 @@ def test_prune_channels_refuses_a_body_without_feed_forward_blocks(tmp_path):
     data.write_text("a,b,c,label\n" + "".join(f"{x:.3f},{y:.3f},{z:.3f},{int(x > 0)}\n" for x, y, z in rows))
     mlp = strop.fit(None, ["model.name=mlp", f"data.train={data}", f"output_dir={tmp_path / 'mlp'}",
                            "train.epochs=1", "train.quiet=true"])
-    with pytest.raises(StropError, match="--structure channels removes feed-forward channels .* use --structure weights"):
-        prune(mlp, 0.5, [f"output_dir={tmp_path / 'x'}"], structure="channels")
+    with pytest.raises(StropError, match=f"--structure {structure} removes {what} .* use --structure weights"):
+        prune(mlp, 0.5, [f"output_dir={tmp_path / 'x'}"], structure=structure)
     assert not (tmp_path / "x").exists()

@@ -396,21 +396,25 @@ def build_parser() -> argparse.ArgumentParser:
     distill.add_argument("--quiet", "-q", action="store_true", help="no progress output")
     distill.set_defaults(func=cmd_distill)
 
-    prune = commands.add_parser("prune", help="prune a run's model (weights or channels) and fine-tune it to recover",
+    prune = commands.add_parser("prune", help="prune a run's model (weights, channels or heads) and fine-tune it to "
+                                              "recover",
                                 description="--structure weights (the default): zeros the smallest --sparsity share "
                                             "of every linear layer's weights in the body, then fine-tunes on the "
                                             "run's data keeping them at zero. --structure channels: removes the "
                                             "--sparsity share of feed-forward channels from every transformer "
-                                            "block (a smaller, faster model, still a plain transformers one), then "
-                                            "fine-tunes the whole model. train.epochs=2 unless overridden; a normal "
+                                            "block (a smaller, faster model, still a plain transformers one). "
+                                            "--structure heads: removes the --sparsity share of attention heads "
+                                            "from every block (strop rebuilds the shape on loading). Both then "
+                                            "fine-tune the whole model. train.epochs=2 unless overridden; a normal "
                                             "run directory results, with prune.json: what was removed and the "
                                             "score before and after recovery.")
     prune.add_argument("run_dir", help="run directory written by strop fit")
     prune.add_argument("overrides", nargs="*", help="key=value overrides of the run's config, e.g. output_dir=")
     prune.add_argument("--sparsity", type=float, default=0.5,
-                       help="share of weights set to zero, or of channels removed (default 0.5)")
-    prune.add_argument("--structure", choices=("weights", "channels"), default="weights",
-                       help="weights: unstructured zeros (default); channels: feed-forward channels removed")
+                       help="share of weights set to zero, or of channels or heads removed (default 0.5)")
+    prune.add_argument("--structure", choices=("weights", "channels", "heads"), default="weights",
+                       help="weights: unstructured zeros (default); channels: feed-forward channels removed; heads: "
+                            "attention heads removed")
     prune.add_argument("--quiet", "-q", action="store_true", help="no progress output")
     prune.set_defaults(func=cmd_prune)
 

@@ -1,4 +1,4 @@
-"""`strop prune RUN --sparsity 0.5 [--structure weights|channels] [key=value ...]`: pruning of a fine-tuned
+"""`strop prune RUN --sparsity 0.5 [--structure weights|channels|heads] [key=value ...]`: pruning of a fine-tuned
 model, then a short recovery fine-tune.
 
 `weights` (unstructured, the default): in every linear layer of the body, the given share of weights with the
@@ -11,10 +11,16 @@ channels is removed for good: rows of its first linear layer, columns of its sec
 the product of the norms of its two weight vectors (what it reads and what it writes), so one that is small
 on either side goes first, as in L1-norm filter pruning of CNNs. Every block keeps the same number, so the
 model stays a plain transformers model with a smaller `intermediate_size`: smaller on disk and faster, and
-loadable by plain transformers. Attention heads are not removed: transformers 5 dropped `prune_heads` and
-`config.pruned_heads`, and a BERT config derives the head size from hidden size / heads, so a model with fewer
-heads could not be described by its config any more. The feed-forward network holds two thirds of a BERT
-block's weights.
+loadable by plain transformers. The feed-forward network holds two thirds of a BERT block's weights.
+
+`heads` (structured): in every transformer block, the given share of the self-attention heads is removed: their
+rows of the query, key and value projections and their columns of the output projection. Each head is scored
+by the product of the norms of its value rows and its output columns (what it passes on), and every block keeps
+the same number, the same kept heads in their order. A BERT config derives the head size from hidden size /
+heads (transformers 5 dropped `prune_heads` and `config.pruned_heads`), so it cannot describe fewer heads of
+the same size: strop.json records the heads kept (`attention_heads`), and strop rebuilds that shape before
+loading the weights (predict, evaluate, serve, export, a new run starting from it). Plain transformers refuses
+the folder's weights (their shapes differ from its config); its ONNX export runs anywhere.
 
 The recovery runs strop's one loop on the run's own data and config (train.epochs=2 unless overridden) and
 writes a normal run directory; the sparsity (or channels removed, parameters before and after) and the
@@ -91,12 +97,49 @@ def channel_prune(model: nn.Module, share: float) -> dict:
             "parameters_kept": sum(p.numel() for p in model.parameters())}
 
 
+def head_blocks(model: nn.Module) -> list[tuple[nn.Module, nn.Linear]]:
+    """(self-attention, output projection) of each transformer block, for the BERT family's layout.
+
+    Raises:
+        StropError: the body is not a transformers encoder of that layout.
+    """
+    from strop.backbones.text import attention_blocks
+
+    body = getattr(model.body, "model", None)
+    blocks = attention_blocks(body) if body is not None and hasattr(body, "config") else []
+    if not blocks:
+        kind = type(body).__name__ if body is not None else type(model.body).__name__
+        raise StropError(f"--structure heads removes attention heads of BERT-style transformer blocks "
+                         f"(attention.self.query/key/value, attention.output.dense); {kind} has none: use "
+                         "--structure weights")
+    return blocks
+
+
+def head_prune(model: nn.Module, share: float) -> dict:
+    """Removes the `share` of attention heads with the lowest score from every block, in place (see the module
+    docstring); returns the heads and parameters before and after."""
+    from strop.backbones.text import keep_attention_heads
+
+    blocks = head_blocks(model)
+    heads, size = blocks[0][0].num_attention_heads, blocks[0][0].attention_head_size
+    keep_count = max(1, round(heads * (1 - share)))
+    parameters_before = sum(p.numel() for p in model.parameters())
+    kept = []
+    for attention, output in blocks:
+        passed_on = attention.value.weight.detach().reshape(heads, size, -1).flatten(1).norm(dim=1)
+        written = output.weight.detach().reshape(output.out_features, heads, size).transpose(0, 1).flatten(1).norm(dim=1)
+        kept.append(torch.sort(torch.topk(passed_on * written, keep_count).indices).values.tolist())
+    keep_attention_heads(model.body.model, kept)
+    return {"heads": heads, "heads_kept": keep_count, "parameters": parameters_before,
+            "parameters_kept": sum(p.numel() for p in model.parameters())}
+
+
 def measured_sparsity(model: nn.Module) -> float:
     weights = [layer.weight for layer in prunable(model)]
     return float(sum(int((w == 0).sum()) for w in weights) / sum(w.numel() for w in weights))
 
 
-STRUCTURES = ("weights", "channels")
+STRUCTURES = ("weights", "channels", "heads")
 
 
 def prune(run_dir: str | Path, sparsity: float = 0.5, overrides: list[str] = (), quiet: bool = False,
@@ -106,7 +149,8 @@ def prune(run_dir: str | Path, sparsity: float = 0.5, overrides: list[str] = (),
 
     Raises:
         StropError: a sparsity outside (0, 1), an unknown structure, a run without config.yaml, a body without
-            feed-forward channels (structure channels), or what `fit` refuses.
+            feed-forward channels or attention heads of the BERT layout (structures channels, heads), or what
+            `fit` refuses.
     """
     from strop.compress import merged_copy, validation_examples
     from strop.config import load_config
@@ -125,8 +169,8 @@ def prune(run_dir: str | Path, sparsity: float = 0.5, overrides: list[str] = (),
     predictor = load(run_dir, device="cpu")
     task, metric = predictor.task, predictor.task.lead_metric
     model = merged_copy(predictor.model)
-    if structure == "channels":
-        feed_forward_pairs(model)  # refused before any scoring or writing
+    if structure != "weights":  # refused before any scoring or writing
+        {"channels": feed_forward_pairs, "heads": head_blocks}[structure](model)
     examples = validation_examples(run_dir, predictor, None)
 
     def score(model) -> float:
@@ -134,10 +178,10 @@ def prune(run_dir: str | Path, sparsity: float = 0.5, overrides: list[str] = (),
         return float(task.metrics(outputs, task.scored_targets(examples.targets))[metric])
 
     before = score(model)
-    removed = channel_prune(model, sparsity) if structure == "channels" else magnitude_prune(model, sparsity)
+    removed = {"weights": magnitude_prune, "channels": channel_prune, "heads": head_prune}[structure](model, sparsity)
     pruned = score(model)
-    # Removed channels are gone: the rest of the body trains as in full fine-tuning. Zeroed weights must stay zero.
-    recovery = "full" if structure == "channels" else "sparse"
+    # Removed channels and heads are gone: the rest trains as in full fine-tuning. Zeroed weights must stay zero.
+    recovery = "sparse" if structure == "weights" else "full"
     cfg = load_config(run_dir / "config.yaml", ["train.resume=false", "output_dir=null", "train.epochs=2",
                                                  *overrides, f"method.name={recovery}"])
     with tempfile.TemporaryDirectory(prefix="strop-pruned-") as tmp:
@@ -147,15 +191,16 @@ def prune(run_dir: str | Path, sparsity: float = 0.5, overrides: list[str] = (),
     recovered = load(run, device="cpu")
     report = {"structure": structure, "sparsity_target": sparsity, "metric": metric, "original": before,
               "pruned": pruned, "recovered": score(recovered.model), "source": str(run_dir)}
-    if structure == "channels":
-        report.update(removed)  # the recovery trains the pruned shapes: the counts stay those of the pruning
-    else:
+    if structure == "weights":
         report["sparsity"] = measured_sparsity(recovered.model)
+    else:
+        report.update(removed)  # the recovery trains the pruned shapes: the counts stay those of the pruning
     atomic_write_json(run / "prune.json", report, "the pruning report")
     if not quiet:
-        what = (f"{report['channels_kept']} of {report['channels']} feed-forward channels kept in each block, "
+        units = {"channels": "feed-forward channels", "heads": "attention heads"}.get(structure)
+        what = (f"{report[structure + '_kept']} of {report[structure]} {units} kept in each block, "
                 f"{report['parameters_kept'] / report['parameters']:.1%} of the parameters"
-                if structure == "channels" else f"sparsity {report['sparsity']:.1%} of the body's linear weights")
+                if units else f"sparsity {report['sparsity']:.1%} of the body's linear weights")
         print(f"{what}; {metric}: original {before:.4f}, pruned {pruned:.4f}, after recovery "
               f"{report['recovered']:.4f} -> {run}")
     return run

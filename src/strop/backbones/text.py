@@ -187,8 +187,13 @@ class TextBackbone(Backbone):
         refuse_pickle_only(source)
         tokenizer = load_tokenizer(source, trust_remote_code)
         try:
-            with quiet_transformers():  # its report of unused head weights is expected: strop adds its own head
-                model = AutoModel.from_pretrained(source, use_safetensors=True, trust_remote_code=trust_remote_code)
+            heads = saved_attention_heads(source)
+            if heads:  # a strop model folder with attention heads removed: its config cannot describe that
+                model = encoder_with_heads(source, heads)
+            else:
+                with quiet_transformers():  # its report of unused head weights is expected: strop adds its own head
+                    model = AutoModel.from_pretrained(source, use_safetensors=True,
+                                                      trust_remote_code=trust_remote_code)
         except (OSError, ValueError, KeyError, SafetensorError) as error:
             raise StropError(f"model.name: could not load '{source}' as a transformers encoder (weights in "
                              f"safetensors): {str(error).splitlines()[0]}") from None
@@ -203,6 +208,8 @@ class TextBackbone(Backbone):
         with quiet_transformers():
             config = AutoConfig.from_pretrained(directory)
             model = AutoModel.from_config(config)
+        if info.get("attention_heads"):
+            keep_attention_heads(model, [range(info["attention_heads"])] * len(attention_blocks(model)))
         return cls(model, load_tokenizer(str(directory)), info["pooling"], info["max_length"])
 
     def take_pooler(self) -> nn.Module:
@@ -252,19 +259,20 @@ class TextBackbone(Backbone):
 
     def layers(self) -> list[nn.Module]:
         """Embeddings, then the transformer blocks (the module list as long as the model's layer count)."""
-        count = getattr(self.model.config, "num_hidden_layers", None)
-        blocks = next((m for m in self.model.modules() if isinstance(m, nn.ModuleList) and len(m) == count), None)
-        if blocks is None:
-            raise StropError(f"cannot find the layer list of {type(self.model).__name__}")
         # The embeddings block (words, positions, types and their norm) where the model has one, else the table
         embeddings = getattr(self.model, "embeddings", None)
-        return [embeddings if isinstance(embeddings, nn.Module) else self.model.get_input_embeddings(), *blocks]
+        return [embeddings if isinstance(embeddings, nn.Module) else self.model.get_input_embeddings(),
+                *transformer_blocks(self.model)]
 
     def save(self, directory: Path) -> dict[str, Any]:
         with quiet_transformers():
             self.model.config.save_pretrained(directory)
             self.tokenizer.save_pretrained(directory)
-        return {"backbone": "text", "pooling": self.pooling, "max_length": self.max_length}
+        described = {"backbone": "text", "pooling": self.pooling, "max_length": self.max_length}
+        blocks = attention_blocks(self.model)
+        if blocks and blocks[0][0].num_attention_heads != self.model.config.num_attention_heads:
+            described["attention_heads"] = blocks[0][0].num_attention_heads  # strop prune --structure heads
+        return described
 
 
 @contextmanager
@@ -281,3 +289,80 @@ def quiet_transformers():
         hf_logging.set_verbosity(verbosity)
         if bars:
             hf_logging.enable_progress_bar()
+
+
+# --- attention heads removed (strop prune --structure heads) ---------------------------------------------
+
+def transformer_blocks(model: nn.Module) -> nn.ModuleList:
+    """The model's transformer blocks: the module list as long as its layer count."""
+    count = getattr(model.config, "num_hidden_layers", None)
+    blocks = next((m for m in model.modules() if isinstance(m, nn.ModuleList) and len(m) == count), None)
+    if blocks is None:
+        raise StropError(f"cannot find the layer list of {type(model).__name__}")
+    return blocks
+
+
+def attention_blocks(model: nn.Module) -> list[tuple[nn.Module, nn.Linear]]:
+    """(self-attention, its output projection) of every block in the BERT family's layout
+    (`attention.self.query/key/value`, `attention.output.dense`: BERT, RoBERTa, ELECTRA, MiniLM, XLM-R);
+    [] for a model of another layout."""
+    found = []
+    for block in transformer_blocks(model):
+        attention = getattr(getattr(block, "attention", None), "self", None)
+        output = getattr(getattr(getattr(block, "attention", None), "output", None), "dense", None)
+        projections = [getattr(attention, name, None) for name in ("query", "key", "value")]
+        if (all(isinstance(p, nn.Linear) for p in projections) and isinstance(output, nn.Linear)
+                and hasattr(attention, "attention_head_size")):
+            found.append((attention, output))
+    return found if len(found) == len(transformer_blocks(model)) else []
+
+
+def keep_attention_heads(model: nn.Module, kept: list) -> None:
+    """Keeps only the heads `kept[i]` (indices, in order) of block i's self-attention, in place: their rows of
+    the query, key and value projections and their columns of the output projection. Each head keeps its
+    size (the scaling of its dot products is unchanged); the attention reshapes by head size, so it runs
+    with fewer heads as it is."""
+    for (attention, output), heads in zip(attention_blocks(model), kept):
+        size = attention.attention_head_size
+        index = torch.cat([torch.arange(h * size, (h + 1) * size) for h in heads])
+        for name in ("query", "key", "value"):
+            projection = getattr(attention, name)
+            projection.weight = nn.Parameter(projection.weight.detach()[index].clone())
+            if projection.bias is not None:
+                projection.bias = nn.Parameter(projection.bias.detach()[index].clone())
+            projection.out_features = len(index)
+        output.weight = nn.Parameter(output.weight.detach()[:, index].clone())
+        output.in_features = len(index)
+        attention.num_attention_heads, attention.all_head_size = len(heads), len(index)
+
+
+def saved_attention_heads(source: str) -> int | None:
+    """The heads kept in each block where `source` is a strop model folder whose heads were pruned."""
+    info_file = Path(source) / "strop.json"
+    if not info_file.is_file():
+        return None
+    return json.loads(info_file.read_text(encoding="utf-8")).get("attention_heads")
+
+
+def encoder_with_heads(folder: str, heads: int) -> nn.Module:
+    """The encoder of a strop model folder whose blocks keep `heads` attention heads each: built from its
+    config, cut to that many heads, then its body weights loaded (plain `from_pretrained` would refuse the
+    shapes).
+
+    Raises:
+        ValueError: the weights do not fit (a damaged folder).
+    """
+    from safetensors.torch import load_file
+    from transformers import AutoConfig, AutoModel
+
+    with quiet_transformers():
+        model = AutoModel.from_config(AutoConfig.from_pretrained(folder))
+    keep_attention_heads(model, [range(heads)] * len(attention_blocks(model)))
+    prefix = f"{model.base_model_prefix}."
+    saved = {k[len(prefix):]: v for k, v in load_file(str(Path(folder) / "model.safetensors")).items()
+             if k.startswith(prefix)}
+    missing, _ = model.load_state_dict(saved, strict=False)  # the task head's tensors are strop's to load
+    missing = [k for k in missing if not k.startswith("pooler.")]  # a pooler the head did not use is not saved
+    if missing:
+        raise ValueError(f"its model.safetensors lacks {prefix}{missing[0]}")
+    return model
