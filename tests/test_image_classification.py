@@ -363,3 +363,39 @@ def test_lora_adapts_a_timm_model_saves_the_adapter_alone_and_merges_to_the_same
     merged = strop.load(tmp_path / "merged", device="cpu")
     np.testing.assert_allclose(adapted.predict_proba(files), merged.predict_proba(files), atol=1e-5)
     assert (tmp_path / "merged" / "model.safetensors").is_file()
+
+
+def test_channel_pruning_of_a_cnn_rebuilds_the_same_network_from_its_folder(trained, image_data, tmp_path):
+    pytest.importorskip("torch_pruning")
+    from strop.model import load_model, save_model
+    from strop.prune import channel_prune
+
+    loaded = strop.load(trained, device="cpu")
+    model = loaded.model.eval()
+    removed = channel_prune(model, 0.5)
+    assert removed["channels_kept"] < removed["channels"] and removed["parameters_kept"] < removed["parameters"]
+    assert model.head.output.in_features == model.body.hidden_size  # the head keeps its inputs
+    save_model(tmp_path / "pruned", model, loaded.task, loaded.info)
+    rebuilt, _, info = load_model(tmp_path / "pruned")
+    assert info["image"]["pruned_shapes"] == model.body.pruned_shapes
+    batch = torch.stack([model.body.pixels(str(f)) for f in sorted(image_data["val"].rglob("*.*"))])
+    with torch.no_grad():
+        assert torch.allclose(rebuilt.eval()(pixel_values=batch), model(pixel_values=batch), atol=1e-5)
+
+
+def test_prune_channels_of_a_cnn_gives_a_smaller_run_that_predicts(trained, image_data, tmp_path, capsys):
+    pytest.importorskip("torch_pruning")
+    from strop.cli import main
+
+    output = tmp_path / "pruned"
+    assert main(["prune", str(trained), f"output_dir={output}", "--structure", "channels", "--sparsity", "0.5",
+                 "train.epochs=1"]) == 0
+    report = json.loads((output / "prune.json").read_text())
+    assert report["parameters_kept"] < report["parameters"]
+    assert "convolution channels kept" in capsys.readouterr().out
+    pruned = strop.load(output, device="cpu")
+    assert sum(p.numel() for p in pruned.model.parameters()) == report["parameters_kept"]
+    summary = json.loads((output / "summary.json").read_text())
+    assert report["recovered"] == pytest.approx(summary["validation"]["accuracy"])
+    files = [str(f) for f in sorted(image_data["val"].rglob("*.*"))]
+    assert set(pruned.predict(files)) <= {"blue", "red"}

@@ -402,7 +402,8 @@ def build_parser() -> argparse.ArgumentParser:
                                             "of every linear layer's weights in the body, then fine-tunes on the "
                                             "run's data keeping them at zero. --structure channels: removes the "
                                             "--sparsity share of feed-forward channels from every transformer "
-                                            "block (a smaller, faster model, still a plain transformers one). "
+                                            "block (a smaller, faster model, still a plain transformers one), or "
+                                            "of a CNN's convolution channels. "
                                             "--structure heads: removes the --sparsity share of attention heads "
                                             "from every block (strop rebuilds the shape on loading). Both then "
                                             "fine-tune the whole model. train.epochs=2 unless overridden; a normal "
@@ -413,7 +414,7 @@ def build_parser() -> argparse.ArgumentParser:
     prune.add_argument("--sparsity", type=float, default=0.5,
                        help="share of weights set to zero, or of channels or heads removed (default 0.5)")
     prune.add_argument("--structure", choices=("weights", "channels", "heads"), default="weights",
-                       help="weights: unstructured zeros (default); channels: feed-forward channels removed; heads: "
+                       help="weights: unstructured zeros (default); channels: feed-forward (or CNN) channels removed; heads: "
                             "attention heads removed")
     prune.add_argument("--quiet", "-q", action="store_true", help="no progress output")
     prune.set_defaults(func=cmd_prune)

@@ -274,7 +274,9 @@ def save_model(path: Path, model: TaskModel, task: Task, info: dict[str, Any]) -
             describe(tmp, task)
         elif (tmp / "config.json").is_file():
             _describe_for_transformers(tmp / "config.json", model, task, architecture)
-        full = {"task": task.name, **task.info(), **described, **info, "transformers_class": architecture}
+        # The body describes itself last: a caller's info copied from another folder (prune, distil, export)
+        # must not restore a shape the body no longer has (heads or channels removed)
+        full = {"task": task.name, **task.info(), **info, **described, "transformers_class": architecture}
         (tmp / INFO).write_text(to_json(full, indent=2) + "\n", encoding="utf-8")
 
 

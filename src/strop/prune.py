@@ -22,6 +22,12 @@ the same size: strop.json records the heads kept (`attention_heads`), and strop 
 loading the weights (predict, evaluate, serve, export, a new run starting from it). Plain transformers refuses
 the folder's weights (their shapes differ from its config); its ONNX export runs anywhere.
 
+`channels` on an image model (a timm CNN): the given share of the convolutions' output channels is removed,
+scored by their filters' L1 norm, by torch-pruning's dependency graph, which prunes layers that must keep
+equal widths (a residual sum, a depthwise convolution and its input) as one group; the task head keeps its
+inputs. strop.json records every changed layer's new widths (`pruned_shapes`), and strop rebuilds them on the
+timm architecture before the weights load; plain timm refuses the weights.
+
 The recovery runs strop's one loop on the run's own data and config (train.epochs=2 unless overridden) and
 writes a normal run directory; the sparsity (or channels removed, parameters before and after) and the
 validation score before and after recovery are printed and saved in its prune.json.
@@ -72,13 +78,51 @@ def feed_forward_pairs(model: nn.Module) -> list[tuple[nn.Linear, nn.Linear]]:
     if not pairs:
         kind = type(body).__name__ if body is not None else type(model.body).__name__
         raise StropError(f"--structure channels removes feed-forward channels of BERT-style transformer blocks "
-                         f"(intermediate.dense, output.dense); {kind} has none: use --structure weights")
+                         f"(intermediate.dense, output.dense) or a timm CNN's convolution channels; {kind} has "
+                         "none: use --structure weights")
     return pairs
+
+
+def is_cnn(model: nn.Module) -> bool:
+    return getattr(model.body, "kind", None) == "image"
+
+
+def cnn_channel_prune(model: nn.Module, share: float) -> dict:
+    """Removes the `share` of channels with the smallest L1 norm from the image body's convolutions, in place
+    (torch-pruning: layers that must keep equal widths, as the two sides of a residual sum, are pruned as one
+    group); the task head keeps its inputs. Returns the channels and parameters before and after."""
+    from strop.backbones.image import changed_widths, layer_widths
+
+    try:
+        import torch_pruning
+    except ImportError:
+        raise StropError("--structure channels on an image model needs torch-pruning: pip install "
+                         "'strop[vision]'") from None
+    body = model.body
+    before = layer_widths(body.model)
+    convolutions = [m for m in body.model.modules() if isinstance(m, nn.Conv2d)]
+    channels = sum(m.out_channels for m in convolutions)
+    parameters_before = sum(p.numel() for p in model.parameters())
+    # The features the head reads keep their width: the head, and the last layer that writes that width (with
+    # whatever must keep its width with it, such as a last residual stage), are left alone
+    features = [m for m in body.model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))
+                and getattr(m, "out_channels", getattr(m, "out_features", None)) == body.hidden_size]
+    example = {"pixel_values": torch.zeros(1, *body.data_config["input_size"])}
+    pruner = torch_pruning.pruner.MagnitudePruner(model.eval(), example,
+                                                  importance=torch_pruning.importance.MagnitudeImportance(p=1),
+                                                  pruning_ratio=share, ignored_layers=[model.head, *features[-1:]])
+    pruner.step()
+    body.pruned_shapes = {**body.pruned_shapes, **changed_widths(before, body.model)}
+    return {"channels": channels, "channels_kept": sum(m.out_channels for m in convolutions),
+            "parameters": parameters_before, "parameters_kept": sum(p.numel() for p in model.parameters())}
 
 
 def channel_prune(model: nn.Module, share: float) -> dict:
     """Removes the `share` of feed-forward channels with the lowest score from every block, in place (see the
-    module docstring); returns the channels and parameters before and after."""
+    module docstring); returns the channels and parameters before and after. An image model: its convolutions'
+    channels (cnn_channel_prune)."""
+    if is_cnn(model):
+        return cnn_channel_prune(model, share)
     pairs = feed_forward_pairs(model)
     width = pairs[0][0].out_features
     keep_count = max(1, round(width * (1 - share)))
@@ -169,7 +213,7 @@ def prune(run_dir: str | Path, sparsity: float = 0.5, overrides: list[str] = (),
     predictor = load(run_dir, device="cpu")
     task, metric = predictor.task, predictor.task.lead_metric
     model = merged_copy(predictor.model)
-    if structure != "weights":  # refused before any scoring or writing
+    if structure == "heads" or (structure == "channels" and not is_cnn(model)):  # refused before any writing
         {"channels": feed_forward_pairs, "heads": head_blocks}[structure](model)
     examples = validation_examples(run_dir, predictor, None)
 
@@ -197,8 +241,11 @@ def prune(run_dir: str | Path, sparsity: float = 0.5, overrides: list[str] = (),
         report.update(removed)  # the recovery trains the pruned shapes: the counts stay those of the pruning
     atomic_write_json(run / "prune.json", report, "the pruning report")
     if not quiet:
-        units = {"channels": "feed-forward channels", "heads": "attention heads"}.get(structure)
-        what = (f"{report[structure + '_kept']} of {report[structure]} {units} kept in each block, "
+        units = {"channels": "feed-forward channels kept in each block", "heads": "attention heads kept in each "
+                 "block"}.get(structure)
+        if is_cnn(model) and structure == "channels":
+            units = "convolution channels kept"
+        what = (f"{report[structure + '_kept']} of {report[structure]} {units}, "
                 f"{report['parameters_kept'] / report['parameters']:.1%} of the parameters"
                 if units else f"sparsity {report['sparsity']:.1%} of the body's linear weights")
         print(f"{what}; {metric}: original {before:.4f}, pruned {pruned:.4f}, after recovery "

@@ -186,6 +186,8 @@ class ImageBackbone(Backbone):
         self.model_args = dict(model_args or {})
         self.hidden_size = int(getattr(model, "head_hidden_size", None) or model.num_features)
         self.data_config = {k: data_config[k] for k in DATA_KEYS if k in data_config}
+        # module name -> its new sizes, where strop prune --structure channels removed channels (see below)
+        self.pruned_shapes: dict[str, dict] = {}
         self.augment = "none"
         self._build_transforms()
 
@@ -212,7 +214,13 @@ class ImageBackbone(Backbone):
         image = info["image"]
         model = timm.create_model(image["architecture"], pretrained=False, num_classes=0,
                                   **image.get("model_args", {}))
-        return cls(model, image["architecture"], image["classifier"], saved_data_config(info), image.get("model_args"))
+        pruned = image.get("pruned_shapes") or {}
+        if pruned:
+            resize_modules(model, pruned, directory / "model.safetensors")
+        backbone = cls(model, image["architecture"], image["classifier"], saved_data_config(info),
+                       image.get("model_args"))
+        backbone.pruned_shapes = pruned
+        return backbone
 
     def use_saved_preprocessing(self, info: dict) -> None:
         """The image size and preprocessing a saved run used (its strop.json), in place of this network's own."""
@@ -345,8 +353,11 @@ class ImageBackbone(Backbone):
 
     def save(self, directory: Path) -> dict[str, Any]:
         config = {k: list(v) if isinstance(v, tuple) else v for k, v in self.data_config.items()}
-        return {"backbone": "image", "image": {"architecture": self.architecture, "classifier": self.classifier,
-                                               "model_args": self.model_args, "data_config": config}}
+        image = {"architecture": self.architecture, "classifier": self.classifier, "model_args": self.model_args,
+                 "data_config": config}
+        if self.pruned_shapes:
+            image["pruned_shapes"] = self.pruned_shapes
+        return {"backbone": "image", "image": image}
 
     def describe_task(self, directory: Path, task) -> None:
         """timm's config.json for the whole model (architecture, classes and their names, preprocessing)."""
@@ -393,3 +404,54 @@ class ImageFeature(MutableMapping):
 
     def __len__(self) -> int:
         return 1 + len(self._stored)
+
+
+# --- channels removed (strop prune --structure channels) ----------------------------------------------------
+
+# The attributes that say a layer's width; a pruned network differs from its timm architecture only in these
+WIDTHS = {nn.modules.conv._ConvNd: ("in_channels", "out_channels", "groups"),
+          nn.Linear: ("in_features", "out_features"), nn.modules.batchnorm._NormBase: ("num_features",),
+          nn.LayerNorm: ("normalized_shape",), nn.GroupNorm: ("num_groups", "num_channels")}
+
+
+def layer_widths(model: nn.Module) -> dict[str, dict]:
+    """Module name -> its width attributes (WIDTHS), for every layer that has them."""
+    widths = {}
+    for name, module in model.named_modules():
+        for kind, attributes in WIDTHS.items():
+            if isinstance(module, kind):
+                widths[name] = {a: list(v) if isinstance(v := getattr(module, a), tuple) else v for a in attributes}
+    return widths
+
+
+def changed_widths(before: dict[str, dict], model: nn.Module) -> dict[str, dict]:
+    """The layers whose width attributes differ from `before`, with their new values."""
+    return {name: widths for name, widths in layer_widths(model).items() if widths != before.get(name)}
+
+
+def resize_modules(model: nn.Module, shapes: dict[str, dict], weights: Path) -> None:
+    """Gives the layers named in `shapes` those widths and empty tensors of the saved weights' shapes, before
+    the weights load: the timm architecture rebuilt as it was after pruning.
+
+    Raises:
+        ValueError: a layer or tensor named there does not exist (a damaged folder).
+    """
+    from safetensors import safe_open
+
+    with safe_open(str(weights), "pt") as saved:
+        saved_shapes = {k: saved.get_slice(k).get_shape() for k in saved.keys()}
+    for name, widths in shapes.items():
+        module = model.get_submodule(name)
+        for attribute, value in widths.items():
+            setattr(module, attribute, tuple(value) if isinstance(value, list) else value)
+        for tensor_name, tensor in [*module.named_parameters(recurse=False), *module.named_buffers(recurse=False)]:
+            if tensor.dim() == 0:  # e.g. BatchNorm's num_batches_tracked
+                continue
+            key = f"{name}.{tensor_name}"
+            if key not in saved_shapes:
+                raise ValueError(f"model.safetensors has no tensor {key}")
+            empty = torch.empty(saved_shapes[key], dtype=tensor.dtype)
+            if isinstance(tensor, nn.Parameter):
+                setattr(module, tensor_name, nn.Parameter(empty, requires_grad=tensor.requires_grad))
+            else:
+                module.register_buffer(tensor_name, empty)
