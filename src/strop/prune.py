@@ -76,11 +76,16 @@ def feed_forward_pairs(model: nn.Module) -> list[tuple[nn.Linear, nn.Linear]]:
             if isinstance(inner, nn.Linear) and isinstance(outer, nn.Linear):
                 pairs.append((inner, outer))
     if not pairs:
-        kind = type(body).__name__ if body is not None else type(model.body).__name__
-        raise StropError(f"--structure channels removes feed-forward channels of BERT-style transformer blocks "
-                         f"(intermediate.dense, output.dense) or a timm CNN's convolution channels; {kind} has "
-                         "none: use --structure weights")
+        raise layout_refused(model, "channels", "feed-forward channels of BERT-style transformer blocks "
+                             "(intermediate.dense, output.dense) or a timm CNN's convolution channels")
     return pairs
+
+
+def layout_refused(model: nn.Module, structure: str, what: str) -> StropError:
+    """The refusal of --structure `structure` for a body that has no `what`, naming the body's class."""
+    body = getattr(model.body, "model", None)
+    kind = type(body if body is not None else model.body).__name__
+    return StropError(f"--structure {structure} removes {what}; {kind} has none: use --structure weights")
 
 
 def is_cnn(model: nn.Module) -> bool:
@@ -152,10 +157,8 @@ def head_blocks(model: nn.Module) -> list[tuple[nn.Module, nn.Linear]]:
     body = getattr(model.body, "model", None)
     blocks = attention_blocks(body) if body is not None and hasattr(body, "config") else []
     if not blocks:
-        kind = type(body).__name__ if body is not None else type(model.body).__name__
-        raise StropError(f"--structure heads removes attention heads of BERT-style transformer blocks "
-                         f"(attention.self.query/key/value, attention.output.dense); {kind} has none: use "
-                         "--structure weights")
+        raise layout_refused(model, "heads", "attention heads of BERT-style transformer blocks "
+                             "(attention.self.query/key/value, attention.output.dense)")
     return blocks
 
 
@@ -241,10 +244,8 @@ def prune(run_dir: str | Path, sparsity: float = 0.5, overrides: list[str] = (),
         report.update(removed)  # the recovery trains the pruned shapes: the counts stay those of the pruning
     atomic_write_json(run / "prune.json", report, "the pruning report")
     if not quiet:
-        units = {"channels": "feed-forward channels kept in each block", "heads": "attention heads kept in each "
-                 "block"}.get(structure)
-        if is_cnn(model) and structure == "channels":
-            units = "convolution channels kept"
+        units = {"channels": "convolution channels kept" if is_cnn(model) else
+                 "feed-forward channels kept in each block", "heads": "attention heads kept in each block"}.get(structure)
         what = (f"{report[structure + '_kept']} of {report[structure]} {units}, "
                 f"{report['parameters_kept'] / report['parameters']:.1%} of the parameters"
                 if units else f"sparsity {report['sparsity']:.1%} of the body's linear weights")

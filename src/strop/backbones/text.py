@@ -203,13 +203,7 @@ class TextBackbone(Backbone):
     @classmethod
     def from_saved(cls, directory: Path, info: dict) -> TextBackbone:
         """The architecture of a saved strop model folder, with random weights (the caller loads them)."""
-        from transformers import AutoConfig, AutoModel
-
-        with quiet_transformers():
-            config = AutoConfig.from_pretrained(directory)
-            model = AutoModel.from_config(config)
-        if info.get("attention_heads"):
-            keep_attention_heads(model, [range(info["attention_heads"])] * len(attention_blocks(model)))
+        model = encoder_from_config(str(directory), info.get("attention_heads"))
         return cls(model, load_tokenizer(str(directory)), info["pooling"], info["max_length"])
 
     def take_pooler(self) -> nn.Module:
@@ -344,6 +338,18 @@ def saved_attention_heads(source: str) -> int | None:
     return json.loads(info_file.read_text(encoding="utf-8")).get("attention_heads")
 
 
+def encoder_from_config(folder: str, heads: int | None) -> nn.Module:
+    """The encoder that `folder`'s config.json describes, with random weights, cut to `heads` attention heads
+    in each block where given (strop prune --structure heads: the config cannot say so)."""
+    from transformers import AutoConfig, AutoModel
+
+    with quiet_transformers():
+        model = AutoModel.from_config(AutoConfig.from_pretrained(folder))
+    if heads:
+        keep_attention_heads(model, [range(heads)] * len(attention_blocks(model)))
+    return model
+
+
 def encoder_with_heads(folder: str, heads: int) -> nn.Module:
     """The encoder of a strop model folder whose blocks keep `heads` attention heads each: built from its
     config, cut to that many heads, then its body weights loaded (plain `from_pretrained` would refuse the
@@ -353,11 +359,8 @@ def encoder_with_heads(folder: str, heads: int) -> nn.Module:
         ValueError: the weights do not fit (a damaged folder).
     """
     from safetensors.torch import load_file
-    from transformers import AutoConfig, AutoModel
 
-    with quiet_transformers():
-        model = AutoModel.from_config(AutoConfig.from_pretrained(folder))
-    keep_attention_heads(model, [range(heads)] * len(attention_blocks(model)))
+    model = encoder_from_config(folder, heads)
     prefix = f"{model.base_model_prefix}."
     saved = {k[len(prefix):]: v for k, v in load_file(str(Path(folder) / "model.safetensors")).items()
              if k.startswith(prefix)}
