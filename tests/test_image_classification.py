@@ -399,3 +399,13 @@ def test_prune_channels_of_a_cnn_gives_a_smaller_run_that_predicts(trained, imag
     assert report["recovered"] == pytest.approx(summary["validation"]["accuracy"])
     files = [str(f) for f in sorted(image_data["val"].rglob("*.*"))]
     assert set(pruned.predict(files)) <= {"blue", "red"}
+
+
+def test_compress_of_a_cnn_says_int8_converts_little_of_it(trained, capsys):
+    from strop.compress import compress
+
+    rows = compress(trained, ("int8",))
+    notes = json.loads((trained / "compress.json").read_text())["notes"]
+    assert len(notes) == 1 and "int8 converts linear layers only" in notes[0]
+    assert f"note: {notes[0]}" in capsys.readouterr().out
+    assert rows[1]["size_mb"] > 0.9 * rows[0]["size_mb"]  # what the note warns of: the convolutions stay float32
