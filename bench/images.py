@@ -14,6 +14,7 @@ Rows (each in this one process, one after the other, so their ratios compare lik
 python bench/images.py                                         # every row
 python bench/images.py --rows strop-frozen,logreg              # the frozen rows only
 python bench/images.py --rows strop-full,torch-loop --train-per-class 100 --epochs 3
+python bench/images.py --rows strop-full --set data.augment=none --set optim.warmup=0.05   # another recipe
 
 Writes <out>/images-<UTC stamp>.json (every row's accuracy, wall seconds, images/s) and prints a Markdown table.
 The machine's load average is recorded before and after: timings on a shared machine are noisy.
@@ -48,6 +49,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--lr", type=float, default=1e-3, help="fine-tuned rows: the head's rate (the body: a 20th)")
     parser.add_argument("--batch-size", type=int, default=32, help="fine-tuned rows")
     parser.add_argument("--start", help="strop-lpft: the linear-probe run to start from (default: this invocation's)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="strop-full, strop-lpft: a config override on top of the row's own (repeatable)")
     parser.add_argument("--out", default=str(HERE / "results"))
     return parser.parse_args(argv)
 
@@ -164,7 +167,7 @@ def strop_full(args, out: Path) -> dict:
                            f"data.validation={subset(data, 'val', args.val_per_class, out)}", f"data.image_size={args.size}",
                            f"output_dir={out / 'strop-full'}", f"train.epochs={args.epochs}", "train.patience=0",
                            f"train.batch_size={args.batch_size}", "optim.name=adamw",
-                           f"optim.lr={args.lr / 20}", "train.quiet=true"])
+                           f"optim.lr={args.lr / 20}", "train.quiet=true", *args.set])
     return _trained_row(run, time.perf_counter() - started, args)
 
 
@@ -191,7 +194,7 @@ def strop_lpft(args, out: Path) -> dict:
                            f"data.validation={subset(data, 'val', args.val_per_class, out)}",
                            f"data.image_size={args.size}", f"output_dir={out / 'strop-lpft'}",
                            f"train.epochs={args.epochs}", "train.patience=0", f"train.batch_size={args.batch_size}",
-                           "optim.name=adamw", f"optim.lr={args.lr / 10}", "train.quiet=true"])
+                           "optim.name=adamw", f"optim.lr={args.lr / 10}", "train.quiet=true", *args.set])
     return {**_trained_row(run, time.perf_counter() - started, args), "start": str(start)}
 
 
