@@ -33,15 +33,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import rows as bench_rows  # noqa: E402
 
 METHODS = {
-    "full": [],
+    "full": ["method.freeze_layers=0"],  # every layer (the default freezes the bottom half up to 2,000 texts)
     "freeze-bottom-3": ["method.freeze_layers=3"],  # embeddings + 2 of the bundled model's 6 blocks, cached
+    "freeze-bottom-4": ["method.freeze_layers=4"],  # embeddings + 3 of 6 blocks
+    "freeze-bottom-5": ["method.freeze_layers=5"],  # embeddings + 4 of 6 blocks
     "gradual": ["method.name=gradual"],
     "layer-decay-0.8": ["optim.layer_decay=0.8"],
     "bitfit": ["method.name=bitfit"],
 }
 IMBALANCE = {"none": ["train.imbalance=none"], "auto": ["train.imbalance=auto"]}
-AUGMENT = {"none": [], "deletion": ["data.augment=deletion"], "swap": ["data.augment=swap"],
-           "deletion_swap": ["data.augment=deletion_swap"]}  # full fine-tuning, texts
+AUGMENT = {"none": ["method.freeze_layers=0"], "deletion": ["data.augment=deletion"], "swap": ["data.augment=swap"],
+           "deletion_swap": ["data.augment=deletion_swap"]}  # full fine-tuning of every layer, texts (augmenting keeps freeze_layers=auto at 0)
 MIXUP = {"none": ["model.name=mlp"], "mixup-0.2": ["model.name=mlp", "data.mixup=0.2"],
          "mixup-0.4": ["model.name=mlp", "data.mixup=0.4"]}  # a new MLP on vectors
 STUDIES = {"methods": (METHODS, "sst2-1k,trec"), "imbalance": (IMBALANCE, "sst2-1k"),

@@ -13,7 +13,9 @@ trains on the same files, with train.seed=d, each in its own process:
 
     fewshot    strop fit method.name=fewshot (its defaults)
     setfit     bench/run.py's SetFit worker (`run.launch`), 1 epoch (the docs' Few-shot budget)
-    full       strop fit (defaults: method full)
+    full       strop fit method.freeze_layers=0 (every layer trains; the default since 3 December 2026
+               freezes the bottom half of a text classifier up to 2,000 examples: pinned here so that every
+               draw of the matrix trains alike; selftrain and pretrain pin it too)
     frozen     strop fit method.name=freeze (frozen body, the head trains)
     selftrain  strop fit data.unlabeled=<pool.csv> (one round; the last round's model is scored)
     pretrain   strop pretrain --data <pool.txt> train.epochs=1, then strop fit model.name=<that>/model
@@ -48,7 +50,8 @@ import run as harness  # noqa: E402  (the SetFit worker, the workers' environmen
 
 METHODS = ["fewshot", "setfit", "full", "frozen", "selftrain", "pretrain", "auto"]
 STROP = str(Path(sys.executable).parent / "strop")
-STROP_METHOD = {"fewshot": ["method.name=fewshot"], "full": [], "frozen": ["method.name=freeze"],
+EVERY_LAYER = ["method.freeze_layers=0"]  # full, selftrain and pretrain: as the matrix's first draws trained
+STROP_METHOD = {"fewshot": ["method.name=fewshot"], "full": EVERY_LAYER, "frozen": ["method.name=freeze"],
                 "auto": ["method.name=auto"]}
 
 
@@ -134,11 +137,11 @@ def run_method(method: str, cell: dict, draw: int, work: Path, log: Path) -> dic
                                 "--quiet", "train.epochs=1", f"train.seed={draw}"], log)
         if code != 0:
             return {"error": f"strop pretrain exit {code}: {tail(log)}", "wall_seconds": pre_wall}
-        code, wall = strop([STROP, "fit", *data, f"model.name={work / 'mlm' / 'model'}", f"output_dir={out}",
-                            "--quiet"], log)
+        code, wall = strop([STROP, "fit", *data, f"model.name={work / 'mlm' / 'model'}", *EVERY_LAYER,
+                            f"output_dir={out}", "--quiet"], log)
         wall += pre_wall
     else:
-        extra = [f"data.unlabeled={f['pool']}"] if method == "selftrain" else STROP_METHOD[method]
+        extra = [f"data.unlabeled={f['pool']}", *EVERY_LAYER] if method == "selftrain" else STROP_METHOD[method]
         code, wall = strop([STROP, "fit", *data, *extra, f"output_dir={out}", "--quiet"], log)
     if code != 0:
         return {"error": f"strop exit {code}: {tail(log)}", "wall_seconds": wall}

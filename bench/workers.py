@@ -62,9 +62,12 @@ class EncoderCounter:
         self.sentences += int(input_ids.shape[0])
         self.tokens += int(mask.sum()) if mask is not None else int(input_ids.numel())
         if not self.n_params:
-            # Embedding tables are looked up, not multiplied: only the other weights cost FLOPs per token.
+            # Embedding tables are looked up, not multiplied: only the other weights cost FLOPs per token. Only
+            # the weights that train count: a frozen bottom's output is cached (strop's freeze_layers), so its
+            # layers do no work in the training steps (its one cached pass is not counted, nor is the forward
+            # of frozen layers that do run: MFU errs low, never high).
             embedding = {id(p) for p in module.embeddings.parameters()}
-            self.n_params = sum(p.numel() for p in module.parameters() if id(p) not in embedding)
+            self.n_params = sum(p.numel() for p in module.parameters() if id(p) not in embedding and p.requires_grad)
 
 
 class PhaseTimer:

@@ -66,7 +66,8 @@ def tiny_overrides(tiny_model_dir, text_data, tmp_path) -> list[str]:
     return [f"model.name={tiny_model_dir}", f"data.train={text_data['train']}",
             f"data.validation={text_data['dev']}", f"output_dir={tmp_path / 'run'}", "train.epochs=3",
             "optim.lr=1e-3", "train.quiet=true", "train.patience=0", "model.max_length=32",
-            "train.batch_size=8", "train.mixed_precision=no"]  # fp32: the same numbers on every CPU
+            "train.batch_size=8", "train.mixed_precision=no",  # fp32: the same numbers on every CPU
+            "method.freeze_layers=0"]  # random weights: nothing pretrained to keep frozen (auto would freeze half)
 
 
 def interrupt_after_checkpoint(monkeypatch, start_run, checkpoints: int = 1) -> None:

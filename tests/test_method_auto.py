@@ -1,13 +1,16 @@
 """method.name=auto: the rule (few-shot for few texts a class, frozen features for images on a CPU, full
-otherwise), and a run that records what it chose and why."""
+otherwise), and a run that records what it chose and why; method.freeze_layers=auto: the bottom half of a
+text classifier frozen on little data."""
 
 import json
 
 import pytest
+import torch
 import yaml
 
 import strop
-from strop.methods.auto import FEWSHOT_MAX_EXAMPLES_CPU, FEWSHOT_MAX_PER_CLASS, choose_method
+from strop.methods.auto import (FEWSHOT_MAX_EXAMPLES_CPU, FEWSHOT_MAX_PER_CLASS, FREEZE_BOTTOM_MAX_EXAMPLES,
+                                choose_freeze_layers, choose_method)
 from strop.tasks.classification import Classification
 from strop.tasks.image_classification import ImageClassification
 from strop.tasks.multilabel import MultiLabel
@@ -70,3 +73,47 @@ def test_an_auto_run_records_its_choice_and_trains_the_chosen_method(tiny_overri
 def test_auto_is_accepted_and_a_misspelt_method_names_it(tiny_overrides):
     with pytest.raises(strop.StropError, match="or auto"):
         strop.fit(None, [*tiny_overrides, "method.name=autoo"])
+
+
+def test_auto_freezes_the_bottom_half_of_a_text_classifier_on_little_data_only():
+    task = _text_task(2)
+    k, why = choose_freeze_layers("full", task, 1000, "text", layer_count=7, augmenting=False)
+    assert k == 4 and "bottom 3 of 6 blocks" in why  # the bundled MiniLM-L6: embeddings + 3 of 6 blocks
+    assert choose_freeze_layers("full", task, FREEZE_BOTTOM_MAX_EXAMPLES, "text", 13, False)[0] == 7
+    assert choose_freeze_layers("full", task, FREEZE_BOTTOM_MAX_EXAMPLES + 1, "text", 7, False) == (0, None)
+
+
+@pytest.mark.parametrize("method, kind, augmenting", [("lora", "text", False), ("bitfit", "text", False),
+                                                      ("full", "image", False), ("full", "text", True)])
+def test_auto_trains_every_layer_where_the_rule_has_no_measurement(method, kind, augmenting):
+    assert choose_freeze_layers(method, _text_task(2), 100, kind, 7, augmenting) == (0, None)
+
+
+def test_auto_trains_every_layer_of_other_tasks():
+    regression = Regression(columns=("y",), mean=(0.5,), std=(1.0,))
+    assert choose_freeze_layers("full", regression, 100, "text", 7, False) == (0, None)
+    assert choose_freeze_layers("full", MultiLabel(labels=("a", "b"), thresholds=(0.5, 0.5)), 100, "text", 7,
+                                False) == (0, None)
+
+
+def test_a_default_run_on_little_text_freezes_its_bottom_half_and_says_so(tiny_overrides, tiny_model_dir, capsys):
+    from safetensors.torch import load_file
+    from transformers import BertModel
+
+    before = {f"bert.{k}": v for k, v in BertModel.from_pretrained(tiny_model_dir).state_dict().items()}
+    defaults = [o for o in tiny_overrides if not o.startswith("method.freeze_layers")]
+    run = strop.fit(None, [*defaults, "train.epochs=1", "train.quiet=false"])
+    assert yaml.safe_load((run / "config.yaml").read_text())["method"]["freeze_layers"] == 2  # embeddings + block 0
+    assert "method.freeze_layers auto -> 2: 160 training examples" in capsys.readouterr().out
+    after = load_file(run / "model" / "model.safetensors")
+    assert all(torch.equal(before[k], after[k]) for k in before if k.startswith(("bert.embeddings.", "bert.encoder.layer.0.")))
+    assert not torch.equal(before["bert.encoder.layer.1.output.dense.weight"], after["bert.encoder.layer.1.output.dense.weight"])
+
+
+def test_freeze_layers_zero_trains_every_layer(tiny_overrides, tiny_model_dir):
+    from safetensors.torch import load_file
+    from transformers import BertModel
+
+    before = BertModel.from_pretrained(tiny_model_dir).state_dict()["embeddings.word_embeddings.weight"]
+    run = strop.fit(None, [*tiny_overrides, "train.epochs=1", "method.freeze_layers=0"])
+    assert not torch.equal(before, load_file(run / "model" / "model.safetensors")["bert.embeddings.word_embeddings.weight"])

@@ -158,3 +158,10 @@ def test_structured_pruning_refuses_a_body_without_transformer_blocks(tmp_path, 
     with pytest.raises(StropError, match=f"--structure {structure} removes {what} .* use --structure weights"):
         prune(mlp, 0.5, [f"output_dir={tmp_path / 'x'}"], structure=structure)
     assert not (tmp_path / "x").exists()
+
+
+def test_prune_recovery_with_a_frozen_bottom_keeps_the_zeros(run, tmp_path):
+    output = tmp_path / "pruned-frozen"
+    assert main(["prune", str(run), f"output_dir={output}", "--sparsity", "0.5", "method.freeze_layers=2"]) == 0
+    report = json.loads((output / "prune.json").read_text())
+    assert report["sparsity"] == pytest.approx(0.5, abs=0.01)

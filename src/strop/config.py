@@ -128,7 +128,9 @@ class MethodConfig:
     """How the backbone is adapted: which parameters train."""
 
     name: str = "full"  # or auto: few-shot, freeze or full, chosen from the data and hardware (methods/auto.py)
-    freeze_layers: int = 0  # full/bitfit: the bottom k layers stay frozen (the embeddings are layer 0)
+    # full/bitfit: the bottom k layers stay frozen, their output cached (the embeddings are layer 0); auto: the
+    # bottom half where a text classifier has few examples, else none (strop.methods.auto.choose_freeze_layers)
+    freeze_layers: int | str = "auto"
     unfreeze_every: int = 1  # gradual: one more layer group trains every N epochs, from the top down
     rank: int = 8  # lora: rank of the low-rank update of each target module; houlsby, pfeiffer: bottleneck width
     alpha: float = 16.0  # lora: the update is scaled by alpha / rank
@@ -144,7 +146,8 @@ class MethodConfig:
 
         _require(self.name == "auto" or self.name in METHODS,
                  "method.name: " + METHODS.unknown_message(self.name) + ", or auto (chosen from the data)")
-        _require(self.freeze_layers >= 0, f"method.freeze_layers must be >= 0; got {self.freeze_layers}")
+        _require(self.freeze_layers == "auto" or (isinstance(self.freeze_layers, int) and self.freeze_layers >= 0),
+                 f"method.freeze_layers must be a whole number >= 0 or auto; got {self.freeze_layers!r}")
         _require(self.unfreeze_every >= 1, f"method.unfreeze_every must be >= 1; got {self.unfreeze_every}")
         _require(self.rank >= 1, f"method.rank must be >= 1; got {self.rank}")
         _require(self.alpha > 0, f"method.alpha must be > 0; got {self.alpha}")

@@ -103,8 +103,13 @@ def prepare(cfg: Config, adapt_task: Callable[[Task], Task] | None = None) -> Pr
         cfg = replace(cfg, data=replace(cfg.data, feature_columns=splits.train.feature_columns))
     resolve_metric(cfg, splits.task)
     set_seed(cfg.train.seed)  # before the head is initialised, so the same seed gives the same run
+    auto_frozen = cfg.method.freeze_layers == "auto"
+    if auto_frozen:  # decided below from the body's layers; only images read it while building, and get 0
+        cfg = replace(cfg, method=replace(cfg.method, freeze_layers=0))
     model, task, model_notes = build_model(source, splits.task, cfg, splits.train.inputs)
     notes += model_notes
+    if auto_frozen:
+        cfg = _choose_freeze_layers(cfg, splits, model, notes)
     if adapt_task is not None:  # strop distill: the teacher's soft targets in the labels and the loss
         task = adapt_task(task)
     if cfg.train.gradient_checkpointing:
@@ -149,6 +154,19 @@ def _choose_method(cfg: Config, splits: Splits, input_kind: str) -> tuple[Config
     gpu = cfg.train.device != "cpu" and torch.cuda.is_available()
     name, why = choose_method(splits.task, splits.train.targets, input_kind, gpu)
     return replace(cfg, method=replace(cfg.method, name=name)), why
+
+
+def _choose_freeze_layers(cfg: Config, splits: Splits, model: TaskModel, notes: list[str]) -> Config:
+    """method.freeze_layers=auto made concrete (config.yaml then says what ran), with a note where layers
+    stay frozen (see strop.methods.auto)."""
+    from strop.methods.auto import choose_freeze_layers
+
+    augmenting = cfg.data.augment not in ("auto", "none") or cfg.data.mixup > 0 or cfg.data.cutmix > 0
+    k, why = choose_freeze_layers(cfg.method.name, splits.task, len(splits.train.targets), model.body.kind,
+                                  len(model.body.layers()), augmenting)
+    if why:
+        notes.append(f"method.freeze_layers auto -> {k}: {why}")
+    return replace(cfg, method=replace(cfg.method, freeze_layers=k))
 
 
 def fit(config: str | Path | dict | Config | None = None, overrides: list[str] = (),

@@ -228,9 +228,10 @@ def prune(run_dir: str | Path, sparsity: float = 0.5, overrides: list[str] = (),
     removed = {"weights": magnitude_prune, "channels": channel_prune, "heads": head_prune}[structure](model, sparsity)
     pruned = score(model)
     # Removed channels and heads are gone: the rest trains as in full fine-tuning. Zeroed weights must stay zero.
+    # Every layer was pruned, so every layer recovers (the run may have kept its bottom frozen) unless told.
     recovery = "sparse" if structure == "weights" else "full"
     cfg = load_config(run_dir / "config.yaml", ["train.resume=false", "output_dir=null", "train.epochs=2",
-                                                 *overrides, f"method.name={recovery}"])
+                                                 "method.freeze_layers=0", *overrides, f"method.name={recovery}"])
     with tempfile.TemporaryDirectory(prefix="strop-pruned-") as tmp:
         info = {k: v for k, v in predictor.info.items() if k != "adapter"}
         save_model(Path(tmp) / "pruned", model, task, {**info, "method": "full"})

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import torch
@@ -39,6 +39,8 @@ class Method:
         from strop.config import MethodConfig
 
         self.cfg = cfg if cfg is not None else MethodConfig()
+        if self.cfg.freeze_layers == "auto":  # strop.fit makes it concrete from the data; elsewhere none is frozen
+            self.cfg = replace(self.cfg, freeze_layers=0)
 
     def prepare(self, model: nn.Module) -> None:
         """Sets requires_grad on the model's parameters before the optimizer is built: every parameter that

@@ -15,7 +15,9 @@ class Sparse(Method):
     def prepare(self, model: nn.Module) -> None:
         super().prepare(model)
         for module in model.body.modules():
-            if isinstance(module, nn.Linear) and not getattr(module.weight, "_strop_sparse", False):
+            # frozen weights (method.freeze_layers) cannot move: they need no mask
+            if (isinstance(module, nn.Linear) and module.weight.requires_grad
+                    and not getattr(module.weight, "_strop_sparse", False)):
                 mask = (module.weight.detach() != 0).to(module.weight.dtype)  # (out, in)
                 if not bool((mask == 0).any()):
                     continue
