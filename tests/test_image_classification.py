@@ -411,16 +411,18 @@ def test_compress_of_a_cnn_says_int8_converts_little_of_it(trained, capsys):
     assert rows[1]["size_mb"] > 0.9 * rows[0]["size_mb"]  # what the note warns of: the convolutions stay float32
 
 
-def test_a_cnn_trains_channels_last_and_in_fp32_on_a_cpu(tiny_timm_dir, image_data, tmp_path):
-    """On a CPU a convolutional network keeps its weights channels-last (oneDNN's fast layout) and
-    mixed_precision=auto resolves to fp32, which trains it faster there than bf16 (docs/images.md)."""
+def test_a_cnn_trains_channels_last_in_fp32_at_its_own_rate(tiny_timm_dir, image_data, tmp_path, capsys):
+    """On a CPU a convolutional network keeps its weights channels-last (oneDNN's fast layout),
+    mixed_precision=auto resolves to fp32, which trains it faster there than bf16, and optim.lr=auto gives
+    its body a CNN's rate, 1e-3 (docs/images.md)."""
     import yaml
 
     from strop.backbones.image import ImageBackbone
 
     run = _fit(tiny_timm_dir, image_data, tmp_path / "run", "train.mixed_precision=auto", "train.device=cpu",
-               "train.epochs=1")
+               "train.epochs=1", "optim.lr=auto", "train.quiet=false")
     assert yaml.safe_load((run / "config.yaml").read_text())["train"]["mixed_precision"] == "no"
+    assert "learning rate 1.0e-03 (auto: a convolutional body trains at a CNN's rate" in capsys.readouterr().out
     body = strop.load(run, device="cpu").model.body
     assert isinstance(body, ImageBackbone) and body.convolutional
     assert body.model.conv_stem.weight.is_contiguous(memory_format=torch.channels_last)

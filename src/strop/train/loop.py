@@ -174,7 +174,8 @@ def train(model, task: Task, method: Method, train_features: list[dict], val_fea
     if cfg.optim.lr == "find":
         peak_lr = _found_lr(model, task, method, train_features, collate, cfg, run, accelerator, show)
     else:
-        peak_lr = _peak_lr(cfg, len(sampler), accelerator.num_processes, method.body_rate, show)
+        peak_lr = _peak_lr(cfg, len(sampler), accelerator.num_processes, method.body_rate, show,
+                           getattr(model.body, "convolutional", False))
     layer_rates = (layer_rate_multiples(model.body.layers(), cfg.optim.layer_decay)
                    if split is None or split.keeps_inputs else {})  # the layers above a cached bottom too
     optimizer = build_optimizer(trained, cfg.optim, peak_lr, model.new_parameters if method.body_rate else set(),
@@ -369,7 +370,8 @@ def _cached_loaders(split, model, train_features: list[dict], val_sorted: list[d
     return train_loader, val_loader, seconds
 
 
-def _peak_lr(cfg: Config, num_batches: int, num_processes: int, body_rate: bool, show: bool) -> float:
+def _peak_lr(cfg: Config, num_batches: int, num_processes: int, body_rate: bool, show: bool,
+             convolutional: bool = False) -> float:
     """optim.lr for this run, resolved from the optimizer steps each process takes (Accelerate deals the
     batches out among the processes); said when `auto` chose other than 5e-5.
 
@@ -377,11 +379,14 @@ def _peak_lr(cfg: Config, num_batches: int, num_processes: int, body_rate: bool,
     false), and `auto` gives it the rate a new head has beside a training body (optim.head_lr_scale times the body's): at 5e-5 a linear head on frozen features
     barely moves (TREC, 8 examples per class, frozen bundled model, 5 epochs: accuracy 0.17, chance level)."""
     total_steps = math.ceil(num_batches / (cfg.train.grad_accum * num_processes)) * cfg.train.epochs
-    peak_lr = resolve_lr(cfg.optim.lr, total_steps)
+    convolutional = convolutional and body_rate  # a frozen body's head trains at the head's rate, as below
+    peak_lr = resolve_lr(cfg.optim.lr, total_steps, convolutional)
     if cfg.optim.lr == "auto" and not body_rate:
         peak_lr *= cfg.optim.head_lr_scale
     if show and cfg.optim.lr == "auto" and peak_lr != AUTO_LR:
-        why = [f"{total_steps} optimizer steps in all, fewer than {AUTO_LR_STEPS}"] if total_steps < AUTO_LR_STEPS else []
+        why = ([f"{total_steps} optimizer steps in all, fewer than {AUTO_LR_STEPS}"]
+               if total_steps < AUTO_LR_STEPS and not convolutional else [])
+        why += ["a convolutional body trains at a CNN's rate"] if convolutional else []
         why += [] if body_rate else [f"what trains (a head, adapters or biases) trains at the head's rate: "
                                      f"{cfg.optim.head_lr_scale:g}x"]
         tqdm.write(f"learning rate {peak_lr:.1e} (auto: {'; '.join(why)}; set optim.lr to choose it)")
