@@ -181,7 +181,7 @@ def _trained_row(run: Path, wall: float, args) -> dict:
             "train_images_per_s": round(sum(r["train_samples_per_s"] for r in history) / len(history), 1),
             "train_s": summary["train_seconds"], "epochs": summary["epochs_run"], "best_epoch": summary["best_epoch"],
             "train_examples": summary["train_examples"],
-            "precision": re.search(r"mixed_precision: (\w+)", config)[1], **_inference(run, args)}
+            "precision": re.search(r"mixed_precision: '?(\w+)", config)[1], **_inference(run, args)}
 
 def strop_lpft(args, out: Path) -> dict:
     import strop

@@ -117,3 +117,30 @@ def test_freeze_layers_zero_trains_every_layer(tiny_overrides, tiny_model_dir):
     before = BertModel.from_pretrained(tiny_model_dir).state_dict()["embeddings.word_embeddings.weight"]
     run = strop.fit(None, [*tiny_overrides, "train.epochs=1", "method.freeze_layers=0"])
     assert not torch.equal(before, load_file(run / "model" / "model.safetensors")["bert.embeddings.word_embeddings.weight"])
+
+
+def test_cv_and_curve_parts_train_as_a_fit_on_all_the_data_would(tiny_overrides, tmp_path, monkeypatch):
+    """Parts on either side of the threshold would measure two methods: above it, every part trains every layer;
+    at or below it, auto is left to each part (which chooses alike)."""
+    import strop.cv
+    import strop.methods.auto as auto
+    from strop.curve import learning_curve
+
+    seen = []
+
+    def fit_and_score(cfg, train_file, score_file, seed, run_dir, keep_run):
+        seen.append(cfg.method.freeze_layers)
+        return {"accuracy": 0.5 + 0.1 * len(seen) ** 0.5, "macro_f1": 0.5}
+
+    monkeypatch.setattr(strop.cv, "fit_and_score", fit_and_score)
+    defaults = [o for o in tiny_overrides if not o.startswith(("method.freeze_layers", "output_dir", "data.validation"))]
+    monkeypatch.setattr(auto, "FREEZE_BOTTOM_MAX_EXAMPLES", 100)  # the curve's pool: 144 examples
+    result = learning_curve(None, defaults, fractions=(0.25, 0.5, 1), seeds=1, output=tmp_path / "above", quiet=True)
+    assert seen == [0, 0, 0] and result["config"]["method"]["freeze_layers"] == 0
+    seen.clear()
+    strop.cv.cross_validate(None, defaults, folds=2, output=tmp_path / "cv", quiet=True)  # 160 examples
+    assert seen == [0, 0]
+    seen.clear()
+    monkeypatch.setattr(auto, "FREEZE_BOTTOM_MAX_EXAMPLES", 1000)
+    learning_curve(None, defaults, fractions=(0.25, 0.5, 1), seeds=1, output=tmp_path / "below", quiet=True)
+    assert seen == ["auto"] * 3

@@ -164,6 +164,7 @@ def learning_curve(config=None, overrides: list[str] = (), fractions: tuple[floa
     from strop.config import load_config
     from strop.cv import default_output, fit_and_score, read_training_table
     from strop.fit import resolve_config
+    from strop.methods.auto import freeze_layers_for_all_of
     from strop.report_studies import report_after
     from strop.tasks import TASKS
 
@@ -185,6 +186,9 @@ def learning_curve(config=None, overrides: list[str] = (), fractions: tuple[floa
     out.mkdir(parents=True, exist_ok=True)
     try:
         pool, validation_file = _pool_and_validation(cfg, frame, targets, out)
+        cfg, note = freeze_layers_for_all_of(cfg, len(pool))  # one method at every size
+        if note and not quiet:
+            print(note, flush=True)
         sizes = [max(1, int(round(f * len(pool)))) for f in fractions]
         seed_values = [cfg.train.seed + i for i in range(seeds)]
         plans = {seed: nested_subsets([targets[i] for i in pool], sizes, seed) for seed in seed_values}

@@ -144,6 +144,7 @@ def cross_validate(config=None, overrides: list[str] = (), folds: int = 5, seeds
         StropError: bad config or data, or an output folder that already holds files.
     """
     from strop.fit import resolve_config
+    from strop.methods.auto import freeze_layers_for_all_of
     from strop.report_studies import report_after
 
     if folds < 1 or seeds < 1:
@@ -156,6 +157,9 @@ def cross_validate(config=None, overrides: list[str] = (), folds: int = 5, seeds
     if folds >= 2:
         frame, targets = read_training_table(cfg)
         plans = {seed: fold_indices(targets, folds, seed) for seed in seed_values}  # checked before any run
+        cfg, note = freeze_layers_for_all_of(cfg, len(targets))
+        if note and not quiet:
+            print(note, flush=True)
     out.mkdir(parents=True, exist_ok=True)
     result = {"config": cfg.to_dict(), "folds": folds, "seeds": seed_values, "keep_runs": keep_runs,
               "scored_on": "the held-out fold, after training" if folds >= 2 else "the run's validation data",

@@ -78,3 +78,20 @@ def choose_freeze_layers(method: str, task, examples: int, input_kind: str, laye
     return k, (f"{examples} training examples (at most {FREEZE_BOTTOM_MAX_EXAMPLES:,}): the embeddings and the "
                f"bottom {k - 1} of {layer_count - 1} blocks stay frozen, their output computed once; on little data "
                "fewer trainable layers overfit less (method.freeze_layers=0 trains every layer)")
+
+
+def freeze_layers_for_all_of(cfg, examples: int):
+    """`strop cv` and `strop curve` train on parts of the data: with method.freeze_layers=auto each part would
+    choose for its own size, so parts on either side of FREEZE_BOTTOM_MAX_EXAMPLES would measure two methods (a
+    curve with a step in it). Here every part trains as a fit on all `examples` would: above the threshold every
+    layer (freeze_layers=0); at or below it every part is below it too, and auto chooses the same for each.
+
+    Returns the config to run and a note saying what was pinned (None where nothing was)."""
+    from dataclasses import replace
+
+    if cfg.method.freeze_layers != "auto" or examples <= FREEZE_BOTTOM_MAX_EXAMPLES:
+        return cfg, None
+    return replace(cfg, method=replace(cfg.method, freeze_layers=0)), (
+        f"method.freeze_layers auto -> 0 in every run: all {examples:,} examples are more than "
+        f"{FREEZE_BOTTOM_MAX_EXAMPLES:,}, where a fit trains every layer, so every smaller part trains every layer too")
+
