@@ -212,6 +212,27 @@ def test_missing_train_file_setting():
         strop.fit(None, ["train.epochs=1"])
 
 
+@pytest.mark.parametrize("method", [["method.name=freeze"], ["method.freeze_layers=2"]], ids=["body", "bottom"])
+def test_a_cached_bf16_run_quotes_what_strop_evaluate_gives(method, tiny_overrides, text_data, tmp_path,
+                                                          monkeypatch):
+    import strop.train.loop as loop
+    from strop.evaluate.scoring import evaluate_file
+
+    cached_in_bf16 = []  # per cache pass: train first, then validation
+    cache = loop.cache_body_outputs
+    monkeypatch.setattr(loop, "cache_body_outputs",
+                        lambda *a, bf16, **k: cached_in_bf16.append(bf16) or cache(*a, bf16=bf16, **k))
+    # The final validation runs what trains on the fp32 cache of the frozen part: the whole model's numbers.
+    run = strop.fit(None, [o for o in tiny_overrides if not o.startswith("method.freeze_layers")] + method +
+                    ["train.epochs=2", "train.mixed_precision=bf16"])
+    summary = json.loads((run / "summary.json").read_text())
+    scored = evaluate_file(strop.load(run), text_data["dev"])
+    assert scored["loss"] == pytest.approx(summary["validation"]["loss"], abs=1e-6)
+    assert scored["accuracy"] == summary["validation"]["accuracy"]
+    assert summary["best"]["val_loss"] != summary["validation"]["loss"]  # the epoch's validation ran in bf16
+    assert cached_in_bf16 == [True, False]
+
+
 def test_bf16_training_and_validation_with_a_final_fp32_validation(tiny_overrides, text_data, tmp_path):
     fp32 = _history(strop.fit(None, tiny_overrides + [f"output_dir={tmp_path / 'a'}", "train.epochs=2"]))
     run = strop.fit(None, tiny_overrides + [f"output_dir={tmp_path / 'b'}", "train.epochs=2",
@@ -240,9 +261,10 @@ def test_frozen_body_runs_once_and_gives_the_uncached_result(method, tiny_overri
     monkeypatch.setattr(BertModel, "forward", lambda self, *a, **k: calls.append(1) or forward(self, *a, **k))
     common = tiny_overrides + [f"method.name={method}", "train.epochs=3"]
     cached = strop.fit(None, common + [f"output_dir={tmp_path / 'cached'}"])
-    # One pass over train (160 texts, 3 batches of 64) and validation (60 texts, 1 batch), and the final
-    # validation of the whole model (1 batch); not 3 epochs x (20 training batches + 1 validation batch).
-    assert len(calls) == 3 + 1 + 1
+    # One pass over train (160 texts, 3 batches of 64) and validation (60 texts, 1 batch); not 3 epochs x
+    # (20 training batches + 1 validation batch), and not once more for the final validation, which runs the
+    # head on the validation cache.
+    assert len(calls) == 3 + 1
 
     monkeypatch.setattr(METHODS.get(method), "frozen_split", lambda self, model: None)
     uncached = strop.fit(None, common + [f"output_dir={tmp_path / 'uncached'}"])
@@ -257,9 +279,10 @@ def test_frozen_body_runs_once_and_gives_the_uncached_result(method, tiny_overri
         assert x["val_loss"] == pytest.approx(y["val_loss"], abs=1e-5)
 
 
-def test_interrupted_frozen_run_resumes_to_the_same_weights(tiny_overrides, tmp_path, monkeypatch):
+@pytest.mark.parametrize("frozen", [["method.name=freeze"], ["method.freeze_layers=2"]], ids=["body", "bottom"])
+def test_interrupted_frozen_run_resumes_to_the_same_weights(frozen, tiny_overrides, tmp_path, monkeypatch):
 
-    common = [o for o in tiny_overrides if not o.startswith("output_dir")] + ["method.name=freeze"]
+    common = [o for o in tiny_overrides if not o.startswith(("output_dir", "method.freeze_layers"))] + frozen
     straight = strop.fit(None, common + [f"output_dir={tmp_path / 'straight'}"])
 
     interrupt_after_checkpoint(monkeypatch, lambda: strop.fit(None, common + [f"output_dir={tmp_path / 'resumed'}"]))
@@ -272,6 +295,11 @@ def test_interrupted_frozen_run_resumes_to_the_same_weights(tiny_overrides, tmp_
         assert a.keys() == b.keys()
         for key in a:
             assert torch.equal(a[key], b[key]), (weights, key)
+    if "method.freeze_layers=2" in frozen:  # the checkpoint leaves out the cached bottom; the saved model has it
+        saved = load_file(straight / "model/model.safetensors")
+        checkpoint = load_file(straight / "checkpoints/last/model.safetensors")
+        assert any("embeddings" in key for key in saved)
+        assert not any("embeddings" in key and key.endswith("weight") for key in checkpoint)
     timing = ("epoch_seconds", "train_samples_per_s", "train_tokens_per_s", "time")
     untimed = lambda run: [{k: v for k, v in r.items() if k not in timing} for r in _history(run)]
     assert untimed(resumed) == untimed(straight)

@@ -42,16 +42,38 @@ class LoopState:
     history: list[dict] = field(default_factory=list)  # one record per validation, as in metrics.jsonl
 
 
-def cpu_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """A copy of the weights on the CPU (a copy even when they already live there: they keep changing)."""
-    return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.state_dict().items()}
+def cpu_state(model: torch.nn.Module, leave_out: frozenset[str] = frozenset()) -> dict[str, torch.Tensor]:
+    """A copy of the weights on the CPU (a copy even when they already live there: they keep changing), but
+    those named in `leave_out`."""
+    return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.state_dict().items()
+            if k not in leave_out}
+
+
+def never_trained(model: torch.nn.Module) -> frozenset[str]:
+    """The names of `model`'s parameters that do not train now, as its state_dict names them (tied ones under
+    every name). The loop passes them as `fixed` where they stay so for the whole run (a cached frozen bottom)."""
+    return frozenset(name for name, p in model.named_parameters(remove_duplicate=False) if not p.requires_grad)
+
+
+def load_weights(model: torch.nn.Module, weights: dict[str, torch.Tensor], fixed: frozenset[str]) -> None:
+    """model.load_state_dict(weights), where `weights` may leave out the parameters named in `fixed`: the run
+    never trains them, so the model as built already holds their values.
+
+    Raises:
+        RuntimeError: a weight of another shape, one the model lacks, or one missing that is not in `fixed`.
+    """
+    missing, unexpected = model.load_state_dict(weights, strict=False)
+    if unexpected or set(missing) - fixed:
+        raise RuntimeError(f"missing {sorted(set(missing) - fixed)[:5]}, unexpected {sorted(unexpected)[:5]}")
 
 
 def save_checkpoint(path: Path, model, optimizer, scheduler, state: LoopState,
-                    best_weights: dict[str, torch.Tensor] | None) -> None:
-    """best_weights: the best epoch's weights when they differ from the current ones, else None."""
+                    best_weights: dict[str, torch.Tensor] | None, fixed: frozenset[str] = frozenset()) -> None:
+    """best_weights: the best epoch's weights when they differ from the current ones, else None.
+    fixed: parameters the run never trains (a cached frozen bottom), left out: a resumed run builds the model
+    with their values (for MiniLM-L6 with 3 of 6 blocks frozen, 3/4 of the weights' bytes)."""
     with staged(path, "the checkpoint") as tmp:
-        save_file(cpu_state(model), tmp / "model.safetensors")
+        save_file(cpu_state(model, fixed), tmp / "model.safetensors")
         if best_weights is not None:
             save_file(best_weights, tmp / "best.safetensors")
         rng = {"torch": torch.get_rng_state()}
@@ -121,8 +143,10 @@ def has_checkpoint(path: Path) -> bool:
     return (recover_dir(path) / "state.json").is_file()
 
 
-def load_checkpoint(path: Path, model, optimizer, scheduler) -> tuple[LoopState, dict[str, torch.Tensor]]:
-    """Restores model, optimizer, scheduler and RNG in place; returns the loop state and the best weights.
+def load_checkpoint(path: Path, model, optimizer, scheduler,
+                    fixed: frozenset[str] = frozenset()) -> tuple[LoopState, dict[str, torch.Tensor]]:
+    """Restores model, optimizer, scheduler and RNG in place; returns the loop state and the best weights
+    (both may leave out the parameters in `fixed`, which the run never trains: see save_checkpoint).
 
     A damaged checkpoint is refused: there is no older one to fall back on, because `publish_dir` deletes the
     previous checkpoint as soon as the new one is in place (its `.old` copy only exists while the two
@@ -140,7 +164,7 @@ def load_checkpoint(path: Path, model, optimizer, scheduler) -> tuple[LoopState,
     best_file = path / "best.safetensors"
     best = _read(best_file, load_file) if best_file.is_file() else weights
     try:
-        model.load_state_dict(weights)
+        load_weights(model, weights, fixed)
     except RuntimeError as error:
         raise StropError(f"the checkpoint in {path} does not fit this run's model ({str(error)[:300]}): "
                          f"{RESTART}") from None

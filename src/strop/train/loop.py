@@ -25,7 +25,8 @@ from strop.runs import RunDir, atomic_write_text, reporting_write_errors, to_jso
 from strop import trackers
 from strop.tasks import Task
 from strop.train.cache import cache_body_outputs, example_length
-from strop.train.checkpoint import LoopState, cpu_state, has_checkpoint, load_checkpoint, save_checkpoint
+from strop.train.checkpoint import (LoopState, cpu_state, has_checkpoint, load_checkpoint, load_weights,
+                                    never_trained, save_checkpoint)
 from strop.train.optim import (AUTO_LR, AUTO_LR_STEPS, build_optimizer, build_scheduler, l1_penalty,
                                layer_rate_multiples, resolve_lr)
 from strop.train.mixing import mixing_for
@@ -154,20 +155,18 @@ def train(model, task: Task, method: Method, train_features: list[dict], val_fea
                            task.example_weights(train_features))
     # Validation in length order: least padding; the order does not change the metrics.
     val_sorted = sorted(val_features, key=example_length)
-    model_val_loader = DataLoader(val_sorted, batch_size=tc.eval_batch_size, collate_fn=collate)
 
     # What each step runs: the whole model, or only its head on cached outputs of a frozen body.
     split = _usable(method.frozen_split(model), model, val_sorted or train_features, collate, accelerator.device, show)
     trained, cache_seconds = model, 0.0
     if split is None:
         train_loader = DataLoader(train_features, batch_sampler=sampler, collate_fn=collate)
-        val_loader = model_val_loader
+        val_loader = DataLoader(val_sorted, batch_size=tc.eval_batch_size, collate_fn=collate)
     else:
         train_loader, val_loader, cache_seconds = _cached_loaders(split, model, train_features, val_sorted, sampler,
                                                                   collate, input_keys, tc, accelerator.device, bf16,
                                                                   show)
         trained = split.head
-        model_val_loader = accelerator.prepare(model_val_loader)  # for the final validation of the whole model
 
     # The optimizer steps each process takes: Accelerate deals the batches out among the processes.
     steps_per_epoch = math.ceil(math.ceil(len(sampler) / accelerator.num_processes) / tc.grad_accum)
@@ -183,15 +182,16 @@ def train(model, task: Task, method: Method, train_features: list[dict], val_fea
     scheduler = build_scheduler(optimizer, cfg.optim, steps_per_epoch * tc.epochs, steps_per_epoch)
     trained, optimizer, train_loader, val_loader, scheduler = accelerator.prepare(
         trained, optimizer, train_loader, val_loader, scheduler)
-    if split is None:
-        model_val_loader = val_loader
     trainable = [p for g in optimizer.param_groups for p in g["params"]]  # clipping skips those without gradients
     mixing = mixing_for(cfg, model, task, method.caches_inputs)  # data.mixup, data.cutmix
 
+    # Under a frozen split, what is frozen stays so for the whole run (the cache depends on it): checkpoints and
+    # the best epoch's copy leave those weights out, as every build of the model has them.
+    fixed = never_trained(accelerator.unwrap_model(trained)) if split is not None else frozenset()
     state, best_weights, best_validation = LoopState(), None, None
     if tc.resume and has_checkpoint(run.last_checkpoint):
         state, best_weights = load_checkpoint(run.last_checkpoint, accelerator.unwrap_model(trained), optimizer,
-                                              scheduler)
+                                              scheduler, fixed)
     if tc.resume and accelerator.is_main_process:
         # Also with no checkpoint: a run killed after its first metrics line but before its first checkpoint
         # starts again from scratch, and that line must go.
@@ -269,10 +269,10 @@ def train(model, task: Task, method: Method, train_features: list[dict], val_fea
                 with reporting_write_errors(run.metrics, "the metrics"), run.metrics.open("a", encoding="utf-8") as f:
                     f.write(to_json(record) + "\n")
                 save_checkpoint(run.last_checkpoint, accelerator.unwrap_model(trained), optimizer, scheduler, state,
-                                best_weights)
+                                best_weights, fixed)
             accelerator.wait_for_everyone()
             if improved:
-                best_weights = cpu_state(accelerator.unwrap_model(trained))
+                best_weights = cpu_state(accelerator.unwrap_model(trained), fixed)
             trackers.log_epoch(accelerator, cfg, record)
             if show:
                 _print_epoch(record, tc, state, task, metric)
@@ -283,11 +283,13 @@ def train(model, task: Task, method: Method, train_features: list[dict], val_fea
         raise
 
     if best_weights is not None:
-        accelerator.unwrap_model(trained).load_state_dict(best_weights)
+        load_weights(accelerator.unwrap_model(trained), best_weights, fixed)
     # The numbers to quote are those of the whole model as saved, in the precision it is served in; an fp32
-    # run of the whole model already validated it so, unless its best epoch came before a resume.
+    # run of the whole model already validated it so, unless its best epoch came before a resume. With a
+    # frozen split, `trained` is the layers above it: they run in fp32 on the fp32 cache of the frozen ones,
+    # which is what the whole model computes (the split's check holds it exact).
     if bf16 or split is not None or best_validation is None:
-        best_validation = evaluate(model, model_val_loader, task, accelerator)
+        best_validation = evaluate(trained, val_loader, task, accelerator)
     final, scored = best_validation
     trackers.end(accelerator, cfg)
     return state, final, scored
@@ -358,9 +360,12 @@ def _cached_loaders(split, model, train_features: list[dict], val_sorted: list[d
     started = time.perf_counter()
     model.to(device)
     cache = partial(cache_body_outputs, split, model, input_keys=input_keys, collate=collate,
-                    batch_size=tc.eval_batch_size, device=device, bf16=bf16, show=show)
-    train_loader = DataLoader(cache(train_features), batch_sampler=sampler, collate_fn=collate)
-    val_loader = DataLoader(cache(val_sorted), batch_size=tc.eval_batch_size, collate_fn=collate)
+                    batch_size=tc.eval_batch_size, device=device, show=show)
+    train_loader = DataLoader(cache(train_features, bf16=bf16), batch_sampler=sampler, collate_fn=collate)
+    # Validation's cache in fp32, in the whole model's batches: the final validation then runs only the layers
+    # above it, and scores what the saved model computes in fp32 (exact, by the split's check), at a fraction
+    # of the cost of running the whole model again.
+    val_loader = DataLoader(cache(val_sorted, bf16=False), batch_size=tc.eval_batch_size, collate_fn=collate)
     seconds = time.perf_counter() - started
     if show:
         frozen, rest = (("frozen bottom layers", "the layers above on their cached output") if split.keeps_inputs
