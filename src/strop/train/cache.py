@@ -1,9 +1,9 @@
 """Cached body outputs for methods that freeze the body: computed once, then every epoch trains the head.
 
 The frozen body runs in eval mode (no dropout), so its outputs are the same in every epoch; recomputing
-them is most of the cost of training a head. The training examples' in the training precision, so the head
-sees the numbers it would see without the cache; the loop caches validation in fp32, the precision of its final
-validation (`bf16`). Works for every backbone and task: what is cached is what the head reads
+them is most of the cost of training a head. The loop caches the training examples in the training precision
+(`bf16`), so the head sees the numbers it would see without the cache, and validation in fp32, the precision of
+its final validation. Works for every backbone and task: what is cached is what the head reads
 (a vector per example, or a vector per token, trimmed to the example's length).
 """
 
