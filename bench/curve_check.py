@@ -1,5 +1,6 @@
 """Learning curve against reality (issue 19): fit `strop curve` on up to 500 SST-2 examples, predict the
-accuracy at 1,000 and at all 6,920, then train at both sizes and compare.
+accuracy at 1,000 and at all 6,920, then train at both sizes and compare (`--data trec`: the same on TREC's
+4,452 training questions, scored on the benchmark's held-out 1,000).
 
     nice -n 5 python bench/curve_check.py                          # the real run (about 20 min on 2 cores)
     python bench/curve_check.py --pool 60 --big 120 --full 240 --seeds 1 --epochs 1   # smoke run
@@ -41,12 +42,13 @@ import numpy as np
 import pandas as pd
 
 HERE = Path(__file__).resolve().parent
-DATA = Path(os.environ.get("BENCH_DATA", HERE.parents[1] / "shared" / "data" / "text")) / "sst2"
 FRACTIONS = (0.1, 0.2, 0.4, 0.6, 0.8, 1.0)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", choices=("sst2", "trec"), default="sst2",
+                        help="sst2 (scored on dev.csv) or trec (scored on the benchmark's held-out 1,000)")
     parser.add_argument("--pool", type=int, default=500, help="examples the curve is fitted on (default 500)")
     parser.add_argument("--big", type=int, default=1000, help="the first size checked (default 1000)")
     parser.add_argument("--full", type=int, default=None, help="the second size checked (default: all of train.csv)")
@@ -66,13 +68,18 @@ def main(argv: list[str] | None = None) -> int:
     from strop.curve import analyse, bootstrap, interval, learning_curve, nested_subsets, power_law
     from strop.cv import fit_and_score
     from strop.fit import resolve_config
+    from scipy.optimize import curve_fit
+
+    from rows import source_splits
 
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M%S")
+    stamp += "-trec" if args.data == "trec" else ""
     stamp += f"-n{args.actual_only}" if args.actual_only else ""  # parts started together get their own files
     work = args.out / f"curve-check-{stamp}"
     (work / "data").mkdir(parents=True)
-    train = pd.read_csv(DATA / "train.csv", dtype=str, keep_default_na=False)
-    dev = DATA / "dev.csv"
+    train, score = (frame.reset_index(drop=True) for frame in source_splits(args.data))
+    dev = work / "data" / "score.csv"
+    score.to_csv(dev, index=False)
     full = args.full or len(train)
     labels = train["label"].tolist()
 
@@ -133,6 +140,10 @@ def main(argv: list[str] | None = None) -> int:
     p = fit["parameters"]
     result["curve"] = {"points": curve["points"], "fit": fit}
     given = [r for path in (args.actual or []) for r in json.loads(path.read_text()).get("actual_runs", [])]
+    # The alternative form on the same points, for comparison: no ceiling below accuracy's own (a fixed at 1).
+    (b_free, c_free), _ = curve_fit(lambda n_, b_, c_: power_law(n_, 1.0, b_, c_), n, y, p0=(1.0, 0.3),
+                                    bounds=([0.0, 1e-3], [np.inf, 3.0]), maxfev=20_000)
+    result["ceiling_free"] = {"b": float(b_free), "c": float(c_free)}
 
     checks = []
     for size, seeds in ((args.big, args.big_seeds), (full, args.full_seeds)):
@@ -143,6 +154,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         actual = [r["accuracy"] for r in runs]
         checks.append({"size": size, "predicted": predicted, "interval": [low, high], "runs": runs,
+                       "predicted_ceiling_free": float(power_law(size, 1.0, b_free, c_free)),
                        "actual_mean": float(np.mean(actual)),
                        "actual_std": float(np.std(actual, ddof=1)) if len(actual) > 1 else None,
                        "gap_points": 100 * (float(np.mean(actual)) - predicted),
@@ -154,12 +166,15 @@ def main(argv: list[str] | None = None) -> int:
     out_file.write_text(json.dumps(result, indent=1))
 
     print(f"\nfit on {args.pool} examples: a {p['a']:.4f}, b {p['b']:.4g}, c {p['c']:.3f}; train.epochs={args.epochs}")
-    print("| size | predicted (95% interval) | actual (mean ± std, seeds) | actual − predicted |")
-    print("|---|---|---|---|")
+    print(f"ceiling-free (a = 1): b {b_free:.4g}, c {c_free:.3f}")
+    print("| size | predicted (95% interval) | actual (mean ± std, seeds) | actual − predicted | ceiling-free: "
+          "predicted, gap |")
+    print("|---|---|---|---|---|")
     for c in checks:
         spread = f" ± {c['actual_std']:.4f}" if c["actual_std"] is not None else ""
         print(f"| {c['size']:,} | {c['predicted']:.4f} [{c['interval'][0]:.4f}, {c['interval'][1]:.4f}] | "
-              f"{c['actual_mean']:.4f}{spread} ({len(c['runs'])}) | {c['gap_points']:+.1f} points |")
+              f"{c['actual_mean']:.4f}{spread} ({len(c['runs'])}) | {c['gap_points']:+.1f} points | "
+              f"{c['predicted_ceiling_free']:.4f}, {100 * (c['actual_mean'] - c['predicted_ceiling_free']):+.1f} |")
     print(f"\nresults: {out_file}")
     return 0
 
