@@ -16,53 +16,48 @@ from safetensors.torch import load_file
 import strop
 from conftest import interrupt_after_checkpoint, write_csv
 from strop.errors import StropError
-from strop.methods.fewshot import PairCollate, PairEncoder, PairFeatures, contrastive_pairs, split_evenly
+from strop.methods.fewshot import (GroupCollate, GroupFeatures, PairEncoder, PairTask, groups_for, pair_groups,
+                                   pairs_of_group, split_evenly)
 
 
-def _class_of(labels, rows):
-    return np.asarray(labels)[rows]
-
-
-@pytest.mark.parametrize("sizes", [[8, 8, 8], [30, 5, 2, 1], [2, 2], [100, 3]])
-def test_pairs_have_the_budget_half_positive_and_balanced_across_classes(sizes):
+@pytest.mark.parametrize("sizes, group_size", [([8, 8, 8], 16), ([30, 5, 2, 1], 16), ([2, 2], 4), ([100, 3], 16),
+                                              ([3] * 20, 8)])
+def test_groups_are_balanced_across_classes_in_each_group_and_over_all(sizes, group_size):
     labels = np.repeat(np.arange(len(sizes)), sizes)
-    budget = 40 * len(labels)
-    pairs = contrastive_pairs(labels, budget, seed=0)
-    assert pairs.shape == (budget, 3)
-    first, second, same = pairs[:, 0], pairs[:, 1], pairs[:, 2]
-    assert ((_class_of(labels, first) == _class_of(labels, second)) == (same == 1)).all()
-    assert (first[same == 1] != second[same == 1]).all()  # a positive pair is two different examples
-    assert same.sum() == budget // 2
-    pairable = [c for c, n in enumerate(sizes) if n >= 2]
-    positives = Counter(_class_of(labels, first[same == 1]).tolist())
-    assert sorted(positives) == pairable
-    assert max(positives.values()) - min(positives.values()) <= 1  # the large class does not take the budget
-    anchors = Counter(_class_of(labels, first[same == 0]).tolist())
-    assert len(anchors) == len(sizes) and max(anchors.values()) - min(anchors.values()) <= 1
-    partners = Counter(_class_of(labels, second[same == 0]).tolist())
-    expected = (budget - budget // 2) / len(sizes)  # each class is a partner about as often as an anchor
-    assert all(abs(partners[c] - expected) < 0.2 * expected for c in range(len(sizes)))
+    groups = pair_groups(labels, group_size, 300, seed=0)
+    assert groups.shape == (300, group_size) and groups.dtype == np.int64
+    per_group = min(len(sizes), group_size // 2)
+    appearances = Counter()
+    for group in groups:
+        counts = Counter(labels[group].tolist())
+        assert len(counts) == per_group  # as many classes as leave each two examples or more
+        assert max(counts.values()) - min(counts.values()) <= 1 and min(counts.values()) >= 2
+        appearances.update(counts.keys())
+        for c, n in counts.items():  # drawn without replacement where the class has enough examples
+            assert len(set(group[labels[group] == c].tolist())) == min(n, sizes[c])
+    assert sorted(appearances) == list(range(len(sizes)))
+    assert max(appearances.values()) - min(appearances.values()) <= 2  # a large class takes no more turns
 
 
-def test_pairs_scale_linearly_and_are_reproducible():
-    labels = np.arange(20_000) % 7  # 2e8 pairs exist; the budget draws 2e5 without enumerating them
-    pairs = contrastive_pairs(labels, 10 * len(labels), seed=3)
-    assert len(pairs) == 200_000 and pairs.nbytes == 200_000 * 3 * 8
-    assert np.array_equal(pairs, contrastive_pairs(labels, 10 * len(labels), seed=3))
-    assert not np.array_equal(pairs, contrastive_pairs(labels, 10 * len(labels), seed=4))
+def test_groups_scale_linearly_and_are_reproducible():
+    labels = np.arange(20_000) % 7  # 2e8 pairs exist; the groups hold 10 a labelled example, not all of them
+    count = groups_for(10 * len(labels), 16)
+    groups = pair_groups(labels, 16, count, seed=3)
+    assert count == 1667 and groups.nbytes == count * 16 * 8 and count * pairs_of_group(16) >= 200_000
+    assert np.array_equal(groups, pair_groups(labels, 16, count, seed=3))
+    assert not np.array_equal(groups, pair_groups(labels, 16, count, seed=4))
 
 
-def test_pairs_without_a_class_of_two_are_all_negative_and_one_class_is_refused():
-    assert contrastive_pairs([0, 1, 2], 30, seed=0)[:, 2].sum() == 0
+def test_one_class_is_refused():
     with pytest.raises(StropError, match="two classes"):
-        contrastive_pairs([1, 1, 1], 10, seed=0)
+        pair_groups([1, 1, 1], 4, 10, seed=0)
 
 
 def test_split_evenly():
     assert split_evenly(10, 3) == [4, 3, 3] and sum(split_evenly(7, 7)) == 7 and split_evenly(0, 2) == [0, 0]
 
 
-def test_a_batch_encodes_each_distinct_example_once_and_gives_cosines(tiny_model_dir):
+def test_a_batch_encodes_each_distinct_example_once_and_pairs_within_groups_only(tiny_model_dir):
     from strop.backbones.text import TextBackbone
     from strop.model import with_new_head
     from strop.tasks.base import pad_collate
@@ -70,13 +65,26 @@ def test_a_batch_encodes_each_distinct_example_once_and_gives_cosines(tiny_model
 
     body, _ = TextBackbone.from_pretrained(str(tiny_model_dir), "mean", 32)
     model = with_new_head(body, Classification(("a", "b")))
-    examples = body.encode(["one text", "another text here", "a third"])
-    collate = PairCollate(examples, lambda f: pad_collate(f, body.pad_values))
-    batch = collate([PairFeatures(np.array([[0, 1, 1], [1, 0, 0], [2, 2, 1]]))[i] for i in range(3)])
-    assert batch["input_ids"].shape[0] == 3 and batch["labels"].tolist() == [1.0, 0.0, 1.0]
+    examples = [dict(f, labels=label) for f, label in
+                zip(body.encode(["one text", "another text here", "a third", "one text"]), [0, 0, 1, 0])]
+    collate = GroupCollate(examples, lambda f: pad_collate(f, body.pad_values))
+    # Two groups: 0 is in both and 1 twice in the second (no pair with itself); 3 is 0's text, another example.
+    batch = collate([GroupFeatures(np.array([[0, 1, 2], [0, 1, 1]]))[i] for i in range(2)] +
+                    [GroupFeatures(np.array([[3, 0]]))[0]])
+    assert batch["input_ids"].shape[0] == 4  # examples 0, 1, 2, 3 once each
+    pairs = sorted(zip(batch["first"].tolist(), batch["second"].tolist(), batch["labels"].tolist()))
+    assert pairs == [(0, 1, 1.0), (0, 1, 1.0), (0, 1, 1.0), (0, 2, 0.0), (1, 2, 0.0), (3, 0, 1.0)]
     model.eval()
     cos = PairEncoder(model)(**batch)
-    assert cos.shape == (3,) and torch.allclose(cos[0], cos[1]) and torch.allclose(cos[2], torch.tensor(1.0))
+    assert cos.shape == (6,) and torch.allclose(cos[-1], torch.tensor(1.0))  # (3, 0): the same text
+
+
+def test_positive_and_negative_pairs_weigh_half_each():
+    similarity = torch.tensor([0.5, 0.0, 0.0, 0.0])
+    same = torch.tensor([1.0, 0.0, 0.0, 0.0])
+    assert PairTask().loss(similarity, same).item() == pytest.approx(0.125)  # (0.25 + 0) / 2, not 0.25 / 4
+    assert PairTask().metrics([0.9, 0.2, 0.7, 0.1], [1.0, 0.0, 0.0, 0.0])["pair_accuracy"] == pytest.approx(5 / 6)
+    assert PairTask().loss(torch.tensor([0.5, 0.5]), torch.tensor([0.0, 0.0])).item() == pytest.approx(0.25)
 
 
 def _fewshot_data(tmp_path):
@@ -96,9 +104,10 @@ def test_fit_then_load_and_predict(tiny_overrides, tiny_model_dir, tmp_path):
     train, dev = _fewshot_data(tmp_path)
     # Mean pooling: the first token of a random tiny BERT hardly depends on the text.
     run = strop.fit(None, tiny_overrides + [f"data.train={train}", f"data.validation={dev}", "method.name=fewshot",
-                                            "method.pairs_per_example=8", "method.pair_lr=1e-3", "model.pooling=mean"])
+                                            "method.pairs_per_example=24", "method.pair_lr=1e-3", "model.pooling=mean"])
     stage = json.loads((run / "contrastive" / "summary.json").read_text())
-    assert stage["pairs"] == 8 * 18 and stage["positive_pairs"] == 72 and stage["steps"] == 18
+    # 18 examples, 24 pairs each: 432 pairs, 16 groups of 8 (the batch size) a step each, 28 pairs a group
+    assert stage["group_size"] == 8 and stage["groups"] == stage["steps"] == 16 and stage["pairs"] == 16 * 28
     assert len((run / "contrastive" / "metrics.jsonl").read_text().splitlines()) == 1
     assert not (run / "contrastive" / "checkpoints").exists()  # superseded by the saved body
     summary = json.loads((run / "summary.json").read_text())

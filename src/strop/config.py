@@ -137,7 +137,7 @@ class MethodConfig:
     dropout: float = 0.1  # lora: dropout on the adapter's input
     target_modules: tuple[str, ...] = ()  # lora, ia3: module names (e.g. [query, value]) or [all-linear]; [] the architecture's defaults
     virtual_tokens: int = 20  # prompt_tuning, prefix_tuning: learned tokens (prompt) or key/value positions (prefix)
-    pairs_per_example: int = 40  # fewshot: contrastive pairs drawn per labelled example (half positive)
+    pairs_per_example: int = 160  # fewshot: contrastive pairs per labelled example (in groups of batch_size examples)
     pair_epochs: int = 1  # fewshot: epochs of the contrastive stage over its pairs
     pair_lr: float = 5e-5  # fewshot: peak learning rate of the contrastive stage
 

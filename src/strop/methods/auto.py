@@ -24,7 +24,7 @@ from collections import Counter
 from statistics import median
 
 FEWSHOT_MAX_PER_CLASS = 64  # at most this many examples in the median class: few-shot
-FEWSHOT_MAX_EXAMPLES_CPU = 1_000  # ... and on a CPU, at most this many in all (40 pairs each)
+FEWSHOT_MAX_EXAMPLES_CPU = 1_000  # ... and on a CPU, at most this many in all (method.pairs_per_example pairs each)
 IMAGE_FREEZE_MAX_PER_CLASS_GPU = 64  # on a GPU, an image body trains from this many examples a class on
 FREEZE_BOTTOM_MAX_EXAMPLES = 2_000  # freeze_layers=auto: a text classifier's bottom half stays frozen up to here
 

@@ -8,10 +8,12 @@ the contrastive stage in the run's `contrastive/` folder (its metrics.jsonl and 
 as the run itself. The embedding is what the task head reads, pooled as the model pools (`model.pooling`),
 through BERT's pooler where the pooling uses it.
 
-Pairs are drawn, not enumerated: a budget of method.pairs_per_example pairs per labelled example (linear in
-the data, in memory and in time, where all pairs of n examples are n^2 / 2), half of them positive and half
-negative, each class the anchor of an equal share of both, so a large class does not fill the budget with
-its own positives. Each batch runs every distinct text in it through the body once.
+Pairs come in groups, not one by one: a step takes a group of train.batch_size examples, as balanced across
+classes as the group allows, runs each through the body once and trains on every pair of two of them (120 pairs
+for 16 examples, where a batch of 16 separate pairs runs up to 32 texts). The budget is method.pairs_per_example
+pairs per labelled example, so memory and time grow linearly with the data (all pairs of n examples are
+n^2 / 2); the classes take turns in the groups, so a large class does not fill the budget with its own pairs;
+positive and negative pairs weigh half each in the loss, however many of each a group holds.
 """
 
 from __future__ import annotations
@@ -43,18 +45,19 @@ def split_evenly(total: int, parts: int) -> list[int]:
     return [total // parts + (i < total % parts) for i in range(parts)]
 
 
-def contrastive_pairs(labels: Sequence[int], pairs: int, seed: int) -> np.ndarray:
-    """A balanced draw of `pairs` training pairs among examples with these class labels.
+def pair_groups(labels: Sequence[int], group_size: int, groups: int, seed: int) -> np.ndarray:
+    """`groups` groups of `group_size` examples drawn among examples with these class labels; every pair of two
+    different examples in a group is a training pair (`GroupCollate`), so a step encodes each of its examples once
+    for group_size * (group_size - 1) / 2 pairs.
 
-    Half the pairs are positive (two different examples of one class) and half negative (examples of two
-    classes); each class anchors an equal share of each half (to within one), and a negative pair's other
-    class is drawn uniformly among the rest, then its example uniformly within that class. Only classes with
-    two examples or more have positive pairs; where none has, every pair is negative. Memory and time are
-    linear in `pairs`, whatever the number of examples.
+    A group holds min(classes, group_size // 2) classes, the sizes of their shares differing by at most one, so
+    that every class in it has two examples or more and gives positive pairs; the classes take turns (a shuffled
+    cycle through all of them), so each is in about as many groups as any other, however many examples it has;
+    a class's examples are drawn uniformly within it, without replacement (a class with fewer examples than its
+    share gives each of them in turn).
 
     Returns:
-        (pairs, 3) int64 rows: first example, second example, 1 for a positive pair and 0 for a negative one,
-        in random order (reproducible for a seed).
+        (groups, group_size) int64 example numbers, reproducible for a seed.
 
     Raises:
         StropError: fewer than two classes.
@@ -65,57 +68,73 @@ def contrastive_pairs(labels: Sequence[int], pairs: int, seed: int) -> np.ndarra
         raise StropError("method.name=fewshot needs examples of at least two classes to build pairs from")
     rng = np.random.default_rng(seed)
     members = [np.flatnonzero(labels == c) for c in classes]
-    sizes = np.array([len(m) for m in members])
-    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
-    flat = np.concatenate(members)  # every example, grouped by class
-    pairable = [c for c in range(len(classes)) if sizes[c] >= 2]
-    positives = pairs // 2 if pairable else 0
-    rows = []
-    for c, count in zip(pairable, split_evenly(positives, len(pairable)) if pairable else []):
-        first = rng.integers(0, sizes[c], count)
-        second = (first + rng.integers(1, sizes[c], count)) % sizes[c]  # any other example of the class
-        rows.append(np.stack([members[c][first], members[c][second], np.ones(count, np.int64)], axis=1))
-    for c, count in enumerate(split_evenly(pairs - positives, len(classes))):
-        other = rng.integers(0, len(classes) - 1, count)
-        other += other >= c  # uniform among the other classes
-        partner = flat[starts[other] + (rng.random(count) * sizes[other]).astype(np.int64)]
-        rows.append(np.stack([members[c][rng.integers(0, sizes[c], count)], partner, np.zeros(count, np.int64)],
-                             axis=1))
-    drawn = np.concatenate(rows).astype(np.int64)
-    return drawn[rng.permutation(len(drawn))]
+    per_group = max(2, min(len(classes), group_size // 2))
+    shares = split_evenly(group_size, per_group)
+    turns: list[int] = []
+    drawn = np.empty((groups, group_size), dtype=np.int64)
+    for g in range(groups):
+        chosen: list[int] = []
+        while len(chosen) < per_group:
+            if not turns:
+                turns = rng.permutation(len(classes)).tolist()
+            c = turns.pop()
+            if c in chosen:  # the cycle restarted within this group: c keeps its turn for the next group
+                turns.insert(0, c)
+            else:
+                chosen.append(c)
+        # a class with fewer examples than its share repeats them all, in turn (an example is not its own pair)
+        drawn[g] = np.concatenate([np.resize(rng.permutation(members[c]), share) for c, share in zip(chosen, shares)])
+    return drawn
 
 
-class PairFeatures(Sequence):
-    """The loop's training examples for the contrastive stage: one small dict per pair, made when asked for,
-    so that the pairs take 24 bytes each in memory (the examples' token ids are not copied)."""
+def pairs_of_group(size: int) -> int:
+    """The pairs of two different places in a group of `size` examples."""
+    return size * (size - 1) // 2
 
-    def __init__(self, pairs: np.ndarray, offset: int = 0):
+
+def groups_for(pairs: int, size: int) -> int:
+    """The groups of `size` examples that hold at least `pairs` pairs (at least one group)."""
+    return max(1, -(-pairs // pairs_of_group(size)))
+
+
+class GroupFeatures(Sequence):
+    """The loop's training items of the contrastive stage: one group of example numbers each (the loop takes one
+    group a step), so the stage holds groups * group_size integers, not the examples' token ids again."""
+
+    def __init__(self, groups: np.ndarray, offset: int = 0):
         """offset: added to the example numbers (validation examples follow the training ones)."""
-        self.pairs, self.offset = pairs, offset
+        self.groups, self.offset = groups, offset
 
     def __len__(self) -> int:
-        return len(self.pairs)
+        return len(self.groups)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
-        first, second, same = self.pairs[i].tolist()
-        return {"first": first + self.offset, "second": second + self.offset, "labels": float(same)}
+        return {"group": self.groups[i] + self.offset}
 
 
-class PairCollate:
-    """A batch of pairs -> the padded features of each distinct example in them, where each pair's two
-    examples sit in that batch ("first", "second"), and the pairs' targets ("labels", 1.0 or 0.0)."""
+class GroupCollate:
+    """Groups -> the padded features of each distinct example in them, and every pair of two different examples
+    within a group: their places in the batch ("first", "second") and 1.0 for a pair of one class, else 0.0
+    ("labels")."""
 
     def __init__(self, examples: list[dict], collate: Callable[[list[dict]], dict]):
         self.examples, self.collate = examples, collate
 
-    def __call__(self, pairs: list[dict]) -> dict[str, torch.Tensor]:
-        first, second = [p["first"] for p in pairs], [p["second"] for p in pairs]
-        distinct = sorted(set(first) | set(second))
+    def __call__(self, items: list[dict]) -> dict[str, torch.Tensor]:
+        distinct = sorted({int(e) for item in items for e in item["group"]})
         position = {example: i for i, example in enumerate(distinct)}
+        label = np.array([self.examples[e]["labels"] for e in distinct])
+        first, second = [], []
+        for item in items:
+            places = np.array([position[int(e)] for e in item["group"]])
+            i, j = np.triu_indices(len(places), k=1)
+            keep = places[i] != places[j]  # an example drawn twice is not a pair with itself
+            first.append(places[i][keep])
+            second.append(places[j][keep])
+        first, second = np.concatenate(first), np.concatenate(second)
         batch = self.collate([{k: v for k, v in self.examples[e].items() if k != "labels"} for e in distinct])
-        batch["first"] = torch.tensor([position[e] for e in first])
-        batch["second"] = torch.tensor([position[e] for e in second])
-        batch["labels"] = torch.tensor([p["labels"] for p in pairs], dtype=torch.float32)
+        batch["first"], batch["second"] = torch.from_numpy(first), torch.from_numpy(second)
+        batch["labels"] = torch.from_numpy((label[first] == label[second]).astype(np.float32))
         return batch
 
 
@@ -152,16 +171,24 @@ class PairEncoder(nn.Module):
         return F.cosine_similarity(vectors[first], vectors[second], dim=-1)  # (pairs,)
 
 
+def balanced_mean(values, same):
+    """The mean over the positive pairs and the mean over the negative ones, averaged (where both kinds are
+    present): half the weight on each kind, however many of each a batch holds (as SetFit balances by drawing)."""
+    parts = [values[kind].mean() for kind in (same, ~same) if kind.any()]
+    return sum(parts) / len(parts)
+
+
 class PairTask(Task):
     """The contrastive stage as the loop sees a task: cosine similarities regressed on 1 (same class) and 0
-    (different classes) with a mean squared error (sentence-transformers' CosineSimilarityLoss, as SetFit)."""
+    (different classes) with a squared error (sentence-transformers' CosineSimilarityLoss, as SetFit), the
+    positive and the negative pairs weighing half each (`balanced_mean`)."""
 
     name = "contrastive_pairs"
     metric_names: ClassVar[tuple[str, ...]] = ("loss", "pair_accuracy")
     lead_metric = "loss"
 
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return F.mse_loss(logits.float(), labels.float())
+        return balanced_mean((logits.float() - labels.float()) ** 2, labels > 0.5)
 
     def outputs(self, logits: torch.Tensor, batch: dict) -> list[np.ndarray]:
         return list(logits.float().cpu().numpy())
@@ -171,16 +198,19 @@ class PairTask(Task):
 
     def metrics(self, outputs: list, targets: list) -> dict[str, Any]:
         similarity, same = np.asarray(outputs, dtype=np.float64), np.asarray(targets, dtype=np.float64)
-        return {"loss": float(np.mean((similarity - same) ** 2)),
+        positive = same > 0.5
+        return {"loss": float(balanced_mean((similarity - same) ** 2, positive)),
                 # a pair counts as recognised where its similarity is on its side of 0.5
-                "pair_accuracy": float(np.mean((similarity > 0.5) == (same > 0.5)))}
+                "pair_accuracy": float(balanced_mean((similarity > 0.5) == positive, positive))}
 
 
 def contrastive_config(cfg):
     """The run's config as the contrastive stage trains with it: method.pair_epochs epochs at
-    method.pair_lr, validated on pair loss, with no early stopping within the stage."""
+    method.pair_lr, one group of examples a step (`pair_groups`), validated on pair loss, with no early stopping
+    within the stage."""
     m = cfg.method
     return replace(cfg, train=replace(cfg.train, epochs=m.pair_epochs, patience=0, metric="auto",
+                                      batch_size=1, eval_batch_size=1,
                                       group_by_length=False, imbalance="none", label_smoothing=0.0),
                    optim=replace(cfg.optim, lr=m.pair_lr, layer_decay=1.0))
 
@@ -237,35 +267,40 @@ class FewShot(Method):
         from strop.train.checkpoint import cpu_state
         from strop.train.loop import train
 
-        train_pairs = contrastive_pairs([f["labels"] for f in train_features],
-                                        self.cfg.pairs_per_example * len(train_features), cfg.train.seed)
+        size = max(2, min(int(cfg.train.batch_size), len(train_features)))  # examples a step
+        train_groups = pair_groups([f["labels"] for f in train_features], size,
+                                   groups_for(self.cfg.pairs_per_example * len(train_features), size), cfg.train.seed)
+        val_size = max(2, min(size, len(val_features)))
         val_budget = min(VALIDATION_PAIRS_MAX, VALIDATION_PAIRS_PER_EXAMPLE * len(val_features))
-        val_pairs = contrastive_pairs([f["labels"] for f in val_features], val_budget, cfg.train.seed + 1)
+        val_groups = pair_groups([f["labels"] for f in val_features], val_size, groups_for(val_budget, val_size),
+                                 cfg.train.seed + 1)
+        pairs, val_pairs = len(train_groups) * pairs_of_group(size), len(val_groups) * pairs_of_group(val_size)
         stage = StageDir(run.root / "contrastive", run.checkpoints / "contrastive")
         if accelerator.is_main_process:
             stage.root.mkdir(exist_ok=True)
         if show:
-            print(f"contrastive stage: {len(train_pairs)} pairs ({self.cfg.pairs_per_example} per example, half of "
-                  f"them positive, balanced across classes) from {len(train_features)} examples, "
-                  f"{self.cfg.pair_epochs} epoch(s) at lr {self.cfg.pair_lr:g}; validated on {len(val_pairs)} "
+            print(f"contrastive stage: {len(train_groups)} groups of {size} examples from {len(train_features)}, "
+                  f"balanced across classes; every pair in a group trains ({pairs} pairs, "
+                  f"{self.cfg.pairs_per_example} per example, positive and negative pairs weighing half each), "
+                  f"{self.cfg.pair_epochs} epoch(s) at lr {self.cfg.pair_lr:g}; validated on {val_pairs} "
                   f"pairs of the validation examples; metrics in {stage.metrics}")
         started = time.perf_counter()
-        state, final, _ = train(encoder, PairTask(), Method(self.cfg), PairFeatures(train_pairs),
-                                PairFeatures(val_pairs, offset=len(train_features)),
-                                PairCollate(list(train_features) + list(val_features), collate),
+        state, final, _ = train(encoder, PairTask(), Method(self.cfg), GroupFeatures(train_groups),
+                                GroupFeatures(val_groups, offset=len(train_features)),
+                                GroupCollate(list(train_features) + list(val_features), collate),
                                 encoder.body.input_keys, contrastive_config(cfg), stage, accelerator)
         if accelerator.is_main_process:
             saved = run.checkpoints / "contrastive_body"
             with staged(saved, "the tuned body") as tmp:
                 save_file(cpu_state(accelerator.unwrap_model(encoder)), tmp / BODY_FILE)
             atomic_write_json(stage.summary, {
-                "pairs": len(train_pairs), "positive_pairs": int(train_pairs[:, 2].sum()),
+                "pairs": pairs, "groups": len(train_groups), "group_size": size,
                 "pairs_per_example": self.cfg.pairs_per_example, "examples": len(train_features),
                 "epochs_run": state.epoch, "best_epoch": state.best_epoch, "steps": state.step,
                 "peak_lr": state.peak_lr, "train_seconds": round(state.train_seconds, 3),
                 "wall_seconds": round(time.perf_counter() - started, 3),
                 "validation": {name: final[name] for name in PairTask.metric_names},
-                "validation_pairs": len(val_pairs)}, "the contrastive stage's summary")
+                "validation_pairs": val_pairs}, "the contrastive stage's summary")
             shutil.rmtree(stage.checkpoints, ignore_errors=True)  # the saved body supersedes them
         accelerator.wait_for_everyone()
 
