@@ -3,7 +3,7 @@ number of labelled examples per class, the kind of model and the hardware, with 
 
 The rule follows the measurements in docs/benchmarks.md ("Few-shot", "Scarce labels", "Images"):
 - Texts to classify, with few examples per class: the contrastive few-shot stage wins by far (TREC, 8 a class:
-  0.805 against 0.354 for full fine-tuning; SST-2, 32 a class: 0.737 against 0.672). Its cost grows with the
+  0.807 against 0.354 for full fine-tuning; SST-2, 32 a class: 0.737 against 0.672). Its cost grows with the
   number of examples (method.pairs_per_example pairs each), so on a CPU a large training set goes to full
   fine-tuning instead, which from a few hundred examples a class matches it at a fraction of the time.
 - Images: on a CPU, fine-tuning a CNN's body costs hours where its frozen features cost minutes (CIFAR-10,
