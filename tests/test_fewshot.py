@@ -21,7 +21,7 @@ from strop.methods.fewshot import (GroupCollate, GroupFeatures, PairEncoder, Pai
 
 
 @pytest.mark.parametrize("sizes, group_size", [([8, 8, 8], 16), ([30, 5, 2, 1], 16), ([2, 2], 4), ([100, 3], 16),
-                                              ([3] * 20, 8)])
+                                              ([3] * 20, 8), ([4] * 5, 8)])  # 5 classes, 4 a group: turns wrap
 def test_groups_are_balanced_across_classes_in_each_group_and_over_all(sizes, group_size):
     labels = np.repeat(np.arange(len(sizes)), sizes)
     groups = pair_groups(labels, group_size, 300, seed=0)

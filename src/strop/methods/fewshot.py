@@ -97,6 +97,13 @@ def groups_for(pairs: int, size: int) -> int:
     return max(1, -(-pairs // pairs_of_group(size)))
 
 
+def groups_of(features: list[dict], batch_size: int, pairs: int, seed: int) -> np.ndarray:
+    """`pair_groups` of these examples holding at least `pairs` pairs, batch_size examples a group (fewer where
+    there are fewer examples, at least two)."""
+    size = max(2, min(batch_size, len(features)))
+    return pair_groups([f["labels"] for f in features], size, groups_for(pairs, size), seed)
+
+
 class GroupFeatures(Sequence):
     """The loop's training items of the contrastive stage: one group of example numbers each (the loop takes one
     group a step), so the stage holds groups * group_size integers, not the examples' token ids again."""
@@ -267,14 +274,14 @@ class FewShot(Method):
         from strop.train.checkpoint import cpu_state
         from strop.train.loop import train
 
-        size = max(2, min(int(cfg.train.batch_size), len(train_features)))  # examples a step
-        train_groups = pair_groups([f["labels"] for f in train_features], size,
-                                   groups_for(self.cfg.pairs_per_example * len(train_features), size), cfg.train.seed)
-        val_size = max(2, min(size, len(val_features)))
+        batch = int(cfg.train.batch_size)
+        train_groups = groups_of(train_features, batch, self.cfg.pairs_per_example * len(train_features),
+                                 cfg.train.seed)
         val_budget = min(VALIDATION_PAIRS_MAX, VALIDATION_PAIRS_PER_EXAMPLE * len(val_features))
-        val_groups = pair_groups([f["labels"] for f in val_features], val_size, groups_for(val_budget, val_size),
-                                 cfg.train.seed + 1)
-        pairs, val_pairs = len(train_groups) * pairs_of_group(size), len(val_groups) * pairs_of_group(val_size)
+        val_groups = groups_of(val_features, batch, val_budget, cfg.train.seed + 1)
+        size = train_groups.shape[1]
+        pairs = len(train_groups) * pairs_of_group(size)
+        val_pairs = len(val_groups) * pairs_of_group(val_groups.shape[1])
         stage = StageDir(run.root / "contrastive", run.checkpoints / "contrastive")
         if accelerator.is_main_process:
             stage.root.mkdir(exist_ok=True)
