@@ -7,6 +7,7 @@ import random
 import pandas as pd
 import pytest
 import torch
+import yaml
 from safetensors.torch import load_file
 
 import strop
@@ -115,9 +116,22 @@ def test_text_augmentation_changes_training_not_validation(tiny_overrides, tmp_p
         json.loads((plain / "provenance.json").read_text())["data"]  # the same data read
 
 
+def test_a_frozen_bottom_runs_at_every_step_when_the_texts_are_augmented(tiny_overrides, tiny_model_dir):
+    from transformers import BertModel
+
+    overrides = [o for o in tiny_overrides if not o.startswith("method.freeze_layers")]
+    run = strop.fit(None, [*overrides, "train.epochs=1", "data.augment=swap", "method.freeze_layers=1"])
+    assert yaml.safe_load((run / "config.yaml").read_text())["method"]["cache_bottom"] is False
+    before = {f"bert.{k}": v for k, v in BertModel.from_pretrained(tiny_model_dir).state_dict().items()}
+    after = load_file(run / "model" / "model.safetensors")
+    embeddings = [k for k in before if k.startswith("bert.embeddings.")]
+    assert embeddings and all(torch.equal(before[k], after[k]) for k in embeddings)
+    assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("bert.encoder."))
+
+
 @pytest.mark.parametrize("extra, message", [
     (["data.augment=deletion", "method.name=freeze"], "never reach what trains"),
-    (["data.augment=swap", "method.freeze_layers=1"], "never reach what trains"),
+    (["data.augment=swap", "method.freeze_layers=1", "method.cache_bottom=true"], "cache_bottom=false"),
     (["data.augment=randaugment"], "is for images"),
     (["data.mixup=0.2"], "mixing is for vector and image inputs"),
 ])

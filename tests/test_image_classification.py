@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 timm = pytest.importorskip("timm")
 import torch  # noqa: E402
@@ -175,11 +176,16 @@ def test_frozen_methods_cache_features_and_keep_batchnorm_frozen(method, tiny_ti
     assert all(torch.equal(a[k], pretrained[k]) for k in a if not k.startswith("classifier."))
 
 
-@pytest.mark.parametrize("method, extra", [("gradual", ()), ("bitfit", ()), ("full", ("method.freeze_layers=3",))])
+@pytest.mark.parametrize("method, extra", [
+    ("gradual", ()), ("bitfit", ()), ("full", ("method.freeze_layers=3",)),
+    ("full", ("method.freeze_layers=3", "data.augment=light")),  # not cached: the bottom runs at every step
+], ids=["gradual", "bitfit", "bottom-cached", "bottom-augmented"])
 def test_the_layer_methods_train_only_what_they_say(method, extra, tiny_timm_dir, image_data, tmp_path):
     from safetensors.torch import load_file
 
     run = _fit(tiny_timm_dir, image_data, tmp_path / method, f"method.name={method}", *extra)
+    cached = yaml.safe_load((run / "config.yaml").read_text())["method"]["cache_bottom"]
+    assert cached is ("data.augment=light" not in extra)
     # the last epoch's weights (the best epoch's may be the first, where gradual trains the head alone)
     last = load_file(run / "checkpoints" / "last" / "model.safetensors")
     before = load_file(tiny_timm_dir / "model.safetensors")
@@ -226,6 +232,10 @@ def test_augmentation_is_on_while_the_body_trains_and_refused_with_a_cached_body
     bottom = prepare(load_config(None, ["task.name=image_classification", f"model.name={tiny_timm_dir}",
                                         f"data.train={image_data['train']}", "method.freeze_layers=2"]))
     assert any("augmentation: none (method.freeze_layers=2" in note for note in bottom.notes)
+    with pytest.raises(StropError, match="method.freeze_layers=2: the frozen layers' outputs .*method.cache_bottom=false"):
+        prepare(load_config(None, ["task.name=image_classification", f"model.name={tiny_timm_dir}",
+                                   f"data.train={image_data['train']}", "method.freeze_layers=2",
+                                   "method.cache_bottom=true", "data.augment=light"]))
     with pytest.raises(StropError, match="data.augment=randaugment with method.name=freeze"):
         prepare(load_config(None, ["task.name=image_classification", f"model.name={tiny_timm_dir}",
                                    f"data.train={image_data['train']}", "method.name=freeze",

@@ -131,6 +131,9 @@ class MethodConfig:
     # full/bitfit: the bottom k layers stay frozen, their output cached (the embeddings are layer 0); auto: the
     # bottom half where a text classifier has few examples, else none (strop.methods.auto.choose_freeze_layers)
     freeze_layers: int | str = "auto"
+    # The frozen bottom's outputs computed once (true) or its layers run at every step without gradients (false),
+    # so that augmented or mixed inputs reach them; auto: cached unless data.augment, mixup or cutmix is asked for
+    cache_bottom: bool | str = "auto"
     unfreeze_every: int = 1  # gradual: one more layer group trains every N epochs, from the top down
     rank: int = 8  # lora: rank of the low-rank update of each target module; houlsby, pfeiffer: bottleneck width
     alpha: float = 16.0  # lora: the update is scaled by alpha / rank
@@ -148,6 +151,8 @@ class MethodConfig:
                  "method.name: " + METHODS.unknown_message(self.name) + ", or auto (chosen from the data)")
         _require(self.freeze_layers == "auto" or (isinstance(self.freeze_layers, int) and self.freeze_layers >= 0),
                  f"method.freeze_layers must be a whole number >= 0 or auto; got {self.freeze_layers!r}")
+        _require(self.cache_bottom in (True, False, "auto"),
+                 f"method.cache_bottom must be true, false or auto; got {self.cache_bottom!r}")
         _require(self.unfreeze_every >= 1, f"method.unfreeze_every must be >= 1; got {self.unfreeze_every}")
         _require(self.rank >= 1, f"method.rank must be >= 1; got {self.rank}")
         _require(self.alpha > 0, f"method.alpha must be > 0; got {self.alpha}")
@@ -404,6 +409,9 @@ def _convert(key: str, value: Any, kind: Any) -> Any:
         if len(choices) < len(typing.get_args(kind)) and (
                 value is None or (isinstance(value, str) and value.lower() in ("null", "none", ""))):
             return None
+        if len(choices) > 1 and choices[0] is bool:  # `bool | str`: true or false where the value says so, else a word
+            is_bool = isinstance(value, bool) or str(value).lower() in ("true", "yes", "false", "no")
+            return _convert(key, value, bool if is_bool else choices[-1])
         if len(choices) > 1:  # `float | str`: a number where the value is one, else a word (the field checks it)
             return _convert(key, value, choices[0]) if _is_number(value) else _convert(key, value, choices[-1])
         kind = choices[0]

@@ -103,6 +103,7 @@ def prepare(cfg: Config, adapt_task: Callable[[Task], Task] | None = None) -> Pr
         cfg = replace(cfg, data=replace(cfg.data, feature_columns=splits.train.feature_columns))
     resolve_metric(cfg, splits.task)
     set_seed(cfg.train.seed)  # before the head is initialised, so the same seed gives the same run
+    cfg = _choose_cache_bottom(cfg)
     auto_frozen = cfg.method.freeze_layers == "auto"
     if auto_frozen:  # decided below from the body's layers; only images read it while building, and get 0
         cfg = replace(cfg, method=replace(cfg.method, freeze_layers=0))
@@ -110,6 +111,10 @@ def prepare(cfg: Config, adapt_task: Callable[[Task], Task] | None = None) -> Pr
     notes += model_notes
     if auto_frozen:
         cfg = _choose_freeze_layers(cfg, splits, model, notes)
+    if cfg.method.freeze_layers and not cfg.method.cache_bottom and not METHODS.get(cfg.method.name).caches_body:
+        notes.append(f"method.freeze_layers={cfg.method.freeze_layers}: the frozen layers run at every step, without "
+                     "gradients, so that the augmented or mixed inputs reach them (method.cache_bottom=false; true "
+                     "computes their outputs once, without augmentation)")
     if adapt_task is not None:  # strop distill: the teacher's soft targets in the labels and the loss
         task = adapt_task(task)
     if cfg.train.gradient_checkpointing:
@@ -145,6 +150,19 @@ def _augmentation(cfg: Config, model: TaskModel, task: Task, inputs: list, featu
     return features, collate
 
 
+def _choose_cache_bottom(cfg: Config) -> Config:
+    """method.cache_bottom=auto made concrete: a frozen bottom's outputs are cached unless the training inputs
+    change from epoch to epoch (data.augment, data.mixup, data.cutmix), which a cache would never see."""
+    if cfg.method.cache_bottom != "auto":
+        return cfg
+    return replace(cfg, method=replace(cfg.method, cache_bottom=not _inputs_vary(cfg)))
+
+
+def _inputs_vary(cfg: Config) -> bool:
+    """Whether the run augments or mixes its training inputs (data.augment, data.mixup, data.cutmix)."""
+    return cfg.data.augment not in ("auto", "none") or cfg.data.mixup > 0 or cfg.data.cutmix > 0
+
+
 def _choose_method(cfg: Config, splits: Splits, input_kind: str) -> tuple[Config, str]:
     """method.name=auto made concrete (config.yaml then says what ran), and why (see strop.methods.auto)."""
     import torch
@@ -161,9 +179,8 @@ def _choose_freeze_layers(cfg: Config, splits: Splits, model: TaskModel, notes: 
     stay frozen (see strop.methods.auto)."""
     from strop.methods.auto import choose_freeze_layers
 
-    augmenting = cfg.data.augment not in ("auto", "none") or cfg.data.mixup > 0 or cfg.data.cutmix > 0
     k, why = choose_freeze_layers(cfg.method.name, splits.task, len(splits.train.targets), model.body.kind,
-                                  len(model.body.layers()), augmenting)
+                                  len(model.body.layers()), _inputs_vary(cfg))
     if why:
         notes.append(f"method.freeze_layers auto -> {k}: {why}")
     return replace(cfg, method=replace(cfg.method, freeze_layers=k))

@@ -248,7 +248,7 @@ class ImageBackbone(Backbone):
         # Frozen outputs are computed once and cached: the whole body's (freeze, linear_probe) or the bottom
         # method.freeze_layers layers' (strop.methods.bottom); augmented images would never reach what trains.
         frozen_body = METHODS.get(cfg.method.name).caches_body
-        cached = frozen_body or cfg.method.freeze_layers > 0
+        cached = METHODS.get(cfg.method.name)(cfg.method).caches_inputs
         what = (f"method.name={cfg.method.name}" if frozen_body
                 else f"method.freeze_layers={cfg.method.freeze_layers}")
         augment = cfg.data.augment
@@ -262,7 +262,9 @@ class ImageBackbone(Backbone):
         elif augment != "none" and cached:
             raise StropError(f"data.augment={augment} with {what}: the frozen layers' outputs are computed once and "
                              "cached, so augmented images would never reach what trains. Use data.augment=none (or "
-                             "auto), or a method that trains the whole body (full, gradual)")
+                             "auto), or a method that trains the whole body (full, gradual)"
+                             + ("" if frozen_body else ", or method.cache_bottom=false (the frozen layers then run at "
+                                "every step)"))
         else:
             why = "as configured"
         self.augment = augment

@@ -91,7 +91,8 @@ def text_augmentation(cfg, body, task, inputs: list, features: list[dict], colla
                          + (f", method.freeze_layers={cfg.method.freeze_layers}" if cfg.method.freeze_layers else "")
                          + ": the frozen layers' outputs are computed once and cached, so augmented texts would never "
                          "reach what trains. Use data.augment=none, or a method that trains the body (full, "
-                         "gradual, lora)")
+                         "gradual, lora)" + (", or method.cache_bottom=false (the frozen layers then run at every "
+                                             "step)" if cfg.method.freeze_layers else ""))
     marked = [{**f, SOURCE: text} for f, text in zip(features, inputs)]
     note = (f"augmentation: {mode.replace('_', ' and ')} of words at rate {cfg.data.augment_rate:g}, drawn afresh "
             "for every training batch")

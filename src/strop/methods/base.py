@@ -24,8 +24,9 @@ class Method:
     @property
     def caches_inputs(self) -> bool:
         """Whether what trains reads cached outputs instead of the model inputs (the whole body's, or the bottom
-        method.freeze_layers layers'): then augmented or mixed inputs would never reach it."""
-        return self.caches_body or self.cfg.freeze_layers > 0
+        method.freeze_layers layers' unless method.cache_bottom=false): then augmented or mixed inputs would never
+        reach it."""
+        return self.caches_body or (self.cfg.freeze_layers > 0 and self.cfg.cache_bottom)
 
     @property
     def body_rate(self) -> bool:
@@ -41,6 +42,8 @@ class Method:
         self.cfg = cfg if cfg is not None else MethodConfig()
         if self.cfg.freeze_layers == "auto":  # strop.fit makes it concrete from the data; elsewhere none is frozen
             self.cfg = replace(self.cfg, freeze_layers=0)
+        if self.cfg.cache_bottom == "auto":  # strop.fit makes it concrete from the data; elsewhere it is cached
+            self.cfg = replace(self.cfg, cache_bottom=True)
 
     def prepare(self, model: nn.Module) -> None:
         """Sets requires_grad on the model's parameters before the optimizer is built: every parameter that
@@ -65,8 +68,9 @@ class Method:
         """Where the method freezes the model's body, the split of the model into that body and the head that
         trains, so the body's outputs can be computed once instead of every epoch; None where the whole
         model must run at every step (or where its layout is not known). By default the bottom
-        method.freeze_layers layers, where there are any: their output is cached (methods/bottom.py)."""
-        if self.cfg.freeze_layers == 0:
+        method.freeze_layers layers, where there are any: their output is cached (methods/bottom.py), unless
+        method.cache_bottom=false."""
+        if self.cfg.freeze_layers == 0 or not self.cfg.cache_bottom:
             return None
         from strop.methods.bottom import bottom_split
 

@@ -83,5 +83,7 @@ def mixing_for(cfg, model, task, cached: bool) -> Mixing | None:
     if cached:
         raise StropError(f"{asked} with method.name={cfg.method.name}: the frozen layers' outputs are computed once "
                          "and cached, so mixed inputs would never reach what trains; use a method that trains the "
-                         "whole body (full, gradual), or set them to 0")
+                         "whole body (full, gradual), or set them to 0"
+                         + (", or method.cache_bottom=false (the frozen layers then run at every step)"
+                            if cfg.method.freeze_layers else ""))
     return Mixing(INPUT_KEYS[kind], d.mixup, d.cutmix)
