@@ -116,9 +116,13 @@ def test_text_augmentation_changes_training_not_validation(tiny_overrides, tmp_p
         json.loads((plain / "provenance.json").read_text())["data"]  # the same data read
 
 
-def test_a_frozen_bottom_runs_at_every_step_when_the_texts_are_augmented(tiny_overrides, tiny_model_dir):
+def test_a_frozen_bottom_runs_at_every_step_when_the_texts_are_augmented(tiny_overrides, tiny_model_dir, monkeypatch):
     from transformers import BertModel
 
+    def no_cache(*args):
+        raise AssertionError("the frozen bottom's outputs were cached, so the augmented texts never reached it")
+
+    monkeypatch.setattr("strop.methods.bottom.bottom_split", no_cache)
     overrides = [o for o in tiny_overrides if not o.startswith("method.freeze_layers")]
     run = strop.fit(None, [*overrides, "train.epochs=1", "data.augment=swap", "method.freeze_layers=1"])
     assert yaml.safe_load((run / "config.yaml").read_text())["method"]["cache_bottom"] is False

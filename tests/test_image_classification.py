@@ -196,6 +196,8 @@ def test_the_layer_methods_train_only_what_they_say(method, extra, tiny_timm_dir
         assert all(k.endswith((".bias", "running_mean", "running_var", "num_batches_tracked")) for k in changed)
     if method == "gradual":  # epoch 1 the head alone, epoch 2 the top layer group: the stem never trains
         assert not any(k.startswith("conv_stem.") for k in changed)
+    if not cached:  # the bottom ran at every step, so the checkpoint holds it (a cached bottom's is left out)
+        assert any(k.startswith("conv_stem.") for k in after)
     if method == "full":  # the bottom 3 layers (stem conv, its norm, the first stage) stay as they were
         assert not any(k.startswith(("conv_stem.", "bn1.", "blocks.0.")) for k in changed)
         assert any(k.startswith("blocks.1.") for k in changed)
