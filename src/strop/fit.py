@@ -103,6 +103,7 @@ def prepare(cfg: Config, adapt_task: Callable[[Task], Task] | None = None) -> Pr
         cfg = replace(cfg, data=replace(cfg.data, feature_columns=splits.train.feature_columns))
     resolve_metric(cfg, splits.task)
     set_seed(cfg.train.seed)  # before the head is initialised, so the same seed gives the same run
+    cache_asked = cfg.method.cache_bottom
     cfg = _choose_cache_bottom(cfg)
     auto_frozen = cfg.method.freeze_layers == "auto"
     if auto_frozen:  # decided below from the body's layers; only images read it while building, and get 0
@@ -113,8 +114,9 @@ def prepare(cfg: Config, adapt_task: Callable[[Task], Task] | None = None) -> Pr
         cfg = _choose_freeze_layers(cfg, splits, model, notes)
     if cfg.method.freeze_layers and not cfg.method.cache_bottom and not METHODS.get(cfg.method.name).caches_body:
         notes.append(f"method.freeze_layers={cfg.method.freeze_layers}: the frozen layers run at every step, without "
-                     "gradients, so that the augmented or mixed inputs reach them (method.cache_bottom=false; true "
-                     "computes their outputs once, without augmentation)")
+                     "gradients, so that the augmented or mixed inputs reach them (method.cache_bottom="
+                     + ("auto -> false" if cache_asked == "auto" else "false")
+                     + "; true computes their outputs once, without augmentation)")
     if adapt_task is not None:  # strop distill: the teacher's soft targets in the labels and the loss
         task = adapt_task(task)
     if cfg.train.gradient_checkpointing:
