@@ -112,7 +112,7 @@ def prepare(cfg: Config, adapt_task: Callable[[Task], Task] | None = None) -> Pr
     notes += model_notes
     if auto_frozen:
         cfg = _choose_freeze_layers(cfg, splits, model, notes)
-    if cfg.method.freeze_layers and not cfg.method.cache_bottom and not METHODS.get(cfg.method.name).caches_body:
+    if cfg.method.freeze_layers and not METHODS.get(cfg.method.name)(cfg.method).caches_inputs:
         notes.append(f"method.freeze_layers={cfg.method.freeze_layers}: the frozen layers run at every step, without "
                      "gradients, so that the augmented or mixed inputs reach them (method.cache_bottom="
                      + ("auto -> false" if cache_asked == "auto" else "false")

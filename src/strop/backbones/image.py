@@ -236,6 +236,7 @@ class ImageBackbone(Backbone):
             StropError: augmentation asked for with a frozen body, or a new size for a fixed-size model.
         """
         from strop.methods import METHODS
+        from strop.methods.base import uncached_hint
 
         notes = []
         size = cfg.data.image_size
@@ -247,8 +248,8 @@ class ImageBackbone(Backbone):
             self.data_config["input_size"] = (self.data_config["input_size"][0], size, size)
         # Frozen outputs are computed once and cached: the whole body's (freeze, linear_probe) or the bottom
         # method.freeze_layers layers' (strop.methods.bottom); augmented images would never reach what trains.
-        frozen_body = METHODS.get(cfg.method.name).caches_body
-        cached = METHODS.get(cfg.method.name)(cfg.method).caches_inputs
+        method = METHODS.get(cfg.method.name)(cfg.method)
+        frozen_body, cached = method.caches_body, method.caches_inputs
         what = (f"method.name={cfg.method.name}" if frozen_body
                 else f"method.freeze_layers={cfg.method.freeze_layers}")
         augment = cfg.data.augment
@@ -262,9 +263,7 @@ class ImageBackbone(Backbone):
         elif augment != "none" and cached:
             raise StropError(f"data.augment={augment} with {what}: the frozen layers' outputs are computed once and "
                              "cached, so augmented images would never reach what trains. Use data.augment=none (or "
-                             "auto), or a method that trains the whole body (full, gradual)"
-                             + ("" if frozen_body else ", or method.cache_bottom=false (the frozen layers then run at "
-                                "every step)"))
+                             "auto), or a method that trains the whole body (full, gradual)" + uncached_hint(cfg))
         else:
             why = "as configured"
         self.augment = augment

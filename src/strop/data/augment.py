@@ -87,12 +87,13 @@ def text_augmentation(cfg, body, task, inputs: list, features: list[dict], colla
         raise StropError(f"data.augment={mode}: {task.name} labels each word, and deleting or swapping words would "
                          "move them off their labels; use data.augment=none")
     if cached:
+        from strop.methods.base import uncached_hint
+
         raise StropError(f"data.augment={mode} with method.name={cfg.method.name}"
                          + (f", method.freeze_layers={cfg.method.freeze_layers}" if cfg.method.freeze_layers else "")
                          + ": the frozen layers' outputs are computed once and cached, so augmented texts would never "
                          "reach what trains. Use data.augment=none, or a method that trains the body (full, "
-                         "gradual, lora)" + (", or method.cache_bottom=false (the frozen layers then run at every "
-                                             "step)" if cfg.method.freeze_layers else ""))
+                         "gradual, lora)" + uncached_hint(cfg))
     marked = [{**f, SOURCE: text} for f, text in zip(features, inputs)]
     note = (f"augmentation: {mode.replace('_', ' and ')} of words at rate {cfg.data.augment_rate:g}, drawn afresh "
             "for every training batch")

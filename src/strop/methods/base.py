@@ -95,6 +95,14 @@ class FrozenSplit:
 METHODS: Registry[type[Method]] = Registry("method")
 
 
+def uncached_hint(cfg) -> str:
+    """The end of a refusal of augmented or mixed inputs where a frozen bottom is cached: how to have both (a
+    frozen bottom can run at every step; a method that freezes the whole body always caches it)."""
+    if cfg.method.freeze_layers and not METHODS.get(cfg.method.name).caches_body:
+        return ", or method.cache_bottom=false (the frozen layers then run at every step)"
+    return ""
+
+
 def frozen_layers(model: nn.Module, k: int) -> list[nn.Module]:
     """The bottom k layers of the model's backbone (its own layer list, the embeddings as layer 0)."""
     if k == 0:

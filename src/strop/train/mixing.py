@@ -81,9 +81,9 @@ def mixing_for(cfg, model, task, cached: bool) -> Mixing | None:
         raise StropError(f"{asked}: {task.name} has a target per position, which mixing two examples does not "
                          "keep apart; set them to 0")
     if cached:
+        from strop.methods.base import uncached_hint
+
         raise StropError(f"{asked} with method.name={cfg.method.name}: the frozen layers' outputs are computed once "
                          "and cached, so mixed inputs would never reach what trains; use a method that trains the "
-                         "whole body (full, gradual), or set them to 0"
-                         + (", or method.cache_bottom=false (the frozen layers then run at every step)"
-                            if cfg.method.freeze_layers else ""))
+                         "whole body (full, gradual), or set them to 0" + uncached_hint(cfg))
     return Mixing(INPUT_KEYS[kind], d.mixup, d.cutmix)
