@@ -68,6 +68,7 @@ class DataConfig:
     augment_rate: float = 0.1  # texts: the share of words deleted, and of swaps per word
     mixup: float = 0.0  # vectors and images: mixup's Beta(alpha, alpha) for mixing pairs of training examples; 0 off
     cutmix: float = 0.0  # images: CutMix's alpha (a patch of one image pasted into another); 0 off
+    tta: str = "none"  # images: flip averages each image with its mirror wherever the model predicts (validation too)
     unlabeled: str | None = None  # texts without labels: self-training pseudo-labels them in rounds (classification)
     self_training_rounds: int = 1  # data.unlabeled: rounds of pseudo-labelling, each trained from the pretrained model
     pseudo_label_threshold: float = 0.9  # data.unlabeled: the probability a prediction needs to become a label
@@ -90,6 +91,7 @@ class DataConfig:
                  f"data.mixup must be an alpha in [0, 10] (0 off; 0.2 is usual); got {self.mixup}")
         _require(0 <= self.cutmix <= 10,
                  f"data.cutmix must be an alpha in [0, 10] (0 off; 1.0 is usual); got {self.cutmix}")
+        _choice("data.tta", self.tta, ("none", "flip"))
         _require(self.self_training_rounds >= 1,
                  f"data.self_training_rounds must be >= 1; got {self.self_training_rounds}")
         _require(0 < self.pseudo_label_threshold <= 1,
@@ -221,6 +223,7 @@ class TrainConfig:
     keep_checkpoint: bool = True  # false: delete checkpoints/ once the run is complete (it only serves resume)
     quiet: bool = False  # no progress bar or epoch lines
     label_smoothing: float = 0.0  # classification: share of each target spread over the other classes
+    ema_decay: float = 0.0  # 0: off; e.g. 0.998: validate, keep and save a moving average of the weights (~1/(1-d) steps)
     gradient_checkpointing: bool = False  # recompute activations in the backward pass: less memory, ~30% slower
     imbalance: str = "none"  # classification: auto, weights (class-weighted loss), sample (balanced batches), focal
     focal_gamma: float = 2.0  # focal loss: how much the well-classified examples are down-weighted
@@ -243,6 +246,8 @@ class TrainConfig:
         _choice("train.device", self.device, ("auto", "cpu", "cuda"))
         _choice("train.nonfinite", self.nonfinite, ("stop", "skip"))
         _require(0 <= self.label_smoothing < 1, f"train.label_smoothing must be in [0, 1); got {self.label_smoothing}")
+        _require(0 <= self.ema_decay < 1, f"train.ema_decay must be in [0, 1) (0: no average; 0.99 to 0.9999 "
+                                          f"average over about 100 to 10,000 steps); got {self.ema_decay}")
         _choice("train.imbalance", self.imbalance, ("auto", "weights", "sample", "focal", "none"))
         _require(self.focal_gamma >= 0, f"train.focal_gamma must be >= 0; got {self.focal_gamma}")
         for tracker in self.trackers:

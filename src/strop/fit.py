@@ -114,9 +114,12 @@ def prepare(cfg: Config, adapt_task: Callable[[Task], Task] | None = None) -> Pr
         cfg = _choose_freeze_layers(cfg, splits, model, notes)
     if cfg.method.freeze_layers and not METHODS.get(cfg.method.name)(cfg.method).caches_inputs:
         notes.append(f"method.freeze_layers={cfg.method.freeze_layers}: the frozen layers run at every step, without "
-                     "gradients, so that the augmented or mixed inputs reach them (method.cache_bottom="
+                     "gradients, so that the augmented, mixed or mirrored inputs reach them (method.cache_bottom="
                      + ("auto -> false" if cache_asked == "auto" else "false")
-                     + "; true computes their outputs once, without augmentation)")
+                     + "; true computes their outputs once, of the inputs as they are)")
+    if cfg.train.ema_decay:
+        notes.append(f"train.ema_decay={cfg.train.ema_decay:g}: a moving average of the weights (over about "
+                     f"{1 / (1 - cfg.train.ema_decay):.0f} optimizer steps) is validated each epoch and kept")
     if adapt_task is not None:  # strop distill: the teacher's soft targets in the labels and the loss
         task = adapt_task(task)
     if cfg.train.gradient_checkpointing:
@@ -146,7 +149,10 @@ def _augmentation(cfg: Config, model: TaskModel, task: Task, inputs: list, featu
 
         features, collate, note = text_augmentation(cfg, model.body, task, inputs, features, collate, cached)
         notes += [note] if note else []
-    elif kind == "vector" and cfg.data.augment not in ("auto", "none"):
+    if kind != "image" and cfg.data.tta != "none":
+        raise StropError(f"data.tta={cfg.data.tta} is for images (a mirrored image shows the same thing); for "
+                         f"{kind}s leave data.tta=none")
+    if kind == "vector" and cfg.data.augment not in ("auto", "none"):
         raise StropError(f"data.augment={cfg.data.augment} is for texts and images; for vectors use data.mixup "
                          "(e.g. data.mixup=0.2)")
     return features, collate
@@ -154,10 +160,12 @@ def _augmentation(cfg: Config, model: TaskModel, task: Task, inputs: list, featu
 
 def _choose_cache_bottom(cfg: Config) -> Config:
     """method.cache_bottom=auto made concrete: a frozen bottom's outputs are cached unless the training inputs
-    change from epoch to epoch (data.augment, data.mixup, data.cutmix), which a cache would never see."""
+    change from epoch to epoch (data.augment, data.mixup, data.cutmix), which a cache would never see, or the
+    validation images are seen mirrored too (data.tta), which a cache of the images as they are does not hold."""
     if cfg.method.cache_bottom != "auto":
         return cfg
-    return replace(cfg, method=replace(cfg.method, cache_bottom=not _inputs_vary(cfg)))
+    cache = not _inputs_vary(cfg) and cfg.data.tta == "none"
+    return replace(cfg, method=replace(cfg.method, cache_bottom=cache))
 
 
 def _inputs_vary(cfg: Config) -> bool:

@@ -22,7 +22,9 @@ from safetensors.torch import load_file, save_file
 
 from strop.errors import StropError
 from strop.runs import recover_dir, staged, to_json
+from strop.train.average import WeightAverage
 
+AVERAGE = "average.safetensors"  # train.ema_decay: the moving average of the weights
 MANIFEST = "checksums.json"  # {"algorithm": "sha256", "files": {name: {"sha256": hex, "bytes": size}}}
 RESTART = "it cannot be resumed; start the run again in a new output_dir"
 
@@ -39,6 +41,7 @@ class LoopState:
     stopped_early: bool = False
     train_seconds: float = 0.0
     peak_lr: float = 0.0  # optim.lr as used (auto resolved)
+    average_updates: int = 0  # train.ema_decay: optimizer steps in the weights' average (average.safetensors)
     history: list[dict] = field(default_factory=list)  # one record per validation, as in metrics.jsonl
 
 
@@ -68,14 +71,19 @@ def load_weights(model: torch.nn.Module, weights: dict[str, torch.Tensor], fixed
 
 
 def save_checkpoint(path: Path, model, optimizer, scheduler, state: LoopState,
-                    best_weights: dict[str, torch.Tensor] | None, fixed: frozenset[str] = frozenset()) -> None:
+                    best_weights: dict[str, torch.Tensor] | None, fixed: frozenset[str] = frozenset(),
+                    average: WeightAverage | None = None) -> None:
     """best_weights: the best epoch's weights when they differ from the current ones, else None.
     fixed: parameters the run never trains (a cached frozen bottom), left out: a resumed run builds the model
-    with their values (for MiniLM-L6 with 3 of 6 blocks frozen, 3/4 of the weights' bytes)."""
+    with their values (for MiniLM-L6 with 3 of 6 blocks frozen, 3/4 of the weights' bytes).
+    average: the weights' moving average (train.ema_decay), its update count in state.average_updates."""
     with staged(path, "the checkpoint") as tmp:
         save_file(cpu_state(model, fixed), tmp / "model.safetensors")
         if best_weights is not None:
             save_file(best_weights, tmp / "best.safetensors")
+        if average is not None:
+            state.average_updates = average.updates
+            save_file(average.state(), tmp / AVERAGE)
         rng = {"torch": torch.get_rng_state()}
         if torch.cuda.is_available():
             rng["cuda"] = torch.cuda.get_rng_state_all()
@@ -143,10 +151,11 @@ def has_checkpoint(path: Path) -> bool:
     return (recover_dir(path) / "state.json").is_file()
 
 
-def load_checkpoint(path: Path, model, optimizer, scheduler,
-                    fixed: frozenset[str] = frozenset()) -> tuple[LoopState, dict[str, torch.Tensor]]:
-    """Restores model, optimizer, scheduler and RNG in place; returns the loop state and the best weights
-    (both may leave out the parameters in `fixed`, which the run never trains: see save_checkpoint).
+def load_checkpoint(path: Path, model, optimizer, scheduler, fixed: frozenset[str] = frozenset(),
+                    average: WeightAverage | None = None) -> tuple[LoopState, dict[str, torch.Tensor]]:
+    """Restores model, optimizer, scheduler, RNG and the weights' average (where given) in place; returns the
+    loop state and the best weights (both may leave out the parameters in `fixed`, which the run never trains:
+    see save_checkpoint).
 
     A damaged checkpoint is refused: there is no older one to fall back on, because `publish_dir` deletes the
     previous checkpoint as soon as the new one is in place (its `.old` copy only exists while the two
@@ -179,6 +188,16 @@ def load_checkpoint(path: Path, model, optimizer, scheduler,
                          f"({type(error).__name__}: {error}); {RESTART}") from None
     if "cuda" in training["rng"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(training["rng"]["cuda"])
+    if average is not None:
+        if not (path / AVERAGE).is_file():
+            raise StropError(f"the checkpoint in {path} has no averaged weights ({AVERAGE}) though train.ema_decay "
+                             f"is set: the run started without it; resume it with the config it started with, or "
+                             "start again in a new output_dir")
+        try:
+            average.restore(_read(path / AVERAGE, load_file), state.average_updates, model)
+        except RuntimeError as error:
+            raise StropError(f"the checkpoint in {path} does not fit this run's model ({str(error)[:300]}): "
+                             f"{RESTART}") from None
     return state, best
 
 

@@ -6,6 +6,7 @@ Built on Accelerate, so the same loop runs on CPU, one GPU, or many processes un
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import math
@@ -24,6 +25,7 @@ from strop.methods import Method
 from strop.runs import RunDir, atomic_write_text, reporting_write_errors, to_json
 from strop import trackers
 from strop.tasks import Task
+from strop.train.average import WeightAverage
 from strop.train.cache import cache_body_outputs, example_length
 from strop.train.checkpoint import (LoopState, cpu_state, has_checkpoint, load_checkpoint, load_weights,
                                     never_trained, save_checkpoint)
@@ -189,9 +191,11 @@ def train(model, task: Task, method: Method, train_features: list[dict], val_fea
     # the best epoch's copy leave those weights out, as every build of the model has them.
     fixed = never_trained(accelerator.unwrap_model(trained)) if split is not None else frozenset()
     state, best_weights, best_validation = LoopState(), None, None
+    # train.ema_decay: validated, kept and saved are the weights' moving average, not the last step's weights.
+    average = WeightAverage(tc.ema_decay) if tc.ema_decay else None
     if tc.resume and has_checkpoint(run.last_checkpoint):
         state, best_weights = load_checkpoint(run.last_checkpoint, accelerator.unwrap_model(trained), optimizer,
-                                              scheduler, fixed)
+                                              scheduler, fixed, average)
     if tc.resume and accelerator.is_main_process:
         # Also with no checkpoint: a run killed after its first metrics line but before its first checkpoint
         # starts again from scratch, and that line must go.
@@ -210,6 +214,8 @@ def train(model, task: Task, method: Method, train_features: list[dict], val_fea
             sampler.set_epoch(epoch)
             method.start_epoch(model, epoch)
             method.train_mode(model)  # sets the modes of the head's modules too: they are the model's
+            if average is not None:
+                average.track(accelerator.unwrap_model(trained))  # gradual unfreezing: layers that train from now
             started, samples, tokens, loss_sum, skipped = time.perf_counter(), 0, 0, 0.0, 0
             bar = tqdm(train_loader, desc=f"epoch {epoch + 1}/{tc.epochs}", disable=not show, leave=False,
                        unit="batch", dynamic_ncols=True)
@@ -236,6 +242,8 @@ def train(model, task: Task, method: Method, train_features: list[dict], val_fea
                     optimizer.step()
                     if accelerator.sync_gradients:  # the schedule counts optimizer steps (see make_accelerator)
                         scheduler.step()
+                        if average is not None:
+                            average.update(accelerator.unwrap_model(trained))
                     optimizer.zero_grad(set_to_none=True)
                 if accelerator.sync_gradients:
                     state.step += 1
@@ -247,7 +255,8 @@ def train(model, task: Task, method: Method, train_features: list[dict], val_fea
             state.train_seconds += train_seconds
             samples, tokens, loss_sum = _summed_over_processes(accelerator, samples, tokens, loss_sum)
 
-            metrics, scored = evaluate(trained, val_loader, task, accelerator, bf16)
+            with _validated_weights(average, accelerator.unwrap_model(trained)):
+                metrics, scored = evaluate(trained, val_loader, task, accelerator, bf16)
             record = {"epoch": epoch + 1, "step": state.step, "train_loss": loss_sum / max(samples, 1),
                       **{f"val_{name}": metrics[name] for name in task.metric_names},
                       "lr": scheduler.get_last_lr()[0], "epoch_seconds": round(train_seconds, 3),
@@ -257,8 +266,12 @@ def train(model, task: Task, method: Method, train_features: list[dict], val_fea
             improved = task.is_better(metric, metrics[metric], state.best_score)
             if improved:
                 state.best_score, state.best_epoch, state.epochs_without_improvement = metrics[metric], epoch + 1, 0
-                best_weights = None  # the current weights are the best; copied below only when they move on
                 best_validation = (metrics, scored)
+                # The current weights are the best, copied below only when they move on; an average's are copied now.
+                best_weights = None
+                if average is not None:
+                    with average.swapped_in(accelerator.unwrap_model(trained)) as averaged:
+                        best_weights = cpu_state(averaged, fixed)
             else:
                 state.epochs_without_improvement += 1
             record["best"] = improved
@@ -269,9 +282,9 @@ def train(model, task: Task, method: Method, train_features: list[dict], val_fea
                 with reporting_write_errors(run.metrics, "the metrics"), run.metrics.open("a", encoding="utf-8") as f:
                     f.write(to_json(record) + "\n")
                 save_checkpoint(run.last_checkpoint, accelerator.unwrap_model(trained), optimizer, scheduler, state,
-                                best_weights, fixed)
+                                best_weights, fixed, average)
             accelerator.wait_for_everyone()
-            if improved:
+            if improved and best_weights is None:
                 best_weights = cpu_state(accelerator.unwrap_model(trained), fixed)
             trackers.log_epoch(accelerator, cfg, record)
             if show:
@@ -293,6 +306,11 @@ def train(model, task: Task, method: Method, train_features: list[dict], val_fea
     final, scored = best_validation
     trackers.end(accelerator, cfg)
     return state, final, scored
+
+
+def _validated_weights(average: WeightAverage | None, model):
+    """Where the model's weights are validated: in their moving average (train.ema_decay), or as they are."""
+    return average.swapped_in(model) if average is not None else contextlib.nullcontext(model)
 
 
 def _diverged(loss: torch.Tensor, state: LoopState, epoch: int, scheduler, run: RunDir) -> StropError:

@@ -1,0 +1,90 @@
+"""train.ema_decay: the weights' moving average is what is validated, kept, saved and resumed."""
+
+import json
+
+import pandas as pd
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import strop
+from conftest import interrupt_after_checkpoint
+from strop.errors import StropError
+from strop.evaluate.scoring import evaluate_file
+from strop.train.average import WeightAverage
+
+
+def test_the_average_follows_the_trained_weights_with_a_warmed_up_decay():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4), torch.nn.Linear(4, 2))
+    model[2].weight.requires_grad_(False)  # frozen: neither copied nor averaged
+    average = WeightAverage(0.9)
+    average.track(model)
+    assert "2.weight" not in average.shadow and "1.running_mean" in average.shadow
+    start = model[0].weight.detach().clone()
+    with torch.no_grad():
+        model[0].weight.add_(1.0)
+        model[1].running_mean.fill_(2.0)
+    average.update(model)  # decay min(0.9, 2/11): mostly the new weights
+    kept = 2 / 11
+    assert torch.allclose(average.shadow["0.weight"], kept * start + (1 - kept) * (start + 1))
+    assert torch.allclose(average.shadow["1.running_mean"], torch.full((4,), (1 - kept) * 2.0))
+    for _ in range(200):
+        average.update(model)  # the decay reaches its ceiling, 0.9, and the average the weights
+    assert torch.allclose(average.shadow["0.weight"], start + 1, atol=1e-6)
+
+    with torch.no_grad():
+        model[0].weight.add_(5.0)
+    own = model[0].weight.detach().clone()
+    with average.swapped_in(model):
+        assert torch.allclose(model[0].weight, start + 1, atol=1e-6)
+    assert torch.equal(model[0].weight, own)
+
+
+def _vectors(path, n, seed):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 3, generator=g)
+    frame = pd.DataFrame(x.numpy(), columns=["a", "b", "c"])
+    frame["y"] = ["high" if v > 0 else "low" for v in (x[:, 0] - x[:, 2]).tolist()]
+    frame.to_csv(path, index=False)
+    return path
+
+
+@pytest.fixture
+def vectors(tmp_path):
+    return ["model.name=mlp", "task.name=text_classification", f"data.train={_vectors(tmp_path / 't.csv', 160, 1)}",
+            f"data.validation={_vectors(tmp_path / 'v.csv', 80, 2)}", "data.label_column=y", "train.quiet=true",
+            "train.patience=0", "model.hidden=[16]", "train.batch_size=16", "train.mixed_precision=no",
+            "train.ema_decay=0.9"]
+
+
+def test_the_saved_model_is_the_average_not_the_last_step(vectors, tmp_path):
+    run = strop.fit(None, [*vectors, "train.epochs=1", f"output_dir={tmp_path / 'run'}"])
+    saved = load_file(run / "model" / "model.safetensors")
+    average = load_file(run / "checkpoints" / "last" / "average.safetensors")
+    last_step = load_file(run / "checkpoints" / "last" / "model.safetensors")
+    assert average and set(average) <= set(saved)
+    assert all(torch.equal(saved[name], average[name]) for name in average)
+    assert any(not torch.equal(last_step[name], average[name]) for name in average)
+    # what was validated is what was saved: strop evaluate gives the run's own numbers
+    summary = json.loads((run / "summary.json").read_text())
+    scored = evaluate_file(strop.load(run), tmp_path / "v.csv")
+    assert scored["loss"] == pytest.approx(summary["validation"]["loss"], abs=1e-5)
+
+
+def test_a_resumed_run_with_an_average_equals_the_uninterrupted_one(vectors, tmp_path, monkeypatch):
+    common = [*vectors, "train.epochs=3"]
+    straight = strop.fit(None, [*common, f"output_dir={tmp_path / 'straight'}"])
+    interrupt_after_checkpoint(monkeypatch, lambda: strop.fit(None, [*common, f"output_dir={tmp_path / 'resumed'}"]))
+    resumed = strop.fit(None, [*common, f"output_dir={tmp_path / 'resumed'}", "train.resume=true"])
+    a, b = load_file(straight / "model/model.safetensors"), load_file(resumed / "model/model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    history = lambda run: (run / "metrics.jsonl").read_text()
+    assert json.loads(history(straight).splitlines()[-1])["val_loss"] == \
+        json.loads(history(resumed).splitlines()[-1])["val_loss"]
+
+
+def test_a_decay_outside_zero_to_one_is_refused_with_the_range(vectors, tmp_path):
+    with pytest.raises(StropError, match=r"train.ema_decay must be in \[0, 1\)"):
+        strop.fit(None, [*vectors, "train.ema_decay=1.0", f"output_dir={tmp_path / 'bad'}"])
+    assert not (tmp_path / "bad").exists()
