@@ -118,8 +118,10 @@ def prepare(cfg: Config, adapt_task: Callable[[Task], Task] | None = None) -> Pr
                      + ("auto -> false" if cache_asked == "auto" else "false")
                      + "; true computes their outputs once, of the inputs as they are)")
     if cfg.train.ema_decay:
-        notes.append(f"train.ema_decay={cfg.train.ema_decay:g}: a moving average of the weights (over about "
-                     f"{1 / (1 - cfg.train.ema_decay):.0f} optimizer steps) is validated each epoch and kept")
+        decay = cfg.train.ema_decay
+        notes.append(f"train.ema_decay={decay:g}: a moving average of the weights is validated each epoch and kept "
+                     f"(its decay rises to {decay:g} over the first {(10 * decay - 1) / (1 - decay):.0f} optimizer "
+                     f"steps, then averages over about {1 / (1 - decay):.0f})")
     if adapt_task is not None:  # strop distill: the teacher's soft targets in the labels and the loss
         task = adapt_task(task)
     if cfg.train.gradient_checkpointing:
