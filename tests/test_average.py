@@ -2,7 +2,6 @@
 
 import json
 
-import pandas as pd
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -12,6 +11,7 @@ from conftest import interrupt_after_checkpoint
 from strop.errors import StropError
 from strop.evaluate.scoring import evaluate_file
 from strop.train.average import WeightAverage
+from test_augment import _vectors  # a linear rule on three numeric columns
 
 
 def test_the_average_follows_the_trained_weights_with_a_warmed_up_decay():
@@ -39,15 +39,6 @@ def test_the_average_follows_the_trained_weights_with_a_warmed_up_decay():
     with average.swapped_in(model):
         assert torch.allclose(model[0].weight, start + 1, atol=1e-6)
     assert torch.equal(model[0].weight, own)
-
-
-def _vectors(path, n, seed):
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(n, 3, generator=g)
-    frame = pd.DataFrame(x.numpy(), columns=["a", "b", "c"])
-    frame["y"] = ["high" if v > 0 else "low" for v in (x[:, 0] - x[:, 2]).tolist()]
-    frame.to_csv(path, index=False)
-    return path
 
 
 @pytest.fixture
