@@ -25,12 +25,12 @@ def test_the_average_follows_the_trained_weights_with_a_warmed_up_decay():
     with torch.no_grad():
         model[0].weight.add_(1.0)
         model[1].running_mean.fill_(2.0)
-    average.update(model)  # decay min(0.9, 2/11): mostly the new weights
+    average.update(model, 1)  # decay min(0.9, 2/11): mostly the new weights
     kept = 2 / 11
     assert torch.allclose(average.shadow["0.weight"], kept * start + (1 - kept) * (start + 1))
     assert torch.allclose(average.shadow["1.running_mean"], torch.full((4,), (1 - kept) * 2.0))
-    for _ in range(200):
-        average.update(model)  # the decay reaches its ceiling, 0.9, and the average the weights
+    for step in range(2, 202):
+        average.update(model, step)  # the decay reaches its ceiling, 0.9, and the average the weights
     assert torch.allclose(average.shadow["0.weight"], start + 1, atol=1e-6)
 
     with torch.no_grad():

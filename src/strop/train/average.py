@@ -3,7 +3,7 @@
 The average is taken after every optimizer step over what trains (parameters that require gradients) and over
 the floating-point buffers (BatchNorm's running statistics), as timm's model EMA does; the frozen rest is not
 copied, so a LoRA run on a large body costs a copy of its adapters, not of the body. Its decay is warmed up,
-min(decay, (1 + n) / (10 + n)) after n updates (as TensorFlow's ExponentialMovingAverage with num_updates), so
+min(decay, (1 + n) / (10 + n)) at optimizer step n (as TensorFlow's ExponentialMovingAverage with num_updates), so
 that in a short run the average is not held back by the untrained weights it started from.
 """
 
@@ -17,7 +17,6 @@ import torch
 class WeightAverage:
     def __init__(self, decay: float):
         self.decay = decay
-        self.updates = 0
         self.shadow: dict[str, torch.Tensor] = {}
 
     @staticmethod
@@ -36,10 +35,9 @@ class WeightAverage:
                 self.shadow[name] = tensor.detach().clone()
 
     @torch.no_grad()
-    def update(self, model: torch.nn.Module) -> None:
-        """One optimizer step's update of the average."""
-        self.updates += 1
-        decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
+    def update(self, model: torch.nn.Module, step: int) -> None:
+        """The average's update after optimizer step `step` (1, 2, ...: the loop's count, which a checkpoint keeps)."""
+        decay = min(self.decay, (1 + step) / (10 + step))
         live = self._averaged(model)
         names = [name for name in live if name in self.shadow]
         if names:
@@ -61,14 +59,13 @@ class WeightAverage:
                     tensor.copy_(own[name])
 
     def state(self) -> dict[str, torch.Tensor]:
-        """The average as tensors on the CPU, for a checkpoint (`updates` goes in the loop's state)."""
+        """The average as tensors on the CPU, for a checkpoint."""
         return {name: tensor.detach().to("cpu", copy=True).contiguous() for name, tensor in self.shadow.items()}
 
-    def restore(self, tensors: dict[str, torch.Tensor], updates: int, model: torch.nn.Module) -> None:
+    def restore(self, tensors: dict[str, torch.Tensor], model: torch.nn.Module) -> None:
         """Continues a checkpoint's average: its tensors moved to where the model's live."""
         live = dict(model.named_parameters()) | dict(model.named_buffers())  # before gradual unfreezing catches up
         unknown = sorted(set(tensors) - set(live))
         if unknown:
             raise RuntimeError(f"the averaged weights name tensors this model lacks: {unknown[:5]}")
         self.shadow = {name: tensor.to(live[name].device, live[name].dtype) for name, tensor in tensors.items()}
-        self.updates = updates

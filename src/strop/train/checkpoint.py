@@ -41,7 +41,6 @@ class LoopState:
     stopped_early: bool = False
     train_seconds: float = 0.0
     peak_lr: float = 0.0  # optim.lr as used (auto resolved)
-    average_updates: int = 0  # train.ema_decay: optimizer steps in the weights' average (average.safetensors)
     history: list[dict] = field(default_factory=list)  # one record per validation, as in metrics.jsonl
 
 
@@ -76,13 +75,12 @@ def save_checkpoint(path: Path, model, optimizer, scheduler, state: LoopState,
     """best_weights: the best epoch's weights when they differ from the current ones, else None.
     fixed: parameters the run never trains (a cached frozen bottom), left out: a resumed run builds the model
     with their values (for MiniLM-L6 with 3 of 6 blocks frozen, 3/4 of the weights' bytes).
-    average: the weights' moving average (train.ema_decay), its update count in state.average_updates."""
+    average: the weights' moving average (train.ema_decay)."""
     with staged(path, "the checkpoint") as tmp:
         save_file(cpu_state(model, fixed), tmp / "model.safetensors")
         if best_weights is not None:
             save_file(best_weights, tmp / "best.safetensors")
         if average is not None:
-            state.average_updates = average.updates
             save_file(average.state(), tmp / AVERAGE)
         rng = {"torch": torch.get_rng_state()}
         if torch.cuda.is_available():
@@ -194,7 +192,7 @@ def load_checkpoint(path: Path, model, optimizer, scheduler, fixed: frozenset[st
                              f"is set: the run started without it; resume it with the config it started with, or "
                              "start again in a new output_dir")
         try:
-            average.restore(_read(path / AVERAGE, load_file), state.average_updates, model)
+            average.restore(_read(path / AVERAGE, load_file), model)
         except RuntimeError as error:
             raise StropError(f"the checkpoint in {path} does not fit this run's model ({str(error)[:300]}): "
                              f"{RESTART}") from None

@@ -243,7 +243,7 @@ def train(model, task: Task, method: Method, train_features: list[dict], val_fea
                     if accelerator.sync_gradients:  # the schedule counts optimizer steps (see make_accelerator)
                         scheduler.step()
                         if average is not None:
-                            average.update(accelerator.unwrap_model(trained))
+                            average.update(accelerator.unwrap_model(trained), state.step + 1)  # counted below
                     optimizer.zero_grad(set_to_none=True)
                 if accelerator.sync_gradients:
                     state.step += 1
