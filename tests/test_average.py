@@ -79,3 +79,20 @@ def test_a_decay_outside_zero_to_one_is_refused_with_the_range(vectors, tmp_path
     with pytest.raises(StropError, match=r"train.ema_decay must be in \[0, 1\)"):
         strop.fit(None, [*vectors, "train.ema_decay=1.0", f"output_dir={tmp_path / 'bad'}"])
     assert not (tmp_path / "bad").exists()
+
+
+def test_the_note_says_when_a_run_ends_before_its_decay_is_reached():
+    from strop.config import load_config
+    from strop.fit import _average_note
+
+    def note(decay, epochs, examples=10_000):
+        cfg = load_config({"train": {"ema_decay": decay, "epochs": epochs, "batch_size": 32}})
+        return _average_note(cfg, examples)
+
+    # 313 steps an epoch: 9 epochs (2,817 steps) end before 0.998's warm-up (4,490 steps) and 0.999's, at the same
+    # decay, so the two settings train and keep the same average
+    short = note(0.999, 9)
+    assert "first 8,990 optimizer steps" in short
+    assert "2,817 steps end before that, at 0.9968" in short and "last 314 steps" in short
+    assert note(0.998, 9).split("; this run's")[1] == short.split("; this run's")[1]
+    assert "end before" not in note(0.99, 9)  # 0.99 is reached after 890 steps

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import sys
@@ -117,11 +118,6 @@ def prepare(cfg: Config, adapt_task: Callable[[Task], Task] | None = None) -> Pr
                      "gradients, so that the augmented, mixed or mirrored inputs reach them (method.cache_bottom="
                      + ("auto -> false" if cache_asked == "auto" else "false")
                      + "; true computes their outputs once, of the inputs as they are)")
-    if cfg.train.ema_decay:
-        decay = cfg.train.ema_decay
-        notes.append(f"train.ema_decay={decay:g}: a moving average of the weights is validated each epoch and kept "
-                     f"(its decay rises to {decay:g} over the first {(10 * decay - 1) / (1 - decay):.0f} optimizer "
-                     f"steps, then averages over about {1 / (1 - decay):.0f})")
     if adapt_task is not None:  # strop distill: the teacher's soft targets in the labels and the loss
         task = adapt_task(task)
     if cfg.train.gradient_checkpointing:
@@ -130,6 +126,8 @@ def prepare(cfg: Config, adapt_task: Callable[[Task], Task] | None = None) -> Pr
     train_features = task.encode(model.body, splits.train) + task.extra_training_features(model.body)
     val_features = task.encode(model.body, splits.validation)
     train_features, collate = _augmentation(cfg, model, task, splits.train.inputs, train_features, collate, notes)
+    if cfg.train.ema_decay:
+        notes.append(_average_note(cfg, len(train_features)))
     return Prepared(_resolve_precision(cfg, model.body), source, splits, model, task, notes,
                     collate, train_features, val_features, method_choice)
 
@@ -342,6 +340,24 @@ def enable_gradient_checkpointing(model: TaskModel) -> None:
         enable(activation_checkpointing_kwargs={"use_reentrant": False})
     else:
         inner.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+
+def _average_note(cfg: Config, examples: int) -> str:
+    """What train.ema_decay will average over, given the warm-up min(d, (1 + n) / (10 + n)) after n steps: a
+    run that ends before the decay is reached averages over about its last (10 + n) / 9 steps, whatever d is."""
+    decay, batch = cfg.train.ema_decay, cfg.train.batch_size
+    warmup = (10 * decay - 1) / (1 - decay)
+    note = (f"train.ema_decay={decay:g}: a moving average of the weights is validated each epoch and kept (its decay "
+            f"rises to {decay:g} over the first {warmup:,.0f} optimizer steps, then averages over about "
+            f"{1 / (1 - decay):,.0f})")
+    if batch == "auto":
+        return note
+    steps = math.ceil(examples / (batch * cfg.train.grad_accum)) * cfg.train.epochs
+    if steps < warmup:
+        reached = (1 + steps) / (10 + steps)
+        note = note[:-1] + (f"; this run's {steps:,} steps end before that, at {reached:.4f}: its last average spans "
+                            f"about the last {(10 + steps) / 9:,.0f} steps, and a higher decay changes nothing)")
+    return note
 
 
 def _resolve_precision(cfg: Config, body=None) -> Config:

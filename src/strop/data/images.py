@@ -79,11 +79,10 @@ class BadImage(Exception):
 
 def check_images(paths: list[str], labels: list[str] | None, show: bool = False) -> ImageFiles:
     """Decodes each file once; keeps those that are usable images and lists the others with the reason."""
-    from tqdm.auto import tqdm
+    from strop.progress import progress
 
     good, kept_labels, bad = [], [] if labels is not None else None, []
-    for i, path in enumerate(tqdm(paths, desc="checking images", disable=not show or len(paths) < 2000,
-                                  leave=False, unit="image")):
+    for i, path in enumerate(progress(paths, "checking images", show and len(paths) >= 2000, unit="image")):
         try:
             open_rgb(path)
         except BadImage as error:

@@ -12,9 +12,9 @@ from __future__ import annotations
 from typing import Callable
 
 import torch
-from tqdm.auto import tqdm
 
 from strop.methods.base import FrozenSplit
+from strop.progress import progress
 
 
 @torch.no_grad()
@@ -30,7 +30,7 @@ def cache_body_outputs(split: FrozenSplit, model: torch.nn.Module, features: lis
     order = sorted(range(len(features)), key=lambda i: example_length(features[i]))  # least padding
     cached: list[dict | None] = [None] * len(features)
     starts = range(0, len(order), batch_size)
-    for start in tqdm(starts, desc="caching frozen body outputs", disable=not show, leave=False, unit="batch"):
+    for start in progress(starts, "caching frozen body outputs", show):
         indices = order[start:start + batch_size]
         batch = collate([{k: features[i][k] for k in input_keys if k in features[i]} for i in indices])
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):

@@ -19,9 +19,11 @@ from accelerate import Accelerator
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+
 from strop.config import Config
 from strop.errors import StropError
 from strop.methods import Method
+from strop.progress import progress
 from strop.runs import RunDir, atomic_write_text, reporting_write_errors, to_json
 from strop import trackers
 from strop.tasks import Task
@@ -217,8 +219,7 @@ def train(model, task: Task, method: Method, train_features: list[dict], val_fea
             if average is not None:
                 average.track(accelerator.unwrap_model(trained))  # gradual unfreezing: layers that train from now
             started, samples, tokens, loss_sum, skipped = time.perf_counter(), 0, 0, 0.0, 0
-            bar = tqdm(train_loader, desc=f"epoch {epoch + 1}/{tc.epochs}", disable=not show, leave=False,
-                       unit="batch", dynamic_ncols=True)
+            bar = progress(train_loader, f"epoch {epoch + 1}/{tc.epochs}", show)
             for batch in bar:
                 with accelerator.accumulate(trained):
                     labels, num_tokens = batch.pop("labels"), _token_count(batch)

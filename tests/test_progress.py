@@ -1,0 +1,45 @@
+"""Progress: a bar on a terminal, plain lines in a log or a pipe, nothing when quiet."""
+
+import sys
+
+from strop.progress import Lines, Silent, progress
+
+
+def test_a_log_gets_plain_lines_with_count_rate_eta_and_postfix(capsys):
+    # capsys's stderr is no terminal, as in `strop fit ... 2> log`
+    shown = progress(range(4), "epoch 1/2", show=True, every=0.0)
+    assert isinstance(shown, Lines)
+    seen = []
+    for item in shown:
+        seen.append(item)
+        shown.set_postfix(loss=f"{item / 10:.4f}")
+    assert seen == [0, 1, 2, 3]
+    err = capsys.readouterr().err
+    lines = err.splitlines()
+    assert "\r" not in err
+    # a line after each item but the last (the epoch's own line says that it ended)
+    assert len(lines) == 3
+    assert lines[0].startswith("epoch 1/2: 1/4 batches, ") and "batch/s" in lines[0] and "ETA " in lines[0]
+    assert lines[2].startswith("epoch 1/2: 3/4 batches") and lines[2].endswith("loss=0.2000")  # set while item 2 was in hand
+
+
+def test_lines_wait_for_their_interval(capsys):
+    list(progress(range(50), "caching", show=True, every=3600.0))
+    assert capsys.readouterr().err == ""
+
+
+def test_quiet_shows_nothing_and_a_terminal_gets_a_bar(capsys, monkeypatch):
+    quiet = progress([1, 2], "epoch", show=False, every=0.0)
+    assert isinstance(quiet, Silent) and list(quiet) == [1, 2]
+    quiet.set_postfix(loss="1.0")
+    assert capsys.readouterr().err == ""
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    from tqdm.auto import tqdm
+
+    bar = progress([1, 2], "epoch", show=True)
+    assert isinstance(bar, tqdm) and list(bar) == [1, 2]
+
+
+def test_images_are_counted_in_images(capsys):
+    list(progress(iter(range(3)), "checking images", show=True, unit="image", total=3, every=0.0))
+    assert capsys.readouterr().err.splitlines()[0].startswith("checking images: 1/3 images, ")
