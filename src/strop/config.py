@@ -69,6 +69,8 @@ class DataConfig:
     mixup: float = 0.0  # vectors and images: mixup's Beta(alpha, alpha) for mixing pairs of training examples; 0 off
     cutmix: float = 0.0  # images: CutMix's alpha (a patch of one image pasted into another); 0 off
     tta: str = "none"  # images: flip averages each image with its mirror wherever the model predicts (validation too)
+    # images: processes that decode and augment the images beside training; auto: none on a CPU, some on a GPU
+    workers: int | str = "auto"
     unlabeled: str | None = None  # texts without labels: self-training pseudo-labels them in rounds (classification)
     self_training_rounds: int = 1  # data.unlabeled: rounds of pseudo-labelling, each trained from the pretrained model
     pseudo_label_threshold: float = 0.9  # data.unlabeled: the probability a prediction needs to become a label
@@ -92,6 +94,8 @@ class DataConfig:
         _require(0 <= self.cutmix <= 10,
                  f"data.cutmix must be an alpha in [0, 10] (0 off; 1.0 is usual); got {self.cutmix}")
         _choice("data.tta", self.tta, ("none", "flip"))
+        _require(self.workers == "auto" or (isinstance(self.workers, int) and self.workers >= 0),
+                 f"data.workers must be a whole number >= 0 or auto; got {self.workers!r}")
         _require(self.self_training_rounds >= 1,
                  f"data.self_training_rounds must be >= 1; got {self.self_training_rounds}")
         _require(0 < self.pseudo_label_threshold <= 1,
