@@ -62,6 +62,10 @@ class DataConfig:
     path_column: str = "path"  # image tables: the image file of each row (relative to the table's folder)
     bad_images: str = "error"  # an unreadable, truncated or non-image file: error (named), or skip (counted, named)
     image_size: int | None = None  # images: input resolution (pixels a side); None: the model's pretrained size
+    # images: the resolution of validation and prediction; None: image_size. Larger makes up for the enlargement
+    # that random resized crops give the training images (Touvron et al. 2019; timm's test_input_size)
+    test_image_size: int | None = None
+    crop_pct: float | None = None  # images: validation's and prediction's centre crop, a share of the side; None: the model's
     # images: auto (light where the body trains, none where frozen), none, light, randaugment, trivialaugment;
     # texts: auto (none), none, deletion, swap, deletion_swap
     augment: str = "auto"
@@ -86,6 +90,10 @@ class DataConfig:
         _choice("data.bad_images", self.bad_images, ("error", "skip"))
         _require(self.image_size is None or 16 <= self.image_size <= 4096,
                  f"data.image_size must be in [16, 4096] pixels, or null; got {self.image_size}")
+        _require(self.test_image_size is None or 16 <= self.test_image_size <= 4096,
+                 f"data.test_image_size must be in [16, 4096] pixels, or null; got {self.test_image_size}")
+        _require(self.crop_pct is None or 0.1 <= self.crop_pct <= 1,
+                 f"data.crop_pct must be in [0.1, 1] (1: the whole image), or null; got {self.crop_pct}")
         _choice("data.augment", self.augment, ("auto", "none", "light", "randaugment", "trivialaugment", "deletion",
                                                "swap", "deletion_swap"))
         _require(0 < self.augment_rate < 1, f"data.augment_rate must be in (0, 1); got {self.augment_rate}")

@@ -152,6 +152,10 @@ def _augmentation(cfg: Config, model: TaskModel, task: Task, inputs: list, featu
     if kind != "image" and cfg.data.tta != "none":
         raise StropError(f"data.tta={cfg.data.tta} is for images (a mirrored image shows the same thing); for "
                          f"{kind}s leave data.tta=none")
+    sizes = [f"data.{key}" for key in ("test_image_size", "crop_pct") if getattr(cfg.data, key) is not None]
+    if kind != "image" and sizes:
+        raise StropError(f"{' and '.join(sizes)}: for images only (how they are resized for validation and "
+                         f"prediction); for {kind}s leave {'them' if len(sizes) > 1 else 'it'} unset")
     if kind == "vector" and cfg.data.augment not in ("auto", "none"):
         raise StropError(f"data.augment={cfg.data.augment} is for texts and images; for vectors use data.mixup "
                          "(e.g. data.mixup=0.2)")

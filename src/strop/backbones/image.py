@@ -192,6 +192,7 @@ class ImageBackbone(Backbone):
         self.pruned_shapes: dict[str, dict] = {}
         self.augment = "none"
         self.tta = "none"  # data.tta: "flip" averages the features of each image and its mirror outside training
+        self.train_size = None  # (channels, height, width) of the training crops; None: data_config's input_size
         self._build_transforms()
 
     # -- building ----------------------------------------------------------------------------------------
@@ -241,13 +242,16 @@ class ImageBackbone(Backbone):
         from strop.methods.base import uncached_hint
 
         notes = []
-        size = cfg.data.image_size
-        if size is not None and tuple(self.data_config["input_size"][1:]) != (size, size):
-            if self.model.pretrained_cfg.get("fixed_input_size", False):
-                raise StropError(f"data.image_size={size}: {self.architecture} takes only "
-                                 f"{self.data_config['input_size'][1]}x{self.data_config['input_size'][2]} inputs; "
-                                 "leave data.image_size unset")
-            self.data_config["input_size"] = (self.data_config["input_size"][0], size, size)
+        size, test_size = cfg.data.image_size, cfg.data.test_image_size
+        channels, *sides = self.data_config["input_size"]
+        for key, value in (("data.image_size", size), ("data.test_image_size", test_size)):
+            if value is not None and tuple(sides) != (value, value) and self.model.pretrained_cfg.get(
+                    "fixed_input_size", False):
+                raise StropError(f"{key}={value}: {self.architecture} takes only {sides[0]}x{sides[1]} inputs; "
+                                 f"leave {key} unset")
+        if size is not None:
+            self.data_config["input_size"] = (channels, size, size)
+        self.train_size = self.data_config["input_size"]
         # Frozen outputs are computed once and cached: the whole body's (freeze, linear_probe) or the bottom
         # method.freeze_layers layers' (strop.methods.bottom); augmented images would never reach what trains.
         method = METHODS.get(cfg.method.name)(cfg.method)
@@ -274,14 +278,26 @@ class ImageBackbone(Backbone):
             raise StropError(f"data.tta={cfg.data.tta} with method.freeze_layers={cfg.method.freeze_layers} and "
                              "method.cache_bottom=true: the cached outputs of the frozen layers hold the images as "
                              "they are, not their mirrors. Set method.cache_bottom=false (or auto), or data.tta=none")
+        if test_size is not None and test_size != self.train_size[1]:
+            if augment == "none":
+                raise StropError(f"data.test_image_size={test_size}: a test size above the training size makes up "
+                                 "for the enlargement that random resized crops give the training images; without "
+                                 "augmentation the training images are prepared as the test images are. Set "
+                                 "data.image_size instead (or augment: data.augment=light)")
+            self.data_config["input_size"] = (channels, test_size, test_size)
+        if cfg.data.crop_pct is not None:
+            self.data_config["crop_pct"] = cfg.data.crop_pct
         self.augment = augment
         self.tta = cfg.data.tta
         self._build_transforms()
         c = self.data_config
-        notes.append(f"images: {c['input_size'][1]}x{c['input_size'][2]}, {c['interpolation']}, mean "
+        chosen = [f"data.{key}={value}" for key, value in (("image_size", size), ("test_image_size", test_size),
+                                                             ("crop_pct", cfg.data.crop_pct)) if value is not None]
+        tested = "" if c["input_size"] == self.train_size else f", tested at {c['input_size'][1]}x{c['input_size'][2]}"
+        notes.append(f"images: {self.train_size[1]}x{self.train_size[2]}{tested}, {c['interpolation']}, mean "
                      f"{tuple(round(float(m), 4) for m in c['mean'])}, std {tuple(round(float(s), 4) for s in c['std'])}, "
                      f"crop_pct {c.get('crop_pct')} (timm's data config of the model"
-                     + (f", data.image_size={size})" if size is not None else ")"))
+                     + (f", {', '.join(chosen)})" if chosen else ")"))
         notes.append(f"augmentation: {augment} ({why})")
         if self.tta == "flip":
             notes.append("data.tta=flip: wherever the model predicts (validation, evaluate, predict, serve), each image's "
@@ -297,14 +313,15 @@ class ImageBackbone(Backbone):
             return
         from torchvision.transforms import Compose
 
+        train_size = self.train_size or c["input_size"]
         crop_flip, _, to_tensor = timm.data.create_transform(
-            input_size=c["input_size"], is_training=True, scale=CROP_SCALE, hflip=0.5, color_jitter=None,
+            input_size=train_size, is_training=True, scale=CROP_SCALE, hflip=0.5, color_jitter=None,
             interpolation=c["interpolation"], mean=c["mean"], std=c["std"], separate=True)
         steps = list(crop_flip.transforms)
         if self.augment in POLICIES:  # the policy's ops between the crop and the tensor, as timm places them
             from timm.data.auto_augment import rand_augment_transform
 
-            hparams = {"translate_const": int(min(c["input_size"][1:]) * 0.45),
+            hparams = {"translate_const": int(min(train_size[1:]) * 0.45),
                        "img_mean": tuple(round(255 * m) for m in c["mean"])}
             steps.append(rand_augment_transform(POLICIES[self.augment], hparams, transforms=RAND_OPS))
         self.train_transform = Compose(steps + list(to_tensor.transforms))
