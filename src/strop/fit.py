@@ -347,21 +347,12 @@ def enable_gradient_checkpointing(model: TaskModel) -> None:
 
 
 def _average_note(cfg: Config, examples: int) -> str:
-    """What train.ema_decay will average over, given the warm-up min(d, (1 + n) / (10 + n)) after n steps: a
-    run that ends before the decay is reached averages over about its last (10 + n) / 9 steps, whatever d is."""
-    decay, batch = cfg.train.ema_decay, cfg.train.batch_size
-    warmup = (10 * decay - 1) / (1 - decay)
-    note = (f"train.ema_decay={decay:g}: a moving average of the weights is validated each epoch and kept (its decay "
-            f"rises to {decay:g} over the first {warmup:,.0f} optimizer steps, then averages over about "
-            f"{1 / (1 - decay):,.0f})")
-    if batch == "auto":
-        return note
-    steps = math.ceil(examples / (batch * cfg.train.grad_accum)) * cfg.train.epochs
-    if steps < warmup:
-        reached = (1 + steps) / (10 + steps)
-        note = note[:-1] + (f"; this run's {steps:,} steps end before that, at {reached:.4f}: its last average spans "
-                            f"about the last {(10 + steps) / 9:,.0f} steps, and a higher decay changes nothing)")
-    return note
+    """train.ema_decay's note for a run of `examples` training examples (strop.train.average.describe)."""
+    from strop.train.average import describe
+    from strop.train.optim import optimizer_steps
+
+    batch = cfg.train.batch_size
+    return describe(cfg.train.ema_decay, None if batch == "auto" else optimizer_steps(math.ceil(examples / batch), cfg))
 
 
 def _resolve_precision(cfg: Config, body=None) -> Config:

@@ -14,6 +14,26 @@ from contextlib import contextmanager
 import torch
 
 
+def warmed_decay(decay: float, step: int) -> float:
+    """The decay used after optimizer step `step` (1, 2, ...)."""
+    return min(decay, (1 + step) / (10 + step))
+
+
+def describe(decay: float, total_steps: int | None) -> str:
+    """What train.ema_decay will average over in a run of `total_steps` optimizer steps (None: not known yet): a
+    run that ends before the warm-up reaches `decay` averages over about its last (10 + n) / 9 steps, whatever
+    `decay` is."""
+    warmup = (10 * decay - 1) / (1 - decay)  # the step at which (1 + n) / (10 + n) reaches the decay
+    note = (f"train.ema_decay={decay:g}: a moving average of the weights is validated each epoch and kept (its decay "
+            f"rises to {decay:g} over the first {warmup:,.0f} optimizer steps, then averages over about "
+            f"{1 / (1 - decay):,.0f})")
+    if total_steps is None or total_steps >= warmup:
+        return note
+    return note[:-1] + (f"; this run's {total_steps:,} steps end before that, at "
+                        f"{warmed_decay(decay, total_steps):.4f}: its last average spans about the last "
+                        f"{(10 + total_steps) / 9:,.0f} steps, and a higher decay changes nothing)")
+
+
 class WeightAverage:
     def __init__(self, decay: float):
         self.decay = decay
@@ -37,7 +57,7 @@ class WeightAverage:
     @torch.no_grad()
     def update(self, model: torch.nn.Module, step: int) -> None:
         """The average's update after optimizer step `step` (1, 2, ...: the loop's count, which a checkpoint keeps)."""
-        decay = min(self.decay, (1 + step) / (10 + step))
+        decay = warmed_decay(self.decay, step)
         live = self._averaged(model)
         names = [name for name in live if name in self.shadow]
         if names:

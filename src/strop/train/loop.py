@@ -19,7 +19,6 @@ from accelerate import Accelerator
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-
 from strop.config import Config
 from strop.errors import StropError
 from strop.methods import Method
@@ -32,7 +31,7 @@ from strop.train.cache import cache_body_outputs, example_length
 from strop.train.checkpoint import (LoopState, cpu_state, has_checkpoint, load_checkpoint, load_weights,
                                     never_trained, save_checkpoint)
 from strop.train.optim import (AUTO_LR, AUTO_LR_STEPS, build_optimizer, build_scheduler, l1_penalty,
-                               layer_rate_multiples, resolve_lr)
+                               layer_rate_multiples, optimizer_steps, resolve_lr)
 from strop.train.mixing import mixing_for
 from strop.train.sampler import BatchSampler
 
@@ -421,7 +420,7 @@ def _peak_lr(cfg: Config, num_batches: int, num_processes: int, body_rate: bool,
     Where the body is frozen, what trains is the new head alone (or with adapters or biases: `Method.body_rate`
     false), and `auto` gives it the rate a new head has beside a training body (optim.head_lr_scale times the body's): at 5e-5 a linear head on frozen features
     barely moves (TREC, 8 examples per class, frozen bundled model, 5 epochs: accuracy 0.17, chance level)."""
-    total_steps = math.ceil(num_batches / (cfg.train.grad_accum * num_processes)) * cfg.train.epochs
+    total_steps = optimizer_steps(num_batches, cfg, num_processes)
     convolutional = convolutional and body_rate  # a frozen body's head trains at the head's rate, as below
     peak_lr = resolve_lr(cfg.optim.lr, total_steps, convolutional)
     if cfg.optim.lr == "auto" and not body_rate:

@@ -66,6 +66,12 @@ def l1_penalty(optimizer: torch.optim.Optimizer, strength: float) -> torch.Tenso
                           for p in g["params"] if p.requires_grad)
 
 
+def optimizer_steps(num_batches: int, cfg, num_processes: int = 1) -> int:
+    """The optimizer steps each process takes in the whole run (Accelerate deals the batches out among the
+    processes; one step every train.grad_accum batches). cfg: the run's Config."""
+    return math.ceil(num_batches / (cfg.train.grad_accum * num_processes)) * cfg.train.epochs
+
+
 def resolve_lr(setting: float | str, total_steps: int, convolutional: bool = False) -> float:
     """optim.lr, with `auto` made concrete: 5e-5, raised in proportion when the whole run has fewer than 160
     optimizer steps, up to 4x (2e-4). Tiny data at batch 16 makes a run of a few dozen steps, too few at
