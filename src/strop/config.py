@@ -157,6 +157,7 @@ class MethodConfig:
     pairs_per_example: int = 160  # fewshot: contrastive pairs per labelled example (in groups of batch_size examples)
     pair_epochs: int = 1  # fewshot: epochs of the contrastive stage over its pairs
     pair_lr: float = 5e-5  # fewshot: peak learning rate of the contrastive stage
+    pair_loss: str = "cosine"  # fewshot: cosine (similarities regressed on 1 and 0, SetFit's) or cosent (ranking)
 
     def __post_init__(self):
         from strop.methods import METHODS
@@ -176,6 +177,8 @@ class MethodConfig:
         _require(self.pairs_per_example >= 1, f"method.pairs_per_example must be >= 1; got {self.pairs_per_example}")
         _require(self.pair_epochs >= 1, f"method.pair_epochs must be >= 1; got {self.pair_epochs}")
         _require(self.pair_lr > 0, f"method.pair_lr must be > 0; got {self.pair_lr}")
+        _require(self.pair_loss in ("cosine", "cosent"),
+                 f"method.pair_loss must be cosine or cosent; got {self.pair_loss!r}")
 
 
 @dataclass(frozen=True)

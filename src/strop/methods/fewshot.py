@@ -185,17 +185,47 @@ def balanced_mean(values, same):
     return sum(parts) / len(parts)
 
 
+COSENT_SCALE = 20.0  # CoSENT's temperature: similarity differences are multiplied by it (Su 2022; sentence-transformers)
+
+
+def cosent(similarity, same):
+    """CoSENT (Su 2022): log(1 + sum over every positive pair p and negative pair q of exp(20 (s_q - s_p))), so a
+    pair of one class is ranked above each pair of two classes, with no target value for either similarity.
+    Works on torch tensors (training) and numpy arrays (validation); 0 where one kind of pair is missing."""
+    if isinstance(similarity, torch.Tensor):
+        scaled = COSENT_SCALE * similarity.float()
+        gaps = (scaled[~same][None, :] - scaled[same][:, None]).flatten()  # (positives * negatives,)
+        return torch.logsumexp(torch.cat([gaps.new_zeros(1), gaps]), dim=0)
+    scaled = COSENT_SCALE * np.asarray(similarity, dtype=np.float64)
+    gaps = (scaled[~same][None, :] - scaled[same][:, None]).ravel()
+    return float(np.logaddexp.reduce(np.concatenate([[0.0], gaps])))
+
+
+LOSS_WORDS = {"cosine": "cosine loss, positive and negative pairs weighing half each",
+              "cosent": "CoSENT loss, every positive pair ranked above every negative one"}
+
+
 class PairTask(Task):
-    """The contrastive stage as the loop sees a task: cosine similarities regressed on 1 (same class) and 0
-    (different classes) with a squared error (sentence-transformers' CosineSimilarityLoss, as SetFit), the
-    positive and the negative pairs weighing half each (`balanced_mean`)."""
+    """The contrastive stage as the loop sees a task. loss="cosine": cosine similarities regressed on 1 (same
+    class) and 0 (different classes) with a squared error (sentence-transformers' CosineSimilarityLoss, as
+    SetFit), the positive and the negative pairs weighing half each (`balanced_mean`); loss="cosent": every
+    positive pair ranked above every negative pair of the step (`cosent`)."""
 
     name = "contrastive_pairs"
     metric_names: ClassVar[tuple[str, ...]] = ("loss", "pair_accuracy")
     lead_metric = "loss"
 
+    def __init__(self, loss: str = "cosine"):
+        self.kind = loss
+
+    def pair_loss(self, similarity, same):
+        if self.kind == "cosent":
+            return cosent(similarity, same)
+        target = same.float() if isinstance(same, torch.Tensor) else same.astype(np.float64)
+        return balanced_mean((similarity - target) ** 2, same)
+
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return balanced_mean((logits.float() - labels.float()) ** 2, labels > 0.5)
+        return self.pair_loss(logits.float(), labels > 0.5)
 
     def outputs(self, logits: torch.Tensor, batch: dict) -> list[np.ndarray]:
         return list(logits.float().cpu().numpy())
@@ -204,9 +234,8 @@ class PairTask(Task):
         return batch["labels"].cpu().tolist()
 
     def metrics(self, outputs: list, targets: list) -> dict[str, Any]:
-        similarity, same = np.asarray(outputs, dtype=np.float64), np.asarray(targets, dtype=np.float64)
-        positive = same > 0.5
-        return {"loss": float(balanced_mean((similarity - same) ** 2, positive)),
+        similarity, positive = np.asarray(outputs, dtype=np.float64), np.asarray(targets, dtype=np.float64) > 0.5
+        return {"loss": float(self.pair_loss(similarity, positive)),
                 # a pair counts as recognised where its similarity is on its side of 0.5
                 "pair_accuracy": float(balanced_mean((similarity > 0.5) == positive, positive))}
 
@@ -288,11 +317,11 @@ class FewShot(Method):
         if show:
             print(f"contrastive stage: {len(train_groups)} groups of {size} examples from {len(train_features)}, "
                   f"balanced across classes; every pair in a group trains ({pairs} pairs, "
-                  f"{self.cfg.pairs_per_example} per example, positive and negative pairs weighing half each), "
+                  f"{self.cfg.pairs_per_example} per example; {LOSS_WORDS[self.cfg.pair_loss]}), "
                   f"{self.cfg.pair_epochs} epoch(s) at lr {self.cfg.pair_lr:g}; validated on {val_pairs} "
                   f"pairs of the validation examples; metrics in {stage.metrics}")
         started = time.perf_counter()
-        state, final, _ = train(encoder, PairTask(), Method(self.cfg), GroupFeatures(train_groups),
+        state, final, _ = train(encoder, PairTask(self.cfg.pair_loss), Method(self.cfg), GroupFeatures(train_groups),
                                 GroupFeatures(val_groups, offset=len(train_features)),
                                 GroupCollate(list(train_features) + list(val_features), collate),
                                 encoder.body.input_keys, contrastive_config(cfg), stage, accelerator)
@@ -302,7 +331,7 @@ class FewShot(Method):
                 save_file(cpu_state(accelerator.unwrap_model(encoder)), tmp / BODY_FILE)
             atomic_write_json(stage.summary, {
                 "pairs": pairs, "groups": len(train_groups), "group_size": size,
-                "pairs_per_example": self.cfg.pairs_per_example, "examples": len(train_features),
+                "pairs_per_example": self.cfg.pairs_per_example, "pair_loss": self.cfg.pair_loss, "examples": len(train_features),
                 "epochs_run": state.epoch, "best_epoch": state.best_epoch, "steps": state.step,
                 "peak_lr": state.peak_lr, "train_seconds": round(state.train_seconds, 3),
                 "wall_seconds": round(time.perf_counter() - started, 3),

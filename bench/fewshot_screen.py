@@ -1,0 +1,139 @@
+"""Screens settings of `method.name=fewshot` over many draws of the scarce-label cells (issue 19): every variant on
+the same draws, so each draw gives a paired difference against the first variant.
+
+    python bench/fewshot_screen.py --cells sst2:16,sst2:64 --draws 10 --parallel 2 \\
+        --variant "base" --variant "cosent method.pair_loss=cosent"
+    python bench/fewshot_screen.py --table bench/results/fewshot-screen-<stamp>.jsonl   # only the table
+
+A cell is `bench/scarce.py`'s: k labelled examples a class of train.csv drawn with the draw as seed (which is
+also train.seed), scored on sst2/dev.csv or TREC's held-out 1,000 as the run's validation set. Each run is one
+`strop.fit` in a worker process (--parallel of them at a time; `--set KEY=VALUE` adds an override to every
+run, e.g. train.device=cuda). Writes one JSON line per run to bench/results/fewshot-screen-<stamp>.jsonl and
+prints, per cell and variant, mean ± std accuracy and the mean paired gap to the first variant with how many
+draws it wins.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import shlex
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+
+def cell_folder(cell: tuple[str, int], draw: int, work: Path) -> Path:
+    """Where a draw's train.csv and score.csv are: written by bench/scarce.py's `prepare` (no unlabelled pool)
+    before the runs start."""
+    return work / "data" / f"{cell[0]}-{cell[1]}-{draw}"
+
+
+def run_one(cell: tuple[str, int], draw: int, name: str, overrides: list[str], work: Path) -> dict:
+    """One fewshot run of a variant on one draw of a cell (the variant "setfit": SetFit, as bench/run.py's
+    worker runs it, 1 embedding epoch); its accuracy and times."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    dataset, k = cell
+    files = {part: cell_folder(cell, draw, work) / f"{part}.csv" for part in ("train", "score")}
+    out = work / "runs" / f"{dataset}-{k}-{draw}-{name}"
+    started = time.perf_counter()
+    about = {"dataset": dataset, "per_class": k, "draw": draw, "variant": name, "overrides": overrides}
+    if name == "setfit":
+        import workers
+
+        result = workers.run_setfit(str(files["train"]), str(files["score"]), draw, 1, out)
+        if "skipped" in result:
+            raise RuntimeError(result["skipped"])
+        return about | {"accuracy": result["accuracy"], "wall_seconds": round(time.perf_counter() - started, 2)}
+    import strop
+
+    run = strop.fit(None, [f"data.train={files['train']}", f"data.validation={files['score']}",
+                           "method.name=fewshot", f"train.seed={draw}", f"output_dir={out}", "train.quiet=true",
+                           *overrides])
+    summary = json.loads((run / "summary.json").read_text())
+    stage = json.loads((run / "contrastive" / "summary.json").read_text())
+    return about | {"accuracy": summary["validation"]["accuracy"], "wall_seconds": round(time.perf_counter() - started, 2),
+            "contrastive_steps": stage["steps"], "contrastive_seconds": stage["train_seconds"]}
+
+
+def table(runs: list[dict]) -> str:
+    """Per cell and variant: mean ± std accuracy over draws, and the paired gap to the cell's first variant."""
+    lines = ["| data | k/class | variant | draws | accuracy (mean ± std) | gap vs first (paired) | wins | wall s |",
+             "|---|---|---|---|---|---|---|---|"]
+    cells = list(dict.fromkeys((r["dataset"], r["per_class"]) for r in runs))
+    for dataset, k in cells:
+        here = [r for r in runs if (r["dataset"], r["per_class"]) == (dataset, k)]
+        variants = list(dict.fromkeys(r["variant"] for r in here))
+        first = {r["draw"]: r["accuracy"] for r in here if r["variant"] == variants[0]}
+        for name in variants:
+            mine = {r["draw"]: r for r in here if r["variant"] == name}
+            acc = np.array([r["accuracy"] for r in mine.values()])
+            paired = [mine[d]["accuracy"] - first[d] for d in mine if d in first]
+            gap = "" if name == variants[0] else f"{np.mean(paired):+.4f} ({len(paired)})"
+            wins = "" if name == variants[0] else f"{sum(p > 0 for p in paired)}/{sum(p != 0 for p in paired)}"
+            spread = f" ± {acc.std(ddof=1):.4f}" if len(acc) > 1 else ""
+            wall = np.mean([r["wall_seconds"] for r in mine.values()])
+            lines.append(f"| {dataset} | {k} | {name} | {len(acc)} | {acc.mean():.4f}{spread} | {gap} | {wins} | "
+                         f"{wall:.0f} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--cells", default="sst2:16,sst2:64", help="dataset:k pairs, e.g. trec:8,sst2:64")
+    parser.add_argument("--draws", type=int, default=10, help="draws 1..N of every cell")
+    parser.add_argument("--variant", action="append", default=[], metavar='"NAME KEY=VALUE ..."',
+                        help="a name and its overrides; the first is the reference (default: base)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="an override of every run")
+    parser.add_argument("--parallel", type=int, default=1, help="runs at a time (default 1)")
+    parser.add_argument("--out", type=Path, default=HERE / "results")
+    parser.add_argument("--work", type=Path, help="where the runs go (default: beside the results)")
+    parser.add_argument("--table", type=Path, nargs="+", metavar="SCREEN.jsonl", help="only print their table")
+    args = parser.parse_args(argv)
+    if args.table:
+        print(table([json.loads(line) for path in args.table for line in path.read_text().splitlines() if line]))
+        return 0
+    cells = [(c.split(":")[0], int(c.split(":")[1])) for c in args.cells.split(",") if c]
+    variants = [shlex.split(v) for v in (args.variant or ["base"])]
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M%S")
+    args.out.mkdir(parents=True, exist_ok=True)
+    out_file = args.out / f"fewshot-screen-{stamp}.jsonl"
+    work = args.work or args.out / f"fewshot-screen-{stamp}"
+    jobs = [(cell, draw, v[0], v[1:] + args.set) for cell in cells for draw in range(1, args.draws + 1)
+            for v in variants]
+    import scarce
+
+    for cell in cells:  # written once, before the workers read them
+        for draw in range(1, args.draws + 1):
+            scarce.prepare(*cell, draw, 0, cell_folder(cell, draw, work))
+    print(f"{len(jobs)} runs, {args.parallel} at a time; results {out_file}", flush=True)
+    runs = []
+    with ProcessPoolExecutor(args.parallel) as pool:
+        futures = {pool.submit(run_one, *job, work): job for job in jobs}
+        for future in as_completed(futures):
+            try:
+                result = future.result()
+            except Exception as error:  # one failed run is reported; the others go on
+                cell, draw, name, _ = futures[future]
+                result = {"dataset": cell[0], "per_class": cell[1], "draw": draw, "variant": name,
+                          "error": f"{type(error).__name__}: {error}"}
+            with out_file.open("a") as f:
+                f.write(json.dumps(result) + "\n")
+            print(json.dumps(result), flush=True)
+            if "error" not in result:
+                runs.append(result)
+    print(table(runs))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
