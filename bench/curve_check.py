@@ -9,7 +9,8 @@ accuracy at 1,000 and at all 6,920, then train at both sizes and compare (`--dat
 2. `strop.curve.learning_curve` on it: fractions 0.1,0.2,0.4,0.6,0.8,1 of the pool, --seeds (3) seeds
    (train.seed 42, 43, ...), every run scored on sst2/dev.csv (data.validation), train.epochs=--epochs (3).
 3. The prediction at --big (1,000) and --full (6,920, the whole train.csv) from the curve's fitted parameters
-   (`curve.power_law`), with the 95% interval of the same residual bootstrap `curve.analyse` draws
+   (`curve.forecast`: for accuracy the mean of the saturating and the ceiling-free laws, each also printed
+   alone), with the 95% interval of the same residual bootstrap `curve.analyse` draws
    (`curve.bootstrap`, same seed, same number of draws; `curve.interval`).
 4. The same config trained at --big (a stratified subset drawn by `curve.nested_subsets` for each seed, as
    the curve draws its own; --big-seeds seeds) and on all of train.csv (--full-seeds seeds), each run through
@@ -68,10 +69,10 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
     from strop.config import load_config
-    from strop.curve import analyse, bootstrap, interval, learning_curve, nested_subsets, power_law
+    from strop.curve import (analyse, bootstrap, fit_ceiling_free, fit_power_law, forecast, interval, learning_curve,
+                             nested_subsets, parameters_of, power_law)
     from strop.cv import fit_and_score
     from strop.fit import resolve_config
-    from scipy.optimize import curve_fit
 
     from rows import source_splits
 
@@ -140,27 +141,24 @@ def main(argv: list[str] | None = None) -> int:
         y = np.array([p["scores"][curve["metric"]] for p in curve["points"]])
     fit = curve["fit"]
     # analyse's own bootstrap: same points, bounded as it was (accuracy <= 1), its seed and number of draws
-    draws = bootstrap(n, y, bounded=bool(y.max() <= 1.0), seed=curve["config"]["train"]["seed"])
-    p = fit["parameters"]
+    bounded = bool(y.max() <= 1.0)
+    draws = bootstrap(n, y, bounded=bounded, seed=curve["config"]["train"]["seed"])
+    params = parameters_of(fit)  # strop's forecast: for accuracy the mean of the two laws below
+    saturating, ceiling_free = fit_power_law(n, y, bounded), fit_ceiling_free(n, y)
     result["curve"] = {"points": curve["points"], "fit": fit}
     given = [r for path in (args.actual or []) for r in json.loads(path.read_text()).get("actual_runs", [])]
-    # The alternative form on the same points, for comparison: no ceiling below accuracy's own (a fixed at 1).
-    (b_free, c_free), _ = curve_fit(lambda n_, b_, c_: power_law(n_, 1.0, b_, c_), n, y, p0=(1.0, 0.3),
-                                    bounds=([0.0, 1e-3], [np.inf, 3.0]), maxfev=20_000)
-    result["ceiling_free"] = {"b": float(b_free), "c": float(c_free)}
 
     checks = []
     for size, seeds in ((args.big, args.big_seeds), (full, args.full_seeds)):
-        predicted = float(power_law(size, p["a"], p["b"], p["c"]))
-        low, high = interval(power_law(size, *draws.T))
+        predicted = float(forecast(size, params))
+        low, high = interval([forecast(size, d) for d in draws])
         runs = [r for r in given if r["size"] == size] if args.curve else actual_runs(size, seeds)
         if not runs:
             continue
         actual = [r["accuracy"] for r in runs]
         checks.append({"size": size, "predicted": predicted, "interval": [low, high], "runs": runs,
-                       "predicted_ceiling_free": float(power_law(size, 1.0, b_free, c_free)),
-                       # the candidate named before the banking77 and second-pool checks: the two forms' mean
-                       "predicted_midpoint": (predicted + float(power_law(size, 1.0, b_free, c_free))) / 2,
+                       "predicted_saturating": float(power_law(size, *saturating)),
+                       "predicted_ceiling_free": float(power_law(size, 1.0, *ceiling_free)),
                        "actual_mean": float(np.mean(actual)),
                        "actual_std": float(np.std(actual, ddof=1)) if len(actual) > 1 else None,
                        "gap_points": 100 * (float(np.mean(actual)) - predicted),
@@ -171,17 +169,17 @@ def main(argv: list[str] | None = None) -> int:
     result["total_seconds"] = time.perf_counter() - started
     out_file.write_text(json.dumps(result, indent=1))
 
-    print(f"\nfit on {args.pool} examples: a {p['a']:.4f}, b {p['b']:.4g}, c {p['c']:.3f}; train.epochs={args.epochs}")
-    print(f"ceiling-free (a = 1): b {b_free:.4g}, c {c_free:.3f}")
-    print("| size | predicted (95% interval) | actual (mean ± std, seeds) | actual − predicted | ceiling-free: "
-          "predicted, gap | midpoint: predicted, gap |")
+    print(f"\nfit on {args.pool} examples ({fit['model']}): a {saturating[0]:.4f}, b {saturating[1]:.4g}, "
+          f"c {saturating[2]:.3f}; b' {ceiling_free[0]:.4g}, c' {ceiling_free[1]:.3f}; train.epochs={args.epochs}")
+    print("| size | strop's forecast (95% interval) | actual (mean ± std, seeds) | actual − forecast | "
+          "saturating law: predicted, gap | ceiling-free law: predicted, gap |")
     print("|---|---|---|---|---|---|")
     for c in checks:
         spread = f" ± {c['actual_std']:.4f}" if c["actual_std"] is not None else ""
         print(f"| {c['size']:,} | {c['predicted']:.4f} [{c['interval'][0]:.4f}, {c['interval'][1]:.4f}] | "
               f"{c['actual_mean']:.4f}{spread} ({len(c['runs'])}) | {c['gap_points']:+.1f} points | "
-              f"{c['predicted_ceiling_free']:.4f}, {100 * (c['actual_mean'] - c['predicted_ceiling_free']):+.1f} | "
-              f"{c['predicted_midpoint']:.4f}, {100 * (c['actual_mean'] - c['predicted_midpoint']):+.1f} |")
+              f"{c['predicted_saturating']:.4f}, {100 * (c['actual_mean'] - c['predicted_saturating']):+.1f} | "
+              f"{c['predicted_ceiling_free']:.4f}, {100 * (c['actual_mean'] - c['predicted_ceiling_free']):+.1f} |")
     print(f"\nresults: {out_file}")
     return 0
 

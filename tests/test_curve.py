@@ -1,5 +1,6 @@
-"""strop curve: the power-law fit recovers known parameters; its answers; nested, stratified subsets; the
-command end to end (curve.json, curve.png)."""
+"""strop curve: the power-law fits recover known parameters; the forecast of a bounded score is the mean of the
+saturating and the ceiling-free laws; its answers; nested, stratified subsets; the command end to end
+(curve.json, curve.png)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from strop.curve import analyse, examples_for, fit_power_law, nested_subsets, power_law
+from strop.curve import (analyse, examples_for, fit_ceiling_free, fit_power_law, forecast, nested_subsets, power_law,
+                         size_for)
 from strop.errors import StropError
 
 TRUE = (0.92, 1.5, 0.6)  # a, b, c
@@ -33,7 +35,7 @@ def test_fit_recovers_known_parameters_from_synthetic_points():
 
 def test_answers_and_their_intervals_hold_the_truth():
     n, y = _synthetic(TRUE)
-    fit = analyse(n, y, bounded=True, target=0.85, draws=200)
+    fit = analyse(n, y, target=0.85, draws=200)  # not bounded: the saturating law alone is the forecast
     true_needed = examples_for(0.85, *TRUE)  # (1.5 / 0.07) ** (1 / 0.6), about 165
     assert fit["target"]["examples"] == pytest.approx(true_needed, rel=0.1)
     true_twice = power_law(1280, *TRUE)
@@ -47,11 +49,36 @@ def test_answers_and_their_intervals_hold_the_truth():
 def test_the_intervals_mostly_hold_the_truth():
     held = {"twice": 0, "examples": 0, "a": 0}
     for seed in range(12):
-        fit = analyse(*_synthetic(TRUE, seed=seed), bounded=True, target=0.85, draws=100)
+        fit = analyse(*_synthetic(TRUE, seed=seed), target=0.85, draws=100)
         held["twice"] += _inside(power_law(1280, *TRUE), fit["twice_the_data"]["score_interval"])
         held["examples"] += _inside(examples_for(0.85, *TRUE), fit["target"]["examples_interval"])
         held["a"] += _inside(TRUE[0], fit["parameter_intervals"]["a"])
     assert all(count >= 8 for count in held.values()), held  # 95% intervals; measured about 88% over 40 sets
+
+
+def test_a_bounded_score_is_forecast_as_the_mean_of_the_two_laws():
+    n, y = _synthetic(TRUE)
+    fit = analyse(n, y, bounded=True, target=0.85, draws=100)
+    saturating, (b_free, c_free) = fit_power_law(n, y, bounded=True), fit_ceiling_free(n, y)
+    assert (fit["parameters"]["a"], fit["ceiling_free"]["b"], fit["ceiling_free"]["c"]) == pytest.approx(
+        (saturating[0], b_free, c_free))
+    at = lambda size: (power_law(size, *saturating) + power_law(size, 1.0, b_free, c_free)) / 2  # noqa: E731
+    twice = fit["twice_the_data"]
+    assert twice["score"] == pytest.approx(at(1280)) and twice["gain"] == pytest.approx(at(1280) - at(640))
+    # the ceiling-free law runs above the saturating one far out: the forecast lies strictly between them
+    assert power_law(1280, *saturating) < twice["score"] < power_law(1280, 1.0, b_free, c_free)
+    assert fit["asymptote"] == pytest.approx((saturating[0] + 1) / 2)
+    params = [*saturating, b_free, c_free]
+    assert at(fit["target"]["examples"]) == pytest.approx(0.85, abs=1e-9)  # the size found reaches the target
+    assert math.isinf(size_for(0.99, params)) and forecast(10**9, params) < 0.99  # above (a + 1) / 2: never
+
+
+def test_where_the_score_tends_to_1_both_laws_and_their_mean_recover_it():
+    truth = (1.0, 1.2, 0.4)
+    fit = analyse(*_synthetic(truth), bounded=True, target=0.9, draws=100)
+    assert fit["ceiling_free"]["c"] == pytest.approx(0.4, abs=0.05)
+    assert fit["twice_the_data"]["score"] == pytest.approx(power_law(1280, *truth), abs=0.005)
+    assert fit["target"]["examples"] == pytest.approx(examples_for(0.9, *truth), rel=0.15)
 
 
 def _inside(value, bounds):
@@ -93,13 +120,14 @@ def test_curve_command_writes_json_and_plot(tiny_overrides, tmp_path):
     result = json.loads((out / "curve.json").read_text())
     assert result["pool_examples"] == 144 and result["sizes"] == [36, 72, 144]  # 10% of 160 held out
     assert [p["examples"] for p in result["points"]] == [36, 72, 144]
-    assert {"parameters", "twice_the_data", "target"} <= set(result["fit"])
+    assert {"parameters", "ceiling_free", "twice_the_data", "target"} <= set(result["fit"])  # accuracy: both laws
     assert (out / "curve.png").stat().st_size > 1000 and not (out / "runs").exists()
     assert "twice the data" in done.stdout and "levels off" in done.stdout
     # Its report: the curve as an image, a row per size, one answer; rebuilt alike by strop report.
     page = (out / "report.html").read_text()
     assert page.count("data:image/png;base64,") == 1 and 'id="points"' in page
     assert all(f"<tr><td>{size}</td>" in page for size in (36, 72, 144))
+    assert "mean of a - b * n^(-c) and 1 - b&#x27; * n^(-c&#x27;)" in page and "c&#x27;</td>" in page
     assert sum(page.count(f'data-finding="{name}"') for name in ("more_data_helps", "levels_off", "unknown")) == 1
     (out / "report.html").unlink()
     assert subprocess.run([sys.executable, "-m", "strop", "report", str(out), "-q"]).returncode == 0

@@ -384,7 +384,9 @@ def curve_page(result: dict, folder: Path) -> str:
     rows = [[size, float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else None, len(values)]
             for size, values in scores_by_size(result).items()]
     p, q = fit["parameters"], fit["parameter_intervals"]
-    fitted = html_table(["parameter", "value", "95% low", "95% high"], [[k, p[k], *q[k]] for k in "abc"])
+    free = fit.get("ceiling_free")  # a bounded score: the forecast is the mean of this law and a - b n^-c
+    extra = [[f"{k}'", free[k], *free[f"{k}_interval"]] for k in "bc"] if free else []
+    fitted = html_table(["parameter", "value", "95% low", "95% high"], [[k, p[k], *q[k]] for k in "abc"] + extra)
     points = (f'<h2 id="points">Points</h2>' + html_table(["examples", f"{metric} mean", "std", "seeds"], rows)
               + f"<h3>The fit: {escape(fit['model'])}</h3>{fitted}")
     parts = [header, answers, chart, points,
