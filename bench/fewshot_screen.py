@@ -37,7 +37,7 @@ def cell_folder(cell: tuple[str, int], draw: int, work: Path) -> Path:
     return work / "data" / f"{cell[0]}-{cell[1]}-{draw}"
 
 
-def run_one(cell: tuple[str, int], draw: int, name: str, overrides: list[str], work: Path) -> dict:
+def run_one(cell: tuple[str, int], draw: int, name: str, overrides: list[str], work: Path, rank: int = 0) -> dict:
     """One fewshot run of a variant on one draw of a cell (the variant "setfit": SetFit, as bench/run.py's
     worker runs it, 1 embedding epoch); its accuracy and times."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -46,7 +46,7 @@ def run_one(cell: tuple[str, int], draw: int, name: str, overrides: list[str], w
     files = {part: cell_folder(cell, draw, work) / f"{part}.csv" for part in ("train", "score")}
     out = work / "runs" / f"{dataset}-{k}-{draw}-{name}"
     started = time.perf_counter()
-    about = {"dataset": dataset, "per_class": k, "draw": draw, "variant": name, "overrides": overrides}
+    about = {"dataset": dataset, "per_class": k, "draw": draw, "variant": name, "rank": rank, "overrides": overrides}
     if name == "setfit":
         import workers
 
@@ -72,7 +72,8 @@ def table(runs: list[dict]) -> str:
     cells = list(dict.fromkeys((r["dataset"], r["per_class"]) for r in runs))
     for dataset, k in cells:
         here = [r for r in runs if (r["dataset"], r["per_class"]) == (dataset, k)]
-        variants = list(dict.fromkeys(r["variant"] for r in here))
+        # in the order they were asked for (runs finish in any order)
+        variants = list(dict.fromkeys(r["variant"] for r in sorted(here, key=lambda r: r.get("rank", 0))))
         first = {r["draw"]: r["accuracy"] for r in here if r["variant"] == variants[0]}
         for name in variants:
             mine = {r["draw"]: r for r in here if r["variant"] == name}
@@ -108,8 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     out_file = args.out / f"fewshot-screen-{stamp}.jsonl"
     work = args.work or args.out / f"fewshot-screen-{stamp}"
-    jobs = [(cell, draw, v[0], v[1:] + args.set) for cell in cells for draw in range(1, args.draws + 1)
-            for v in variants]
+    jobs = [(cell, draw, v[0], v[1:] + args.set, work, rank) for cell in cells for draw in range(1, args.draws + 1)
+            for rank, v in enumerate(variants)]
     import scarce
 
     for cell in cells:  # written once, before the workers read them
@@ -118,12 +119,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{len(jobs)} runs, {args.parallel} at a time; results {out_file}", flush=True)
     runs = []
     with ProcessPoolExecutor(args.parallel) as pool:
-        futures = {pool.submit(run_one, *job, work): job for job in jobs}
+        futures = {pool.submit(run_one, *job): job for job in jobs}
         for future in as_completed(futures):
             try:
                 result = future.result()
             except Exception as error:  # one failed run is reported; the others go on
-                cell, draw, name, _ = futures[future]
+                cell, draw, name, *_ = futures[future]
                 result = {"dataset": cell[0], "per_class": cell[1], "draw": draw, "variant": name,
                           "error": f"{type(error).__name__}: {error}"}
             with out_file.open("a") as f:
