@@ -16,8 +16,8 @@ from safetensors.torch import load_file
 import strop
 from conftest import interrupt_after_checkpoint, write_csv
 from strop.errors import StropError
-from strop.methods.fewshot import (GroupCollate, GroupFeatures, PairEncoder, PairTask, groups_for, pair_groups,
-                                   pairs_of_group, split_evenly)
+from strop.methods.fewshot import (GroupCollate, GroupFeatures, PairEncoder, PairTask, cosent, groups_for,
+                                   pair_groups, pairs_of_group, split_evenly)
 
 
 @pytest.mark.parametrize("sizes, group_size", [([8, 8, 8], 16), ([30, 5, 2, 1], 16), ([2, 2], 4), ([100, 3], 16),
@@ -85,6 +85,35 @@ def test_positive_and_negative_pairs_weigh_half_each():
     assert PairTask().loss(similarity, same).item() == pytest.approx(0.125)  # (0.25 + 0) / 2, not 0.25 / 4
     assert PairTask().metrics([0.9, 0.2, 0.7, 0.1], [1.0, 0.0, 0.0, 0.0])["pair_accuracy"] == pytest.approx(5 / 6)
     assert PairTask().loss(torch.tensor([0.5, 0.5]), torch.tensor([0.0, 0.0])).item() == pytest.approx(0.25)
+
+
+def test_cosent_ranks_each_positive_pair_above_each_negative_one():
+    similarity = torch.tensor([0.9, 0.2, 0.7], requires_grad=True)
+    same = torch.tensor([True, False, False])
+    loss = cosent(similarity, same)
+    expected = np.log(1 + np.exp(20 * (0.2 - 0.9)) + np.exp(20 * (0.7 - 0.9)))  # two (positive, negative) terms
+    assert loss.item() == pytest.approx(expected, rel=1e-5)
+    loss.backward()
+    assert similarity.grad[0] < 0 and similarity.grad[2] > similarity.grad[1] > 0  # the closest negative pushed most
+    assert cosent(np.array([0.9, 0.2, 0.7]), np.array([True, False, False])) == pytest.approx(expected, rel=1e-9)
+    assert cosent(torch.tensor([0.1, 0.4]), torch.tensor([False, False])).item() == 0.0  # no positive: nothing to rank
+    task = PairTask("cosent")
+    assert task.loss(torch.tensor([0.9, 0.2, 0.7]), torch.tensor([1.0, 0.0, 0.0])).item() == pytest.approx(expected, rel=1e-5)
+    # ranked right whatever their level: the ranking measure is 1 where 0.5 as a threshold gets half the pairs
+    scores = task.metrics([0.3, 0.2, 0.1, 0.25], [1.0, 0.0, 0.0, 0.0])
+    assert scores["pair_auc"] == 1.0 and scores["pair_accuracy"] == pytest.approx(0.5)
+    with pytest.raises(StropError, match="method.pair_loss must be cosine or cosent"):
+        strop.config.load_config(None, ["method.pair_loss=triplet"])
+
+
+def test_fit_with_the_cosent_loss(tiny_overrides, tmp_path):
+    train, dev = _fewshot_data(tmp_path)
+    run = strop.fit(None, tiny_overrides + [f"data.train={train}", f"data.validation={dev}", "method.name=fewshot",
+                                            "method.pair_loss=cosent", "method.pairs_per_example=24",
+                                            "method.pair_lr=1e-3", "model.pooling=mean"])
+    stage = json.loads((run / "contrastive" / "summary.json").read_text())
+    assert stage["pair_loss"] == "cosent" and stage["validation"]["pair_auc"] > 0.7  # pairs of 3 classes ranked
+    assert json.loads((run / "summary.json").read_text())["validation"]["accuracy"] > 0.6  # chance is 1/3
 
 
 def _fewshot_data(tmp_path):

@@ -212,7 +212,7 @@ class PairTask(Task):
     positive pair ranked above every negative pair of the step (`cosent`)."""
 
     name = "contrastive_pairs"
-    metric_names: ClassVar[tuple[str, ...]] = ("loss", "pair_accuracy")
+    metric_names: ClassVar[tuple[str, ...]] = ("loss", "pair_accuracy", "pair_auc")
     lead_metric = "loss"
 
     def __init__(self, loss: str = "cosine"):
@@ -235,9 +235,15 @@ class PairTask(Task):
 
     def metrics(self, outputs: list, targets: list) -> dict[str, Any]:
         similarity, positive = np.asarray(outputs, dtype=np.float64), np.asarray(targets, dtype=np.float64) > 0.5
+        from sklearn.metrics import roc_auc_score
+
         return {"loss": float(self.pair_loss(similarity, positive)),
-                # a pair counts as recognised where its similarity is on its side of 0.5
-                "pair_accuracy": float(balanced_mean((similarity > 0.5) == positive, positive))}
+                # a pair counts as recognised where its similarity is on its side of 0.5 (cosine's targets)
+                "pair_accuracy": float(balanced_mean((similarity > 0.5) == positive, positive)),
+                # the share of (positive, negative) pairs of pairs ranked right: no threshold, so CoSENT's
+                # similarities, which have no target value, are measured too
+                "pair_auc": float(roc_auc_score(positive, similarity)) if 0 < positive.sum() < len(positive)
+                else float("nan")}
 
 
 def contrastive_config(cfg):
