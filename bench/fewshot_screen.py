@@ -61,8 +61,9 @@ def run_one(cell: tuple[str, int], draw: int, name: str, overrides: list[str], w
                            *overrides])
     summary = json.loads((run / "summary.json").read_text())
     stage = json.loads((run / "contrastive" / "summary.json").read_text())
-    return about | {"accuracy": summary["validation"]["accuracy"], "wall_seconds": round(time.perf_counter() - started, 2),
-            "contrastive_steps": stage["steps"], "contrastive_seconds": stage["train_seconds"]}
+    return about | {"accuracy": summary["validation"]["accuracy"],
+                    "wall_seconds": round(time.perf_counter() - started, 2),
+                    "contrastive_steps": stage["steps"], "contrastive_seconds": stage["train_seconds"]}
 
 
 def table(runs: list[dict]) -> str:

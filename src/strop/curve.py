@@ -118,9 +118,10 @@ def size_for(score: float, params) -> float:
 
     if score >= limit(params):
         return math.inf
-    # Both laws rise with n, so their mean crosses the score once; solved in log n, where it is smooth.
-    gap = lambda log_n: float(forecast(math.exp(log_n), params)) - score  # noqa: E731
-    low, high = -50.0, 50.0
+    def gap(log_n: float) -> float:  # both laws rise with n: their mean crosses the score once
+        return float(forecast(math.exp(log_n), params)) - score
+
+    low, high = -50.0, 50.0  # solved in log n, where the curve is smooth
     while gap(high) < 0:  # the limit is above the score: a large enough n reaches it
         high *= 2
     return math.exp(brentq(gap, low, high))
@@ -172,7 +173,10 @@ def analyse(n, score, minimised: bool = False, bounded: bool = False, target: fl
     draws_ = bootstrap(n, y, bounded, draws, seed)
     largest = float(n.max())
     now, doubled = forecast(largest, params), forecast(2 * largest, params)
-    at = lambda size: np.array([forecast(size, d) for d in draws_])  # noqa: E731
+
+    def at(size: float) -> np.ndarray:  # the forecast of every bootstrap fit
+        return np.array([forecast(size, d) for d in draws_])
+
     limits = [limit(d) for d in draws_]
     model = ("score(n) = mean of a - b * n^(-c) and 1 - b' * n^(-c')" if bounded else
              "score(n) = a - b * n^(-c)" + (" fitted to -score (lower is better)" if minimised else ""))

@@ -185,7 +185,7 @@ def balanced_mean(values, same):
     return sum(parts) / len(parts)
 
 
-COSENT_SCALE = 20.0  # CoSENT's temperature: similarity differences are multiplied by it (Su 2022; sentence-transformers)
+COSENT_SCALE = 20.0  # CoSENT's scale: similarity differences are multiplied by it (Su 2022; sentence-transformers)
 
 
 def cosent(similarity, same):
@@ -234,9 +234,9 @@ class PairTask(Task):
         return batch["labels"].cpu().tolist()
 
     def metrics(self, outputs: list, targets: list) -> dict[str, Any]:
-        similarity, positive = np.asarray(outputs, dtype=np.float64), np.asarray(targets, dtype=np.float64) > 0.5
         from sklearn.metrics import roc_auc_score
 
+        similarity, positive = np.asarray(outputs, dtype=np.float64), np.asarray(targets, dtype=np.float64) > 0.5
         return {"loss": float(self.pair_loss(similarity, positive)),
                 # a pair counts as recognised where its similarity is on its side of 0.5 (cosine's targets)
                 "pair_accuracy": float(balanced_mean((similarity > 0.5) == positive, positive)),
@@ -337,7 +337,8 @@ class FewShot(Method):
                 save_file(cpu_state(accelerator.unwrap_model(encoder)), tmp / BODY_FILE)
             atomic_write_json(stage.summary, {
                 "pairs": pairs, "groups": len(train_groups), "group_size": size,
-                "pairs_per_example": self.cfg.pairs_per_example, "pair_loss": self.cfg.pair_loss, "examples": len(train_features),
+                "pairs_per_example": self.cfg.pairs_per_example, "pair_loss": self.cfg.pair_loss,
+                "examples": len(train_features),
                 "epochs_run": state.epoch, "best_epoch": state.best_epoch, "steps": state.step,
                 "peak_lr": state.peak_lr, "train_seconds": round(state.train_seconds, 3),
                 "wall_seconds": round(time.perf_counter() - started, 3),
