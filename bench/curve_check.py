@@ -69,8 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
     from strop.config import load_config
-    from strop.curve import (analyse, bootstrap, fit_ceiling_free, fit_power_law, forecast, interval, learning_curve,
-                             nested_subsets, parameters_of, power_law)
+    from strop.curve import (analyse, bootstrap, fit_ceiling_free, forecast, interval, learning_curve, nested_subsets,
+                             parameters_of, power_law)
     from strop.cv import fit_and_score
     from strop.fit import resolve_config
 
@@ -144,7 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     bounded = bool(y.max() <= 1.0)
     draws = bootstrap(n, y, bounded=bounded, seed=curve["config"]["train"]["seed"])
     params = parameters_of(fit)  # strop's forecast: for accuracy the mean of the two laws below
-    saturating, ceiling_free = fit_power_law(n, y, bounded), fit_ceiling_free(n, y)
+    saturating = params[:3]
+    ceiling_free = params[3:] if len(params) == 5 else fit_ceiling_free(n, y)  # an unbounded score: for the record
     result["curve"] = {"points": curve["points"], "fit": fit}
     given = [r for path in (args.actual or []) for r in json.loads(path.read_text()).get("actual_runs", [])]
 

@@ -42,6 +42,22 @@ def power_law(n, a: float, b: float, c: float):
     return a - b * np.power(np.asarray(n, dtype=np.float64), -c)
 
 
+def _least_squares(law, n, score, start: tuple, low: list, high: list) -> tuple[float, ...]:
+    """scipy's curve_fit of `law` through the points within the bounds, as floats.
+
+    Raises:
+        StropError: no fit found.
+    """
+    from scipy.optimize import curve_fit
+
+    try:
+        fitted, _ = curve_fit(law, n, score, p0=start, bounds=(low, high), maxfev=20_000)
+    except (RuntimeError, ValueError) as error:
+        raise StropError(f"the power law could not be fitted to these scores ({error}); more sizes or seeds "
+                         "help") from None
+    return tuple(float(v) for v in fitted)
+
+
 def fit_power_law(n, score, bounded: bool = False) -> tuple[float, float, float]:
     """Least-squares (a, b, c) of `power_law` through the points (n_i, score_i); `bounded`: a <= 1 (accuracy,
     F1 and the like cannot exceed 1).
@@ -49,8 +65,6 @@ def fit_power_law(n, score, bounded: bool = False) -> tuple[float, float, float]
     Raises:
         StropError: fewer than three distinct sizes, or no fit found.
     """
-    from scipy.optimize import curve_fit
-
     n, score = np.asarray(n, dtype=np.float64), np.asarray(score, dtype=np.float64)
     if len(np.unique(n)) < 3:
         raise StropError("a learning curve needs at least three different training sizes: give --fractions with "
@@ -59,13 +73,7 @@ def fit_power_law(n, score, bounded: bool = False) -> tuple[float, float, float]
     start_a = min(score.max() + 0.05 * (np.ptp(score) + 0.01), top)
     start_c = 0.5
     start_b = max((start_a - score.min()) * n.min() ** start_c, 1e-6)
-    try:
-        (a, b, c), _ = curve_fit(power_law, n, score, p0=(start_a, start_b, start_c),
-                                 bounds=([-np.inf, 0.0, 1e-3], [top, np.inf, 3.0]), maxfev=20_000)
-    except (RuntimeError, ValueError) as error:
-        raise StropError(f"the power law could not be fitted to these scores ({error}); more sizes or seeds "
-                         "help") from None
-    return float(a), float(b), float(c)
+    return _least_squares(power_law, n, score, (start_a, start_b, start_c), [-np.inf, 0.0, 1e-3], [top, np.inf, 3.0])
 
 
 def fit_ceiling_free(n, score) -> tuple[float, float]:
@@ -74,18 +82,11 @@ def fit_ceiling_free(n, score) -> tuple[float, float]:
     Raises:
         StropError: no fit found.
     """
-    from scipy.optimize import curve_fit
-
     n, score = np.asarray(n, dtype=np.float64), np.asarray(score, dtype=np.float64)
     start_c = 0.5
     start_b = max((1.0 - score.min()) * n.min() ** start_c, 1e-6)
-    try:
-        (b, c), _ = curve_fit(lambda n_, b_, c_: power_law(n_, 1.0, b_, c_), n, score, p0=(start_b, start_c),
-                              bounds=([0.0, 1e-3], [np.inf, 3.0]), maxfev=20_000)
-    except (RuntimeError, ValueError) as error:
-        raise StropError(f"the power law could not be fitted to these scores ({error}); more sizes or seeds "
-                         "help") from None
-    return float(b), float(c)
+    return _least_squares(lambda n_, b_, c_: power_law(n_, 1.0, b_, c_), n, score, (start_b, start_c),
+                          [0.0, 1e-3], [np.inf, 3.0])
 
 
 def fit_curve(n, score, bounded: bool) -> np.ndarray:
