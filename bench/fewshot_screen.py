@@ -92,7 +92,9 @@ def table(runs: list[dict]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cells", default="sst2:16,sst2:64", help="dataset:k pairs, e.g. trec:8,sst2:64")
-    parser.add_argument("--draws", type=int, default=10, help="draws 1..N of every cell")
+    parser.add_argument("--draws", type=int, default=10, help="N draws of every cell: FIRST..FIRST+N-1")
+    parser.add_argument("--first-draw", type=int, default=1, metavar="FIRST",
+                        help="the first draw (default 1): a later one gives draws no earlier screen chose on")
     parser.add_argument("--variant", action="append", default=[], metavar='"NAME KEY=VALUE ..."',
                         help="a name and its overrides; the first is the reference (default: base)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="an override of every run")
@@ -110,12 +112,13 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     out_file = args.out / f"fewshot-screen-{stamp}.jsonl"
     work = args.work or args.out / f"fewshot-screen-{stamp}"
-    jobs = [(cell, draw, v[0], v[1:] + args.set, work, rank) for cell in cells for draw in range(1, args.draws + 1)
+    draws = range(args.first_draw, args.first_draw + args.draws)
+    jobs = [(cell, draw, v[0], v[1:] + args.set, work, rank) for cell in cells for draw in draws
             for rank, v in enumerate(variants)]
     import scarce
 
     for cell in cells:  # written once, before the workers read them
-        for draw in range(1, args.draws + 1):
+        for draw in draws:
             scarce.prepare(*cell, draw, 0, cell_folder(cell, draw, work))
     print(f"{len(jobs)} runs, {args.parallel} at a time; results {out_file}", flush=True)
     runs = []
