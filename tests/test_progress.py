@@ -43,3 +43,18 @@ def test_quiet_shows_nothing_and_a_terminal_gets_a_bar(capsys, monkeypatch):
 def test_images_are_counted_in_images(capsys):
     list(progress(iter(range(3)), "checking images", show=True, unit="image", total=3, every=0.0))
     assert capsys.readouterr().err.splitlines()[0].startswith("checking images: 1/3 images, ")
+
+
+def test_the_epoch_line_eta_counts_the_epochs_not_a_one_off_pass(capsys):
+    from types import SimpleNamespace
+
+    from strop.tasks.classification import Classification
+    from strop.train.checkpoint import LoopState
+    from strop.train.loop import _print_epoch
+
+    # a frozen body's single 9 s pass is in train_seconds; each epoch of the head takes 0.5 s
+    record = {"epoch": 2, "train_loss": 0.1, "val_loss": 0.2, "val_accuracy": 0.9, "val_macro_f1": 0.9,
+              "epoch_seconds": 0.5, "train_samples_per_s": 100.0, "best": True}
+    state = LoopState(epoch=2, train_seconds=10.0, history=[{**record, "epoch": 1}, record])
+    _print_epoch(record, SimpleNamespace(epochs=10, patience=2), state, Classification(("a", "b")), "accuracy")
+    assert "ETA 4s" in capsys.readouterr().out  # 8 epochs left at 0.5 s, not 8 at (10 s / 2)

@@ -488,7 +488,9 @@ def _rewrite_metrics(run: RunDir, history: list[dict]) -> None:
 
 
 def _print_epoch(record: dict, tc, state: LoopState, task: Task, metric: str) -> None:
-    per_epoch = state.train_seconds / max(len(state.history), 1)
+    # The epochs' own step loops: state.train_seconds also holds one-off work (a frozen body's single pass),
+    # which the remaining epochs do not repeat.
+    per_epoch = sum(r["epoch_seconds"] for r in state.history) / max(len(state.history), 1)
     remaining = 0 if state.stopped_early else (tc.epochs - record["epoch"]) * per_epoch
     scores = "  ".join(f"{name} {record[f'val_{name}']:.4f}" for name in task.metric_names if name != "loss")
     line = (f"epoch {record['epoch']}/{tc.epochs}  train_loss {record['train_loss']:.4f}  "
