@@ -241,9 +241,10 @@ def pretrain_vectors(cfg, data: str | Path, output: str | Path | None) -> Path:
 def save_pretrained(model: nn.Module, tokenizer, source: str, folder: Path) -> None:
     """The model (with its masked-language-model head) and tokenizer as a transformers folder, written
     atomically, with the source's sentence-transformers pooling files where it has them."""
+    from strop.backbones.text import quiet_transformers
     from strop.runs import staged
 
-    with staged(folder, "the pretrained model") as tmp:
+    with staged(folder, "the pretrained model") as tmp, quiet_transformers():  # no shard-writing bar
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         for name in POOLING_FILES:
