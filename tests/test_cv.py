@@ -40,6 +40,9 @@ def test_folds_differ_by_seed_and_plain_kfold_for_numbers():
 def test_too_few_examples_of_a_class_is_refused_with_the_fix():
     with pytest.raises(StropError, match="class 'b' has only 2 examples.*--folds 2"):
         fold_indices(["a"] * 10 + ["b"] * 2, 5, seed=0)
+    # one example of a class: no number of folds holds it in every one, so the fix is not a smaller --folds
+    with pytest.raises(StropError, match="class 'b' has only 1 example, .*add examples of it, or drop it"):
+        fold_indices(["a"] * 10 + ["b"], 2, seed=0)
 
 
 def test_summary_mean_std_and_t_interval():

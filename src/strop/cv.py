@@ -40,9 +40,12 @@ def fold_indices(targets: list, folds: int, seed: int) -> list[tuple[np.ndarray,
     stratified = all(isinstance(t, str) for t in targets)
     if stratified:
         counts = pd.Series(targets).value_counts()
-        if counts.min() < folds:
-            raise StropError(f"--folds {folds}: class '{counts.idxmin()}' has only {counts.min()} examples, too few "
-                             f"to appear in every fold; use --folds {max(2, counts.min())} or fewer, or add examples")
+        fewest = int(counts.min())
+        if fewest < folds:
+            fix = (f"use --folds {fewest} or fewer, or add examples" if fewest >= 2 else
+                   "cross-validation needs at least 2 a class: add examples of it, or drop it from the data")
+            raise StropError(f"--folds {folds}: class '{counts.idxmin()}' has only {fewest} "
+                             f"example{'s' if fewest > 1 else ''}, too few to appear in every fold; {fix}")
         splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
     else:
         splitter = KFold(n_splits=folds, shuffle=True, random_state=seed)
