@@ -181,3 +181,22 @@ def test_fewshot_refuses_a_task_it_cannot_pair(tiny_overrides, tmp_path):
     with pytest.raises(StropError, match="fewshot is for classifying texts"):
         strop.fit(None, overrides)
     assert not (tmp_path / "run").exists()
+
+
+def test_frozen_bottom_layers_stay_put_in_the_contrastive_stage(tiny_overrides, tiny_model_dir, tmp_path):
+    train, dev = _fewshot_data(tmp_path)
+    # method.cache_bottom is left at auto (cached where a method can): the pair encoder must run the frozen
+    # layers itself rather than fail on a cached bottom
+    overrides = [o for o in tiny_overrides if not o.startswith("method.freeze_layers")]
+    run = strop.fit(None, overrides + [f"data.train={train}", f"data.validation={dev}", "method.name=fewshot",
+                                       "method.freeze_layers=1", "method.pairs_per_example=24",
+                                       "method.pair_lr=1e-3", "model.pooling=mean"])
+    tuned = load_file(run / "model" / "model.safetensors")
+    pretrained = load_file(tiny_model_dir / "model.safetensors")
+
+    def weight(weights, suffix):
+        return next(v for k, v in weights.items() if k.endswith(suffix))
+
+    embeddings, top = "embeddings.word_embeddings.weight", "encoder.layer.1.output.dense.weight"
+    assert torch.equal(weight(tuned, embeddings), weight(pretrained, embeddings))  # frozen: layer 0
+    assert not torch.equal(weight(tuned, top), weight(pretrained, top))  # tuned by the pairs

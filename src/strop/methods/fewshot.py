@@ -327,7 +327,10 @@ class FewShot(Method):
                   f"{self.cfg.pair_epochs} epoch(s) at lr {self.cfg.pair_lr:g}; validated on {val_pairs} "
                   f"pairs of the validation examples; metrics in {stage.metrics}")
         started = time.perf_counter()
-        state, final, _ = train(encoder, PairTask(self.cfg.pair_loss), Method(self.cfg), GroupFeatures(train_groups),
+        # method.freeze_layers holds the bottom layers still here too; they run at every step (cache_bottom=false),
+        # as the pair encoder reads the model inputs, not a cached bottom's output.
+        stage_method = Method(replace(self.cfg, cache_bottom=False))
+        state, final, _ = train(encoder, PairTask(self.cfg.pair_loss), stage_method, GroupFeatures(train_groups),
                                 GroupFeatures(val_groups, offset=len(train_features)),
                                 GroupCollate(list(train_features) + list(val_features), collate),
                                 encoder.body.input_keys, contrastive_config(cfg), stage, accelerator)
