@@ -139,3 +139,16 @@ def test_an_interval_over_draws_that_never_reach_the_target_ends_at_infinity():
 
     low, high = interval([500.0] * 90 + [math.inf] * 10)
     assert low == 500.0 and math.isinf(high)  # not nan: the report says "never"
+
+
+def test_a_target_reached_below_the_fewest_examples_measured_is_not_extrapolated():
+    from strop.curve import describe
+
+    sizes = [20, 40, 80, 160]
+    perfect = analyse(np.repeat(sizes, 2), [1.0] * 8, bounded=True, target=0.99, draws=50)  # a flat, perfect curve
+    assert perfect["target"]["below_measured"] and perfect["target"]["examples"] < 20  # the fit's own answer
+    result = {"metric": "accuracy", "seeds": [1, 2], "sizes": sizes, "fit": perfect,
+              "points": [{"examples": n, "scores": {"accuracy": 1.0}} for n in np.repeat(sizes, 2).tolist()]}
+    assert "accuracy 0.99: reached already by the fewest examples measured (20)" in describe(result)
+    rising = analyse(np.repeat(SIZES, 2), power_law(np.repeat(SIZES, 2), *TRUE), target=0.85, draws=50)
+    assert not rising["target"]["below_measured"]  # reached within or beyond the measured sizes

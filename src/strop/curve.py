@@ -201,7 +201,10 @@ def analyse(n, score, minimised: bool = False, bounded: bool = False, target: fl
         needed = size_for(sign * target, params)
         needed_draws = [size_for(sign * target, d) for d in draws_]
         result["target"] = {"score": target, "examples": needed, "examples_interval": interval(needed_draws),
-                            "reachable_share": float(np.mean(np.isfinite(needed_draws)))}
+                            "reachable_share": float(np.mean(np.isfinite(needed_draws))),
+                            # the fit reaches it below the fewest examples trained on: an extrapolation
+                            # downwards, which says only that those fewest reached it already
+                            "below_measured": bool(needed < n.min())}
     return result
 
 
@@ -372,7 +375,10 @@ def describe(result: dict) -> str:
     if "target" in fit:
         t = fit["target"]
         low, high = t["examples_interval"]
-        if math.isinf(t["examples"]):
+        if t.get("below_measured"):
+            lines.append(f"{metric} {t['score']}: reached already by the fewest examples measured "
+                         f"({min(result['sizes']):,}); the curve says nothing below that")
+        elif math.isinf(t["examples"]):
             lines.append(f"{metric} {t['score']}: not reached by the fitted curve (it levels off below); "
                          f"reached in {t['reachable_share']:.0%} of the bootstrap fits")
         else:

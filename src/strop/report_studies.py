@@ -369,8 +369,9 @@ def curve_page(result: dict, folder: Path) -> str:
              (f"{fit['asymptote']:.4f}", "where the curve levels off")]
     if "target" in fit:
         t = fit["target"]
-        cards.append(("never" if math.isinf(t["examples"]) else f"{t['examples']:,.0f}",
-                      f"examples for {metric} {t['score']}"))
+        needed = ("never" if math.isinf(t["examples"]) else f"≤ {min(result['sizes']):,}" if t.get("below_measured")
+                  else f"{t['examples']:,.0f}")
+        cards.append((needed, f"examples for {metric} {t['score']}"))
     header = _header(f"strop curve: {folder.name}", f"{metric} against labelled training examples · "
                      f"{len(result['seeds'])} seed(s) per size · {folder}", cards)
     answers = findings_html(curve_findings(result), "", title="Answers") + f"<pre>{escape(describe(result))}</pre>"
