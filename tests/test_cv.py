@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from conftest import write_csv
-from strop.cv import cross_validate, fold_indices, summarise
+from strop.cv import METRIC_RANGES, cross_validate, fold_indices, summarise
 from strop.errors import StropError
 
 
@@ -51,6 +51,10 @@ def test_summary_mean_std_and_t_interval():
     half = 4.302652729911275 / np.sqrt(3)  # t(0.975, 2 degrees of freedom) * std / sqrt(n)
     assert s["ci95"] == pytest.approx([2.0 - half, 2.0 + half])
     assert summarise([0.7])["std"] is None
+    # two folds: t(0.975, 1) = 12.7 standard errors, cut to the values a loss and an accuracy can take
+    assert summarise([0.05, 0.065], METRIC_RANGES["loss"])["ci95"][0] == 0.0
+    assert summarise([0.98, 1.0], METRIC_RANGES["accuracy"])["ci95"][1] == 1.0
+    assert summarise([0.98, 1.0])["ci95"][1] > 1.0  # uncut without bounds
 
 
 def test_cv_scores_every_fold_and_drops_its_runs(tiny_overrides, tmp_path):
