@@ -40,7 +40,7 @@ def test_numeric_labels_stay_names_and_sort_numerically(tmp_path):
 @pytest.mark.parametrize("content, words", [
     (None, ["file not found"]),
     ("", ["is empty"]),
-    ("text,label\n", ["no examples"]),
+    ("text,label\n", ["no examples", "add rows below it"]),
     ("sentence,label\nhi,a\n", ["column 'text' not found", "columns found: sentence, label", "data.text_column"]),
     ("text,label\nhi,a\n,b\nyo,\n  ,a\n", ["empty or missing texts", "rows 2, 4"]),
     ("text,label\nhi,a\nyo,\nhey,NaN\n", ["empty or missing labels", "rows 2"]),
