@@ -230,5 +230,5 @@ def read_table(path: str | Path, what: str = "data") -> pd.DataFrame:
         raise StropError(f"{what}: {path} could not be read as {table_suffix(path)[1:].upper()}: {error}") from None
     if len(frame) == 0:
         raise StropError(f"{what}: {path} has a header but no examples: add rows below it, or name the file "
-                         f"that holds them")
+                         "that holds them")
     return frame
