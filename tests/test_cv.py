@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 
 from conftest import write_csv
-from strop.cv import METRIC_RANGES, cross_validate, fold_indices, summarise
+from strop.cv import cross_validate, fold_indices, summarise
 from strop.errors import StropError
+from strop.tasks.classification import Classification
 
 
 def test_folds_are_stratified_disjoint_and_cover_every_row():
@@ -52,8 +53,9 @@ def test_summary_mean_std_and_t_interval():
     assert s["ci95"] == pytest.approx([2.0 - half, 2.0 + half])
     assert summarise([0.7])["std"] is None
     # two folds: t(0.975, 1) = 12.7 standard errors, cut to the values a loss and an accuracy can take
-    assert summarise([0.05, 0.065], METRIC_RANGES["loss"])["ci95"][0] == 0.0
-    assert summarise([0.98, 1.0], METRIC_RANGES["accuracy"])["ci95"][1] == 1.0
+    ranges = Classification.metric_ranges
+    assert summarise([0.05, 0.065], ranges["loss"])["ci95"][0] == 0.0
+    assert summarise([0.98, 1.0], ranges["accuracy"])["ci95"][1] == 1.0
     assert summarise([0.98, 1.0])["ci95"][1] > 1.0  # uncut without bounds
 
 

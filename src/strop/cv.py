@@ -53,17 +53,10 @@ def fold_indices(targets: list, folds: int, seed: int) -> list[tuple[np.ndarray,
     return list(splitter.split(index, targets if stratified else None))
 
 
-# The values each metric can take: an interval is cut to them (with 2 folds, Student's t reaches 12.7 standard
-# errors, and a loss's interval would otherwise go below 0, an accuracy's above 1). Others are left as they are.
-METRIC_RANGES = {**dict.fromkeys(("accuracy", "macro_f1", "micro_f1", "exact_match", "f1", "precision", "recall",
-                                  "pair_accuracy", "pair_auc"), (0.0, 1.0)),
-                 **dict.fromkeys(("loss", "rmse", "mae"), (0.0, math.inf)),
-                 "perplexity": (1.0, math.inf), "r2": (-math.inf, 1.0), "spearman": (-1.0, 1.0)}
-
-
 def summarise(values: list[float], bounds: tuple[float, float] = (-math.inf, math.inf)) -> dict:
     """Mean, sample standard deviation, and the 95% interval of the mean (Student's t over the n values;
-    none for a single value), cut to `bounds`, the values the metric can take. Runs that share training data
+    none for a single value), cut to `bounds`, the values the metric can take (with 2 folds, Student's t
+    reaches 12.7 standard errors: a loss's interval would otherwise go below 0, an accuracy's above 1). Runs that share training data
     are not independent, so for k-fold the interval is an approximation, the one commonly reported."""
     from scipy import stats
 
@@ -158,6 +151,7 @@ def cross_validate(config=None, overrides: list[str] = (), folds: int = 5, seeds
     from strop.fit import resolve_config
     from strop.methods.auto import freeze_layers_for_all_of
     from strop.report_studies import report_after
+    from strop.tasks import TASKS
 
     if folds < 1 or seeds < 1:
         raise StropError(f"--folds and --seeds must be >= 1; got --folds {folds} --seeds {seeds}")
@@ -204,8 +198,9 @@ def cross_validate(config=None, overrides: list[str] = (), folds: int = 5, seeds
     if not keep_runs:
         shutil.rmtree(out / "runs", ignore_errors=True)  # the runs' index (index.sqlite) goes with them
     names = list(result["runs"][0]["metrics"])
+    ranges = TASKS.get(cfg.task.name).metric_ranges
     result["summary"] = {name: summarise([r["metrics"][name] for r in result["runs"]],
-                                         METRIC_RANGES.get(name, (-math.inf, math.inf))) for name in names}
+                                         ranges.get(name, (-math.inf, math.inf))) for name in names}
     atomic_write_json(out / CV_FILE, result, "the cross-validation results")
     report = report_after(out, "cv")
     if not quiet:

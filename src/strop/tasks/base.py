@@ -53,6 +53,8 @@ class Task:
     metric_names: ClassVar[tuple[str, ...]]  # scalar metrics, recorded as val_<name> every epoch
     lead_metric: ClassVar[str]  # picks the best epoch and drives early stopping by default
     minimised: ClassVar[frozenset[str]] = frozenset({"loss"})  # metrics where lower is better
+    # The values a metric can take, where it is bounded (strop cv cuts its intervals to them)
+    metric_ranges: ClassVar[dict[str, tuple[float, float]]] = {"loss": (0.0, np.inf)}
     pad_values: ClassVar[dict[str, int]] = {}  # padding of variable-length target features
 
     # --- data -------------------------------------------------------------------------------------

@@ -75,6 +75,7 @@ class Classification(SentenceTask):
 
     name = "text_classification"
     metric_names = ("accuracy", "macro_f1", "loss")
+    metric_ranges = {"accuracy": (0.0, 1.0), "macro_f1": (0.0, 1.0), "loss": (0.0, np.inf)}
     lead_metric = "accuracy"
 
     @classmethod

@@ -29,6 +29,7 @@ class MultiLabel(SentenceTask):
 
     name = "multilabel_classification"
     metric_names = ("micro_f1", "macro_f1", "exact_match", "loss")
+    metric_ranges = {**dict.fromkeys(("micro_f1", "macro_f1", "exact_match"), (0.0, 1.0)), "loss": (0.0, np.inf)}
     lead_metric = "micro_f1"
 
     @classmethod

@@ -36,6 +36,7 @@ class Reconstruction(SentenceTask):
     name = "reconstruction"
     input_kinds: ClassVar[tuple[str, ...]] = ("vector",)
     metric_names = ("loss", "r2")
+    metric_ranges = {"loss": (0.0, np.inf), "r2": (-np.inf, 1.0)}
     lead_metric = "loss"
 
     @classmethod

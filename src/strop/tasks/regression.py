@@ -40,6 +40,8 @@ class Regression(SentenceTask):
     metric_names = ("rmse", "mae", "r2", "spearman", "loss")
     lead_metric = "rmse"
     minimised = frozenset({"loss", "rmse", "mae"})
+    metric_ranges = {**dict.fromkeys(("rmse", "mae", "loss"), (0.0, np.inf)), "r2": (-np.inf, 1.0),
+                     "spearman": (-1.0, 1.0)}
 
     @classmethod
     def target_columns(cls, data_cfg) -> list[str]:

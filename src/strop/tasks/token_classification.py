@@ -54,6 +54,7 @@ class TokenClassification(Task):
     level = "token"
     input_kinds = ("text",)
     metric_names = ("f1", "precision", "recall", "accuracy", "loss")
+    metric_ranges = {**dict.fromkeys(("f1", "precision", "recall", "accuracy"), (0.0, 1.0)), "loss": (0.0, np.inf)}
     lead_metric = "f1"
     pad_values = {"labels": IGNORE, "word_tags": IGNORE}
 
