@@ -13,8 +13,8 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from strop.curve import (analyse, examples_for, fit_ceiling_free, fit_power_law, forecast, nested_subsets, power_law,
-                         size_for)
+from strop.curve import (analyse, examples_for, fit_ceiling_free, fit_power_law, forecast, nested_subsets,
+                         parameters_of, power_law, size_for)
 from strop.errors import StropError
 
 TRUE = (0.92, 1.5, 0.6)  # a, b, c
@@ -95,6 +95,21 @@ def test_a_loss_is_fitted_falling_and_an_unreachable_target_says_so():
     assert math.isinf(examples_for(0.95, *TRUE))  # above the asymptote: never
     with pytest.raises(StropError, match="three different training sizes"):
         fit_power_law([10, 10, 20, 20], [0.5, 0.5, 0.6, 0.6])
+
+
+def test_a_law_rising_too_slowly_to_get_there_says_never_instead_of_overflowing():
+    slow = (0.96, 1.0, 1e-3)  # c at its lower bound: 0.95 only at (1 / 0.01) ** 1000 examples, past any float
+    assert math.isinf(examples_for(0.95, *slow))
+    assert math.isinf(size_for(0.97, (*slow, 0.5, 1e-3)))  # below the limit (0.98), but only past LARGEST_SIZE
+    assert examples_for(0.5, 0.96, 0.0, 0.5) == 0.0  # a flat curve at 0.96 is there from the start
+    # a real curve (an MLP on 60 rows of a vector data set, 3 seeds) whose bootstrap draws include such laws
+    n = np.tile([6, 12, 18, 30, 42, 60], 3)
+    accuracy = [0.73, 0.91, 0.89, 0.91, 0.92, 0.94, 0.93, 0.94, 0.97, 0.95, 0.95, 0.96,
+                0.95, 0.95, 0.94, 0.95, 0.95, 0.94]
+    fit = analyse(n, accuracy, bounded=True, target=0.95)
+    target = fit["target"]
+    assert 0 < target["reachable_share"] < 1 and math.isinf(target["examples_interval"][1])
+    assert forecast(target["examples"], parameters_of(fit)) == pytest.approx(0.95, abs=1e-9)
 
 
 def test_subsets_are_nested_stratified_and_of_the_asked_sizes():

@@ -35,6 +35,9 @@ from strop.runs import atomic_write_json
 CURVE_FILE, PLOT_FILE = "curve.json", "curve.png"
 DEFAULT_FRACTIONS = (0.1, 0.2, 0.3, 0.5, 0.7, 1.0)
 BOOTSTRAP_DRAWS = 500
+# A forecast that needs more training examples than this never reaches the score in practice (and beyond it,
+# a law that rises very slowly, c near 0, would need sizes past what a float holds).
+LARGEST_SIZE = 1e15
 
 
 def power_law(n, a: float, b: float, c: float):
@@ -104,15 +107,19 @@ def forecast(n, params) -> np.ndarray:
 
 
 def examples_for(score: float, a: float, b: float, c: float) -> float:
-    """The training size at which the saturating law reaches `score`: inf where it never does (score >= a)."""
+    """The training size at which the saturating law reaches `score`: inf where it never does (score >= a) or
+    only beyond LARGEST_SIZE."""
     if score >= a:
         return math.inf
-    return float((b / (a - score)) ** (1.0 / c))
+    if b <= 0:  # a flat curve, at a everywhere
+        return 0.0
+    log_n = (math.log(b) - math.log(a - score)) / c
+    return math.exp(log_n) if log_n <= math.log(LARGEST_SIZE) else math.inf
 
 
 def size_for(score: float, params) -> float:
     """The training size at which the forecast reaches `score`: inf where it never does (at or above its
-    limit: a, or (a + 1) / 2 for the mean of the two laws)."""
+    limit: a, or (a + 1) / 2 for the mean of the two laws) or only beyond LARGEST_SIZE."""
     if len(params) == 3:
         return examples_for(score, *params)
     from scipy.optimize import brentq
@@ -122,9 +129,9 @@ def size_for(score: float, params) -> float:
     def gap(log_n: float) -> float:  # both laws rise with n: their mean crosses the score once
         return float(forecast(math.exp(log_n), params)) - score
 
-    low, high = -50.0, 50.0  # solved in log n, where the curve is smooth
-    while gap(high) < 0:  # the limit is above the score: a large enough n reaches it
-        high *= 2
+    low, high = -50.0, math.log(LARGEST_SIZE)  # solved in log n, where the curve is smooth
+    if gap(high) < 0:  # below the limit, but a law rising this slowly gets there only past any real data set
+        return math.inf
     return math.exp(brentq(gap, low, high))
 
 
