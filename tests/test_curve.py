@@ -149,6 +149,17 @@ def test_curve_command_writes_json_and_plot(tiny_overrides, tmp_path):
     assert (out / "report.html").read_text() == page
 
 
+def test_a_target_the_metric_cannot_take_is_refused_before_any_run(tiny_overrides, tmp_path):
+    from strop.curve import learning_curve
+
+    out = tmp_path / "curve"
+    with pytest.raises(StropError, match=r"--target 2 is a value accuracy cannot take \(it lies in \[0, 1\]\)"):
+        learning_curve(None, tiny_overrides, target=2.0, output=out, quiet=True)
+    assert not out.exists()
+    with pytest.raises(StropError, match=r"--target -0.1 is a value loss cannot take"):
+        learning_curve(None, tiny_overrides, target=-0.1, metric="loss", output=out, quiet=True)
+
+
 def test_an_interval_over_draws_that_never_reach_the_target_ends_at_infinity():
     from strop.curve import interval
 
