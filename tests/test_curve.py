@@ -112,6 +112,17 @@ def test_a_law_rising_too_slowly_to_get_there_says_never_instead_of_overflowing(
     assert forecast(target["examples"], parameters_of(fit)) == pytest.approx(0.95, abs=1e-9)
 
 
+def test_three_points_fit_without_scipy_warning_of_a_covariance_it_cannot_estimate():
+    import warnings
+
+    from scipy.optimize import OptimizeWarning
+
+    with warnings.catch_warnings():  # three sizes, one seed: scipy cannot estimate the covariance (unused)
+        warnings.simplefilter("error", OptimizeWarning)
+        fit = analyse([12, 24, 48], [0.9125, 0.9187, 0.95], bounded=True, draws=20)
+    assert fit["score_at_largest"] == pytest.approx(0.95, abs=0.02)
+
+
 def test_subsets_are_nested_stratified_and_of_the_asked_sizes():
     targets = ["a"] * 60 + ["b"] * 30 + ["c"] * 10
     subsets = nested_subsets(targets, [10, 30, 100], seed=0)

@@ -51,10 +51,14 @@ def _least_squares(law, n, score, start: tuple, low: list, high: list) -> tuple[
     Raises:
         StropError: no fit found.
     """
-    from scipy.optimize import curve_fit
+    import warnings
+
+    from scipy.optimize import OptimizeWarning, curve_fit
 
     try:
-        fitted, _ = curve_fit(law, n, score, p0=start, bounds=(low, high), maxfev=20_000)
+        with warnings.catch_warnings():  # its covariance is not used (the intervals are bootstrapped): no warning
+            warnings.simplefilter("ignore", OptimizeWarning)
+            fitted, _ = curve_fit(law, n, score, p0=start, bounds=(low, high), maxfev=20_000)
     except (RuntimeError, ValueError) as error:
         raise StropError(f"the power law could not be fitted to these scores ({error}); more sizes or seeds "
                          "help") from None
