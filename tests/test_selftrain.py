@@ -56,3 +56,22 @@ def test_self_training_refuses_other_tasks_and_bad_settings(tiny_overrides, tmp_
     with pytest.raises(StropError, match="self-training"):
         strop.fit(None, [o for o in tiny_overrides if not o.startswith("data.")]
                   + [f"data.train={data}", "task.name=regression", f"data.unlabeled={data}"])
+
+
+def test_a_text_file_pool_one_text_a_line_self_trains_as_a_table_would(tiny_overrides, tmp_path):
+    train = write_csv(tmp_path / "few.csv", make_texts(100, seed=5))
+    texts = [text for text, _ in make_texts(80, seed=6)]
+    pool = tmp_path / "pool.txt"
+    pool.write_text("\n".join(texts) + "\n\n", encoding="utf-8")  # a blank line at the end is no text
+    overrides = [o for o in tiny_overrides if not o.startswith(("data.train", "train.epochs"))] + [
+        f"data.train={train}", f"data.unlabeled={pool}", "data.pseudo_label_threshold=0.5", "train.epochs=8"]
+    run = strop.fit(None, overrides)
+    report = json.loads((tmp_path / "run" / "self_training.json").read_text())
+    first = report["rounds"][1]
+    assert report["pool"] == 80 and first["pseudo_labels"] > 0 and "pseudo_label_accuracy" not in first
+    trained_on = pd.read_parquet(tmp_path / "run" / "round-1-train.parquet")
+    assert len(trained_on) == 100 + first["pseudo_labels"] and set(trained_on["text"][100:]) <= set(texts)
+    assert run == tmp_path / "run" / "round-1"
+    with pytest.raises(StropError, match=r"a \.txt file holds one text per line, and this run's inputs are text pairs"):
+        strop.fit(None, overrides + ["data.text_pair_column=second", f"output_dir={tmp_path / 'pairs'}"])
+    assert not (tmp_path / "pairs").exists()

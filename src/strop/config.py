@@ -75,7 +75,7 @@ class DataConfig:
     tta: str = "none"  # images: flip averages each image with its mirror wherever the model predicts (validation too)
     # images: processes that decode and augment the images beside training; auto: none on a CPU, some on a GPU
     workers: int | str = "auto"
-    unlabeled: str | None = None  # texts without labels: self-training pseudo-labels them in rounds (classification)
+    unlabeled: str | None = None  # a table (or .txt, one text a line) without labels: self-training pseudo-labels it (classification)
     self_training_rounds: int = 1  # data.unlabeled: rounds of pseudo-labelling, each trained from the pretrained model
     pseudo_label_threshold: float = 0.9  # data.unlabeled: the probability a prediction needs to become a label
 

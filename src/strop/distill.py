@@ -83,7 +83,7 @@ def read_pool(path: str | Path, cfg, task) -> list:
         if cfg.data.text_pair_column is not None:
             raise StropError(f"--unlabeled {path}: this run classifies text pairs; give a table with the columns "
                              f"{cfg.data.text_column} and {cfg.data.text_pair_column}")
-        return read_lines(path)
+        return read_lines(path, "--unlabeled", 1, "give at least one text to distil on")
     return TASKS.get(task.name).read(path, cfg.data, "text", "--unlabeled", with_targets=False).inputs
 
 

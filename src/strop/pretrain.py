@@ -31,23 +31,24 @@ VALIDATION_SHARE, VALIDATION_MAX = 0.05, 2000  # lines held out to validate on
 POOLING_FILES = ("modules.json", "1_Pooling")  # a sentence-transformers model's pooling, kept with the weights
 
 
-def read_lines(path: str | Path) -> list[str]:
-    """The non-blank lines of a UTF-8 text file, stripped.
+def read_lines(path: str | Path, what: str = "--data", at_least: int = 2,
+               why: str = "pretraining needs at least 2 (one is held out to validate on)") -> list[str]:
+    """The non-blank lines of a UTF-8 text file, stripped; `what` names the file in messages (the option that
+    gave it), `why` says why it needs `at_least` lines.
 
     Raises:
-        StropError: the file is missing, not UTF-8, or has no text.
+        StropError: the file is missing, not UTF-8, or has fewer than `at_least` texts.
     """
     path = Path(path)
     if not path.is_file():
-        raise StropError(f"--data {path}: no such file; give a text file with one text per line")
+        raise StropError(f"{what} {path}: no such file; give a text file with one text per line")
     try:
         lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
     except UnicodeDecodeError as error:
-        raise StropError(f"--data {path} is not UTF-8 text ({error}); convert it to UTF-8") from None
+        raise StropError(f"{what} {path} is not UTF-8 text ({error}); convert it to UTF-8") from None
     lines = [line for line in lines if line]
-    if len(lines) < 2:
-        raise StropError(f"--data {path} has {len(lines)} non-blank lines; pretraining needs at least 2 (one is "
-                         "held out to validate on)")
+    if len(lines) < at_least:
+        raise StropError(f"{what} {path} has {len(lines)} non-blank lines; {why}")
     return lines
 
 

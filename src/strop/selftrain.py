@@ -66,7 +66,7 @@ def self_train(cfg, on_epoch=None) -> Path:
     out = Path(cfg.output_dir) if cfg.output_dir is not None else Path(default_run_name())
     if out.exists() and any(out.iterdir()):
         raise StropError(f"output_dir {out} already holds files: choose another output_dir")
-    pool_frame = read_table(d.unlabeled, "data.unlabeled")
+    pool_frame, pool = read_pool(d, task_cls, resolve_source(cfg.model.name).input_kind)
     labelled = read_table(d.train, "data.train")
     base = replace(cfg, data=replace(d, unlabeled=None))
     report = {"threshold": d.pseudo_label_threshold, "pool": len(pool_frame), "rounds": []}
@@ -74,8 +74,6 @@ def self_train(cfg, on_epoch=None) -> Path:
     report["rounds"].append({"round": 0, "run": str(run), "pseudo_labels": 0, "validation": _validation(run)})
     for r in range(1, d.self_training_rounds + 1):
         predictor = load(run)
-        pool = task_cls.read(d.unlabeled, d, resolve_source(cfg.model.name).input_kind, "data.unlabeled",
-                             with_targets=False).inputs
         probabilities = np.stack(predictor.outputs(pool))  # (pool, classes)
         chosen = select_pseudo_labels(probabilities, d.pseudo_label_threshold)
         names = predictor.task.labels
@@ -103,6 +101,27 @@ def self_train(cfg, on_epoch=None) -> Path:
                   + f"; the model is in {run}")
     atomic_write_json(out / REPORT_FILE, report, "the self-training report")
     return run
+
+
+def read_pool(d, task_cls, input_kind: str) -> tuple[pd.DataFrame, list]:
+    """The unlabelled pool (data.unlabeled) as rows, to add to the training table once labelled, and as the
+    model's inputs: a table read as the training data is, or for texts a .txt file of one text per line.
+
+    Raises:
+        StropError: an unreadable or empty pool, or a .txt pool where the inputs are not single texts.
+    """
+    from strop.data.tables import read_table
+    from strop.pretrain import read_lines
+
+    if Path(d.unlabeled).suffix.lower() == ".txt":
+        if input_kind != "text" or d.text_pair_column is not None:
+            kind = "text pairs" if input_kind == "text" else input_kind
+            raise StropError(f"data.unlabeled={d.unlabeled}: a .txt file holds one text per line, and this run's "
+                             f"inputs are {kind}: give a table with the training data's input columns")
+        lines = read_lines(d.unlabeled, "data.unlabeled", 1, "give at least one text to pseudo-label")
+        return pd.DataFrame({d.text_column: lines}), lines
+    pool = task_cls.read(d.unlabeled, d, input_kind, "data.unlabeled", with_targets=False).inputs
+    return read_table(d.unlabeled, "data.unlabeled"), pool
 
 
 def _validation(run: Path) -> dict:
