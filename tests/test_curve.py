@@ -123,6 +123,18 @@ def test_three_points_fit_without_scipy_warning_of_a_covariance_it_cannot_estima
     assert fit["score_at_largest"] == pytest.approx(0.95, abs=0.02)
 
 
+def test_forecast_scores_are_cut_to_the_values_the_metric_can_take():
+    n = np.repeat(SIZES, 2)
+    error = np.maximum(0.0, -0.2 + 2.0 * n ** -0.3)  # an error whose law, fitted, levels off below 0
+    free = analyse(n, error, minimised=True, draws=50)
+    assert free["asymptote"] < 0 and free["asymptote_interval"][0] < 0  # the law alone
+    fit = analyse(n, error, minimised=True, draws=50, score_range=(0.0, math.inf))
+    assert fit["asymptote"] == 0.0 and fit["asymptote_interval"][0] == 0.0
+    assert fit["twice_the_data"]["score"] == pytest.approx(free["twice_the_data"]["score"])  # inside: as fitted
+    assert fit["twice_the_data"]["gain"] == free["twice_the_data"]["gain"] < 0  # a change, not a score: not cut
+    assert fit["lower_is_better"] and not analyse(n, 1 - error, draws=20)["lower_is_better"]
+
+
 def test_subsets_are_nested_stratified_and_of_the_asked_sizes():
     targets = ["a"] * 60 + ["b"] * 30 + ["c"] * 10
     subsets = nested_subsets(targets, [10, 30, 100], seed=0)

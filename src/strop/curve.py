@@ -175,12 +175,20 @@ def interval(values) -> list[float]:
 
 
 def analyse(n, score, minimised: bool = False, bounded: bool = False, target: float | None = None,
-            draws: int = BOOTSTRAP_DRAWS, seed: int = 0) -> dict:
+            draws: int = BOOTSTRAP_DRAWS, seed: int = 0,
+            score_range: tuple[float, float] = (-math.inf, math.inf)) -> dict:
     """The fitted curve, its parameters' intervals, and the answers: the score at twice the largest size, and
     (given a target score) the size that reaches it; each with a 95% bootstrap interval. `bounded`: the score
-    cannot exceed 1, and the forecast is the mean of the saturating and the ceiling-free laws."""
+    cannot exceed 1, and the forecast is the mean of the saturating and the ceiling-free laws. `score_range`:
+    the values the metric can take; the forecast scores and their intervals are cut to it (a law fitted to an
+    error can level off below 0)."""
     sign = -1.0 if minimised else 1.0  # a loss falls as data grow: fit its negative, which rises
     n, y = np.asarray(n, dtype=np.float64), sign * np.asarray(score, dtype=np.float64)
+
+    def scores(values) -> float | list[float]:  # forecast values back on the metric's scale, within its range
+        cut = np.clip(sign * np.asarray(values, dtype=np.float64), *score_range)
+        return float(cut) if cut.ndim == 0 else sorted(float(v) for v in cut)
+
     params = fit_curve(n, y, bounded)
     draws_ = bootstrap(n, y, bounded, draws, seed)
     largest = float(n.max())
@@ -193,17 +201,17 @@ def analyse(n, score, minimised: bool = False, bounded: bool = False, target: fl
     model = ("score(n) = mean of a - b * n^(-c) and 1 - b' * n^(-c')" if bounded else
              "score(n) = a - b * n^(-c)" + (" fitted to -score (lower is better)" if minimised else ""))
     result = {
-        "model": model,
+        "model": model, "lower_is_better": minimised,
         "parameters": {"a": params[0], "b": params[1], "c": params[2]},
         "parameter_intervals": {name: interval(draws_[:, i]) for i, name in enumerate("abc")},
         "bootstrap_draws": len(draws_),
         "largest_size": largest,
-        "score_at_largest": sign * float(now),
-        "twice_the_data": {"size": 2 * largest, "score": sign * float(doubled),
-                           "score_interval": sorted(sign * np.array(interval(at(2 * largest)))),
+        "score_at_largest": scores(now),
+        "twice_the_data": {"size": 2 * largest, "score": scores(doubled),
+                           "score_interval": scores(interval(at(2 * largest))),
                            "gain": sign * float(doubled - now),
                            "gain_interval": sorted(sign * np.array(interval(at(2 * largest) - at(largest))))},
-        "asymptote": sign * limit(params), "asymptote_interval": sorted(sign * np.array(interval(limits))),
+        "asymptote": scores(limit(params)), "asymptote_interval": scores(interval(limits)),
     }
     if bounded:
         result["ceiling_free"] = {"b": params[3], "c": params[4], "b_interval": interval(draws_[:, 3]),
@@ -321,7 +329,7 @@ def learning_curve(config=None, overrides: list[str] = (), fractions: tuple[floa
     values = [p["scores"][metric] for p in result["points"]]
     minimised = metric in task_cls.minimised
     result["fit"] = analyse(n, values, minimised=minimised, bounded=not minimised and max(values) <= 1.0,
-                            target=target, seed=cfg.train.seed)
+                            target=target, seed=cfg.train.seed, score_range=(low, high))
     plot = save_plot(result, out / PLOT_FILE)
     result["plot"] = str(plot) if plot else None
     atomic_write_json(out / CURVE_FILE, result, "the learning curve")
@@ -382,7 +390,8 @@ def describe(result: dict) -> str:
                  f"{fit['bootstrap_draws']} bootstrap fits)")
     twice = fit["twice_the_data"]
     lines.append(f"twice the data ({twice['size']:.0f} examples): {metric} {twice['score']:.4f} "
-                 f"[{twice['score_interval'][0]:.4f}, {twice['score_interval'][1]:.4f}], a gain of "
+                 f"[{twice['score_interval'][0]:.4f}, {twice['score_interval'][1]:.4f}], "
+                 + ("a change (lower is better) of " if fit.get("lower_is_better") else "a gain of ") +
                  f"{twice['gain']:+.4f} [{twice['gain_interval'][0]:+.4f}, {twice['gain_interval'][1]:+.4f}] over "
                  f"{fit['score_at_largest']:.4f} at {fit['largest_size']:.0f}")
     lines.append(f"the curve levels off at {metric} {fit['asymptote']:.4f} "
