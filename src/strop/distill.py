@@ -46,6 +46,8 @@ def distill(teacher_run: str | Path, overrides: list[str] = (), layers: int = 3,
     from strop.fit import fit
     from strop.model import save_model
     from strop.predict import load
+    from strop.selftrain import read_unlabeled
+    from strop.tasks import TASKS
 
     if not temperature > 0:
         raise StropError(f"--temperature must be > 0; got {temperature}")
@@ -65,26 +67,10 @@ def distill(teacher_run: str | Path, overrides: list[str] = (), layers: int = 3,
             student = shrink(teacher_model, layers)
             save_model(Path(tmp) / "student", student, teacher.task, {**teacher.info, "method": "full"})
             cfg = load_config(cfg, [f"model.name={Path(tmp) / 'student'}"])
-        pool = read_pool(unlabeled, cfg, teacher.task) if unlabeled is not None else []
+        pool = (read_unlabeled(unlabeled, cfg.data, TASKS.get(teacher.task.name), "text", "--unlabeled")[1]
+                if unlabeled is not None else [])
         soft = SoftTargets(teacher_model, temperature, alpha, pool)
         return fit(cfg, adapt_task=soft.wrap)
-
-
-def read_pool(path: str | Path, cfg, task) -> list:
-    """The unlabelled inputs: the lines of a .txt file, or the text columns of a table (as the run reads them).
-
-    Raises:
-        StropError: an unreadable or empty file, or a text file for a task of text pairs.
-    """
-    from strop.pretrain import read_lines
-    from strop.tasks import TASKS
-
-    if Path(path).suffix.lower() == ".txt":
-        if cfg.data.text_pair_column is not None:
-            raise StropError(f"--unlabeled {path}: this run classifies text pairs; give a table with the columns "
-                             f"{cfg.data.text_column} and {cfg.data.text_pair_column}")
-        return read_lines(path, "--unlabeled", 1, "give at least one text to distil on")
-    return TASKS.get(task.name).read(path, cfg.data, "text", "--unlabeled", with_targets=False).inputs
 
 
 def shrink(model: nn.Module, keep: int) -> nn.Module:

@@ -66,7 +66,8 @@ def self_train(cfg, on_epoch=None) -> Path:
     out = Path(cfg.output_dir) if cfg.output_dir is not None else Path(default_run_name())
     if out.exists() and any(out.iterdir()):
         raise StropError(f"output_dir {out} already holds files: choose another output_dir")
-    pool_frame, pool = read_pool(d, task_cls, resolve_source(cfg.model.name).input_kind)
+    pool_frame, pool = read_unlabeled(d.unlabeled, d, task_cls, resolve_source(cfg.model.name).input_kind,
+                                      "data.unlabeled")
     labelled = read_table(d.train, "data.train")
     base = replace(cfg, data=replace(d, unlabeled=None))
     report = {"threshold": d.pseudo_label_threshold, "pool": len(pool_frame), "rounds": []}
@@ -103,25 +104,28 @@ def self_train(cfg, on_epoch=None) -> Path:
     return run
 
 
-def read_pool(d, task_cls, input_kind: str) -> tuple[pd.DataFrame, list]:
-    """The unlabelled pool (data.unlabeled) as rows, to add to the training table once labelled, and as the
-    model's inputs: a table read as the training data is, or for texts a .txt file of one text per line.
+def read_unlabeled(path: str | Path, d, task_cls, input_kind: str, what: str) -> tuple[pd.DataFrame, list]:
+    """Unlabelled examples (self-training's data.unlabeled, distillation's --unlabeled) as rows of a table and
+    as the model's inputs: a table read as the training data is (d: the run's data config), or for single
+    texts a .txt file of one text per line. `what` names the option in messages.
 
     Raises:
-        StropError: an unreadable or empty pool, or a .txt pool where the inputs are not single texts.
+        StropError: an unreadable or empty file, or a .txt file where the inputs are not single texts.
     """
     from strop.data.tables import read_table
     from strop.pretrain import read_lines
 
-    if Path(d.unlabeled).suffix.lower() == ".txt":
+    if Path(path).suffix.lower() == ".txt":
         if input_kind != "text" or d.text_pair_column is not None:
+            needed = (f"the columns {d.text_column} and {d.text_pair_column}" if input_kind == "text"
+                      else "the training data's input columns")
             kind = "text pairs" if input_kind == "text" else input_kind
-            raise StropError(f"data.unlabeled={d.unlabeled}: a .txt file holds one text per line, and this run's "
-                             f"inputs are {kind}: give a table with the training data's input columns")
-        lines = read_lines(d.unlabeled, "data.unlabeled", 1, "give at least one text to pseudo-label")
+            raise StropError(f"{what} {path}: a .txt file holds one text per line, and this run's inputs are "
+                             f"{kind}: give a table with {needed}")
+        lines = read_lines(path, what, 1, "give at least one text")
         return pd.DataFrame({d.text_column: lines}), lines
-    pool = task_cls.read(d.unlabeled, d, input_kind, "data.unlabeled", with_targets=False).inputs
-    return read_table(d.unlabeled, "data.unlabeled"), pool
+    inputs = task_cls.read(path, d, input_kind, what, with_targets=False).inputs
+    return read_table(path, what), inputs
 
 
 def _validation(run: Path) -> dict:
