@@ -138,6 +138,31 @@ def test_a_target_the_curve_never_reaches_reads_never(tmp_path):
     assert "<b>never</b><span>examples for accuracy 0.99</span>" in page and "not reached" in page
 
 
+def test_an_error_curve_card_speaks_of_a_change_not_a_gain(tmp_path):
+    from strop.curve import analyse
+    from strop.runs import atomic_write_json
+
+    result = measured_curve()
+    errors = [1 - p["scores"]["accuracy"] for p in result["points"]]
+    for point, error in zip(result["points"], errors):
+        point["scores"] = {"rmse": error}
+    result["metric"] = "rmse"
+    result["fit"] = analyse([p["examples"] for p in result["points"]], errors, minimised=True, draws=50)
+    atomic_write_json(tmp_path / "curve.json", result, "the learning curve")
+    page = write_folder_report(tmp_path).read_text()
+    assert "change at twice the data (lower is better)" in page and "gain at twice the data" not in page
+    assert "gain at twice the data" in write_folder_report(_accuracy_folder(tmp_path)).read_text()
+
+
+def _accuracy_folder(tmp_path):
+    from strop.runs import atomic_write_json
+
+    folder = tmp_path / "accuracy"
+    folder.mkdir()
+    atomic_write_json(folder / "curve.json", measured_curve(), "the learning curve")
+    return folder
+
+
 def test_a_report_that_fails_only_warns_after_the_results_are_written(tmp_path, capsys, monkeypatch):
     import strop.report_studies as studies
 

@@ -365,7 +365,8 @@ def curve_page(result: dict, folder: Path) -> str:
         target["examples_interval"] = [math.inf if v is None else v for v in target["examples_interval"]]
     twice = fit["twice_the_data"]
     cards = [(f"{fit['score_at_largest']:.4f}", f"{metric} at {fit['largest_size']:,.0f} examples (fitted)"),
-             (f"{twice['gain']:+.4f}", "gain at twice the data"),
+             (f"{twice['gain']:+.4f}", "change at twice the data (lower is better)" if fit.get("lower_is_better")
+              else "gain at twice the data"),
              (f"{fit['asymptote']:.4f}", "where the curve levels off")]
     if "target" in fit:
         t = fit["target"]
