@@ -108,3 +108,7 @@ def test_a_pretrained_mlp_refuses_data_with_other_columns(tmp_path):
     with pytest.raises(strop.StropError, match=r"its MLP reads the columns \['f0', .*'f5'\]"):
         strop.fit(None, [f"model.name={pre / 'model'}", f"data.train={other}", f"output_dir={tmp_path / 'fit'}"])
     assert not (tmp_path / "fit").exists()
+    (tmp_path / "empty.csv").write_text("")
+    with pytest.raises(strop.StropError, match=r"^--data: .*empty\.csv is empty"):
+        pretrain(None, ["model.name=mlp"], data=tmp_path / "empty.csv", output=tmp_path / "none")
+    assert not (tmp_path / "none").exists()

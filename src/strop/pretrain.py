@@ -229,8 +229,10 @@ def pretrain(config=None, overrides: list[str] = (), data: str | Path | None = N
 def pretrain_vectors(cfg, data: str | Path, output: str | Path | None) -> Path:
     """model.name=mlp: an autoencoder on the rows of the table `data` (task reconstruction, an ordinary fit:
     see strop.tasks.reconstruction); returns the run, whose model/ `strop fit model.name=...` starts from."""
+    from strop.data.tables import read_table
     from strop.fit import fit
 
+    read_table(data, "--data")  # a missing, empty or unreadable file is named as the user gave it, not data.train
     cfg = replace(cfg, task=replace(cfg.task, name="reconstruction"), data=replace(cfg.data, train=str(data)),
                   output_dir=str(output) if output is not None else cfg.output_dir)
     run = fit(cfg)
