@@ -289,7 +289,7 @@ def learning_curve(config=None, overrides: list[str] = (), fractions: tuple[floa
     if metric not in task_cls.metric_names:
         raise StropError(f"--metric {metric} is not a metric of {task_cls.name}; choose one of "
                          f"{', '.join(task_cls.metric_names)}")
-    low, high = task_cls.metric_ranges.get(metric, (-math.inf, math.inf))
+    low, high = task_cls.metric_range(metric)
     if target is not None and not low <= target <= high:  # refused before the curve's runs, not after them
         raise StropError(f"--target {target:g} is a value {metric} cannot take (it lies in [{low:g}, {high:g}]): "
                          f"give a target in that range")

@@ -198,9 +198,9 @@ def cross_validate(config=None, overrides: list[str] = (), folds: int = 5, seeds
     if not keep_runs:
         shutil.rmtree(out / "runs", ignore_errors=True)  # the runs' index (index.sqlite) goes with them
     names = list(result["runs"][0]["metrics"])
-    ranges = TASKS.get(cfg.task.name).metric_ranges
-    result["summary"] = {name: summarise([r["metrics"][name] for r in result["runs"]],
-                                         ranges.get(name, (-math.inf, math.inf))) for name in names}
+    task_cls = TASKS.get(cfg.task.name)
+    result["summary"] = {name: summarise([r["metrics"][name] for r in result["runs"]], task_cls.metric_range(name))
+                         for name in names}
     atomic_write_json(out / CV_FILE, result, "the cross-validation results")
     report = report_after(out, "cv")
     if not quiet:

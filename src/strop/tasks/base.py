@@ -53,11 +53,16 @@ class Task:
     metric_names: ClassVar[tuple[str, ...]]  # scalar metrics, recorded as val_<name> every epoch
     lead_metric: ClassVar[str]  # picks the best epoch and drives early stopping by default
     minimised: ClassVar[frozenset[str]] = frozenset({"loss"})  # metrics where lower is better
-    # The values a metric can take, where it is bounded (strop cv cuts its intervals to them)
+    # The values a metric can take, where it is bounded (strop cv and strop curve cut their intervals to them)
     metric_ranges: ClassVar[dict[str, tuple[float, float]]] = {"loss": (0.0, np.inf)}
     pad_values: ClassVar[dict[str, int]] = {}  # padding of variable-length target features
 
     # --- data -------------------------------------------------------------------------------------
+    @classmethod
+    def metric_range(cls, name: str) -> tuple[float, float]:
+        """The values metric `name` can take: its `metric_ranges` entry, or the whole line where it has none."""
+        return cls.metric_ranges.get(name, (-np.inf, np.inf))
+
     @classmethod
     def read(cls, path: str | Path, data_cfg, input_kind: str, what: str, with_targets: bool = True) -> Examples:
         """Reads and checks one file of examples (data_cfg: the run's DataConfig, for column names).
