@@ -13,7 +13,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from strop.curve import (analyse, examples_for, fit_ceiling_free, fit_power_law, forecast, nested_subsets,
+from strop.curve import (analyse, draw, examples_for, fit_ceiling_free, fit_power_law, forecast, nested_subsets,
                          parameters_of, power_law, size_for)
 from strop.errors import StropError
 
@@ -133,6 +133,23 @@ def test_forecast_scores_are_cut_to_the_values_the_metric_can_take():
     assert fit["twice_the_data"]["score"] == pytest.approx(free["twice_the_data"]["score"])  # inside: as fitted
     assert fit["twice_the_data"]["gain"] == free["twice_the_data"]["gain"] < 0  # a change, not a score: not cut
     assert fit["lower_is_better"] and not analyse(n, 1 - error, draws=20)["lower_is_better"]
+
+
+def test_the_plot_keeps_the_band_and_the_curve_within_the_metric_range():
+    from matplotlib.figure import Figure
+
+    n = np.repeat(SIZES, 2)
+    error = np.maximum(0.0, -0.2 + 2.0 * n ** -0.3)  # fitted, the law and its band fall below 0
+    points = [{"examples": int(size), "scores": {"rmse": float(e)}} for size, e in zip(n, error)]
+    result = {"metric": "rmse", "points": points,
+              "fit": analyse(n, error, minimised=True, draws=50, score_range=(0.0, math.inf))}
+    axes = Figure().subplots()
+    draw(result, axes)
+    band_lows = axes.collections[0].get_paths()[0].vertices[:, 1]
+    assert band_lows.min() == 0.0  # cut at the range, where the uncut band goes below it
+    assert min(line.get_ydata().min() for line in axes.lines) >= 0.0
+    json.dumps(result["fit"])  # the range is stored as JSON can hold it: null for the unbounded side
+    assert result["fit"]["score_range"] == [0.0, None]
 
 
 def test_subsets_are_nested_stratified_and_of_the_asked_sizes():

@@ -202,6 +202,8 @@ def analyse(n, score, minimised: bool = False, bounded: bool = False, target: fl
              "score(n) = a - b * n^(-c)" + (" fitted to -score (lower is better)" if minimised else ""))
     result = {
         "model": model, "lower_is_better": minimised,
+        # the metric's range, what the forecasts are cut to (null: unbounded on that side; JSON has no inf)
+        "score_range": [None if math.isinf(v) else float(v) for v in score_range],
         "parameters": {"a": params[0], "b": params[1], "c": params[2]},
         "parameter_intervals": {name: interval(draws_[:, i]) for i, name in enumerate("abc")},
         "bootstrap_draws": len(draws_),
@@ -434,13 +436,21 @@ def draw(result: dict, axes) -> None:
     grid = np.geomspace(n.min(), 4 * n.max(), 200)
     params = parameters_of(fit)
     draws = bootstrap(n, sign * y, len(params) == 5, draws=200, seed=1)
-    band = sign * np.array([forecast(grid, d) for d in draws])
+    low, high = fit.get("score_range", [None, None])  # null: unbounded on that side
+    low, high = -math.inf if low is None else low, math.inf if high is None else high
+
+    def cut(values):  # on the metric's scale and within its range, as curve.json's forecasts are
+        return np.clip(values, low, high)
+
+    band = cut(sign * np.array([forecast(grid, d) for d in draws]))
     axes.fill_between(grid, np.percentile(band, 2.5, axis=0), np.percentile(band, 97.5, axis=0), alpha=0.25,
                       label="95% band (bootstrap)")
     if len(params) == 5:  # the two laws the forecast averages, thin
-        axes.plot(grid, power_law(grid, *params[:3]), linewidth=0.8, linestyle="--", label="a - b n^-c")
-        axes.plot(grid, power_law(grid, 1.0, *params[3:]), linewidth=0.8, linestyle="--", label="1 - b' n^-c'")
-    axes.plot(grid, sign * forecast(grid, params), label="forecast (their mean)" if len(params) == 5 else "a - b n^-c")
+        axes.plot(grid, cut(power_law(grid, *params[:3])), linewidth=0.8, linestyle="--", label="a - b n^-c")
+        axes.plot(grid, cut(power_law(grid, 1.0, *params[3:])), linewidth=0.8, linestyle="--",
+                  label="1 - b' n^-c'")
+    axes.plot(grid, cut(sign * forecast(grid, params)),
+              label="forecast (their mean)" if len(params) == 5 else "a - b n^-c")
     axes.scatter(n, y, s=14, color="black", label="runs")
     if "target" in fit:
         axes.axhline(fit["target"]["score"], linestyle=":", color="gray", label=f"target {fit['target']['score']}")
