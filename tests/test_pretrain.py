@@ -111,4 +111,10 @@ def test_a_pretrained_mlp_refuses_data_with_other_columns(tmp_path):
     (tmp_path / "empty.csv").write_text("")
     with pytest.raises(strop.StropError, match=r"^--data: .*empty\.csv is empty"):
         pretrain(None, ["model.name=mlp"], data=tmp_path / "empty.csv", output=tmp_path / "none")
+    (tmp_path / "words.csv").write_text("a,b\n1,x\n2,y\n")
+    with pytest.raises(strop.StropError, match=r"^--data: feature column 'b' of words\.csv holds 'x'"):
+        pretrain(None, ["model.name=mlp"], data=tmp_path / "words.csv", output=tmp_path / "none")
+    (tmp_path / "one.csv").write_text("a,b\n1,2\n")
+    with pytest.raises(strop.StropError, match=r"^--data .*one\.csv has 1 row; an autoencoder needs at least 2"):
+        pretrain(None, ["model.name=mlp"], data=tmp_path / "one.csv", output=tmp_path / "none")
     assert not (tmp_path / "none").exists()

@@ -229,10 +229,14 @@ def pretrain(config=None, overrides: list[str] = (), data: str | Path | None = N
 def pretrain_vectors(cfg, data: str | Path, output: str | Path | None) -> Path:
     """model.name=mlp: an autoencoder on the rows of the table `data` (task reconstruction, an ordinary fit:
     see strop.tasks.reconstruction); returns the run, whose model/ `strop fit model.name=...` starts from."""
-    from strop.data.tables import read_table
     from strop.fit import fit
+    from strop.tasks import TASKS
 
-    read_table(data, "--data")  # a missing, empty or unreadable file is named as the user gave it, not data.train
+    # Read once here so that what is wrong with the file (missing, empty, unreadable, a column that is not
+    # numbers) is named as the user gave it, --data, not as the fit below reads it, data.train.
+    rows = TASKS.get("reconstruction").read(data, cfg.data, "vector", "--data")
+    if len(rows) < 2:
+        raise StropError(f"--data {data} has {len(rows)} row; an autoencoder needs at least 2 to learn from")
     cfg = replace(cfg, task=replace(cfg.task, name="reconstruction"), data=replace(cfg.data, train=str(data)),
                   output_dir=str(output) if output is not None else cfg.output_dir)
     run = fit(cfg)

@@ -142,7 +142,8 @@ def numeric_column(values: pd.Series, column: str, path: str | Path, what: str, 
                          f"rows {shown_rows(blank)} (row 1 is the first example): fill them in or remove those rows")
     bad = [i for i, n in enumerate(numbers) if not np.isfinite(n)]
     if bad:
+        rows = f"{len(bad)} such row" + ("s" if len(bad) > 1 else "")
         raise StropError(f"{what}: {role} column '{column}' of {Path(path).name} holds {raw[bad[0]]!r} in row "
-                         f"{bad[0] + 1}, which is not a finite number ({len(bad)} such rows); {role}s must be "
-                         f"numbers: fix those values, or {fix}")
+                         f"{bad[0] + 1}, which is not a finite number ({rows}); {role}s must be numbers: fix those "
+                         f"values, or {fix}")
     return numbers
