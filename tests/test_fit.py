@@ -8,6 +8,7 @@ import sys
 import time
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -205,6 +206,18 @@ def test_auto_learning_rate_rises_for_a_run_of_few_steps(tiny_overrides):
     assert summary["steps"] == 40 and summary["peak_lr"] == pytest.approx(2e-4)
     assert _history(run)[0]["lr"] == pytest.approx(2e-4)  # what the optimizer actually used
     assert "lr: auto" in (run / "config.yaml").read_text()  # the config as given
+
+
+def test_a_new_mlp_is_told_the_rate_all_its_parameters_train_at(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    rows = pd.DataFrame(rng.normal(size=(64, 3)), columns=["a", "b", "c"]).assign(y=["p", "q"] * 32)
+    rows.to_csv(tmp_path / "t.csv", index=False)
+    run = strop.fit(None, ["model.name=mlp", f"data.train={tmp_path / 't.csv'}", "data.label_column=y",
+                           "train.epochs=1", "optim.warmup=0", "optim.schedule=constant", f"output_dir={tmp_path / 'r'}"])
+    peak = json.loads((run / "summary.json").read_text())["peak_lr"]
+    used = _history(run)[0]["lr"]
+    assert used == pytest.approx(20 * peak)  # every parameter of a new MLP is new: the head's rate, 20x
+    assert f"learning rate {used:.1e} (auto:" in capsys.readouterr().out
 
 
 def test_missing_train_file_setting():

@@ -195,8 +195,10 @@ def train(model, task: Task, method: Method, train_features: list[dict], val_fea
     if cfg.optim.lr == "find":
         peak_lr = _found_lr(model, task, method, train_features, collate, cfg, run, accelerator, show)
     else:
+        trained_ids = {id(p) for p in trained.parameters() if p.requires_grad}
+        all_new = method.body_rate and bool(trained_ids) and trained_ids <= model.new_parameters  # a new MLP
         peak_lr = _peak_lr(cfg, len(sampler), accelerator.num_processes, method.body_rate, show,
-                           getattr(model.body, "convolutional", False))
+                           getattr(model.body, "convolutional", False), all_new)
     layer_rates = (layer_rate_multiples(model.body.layers(), cfg.optim.layer_decay)
                    if split is None or split.keeps_inputs else {})  # the layers above a cached bottom too
     optimizer = build_optimizer(trained, cfg.optim, peak_lr, model.new_parameters if method.body_rate else set(),
@@ -413,7 +415,7 @@ def _cached_loaders(split, model, train_features: list[dict], val_sorted: list[d
 
 
 def _peak_lr(cfg: Config, num_batches: int, num_processes: int, body_rate: bool, show: bool,
-             convolutional: bool = False) -> float:
+             convolutional: bool = False, all_new: bool = False) -> float:
     """optim.lr for this run, resolved from the optimizer steps each process takes (Accelerate deals the
     batches out among the processes); said when `auto` chose other than 5e-5.
 
@@ -425,13 +427,17 @@ def _peak_lr(cfg: Config, num_batches: int, num_processes: int, body_rate: bool,
     peak_lr = resolve_lr(cfg.optim.lr, total_steps, convolutional)
     if cfg.optim.lr == "auto" and not body_rate:
         peak_lr *= cfg.optim.head_lr_scale
-    if show and cfg.optim.lr == "auto" and peak_lr != AUTO_LR:
+    # every parameter new (a new MLP): all of them train at the new head's rate, which is then the rate to say
+    said = peak_lr * cfg.optim.head_lr_scale if all_new else peak_lr
+    if show and cfg.optim.lr == "auto" and said != AUTO_LR:
         why = ([f"{total_steps} optimizer steps in all, fewer than {AUTO_LR_STEPS}"]
                if total_steps < AUTO_LR_STEPS and not convolutional else [])
         why += ["a convolutional body trains at a CNN's rate"] if convolutional else []
         why += [] if body_rate else [f"what trains (a head, adapters or biases) trains at the head's rate: "
                                      f"{cfg.optim.head_lr_scale:g}x"]
-        tqdm.write(f"learning rate {peak_lr:.1e} (auto: {'; '.join(why)}; set optim.lr to choose it)")
+        why += [f"every parameter is new, so all train at the new head's rate: {cfg.optim.head_lr_scale:g}x"
+                ] if all_new else []
+        tqdm.write(f"learning rate {said:.1e} (auto: {'; '.join(why)}; set optim.lr to choose it)")
     return peak_lr
 
 
