@@ -88,6 +88,9 @@ def test_an_mlp_autoencoder_pretrains_and_fit_starts_from_its_body(tmp_path):
     assert summary["task"] == "reconstruction" and summary["validation"]["r2"] > 0.8  # it learned the manifold
     info = json.loads((pre / "model" / "strop.json").read_text())
     assert info["backbone"] == "mlp" and info["feature_columns"] == [f"f{i}" for i in range(6)]
+    scored = subprocess.run([sys.executable, "-m", "strop", "evaluate", str(pre), "--data", str(pool)],
+                            capture_output=True, text=True)  # the autoencoder itself, scored as any run
+    assert scored.returncode == 0 and scored.stdout.startswith("n 600  loss "), scored.stderr
 
     labelled = _rows(tmp_path / "labelled.csv", 80, 2, labelled=True)
     run = strop.fit(None, [f"model.name={pre / 'model'}", f"data.train={labelled}", f"output_dir={tmp_path / 'fit'}",

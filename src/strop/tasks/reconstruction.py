@@ -95,7 +95,8 @@ class Reconstruction(SentenceTask):
         predicted, true = np.stack(outputs).astype(np.float64), np.stack(targets).astype(np.float64)
         squared = float(((predicted - true) ** 2).sum())
         spread = float(((true - true.mean(axis=0)) ** 2).sum())
-        return {"loss": squared / true.size, "r2": 1 - squared / spread if spread > 0 else float("nan")}
+        return {"loss": squared / true.size, "r2": 1 - squared / spread if spread > 0 else float("nan"),
+                "n": len(true)}
 
     def predictions(self, inputs: list, outputs: list[np.ndarray]) -> list:
         return [[float(v) for v in np.asarray(o) * self.std + self.mean] for o in outputs]
