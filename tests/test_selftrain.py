@@ -30,7 +30,9 @@ def test_selection_keeps_confident_rows_balanced_and_most_confident_first():
 
 def test_rounds_train_on_labels_and_pseudo_labels_and_report_them(tiny_overrides, tmp_path):
     train = write_csv(tmp_path / "few.csv", make_texts(100, seed=5))
-    pool = write_csv(tmp_path / "pool.csv", make_texts(80, seed=6))  # its labels only score the pseudo-labels
+    labelled_pool = make_texts(80, seed=6)
+    # the pool's labels only score the pseudo-labels; every third row has none, and is not scored
+    pool = write_csv(tmp_path / "pool.csv", [(t, "" if i % 3 == 0 else y) for i, (t, y) in enumerate(labelled_pool)])
     overrides = [o for o in tiny_overrides if not o.startswith(("data.train", "train.epochs"))] + [
         f"data.train={train}", f"data.unlabeled={pool}", "data.pseudo_label_threshold=0.5", "train.epochs=8"]
     run = strop.fit(None, overrides)
@@ -41,11 +43,28 @@ def test_rounds_train_on_labels_and_pseudo_labels_and_report_them(tiny_overrides
     assert report["pool"] == 80 and first["pseudo_labels"] > 0
     counts = list(first["per_class"].values())
     assert len(set(counts)) == 1 and sum(counts) == first["pseudo_labels"]  # balanced across classes
-    assert 0.5 < first["pseudo_label_accuracy"] <= 1.0
     trained_on = pd.read_parquet(out / "round-1-train.parquet")
     assert len(trained_on) == 100 + first["pseudo_labels"]
+    truth = {t: y for i, (t, y) in enumerate(labelled_pool) if i % 3}
+    scored = [(y, truth[t]) for t, y in zip(trained_on["text"][100:], trained_on["label"][100:]) if t in truth]
+    assert 0 < first["pseudo_labels_with_known_label"] == len(scored) < first["pseudo_labels"]
+    assert first["pseudo_label_accuracy"] == pytest.approx(np.mean([g == y for g, y in scored]))
+    assert first["pseudo_label_accuracy"] > 0.5
     assert json.loads((run / "summary.json").read_text())["train_examples"] > 90
     assert len(strop.load(run).predict(["great fun"])) == 1
+
+
+def test_rounds_stop_where_no_pseudo_label_reaches_the_threshold(tiny_overrides, tmp_path):
+    train = write_csv(tmp_path / "few.csv", make_texts(40, seed=5))
+    pool = write_csv(tmp_path / "pool.csv", make_texts(20, seed=6))
+    overrides = [o for o in tiny_overrides if not o.startswith(("data.train", "train.epochs"))] + [
+        f"data.train={train}", f"data.unlabeled={pool}", "data.pseudo_label_threshold=0.9999999", "train.epochs=1",
+        "data.self_training_rounds=2"]
+    run = strop.fit(None, overrides)
+    report = json.loads((tmp_path / "run" / "self_training.json").read_text())
+    assert run == tmp_path / "run" / "round-0" and len(report["rounds"]) == 1  # no round that repeats round 0
+    assert report["stopped"].startswith("round 1: no example of the pool reached")
+    assert not (tmp_path / "run" / "round-1").exists()
 
 
 def test_self_training_refuses_other_tasks_and_bad_settings(tiny_overrides, tmp_path):

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from strop.data.inputs import clean_strings, normalise_labels
 from strop.errors import StropError
 from strop.runs import atomic_write_json, default_run_name
 
@@ -77,10 +78,16 @@ def self_train(cfg, on_epoch=None) -> Path:
         predictor = load(run)
         probabilities = np.stack(predictor.outputs(pool))  # (pool, classes)
         chosen = select_pseudo_labels(probabilities, d.pseudo_label_threshold)
+        if len(chosen) == 0:  # retraining on the labelled data alone would repeat the last round
+            report["stopped"] = (f"round {r}: no example of the pool reached data.pseudo_label_threshold="
+                                 f"{d.pseudo_label_threshold:g}; the model of round {r - 1} stands")
+            if not cfg.train.quiet:
+                print(f"self-training stopped: {report['stopped']} (lower the threshold to use the pool)")
+            break
         names = predictor.task.labels
         guessed = [names[i] for i in probabilities[chosen].argmax(axis=1)]
         rows = pool_frame.iloc[chosen].copy()
-        truth = rows[d.label_column].astype(str).tolist() if d.label_column in rows else None
+        truth = pool_labels(rows, d.label_column, d.unlabeled)
         rows[d.label_column] = guessed
         combined = pd.concat([labelled, rows[[c for c in labelled.columns if c in rows]]], ignore_index=True)
         train_file = out / f"round-{r}-train.parquet"
@@ -88,20 +95,33 @@ def self_train(cfg, on_epoch=None) -> Path:
         entry = {"round": r, "pseudo_labels": len(chosen),
                  "per_class": {name: guessed.count(name) for name in names if name in guessed},
                  "confident": int((probabilities.max(axis=1) >= d.pseudo_label_threshold).sum())}
-        if truth is not None:
-            entry["pseudo_label_accuracy"] = float(np.mean([g == t for g, t in zip(guessed, truth)])) if guessed else None
+        known = [(g, t) for g, t in zip(guessed, truth) if t is not None]  # rows the pool file gives a label
+        if known:
+            entry["pseudo_label_accuracy"] = float(np.mean([g == t for g, t in known]))
+            entry["pseudo_labels_with_known_label"] = len(known)
         run = fit(replace(base, data=replace(base.data, train=str(train_file)), output_dir=str(out / f"round-{r}")),
                   on_epoch=on_epoch)
         entry.update(run=str(run), validation=_validation(run))
         report["rounds"].append(entry)
         atomic_write_json(out / REPORT_FILE, report, "the self-training report")
         if not cfg.train.quiet:
-            accuracy = entry.get("pseudo_label_accuracy")
-            print(f"self-training round {r}: {len(chosen)} pseudo-labels ({entry['confident']} confident, balanced "
-                  f"across classes)" + (f", {accuracy:.3f} of them right" if accuracy is not None else "")
-                  + f"; the model is in {run}")
+            accuracy, checked = entry.get("pseudo_label_accuracy"), len(known)
+            right = ("" if not known else f", {accuracy:.3f} of them right" if checked == len(chosen)
+                     else f", {accuracy:.3f} right of the {checked} the pool file labels")
+            per_class = ", ".join(f"{name} {count}" for name, count in entry["per_class"].items()) or "none"
+            print(f"self-training round {r}: {len(chosen)} pseudo-labels of {entry['confident']} confident "
+                  f"(per class: {per_class}; as many of each class that has any){right}; the model is in {run}")
     atomic_write_json(out / REPORT_FILE, report, "the self-training report")
     return run
+
+
+def pool_labels(rows: pd.DataFrame, column: str, path) -> list[str | None]:
+    """The labels a pool file gives its rows (never trained on; they measure the pseudo-labels), written as
+    the training labels are ('1.0' is '1'); None where a row has none, and for every row where the file has no
+    such column."""
+    if column not in rows:
+        return [None] * len(rows)
+    return normalise_labels(rows[column], clean_strings(rows[column], path, "data.unlabeled"), path, "data.unlabeled")
 
 
 def read_unlabeled(path: str | Path, d, task_cls, input_kind: str, what: str) -> tuple[pd.DataFrame, list]:
