@@ -13,8 +13,8 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from strop.curve import (analyse, draw, examples_for, fit_ceiling_free, fit_power_law, forecast, nested_subsets,
-                         parameters_of, power_law, size_for)
+from strop.curve import (analyse, describe, draw, examples_for, fit_ceiling_free, fit_power_law, forecast,
+                         nested_subsets, parameters_of, power_law, size_for)
 from strop.errors import StropError
 
 TRUE = (0.92, 1.5, 0.6)  # a, b, c
@@ -198,6 +198,29 @@ def test_a_target_the_metric_cannot_take_is_refused_before_any_run(tiny_override
     assert not out.exists()
     with pytest.raises(StropError, match=r"--target -0.1 is a value loss cannot take"):
         learning_curve(None, tiny_overrides, target=-0.1, metric="loss", output=out, quiet=True)
+
+
+def test_fractions_that_give_fewer_than_three_sizes_are_refused_before_any_run(tiny_overrides, tmp_path, monkeypatch):
+    from strop import curve
+
+    monkeypatch.setattr("strop.cv.fit_and_score", lambda *a, **k: pytest.fail("a run was trained"))
+    out = tmp_path / "curve"
+    with pytest.raises(StropError, match=r"--fractions 0.5,0.501,0.502 of the 160 training examples give 1 "
+                                         r"different size \(80, 80, 80\)"):
+        curve.learning_curve(None, tiny_overrides, fractions=(0.5, 0.501, 0.502), output=out, quiet=True)
+    with pytest.raises(StropError, match="at least three training sizes; --fractions gives 2"):
+        curve.learning_curve(None, tiny_overrides, fractions=(0.5, 1.0), output=out, quiet=True)
+    assert not out.exists()
+
+
+def test_the_terminal_answer_reads_right_for_an_error_in_small_units():
+    n = np.repeat(SIZES, 2)
+    error = 1e-4 * (0.5 + 2.0 * n ** -0.5) * np.tile([0.99, 1.01], len(SIZES))  # levels off at 5e-5
+    fit = analyse(n, error, minimised=True, draws=50, target=1e-5, score_range=(0.0, math.inf))
+    text = describe({"metric": "rmse", "seeds": [1, 2], "sizes": list(SIZES), "fit": fit,
+                     "points": [{"examples": int(size), "scores": {"rmse": float(e)}} for size, e in zip(n, error)]})
+    assert "not reached by the fitted curve (it levels off above)" in text
+    assert "0.0000" not in text  # small numbers in significant digits (the seeds agree: no spread shown as 0)
 
 
 def test_an_interval_over_draws_that_never_reach_the_target_ends_at_infinity():

@@ -110,6 +110,29 @@ def test_the_curve_answers_whether_more_labels_help(gain, interval, lower, expec
     assert names(curve_findings(curve_result(gain, interval, lower))) == {expected}
 
 
+@pytest.mark.parametrize("scale", [1.0, 1e-4, 1e4])
+def test_an_error_curve_verdict_does_not_depend_on_the_target_units(scale):
+    result = curve_result(-0.10 * scale, (-0.15 * scale, -0.05 * scale), lower_is_better=True)
+    result["metric"] = "rmse"
+    result["fit"]["score_at_largest"] = 59.5 * scale  # 0.10 of 59.5: a change of 0.17%, under the flat share
+    assert names(curve_findings(result)) == {"levels_off"}
+    result["fit"]["twice_the_data"].update(gain=-3.0 * scale, gain_interval=[-4.0 * scale, -2.0 * scale])
+    assert names(curve_findings(result)) == {"more_data_helps"}
+
+
+def test_the_advice_for_more_labels_fits_the_model_and_task():
+    def advice(task, model):
+        result = curve_result(0.03, (0.01, 0.05))
+        result["config"] = {"task": {"name": task}, "model": {"name": model}}
+        return " ".join(curve_findings(result)[0].fixes)
+
+    assert "fewshot" in advice("text_classification", "minilm-l6") and "data.unlabeled" in advice(
+        "text_classification", "minilm-l6")
+    assert "fewshot" not in advice("text_classification", "mlp") and "data.unlabeled" in advice(
+        "text_classification", "mlp")
+    assert "fewshot" not in advice("regression", "mlp") and "data.unlabeled" not in advice("regression", "mlp")
+
+
 def test_strop_report_rebuilds_a_search_folder_and_refuses_an_unknown_one(tmp_path, capsys):
     folder = tmp_path / "search"
     folder.mkdir()

@@ -283,6 +283,9 @@ def learning_curve(config=None, overrides: list[str] = (), fractions: tuple[floa
     fractions = tuple(sorted(set(float(f) for f in fractions)))
     if not fractions or not all(0 < f <= 1 for f in fractions):
         raise StropError(f"--fractions must be shares in (0, 1], e.g. 0.1,0.3,1; got {list(fractions)}")
+    if len(fractions) < 3:
+        raise StropError(f"a learning curve needs at least three training sizes; --fractions gives {len(fractions)}: "
+                         "give three values or more, e.g. 0.1,0.3,1")
     if seeds < 1:
         raise StropError(f"--seeds must be >= 1; got {seeds}")
     cfg = resolve_config(load_config(config, overrides))
@@ -306,6 +309,11 @@ def learning_curve(config=None, overrides: list[str] = (), fractions: tuple[floa
         if note and not quiet:
             print(note, flush=True)
         sizes = [max(1, int(round(f * len(pool)))) for f in fractions]
+        if len(set(sizes)) < 3:  # before any run: fractions too close for the examples there are
+            raise StropError(f"--fractions {','.join(f'{f:g}' for f in fractions)} of the {len(pool)} training "
+                             f"examples give {len(set(sizes))} different size{'s' if len(set(sizes)) > 1 else ''} "
+                             f"({', '.join(map(str, sizes))}); a "
+                             "learning curve needs at least three: give fractions further apart")
         seed_values = [cfg.train.seed + i for i in range(seeds)]
         plans = {seed: nested_subsets([targets[i] for i in pool], sizes, seed) for seed in seed_values}
         result = {"config": cfg.to_dict(), "metric": metric, "fractions": list(fractions), "sizes": sizes,
@@ -381,23 +389,24 @@ def describe(result: dict) -> str:
     metric, fit = result["metric"], result["fit"]
     lines = [f"learning curve of {metric} ({len(result['seeds'])} seed(s) per size):"]
     for size, values in scores_by_size(result).items():
-        spread = f" ± {np.std(values, ddof=1):.4f}" if len(values) > 1 else ""
-        lines.append(f"  {size:>8} examples  {np.mean(values):.4f}{spread}")
+        spread = f" ± {shown(np.std(values, ddof=1))}" if len(values) > 1 else ""
+        lines.append(f"  {size:>8} examples  {shown(np.mean(values))}{spread}")
     p, q = fit["parameters"], fit["parameter_intervals"]
     free = fit.get("ceiling_free")
     free_words = (f"; b' {free['b']:.4g}, c' {free['c']:.3f} [{free['c_interval'][0]:.3f}, "
                   f"{free['c_interval'][1]:.3f}]") if free else ""
-    lines.append(f"fit: {fit['model']}: a {p['a']:.4f} [{q['a'][0]:.4f}, {q['a'][1]:.4f}], b {p['b']:.4g}, "
+    lines.append(f"fit: {fit['model']}: a {shown(p['a'])} [{shown(q['a'][0])}, {shown(q['a'][1])}], b {p['b']:.4g}, "
                  f"c {p['c']:.3f} [{q['c'][0]:.3f}, {q['c'][1]:.3f}]{free_words} (95% intervals, "
                  f"{fit['bootstrap_draws']} bootstrap fits)")
     twice = fit["twice_the_data"]
-    lines.append(f"twice the data ({twice['size']:.0f} examples): {metric} {twice['score']:.4f} "
-                 f"[{twice['score_interval'][0]:.4f}, {twice['score_interval'][1]:.4f}], "
+    lines.append(f"twice the data ({twice['size']:.0f} examples): {metric} {shown(twice['score'])} "
+                 f"[{shown(twice['score_interval'][0])}, {shown(twice['score_interval'][1])}], "
                  + ("a change (lower is better) of " if fit.get("lower_is_better") else "a gain of ") +
-                 f"{twice['gain']:+.4f} [{twice['gain_interval'][0]:+.4f}, {twice['gain_interval'][1]:+.4f}] over "
-                 f"{fit['score_at_largest']:.4f} at {fit['largest_size']:.0f}")
-    lines.append(f"the curve levels off at {metric} {fit['asymptote']:.4f} "
-                 f"[{fit['asymptote_interval'][0]:.4f}, {fit['asymptote_interval'][1]:.4f}]")
+                 f"{shown(twice['gain'], True)} [{shown(twice['gain_interval'][0], True)}, "
+                 f"{shown(twice['gain_interval'][1], True)}] over {shown(fit['score_at_largest'])} at "
+                 f"{fit['largest_size']:.0f}")
+    lines.append(f"the curve levels off at {metric} {shown(fit['asymptote'])} "
+                 f"[{shown(fit['asymptote_interval'][0])}, {shown(fit['asymptote_interval'][1])}]")
     if "target" in fit:
         t = fit["target"]
         low, high = t["examples_interval"]
@@ -405,12 +414,21 @@ def describe(result: dict) -> str:
             lines.append(f"{metric} {t['score']}: reached already by the fewest examples measured "
                          f"({min(result['sizes']):,}); the curve says nothing below that")
         elif math.isinf(t["examples"]):
-            lines.append(f"{metric} {t['score']}: not reached by the fitted curve (it levels off below); "
+            side = "above" if fit.get("lower_is_better") else "below"
+            lines.append(f"{metric} {t['score']}: not reached by the fitted curve (it levels off {side}); "
                          f"reached in {t['reachable_share']:.0%} of the bootstrap fits")
         else:
             lines.append(f"{metric} {t['score']}: about {t['examples']:,.0f} labelled examples [{low:,.0f}, "
                          + ("never" if math.isinf(high) else f"{high:,.0f}") + "]")
     return "\n".join(lines)
+
+
+def shown(value: float, signed: bool = False) -> str:
+    """A score or a change for people: four decimals, or three significant digits where four decimals would
+    show a nonzero value as 0.0000 (a target measured in small units)."""
+    if value != 0 and abs(value) < 1e-3 and math.isfinite(value):
+        return f"{value:+.3g}" if signed else f"{value:.3g}"
+    return f"{value:+.4f}" if signed else f"{value:.4f}"
 
 
 def save_plot(result: dict, path: Path) -> Path | None:

@@ -398,26 +398,35 @@ def curve_page(result: dict, folder: Path) -> str:
 
 def curve_findings(result: dict) -> list[Finding]:
     """What the curve says about labelling more: worth it (the gain at twice the data is above zero in its
-    whole 95% interval), not worth it (below FLAT in its whole interval), or not yet known."""
-    from strop.curve import lower_is_better
+    whole 95% interval), not worth it (below FLAT in its whole interval), or not yet known. FLAT is in the
+    metric's units where they are a share (accuracy, F1, r2); for an error in the target's units (rmse, mae,
+    loss) it is that share of the score, so the verdict does not depend on the units."""
+    from strop.curve import lower_is_better, shown
+    from strop.selftrain import PSEUDO_LABEL_TASKS
 
     metric, fit = result["metric"], result["fit"]
     twice = fit["twice_the_data"]
     better = -1.0 if lower_is_better(fit) else 1.0  # a loss improves as it falls
     gain = better * twice["gain"]
     low, high = sorted(better * g for g in twice["gain_interval"])
+    flat = FLAT if metric in diagnose.BOUNDED_METRICS else FLAT * abs(fit["score_at_largest"])
     said = (f"At twice the data ({twice['size']:,.0f} examples) the fitted curve moves {metric} by "
-            f"{twice['gain']:+.4f} [{twice['gain_interval'][0]:+.4f}, {twice['gain_interval'][1]:+.4f}] from "
-            f"{fit['score_at_largest']:.4f} at {fit['largest_size']:,.0f}")
-    if low > 0 and gain >= FLAT:
+            f"{shown(twice['gain'], True)} [{shown(twice['gain_interval'][0], True)}, "
+            f"{shown(twice['gain_interval'][1], True)}] from {shown(fit['score_at_largest'])} at "
+            f"{fit['largest_size']:,.0f}")
+    if low > 0 and gain >= flat:
+        config = result.get("config", {})
+        classifies = config.get("task", {}).get("name") in PSEUDO_LABEL_TASKS  # one class an example
+        scarce = (["method.name=fewshot"] if classifies and config.get("model", {}).get("name") != "mlp" else []) \
+            + (["self-training on unlabelled data (data.unlabeled)"] if classifies else [])
+        meanwhile = ([f"Meanwhile, methods for scarce labels may take part of the gain: {', or '.join(scarce)}."]
+                     if scarce else [])
         return [Finding("more_data_helps", "More labels would help", said + ".",
-                        ["Label more examples, drawn like the ones you have.",
-                         "Meanwhile, methods for scarce labels may take part of the gain: method.name=fewshot, "
-                         "or self-training on unlabelled data (data.unlabeled)."])]
-    if high < FLAT:
+                        ["Label more examples, drawn like the ones you have.", *meanwhile])]
+    if high < flat:
         return [Finding("levels_off", "The curve has levelled off",
                         said + f": more labels of the same kind would change little (it levels off at "
-                        f"{fit['asymptote']:.4f}).",
+                        f"{shown(fit['asymptote'])}).",
                         ["Change the model or the method (a larger backbone, full fine-tuning instead of a frozen "
                          "one) rather than labelling more.", "Check the labels: noise caps the score."])]
     return [Finding("unknown", "The curve cannot yet tell whether more labels help",
