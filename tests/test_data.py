@@ -43,7 +43,7 @@ def test_numeric_labels_stay_names_and_sort_numerically(tmp_path):
     ("text,label\n", ["no examples", "add rows below it"]),
     ("sentence,label\nhi,a\n", ["column 'text' not found", "columns found: sentence, label", "data.text_column"]),
     ("text,label\nhi,a\n,b\nyo,\n  ,a\n", ["empty or missing texts", "rows 2, 4"]),
-    ("text,label\nhi,a\nyo,\nhey,NaN\n", ["empty or missing labels", "rows 2"]),
+    ("text,label\nhi,a\nyo,\nhey,NaN\n", ["1 empty or missing label in", "rows 2"]),
 ])
 def test_bad_files_get_one_clear_message(tmp_path, content, words):
     path = tmp_path / "train.csv"

@@ -378,7 +378,7 @@ def test_blank_texts_are_refused_naming_their_rows(folder, blank, written):
         writer = csv.writer(file, quoting=csv.QUOTE_ALL)
         writer.writerow(["text", "label"])
         writer.writerows(written + blank)
-    with pytest.raises(StropError, match=rf"{len(blank)} empty or missing texts in t.csv, rows {len(written) + 1}"):
+    with pytest.raises(StropError, match=rf"{len(blank)} empty or missing texts? in t.csv, rows {len(written) + 1}"):
         _read_back(path)
 
 

@@ -25,7 +25,7 @@ CASES = {
         ["regression target column 'label'", "holds 'oops' in row 2", "not a finite number"]),
     "an empty label set in multi-label": (
         "train.csv", "text,label\ngood,a|b\nbad,|\nfine,b\n", ["task.name=multilabel_classification"],
-        ["empty or missing label set", "rows 2"]),
+        ["1 empty or missing label set (labels separated by '|') in train.csv, rows 2"]),
     "a vector column with text in it": (
         "train.csv", "x1,x2,label\n1,2,a\n3,four,b\n5,6,a\n7,8,b\n", ["model.name=mlp"],
         ["feature column 'x2'", "holds 'four' in row 2"]),

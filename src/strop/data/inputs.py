@@ -75,12 +75,14 @@ def _number_text(value: float) -> str:
     return str(int(value)) if value.is_integer() else repr(value)
 
 
-def refuse_missing(values: list, name: str, path: str | Path, what: str) -> None:
-    """Raises StropError naming the rows (row 1 is the first example) whose value is None."""
+def refuse_missing(values: list, name: str, path: str | Path, what: str, about: str = "") -> None:
+    """Raises StropError naming the rows (row 1 is the first example) whose value is None; `name` is the
+    value's singular noun, `about` words after it, e.g. " (labels separated by '|')"."""
     bad = [i + 1 for i, v in enumerate(values) if v is None]
     if bad:
-        raise StropError(f"{what}: {len(bad)} empty or missing {name}s in {Path(path).name}, rows {shown_rows(bad)} "
-                         f"(row 1 is the first example): fill them in or remove those rows")
+        nouns = name + ("s" if len(bad) > 1 else "") + about
+        raise StropError(f"{what}: {len(bad)} empty or missing {nouns} in {Path(path).name}, rows {shown_rows(bad)} "
+                         "(row 1 is the first example): fill them in or remove those rows")
 
 
 def shown_rows(rows: list[int]) -> str:

@@ -38,7 +38,7 @@ class MultiLabel(SentenceTask):
         cells = clean_strings(frame[data_cfg.label_column], path, what)
         sets = [None if c is None else tuple(sorted({p.strip() for p in c.split(data_cfg.label_separator)
                                                      if p.strip()})) or None for c in cells]
-        refuse_missing(sets, f"label set (labels separated by '{data_cfg.label_separator}')", path, what)
+        refuse_missing(sets, "label set", path, what, f" (labels separated by '{data_cfg.label_separator}')")
         return sets
 
     @classmethod
