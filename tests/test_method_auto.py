@@ -57,6 +57,8 @@ def test_tasks_without_a_few_shot_recipe_train_in_full():
     assert choose_method(Regression(columns=("y",), mean=(0.5,), std=(1.0,)), [0.5] * 20, "text", gpu=False)[0] == "full"
     assert choose_method(MultiLabel(labels=("a", "b"), thresholds=(0.5, 0.5)), [["a"]] * 20, "text", gpu=False)[0] == "full"
     assert choose_method(_text_task(2), _labels(8, 2), "vector", gpu=False)[0] == "full"
+    new, pretrained = (choose_method(_text_task(2), _labels(8, 2), "vector", False, pretrained=p)[1] for p in (0, 1))
+    assert "a new MLP has no pretrained body" in new and "new MLP" not in pretrained  # what it says fits the model
 
 
 def test_an_auto_run_records_its_choice_and_trains_the_chosen_method(tiny_overrides, tmp_path):

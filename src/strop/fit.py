@@ -97,7 +97,7 @@ def prepare(cfg: Config, adapt_task: Callable[[Task], Task] | None = None) -> Pr
     splits = load_splits(cfg, source.input_kind)
     notes, method_choice = [], None
     if cfg.method.name == "auto":
-        cfg, why = _choose_method(cfg, splits, source.input_kind)
+        cfg, why = _choose_method(cfg, splits, source)
         method_choice = {"asked": "auto", "chosen": cfg.method.name, "why": why}
         notes.append(f"method auto -> {cfg.method.name}: {why}")
     if splits.train.feature_columns:
@@ -177,14 +177,15 @@ def _inputs_vary(cfg: Config) -> bool:
     return cfg.data.augment not in ("auto", "none") or cfg.data.mixup > 0 or cfg.data.cutmix > 0
 
 
-def _choose_method(cfg: Config, splits: Splits, input_kind: str) -> tuple[Config, str]:
+def _choose_method(cfg: Config, splits: Splits, source: Source) -> tuple[Config, str]:
     """method.name=auto made concrete (config.yaml then says what ran), and why (see strop.methods.auto)."""
     import torch
 
     from strop.methods.auto import choose_method
 
     gpu = cfg.train.device != "cpu" and torch.cuda.is_available()
-    name, why = choose_method(splits.task, splits.train.targets, input_kind, gpu)
+    name, why = choose_method(splits.task, splits.train.targets, source.input_kind, gpu,
+                              pretrained=source.kind != "mlp")
     return replace(cfg, method=replace(cfg.method, name=name)), why
 
 

@@ -137,6 +137,13 @@ def build_model(source: Source, task: Task, cfg, train_inputs: list) -> tuple[Ta
     return _from_run(source, task, cfg, notes)
 
 
+def _outputs(task) -> list:
+    """A task's outputs as a person reads them: its labels (not the head kind output_space() also compares),
+    or its targets; the first six."""
+    labels = getattr(task, "labels", None)
+    return list(labels if labels is not None else task.output_space())[:6]
+
+
 def set_dropout(body: Backbone, p: float | None) -> None:
     """model.body_dropout: every dropout layer of the backbone at rate p (None: as pretrained)."""
     if p is None:
@@ -173,7 +180,7 @@ def _from_run(source: Source, task: Task, cfg, notes: list[str]) -> tuple[TaskMo
     else:
         why = "the task differs" if previous.name != task.name else "the labels or targets differ"
         notes.append(f"starting from {folder}: its body, with a new head ({why}: {previous.name} "
-                     f"{list(previous.output_space())[:6]} -> {task.name} {list(task.output_space())[:6]})")
+                     f"{_outputs(previous)} -> {task.name} {_outputs(task)})")
     kind = info.get("backbone", "text")
     if kind == "text":
         from strop.backbones.text import TextBackbone

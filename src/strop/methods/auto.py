@@ -29,16 +29,20 @@ IMAGE_FREEZE_MAX_PER_CLASS_GPU = 64  # on a GPU, an image body trains from this 
 FREEZE_BOTTOM_MAX_EXAMPLES = 2_000  # freeze_layers=auto: a text classifier's bottom half stays frozen up to here
 
 
-def choose_method(task, targets: list, input_kind: str, gpu: bool) -> tuple[str, str]:
+def choose_method(task, targets: list, input_kind: str, gpu: bool, pretrained: bool = True) -> tuple[str, str]:
     """The method for this run and why, in words.
 
     task: the run's task (its name, level and labels); targets: the training targets; input_kind: "text",
-    "image" or "vector"; gpu: whether the run trains on a GPU.
+    "image" or "vector"; gpu: whether the run trains on a GPU; pretrained: the body starts from trained weights
+    (false for a new MLP).
     """
     hardware = "a GPU" if gpu else "a CPU"
     classified = getattr(task, "labels", None) is not None and task.name != "multilabel_classification"
     if input_kind == "vector":
-        return "full", "a new MLP has no pretrained body to freeze: all of it trains"
+        if not pretrained:
+            return "full", "a new MLP has no pretrained body to freeze: all of it trains"
+        return "full", ("an MLP, pretrained or not, is small enough to train whole (method.name=freeze keeps a "
+                        "pretrained body as it is)")
     if not classified or task.level != "sequence":
         return "full", f"{task.name} has no few-shot or frozen-feature recipe here: the whole model trains"
     counts = Counter(targets)
