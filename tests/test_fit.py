@@ -74,6 +74,15 @@ def test_same_seed_same_metrics_other_seed_other_metrics(tiny_overrides, tmp_pat
     assert strip(first) != strip(third)
 
 
+def test_a_run_that_ends_on_its_last_epoch_did_not_stop_early(tiny_overrides, capsys):
+    # lr 1e-12 moves nothing: no epoch after the first improves, and patience runs out at the last epoch
+    overrides = [o for o in tiny_overrides if o != "train.quiet=true"]
+    run = strop.fit(None, overrides + ["train.epochs=3", "train.patience=2", "optim.lr=1e-12", "optim.warmup=0"])
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["epochs_run"] == 3 and not summary["stopped_early"]
+    assert "stopping early" not in capsys.readouterr().out
+
+
 def test_early_stopping_restores_the_best_weights(tiny_overrides, text_data):
     # A huge learning rate wrecks the model after the first epoch, so accuracy cannot keep improving.
     run = strop.fit(None, tiny_overrides + ["train.epochs=8", "train.patience=1", "optim.lr=0.5",

@@ -298,7 +298,9 @@ def train(model, task: Task, method: Method, train_features: list[dict], val_fea
             record["best"] = improved
             state.history.append(record)
             state.epoch = epoch + 1
-            state.stopped_early = tc.patience > 0 and state.epochs_without_improvement >= tc.patience
+            # early only where epochs were left to run: after the last one the run simply ends
+            state.stopped_early = (tc.patience > 0 and state.epochs_without_improvement >= tc.patience
+                                   and state.epoch < tc.epochs)
             if accelerator.is_main_process:
                 with reporting_write_errors(run.metrics, "the metrics"), run.metrics.open("a", encoding="utf-8") as f:
                     f.write(to_json(record) + "\n")
