@@ -53,6 +53,32 @@ def test_images_freeze_on_a_cpu_and_train_the_body_on_a_gpu_with_enough_a_class(
     assert choose_method(task, ["cat", "dog"] * 1000, "image", gpu=True)[0] == "full"
 
 
+def test_augmented_inputs_steer_auto_away_from_methods_that_cache_the_body():
+    name, why = choose_method(_text_task(2), _labels(8, 2), "text", gpu=False, augmenting=True)
+    assert name == "full" and "fewshot would compute once and cache" in why
+    assert choose_method(_text_task(2), _labels(8, 2), "text", gpu=False)[0] == "fewshot"
+
+
+def test_cv_and_curve_train_every_part_with_the_method_a_fit_on_all_the_data_chooses(tiny_overrides, tmp_path,
+                                                                                      monkeypatch):
+    from strop.curve import learning_curve
+    from strop.cv import cross_validate
+
+    methods = []
+
+    def recorded(cfg, train_file, score_file, seed, run_dir, keep_run):
+        methods.append(cfg.method.name)
+        return {"accuracy": 0.5 + 0.1 * len(methods) ** 0.5, "macro_f1": 0.5, "loss": 0.5}
+
+    monkeypatch.setattr("strop.cv.fit_and_score", recorded)
+    auto = [*tiny_overrides, "method.name=auto"]  # 80 a class in all: full; 20 a class alone would be fewshot
+    result = learning_curve(None, auto, fractions=(0.25, 0.5, 1.0), seeds=1, output=tmp_path / "c", quiet=True)
+    assert methods == ["full"] * 3 and result["config"]["method"]["name"] == "full"
+    methods.clear()
+    cross_validate(None, auto, folds=4, seeds=1, output=tmp_path / "cv", quiet=True)
+    assert methods == ["full"] * 4
+
+
 def test_tasks_without_a_few_shot_recipe_train_in_full():
     assert choose_method(Regression(columns=("y",), mean=(0.5,), std=(1.0,)), [0.5] * 20, "text", gpu=False)[0] == "full"
     assert choose_method(MultiLabel(labels=("a", "b"), thresholds=(0.5, 0.5)), [["a"]] * 20, "text", gpu=False)[0] == "full"

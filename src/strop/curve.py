@@ -275,7 +275,7 @@ def learning_curve(config=None, overrides: list[str] = (), fractions: tuple[floa
     """
     from strop.config import load_config
     from strop.cv import default_output, fit_and_score, read_training_table
-    from strop.fit import resolve_config
+    from strop.fit import method_for_all_of, resolve_config
     from strop.methods.auto import freeze_layers_for_all_of
     from strop.report_studies import report_after
     from strop.tasks import TASKS
@@ -305,9 +305,11 @@ def learning_curve(config=None, overrides: list[str] = (), fractions: tuple[floa
     out.mkdir(parents=True, exist_ok=True)
     try:
         pool, validation_file = _pool_and_validation(cfg, frame, targets, out)
-        cfg, note = freeze_layers_for_all_of(cfg, len(pool))  # one method at every size
-        if note and not quiet:
-            print(note, flush=True)
+        cfg, method_note = method_for_all_of(cfg)  # one method at every size
+        cfg, note = freeze_layers_for_all_of(cfg, len(pool))
+        for said in (method_note, note):
+            if said and not quiet:
+                print(said, flush=True)
         sizes = [max(1, int(round(f * len(pool)))) for f in fractions]
         if len(set(sizes)) < 3:  # before any run: fractions too close for the examples there are
             raise StropError(f"--fractions {','.join(f'{f:g}' for f in fractions)} of the {len(pool)} training "

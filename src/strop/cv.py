@@ -148,7 +148,7 @@ def cross_validate(config=None, overrides: list[str] = (), folds: int = 5, seeds
     Raises:
         StropError: bad config or data, or an output folder that already holds files.
     """
-    from strop.fit import resolve_config
+    from strop.fit import method_for_all_of, resolve_config
     from strop.methods.auto import freeze_layers_for_all_of
     from strop.report_studies import report_after
     from strop.tasks import TASKS
@@ -163,9 +163,11 @@ def cross_validate(config=None, overrides: list[str] = (), folds: int = 5, seeds
     if folds >= 2:
         frame, targets = read_training_table(cfg)
         plans = {seed: fold_indices(targets, folds, seed) for seed in seed_values}  # checked before any run
+        cfg, method_note = method_for_all_of(cfg)
         cfg, note = freeze_layers_for_all_of(cfg, len(targets))
-        if note and not quiet:
-            print(note, flush=True)
+        for said in (method_note, note):
+            if said and not quiet:
+                print(said, flush=True)
     out.mkdir(parents=True, exist_ok=True)
     result = {"config": cfg.to_dict(), "folds": folds, "seeds": seed_values, "keep_runs": keep_runs,
               "scored_on": "the held-out fold, after training" if folds >= 2 else "the run's validation data",

@@ -185,8 +185,19 @@ def _choose_method(cfg: Config, splits: Splits, source: Source) -> tuple[Config,
 
     gpu = cfg.train.device != "cpu" and torch.cuda.is_available()
     name, why = choose_method(splits.task, splits.train.targets, source.input_kind, gpu,
-                              pretrained=source.kind != "mlp")
+                              pretrained=source.kind != "mlp", augmenting=_inputs_vary(cfg))
     return replace(cfg, method=replace(cfg.method, name=name)), why
+
+
+def method_for_all_of(cfg: Config) -> tuple[Config, str | None]:
+    """`strop cv` and `strop curve` train on parts of the data: with method.name=auto each part would choose for
+    its own size, and parts either side of a threshold would measure two methods. Every part trains with the
+    method a fit on all the data chooses. Returns the config and a note (None where the method was given)."""
+    if cfg.method.name != "auto":
+        return cfg, None
+    source = resolve_source(cfg.model.name, TASKS.get(cfg.task.name).input_kinds)
+    cfg, why = _choose_method(cfg, load_splits(cfg, source.input_kind), source)
+    return cfg, f"method auto -> {cfg.method.name} in every run, as a fit on all the data chooses: {why}"
 
 
 def _choose_freeze_layers(cfg: Config, splits: Splits, model: TaskModel, notes: list[str]) -> Config:

@@ -29,13 +29,23 @@ IMAGE_FREEZE_MAX_PER_CLASS_GPU = 64  # on a GPU, an image body trains from this 
 FREEZE_BOTTOM_MAX_EXAMPLES = 2_000  # freeze_layers=auto: a text classifier's bottom half stays frozen up to here
 
 
-def choose_method(task, targets: list, input_kind: str, gpu: bool, pretrained: bool = True) -> tuple[str, str]:
+def choose_method(task, targets: list, input_kind: str, gpu: bool, pretrained: bool = True,
+                  augmenting: bool = False) -> tuple[str, str]:
     """The method for this run and why, in words.
 
     task: the run's task (its name, level and labels); targets: the training targets; input_kind: "text",
     "image" or "vector"; gpu: whether the run trains on a GPU; pretrained: the body starts from trained weights
-    (false for a new MLP).
+    (false for a new MLP); augmenting: the run augments or mixes its inputs, which only a body that trains at
+    every step sees (fewshot and freeze cache the body's outputs).
     """
+    name, why = _by_data(task, targets, input_kind, gpu, pretrained)
+    if augmenting and name in ("fewshot", "freeze"):
+        return "full", (f"{why}; but the run augments its inputs (data.augment, data.mixup or data.cutmix), which "
+                        f"{name} would compute once and cache, so the whole model trains")
+    return name, why
+
+
+def _by_data(task, targets: list, input_kind: str, gpu: bool, pretrained: bool) -> tuple[str, str]:
     hardware = "a GPU" if gpu else "a CPU"
     classified = getattr(task, "labels", None) is not None and task.name != "multilabel_classification"
     if input_kind == "vector":
