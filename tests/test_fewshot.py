@@ -9,6 +9,7 @@ import sys
 from collections import Counter
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -180,6 +181,18 @@ def test_fewshot_refuses_a_task_it_cannot_pair(tiny_overrides, tmp_path):
         f"data.train={train}", "task.name=regression", "method.name=fewshot"]
     with pytest.raises(StropError, match="fewshot is for classifying texts"):
         strop.fit(None, overrides)
+    assert not (tmp_path / "run").exists()
+
+
+def test_groups_without_pairs_of_one_class_or_validation_of_one_class_are_refused(tiny_overrides, tmp_path):
+    train, dev = _fewshot_data(tmp_path)
+    one_class = write_csv(tmp_path / "one.csv", [r for r in pd.read_csv(dev).itertuples(index=False)
+                                                 if r.label == "sport"])
+    base = [o for o in tiny_overrides if not o.startswith("data.")] + [f"data.train={train}", "method.name=fewshot"]
+    with pytest.raises(StropError, match=r"train.batch_size=2 leaves no pair of one class: use 4 or more"):
+        strop.fit(None, base + [f"data.validation={dev}", "train.batch_size=2"])
+    with pytest.raises(StropError, match=r"data.validation \(.*one.csv\) holds \d+ example\(s\) of one class"):
+        strop.fit(None, base + [f"data.validation={one_class}"])
     assert not (tmp_path / "run").exists()
 
 

@@ -268,6 +268,21 @@ def check_supported(model: nn.Module, task: Task) -> None:
                          f"pair_classification), not {task.name}: use method.name=full or freeze")
 
 
+def check_groups(batch_size: int, val_features: list[dict], validation_file: str | None) -> None:
+    """Raises StropError where the contrastive stage could not learn or measure anything: groups too small to
+    hold two examples of one class (no positive pair), or validation examples of one class (no negative pair)."""
+    if batch_size < 4:
+        raise StropError(f"method.name=fewshot trains on groups of train.batch_size examples, two or more of each "
+                         f"class in a group; train.batch_size={batch_size} leaves no pair of one class: use 4 or "
+                         "more (the default is 16)")
+    classes = {f["labels"] for f in val_features}
+    if len(classes) < 2:
+        where = f"data.validation ({validation_file})" if validation_file else "the validation split"
+        raise StropError(f"method.name=fewshot validates its contrastive stage on pairs of validation examples of "
+                         f"different classes, and {where} holds {len(val_features)} example(s) of one class: give "
+                         "validation examples of at least two classes, or use method.name=full")
+
+
 @METHODS.register("fewshot")
 class FewShot(Method):
     """The contrastive stage (`before_training`), then the head on the tuned body, frozen and cached."""
@@ -310,6 +325,7 @@ class FewShot(Method):
         from strop.train.loop import train
 
         batch = int(cfg.train.batch_size)
+        check_groups(batch, val_features, cfg.data.validation)
         train_groups = groups_of(train_features, batch, self.cfg.pairs_per_example * len(train_features),
                                  cfg.train.seed)
         val_budget = min(VALIDATION_PAIRS_MAX, VALIDATION_PAIRS_PER_EXAMPLE * len(val_features))
