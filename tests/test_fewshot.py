@@ -143,6 +143,8 @@ def test_fit_then_load_and_predict(tiny_overrides, tiny_model_dir, tmp_path):
     assert not (run / "contrastive" / "checkpoints").exists()  # superseded by the saved body
     summary = json.loads((run / "summary.json").read_text())
     assert summary["validation"]["accuracy"] > 0.6  # chance is 1/3
+    assert summary["stage_train_seconds"] == stage["train_seconds"] > 0  # the contrastive stage is training time
+    assert summary["train_seconds"] > stage["train_seconds"]
     # The saved body is the tuned one, the same as the resume copy, and unlike the pretrained one.
     saved = load_file(run / "model" / "model.safetensors")
     tuned = load_file(run / "checkpoints" / "contrastive_body" / "model.safetensors")

@@ -18,6 +18,7 @@ positive and negative pairs weigh half each in the loss, however many of each a 
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from collections.abc import Sequence
@@ -291,9 +292,10 @@ class FewShot(Method):
     caches_body = True  # the head stage trains on the tuned body's cached outputs
 
     def before_training(self, model, task: Task, train_features: list[dict], val_features: list[dict],
-                        collate, cfg, run, accelerator) -> None:
+                        collate, cfg, run, accelerator) -> float:
         """The contrastive stage, in the loop, in the run's contrastive/ folder; on resume, skipped where it
         completed (its tuned body is loaded from checkpoints/contrastive_body/) and continued where not.
+        Returns the stage's training seconds (from its summary, so also where a resumed run skipped it).
 
         Raises:
             StropError: the run is not a classification of texts.
@@ -314,6 +316,8 @@ class FewShot(Method):
         if show:
             print(f"head: starts from a logistic regression on the tuned embeddings (training accuracy "
                   f"{fitted:.3f}); the head stage fine-tunes it")
+        summary = run.root / "contrastive" / "summary.json"
+        return json.loads(summary.read_text(encoding="utf-8"))["train_seconds"] if summary.is_file() else 0.0
 
     def contrastive_stage(self, encoder: PairEncoder, train_features: list[dict], val_features: list[dict],
                           collate, cfg, run, accelerator, show: bool) -> None:
