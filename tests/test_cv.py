@@ -46,6 +46,27 @@ def test_too_few_examples_of_a_class_is_refused_with_the_fix():
         fold_indices(["a"] * 10 + ["b"], 2, seed=0)
 
 
+def test_folds_whose_runs_could_not_split_off_a_validation_set_are_refused_before_any_run():
+    with pytest.raises(StropError, match="every example has the label 'a'"):
+        fold_indices(["a"] * 10, 2, seed=0)
+    # 2 of 'b' in 2 folds: each fold trains on 1, and its run cannot split a validation set off 1
+    with pytest.raises(StropError, match=r"class 'b' has 2 examples, so a fold trains on 1.*add examples of it, or "
+                                         r"give data.validation=FILE"):
+        fold_indices(["a"] * 10 + ["b"] * 2, 2, seed=0, inner_split=True)
+    # 3 of 'b': in 2 folds one trains on 1; in 3 folds every fold trains on 2
+    with pytest.raises(StropError, match="use --folds 3 or more"):
+        fold_indices(["a"] * 10 + ["b"] * 3, 2, seed=0, inner_split=True)
+    assert len(fold_indices(["a"] * 10 + ["b"] * 3, 3, seed=0, inner_split=True)) == 3
+    assert len(fold_indices(["a"] * 10 + ["b"] * 2, 2, seed=0)) == 2  # a validation file: nothing to split
+
+
+def test_a_label_that_a_fold_holds_out_of_training_is_refused_for_label_sets():
+    sets = [["a"], ["b"], ["a", "b"], ["c"]] * 5 + [["a", "e"]]  # 'e' once: one fold's model never sees it
+    with pytest.raises(StropError, match=r"fold \d holds every example of label\(s\) e out of its training rows"):
+        fold_indices(sets, 3, seed=0)
+    assert len(fold_indices(sets[:-1], 3, seed=0)) == 3
+
+
 def test_summary_mean_std_and_t_interval():
     s = summarise([1.0, 2.0, 3.0])
     assert s["mean"] == 2.0 and s["std"] == 1.0 and s["n"] == 3

@@ -25,12 +25,16 @@ from strop.runs import atomic_write_json
 CV_FILE = "cv.json"
 
 
-def fold_indices(targets: list, folds: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+def fold_indices(targets: list, folds: int, seed: int,
+                 inner_split: bool = False) -> list[tuple[np.ndarray, np.ndarray]]:
     """(training rows, held-out rows) of each fold, shuffled with `seed`: stratified by class where every
     target is one label (a string), else plain k-fold. The held-out parts are disjoint and cover every row.
+    inner_split: each fold's run splits a validation set off its training rows (no data.validation), which
+    needs two of every class there.
 
     Raises:
-        StropError: fewer examples than folds, or a class with fewer examples than folds.
+        StropError: fewer examples than folds; one class; a class with fewer examples than folds, or too few
+            left in a fold's training rows to split; a label (multi-label) a fold holds out of training.
     """
     from sklearn.model_selection import KFold, StratifiedKFold
 
@@ -40,17 +44,36 @@ def fold_indices(targets: list, folds: int, seed: int) -> list[tuple[np.ndarray,
     stratified = all(isinstance(t, str) for t in targets)
     if stratified:
         counts = pd.Series(targets).value_counts()
+        if len(counts) < 2:
+            raise StropError(f"every example has the label '{counts.index[0]}': a classifier needs examples of at "
+                             "least two classes")
         fewest = int(counts.min())
         if fewest < folds:
             fix = (f"use --folds {fewest} or fewer, or add examples" if fewest >= 2 else
                    "cross-validation needs at least 2 a class: add examples of it, or drop it from the data")
             raise StropError(f"--folds {folds}: class '{counts.idxmin()}' has only {fewest} "
                              f"example{'s' if fewest > 1 else ''}, too few to appear in every fold; {fix}")
+        kept = fewest - math.ceil(fewest / folds)  # the fewest a fold's training rows hold of that class
+        if inner_split and kept < 2:
+            enough = [k for k in range(folds, fewest + 1) if fewest - math.ceil(fewest / k) >= 2]
+            fix = f"use --folds {enough[0]} or more" if enough else "add examples of it"
+            raise StropError(f"--folds {folds}: class '{counts.idxmin()}' has {fewest} examples, so a fold trains on "
+                             f"{kept}, and its run splits a validation set off them, which needs 2: {fix}, or give "
+                             "data.validation=FILE for every run to validate on")
         splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
     else:
         splitter = KFold(n_splits=folds, shuffle=True, random_state=seed)
     index = np.arange(len(targets))
-    return list(splitter.split(index, targets if stratified else None))
+    plan = list(splitter.split(index, targets if stratified else None))
+    if targets and isinstance(targets[0], (list, tuple)):  # label sets: each must be trained on in every fold
+        for k, (train_rows, held_out) in enumerate(plan, start=1):
+            trained = {label for i in train_rows for label in targets[i]}
+            missing = sorted({label for i in held_out for label in targets[i]} - trained)
+            if missing:
+                raise StropError(f"--folds {folds}: fold {k} holds every example of label(s) {', '.join(missing)} "
+                                 "out of its training rows, so its model could not predict them: add examples of "
+                                 "them, or use fewer folds")
+    return plan
 
 
 def summarise(values: list[float], bounds: tuple[float, float] = (-math.inf, math.inf)) -> dict:
@@ -162,7 +185,8 @@ def cross_validate(config=None, overrides: list[str] = (), folds: int = 5, seeds
     seed_values = [cfg.train.seed + i for i in range(seeds)]
     if folds >= 2:
         frame, targets = read_training_table(cfg)
-        plans = {seed: fold_indices(targets, folds, seed) for seed in seed_values}  # checked before any run
+        plans = {seed: fold_indices(targets, folds, seed, inner_split=cfg.data.validation is None)
+                 for seed in seed_values}  # checked before any run
         cfg, method_note = method_for_all_of(cfg)
         cfg, note = freeze_layers_for_all_of(cfg, len(targets))
         for said in (method_note, note):
@@ -196,6 +220,8 @@ def cross_validate(config=None, overrides: list[str] = (), folds: int = 5, seeds
     except BaseException:
         if not result["runs"]:
             shutil.rmtree(out, ignore_errors=True)  # nothing measured: leave nothing behind
+        elif not keep_runs:
+            shutil.rmtree(out / "runs", ignore_errors=True)  # what was measured stays in cv.json; no run was asked
         raise
     if not keep_runs:
         shutil.rmtree(out / "runs", ignore_errors=True)  # the runs' index (index.sqlite) goes with them
