@@ -108,3 +108,16 @@ def test_split_refuses_singleton_class(tmp_path):
     path.write_text("text,label\n" + "".join(f"t{i},a\n" for i in range(10)) + "lone,b\n")
     with pytest.raises(StropError, match="class 'b' has only one example"):
         split_stratified(_load(path), 0.2, seed=0)
+
+
+def test_a_byte_order_mark_is_no_part_of_the_first_token_or_line(tmp_path):
+    from strop.data.conll import read_conll, read_tagged_jsonl
+    from strop.pretrain import read_lines
+
+    (tmp_path / "ner.conll").write_text("EU B-ORG\nrejects O\n\nPeter B-PER\n", encoding="utf-8-sig")
+    sentences, tags = read_conll(tmp_path / "ner.conll", -1, "data.train")
+    assert sentences[0][0] == "EU" and tags[0][0] == "B-ORG"
+    (tmp_path / "ner.jsonl").write_text('{"tokens": ["EU"], "tags": ["B-ORG"]}\n', encoding="utf-8-sig")
+    assert read_tagged_jsonl(tmp_path / "ner.jsonl", "tokens", "tags", "data.train")[0] == [["EU"]]
+    (tmp_path / "domain.txt").write_text("first text\nsecond text\n", encoding="utf-8-sig")
+    assert read_lines(tmp_path / "domain.txt")[0] == "first text"

@@ -43,7 +43,8 @@ def read_lines(path: str | Path, what: str = "--data", at_least: int = 2,
     if not path.is_file():
         raise StropError(f"{what} {path}: no such file; give a text file with one text per line")
     try:
-        lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+        # utf-8-sig: a byte-order mark (as Notepad writes) is no part of the first text
+        lines = [line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines()]
     except UnicodeDecodeError as error:
         raise StropError(f"{what} {path} is not UTF-8 text ({error}); convert it to UTF-8") from None
     lines = [line for line in lines if line]

@@ -21,8 +21,8 @@ def read_conll(path: str | Path, tag_column: int, what: str, with_tags: bool = T
             (the message names the line number and both counts).
     """
     path = check_readable(Path(path), what)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+    try:  # utf-8-sig: a byte-order mark is no part of the first token
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
     except UnicodeDecodeError as error:
         raise StropError(f"{what}: {path} is not valid UTF-8 (byte {error.start}): re-save it as UTF-8") from None
     sentences, tags, tokens, current, width = [], [], [], [], None
@@ -65,7 +65,7 @@ def read_tagged_jsonl(path: str | Path, tokens_key: str, tags_key: str, what: st
     path = check_readable(Path(path), what)
     sentences, tags = [], []
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
     except UnicodeDecodeError as error:
         raise StropError(f"{what}: {path} is not valid UTF-8 (byte {error.start}): re-save it as UTF-8") from None
     for number, line in enumerate(lines, start=1):
