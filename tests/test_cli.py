@@ -187,6 +187,18 @@ def test_fit_predict_evaluate(tiny_overrides, text_data, tmp_path, capsys, monke
     assert main(["evaluate", str(run), "--data", str(text_data["dev"])]) == 0
     assert "confusion matrix" in capsys.readouterr().out
 
+    # a file whose columns are named otherwise: the fix is the command's own option, not a config key
+    renamed = tmp_path / "renamed.csv"
+    pd.read_csv(text_data["dev"]).rename(columns={"text": "sentence", "label": "gold"}).to_csv(renamed, index=False)
+    assert main(["evaluate", str(run), "--data", str(renamed)]) == 2
+    assert "Name the right one with --text-column <column>" in capsys.readouterr().err
+    assert main(["evaluate", str(run), "--data", str(renamed), "--text-column", "sentence"]) == 2
+    assert "Name the right one with --label-column <column>" in capsys.readouterr().err
+    assert main(["predict", str(run), "--input", str(renamed)]) == 2
+    assert "Name the right one with --text-column <column>" in capsys.readouterr().err
+    assert main(["evaluate", str(run), "--data", str(renamed), "--text-column", "sentence",
+                 "--label-column", "gold"]) == 0
+
 
 def test_predict_and_evaluate_errors(tiny_overrides, tmp_path, capsys):
     assert main(["predict", str(tmp_path), "--text", "x"]) == 2

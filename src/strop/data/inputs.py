@@ -12,10 +12,17 @@ import pandas as pd
 from strop.errors import StropError
 
 
+# The files of `strop evaluate --data` and `strop predict --input` name their columns with options of their own
+COLUMN_OPTIONS = {("--data", "label_column"): "--label-column", ("--data", "text_column"): "--text-column",
+                  ("--input", "text_column"): "--text-column"}
+
+
 def require_column(frame: pd.DataFrame, column: str, path: str | Path, what: str, key: str) -> None:
     if column not in frame.columns:
+        option = COLUMN_OPTIONS.get((what, key))
+        fix = f"{option} <column>" if option else f"data.{key}=<column>"
         raise StropError(f"{what}: column '{column}' not found in {Path(path).name}; columns found: "
-                         f"{', '.join(map(str, frame.columns))}. Name the right one with data.{key}=<column>")
+                         f"{', '.join(map(str, frame.columns))}. Name the right one with {fix}")
 
 
 def clean_strings(column: pd.Series, path: str | Path, what: str) -> list[str | None]:
