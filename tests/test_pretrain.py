@@ -8,6 +8,7 @@ import sys
 
 import pytest
 import torch
+import yaml
 from safetensors.torch import load_file
 
 import strop
@@ -94,7 +95,10 @@ def test_an_mlp_autoencoder_pretrains_and_fit_starts_from_its_body(tmp_path):
 
     labelled = _rows(tmp_path / "labelled.csv", 80, 2, labelled=True)
     run = strop.fit(None, [f"model.name={pre / 'model'}", f"data.train={labelled}", f"output_dir={tmp_path / 'fit'}",
-                           "method.name=freeze", "train.epochs=3", "train.quiet=true"])
+                           "method.name=freeze", "train.epochs=3", "train.quiet=true",
+                           "model.hidden=[4]", "model.activation=tanh"])  # the saved MLP's shape wins ...
+    recorded = yaml.safe_load((run / "config.yaml").read_text())["model"]
+    assert recorded["hidden"] == [32, 8] and recorded["activation"] == "relu"  # ... and config.yaml says so
     before, after = load_file(pre / "model" / "model.safetensors"), load_file(run / "model" / "model.safetensors")
     body = [k for k in before if k.startswith("body.")]
     assert body and all(torch.equal(before[k], after[k]) for k in body)  # the pretrained body, kept frozen

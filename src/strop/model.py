@@ -203,8 +203,8 @@ def _from_run(source: Source, task: Task, cfg, notes: list[str]) -> tuple[TaskMo
         if kind == "image":
             notes += body.configure(cfg)  # data.image_size, data.augment
         else:
-            notes.append(f"the MLP {list(body.hidden)} of {folder} (model.hidden and the input standardisation "
-                         "come from it)")
+            notes.append(f"the MLP {list(body.hidden)}, {body.activation}, of {folder} (model.hidden, "
+                         "model.activation and the input standardisation come from it)")
     if reuse:
         model.new_parameters = set()
     return model, task, notes
