@@ -7,6 +7,7 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
+import yaml
 
 import strop
 from strop.cli import main
@@ -61,6 +62,12 @@ def test_distill_writes_a_normal_run_of_the_smaller_student(teacher, tmp_path, c
     predictor = strop.load(output)
     assert predictor.labels == ["negative", "positive"]
     assert predictor.predict(["great fun film"])[0] in ("negative", "positive")
+    # the model it started from stays with the run, and config.yaml re-runs it (a plain fit from that start)
+    start = output / "student_start"
+    assert yaml.safe_load((output / "config.yaml").read_text())["model"]["name"] == str(start)
+    assert json.loads((start / "config.json").read_text())["num_hidden_layers"] == 1
+    again = strop.fit(str(output / "config.yaml"), [f"output_dir={tmp_path / 'again'}", "train.quiet=true"])
+    assert (again / "model" / "model.safetensors").is_file()
     with pytest.raises(StropError, match="--alpha"):
         distill(teacher, [f"output_dir={tmp_path / 'x'}"], layers=1, alpha=1.5)
     assert not (tmp_path / "x").exists()

@@ -19,6 +19,8 @@ folder, checkpoints, resume). Sentence-level classification only (text and pair 
 from __future__ import annotations
 
 import copy
+import json
+import shutil
 import tempfile
 from dataclasses import fields
 from pathlib import Path
@@ -31,6 +33,7 @@ from torch import nn
 from strop.errors import StropError
 
 DISTILLABLE = ("text_classification", "pair_classification")
+START_FOLDER = "student_start"  # in the student's run: the shrunk teacher it started from
 
 
 def distill(teacher_run: str | Path, overrides: list[str] = (), layers: int = 3, temperature: float = 2.0,
@@ -63,14 +66,37 @@ def distill(teacher_run: str | Path, overrides: list[str] = (), layers: int = 3,
     teacher_model = merged_copy(teacher.model)
     cfg = load_config(config_file, ["train.resume=false", "method.name=full", "output_dir=null", *overrides])
     with tempfile.TemporaryDirectory(prefix="strop-student-") as tmp:
-        if not any(o.startswith("model.name=") for o in overrides):
+        shrunk = not any(o.startswith("model.name=") for o in overrides)
+        if shrunk:
             student = shrink(teacher_model, layers)
             save_model(Path(tmp) / "student", student, teacher.task, {**teacher.info, "method": "full"})
             cfg = load_config(cfg, [f"model.name={Path(tmp) / 'student'}"])
         pool = (read_unlabeled(unlabeled, cfg.data, TASKS.get(teacher.task.name), "text", "--unlabeled")[1]
                 if unlabeled is not None else [])
         soft = SoftTargets(teacher_model, temperature, alpha, pool)
-        return fit(cfg, adapt_task=soft.wrap)
+        run = fit(cfg, adapt_task=soft.wrap)
+        if shrunk:
+            keep_student_start(run, Path(tmp) / "student")
+        return run
+
+
+def keep_student_start(run: Path, start: Path) -> None:
+    """Moves the shrunk teacher the student started from into the run (student_start/), and points the run's
+    config.yaml and model at it, where they named the temporary folder that is about to go: the run then
+    says, as every run does, which model it started from."""
+    from strop.config import load_config
+    from strop.index import record_run
+    from strop.runs import atomic_write_json, atomic_write_text
+
+    kept = run / START_FOLDER
+    shutil.move(str(start), kept)
+    config = load_config(run / "config.yaml", [f"model.name={kept}"])
+    atomic_write_text(run / "config.yaml", config.to_yaml(), "the run's config")
+    info_file = run / "model" / "strop.json"
+    info = json.loads(info_file.read_text(encoding="utf-8"))
+    info["base_model"] = str(kept)
+    atomic_write_json(info_file, info, "the model's description")
+    record_run(run, "complete")  # the runs index shows the model from config.yaml
 
 
 def shrink(model: nn.Module, keep: int) -> nn.Module:
