@@ -186,6 +186,41 @@ def test_fewshot_refuses_a_task_it_cannot_pair(tiny_overrides, tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+def test_pair_similarities_give_the_same_gradients_every_time():
+    from types import SimpleNamespace
+
+    from strop.methods.fewshot import PairEncoder
+
+    class Table(torch.nn.Module):  # a body whose embeddings are its parameters
+        def __init__(self):
+            super().__init__()
+            self.vectors = torch.nn.Parameter(torch.randn(16, 384, generator=torch.Generator().manual_seed(0)))
+
+        def forward(self, level, **inputs):
+            return self.vectors
+
+    encoder = PairEncoder(SimpleNamespace(body=Table(), level="sequence", head=SimpleNamespace()))
+    first, second = torch.triu_indices(16, 16, 1)  # every example in 15 pairs: its gradient sums 15 parts
+    grads = []
+    for _ in range(10):
+        encoder.zero_grad()
+        ((encoder(first, second) - 0.5) ** 2).mean().backward()
+        grads.append(encoder.body.vectors.grad.clone())
+    assert all(torch.equal(grads[0], g) for g in grads)  # summed in one order every time
+
+
+def test_the_same_seed_gives_the_same_contrastive_stage(tiny_overrides, tmp_path):
+    train, dev = _fewshot_data(tmp_path)
+    runs = [strop.fit(None, [o for o in tiny_overrides if not o.startswith("output_dir")] + [
+        f"data.train={train}", f"data.validation={dev}", "method.name=fewshot", "method.pairs_per_example=24",
+        "method.pair_lr=1e-3", "model.pooling=mean", "train.epochs=1", f"output_dir={tmp_path / str(i)}"])
+        for i in range(2)]
+    stages = [(run / "contrastive" / "metrics.jsonl").read_text() for run in runs]
+    bodies = [load_file(run / "checkpoints" / "contrastive_body" / "model.safetensors") for run in runs]
+    assert json.loads(stages[0])["train_loss"] == json.loads(stages[1])["train_loss"]
+    assert all(torch.equal(bodies[0][k], bodies[1][k]) for k in bodies[0])
+
+
 def test_groups_without_pairs_of_one_class_or_validation_of_one_class_are_refused(tiny_overrides, tmp_path):
     train, dev = _fewshot_data(tmp_path)
     one_class = write_csv(tmp_path / "one.csv", [r for r in pd.read_csv(dev).itertuples(index=False)

@@ -176,7 +176,12 @@ class PairEncoder(nn.Module):
 
     def forward(self, first: torch.Tensor, second: torch.Tensor, **inputs: torch.Tensor) -> torch.Tensor:
         vectors = self.embed(**inputs).float()  # (distinct examples, hidden)
-        return F.cosine_similarity(vectors[first], vectors[second], dim=-1)  # (pairs,)
+        # Rows gathered by index (vectors[first]) add up their gradients in an order that varies from run to run
+        # on a CPU's threads, so the same seed gave other numbers; gathered by a one-hot matrix product, whose
+        # backward is a matrix product too, a run repeats exactly.
+        pick = F.one_hot(torch.stack([first, second]), len(vectors)).to(vectors.dtype)  # (2, pairs, examples)
+        one, other = pick @ vectors  # (pairs, hidden) each
+        return F.cosine_similarity(one, other, dim=-1)  # (pairs,)
 
 
 def balanced_mean(values, same):
