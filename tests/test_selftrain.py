@@ -67,6 +67,41 @@ def test_rounds_stop_where_no_pseudo_label_reaches_the_threshold(tiny_overrides,
     assert not (tmp_path / "run" / "round-1").exists()
 
 
+def test_an_interrupted_self_training_continues_and_keeps_its_completed_rounds(tiny_overrides, tmp_path,
+                                                                               monkeypatch):
+    import strop.selftrain as selftrain
+
+    train = write_csv(tmp_path / "few.csv", make_texts(60, seed=5))
+    pool = write_csv(tmp_path / "pool.csv", make_texts(40, seed=6))
+    overrides = [o for o in tiny_overrides if not o.startswith(("data.train", "train.epochs"))] + [
+        f"data.train={train}", f"data.unlabeled={pool}", "data.pseudo_label_threshold=0.5", "train.epochs=2"]
+    uninterrupted = strop.fit(None, [o for o in overrides if not o.startswith("output_dir")]
+                              + [f"output_dir={tmp_path / 'whole'}"])
+    fit, calls = selftrain._round, []
+
+    def interrupted_in_round_1(cfg, folder, on_epoch):
+        calls.append(folder.name)
+        if folder.name == "round-1":
+            raise KeyboardInterrupt
+        return fit(cfg, folder, on_epoch)
+
+    monkeypatch.setattr(selftrain, "_round", interrupted_in_round_1)
+    with pytest.raises(KeyboardInterrupt):
+        strop.fit(None, overrides)
+    monkeypatch.undo()
+    assert calls == ["round-0", "round-1"]
+    with pytest.raises(StropError, match="or continue an interrupted self-training there with train.resume=true"):
+        strop.fit(None, overrides)
+    round_0 = (tmp_path / "run" / "round-0" / "summary.json").read_text()
+    run = strop.fit(None, overrides + ["train.resume=true"])
+    assert (tmp_path / "run" / "round-0" / "summary.json").read_text() == round_0  # kept, not trained again
+    done = json.loads((tmp_path / "run" / "self_training.json").read_text())["rounds"]
+    whole = json.loads((tmp_path / "whole" / "self_training.json").read_text())["rounds"]
+    assert run == tmp_path / "run" / "round-1" and [r["pseudo_labels"] for r in done] == [
+        r["pseudo_labels"] for r in whole]
+    assert done[1]["validation"] == whole[1]["validation"]  # as the uninterrupted self-training
+
+
 def test_self_training_refuses_other_tasks_and_bad_settings(tiny_overrides, tmp_path):
     with pytest.raises(StropError, match="pseudo_label_threshold"):
         strop.fit(None, tiny_overrides + ["data.unlabeled=x.csv", "data.pseudo_label_threshold=1.5"])

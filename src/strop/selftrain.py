@@ -11,6 +11,7 @@ used, per class, and their accuracy where the pool file has labels too (they are
 
 from __future__ import annotations
 
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -52,7 +53,6 @@ def self_train(cfg, on_epoch=None) -> Path:
             folder that already holds files.
     """
     from strop.data.tables import read_table
-    from strop.fit import fit
     from strop.predict import load
     from strop.tasks import TASKS
 
@@ -65,14 +65,21 @@ def self_train(cfg, on_epoch=None) -> Path:
     if d.train is None:
         raise StropError("data.train is not set: self-training starts from labelled data")
     out = Path(cfg.output_dir) if cfg.output_dir is not None else Path(default_run_name())
-    if out.exists() and any(out.iterdir()):
-        raise StropError(f"output_dir {out} already holds files: choose another output_dir")
+    if cfg.train.resume and cfg.output_dir is None:
+        raise StropError("train.resume=true needs output_dir=<the self-training folder to continue>")
+    if out.exists() and any(out.iterdir()) and not cfg.train.resume:
+        raise StropError(f"output_dir {out} already holds files: choose another output_dir, or continue an "
+                         "interrupted self-training there with train.resume=true")
     pool_frame, pool = read_unlabeled(d.unlabeled, d, task_cls, resolve_source(cfg.model.name).input_kind,
                                       "data.unlabeled")
     labelled = read_table(d.train, "data.train")
     base = replace(cfg, data=replace(d, unlabeled=None))
     report = {"threshold": d.pseudo_label_threshold, "pool": len(pool_frame), "rounds": []}
-    run = fit(replace(base, output_dir=str(out / "round-0")), on_epoch=on_epoch)
+    try:
+        run = _round(base, out / "round-0", on_epoch)
+    except KeyboardInterrupt:
+        _say_how_to_continue(out)
+        raise
     report["rounds"].append({"round": 0, "run": str(run), "pseudo_labels": 0, "validation": _validation(run)})
     for r in range(1, d.self_training_rounds + 1):
         predictor = load(run)
@@ -99,8 +106,11 @@ def self_train(cfg, on_epoch=None) -> Path:
         if known:
             entry["pseudo_label_accuracy"] = float(np.mean([g == t for g, t in known]))
             entry["pseudo_labels_with_known_label"] = len(known)
-        run = fit(replace(base, data=replace(base.data, train=str(train_file)), output_dir=str(out / f"round-{r}")),
-                  on_epoch=on_epoch)
+        try:
+            run = _round(replace(base, data=replace(base.data, train=str(train_file))), out / f"round-{r}", on_epoch)
+        except KeyboardInterrupt:
+            _say_how_to_continue(out)
+            raise
         entry.update(run=str(run), validation=_validation(run))
         report["rounds"].append(entry)
         atomic_write_json(out / REPORT_FILE, report, "the self-training report")
@@ -113,6 +123,24 @@ def self_train(cfg, on_epoch=None) -> Path:
                   f"(per class: {per_class}; as many of each class that has any){right}; the model is in {run}")
     atomic_write_json(out / REPORT_FILE, report, "the self-training report")
     return run
+
+
+def _round(cfg, folder: Path, on_epoch) -> Path:
+    """One round's run in `folder`. With train.resume=true (the self-training continued), a round that completed
+    is kept as it is, and one that was interrupted continues from its checkpoint; the pseudo-labels a round
+    trains on are drawn again from the round before, the same as before, as its model is the same."""
+    from strop.fit import fit
+    from strop.runs import RunDir
+
+    if cfg.train.resume and RunDir(folder).is_complete():
+        return folder
+    resume = cfg.train.resume and RunDir(folder).config.is_file()
+    return fit(replace(cfg, output_dir=str(folder), train=replace(cfg.train, resume=resume)), on_epoch=on_epoch)
+
+
+def _say_how_to_continue(out: Path) -> None:
+    print(f"self-training interrupted; continue it with the same command and output_dir={out} train.resume=true "
+          "(the rounds that completed are kept)", file=sys.stderr)
 
 
 def pool_labels(rows: pd.DataFrame, column: str, path) -> list[str | None]:
