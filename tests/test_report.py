@@ -182,8 +182,12 @@ def test_vector_runs_get_a_report(kind, tmp_path):
     run = strop.fit(None, ["model.name=mlp", f"task.name={task}", f"data.train={tmp_path / 'train.csv'}",
                            f"data.validation={tmp_path / 'dev.csv'}", "data.label_column=y", "train.quiet=true",
                            "train.epochs=3", f"output_dir={tmp_path / 'run'}"])
-    checker = check_self_contained((run / "report.html").read_text())
+    page = (run / "report.html").read_text()
+    checker = check_self_contained(page)
     assert sections(task) <= checker.ids
+    if kind == "regression":  # errors, not misclassifications, and in the target's units
+        assert '<h2 id="worst">Largest errors</h2>' in page and "in the target's units" in page
+        assert "misclassified" not in page
     data = json.loads((run / "data_summary.json").read_text())
     assert data["input"] == "vector" and data["features"] == 3 and "lengths" not in data
 

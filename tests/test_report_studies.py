@@ -145,6 +145,23 @@ def test_strop_report_rebuilds_a_search_folder_and_refuses_an_unknown_one(tmp_pa
     assert "no complete run" in capsys.readouterr().err and not (tmp_path / "report.html").exists()
 
 
+def test_a_cv_report_claims_agreement_only_for_scores_with_a_rule_of_thumb(tmp_path):
+    from strop.cv import summarise
+
+    spread = {(1, 1): 40.0, (1, 2): 80.0, (2, 1): 41.0, (2, 2): 79.0}  # an rmse, folds far apart
+    result = cv_result(spread, folds=2)
+    for run in result["runs"]:
+        run["metrics"] = {"rmse": run["metrics"].pop("accuracy")}
+    result.update(summary={"rmse": summarise(list(spread.values()))}, config={"task": {"name": "regression"}})
+    (tmp_path / "cv.json").write_text(json.dumps(result))
+    page = write_folder_report(tmp_path).read_text()
+    assert "agree within the rule of thumb" not in page and "no rule of thumb" in page
+    accuracy = tmp_path / "accuracy"
+    accuracy.mkdir()
+    (accuracy / "cv.json").write_text(json.dumps(cv_result({(1, 1): 0.8, (1, 2): 0.81}, folds=2)))
+    assert "agree within the rule of thumb" in write_folder_report(accuracy).read_text()
+
+
 def test_a_cv_folder_with_no_finished_runs_gets_a_clear_message(tmp_path):
     (tmp_path / "cv.json").write_text(json.dumps({"folds": 2, "seeds": [1], "runs": []}))
     with pytest.raises(Exception, match="no finished cross-validation"):

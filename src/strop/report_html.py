@@ -385,7 +385,9 @@ def _worst(a: dict[str, Any]) -> str:
     elif kind == "regression":
         body = html_table(["input", "true", "predicted", "error"],
                       [[w["input"], w["target"], w["predicted"], w["error"]] for w in worst], numeric_from=9)
-        intro = "The validation examples with the largest errors (in standard deviations of the target)."
+        intro = ("The validation examples with the largest errors (predicted minus true, in the target's units; "
+                 "ranked by the error in standard deviations of each target, so that targets of other scales "
+                 "compare).")
     else:
         rows = []
         for w in worst:
@@ -395,7 +397,8 @@ def _worst(a: dict[str, Any]) -> str:
             rows.append(f"<tr><td>{words}</td><td class=\"num\">{w['confidence']:.4f}</td></tr>")
         body = f"<table><tr><th>sentence (wrong tags as [true→predicted])</th><th>confidence</th></tr>{''.join(rows)}</table>"
         intro = "The validation sentences with the most confident wrong tags."
-    return f'<h2 id="worst">Worst misclassified examples</h2><p>{intro}</p>{body}'
+    title = "Largest errors" if kind == "regression" else "Worst misclassified examples"
+    return f'<h2 id="worst">{title}</h2><p>{intro}</p>{body}'
 
 
 def _thumbnail(path: str, size: int = 96) -> str:

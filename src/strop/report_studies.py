@@ -299,7 +299,11 @@ def cv_page(result: dict, folder: Path) -> str:
     rows = [[r["seed"], r["fold"] or "", *[r["metrics"][n] for n in names], r.get("train_examples", ""),
              r.get("scored_examples", "")] for r in result["runs"]]
     runs = f'<h2 id="runs">Runs</h2>' + html_table(["seed", "fold", *names, "trained on", "scored on"], rows)
-    parts = [header, findings_html(cv_findings(result, metric), "Folds and seeds agree within the rule of thumb."),
+    # the rule of thumb is a spread in a score's own units (accuracy, F1, r2); an error in the target's units has none
+    agree = ("Folds and seeds agree within the rule of thumb." if metric in diagnose.BOUNDED_METRICS else
+             f"{metric} is in the target's units, for which strop has no rule of thumb on the spread of folds and "
+             "seeds: read it in the runs below.")
+    parts = [header, findings_html(cv_findings(result, metric), agree),
              scores, runs, _configuration(result.get("config") or {}, "The config every run used (each with its own "
                                           "fold and seed).")]
     return page(f"strop cv report: {folder.name}", parts, _CV_NAV)
