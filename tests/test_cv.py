@@ -67,6 +67,16 @@ def test_a_label_that_a_fold_holds_out_of_training_is_refused_for_label_sets():
     assert len(fold_indices(sets[:-1], 3, seed=0)) == 3
 
 
+def test_labels_that_look_like_amounts_get_a_hint_at_regression():
+    amounts = [str(v) for v in range(100, 130)] + ["100"]  # 30 different numbers, most once
+    with pytest.raises(StropError, match="30 different numbers: if they are amounts rather than classes, give "
+                                         "task.name=regression"):
+        fold_indices(amounts, 2, seed=0)
+    with pytest.raises(StropError) as refused:
+        fold_indices(["1", "2"] * 5 + ["3"], 2, seed=0)  # three numbered classes: classes, not amounts
+    assert "regression" not in str(refused.value)
+
+
 def test_summary_mean_std_and_t_interval():
     s = summarise([1.0, 2.0, 3.0])
     assert s["mean"] == 2.0 and s["std"] == 1.0 and s["n"] == 3

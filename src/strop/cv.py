@@ -38,6 +38,8 @@ def fold_indices(targets: list, folds: int, seed: int,
     """
     from sklearn.model_selection import KFold, StratifiedKFold
 
+    from strop.data.splits import amounts_hint
+
     if len(targets) < folds:
         raise StropError(f"--folds {folds}: the training data has only {len(targets)} examples; use --folds "
                          f"{max(2, len(targets))} or fewer")
@@ -52,7 +54,8 @@ def fold_indices(targets: list, folds: int, seed: int,
             fix = (f"use --folds {fewest} or fewer, or add examples" if fewest >= 2 else
                    "cross-validation needs at least 2 a class: add examples of it, or drop it from the data")
             raise StropError(f"--folds {folds}: class '{counts.idxmin()}' has only {fewest} "
-                             f"example{'s' if fewest > 1 else ''}, too few to appear in every fold; {fix}")
+                             f"example{'s' if fewest > 1 else ''}, too few to appear in every fold; {fix}"
+                             + amounts_hint(targets))
         kept = fewest - math.ceil(fewest / folds)  # the fewest a fold's training rows hold of that class
         if inner_split and kept < 2:
             enough = [k for k in range(folds, fewest + 1) if fewest - math.ceil(fewest / k) >= 2]

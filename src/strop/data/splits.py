@@ -26,6 +26,23 @@ def random_split(data: Examples, fraction: float, seed: int) -> tuple[Examples, 
     return data.subset(sorted(train_idx)), data.subset(sorted(val_idx))
 
 
+AMOUNTS_FROM = 10  # more distinct numeric labels than this read like amounts (a regression's targets)
+
+
+def amounts_hint(labels: list) -> str:
+    """Words to add to a message about rare classes where the labels look like amounts, not classes: all of
+    them numbers, and many distinct ones (task auto reads a label column as classes)."""
+    distinct = set(labels)
+    try:
+        [float(label) for label in distinct]
+    except (TypeError, ValueError):
+        return ""
+    if len(distinct) <= AMOUNTS_FROM:
+        return ""
+    return (f". The labels are {len(distinct)} different numbers: if they are amounts rather than classes, give "
+            "task.name=regression")
+
+
 def stratified_split(data: Examples, fraction: float, seed: int) -> tuple[Examples, Examples]:
     """Holds out `fraction` of the examples, keeping the class proportions, reproducibly for a seed.
 
@@ -37,7 +54,7 @@ def stratified_split(data: Examples, fraction: float, seed: int) -> tuple[Exampl
     if len(rare):
         raise StropError(f"data.train: class '{rare.index[0]}' has only one example in {Path(data.source).name}, "
                          "too few to split off a validation set: add examples of it or give a validation file "
-                         "with data.validation=<file>")
+                         "with data.validation=<file>" + amounts_hint(data.targets))
     n_val = max(int(round(len(data) * fraction)), len(counts))
     if len(data) - n_val < len(counts):
         raise StropError(f"data.train: {len(data)} examples are too few to hold out a validation set for "
