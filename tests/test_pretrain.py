@@ -48,6 +48,9 @@ def test_pretrain_writes_a_model_that_fit_starts_from(tiny_model_dir, tiny_overr
     run = strop.fit(None, [o for o in tiny_overrides if not o.startswith("model.name")]
                     + [f"model.name={out / 'model'}", "train.epochs=1"])
     assert json.loads((run / "model" / "strop.json").read_text())["base_model"] == str(out / "model")
+    from strop.backbones.text import resolve_model_source
+
+    assert resolve_model_source(str(out)) == str(out / "model")  # the pretrain folder itself names its model
 
 
 def test_validation_masks_are_the_same_every_epoch(tiny_model_dir):

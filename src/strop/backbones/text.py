@@ -39,6 +39,8 @@ def resolve_model_source(name: str) -> str:
         return str(BUNDLED.get(name)())
     path = Path(name).expanduser()
     if path.exists():
+        if not (path / "config.json").is_file() and (path / "model" / "config.json").is_file():
+            return str(path / "model")  # the output folder of `strop pretrain`: the model it wrote
         if not (path / "config.json").is_file():
             raise StropError(f"model.name: {path} has no config.json; point it at a Hugging Face model folder "
                              "(config.json, weights, tokenizer files) or at a strop run directory")
