@@ -52,6 +52,8 @@ def test_rounds_train_on_labels_and_pseudo_labels_and_report_them(tiny_overrides
     assert first["pseudo_label_accuracy"] > 0.5
     assert json.loads((run / "summary.json").read_text())["train_examples"] > 90
     assert len(strop.load(run).predict(["great fun"])) == 1
+    texts = ["great fun", "dull and slow"]  # the self-training folder loads as its last round's model
+    assert np.array_equal(np.stack(strop.load(out).outputs(texts)), np.stack(strop.load(run).outputs(texts)))
 
 
 def test_rounds_stop_where_no_pseudo_label_reaches_the_threshold(tiny_overrides, tmp_path):
