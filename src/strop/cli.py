@@ -85,6 +85,10 @@ def _file_inputs(args: argparse.Namespace, predictor) -> list:
 
     task = predictor.task
     columns = saved_columns(predictor.info, text_column=args.text_column)
+    if Path(args.input).suffix.lower() == ".txt":  # one text per line, as data.unlabeled and --unlabeled take
+        from strop.selftrain import read_unlabeled
+
+        return read_unlabeled(args.input, columns, type(task), predictor.model.body.kind, "--input")[1]
     if task.level == "token" and Path(args.input).suffix.lower() not in CONLL_SUFFIXES + (".jsonl",):
         # raw texts in a table column: split into words, entities with character offsets
         from strop.data.inputs import clean_strings, refuse_missing, require_column

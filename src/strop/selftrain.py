@@ -167,7 +167,7 @@ def read_unlabeled(path: str | Path, d, task_cls, input_kind: str, what: str) ->
         if input_kind != "text" or d.text_pair_column is not None:
             needed = (f"the columns {d.text_column} and {d.text_pair_column}" if input_kind == "text"
                       else "the training data's input columns")
-            kind = "text pairs" if input_kind == "text" else input_kind
+            kind = "text pairs" if input_kind == "text" else f"{input_kind}s"
             raise StropError(f"{what} {path}: a .txt file holds one text per line, and this run's inputs are "
                              f"{kind}: give a table with {needed}")
         lines = read_lines(path, what, 1, "give at least one text")
