@@ -112,7 +112,8 @@ def prepare(cfg: Config, adapt_task: Callable[[Task], Task] | None = None) -> Pr
     model, task, model_notes = build_model(source, splits.task, cfg, splits.train.inputs)
     notes += model_notes
     if source.kind == "run" and model.body.kind == "vector":  # a saved MLP's shape, whatever the config said
-        cfg = replace(cfg, model=replace(cfg.model, hidden=tuple(model.body.hidden), activation=model.body.activation))
+        body = model.body
+        cfg = replace(cfg, model=replace(cfg.model, hidden=tuple(body.hidden), activation=body.activation))
     if auto_frozen:
         cfg = _choose_freeze_layers(cfg, splits, model, notes)
     if cfg.method.freeze_layers and not METHODS.get(cfg.method.name)(cfg.method).caches_inputs:
