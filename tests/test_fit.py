@@ -226,7 +226,9 @@ def test_a_new_mlp_is_told_the_rate_all_its_parameters_train_at(tmp_path, capsys
     peak = json.loads((run / "summary.json").read_text())["peak_lr"]
     used = _history(run)[0]["lr"]
     assert used == pytest.approx(20 * peak)  # every parameter of a new MLP is new: the head's rate, 20x
-    assert f"learning rate {used:.1e} (auto:" in capsys.readouterr().out
+    said = capsys.readouterr().out
+    assert f"learning rate {used:.1e} (auto:" in said
+    assert "model: mlp (4,546 parameters)" in said  # 3*64+64 + 64*64+64 + 64*2+2: a count, not "0.00M"
 
 
 def test_missing_train_file_setting():

@@ -566,12 +566,13 @@ def _announce(cfg: Config, splits: Splits, task: Task, model: TaskModel, notes: 
     from strop.train.loop import resolve_precision
 
     trainable, total = count_parameters(model)
+    size = f"{total / 1e6:.2f}M" if total >= 10_000 else f"{total:,}"  # a small MLP is not "0.00M"
     labels = getattr(task, "labels", None)  # a classifier's output space also names its head (softmax, sigmoid)
     outputs = list(labels) if labels is not None else list(task.output_space())
     print(f"strop fit -> {run.root}\n"
           f"  task: {task.name}, {len(outputs)} {'classes' if labels is not None else 'outputs'} ({', '.join(map(str, outputs[:8]))}"
           f"{', ...' if len(outputs) > 8 else ''})\n"
           f"  data: {len(splits.train)} train / {len(splits.validation)} validation examples\n"
-          f"  model: {cfg.model.name} ({total / 1e6:.2f}M parameters), method {cfg.method.name}, "
+          f"  model: {cfg.model.name} ({size} parameters), method {cfg.method.name}, "
           f"device {accelerator.device}, training precision {resolve_precision(cfg, accelerator.device)}"
           + "".join(f"\n  {note}" for note in notes + task.notes()))
