@@ -221,6 +221,17 @@ def test_the_same_seed_gives_the_same_contrastive_stage(tiny_overrides, tmp_path
     assert all(torch.equal(bodies[0][k], bodies[1][k]) for k in bodies[0])
 
 
+def test_a_handful_of_validation_examples_is_not_validated_on_repeated_pairs(tiny_overrides, tmp_path):
+    train, dev = _fewshot_data(tmp_path)
+    two = write_csv(tmp_path / "two.csv", [r for r in pd.read_csv(dev).itertuples(index=False)
+                                           if r.label in ("sport", "food")][::4])  # one of each class
+    assert len(pd.read_csv(two)) == 2
+    run = strop.fit(None, [o for o in tiny_overrides if not o.startswith("data.")] + [
+        f"data.train={train}", f"data.validation={two}", "method.name=fewshot", "method.pairs_per_example=8",
+        "train.epochs=1"])
+    assert json.loads((run / "contrastive" / "summary.json").read_text())["validation_pairs"] == 1  # not 4
+
+
 def test_groups_without_pairs_of_one_class_or_validation_of_one_class_are_refused(tiny_overrides, tmp_path):
     train, dev = _fewshot_data(tmp_path)
     one_class = write_csv(tmp_path / "one.csv", [r for r in pd.read_csv(dev).itertuples(index=False)

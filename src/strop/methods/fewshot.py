@@ -337,7 +337,9 @@ class FewShot(Method):
         check_groups(batch, val_features, cfg.data.validation)
         train_groups = groups_of(train_features, batch, self.cfg.pairs_per_example * len(train_features),
                                  cfg.train.seed)
-        val_budget = min(VALIDATION_PAIRS_MAX, VALIDATION_PAIRS_PER_EXAMPLE * len(val_features))
+        # no more pairs than the validation examples make: with a handful, the same pairs would repeat
+        val_budget = min(VALIDATION_PAIRS_MAX, VALIDATION_PAIRS_PER_EXAMPLE * len(val_features),
+                         pairs_of_group(len(val_features)))
         val_groups = groups_of(val_features, batch, val_budget, cfg.train.seed + 1)
         size = train_groups.shape[1]
         pairs = len(train_groups) * pairs_of_group(size)
