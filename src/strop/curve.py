@@ -311,11 +311,12 @@ def learning_curve(config=None, overrides: list[str] = (), fractions: tuple[floa
             if said and not quiet:
                 print(said, flush=True)
         sizes = [max(1, int(round(f * len(pool)))) for f in fractions]
-        if len(set(sizes)) < 3:  # before any run: fractions too close for the examples there are
+        distinct = len(set(sizes))
+        if distinct < 3:  # before any run: fractions too close for the examples there are
             raise StropError(f"--fractions {','.join(f'{f:g}' for f in fractions)} of the {len(pool)} training "
-                             f"examples give {len(set(sizes))} different size{'s' if len(set(sizes)) > 1 else ''} "
-                             f"({', '.join(map(str, sizes))}); a "
-                             "learning curve needs at least three: give fractions further apart")
+                             f"examples give {distinct} different size{'s' if distinct > 1 else ''} "
+                             f"({', '.join(map(str, sizes))}); a learning curve needs at least three: give "
+                             "fractions further apart")
         seed_values = [cfg.train.seed + i for i in range(seeds)]
         plans = {seed: nested_subsets([targets[i] for i in pool], sizes, seed) for seed in seed_values}
         result = {"config": cfg.to_dict(), "metric": metric, "fractions": list(fractions), "sizes": sizes,

@@ -11,6 +11,7 @@ used, per class, and their accuracy where the pool file has labels too (they are
 
 from __future__ import annotations
 
+import json
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -75,11 +76,7 @@ def self_train(cfg, on_epoch=None) -> Path:
     labelled = read_table(d.train, "data.train")
     base = replace(cfg, data=replace(d, unlabeled=None))
     report = {"threshold": d.pseudo_label_threshold, "pool": len(pool_frame), "rounds": []}
-    try:
-        run = _round(base, out / "round-0", on_epoch)
-    except KeyboardInterrupt:
-        _say_how_to_continue(out)
-        raise
+    run = _round(base, round_folder(out, 0), on_epoch)
     report["rounds"].append({"round": 0, "run": str(run), "pseudo_labels": 0, "validation": _validation(run)})
     for r in range(1, d.self_training_rounds + 1):
         predictor = load(run)
@@ -106,11 +103,7 @@ def self_train(cfg, on_epoch=None) -> Path:
         if known:
             entry["pseudo_label_accuracy"] = float(np.mean([g == t for g, t in known]))
             entry["pseudo_labels_with_known_label"] = len(known)
-        try:
-            run = _round(replace(base, data=replace(base.data, train=str(train_file))), out / f"round-{r}", on_epoch)
-        except KeyboardInterrupt:
-            _say_how_to_continue(out)
-            raise
+        run = _round(replace(base, data=replace(base.data, train=str(train_file))), round_folder(out, r), on_epoch)
         entry.update(run=str(run), validation=_validation(run))
         report["rounds"].append(entry)
         atomic_write_json(out / REPORT_FILE, report, "the self-training report")
@@ -125,6 +118,20 @@ def self_train(cfg, on_epoch=None) -> Path:
     return run
 
 
+def round_folder(out: Path, r: int) -> Path:
+    """Where round r's run is, in the self-training folder `out`."""
+    return out / f"round-{r}"
+
+
+def last_round(out: Path) -> Path | None:
+    """The run of the last round of the self-training folder `out` (its model is the self-training's); None
+    where `out` is no self-training folder."""
+    report = out / REPORT_FILE
+    if not report.is_file():
+        return None
+    return round_folder(out, json.loads(report.read_text(encoding="utf-8"))["rounds"][-1]["round"])
+
+
 def _round(cfg, folder: Path, on_epoch) -> Path:
     """One round's run in `folder`. With train.resume=true (the self-training continued), a round that completed
     is kept as it is, and one that was interrupted continues from its checkpoint; the pseudo-labels a round
@@ -135,12 +142,12 @@ def _round(cfg, folder: Path, on_epoch) -> Path:
     if cfg.train.resume and RunDir(folder).is_complete():
         return folder
     resume = cfg.train.resume and RunDir(folder).config.is_file()
-    return fit(replace(cfg, output_dir=str(folder), train=replace(cfg.train, resume=resume)), on_epoch=on_epoch)
-
-
-def _say_how_to_continue(out: Path) -> None:
-    print(f"self-training interrupted; continue it with the same command and output_dir={out} train.resume=true "
-          "(the rounds that completed are kept)", file=sys.stderr)
+    try:
+        return fit(replace(cfg, output_dir=str(folder), train=replace(cfg.train, resume=resume)), on_epoch=on_epoch)
+    except KeyboardInterrupt:
+        print(f"self-training interrupted; continue it with the same command and output_dir={folder.parent} "
+              "train.resume=true (the rounds that completed are kept)", file=sys.stderr)
+        raise
 
 
 def pool_labels(rows: pd.DataFrame, column: str, path) -> list[str | None]:
@@ -177,6 +184,4 @@ def read_unlabeled(path: str | Path, d, task_cls, input_kind: str, what: str) ->
 
 
 def _validation(run: Path) -> dict:
-    import json
-
     return json.loads((run / "summary.json").read_text(encoding="utf-8"))["validation"]
