@@ -19,7 +19,7 @@ from strop.errors import StropError
 from strop.index import record_run
 from strop.methods import METHODS
 from strop.methods.base import count_parameters
-from strop.model import Source, TaskModel, build_model, resolve_source, save_model
+from strop.model import Source, TaskModel, build_model, outputs_of, resolve_source, save_model
 from strop.runs import RunDir, atomic_write_json, atomic_write_text, default_run_name, reporting_write_errors
 from strop.tasks import TASKS, Examples, Task, infer_task_name
 from strop.tasks.base import pad_collate
@@ -567,8 +567,7 @@ def _announce(cfg: Config, splits: Splits, task: Task, model: TaskModel, notes: 
 
     trainable, total = count_parameters(model)
     size = f"{total / 1e6:.2f}M" if total >= 10_000 else f"{total:,}"  # a small MLP is not "0.00M"
-    labels = getattr(task, "labels", None)  # a classifier's output space also names its head (softmax, sigmoid)
-    outputs = list(labels) if labels is not None else list(task.output_space())
+    labels, outputs = getattr(task, "labels", None), outputs_of(task)
     print(f"strop fit -> {run.root}\n"
           f"  task: {task.name}, {len(outputs)} {'classes' if labels is not None else 'outputs'} ({', '.join(map(str, outputs[:8]))}"
           f"{', ...' if len(outputs) > 8 else ''})\n"

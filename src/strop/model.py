@@ -137,11 +137,11 @@ def build_model(source: Source, task: Task, cfg, train_inputs: list) -> tuple[Ta
     return _from_run(source, task, cfg, notes)
 
 
-def _outputs(task) -> list:
-    """A task's outputs as a person reads them: its labels (not the head kind output_space() also compares),
-    or its targets; the first six."""
+def outputs_of(task) -> list:
+    """A task's outputs as a person reads them: a classifier's labels (not the head kind its output_space()
+    also holds, for comparing), or the targets."""
     labels = getattr(task, "labels", None)
-    return list(labels if labels is not None else task.output_space())[:6]
+    return list(labels if labels is not None else task.output_space())
 
 
 def set_dropout(body: Backbone, p: float | None) -> None:
@@ -180,7 +180,7 @@ def _from_run(source: Source, task: Task, cfg, notes: list[str]) -> tuple[TaskMo
     else:
         why = "the task differs" if previous.name != task.name else "the labels or targets differ"
         notes.append(f"starting from {folder}: its body, with a new head ({why}: {previous.name} "
-                     f"{_outputs(previous)} -> {task.name} {_outputs(task)})")
+                     f"{outputs_of(previous)[:6]} -> {task.name} {outputs_of(task)[:6]})")
     kind = info.get("backbone", "text")
     if kind == "text":
         from strop.backbones.text import TextBackbone
