@@ -56,6 +56,24 @@ def test_rounds_train_on_labels_and_pseudo_labels_and_report_them(tiny_overrides
     assert np.array_equal(np.stack(strop.load(out).outputs(texts)), np.stack(strop.load(run).outputs(texts)))
 
 
+def test_without_a_validation_file_every_round_validates_on_one_split_of_the_labelled_data(tiny_overrides,
+                                                                                           tmp_path):
+    train = write_csv(tmp_path / "few.csv", make_texts(100, seed=5))
+    pool = write_csv(tmp_path / "pool.csv", [(t, "") for t, _ in make_texts(80, seed=6)])
+    overrides = [o for o in tiny_overrides if not o.startswith(("data.train", "data.validation", "train.epochs"))] + [
+        f"data.train={train}", f"data.unlabeled={pool}", "data.pseudo_label_threshold=0.5", "train.epochs=8"]
+    run = strop.fit(None, overrides)
+    out = tmp_path / "run"
+    pseudo_labels = json.loads((out / "self_training.json").read_text())["rounds"][1]["pseudo_labels"]
+    trained_on = pd.read_parquet(out / "round-1-train.parquet")
+    assert pseudo_labels > 0 and len(trained_on) == 90 + pseudo_labels  # 10 of the 100 validate
+    validated = [[json.loads(line)["input"] for line in (out / f"round-{r}" / "validation_predictions.jsonl")
+                  .read_text().splitlines()] for r in (0, 1)]
+    assert validated[0] == validated[1] and len(validated[0]) == 10  # the same labelled examples in each round
+    assert not set(validated[0]) & set(trained_on["text"])  # none of them a pseudo-label or trained on
+    assert json.loads((run / "summary.json").read_text())["train_examples"] == len(trained_on)
+
+
 def test_rounds_stop_where_no_pseudo_label_reaches_the_threshold(tiny_overrides, tmp_path):
     train = write_csv(tmp_path / "few.csv", make_texts(40, seed=5))
     pool = write_csv(tmp_path / "pool.csv", make_texts(20, seed=6))

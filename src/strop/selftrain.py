@@ -5,7 +5,9 @@ Round 0 trains on the labelled data. Each later round predicts the unlabelled po
 model, keeps the predictions whose probability reaches data.pseudo_label_threshold, balanced across classes
 (each class at most as many as the class with the fewest confident predictions, the most confident first),
 and trains again from the pretrained model on the labelled data plus those pseudo-labels. Every round is an
-ordinary run in output_dir/round-<r>; self_training.json in output_dir says how many pseudo-labels each round
+ordinary run in output_dir/round-<r>, validated on the same labelled examples in every round (data.validation, or
+one split of data.train made before round 0, so that no round's validation holds a pseudo-label or an example an
+earlier round trained on); self_training.json in output_dir says how many pseudo-labels each round
 used, per class, and their accuracy where the pool file has labels too (they are never used for training).
 """
 
@@ -71,10 +73,17 @@ def self_train(cfg, on_epoch=None) -> Path:
     if out.exists() and any(out.iterdir()) and not cfg.train.resume:
         raise StropError(f"output_dir {out} already holds files: choose another output_dir, or continue an "
                          "interrupted self-training there with train.resume=true")
-    pool_frame, pool = read_unlabeled(d.unlabeled, d, task_cls, resolve_source(cfg.model.name).input_kind,
-                                      "data.unlabeled")
+    input_kind = resolve_source(cfg.model.name).input_kind
+    pool_frame, pool = read_unlabeled(d.unlabeled, d, task_cls, input_kind, "data.unlabeled")
     labelled = read_table(d.train, "data.train")
     base = replace(cfg, data=replace(d, unlabeled=None))
+    if d.validation is None:
+        labelled, validation = split_once(labelled, base, input_kind)
+        out.mkdir(parents=True, exist_ok=True)
+        labelled.to_parquet(out / LABELLED_FILE, index=False)
+        validation.to_parquet(out / VALIDATION_FILE, index=False)
+        base = replace(base, data=replace(base.data, train=str(out / LABELLED_FILE),
+                                          validation=str(out / VALIDATION_FILE)))
     report = {"threshold": d.pseudo_label_threshold, "pool": len(pool_frame), "rounds": []}
     run = _round(base, round_folder(out, 0), on_epoch)
     report["rounds"].append({"round": 0, "run": str(run), "pseudo_labels": 0, "validation": _validation(run)})
@@ -116,6 +125,29 @@ def self_train(cfg, on_epoch=None) -> Path:
                   f"(per class: {per_class}; as many of each class that has any){right}; the model is in {run}")
     atomic_write_json(out / REPORT_FILE, report, "the self-training report")
     return run
+
+
+LABELLED_FILE, VALIDATION_FILE = "labelled-train.parquet", "validation.parquet"
+
+
+def split_once(labelled: pd.DataFrame, cfg, input_kind: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """data.train's rows (`labelled`) split into training and validation rows as `strop fit` splits them
+    (data.validation_fraction, stratified by class, train.seed): the same rows every time for a seed.
+
+    Raises:
+        StropError: data that cannot train the task, or too few examples to split.
+    """
+    from strop.tasks import TASKS
+
+    task_cls = TASKS.get(cfg.task.name)
+    examples = task_cls.read(cfg.data.train, cfg.data, input_kind, "data.train")
+    task = task_cls.from_data(examples, None, cfg)
+    # an example a row (a row without a label is refused, not dropped): the split of the row numbers is the
+    # split of the examples
+    train_rows, validation_rows = task.split(replace(examples, inputs=list(range(len(examples)))),
+                                             cfg.data.validation_fraction, cfg.train.seed)
+    return (labelled.iloc[train_rows.inputs].reset_index(drop=True),
+            labelled.iloc[validation_rows.inputs].reset_index(drop=True))
 
 
 def round_folder(out: Path, r: int) -> Path:
