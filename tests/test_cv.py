@@ -36,6 +36,10 @@ def test_folds_differ_by_seed_and_plain_kfold_for_numbers():
     assert any(not np.array_equal(a[1], b[1]) for a, b in zip(first, second))
     numeric = fold_indices([0.5 * i for i in range(10)], 3, seed=0)  # regression targets: no classes to keep
     assert sorted(i for _, test in numeric for i in test.tolist()) == list(range(10))
+    # a regression's targets as the task reads them, one number or several a row: not label sets
+    for targets in ([[0.5 * i] for i in range(10)], [[float(i), -float(i)] for i in range(10)]):
+        folds = fold_indices(targets, 3, seed=0)
+        assert sorted(i for _, test in folds for i in test.tolist()) == list(range(10))
 
 
 def test_too_few_examples_of_a_class_is_refused_with_the_fix():

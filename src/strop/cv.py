@@ -68,7 +68,8 @@ def fold_indices(targets: list, folds: int, seed: int,
         splitter = KFold(n_splits=folds, shuffle=True, random_state=seed)
     index = np.arange(len(targets))
     plan = list(splitter.split(index, targets if stratified else None))
-    if targets and isinstance(targets[0], (list, tuple)):  # label sets: each must be trained on in every fold
+    label_sets = all(isinstance(t, (list, tuple)) and all(isinstance(x, str) for x in t) for t in targets)
+    if label_sets:  # (a regression's targets are lists of numbers) each label must be trained on in every fold
         for k, (train_rows, held_out) in enumerate(plan, start=1):
             trained = {label for i in train_rows for label in targets[i]}
             missing = sorted({label for i in held_out for label in targets[i]} - trained)
