@@ -29,6 +29,16 @@ def test_masking_follows_bert_and_never_touches_special_tokens():
     assert (masked[~chosen] == ids[~chosen]).all()
 
 
+def test_every_text_has_a_token_to_predict_however_short():
+    ids = torch.randint(1000, 2000, (200, 6))
+    special = torch.zeros_like(ids, dtype=torch.bool)
+    special[:, [0, 4, 5]] = True  # [CLS], [SEP], padding: three tokens that can be chosen
+    special[-1] = True  # a row with nothing to choose stays unchosen
+    masked, labels = mask_tokens(ids, special, mask_id=103, vocab_size=30522, generator=torch.Generator().manual_seed(0))
+    chosen = labels != -100
+    assert chosen[:-1].any(dim=1).all() and not chosen[-1].any() and not (chosen & special).any()
+
+
 def test_pretrain_writes_a_model_that_fit_starts_from(tiny_model_dir, tiny_overrides, tmp_path):
     text = tmp_path / "domain.txt"
     text.write_text("\n".join(t for t, _ in make_texts(60, seed=3)) + "\n\n", encoding="utf-8")

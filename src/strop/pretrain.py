@@ -56,8 +56,13 @@ def read_lines(path: str | Path, what: str = "--data", at_least: int = 2,
 def mask_tokens(input_ids: torch.Tensor, special: torch.Tensor, mask_id: int, vocab_size: int,
                 generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """BERT's masking of (batch, seq) token ids: returns (masked ids, labels); labels are -100 where no
-    prediction is asked (unchosen tokens, special tokens, padding, all marked in `special`)."""
+    prediction is asked (unchosen tokens, special tokens, padding, all marked in `special`). Every row with a
+    token that can be chosen has at least one chosen."""
     chosen = (torch.rand(input_ids.shape, generator=generator) < MASK_SHARE) & ~special
+    unchosen = ~chosen.any(dim=1) & (~special).any(dim=1)
+    if unchosen.any():  # a short text (3 tokens: none chosen 61% of the time) would train and measure nothing
+        pick = torch.rand(input_ids.shape, generator=generator).masked_fill(special, -1.0).argmax(dim=1)
+        chosen[unchosen, pick[unchosen]] = True
     labels = torch.where(chosen, input_ids, torch.full_like(input_ids, -100))
     roll = torch.rand(input_ids.shape, generator=generator)
     masked = input_ids.clone()
