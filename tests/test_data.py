@@ -55,6 +55,14 @@ def test_bad_files_get_one_clear_message(tmp_path, content, words):
         assert word in str(error.value)
 
 
+def test_numbers_are_written_one_way_but_codes_with_a_leading_zero_stay_as_written(tmp_path):
+    path = tmp_path / "train.csv"
+    path.write_text("text,label\na,1.0\nb,2\nc,1\n")
+    assert _load(path).targets == ["1", "2", "1"]  # one class '1', however written
+    path.write_text("text,label\na,01\nb,1\nc,2\nd,00\n")
+    assert _load(path).targets == ["01", "1", "2", "00"]  # codes: '01' and '1' are two classes
+
+
 def test_nan_label_string_is_kept_as_a_label_name_not_missing(tmp_path):
     # Only truly empty cells are missing; the word "NaN" could be a class name.
     path = tmp_path / "train.csv"

@@ -3,6 +3,7 @@ feature columns (vectors for an MLP). Each problem gets one message naming the f
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -56,10 +57,13 @@ def clean_strings(column: pd.Series, path: str | Path, what: str) -> list[str | 
 
 def normalise_labels(column: pd.Series, labels: list[str | None], path: str | Path, what: str) -> list[str | None]:
     """Labels written one way: surrounding whitespace is gone already ('positive ' is 'positive'), and where
-    every label is a number, each is written as the number it is ('1.0' and '01' are '1'). What changed is
+    every label is a number, each is written as the number it is ('1.0' is '1'), unless a label has a leading zero
+('01': codes, all kept as written). What changed is
     said on stderr, so two spellings never silently become two classes."""
     numbers = [_number(label) for label in labels if label is not None]
-    if numbers and all(n is not None for n in numbers):
+    # a leading zero ('01', '007') marks codes, not amounts: kept as written, so '01' and '1' stay two classes
+    codes = any(re.fullmatch(r"[+-]?0\d+", label) for label in labels if label is not None)
+    if numbers and all(n is not None for n in numbers) and not codes:
         labels = [None if label is None else _number_text(_number(label)) for label in labels]
     raw = [None if v is None or (isinstance(v, float) and v != v) else str(v) for v in column.tolist()]
     changed = sorted({(r, c) for r, c in zip(raw, labels) if r is not None and c is not None and r != c})
