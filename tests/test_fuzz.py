@@ -521,6 +521,14 @@ def test_a_feature_beyond_float32_is_refused(tmp_path):
         Classification.read(path, DataConfig(), "vector", "data.train")
 
 
+def test_the_target_column_named_as_a_feature_is_refused(tmp_path):
+    path = tmp_path / "v.csv"
+    path.write_text("a,b,label\n1,2,x\n3,4,y\n")
+    with pytest.raises(StropError, match="target column.*label.*leave them out"):
+        Classification.read(path, DataConfig(feature_columns=("a", "label")), "vector", "data.train")
+    assert Classification.read(path, DataConfig(feature_columns=("a",)), "vector", "data.train").feature_columns == ("a",)
+
+
 def test_deeply_nested_json_is_refused(tmp_path):
     path = tmp_path / "t.jsonl"
     path.write_text('{"text": ' + "[" * 100_000 + "]" * 100_000 + ', "label": "x"}\n')

@@ -115,8 +115,16 @@ def read_texts(frame: pd.DataFrame, path: str | Path, data_cfg, what: str,
 
 
 def feature_columns(frame: pd.DataFrame, data_cfg, target_columns: list[str]) -> list[str]:
-    """data.feature_columns, or every column but the targets'."""
+    """data.feature_columns, or every column but the targets'.
+
+    Raises:
+        StropError: data.feature_columns names a target column (the model would read the answer).
+    """
     if data_cfg.feature_columns:
+        both = [c for c in data_cfg.feature_columns if c in target_columns]
+        if both:
+            raise StropError(f"data.feature_columns names the target column(s) {', '.join(both)}, which the model "
+                             "is to predict, not read: leave them out of data.feature_columns")
         return list(data_cfg.feature_columns)
     return [str(c) for c in frame.columns if str(c) not in target_columns]
 
