@@ -59,6 +59,23 @@ def test_mlp_classification_and_cli_predict_from_a_table(tmp_path):
     assert len(rows) == 100 and {r["label"] for r in rows} <= {"high", "low"}
 
 
+def test_the_python_api_takes_tables_rows_and_one_vector_and_refuses_bad_ones(tmp_path):
+    from strop.errors import StropError
+
+    run, dev = _mlp(tmp_path, "api", extra=("train.epochs=2",))
+    predictor, frame = strop.load(run), pd.read_csv(dev).head(4)
+    expected = predictor.predict(frame[["a", "b", "c", "d"]].to_numpy())
+    assert predictor.predict(frame[["d", "c", "b", "a", "y"]]) == expected  # columns matched by name
+    assert predictor.predict(frame.to_dict("records")) == expected
+    assert predictor.predict(frame[["a", "b", "c", "d"]].to_numpy()[0]) == pytest.approx(expected[:1])  # one vector
+    for bad, words in [(frame[["a", "b", "c"]].to_numpy(), "vectors of 4 numbers"),
+                       (frame.drop(columns=["b"]), "lack the column\\(s\\) b"),
+                       ([[1.0, np.nan, 0.0, 0.0]], "row\\(s\\) 0 hold a value that is missing"),
+                       ([[1.0, 1e300, 0.0, 0.0]], "beyond float32")]:
+        with pytest.raises(StropError, match=words):
+            predictor.predict(bad)
+
+
 def test_a_vector_column_with_text_is_refused(tmp_path):
     path = _vectors(tmp_path / "t.csv", 20, 1)
     frame = pd.read_csv(path)

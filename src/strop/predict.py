@@ -39,6 +39,7 @@ class Predictor:
         probabilities."""
         if isinstance(inputs, (str, tuple)):
             inputs = [inputs]
+        inputs = self.vector_inputs(inputs)
         if len(inputs) == 0:
             return []
         features = self.task.encode(self.model.body, Examples(list(inputs), None, "input"))
@@ -67,7 +68,46 @@ class Predictor:
         or the entities with character offsets (token classification)."""
         if isinstance(inputs, (str, tuple)):
             inputs = [inputs]
+        inputs = self.vector_inputs(inputs)
         return self.task.predictions(list(inputs), self.outputs(inputs))
+
+    def vector_inputs(self, inputs) -> list:
+        """For an MLP, the inputs as one float vector each: from a table (a pandas DataFrame or a list of dicts,
+        its columns matched by name to the training data's), a 2-D array or list of rows in the training
+        columns' order, or one vector; other models' inputs unchanged.
+
+        Raises:
+            StropError: a missing column, a row of the wrong length, or a value that is not a finite number.
+        """
+        if getattr(self.model.body, "kind", None) != "vector":
+            return inputs
+        import pandas as pd
+
+        columns = list(self.info.get("feature_columns") or [])
+        count = len(columns) or int(getattr(self.model.body, "num_features", 0))
+        named = ", ".join(columns[:5]) + (f", ... ({count} in all)" if count > 5 else "")
+        if isinstance(inputs, list) and inputs and all(isinstance(row, dict) for row in inputs):
+            inputs = pd.DataFrame(inputs)
+        if isinstance(inputs, pd.DataFrame):
+            missing = [c for c in columns if c not in inputs.columns]
+            if missing:
+                raise StropError(f"the inputs lack the column(s) {', '.join(missing[:5])} of those the model was "
+                                 f"trained on ({named}): give a table with them")
+            inputs = (inputs[columns] if columns else inputs).to_numpy()
+        try:
+            matrix = np.asarray(inputs, dtype=np.float64)
+        except (TypeError, ValueError) as e:
+            raise StropError(f"the inputs are not numbers ({e}): give vectors of {count} numbers") from None
+        if matrix.ndim == 1 and len(matrix) == count and count:
+            matrix = matrix[None]  # one vector
+        if matrix.ndim != 2 or matrix.shape[1] != count:
+            raise StropError(f"the model reads vectors of {count} numbers ({named or 'features'}); "
+                             f"the inputs have shape {matrix.shape}: give one row of {count} numbers per input")
+        bad = np.flatnonzero(~(np.abs(matrix) <= np.finfo(np.float32).max).all(axis=1))  # NaN compares False
+        if len(bad):
+            raise StropError(f"input row(s) {', '.join(str(i) for i in bad[:5])} hold a value that is missing, "
+                             "infinite or beyond float32: give finite numbers")
+        return list(np.ascontiguousarray(matrix, dtype=np.float32))
 
     def predict_tags(self, words: list[list[str]]) -> list[list[str]]:
         """Token classification: one tag per word of each list of words."""
