@@ -120,6 +120,9 @@ def test_an_interrupted_self_training_continues_and_keeps_its_completed_rounds(t
     assert run == tmp_path / "run" / "round-1" and [r["pseudo_labels"] for r in done] == [
         r["pseudo_labels"] for r in whole]
     assert done[1]["validation"] == whole[1]["validation"]  # as the uninterrupted self-training
+    changed = [o for o in overrides if not o.startswith("data.pseudo_label_threshold")]
+    with pytest.raises(StropError, match="config differs in data.pseudo_label_threshold"):  # rounds would mix
+        strop.fit(None, changed + ["data.pseudo_label_threshold=0.6", "train.resume=true"])
 
 
 def test_self_training_refuses_other_tasks_and_bad_settings(tiny_overrides, tmp_path):

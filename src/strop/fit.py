@@ -548,12 +548,16 @@ def lock_run_dir(run: RunDir):
 _RESUME_FREE_KEYS = {("train", "resume"), ("train", "quiet"), ("train", "keep_checkpoint")}
 
 
+def config_differences(saved: dict, cfg: Config, free: set[tuple[str, str]] = frozenset()) -> list[str]:
+    """The keys ("section.key") whose value in `cfg` differs from the `saved` config's, but for those that may
+    differ on resuming (and `free`)."""
+    return [f"{section}.{key}" for section, values in cfg.to_dict().items() if isinstance(values, dict)
+            for key, value in values.items()
+            if (section, key) not in _RESUME_FREE_KEYS | free and saved.get(section, {}).get(key) != value]
+
+
 def _check_same_run(cfg: Config, run: RunDir) -> None:
-    saved = yaml.safe_load(run.config.read_text(encoding="utf-8"))
-    current = cfg.to_dict()
-    differences = [f"{section}.{key}" for section, values in current.items() if isinstance(values, dict)
-                   for key, value in values.items()
-                   if (section, key) not in _RESUME_FREE_KEYS and saved.get(section, {}).get(key) != value]
+    differences = config_differences(yaml.safe_load(run.config.read_text(encoding="utf-8")), cfg)
     if differences:
         raise StropError(f"cannot resume {run.root}: its config differs in {', '.join(differences)}; "
                          f"resume with the saved config: strop fit {run.config} train.resume=true")

@@ -84,9 +84,11 @@ def self_train(cfg, on_epoch=None) -> Path:
         validation.to_parquet(out / VALIDATION_FILE, index=False)
         base = replace(base, data=replace(base.data, train=str(out / LABELLED_FILE),
                                           validation=str(out / VALIDATION_FILE)))
-    report = {"threshold": d.pseudo_label_threshold, "pool": len(pool_frame), "rounds": []}
+    check_same_self_training(cfg, out)
+    report = {"threshold": d.pseudo_label_threshold, "pool": len(pool_frame), "config": cfg.to_dict(), "rounds": []}
     run = _round(base, round_folder(out, 0), on_epoch)
     report["rounds"].append({"round": 0, "run": str(run), "pseudo_labels": 0, "validation": _validation(run)})
+    atomic_write_json(out / REPORT_FILE, report, "the self-training report")
     for r in range(1, d.self_training_rounds + 1):
         predictor = load(run)
         probabilities = np.stack(predictor.outputs(pool))  # (pool, classes)
@@ -148,6 +150,22 @@ def split_once(labelled: pd.DataFrame, cfg, input_kind: str) -> tuple[pd.DataFra
                                              cfg.data.validation_fraction, cfg.train.seed)
     return (labelled.iloc[train_rows.inputs].reset_index(drop=True),
             labelled.iloc[validation_rows.inputs].reset_index(drop=True))
+
+
+def check_same_self_training(cfg, out: Path) -> None:
+    """Raises StropError where train.resume=true continues a self-training folder whose settings differ (more
+    rounds may be asked): its completed rounds and their records would mix two settings."""
+    from strop.fit import config_differences
+
+    report = out / REPORT_FILE
+    if not (cfg.train.resume and report.is_file()):
+        return
+    saved = json.loads(report.read_text(encoding="utf-8")).get("config")
+    differences = [] if saved is None else config_differences(saved, cfg, {("data", "self_training_rounds")})
+    if differences:
+        raise StropError(f"cannot continue the self-training in {out}: its config differs in "
+                         f"{', '.join(differences)}; continue it with the settings it started with, or start a new "
+                         "one in another output_dir")
 
 
 def round_folder(out: Path, r: int) -> Path:
