@@ -241,3 +241,30 @@ def test_a_target_reached_below_the_fewest_examples_measured_is_not_extrapolated
     assert "accuracy 0.99: reached already by the fewest examples measured (20)" in describe(result)
     rising = analyse(np.repeat(SIZES, 2), power_law(np.repeat(SIZES, 2), *TRUE), target=0.85, draws=50)
     assert not rising["target"]["below_measured"]  # reached within or beyond the measured sizes
+
+
+@pytest.mark.parametrize("command", ["cv", "curve"])
+def test_an_interrupted_study_says_what_it_kept_and_how_to_start_again(command, tiny_overrides, tmp_path,
+                                                                       monkeypatch, capsys):
+    from strop import curve, cv
+
+    calls = []
+
+    def one_run_then_ctrl_c(cfg, train_file, score_file, seed, run_dir, keep_runs):
+        calls.append(run_dir)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        run_dir.mkdir(parents=True)  # a run's files, which no --keep-runs asked for
+        return {"accuracy": 0.5, "macro_f1": 0.5, "loss": 0.7}
+
+    monkeypatch.setattr("strop.cv.fit_and_score", one_run_then_ctrl_c)
+    out = tmp_path / command
+    with pytest.raises(KeyboardInterrupt):
+        if command == "cv":
+            cv.cross_validate(None, tiny_overrides, folds=2, seeds=1, output=out, quiet=True)
+        else:
+            curve.learning_curve(None, tiny_overrides, fractions=(0.3, 0.6, 1.0), output=out, quiet=True)
+    said = capsys.readouterr().err
+    assert f"strop {command} stopped: the 1 run(s) that finished are recorded in {out}" in said
+    assert "run it again with another --output" in said
+    assert not (out / "runs").exists() and (out / f"{command}.json").is_file()

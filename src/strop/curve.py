@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -332,9 +333,16 @@ def learning_curve(config=None, overrides: list[str] = (), fractions: tuple[floa
                 atomic_write_json(out / CURVE_FILE, result, "the learning curve")
                 if not quiet:
                     print(f"{size} examples, seed {seed}: {metric} {scores[metric]:.4f}", flush=True)
-    except BaseException:
-        if not (out / CURVE_FILE).is_file():
+    except BaseException as error:
+        measured = (out / CURVE_FILE).is_file()
+        if not measured:
             shutil.rmtree(out, ignore_errors=True)  # nothing measured: leave nothing behind
+        elif not keep_runs:
+            shutil.rmtree(out / "runs", ignore_errors=True)  # what was measured stays in curve.json
+        if isinstance(error, KeyboardInterrupt):
+            from strop.cv import interrupted_note
+
+            print(interrupted_note("curve", out, len(result["points"]) if measured else 0), file=sys.stderr)
         raise
     if not keep_runs:
         shutil.rmtree(out / "runs", ignore_errors=True)

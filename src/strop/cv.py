@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import shutil
+import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -78,6 +79,13 @@ def fold_indices(targets: list, folds: int, seed: int,
                                  "out of its training rows, so its model could not predict them: add examples of "
                                  "them, or use fewer folds")
     return plan
+
+
+def interrupted_note(command: str, out: Path, finished: int) -> str:
+    """What an interrupted `strop cv` or `strop curve` leaves, and how to start it again (it cannot continue)."""
+    kept = (f"the {finished} run(s) that finished are recorded in {out}, which holds no summary; "
+            if finished else f"nothing was measured, and {out} is removed; ")
+    return f"strop {command} stopped: {kept}run it again with another --output (or remove {out})"
 
 
 def summarise(values: list[float], bounds: tuple[float, float] = (-math.inf, math.inf)) -> dict:
@@ -221,11 +229,13 @@ def cross_validate(config=None, overrides: list[str] = (), folds: int = 5, seeds
                     label = f"seed {seed}" + (f" fold {k + 1}/{folds}" if folds >= 2 else "")
                     print(f"{label}: " + "  ".join(f"{name} {value:.4f}" for name, value in metrics.items()),
                           flush=True)
-    except BaseException:
+    except BaseException as error:
         if not result["runs"]:
             shutil.rmtree(out, ignore_errors=True)  # nothing measured: leave nothing behind
         elif not keep_runs:
             shutil.rmtree(out / "runs", ignore_errors=True)  # what was measured stays in cv.json; no run was asked
+        if isinstance(error, KeyboardInterrupt):
+            print(interrupted_note("cv", out, len(result["runs"])), file=sys.stderr)
         raise
     if not keep_runs:
         shutil.rmtree(out / "runs", ignore_errors=True)  # the runs' index (index.sqlite) goes with them
