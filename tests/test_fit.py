@@ -225,10 +225,17 @@ def test_a_new_mlp_is_told_the_rate_all_its_parameters_train_at(tmp_path, capsys
                            "train.epochs=1", "optim.warmup=0", "optim.schedule=constant", f"output_dir={tmp_path / 'r'}"])
     peak = json.loads((run / "summary.json").read_text())["peak_lr"]
     used = _history(run)[0]["lr"]
-    assert used == pytest.approx(20 * peak)  # every parameter of a new MLP is new: the head's rate, 20x
+    # every parameter of a new MLP is new: auto gives them the head's rate, 20x, and the summary says it
+    assert used == pytest.approx(peak) and peak > 20 * 5e-5 * 0.99
     said = capsys.readouterr().out
     assert f"learning rate {used:.1e} (auto:" in said
     assert "model: mlp (4,546 parameters)" in said  # 3*64+64 + 64*64+64 + 64*2+2: a count, not "0.00M"
+    # a rate given is the rate it trains at, not 20 times it
+    run = strop.fit(None, ["model.name=mlp", f"data.train={tmp_path / 't.csv'}", "data.label_column=y",
+                           "train.epochs=1", "optim.warmup=0", "optim.schedule=constant", "optim.lr=1e-3",
+                           f"output_dir={tmp_path / 'r2'}"])
+    assert _history(run)[0]["lr"] == pytest.approx(1e-3)
+    assert json.loads((run / "summary.json").read_text())["peak_lr"] == pytest.approx(1e-3)
 
 
 def test_missing_train_file_setting():

@@ -30,8 +30,8 @@ from strop.train.average import WeightAverage
 from strop.train.cache import cache_body_outputs, example_length
 from strop.train.checkpoint import (LoopState, cpu_state, has_checkpoint, load_checkpoint, load_weights,
                                     never_trained, save_checkpoint)
-from strop.train.optim import (AUTO_LR, AUTO_LR_STEPS, build_optimizer, build_scheduler, l1_penalty,
-                               layer_rate_multiples, optimizer_steps, resolve_lr)
+from strop.train.optim import (AUTO_LR, AUTO_LR_STEPS, build_optimizer, build_scheduler, faster_parameters,
+                               l1_penalty, layer_rate_multiples, optimizer_steps, resolve_lr)
 from strop.train.mixing import mixing_for
 from strop.train.sampler import BatchSampler
 
@@ -201,8 +201,8 @@ def train(model, task: Task, method: Method, train_features: list[dict], val_fea
                            getattr(model.body, "convolutional", False), all_new)
     layer_rates = (layer_rate_multiples(model.body.layers(), cfg.optim.layer_decay)
                    if split is None or split.keeps_inputs else {})  # the layers above a cached bottom too
-    optimizer = build_optimizer(trained, cfg.optim, peak_lr, model.new_parameters if method.body_rate else set(),
-                                layer_rates)
+    optimizer = build_optimizer(trained, cfg.optim, peak_lr,
+                                faster_parameters(trained, model.new_parameters, method.body_rate), layer_rates)
     scheduler = build_scheduler(optimizer, cfg.optim, steps_per_epoch * tc.epochs, steps_per_epoch)
     trained, optimizer, train_loader, val_loader, scheduler = accelerator.prepare(
         trained, optimizer, train_loader, val_loader, scheduler)
@@ -427,11 +427,9 @@ def _peak_lr(cfg: Config, num_batches: int, num_processes: int, body_rate: bool,
     total_steps = optimizer_steps(num_batches, cfg, num_processes)
     convolutional = convolutional and body_rate  # a frozen body's head trains at the head's rate, as below
     peak_lr = resolve_lr(cfg.optim.lr, total_steps, convolutional)
-    if cfg.optim.lr == "auto" and not body_rate:
+    if cfg.optim.lr == "auto" and (not body_rate or all_new):  # every parameter new (a new MLP): a head's rate
         peak_lr *= cfg.optim.head_lr_scale
-    # every parameter new (a new MLP): all of them train at the new head's rate, which is then the rate to say
-    said = peak_lr * cfg.optim.head_lr_scale if all_new else peak_lr
-    if show and cfg.optim.lr == "auto" and said != AUTO_LR:
+    if show and cfg.optim.lr == "auto" and peak_lr != AUTO_LR:
         why = ([f"{total_steps} optimizer steps in all, fewer than {AUTO_LR_STEPS}"]
                if total_steps < AUTO_LR_STEPS and not convolutional else [])
         why += ["a convolutional body trains at a CNN's rate"] if convolutional else []
@@ -439,7 +437,7 @@ def _peak_lr(cfg: Config, num_batches: int, num_processes: int, body_rate: bool,
                                      f"{cfg.optim.head_lr_scale:g}x"]
         why += [f"every parameter is new, so all train at the new head's rate: {cfg.optim.head_lr_scale:g}x"
                 ] if all_new else []
-        tqdm.write(f"learning rate {said:.1e} (auto: {'; '.join(why)}; set optim.lr to choose it)")
+        tqdm.write(f"learning rate {peak_lr:.1e} (auto: {'; '.join(why)}; set optim.lr to choose it)")
     return peak_lr
 
 

@@ -27,7 +27,7 @@ def range_test(model, task, method, train_features: list[dict], collate, cfg, de
     Returns:
         {"lr": [...], "loss": [...], "smoothed": [...], "suggestion": float, "why": str}
     """
-    from strop.train.optim import build_optimizer, layer_rate_multiples
+    from strop.train.optim import build_optimizer, faster_parameters, layer_rate_multiples
     from strop.train.sampler import BatchSampler
     from strop.train.cache import example_length
 
@@ -35,7 +35,7 @@ def range_test(model, task, method, train_features: list[dict], collate, cfg, de
     saved = copy.deepcopy(model.state_dict())  # after prepare: an adapter method adds its weights there
     method.start_epoch(model, 0)
     model.to(device)
-    optimizer = build_optimizer(model, cfg.optim, start, model.new_parameters if method.body_rate else set(),
+    optimizer = build_optimizer(model, cfg.optim, start, faster_parameters(model, model.new_parameters, method.body_rate),
                                 layer_rate_multiples(model.body.layers(), cfg.optim.layer_decay))
     multiples = [g["lr"] / start for g in optimizer.param_groups]
     sampler = BatchSampler([example_length(f) for f in train_features], cfg.train.batch_size, cfg.train.seed,

@@ -92,6 +92,14 @@ def resolve_lr(setting: float | str, total_steps: int, convolutional: bool = Fal
     return AUTO_LR * min(AUTO_LR_MAX_FACTOR, max(1.0, AUTO_LR_STEPS / max(total_steps, 1)))
 
 
+def faster_parameters(trained: nn.Module, new: set[int], body_rate: bool) -> set[int]:
+    """The parameters that train at optim.head_lr_scale times the peak rate: the new ones (a new head) where
+    pretrained parameters train beside them. None where only new ones train (a new MLP, all of whose
+    parameters are new) or the body is frozen: the peak rate is then theirs, and optim.lr says it."""
+    trainable = {id(p) for p in trained.parameters() if p.requires_grad}
+    return set() if not body_rate or trainable <= new else set(new)
+
+
 def build_optimizer(trained: nn.Module, cfg: OptimConfig, lr: float, head: set[int] = frozenset(),
                     layer_rates: dict[int, float] | None = None) -> torch.optim.Optimizer:
     """The optimizer of `cfg.name` over `trained`, at peak rate `lr` (optim.lr resolved by `resolve_lr`) and
