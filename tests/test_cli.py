@@ -231,3 +231,23 @@ def test_overrides_may_follow_options_in_every_command_that_takes_them(tmp_path)
     assert yaml.safe_load((out / "config.yaml").read_text())["train"]["epochs"] == 2
     with pytest.raises(SystemExit):  # an option a command does not have is still refused
         main(["pretrain", "--data", str(pool), "--output", str(tmp_path / "x"), "--nonsense"])
+
+
+def test_output_to_a_reader_that_has_gone_is_dropped_not_raised():
+    from strop.cli import ClosedPipeTolerant
+
+    class ClosedPipe:
+        written = 0
+
+        def write(self, text):
+            ClosedPipe.written += 1
+            raise BrokenPipeError
+
+        def flush(self):
+            raise BrokenPipeError
+
+    out = ClosedPipeTolerant(ClosedPipe())
+    assert out.write("epoch 1\n") == 8  # `strop fit ... | head`: the run goes on to save its model
+    out.write("epoch 2\n")
+    out.flush()
+    assert ClosedPipe.written == 1  # not tried again once the reader is gone

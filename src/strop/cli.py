@@ -520,7 +520,35 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class ClosedPipeTolerant:
+    """Standard output that, once its reader has gone (`strop fit ... | head`), drops what is written instead of
+    raising BrokenPipeError in the middle of the work: the run still finishes and saves its model."""
+
+    def __init__(self, stream):
+        self.stream, self.closed_reader = stream, False
+
+    def write(self, text: str) -> int:
+        if not self.closed_reader:
+            try:
+                return self.stream.write(text)
+            except BrokenPipeError:
+                self.closed_reader = True
+        return len(text)
+
+    def flush(self) -> None:
+        if not self.closed_reader:
+            try:
+                self.stream.flush()
+            except BrokenPipeError:
+                self.closed_reader = True
+
+    def __getattr__(self, name: str):
+        return getattr(self.stream, name)
+
+
 def main(argv: list[str] | None = None) -> int:
+    if not isinstance(sys.stdout, ClosedPipeTolerant):
+        sys.stdout = ClosedPipeTolerant(sys.stdout)
     parser = build_parser()
     args, rest = parser.parse_known_args(argv)
     # Options and key=value overrides mix in any order: `strop fit --quiet data.train=x.csv` leaves the
