@@ -268,3 +268,16 @@ def test_an_interrupted_study_says_what_it_kept_and_how_to_start_again(command, 
     assert f"strop {command} stopped: the 1 run(s) that finished are recorded in {out}" in said
     assert "run it again with another --output" in said
     assert not (out / "runs").exists() and (out / f"{command}.json").is_file()
+
+
+def test_the_terminal_says_where_the_mean_of_the_laws_tends_and_warns_of_three_points():
+    n = np.repeat(SIZES, 2)
+    accuracy = (0.9 - 0.8 * n ** -0.4) * np.tile([0.995, 1.005], len(SIZES))
+    fit = analyse(n, accuracy, bounded=True, draws=50, score_range=(0.0, 1.0))
+    points = [{"examples": int(size), "scores": {"accuracy": float(a)}} for size, a in zip(n, accuracy)]
+    text = describe({"metric": "accuracy", "seeds": [1, 2], "sizes": list(SIZES), "fit": fit, "points": points})
+    assert "levels off at accuracy" not in text  # the ceiling-free law does not level off
+    assert f"the saturating law levels off at {fit['parameters']['a']:.4f}" in text and "warning" not in text
+    few = analyse(n[::2][:3], accuracy[::2][:3], bounded=True, draws=50, score_range=(0.0, 1.0))
+    text = describe({"metric": "accuracy", "seeds": [1], "sizes": list(SIZES[:3]), "fit": few, "points": points[::2][:3]})
+    assert "warning: 3 points for a law of 3 parameters" in text

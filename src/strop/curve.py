@@ -416,8 +416,16 @@ def describe(result: dict) -> str:
                  f"{shown(twice['gain'], True)} [{shown(twice['gain_interval'][0], True)}, "
                  f"{shown(twice['gain_interval'][1], True)}] over {shown(fit['score_at_largest'])} at "
                  f"{fit['largest_size']:.0f}")
-    lines.append(f"the curve levels off at {metric} {shown(fit['asymptote'])} "
-                 f"[{shown(fit['asymptote_interval'][0])}, {shown(fit['asymptote_interval'][1])}]")
+    ends = (f"[{shown(fit['asymptote_interval'][0])}, {shown(fit['asymptote_interval'][1])}]")
+    if free:  # the mean of a law that levels off at a and one without a ceiling (it tends to 1)
+        lines.append(f"as the data grow without bound the forecast tends to {metric} {shown(fit['asymptote'])} {ends}"
+                     f" (the saturating law levels off at {shown(p['a'])}, the ceiling-free one at 1)")
+    else:
+        lines.append(f"the curve levels off at {metric} {shown(fit['asymptote'])} {ends}")
+    if len(result["points"]) <= 3:
+        lines.append(f"warning: {len(result['points'])} points for a law of 3 parameters: the fit passes through "
+                     "them, so its intervals are as narrow as can be and say nothing of the uncertainty; run more "
+                     "seeds (--seeds) or sizes (--fractions)")
     if "target" in fit:
         t = fit["target"]
         low, high = t["examples_interval"]

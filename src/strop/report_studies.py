@@ -429,7 +429,8 @@ def curve_findings(result: dict) -> list[Finding]:
                         ["Label more examples, drawn like the ones you have.", *meanwhile])]
     if high < flat:
         return [Finding("levels_off", "The curve has levelled off",
-                        said + f": more labels of the same kind would change little (it levels off at "
+                        said + ": more labels of the same kind would change little (" +
+                        ("the forecast tends to " if fit.get("ceiling_free") else "it levels off at ") +
                         f"{shown(fit['asymptote'])}).",
                         ["Change the model or the method (a larger backbone, full fine-tuning instead of a frozen "
                          "one) rather than labelling more.", "Check the labels: noise caps the score."])]
