@@ -3,6 +3,7 @@ with each of its sections; the diagnosis's rules on synthetic histories and pred
 
 import base64
 import json
+import math
 import re
 from html.parser import HTMLParser
 
@@ -291,7 +292,11 @@ def test_the_diagnosis_of_a_healthy_run_is_empty_and_each_rule_fires_on_its_prob
     learned = _history([0.2, 0.1, 0.05], [0.2, 0.15, 0.14])  # below the 0.17 of predicting 200:8 frequencies
     assert _names(_analysis(learned, data=data)) == ["few_examples", "imbalance"]
     assert _names(_analysis(learned, data=data), {"train": {"imbalance": "auto"}}) == ["few_examples"]
-    assert _names(_analysis(HEALTHY, data=data), {"train": {"imbalance": "auto"}}) == ["underfitting", "few_examples"]
+    # a training loss of 0.21 is above the 0.17 of predicting 200:8 frequencies, but class weights (auto) make the
+    # loss the run minimises that of balanced classes, whose constant guess costs ln 2
+    assert _names(_analysis(HEALTHY, data=data), {"train": {"imbalance": "none"}}) == [
+        "underfitting", "few_examples", "imbalance"]
+    assert _names(_analysis(HEALTHY, data=data), {"train": {"imbalance": "auto"}}) == ["few_examples"]
     assert _names(_analysis(HEALTHY, confident_errors=9)) == ["label_noise"]
     conflicting = {**_analysis(HEALTHY)["data"], "duplicates": {"conflicting": 2}}
     assert _names(_analysis(HEALTHY, data=conflicting)) == ["label_noise"]
@@ -351,3 +356,14 @@ def test_instability_is_read_from_runs_of_the_same_config_with_other_seeds(tmp_p
                                                         "optim": {"lr": lr}, "output_dir": str(folder)}))
         (folder / "summary.json").write_text(json.dumps({"validation": {"accuracy": score}}))
     assert seed_scores(tmp_path / "run-1", config, "accuracy") == {"1": 0.9, "2": 0.8}
+
+
+def test_the_underfitting_baseline_is_the_loss_the_run_minimises():
+    from strop.report import chance_loss
+
+    data = {"class_kind": "class", "classes": {"a": {"train": 90}, "b": {"train": 10}}}
+    frequencies = -(0.9 * math.log(0.9) + 0.1 * math.log(0.1))  # 0.325: a constant 90/10 prediction
+    assert chance_loss("text_classification", data, {"train": {"imbalance": "none"}}) == pytest.approx(frequencies)
+    for setting in ("weights", "auto", "sample"):  # balanced by the loss or the sampling: the uniform guess
+        assert chance_loss("text_classification", data, {"train": {"imbalance": setting}}) == pytest.approx(math.log(2))
+    assert chance_loss("text_classification", data, {"train": {"imbalance": "focal"}}) is None

@@ -488,10 +488,19 @@ def _tokens(task, rows, outputs, targets) -> dict[str, Any]:
 
 
 def chance_loss(task_name: str, data: dict[str, Any], config: dict) -> float | None:
-    """The training loss of a model that predicts only the label frequencies of the training data."""
+    """The training loss of a model that predicts only the label frequencies of the training data (with class
+    weights or balanced sampling, the uniform prediction's: what the loss sees is balanced)."""
+    from strop.tasks.classification import IMBALANCE_RATIO
+
     classes = data.get("classes") or {}
     train_counts = [c["train"] for c in classes.values()]
     if data.get("class_kind") == "class":
+        setting = (config.get("train") or {}).get("imbalance") or "none"
+        present = [n for n in train_counts if n > 0]
+        if setting == "focal" or not present:
+            return None  # another loss than cross-entropy
+        if setting in ("weights", "sample") or (setting == "auto" and max(present) >= IMBALANCE_RATIO * min(present)):
+            return math.log(len(present))
         return _entropy(train_counts)
     if data.get("class_kind") == "label":
         n = data.get("train_examples") or 0
