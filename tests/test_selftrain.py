@@ -152,3 +152,13 @@ def test_a_text_file_pool_one_text_a_line_self_trains_as_a_table_would(tiny_over
     with pytest.raises(StropError, match=r"a \.txt file holds one text per line, and this run's inputs are text pairs"):
         strop.fit(None, overrides + ["data.text_pair_column=second", f"output_dir={tmp_path / 'pairs'}"])
     assert not (tmp_path / "pairs").exists()
+
+
+def test_a_self_training_refused_in_round_0_leaves_no_folder(tiny_overrides, tmp_path):
+    train = write_csv(tmp_path / "few.csv", make_texts(40, seed=5))
+    pool = write_csv(tmp_path / "pool.csv", make_texts(20, seed=6))
+    overrides = [o for o in tiny_overrides if not o.startswith(("data.train", "data.validation"))] + [
+        f"data.train={train}", f"data.unlabeled={pool}", "method.name=fewshot", "train.batch_size=2"]
+    with pytest.raises(StropError, match="train.batch_size=2"):
+        strop.fit(None, overrides)
+    assert not (tmp_path / "run").exists()

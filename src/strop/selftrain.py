@@ -14,6 +14,7 @@ used, per class, and their accuracy where the pool file has labels too (they are
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -77,6 +78,7 @@ def self_train(cfg, on_epoch=None) -> Path:
     pool_frame, pool = read_unlabeled(d.unlabeled, d, task_cls, input_kind, "data.unlabeled")
     labelled = read_table(d.train, "data.train")
     base = replace(cfg, data=replace(d, unlabeled=None))
+    check_same_self_training(cfg, out)
     if d.validation is None:
         labelled, validation = split_once(labelled, base, input_kind)
         out.mkdir(parents=True, exist_ok=True)
@@ -84,9 +86,13 @@ def self_train(cfg, on_epoch=None) -> Path:
         validation.to_parquet(out / VALIDATION_FILE, index=False)
         base = replace(base, data=replace(base.data, train=str(out / LABELLED_FILE),
                                           validation=str(out / VALIDATION_FILE)))
-    check_same_self_training(cfg, out)
     report = {"threshold": d.pseudo_label_threshold, "pool": len(pool_frame), "config": cfg.to_dict(), "rounds": []}
-    run = _round(base, round_folder(out, 0), on_epoch)
+    try:
+        run = _round(base, round_folder(out, 0), on_epoch)
+    except StropError:
+        if not cfg.train.resume:  # refused before training: no half-made self-training folder is left
+            shutil.rmtree(out, ignore_errors=True)
+        raise
     report["rounds"].append({"round": 0, "run": str(run), "pseudo_labels": 0, "validation": _validation(run)})
     atomic_write_json(out / REPORT_FILE, report, "the self-training report")
     for r in range(1, d.self_training_rounds + 1):
