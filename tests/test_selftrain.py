@@ -32,7 +32,9 @@ def test_rounds_train_on_labels_and_pseudo_labels_and_report_them(tiny_overrides
     train = write_csv(tmp_path / "few.csv", make_texts(100, seed=5))
     labelled_pool = make_texts(80, seed=6)
     # the pool's labels only score the pseudo-labels; every third row has none, and is not scored
-    pool = write_csv(tmp_path / "pool.csv", [(t, "" if i % 3 == 0 else y) for i, (t, y) in enumerate(labelled_pool)])
+    # and every fifth a label the model does not know, which no pseudo-label can match: not scored either
+    pool = write_csv(tmp_path / "pool.csv", [(t, "" if i % 3 == 0 else "neutral" if i % 5 == 0 else y)
+                                             for i, (t, y) in enumerate(labelled_pool)])
     overrides = [o for o in tiny_overrides if not o.startswith(("data.train", "train.epochs"))] + [
         f"data.train={train}", f"data.unlabeled={pool}", "data.pseudo_label_threshold=0.5", "train.epochs=8"]
     run = strop.fit(None, overrides)
@@ -45,7 +47,7 @@ def test_rounds_train_on_labels_and_pseudo_labels_and_report_them(tiny_overrides
     assert len(set(counts)) == 1 and sum(counts) == first["pseudo_labels"]  # balanced across classes
     trained_on = pd.read_parquet(out / "round-1-train.parquet")
     assert len(trained_on) == 100 + first["pseudo_labels"]
-    truth = {t: y for i, (t, y) in enumerate(labelled_pool) if i % 3}
+    truth = {t: y for i, (t, y) in enumerate(labelled_pool) if i % 3 and i % 5}
     scored = [(y, truth[t]) for t, y in zip(trained_on["text"][100:], trained_on["label"][100:]) if t in truth]
     assert 0 < first["pseudo_labels_with_known_label"] == len(scored) < first["pseudo_labels"]
     assert first["pseudo_label_accuracy"] == pytest.approx(np.mean([g == y for g, y in scored]))

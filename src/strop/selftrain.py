@@ -57,6 +57,7 @@ def self_train(cfg, on_epoch=None) -> Path:
             folder that already holds files.
     """
     from strop.data.tables import read_table
+    from strop.fit import method_for_all_of
     from strop.predict import load
     from strop.tasks import TASKS
 
@@ -79,6 +80,11 @@ def self_train(cfg, on_epoch=None) -> Path:
     labelled = read_table(d.train, "data.train")
     base = replace(cfg, data=replace(d, unlabeled=None))
     check_same_self_training(cfg, out)
+    # with method.name=auto, every round trains with the method round 0's data choose (a round's pseudo-labels
+    # would otherwise move it across a threshold, and rounds would differ in method as well as in data)
+    base, method_note = method_for_all_of(base)
+    if method_note and not cfg.train.quiet:
+        print(method_note)
     if d.validation is None:
         labelled, validation = split_once(labelled, base, input_kind)
         out.mkdir(parents=True, exist_ok=True)
@@ -116,7 +122,8 @@ def self_train(cfg, on_epoch=None) -> Path:
         entry = {"round": r, "pseudo_labels": len(chosen),
                  "per_class": {name: guessed.count(name) for name in names if name in guessed},
                  "confident": int((probabilities.max(axis=1) >= d.pseudo_label_threshold).sum())}
-        known = [(g, t) for g, t in zip(guessed, truth) if t is not None]  # rows the pool file gives a label
+        # rows the pool file gives a label the model knows (another label cannot be guessed right or wrong)
+        known = [(g, t) for g, t in zip(guessed, truth) if t in names]
         if known:
             entry["pseudo_label_accuracy"] = float(np.mean([g == t for g, t in known]))
             entry["pseudo_labels_with_known_label"] = len(known)
@@ -127,7 +134,7 @@ def self_train(cfg, on_epoch=None) -> Path:
         if not cfg.train.quiet:
             accuracy, checked = entry.get("pseudo_label_accuracy"), len(known)
             right = ("" if not known else f", {accuracy:.3f} of them right" if checked == len(chosen)
-                     else f", {accuracy:.3f} right of the {checked} the pool file labels")
+                     else f", {accuracy:.3f} right of the {checked} the pool file labels with a class of the model")
             per_class = ", ".join(f"{name} {count}" for name, count in entry["per_class"].items()) or "none"
             print(f"self-training round {r}: {len(chosen)} pseudo-labels of {entry['confident']} confident "
                   f"(per class: {per_class}; as many of each class that has any){right}; the model is in {run}")
