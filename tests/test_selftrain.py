@@ -12,6 +12,7 @@ import pytest
 import strop
 from conftest import make_texts, write_csv
 from strop.errors import StropError
+from strop.report import report as rebuild_report
 from strop.selftrain import select_pseudo_labels
 
 
@@ -54,6 +55,8 @@ def test_rounds_train_on_labels_and_pseudo_labels_and_report_them(tiny_overrides
     assert first["pseudo_label_accuracy"] > 0.5
     assert json.loads((run / "summary.json").read_text())["train_examples"] > 90
     assert len(strop.load(run).predict(["great fun"])) == 1
+    (run / "report.html").unlink()
+    assert rebuild_report(out, quiet=True) == run / "report.html"  # the folder's report: its last round's
     texts = ["great fun", "dull and slow"]  # the self-training folder loads as its last round's model
     assert np.array_equal(np.stack(strop.load(out).outputs(texts)), np.stack(strop.load(run).outputs(texts)))
 

@@ -587,14 +587,17 @@ def _trains_body(config: dict) -> bool:
 
 def report(run_dir: str | Path, quiet: bool = False) -> Path:
     """`strop report RUN`: rebuilds RUN/report.html and returns its path; RUN may also be the output folder of
-    a strop search, cv or curve, whose report is rebuilt from its search.json, cv.json or curve.json.
+    a strop search, cv or curve, whose report is rebuilt from its search.json, cv.json or curve.json, or a
+    self-training folder, whose last round's report is rebuilt.
 
     Raises:
         StropError: the folder is no complete run nor such a folder, or (for a run from before the report)
             its data cannot be read again.
     """
     from strop.report_studies import folder_kind, write_folder_report
+    from strop.selftrain import last_round
 
+    run_dir = last_round(Path(run_dir)) or run_dir  # a self-training folder: its last round's run, its model
     path = write_folder_report(run_dir) if folder_kind(Path(run_dir)) else build_report(run_dir)
     if not quiet:
         print(f"report: {path}")
