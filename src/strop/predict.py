@@ -33,13 +33,16 @@ class Predictor:
         """Class names (classification), labels (multi-label) or tags (token classification), in output order."""
         return list(self.task.info().get("labels", []))
 
-    @torch.no_grad()
     def outputs(self, inputs: list) -> list[np.ndarray]:
         """One array per input: class probabilities, label probabilities, target values, or per-word tag
         probabilities."""
         if isinstance(inputs, (str, tuple)):
             inputs = [inputs]
-        inputs = self.vector_inputs(inputs)
+        return self._outputs(self.vector_inputs(inputs))
+
+    @torch.no_grad()
+    def _outputs(self, inputs: list) -> list[np.ndarray]:
+        """`outputs` of inputs already as the model reads them (`vector_inputs` done)."""
         if len(inputs) == 0:
             return []
         features = self.task.encode(self.model.body, Examples(list(inputs), None, "input"))
@@ -69,7 +72,7 @@ class Predictor:
         if isinstance(inputs, (str, tuple)):
             inputs = [inputs]
         inputs = self.vector_inputs(inputs)
-        return self.task.predictions(list(inputs), self.outputs(inputs))
+        return self.task.predictions(list(inputs), self._outputs(inputs))
 
     def vector_inputs(self, inputs) -> list:
         """For an MLP, the inputs as one float vector each: from a table (a pandas DataFrame or a list of dicts,
