@@ -244,30 +244,52 @@ def test_a_target_reached_below_the_fewest_examples_measured_is_not_extrapolated
 
 
 @pytest.mark.parametrize("command", ["cv", "curve"])
-def test_an_interrupted_study_says_what_it_kept_and_how_to_start_again(command, tiny_overrides, tmp_path,
-                                                                       monkeypatch, capsys):
+def test_an_interrupted_study_says_what_it_kept_and_continues_with_resume(command, tiny_overrides, tmp_path,
+                                                                          monkeypatch, capsys):
     from strop import curve, cv
 
-    calls = []
+    calls, interrupt = [], [True]
 
     def one_run_then_ctrl_c(cfg, train_file, score_file, seed, run_dir, keep_runs):
-        calls.append(run_dir)
-        if len(calls) == 2:
+        calls.append(run_dir.name)
+        if len(calls) == 2 and interrupt[0]:
             raise KeyboardInterrupt
         run_dir.mkdir(parents=True)  # a run's files, which no --keep-runs asked for
-        return {"accuracy": 0.5, "macro_f1": 0.5, "loss": 0.7}
+        return {"accuracy": 0.5 + 0.1 * len(calls), "macro_f1": 0.5, "loss": 0.7}
+
+    def study(*extra, folds=2):
+        if command == "cv":
+            return cv.cross_validate(None, [*tiny_overrides, *extra], folds=folds, seeds=1, output=out, quiet=True)
+        return curve.learning_curve(None, [*tiny_overrides, *extra], fractions=(0.3, 0.6, 1.0), seeds=1,
+                                    output=out, quiet=True)
 
     monkeypatch.setattr("strop.cv.fit_and_score", one_run_then_ctrl_c)
     out = tmp_path / command
     with pytest.raises(KeyboardInterrupt):
-        if command == "cv":
-            cv.cross_validate(None, tiny_overrides, folds=2, seeds=1, output=out, quiet=True)
-        else:
-            curve.learning_curve(None, tiny_overrides, fractions=(0.3, 0.6, 1.0), output=out, quiet=True)
+        study()
     said = capsys.readouterr().err
     assert f"strop {command} stopped: the 1 run(s) that finished are recorded in {out}" in said
-    assert "run it again with another --output" in said
+    assert "run the same command with train.resume=true" in said
     assert not (out / "runs").exists() and (out / f"{command}.json").is_file()
+    with pytest.raises(StropError, match="already holds files: choose another folder, or continue"):
+        study()
+    # Changed settings are refused, and the recorded run stays.
+    with pytest.raises(StropError, match="cannot continue the study .* another optim.lr"):
+        study("train.resume=true", "optim.lr=0.5")
+    if command == "cv":
+        with pytest.raises(StropError, match="another --folds"):
+            study("train.resume=true", folds=3)
+    assert len(json.loads((out / f"{command}.json").read_text())[{"cv": "runs", "curve": "points"}[command]]) == 1
+    # Continued: only the runs not recorded train, and the study ends with every run.
+    interrupted, interrupt[0] = calls.pop(), False
+    calls.clear()
+    result = study("train.resume=true")
+    assert calls[0] == interrupted and len(calls) == {"cv": 1, "curve": 2}[command]
+    runs = result["runs"] if command == "cv" else result["points"]
+    assert len(runs) == {"cv": 2, "curve": 3}[command] and runs[0]["scores" if command == "curve" else "metrics"][
+        "accuracy"] == pytest.approx(0.6)  # the recorded run, kept as measured
+    with pytest.raises(StropError, match="is finished"):
+        study("train.resume=true")
 
 
 def test_the_terminal_says_where_the_mean_of_the_laws_tends_and_warns_of_three_points():

@@ -132,3 +132,30 @@ def test_one_fold_repeats_seeds_on_the_configs_own_split(tiny_overrides, tmp_pat
     overrides = [o for o in tiny_overrides if not o.startswith(("output_dir", "train.epochs"))]
     result = cross_validate(None, overrides + ["train.epochs=1"], folds=1, seeds=2, output=tmp_path / "cv", quiet=True)
     assert [r["seed"] for r in result["runs"]] == [42, 43] and result["scored_on"] == "the run's validation data"
+
+
+def test_a_continued_cv_measures_what_an_uninterrupted_one_does(tiny_overrides, tmp_path, monkeypatch):
+    from strop import cv
+
+    overrides = [o for o in tiny_overrides if not o.startswith(("output_dir", "data.validation", "train.epochs"))]
+    overrides += ["train.epochs=1"]
+    whole = cross_validate(None, overrides, folds=2, seeds=1, output=tmp_path / "whole", quiet=True)
+    real, calls = cv.fit_and_score, []
+
+    def interrupted_in_the_second_run(cfg, train_file, score_file, seed, run_dir, keep_run):
+        calls.append(run_dir)
+        if len(calls) == 2:
+            run_dir.mkdir(parents=True)  # the run had begun: its folder is there, unfinished
+            (run_dir / "metrics.jsonl").write_text("")
+            raise KeyboardInterrupt
+        return real(cfg, train_file, score_file, seed, run_dir, keep_run)
+
+    monkeypatch.setattr(cv, "fit_and_score", interrupted_in_the_second_run)
+    with pytest.raises(KeyboardInterrupt):
+        cross_validate(None, overrides, folds=2, seeds=1, output=tmp_path / "cv", quiet=True, keep_runs=True)
+    monkeypatch.setattr(cv, "fit_and_score", real)
+    continued = cross_validate(None, overrides + ["train.resume=true"], folds=2, seeds=1, output=tmp_path / "cv",
+                               quiet=True, keep_runs=True)
+    assert [r["metrics"] for r in continued["runs"]] == [r["metrics"] for r in whole["runs"]]
+    assert continued["summary"] == whole["summary"]
+    assert (tmp_path / "cv" / "runs" / "seed42-fold2" / "model" / "strop.json").is_file()

@@ -275,7 +275,7 @@ def learning_curve(config=None, overrides: list[str] = (), fractions: tuple[floa
         StropError: bad config, data, fractions, metric, or an output folder that already holds files.
     """
     from strop.config import load_config
-    from strop.cv import default_output, fit_and_score, read_training_table
+    from strop.cv import check_same_study, default_output, fit_and_score, read_training_table, recorded_study
     from strop.fit import method_for_all_of, resolve_config
     from strop.methods.auto import freeze_layers_for_all_of
     from strop.report_studies import report_after
@@ -300,10 +300,10 @@ def learning_curve(config=None, overrides: list[str] = (), fractions: tuple[floa
         raise StropError(f"--target {target:g} is a value {metric} cannot take (it lies in [{low:g}, {high:g}]): "
                          f"give a target in that range")
     out = Path(output) if output is not None else default_output("curve")
-    if out.exists() and any(out.iterdir()):
-        raise StropError(f"--output {out} already holds files: choose another folder")
+    saved = recorded_study(out, CURVE_FILE, cfg, "fit")
     frame, targets = read_training_table(cfg)
     out.mkdir(parents=True, exist_ok=True)
+    continuing = False  # set once a recorded study is found to be this one: until then its folder is left as it is
     try:
         pool, validation_file = _pool_and_validation(cfg, frame, targets, out)
         cfg, method_note = method_for_all_of(cfg)  # one method at every size
@@ -322,13 +322,25 @@ def learning_curve(config=None, overrides: list[str] = (), fractions: tuple[floa
         plans = {seed: nested_subsets([targets[i] for i in pool], sizes, seed) for seed in seed_values}
         result = {"config": cfg.to_dict(), "metric": metric, "fractions": list(fractions), "sizes": sizes,
                   "seeds": seed_values, "pool_examples": len(pool), "validation": str(validation_file),
-                  "points": []}
+                  "keep_runs": keep_runs, "points": []}
+        check_same_study(saved, cfg, {key: result[key] for key in ("metric", "fractions", "sizes", "seeds",
+                                                                    "pool_examples", "keep_runs")}, out)
+        continuing = saved is not None
+        if continuing:
+            result["points"] = saved["points"]
+            if not quiet:
+                print(f"continuing the study in {out}: {len(saved['points'])} run(s) recorded", flush=True)
+        done = {(p["examples"], p["seed"]) for p in result["points"]}
         for seed in seed_values:
             for size, subset in zip(sizes, plans[seed]):
+                if (size, seed) in done:
+                    continue
                 rows = pool[subset]
                 train_file = write_rows(frame, rows, out / "data" / f"n{size}-seed{seed}.parquet")
                 cfg_run = _with_validation(cfg, validation_file)
-                scores = fit_and_score(cfg_run, train_file, None, seed, out / "runs" / f"n{size}-seed{seed}", keep_runs)
+                run_dir = out / "runs" / f"n{size}-seed{seed}"
+                shutil.rmtree(run_dir, ignore_errors=True)  # an interrupted run's: it trains again from its start
+                scores = fit_and_score(cfg_run, train_file, None, seed, run_dir, keep_runs)
                 result["points"].append({"examples": size, "seed": seed, "scores": scores})
                 atomic_write_json(out / CURVE_FILE, result, "the learning curve")
                 if not quiet:
@@ -337,7 +349,7 @@ def learning_curve(config=None, overrides: list[str] = (), fractions: tuple[floa
         measured = (out / CURVE_FILE).is_file()
         if not measured:
             shutil.rmtree(out, ignore_errors=True)  # nothing measured: leave nothing behind
-        elif not keep_runs:
+        elif not keep_runs and (saved is None or continuing):
             shutil.rmtree(out / "runs", ignore_errors=True)  # what was measured stays in curve.json
         if isinstance(error, KeyboardInterrupt):
             from strop.cv import interrupted_note

@@ -82,10 +82,52 @@ def fold_indices(targets: list, folds: int, seed: int,
 
 
 def interrupted_note(command: str, out: Path, finished: int) -> str:
-    """What an interrupted `strop cv` or `strop curve` leaves, and how to start it again (it cannot continue)."""
-    kept = (f"the {finished} run(s) that finished are recorded in {out}, which holds no summary; "
-            if finished else f"nothing was measured, and {out} is removed; ")
-    return f"strop {command} stopped: {kept}run it again with another --output (or remove {out})"
+    """What an interrupted `strop cv` or `strop curve` leaves, and how to go on."""
+    if not finished:
+        return f"strop {command} stopped: nothing was measured, and {out} is removed"
+    return (f"strop {command} stopped: the {finished} run(s) that finished are recorded in {out}; run the same "
+            f"command with train.resume=true to train the others, or another --output to start again")
+
+
+def recorded_study(out: Path, file: str, cfg: Config, finished_key: str) -> dict | None:
+    """What an interrupted study (cv.json, curve.json) in `out` recorded, to continue it where
+    train.resume=true; None for a new study.
+
+    Raises:
+        StropError: `out` holds files without train.resume=true, holds no study to continue, or holds a
+            finished one.
+    """
+    import json
+
+    path = out / file
+    holds_files = out.exists() and any(out.iterdir())
+    if not cfg.train.resume:
+        if holds_files:
+            raise StropError(f"--output {out} already holds files: choose another folder, or continue an "
+                             "interrupted study there with train.resume=true")
+        return None
+    if not path.is_file():
+        if holds_files:
+            raise StropError(f"--output {out} holds no {file} to continue: choose another folder")
+        return None  # an interrupted study that measured nothing left nothing: it starts from the beginning
+    saved = json.loads(path.read_text(encoding="utf-8"))
+    if finished_key in saved:
+        raise StropError(f"the study in {out} is finished (its results are in {path}): there is nothing to continue")
+    return saved
+
+
+def check_same_study(saved: dict | None, cfg: Config, plan: dict, out: Path) -> None:
+    """Refuses to continue a study whose config or plan (its folds, seeds, sizes, ...: the keys of `plan`)
+    differ from the command's: its recorded runs and the new ones would measure two studies."""
+    from strop.fit import config_differences
+
+    if saved is None:
+        return
+    differences = config_differences(saved["config"], cfg)
+    differences += [f"--{key.replace('_', '-')}" for key, value in plan.items() if saved.get(key) != value]
+    if differences:
+        raise StropError(f"cannot continue the study in {out}: it was run with another {', '.join(differences)}; "
+                         "continue it with the command that started it, or give another --output")
 
 
 def summarise(values: list[float], bounds: tuple[float, float] = (-math.inf, math.inf)) -> dict:
@@ -150,7 +192,7 @@ def fit_and_score(cfg: Config, train_file: Path, score_file: Path | None, seed: 
     from strop.predict import load
 
     overrides = {"data": {"train": str(train_file)}, "output_dir": str(run_dir),
-                 "train": {"seed": seed, "quiet": True, "keep_checkpoint": keep_run}}
+                 "train": {"seed": seed, "quiet": True, "keep_checkpoint": keep_run, "resume": False}}
     run_cfg = load_config(_merged(cfg.to_dict(), overrides))
     run = fit(run_cfg)
     predictor = load(run)
@@ -192,8 +234,7 @@ def cross_validate(config=None, overrides: list[str] = (), folds: int = 5, seeds
         raise StropError(f"--folds and --seeds must be >= 1; got --folds {folds} --seeds {seeds}")
     cfg = resolve_config(load_config(config, overrides))
     out = Path(output) if output is not None else default_output("cv")
-    if out.exists() and any(out.iterdir()):
-        raise StropError(f"--output {out} already holds files: choose another folder")
+    saved = recorded_study(out, CV_FILE, cfg, "summary")
     seed_values = [cfg.train.seed + i for i in range(seeds)]
     if folds >= 2:
         frame, targets = read_training_table(cfg)
@@ -208,10 +249,19 @@ def cross_validate(config=None, overrides: list[str] = (), folds: int = 5, seeds
     result = {"config": cfg.to_dict(), "folds": folds, "seeds": seed_values, "keep_runs": keep_runs,
               "scored_on": "the held-out fold, after training" if folds >= 2 else "the run's validation data",
               "runs": []}
+    check_same_study(saved, cfg, {key: result[key] for key in ("folds", "seeds", "keep_runs")}, out)
+    if saved is not None:
+        result["runs"] = saved["runs"]
+        if not quiet:
+            print(f"continuing the study in {out}: {len(saved['runs'])} run(s) recorded", flush=True)
+    done = {(r["seed"], r["fold"]) for r in result["runs"]}
     try:
         for seed in seed_values:
             for k in range(folds):
+                if (seed, k + 1 if folds >= 2 else None) in done:
+                    continue
                 run_dir = out / "runs" / (f"seed{seed}-fold{k + 1}" if folds >= 2 else f"seed{seed}")
+                shutil.rmtree(run_dir, ignore_errors=True)  # an interrupted run's: it trains again from its start
                 if folds >= 2:
                     train_rows, held_out = plans[seed][k]
                     train_file = write_rows(frame, train_rows, out / "folds" / f"seed{seed}-fold{k + 1}-train.parquet")
