@@ -119,6 +119,24 @@ def test_an_mlp_autoencoder_pretrains_and_fit_starts_from_its_body(tmp_path):
     assert fitted["task"] == "text_classification" and fitted["mlp"]["mean"] == info["mlp"]["mean"]
 
 
+def test_a_pretrained_mlp_reads_its_columns_by_name_in_another_order(tmp_path):
+    import pandas as pd
+
+    from strop.pretrain import pretrain
+
+    pre = pretrain(None, ["model.name=mlp", "train.epochs=2", "train.quiet=true"],
+                   data=_rows(tmp_path / "pool.csv", 60, 1), output=tmp_path / "pre")
+    labelled = pd.read_csv(_rows(tmp_path / "labelled.csv", 40, 2, labelled=True))
+    labelled[["label", "f5", "f3", "f1", "f0", "f2", "f4"]].to_csv(tmp_path / "shuffled.csv", index=False)
+    runs = {name: strop.fit(None, [f"model.name={pre / 'model'}", f"data.train={tmp_path / name}.csv",
+                                   f"output_dir={tmp_path / name}-run", "train.epochs=2", "train.quiet=true"])
+            for name in ("labelled", "shuffled")}
+    same = [json.loads((run / "summary.json").read_text())["validation"] for run in runs.values()]
+    assert same[0] == same[1]  # the same model on the same numbers: the columns went where its weights expect
+    assert yaml.safe_load((runs["shuffled"] / "config.yaml").read_text())["data"]["feature_columns"] == [
+        f"f{i}" for i in range(6)]
+
+
 def test_a_pretrained_mlp_refuses_data_with_other_columns(tmp_path):
     from strop.pretrain import pretrain
 

@@ -95,6 +95,12 @@ def prepare(cfg: Config, adapt_task: Callable[[Task], Task] | None = None) -> Pr
     cfg = resolve_config(cfg)
     source = resolve_source(cfg.model.name, TASKS.get(cfg.task.name).input_kinds)
     splits = load_splits(cfg, source.input_kind)
+    saved_columns = source.info.get("feature_columns") if source.kind == "run" else None
+    read = list(splits.train.feature_columns or [])
+    if saved_columns and read != saved_columns and sorted(read) == sorted(saved_columns):
+        # the saved MLP's columns in another order: read by name, in the order its weights expect
+        cfg = replace(cfg, data=replace(cfg.data, feature_columns=tuple(saved_columns)))
+        splits = load_splits(cfg, source.input_kind)
     notes, method_choice = [], None
     if cfg.method.name == "auto":
         cfg, why = _choose_method(cfg, splits, source)
