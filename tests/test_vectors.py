@@ -88,6 +88,20 @@ def test_a_vector_column_with_text_is_refused(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+def test_a_boolean_column_reads_as_0_and_1_from_csv_as_from_parquet_and_json(tmp_path):
+    from strop.data.inputs import read_vectors
+    from strop.data.tables import read_table
+
+    frame = pd.DataFrame({"x": [0.5, 1.5, 2.5], "flag": [True, False, True]})
+    frame.to_csv(tmp_path / "t.csv", index=False)  # written as True / False
+    frame.to_parquet(tmp_path / "t.parquet", index=False)
+    frame.to_json(tmp_path / "t.jsonl", orient="records", lines=True)  # true / false
+    (tmp_path / "lower.csv").write_text("x,flag\n0.5, true\n1.5,FALSE\n2.5,True\n")
+    read = {name: np.stack(read_vectors(read_table(tmp_path / name, "data.train"), tmp_path / name, ["x", "flag"],
+                                        "data.train")) for name in ("t.csv", "t.parquet", "t.jsonl", "lower.csv")}
+    assert all(np.array_equal(m, [[0.5, 1], [1.5, 0], [2.5, 1]]) for m in read.values()), read
+
+
 def test_a_new_run_starts_from_a_previous_runs_body_with_a_new_head(tmp_path, capsys):
     first, _ = _mlp(tmp_path, "first")
     # Same task, same target: the whole model (head included) continues.

@@ -152,10 +152,15 @@ def read_vectors(frame: pd.DataFrame, path: str | Path, columns: list[str], what
     return list(matrix)
 
 
+TRUTH_WORDS = {"true": 1.0, "false": 0.0}  # a CSV's booleans, which it holds as text
+
+
 def numeric_column(values: pd.Series, column: str, path: str | Path, what: str, role: str, fix: str) -> np.ndarray:
-    """A column as float64, or one StropError naming its first non-numeric value or its missing rows."""
+    """A column as float64 (true and false as 1 and 0, as a Parquet or JSON boolean column reads), or one
+    StropError naming its first non-numeric value or its missing rows."""
     raw = values.tolist()
-    numbers = pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float64)
+    as_written = values.map(lambda v: TRUTH_WORDS.get(v.strip().lower(), v) if isinstance(v, str) else v)
+    numbers = pd.to_numeric(as_written, errors="coerce").to_numpy(dtype=np.float64)
     blank = [i + 1 for i, v in enumerate(raw) if v is None or (isinstance(v, float) and v != v)
              or (isinstance(v, str) and not v.strip())]
     if blank:
