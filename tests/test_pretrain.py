@@ -63,6 +63,25 @@ def test_pretrain_writes_a_model_that_fit_starts_from(tiny_model_dir, tiny_overr
     assert resolve_model_source(str(out)) == str(out / "model")  # the pretrain folder itself names its model
 
 
+def test_a_table_gives_its_text_column_and_any_other_file_its_lines(tmp_path):
+    import pandas as pd
+
+    from strop.config import DataConfig
+    from strop.pretrain import read_domain_texts
+
+    texts = ["first, with a comma", 'a "quoted" one', "two\nlines"]
+    frame = pd.DataFrame({"id": [1, 2, 3], "body": texts})
+    for name in ("d.csv", "d.tsv", "d.jsonl", "d.parquet"):
+        getattr(frame, {"d.csv": "to_csv", "d.tsv": "to_csv", "d.jsonl": "to_json", "d.parquet": "to_parquet"}[name])(
+            tmp_path / name, index=False, **({"sep": "\t"} if name == "d.tsv" else
+                                              {"orient": "records", "lines": True} if name == "d.jsonl" else {}))
+        assert read_domain_texts(tmp_path / name, DataConfig(text_column="body")) == texts, name
+    with pytest.raises(strop.StropError, match="column 'text' not found .* data.text_column=<column>"):
+        read_domain_texts(tmp_path / "d.csv", DataConfig())  # no column "text": named, with the key that fixes it
+    (tmp_path / "d.txt").write_text("id,body\n\nsecond line\n")
+    assert read_domain_texts(tmp_path / "d.txt", DataConfig()) == ["id,body", "second line"]
+
+
 def test_validation_masks_are_the_same_every_epoch(tiny_model_dir):
     from transformers import AutoTokenizer
 

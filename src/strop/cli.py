@@ -484,8 +484,9 @@ def build_parser() -> argparse.ArgumentParser:
                                           "whose model/ folder strop fit model.name=<output>/model starts from.")
     pre.add_argument("config", nargs="?", help="YAML config file (optional)")
     pre.add_argument("overrides", nargs="*", help="key=value overrides, as for fit (model.name, train.epochs, ...)")
-    pre.add_argument("--data", required=True, help="a UTF-8 text file, one text per line; model.name=mlp: a table "
-                                                   "(CSV, TSV, JSONL, Parquet) of numeric columns")
+    pre.add_argument("--data", required=True, help="text: a UTF-8 file of one text per line, or a table (CSV, TSV, "
+                                                   "JSONL, Parquet) whose data.text_column holds them; model.name=mlp: "
+                                                   "a table of numeric columns")
     pre.add_argument("--output", help="the run directory (default: output_dir, else runs/<UTC time>)")
     pre.add_argument("--quiet", "-q", action="store_true", help="no progress output")
     pre.set_defaults(func=cmd_pretrain)

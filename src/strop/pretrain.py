@@ -53,6 +53,31 @@ def read_lines(path: str | Path, what: str = "--data", at_least: int = 2,
     return lines
 
 
+def read_domain_texts(path: str | Path, data_cfg) -> list[str]:
+    """The texts to pretrain on: a table's data.text_column (CSV, TSV, JSONL, Parquet: the files `strop fit`
+    reads, whose header and quoting are no part of any text), or the lines of any other file.
+
+    Raises:
+        StropError: an unreadable file, a table without the text column or with missing texts, or fewer than
+            two texts.
+    """
+    from strop.data.inputs import read_texts
+    from strop.data.tables import READERS, read_table, table_suffix
+
+    if table_suffix(Path(path)) not in READERS:
+        return read_lines(path)
+    frame = read_table(path, "--data")
+    if data_cfg.text_column not in frame.columns:  # named here: --data's usual fix, --text-column, is not pretrain's
+        raise StropError(f"--data: column '{data_cfg.text_column}' not found in {Path(path).name}; columns found: "
+                         f"{', '.join(map(str, frame.columns))}. Name the text column with data.text_column=<column>, "
+                         "or give a .txt file of one text per line")
+    texts = read_texts(frame, path, data_cfg, "--data", None)
+    if len(texts) < 2:
+        raise StropError(f"--data {path} has {len(texts)} text(s); pretraining needs at least 2 (one is held out "
+                         "to validate on)")
+    return texts
+
+
 def mask_tokens(input_ids: torch.Tensor, special: torch.Tensor, mask_id: int, vocab_size: int,
                 generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """BERT's masking of (batch, seq) token ids: returns (masked ids, labels); labels are -100 where no
@@ -164,8 +189,8 @@ def pretrain(config=None, overrides: list[str] = (), data: str | Path | None = N
     from strop.train.loop import make_accelerator, train
 
     if data is None:
-        raise StropError("give the unlabelled data with --data FILE (text: one text per line; model.name=mlp: a "
-                         "table of numeric columns)")
+        raise StropError("give the unlabelled data with --data FILE (text: one text per line, or a table with "
+                         "data.text_column; model.name=mlp: a table of numeric columns)")
     cfg = load_config(config, overrides)
     source = resolve_source(cfg.model.name)
     if source.kind == "mlp":
@@ -173,7 +198,7 @@ def pretrain(config=None, overrides: list[str] = (), data: str | Path | None = N
     if source.kind != "text":
         raise StropError(f"model.name={cfg.model.name}: strop pretrain continues a transformers text model (a "
                          "bundled alias, a hub id or a model folder), or trains an MLP autoencoder (mlp)")
-    lines = read_lines(data)
+    lines = read_domain_texts(data, cfg.data)
     refuse_pickle_only(source.location)
     tokenizer = load_tokenizer(source.location, cfg.model.trust_remote_code)
     if tokenizer.mask_token_id is None:
