@@ -60,10 +60,13 @@ def run_one(cell: tuple[str, int], draw: int, name: str, overrides: list[str], w
                            "method.name=fewshot", f"train.seed={draw}", f"output_dir={out}", "train.quiet=true",
                            *overrides])
     summary = json.loads((run / "summary.json").read_text())
-    stage = json.loads((run / "contrastive" / "summary.json").read_text())
-    return about | {"accuracy": summary["validation"]["accuracy"],
-                    "wall_seconds": round(time.perf_counter() - started, 2),
-                    "contrastive_steps": stage["steps"], "contrastive_seconds": stage["train_seconds"]}
+    result = about | {"accuracy": summary["validation"]["accuracy"],
+                      "wall_seconds": round(time.perf_counter() - started, 2)}
+    stage = run / "contrastive" / "summary.json"  # none where a variant trains another method
+    if stage.is_file():
+        stage_summary = json.loads(stage.read_text())
+        result |= {"contrastive_steps": stage_summary["steps"], "contrastive_seconds": stage_summary["train_seconds"]}
+    return result
 
 
 def table(runs: list[dict]) -> str:
