@@ -51,6 +51,11 @@ def test_pretrain_writes_a_model_that_fit_starts_from(tiny_model_dir, tiny_overr
     assert len(history) == 2 and history[1]["val_loss"] < history[0]["val_loss"] + 0.5
     summary = json.loads((out / "summary.json").read_text())
     assert summary["train_texts"] + summary["validation_texts"] == 60
+    from strop.index import INDEX_FILE, list_runs
+
+    assert (tmp_path / INDEX_FILE).is_file()  # recorded as it ran (strop runs), as a fit is
+    [row] = list_runs(tmp_path)
+    assert row["status"] == "complete" and row["task"] == "masked_lm" and row["metrics"] == summary["validation"]
     tuned = load_file(out / "model" / "model.safetensors")
     before = load_file(tiny_model_dir / "model.safetensors")
     key = "encoder.layer.0.attention.self.query.weight"

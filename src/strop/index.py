@@ -129,6 +129,8 @@ def _read_run(run_dir: Path) -> dict:
            "method": config.get("method", {}).get("name"), "config": config or None}
     summary = _read_json(run_dir / "summary.json")
     if summary:
+        # the task it trained (a pretraining run's config keeps task.name=auto; its summary says masked_lm)
+        row.update(task=summary.get("task") or task)
         row.update(metric=summary.get("metric"), metrics=summary.get("validation"), best_epoch=summary.get("best_epoch"),
                    epochs=summary.get("epochs_run"), train_seconds=summary.get("train_seconds"))
         return row

@@ -182,6 +182,7 @@ def pretrain(config=None, overrides: list[str] = (), data: str | Path | None = N
     from strop.backbones.text import TextBackbone, load_tokenizer, quiet_transformers, refuse_pickle_only
     from strop.config import load_config
     from strop.fit import _open_run_dir, _resolve_precision
+    from strop.index import record_run
     from strop.methods.base import Method
     from strop.model import resolve_source
     from strop.runs import atomic_write_json, atomic_write_text
@@ -233,6 +234,7 @@ def pretrain(config=None, overrides: list[str] = (), data: str | Path | None = N
             if not cfg.train.quiet:
                 print(f"strop pretrain -> {run.root}\n  {len(train_features)} texts to train on, {len(val_features)} "
                       f"held out; masked-language model {cfg.model.name}")
+            record_run(run.root, "running")  # the runs folder's index (strop runs), as a fit's
         collate = MaskingCollate(tokenizer, lambda f: pad_collate(f, body.pad_values))
         wrapped = MaskedLM(model, body)
         state, final, _ = train(wrapped, MaskedLMTask(), Method(cfg.method), train_features, val_features, collate,
@@ -244,12 +246,14 @@ def pretrain(config=None, overrides: list[str] = (), data: str | Path | None = N
                                             "train_seconds": round(state.train_seconds, 3), "validation": final,
                                             "train_texts": len(train_features), "validation_texts": len(val_features)},
                               "the summary")
+            record_run(run.root, "complete")
             if not cfg.train.quiet:
                 print(f"validation loss {final['loss']:.4f} (perplexity {final['perplexity']:.2f}); the model is in "
                       f"{run.model}: strop fit model.name={run.model} ...")
-    except BaseException:
+    except BaseException as error:
         if created and not run.last_checkpoint.exists():
             shutil.rmtree(run.root, ignore_errors=True)
+        record_run(run.root, "interrupted" if isinstance(error, KeyboardInterrupt) else "failed", error)
         raise
     finally:
         if lock is not None:
