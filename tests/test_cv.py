@@ -159,3 +159,19 @@ def test_a_continued_cv_measures_what_an_uninterrupted_one_does(tiny_overrides, 
     assert [r["metrics"] for r in continued["runs"]] == [r["metrics"] for r in whole["runs"]]
     assert continued["summary"] == whole["summary"]
     assert (tmp_path / "cv" / "runs" / "seed42-fold2" / "model" / "strop.json").is_file()
+
+
+def test_fold_files_hold_mixed_json_columns_as_the_task_reads_them(tmp_path):
+    from strop.config import DataConfig
+    from strop.cv import write_rows
+    from strop.data.tables import read_table
+    from strop.tasks import TASKS
+
+    lines = [{"id": i if i % 2 else f"x{i}", "text": f"text {i}", "label": 1 if i % 3 else "neg"} for i in range(9)]
+    (tmp_path / "mixed.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    frame = read_table(tmp_path / "mixed.jsonl")
+    fold = write_rows(frame, np.array([4, 0, 3]), tmp_path / "fold.parquet")
+    task = TASKS.get("text_classification")
+    read = [task.read(path, DataConfig(), "text", "data.train") for path in (tmp_path / "mixed.jsonl", fold)]
+    assert read[1].inputs == [read[0].inputs[i] for i in (0, 3, 4)]
+    assert read[1].targets == [read[0].targets[i] for i in (0, 3, 4)] == ["neg", "neg", "1"]

@@ -167,3 +167,33 @@ def test_a_self_training_refused_in_round_0_leaves_no_folder(tiny_overrides, tmp
     with pytest.raises(StropError, match="train.batch_size=2"):
         strop.fit(None, overrides)
     assert not (tmp_path / "run").exists()
+
+
+def test_numeric_labels_mixed_columns_and_a_pool_holding_labelled_examples(tiny_overrides, tmp_path):
+    rows = make_texts(100, seed=5)
+    labelled = pd.DataFrame({"id": range(100), "text": [t for t, _ in rows],
+                             "label": [int(label == "positive") for _, label in rows]})  # int64 labels
+    labelled.to_parquet(tmp_path / "few.parquet", index=False)
+    fresh = [t for t, _ in make_texts(60, seed=6)]
+    # the pool: new texts, with string ids, and 20 of the labelled texts (so the validation ones among them)
+    pool = pd.DataFrame({"id": [f"p{i}" for i in range(80)], "text": fresh + labelled["text"][:20].tolist()})
+    pool.to_parquet(tmp_path / "pool.parquet", index=False)
+    overrides = [o for o in tiny_overrides if not o.startswith(("data.train", "data.validation", "train.epochs"))] + [
+        f"data.train={tmp_path / 'few.parquet'}", f"data.unlabeled={tmp_path / 'pool.parquet'}",
+        "data.pseudo_label_threshold=0.5", "train.epochs=8"]
+    strop.fit(None, overrides)
+    out = tmp_path / "run"
+    report = json.loads((out / "self_training.json").read_text())
+    assert report["pool"] == 60 and report["pool_rows_in_labelled_data"] == 20
+    trained_on = pd.read_parquet(out / "round-1-train.parquet")
+    validation = pd.read_parquet(out / "validation.parquet")
+    assert report["rounds"][1]["pseudo_labels"] > 0 and set(trained_on["label"]) == {"0", "1"}
+    assert not set(validation["text"]) & set(trained_on["text"]) and trained_on["text"].is_unique
+    (tmp_path / "review.csv").write_text("review\nsome text\n")
+    with pytest.raises(StropError, match=r"column 'text' not found in review.csv; columns found: review\. The pool's "
+                                         r"texts go in the column the training data's are in \(data.text_column=text\)"):
+        strop.fit(None, overrides[:-3] + [f"data.unlabeled={tmp_path / 'review.csv'}", f"output_dir={tmp_path / 'x'}"])
+    write_csv(tmp_path / "same.csv", [(t, "") for t in labelled["text"]])
+    with pytest.raises(StropError, match="every one of its 100 rows is an example of data.train"):
+        strop.fit(None, overrides[:-3] + [f"data.unlabeled={tmp_path / 'same.csv'}", f"output_dir={tmp_path / 'x'}"])
+    assert not (tmp_path / "x").exists()

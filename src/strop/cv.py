@@ -175,9 +175,10 @@ def read_training_table(cfg: Config) -> tuple[pd.DataFrame, list]:
 
 def write_rows(frame: pd.DataFrame, rows: np.ndarray, path: Path) -> Path:
     """The given rows of the table as a Parquet file (columns and types exactly as read)."""
+    from strop.data.tables import write_parquet
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    frame.iloc[np.sort(rows)].reset_index(drop=True).to_parquet(path, index=False)
-    return path
+    return write_parquet(frame.iloc[np.sort(rows)], path)
 
 
 def default_output(kind: str) -> Path:

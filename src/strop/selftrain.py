@@ -56,7 +56,7 @@ def self_train(cfg, on_epoch=None) -> Path:
         StropError: a task other than single-label text classification, an unreadable pool, or an output
             folder that already holds files.
     """
-    from strop.data.tables import read_table
+    from strop.data.tables import read_table, write_parquet
     from strop.fit import method_for_all_of
     from strop.predict import load
     from strop.tasks import TASKS
@@ -77,6 +77,7 @@ def self_train(cfg, on_epoch=None) -> Path:
                          "interrupted self-training there with train.resume=true")
     input_kind = resolve_source(cfg.model.name).input_kind
     pool_frame, pool = read_unlabeled(d.unlabeled, d, task_cls, input_kind, "data.unlabeled")
+    pool_frame, pool, known = without_labelled(pool_frame, pool, cfg, task_cls, input_kind)
     labelled = read_table(d.train, "data.train")
     base = replace(cfg, data=replace(d, unlabeled=None))
     check_same_self_training(cfg, out)
@@ -88,11 +89,15 @@ def self_train(cfg, on_epoch=None) -> Path:
     if d.validation is None:
         labelled, validation = split_once(labelled, base, input_kind)
         out.mkdir(parents=True, exist_ok=True)
-        labelled.to_parquet(out / LABELLED_FILE, index=False)
-        validation.to_parquet(out / VALIDATION_FILE, index=False)
+        write_parquet(labelled, out / LABELLED_FILE)
+        write_parquet(validation, out / VALIDATION_FILE)
         base = replace(base, data=replace(base.data, train=str(out / LABELLED_FILE),
                                           validation=str(out / VALIDATION_FILE)))
-    report = {"threshold": d.pseudo_label_threshold, "pool": len(pool_frame), "config": cfg.to_dict(), "rounds": []}
+    report = {"threshold": d.pseudo_label_threshold, "pool": len(pool_frame), "config": cfg.to_dict(), "rounds": [],
+              "pool_rows_in_labelled_data": known}
+    if known and not cfg.train.quiet:
+        print(f"data.unlabeled: {known} of its rows are examples of data.train or data.validation, left out of the "
+              f"pool (a validation example pseudo-labelled would be scored on its own guess); {len(pool)} remain")
     try:
         run = _round(base, round_folder(out, 0), on_epoch)
     except StropError:
@@ -118,7 +123,7 @@ def self_train(cfg, on_epoch=None) -> Path:
         rows[d.label_column] = guessed
         combined = pd.concat([labelled, rows[[c for c in labelled.columns if c in rows]]], ignore_index=True)
         train_file = out / f"round-{r}-train.parquet"
-        combined.to_parquet(train_file, index=False)
+        write_parquet(combined, train_file)
         entry = {"round": r, "pseudo_labels": len(chosen),
                  "per_class": {name: guessed.count(name) for name in names if name in guessed},
                  "confident": int((probabilities.max(axis=1) >= d.pseudo_label_threshold).sum())}
@@ -143,6 +148,26 @@ def self_train(cfg, on_epoch=None) -> Path:
 
 
 LABELLED_FILE, VALIDATION_FILE = "labelled-train.parquet", "validation.parquet"
+
+
+def without_labelled(pool_frame: pd.DataFrame, pool: list, cfg, task_cls, input_kind: str) -> tuple[pd.DataFrame,
+                                                                                                     list, int]:
+    """The pool without the rows whose inputs are those of a labelled example (data.train, data.validation),
+    and how many were left out: a pseudo-labelled validation example would make a round's score its own
+    guess, and a training example would train twice, once perhaps with the wrong label.
+
+    Raises:
+        StropError: every row of the pool is a labelled example.
+    """
+    d = cfg.data
+    labelled = set(task_cls.read(d.train, d, input_kind, "data.train").inputs)
+    if d.validation is not None:
+        labelled |= set(task_cls.read(d.validation, d, input_kind, "data.validation").inputs)
+    keep = [i for i, x in enumerate(pool) if x not in labelled]
+    if not keep:
+        raise StropError(f"data.unlabeled {d.unlabeled}: every one of its {len(pool)} rows is an example of data.train "
+                         "or data.validation: give texts the labelled data do not hold")
+    return pool_frame.iloc[keep].reset_index(drop=True), [pool[i] for i in keep], len(pool) - len(keep)
 
 
 def split_once(labelled: pd.DataFrame, cfg, input_kind: str) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -242,8 +267,16 @@ def read_unlabeled(path: str | Path, d, task_cls, input_kind: str, what: str) ->
                              f"{kind}: give a table with {needed}")
         lines = read_lines(path, what, 1, "give at least one text")
         return pd.DataFrame({d.text_column: lines}), lines
+    frame = read_table(path, what)
+    if input_kind == "text":
+        for key in ("text_column", "text_pair_column"):
+            column = getattr(d, key)
+            if column is not None and column not in frame.columns:
+                raise StropError(f"{what}: column '{column}' not found in {Path(path).name}; columns found: "
+                                 f"{', '.join(map(str, frame.columns))}. The pool's texts go in the column the "
+                                 f"training data's are in (data.{key}={column}): rename that column in {path}")
     inputs = task_cls.read(path, d, input_kind, what, with_targets=False).inputs
-    return read_table(path, what), inputs
+    return frame, inputs
 
 
 def _validation(run: Path) -> dict:

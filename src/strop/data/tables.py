@@ -232,3 +232,30 @@ def read_table(path: str | Path, what: str = "data") -> pd.DataFrame:
         raise StropError(f"{what}: {path} has a header but no examples: add rows below it, or name the file "
                          "that holds them")
     return frame
+
+
+def write_parquet(frame: pd.DataFrame, path: str | Path) -> Path:
+    """Rows of a table read by `read_table` (a fold, a subset, a self-training round's data) as a Parquet file,
+    every column as read, but a column of mixed JSON types (ids that are numbers and strings, labels 1 and
+    "neg") or of one type from one file and another from a second (labels True and "positive"), which Parquet
+    cannot hold in one column: its values are written as the texts they read as (1 -> "1", 1.0 -> "1",
+    True -> "True"), which the tasks read as the same labels and texts."""
+    frame = frame.reset_index(drop=True)
+    for column in frame.columns:
+        kinds = {type(v) for v in frame[column] if not _missing(v)}
+        if len(kinds) > 1:
+            frame[column] = frame[column].map(_as_text).astype(object)
+    frame.to_parquet(path, index=False)
+    return Path(path)
+
+
+def _missing(value) -> bool:
+    return value is None or (isinstance(value, float) and value != value)
+
+
+def _as_text(value):
+    if _missing(value) or isinstance(value, str):
+        return None if _missing(value) else value
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
