@@ -9,8 +9,8 @@ import torch
 import yaml
 
 import strop
-from strop.methods.auto import (FEWSHOT_MAX_EXAMPLES_CPU, FEWSHOT_MAX_PER_CLASS, FREEZE_BOTTOM_MAX_EXAMPLES,
-                                choose_freeze_layers, choose_method)
+from strop.methods.auto import (FEWSHOT_MAX_CLASSES, FEWSHOT_MAX_EXAMPLES_CPU, FEWSHOT_MAX_PER_CLASS,
+                                FREEZE_BOTTOM_MAX_EXAMPLES, choose_freeze_layers, choose_method)
 from strop.tasks.classification import Classification
 from strop.tasks.image_classification import ImageClassification
 from strop.tasks.multilabel import MultiLabel
@@ -34,11 +34,17 @@ def test_few_texts_a_class_go_to_few_shot_and_many_to_full(gpu):
 
 
 def test_on_a_cpu_too_many_examples_for_pairs_go_to_full_and_a_gpu_keeps_few_shot():
-    many_classes = FEWSHOT_MAX_EXAMPLES_CPU // 10 + 1  # 10 a class, but more examples than a CPU pairs
-    labels = _labels(10, many_classes)
-    name, why = choose_method(_text_task(many_classes), labels, "text", gpu=False)
+    labels = _labels(10, 5) + ["c0"] * FEWSHOT_MAX_EXAMPLES_CPU  # median 10 a class, more than a CPU pairs
+    name, why = choose_method(_text_task(5), labels, "text", gpu=False)
     assert name == "full" and "too many pairs for a CPU" in why
-    assert choose_method(_text_task(many_classes), labels, "text", gpu=True)[0] == "fewshot"
+    assert choose_method(_text_task(5), labels, "text", gpu=True)[0] == "fewshot"
+
+
+@pytest.mark.parametrize("gpu", [False, True])
+def test_more_classes_than_a_contrastive_group_holds_go_to_full(gpu):
+    assert choose_method(_text_task(FEWSHOT_MAX_CLASSES), _labels(8, FEWSHOT_MAX_CLASSES), "text", gpu)[0] == "fewshot"
+    name, why = choose_method(_text_task(20), _labels(8, 20), "text", gpu)
+    assert name == "full" and "20 classes" in why and f"up to {FEWSHOT_MAX_CLASSES}" in why
 
 
 def test_the_median_class_decides_not_the_largest():
