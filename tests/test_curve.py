@@ -303,3 +303,22 @@ def test_the_terminal_says_where_the_mean_of_the_laws_tends_and_warns_of_three_p
     few = analyse(n[::2][:3], accuracy[::2][:3], bounded=True, draws=50, score_range=(0.0, 1.0))
     text = describe({"metric": "accuracy", "seeds": [1], "sizes": list(SIZES[:3]), "fit": few, "points": points[::2][:3]})
     assert "warning: 3 points for a law of 3 parameters" in text
+
+
+def test_the_target_answer_says_why_it_is_not_reached_and_keeps_its_interval_to_the_sizes_measured():
+    from strop.curve import shown
+
+    n = np.repeat(SIZES, 2)
+    fit = analyse(n, power_law(n, *TRUE), draws=20)
+    result = {"metric": "accuracy", "seeds": [1, 2], "sizes": list(SIZES), "fit": fit,
+              "points": [{"examples": int(size), "scores": {"accuracy": 0.8}} for size in n]}
+    fit["asymptote"] = 0.76
+    fit["target"] = {"score": 0.7, "examples": math.inf, "examples_interval": [math.inf, math.inf],
+                     "reachable_share": 0.1, "below_measured": False}
+    assert "tends there so slowly that it would take more than 1e+15 examples" in describe(result)
+    fit["target"]["score"] = 0.8
+    assert "(it levels off below)" in describe(result)
+    fit["target"] = {"score": 0.7, "examples": 762.0, "examples_interval": [0.002, math.inf],
+                     "reachable_share": 0.9, "below_measured": False}
+    assert "about 762 labelled examples [fewer than 20, never]" in describe(result)
+    assert shown(-0.0) == "0.0000" and shown(-0.0, signed=True) == "+0.0000"

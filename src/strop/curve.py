@@ -445,11 +445,16 @@ def describe(result: dict) -> str:
             lines.append(f"{metric} {t['score']}: reached already by the fewest examples measured "
                          f"({min(result['sizes']):,}); the curve says nothing below that")
         elif math.isinf(t["examples"]):
-            side = "above" if fit.get("lower_is_better") else "below"
-            lines.append(f"{metric} {t['score']}: not reached by the fitted curve (it levels off {side}); "
+            lower = fit.get("lower_is_better")
+            within = t["score"] > fit["asymptote"] if lower else t["score"] < fit["asymptote"]
+            why = (f"it tends there so slowly that it would take more than {LARGEST_SIZE:.0e} examples" if within
+                   else f"it levels off {'above' if lower else 'below'}")
+            lines.append(f"{metric} {t['score']}: not reached by the fitted curve ({why}); "
                          f"reached in {t['reachable_share']:.0%} of the bootstrap fits")
         else:
-            lines.append(f"{metric} {t['score']}: about {t['examples']:,.0f} labelled examples [{low:,.0f}, "
+            fewest = min(result["sizes"])  # an interval reaching below the sizes measured says no more than that
+            start = f"fewer than {fewest:,}" if low < fewest else f"{low:,.0f}"
+            lines.append(f"{metric} {t['score']}: about {t['examples']:,.0f} labelled examples [{start}, "
                          + ("never" if math.isinf(high) else f"{high:,.0f}") + "]")
     return "\n".join(lines)
 
@@ -457,6 +462,7 @@ def describe(result: dict) -> str:
 def shown(value: float, signed: bool = False) -> str:
     """A score or a change for people: four decimals, or three significant digits where four decimals would
     show a nonzero value as 0.0000 (a target measured in small units)."""
+    value = value + 0.0  # -0.0 (a change of nothing, negated for a loss) shows as 0.0000
     if value != 0 and abs(value) < 1e-3 and math.isfinite(value):
         return f"{value:+.3g}" if signed else f"{value:.3g}"
     return f"{value:+.4f}" if signed else f"{value:.4f}"
