@@ -150,6 +150,9 @@ def test_the_plot_keeps_the_band_and_the_curve_within_the_metric_range():
     assert min(line.get_ydata().min() for line in axes.lines) >= 0.0
     json.dumps(result["fit"])  # the range is stored as JSON can hold it: null for the unbounded side
     assert result["fit"]["score_range"] == [0.0, None]
+    axes.figure.canvas.draw()  # the size axis in plain numbers, not math text (fonts a slim install lacks)
+    labels = [t.get_text() for t in axes.get_xticklabels() + axes.get_xminorticklabels() if t.get_text()]
+    assert labels and not any("$" in label for label in labels) and "100" in labels
 
 
 def test_subsets_are_nested_stratified_and_of_the_asked_sizes():

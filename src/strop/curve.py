@@ -510,6 +510,12 @@ def draw(result: dict, axes) -> None:
     if "target" in fit:
         axes.axhline(fit["target"]["score"], linestyle=":", color="gray", label=f"target {fit['target']['score']}")
     axes.set_xscale("log")
+    # plain numbers (100, 1,000): a log axis labels its ticks as math text (10^2), whose fonts a slim
+    # matplotlib install lacks, with a warning on stderr for every tick
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
+    axes.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:,.0f}"))
+    axes.xaxis.set_minor_formatter(NullFormatter())
     axes.set_xlabel("labelled training examples")
     axes.set_ylabel(metric)
     axes.legend(loc="best", fontsize=8)
