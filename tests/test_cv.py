@@ -66,8 +66,11 @@ def test_folds_whose_runs_could_not_split_off_a_validation_set_are_refused_befor
 
 def test_a_label_that_a_fold_holds_out_of_training_is_refused_for_label_sets():
     sets = [["a"], ["b"], ["a", "b"], ["c"]] * 5 + [["a", "e"]]  # 'e' once: one fold's model never sees it
-    with pytest.raises(StropError, match=r"fold \d holds every example of label\(s\) e out of its training rows"):
+    with pytest.raises(StropError, match=r"fold \d holds every example of label\(s\) e out of its training rows.*"
+                                         r"use fewer folds, or draw other folds with another train.seed"):
         fold_indices(sets, 3, seed=0)
+    with pytest.raises(StropError, match=r"add examples of them, or draw other folds"):  # no fewer than 2 folds
+        fold_indices(sets, 2, seed=0)
     assert len(fold_indices(sets[:-1], 3, seed=0)) == 3
 
 

@@ -75,9 +75,11 @@ def fold_indices(targets: list, folds: int, seed: int,
             trained = {label for i in train_rows for label in targets[i]}
             missing = sorted({label for i in held_out for label in targets[i]} - trained)
             if missing:
+                fewer = "use fewer folds, " if folds > 2 else ""
                 raise StropError(f"--folds {folds}: fold {k} holds every example of label(s) {', '.join(missing)} "
                                  "out of its training rows, so its model could not predict them: add examples of "
-                                 "them, or use fewer folds")
+                                 f"them, {fewer}or draw other folds with another train.seed (label sets are not "
+                                 "stratified)")
     return plan
 
 

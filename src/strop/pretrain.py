@@ -49,7 +49,7 @@ def read_lines(path: str | Path, what: str = "--data", at_least: int = 2,
         raise StropError(f"{what} {path} is not UTF-8 text ({error}); convert it to UTF-8") from None
     lines = [line for line in lines if line]
     if len(lines) < at_least:
-        raise StropError(f"{what} {path} has {len(lines)} non-blank lines; {why}")
+        raise StropError(f"{what} {path} has {len(lines)} non-blank line{'' if len(lines) == 1 else 's'}; {why}")
     return lines
 
 
