@@ -300,3 +300,21 @@ def test_every_task_through_the_cli_predict_and_evaluate(task, tiny_model_dir, t
     assert TASKS.get(task).lead_metric in metrics
     assert main(["evaluate", str(run), "--data", str(dev)]) == 0
     assert TASKS.get(task).lead_metric in capsys.readouterr().out
+
+
+def test_label_sets_read_from_json_and_parquet_lists_as_from_separated_text(tmp_path):
+    import pandas as pd
+
+    from strop.config import DataConfig
+    from strop.errors import StropError
+
+    frame = pd.DataFrame({"text": ["one", "two", "three"], "label": [["a", "b"], ["c"], ["b", "a", "c"]]})
+    frame.to_json(tmp_path / "sets.jsonl", orient="records", lines=True)
+    frame.to_parquet(tmp_path / "sets.parquet", index=False)
+    (tmp_path / "sets.csv").write_text("text,label\none,a|b\ntwo,c\nthree,b|a|c\n")
+    task = TASKS.get("multilabel_classification")
+    read = [task.read(tmp_path / f"sets.{kind}", DataConfig(), "text", "data.train").targets
+            for kind in ("csv", "jsonl", "parquet")]
+    assert read[0] == read[1] == read[2] == [("a", "b"), ("c",), ("a", "b", "c")]
+    with pytest.raises(StropError, match=r"holds a list in row 1 .* task.name=multilabel_classification"):
+        TASKS.get("text_classification").read(tmp_path / "sets.jsonl", DataConfig(), "text", "data.train")

@@ -41,7 +41,8 @@ def clean_strings(column: pd.Series, path: str | Path, what: str) -> list[str | 
         if isinstance(value, (list, dict, tuple, np.ndarray)):
             raise StropError(f"{what}: column '{column.name}' of {Path(path).name} holds a "
                              f"{type(value).__name__} in row {row} ({str(value)[:60]}), not a text or label: "
-                             "give one string per row")
+                             "give one string per row" + (" (a list of labels a row: task.name=multilabel_classification)"
+                                                          if isinstance(value, (list, tuple, np.ndarray)) else ""))
         if isinstance(value, bytes):
             try:
                 value = value.decode("utf-8")

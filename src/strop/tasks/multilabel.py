@@ -35,7 +35,10 @@ class MultiLabel(SentenceTask):
     @classmethod
     def read_targets(cls, frame, path, data_cfg, what: str) -> list[tuple[str, ...]]:
         require_column(frame, data_cfg.label_column, path, what, "label_column")
-        cells = clean_strings(frame[data_cfg.label_column], path, what)
+        # a JSON or Parquet list of labels is a row's set, as "a|b" is in a text cell
+        column = frame[data_cfg.label_column].map(
+            lambda v: data_cfg.label_separator.join(map(str, v)) if isinstance(v, (list, tuple, np.ndarray)) else v)
+        cells = clean_strings(column.rename(data_cfg.label_column), path, what)
         sets = [None if c is None else tuple(sorted({p.strip() for p in c.split(data_cfg.label_separator)
                                                      if p.strip()})) or None for c in cells]
         refuse_missing(sets, "label set", path, what, f" (labels separated by '{data_cfg.label_separator}')")
