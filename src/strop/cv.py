@@ -176,7 +176,8 @@ def read_training_table(cfg: Config) -> tuple[pd.DataFrame, list]:
 
 
 def write_rows(frame: pd.DataFrame, rows: np.ndarray, path: Path) -> Path:
-    """The given rows of the table as a Parquet file (columns and types exactly as read)."""
+    """The given rows of the table as a Parquet file (columns as read; a column of mixed types as texts:
+    `write_parquet`)."""
     from strop.data.tables import write_parquet
 
     path.parent.mkdir(parents=True, exist_ok=True)
