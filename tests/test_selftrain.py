@@ -197,3 +197,17 @@ def test_numeric_labels_mixed_columns_and_a_pool_holding_labelled_examples(tiny_
     with pytest.raises(StropError, match="every one of its 100 rows is an example of data.train"):
         strop.fit(None, overrides[:-3] + [f"data.unlabeled={tmp_path / 'same.csv'}", f"output_dir={tmp_path / 'x'}"])
     assert not (tmp_path / "x").exists()
+
+
+def test_an_interrupted_round_says_how_to_continue_the_self_training_not_the_round(tiny_overrides, tmp_path,
+                                                                                    monkeypatch, capsys):
+    from conftest import interrupt_after_checkpoint
+
+    train = write_csv(tmp_path / "few.csv", make_texts(60, seed=5))
+    pool = write_csv(tmp_path / "pool.csv", [(t, "") for t, _ in make_texts(20, seed=6)])
+    overrides = [o for o in tiny_overrides if not o.startswith(("data.train", "train.quiet"))] + [
+        f"data.train={train}", f"data.unlabeled={pool}", "train.quiet=false"]
+    interrupt_after_checkpoint(monkeypatch, lambda: strop.fit(None, overrides))
+    said = capsys.readouterr().err
+    assert "self-training interrupted; continue it with the same command" in said
+    assert "continue the run with: strop fit" not in said  # the round's own hint would continue it alone

@@ -222,7 +222,8 @@ def _choose_freeze_layers(cfg: Config, splits: Splits, model: TaskModel, notes: 
 
 
 def fit(config: str | Path | dict | Config | None = None, overrides: list[str] = (),
-        on_epoch: Callable[[dict], None] | None = None, adapt_task: Callable[[Task], Task] | None = None) -> Path:
+        on_epoch: Callable[[dict], None] | None = None, adapt_task: Callable[[Task], Task] | None = None,
+        resume_hint: bool = True) -> Path:
     """Fine-tunes a model as the config says and returns the run directory.
 
     Args:
@@ -230,6 +231,8 @@ def fit(config: str | Path | dict | Config | None = None, overrides: list[str] =
         overrides: `key=value` strings applied on top, e.g. ["optim.lr=3e-5"].
         on_epoch: called with each epoch's metrics record (see `strop.train.loop.train`), e.g. by a search.
         adapt_task: turns the data's task into the one trained (strop distill adds the teacher's soft targets).
+        resume_hint: on Ctrl-C, say how to continue this run (False where the caller continues a larger job,
+            as self-training's rounds, and says how itself).
 
     Raises:
         StropError: bad config, data or model name. Nothing is written in that case.
@@ -306,7 +309,8 @@ def fit(config: str | Path | dict | Config | None = None, overrides: list[str] =
         # A run that never reached its first checkpoint is worth nothing: leave no half-written run.
         if created and accelerator.is_main_process and not _has_checkpoint(run):
             shutil.rmtree(run.root, ignore_errors=True)
-        elif isinstance(error, KeyboardInterrupt) and accelerator.is_main_process and not cfg.train.quiet:
+        elif (isinstance(error, KeyboardInterrupt) and accelerator.is_main_process and not cfg.train.quiet
+              and resume_hint):
             print(f"interrupted; continue the run with: strop fit {run.config} train.resume=true", file=sys.stderr)
         if accelerator.is_main_process:  # a run removed above leaves the index too
             record_run(run.root, "interrupted" if isinstance(error, KeyboardInterrupt) else "failed", error)

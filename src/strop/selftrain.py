@@ -231,7 +231,8 @@ def _round(cfg, folder: Path, on_epoch) -> Path:
         return folder
     resume = cfg.train.resume and RunDir(folder).config.is_file()
     try:
-        return fit(replace(cfg, output_dir=str(folder), train=replace(cfg.train, resume=resume)), on_epoch=on_epoch)
+        return fit(replace(cfg, output_dir=str(folder), train=replace(cfg.train, resume=resume)), on_epoch=on_epoch,
+                   resume_hint=False)  # continuing the round alone would not continue the self-training
     except KeyboardInterrupt:
         print(f"self-training interrupted; continue it with the same command and output_dir={folder.parent} "
               "train.resume=true (the rounds that completed are kept)", file=sys.stderr)
