@@ -161,13 +161,17 @@ def test_fit_predict_evaluate(tiny_overrides, text_data, tmp_path, capsys, monke
     assert [r["label"] for r in rows] == ["positive", "negative"]
     assert set(rows[0]["probabilities"]) == {"negative", "positive"}
 
-    out = tmp_path / "pred.csv"
-    assert main(["predict", str(run), "--input", str(text_data["dev"]), "--output", str(out)]) == 0
     import pandas as pd
 
+    out, dev = tmp_path / "pred.csv", pd.read_csv(text_data["dev"])
+    dev.insert(0, "id", [f"r{i}" for i in range(len(dev))])  # a column the model does not read comes along
+    dev.to_csv(tmp_path / "dev-with-ids.csv", index=False)
+    assert main(["predict", str(run), "--input", str(tmp_path / "dev-with-ids.csv"), "--output", str(out)]) == 0
     predictions = pd.read_csv(out)
-    assert list(predictions.columns) == ["text", "label", "score", "p_negative", "p_positive"]
-    assert len(predictions) == 60
+    assert list(predictions.columns) == ["id", "input_label", "text", "label", "score", "p_negative", "p_positive"]
+    assert predictions["id"].tolist() == dev["id"].tolist()
+    assert predictions["input_label"].tolist() == dev["label"].tolist()  # the file's labels beside the model's
+    assert predictions["text"].tolist() == dev["text"].tolist()
     with monkeypatch.context() as patch:  # a full disk: one message, exit 1, and no partial file
         _fill_disk_while_writing(patch, "pred.jsonl")
         assert main(["predict", str(run), "--input", str(text_data["dev"]), "--output", str(tmp_path / "pred.jsonl")]) == 1

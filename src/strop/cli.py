@@ -53,7 +53,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
         _check_output(Path(args.output))
     predictor = load(args.run_dir)
     inputs = _command_line_inputs(args, predictor) if args.text is not None else _file_inputs(args, predictor)
-    _write_predictions(predictor.records(inputs), args.output)
+    records = predictor.records(inputs)
+    if args.input is not None:
+        records = _with_other_columns(records, args.input, predictor)
+    _write_predictions(records, args.output)
     return 0
 
 
@@ -100,6 +103,27 @@ def _file_inputs(args: argparse.Namespace, predictor) -> list:
         refuse_missing(texts, "text", args.input, "--input")
         return texts
     return type(task).read(args.input, columns, predictor.model.body.kind, "--input", with_targets=False).inputs
+
+
+def _with_other_columns(records: list[dict], path: str, predictor) -> list[dict]:
+    """Each prediction after the --input table's columns that the model does not read (an id, a source), so
+    that the output joins back to the input; a column named like a prediction key (a labelled file's `label`)
+    is kept as input_<name>. Inputs that are not a table (lines of text, CoNLL, a folder of images) have none."""
+    from strop.data.tables import READERS, read_table, table_suffix
+    from strop.evaluate.scoring import saved_columns
+
+    if Path(path).is_dir() or table_suffix(Path(path)) not in READERS:
+        return records
+    columns = saved_columns(predictor.info)
+    read = {columns.text_column, columns.text_pair_column, columns.path_column, *columns.feature_columns}
+    table = read_table(path, "--input")
+    table = table[[c for c in table.columns if c not in read]]
+    if table.empty or len(table) != len(records):  # every reader keeps every row or refuses the file
+        return records
+    keys = set().union(*(r.keys() for r in records))
+    table.columns = [f"input_{c}" if c in keys else str(c) for c in table.columns]
+    rows = table.astype(object).where(table.notna(), None).to_dict("records")
+    return [row | record for row, record in zip(rows, records)]
 
 
 def _check_output(output: Path) -> None:
