@@ -92,6 +92,15 @@ def test_a_loss_is_fitted_falling_and_an_unreachable_target_says_so():
     assert fit["asymptote"] == pytest.approx(0.3, abs=0.01)
     assert fit["twice_the_data"]["gain"] < 0  # twice the data: a lower loss
     assert fit["target"]["examples"] == pytest.approx((2.0 / 0.2) ** 2, rel=0.05)
+    # shown on the loss's own scale: loss(n) = a + b n^-c with the law's a 0.3, b 2, c 0.5
+    assert "a + b * n^(-c)" in fit["model"]
+    assert [fit["parameters"][k] for k in "abc"] == pytest.approx([0.3, 2.0, 0.5], rel=0.02)
+    low, high = fit["parameter_intervals"]["a"]
+    assert low <= 0.3 <= high
+    assert forecast(1000.0, parameters_of(fit)) == pytest.approx(-(0.3 + 2.0 * 1000 ** -0.5), rel=1e-3)
+    old_file = fit | {"model": "score(n) = a - b * n^(-c) fitted to -score (lower is better)",
+                      "parameters": fit["parameters"] | {"a": -fit["parameters"]["a"]}}  # as written before
+    assert parameters_of(old_file) == pytest.approx(parameters_of(fit))
     assert math.isinf(examples_for(0.95, *TRUE))  # above the asymptote: never
     with pytest.raises(StropError, match="three different training sizes"):
         fit_power_law([10, 10, 20, 20], [0.5, 0.5, 0.6, 0.6])

@@ -7,12 +7,13 @@ stratified by class), scores each run on one fixed validation set, and fits powe
     saturating:    score(n) = a - b * n^(-c)       (a: the score the data tend to; b, c > 0)
     ceiling-free:  score(n) = 1 - b' * n^(-c')     (a score bounded by 1: its error falls as a pure power law)
 
-For a score bounded by 1 (accuracy, F1) the forecast is the mean of the two; otherwise (a loss, fitted as
--loss) the saturating law alone. Why the mean: fitted on up to 500 examples and checked against training at
-2 to 14 times that (docs/benchmarks.md, "Learning curve against reality"), the saturating law fell short by up
-to 5.7 points at the far sizes (its ceiling is set by the flattening of a few small, noisy runs) and the
-ceiling-free law overshot by up to 3 points; their mean was within 2 points at all ten checked sizes of five
-curves (SST-2 and TREC with two pools each, Banking77), a rule chosen before the last three were run.
+For a score bounded by 1 (accuracy, F1) the forecast is the mean of the two; otherwise the saturating law
+alone (a loss fitted as -loss, and shown on its own scale as loss(n) = a + b * n^(-c)). Why the mean: fitted
+on up to 500 examples and checked against training at 2 to 14 times that (docs/benchmarks.md, "Learning curve
+against reality"), the saturating law fell short by up to 5.7 points at the far sizes (its ceiling is set by
+the flattening of a few small, noisy runs) and the ceiling-free law overshot by up to 3 points; their mean was
+within 2 points at all ten checked sizes of five curves (SST-2 and TREC with two pools each, Banking77), a
+rule chosen before the last three were run.
 
 It answers "how many labelled examples to reach score X?" and "what would twice the data give?", each with a
 95% interval from a bootstrap over the runs, in the terminal, in curve.json and in curve.png. An extrapolation
@@ -39,6 +40,8 @@ BOOTSTRAP_DRAWS = 500
 # A forecast that needs more training examples than this never reaches the score in practice (and beyond it,
 # a law that rises very slowly, c near 0, would need sizes past what a float holds).
 LARGEST_SIZE = 1e15
+# how a loss's curve is described: it falls towards a (fitted as its negative, which rises)
+LOSS_LAW = "a + b * n^(-c) (lower is better)"
 
 
 def power_law(n, a: float, b: float, c: float):
@@ -200,13 +203,15 @@ def analyse(n, score, minimised: bool = False, bounded: bool = False, target: fl
 
     limits = [limit(d) for d in draws_]
     model = ("score(n) = mean of a - b * n^(-c) and 1 - b' * n^(-c')" if bounded else
-             "score(n) = a - b * n^(-c)" + (" fitted to -score (lower is better)" if minimised else ""))
+             f"score(n) = {LOSS_LAW if minimised else 'a - b * n^(-c)'}")
+    # a loss's law on its own scale: -score = a - b n^-c is score = (-a) + b n^-c, its level -a
+    level, levels = sign * params[0], sorted(sign * np.array(interval(draws_[:, 0])))
     result = {
         "model": model, "lower_is_better": minimised,
         # the metric's range, what the forecasts are cut to (null: unbounded on that side; JSON has no inf)
         "score_range": [None if math.isinf(v) else float(v) for v in score_range],
-        "parameters": {"a": params[0], "b": params[1], "c": params[2]},
-        "parameter_intervals": {name: interval(draws_[:, i]) for i, name in enumerate("abc")},
+        "parameters": {"a": level, "b": params[1], "c": params[2]},
+        "parameter_intervals": {"a": levels, "b": interval(draws_[:, 1]), "c": interval(draws_[:, 2])},
         "bootstrap_draws": len(draws_),
         "largest_size": largest,
         "score_at_largest": scores(now),
@@ -231,10 +236,12 @@ def analyse(n, score, minimised: bool = False, bounded: bool = False, target: fl
 
 
 def parameters_of(fit: dict) -> np.ndarray:
-    """`fit_curve`'s parameters back from `analyse`'s result (curve.json's "fit")."""
+    """`fit_curve`'s parameters back from `analyse`'s result (curve.json's "fit"): for a loss, those of its
+    negative (a curve.json written before losses were shown on their own scale has them so already)."""
     p = fit["parameters"]
     free = fit.get("ceiling_free")
-    return np.array([p["a"], p["b"], p["c"]] + ([free["b"], free["c"]] if free else []))
+    level = -p["a"] if LOSS_LAW in fit["model"] else p["a"]
+    return np.array([level, p["b"], p["c"]] + ([free["b"], free["c"]] if free else []))
 
 
 def nested_subsets(targets: list, sizes: list[int], seed: int) -> list[np.ndarray]:
@@ -505,7 +512,7 @@ def draw(result: dict, axes) -> None:
         axes.plot(grid, cut(power_law(grid, 1.0, *params[3:])), linewidth=0.8, linestyle="--",
                   label="1 - b' n^-c'")
     axes.plot(grid, cut(sign * forecast(grid, params)),
-              label="forecast (their mean)" if len(params) == 5 else "a - b n^-c")
+              label="forecast (their mean)" if len(params) == 5 else "a + b n^-c" if sign < 0 else "a - b n^-c")
     axes.scatter(n, y, s=14, color="black", label="runs")
     if "target" in fit:
         axes.axhline(fit["target"]["score"], linestyle=":", color="gray", label=f"target {fit['target']['score']}")
