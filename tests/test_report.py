@@ -265,6 +265,28 @@ def test_overfitting_is_found_in_a_rising_validation_loss_and_not_in_a_healthy_r
     assert diagnose.overfitting(OVERFIT[:2]) is None  # too short to say
 
 
+def test_the_fixes_name_settings_of_the_model_that_read_the_inputs():
+    from strop.report import findings
+
+    stuck = _history([0.70, 0.69, 0.69], [0.70, 0.69, 0.69])
+    scarce = {"a": {"train": 200, "validation": 50}, "b": {"train": 8, "validation": 2}}
+    task = TASKS.get("text_classification")
+
+    def fixes(inputs, history, method="full"):
+        data = {**_analysis(history)["data"], "classes": scarce, "input": inputs}
+        found = findings(_analysis(history, data=data), task, {"train": {"imbalance": "auto"}, "method": {"name": method}})
+        return " ".join(fix for finding in found for fix in finding.fixes)
+
+    text, vector = fixes("text", stuck), fixes("vector", stuck)  # underfitting and few examples
+    assert "model.max_length" in text and "larger pretrained model" in text and "method.name=fewshot" in text
+    assert "model.hidden=" in vector
+    for words in ("max_length", "pretrained", "bitfit", "fewshot"):  # an MLP has none of them
+        assert words not in vector
+    assert "method.name=fewshot" not in fixes("text", stuck, method="fewshot")  # it ran already
+    overfit_vector = fixes("vector", OVERFIT)
+    assert "model.hidden=[32]" in overfit_vector and "freeze_layers" not in overfit_vector
+
+
 def _analysis(history, **changes):
     """What `findings` reads, for a healthy two-class run unless `changes` say otherwise."""
     analysis = {"history": history, "summary": {"best_epoch": 4, "metric": "accuracy"},

@@ -562,10 +562,12 @@ def findings(analysis: dict[str, Any], task: Task, config: dict) -> list[diagnos
     data, summary, history = analysis["data"], analysis["summary"], analysis["history"]
     classes = {name: c["train"] for name, c in (data.get("classes") or {}).items()}
     train_cfg = config.get("train") or {}
+    inputs = data.get("input") or "text"  # the fixes name settings of the model that read them
     rules = [
-        diagnose.overfitting(history, summary.get("best_epoch"), _trains_body(config)),
-        diagnose.underfitting(history, chance_loss(task.name, data, config)),
-        diagnose.few_examples(classes, data.get("class_kind") or "class") if classes else None,
+        diagnose.overfitting(history, summary.get("best_epoch"), _trains_body(config), inputs),
+        diagnose.underfitting(history, chance_loss(task.name, data, config), inputs),
+        diagnose.few_examples(classes, data.get("class_kind") or "class", inputs, _fewshot_fits(task, inputs, config))
+        if classes else None,
         diagnose.label_noise(analysis.get("confident_errors", 0), analysis.get("decisions", 0),
                              (data.get("duplicates") or {}).get("conflicting", 0),
                              analysis.get("confident_decisions")),
@@ -575,6 +577,12 @@ def findings(analysis: dict[str, Any], task: Task, config: dict) -> list[diagnos
         diagnose.calibration((analysis.get("calibration") or {}).get("ece")),
     ]
     return [finding for finding in rules if finding is not None]
+
+
+def _fewshot_fits(task: Task, inputs: str, config: dict) -> bool:
+    """Whether method.name=fewshot could train this run's task and did not (what few_examples suggests)."""
+    method = (config.get("method") or {}).get("name")
+    return inputs == "text" and task.name in ("text_classification", "pair_classification") and method != "fewshot"
 
 
 def _trains_body(config: dict) -> bool:

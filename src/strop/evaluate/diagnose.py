@@ -42,9 +42,11 @@ class Finding:
     fixes: list[str] = field(default_factory=list)
 
 
-def overfitting(history: list[dict], best_epoch: int | None = None, trains_body: bool = True) -> Finding | None:
+def overfitting(history: list[dict], best_epoch: int | None = None, trains_body: bool = True,
+                inputs: str = "text") -> Finding | None:
     """Validation loss rising while the training loss falls, after the validation loss's lowest epoch.
-    trains_body: whether the run's method trains the pretrained body (the fixes differ)."""
+    trains_body: whether the run's method trains the pretrained body; inputs: text, image or vector (the
+    fixes differ: a vector model's body is a small network whose size is the setting)."""
     points = [(r["epoch"], r.get("train_loss"), r.get("val_loss")) for r in history]
     points = [(e, t, v) for e, t, v in points if is_number(t) and is_number(v)]
     if len(points) < OVERFIT_EPOCHS + 1:
@@ -62,6 +64,8 @@ def overfitting(history: list[dict], best_epoch: int | None = None, trains_body:
         f"the model memorises the training examples instead of learning what generalises.{kept}",
         [f"Stop sooner: train.epochs={max(low_epoch, 1)}, or keep early stopping on (train.patience=2).",
          *(["Regularise: optim.weight_decay=0.1, model.body_dropout=0.2, train.label_smoothing=0.1.",
+            "A smaller network: fewer or narrower layers (model.hidden=[32]); or a lower optim.lr."
+            if inputs == "vector" else
             "Train fewer parameters: method.name=bitfit, or method.freeze_layers=4; or a lower optim.lr."]
            if trains_body else
            ["Regularise the head: optim.weight_decay=0.1, model.head_dropout=0.3, train.label_smoothing=0.1; "
@@ -70,8 +74,9 @@ def overfitting(history: list[dict], best_epoch: int | None = None, trains_body:
          "More training examples help most of all."])
 
 
-def underfitting(history: list[dict], chance_loss: float | None) -> Finding | None:
-    """The training loss ends close to what a model that only knows the label frequencies reaches."""
+def underfitting(history: list[dict], chance_loss: float | None, inputs: str = "text") -> Finding | None:
+    """The training loss ends close to what a model that only knows the label frequencies reaches (inputs:
+    text, image or vector, as for `overfitting`)."""
     losses = [r.get("train_loss") for r in history if is_number(r.get("train_loss"))]
     if not losses or not chance_loss or chance_loss <= 0:
         return None
@@ -84,12 +89,17 @@ def underfitting(history: list[dict], chance_loss: float | None) -> Finding | No
         "on the examples it trains on.",
         ["Train longer (train.epochs) or at a higher rate (optim.lr, or optim.lr=find for a range test).",
          "Train more of the model: method.name=full, method.freeze_layers=0.",
-         "Check that the labels follow from the inputs (a shifted label column, texts cut short by model.max_length).",
-         "A larger pretrained model (model.name) may be needed."])
+         "Check that the labels follow from the inputs (a shifted label column"
+         + (", texts cut short by model.max_length)." if inputs == "text" else ")."),
+         "A larger network may be needed: more or wider layers (model.hidden=[256, 256])." if inputs == "vector"
+         else "A larger pretrained model (model.name) may be needed."])
 
 
-def few_examples(class_counts: dict[str, int], what: str = "class") -> Finding | None:
-    """Classes (labels, entity types) with fewer training examples than MIN_PER_CLASS."""
+def few_examples(class_counts: dict[str, int], what: str = "class", inputs: str = "text",
+                 fewshot_fits: bool = False) -> Finding | None:
+    """Classes (labels, entity types) with fewer training examples than MIN_PER_CLASS (inputs: as for
+    `overfitting`; fewshot_fits: a text classification that did not train with method.name=fewshot, which is
+    made for it)."""
     scarce = {name: n for name, n in class_counts.items() if n < MIN_PER_CLASS}
     if not scarce:
         return None
@@ -101,8 +111,10 @@ def few_examples(class_counts: dict[str, int], what: str = "class") -> Finding |
         f"{listed}{more}. Their scores rest on a handful of cases and vary from run to run.",
         [f"Label more examples of those {what} names first: a few dozen each change the most.",
          "Merge rare classes that mean nearly the same, or fold them into an 'other' class.",
-         "With very few examples, train fewer parameters (method.name=bitfit or freeze) so the model cannot "
-         "memorise them."])
+         "With very few examples, train fewer parameters so the model cannot memorise them: "
+         + ("a smaller network (model.hidden=[16])." if inputs == "vector" else "method.name=bitfit or freeze."),
+         *(["method.name=fewshot (contrastive pairs of the labelled texts, then a head) is made for a few "
+            "examples a class."] if fewshot_fits else [])])
 
 
 def label_noise(confident_errors: int, decisions: int, conflicting_duplicates: int = 0,
