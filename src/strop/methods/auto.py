@@ -27,7 +27,8 @@ from statistics import median
 FEWSHOT_MAX_PER_CLASS = 64  # at most this many examples in the median class: few-shot
 # ... and at most this many classes: a contrastive group of 16 examples (train.batch_size) holds two of each of
 # up to 8 classes, so every step contrasts every class; with more, each step sees a few of them (Banking77, 8 a
-# class: full fine-tuning 3.7 points ahead with 77 classes, 2.5 with 20, at a fraction of few-shot's time)
+# class: full fine-tuning 3.7 points ahead with 77 classes, 2.5 with 20, 2.3 with 12, level with 8, at a fraction
+# of few-shot's time)
 FEWSHOT_MAX_CLASSES = 8
 FEWSHOT_MAX_EXAMPLES_CPU = 1_000  # ... and on a CPU, at most this many in all (method.pairs_per_example pairs each)
 IMAGE_FREEZE_MAX_PER_CLASS_GPU = 64  # on a GPU, an image body trains from this many examples a class on
