@@ -3,6 +3,7 @@ recorded in config.yaml, and a run that is the same as one with the chosen numbe
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -66,6 +67,22 @@ def test_measuring_leaves_weights_buffers_and_random_state_as_they_were():
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert torch.equal(torch.get_rng_state(), rng)
     assert all(p.grad is None for p in model.parameters())
+    with Preserved(model):  # a method's prepare freezes part of the model while measuring
+        model[0].weight.requires_grad_(False)
+    assert all(p.requires_grad for p in model.parameters())
+
+
+def test_fewshot_with_auto_batch_size_tunes_the_body_in_its_contrastive_stage(tiny_overrides, tmp_path, capsys):
+    from test_fewshot import _fewshot_data
+
+    train, dev = _fewshot_data(tmp_path)
+    overrides = [o for o in tiny_overrides if not o.startswith(("train.batch_size", "train.quiet"))]
+    run = fit(None, overrides + [f"data.train={train}", f"data.validation={dev}", "method.name=fewshot",
+                                 "method.pairs_per_example=8", "train.epochs=1", "train.batch_size=auto"])
+    assert yaml.safe_load((run / "config.yaml").read_text())["train"]["batch_size"] == 16
+    assert "few-shot's contrastive groups hold this many examples" in capsys.readouterr().out
+    stage = json.loads((run / "contrastive" / "summary.json").read_text())
+    assert stage["steps"] > 0
 
 
 def test_auto_is_recorded_and_trains_as_the_chosen_numbers_would(tiny_overrides, tmp_path):

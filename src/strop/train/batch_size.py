@@ -98,7 +98,9 @@ def eval_candidates(num_examples: int) -> tuple[int, ...]:
 
 
 class Preserved:
-    """Restores a model's weights and buffers and torch's RNG state on leaving the block."""
+    """Restores a model's weights and buffers, which of its parameters train, and torch's RNG state on leaving
+    the block (a method's `prepare` in the block freezes what the run may train first: few-shot's contrastive
+    stage trains the body its head stage freezes)."""
 
     def __init__(self, model: torch.nn.Module):
         self.model = model
@@ -107,12 +109,15 @@ class Preserved:
         self.weights, self.rng = cpu_state(self.model), torch.get_rng_state()
         self.cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
         self.training = self.model.training
+        self.trains = [p.requires_grad for p in self.model.parameters()]
         return self
 
     def __exit__(self, *exc):
         self.model.load_state_dict(self.weights)
         self.model.zero_grad(set_to_none=True)
         self.model.train(self.training)
+        for parameter, trains in zip(self.model.parameters(), self.trains):
+            parameter.requires_grad_(trains)
         torch.set_rng_state(self.rng)
         if self.cuda_rng is not None:
             torch.cuda.set_rng_state_all(self.cuda_rng)
@@ -157,7 +162,9 @@ def resolve_batch_sizes(cfg, model, task, method, train_features: list[dict], va
             if method.frozen_split(model) is not None:
                 sizes["batch_size"] = FROZEN_BODY_TRAIN_BATCH
                 said.append(f"training batch size {FROZEN_BODY_TRAIN_BATCH} (auto: the body is frozen, so a step "
-                            "trains the head alone on cached outputs and costs next to nothing at any size)")
+                            "trains the head alone on cached outputs and costs next to nothing at any size"
+                            + ("; few-shot's contrastive groups hold this many examples)"
+                               if hasattr(method, "contrastive_stage") else ")"))
             else:
                 measured = find_batch_size(train_step, train_features, train_candidates(len(train_features)),
                                            device, tc.seed)
