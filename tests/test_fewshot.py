@@ -85,6 +85,9 @@ def test_positive_and_negative_pairs_weigh_half_each():
     same = torch.tensor([1.0, 0.0, 0.0, 0.0])
     assert PairTask().loss(similarity, same).item() == pytest.approx(0.125)  # (0.25 + 0) / 2, not 0.25 / 4
     assert PairTask().metrics([0.9, 0.2, 0.7, 0.1], [1.0, 0.0, 0.0, 0.0])["pair_accuracy"] == pytest.approx(5 / 6)
+    # validation pairs all of different classes (no two examples share one): nothing to say, not a perfect score
+    one_kind = PairTask().metrics([0.1, 0.2, 0.1], [0.0, 0.0, 0.0])
+    assert np.isnan(one_kind["pair_accuracy"]) and np.isnan(one_kind["pair_auc"])
     assert PairTask().loss(torch.tensor([0.5, 0.5]), torch.tensor([0.0, 0.0])).item() == pytest.approx(0.25)
 
 

@@ -245,7 +245,9 @@ class PairTask(Task):
         similarity, positive = np.asarray(outputs, dtype=np.float64), np.asarray(targets, dtype=np.float64) > 0.5
         return {"loss": float(self.pair_loss(similarity, positive)),
                 # a pair counts as recognised where its similarity is on its side of 0.5 (cosine's targets)
-                "pair_accuracy": float(balanced_mean((similarity > 0.5) == positive, positive)),
+                # with pairs of one kind only (no two validation examples of a class) it would say nothing
+                "pair_accuracy": float(balanced_mean((similarity > 0.5) == positive, positive))
+                if 0 < positive.sum() < len(positive) else float("nan"),
                 # the share of (positive, negative) pairs of pairs ranked right: no threshold, so CoSENT's
                 # similarities, which have no target value, are measured too
                 "pair_auc": float(roc_auc_score(positive, similarity)) if 0 < positive.sum() < len(positive)
@@ -353,6 +355,9 @@ class FewShot(Method):
                   f"{self.cfg.pairs_per_example} per example; {LOSS_WORDS[self.cfg.pair_loss]}), "
                   f"{self.cfg.pair_epochs} epoch(s) at lr {self.cfg.pair_lr:g}; validated on {val_pairs} "
                   f"pairs of the validation examples; metrics in {stage.metrics}")
+            if len({f["labels"] for f in val_features}) == len(val_features):
+                print("  (no two validation examples share a class, so no validation pair is of one class: the "
+                      "stage's pair_accuracy and pair_auc cannot be measured; the head stage's scores can)")
         started = time.perf_counter()
         # method.freeze_layers holds the bottom layers still here too; they run at every step (cache_bottom=false),
         # as the pair encoder reads the model inputs, not a cached bottom's output.
