@@ -389,3 +389,16 @@ def test_the_underfitting_baseline_is_the_loss_the_run_minimises():
     for setting in ("weights", "auto", "sample"):  # balanced by the loss or the sampling: the uniform guess
         assert chance_loss("text_classification", data, {"train": {"imbalance": setting}}) == pytest.approx(math.log(2))
     assert chance_loss("text_classification", data, {"train": {"imbalance": "focal"}}) is None
+
+
+def test_labels_the_chart_font_lacks_do_not_warn_once_a_glyph():
+    import warnings
+
+    from strop.report_html import new_figure, png_image
+
+    figure, axes = new_figure()
+    axes.bar(["食べ物", "спорт"], [1, 2])  # the bundled font has Cyrillic, not CJK
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert png_image(figure, "chart").startswith('<img alt="chart" src="data:image/png;base64,')
+    assert not [w for w in caught if "missing from font" in str(w.message)]
