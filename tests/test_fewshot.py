@@ -144,6 +144,8 @@ def test_fit_then_load_and_predict(tiny_overrides, tiny_model_dir, tmp_path):
     assert stage["group_size"] == 8 and stage["groups"] == stage["steps"] == 16 and stage["pairs"] == 16 * 28
     assert len((run / "contrastive" / "metrics.jsonl").read_text().splitlines()) == 1
     assert not (run / "contrastive" / "checkpoints").exists()  # superseded by the saved body
+    page = (run / "report.html").read_text()  # the report shows the stage beside the head's epochs
+    assert "Contrastive stage (method.name=fewshot)" in page and "pair AUC" in page
     summary = json.loads((run / "summary.json").read_text())
     assert summary["validation"]["accuracy"] > 0.6  # chance is 1/3
     assert summary["stage_train_seconds"] == stage["train_seconds"] > 0  # the contrastive stage is training time

@@ -333,7 +333,9 @@ def analyse(run_dir: str | Path) -> dict[str, Any]:
     config = yaml.safe_load(config_text) or {}
     analysis = {"run": str(run.root), "name": run.root.name, "task": task.name, "info": info, "summary": summary,
                 "history": history, "data": data, "config_text": config_text, "config": config,
-                "provenance": _read_json(run.provenance, {}), "n_predictions": len(rows)}
+                "provenance": _read_json(run.provenance, {}), "n_predictions": len(rows),
+                # method.name=fewshot: the stage that tuned the body on pairs before the head's epochs
+                "contrastive": _read_lines(run.root / "contrastive" / "metrics.jsonl")}
     analysis.update(analyse_predictions(task, rows))
     metric = summary.get("metric") or task.lead_metric
     analysis["seeds"] = seed_scores(run.root, config, metric)

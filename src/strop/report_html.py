@@ -259,7 +259,22 @@ def _curves(a: dict[str, Any]) -> str:
              "best" if r.get("best") else ""] for r in history]
     table = html_table(["epoch", "train loss", "val loss", *[k[4:] for k in metric_keys], "lr", ""], rows)
     return (f'<h2 id="curves">Training and validation curves</h2>{png_image(figure, "training and validation curves")}'
-            f"{table}")
+            f"{table}{_contrastive(a.get('contrastive') or [])}")
+
+
+def _contrastive(history: list[dict]) -> str:
+    """Few-shot's contrastive stage (contrastive/metrics.jsonl): the body tuned on pairs, epoch by epoch, before
+    the head's epochs above, which train on its frozen output."""
+    if not history:
+        return ""
+    keys = ["train_loss", "val_loss", "val_pair_accuracy", "val_pair_auc"]
+    # a pair score is null where the validation pairs were of one kind only (no two examples of a class)
+    rows = [[r["epoch"], r.get("step"), *["n/a" if r.get(k) is None else r[k] for k in keys], r.get("epoch_seconds")]
+            for r in history]
+    return ("<h3>Contrastive stage (method.name=fewshot)</h3><p>The body tuned on pairs of the labelled examples "
+            "(same class: similar; different: apart) before the head's epochs above, which train on its frozen "
+            "output; scored on pairs of the validation examples.</p>"
+            + html_table(["epoch", "steps", "train loss", "val loss", "pair accuracy", "pair AUC", "seconds"], rows))
 
 
 def _confusion(a: dict[str, Any]) -> str:
