@@ -196,3 +196,18 @@ def test_cutmix_and_text_augmentation_of_vectors_are_refused(vector_overrides, t
         strop.fit(None, [*vector_overrides, f"output_dir={tmp_path / 'a'}", "data.cutmix=1.0"])
     with pytest.raises(strop.StropError, match="for vectors use data.mixup"):
         strop.fit(None, [*vector_overrides, f"output_dir={tmp_path / 'b'}", "data.augment=swap"])
+
+
+def test_a_rate_without_an_augmentation_is_said_to_be_unused():
+    from types import SimpleNamespace
+
+    from strop.config import DataConfig
+    from strop.data.augment import text_augmentation
+
+    def note(**data):
+        cfg = SimpleNamespace(data=DataConfig(**data))
+        return text_augmentation(cfg, None, None, [], [], None, cached=False)[2]
+
+    assert "data.augment_rate=0.3 is not used" in note(augment="none", augment_rate=0.3)
+    assert "data.augment=" in note(augment="auto", augment_rate=0.3)
+    assert note(augment="none") is None  # the default rate: nothing was asked

@@ -133,7 +133,11 @@ def text_augmentation(cfg, body, task, inputs: list, features: list[dict], colla
     """
     mode = cfg.data.augment
     if mode in ("auto", "none"):
-        return features, collate, None
+        default_rate = type(cfg.data)().augment_rate
+        ignored = (f"data.augment_rate={cfg.data.augment_rate:g} is not used: data.augment is {mode} (for texts: no "
+                   f"augmentation); set data.augment to one of {', '.join(TEXT_AUGMENTS)} to use it"
+                   if cfg.data.augment_rate != default_rate else None)
+        return features, collate, ignored
     if mode not in TEXT_AUGMENTS:
         raise StropError(f"data.augment={mode} is for images; for texts choose {', '.join(TEXT_AUGMENTS)} or none")
     if task.level != "sequence":
