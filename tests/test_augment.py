@@ -209,5 +209,5 @@ def test_a_rate_without_an_augmentation_is_said_to_be_unused():
         return text_augmentation(cfg, None, None, [], [], None, cached=False)[2]
 
     assert "data.augment_rate=0.3 is not used" in note(augment="none", augment_rate=0.3)
-    assert "data.augment=" in note(augment="auto", augment_rate=0.3)
+    assert "data.augment is auto" in note(augment="auto", augment_rate=0.3)
     assert note(augment="none") is None  # the default rate: nothing was asked
