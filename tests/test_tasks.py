@@ -318,3 +318,17 @@ def test_label_sets_read_from_json_and_parquet_lists_as_from_separated_text(tmp_
     assert read[0] == read[1] == read[2] == [("a", "b"), ("c",), ("a", "b", "c")]
     with pytest.raises(StropError, match=r"holds a list in row 1 .* task.name=multilabel_classification"):
         TASKS.get("text_classification").read(tmp_path / "sets.jsonl", DataConfig(), "text", "data.train")
+
+
+def test_predictions_of_a_tagged_jsonl_keep_its_other_keys_not_its_words(tiny_model_dir, tmp_path, capsys):
+    from strop.cli import main
+
+    run, _ = _fit("token_classification", tiny_model_dir, tmp_path)
+    rows = [{"id": "s1", "tokens": ["Anna", "Smith", "was", "in", "Paris"], "tags": ["I-PER", "I-PER", "O", "O", "I-LOC"]},
+            {"id": "s2", "tokens": ["Paris", "is", "nice"], "tags": ["I-LOC", "O", "O"]}]
+    (tmp_path / "tagged.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    capsys.readouterr()
+    assert main(["predict", str(run), "--input", str(tmp_path / "tagged.jsonl")]) == 0
+    out = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["id"] for r in out] == ["s1", "s2"] and [r["tags"] for r in out] == [r["tags"] for r in rows]
+    assert all("tokens" not in r and "entities" in r for r in out)  # the words are the prediction's text

@@ -116,6 +116,8 @@ def _with_other_columns(records: list[dict], path: str, predictor) -> list[dict]
         return records
     columns = saved_columns(predictor.info)
     read = {columns.text_column, columns.text_pair_column, columns.path_column, *columns.feature_columns}
+    if predictor.task.level == "token" and columns.text_column == "text":
+        read.add("tokens")  # a tagged JSONL's words, under the key the task reads (each prediction has the text)
     table = read_table(path, "--input")
     table = table[[c for c in table.columns if c not in read]]
     if table.empty or len(table) != len(records):  # every reader keeps every row or refuses the file
