@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import io
+import warnings
 from html import escape
 from typing import Any
 
@@ -82,8 +83,6 @@ def html_table(header: list[str], rows: list[list], numeric_from: int = 1, cls: 
 
 
 def png_image(figure, alt: str) -> str:
-    import warnings
-
     buffer = io.BytesIO()
     with warnings.catch_warnings():
         # labels in scripts the bundled font lacks (CJK, Cyrillic in some fonts) draw as boxes in a chart, with a

@@ -133,7 +133,7 @@ def text_augmentation(cfg, body, task, inputs: list, features: list[dict], colla
     """
     mode = cfg.data.augment
     if mode in ("auto", "none"):
-        default_rate = type(cfg.data)().augment_rate
+        default_rate = type(cfg.data).augment_rate  # the dataclass field's default
         ignored = (f"data.augment_rate={cfg.data.augment_rate:g} is not used: data.augment is {mode} (for texts: no "
                    f"augmentation); set data.augment to one of {', '.join(TEXT_AUGMENTS)} to use it"
                    if cfg.data.augment_rate != default_rate else None)

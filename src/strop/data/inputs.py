@@ -165,7 +165,8 @@ def numeric_column(values: pd.Series, column: str, path: str | Path, what: str, 
     blank = [i + 1 for i, v in enumerate(raw) if v is None or (isinstance(v, float) and v != v)
              or (isinstance(v, str) and not v.strip())]
     if blank:
-        raise StropError(f"{what}: {len(blank)} missing value{'s' if len(blank) > 1 else ''} in {role} column '{column}' of {Path(path).name}, "
+        values = "value" if len(blank) == 1 else "values"
+        raise StropError(f"{what}: {len(blank)} missing {values} in {role} column '{column}' of {Path(path).name}, "
                          f"rows {shown_rows(blank)} (row 1 is the first example): fill them in or remove those rows")
     bad = [i for i, n in enumerate(numbers) if not np.isfinite(n)]
     if bad:

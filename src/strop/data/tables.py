@@ -254,8 +254,8 @@ def _missing(value) -> bool:
 
 
 def _as_text(value):
-    if _missing(value) or isinstance(value, str):
-        return None if _missing(value) else value
+    if _missing(value):
+        return None
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     return str(value)
