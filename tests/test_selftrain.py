@@ -211,3 +211,18 @@ def test_an_interrupted_round_says_how_to_continue_the_self_training_not_the_rou
     said = capsys.readouterr().err
     assert "self-training interrupted; continue it with the same command" in said
     assert "continue the run with: strop fit" not in said  # the round's own hint would continue it alone
+
+
+def test_a_vector_pool_self_trains_and_leaves_out_the_labelled_vectors(tmp_path):
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(100, 4)).round(3)
+    labelled = pd.DataFrame(features, columns=list("abcd")).assign(label=np.where(features[:, 0] > 0, "hi", "lo"))
+    labelled.to_csv(tmp_path / "few.csv", index=False)
+    fresh = pd.DataFrame(rng.normal(size=(40, 4)).round(3), columns=list("abcd"))
+    pd.concat([fresh, labelled[list("abcd")][:20]]).to_csv(tmp_path / "pool.csv", index=False)
+    strop.fit(None, ["model.name=mlp", f"data.train={tmp_path / 'few.csv'}", f"data.unlabeled={tmp_path / 'pool.csv'}",
+                     "data.pseudo_label_threshold=0.6", "data.self_training_rounds=1", "train.epochs=3",
+                     "train.quiet=true", f"output_dir={tmp_path / 'run'}"])
+    report = json.loads((tmp_path / "run" / "self_training.json").read_text())
+    assert report["pool"] == 40 and report["pool_rows_in_labelled_data"] == 20
+    assert report["rounds"][1]["pseudo_labels"] > 0

@@ -150,6 +150,12 @@ def self_train(cfg, on_epoch=None) -> Path:
 LABELLED_FILE, VALIDATION_FILE = "labelled-train.parquet", "validation.parquet"
 
 
+def input_key(value):
+    """An input as a set holds it: a text, a pair of texts or an image path as it is, a vector (an array, which a
+    set cannot hold) as its bytes."""
+    return value.tobytes() if isinstance(value, np.ndarray) else value
+
+
 def without_labelled(pool_frame: pd.DataFrame, pool: list, cfg, task_cls, input_kind: str) -> tuple[pd.DataFrame,
                                                                                                      list, int]:
     """The pool without the rows whose inputs are those of a labelled example (data.train, data.validation),
@@ -160,10 +166,10 @@ def without_labelled(pool_frame: pd.DataFrame, pool: list, cfg, task_cls, input_
         StropError: every row of the pool is a labelled example.
     """
     d = cfg.data
-    labelled = set(task_cls.read(d.train, d, input_kind, "data.train").inputs)
+    labelled = {input_key(x) for x in task_cls.read(d.train, d, input_kind, "data.train").inputs}
     if d.validation is not None:
-        labelled |= set(task_cls.read(d.validation, d, input_kind, "data.validation").inputs)
-    keep = [i for i, x in enumerate(pool) if x not in labelled]
+        labelled |= {input_key(x) for x in task_cls.read(d.validation, d, input_kind, "data.validation").inputs}
+    keep = [i for i, x in enumerate(pool) if input_key(x) not in labelled]
     if not keep:
         raise StropError(f"data.unlabeled {d.unlabeled}: every one of its {len(pool)} rows is an example of data.train "
                          "or data.validation: give texts the labelled data do not hold")
