@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import subprocess
 import sys
 from collections import Counter
@@ -13,8 +14,8 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from strop.curve import (analyse, describe, draw, examples_for, fit_ceiling_free, fit_power_law, forecast,
-                         nested_subsets, parameters_of, power_law, size_for)
+from strop.curve import (LARGEST_SIZE, analyse, describe, draw, examples_for, fit_ceiling_free, fit_power_law,
+                         forecast, nested_subsets, parameters_of, power_law, size_for)
 from strop.errors import StropError
 
 TRUE = (0.92, 1.5, 0.6)  # a, b, c
@@ -67,7 +68,9 @@ def test_a_bounded_score_is_forecast_as_the_mean_of_the_two_laws():
     assert twice["score"] == pytest.approx(at(1280)) and twice["gain"] == pytest.approx(at(1280) - at(640))
     # the ceiling-free law runs above the saturating one far out: the forecast lies strictly between them
     assert power_law(1280, *saturating) < twice["score"] < power_law(1280, 1.0, b_free, c_free)
-    assert fit["asymptote"] == pytest.approx((saturating[0] + 1) / 2)
+    # where it gets: (a + 1) / 2 less what the ceiling-free law still lacks at the largest size it answers for
+    assert fit["asymptote"] == pytest.approx(at(LARGEST_SIZE)) and at(LARGEST_SIZE) < (saturating[0] + 1) / 2
+    assert fit["asymptote"] == pytest.approx((saturating[0] + 1) / 2, abs=1e-4)  # c' = 0.4: 1 - b' n^-c' is near 1
     params = [*saturating, b_free, c_free]
     assert at(fit["target"]["examples"]) == pytest.approx(0.85, abs=1e-9)  # the size found reaches the target
     assert math.isinf(size_for(0.99, params)) and forecast(10**9, params) < 0.99  # above (a + 1) / 2: never
@@ -231,7 +234,7 @@ def test_the_terminal_answer_reads_right_for_an_error_in_small_units():
     fit = analyse(n, error, minimised=True, draws=50, target=1e-5, score_range=(0.0, math.inf))
     text = describe({"metric": "rmse", "seeds": [1, 2], "sizes": list(SIZES), "fit": fit,
                      "points": [{"examples": int(size), "scores": {"rmse": float(e)}} for size, e in zip(n, error)]})
-    assert "not reached by the fitted curve (it levels off above)" in text
+    assert "not reached by the fitted curve (it levels off at 5e-05)" in text
     assert "0.0000" not in text  # small numbers in significant digits (the seeds agree: no spread shown as 0)
 
 
@@ -329,8 +332,45 @@ def test_the_target_answer_says_why_it_is_not_reached_and_keeps_its_interval_to_
                      "reachable_share": 0.1, "below_measured": False}
     assert "tends there so slowly that it would take more than 1e+15 examples" in describe(result)
     fit["target"]["score"] = 0.8
-    assert "(it levels off below)" in describe(result)
+    assert "(it levels off at 0.7600)" in describe(result)
     fit["target"] = {"score": 0.7, "examples": 762.0, "examples_interval": [0.002, math.inf],
                      "reachable_share": 0.9, "below_measured": False}
     assert "about 762 labelled examples [fewer than 20, never]" in describe(result)
     assert shown(-0.0) == "0.0000" and shown(-0.0, signed=True) == "+0.0000"
+
+
+def _result(sizes, scores, fit, metric="accuracy"):
+    """A curve.json's result as `describe` reads it: one point a score."""
+    return {"metric": metric, "seeds": [1], "sizes": sorted(set(sizes)), "fit": fit,
+            "points": [{"examples": n, "scores": {metric: v}} for n, v in zip(sizes, scores)]}
+
+
+def test_a_flat_bounded_curve_gets_no_higher_than_its_points_and_a_lower_target_is_reached_already():
+    sizes = [18, 36, 54, 90, 126, 180]
+    fit = analyse(sizes, [0.55] * 6, bounded=True, target=0.3, draws=50)  # it crashed finding the size for 0.3
+    # (a + 1) / 2 would be 0.775: the ceiling-free law of a flat curve rises too slowly to get anywhere near 1
+    assert 0.55 <= fit["asymptote"] < 0.57 and fit["asymptote_interval"][1] < 0.6
+    assert fit["target"]["below_measured"] and fit["target"]["examples"] < 1
+    assert "accuracy 0.3: reached already by the fewest examples measured (18)" in describe(_result(sizes, [0.55] * 6, fit))
+
+
+def test_a_target_the_fewest_examples_measured_reach_is_reached_even_where_the_fit_runs_below_it():
+    sizes, scores = [36, 36, 90, 90, 180, 180], [0.494, 0.510, 0.507, 0.578, 0.713, 0.766]
+    fit = analyse(sizes, scores, bounded=True, target=0.5, draws=50)
+    assert forecast(36, parameters_of(fit)) < 0.5 < np.mean(scores[:2])  # fitted below the target, measured above
+    assert fit["target"]["below_measured"]
+
+
+def test_the_curve_warns_where_its_points_get_worse_or_its_law_does_not_level_off():
+    sizes = [20, 20, 40, 40, 80, 80, 160, 160]
+    falling = [0.70, 0.71, 0.66, 0.67, 0.61, 0.60, 0.55, 0.56]
+    text = describe(_result(sizes, falling, analyse(sizes, falling, bounded=True, draws=50)))
+    assert "warning: the measured accuracy is worse at 160 examples (0.5550) than at 20 (0.7050)" in text
+    noisy = [0.70, 0.66, 0.69, 0.67, 0.70, 0.66, 0.69, 0.66]  # 0.68 at 20 and 0.675 at 160: within the seeds' spread
+    assert "is worse" not in describe(_result(sizes, noisy, analyse(sizes, noisy, bounded=True, draws=50)))
+    steady = [1.60, 1.58, 1.35, 1.33, 1.10, 1.12, 0.87, 0.85]  # a loss falling by the same step each doubling
+    fit = analyse(sizes, steady, minimised=True, draws=50, score_range=(0.0, math.inf))
+    assert fit["parameters"]["c"] < 0.01
+    assert re.search(r"warning: c is 0\.00\d+, near 0", describe(_result(sizes, steady, fit, "loss")))
+    rising = power_law(np.array(sizes), *TRUE)
+    assert "warning" not in describe(_result(sizes, rising, analyse(sizes, rising, bounded=True, draws=50)))

@@ -40,6 +40,8 @@ BOOTSTRAP_DRAWS = 500
 # A forecast that needs more training examples than this never reaches the score in practice (and beyond it,
 # a law that rises very slowly, c near 0, would need sizes past what a float holds).
 LARGEST_SIZE = 1e15
+C_LOWEST = 1e-3  # the exponent c's lower bound in the fits (0 would be a flat line, which b * n^0 cannot tell from a)
+C_NEAR_0 = 0.01  # below this, b * n^-c changes by under 7% over a thousand times the data: no levelling off seen
 # how a loss's curve is described: it falls towards a (fitted as its negative, which rises)
 LOSS_LAW = "a + b * n^(-c) (lower is better)"
 
@@ -84,7 +86,8 @@ def fit_power_law(n, score, bounded: bool = False) -> tuple[float, float, float]
     start_a = min(score.max() + 0.05 * (np.ptp(score) + 0.01), top)
     start_c = 0.5
     start_b = max((start_a - score.min()) * n.min() ** start_c, 1e-6)
-    return _least_squares(power_law, n, score, (start_a, start_b, start_c), [-np.inf, 0.0, 1e-3], [top, np.inf, 3.0])
+    return _least_squares(power_law, n, score, (start_a, start_b, start_c), [-np.inf, 0.0, C_LOWEST],
+                          [top, np.inf, 3.0])
 
 
 def fit_ceiling_free(n, score) -> tuple[float, float]:
@@ -97,7 +100,7 @@ def fit_ceiling_free(n, score) -> tuple[float, float]:
     start_c = 0.5
     start_b = max((1.0 - score.min()) * n.min() ** start_c, 1e-6)
     return _least_squares(lambda n_, b_, c_: power_law(n_, 1.0, b_, c_), n, score, (start_b, start_c),
-                          [0.0, 1e-3], [np.inf, 3.0])
+                          [0.0, C_LOWEST], [np.inf, 3.0])
 
 
 def fit_curve(n, score, bounded: bool) -> np.ndarray:
@@ -127,7 +130,7 @@ def examples_for(score: float, a: float, b: float, c: float) -> float:
 
 def size_for(score: float, params) -> float:
     """The training size at which the forecast reaches `score`: inf where it never does (at or above its
-    limit: a, or (a + 1) / 2 for the mean of the two laws) or only beyond LARGEST_SIZE."""
+    `limit`) or only beyond LARGEST_SIZE; 0 where it is there already at any size (a flat curve above it)."""
     if len(params) == 3:
         return examples_for(score, *params)
     from scipy.optimize import brentq
@@ -140,12 +143,17 @@ def size_for(score: float, params) -> float:
     low, high = -50.0, math.log(LARGEST_SIZE)  # solved in log n, where the curve is smooth
     if gap(high) < 0:  # below the limit, but a law rising this slowly gets there only past any real data set
         return math.inf
+    if gap(low) >= 0:  # above the score at any size: a curve so flat that it starts there
+        return 0.0
     return math.exp(brentq(gap, low, high))
 
 
 def limit(params) -> float:
-    """Where the forecast tends as the data grow without bound: a, or (a + 1) / 2 for the mean of the laws."""
-    return float(params[0]) if len(params) == 3 else (float(params[0]) + 1.0) / 2
+    """Where the forecast levels off: a; for the mean of the two laws, its value at LARGEST_SIZE examples. The
+    ceiling-free law tends to 1 only without bound, and one fitted to a flat curve (c' near 0) rises so slowly
+    that it is still near its measured scores at any real size: its mean with the saturating law's a is where
+    the forecast gets, not (a + 1) / 2."""
+    return float(params[0]) if len(params) == 3 else float(forecast(LARGEST_SIZE, params))
 
 
 def bootstrap(n, score, bounded: bool, draws: int = BOOTSTRAP_DRAWS, seed: int = 0) -> np.ndarray:
@@ -225,13 +233,15 @@ def analyse(n, score, minimised: bool = False, bounded: bool = False, target: fl
         result["ceiling_free"] = {"b": params[3], "c": params[4], "b_interval": interval(draws_[:, 3]),
                                   "c_interval": interval(draws_[:, 4])}
     if target is not None:
+        fewest = n.min()
+        measured_at_fewest = float(np.mean(y[n == fewest]))  # on the fitted scale, as sign * target is
         needed = size_for(sign * target, params)
         needed_draws = [size_for(sign * target, d) for d in draws_]
         result["target"] = {"score": target, "examples": needed, "examples_interval": interval(needed_draws),
                             "reachable_share": float(np.mean(np.isfinite(needed_draws))),
-                            # the fit reaches it below the fewest examples trained on: an extrapolation
-                            # downwards, which says only that those fewest reached it already
-                            "below_measured": bool(needed < n.min())}
+                            # the fewest examples trained on reached it (as measured, or as fitted below
+                            # them: an extrapolation downwards, which says only that those fewest reached it)
+                            "below_measured": bool(needed < fewest or measured_at_fewest >= sign * target)}
     return result
 
 
@@ -436,15 +446,14 @@ def describe(result: dict) -> str:
                  f"{shown(twice['gain_interval'][1], True)}] over {shown(fit['score_at_largest'])} at "
                  f"{fit['largest_size']:.0f}")
     ends = (f"[{shown(fit['asymptote_interval'][0])}, {shown(fit['asymptote_interval'][1])}]")
-    if free:  # the mean of a law that levels off at a and one without a ceiling (it tends to 1)
-        lines.append(f"as the data grow without bound the forecast tends to {metric} {shown(fit['asymptote'])} {ends}"
-                     f" (the saturating law levels off at {shown(p['a'])}, the ceiling-free one at 1)")
+    if free:  # the mean of a law that levels off at a and one without a ceiling (1 only without bound)
+        far = float(power_law(LARGEST_SIZE, 1.0, free["b"], free["c"]))
+        lines.append(f"as the data grow (to {LARGEST_SIZE:.0e} examples) the forecast rises to {metric} "
+                     f"{shown(fit['asymptote'])} {ends} (the saturating law levels off at {shown(p['a'])}, the "
+                     f"ceiling-free one gets to {shown(far)})")
     else:
         lines.append(f"the curve levels off at {metric} {shown(fit['asymptote'])} {ends}")
-    if len(result["points"]) <= 3:
-        lines.append(f"warning: {len(result['points'])} points for a law of 3 parameters: the fit passes through "
-                     "them, so its intervals are as narrow as can be and say nothing of the uncertainty; run more "
-                     "seeds (--seeds) or sizes (--fractions)")
+    lines += [f"warning: {w}" for w in warnings_of(result)]
     if "target" in fit:
         t = fit["target"]
         low, high = t["examples_interval"]
@@ -455,7 +464,7 @@ def describe(result: dict) -> str:
             lower = fit.get("lower_is_better")
             within = t["score"] > fit["asymptote"] if lower else t["score"] < fit["asymptote"]
             why = (f"it tends there so slowly that it would take more than {LARGEST_SIZE:.0e} examples" if within
-                   else f"it levels off {'above' if lower else 'below'}")
+                   else f"it levels off at {shown(fit['asymptote'])}")
             lines.append(f"{metric} {t['score']}: not reached by the fitted curve ({why}); "
                          f"reached in {t['reachable_share']:.0%} of the bootstrap fits")
         else:
@@ -464,6 +473,33 @@ def describe(result: dict) -> str:
             lines.append(f"{metric} {t['score']}: about {t['examples']:,.0f} labelled examples [{start}, "
                          + ("never" if math.isinf(high) else f"{high:,.0f}") + "]")
     return "\n".join(lines)
+
+
+def warnings_of(result: dict) -> list[str]:
+    """What makes the fitted curve's answers weak: too few points, measured scores that do not improve with the
+    data (the laws can only rise, or for a loss fall), a law that does not level off within its bounds."""
+    fit, metric = result["fit"], result["metric"]
+    found = []
+    if len(result["points"]) <= 3:
+        found.append(f"{len(result['points'])} points for a law of 3 parameters: no freedom is left to measure "
+                     "the fit's error, so its intervals say nothing of the uncertainty; run more seeds (--seeds) or "
+                     "sizes (--fractions)")
+    by_size = scores_by_size(result)
+    fewest, most = min(by_size), max(by_size)
+    first, last = float(np.mean(by_size[fewest])), float(np.mean(by_size[most]))
+    # the seeds' spread at the two sizes, where there are seeds to measure it: a smaller step is noise
+    spread = sum(float(np.std(by_size[size], ddof=1)) for size in (fewest, most) if len(by_size[size]) > 1)
+    worse = (last - first) if lower_is_better(fit) else (first - last)
+    if worse > spread:
+        found.append(f"the measured {metric} is worse at {most:,} examples ({shown(last)}) than at {fewest:,} "
+                     f"({shown(first)}): the law, which only improves with the data, does not follow these points, "
+                     "so read its forecast with care; check the runs (too few epochs, an unstable learning rate, "
+                     "a validation set too small to tell the sizes apart)")
+    elif fit["parameters"]["c"] < C_NEAR_0:
+        found.append(f"c is {fit['parameters']['c']:.4f}, near 0: the points do not level off as a power law "
+                     "does (they are flat, or move steadily on a log scale), so the law's level (a) says little; "
+                     "trust the forecast near the measured sizes only, and measure larger ones")
+    return found
 
 
 def shown(value: float, signed: bool = False) -> str:
