@@ -178,3 +178,21 @@ def test_fold_files_hold_mixed_json_columns_as_the_task_reads_them(tmp_path):
     read = [task.read(path, DataConfig(), "text", "data.train") for path in (tmp_path / "mixed.jsonl", fold)]
     assert read[1].inputs == [read[0].inputs[i] for i in (0, 3, 4)]
     assert read[1].targets == [read[0].targets[i] for i in (0, 3, 4)] == ["neg", "neg", "1"]
+
+
+@pytest.mark.parametrize("command", ["cv", "curve", "fit"])
+def test_a_study_refuses_a_file_as_its_folder_and_cv_and_curve_refuse_a_pool(command, tiny_overrides, tmp_path):
+    overrides = [o for o in tiny_overrides if not o.startswith("output_dir")]
+    pool = write_csv(tmp_path / "pool.csv", [("some text", ""), ("more text", "")])
+    (tmp_path / "afile").write_text("")
+    where = ["--output", str(tmp_path / "afile")] if command != "fit" else [f"output_dir={tmp_path / 'afile'}"]
+    done = subprocess.run([sys.executable, "-m", "strop", command, *overrides, f"data.unlabeled={pool}", *where],
+                          capture_output=True, text=True)
+    if command == "fit":  # self-training
+        assert done.returncode == 2 and "afile is a file, not a folder; choose another output_dir" in done.stderr
+    else:  # the pool is refused first, then (without it) the file
+        assert done.returncode == 2 and f"data.unlabeled is not used by strop {command}" in done.stderr
+        done = subprocess.run([sys.executable, "-m", "strop", command, *overrides, *where], capture_output=True,
+                              text=True)
+        assert done.returncode == 2 and "afile is a file, not a folder; choose another --output" in done.stderr
+    assert "Traceback" not in done.stderr

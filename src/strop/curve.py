@@ -292,7 +292,8 @@ def learning_curve(config=None, overrides: list[str] = (), fractions: tuple[floa
         StropError: bad config, data, fractions, metric, or an output folder that already holds files.
     """
     from strop.config import load_config
-    from strop.cv import check_same_study, default_output, fit_and_score, read_training_table, recorded_study
+    from strop.cv import (check_no_pool, check_same_study, default_output, fit_and_score, read_training_table,
+                          recorded_study)
     from strop.fit import method_for_all_of, resolve_config
     from strop.methods.auto import freeze_layers_for_all_of
     from strop.report_studies import report_after
@@ -307,6 +308,7 @@ def learning_curve(config=None, overrides: list[str] = (), fractions: tuple[floa
     if seeds < 1:
         raise StropError(f"--seeds must be >= 1; got {seeds}")
     cfg = resolve_config(load_config(config, overrides))
+    check_no_pool(cfg, "curve")
     task_cls = TASKS.get(cfg.task.name)
     metric = metric or task_cls.lead_metric
     if metric not in task_cls.metric_names:

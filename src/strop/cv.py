@@ -21,7 +21,7 @@ import pandas as pd
 
 from strop.config import Config, load_config
 from strop.errors import StropError
-from strop.runs import atomic_write_json
+from strop.runs import atomic_write_json, check_folder_path
 
 CV_FILE = "cv.json"
 
@@ -91,6 +91,15 @@ def interrupted_note(command: str, out: Path, finished: int) -> str:
             f"command with train.resume=true to train the others, or another --output to start again")
 
 
+def check_no_pool(cfg: Config, command: str) -> None:
+    """Raises StropError where the config self-trains (data.unlabeled): a study's runs train on their labelled
+    part only, so its numbers would be plain training's, shown under a config that says otherwise."""
+    if cfg.data.unlabeled is not None:
+        raise StropError(f"data.unlabeled is not used by strop {command}: its runs train on labelled data only, so "
+                         f"it would measure plain training, not self-training; remove data.unlabeled (self-training "
+                         f"is measured by strop fit with it, against strop fit without)")
+
+
 def recorded_study(out: Path, file: str, cfg: Config, finished_key: str) -> dict | None:
     """What an interrupted study (cv.json, curve.json) in `out` recorded, to continue it where
     train.resume=true; None for a new study.
@@ -102,6 +111,7 @@ def recorded_study(out: Path, file: str, cfg: Config, finished_key: str) -> dict
     import json
 
     path = out / file
+    check_folder_path(out, "--output")
     holds_files = out.exists() and any(out.iterdir())
     if not cfg.train.resume:
         if holds_files:
@@ -237,6 +247,7 @@ def cross_validate(config=None, overrides: list[str] = (), folds: int = 5, seeds
     if folds < 1 or seeds < 1:
         raise StropError(f"--folds and --seeds must be >= 1; got --folds {folds} --seeds {seeds}")
     cfg = resolve_config(load_config(config, overrides))
+    check_no_pool(cfg, "cv")
     out = Path(output) if output is not None else default_output("cv")
     saved = recorded_study(out, CV_FILE, cfg, "summary")
     seed_values = [cfg.train.seed + i for i in range(seeds)]

@@ -20,7 +20,8 @@ from strop.index import record_run
 from strop.methods import METHODS
 from strop.methods.base import count_parameters
 from strop.model import Source, TaskModel, build_model, outputs_of, resolve_source, save_model
-from strop.runs import RunDir, atomic_write_json, atomic_write_text, default_run_name, reporting_write_errors
+from strop.runs import (RunDir, atomic_write_json, atomic_write_text, check_folder_path, default_run_name,
+                        reporting_write_errors)
 from strop.tasks import TASKS, Examples, Task, infer_task_name
 from strop.tasks.base import pad_collate
 
@@ -507,9 +508,7 @@ def _open_run_dir(cfg: Config) -> tuple[RunDir, Config, object | None]:
             n += 1
         cfg = replace(cfg, output_dir=name if n == 1 else f"{name}-{n}")
     run = RunDir(Path(cfg.output_dir))
-    for folder in (run.root, *run.root.parents):
-        if folder.exists() and not folder.is_dir():
-            raise StropError(f"output_dir {run.root}: {folder} is a file, not a folder; choose another output_dir")
+    check_folder_path(run.root, "output_dir")
     if os.environ.get("RANK", "0") != "0":
         return run, cfg, None  # the main process checks and locks the run directory
     existed = run.root.exists()

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from strop.errors import WriteError
+from strop.errors import StropError, WriteError
 
 
 @dataclass(frozen=True)
@@ -65,6 +65,14 @@ class RunDir:
 
     def is_complete(self) -> bool:
         return self.summary.is_file()
+
+
+def check_folder_path(folder: Path, option: str) -> None:
+    """Raises StropError where `folder`, or a folder above it, is a file: what an output option (`option`,
+    e.g. output_dir or --output) names must be a folder, or nothing yet."""
+    for part in (folder, *folder.parents):
+        if part.exists() and not part.is_dir():
+            raise StropError(f"{option} {folder}: {part} is a file, not a folder; choose another {option}")
 
 
 def default_run_name() -> str:

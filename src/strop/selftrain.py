@@ -24,7 +24,7 @@ import pandas as pd
 
 from strop.data.inputs import clean_strings, normalise_labels
 from strop.errors import StropError
-from strop.runs import atomic_write_json, default_run_name
+from strop.runs import atomic_write_json, check_folder_path, default_run_name
 
 REPORT_FILE = "self_training.json"
 PSEUDO_LABEL_TASKS = ("text_classification", "pair_classification")  # one label per example, from probabilities
@@ -72,6 +72,7 @@ def self_train(cfg, on_epoch=None) -> Path:
     out = Path(cfg.output_dir) if cfg.output_dir is not None else Path(default_run_name())
     if cfg.train.resume and cfg.output_dir is None:
         raise StropError("train.resume=true needs output_dir=<the self-training folder to continue>")
+    check_folder_path(out, "output_dir")
     if out.exists() and any(out.iterdir()) and not cfg.train.resume:
         raise StropError(f"output_dir {out} already holds files: choose another output_dir, or continue an "
                          "interrupted self-training there with train.resume=true")
