@@ -91,6 +91,7 @@ class Gated:
     def __init__(self, predictor):
         self.predictor = predictor
         self.task, self.labels, self.info = predictor.task, predictor.labels, predictor.info
+        self.reads_pairs = predictor.reads_pairs
         self.model = predictor.model
         self.calls: list[list] = []
         self.gate = threading.Event()

@@ -8,6 +8,7 @@ import pytest
 
 import strop
 from conftest import interrupt_after_checkpoint, NEGATIVE, NEUTRAL, POSITIVE, make_texts, write_csv
+from strop.errors import StropError
 from strop.tasks import TASKS
 
 # The tasks on the tiny BERT; image tasks are tested on tiny timm models in tests/test_image_classification.py.
@@ -332,3 +333,22 @@ def test_predictions_of_a_tagged_jsonl_keep_its_other_keys_not_its_words(tiny_mo
     out = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [r["id"] for r in out] == ["s1", "s2"] and [r["tags"] for r in out] == [r["tags"] for r in rows]
     assert all("tokens" not in r and "entities" in r for r in out)  # the words are the prediction's text
+
+
+def test_the_api_predicts_one_result_an_input_and_refuses_inputs_the_model_cannot_read(tiny_model_dir, tmp_path):
+    single = strop.load(_fit("text_classification", tiny_model_dir, tmp_path / "single", extra=["train.epochs=1"])[0])
+    assert len(single.predict(["great fun", "awful film"])) == 2 and len(single.predict("great fun")) == 1
+    assert len(single.predict(("great fun", "awful film"))) == 2  # it was read as one pair: one prediction
+    with pytest.raises(StropError, match=r"input 0 is \('great fun', 'awful film'\): this model reads single texts.*"
+                                         "a tuple is not a pair for this model: give a list of texts"):
+        single.predict([("great fun", "awful film")])
+    for bad in ["  ", None, 3]:
+        with pytest.raises(StropError, match="input 1 is .*: this model reads single texts; give each input as a "
+                                             "non-empty string"):
+            single.predict_proba(["fine", bad])
+    pairs = strop.load(_fit("pair_classification", tiny_model_dir, tmp_path / "pairs", extra=["train.epochs=1"])[0])
+    assert len(pairs.predict(("the film was good", "it was good"))) == 1
+    assert len(pairs.predict([("a good film", "good"), ("bad", "awful")])) == 2
+    with pytest.raises(StropError, match="input 0 is 'a good film': this model reads text pairs; give each input as "
+                                         r"a tuple of two non-empty texts \(text, text_pair\)"):
+        pairs.predict(["a good film"])  # it predicted as if the pair's second text were empty

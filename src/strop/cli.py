@@ -70,7 +70,7 @@ def _command_line_inputs(args: argparse.Namespace, predictor) -> list:
     blank = [i + 1 for i, text in enumerate(args.text) if not text.strip()]
     if blank:
         raise StropError(f"--text number {blank[0]} is empty: give a text to predict")
-    if not predictor.info.get("text_pair_column") and predictor.task.name != "pair_classification":
+    if not predictor.reads_pairs:
         if args.text_pair:
             raise StropError("--text-pair: this model reads single texts, not pairs")
         return list(args.text)

@@ -33,12 +33,31 @@ class Predictor:
         """Class names (classification), labels (multi-label) or tags (token classification), in output order."""
         return list(self.task.info().get("labels", []))
 
+    @property
+    def reads_pairs(self) -> bool:
+        """Whether each input is a pair of texts (a model trained with data.text_pair_column)."""
+        return self.task.name == "pair_classification" or bool(self.info.get("text_pair_column"))
+
+    def inputs_of(self, inputs) -> list:
+        """The inputs as a list, one per prediction: one text (or, for a pair model, one (text, text_pair)
+        tuple) becomes a list of one; an MLP's as `vector_inputs` gives them.
+
+        Raises:
+            StropError: an input the model cannot read (a text model's: not a non-empty text, or pair).
+        """
+        if getattr(self.model.body, "kind", None) == "vector":
+            return self.vector_inputs(inputs)
+        one_pair = self.reads_pairs and isinstance(inputs, tuple) and len(inputs) == 2 and all(
+            isinstance(text, str) for text in inputs)
+        inputs = [inputs] if isinstance(inputs, str) or one_pair else list(inputs)
+        if getattr(self.model.body, "kind", None) == "text" and self.task.level == "sequence":
+            check_texts(inputs, self.reads_pairs)
+        return inputs
+
     def outputs(self, inputs: list) -> list[np.ndarray]:
         """One array per input: class probabilities, label probabilities, target values, or per-word tag
         probabilities."""
-        if isinstance(inputs, (str, tuple)):
-            inputs = [inputs]
-        return self._outputs(self.vector_inputs(inputs))
+        return self._outputs(self.inputs_of(inputs))
 
     @torch.no_grad()
     def _outputs(self, inputs: list) -> list[np.ndarray]:
@@ -69,10 +88,8 @@ class Predictor:
     def predict(self, inputs: list) -> list:
         """Per input: the label (classification), the labels (multi-label), the value or values (regression),
         or the entities with character offsets (token classification)."""
-        if isinstance(inputs, (str, tuple)):
-            inputs = [inputs]
-        inputs = self.vector_inputs(inputs)
-        return self.task.predictions(list(inputs), self._outputs(inputs))
+        inputs = self.inputs_of(inputs)
+        return self.task.predictions(inputs, self.outputs(inputs))  # outputs: an ensemble's, of all its members
 
     def vector_inputs(self, inputs) -> list:
         """For an MLP, the inputs as one float vector each: from a table (a pandas DataFrame or a list of dicts,
@@ -121,6 +138,21 @@ class Predictor:
     def records(self, inputs: list) -> list[dict]:
         """One JSON-ready prediction per input, as `strop predict` prints them."""
         return self.task.records(list(inputs), self.outputs(inputs))
+
+
+def check_texts(inputs: list, pairs: bool) -> None:
+    """Raises StropError at the first input that is not a non-empty text, or (pairs) a tuple of two."""
+    for i, value in enumerate(inputs):
+        texts = value if pairs and isinstance(value, (tuple, list)) and len(value) == 2 else (value,)
+        if len(texts) == (2 if pairs else 1) and all(isinstance(t, str) and t.strip() for t in texts):
+            continue
+        shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+        if pairs:
+            raise StropError(f"input {i} is {shown}: this model reads text pairs; give each input as a tuple of two "
+                             "non-empty texts (text, text_pair)")
+        also = "; a tuple is not a pair for this model: give a list of texts" if isinstance(value, tuple) else ""
+        raise StropError(f"input {i} is {shown}: this model reads single texts; give each input as a non-empty "
+                         f"string{also}")
 
 
 class EnsemblePredictor(Predictor):

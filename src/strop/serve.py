@@ -110,7 +110,7 @@ class InputSpec:
                                for m, s in zip(mean, std))
             return cls("vectors", count, columns, bounds)
         if body == "text":
-            pairs = predictor.task.name == "pair_classification" or bool(predictor.info.get("text_pair_column"))
+            pairs = predictor.reads_pairs
             return cls("pairs" if pairs else "texts")
         raise StropError(f"strop serve: this model reads {body} inputs, which the server cannot take yet")
 
