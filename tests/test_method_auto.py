@@ -104,6 +104,19 @@ def test_an_auto_run_records_its_choice_and_trains_the_chosen_method(tiny_overri
     assert "method.name=auto chose <b>full</b>: 160 examples" in (run / "report.html").read_text()
 
 
+def test_a_resumed_auto_run_keeps_its_recorded_choice(tiny_overrides, tmp_path, monkeypatch):
+    from conftest import interrupt_after_checkpoint
+
+    overrides = [*tiny_overrides, "method.name=auto", "train.epochs=2"]
+    interrupt_after_checkpoint(monkeypatch, lambda: strop.fit(None, overrides))
+    run = tmp_path / "run"
+    strop.fit(str(run / "config.yaml"), ["train.resume=true"])  # its config says method.name=full, not auto
+    assert json.loads((run / "summary.json").read_text())["epochs_run"] == 2
+    choice = json.loads((run / "provenance.json").read_text())["method_choice"]
+    assert choice["asked"] == "auto" and choice["chosen"] == "full" and "median 80 a class" in choice["why"]
+    assert "method.name=auto chose <b>full</b>" in (run / "report.html").read_text()
+
+
 def test_auto_is_accepted_and_a_misspelt_method_names_it(tiny_overrides):
     with pytest.raises(strop.StropError, match="or auto"):
         strop.fit(None, [*tiny_overrides, "method.name=autoo"])

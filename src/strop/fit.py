@@ -265,7 +265,10 @@ def fit(config: str | Path | dict | Config | None = None, overrides: list[str] =
         if prepared.method_choice is not None:
             provenance["method_choice"] = prepared.method_choice
         if cfg.train.resume:
-            _check_same_data(run, provenance)
+            saved = _check_same_data(run, provenance)
+            # the config a resumed run reads holds the method auto chose; the choice and its reason stay recorded
+            if "method_choice" in saved and "method_choice" not in provenance:
+                provenance["method_choice"] = saved["method_choice"]
         if accelerator.is_main_process:
             atomic_write_text(run.config, cfg.to_yaml(), "the config")
             atomic_write_json(run.provenance, provenance, "the provenance")
@@ -437,8 +440,9 @@ def _provenance(cfg: Config, splits: Splits, accelerator) -> dict:
                          "transformers": transformers.__version__, "accelerate": accelerate.__version__}}
 
 
-def _check_same_data(run: RunDir, provenance: dict) -> None:
+def _check_same_data(run: RunDir, provenance: dict) -> dict:
     """Refuses to resume a run on other data than it started with (changed texts or labels, a changed split).
+    Returns the provenance the run recorded when it started ({} for a run from before it was recorded).
 
     Raises:
         StropError: the recorded fingerprints differ from the data read now.
@@ -448,12 +452,13 @@ def _check_same_data(run: RunDir, provenance: dict) -> None:
     try:
         saved = json.loads(run.provenance.read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return  # a run from before provenance was recorded: nothing to compare
+        return {}  # a run from before provenance was recorded: nothing to compare
     changed = [part for part in ("train", "validation") if saved["data"][part] != provenance["data"][part]]
     if changed:
         raise StropError(f"cannot resume {run.root}: the {' and '.join(changed)} data differ from those the run "
                          f"started with (another file, or changed texts or labels); resume with the same data, or "
                          "start a new run in another output_dir")
+    return saved
 
 
 def _check_engine(accelerator) -> None:
