@@ -203,8 +203,9 @@ def test_fit_predict_evaluate(tiny_overrides, text_data, tmp_path, capsys, monke
     lines = tmp_path / "texts.txt"
     lines.write_text("great fun , love it\n\nawful , worst\n", encoding="utf-8")  # one text a line
     assert main(["predict", str(run), "--input", str(lines)]) == 0
-    assert [json.loads(r)["text"] for r in capsys.readouterr().out.splitlines()] == ["great fun , love it",
-                                                                                     "awful , worst"]
+    out, err = capsys.readouterr()
+    assert [json.loads(r)["text"] for r in out.splitlines()] == ["great fun , love it", "awful , worst"]
+    assert "note: --input " in err and "1 blank line skipped (2); one prediction for each of its 2 other lines" in err
     assert main(["predict", str(run), "--input", str(renamed)]) == 2
     assert "Name the right one with --text-column <column>" in capsys.readouterr().err
     assert main(["evaluate", str(run), "--data", str(renamed), "--text-column", "sentence",

@@ -352,3 +352,24 @@ def test_the_api_predicts_one_result_an_input_and_refuses_inputs_the_model_canno
     with pytest.raises(StropError, match="input 0 is 'a good film': this model reads text pairs; give each input as "
                                          r"a tuple of two non-empty texts \(text, text_pair\)"):
         pairs.predict(["a good film"])  # it predicted as if the pair's second text were empty
+
+
+def test_a_pair_models_second_column_is_named_on_the_command_line(tiny_model_dir, tmp_path, capsys):
+    import pandas as pd
+
+    from strop.cli import main
+
+    run, dev = _fit("pair_classification", tiny_model_dir, tmp_path, extra=["train.epochs=1"])
+    renamed = tmp_path / "renamed.csv"
+    pd.read_csv(dev).rename(columns={"text_pair": "second"}).assign(id=range(20)).to_csv(renamed, index=False)
+    assert main(["evaluate", str(run), "--data", str(renamed)]) == 2
+    assert "Name the right one with --text-pair-column <column>" in capsys.readouterr().err
+    assert main(["evaluate", str(run), "--data", str(renamed), "--text-pair-column", "second", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["accuracy"] == pytest.approx(
+        json.loads((run / "summary.json").read_text())["validation"]["accuracy"])
+    assert main(["predict", str(run), "--input", str(renamed), "--text-pair-column", "second"]) == 0
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["id"] for r in records] == [str(i) for i in range(20)] and all("second" not in r for r in records)
+    single, _ = _fit("text_classification", tiny_model_dir, tmp_path / "single", extra=["train.epochs=1"])
+    assert main(["predict", str(single), "--text", "fine", "--text-pair-column", "second"]) == 2
+    assert "--text-pair-column: this model reads single texts, not pairs" in capsys.readouterr().err

@@ -52,10 +52,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if args.output is not None:
         _check_output(Path(args.output))
     predictor = load(args.run_dir)
+    _check_pair_column(args, predictor)
     inputs = _command_line_inputs(args, predictor) if args.text is not None else _file_inputs(args, predictor)
     records = predictor.records(inputs)
     if args.input is not None:
-        records = _with_other_columns(records, args.input, predictor)
+        records = _with_other_columns(records, args.input, predictor, text_column=args.text_column,
+                                      text_pair_column=args.text_pair_column)
     _write_predictions(records, args.output)
     return 0
 
@@ -81,17 +83,30 @@ def _command_line_inputs(args: argparse.Namespace, predictor) -> list:
     return list(zip(args.text, pairs))
 
 
+def _check_pair_column(args: argparse.Namespace, predictor) -> None:
+    """Refuses --text-pair-column for a model that reads single texts (it would be given pairs)."""
+    if args.text_pair_column is not None and not predictor.reads_pairs:
+        raise StropError("--text-pair-column: this model reads single texts, not pairs; leave it out")
+
+
 def _file_inputs(args: argparse.Namespace, predictor) -> list:
     """The inputs of --input, read as the model's task reads them (the columns it was trained with)."""
     from strop.evaluate.scoring import saved_columns
     from strop.tasks import CONLL_SUFFIXES
 
     task = predictor.task
-    columns = saved_columns(predictor.info, text_column=args.text_column)
+    columns = saved_columns(predictor.info, text_column=args.text_column, text_pair_column=args.text_pair_column)
     if Path(args.input).suffix.lower() == ".txt":  # one text per line, as data.unlabeled and --unlabeled take
         from strop.selftrain import read_unlabeled
 
-        return read_unlabeled(args.input, columns, type(task), predictor.model.body.kind, "--input")[1]
+        texts = read_unlabeled(args.input, columns, type(task), predictor.model.body.kind, "--input")[1]
+        lines = Path(args.input).read_text(encoding="utf-8-sig").splitlines()
+        blank = [str(number) for number, line in enumerate(lines, 1) if not line.strip()]
+        if blank:  # said, so that nobody lines the predictions up with the file's lines
+            print(f"note: --input {args.input}: {len(blank)} blank line{'s' if len(blank) > 1 else ''} skipped ("
+                  f"{', '.join(blank[:5])}{', ...' if len(blank) > 5 else ''}); one prediction for each of its "
+                  f"{len(texts)} other lines, in order", file=sys.stderr)
+        return texts
     if task.level == "token" and Path(args.input).suffix.lower() not in CONLL_SUFFIXES + (".jsonl",):
         # raw texts in a table column: split into words, entities with character offsets
         from strop.data.inputs import clean_strings, refuse_missing, require_column
@@ -105,16 +120,17 @@ def _file_inputs(args: argparse.Namespace, predictor) -> list:
     return type(task).read(args.input, columns, predictor.model.body.kind, "--input", with_targets=False).inputs
 
 
-def _with_other_columns(records: list[dict], path: str, predictor) -> list[dict]:
+def _with_other_columns(records: list[dict], path: str, predictor, **columns_read: str | None) -> list[dict]:
     """Each prediction after the --input table's columns that the model does not read (an id, a source), so
     that the output joins back to the input; a column named like a prediction key (a labelled file's `label`)
-    is kept as input_<name>. Inputs that are not a table (lines of text, CoNLL, a folder of images) have none."""
+    is kept as input_<name>. Inputs that are not a table (lines of text, CoNLL, a folder of images) have none.
+    columns_read: the --text-column and --text-pair-column given, which the model reads."""
     from strop.data.tables import READERS, read_table, table_suffix
     from strop.evaluate.scoring import saved_columns
 
     if Path(path).is_dir() or table_suffix(Path(path)) not in READERS:
         return records
-    columns = saved_columns(predictor.info)
+    columns = saved_columns(predictor.info, **columns_read)
     read = {columns.text_column, columns.text_pair_column, columns.path_column, *columns.feature_columns}
     if predictor.task.level == "token" and columns.text_column == "text":
         read.add("tokens")  # a tagged JSONL's words, under the key the task reads (each prediction has the text)
@@ -174,7 +190,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from strop.predict import load
 
     predictor = load(args.run_dir)
-    metrics = evaluate_file(predictor, args.data, args.text_column, args.label_column)
+    metrics = evaluate_file(predictor, args.data, args.text_column, args.label_column, args.text_pair_column)
     if args.json:
         print(to_json(metrics))
         return 0
@@ -345,6 +361,8 @@ def build_parser() -> argparse.ArgumentParser:
                                          "of image paths)")
     predict.add_argument("--output", help="write predictions to a .jsonl, .csv or .tsv file")
     predict.add_argument("--text-column", help="text column of --input (default: the one trained on)")
+    predict.add_argument("--text-pair-column", help="a pair model's second text column of --input (default: the "
+                                                    "one trained on)")
     predict.set_defaults(func=cmd_predict)
 
     evaluate = commands.add_parser("evaluate", help="score a trained run on a labelled file")
@@ -353,6 +371,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--json", action="store_true", help="print one JSON object")
     evaluate.add_argument("--text-column", help="default: the one trained on")
     evaluate.add_argument("--label-column", help="default: the one trained on")
+    evaluate.add_argument("--text-pair-column", help="a pair model's second text column (default: the one trained on)")
     evaluate.set_defaults(func=cmd_evaluate)
 
     serve = commands.add_parser("serve", help="serve a trained run over HTTP (a JSON API)",

@@ -15,7 +15,8 @@ from strop.errors import StropError
 
 # The files of `strop evaluate --data` and `strop predict --input` name their columns with options of their own
 COLUMN_OPTIONS = {("--data", "label_column"): "--label-column", ("--data", "text_column"): "--text-column",
-                  ("--input", "text_column"): "--text-column"}
+                  ("--input", "text_column"): "--text-column", ("--data", "text_pair_column"): "--text-pair-column",
+                  ("--input", "text_pair_column"): "--text-pair-column"}
 
 
 def require_column(frame: pd.DataFrame, column: str, path: str | Path, what: str, key: str) -> None:

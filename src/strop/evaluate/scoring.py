@@ -19,7 +19,7 @@ def saved_columns(info: dict, **overrides: str | None) -> DataConfig:
 
 
 def evaluate_file(predictor: Predictor, path: str | Path, text_column: str | None = None,
-                  label_column: str | None = None) -> dict:
+                  label_column: str | None = None, text_pair_column: str | None = None) -> dict:
     """The task's metrics (for classification: accuracy, macro-F1, loss, confusion matrix and per-class
     scores) of the model on a labelled file. Columns default to those the model was trained with.
 
@@ -27,7 +27,8 @@ def evaluate_file(predictor: Predictor, path: str | Path, text_column: str | Non
         StropError: unreadable file, missing columns, or labels the model does not know.
     """
     task = predictor.task
-    columns = saved_columns(predictor.info, text_column=text_column, label_column=label_column)
+    columns = saved_columns(predictor.info, text_column=text_column, label_column=label_column,
+                            text_pair_column=text_pair_column)
     data = type(task).read(path, columns, predictor.model.body.kind, "--data")
     known = set(task.info().get("labels", []))
     if known:
