@@ -18,7 +18,7 @@ import strop
 from conftest import interrupt_after_checkpoint, write_csv
 from strop.errors import StropError
 from strop.methods.fewshot import (GroupCollate, GroupFeatures, PairEncoder, PairTask, cosent, groups_for,
-                                   pair_groups, pairs_of_group, split_evenly)
+                                   pair_groups, pairs_in, pairs_of_group, split_evenly)
 
 
 @pytest.mark.parametrize("sizes, group_size", [([8, 8, 8], 16), ([30, 5, 2, 1], 16), ([2, 2], 4), ([100, 3], 16),
@@ -47,6 +47,16 @@ def test_groups_scale_linearly_and_are_reproducible():
     assert count == 1667 and groups.nbytes == count * 16 * 8 and count * pairs_of_group(16) >= 200_000
     assert np.array_equal(groups, pair_groups(labels, 16, count, seed=3))
     assert not np.array_equal(groups, pair_groups(labels, 16, count, seed=4))
+
+
+def test_the_larger_share_of_a_group_goes_to_the_larger_class_and_pairs_are_counted_as_they_train():
+    # 3 examples, two of class 0: the group of 3 holds those two (a positive pair), not class 1's one twice
+    for seed in range(10):
+        groups = pair_groups([1, 0, 0], 3, 1, seed=seed)
+        assert sorted(groups[0].tolist()) == [0, 1, 2]
+    assert pairs_in(np.array([[0, 0, 2]])) == 2  # an example drawn twice is not a pair with itself
+    # of one class: (1, 2) in the first group, (3, 1) twice in the second (places, not examples, make pairs)
+    assert pairs_in(np.array([[0, 1, 2], [3, 3, 1]]), np.array([0, 1, 1, 1])) == 1 + 2
 
 
 def test_one_class_is_refused():
@@ -235,6 +245,16 @@ def test_a_handful_of_validation_examples_is_not_validated_on_repeated_pairs(tin
         f"data.train={train}", f"data.validation={two}", "method.name=fewshot", "method.pairs_per_example=8",
         "train.epochs=1"])
     assert json.loads((run / "contrastive" / "summary.json").read_text())["validation_pairs"] == 1  # not 4
+    rows = pd.read_csv(dev)
+    three = write_csv(tmp_path / "three.csv", [*rows[rows.label == "sport"].itertuples(index=False)][:2]
+                      + [*rows[rows.label == "food"].itertuples(index=False)][:1])
+    assert sorted(pd.read_csv(three)["label"]) == ["food", "sport", "sport"]
+    run = strop.fit(None, [o for o in tiny_overrides if not o.startswith(("data.", "output_dir"))] + [
+        f"data.train={train}", f"data.validation={three}", "method.name=fewshot", "method.pairs_per_example=8",
+        "train.epochs=1", f"output_dir={tmp_path / 'three'}"])
+    summary = json.loads((run / "contrastive" / "summary.json").read_text())
+    # the two of one class make the positive pair, so the stage is scored (its pair_accuracy was null)
+    assert summary["validation_pairs"] == 3 and summary["validation"]["pair_accuracy"] is not None
 
 
 def test_groups_without_pairs_of_one_class_or_validation_of_one_class_are_refused(tiny_overrides, tmp_path):

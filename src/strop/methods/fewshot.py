@@ -83,14 +83,32 @@ def pair_groups(labels: Sequence[int], group_size: int, groups: int, seed: int) 
                 turns.insert(0, c)
             else:
                 chosen.append(c)
-        # a class with fewer examples than its share repeats them all, in turn (an example is not its own pair)
+        # the larger shares (where group_size does not split evenly) go to the classes with more examples: a class
+        # with fewer examples than its share repeats them all, in turn, and an example is not its own pair (3
+        # examples, two of one class: that class's two, not the other's one twice, make the positive pair)
+        chosen.sort(key=lambda c: -len(members[c]))  # stable: classes of equal size keep their turns' order
         drawn[g] = np.concatenate([np.resize(rng.permutation(members[c]), share) for c, share in zip(chosen, shares)])
     return drawn
+
+
+def counted(number: int, noun: str) -> str:
+    """'1 pair', '3 pairs'."""
+    return f"{number} {noun}{'' if number == 1 else 's'}"
 
 
 def pairs_of_group(size: int) -> int:
     """The pairs of two different places in a group of `size` examples."""
     return size * (size - 1) // 2
+
+
+def pairs_in(groups: np.ndarray, same_class_of: np.ndarray | None = None) -> int:
+    """The pairs that `groups` train on: two places in a group holding two different examples; with the
+    examples' labels (`same_class_of`), only those of one class."""
+    i, j = np.triu_indices(groups.shape[1], k=1)
+    pairs = groups[:, i] != groups[:, j]
+    if same_class_of is not None:
+        pairs &= same_class_of[groups[:, i]] == same_class_of[groups[:, j]]
+    return int(pairs.sum())
 
 
 def groups_for(pairs: int, size: int) -> int:
@@ -344,18 +362,17 @@ class FewShot(Method):
                          pairs_of_group(len(val_features)))
         val_groups = groups_of(val_features, batch, val_budget, cfg.train.seed + 1)
         size = train_groups.shape[1]
-        pairs = len(train_groups) * pairs_of_group(size)
-        val_pairs = len(val_groups) * pairs_of_group(val_groups.shape[1])
+        pairs, val_pairs = pairs_in(train_groups), pairs_in(val_groups)
         stage = StageDir(run.root / "contrastive", run.checkpoints / "contrastive")
         if accelerator.is_main_process:
             stage.root.mkdir(exist_ok=True)
         if show:
-            print(f"contrastive stage: {len(train_groups)} groups of {size} examples from {len(train_features)}, "
-                  f"balanced across classes; every pair in a group trains ({pairs} pairs, "
+            print(f"contrastive stage: {counted(len(train_groups), 'group')} of {size} examples from "
+                  f"{len(train_features)}, balanced across classes; every pair of two examples in a group trains ({pairs} pairs, "
                   f"{self.cfg.pairs_per_example} per example; {LOSS_WORDS[self.cfg.pair_loss]}), "
-                  f"{self.cfg.pair_epochs} epoch(s) at lr {self.cfg.pair_lr:g}; validated on {val_pairs} "
-                  f"pairs of the validation examples; metrics in {stage.metrics}")
-            if len({f["labels"] for f in val_features}) == len(val_features):
+                  f"{self.cfg.pair_epochs} epoch(s) at lr {self.cfg.pair_lr:g}; validated on "
+                  f"{counted(val_pairs, 'pair')} of the validation examples; metrics in {stage.metrics}")
+            if not pairs_in(val_groups, np.array([f["labels"] for f in val_features])):
                 print("  (no two validation examples share a class, so no validation pair is of one class: the "
                       "stage's pair_accuracy and pair_auc cannot be measured; the head stage's scores can)")
         started = time.perf_counter()
