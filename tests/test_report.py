@@ -402,3 +402,22 @@ def test_labels_the_chart_font_lacks_do_not_warn_once_a_glyph():
         warnings.simplefilter("always")
         assert png_image(figure, "chart").startswith('<img alt="chart" src="data:image/png;base64,')
     assert not [w for w in caught if "missing from font" in str(w.message)]
+
+
+def test_few_examples_advise_fewer_parameters_only_to_a_run_that_trains_many():
+    from strop.report import findings
+
+    scarce = {"a": {"train": 200, "validation": 50}, "b": {"train": 8, "validation": 2}}
+    analysis = _analysis(_history([0.2, 0.1, 0.05], [0.2, 0.15, 0.14]),
+                         data={**_analysis(HEALTHY)["data"], "classes": scarce})
+    task = TASKS.get("text_classification")
+
+    def advice(method):
+        config = {"train": {"imbalance": "auto"}, "method": {"name": method}}
+        return " ".join(" ".join(f.fixes) for f in findings(analysis, task, config) if f.name == "few_examples")
+
+    full = advice("full")
+    assert "method.name=bitfit or freeze" in full and "method.name=fewshot (contrastive pairs" in full
+    for method in ("fewshot", "freeze"):  # they train few parameters already: that advice was a contradiction
+        assert "bitfit or freeze" not in advice(method) and "Label more examples" in advice(method)
+    assert "method.name=fewshot (contrastive" not in advice("fewshot")

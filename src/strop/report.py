@@ -568,7 +568,8 @@ def findings(analysis: dict[str, Any], task: Task, config: dict) -> list[diagnos
     rules = [
         diagnose.overfitting(history, summary.get("best_epoch"), _trains_body(config), inputs),
         diagnose.underfitting(history, chance_loss(task.name, data, config), inputs),
-        diagnose.few_examples(classes, data.get("class_kind") or "class", inputs, _fewshot_fits(task, inputs, config))
+        diagnose.few_examples(classes, data.get("class_kind") or "class", inputs, _fewshot_fits(task, inputs, config),
+                              (config.get("method") or {}).get("name"))
         if classes else None,
         diagnose.label_noise(analysis.get("confident_errors", 0), analysis.get("decisions", 0),
                              (data.get("duplicates") or {}).get("conflicting", 0),

@@ -95,11 +95,15 @@ def underfitting(history: list[dict], chance_loss: float | None, inputs: str = "
          else "A larger pretrained model (model.name) may be needed."])
 
 
+# methods whose head stage trains few parameters already (fewshot: its head, on the body it tuned on pairs)
+FEW_PARAMETER_METHODS = ("fewshot", "freeze", "bitfit")
+
+
 def few_examples(class_counts: dict[str, int], what: str = "class", inputs: str = "text",
-                 fewshot_fits: bool = False) -> Finding | None:
+                 fewshot_fits: bool = False, method: str | None = None) -> Finding | None:
     """Classes (labels, entity types) with fewer training examples than MIN_PER_CLASS (inputs: as for
     `overfitting`; fewshot_fits: a text classification that did not train with method.name=fewshot, which is
-    made for it)."""
+    made for it; method: the run's, whose advice a method that already trains few parameters does not get)."""
     scarce = {name: n for name, n in class_counts.items() if n < MIN_PER_CLASS}
     if not scarce:
         return None
@@ -111,8 +115,9 @@ def few_examples(class_counts: dict[str, int], what: str = "class", inputs: str 
         f"{listed}{more}. Their scores rest on a handful of cases and vary from run to run.",
         [f"Label more examples of those {what} names first: a few dozen each change the most.",
          "Merge rare classes that mean nearly the same, or fold them into an 'other' class.",
-         "With very few examples, train fewer parameters so the model cannot memorise them: "
-         + ("a smaller network (model.hidden=[16])." if inputs == "vector" else "method.name=bitfit or freeze."),
+         *([] if method in FEW_PARAMETER_METHODS else [
+             "With very few examples, train fewer parameters so the model cannot memorise them: "
+             + ("a smaller network (model.hidden=[16])." if inputs == "vector" else "method.name=bitfit or freeze.")]),
          *(["method.name=fewshot (contrastive pairs of the labelled texts, then a head) is made for a few "
             "examples a class."] if fewshot_fits else [])])
 
