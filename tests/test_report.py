@@ -169,6 +169,8 @@ def test_strop_report_refuses_a_folder_without_a_run(tmp_path, capsys):
 
     assert main(["report", str(tmp_path)]) == 2
     assert "no complete run" in capsys.readouterr().err
+    assert main(["report", str(tmp_path / "typo")]) == 2
+    assert f"{tmp_path / 'typo'}: no such folder; give the run directory" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("kind", ["regression", "classification"])

@@ -608,6 +608,9 @@ def report(run_dir: str | Path, quiet: bool = False) -> Path:
     from strop.report_studies import folder_kind, write_folder_report
     from strop.selftrain import last_round
 
+    if not Path(run_dir).is_dir():
+        raise StropError(f"{run_dir}: no such folder; give the run directory of a strop fit (or the folder of a "
+                         "search, cv, curve or self-training)")
     run_dir = last_round(Path(run_dir)) or run_dir  # a self-training folder: its last round's run, its model
     path = write_folder_report(run_dir) if folder_kind(Path(run_dir)) else build_report(run_dir)
     if not quiet:
