@@ -226,3 +226,23 @@ def test_a_vector_pool_self_trains_and_leaves_out_the_labelled_vectors(tmp_path)
     report = json.loads((tmp_path / "run" / "self_training.json").read_text())
     assert report["pool"] == 40 and report["pool_rows_in_labelled_data"] == 20
     assert report["rounds"][1]["pseudo_labels"] > 0
+
+
+def test_a_round_that_validates_worse_than_the_one_before_is_said(tmp_path):
+    from strop.selftrain import worse_than_before
+
+    for name, metric in (("r0", "accuracy"), ("r1", "accuracy"), ("l0", "loss"), ("l1", "loss")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "summary.json").write_text(json.dumps({"metric": metric}))
+    rounds = [{"round": 0, "run": str(tmp_path / "r0"), "validation": {"accuracy": 0.56}},
+              {"round": 1, "run": str(tmp_path / "r1"), "validation": {"accuracy": 0.49}}]
+    said = worse_than_before(rounds, ("loss",))
+    assert said.startswith("round 1 scores accuracy 0.4900 on validation against 0.5600 for round 0: its "
+                           "pseudo-labels hurt; the model of round 0 is in " + str(tmp_path / "r0"))
+    rounds[1]["validation"]["accuracy"] = 0.60
+    assert worse_than_before(rounds, ("loss",)) is None
+    losses = [{"round": 0, "run": str(tmp_path / "l0"), "validation": {"loss": 0.5}},
+              {"round": 1, "run": str(tmp_path / "l1"), "validation": {"loss": 0.7}}]
+    assert "scores loss 0.7000" in worse_than_before(losses, ("loss",))  # a loss is worse when higher
+    losses[1]["validation"]["loss"] = 0.4
+    assert worse_than_before(losses, ("loss",)) is None

@@ -144,6 +144,9 @@ def self_train(cfg, on_epoch=None) -> Path:
             per_class = ", ".join(f"{name} {count}" for name, count in entry["per_class"].items()) or "none"
             print(f"self-training round {r}: {len(chosen)} pseudo-labels of {entry['confident']} confident "
                   f"(per class: {per_class}; as many of each class that has any){right}; the model is in {run}")
+            worse = worse_than_before(report["rounds"], type(predictor.task).minimised)
+            if worse:
+                print(f"warning: {worse}", file=sys.stderr)
     atomic_write_json(out / REPORT_FILE, report, "the self-training report")
     return run
 
@@ -285,6 +288,19 @@ def read_unlabeled(path: str | Path, d, task_cls, input_kind: str, what: str) ->
                                  f"training data's are in (data.{key}={column}): rename that column in {path}")
     inputs = task_cls.read(path, d, input_kind, what, with_targets=False).inputs
     return frame, inputs
+
+
+def worse_than_before(rounds: list[dict], minimised) -> str | None:
+    """Where the last round validates worse than the one before on the runs' metric: what to say (the last round
+    is the model, so a round whose pseudo-labels hurt is said, with where the better model is)."""
+    last, before = rounds[-1], rounds[-2]
+    metric = json.loads((Path(last["run"]) / "summary.json").read_text(encoding="utf-8"))["metric"]
+    now, then = last["validation"].get(metric), before["validation"].get(metric)
+    if now is None or then is None or (now <= then if metric in minimised else now >= then):
+        return None
+    return (f"round {last['round']} scores {metric} {now:.4f} on validation against {then:.4f} for round "
+            f"{before['round']}: its pseudo-labels hurt; the model of round {before['round']} is in {before['run']} "
+            "(a higher data.pseudo_label_threshold takes fewer, surer ones)")
 
 
 def _validation(run: Path) -> dict:
