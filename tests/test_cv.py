@@ -48,6 +48,14 @@ def test_too_few_examples_of_a_class_is_refused_with_the_fix():
     # one example of a class: no number of folds holds it in every one, so the fix is not a smaller --folds
     with pytest.raises(StropError, match="class 'b' has only 1 example, .*add examples of it, or drop it"):
         fold_indices(["a"] * 10 + ["b"], 2, seed=0)
+    # where each run splits its validation set off its fold, the fix named is one that passes that check too
+    with pytest.raises(StropError, match=r"class 'b' has only 2 examples.*; add examples of it, or give "
+                                         r"data.validation=FILE"):  # it said --folds 2, which was then refused
+        fold_indices(["a"] * 10 + ["b"] * 2, 3, seed=0, inner_split=True)
+    with pytest.raises(StropError, match=r"class 'b' has only 3 examples.*; use --folds 3, or add examples"):
+        fold_indices(["a"] * 10 + ["b"] * 3, 5, seed=0, inner_split=True)  # 2 folds would leave 1 to train on
+    with pytest.raises(StropError, match=r"class 'b' has only 4 examples.*; use --folds 2 to 4, or add examples"):
+        fold_indices(["a"] * 10 + ["b"] * 4, 5, seed=0, inner_split=True)
 
 
 def test_folds_whose_runs_could_not_split_off_a_validation_set_are_refused_before_any_run():
