@@ -212,3 +212,15 @@ def test_a_report_that_fails_only_warns_after_the_results_are_written(tmp_path, 
     err = capsys.readouterr().err
     assert "strop cv: warning: report.html could not be written (ZeroDivisionError" in err
     assert f"strop report {tmp_path}" in err and not (tmp_path / "report.html").exists()
+
+
+def test_a_curve_of_one_seed_shows_no_spread_in_its_points_table(tmp_path):
+    from strop.runs import atomic_write_json
+
+    result = measured_curve()
+    result["points"] = [p for p in result["points"] if p["seed"] == 42]
+    result["seeds"] = [42]
+    atomic_write_json(tmp_path / "curve.json", result, "the learning curve")
+    page = write_folder_report(tmp_path).read_text()
+    points = page[page.index('id="points"'):]
+    assert "<td>–</td><td class=\"num\">1</td>" in points and "None" not in points

@@ -387,7 +387,7 @@ def curve_page(result: dict, folder: Path) -> str:
         draw(result, axes)
         image = png_image(figure, "learning curve")
     chart = f'<h2 id="curve">Curve</h2>{image}'
-    rows = [[size, float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else None, len(values)]
+    rows = [[size, float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else "–", len(values)]
             for size, values in scores_by_size(result).items()]
     p, q = fit["parameters"], fit["parameter_intervals"]
     free = fit.get("ceiling_free")  # a bounded score: the forecast is the mean of this law and a - b n^-c
