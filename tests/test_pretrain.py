@@ -180,3 +180,23 @@ def test_a_pretrained_mlp_refuses_data_with_other_columns(tmp_path):
     with pytest.raises(strop.StropError, match=r"^--data .*one\.csv has 1 row; an autoencoder needs at least 2"):
         pretrain(None, ["model.name=mlp"], data=tmp_path / "one.csv", output=tmp_path / "none")
     assert not (tmp_path / "none").exists()
+
+
+def test_a_new_masked_language_head_is_said_and_a_conll_file_is_refused(tiny_model_dir, tmp_path):
+    from strop.config import DataConfig
+    from strop.pretrain import read_domain_texts
+
+    text = tmp_path / "domain.txt"
+    text.write_text("\n".join(t for t, _ in make_texts(20, seed=3)), encoding="utf-8")
+    command = [sys.executable, "-m", "strop", "pretrain", "train.epochs=1", "train.batch_size=8",
+               "model.max_length=32", "train.mixed_precision=no", "--data", str(text)]
+    first = subprocess.run(command + [f"model.name={tiny_model_dir}", "--output", str(tmp_path / "a")],
+                           capture_output=True, text=True)
+    assert first.returncode == 0, first.stderr
+    assert "has no masked-language head in its weights" in first.stdout  # a BertModel: the encoder alone
+    again = subprocess.run(command + [f"model.name={tmp_path / 'a' / 'model'}", "--output", str(tmp_path / "b")],
+                           capture_output=True, text=True)
+    assert again.returncode == 0 and "masked-language head" not in again.stdout  # pretrain saved its head
+    (tmp_path / "ner.conll").write_text("EU NNP B-NP B-ORG\nrejects VBZ B-VP O\n")
+    with pytest.raises(strop.StropError, match="is a CoNLL file .*: pretraining reads whole texts"):
+        read_domain_texts(tmp_path / "ner.conll", DataConfig())

@@ -63,7 +63,11 @@ def read_domain_texts(path: str | Path, data_cfg) -> list[str]:
     """
     from strop.data.inputs import read_texts
     from strop.data.tables import READERS, read_table, table_suffix
+    from strop.tasks import CONLL_SUFFIXES
 
+    if Path(path).suffix.lower() in CONLL_SUFFIXES:  # its lines are a word and its tags, not texts
+        raise StropError(f"--data {path} is a CoNLL file (a word and its tags a line): pretraining reads whole "
+                         "texts; give a .txt file of one text per line, or a table with a text column")
     if table_suffix(Path(path)) not in READERS:
         return read_lines(path)
     frame = read_table(path, "--data")
@@ -210,8 +214,9 @@ def pretrain(config=None, overrides: list[str] = (), data: str | Path | None = N
     set_seed(cfg.train.seed)
     with quiet_transformers():
         try:
-            model = AutoModelForMaskedLM.from_pretrained(source.location, use_safetensors=True,
-                                                         trust_remote_code=cfg.model.trust_remote_code)
+            model, loading = AutoModelForMaskedLM.from_pretrained(source.location, use_safetensors=True,
+                                                                  trust_remote_code=cfg.model.trust_remote_code,
+                                                                  output_loading_info=True)
         except (OSError, ValueError, KeyError) as error:
             raise StropError(f"model.name={cfg.model.name}: cannot be loaded as a masked-language model "
                              f"({str(error).splitlines()[0]})") from None
@@ -234,6 +239,10 @@ def pretrain(config=None, overrides: list[str] = (), data: str | Path | None = N
             if not cfg.train.quiet:
                 print(f"strop pretrain -> {run.root}\n  {len(train_features)} texts to train on, {len(val_features)} "
                       f"held out; masked-language model {cfg.model.name}")
+                if loading["missing_keys"] and not cfg.train.resume:  # the encoder loaded: what is missing is the head
+                    print(f"  note: {cfg.model.name} has no masked-language head in its weights (a sentence-embedding "
+                          "model keeps its encoder alone): a new one starts from random values, so the perplexity "
+                          "starts high and falls as that head learns; the encoder is what strop fit starts from")
             record_run(run.root, "running")  # the runs folder's index (strop runs), as a fit's
         collate = MaskingCollate(tokenizer, lambda f: pad_collate(f, body.pad_values))
         wrapped = MaskedLM(model, body)
