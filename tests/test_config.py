@@ -62,3 +62,13 @@ def test_yaml_that_is_not_a_mapping(tmp_path):
     path.write_text("- a\n- b\n")
     with pytest.raises(StropError, match="mapping"):
         load_config(path)
+
+
+def test_a_dotted_key_in_a_mapping_is_told_to_nest(tmp_path):
+    with pytest.raises(StropError, match=r"key 'data.train': a dotted key is an override \(strop fit \.\.\. "
+                                         r"data.train=VALUE\); in a mapping, nest it: data: \{train: VALUE\}"):
+        load_config({"data.train": "x.csv"})  # it said: did you mean 'train'?
+    path = tmp_path / "dotted.yaml"
+    path.write_text("train:\n  optim.lr: 1e-3\n")  # under the wrong section: no such nesting, the plain message
+    with pytest.raises(StropError, match="unknown key 'train.optim.lr'"):
+        load_config(path)
