@@ -12,6 +12,7 @@ import sys
 from collections import Counter
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from strop.curve import (LARGEST_SIZE, analyse, describe, draw, examples_for, fit_ceiling_free, fit_power_law,
@@ -374,3 +375,25 @@ def test_the_curve_warns_where_its_points_get_worse_or_its_law_does_not_level_of
     assert re.search(r"warning: c is 0\.00\d+, near 0", describe(_result(sizes, steady, fit, "loss")))
     rising = power_law(np.array(sizes), *TRUE)
     assert "warning" not in describe(_result(sizes, rising, analyse(sizes, rising, bounded=True, draws=50)))
+
+
+def test_a_label_the_held_out_share_takes_whole_is_blamed_on_the_split_not_on_data_validation(tiny_overrides, tmp_path):
+    from conftest import make_texts
+
+    from strop.curve import learning_curve
+    from strop.data.splits import random_split
+    from strop.tasks.base import Examples
+
+    rows = [(t, y) for t, y in make_texts(60, seed=2)]
+    _, held_out = random_split(Examples(list(range(60)), [[y] for _, y in rows], "x"), 0.1, 42)
+    rare = held_out.inputs[0]  # the one example of label "rare" lands in the held-out share of train.seed 42
+    rows[rare] = (rows[rare][0], rows[rare][1] + "|rare")
+    train = tmp_path / "labels.csv"
+    pd.DataFrame(rows, columns=["text", "label"]).to_csv(train, index=False)
+    overrides = [o for o in tiny_overrides if not o.startswith(("data.", "train.seed"))] + [
+        f"data.train={train}", "task.name=multilabel_classification", "train.seed=42"]
+    out = tmp_path / "curve"
+    with pytest.raises(StropError, match=r"the validation share held out of data.train \(data.validation_fraction="
+                                         r"0.1\) takes every example of label\(s\) rare, .*give data.validation=FILE"):
+        learning_curve(None, overrides, output=out, quiet=True)
+    assert not out.exists()

@@ -404,6 +404,14 @@ def _pool_and_validation(cfg, frame, targets: list, out: Path) -> tuple[np.ndarr
     rows = Examples(list(range(len(frame))), targets, str(cfg.data.train))
     split = stratified_split if all(isinstance(t, str) for t in targets) else random_split
     train, held_out = split(rows, cfg.data.validation_fraction, cfg.train.seed)
+    if all(isinstance(t, (list, tuple)) and all(isinstance(x, str) for x in t) for t in targets):  # label sets
+        trained = {label for i in train.inputs for label in targets[i]}
+        missing = sorted({label for i in held_out.inputs for label in targets[i]} - trained)
+        if missing:
+            raise StropError(f"the validation share held out of data.train (data.validation_fraction="
+                             f"{cfg.data.validation_fraction:g}) takes every example of label(s) "
+                             f"{', '.join(map(str, missing[:5]))}, so no run of the curve could learn them: add "
+                             "examples of them, or give data.validation=FILE")
     validation_file = write_rows(frame, np.array(held_out.inputs), out / "data" / "validation.parquet")
     return np.array(train.inputs), validation_file
 
