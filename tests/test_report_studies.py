@@ -224,3 +224,26 @@ def test_a_curve_of_one_seed_shows_no_spread_in_its_points_table(tmp_path):
     page = write_folder_report(tmp_path).read_text()
     points = page[page.index('id="points"'):]
     assert "<td>–</td><td class=\"num\">1</td>" in points and "None" not in points
+
+
+def test_a_regression_cv_is_judged_on_its_r2_where_its_lead_metric_has_no_rule_of_thumb(tmp_path):
+    from strop.cv import summarise
+
+    r2 = {(1, 1): -0.43, (1, 2): -0.36, (2, 1): 0.62, (2, 2): 0.75}  # the seeds disagree, and on average below 0
+    result = cv_result(r2, folds=2)
+    for run in result["runs"]:
+        run["metrics"] = {"rmse": 1.0 + run["metrics"]["accuracy"], "r2": run["metrics"].pop("accuracy")}
+    result.update(summary={"rmse": summarise([1 + v for v in r2.values()]), "r2": summarise([-0.5, -0.4, 0.1, 0.2])},
+                  config={"task": {"name": "regression"}})
+    (tmp_path / "cv.json").write_text(json.dumps(result))
+    page = write_folder_report(tmp_path).read_text()
+    assert "Unstable across seeds" in page and "Worse than predicting the mean" in page  # it said: no problem found
+    calm = tmp_path / "calm"
+    calm.mkdir()
+    steady = cv_result({(1, 1): 0.80, (1, 2): 0.81, (2, 1): 0.80, (2, 2): 0.81}, folds=2)
+    for run in steady["runs"]:
+        run["metrics"] = {"rmse": 0.3, "r2": run["metrics"].pop("accuracy")}
+    steady.update(summary={"rmse": summarise([0.3] * 4), "r2": summarise([0.80, 0.81, 0.80, 0.81])},
+                  config={"task": {"name": "regression"}})
+    (calm / "cv.json").write_text(json.dumps(steady))
+    assert "agree within the rule of thumb on r2 (rmse is in the target&#x27;s units" in write_folder_report(calm).read_text()

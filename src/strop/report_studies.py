@@ -299,11 +299,15 @@ def cv_page(result: dict, folder: Path) -> str:
     rows = [[r["seed"], r["fold"] or "", *[r["metrics"][n] for n in names], r.get("train_examples", ""),
              r.get("scored_examples", "")] for r in result["runs"]]
     runs = f'<h2 id="runs">Runs</h2>' + html_table(["seed", "fold", *names, "trained on", "scored on"], rows)
-    # the rule of thumb is a spread in a score's own units (accuracy, F1, r2); an error in the target's units has none
-    agree = ("Folds and seeds agree within the rule of thumb." if metric in diagnose.BOUNDED_METRICS else
+    # the rule of thumb is a spread in a score's own units (accuracy, F1, r2); an error in the target's units has
+    # none, so a regression's folds and seeds are judged on its r2 (or spearman), which the runs also measured
+    judged = agreement_metric(result, metric)
+    agree = ("Folds and seeds agree within the rule of thumb." if judged == metric else
+             f"Folds and seeds agree within the rule of thumb on {judged} ({metric} is in the target's units, "
+             "which have none)." if judged else
              f"{metric} is in the target's units, for which strop has no rule of thumb on the spread of folds and "
              "seeds: read it in the runs below.")
-    parts = [header, findings_html(cv_findings(result, metric), agree),
+    parts = [header, findings_html(cv_findings(result, judged) if judged else [], agree),
              scores, runs, _configuration(result.get("config") or {}, "The config every run used (each with its own "
                                           "fold and seed).")]
     return page(f"strop cv report: {folder.name}", parts, _CV_NAV)
@@ -327,9 +331,28 @@ def _cv_chart(result: dict, metric: str) -> str:
     return png_image(figure, f"{metric} of every run")
 
 
+def agreement_metric(result: dict, metric: str) -> str | None:
+    """The metric the spread of folds and seeds is judged on: the lead one where it is a share (accuracy, F1,
+    r2), else the first unit-free one the runs measured (r2, spearman), else None."""
+    if metric in diagnose.BOUNDED_METRICS:
+        return metric
+    return next((name for name in ("r2", "spearman") if name in result["summary"]), None)
+
+
 def cv_findings(result: dict, metric: str) -> list[Finding]:
-    """Seeds that disagree (diagnose's rule, on each seed's mean over the folds) and folds that disagree."""
+    """Seeds that disagree (diagnose's rule, on each seed's mean over the folds), folds that disagree, and a
+    regression that predicts worse than the targets' mean (r2 below 0)."""
     out = []
+    r2 = (result["summary"].get("r2") or {}).get("mean")
+    if r2 is not None and r2 < 0:
+        out.append(Finding(
+            "below_the_mean", "Worse than predicting the mean",
+            f"The runs' mean r2 is {r2:.4f}: below 0, their predictions are further from the targets than the "
+            "targets' own mean would be.",
+            ["Train longer or at another learning rate (strop lr-find): an r2 below 0 after training is most often "
+             "a model that has not learnt yet.",
+             "Look at the targets: outliers, or a scale far from 1, slow training down.",
+             "Check that the inputs carry what the targets depend on."]))
     by_seed = {f"seed {s}": float(np.mean([r["metrics"][metric] for r in result["runs"] if r["seed"] == s]))
                for s in result["seeds"]}
     unstable = diagnose.instability(by_seed, metric)
