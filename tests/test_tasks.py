@@ -2,6 +2,7 @@
 predict and evaluate. A task added to the registry is added here; it needs a data maker in DATA_MAKERS."""
 
 import json
+import re
 import random
 
 import pytest
@@ -373,3 +374,17 @@ def test_a_pair_models_second_column_is_named_on_the_command_line(tiny_model_dir
     single, _ = _fit("text_classification", tiny_model_dir, tmp_path / "single", extra=["train.epochs=1"])
     assert main(["predict", str(single), "--text", "fine", "--text-pair-column", "second"]) == 2
     assert "--text-pair-column: this model reads single texts, not pairs" in capsys.readouterr().err
+
+
+def test_class_names_holding_the_label_separator_get_a_multilabel_hint(tiny_model_dir, tmp_path, capsys):
+    rows = [(t, y + ("|long" if len(t) > 20 else "")) for t, y in make_texts(60, seed=4)]
+    train = write_csv(tmp_path / "labels.csv", rows)
+    strop.fit(None, [f"model.name={tiny_model_dir}", f"data.train={train}", f"output_dir={tmp_path / 'run'}",
+                     "train.epochs=1", "model.max_length=32", "train.mixed_precision=no"])
+    out = capsys.readouterr().out
+    assert re.search(r"\d+ class name\(s\) hold data.label_separator '\|' \(e.g. '\w+\|long'\), each trained as one "
+                     r"class; if an example may have several labels, set task.name=multilabel_classification", out)
+    plain = write_csv(tmp_path / "plain.csv", make_texts(60, seed=4))
+    strop.fit(None, [f"model.name={tiny_model_dir}", f"data.train={plain}", f"output_dir={tmp_path / 'plain'}",
+                     "train.epochs=1", "model.max_length=32", "train.mixed_precision=no"])
+    assert "label_separator" not in capsys.readouterr().out

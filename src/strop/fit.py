@@ -103,6 +103,12 @@ def prepare(cfg: Config, adapt_task: Callable[[Task], Task] | None = None) -> Pr
         cfg = replace(cfg, data=replace(cfg.data, feature_columns=tuple(saved_columns)))
         splits = load_splits(cfg, source.input_kind)
     notes, method_choice = [], None
+    joined = [label for label in getattr(splits.task, "labels", None) or []
+              if splits.task.name == "text_classification" and cfg.data.label_separator in str(label)]
+    if joined:  # "a|b" as one class of its own: most often a multi-label file read as single labels
+        notes.append(f"{len(joined)} class name(s) hold data.label_separator '{cfg.data.label_separator}' (e.g. "
+                     f"'{joined[0]}'), each trained as one class; if an example may have several labels, set "
+                     "task.name=multilabel_classification")
     if cfg.method.name == "auto":
         cfg, why = _choose_method(cfg, splits, source)
         method_choice = {"asked": "auto", "chosen": cfg.method.name, "why": why}
