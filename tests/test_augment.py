@@ -120,9 +120,11 @@ def _history(run):
     return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
-def test_mixup_on_vectors_changes_training_and_still_learns(vector_overrides, tmp_path):
+def test_mixup_on_vectors_changes_training_and_still_learns(vector_overrides, tmp_path, capsys):
     plain = strop.fit(None, [*vector_overrides, f"output_dir={tmp_path / 'plain'}"])
-    mixed = strop.fit(None, [*vector_overrides, f"output_dir={tmp_path / 'mixed'}", "data.mixup=0.4"])
+    mixed = strop.fit(None, [*vector_overrides, f"output_dir={tmp_path / 'mixed'}", "data.mixup=0.4",
+                             "train.quiet=false"])
+    assert "mixing: mixup (alpha 0.4) of each training batch with a shuffled copy of itself" in capsys.readouterr().out
     assert _history(plain)[0]["train_loss"] != _history(mixed)[0]["train_loss"]
     # a linear rule: mixing does not stop it being learned (as well as without, to a few examples of 100)
     assert _history(mixed)[-1]["val_accuracy"] >= max(0.75, _history(plain)[-1]["val_accuracy"] - 0.05)

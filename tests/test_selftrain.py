@@ -138,6 +138,10 @@ def test_self_training_refuses_other_tasks_and_bad_settings(tiny_overrides, tmp_
     with pytest.raises(StropError, match="self-training"):
         strop.fit(None, [o for o in tiny_overrides if not o.startswith("data.")]
                   + [f"data.train={data}", "task.name=regression", f"data.unlabeled={data}"])
+    (tmp_path / "pool.docx").write_text("not a table")
+    with pytest.raises(StropError, match=r"data.unlabeled: cannot read 'pool.docx': use one of \.txt \(one text a "
+                                         r"line\), \.csv"):  # .txt pools are taken, and the message said none
+        strop.fit(None, tiny_overrides + [f"data.unlabeled={tmp_path / 'pool.docx'}"])
 
 
 def test_a_text_file_pool_one_text_a_line_self_trains_as_a_table_would(tiny_overrides, tmp_path):

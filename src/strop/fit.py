@@ -157,8 +157,9 @@ def _augmentation(cfg: Config, model: TaskModel, task: Task, inputs: list, featu
     cached = METHODS.get(cfg.method.name)(cfg.method).caches_inputs
     mixing = mixing_for(cfg, model, task, cached)
     if mixing is not None:
-        notes.append(f"mixing: {'mixup' if mixing.mixup else ''}{' or ' if mixing.mixup and mixing.cutmix else ''}"
-                     f"{'CutMix' if mixing.cutmix else ''} of each training batch with a shuffled copy of itself")
+        kinds = [f"mixup (alpha {cfg.data.mixup:g})"] * bool(mixing.mixup) + \
+            [f"CutMix (alpha {cfg.data.cutmix:g})"] * bool(mixing.cutmix)
+        notes.append(f"mixing: {' or '.join(kinds)} of each training batch with a shuffled copy of itself")
     kind = model.body.kind
     if kind == "text":
         from strop.data.augment import text_augmentation

@@ -266,7 +266,7 @@ def read_unlabeled(path: str | Path, d, task_cls, input_kind: str, what: str) ->
     Raises:
         StropError: an unreadable or empty file, or a .txt file where the inputs are not single texts.
     """
-    from strop.data.tables import read_table
+    from strop.data.tables import READERS, read_table, table_suffix
     from strop.pretrain import read_lines
 
     if Path(path).suffix.lower() == ".txt":
@@ -278,6 +278,10 @@ def read_unlabeled(path: str | Path, d, task_cls, input_kind: str, what: str) ->
                              f"{kind}: give a table with {needed}")
         lines = read_lines(path, what, 1, "give at least one text")
         return pd.DataFrame({d.text_column: lines}), lines
+    if table_suffix(Path(path)) not in READERS and Path(path).is_file():
+        texts = ".txt (one text a line), " if input_kind == "text" and d.text_pair_column is None else ""
+        raise StropError(f"{what}: cannot read '{Path(path).name}': use one of {texts}{', '.join(READERS)} "
+                         f"(got '{Path(path).suffix}')")
     frame = read_table(path, what)
     if input_kind == "text":
         for key in ("text_column", "text_pair_column"):
