@@ -352,7 +352,8 @@ def test_a_flat_bounded_curve_gets_no_higher_than_its_points_and_a_lower_target_
     # (a + 1) / 2 would be 0.775: the ceiling-free law of a flat curve rises too slowly to get anywhere near 1
     assert 0.55 <= fit["asymptote"] < 0.57 and fit["asymptote_interval"][1] < 0.6
     assert fit["target"]["below_measured"] and fit["target"]["examples"] < 1
-    assert "accuracy 0.3: reached already by the fewest examples measured (18)" in describe(_result(sizes, [0.55] * 6, fit))
+    text = describe(_result(sizes, [0.55] * 6, fit))
+    assert "accuracy 0.3: reached already by the fewest examples measured (18)" in text
 
 
 def test_a_target_the_fewest_examples_measured_reach_is_reached_even_where_the_fit_runs_below_it():

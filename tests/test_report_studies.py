@@ -246,4 +246,5 @@ def test_a_regression_cv_is_judged_on_its_r2_where_its_lead_metric_has_no_rule_o
     steady.update(summary={"rmse": summarise([0.3] * 4), "r2": summarise([0.80, 0.81, 0.80, 0.81])},
                   config={"task": {"name": "regression"}})
     (calm / "cv.json").write_text(json.dumps(steady))
-    assert "agree within the rule of thumb on r2 (rmse is in the target&#x27;s units" in write_folder_report(calm).read_text()
+    page = write_folder_report(calm).read_text()
+    assert "agree within the rule of thumb on r2 (rmse is in the target&#x27;s units" in page

@@ -398,8 +398,8 @@ def _build(cls: type, raw: Any, prefix: str):
             head, _, rest = str(key).partition(".")
             if rest and head in known and dataclasses.is_dataclass(hints[head]):
                 # a dotted key, as overrides write them, in a mapping (a YAML file, a dict given to strop.fit)
-                raise StropError(f"key '{prefix}{key}': a dotted key is an override (strop fit ... {prefix}{key}=VALUE); "
-                                 f"in a mapping, nest it: {head}: {{{rest}: VALUE}}")
+                raise StropError(f"key '{prefix}{key}': a dotted key is an override (strop fit ... "
+                                 f"{prefix}{key}=VALUE); in a mapping, nest it: {head}: {{{rest}: VALUE}}")
             hint = difflib.get_close_matches(str(key), known, n=1)
             suggestion = f" (did you mean '{prefix}{hint[0]}'?)" if hint else ""
             raise StropError(f"unknown key '{prefix}{key}'{suggestion}; known keys in {section}: {', '.join(known)}")

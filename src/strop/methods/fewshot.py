@@ -368,7 +368,8 @@ class FewShot(Method):
             stage.root.mkdir(exist_ok=True)
         if show:
             print(f"contrastive stage: {counted(len(train_groups), 'group')} of {size} examples from "
-                  f"{len(train_features)}, balanced across classes; every pair of two examples in a group trains ({pairs} pairs, "
+                  f"{len(train_features)}, balanced across classes; every pair of two examples in a group trains "
+                  f"({pairs} pairs, "
                   f"{self.cfg.pairs_per_example} per example; {LOSS_WORDS[self.cfg.pair_loss]}), "
                   f"{self.cfg.pair_epochs} epoch(s) at lr {self.cfg.pair_lr:g}; validated on "
                   f"{counted(val_pairs, 'pair')} of the validation examples; metrics in {stage.metrics}")
