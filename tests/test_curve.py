@@ -203,6 +203,16 @@ def test_curve_command_writes_json_and_plot(tiny_overrides, tmp_path):
     (out / "report.html").unlink()
     assert subprocess.run([sys.executable, "-m", "strop", "report", str(out), "-q"]).returncode == 0
     assert (out / "report.html").read_text() == page
+    # asked again, for another metric and target, from the points it measured: nothing trains
+    from strop.cli import main
+
+    assert main(["curve", "--refit", str(out), "--metric", "loss", "--target", "0.5", "-q"]) == 0
+    again = json.loads((out / "curve.json").read_text())
+    assert again["points"] == result["points"] and again["metric"] == "loss" and again["fit"]["lower_is_better"]
+    assert again["fit"]["target"]["score"] == 0.5 and "loss" in (out / "report.html").read_text()
+    assert main(["curve", "--refit", str(out), "--metric", "rmse"]) == 2  # not measured by a classifier's runs
+    assert main(["curve", "--refit", str(out), "train.epochs=3"]) == 2
+    assert main(["curve", "--refit", str(tmp_path / "none")]) == 2
 
 
 def test_a_target_the_metric_cannot_take_is_refused_before_any_run(tiny_overrides, tmp_path):

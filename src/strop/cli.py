@@ -220,8 +220,14 @@ def cmd_cv(args: argparse.Namespace) -> int:
 
 
 def cmd_curve(args: argparse.Namespace) -> int:
-    from strop.curve import learning_curve
+    from strop.curve import learning_curve, refit
 
+    if args.refit is not None:
+        if args.config is not None or args.overrides:
+            raise StropError("--refit fits a finished curve again to the points it measured: it takes --metric and "
+                             "--target, not a config or overrides")
+        refit(args.refit, args.metric, args.target, args.quiet)
+        return 0
     config, overrides = config_and_overrides(args)
     try:
         fractions = tuple(float(f) for f in args.fractions.split(",") if f.strip())
@@ -518,6 +524,8 @@ def build_parser() -> argparse.ArgumentParser:
     curve.add_argument("--metric", help="the metric to fit (default: the task's lead metric, e.g. accuracy)")
     curve.add_argument("--output", help="folder for curve.json, curve.png and the subsets (default curve/<UTC time>)")
     curve.add_argument("--keep-runs", action="store_true", help="keep each run directory (default: deleted once scored)")
+    curve.add_argument("--refit", metavar="FOLDER", help="fit a finished curve (its --output folder) again, for "
+                                                         "another --metric or --target, without training")
     curve.add_argument("--quiet", "-q", action="store_true", help="no progress output")
     curve.set_defaults(func=cmd_curve)
 

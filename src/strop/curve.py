@@ -296,7 +296,6 @@ def learning_curve(config=None, overrides: list[str] = (), fractions: tuple[floa
                           recorded_study)
     from strop.fit import method_for_all_of, resolve_config
     from strop.methods.auto import freeze_layers_for_all_of
-    from strop.report_studies import report_after
     from strop.tasks import TASKS
 
     fractions = tuple(sorted(set(float(f) for f in fractions)))
@@ -314,10 +313,7 @@ def learning_curve(config=None, overrides: list[str] = (), fractions: tuple[floa
     if metric not in task_cls.metric_names:
         raise StropError(f"--metric {metric} is not a metric of {task_cls.name}; choose one of "
                          f"{', '.join(task_cls.metric_names)}")
-    low, high = task_cls.metric_range(metric)
-    if target is not None and not low <= target <= high:  # refused before the curve's runs, not after them
-        raise StropError(f"--target {target:g} is a value {metric} cannot take (it lies in [{low:g}, {high:g}]): "
-                         f"give a target in that range")
+    check_target(target, metric, task_cls)  # refused before the curve's runs, not after them
     out = Path(output) if output is not None else default_output("curve")
     saved = recorded_study(out, CURVE_FILE, cfg, "fit")
     frame, targets = read_training_table(cfg)
@@ -377,11 +373,20 @@ def learning_curve(config=None, overrides: list[str] = (), fractions: tuple[floa
         raise
     if not keep_runs:
         shutil.rmtree(out / "runs", ignore_errors=True)
+    return _fit_and_write(result, out, task_cls, target, cfg.train.seed, quiet)
+
+
+def _fit_and_write(result: dict, out: Path, task_cls, target: float | None, seed: int, quiet: bool) -> dict:
+    """Fits the curve to the points of result["metric"], writes curve.json, curve.png and the report, and prints
+    the answers (unless quiet); returns the result with its "fit"."""
+    from strop.report_studies import report_after
+
+    metric = result["metric"]
     n = [p["examples"] for p in result["points"]]
     values = [p["scores"][metric] for p in result["points"]]
     minimised = metric in task_cls.minimised
     result["fit"] = analyse(n, values, minimised=minimised, bounded=not minimised and max(values) <= 1.0,
-                            target=target, seed=cfg.train.seed, score_range=(low, high))
+                            target=target, seed=seed, score_range=task_cls.metric_range(metric))
     plot = save_plot(result, out / PLOT_FILE)
     result["plot"] = str(plot) if plot else None
     atomic_write_json(out / CURVE_FILE, result, "the learning curve")
@@ -390,6 +395,43 @@ def learning_curve(config=None, overrides: list[str] = (), fractions: tuple[floa
         print(describe(result) + f"\nresults in {out / CURVE_FILE}" + (f", plot in {plot}" if plot else "")
               + (f", report in {report}" if report else ""))
     return result
+
+
+def check_target(target: float | None, metric: str, task_cls) -> None:
+    """Raises StropError where --target is a value the metric cannot take."""
+    low, high = task_cls.metric_range(metric)
+    if target is not None and not low <= target <= high:
+        raise StropError(f"--target {target:g} is a value {metric} cannot take (it lies in [{low:g}, {high:g}]): "
+                         f"give a target in that range")
+
+
+def refit(folder: str | Path, metric: str | None = None, target: float | None = None, quiet: bool = False) -> dict:
+    """`strop curve --refit FOLDER`: a finished curve fitted again to the points it measured, for another
+    --metric (every run recorded all of its task's metrics) or --target, without training anything.
+
+    Raises:
+        StropError: no finished curve in the folder, or a metric or target the curve cannot answer for.
+    """
+    import json
+
+    from strop.tasks import TASKS
+
+    folder = Path(folder)
+    path = folder / CURVE_FILE
+    if not path.is_file():
+        raise StropError(f"--refit {folder}: no {CURVE_FILE} there; give the --output folder of a strop curve")
+    result = json.loads(path.read_text(encoding="utf-8"))
+    if "fit" not in result:
+        raise StropError(f"--refit {folder}: the curve there is not finished; continue it first (the same strop "
+                         "curve command with train.resume=true)")
+    task_cls = TASKS.get(result["config"]["task"]["name"])
+    metric = metric or result["metric"]
+    measured = [name for name in task_cls.metric_names if all(name in p["scores"] for p in result["points"])]
+    if metric not in measured:
+        raise StropError(f"--metric {metric}: the curve's runs measured {', '.join(measured)}; choose one of them")
+    check_target(target, metric, task_cls)
+    result["metric"] = metric
+    return _fit_and_write(result, folder, task_cls, target, result["config"]["train"]["seed"], quiet)
 
 
 def _pool_and_validation(cfg, frame, targets: list, out: Path) -> tuple[np.ndarray, Path]:
