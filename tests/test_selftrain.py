@@ -55,8 +55,13 @@ def test_rounds_train_on_labels_and_pseudo_labels_and_report_them(tiny_overrides
     assert first["pseudo_label_accuracy"] > 0.5
     assert json.loads((run / "summary.json").read_text())["train_examples"] > 90
     assert len(strop.load(run).predict(["great fun"])) == 1
+    page = (run / "report.html").read_text()  # the last round's page: every round in it, this one marked
+    rounds = page[page.index("Self-training rounds"):]
+    assert "<tr><td>0</td><td class=\"num\">0</td>" in rounds and "this page" in rounds
+    assert f"<tr><td>1</td><td class=\"num\">{first['pseudo_labels']}</td>" in rounds
     (run / "report.html").unlink()
     assert rebuild_report(out, quiet=True) == run / "report.html"  # the folder's report: its last round's
+    assert (run / "report.html").read_text() == page
     texts = ["great fun", "dull and slow"]  # the self-training folder loads as its last round's model
     assert np.array_equal(np.stack(strop.load(out).outputs(texts)), np.stack(strop.load(run).outputs(texts)))
 

@@ -335,7 +335,9 @@ def analyse(run_dir: str | Path) -> dict[str, Any]:
                 "history": history, "data": data, "config_text": config_text, "config": config,
                 "provenance": _read_json(run.provenance, {}), "n_predictions": len(rows),
                 # method.name=fewshot: the stage that tuned the body on pairs before the head's epochs
-                "contrastive": _read_lines(run.root / "contrastive" / "metrics.jsonl")}
+                "contrastive": _read_lines(run.root / "contrastive" / "metrics.jsonl"),
+                # a self-training round: every round of its folder so far, from self_training.json
+                "self_training": _self_training_rounds(run.root)}
     analysis.update(analyse_predictions(task, rows))
     metric = summary.get("metric") or task.lead_metric
     analysis["seeds"] = seed_scores(run.root, config, metric)
@@ -594,6 +596,15 @@ def _trains_body(config: dict) -> bool:
 
     name = (config.get("method") or {}).get("name", "full")
     return getattr(METHODS.get(name), "trains_body", True) if name in METHODS.names() else True
+
+
+def _self_training_rounds(run_root: Path) -> list[dict]:
+    """The rounds of the self-training whose round `run_root` is (self_training.json beside it); [] otherwise."""
+    from strop.selftrain import REPORT_FILE
+
+    if not run_root.name.startswith("round-"):
+        return []
+    return _read_json(run_root.parent / REPORT_FILE, {}).get("rounds", [])
 
 
 def report(run_dir: str | Path, quiet: bool = False) -> Path:

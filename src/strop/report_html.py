@@ -7,6 +7,7 @@ import base64
 import io
 import warnings
 from html import escape
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -258,7 +259,7 @@ def _curves(a: dict[str, Any]) -> str:
              "best" if r.get("best") else ""] for r in history]
     table = html_table(["epoch", "train loss", "val loss", *[k[4:] for k in metric_keys], "lr", ""], rows)
     return (f'<h2 id="curves">Training and validation curves</h2>{png_image(figure, "training and validation curves")}'
-            f"{table}{_contrastive(a.get('contrastive') or [])}")
+            f"{table}{_contrastive(a.get('contrastive') or [])}{_self_training(a)}")
 
 
 def _contrastive(history: list[dict]) -> str:
@@ -274,6 +275,26 @@ def _contrastive(history: list[dict]) -> str:
             "(same class: similar; different: apart) before the head's epochs above, which train on its frozen "
             "output; scored on pairs of the validation examples.</p>"
             + html_table(["epoch", "steps", "train loss", "val loss", "pair accuracy", "pair AUC", "seconds"], rows))
+
+
+def _self_training(a: dict[str, Any]) -> str:
+    """A self-training round's page: every round so far (data.unlabeled), what it pseudo-labelled and how it
+    validated, so that a round whose pseudo-labels hurt shows beside the ones before it."""
+    rounds = a.get("self_training") or []
+    if not rounds:
+        return ""
+    metric = a["summary"].get("metric") or "loss"
+    this = a["name"]
+    rows = [[r["round"], r.get("pseudo_labels", 0),
+             ", ".join(f"{name} {n}" for name, n in (r.get("per_class") or {}).items()) or "",
+             "n/a" if r.get("pseudo_label_accuracy") is None else r["pseudo_label_accuracy"],
+             (r.get("validation") or {}).get(metric), "this page" if Path(r["run"]).name == this else ""]
+            for r in rounds]
+    return ("<h3>Self-training rounds (data.unlabeled)</h3><p>Round 0 trains on the labelled data; each round "
+            "after it, from the pretrained model again, on those and the pool's confident pseudo-labels of the round "
+            "before. The last round's model is the self-training's.</p>"
+            + html_table(["round", "pseudo-labels", "per class", "their accuracy (where the pool has labels)",
+                          f"validation {metric}", ""], rows))
 
 
 def _confusion(a: dict[str, Any]) -> str:

@@ -137,6 +137,7 @@ def self_train(cfg, on_epoch=None) -> Path:
         entry.update(run=str(run), validation=_validation(run))
         report["rounds"].append(entry)
         atomic_write_json(out / REPORT_FILE, report, "the self-training report")
+        _rebuild_report(run)  # its page lists the rounds, this one now among them
         if not cfg.train.quiet:
             accuracy, checked = entry.get("pseudo_label_accuracy"), len(known)
             right = ("" if not known else f", {accuracy:.3f} of them right" if checked == len(chosen)
@@ -292,6 +293,17 @@ def read_unlabeled(path: str | Path, d, task_cls, input_kind: str, what: str) ->
                                  f"training data's are in (data.{key}={column}): rename that column in {path}")
     inputs = task_cls.read(path, d, input_kind, what, with_targets=False).inputs
     return frame, inputs
+
+
+def _rebuild_report(run: Path) -> None:
+    """The round's report.html again, now that self_training.json holds the round; one that fails only warns."""
+    from strop.report import build_report
+
+    try:
+        build_report(run)
+    except Exception as error:  # noqa: BLE001 - the round is complete and saved; the report is an extra
+        print(f"strop fit: warning: {run / 'report.html'} could not be rebuilt ({type(error).__name__}: {error}); "
+              f"try again with: strop report {run}", file=sys.stderr)
 
 
 def worse_than_before(rounds: list[dict], minimised) -> str | None:
