@@ -241,3 +241,21 @@ def test_optim_lr_find_trains_at_the_found_rate(tiny_overrides):
     found = json.loads((run / "lr_find.json").read_text())["suggestion"]
     assert json.loads((run / "summary.json").read_text())["peak_lr"] == pytest.approx(found)
     assert _history(run)[0]["lr"] == pytest.approx(found)
+
+
+def test_the_threshold_is_tuned_only_on_enough_validation_examples_of_the_minority():
+    import numpy as np
+
+    from strop.tasks.classification import THRESHOLD_MIN_POSITIVES, Classification
+
+    task = Classification(("a", "b")).with_imbalance(["a"] * 90 + ["b"] * 10, "auto", 2.0)
+    assert task.labels[task.positive] == "b"
+    rng = np.random.default_rng(0)
+
+    def validation(positives):  # minority examples score low: their best-F1 threshold is far below 0.5
+        p = np.concatenate([rng.uniform(0.0, 0.1, 40), rng.uniform(0.02, 0.3, positives)])
+        return [np.array([1 - x, x]) for x in p], [0] * 40 + [1] * positives
+
+    assert task.calibrated(*validation(3)).threshold is None  # 3 examples: an F1 of noise (it gave 0.05)
+    tuned = task.calibrated(*validation(THRESHOLD_MIN_POSITIVES)).threshold
+    assert tuned is not None and tuned < 0.5

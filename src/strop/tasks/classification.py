@@ -15,10 +15,11 @@ import torch.nn.functional as F
 from strop.data.inputs import clean_strings, normalise_labels, refuse_missing, require_column
 from strop.errors import StropError
 from strop.evaluate.metrics import best_threshold, classification_metrics
-
-IMBALANCE_RATIO = 3.0  # train.imbalance=auto handles imbalance from this ratio of largest to smallest class
 from strop.tasks.base import TASKS, Examples
 from strop.tasks.sentence import SentenceTask
+
+IMBALANCE_RATIO = 3.0  # train.imbalance=auto handles imbalance from this ratio of largest to smallest class
+THRESHOLD_MIN_POSITIVES = 10  # two classes: the decision threshold is tuned on at least this many of the minority
 
 
 def label_names(labels: list[str]) -> list[str]:
@@ -190,11 +191,14 @@ class Classification(SentenceTask):
 
     def calibrated(self, outputs: list[np.ndarray], targets: list[int]) -> Classification:
         """Two classes with imbalance handled: the threshold on the minority class's probability with its best
-        F1 on validation (the loss's weights or sampling shift probabilities, so 0.5 is rarely the best)."""
-        if self.positive is None or self.imbalance == "none":
+        F1 on validation (the loss's weights or sampling shift probabilities, so 0.5 is rarely the best). Not
+        where validation holds fewer than THRESHOLD_MIN_POSITIVES of the minority class: an F1 of a handful of
+        examples is noise (3 gave a threshold of 0.05, so that p = 0.18 decided the class)."""
+        positive = np.asarray(targets) == self.positive if self.positive is not None else None
+        if self.positive is None or self.imbalance == "none" or positive.sum() < THRESHOLD_MIN_POSITIVES:
             return self
         scores = np.stack(outputs)[:, self.positive]
-        return replace(self, threshold=best_threshold(scores, np.asarray(targets) == self.positive))
+        return replace(self, threshold=best_threshold(scores, positive))
 
     def metrics(self, outputs: list[np.ndarray], targets: list[int]) -> dict[str, Any]:
         probabilities = np.stack(outputs)
