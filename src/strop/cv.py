@@ -55,11 +55,13 @@ def fold_indices(targets: list, folds: int, seed: int,
             # the folds that work: each holds one of the class at least, and (where each run splits its own
             # validation set off its training rows) leaves 2 of it to train on; more folds leave more
             workable = [k for k in range(2, fewest + 1) if not inner_split or fewest - math.ceil(fewest / k) >= 2]
-            named = (f"--folds {workable[0]}" if len(workable) == 1 else
-                     f"--folds {workable[0]} to {workable[-1]}" if workable else "")
-            fix = (f"use {named}, or add examples" if workable else
-                   "cross-validation needs at least 2 a class: add examples of it, or drop it from the data"
-                   if fewest < 2 else "add examples of it, or give data.validation=FILE for every run to validate on")
+            if workable:
+                span = str(workable[0]) if len(workable) == 1 else f"{workable[0]} to {workable[-1]}"
+                fix = f"use --folds {span}, or add examples"
+            elif fewest < 2:
+                fix = "cross-validation needs at least 2 a class: add examples of it, or drop it from the data"
+            else:
+                fix = "add examples of it, or give data.validation=FILE for every run to validate on"
             raise StropError(f"--folds {folds}: class '{counts.idxmin()}' has only {fewest} "
                              f"example{'s' if fewest > 1 else ''}, too few to appear in every fold; {fix}"
                              + amounts_hint(targets))

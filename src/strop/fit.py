@@ -103,8 +103,8 @@ def prepare(cfg: Config, adapt_task: Callable[[Task], Task] | None = None) -> Pr
         cfg = replace(cfg, data=replace(cfg.data, feature_columns=tuple(saved_columns)))
         splits = load_splits(cfg, source.input_kind)
     notes, method_choice = [], None
-    joined = [label for label in getattr(splits.task, "labels", None) or []
-              if splits.task.name == "text_classification" and cfg.data.label_separator in str(label)]
+    single_labels = splits.task.labels if splits.task.name == "text_classification" else []
+    joined = [label for label in single_labels if cfg.data.label_separator in str(label)]
     if joined:  # "a|b" as one class of its own: most often a multi-label file read as single labels
         notes.append(f"{len(joined)} class name(s) hold data.label_separator '{cfg.data.label_separator}' (e.g. "
                      f"'{joined[0]}'), each trained as one class; if an example may have several labels, set "

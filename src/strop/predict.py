@@ -45,12 +45,13 @@ class Predictor:
         Raises:
             StropError: an input the model cannot read (a text model's: not a non-empty text, or pair).
         """
-        if getattr(self.model.body, "kind", None) == "vector":
+        kind = getattr(self.model.body, "kind", None)
+        if kind == "vector":
             return self.vector_inputs(inputs)
         one_pair = self.reads_pairs and isinstance(inputs, tuple) and len(inputs) == 2 and all(
             isinstance(text, str) for text in inputs)
         inputs = [inputs] if isinstance(inputs, str) or one_pair else list(inputs)
-        if getattr(self.model.body, "kind", None) == "text" and self.task.level == "sequence":
+        if kind == "text" and self.task.level == "sequence":
             check_texts(inputs, self.reads_pairs)
         return inputs
 
