@@ -1,5 +1,6 @@
 """The CLI contract: exit codes, messages, no half-written runs, predict and evaluate outputs."""
 
+import importlib
 import json
 
 import pytest
@@ -141,12 +142,32 @@ def test_keep_checkpoint_false_deletes_the_checkpoint_of_a_complete_run(tiny_ove
     assert strop.load(run).predict(["great fun"])[0] in ("negative", "positive")
 
 
-def test_existing_output_dir_is_not_overwritten(tiny_overrides, tmp_path, capsys):
+def test_existing_output_dir_is_not_overwritten(tiny_overrides, tmp_path, capsys, monkeypatch):
+    fit_module = importlib.import_module("strop.fit")  # `strop.fit` is also the function
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "keep.txt").write_text("mine")
+    built = []
+    monkeypatch.setattr(fit_module, "build_model", lambda *a, **k: built.append(1))
     assert _fit(tiny_overrides) == 2
     assert "already holds files" in capsys.readouterr().err
     assert (tmp_path / "run" / "keep.txt").read_text() == "mine"
+    assert not built  # said before the model loads (seconds, for a large one)
+    assert _fit(tiny_overrides + [f"output_dir={tmp_path / 'none'}", "train.resume=true"]) == 2
+    assert "holds no run to resume" in capsys.readouterr().err and not built
+
+
+def test_an_interrupt_before_the_first_checkpoint_says_nothing_was_kept(tiny_overrides, tmp_path, capsys,
+                                                                        monkeypatch):
+    import strop.train.loop
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(strop.train.loop, "train", interrupted)
+    assert _fit(tiny_overrides + ["train.quiet=false"]) == 130
+    err = capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+    assert "nothing was kept" in err and "train.resume" not in err  # no resume hint for a removed run
 
 
 def test_fit_predict_evaluate(tiny_overrides, text_data, tmp_path, capsys, monkeypatch):

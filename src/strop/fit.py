@@ -254,6 +254,9 @@ def fit(config: str | Path | dict | Config | None = None, overrides: list[str] =
         from strop.selftrain import self_train
 
         return self_train(resolve_config(cfg), on_epoch)
+    if cfg.output_dir is not None and os.environ.get("RANK", "0") == "0":
+        check_folder_path(Path(cfg.output_dir), "output_dir")
+        _refuse_run_dir(RunDir(Path(cfg.output_dir)), cfg.train.resume)
     prepared = prepare(cfg, adapt_task)
     cfg, source, splits, model, task, notes = (prepared.cfg, prepared.source, prepared.splits, prepared.model,
                                                prepared.task, prepared.notes)
@@ -320,6 +323,9 @@ def fit(config: str | Path | dict | Config | None = None, overrides: list[str] =
         # A run that never reached its first checkpoint is worth nothing: leave no half-written run.
         if created and accelerator.is_main_process and not _has_checkpoint(run):
             shutil.rmtree(run.root, ignore_errors=True)
+            if isinstance(error, KeyboardInterrupt) and not cfg.train.quiet and resume_hint:
+                print(f"interrupted before the run's first checkpoint: nothing was kept ({run.root} is removed); "
+                      "run the same command again to start over", file=sys.stderr)
         elif (isinstance(error, KeyboardInterrupt) and accelerator.is_main_process and not cfg.train.quiet
               and resume_hint):
             print(f"interrupted; continue the run with: strop fit {run.config} train.resume=true", file=sys.stderr)
@@ -528,21 +534,29 @@ def _open_run_dir(cfg: Config) -> tuple[RunDir, Config, object | None]:
         run.root.mkdir(parents=True, exist_ok=True)
     lock = lock_run_dir(run)
     try:
+        _refuse_run_dir(run, cfg.train.resume)
         if cfg.train.resume:
-            if not run.config.is_file():
-                raise StropError(f"output_dir {run.root} holds no run to resume; run without train.resume=true")
-            if run.is_complete():
-                raise StropError(f"the run in {run.root} is already complete; nothing to resume")
             _check_same_run(cfg, run)
-        elif any(p.name != run.lock.name for p in run.root.iterdir()):
-            raise StropError(f"output_dir {run.root} already holds files: choose another output_dir, "
-                             "or continue an interrupted run there with train.resume=true")
     except BaseException:
         lock.close()
         if not existed:
             shutil.rmtree(run.root, ignore_errors=True)
         raise
     return run, cfg, lock
+
+
+def _refuse_run_dir(run: RunDir, resume: bool) -> None:
+    """Raises StropError where output_dir cannot take this fit: it holds another run's files, or (resume) no run,
+    or a complete one. Only reads: `fit` asks it before reading the data and building the model too, so that a
+    wrong output_dir is said in a second, not after the model loads."""
+    if resume:
+        if not run.config.is_file():
+            raise StropError(f"output_dir {run.root} holds no run to resume; run without train.resume=true")
+        if run.is_complete():
+            raise StropError(f"the run in {run.root} is already complete; nothing to resume")
+    elif run.root.is_dir() and any(p.name != run.lock.name for p in run.root.iterdir()):
+        raise StropError(f"output_dir {run.root} already holds files: choose another output_dir, "
+                         "or continue an interrupted run there with train.resume=true")
 
 
 def lock_run_dir(run: RunDir):
