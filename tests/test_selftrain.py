@@ -29,6 +29,45 @@ def test_selection_keeps_confident_rows_balanced_and_most_confident_first():
     assert select_pseudo_labels(probabilities, 0.5).tolist() == [0, 5, 7]  # one per class: class 2's one sets it
 
 
+def test_selection_takes_the_class_the_model_decides_and_its_probability():
+    probabilities = np.array([[0.6, 0.4], [0.7, 0.3], [0.95, 0.05]])
+    tuned = np.array([1, 0, 0])  # a tuned threshold of 0.4 on class 1 decides row 0 for class 1
+    assert select_pseudo_labels(probabilities, 0.55, tuned).tolist() == [1, 2]  # row 0's 0.4 is not confident
+    assert select_pseudo_labels(probabilities, 0.35, tuned).tolist() == [0, 2]  # one a class: the surest of 0
+    assert select_pseudo_labels(probabilities, 0.55).tolist() == [0, 1, 2]  # argmax by default: all class 0
+
+
+def test_pseudo_labels_are_the_models_predictions_under_its_tuned_threshold(tiny_overrides, tmp_path, monkeypatch):
+    """A two-class model with imbalance handled predicts the minority class above a tuned threshold, not by the
+    most probable class: its pseudo-labels are what `strop predict` says."""
+    from dataclasses import replace
+
+    import strop.predict
+
+    train = write_csv(tmp_path / "few.csv", make_texts(60, seed=5))
+    pool = write_csv(tmp_path / "pool.csv", [(t, "") for t, _ in make_texts(40, seed=6)])
+    load = strop.predict.load
+    predicted = []
+
+    def with_a_low_threshold(run):  # as a tuned threshold of 0.01 would decide, on the class argmax picks least
+        predictor = load(run)
+        texts = [t for t, _ in make_texts(40, seed=6)]
+        most_probable = np.stack(predictor.outputs(texts)).argmax(axis=1)
+        rare = int(np.bincount(most_probable, minlength=2).argmin())
+        predictor.task = replace(predictor.task, positive=rare, threshold=0.01)
+        predicted.append((predictor.task.labels[rare], predictor.predict(texts)))
+        return predictor
+
+    monkeypatch.setattr(strop.predict, "load", with_a_low_threshold)
+    overrides = [o for o in tiny_overrides if not o.startswith(("data.train", "train.epochs"))] + [
+        f"data.train={train}", f"data.unlabeled={pool}", "data.pseudo_label_threshold=0.01", "train.epochs=2"]
+    strop.fit(None, overrides)
+    trained_on = pd.read_parquet(tmp_path / "run" / "round-1-train.parquet")
+    (rare, decided), = predicted
+    assert set(decided) == {rare} and len(trained_on) == 100
+    assert trained_on["label"][60:].tolist() == [rare] * 40  # argmax labels at least half of them otherwise
+
+
 def test_rounds_train_on_labels_and_pseudo_labels_and_report_them(tiny_overrides, tmp_path):
     train = write_csv(tmp_path / "few.csv", make_texts(100, seed=5))
     labelled_pool = make_texts(80, seed=6)

@@ -30,13 +30,18 @@ REPORT_FILE = "self_training.json"
 PSEUDO_LABEL_TASKS = ("text_classification", "pair_classification")  # one label per example, from probabilities
 
 
-def select_pseudo_labels(probabilities: np.ndarray, threshold: float) -> np.ndarray:
+def select_pseudo_labels(probabilities: np.ndarray, threshold: float, predicted: np.ndarray | None = None
+                         ) -> np.ndarray:
     """The pool rows to label: predicted with probability >= threshold, at most as many per class as the
     class with the fewest such rows (among the classes that have any), the most confident first.
 
-    probabilities: (rows, classes). Returns the chosen rows, sorted.
+    probabilities: (rows, classes). predicted: the model's class of each row (`Classification.decide`: with a
+    tuned decision threshold, not always the most probable), whose probability is the row's confidence; by
+    default the most probable class. Returns the chosen rows, sorted.
     """
-    predicted, confidence = probabilities.argmax(axis=1), probabilities.max(axis=1)
+    if predicted is None:
+        predicted = probabilities.argmax(axis=1)
+    confidence = confidence_of(probabilities, predicted)
     confident = confidence >= threshold
     counts = np.bincount(predicted[confident], minlength=probabilities.shape[1])
     if not counts.any():
@@ -47,6 +52,11 @@ def select_pseudo_labels(probabilities: np.ndarray, threshold: float) -> np.ndar
         rows = np.flatnonzero(confident & (predicted == c))
         chosen.append(rows[np.argsort(-confidence[rows], kind="stable")][:cap])
     return np.sort(np.concatenate(chosen))
+
+
+def confidence_of(probabilities: np.ndarray, predicted: np.ndarray) -> np.ndarray:
+    """Each row's probability of its predicted class."""
+    return probabilities[np.arange(len(predicted)), predicted]
 
 
 def self_train(cfg, on_epoch=None) -> Path:
@@ -110,7 +120,9 @@ def self_train(cfg, on_epoch=None) -> Path:
     for r in range(1, d.self_training_rounds + 1):
         predictor = load(run)
         probabilities = np.stack(predictor.outputs(pool))  # (pool, classes)
-        chosen = select_pseudo_labels(probabilities, d.pseudo_label_threshold)
+        # the classes the model predicts (strop predict's): with a tuned threshold, not always the most probable
+        predicted = predictor.task.decide(probabilities)
+        chosen = select_pseudo_labels(probabilities, d.pseudo_label_threshold, predicted)
         if len(chosen) == 0:  # retraining on the labelled data alone would repeat the last round
             report["stopped"] = (f"round {r}: no example of the pool reached data.pseudo_label_threshold="
                                  f"{d.pseudo_label_threshold:g}; the model of round {r - 1} stands")
@@ -118,7 +130,7 @@ def self_train(cfg, on_epoch=None) -> Path:
                 print(f"self-training stopped: {report['stopped']} (lower the threshold to use the pool)")
             break
         names = predictor.task.labels
-        guessed = [names[i] for i in probabilities[chosen].argmax(axis=1)]
+        guessed = [names[i] for i in predicted[chosen]]
         rows = pool_frame.iloc[chosen].copy()
         truth = pool_labels(rows, d.label_column, d.unlabeled)
         rows[d.label_column] = guessed
@@ -127,7 +139,7 @@ def self_train(cfg, on_epoch=None) -> Path:
         write_parquet(combined, train_file)
         entry = {"round": r, "pseudo_labels": len(chosen),
                  "per_class": {name: guessed.count(name) for name in names if name in guessed},
-                 "confident": int((probabilities.max(axis=1) >= d.pseudo_label_threshold).sum())}
+                 "confident": int((confidence_of(probabilities, predicted) >= d.pseudo_label_threshold).sum())}
         # rows the pool file gives a label the model knows (another label cannot be guessed right or wrong)
         known = [(g, t) for g, t in zip(guessed, truth) if t in names]
         if known:
