@@ -186,10 +186,13 @@ def test_fit_predict_evaluate(tiny_overrides, text_data, tmp_path, capsys, monke
 
     out, dev = tmp_path / "pred.csv", pd.read_csv(text_data["dev"])
     dev.insert(0, "id", [f"r{i}" for i in range(len(dev))])  # a column the model does not read comes along
+    dev["p_positive"] = 0.25  # ... named like a column of the table's predictions: kept too, renamed
     dev.to_csv(tmp_path / "dev-with-ids.csv", index=False)
     assert main(["predict", str(run), "--input", str(tmp_path / "dev-with-ids.csv"), "--output", str(out)]) == 0
     predictions = pd.read_csv(out)
-    assert list(predictions.columns) == ["id", "input_label", "text", "label", "score", "p_negative", "p_positive"]
+    assert list(predictions.columns) == ["id", "input_label", "input_p_positive", "text", "label", "score",
+                                         "p_negative", "p_positive"]
+    assert (predictions["input_p_positive"] == 0.25).all() and (predictions["p_positive"] != 0.25).all()
     assert predictions["id"].tolist() == dev["id"].tolist()
     assert predictions["input_label"].tolist() == dev["label"].tolist()  # the file's labels beside the model's
     assert predictions["text"].tolist() == dev["text"].tolist()

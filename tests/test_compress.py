@@ -89,3 +89,14 @@ def _has_onnx() -> bool:
     except ImportError:
         return False
     return True
+
+
+def test_a_tensor_shared_under_two_names_counts_once_in_the_size():
+    from strop.compress import _unshared
+
+    weight = torch.randn(4, 3)
+    state = {"embeddings.weight": weight, "decoder.weight": weight, "other": torch.randn(2), "half": weight[:2]}
+    kept = _unshared(state)
+    assert list(kept) == ["embeddings.weight", "other", "half"]  # a view of part of it is its own tensor
+    assert kept["half"].untyped_storage().data_ptr() != weight.untyped_storage().data_ptr()
+

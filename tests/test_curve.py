@@ -210,6 +210,8 @@ def test_curve_command_writes_json_and_plot(tiny_overrides, tmp_path):
     again = json.loads((out / "curve.json").read_text())
     assert again["points"] == result["points"] and again["metric"] == "loss" and again["fit"]["lower_is_better"]
     assert again["fit"]["target"]["score"] == 0.5 and "loss" in (out / "report.html").read_text()
+    assert main(["curve", "--refit", str(out), "--target", "0.9", "-q"]) == 0  # no --metric: the lead one again
+    assert json.loads((out / "curve.json").read_text())["metric"] == "accuracy"
     assert main(["curve", "--refit", str(out), "--metric", "rmse"]) == 2  # not measured by a classifier's runs
     assert main(["curve", "--refit", str(out), "train.epochs=3"]) == 2
     assert main(["curve", "--refit", str(tmp_path / "none")]) == 2
@@ -329,6 +331,20 @@ def test_the_terminal_says_where_the_mean_of_the_laws_tends_and_warns_of_three_p
     few = analyse(n[::2][:3], accuracy[::2][:3], bounded=True, draws=50, score_range=(0.0, 1.0))
     text = describe({"metric": "accuracy", "seeds": [1], "sizes": list(SIZES[:3]), "fit": few, "points": points[::2][:3]})
     assert "warning: 3 points for a law of 3 parameters" in text
+
+
+def test_a_flat_curve_is_said_to_show_no_gain_whatever_the_laws_forecast():
+    n = np.repeat(SIZES, 2)
+    flat = np.full(len(n), 0.2)  # a model that predicts one of five balanced classes at every size
+    fit = analyse(n, flat, bounded=True, draws=50, score_range=(0.0, 1.0))
+    points = [{"examples": int(size), "scores": {"accuracy": 0.2}} for size in n]
+    text = describe({"metric": "accuracy", "seeds": [1, 2], "sizes": list(SIZES), "fit": fit, "points": points})
+    assert f"the measured accuracy at {SIZES[-1]:,} examples (0.2000) is within the seeds' spread" in text
+    rising = (0.9 - 0.8 * n ** -0.4) * np.tile([0.995, 1.005], len(SIZES))
+    points = [{"examples": int(size), "scores": {"accuracy": float(a)}} for size, a in zip(n, rising)]
+    fit = analyse(n, rising, bounded=True, draws=50, score_range=(0.0, 1.0))
+    assert "seeds' spread" not in describe({"metric": "accuracy", "seeds": [1, 2], "sizes": list(SIZES), "fit": fit,
+                                            "points": points})
 
 
 def test_the_target_answer_says_why_it_is_not_reached_and_keeps_its_interval_to_the_sizes_measured():

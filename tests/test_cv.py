@@ -30,6 +30,27 @@ def test_folds_are_stratified_disjoint_and_cover_every_row():
     assert all(a.isdisjoint(b) for i, a in enumerate(held_out) for b in held_out[i + 1:])
 
 
+def test_the_rows_of_a_repeated_input_stay_in_one_fold():
+    texts = [f"text {i}" for i in range(40)]
+    targets = ["a", "b"] * 20
+    inputs = texts + texts[:10] + texts[:4]  # 14 repeats, two of them twice
+    repeated_targets = targets + targets[:10] + targets[:4]
+    for folds in (fold_indices(repeated_targets, 4, seed=0, inputs=inputs),
+                  fold_indices([[0.5 * i] for i in range(40)] + [[0.5 * i] for i in range(14)], 3, seed=0,
+                               inputs=inputs)):  # plain k-fold too
+        held_out = sorted(i for _, test in folds for i in test.tolist())
+        assert held_out == list(range(len(inputs)))  # still every row, once
+        for train, test in folds:
+            assert not {inputs[i] for i in train} & {inputs[i] for i in test}
+    stratified = fold_indices(repeated_targets, 4, seed=0, inputs=inputs)
+    assert [sorted(Counter(inputs[i] for i in test).values())[-1] for _, test in stratified] != [1] * 4
+    # no input repeated: the folds of the rows themselves
+    distinct = fold_indices(targets, 4, seed=0, inputs=texts)
+    assert all(np.array_equal(a[1], b[1]) for a, b in zip(distinct, fold_indices(targets, 4, seed=0)))
+    with pytest.raises(StropError, match="class 'b' has only 2 distinct inputs"):
+        fold_indices(["a"] * 10 + ["b"] * 4, 3, seed=0, inputs=[f"t{i}" for i in range(10)] + ["x", "y", "x", "y"])
+
+
 def test_folds_differ_by_seed_and_plain_kfold_for_numbers():
     targets = ["x", "y"] * 20
     first, second = fold_indices(targets, 4, seed=1), fold_indices(targets, 4, seed=2)

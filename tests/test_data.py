@@ -111,6 +111,24 @@ def test_split_is_stratified_and_seeded(tmp_path):
     assert split_stratified(data, 0.2, seed=4)[1].inputs != val.inputs
 
 
+def test_a_split_keeps_the_rows_of_a_repeated_input_on_one_side(tmp_path):
+    from strop.data.splits import random_split
+
+    path = tmp_path / "d.csv"
+    rows = [f"t{i},{'a' if i % 4 else 'b'}\n" for i in range(100)]
+    path.write_text("text,label\n" + "".join(rows + rows[:30] + rows[:30:3]))  # 40 rows repeat an earlier one
+    data = _load(path)
+    for split in (split_stratified, random_split):
+        train, val = split(data, 0.2, seed=3)
+        assert set(train.inputs).isdisjoint(val.inputs) and len(train) + len(val) == 140
+        assert len(set(val.inputs)) == 20  # a fifth of the 100 distinct texts, with all their rows
+    held_out = split_stratified(data, 0.2, seed=3)[1]
+    assert sum(int(t[1:]) % 4 == 0 for t in set(held_out.inputs)) == 5  # a quarter are b's, as of the 100
+    path.write_text("text,label\n" + "".join(f"t{i},a\n" for i in range(10)) + "lone,b\nlone,b\n")
+    with pytest.raises(StropError, match="class 'b' has only one distinct input"):
+        split_stratified(_load(path), 0.2, seed=0)
+
+
 def test_split_refuses_singleton_class(tmp_path):
     path = tmp_path / "d.csv"
     path.write_text("text,label\n" + "".join(f"t{i},a\n" for i in range(10)) + "lone,b\n")

@@ -102,3 +102,49 @@ def test_distill_trains_on_unlabelled_texts_too(teacher, tmp_path):
     with pytest.raises(StropError, match="no such file"):
         distill(teacher, [f"output_dir={tmp_path / 'x'}"], layers=1, unlabeled=tmp_path / "missing.txt")
     assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("method", ["houlsby", "prompt_tuning", "lora"])
+def test_a_teacher_of_adapters_lends_its_blocks_where_they_fold_into_its_weights(method, teacher, tmp_path, capsys):
+    """LoRA folds into the weights: the student starts from the merged blocks. Bottleneck adapters and prompt
+    tuning do not: prune and a shrunk student are refused (they once started from random weights)."""
+    from strop.prune import prune
+
+    adapted = strop.fit(str(teacher / "config.yaml"), [f"method.name={method}", f"output_dir={tmp_path / 'run'}",
+                                                      "method.freeze_layers=0"])
+    if method == "lora":
+        student = distill(adapted, [f"output_dir={tmp_path / 'student'}", "train.epochs=1", "train.quiet=true"],
+                          layers=1)
+        merged = strop.load(adapted, device="cpu")
+        from strop.compress import merged_copy
+
+        top = merged_copy(merged.model).body.layers()[2]
+        start = strop.load(student / "student_start", device="cpu").model.body.layers()[1]
+        for (name, a), (_, b) in zip(top.state_dict().items(), start.state_dict().items()):
+            assert torch.equal(a, b), name  # the teacher's top block, its adapter folded in
+        return
+    for command in (["distill", str(adapted), f"output_dir={tmp_path / 'student'}", "--layers", "1"],
+                    ["prune", str(adapted), f"output_dir={tmp_path / 'pruned'}"]):
+        assert main(command) == 2
+        err = capsys.readouterr().err
+        assert f"trained with method.name={method}" in err and "cannot be folded into the model's weights" in err
+    assert not (tmp_path / "student").exists() and not (tmp_path / "pruned").exists()
+    # a student of its own (model.name=...) needs none of the teacher's blocks: only its soft targets
+    assert main(["distill", str(adapted), f"output_dir={tmp_path / 'own'}", f"model.name={teacher / 'model'}",
+                 "train.epochs=1", "--quiet"]) == 0
+
+
+def test_a_run_started_from_a_model_folder_that_lacks_a_weight_is_refused(teacher, tmp_path, capsys):
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    folder = tmp_path / "model"
+    shutil.copytree(teacher / "model", folder)
+    weights = load_file(folder / "model.safetensors")
+    dropped = next(k for k in weights if "attention.output.dense.weight" in k)
+    save_file({k: v for k, v in weights.items() if k != dropped}, folder / "model.safetensors")
+    assert main(["fit", str(teacher / "config.yaml"), f"model.name={folder}", f"output_dir={tmp_path / 'run'}"]) == 2
+    err = capsys.readouterr().err
+    assert "lacks 1 weight(s) of the encoder" in err and "would start from random values" in err
+    assert not (tmp_path / "run").exists()

@@ -18,7 +18,8 @@ import strop
 from conftest import interrupt_after_checkpoint, write_csv
 from strop.errors import StropError
 from strop.methods.fewshot import (GroupCollate, GroupFeatures, PairEncoder, PairTask, cosent, groups_for,
-                                   pair_groups, pairs_in, pairs_of_group, split_evenly)
+                                   distinct_pairs, pair_groups, pairs_in, pairs_of_group,
+                                   split_evenly)
 
 
 @pytest.mark.parametrize("sizes, group_size", [([8, 8, 8], 16), ([30, 5, 2, 1], 16), ([2, 2], 4), ([100, 3], 16),
@@ -57,6 +58,20 @@ def test_the_larger_share_of_a_group_goes_to_the_larger_class_and_pairs_are_coun
     assert pairs_in(np.array([[0, 0, 2]])) == 2  # an example drawn twice is not a pair with itself
     # of one class: (1, 2) in the first group, (3, 1) twice in the second (places, not examples, make pairs)
     assert pairs_in(np.array([[0, 1, 2], [3, 3, 1]]), np.array([0, 1, 1, 1])) == 1 + 2
+    # the different pairs: (0, 1), (0, 2), (1, 2), (1, 3): (3, 1) twice and (1, 2) again count once
+    assert distinct_pairs(np.array([[0, 1, 2], [3, 3, 1], [2, 1, 1]])) == 4
+
+
+def test_one_example_of_each_class_is_warned_of_no_pair_of_one_class(tiny_overrides, tmp_path, capsys):
+    train, dev = _fewshot_data(tmp_path)
+    one_each = write_csv(tmp_path / "one_each.csv", list(pd.read_csv(train).groupby("label").head(1)
+                                                         .itertuples(index=False)))
+    strop.fit(None, [o for o in tiny_overrides if not o.startswith(("data.", "train.quiet"))] + [
+        f"data.train={one_each}", f"data.validation={dev}", "method.name=fewshot", "method.pairs_per_example=8",
+        "train.epochs=1"])
+    captured = capsys.readouterr()
+    assert "warning: no two training examples share a class" in captured.err
+    assert "(16 pairs, 3 of them different, for a budget of 8 per example" in captured.out  # groups of 3: [a, a, b]
 
 
 def test_one_class_is_refused():
@@ -160,6 +175,11 @@ def test_fit_then_load_and_predict(tiny_overrides, tiny_model_dir, tmp_path):
     assert summary["validation"]["accuracy"] > 0.6  # chance is 1/3
     assert summary["stage_train_seconds"] == stage["train_seconds"] > 0  # the contrastive stage is training time
     assert summary["train_seconds"] > stage["train_seconds"]
+    # the run's summary says what the stage trained: the body, in steps of its own (the head stage trains the head)
+    assert summary["stage"]["steps"] == 16 and summary["stage"]["summary"] == "contrastive/summary.json"
+    body = sum(v.numel() for k, v in load_file(tiny_model_dir / "model.safetensors").items()
+               if not k.startswith("pooler."))
+    assert summary["stage"]["parameters"]["trainable"] == body > summary["parameters"]["trainable"]
     # The saved body is the tuned one, the same as the resume copy, and unlike the pretrained one.
     saved = load_file(run / "model" / "model.safetensors")
     tuned = load_file(run / "checkpoints" / "contrastive_body" / "model.safetensors")

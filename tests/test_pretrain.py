@@ -66,6 +66,9 @@ def test_pretrain_writes_a_model_that_fit_starts_from(tiny_model_dir, tiny_overr
     from strop.backbones.text import resolve_model_source
 
     assert resolve_model_source(str(out)) == str(out / "model")  # the pretrain folder itself names its model
+    from strop.cli import main
+
+    assert main(["report", str(out)]) == 2  # no report: said so, not "no complete run"
 
 
 def test_a_table_gives_its_text_column_and_any_other_file_its_lines(tmp_path):
@@ -200,3 +203,21 @@ def test_a_new_masked_language_head_is_said_and_a_conll_file_is_refused(tiny_mod
     (tmp_path / "ner.conll").write_text("EU NNP B-NP B-ORG\nrejects VBZ B-VP O\n")
     with pytest.raises(strop.StropError, match="is a CoNLL file .*: pretraining reads whole texts"):
         read_domain_texts(tmp_path / "ner.conll", DataConfig())
+
+
+def test_texts_without_a_token_to_mask_are_left_out_and_none_at_all_is_refused(tiny_model_dir, tmp_path, capsys):
+    from strop.pretrain import pretrain
+
+    emoji = ["😀😀😀", "🙂", "🎉 🎉", "💱"]  # unknown to the tokenizer: [UNK] is never masked
+    words = [t for t, _ in make_texts(20, seed=3)]
+    overrides = [f"model.name={tiny_model_dir}", "train.epochs=1", "train.batch_size=8", "model.max_length=32",
+                 "train.mixed_precision=no"]
+    (tmp_path / "emoji.txt").write_text("\n".join(emoji * 3), encoding="utf-8")
+    with pytest.raises(strop.StropError, match="none of its 12 texts has a token that can be masked"):
+        pretrain(None, overrides, data=tmp_path / "emoji.txt", output=tmp_path / "none")
+    assert not (tmp_path / "none").exists()
+    (tmp_path / "mixed.txt").write_text("\n".join(emoji + words), encoding="utf-8")
+    run = pretrain(None, overrides, data=tmp_path / "mixed.txt", output=tmp_path / "mixed")
+    assert "note: 4 text(s) left out: none of their tokens can be masked" in capsys.readouterr().out
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["train_texts"] + summary["validation_texts"] == 20 and summary["validation"]["loss"] > 0

@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+import yaml
 
 import strop
 from strop.cli import main
@@ -41,6 +42,10 @@ def test_prune_recovers_with_the_zeros_kept(run, tmp_path, capsys):
     assert "sparsity 60" in capsys.readouterr().out
     summary = json.loads((output / "summary.json").read_text())
     assert report["recovered"] == pytest.approx(summary["validation"]["accuracy"])
+    # the pruned model the recovery started from stays with the run, and its config.yaml names it
+    start = output / "pruned_start"
+    assert yaml.safe_load((output / "config.yaml").read_text())["model"]["name"] == str(start)
+    assert measured_sparsity(strop.load(start, device="cpu").model) == pytest.approx(0.6, abs=0.01)
     # the weights did train: some kept weights differ from the pruned start
     model = strop.load(output, device="cpu").model
     original = strop.load(run, device="cpu").model
@@ -98,6 +103,10 @@ def test_prune_channels_gives_a_smaller_plain_transformers_model(run, tmp_path, 
     assert torch.allclose(theirs, ours, atol=1e-5)
     summary = json.loads((output / "summary.json").read_text())
     assert report["recovered"] == pytest.approx(summary["validation"]["accuracy"])
+    # the pruned model the recovery started from stays with the run, and its config.yaml names it
+    start = output / "pruned_start"
+    assert yaml.safe_load((output / "config.yaml").read_text())["model"]["name"] == str(start)
+    assert len(strop.load(start, device="cpu").predict(["a good film"])) == 1
 
 
 def test_head_pruning_removes_the_lowest_scored_heads_and_nothing_else(run):
@@ -136,6 +145,10 @@ def test_prune_heads_gives_a_run_that_loads_exports_and_starts_a_new_run(run, tm
     assert sum(p.numel() for p in loaded.model.parameters()) == report["parameters_kept"]
     summary = json.loads((output / "summary.json").read_text())
     assert report["recovered"] == pytest.approx(summary["validation"]["accuracy"])
+    # the pruned model the recovery started from stays with the run, and its config.yaml names it
+    start = output / "pruned_start"
+    assert yaml.safe_load((output / "config.yaml").read_text())["model"]["name"] == str(start)
+    assert len(strop.load(start, device="cpu").predict(["a good film"])) == 1
     # ONNX export of the smaller attention, equal to PyTorch
     onnx_file = tmp_path / "heads.onnx"
     assert main(["export", str(output), "--format", "onnx", "--output", str(onnx_file)]) == 0

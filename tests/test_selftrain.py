@@ -103,6 +103,10 @@ def test_rounds_train_on_labels_and_pseudo_labels_and_report_them(tiny_overrides
     assert (run / "report.html").read_text() == page
     texts = ["great fun", "dull and slow"]  # the self-training folder loads as its last round's model
     assert np.array_equal(np.stack(strop.load(out).outputs(texts)), np.stack(strop.load(run).outputs(texts)))
+    from strop.prune import prune
+
+    with pytest.raises(StropError, match=f"is a self-training folder: its rounds are runs, the last {run}"):
+        prune(out)  # a command that needs a run's config: pointed at the rounds
 
 
 def test_without_a_validation_file_every_round_validates_on_one_split_of_the_labelled_data(tiny_overrides,
@@ -223,8 +227,10 @@ def test_numeric_labels_mixed_columns_and_a_pool_holding_labelled_examples(tiny_
                              "label": [int(label == "positive") for _, label in rows]})  # int64 labels
     labelled.to_parquet(tmp_path / "few.parquet", index=False)
     fresh = [t for t, _ in make_texts(60, seed=6)]
-    # the pool: new texts, with string ids, and 20 of the labelled texts (so the validation ones among them)
-    pool = pd.DataFrame({"id": [f"p{i}" for i in range(80)], "text": fresh + labelled["text"][:20].tolist()})
+    # the pool: new texts, with string ids, and 20 of the labelled texts (so the validation ones among them), and
+    # 5 of the new ones again
+    pool = pd.DataFrame({"id": [f"p{i}" for i in range(85)],
+                         "text": fresh + labelled["text"][:20].tolist() + fresh[:5]})
     pool.to_parquet(tmp_path / "pool.parquet", index=False)
     overrides = [o for o in tiny_overrides if not o.startswith(("data.train", "data.validation", "train.epochs"))] + [
         f"data.train={tmp_path / 'few.parquet'}", f"data.unlabeled={tmp_path / 'pool.parquet'}",
@@ -232,7 +238,7 @@ def test_numeric_labels_mixed_columns_and_a_pool_holding_labelled_examples(tiny_
     strop.fit(None, overrides)
     out = tmp_path / "run"
     report = json.loads((out / "self_training.json").read_text())
-    assert report["pool"] == 60 and report["pool_rows_in_labelled_data"] == 20
+    assert report["pool"] == 60 and report["pool_rows_in_labelled_data"] == 20 and report["pool_rows_repeated"] == 5
     trained_on = pd.read_parquet(out / "round-1-train.parquet")
     validation = pd.read_parquet(out / "validation.parquet")
     assert report["rounds"][1]["pseudo_labels"] > 0 and set(trained_on["label"]) == {"0", "1"}

@@ -66,11 +66,13 @@ def test_a_soup_of_a_single_run_twice_is_that_run(runs, tmp_path):
 def test_runs_with_other_labels_are_refused(runs, tiny_model_dir, tmp_path):
     from conftest import write_csv
 
-    other = write_csv(tmp_path / "other.csv", [("good", "yes"), ("bad", "no")] * 20)
+    other = write_csv(tmp_path / "other.csv", [row for i in range(20) for row in ((f"good {i}", "yes"),
+                                                                                   (f"bad {i}", "no"))])
     different = strop.fit(None, [f"model.name={tiny_model_dir}", f"data.train={other}", f"output_dir={tmp_path / 'd'}",
                                  "train.epochs=1", "train.quiet=true", "model.max_length=16"])
-    with pytest.raises(StropError, match="same task and labels"):
+    with pytest.raises(StropError, match="same task and labels") as refused:
         soup([runs[0], different], tmp_path / "soup", quiet=True)
+    assert "['no', 'yes']" in str(refused.value) and "softmax" not in str(refused.value)  # labels, not the head
     assert not (tmp_path / "soup").exists()
     with pytest.raises(StropError, match="at least two"):
         soup([runs[0]], tmp_path / "soup", quiet=True)
@@ -98,6 +100,23 @@ def test_an_ensemble_predicts_the_mean_of_its_members_and_loads_as_one_model(run
     assert main(["evaluate", str(tmp_path / "ens"), "--data", str(text_data["dev"]), "--json"]) == 0
     evaluated = json.loads(capsys.readouterr().out)
     assert evaluated["accuracy"] == pytest.approx(report["ensemble_score"])
+
+
+def test_commands_on_one_models_weights_refuse_an_ensemble_and_int8_serving_quantises_every_member(runs, tmp_path,
+                                                                                                  capsys):
+    from strop.serve import quantized
+
+    assert main(["soup", str(runs[0]), str(runs[2]), "--ensemble", "--output", str(tmp_path / "ens")]) == 0
+    capsys.readouterr()
+    for command in (["export", str(tmp_path / "ens"), "--format", "onnx", "--output", str(tmp_path / "e.onnx")],
+                    ["export", str(tmp_path / "ens"), "--format", "merged", "--output", str(tmp_path / "merged")],
+                    ["compress", str(tmp_path / "ens")]):
+        assert main(command) == 2  # they would take the first member's weights for the whole
+        err = capsys.readouterr().err
+        assert "is an ensemble of 2 models" in err and str(tmp_path / "ens" / "members" / "1") in err
+    assert not (tmp_path / "e.onnx").exists() and not (tmp_path / "merged").exists()
+    together = quantized(strop.load(tmp_path / "ens", device="cpu"), tmp_path / "ens")
+    assert all(any("quantized" in type(layer).__module__ for layer in m.model.modules()) for m in together.members)
 
 
 def test_an_ensemble_refuses_other_labels_and_uniform(runs, tiny_model_dir, tmp_path):

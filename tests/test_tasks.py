@@ -371,6 +371,9 @@ def test_a_pair_models_second_column_is_named_on_the_command_line(tiny_model_dir
     assert main(["predict", str(run), "--input", str(renamed), "--text-pair-column", "second"]) == 0
     records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [r["id"] for r in records] == [str(i) for i in range(20)] and all("second" not in r for r in records)
+    (tmp_path / "lines.txt").write_text("the film was good\nit was good\n")
+    assert main(["predict", str(run), "--input", str(tmp_path / "lines.txt")]) == 2
+    assert "a .txt file holds one text per line, and this model reads pairs of texts" in capsys.readouterr().err
     single, _ = _fit("text_classification", tiny_model_dir, tmp_path / "single", extra=["train.epochs=1"])
     assert main(["predict", str(single), "--text", "fine", "--text-pair-column", "second"]) == 2
     assert "--text-pair-column: this model reads single texts, not pairs" in capsys.readouterr().err

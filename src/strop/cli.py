@@ -99,6 +99,12 @@ def _file_inputs(args: argparse.Namespace, predictor) -> list:
     if Path(args.input).suffix.lower() == ".txt":  # one text per line, as data.unlabeled and --unlabeled take
         from strop.selftrain import read_unlabeled
 
+        if predictor.reads_pairs:
+            second = columns.text_pair_column or "text_pair"
+            raise StropError(f"--input {args.input}: a .txt file holds one text per line, and this model reads pairs "
+                             f"of texts: give a table (CSV, TSV, JSONL or Parquet) with the columns "
+                             f"{columns.text_column} and {second}")
+
         texts = read_unlabeled(args.input, columns, type(task), predictor.model.body.kind, "--input")[1]
         lines = Path(args.input).read_text(encoding="utf-8-sig").splitlines()
         blank = [str(number) for number, line in enumerate(lines, 1) if not line.strip()]
@@ -138,7 +144,8 @@ def _with_other_columns(records: list[dict], path: str, predictor, **columns_rea
     table = table[[c for c in table.columns if c not in read]]
     if table.empty or len(table) != len(records):  # every reader keeps every row or refuses the file
         return records
-    keys = set().union(*(r.keys() for r in records))
+    # the keys of a prediction and of its table row (p_<label>), so that neither output loses an input column
+    keys = set().union(*(r.keys() for r in records), *(_flat(r).keys() for r in records[:1]))
     table.columns = [f"input_{c}" if c in keys else str(c) for c in table.columns]
     rows = table.astype(object).where(table.notna(), None).to_dict("records")
     return [row | record for row, record in zip(rows, records)]
@@ -525,7 +532,8 @@ def build_parser() -> argparse.ArgumentParser:
     curve.add_argument("--output", help="folder for curve.json, curve.png and the subsets (default curve/<UTC time>)")
     curve.add_argument("--keep-runs", action="store_true", help="keep each run directory (default: deleted once scored)")
     curve.add_argument("--refit", metavar="FOLDER", help="fit a finished curve (its --output folder) again, for "
-                                                         "another --metric or --target, without training")
+                                                         "another --metric or --target, without training; "
+                                                         "rewrites its curve.json, curve.png and report")
     curve.add_argument("--quiet", "-q", action="store_true", help="no progress output")
     curve.set_defaults(func=cmd_curve)
 

@@ -57,12 +57,13 @@ def compress(run_dir: str | Path, forms: tuple[str, ...] = ("int8", "onnx"), dat
         StropError: a run without a model, an unknown form, `onnx` without strop[export], or validation
             data that can no longer be read (give --data).
     """
-    from strop.predict import load
+    from strop.predict import load, one_model
 
     unknown = [f for f in forms if f not in FORMS]
     if unknown:
         raise StropError(f"--forms: unknown form '{unknown[0]}'; known: {', '.join(FORMS[1:])}")
     predictor = load(run_dir, device="cpu")
+    one_model(predictor, run_dir, "compress")
     examples = validation_examples(Path(run_dir), predictor, data)
     features = predictor.task.encode(predictor.model.body, examples)
     model = merged_copy(predictor.model)
@@ -96,7 +97,10 @@ def validation_examples(run_dir: Path, predictor, data: str | None):
 
     config_file = run_dir / "config.yaml"
     if not config_file.is_file():
-        raise StropError(f"{run_dir} has no config.yaml to find its validation data: give a labelled file with --data")
+        from strop.selftrain import round_hint
+
+        raise StropError(f"{run_dir} has no config.yaml to find its validation data: give a labelled file with "
+                         f"--data{round_hint(run_dir)}")
     try:
         splits = load_splits(load_config(config_file), predictor.model.body.kind)
     except StropError as error:
@@ -114,6 +118,31 @@ def merged_copy(model: nn.Module) -> nn.Module:
     if is_adapted(model) and not model.body.model.active_peft_config.is_prompt_learning:
         merge(model)
     return model
+
+
+def whole_model_copy(predictor, run_dir: Path, command: str) -> nn.Module:
+    """A copy of the run's model as a whole model that a new run can start from (strop prune, strop distill's
+    shrunk student): a LoRA or IA3 adapter folded into its weights.
+
+    Raises:
+        StropError: an ensemble; bottleneck adapters (houlsby, pfeiffer), which compute with weights of their own
+            beside the body's; prompt or prefix tuning, whose learned tokens no weight of the body holds.
+    """
+    from strop.adapters import adapter_of
+    from strop.predict import one_model
+
+    one_model(predictor, run_dir, command)
+    method = predictor.info.get("method")
+    peft_model = adapter_of(predictor.model.body)
+    if method in ("houlsby", "pfeiffer") or (peft_model is not None and
+                                             peft_model.active_peft_config.is_prompt_learning):
+        what = ("its body carries bottleneck adapters, layers of their own beside the body's" if method in
+                ("houlsby", "pfeiffer") else "its adapter adds learned tokens to the input")
+        raise StropError(f"strop {command} starts a new run from a whole model, and {run_dir} was trained with "
+                         f"method.name={method}: {what}, which cannot be folded into the model's weights. "
+                         f"{command.capitalize()} a run of full fine-tuning, lora or ia3 (e.g. strop fit "
+                         f"{run_dir / 'config.yaml'} method.name=lora output_dir=NEW)")
+    return merged_copy(predictor.model)
 
 
 def fp32_form(model: nn.Module) -> Form:
@@ -177,12 +206,16 @@ def _predictor_copy(predictor):
 
 
 def _unshared(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """safetensors refuses tensors that share memory (tied embeddings): each gets its own copy."""
-    seen, out = set(), {}
+    """Each tensor once: safetensors refuses tensors that share memory (tied embeddings; prompt tuning's copy of
+    the word embeddings), and a model stores a tied tensor once, so its size counts it once."""
+    storages, tensors, out = set(), set(), {}
     for key, value in state.items():
-        pointer = value.untyped_storage().data_ptr()
-        out[key] = value.clone() if pointer in seen else value
-        seen.add(pointer)
+        storage, view = value.untyped_storage().data_ptr(), (value.data_ptr(), tuple(value.shape), value.stride())
+        if view in tensors:  # the same tensor under another name
+            continue
+        out[key] = value.clone() if storage in storages else value  # another view of a storage: its own copy
+        storages.add(storage)
+        tensors.add(view)
     return out
 
 

@@ -293,7 +293,7 @@ def learning_curve(config=None, overrides: list[str] = (), fractions: tuple[floa
     """
     from strop.config import load_config
     from strop.cv import (check_no_pool, check_same_study, default_output, fit_and_score, read_training_table,
-                          recorded_study)
+                          recorded_study, repeated_note)
     from strop.fit import method_for_all_of, resolve_config
     from strop.methods.auto import freeze_layers_for_all_of
     from strop.tasks import TASKS
@@ -316,14 +316,15 @@ def learning_curve(config=None, overrides: list[str] = (), fractions: tuple[floa
     check_target(target, metric, task_cls)  # refused before the curve's runs, not after them
     out = Path(output) if output is not None else default_output("curve")
     saved = recorded_study(out, CURVE_FILE, cfg, "fit")
-    frame, targets = read_training_table(cfg)
+    frame, targets, inputs = read_training_table(cfg)
     out.mkdir(parents=True, exist_ok=True)
     continuing = False  # set once a recorded study is found to be this one: until then its folder is left as it is
     try:
-        pool, validation_file = _pool_and_validation(cfg, frame, targets, out)
+        pool, validation_file = _pool_and_validation(cfg, frame, targets, inputs, out)
         cfg, method_note = method_for_all_of(cfg)  # one method at every size
         cfg, note = freeze_layers_for_all_of(cfg, len(pool))
-        for said in (method_note, note):
+        split_note = None if cfg.data.validation is not None else repeated_note(inputs, "side of the validation split")
+        for said in (method_note, note, split_note):
             if said and not quiet:
                 print(said, flush=True)
         sizes = [max(1, int(round(f * len(pool)))) for f in fractions]
@@ -407,7 +408,9 @@ def check_target(target: float | None, metric: str, task_cls) -> None:
 
 def refit(folder: str | Path, metric: str | None = None, target: float | None = None, quiet: bool = False) -> dict:
     """`strop curve --refit FOLDER`: a finished curve fitted again to the points it measured, for another
-    --metric (every run recorded all of its task's metrics) or --target, without training anything.
+    --metric (every run recorded all of its task's metrics; by default the task's lead metric, as for a curve,
+    whatever an earlier refit chose) or --target, without training anything. curve.json, curve.png and the
+    report then hold this fit.
 
     Raises:
         StropError: no finished curve in the folder, or a metric or target the curve cannot answer for.
@@ -425,7 +428,7 @@ def refit(folder: str | Path, metric: str | None = None, target: float | None = 
         raise StropError(f"--refit {folder}: the curve there is not finished; continue it first (the same strop "
                          "curve command with train.resume=true)")
     task_cls = TASKS.get(result["config"]["task"]["name"])
-    metric = metric or result["metric"]
+    metric = metric or task_cls.lead_metric
     measured = [name for name in task_cls.metric_names if all(name in p["scores"] for p in result["points"])]
     if metric not in measured:
         raise StropError(f"--metric {metric}: the curve's runs measured {', '.join(measured)}; choose one of them")
@@ -434,10 +437,10 @@ def refit(folder: str | Path, metric: str | None = None, target: float | None = 
     return _fit_and_write(result, folder, task_cls, target, result["config"]["train"]["seed"], quiet)
 
 
-def _pool_and_validation(cfg, frame, targets: list, out: Path) -> tuple[np.ndarray, Path]:
+def _pool_and_validation(cfg, frame, targets: list, inputs: list, out: Path) -> tuple[np.ndarray, Path]:
     """The rows to draw training subsets from, and the validation file: data.validation where given, else a
-    held-out share (data.validation_fraction, stratified by class, seeded, as fit holds one out) of the
-    training data, written once and used by every run."""
+    held-out share (data.validation_fraction, stratified by class, seeded, as fit holds one out; the rows of an
+    input on one side) of the training data, written once and used by every run."""
     from strop.data.splits import random_split, stratified_split
     from strop.tasks.base import Examples
 
@@ -445,7 +448,7 @@ def _pool_and_validation(cfg, frame, targets: list, out: Path) -> tuple[np.ndarr
         return np.arange(len(frame)), Path(cfg.data.validation)
     rows = Examples(list(range(len(frame))), targets, str(cfg.data.train))
     split = stratified_split if all(isinstance(t, str) for t in targets) else random_split
-    train, held_out = split(rows, cfg.data.validation_fraction, cfg.train.seed)
+    train, held_out = split(rows, cfg.data.validation_fraction, cfg.train.seed, inputs)
     if all(isinstance(t, (list, tuple)) and all(isinstance(x, str) for x in t) for t in targets):  # label sets
         trained = {label for i in train.inputs for label in targets[i]}
         missing = sorted({label for i in held_out.inputs for label in targets[i]} - trained)
@@ -528,8 +531,9 @@ def describe(result: dict) -> str:
 
 
 def warnings_of(result: dict) -> list[str]:
-    """What makes the fitted curve's answers weak: too few points, measured scores that do not improve with the
-    data (the laws can only rise, or for a loss fall), a law that does not level off within its bounds."""
+    """What makes the fitted curve's answers weak: too few points, measured scores that do not change with the
+    data beyond the seeds' spread, or get worse (the laws can only rise, or for a loss fall), a law that does not
+    level off within its bounds."""
     fit, metric = result["fit"], result["metric"]
     found = []
     if len(result["points"]) <= 3:
@@ -542,7 +546,12 @@ def warnings_of(result: dict) -> list[str]:
     # the seeds' spread at the two sizes, where there are seeds to measure it: a smaller step is noise
     spread = sum(float(np.std(by_size[size], ddof=1)) for size in (fewest, most) if len(by_size[size]) > 1)
     worse = (last - first) if lower_is_better(fit) else (first - last)
-    if worse > spread:
+    if -spread <= worse <= spread and len(by_size) > 1:
+        found.append(f"the measured {metric} at {most:,} examples ({shown(last)}) is within the seeds' spread of "
+                     f"that at {fewest:,} ({shown(first)}): these points show no gain from more data, so any rise in "
+                     "the forecast is the law's shape, not something measured; check the runs (a model that predicts "
+                     "one class, too few epochs), or measure larger sizes")
+    elif worse > spread:
         found.append(f"the measured {metric} is worse at {most:,} examples ({shown(last)}) than at {fewest:,} "
                      f"({shown(first)}): the law, which only improves with the data, does not follow these points, "
                      "so read its forecast with care; check the runs (too few epochs, an unstable learning rate, "

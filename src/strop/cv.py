@@ -26,12 +26,14 @@ from strop.runs import atomic_write_json, check_folder_path
 CV_FILE = "cv.json"
 
 
-def fold_indices(targets: list, folds: int, seed: int,
-                 inner_split: bool = False) -> list[tuple[np.ndarray, np.ndarray]]:
+def fold_indices(targets: list, folds: int, seed: int, inner_split: bool = False,
+                 inputs: list | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
     """(training rows, held-out rows) of each fold, shuffled with `seed`: stratified by class where every
     target is one label (a string), else plain k-fold. The held-out parts are disjoint and cover every row.
     inner_split: each fold's run splits a validation set off its training rows (no data.validation), which
-    needs two of every class there.
+    needs two of every class there. inputs: the rows' inputs; the folds then split the distinct inputs, every
+    row of an input in one fold (`strop.data.splits.distinct_inputs`), so that no fold scores a text it
+    trained on; with no input repeated, that is a split of the rows.
 
     Raises:
         StropError: fewer examples than folds; one class; a class with fewer examples than folds, or too few
@@ -39,10 +41,13 @@ def fold_indices(targets: list, folds: int, seed: int,
     """
     from sklearn.model_selection import KFold, StratifiedKFold
 
-    from strop.data.splits import amounts_hint
+    from strop.data.splits import amounts_hint, distinct_inputs, rows_of
 
+    first, of_row = distinct_inputs(list(range(len(targets))) if inputs is None else inputs)
+    row_targets, targets = targets, [targets[i] for i in first]  # the folds split the distinct inputs
+    noun = "example" if len(targets) == len(row_targets) else "distinct input"
     if len(targets) < folds:
-        raise StropError(f"--folds {folds}: the training data has only {len(targets)} examples; use --folds "
+        raise StropError(f"--folds {folds}: the training data has only {len(targets)} {noun}s; use --folds "
                          f"{max(2, len(targets))} or fewer")
     stratified = all(isinstance(t, str) for t in targets)
     if stratified:
@@ -63,20 +68,22 @@ def fold_indices(targets: list, folds: int, seed: int,
             else:
                 fix = "add examples of it, or give data.validation=FILE for every run to validate on"
             raise StropError(f"--folds {folds}: class '{counts.idxmin()}' has only {fewest} "
-                             f"example{'s' if fewest > 1 else ''}, too few to appear in every fold; {fix}"
+                             f"{noun}{'s' if fewest > 1 else ''}, too few to appear in every fold; {fix}"
                              + amounts_hint(targets))
         kept = fewest - math.ceil(fewest / folds)  # the fewest a fold's training rows hold of that class
         if inner_split and kept < 2:
             enough = [k for k in range(folds, fewest + 1) if fewest - math.ceil(fewest / k) >= 2]
             fix = f"use --folds {enough[0]} or more" if enough else "add examples of it"
-            raise StropError(f"--folds {folds}: class '{counts.idxmin()}' has {fewest} examples, so a fold trains on "
+            raise StropError(f"--folds {folds}: class '{counts.idxmin()}' has {fewest} {noun}s, so a fold trains on "
                              f"{kept}, and its run splits a validation set off them, which needs 2: {fix}, or give "
                              "data.validation=FILE for every run to validate on")
         splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
     else:
         splitter = KFold(n_splits=folds, shuffle=True, random_state=seed)
     index = np.arange(len(targets))
-    plan = list(splitter.split(index, targets if stratified else None))
+    plan = [(np.array(rows_of(train, of_row)), np.array(rows_of(held_out, of_row)))
+            for train, held_out in splitter.split(index, targets if stratified else None)]
+    targets = row_targets
     label_sets = all(isinstance(t, (list, tuple)) and all(isinstance(x, str) for x in t) for t in targets)
     if label_sets:  # (a regression's targets are lists of numbers) each label must be trained on in every fold
         for k, (train_rows, held_out) in enumerate(plan, start=1):
@@ -167,9 +174,20 @@ def summarise(values: list[float], bounds: tuple[float, float] = (-math.inf, mat
     return {"n": n, "mean": mean, "std": std, "ci95": [max(low, mean - half), min(high, mean + half)]}
 
 
-def read_training_table(cfg: Config) -> tuple[pd.DataFrame, list]:
-    """The training file as a table (every column, as read) and its targets as the task reads them, row for
-    row.
+def repeated_note(inputs: list, part: str) -> str | None:
+    """What to say where some rows repeat another's input: they stay on one side of every split."""
+    from strop.data.splits import distinct_inputs
+
+    repeated = len(inputs) - len(distinct_inputs(inputs)[0])
+    if not repeated:
+        return None
+    return (f"data.train: {repeated} row(s) repeat the input of another; the rows of an input stay in one {part}, "
+            "so that none is scored on an input it trained on")
+
+
+def read_training_table(cfg: Config) -> tuple[pd.DataFrame, list, list]:
+    """The training file as a table (every column, as read), and its targets and inputs as the task reads them,
+    row for row.
 
     Raises:
         StropError: the data cannot be split by rows (a CoNLL file, image folders) or cannot be read.
@@ -190,7 +208,7 @@ def read_training_table(cfg: Config) -> tuple[pd.DataFrame, list]:
     if len(frame) != len(examples):
         raise StropError(f"data.train: {len(frame)} rows but {len(examples)} examples were read; strop cv needs one "
                          "example per row")
-    return frame, list(examples.targets)
+    return frame, list(examples.targets), list(examples.inputs)
 
 
 def write_rows(frame: pd.DataFrame, rows: np.ndarray, path: Path) -> Path:
@@ -260,12 +278,12 @@ def cross_validate(config=None, overrides: list[str] = (), folds: int = 5, seeds
     saved = recorded_study(out, CV_FILE, cfg, "summary")
     seed_values = [cfg.train.seed + i for i in range(seeds)]
     if folds >= 2:
-        frame, targets = read_training_table(cfg)
-        plans = {seed: fold_indices(targets, folds, seed, inner_split=cfg.data.validation is None)
+        frame, targets, inputs = read_training_table(cfg)
+        plans = {seed: fold_indices(targets, folds, seed, inner_split=cfg.data.validation is None, inputs=inputs)
                  for seed in seed_values}  # checked before any run
         cfg, method_note = method_for_all_of(cfg)
         cfg, note = freeze_layers_for_all_of(cfg, len(targets))
-        for said in (method_note, note):
+        for said in (method_note, note, repeated_note(inputs, "fold")):
             if said and not quiet:
                 print(said, flush=True)
     out.mkdir(parents=True, exist_ok=True)

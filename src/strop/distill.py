@@ -44,11 +44,11 @@ def distill(teacher_run: str | Path, overrides: list[str] = (), layers: int = 3,
     Raises:
         StropError: the teacher's task cannot be distilled, a setting is out of range, or what `fit` refuses.
     """
-    from strop.compress import merged_copy
+    from strop.compress import merged_copy, whole_model_copy
     from strop.config import load_config
     from strop.fit import fit
     from strop.model import save_model
-    from strop.predict import load
+    from strop.predict import load, one_model
     from strop.selftrain import read_unlabeled
     from strop.tasks import TASKS
 
@@ -60,35 +60,41 @@ def distill(teacher_run: str | Path, overrides: list[str] = (), layers: int = 3,
     teacher = load(teacher_run, device="cpu")
     if teacher.task.name not in DISTILLABLE:
         raise StropError(f"strop distill is for {' and '.join(DISTILLABLE)}; {teacher_run} does {teacher.task.name}")
+    one_model(teacher, teacher_run, "distill")
     config_file = teacher_run / "config.yaml"
     if not config_file.is_file():
-        raise StropError(f"{teacher_run} has no config.yaml: give the teacher's run directory (its data come from it)")
+        from strop.selftrain import round_hint
+
+        raise StropError(f"{teacher_run} has no config.yaml: give the teacher's run directory (its data come from "
+                         f"it){round_hint(teacher_run)}")
     teacher_model = merged_copy(teacher.model)
     cfg = load_config(config_file, ["train.resume=false", "method.name=full", "output_dir=null", *overrides])
     with tempfile.TemporaryDirectory(prefix="strop-student-") as tmp:
         shrunk = not any(o.startswith("model.name=") for o in overrides)
-        if shrunk:
-            student = shrink(teacher_model, layers)
-            save_model(Path(tmp) / "student", student, teacher.task, {**teacher.info, "method": "full"})
+        if shrunk:  # the student starts from the teacher's blocks: a whole model's
+            student = shrink(whole_model_copy(teacher, teacher_run, "distill"), layers)
+            info = {k: v for k, v in teacher.info.items() if k != "adapter"}  # the student is a whole model
+            save_model(Path(tmp) / "student", student, teacher.task, {**info, "method": "full"})
             cfg = load_config(cfg, [f"model.name={Path(tmp) / 'student'}"])
         pool = (read_unlabeled(unlabeled, cfg.data, TASKS.get(teacher.task.name), "text", "--unlabeled")[1]
                 if unlabeled is not None else [])
         soft = SoftTargets(teacher_model, temperature, alpha, pool)
         run = fit(cfg, adapt_task=soft.wrap)
         if shrunk:
-            keep_student_start(run, Path(tmp) / "student")
+            keep_start(run, Path(tmp) / "student", START_FOLDER)
         return run
 
 
-def keep_student_start(run: Path, start: Path) -> None:
-    """Moves the shrunk teacher the student started from into the run (student_start/), and points the run's
-    config.yaml and model at it, where they named the temporary folder that is about to go: the run then
-    says, as every run does, which model it started from."""
+def keep_start(run: Path, start: Path, name: str) -> None:
+    """Moves the model a run started from (distill's shrunk teacher, prune's pruned model) into the run (its
+    folder `name`), and points the run's config.yaml and model at it, where they named the temporary folder that
+    is about to go: the run then says, as every run does, which model it started from, and its config.yaml
+    runs again."""
     from strop.config import load_config
     from strop.index import record_run
     from strop.runs import atomic_write_json, atomic_write_text
 
-    kept = run / START_FOLDER
+    kept = run / name
     shutil.move(str(start), kept)
     config = load_config(run / "config.yaml", [f"model.name={kept}"])
     atomic_write_text(run / "config.yaml", config.to_yaml(), "the run's config")

@@ -5,7 +5,8 @@
   `strop predict` and plain transformers read it, with the same predictions as the adapter run.
 - onnx: one ONNX file computing the task model's logits, for onnxruntime. Its inputs are named as the
   tokenizer's outputs (input_ids, attention_mask, token_type_ids where the model reads them; `x` for an MLP
-  on vectors), with a dynamic batch axis and, for text, a dynamic sequence axis; its first output is
+  on vectors: the standardised features, (raw - mean) / std with the metadata's strop.mlp mean and std, as
+  the MLP backbone encodes them), with a dynamic batch axis and, for text, a dynamic sequence axis; its first output is
   `logits`. The file's metadata holds the run's strop.json (task, labels), under the key "strop". The export
   is checked against PyTorch with onnxruntime on the run's own tokenizer outputs before it is kept.
 """
@@ -49,9 +50,10 @@ def export(run_dir: str | Path, format: str, output: str | Path) -> Path:
         raise StropError(f"--output {output} already exists: choose a new path (nothing is overwritten)")
     if not output.parent.is_dir():
         raise StropError(f"--output: the folder {output.parent} does not exist; create it or write elsewhere")
-    from strop.predict import load
+    from strop.predict import load, one_model
 
     predictor = load(run_dir, device="cpu")
+    one_model(predictor, run_dir, "export")
     if format == "merged":
         return export_merged(predictor, output)
     if output.suffix != ".onnx":

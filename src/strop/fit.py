@@ -285,8 +285,9 @@ def fit(config: str | Path | dict | Config | None = None, overrides: list[str] =
             _announce(cfg, splits, task, model, notes, run, accelerator)
             record_run(run.root, "running")  # the runs folder's index (strop runs)
         started = time.perf_counter()
-        stage_seconds = method.before_training(model, task, train_features, val_features, collate, cfg, run,
-                                               accelerator)
+        stage = method.before_training(model, task, train_features, val_features, collate, cfg, run,
+                                       accelerator) or {}
+        stage_seconds = stage.get("train_seconds", 0.0)
         state, final, scored = train(model, task, method, train_features, val_features,
                                      collate, model.body.input_keys, cfg, run, accelerator, on_epoch)
         calibrated = task.calibrated(*scored)  # e.g. per-label thresholds, tuned on validation
@@ -303,7 +304,9 @@ def fit(config: str | Path | dict | Config | None = None, overrides: list[str] =
                 "peak_lr": state.peak_lr,
                 # the method's own stage (few-shot's contrastive stage) is training too
                 "train_seconds": round(state.train_seconds + stage_seconds, 3),
-                **({"stage_train_seconds": round(stage_seconds, 3)} if stage_seconds else {}),
+                **({"stage_train_seconds": round(stage_seconds, 3)} if stage else {}),
+                # the method's own stage trained other parameters (few-shot's: the body), in steps of its own
+                **({"stage": stage} if stage else {}),
                 "wall_seconds_this_session": round(time.perf_counter() - started, 3),
                 "train_examples": len(splits.train), "validation_examples": len(splits.validation),
                 "parameters": dict(zip(("trainable", "total"), count_parameters(accelerator.unwrap_model(model)))),

@@ -186,7 +186,7 @@ def _from_run(source: Source, task: Task, cfg, notes: list[str]) -> tuple[TaskMo
         from strop.backbones.text import TextBackbone
 
         pooling = info.get("pooling", "pooler") if cfg.model.pooling == "auto" else cfg.model.pooling
-        body, _ = TextBackbone.from_pretrained(str(folder), pooling, cfg.model.max_length)
+        body, _ = TextBackbone.from_pretrained(str(folder), pooling, cfg.model.max_length, every_weight=True)
         set_dropout(body, cfg.model.body_dropout)
         model = with_new_head(body, task, cfg.model.head_dropout)
         if reuse:

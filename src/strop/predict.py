@@ -170,6 +170,16 @@ class EnsemblePredictor(Predictor):
         return [np.mean(np.stack(row), axis=0) for row in zip(*per_member)]
 
 
+def one_model(predictor: Predictor, source: str | Path, command: str) -> None:
+    """Raises StropError where `predictor` is an ensemble (strop soup --ensemble): `command` works on one model's
+    weights, and would take the first member's for the whole."""
+    if isinstance(predictor, EnsemblePredictor):
+        members = ", ".join(str(Path(source) / m["folder"]) for m in predictor.info["ensemble"]["members"])
+        raise StropError(f"{source} is an ensemble of {len(predictor.members)} models (strop soup --ensemble), and "
+                         f"strop {command} works on one model: give one of its members ({members}), or average "
+                         "their weights into one model with strop soup (without --ensemble)")
+
+
 def load_ensemble(folder: Path, device: str | None) -> EnsemblePredictor:
     import json
 

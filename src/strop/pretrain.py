@@ -173,6 +173,22 @@ class MaskedLMTask(Task):
         return {"loss": loss, "perplexity": float(np.exp(min(loss, 50.0)))}
 
 
+def maskable_features(body, lines: list[str], data, model_name: str) -> tuple[list[dict], int]:
+    """The tokenized texts that hold a token the masking can choose (not special, not unknown: `mask_tokens`),
+    and how many do not: such a text trains nothing, and a validation of those alone would score a loss of 0.
+
+    Raises:
+        StropError: no text holds one.
+    """
+    special = set(body.tokenizer.all_special_ids)
+    features = [f for f in body.encode(lines) if any(t not in special for t in f["input_ids"])]
+    if not features:
+        raise StropError(f"--data {data}: none of its {len(lines)} texts has a token that can be masked: after "
+                         f"tokenizing, every token is special or unknown to {model_name}'s tokenizer (e.g. emoji its "
+                         "vocabulary lacks); give texts in a language and script the model reads")
+    return features, len(lines) - len(features)
+
+
 def pretrain(config=None, overrides: list[str] = (), data: str | Path | None = None,
              output: str | Path | None = None) -> Path:
     """Masked-language-model training of the config's model on the lines of `data`; returns the output folder,
@@ -221,12 +237,13 @@ def pretrain(config=None, overrides: list[str] = (), data: str | Path | None = N
             raise StropError(f"model.name={cfg.model.name}: cannot be loaded as a masked-language model "
                              f"({str(error).splitlines()[0]})") from None
     body = TextBackbone(model.base_model, tokenizer, "cls", cfg.model.max_length)
+    features, unmaskable = maskable_features(body, lines, data, cfg.model.name)
     rng = np.random.default_rng(cfg.train.seed)
-    order = rng.permutation(len(lines))
-    held = order[:max(1, min(VALIDATION_MAX, int(round(VALIDATION_SHARE * len(lines)))))]
+    order = rng.permutation(len(features))
+    held = order[:max(1, min(VALIDATION_MAX, int(round(VALIDATION_SHARE * len(features)))))]
     kept = np.sort(order[len(held):])
-    train_features = body.encode([lines[i] for i in kept])
-    val_features = [{**f, "seed": int(i)} for f, i in zip(body.encode([lines[i] for i in np.sort(held)]), np.sort(held))]
+    train_features = [features[i] for i in kept]
+    val_features = [{**features[i], "seed": int(i)} for i in np.sort(held)]
     cfg = replace(cfg, output_dir=str(output) if output is not None else cfg.output_dir,
                   train=replace(cfg.train, metric="auto", imbalance="none"))
     cfg = _resolve_precision(cfg)
@@ -239,6 +256,9 @@ def pretrain(config=None, overrides: list[str] = (), data: str | Path | None = N
             if not cfg.train.quiet:
                 print(f"strop pretrain -> {run.root}\n  {len(train_features)} texts to train on, {len(val_features)} "
                       f"held out; masked-language model {cfg.model.name}")
+                if unmaskable:
+                    print(f"  note: {unmaskable} text(s) left out: none of their tokens can be masked (each is "
+                          "special or unknown to the tokenizer, e.g. emoji its vocabulary lacks)")
                 if loading["missing_keys"] and not cfg.train.resume:  # the encoder loaded: what is missing is the head
                     print(f"  note: {cfg.model.name} has no masked-language head in its weights (a sentence-embedding "
                           "model keeps its encoder alone): a new one starts from random values, so the perplexity "

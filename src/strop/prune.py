@@ -187,6 +187,7 @@ def measured_sparsity(model: nn.Module) -> float:
 
 
 STRUCTURES = ("weights", "channels", "heads")
+START_FOLDER = "pruned_start"  # in the recovery's run: the pruned model it started from
 
 
 def prune(run_dir: str | Path, sparsity: float = 0.5, overrides: list[str] = (), quiet: bool = False,
@@ -199,7 +200,8 @@ def prune(run_dir: str | Path, sparsity: float = 0.5, overrides: list[str] = (),
             feed-forward channels or attention heads of the BERT layout (structures channels, heads), or what
             `fit` refuses.
     """
-    from strop.compress import merged_copy, validation_examples
+    from strop.compress import validation_examples, whole_model_copy
+    from strop.distill import keep_start
     from strop.config import load_config
     from strop.fit import fit
     from strop.model import save_model
@@ -212,10 +214,13 @@ def prune(run_dir: str | Path, sparsity: float = 0.5, overrides: list[str] = (),
         raise StropError(f"--structure must be one of {', '.join(STRUCTURES)}; got {structure!r}")
     run_dir = Path(run_dir)
     if not (run_dir / "config.yaml").is_file():
-        raise StropError(f"{run_dir} has no config.yaml: give a run directory of strop fit (its data come from it)")
+        from strop.selftrain import round_hint
+
+        raise StropError(f"{run_dir} has no config.yaml: give a run directory of strop fit (its data come from "
+                         f"it){round_hint(run_dir)}")
     predictor = load(run_dir, device="cpu")
     task, metric = predictor.task, predictor.task.lead_metric
-    model = merged_copy(predictor.model)
+    model = whole_model_copy(predictor, run_dir, "prune")
     if structure == "heads" or (structure == "channels" and not is_cnn(model)):  # refused before any writing
         {"channels": feed_forward_pairs, "heads": head_blocks}[structure](model)
     examples = validation_examples(run_dir, predictor, None)
@@ -236,6 +241,7 @@ def prune(run_dir: str | Path, sparsity: float = 0.5, overrides: list[str] = (),
         info = {k: v for k, v in predictor.info.items() if k != "adapter"}
         save_model(Path(tmp) / "pruned", model, task, {**info, "method": "full"})
         run = fit(load_config(cfg, [f"model.name={Path(tmp) / 'pruned'}"]))
+        keep_start(run, Path(tmp) / "pruned", START_FOLDER)
     recovered = load(run, device="cpu")
     report = {"structure": structure, "sparsity_target": sparsity, "metric": metric, "original": before,
               "pruned": pruned, "recovered": score(recovered.model), "source": str(run_dir)}

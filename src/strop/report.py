@@ -271,6 +271,10 @@ def build_report(run_dir: str | Path) -> Path:
     from strop.report_html import render
 
     run = RunDir(Path(run_dir))
+    if run.summary.is_file() and json.loads(run.summary.read_text(encoding="utf-8")).get("task") == "masked_lm":
+        raise StropError(f"{run.root} is a run of strop pretrain, which has no report: its summary.json holds the "
+                         "validation loss and perplexity, and its model/ is what strop fit model.name=... starts "
+                         "from; a report comes with that fit")
     if not run.summary.is_file() or not (run.model / "strop.json").is_file():
         raise StropError(f"{run.root} holds no complete run (no summary.json or model/strop.json): give the run "
                          "directory of a strop fit that finished")

@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from strop.data.inputs import clean_strings, normalise_labels
+from strop.data.splits import distinct_inputs, input_key
 from strop.errors import StropError
 from strop.runs import atomic_write_json, check_folder_path, default_run_name
 
@@ -89,6 +90,9 @@ def self_train(cfg, on_epoch=None) -> Path:
     input_kind = resolve_source(cfg.model.name).input_kind
     pool_frame, pool = read_unlabeled(d.unlabeled, d, task_cls, input_kind, "data.unlabeled")
     pool_frame, pool, known = without_labelled(pool_frame, pool, cfg, task_cls, input_kind)
+    first = distinct_inputs(pool)[0]  # a text twice in the pool would be pseudo-labelled and trained on twice
+    repeated = len(pool) - len(first)
+    pool_frame, pool = pool_frame.iloc[first].reset_index(drop=True), [pool[i] for i in first]
     labelled = read_table(d.train, "data.train")
     base = replace(cfg, data=replace(d, unlabeled=None))
     check_same_self_training(cfg, out)
@@ -105,7 +109,10 @@ def self_train(cfg, on_epoch=None) -> Path:
         base = replace(base, data=replace(base.data, train=str(out / LABELLED_FILE),
                                           validation=str(out / VALIDATION_FILE)))
     report = {"threshold": d.pseudo_label_threshold, "pool": len(pool_frame), "config": cfg.to_dict(), "rounds": [],
-              "pool_rows_in_labelled_data": known}
+              "pool_rows_in_labelled_data": known, "pool_rows_repeated": repeated}
+    if repeated and not cfg.train.quiet:
+        print(f"data.unlabeled: {repeated} of its rows repeat an earlier row's input, left out (each text is "
+              f"pseudo-labelled once); {len(pool)} remain")
     if known and not cfg.train.quiet:
         print(f"data.unlabeled: {known} of its rows are examples of data.train or data.validation, left out of the "
               f"pool (a validation example pseudo-labelled would be scored on its own guess); {len(pool)} remain")
@@ -165,12 +172,6 @@ def self_train(cfg, on_epoch=None) -> Path:
 
 
 LABELLED_FILE, VALIDATION_FILE = "labelled-train.parquet", "validation.parquet"
-
-
-def input_key(value):
-    """An input as a set holds it: a text, a pair of texts or an image path as it is, a vector (an array, which a
-    set cannot hold) as its bytes."""
-    return value.tobytes() if isinstance(value, np.ndarray) else value
 
 
 def without_labelled(pool_frame: pd.DataFrame, pool: list, cfg, task_cls, input_kind: str) -> tuple[pd.DataFrame,
@@ -241,6 +242,13 @@ def last_round(out: Path) -> Path | None:
     if not report.is_file():
         return None
     return round_folder(out, json.loads(report.read_text(encoding="utf-8"))["rounds"][-1]["round"])
+
+
+def round_hint(folder: Path) -> str:
+    """Words for a message about a folder that holds no run: where it is a self-training folder, its rounds are
+    the runs (the last is its model)."""
+    last = last_round(Path(folder))
+    return "" if last is None else f" ({folder} is a self-training folder: its rounds are runs, the last {last})"
 
 
 def _round(cfg, folder: Path, on_epoch) -> Path:

@@ -806,7 +806,8 @@ def quantized(predictor, source: str | Path):
 
     if not isinstance(predictor.model, torch.nn.Module) or Path(source).suffix == ".onnx":
         raise StropError("--int8 quantises a run's PyTorch model; an ONNX file is served as it is")
-    predictor.model = int8_form(merged_copy(predictor.model)).runs
+    for model_of in getattr(predictor, "members", [predictor]):  # an ensemble's: each member's model
+        model_of.model = int8_form(merged_copy(model_of.model)).runs
     return predictor
 
 

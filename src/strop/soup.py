@@ -20,6 +20,15 @@ import torch
 from strop.errors import StropError
 
 
+
+def shown_outputs(task) -> str:
+    """A task's labels or targets for a message: the first eight, and how many more."""
+    from strop.model import outputs_of
+
+    outputs = outputs_of(task)
+    more = f" and {len(outputs) - 8} more" if len(outputs) > 8 else ""
+    return f"{outputs[:8]}{more}"
+
 def soup(runs: list[str | Path], output: str | Path, uniform: bool = False, data: str | None = None,
          quiet: bool = False) -> dict:
     """Averages the runs' weights (greedily unless `uniform`) and saves the soup to `output`.
@@ -101,9 +110,9 @@ def _load_runs(runs, output, what: str) -> list:
     first = predictors[0]
     for predictor, run in zip(predictors[1:], runs[1:]):
         if predictor.task.name != first.task.name or predictor.task.info() != first.task.info():
-            raise StropError(f"{run} predicts other outputs ({predictor.task.name}, "
-                             f"{list(predictor.task.output_space())[:6]}) than {runs[0]} ({first.task.name}, "
-                             f"{list(first.task.output_space())[:6]}): {what} needs runs of the same task and labels")
+            raise StropError(f"{run} predicts other outputs ({predictor.task.name}, {shown_outputs(predictor.task)}) "
+                             f"than {runs[0]} ({first.task.name}, {shown_outputs(first.task)}): {what} needs runs "
+                             "of the same task and labels")
     return predictors
 
 

@@ -177,11 +177,14 @@ class TextBackbone(Backbone):
 
     @classmethod
     def from_pretrained(cls, source: str, pooling: str, max_length: int,
-                        trust_remote_code: bool = False) -> tuple[TextBackbone, str]:
+                        trust_remote_code: bool = False, every_weight: bool = False) -> tuple[TextBackbone, str]:
         """The pretrained encoder of `source` (see resolve_model_source); returns it and why its pooling.
+        every_weight: refuse a folder that lacks a weight of the encoder (but its pooler's), which transformers
+        would start from random values: a strop run's model/ holds every one it trained.
 
         Raises:
-            StropError: the folder or hub id holds no loadable encoder or tokenizer.
+            StropError: the folder or hub id holds no loadable encoder or tokenizer (every_weight: or not all
+                its weights).
         """
         from safetensors import SafetensorError
         from transformers import AutoModel
@@ -194,8 +197,13 @@ class TextBackbone(Backbone):
                 model = encoder_with_heads(source, heads)
             else:
                 with quiet_transformers():  # its report of unused head weights is expected: strop adds its own head
-                    model = AutoModel.from_pretrained(source, use_safetensors=True,
-                                                      trust_remote_code=trust_remote_code)
+                    model, loading = AutoModel.from_pretrained(source, use_safetensors=True, output_loading_info=True,
+                                                               trust_remote_code=trust_remote_code)
+                missing = [k for k in loading["missing_keys"] if not k.startswith("pooler.")]
+                if every_weight and missing:
+                    raise StropError(f"model.name={source}: its model.safetensors lacks {len(missing)} weight(s) of "
+                                     f"the encoder (e.g. {missing[0]}), which would start from random values: the "
+                                     "folder is damaged or was written for another layout")
         except (OSError, ValueError, KeyError, SafetensorError) as error:
             raise StropError(f"model.name: could not load '{source}' as a transformers encoder (weights in "
                              f"safetensors): {str(error).splitlines()[0]}") from None

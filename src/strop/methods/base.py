@@ -51,11 +51,12 @@ class Method:
         freeze_bottom(model, self.cfg.freeze_layers)
 
     def before_training(self, model: nn.Module, task, train_features: list[dict], val_features: list[dict],
-                        collate, cfg, run, accelerator) -> float:
+                        collate, cfg, run, accelerator) -> dict | None:
         """Runs once in `fit`, after the run directory exists and before the task's training: a stage of the
-        method's own (few-shot's contrastive stage). Returns the seconds it trained, which count in the run's
-        training time. Nothing by default."""
-        return 0.0
+        method's own (few-shot's contrastive stage). Returns what the run's summary says of it: its "name",
+        "train_seconds" (which count in the run's training time), "steps", "parameters" (trainable and total) and
+        its own "summary" file; None (the default) where there is none."""
+        return None
 
     def start_epoch(self, model: nn.Module, epoch: int) -> None:
         """Before each epoch (0-based), after `prepare`: where what trains changes during the run."""

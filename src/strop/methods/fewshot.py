@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -32,7 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from strop.errors import StropError
-from strop.methods.base import METHODS, FrozenSplit, Method
+from strop.methods.base import METHODS, FrozenSplit, Method, count_parameters
 from strop.runs import RunDir
 from strop.tasks.base import Task
 
@@ -109,6 +110,15 @@ def pairs_in(groups: np.ndarray, same_class_of: np.ndarray | None = None) -> int
     if same_class_of is not None:
         pairs &= same_class_of[groups[:, i]] == same_class_of[groups[:, j]]
     return int(pairs.sum())
+
+
+def distinct_pairs(groups: np.ndarray) -> int:
+    """The different pairs of two examples that `groups` hold (a pair in several groups, or twice in one where
+    an example repeats in it, counted once)."""
+    i, j = np.triu_indices(groups.shape[1], k=1)
+    first, second = np.minimum(groups[:, i], groups[:, j]), np.maximum(groups[:, i], groups[:, j])
+    keep = first != second
+    return len(np.unique(first[keep] * (int(groups.max()) + 1) + second[keep]))
 
 
 def groups_for(pairs: int, size: int) -> int:
@@ -317,10 +327,11 @@ class FewShot(Method):
     caches_body = True  # the head stage trains on the tuned body's cached outputs
 
     def before_training(self, model, task: Task, train_features: list[dict], val_features: list[dict],
-                        collate, cfg, run, accelerator) -> float:
+                        collate, cfg, run, accelerator) -> dict:
         """The contrastive stage, in the loop, in the run's contrastive/ folder; on resume, skipped where it
         completed (its tuned body is loaded from checkpoints/contrastive_body/) and continued where not.
-        Returns the stage's training seconds (from its summary, so also where a resumed run skipped it).
+        Returns what the run's summary says of the stage (`Method.before_training`), from the stage's own summary,
+        so also where a resumed run skipped it.
 
         Raises:
             StropError: the run is not a classification of texts.
@@ -342,7 +353,9 @@ class FewShot(Method):
             print(f"head: starts from a logistic regression on the tuned embeddings (training accuracy "
                   f"{fitted:.3f}); the head stage fine-tunes it")
         summary = run.root / "contrastive" / "summary.json"
-        return json.loads(summary.read_text(encoding="utf-8"))["train_seconds"] if summary.is_file() else 0.0
+        stage = json.loads(summary.read_text(encoding="utf-8")) if summary.is_file() else {"train_seconds": 0.0}
+        return {"name": "contrastive", "summary": str(summary.relative_to(run.root)),
+                **{key: stage.get(key) for key in ("train_seconds", "steps", "pairs", "parameters")}}
 
     def contrastive_stage(self, encoder: PairEncoder, train_features: list[dict], val_features: list[dict],
                           collate, cfg, run, accelerator, show: bool) -> None:
@@ -363,16 +376,21 @@ class FewShot(Method):
         val_groups = groups_of(val_features, batch, val_budget, cfg.train.seed + 1)
         size = train_groups.shape[1]
         pairs, val_pairs = pairs_in(train_groups), pairs_in(val_groups)
+        labels = np.array([f["labels"] for f in train_features])
         stage = StageDir(run.root / "contrastive", run.checkpoints / "contrastive")
         if accelerator.is_main_process:
             stage.root.mkdir(exist_ok=True)
         if show:
             print(f"contrastive stage: {counted(len(train_groups), 'group')} of {size} examples from "
                   f"{len(train_features)}, balanced across classes; every pair of two examples in a group trains "
-                  f"({pairs} pairs, "
+                  f"({pairs} pairs, {distinct_pairs(train_groups)} of them different, for a budget of "
                   f"{self.cfg.pairs_per_example} per example; {LOSS_WORDS[self.cfg.pair_loss]}), "
                   f"{self.cfg.pair_epochs} epoch(s) at lr {self.cfg.pair_lr:g}; validated on "
                   f"{counted(val_pairs, 'pair')} of the validation examples; metrics in {stage.metrics}")
+            if not pairs_in(train_groups, labels):
+                print("  warning: no two training examples share a class (one example of each), so the stage has no "
+                      "pair of one class to pull together and only pushes the classes apart; two or more examples "
+                      "of a class give it pairs of that class", file=sys.stderr)
             if not pairs_in(val_groups, np.array([f["labels"] for f in val_features])):
                 print("  (no two validation examples share a class, so no validation pair is of one class: the "
                       "stage's pair_accuracy and pair_auc cannot be measured; the head stage's scores can)")
@@ -392,6 +410,7 @@ class FewShot(Method):
                 "pairs": pairs, "groups": len(train_groups), "group_size": size,
                 "pairs_per_example": self.cfg.pairs_per_example, "pair_loss": self.cfg.pair_loss,
                 "examples": len(train_features),
+                "parameters": dict(zip(("trainable", "total"), count_parameters(accelerator.unwrap_model(encoder)))),
                 "epochs_run": state.epoch, "best_epoch": state.best_epoch, "steps": state.step,
                 "peak_lr": state.peak_lr, "train_seconds": round(state.train_seconds, 3),
                 "wall_seconds": round(time.perf_counter() - started, 3),
