@@ -39,7 +39,7 @@ def test_every_text_has_a_token_to_predict_however_short():
     assert chosen[:-1].any(dim=1).all() and not chosen[-1].any() and not (chosen & special).any()
 
 
-def test_pretrain_writes_a_model_that_fit_starts_from(tiny_model_dir, tiny_overrides, tmp_path):
+def test_pretrain_writes_a_model_that_fit_starts_from(tiny_model_dir, tiny_overrides, tmp_path, capsys):
     text = tmp_path / "domain.txt"
     text.write_text("\n".join(t for t, _ in make_texts(60, seed=3)) + "\n\n", encoding="utf-8")
     out = tmp_path / "pretrained"
@@ -68,7 +68,9 @@ def test_pretrain_writes_a_model_that_fit_starts_from(tiny_model_dir, tiny_overr
     assert resolve_model_source(str(out)) == str(out / "model")  # the pretrain folder itself names its model
     from strop.cli import main
 
+    capsys.readouterr()
     assert main(["report", str(out)]) == 2  # no report: said so, not "no complete run"
+    assert "is a run of strop pretrain, which has no report" in capsys.readouterr().err
 
 
 def test_a_table_gives_its_text_column_and_any_other_file_its_lines(tmp_path):
