@@ -241,6 +241,15 @@ def test_optim_lr_find_trains_at_the_found_rate(tiny_overrides):
     found = json.loads((run / "lr_find.json").read_text())["suggestion"]
     assert json.loads((run / "summary.json").read_text())["peak_lr"] == pytest.approx(found)
     assert _history(run)[0]["lr"] == pytest.approx(found)
+    # the test's random draws (dropout) are put back: the run is the one given the found rate
+    given = strop.fit(None, [o for o in tiny_overrides if not o.startswith("output_dir")] + [
+        f"optim.lr={found!r}", "train.epochs=1", "optim.schedule=constant", "optim.warmup=0",
+        f"output_dir={run.parent / 'given'}"])
+    assert _history(given)[0]["train_loss"] == _history(run)[0]["train_loss"]
+    from strop.fit import lr_find
+
+    with pytest.raises(strop.StropError, match="--steps 5: the range test needs at least 20"):
+        lr_find(None, tiny_overrides, steps=5)
 
 
 def test_the_threshold_is_tuned_only_on_enough_validation_examples_of_the_minority():

@@ -359,7 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
     finder.add_argument("config", nargs="?", help="YAML config file (optional)")
     finder.add_argument("overrides", nargs="*", help="key=value overrides, as for fit")
     finder.add_argument("--output", help="folder for lr_find.json and lr_find.png (default: lr-find)")
-    finder.add_argument("--steps", type=int, default=100, help="optimizer steps of the test (default 100)")
+    finder.add_argument("--steps", type=int, default=100, help="optimizer steps of the test (default 100, at least 20)")
     finder.add_argument("--quiet", "-q", action="store_true", help="no progress output")
     finder.set_defaults(func=cmd_lr_find)
 

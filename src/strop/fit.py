@@ -347,6 +347,9 @@ def _has_checkpoint(run: RunDir) -> bool:
     return run.checkpoints.is_dir() and any(not p.name.startswith(".") for p in run.checkpoints.iterdir())
 
 
+MIN_RANGE_STEPS = 20  # strop lr-find --steps: fewer give a suggestion of noise (5 gave the top of the range)
+
+
 def lr_find(config: str | Path | dict | Config | None = None, overrides: list[str] = (),
             output: str | Path | None = None, steps: int = 100) -> dict:
     """`strop lr-find`: the learning-rate range test on the run's model and data; writes lr_find.json and
@@ -361,6 +364,9 @@ def lr_find(config: str | Path | dict | Config | None = None, overrides: list[st
     from strop.train.batch_size import resolve_batch_sizes
     from strop.train.lr_find import range_test, save_curve
 
+    if steps < MIN_RANGE_STEPS:  # the first tenth is ignored, and a slope needs a few steps before the minimum
+        raise StropError(f"--steps {steps}: the range test needs at least {MIN_RANGE_STEPS} steps to find where the "
+                         "loss falls fastest (the default is 100)")
     prepared = prepare(load_config(config, overrides))
     cfg, method = prepared.cfg, METHODS.get(prepared.cfg.method.name)(prepared.cfg.method)
     device = torch.device("cuda" if cfg.train.device != "cpu" and torch.cuda.is_available() else "cpu")

@@ -42,40 +42,43 @@ def range_test(model, task, method, train_features: list[dict], collate, cfg, de
                            cfg.train.group_by_length)
     loader = DataLoader(train_features, batch_sampler=sampler, collate_fn=collate)
     lrs, losses, smoothed, average, best = [], [], [], 0.0, math.inf
-    try:
-        method.train_mode(model)
-        batches, epoch = iter(loader), 0
-        for i in range(steps):
-            lr = start * (end / start) ** (i / max(steps - 1, 1))
-            for group, multiple in zip(optimizer.param_groups, multiples):
-                group["lr"] = lr * multiple
-            try:
-                batch = next(batches)
-            except StopIteration:  # fewer batches than steps: another pass, in the next epoch's order
-                epoch += 1
-                sampler.set_epoch(epoch)
-                batches = iter(loader)
-                batch = next(batches)
-            batch = {k: v.to(device) for k, v in batch.items()}
-            labels = batch.pop("labels")
-            loss = task.loss(model(**batch), labels)
-            value = loss.item()
-            if not math.isfinite(value):
-                break
+    # the random numbers it draws (dropout) are put back too: a run with optim.lr=find then trains as one given
+    # the rate it suggests
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        try:
+            method.train_mode(model)
+            batches, epoch = iter(loader), 0
+            for i in range(steps):
+                lr = start * (end / start) ** (i / max(steps - 1, 1))
+                for group, multiple in zip(optimizer.param_groups, multiples):
+                    group["lr"] = lr * multiple
+                try:
+                    batch = next(batches)
+                except StopIteration:  # fewer batches than steps: another pass, in the next epoch's order
+                    epoch += 1
+                    sampler.set_epoch(epoch)
+                    batches = iter(loader)
+                    batch = next(batches)
+                batch = {k: v.to(device) for k, v in batch.items()}
+                labels = batch.pop("labels")
+                loss = task.loss(model(**batch), labels)
+                value = loss.item()
+                if not math.isfinite(value):
+                    break
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if cfg.optim.max_grad_norm > 0:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.max_grad_norm)
+                optimizer.step()
+                average = (1 - smoothing) * average + smoothing * value
+                debiased = average / (1 - (1 - smoothing) ** (i + 1))
+                lrs.append(lr), losses.append(value), smoothed.append(debiased)
+                best = min(best, debiased)
+                if debiased > diverge * best and i > steps // 10:
+                    break
+        finally:
+            model.load_state_dict(saved)  # the test leaves the model as it found it
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.optim.max_grad_norm > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.max_grad_norm)
-            optimizer.step()
-            average = (1 - smoothing) * average + smoothing * value
-            debiased = average / (1 - (1 - smoothing) ** (i + 1))
-            lrs.append(lr), losses.append(value), smoothed.append(debiased)
-            best = min(best, debiased)
-            if debiased > diverge * best and i > steps // 10:
-                break
-    finally:
-        model.load_state_dict(saved)  # the test leaves the model as it found it
-        optimizer.zero_grad(set_to_none=True)
     suggestion, why = suggest(np.array(lrs), np.array(smoothed))
     return {"lr": lrs, "loss": losses, "smoothed": smoothed, "suggestion": suggestion, "why": why}
 
