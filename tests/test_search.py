@@ -278,3 +278,20 @@ def test_a_search_interrupted_with_ctrl_c_queues_its_trial_and_continues_it(tmp_
 def test_bounds_yaml_reads_as_text_are_numbers():
     [param] = parse_space(yaml.safe_load("optim.lr: {log_uniform: [1e-5, 1e-3]}"))  # YAML 1.1: "1e-5" is text
     assert (param.low, param.high) == (1e-5, 1e-3)
+
+
+def test_the_pruner_does_not_stop_a_trial_after_its_last_epoch():
+    """Its last epoch's score is the trial's result: stopping there would throw a finished trial away."""
+    from types import SimpleNamespace
+
+    from strop.search import _Search
+
+    reported = []
+    trial = SimpleNamespace(report=lambda value, step: reported.append(step), should_prune=lambda: True)
+    searcher = SimpleNamespace(metric="accuracy", optuna=optuna)
+    searcher._report = lambda t, record: _Search._report(searcher, t, record)
+    report = _Search._reporter(searcher, trial, 3)
+    with pytest.raises(optuna.TrialPruned, match="pruned at epoch 2"):
+        report({"epoch": 2, "val_accuracy": 0.5})
+    report({"epoch": 3, "val_accuracy": 0.6})  # the last: reported, not pruned
+    assert reported == [2, 3]

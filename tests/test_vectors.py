@@ -88,6 +88,20 @@ def test_a_vector_column_with_text_is_refused(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+def test_a_column_named_twice_or_too_large_for_a_float_is_refused_in_plain_words(tmp_path):
+    path = _vectors(tmp_path / "t.csv", 20, 1)
+    base = ["model.name=mlp", "task.name=regression", f"data.train={path}", "data.label_column=y",
+            f"output_dir={tmp_path / 'run'}"]
+    with pytest.raises(strop.StropError, match=r"data.feature_columns names a twice: name each column once"):
+        strop.fit(None, base + ["data.feature_columns=[a,a,b]"])
+    frame = pd.read_csv(path)
+    frame.loc[7, "c"] = 1e300
+    frame.to_csv(path, index=False)
+    with pytest.raises(strop.StropError, match=r"feature column 'c' of t.csv holds 1e\+300 in row 8, beyond"):
+        strop.fit(None, base)
+    assert not (tmp_path / "run").exists()
+
+
 def test_a_boolean_column_reads_as_0_and_1_from_csv_as_from_parquet_and_json(tmp_path):
     from strop.data.inputs import read_vectors
     from strop.data.tables import read_table

@@ -442,6 +442,7 @@ class _Search:
         """Runs the trial's fit; its state (complete, pruned or failed) and value."""
         from optuna.trial import TrialState
 
+        from strop.config import load_config
         from strop.fit import fit
 
         params = {p.key: p.suggest(trial) for p in self.space}
@@ -456,7 +457,8 @@ class _Search:
                 path = run_dir
             else:
                 with _heartbeat(self.storage, trial):
-                    path = fit(self.config, overrides, on_epoch=self._reporter(trial))
+                    epochs = load_config(self.config, overrides).train.epochs
+                    path = fit(self.config, overrides, on_epoch=self._reporter(trial, epochs))
         except self.optuna.TrialPruned as pruned:
             self.say(f"trial {trial.number}: {shown}  {pruned}")
             return TrialState.PRUNED, None
@@ -503,10 +505,12 @@ class _Search:
         if isinstance(value, (int, float)) and math.isfinite(value):
             trial.report(value, record["epoch"])
 
-    def _reporter(self, trial):
+    def _reporter(self, trial, epochs: int):
+        """The fit's on_epoch: each epoch's score to the pruner, which may stop the trial, but not after its last
+        epoch, whose score is the trial's result already."""
         def report(record: dict) -> None:
             self._report(trial, record)
-            if trial.should_prune():
+            if record["epoch"] < epochs and trial.should_prune():
                 raise self.optuna.TrialPruned(f"pruned at epoch {record['epoch']}")
         return report
 

@@ -123,6 +123,9 @@ def feature_columns(frame: pd.DataFrame, data_cfg, target_columns: list[str]) ->
         StropError: data.feature_columns names a target column (the model would read the answer).
     """
     if data_cfg.feature_columns:
+        twice = sorted({c for c in data_cfg.feature_columns if list(data_cfg.feature_columns).count(c) > 1})
+        if twice:  # the model would read one column as two features, and a prediction would need it twice
+            raise StropError(f"data.feature_columns names {', '.join(twice)} twice: name each column once")
         both = [c for c in data_cfg.feature_columns if c in target_columns]
         if both:
             raise StropError(f"data.feature_columns names the target column(s) {', '.join(both)}, which the model "
@@ -148,7 +151,7 @@ def read_vectors(frame: pd.DataFrame, path: str | Path, columns: list[str], what
                                 "leave the column out with data.feature_columns=[...]")
         too_large = np.flatnonzero(np.abs(values) > np.finfo(np.float32).max)
         if len(too_large):
-            raise StropError(f"{what}: feature column '{column}' of {Path(path).name} holds {values[too_large[0]]!r} "
+            raise StropError(f"{what}: feature column '{column}' of {Path(path).name} holds {values[too_large[0]]:g} "
                              f"in row {too_large[0] + 1}, beyond what a 32-bit float holds: scale the column")
         matrix[:, j] = values
     return list(matrix)
