@@ -295,3 +295,15 @@ def test_the_pruner_does_not_stop_a_trial_after_its_last_epoch():
         report({"epoch": 2, "val_accuracy": 0.5})
     report({"epoch": 3, "val_accuracy": 0.6})  # the last: reported, not pruned
     assert reported == [2, 3]
+
+
+def test_a_continued_search_refuses_other_settings_for_its_trials(tmp_path):
+    config = search_config(tmp_path, epochs=1, rows=60)
+    search(config, [], SearchOptions(trials=1, seed=0, quiet=True))
+    with pytest.raises(StropError, match=r"trains its trials with train.epochs=1, not 2: its trials would not "
+                                         r"compare"):
+        search(config, ["train.epochs=2"], SearchOptions(trials=2, seed=0, quiet=True))
+    assert len(trials_of(tmp_path / "search")) == 1
+    # what a worker may have of its own (its output, its device) is not a setting of the trials
+    search(config, ["train.device=cpu"], SearchOptions(trials=2, seed=0, quiet=True))
+    assert len(trials_of(tmp_path / "search")) == 2

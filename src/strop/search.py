@@ -244,7 +244,8 @@ def search(config=None, overrides: list[str] = (), options: SearchOptions | None
 
     Raises:
         StropError: no or a bad search section, bad config or data (checked before any trial runs), a storage
-            that cannot be opened, or a study of that name searching another space or metric.
+            that cannot be opened, or a study of that name searching another space or metric, or training its
+            trials with other settings.
     """
     from strop.config import load_config
     from strop.fit import prepare
@@ -282,7 +283,7 @@ def search(config=None, overrides: list[str] = (), options: SearchOptions | None
         storage = _open_storage(optuna, url)
         study = optuna.create_study(study_name=name, storage=storage, direction=direction, load_if_exists=True,
                                     pruner=_pruner(optuna, options))
-        _check_same_search(study, space, metric, direction)
+        _check_same_search(study, space, metric, direction, base)
     except BaseException:
         if created:  # nothing of a search that could not start is left behind
             shutil.rmtree(folder, ignore_errors=True)
@@ -366,15 +367,44 @@ def _shown(url: str) -> str:
         return url.split("@")[-1]
 
 
-def _check_same_search(study, space: tuple[Param, ...], metric: str, direction: str) -> None:
-    """A study continued must search the same space for the same metric; the first worker records them."""
+# Settings a worker may have of its own without changing what a trial trains: its files' paths (the same data
+# elsewhere), its output folder, its device and how much it prints.
+WORKER_KEYS = ("output_dir", "data.train", "data.validation", "data.test", "data.unlabeled", "train.device",
+               "train.quiet", "train.resume", "train.keep_checkpoint", "train.trackers", "model.trust_remote_code")
+
+
+def _shared_settings(base, space: tuple[Param, ...]) -> dict:
+    """The settings every trial of the study trains with, besides the searched keys."""
+    from strop.index import flatten
+
+    searched = {p.key for p in space}
+    return {key: value for key, value in flatten(base.to_dict()).items()
+            if key not in searched and key not in WORKER_KEYS}
+
+
+def _check_same_search(study, space: tuple[Param, ...], metric: str, direction: str, base) -> None:
+    """A study continued must search the same space for the same metric, its trials trained with the same other
+    settings (trials of 4 epochs and of 2 would be ranked together); the first worker records them."""
     described = {"space": {p.key: _describe(p) for p in space}, "metric": metric, "direction": direction}
+    shared = json.loads(json.dumps(_shared_settings(base, space), default=str))  # as the study stores it
     saved = study.user_attrs.get("strop:search")
     if saved is None:
         study.set_user_attr("strop:search", described)
-    elif saved != described:
+        study.set_user_attr("strop:settings", shared)
+        return
+    if saved != described:
         raise StropError(f"the study '{study.study_name}' searches {json.dumps(saved)}, not "
                          f"{json.dumps(described)}: continue it with its own search section, or start another "
+                         "study (another output_dir, or --study-name)")
+    recorded = study.user_attrs.get("strop:settings")  # None: a study begun before settings were recorded
+    changed = sorted(k for k in set(recorded or {}) | set(shared) if recorded is not None
+                     and recorded.get(k) != shared.get(k))
+    if changed:
+        key = changed[0]
+        raise StropError(f"the study '{study.study_name}' trains its trials with {key}={recorded.get(key)}, not "
+                         f"{shared.get(key)}" + (f" (and {len(changed) - 1} more setting(s) differ)"
+                                                 if len(changed) > 1 else "")
+                         + ": its trials would not compare; continue it with its own settings, or start another "
                          "study (another output_dir, or --study-name)")
 
 
