@@ -348,3 +348,12 @@ def test_a_checkpoint_whose_optimizer_does_not_fit_the_run_is_refused_with_a_mes
     with pytest.raises(StropError, match=r"the checkpoint in .*last does not fit this run's optimizer \(.*\): it "
                                          r"cannot be resumed; start the run again in a new output_dir"):
         load_checkpoint(tmp_path / "last", model, one_group, constant(one_group))
+
+
+def test_a_max_length_past_the_models_positions_is_cut_to_them(tiny_overrides, capsys):
+    # the tiny BERT has 128 positions: 1,000 tokens would index past them (a crash on the first long text)
+    run = strop.fit(None, tiny_overrides + ["model.max_length=1000", "train.epochs=1", "train.quiet=false"])
+    assert "model.max_length=1000 is more than" in capsys.readouterr().out
+    assert json.loads((run / "model" / "strop.json").read_text())["max_length"] == 128
+    long_text = " ".join(["the film was good"] * 200)  # about 800 tokens
+    assert strop.load(run).predict([long_text])[0] in ("positive", "negative")

@@ -223,3 +223,14 @@ def test_texts_without_a_token_to_mask_are_left_out_and_none_at_all_is_refused(t
     assert "note: 4 text(s) left out: none of their tokens can be masked" in capsys.readouterr().out
     summary = json.loads((run / "summary.json").read_text())
     assert summary["train_texts"] + summary["validation_texts"] == 20 and summary["validation"]["loss"] > 0
+
+
+def test_a_max_length_past_the_models_positions_pretrains_on_lines_cut_to_them(tiny_model_dir, tmp_path):
+    from strop.pretrain import pretrain
+
+    long_lines = [" ".join([t] * 60) for t, _ in make_texts(12, seed=4)]  # each past the tiny BERT's 128 positions
+    (tmp_path / "long.txt").write_text("\n".join(long_lines), encoding="utf-8")
+    run = pretrain(None, [f"model.name={tiny_model_dir}", "train.epochs=1", "train.batch_size=4",
+                          "model.max_length=1000", "train.mixed_precision=no", "train.quiet=true"],
+                   data=tmp_path / "long.txt", output=tmp_path / "out")
+    assert json.loads((run / "summary.json").read_text())["validation"]["loss"] > 0

@@ -125,6 +125,7 @@ def build_model(source: Source, task: Task, cfg, train_inputs: list) -> tuple[Ta
                                                  cfg.model.trust_remote_code)
         if task.level == "sequence":
             notes.append(f"pooling {body.pooling}: {why}")
+        notes += _length_note(body, cfg)
         set_dropout(body, cfg.model.body_dropout)
         return with_new_head(body, task, cfg.model.head_dropout), task, notes
     if source.kind == "image":
@@ -135,6 +136,14 @@ def build_model(source: Source, task: Task, cfg, train_inputs: list) -> tuple[Ta
         set_dropout(body, cfg.model.body_dropout)
         return with_new_head(body, task, cfg.model.head_dropout), task, notes
     return _from_run(source, task, cfg, notes)
+
+
+def _length_note(body, cfg) -> list[str]:
+    """Said where model.max_length asks for more tokens than the encoder has positions for (it reads fewer)."""
+    if body.max_length >= cfg.model.max_length:
+        return []
+    return [f"model.max_length={cfg.model.max_length} is more than {cfg.model.name} reads: texts are cut to "
+            f"{body.max_length} tokens"]
 
 
 def outputs_of(task) -> list:
@@ -187,6 +196,7 @@ def _from_run(source: Source, task: Task, cfg, notes: list[str]) -> tuple[TaskMo
 
         pooling = info.get("pooling", "pooler") if cfg.model.pooling == "auto" else cfg.model.pooling
         body, _ = TextBackbone.from_pretrained(str(folder), pooling, cfg.model.max_length, every_weight=True)
+        notes += _length_note(body, cfg)
         set_dropout(body, cfg.model.body_dropout)
         model = with_new_head(body, task, cfg.model.head_dropout)
         if reuse:

@@ -199,7 +199,7 @@ def pretrain(config=None, overrides: list[str] = (), data: str | Path | None = N
     """
     from transformers import AutoModelForMaskedLM
 
-    from strop.backbones.text import TextBackbone, load_tokenizer, quiet_transformers, refuse_pickle_only
+    from strop.backbones.text import TextBackbone, load_tokenizer, quiet_transformers, refuse_pickle_only, tokens_read
     from strop.config import load_config
     from strop.fit import _open_run_dir, _resolve_precision
     from strop.index import record_run
@@ -236,7 +236,9 @@ def pretrain(config=None, overrides: list[str] = (), data: str | Path | None = N
         except (OSError, ValueError, KeyError) as error:
             raise StropError(f"model.name={cfg.model.name}: cannot be loaded as a masked-language model "
                              f"({str(error).splitlines()[0]})") from None
-    body = TextBackbone(model.base_model, tokenizer, "cls", cfg.model.max_length)
+    limit = tokens_read(model.base_model, tokenizer)  # past the position embeddings a long line would crash
+    body = TextBackbone(model.base_model, tokenizer, "cls",
+                        cfg.model.max_length if limit is None else min(cfg.model.max_length, limit))
     features, unmaskable = maskable_features(body, lines, data, cfg.model.name)
     rng = np.random.default_rng(cfg.train.seed)
     order = rng.permutation(len(features))

@@ -150,6 +150,20 @@ def load_tokenizer(source: str, trust_remote_code: bool = False):
         raise StropError(f"model.name: could not load a tokenizer from '{source}': {error}") from None
 
 
+def tokens_read(model: nn.Module, tokenizer) -> int | None:
+    """The most tokens an input of this encoder may have: its tokenizer's model_max_length where set (a huge
+    placeholder where not), and the rows of its absolute position embeddings (less RoBERTa's offset, its
+    positions counting from the padding index + 1); None where neither says."""
+    limits = []
+    if 0 < getattr(tokenizer, "model_max_length", 0) < 1_000_000:
+        limits.append(int(tokenizer.model_max_length))
+    positions = getattr(getattr(model, "embeddings", None), "position_embeddings", None)
+    if isinstance(positions, nn.Embedding):
+        offset = getattr(model.embeddings, "padding_idx", None)
+        limits.append(positions.num_embeddings - (0 if offset is None else offset + 1))
+    return min(limits) if limits else None
+
+
 @BACKBONES.register("text")
 class TextBackbone(Backbone):
     """A transformers encoder (`AutoModel`) with its tokenizer.
@@ -208,7 +222,9 @@ class TextBackbone(Backbone):
             raise StropError(f"model.name: could not load '{source}' as a transformers encoder (weights in "
                              f"safetensors): {str(error).splitlines()[0]}") from None
         pooling, why = resolve_pooling(pooling, source, model)
-        return cls(model, tokenizer, pooling, max_length), why
+        limit = tokens_read(model, tokenizer)
+        # longer inputs would index past the position embeddings (a crash at predict time on a long text)
+        return cls(model, tokenizer, pooling, max_length if limit is None else min(max_length, limit)), why
 
     @classmethod
     def from_saved(cls, directory: Path, info: dict) -> TextBackbone:
