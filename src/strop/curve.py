@@ -1,7 +1,7 @@
 """`strop curve`: a learning curve, and what it says about labelling more data.
 
 Trains on growing shares of the training data (several seeds each; within a seed the subsets are nested and
-stratified by class), scores each run on one fixed validation set, and fits power laws to the scores
+stratified by class, or for label sets each holds every label), scores each run on one fixed validation set, and fits power laws to the scores
 (Hestness et al. 2017, "Deep learning scaling is predictable, empirically"; Figueroa et al. 2012):
 
     saturating:    score(n) = a - b * n^(-c)       (a: the score the data tend to; b, c > 0)
@@ -71,9 +71,10 @@ def _least_squares(law, n, score, start: tuple, low: list, high: list) -> tuple[
     return tuple(float(v) for v in fitted)
 
 
-def fit_power_law(n, score, bounded: bool = False) -> tuple[float, float, float]:
+def fit_power_law(n, score, bounded: bool = False, ceiling: float = math.inf) -> tuple[float, float, float]:
     """Least-squares (a, b, c) of `power_law` through the points (n_i, score_i); `bounded`: a <= 1 (accuracy,
-    F1 and the like cannot exceed 1).
+    F1 and the like cannot exceed 1); otherwise a <= ceiling (an error, fitted as its negative, cannot level
+    off below 0: ceiling 0).
 
     Raises:
         StropError: fewer than three distinct sizes, or no fit found.
@@ -82,7 +83,7 @@ def fit_power_law(n, score, bounded: bool = False) -> tuple[float, float, float]
     if len(np.unique(n)) < 3:
         raise StropError("a learning curve needs at least three different training sizes: give --fractions with "
                          "three values or more")
-    top = 1.0 if bounded else np.inf
+    top = 1.0 if bounded else ceiling
     start_a = min(score.max() + 0.05 * (np.ptp(score) + 0.01), top)
     start_c = 0.5
     start_b = max((start_a - score.min()) * n.min() ** start_c, 1e-6)
@@ -103,10 +104,11 @@ def fit_ceiling_free(n, score) -> tuple[float, float]:
                           [0.0, C_LOWEST], [np.inf, 3.0])
 
 
-def fit_curve(n, score, bounded: bool) -> np.ndarray:
-    """The forecast's parameters: (a, b, c) of the saturating law, and where `bounded` (a score that cannot
-    exceed 1) also (b', c') of the ceiling-free law, whose mean with it is the forecast (`forecast`)."""
-    saturating = fit_power_law(n, score, bounded)
+def fit_curve(n, score, bounded: bool, ceiling: float = math.inf) -> np.ndarray:
+    """The forecast's parameters: (a, b, c) of the saturating law (a <= ceiling), and where `bounded` (a score
+    that cannot exceed 1) also (b', c') of the ceiling-free law, whose mean with it is the forecast
+    (`forecast`)."""
+    saturating = fit_power_law(n, score, bounded, ceiling)
     return np.array(saturating + (fit_ceiling_free(n, score) if bounded else ()))
 
 
@@ -156,14 +158,15 @@ def limit(params) -> float:
     return float(params[0]) if len(params) == 3 else float(forecast(LARGEST_SIZE, params))
 
 
-def bootstrap(n, score, bounded: bool, draws: int = BOOTSTRAP_DRAWS, seed: int = 0) -> np.ndarray:
+def bootstrap(n, score, bounded: bool, draws: int = BOOTSTRAP_DRAWS, seed: int = 0,
+              ceiling: float = math.inf) -> np.ndarray:
     """(draws, parameters) of `fit_curve`, each law refitted to its own fitted curve plus its residuals
     resampled (a residual bootstrap, the same resampled points for both laws; residuals scaled by
     sqrt(points / (points - 3)) for a law's three fitted parameters). On synthetic curves of 18 points its
     95% intervals held a saturating law's true extrapolation about 88% of the time (a case bootstrap: 82%):
     treat them as somewhat optimistic, as extrapolations are. Failed fits are left out."""
     n, score = np.asarray(n, dtype=np.float64), np.asarray(score, dtype=np.float64)
-    params = fit_curve(n, score, bounded)
+    params = fit_curve(n, score, bounded, ceiling)
     laws = [power_law(n, *params[:3])] + ([power_law(n, 1.0, *params[3:])] if bounded else [])
     scale = math.sqrt(len(n) / max(len(n) - 3, 1))
     rng = np.random.default_rng(seed)
@@ -172,7 +175,7 @@ def bootstrap(n, score, bounded: bool, draws: int = BOOTSTRAP_DRAWS, seed: int =
         picked = rng.integers(0, len(n), len(n))
         resampled = [law + (score - law)[picked] * scale for law in laws]
         try:
-            fits.append(np.array(fit_power_law(n, resampled[0], bounded)
+            fits.append(np.array(fit_power_law(n, resampled[0], bounded, ceiling)
                                  + (fit_ceiling_free(n, resampled[1]) if bounded else ())))
         except StropError:
             continue
@@ -192,8 +195,8 @@ def analyse(n, score, minimised: bool = False, bounded: bool = False, target: fl
     """The fitted curve, its parameters' intervals, and the answers: the score at twice the largest size, and
     (given a target score) the size that reaches it; each with a 95% bootstrap interval. `bounded`: the score
     cannot exceed 1, and the forecast is the mean of the saturating and the ceiling-free laws. `score_range`:
-    the values the metric can take; the forecast scores and their intervals are cut to it (a law fitted to an
-    error can level off below 0)."""
+    the values the metric can take; the law's level is held within it (an error's at 0 or above) and the forecast
+    scores and their intervals are cut to it."""
     sign = -1.0 if minimised else 1.0  # a loss falls as data grow: fit its negative, which rises
     n, y = np.asarray(n, dtype=np.float64), sign * np.asarray(score, dtype=np.float64)
 
@@ -201,8 +204,9 @@ def analyse(n, score, minimised: bool = False, bounded: bool = False, target: fl
         cut = np.clip(sign * np.asarray(values, dtype=np.float64), *score_range)
         return float(cut) if cut.ndim == 0 else sorted(float(v) for v in cut)
 
-    params = fit_curve(n, y, bounded)
-    draws_ = bootstrap(n, y, bounded, draws, seed)
+    ceiling = fitted_ceiling(minimised, score_range)
+    params = fit_curve(n, y, bounded, ceiling)
+    draws_ = bootstrap(n, y, bounded, draws, seed, ceiling)
     largest = float(n.max())
     now, doubled = forecast(largest, params), forecast(2 * largest, params)
 
@@ -241,8 +245,25 @@ def analyse(n, score, minimised: bool = False, bounded: bool = False, target: fl
                             "reachable_share": float(np.mean(np.isfinite(needed_draws))),
                             # the fewest examples trained on reached it (as measured, or as fitted below
                             # them: an extrapolation downwards, which says only that those fewest reached it)
-                            "below_measured": bool(needed < fewest or measured_at_fewest >= sign * target)}
+                            "below_measured": bool(needed < fewest or measured_at_fewest >= sign * target),
+                            # the fewest examples whose runs reach it on average: a fact the fit may disagree with
+                            "measured": _measured_reach(n, y, sign, target)}
     return result
+
+
+def fitted_ceiling(minimised: bool, score_range: tuple[float, float]) -> float:
+    """The highest level the fitted law may tend to, on its fitted scale: the metric's best value (an error's
+    0, fitted as its negative), so that no forecast levels off at a score the metric cannot take."""
+    return -score_range[0] if minimised else score_range[1]
+
+
+def _measured_reach(n: np.ndarray, y: np.ndarray, sign: float, target: float) -> dict | None:
+    """The smallest size whose runs' mean reaches the target (y on the fitted scale), with that mean; None."""
+    for size in np.unique(n):
+        mean = float(np.mean(y[n == size]))
+        if mean >= sign * target:
+            return {"examples": float(size), "score": sign * mean}
+    return None
 
 
 def parameters_of(fit: dict) -> np.ndarray:
@@ -257,11 +278,18 @@ def parameters_of(fit: dict) -> np.ndarray:
 def nested_subsets(targets: list, sizes: list[int], seed: int) -> list[np.ndarray]:
     """For each size, a subset of the rows of that size; each subset contains the smaller ones. Stratified
     where every target is one label: each class keeps its share (at least one example), the classes' rows
-    taken in one random order per seed."""
+    taken in one random order per seed; where every target is a set of labels, each subset holds every label
+    (a run whose subset lacked one would be refused a validation set that has it).
+
+    Raises:
+        StropError: a size too small to hold every class or label.
+    """
     rng = np.random.default_rng(seed)
     total = len(targets)
     if not all(isinstance(t, str) for t in targets):
         order = rng.permutation(total)
+        if all(isinstance(t, (list, tuple)) for t in targets):
+            order = _covering_first(order, targets, min(sizes))
         return [np.sort(order[:size]) for size in sizes]
     classes, inverse = np.unique(np.asarray(targets), return_inverse=True)
     members = [rng.permutation(np.flatnonzero(inverse == k)) for k in range(len(classes))]
@@ -329,6 +357,8 @@ def learning_curve(config=None, overrides: list[str] = (), fractions: tuple[floa
                 print(said, flush=True)
         sizes = [max(1, int(round(f * len(pool)))) for f in fractions]
         distinct = len(set(sizes))
+        if 3 <= distinct < len(sizes):  # fractions that round to one size would train the same run twice
+            fractions, sizes = _one_fraction_a_size(fractions, sizes, quiet)
         if distinct < 3:  # before any run: fractions too close for the examples there are
             raise StropError(f"--fractions {','.join(f'{f:g}' for f in fractions)} of the {len(pool)} training "
                              f"examples give {distinct} different size{'s' if distinct > 1 else ''} "
@@ -375,6 +405,18 @@ def learning_curve(config=None, overrides: list[str] = (), fractions: tuple[floa
     if not keep_runs:
         shutil.rmtree(out / "runs", ignore_errors=True)
     return _fit_and_write(result, out, task_cls, target, cfg.train.seed, quiet)
+
+
+def _one_fraction_a_size(fractions: tuple[float, ...], sizes: list[int], quiet: bool) -> tuple[tuple, list]:
+    """The first fraction of each size, said where others gave that size too."""
+    kept = {}
+    for fraction, size in zip(fractions, sizes):
+        kept.setdefault(size, []).append(fraction)
+    if not quiet:
+        shared = [f"{' and '.join(f'{f:g}' for f in group)} give {size}" for size, group in kept.items()
+                  if len(group) > 1]
+        print(f"note: --fractions {'; '.join(shared)} examples: each size is measured once", flush=True)
+    return tuple(group[0] for group in kept.values()), list(kept)
 
 
 def _fit_and_write(result: dict, out: Path, task_cls, target: float | None, seed: int, quiet: bool) -> dict:
@@ -435,6 +477,25 @@ def refit(folder: str | Path, metric: str | None = None, target: float | None = 
     check_target(target, metric, task_cls)
     result["metric"] = metric
     return _fit_and_write(result, folder, task_cls, target, result["config"]["train"]["seed"], quiet)
+
+
+def _covering_first(order: np.ndarray, label_sets: list, fewest: int) -> np.ndarray:
+    """`order` with, first, rows that between them hold every label (in the order's own random order, a row
+    taken where it brings a label not yet held), so that every prefix of at least those rows holds every label.
+
+    Raises:
+        StropError: `fewest` rows cannot hold every label.
+    """
+    held, first = set(), []
+    for row in order:
+        if set(label_sets[row]) - held:
+            held |= set(label_sets[row])
+            first.append(row)
+    if fewest < len(first):
+        raise StropError(f"the smallest share of the data gives {fewest} examples, and {len(first)} are needed to "
+                         f"hold each of the {len(held)} labels once: give larger --fractions")
+    taken = set(first)
+    return np.array(first + [row for row in order if row not in taken], dtype=int)
 
 
 def _pool_and_validation(cfg, frame, targets: list, inputs: list, out: Path) -> tuple[np.ndarray, Path]:
@@ -527,6 +588,10 @@ def describe(result: dict) -> str:
             start = f"fewer than {fewest:,}" if low < fewest else f"{low:,.0f}"
             lines.append(f"{metric} {t['score']}: about {t['examples']:,.0f} labelled examples [{start}, "
                          + ("never" if math.isinf(high) else f"{high:,.0f}") + "]")
+        reached = t.get("measured")
+        if reached and not t.get("below_measured") and not reached["examples"] >= t["examples"]:
+            lines[-1] += (f"; measured, the runs of {reached['examples']:,.0f} examples reach it already "
+                          f"(mean {shown(reached['score'])}): the fitted curve misses that")
     return "\n".join(lines)
 
 
@@ -594,9 +659,10 @@ def draw(result: dict, axes) -> None:
     y = np.array([p["scores"][metric] for p in result["points"]])
     grid = np.geomspace(n.min(), 4 * n.max(), 200)
     params = parameters_of(fit)
-    draws = bootstrap(n, sign * y, len(params) == 5, draws=200, seed=1)
     low, high = fit.get("score_range", [None, None])  # null: unbounded on that side
     low, high = -math.inf if low is None else low, math.inf if high is None else high
+    draws = bootstrap(n, sign * y, len(params) == 5, draws=200, seed=1,
+                      ceiling=fitted_ceiling(sign < 0, (low, high)))
 
     def cut(values):  # on the metric's scale and within its range, as curve.json's forecasts are
         return np.clip(values, low, high)
