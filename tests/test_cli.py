@@ -18,6 +18,8 @@ BAD_INPUTS = {
     "empty file": ("data.train={tmp}/empty.csv", "is empty"),
     "one class": ("data.train={tmp}/one_class.csv", "at least two classes"),
     "missing label": ("data.train={tmp}/nan_label.csv", "1 empty or missing label in nan_label.csv, rows 2"),
+    "missing label of a nullable column": ("data.train={tmp}/na_label.parquet",
+                                           "1 empty or missing label in na_label.parquet, rows 2"),
     "empty text": ("data.train={tmp}/empty_text.csv", "1 empty or missing text in empty_text.csv, rows 1"),
     "unseen validation label": ("data.validation={tmp}/unseen.csv", "labels neutral do not occur"),
     "not utf-8": ("data.train={tmp}/latin1.csv", "not valid UTF-8"),
@@ -32,6 +34,10 @@ def bad_files(tmp_path):
     (tmp_path / "empty.csv").write_text("")
     (tmp_path / "one_class.csv").write_text("text,label\na,x\nb,x\nc,x\n")
     (tmp_path / "nan_label.csv").write_text("text,label\ngood,positive\nbad,\nfine,positive\n")
+    import pandas as pd
+
+    pd.DataFrame({"text": ["good", "bad", "fine", "awful"],  # a nullable integer column: its gap is pd.NA
+                  "label": pd.array([1, None, 1, 0], dtype="Int64")}).to_parquet(tmp_path / "na_label.parquet")
     (tmp_path / "empty_text.csv").write_text("text,label\n,positive\nbad,negative\n")
     (tmp_path / "unseen.csv").write_text("text,label\nmeh,neutral\ngood,positive\n")
     (tmp_path / "latin1.csv").write_bytes("text,label\ncr\u00e8me,positive\nbad,negative\n".encode("latin-1"))
@@ -234,6 +240,32 @@ def test_fit_predict_evaluate(tiny_overrides, text_data, tmp_path, capsys, monke
     assert "Name the right one with --text-column <column>" in capsys.readouterr().err
     assert main(["evaluate", str(run), "--data", str(renamed), "--text-column", "sentence",
                  "--label-column", "gold"]) == 0
+
+
+def test_predict_keeps_every_input_column_of_an_earlier_output_or_a_header_with_spaces(tiny_overrides, tmp_path,
+                                                                                       capsys, recwarn):
+    import pandas as pd
+
+    assert _fit([*tiny_overrides, "train.epochs=1"]) == 0
+    run = tmp_path / "run"
+    spaced = tmp_path / "spaced.csv"
+    spaced.write_text("id, text , label\nr1,great fun,positive\nr2,awful film,negative\n")
+    assert main(["predict", str(run), "--input", str(spaced), "--output", str(tmp_path / "first.csv")]) == 0
+    first = pd.read_csv(tmp_path / "first.csv")
+    assert list(first.columns)[:4] == ["id", "input_label", "text", "label"]
+    assert first["input_label"].tolist() == ["positive", "negative"]
+    assert first["text"].tolist() == ["great fun", "awful film"]
+    assert main(["evaluate", str(run), "--data", str(spaced), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["n"] == 2
+    # predicting on that output: its label, beside an input_label, must not take input_label's place
+    again = tmp_path / "again.csv"
+    assert main(["predict", str(run), "--input", str(tmp_path / "first.csv"), "--output", str(again)]) == 0
+    again = pd.read_csv(again)
+    assert list(again.columns)[:3] == ["id", "input_label", "input_input_label"]
+    assert again["input_label"].tolist() == ["positive", "negative"]
+    assert again["input_input_label"].tolist() == first["label"].tolist()
+    assert again["input_score"].tolist() == pytest.approx(first["score"].tolist())
+    assert not [w for w in recwarn if "not unique" in str(w.message)]
 
 
 def test_predict_and_evaluate_errors(tiny_overrides, tmp_path, capsys):

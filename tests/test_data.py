@@ -41,7 +41,7 @@ def test_numeric_labels_stay_names_and_sort_numerically(tmp_path):
     (None, ["file not found"]),
     ("", ["is empty"]),
     ("text,label\n", ["no examples", "add rows below it"]),
-    ("sentence,label\nhi,a\n", ["column 'text' not found", "columns found: sentence, label", "data.text_column"]),
+    ("sentence,label\nhi,a\n", ["column 'text' not found", "columns found: 'sentence', 'label'", "data.text_column"]),
     ("text,label\nhi,a\n,b\nyo,\n  ,a\n", ["empty or missing texts", "rows 2, 4"]),
     ("text,label\nhi,a\nyo,\nhey,NaN\n", ["1 empty or missing label in", "rows 2"]),
 ])
@@ -68,6 +68,57 @@ def test_nan_label_string_is_kept_as_a_label_name_not_missing(tmp_path):
     path = tmp_path / "train.csv"
     path.write_text("text,label\nhi,a\nhey,NaN\n")
     assert _load(path).targets == ["a", "NaN"]
+
+
+@pytest.mark.parametrize("task, column, dtype, words", [
+    ("text_classification", "label", "Int64", ["2 empty or missing labels", "rows 3, 6"]),
+    ("text_classification", "label", "string", ["2 empty or missing labels", "rows 3, 6"]),
+    ("text_classification", "text", "string", ["2 empty or missing texts", "rows 3, 6"]),
+    ("regression", "label", "Float64", ["2 missing values in regression target column 'label'", "rows 3, 6"]),
+    ("multilabel_classification", "label", "string", ["2 empty or missing label sets", "rows 3, 6"]),
+])
+def test_a_nullable_columns_missing_values_are_missing_not_the_text_na(tmp_path, task, column, dtype, words):
+    from strop.tasks import TASKS
+
+    values = {"Int64": [0, 1, 2], "Float64": [0.5, 1.5, 2.5], "string": ["x", "y", "z"]}[dtype] * 4
+    frame = pd.DataFrame({"text": pd.array([f"text {i}" for i in range(12)], dtype="string"),
+                          "label": values})
+    frame[column] = pd.array(frame[column].tolist(), dtype=dtype)
+    frame.loc[[2, 5], column] = pd.NA
+    frame.to_parquet(tmp_path / "train.parquet")
+    with pytest.raises(StropError) as error:
+        TASKS.get(task).read(tmp_path / "train.parquet", DataConfig(), "text", "data.train")
+    for word in words:
+        assert word in str(error.value)
+
+
+def test_a_nullable_columns_missing_values_stay_missing_when_written_again(tmp_path):
+    from strop.data.tables import read_table, write_parquet
+
+    frame = pd.DataFrame({"text": ["a", "b", "c"], "label": pd.array([1, pd.NA, 2], dtype="Int64"),
+                          "when": pd.to_datetime(["2024-01-01", None, "2024-01-02"])})
+    frame.to_parquet(tmp_path / "d.parquet")
+    written = read_table(write_parquet(read_table(tmp_path / "d.parquet"), tmp_path / "again.parquet"))
+    assert written["label"].isna().tolist() == [False, True, False]
+    with pytest.raises(StropError, match="1 empty or missing label in again.parquet, rows 2"):
+        _load(tmp_path / "again.parquet", label="label")
+    with pytest.raises(StropError, match="1 empty or missing label in again.parquet, rows 2"):
+        _load(tmp_path / "again.parquet", label="when")
+
+
+def test_column_names_are_read_without_surrounding_spaces(tmp_path):
+    from strop.data.tables import read_table
+
+    path = tmp_path / "train.csv"
+    path.write_text("text , label\nhi, a\nyo, b\n")
+    data = _load(path)
+    assert data.inputs == ["hi", "yo"] and data.targets == ["a", "b"]
+    # names that only their spaces tell apart are kept as written, and a message shows the spaces
+    path.write_text("text,label, label\nhi,a,b\n")
+    assert list(read_table(path).columns) == ["text", "label", " label"]
+    assert _load(path).targets == ["a"]
+    with pytest.raises(StropError, match="columns found: 'text', 'label', ' label'"):
+        _load(path, label="gold")
 
 
 def test_not_utf8(tmp_path):

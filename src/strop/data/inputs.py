@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from strop.data.tables import is_missing
 from strop.errors import StropError
 
 
@@ -23,20 +24,21 @@ def require_column(frame: pd.DataFrame, column: str, path: str | Path, what: str
     if column not in frame.columns:
         option = COLUMN_OPTIONS.get((what, key))
         fix = f"{option} <column>" if option else f"data.{key}=<column>"
+        # quoted, so that a name's spaces show
         raise StropError(f"{what}: column '{column}' not found in {Path(path).name}; columns found: "
-                         f"{', '.join(map(str, frame.columns))}. Name the right one with {fix}")
+                         f"{', '.join(repr(str(c)) for c in frame.columns)}. Name the right one with {fix}")
 
 
 def clean_strings(column: pd.Series, path: str | Path, what: str) -> list[str | None]:
-    """Values as strings, stripped of surrounding whitespace; None for missing, NaN or blank. Whole-number
-    floats (JSON 1.0) become '1'; bytes (Parquet) are decoded as UTF-8.
+    """Values as strings, stripped of surrounding whitespace; None for missing (None, NaN, a nullable column's
+    pd.NA, NaT) or blank. Whole-number floats (JSON 1.0) become '1'; bytes (Parquet) are decoded as UTF-8.
 
     Raises:
         StropError: a value is a list or mapping (JSON), or bytes that are not UTF-8: not a text.
     """
     out = []
     for row, value in enumerate(column.tolist(), start=1):
-        if value is None or (isinstance(value, float) and value != value):
+        if is_missing(value):
             out.append(None)
             continue
         if isinstance(value, (list, dict, tuple, np.ndarray)):
@@ -67,7 +69,7 @@ def normalise_labels(column: pd.Series, labels: list[str | None], path: str | Pa
     codes = any(re.fullmatch(r"[+-]?0\d+", label) for label in labels if label is not None)
     if numbers and all(n is not None for n in numbers) and not codes:
         labels = [None if label is None else _number_text(_number(label)) for label in labels]
-    raw = [None if v is None or (isinstance(v, float) and v != v) else str(v) for v in column.tolist()]
+    raw = [None if is_missing(v) else str(v) for v in column.tolist()]
     changed = sorted({(r, c) for r, c in zip(raw, labels) if r is not None and c is not None and r != c})
     if changed:
         shown = ", ".join(f"{r!r} -> {c!r}" for r, c in changed[:5]) + (" ..." if len(changed) > 5 else "")
@@ -166,8 +168,7 @@ def numeric_column(values: pd.Series, column: str, path: str | Path, what: str, 
     raw = values.tolist()
     as_written = values.map(lambda v: TRUTH_WORDS.get(v.strip().lower(), v) if isinstance(v, str) else v)
     numbers = pd.to_numeric(as_written, errors="coerce").to_numpy(dtype=np.float64)
-    blank = [i + 1 for i, v in enumerate(raw) if v is None or (isinstance(v, float) and v != v)
-             or (isinstance(v, str) and not v.strip())]
+    blank = [i + 1 for i, v in enumerate(raw) if is_missing(v) or (isinstance(v, str) and not v.strip())]
     if blank:
         values = "value" if len(blank) == 1 else "values"
         raise StropError(f"{what}: {len(blank)} missing {values} in {role} column '{column}' of {Path(path).name}, "

@@ -3,7 +3,8 @@ DataFrame of strings and JSON values, with one clear error per problem.
 
 Every reader checks what it got instead of trusting a parser's guesses: the header's column names are
 unique, every row has the header's number of fields (the message names the first line that has not), and
-JSON lines are objects (errors name the line number). Cells stay as read: strings for CSV and TSV, JSON
+JSON lines are objects (errors name the line number). Column names lose surrounding whitespace ("text, label"
+is read as the columns text and label). Cells stay as read: strings for CSV and TSV, JSON
 values for JSONL; the columns' users (`data.inputs`, the tasks) check their types.
 """
 
@@ -17,9 +18,11 @@ import json
 import lzma
 import sys
 import zlib
+from collections import Counter
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import pandas as pd
 
 from strop.errors import StropError
@@ -231,6 +234,18 @@ def read_table(path: str | Path, what: str = "data") -> pd.DataFrame:
     if len(frame) == 0:
         raise StropError(f"{what}: {path} has a header but no examples: add rows below it, or name the file "
                          "that holds them")
+    return _strip_column_names(frame)
+
+
+def _strip_column_names(frame: pd.DataFrame) -> pd.DataFrame:
+    """Column names without surrounding whitespace ("text, label" names 'label'), which nobody sees in a
+    message or means to type; names that only their whitespace tells apart stay as written, so that no
+    column takes another's place."""
+    stripped = [c.strip() if isinstance(c, str) else c for c in frame.columns]
+    counts = Counter(stripped)
+    names = [c if counts[s] > 1 else s for c, s in zip(frame.columns, stripped)]
+    if names != list(frame.columns):
+        frame.columns = names
     return frame
 
 
@@ -242,19 +257,22 @@ def write_parquet(frame: pd.DataFrame, path: str | Path) -> Path:
     True -> "True"), which the tasks read as the same labels and texts."""
     frame = frame.reset_index(drop=True)
     for column in frame.columns:
-        kinds = {type(v) for v in frame[column] if not _missing(v)}
+        kinds = {type(v) for v in frame[column] if not is_missing(v)}
         if len(kinds) > 1:
             frame[column] = frame[column].map(_as_text).astype(object)
     frame.to_parquet(path, index=False)
     return Path(path)
 
 
-def _missing(value) -> bool:
-    return value is None or (isinstance(value, float) and value != value)
+def is_missing(value) -> bool:
+    """None, NaN, and pandas' own markers of a missing cell: pd.NA (a nullable Int64, Float64, boolean or string
+    column's) and NaT (a date's), which str() would make the texts '<NA>' and 'NaT'."""
+    return (value is None or value is pd.NA or value is pd.NaT
+            or (isinstance(value, (float, np.floating, np.datetime64, np.timedelta64)) and value != value))
 
 
 def _as_text(value):
-    if _missing(value):
+    if is_missing(value):
         return None
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
