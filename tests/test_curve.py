@@ -215,6 +215,9 @@ def test_curve_command_writes_json_and_plot(tiny_overrides, tmp_path):
     assert main(["curve", "--refit", str(out), "--metric", "rmse"]) == 2  # not measured by a classifier's runs
     assert main(["curve", "--refit", str(out), "train.epochs=3"]) == 2
     assert main(["curve", "--refit", str(tmp_path / "none")]) == 2
+    # what only a training curve reads is refused, not ignored (--output: the answer would be looked for elsewhere)
+    assert main(["curve", "--refit", str(out), "--output", str(tmp_path / "elsewhere"), "--seeds", "2"]) == 2
+    assert not (tmp_path / "elsewhere").exists()
 
 
 def test_a_target_the_metric_cannot_take_is_refused_before_any_run(tiny_overrides, tmp_path):

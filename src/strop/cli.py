@@ -129,7 +129,8 @@ def _file_inputs(args: argparse.Namespace, predictor) -> list:
 def _with_other_columns(records: list[dict], path: str, predictor, **columns_read: str | None) -> list[dict]:
     """Each prediction after the --input table's columns that the model does not read (an id, a source), so
     that the output joins back to the input; a column named like a prediction key (a labelled file's `label`)
-    is kept as input_<name>. Inputs that are not a table (lines of text, CoNLL, a folder of images) have none.
+    is kept as input_<name> (input_input_<name> where the table has an input_<name> too: an earlier prediction's
+    output). Inputs that are not a table (lines of text, CoNLL, a folder of images) have none.
     columns_read: the --text-column and --text-pair-column given, which the model reads."""
     from strop.data.tables import READERS, read_table, table_suffix
     from strop.evaluate.scoring import saved_columns
@@ -146,7 +147,15 @@ def _with_other_columns(records: list[dict], path: str, predictor, **columns_rea
         return records
     # the keys of a prediction and of its table row (p_<label>), so that neither output loses an input column
     keys = set().union(*(r.keys() for r in records), *(_flat(r).keys() for r in records[:1]))
-    table.columns = [f"input_{c}" if c in keys else str(c) for c in table.columns]
+    names = [str(c) for c in table.columns]
+    taken = keys | set(names)  # a new name that another column holds would make two columns, one of them lost
+    for i, name in enumerate(names):
+        if name in keys:
+            while name in taken:
+                name = f"input_{name}"
+            names[i] = name
+            taken.add(name)
+    table.columns = names
     rows = table.astype(object).where(table.notna(), None).to_dict("records")
     return [row | record for row, record in zip(rows, records)]
 
@@ -227,21 +236,27 @@ def cmd_cv(args: argparse.Namespace) -> int:
 
 
 def cmd_curve(args: argparse.Namespace) -> int:
-    from strop.curve import learning_curve, refit
+    from strop.curve import DEFAULT_FRACTIONS, learning_curve, refit
 
     if args.refit is not None:
-        if args.config is not None or args.overrides:
-            raise StropError("--refit fits a finished curve again to the points it measured: it takes --metric and "
-                             "--target, not a config or overrides")
+        # what only a curve that trains reads: silently ignored, a --output would leave the user looking elsewhere
+        training = [name for name, given in (("--fractions", args.fractions is not None),
+                                             ("--seeds", args.seeds is not None), ("--output", args.output is not None),
+                                             ("--keep-runs", args.keep_runs)) if given]
+        if args.config is not None or args.overrides or training:
+            what = ", ".join(training) if training else "a config or overrides"
+            raise StropError(f"--refit fits a finished curve again to the points it measured, in its own folder: it "
+                             f"takes --metric and --target, not {what}")
         refit(args.refit, args.metric, args.target, args.quiet)
         return 0
     config, overrides = config_and_overrides(args)
+    text = args.fractions if args.fractions is not None else ",".join(f"{f:g}" for f in DEFAULT_FRACTIONS)
     try:
-        fractions = tuple(float(f) for f in args.fractions.split(",") if f.strip())
+        fractions = tuple(float(f) for f in text.split(",") if f.strip())
     except ValueError:
         raise StropError(f"--fractions must be numbers separated by commas, e.g. 0.1,0.3,1; got {args.fractions}") from None
-    learning_curve(config, overrides, fractions, args.seeds, args.target, args.metric, args.output, args.keep_runs,
-                   args.quiet)
+    learning_curve(config, overrides, fractions, 3 if args.seeds is None else args.seeds, args.target, args.metric,
+                   args.output, args.keep_runs, args.quiet)
     return 0
 
 
@@ -524,9 +539,9 @@ def build_parser() -> argparse.ArgumentParser:
                                             "curve.png to --output.")
     curve.add_argument("config", nargs="?", help="YAML config file (optional)")
     curve.add_argument("overrides", nargs="*", help="key=value overrides, as for fit")
-    curve.add_argument("--fractions", default="0.1,0.2,0.3,0.5,0.7,1",
+    curve.add_argument("--fractions",
                        help="shares of the training data, comma-separated (default 0.1,0.2,0.3,0.5,0.7,1)")
-    curve.add_argument("--seeds", type=int, default=3, help="seeds per fraction (default 3)")
+    curve.add_argument("--seeds", type=int, help="seeds per fraction (default 3)")
     curve.add_argument("--target", type=float, help="a score to reach: how many labelled examples it needs")
     curve.add_argument("--metric", help="the metric to fit (default: the task's lead metric, e.g. accuracy)")
     curve.add_argument("--output", help="folder for curve.json, curve.png and the subsets (default curve/<UTC time>)")
