@@ -63,6 +63,14 @@ def test_folds_differ_by_seed_and_plain_kfold_for_numbers():
         assert sorted(i for _, test in folds for i in test.tolist()) == list(range(10))
 
 
+def test_a_regression_fold_of_one_example_is_refused_naming_the_folds_that_work():
+    targets = [[0.5 * i] for i in range(6)]
+    with pytest.raises(StropError, match=r"--folds 5: the 6 examples leave folds of 1 held out, on which r2 and "
+                                         r"spearman cannot be computed; use --folds 3 or fewer"):
+        fold_indices(targets, 5, seed=0)
+    assert min(len(test) for _, test in fold_indices(targets, 3, seed=0)) == 2  # the fix named works
+
+
 def test_too_few_examples_of_a_class_is_refused_with_the_fix():
     with pytest.raises(StropError, match="class 'b' has only 2 examples.*--folds 2"):
         fold_indices(["a"] * 10 + ["b"] * 2, 5, seed=0)
@@ -71,8 +79,9 @@ def test_too_few_examples_of_a_class_is_refused_with_the_fix():
         fold_indices(["a"] * 10 + ["b"], 2, seed=0)
     # where each run splits its validation set off its fold, the fix named is one that passes that check too
     with pytest.raises(StropError, match=r"class 'b' has only 2 examples.*; add examples of it, or give "
-                                         r"data.validation=FILE"):  # it said --folds 2, which was then refused
-        fold_indices(["a"] * 10 + ["b"] * 2, 3, seed=0, inner_split=True)
+                                         r"data.validation=FILE for every run to validate on and use --folds 2$"):
+        fold_indices(["a"] * 10 + ["b"] * 2, 3, seed=0, inner_split=True)  # with the file, 3 folds still fail
+    assert len(fold_indices(["a"] * 10 + ["b"] * 2, 2, seed=0)) == 2  # the fix named: a file and --folds 2
     with pytest.raises(StropError, match=r"class 'b' has only 3 examples.*; use --folds 3, or add examples"):
         fold_indices(["a"] * 10 + ["b"] * 3, 5, seed=0, inner_split=True)  # 2 folds would leave 1 to train on
     with pytest.raises(StropError, match=r"class 'b' has only 4 examples.*; use --folds 2 to 4, or add examples"):

@@ -65,8 +65,10 @@ def fold_indices(targets: list, folds: int, seed: int, inner_split: bool = False
                 fix = f"use --folds {span}, or add examples"
             elif fewest < 2:
                 fix = "cross-validation needs at least 2 a class: add examples of it, or drop it from the data"
-            else:
-                fix = "add examples of it, or give data.validation=FILE for every run to validate on"
+            else:  # a validation file leaves every fold's training rows to train on: then 2 to `fewest` folds work
+                plain = "2" if fewest == 2 else f"2 to {fewest}"
+                fix = (f"add examples of it, or give data.validation=FILE for every run to validate on and use "
+                       f"--folds {plain}")
             raise StropError(f"--folds {folds}: class '{counts.idxmin()}' has only {fewest} "
                              f"{noun}{'s' if fewest > 1 else ''}, too few to appear in every fold; {fix}"
                              + amounts_hint(targets))
@@ -79,6 +81,11 @@ def fold_indices(targets: list, folds: int, seed: int, inner_split: bool = False
                              "data.validation=FILE for every run to validate on")
         splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
     else:
+        numbers = all(isinstance(t, (list, tuple)) and not any(isinstance(x, str) for x in t) for t in targets)
+        if numbers and len(targets) // folds < 2:  # a regression's r2 and spearman need 2 held out at least
+            raise StropError(f"--folds {folds}: the {len(targets)} {noun}s leave folds of 1 held out, on which "
+                             f"r2 and spearman cannot be computed; use --folds {max(2, len(targets) // 2)} or fewer"
+                             + ("" if len(targets) >= 4 else ", or add examples"))
         splitter = KFold(n_splits=folds, shuffle=True, random_state=seed)
     index = np.arange(len(targets))
     plan = [(np.array(rows_of(train, of_row)), np.array(rows_of(held_out, of_row)))
