@@ -4,6 +4,7 @@ rounds end to end, each reported."""
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -221,7 +222,7 @@ def test_a_self_training_refused_in_round_0_leaves_no_folder(tiny_overrides, tmp
     assert not (tmp_path / "run").exists()
 
 
-def test_numeric_labels_mixed_columns_and_a_pool_holding_labelled_examples(tiny_overrides, tmp_path):
+def test_numeric_labels_mixed_columns_and_a_pool_holding_labelled_examples(tiny_overrides, tmp_path, capsys):
     rows = make_texts(100, seed=5)
     labelled = pd.DataFrame({"id": range(100), "text": [t for t, _ in rows],
                              "label": [int(label == "positive") for _, label in rows]})  # int64 labels
@@ -234,11 +235,14 @@ def test_numeric_labels_mixed_columns_and_a_pool_holding_labelled_examples(tiny_
     pool.to_parquet(tmp_path / "pool.parquet", index=False)
     overrides = [o for o in tiny_overrides if not o.startswith(("data.train", "data.validation", "train.epochs"))] + [
         f"data.train={tmp_path / 'few.parquet'}", f"data.unlabeled={tmp_path / 'pool.parquet'}",
-        "data.pseudo_label_threshold=0.5", "train.epochs=8"]
+        "data.pseudo_label_threshold=0.5", "train.epochs=8", "train.quiet=false"]
     strop.fit(None, overrides)
     out = tmp_path / "run"
     report = json.loads((out / "self_training.json").read_text())
     assert report["pool"] == 60 and report["pool_rows_in_labelled_data"] == 20 and report["pool_rows_repeated"] == 5
+    said = capsys.readouterr().out  # each count with what remains after it: 85 - 20, then - 5
+    assert "20 of its rows are examples of data.train or data.validation" in said
+    assert re.search(r"20 of its rows are examples .*; 65 remain\n.*5 of its rows repeat .*; 60 remain", said)
     trained_on = pd.read_parquet(out / "round-1-train.parquet")
     validation = pd.read_parquet(out / "validation.parquet")
     assert report["rounds"][1]["pseudo_labels"] > 0 and set(trained_on["label"]) == {"0", "1"}

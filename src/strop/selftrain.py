@@ -90,6 +90,7 @@ def self_train(cfg, on_epoch=None) -> Path:
     input_kind = resolve_source(cfg.model.name).input_kind
     pool_frame, pool = read_unlabeled(d.unlabeled, d, task_cls, input_kind, "data.unlabeled")
     pool_frame, pool, known = without_labelled(pool_frame, pool, cfg, task_cls, input_kind)
+    unknown = len(pool)  # left once the labelled examples are out, before the repeats are
     first = distinct_inputs(pool)[0]  # a text twice in the pool would be pseudo-labelled and trained on twice
     repeated = len(pool) - len(first)
     pool_frame, pool = pool_frame.iloc[first].reset_index(drop=True), [pool[i] for i in first]
@@ -110,12 +111,12 @@ def self_train(cfg, on_epoch=None) -> Path:
                                           validation=str(out / VALIDATION_FILE)))
     report = {"threshold": d.pseudo_label_threshold, "pool": len(pool_frame), "config": cfg.to_dict(), "rounds": [],
               "pool_rows_in_labelled_data": known, "pool_rows_repeated": repeated}
+    if known and not cfg.train.quiet:  # in the order they are left out, each with what then remains
+        print(f"data.unlabeled: {known} of its rows are examples of data.train or data.validation, left out of the "
+              f"pool (a validation example pseudo-labelled would be scored on its own guess); {unknown} remain")
     if repeated and not cfg.train.quiet:
         print(f"data.unlabeled: {repeated} of its rows repeat an earlier row's input, left out (each text is "
               f"pseudo-labelled once); {len(pool)} remain")
-    if known and not cfg.train.quiet:
-        print(f"data.unlabeled: {known} of its rows are examples of data.train or data.validation, left out of the "
-              f"pool (a validation example pseudo-labelled would be scored on its own guess); {len(pool)} remain")
     try:
         run = _round(base, round_folder(out, 0), on_epoch)
     except StropError:
