@@ -175,6 +175,18 @@ def test_one_fold_repeats_seeds_on_the_configs_own_split(tiny_overrides, tmp_pat
     assert [r["seed"] for r in result["runs"]] == [42, 43] and result["scored_on"] == "the run's validation data"
 
 
+def test_one_fold_with_method_auto_says_and_records_the_method_its_runs_train_with(tiny_overrides, tmp_path,
+                                                                                   monkeypatch, capsys):
+    trained = []
+    monkeypatch.setattr("strop.cv.fit_and_score", lambda cfg, *a, **k: trained.append(cfg.method.name)
+                        or {"accuracy": 0.8, "macro_f1": 0.8, "loss": 0.5})
+    overrides = [o for o in tiny_overrides if not o.startswith(("output_dir", "train.quiet"))]
+    result = cross_validate(None, overrides + ["method.name=auto"], folds=1, seeds=2, output=tmp_path / "cv")
+    chosen = result["config"]["method"]["name"]
+    assert chosen != "auto" and trained == [chosen, chosen]
+    assert f"method auto -> {chosen} in every run" in capsys.readouterr().out
+
+
 def test_a_continued_cv_measures_what_an_uninterrupted_one_does(tiny_overrides, tmp_path, monkeypatch):
     from strop import cv
 

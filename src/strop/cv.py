@@ -288,11 +288,15 @@ def cross_validate(config=None, overrides: list[str] = (), folds: int = 5, seeds
         frame, targets, inputs = read_training_table(cfg)
         plans = {seed: fold_indices(targets, folds, seed, inner_split=cfg.data.validation is None, inputs=inputs)
                  for seed in seed_values}  # checked before any run
-        cfg, method_note = method_for_all_of(cfg)
+    # one fold too: cv.json then records the method its runs trained with, not auto
+    cfg, method_note = method_for_all_of(cfg)
+    said = [method_note]
+    if folds >= 2:
         cfg, note = freeze_layers_for_all_of(cfg, len(targets))
-        for said in (method_note, note, repeated_note(inputs, "fold")):
-            if said and not quiet:
-                print(said, flush=True)
+        said += [note, repeated_note(inputs, "fold")]
+    for line in said:
+        if line and not quiet:
+            print(line, flush=True)
     out.mkdir(parents=True, exist_ok=True)
     result = {"config": cfg.to_dict(), "folds": folds, "seeds": seed_values, "keep_runs": keep_runs,
               "scored_on": "the held-out fold, after training" if folds >= 2 else "the run's validation data",
