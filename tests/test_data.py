@@ -198,3 +198,18 @@ def test_a_byte_order_mark_is_no_part_of_the_first_token_or_line(tmp_path):
     assert read_tagged_jsonl(tmp_path / "ner.jsonl", "tokens", "tags", "data.train")[0] == [["EU"]]
     (tmp_path / "domain.txt").write_text("first text\nsecond text\n", encoding="utf-8-sig")
     assert read_lines(tmp_path / "domain.txt")[0] == "first text"
+
+
+def test_a_tsv_whose_quotes_join_lines_says_which(tmp_path, capsys):
+    from strop.data.tables import read_table
+
+    lines = ["text\tlabel"] + [f"sentence {i}\t{'pos' if i % 2 else 'neg'}" for i in range(1, 31)]
+    lines[7] = '"Great"\tpos'  # a whole text in quotes: the file reads as quoted
+    lines[22], lines[28] = '"so good it hurts\tpos', 'best ever"\tneg'  # a stray quote, closed 6 lines on
+    (tmp_path / "q.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    frame = read_table(tmp_path / "q.tsv", "data.train")
+    assert len(frame) == 24 and frame["text"][6] == "Great"
+    said = capsys.readouterr().err
+    assert "q.tsv: read with its quotes, lines 23 to 29 are one row" in said and "24 rows from its 30 lines" in said
+    (tmp_path / "plain.tsv").write_text("\n".join(lines[:20]) + "\n", encoding="utf-8")  # no join: nothing said
+    assert len(read_table(tmp_path / "plain.tsv", "data.train")) == 19 and capsys.readouterr().err == ""

@@ -94,10 +94,30 @@ def _delimited(path: Path, what: str, delimiter: str) -> pd.DataFrame:
     quoted = any(isinstance(v, str) and len(v) >= 2 and v[0] == v[-1] == '"' for v in frame.to_numpy().ravel())
     if quoted or any(len(c) >= 2 and c[0] == c[-1] == '"' for c in frame.columns):
         try:
-            return _parse_rows(text, path, what, delimiter, csv.QUOTE_MINIMAL, name)
+            with_quotes = _parse_rows(text, path, what, delimiter, csv.QUOTE_MINIMAL, name)
         except StropError:
-            pass  # not a quoted file after all: the quotes are part of the texts
+            return frame  # not a quoted file after all: the quotes are part of the texts
+        if len(with_quotes) < len(frame):
+            # Every line is a row of the header's fields, and the quotes join some: a text quoted with its line
+            # breaks, or a stray quote that swallows the rows up to the next one. Only the file can tell: said.
+            joined = _joined_lines(text, delimiter)
+            print(f"{what}: {path.name}: read with its quotes, lines {joined[0]} to {joined[1]} are one row (a "
+                  f"text holding line breaks, or a stray quote): {len(with_quotes)} rows from its {len(frame)} lines "
+                  "below the header. If its quotes are part of the texts, remove the stray one or write the file as JSONL",
+                  file=sys.stderr)
+        return with_quotes
     return frame
+
+
+def _joined_lines(text: str, delimiter: str) -> tuple[int, int]:
+    """The first and last line (from 1) of the first row that quotes join over several lines."""
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    last = 0
+    for _ in reader:
+        if reader.line_num > last + 1:
+            return last + 1, reader.line_num
+        last = reader.line_num
+    return last, last
 
 
 def _csv_delimiter(text: str, path: Path, what: str) -> str:
