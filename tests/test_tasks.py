@@ -320,6 +320,12 @@ def test_label_sets_read_from_json_and_parquet_lists_as_from_separated_text(tmp_
     assert read[0] == read[1] == read[2] == [("a", "b"), ("c",), ("a", "b", "c")]
     with pytest.raises(StropError, match=r"holds a list in row 1 .* task.name=multilabel_classification"):
         TASKS.get("text_classification").read(tmp_path / "sets.jsonl", DataConfig(), "text", "data.train")
+    # a null in a list is no label (it was read as the label 'None'); a list of nulls only is a missing set
+    pd.DataFrame({"text": ["one", "two"], "label": [["a", None], ["b"]]}).to_parquet(tmp_path / "nulls.parquet")
+    assert task.read(tmp_path / "nulls.parquet", DataConfig(), "text", "data.train").targets == [("a",), ("b",)]
+    (tmp_path / "null.jsonl").write_text('{"text": "one", "label": [null]}\n{"text": "two", "label": ["b"]}\n')
+    with pytest.raises(StropError, match="missing"):
+        task.read(tmp_path / "null.jsonl", DataConfig(), "text", "data.train")
 
 
 def test_predictions_of_a_tagged_jsonl_keep_its_other_keys_not_its_words(tiny_model_dir, tmp_path, capsys):

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from strop.data.inputs import clean_strings, refuse_missing, require_column
+from strop.data.tables import is_missing
 from strop.errors import StropError
 from strop.evaluate.metrics import multilabel_metrics, tune_thresholds
 from strop.tasks.base import TASKS, Examples
@@ -35,9 +36,11 @@ class MultiLabel(SentenceTask):
     @classmethod
     def read_targets(cls, frame, path, data_cfg, what: str) -> list[tuple[str, ...]]:
         require_column(frame, data_cfg.label_column, path, what, "label_column")
-        # a JSON or Parquet list of labels is a row's set, as "a|b" is in a text cell
+        # a JSON or Parquet list of labels is a row's set, as "a|b" is in a text cell; a null in it is no label
+        # (str() would make it the label 'None')
         column = frame[data_cfg.label_column].map(
-            lambda v: data_cfg.label_separator.join(map(str, v)) if isinstance(v, (list, tuple, np.ndarray)) else v)
+            lambda v: data_cfg.label_separator.join(str(x) for x in v if not is_missing(x))
+            if isinstance(v, (list, tuple, np.ndarray)) else v)
         cells = clean_strings(column.rename(data_cfg.label_column), path, what)
         sets = [None if c is None else tuple(sorted({p.strip() for p in c.split(data_cfg.label_separator)
                                                      if p.strip()})) or None for c in cells]
