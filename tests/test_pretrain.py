@@ -86,7 +86,8 @@ def test_a_table_gives_its_text_column_and_any_other_file_its_lines(tmp_path):
             tmp_path / name, index=False, **({"sep": "\t"} if name == "d.tsv" else
                                               {"orient": "records", "lines": True} if name == "d.jsonl" else {}))
         assert read_domain_texts(tmp_path / name, DataConfig(text_column="body")) == texts, name
-    with pytest.raises(strop.StropError, match="column 'text' not found .* data.text_column=<column>"):
+    with pytest.raises(strop.StropError, match="column 'text' not found in d.csv; columns found: 'id', 'body'. "
+                                               ".* data.text_column=<column>"):
         read_domain_texts(tmp_path / "d.csv", DataConfig())  # no column "text": named, with the key that fixes it
     (tmp_path / "d.txt").write_text("id,body\n\nsecond line\n")
     assert read_domain_texts(tmp_path / "d.txt", DataConfig()) == ["id,body", "second line"]

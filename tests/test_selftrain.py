@@ -248,7 +248,7 @@ def test_numeric_labels_mixed_columns_and_a_pool_holding_labelled_examples(tiny_
     assert report["rounds"][1]["pseudo_labels"] > 0 and set(trained_on["label"]) == {"0", "1"}
     assert not set(validation["text"]) & set(trained_on["text"]) and trained_on["text"].is_unique
     (tmp_path / "review.csv").write_text("review\nsome text\n")
-    with pytest.raises(StropError, match=r"column 'text' not found in review.csv; columns found: review\. The pool's "
+    with pytest.raises(StropError, match=r"column 'text' not found in review.csv; columns found: 'review'\. The pool's "
                                          r"texts go in the column the training data's are in \(data.text_column=text\)"):
         strop.fit(None, overrides[:-3] + [f"data.unlabeled={tmp_path / 'review.csv'}", f"output_dir={tmp_path / 'x'}"])
     write_csv(tmp_path / "same.csv", [(t, "") for t in labelled["text"]])

@@ -61,7 +61,7 @@ def read_domain_texts(path: str | Path, data_cfg) -> list[str]:
         StropError: an unreadable file, a table without the text column or with missing texts, or fewer than
             two texts.
     """
-    from strop.data.inputs import read_texts
+    from strop.data.inputs import read_texts, shown_columns
     from strop.data.tables import READERS, read_table, table_suffix
     from strop.tasks import CONLL_SUFFIXES
 
@@ -73,7 +73,7 @@ def read_domain_texts(path: str | Path, data_cfg) -> list[str]:
     frame = read_table(path, "--data")
     if data_cfg.text_column not in frame.columns:  # named here: --data's usual fix, --text-column, is not pretrain's
         raise StropError(f"--data: column '{data_cfg.text_column}' not found in {Path(path).name}; columns found: "
-                         f"{', '.join(map(str, frame.columns))}. Name the text column with data.text_column=<column>, "
+                         f"{shown_columns(frame.columns)}. Name the text column with data.text_column=<column>, "
                          "or give a .txt file of one text per line")
     texts = read_texts(frame, path, data_cfg, "--data", None)
     if len(texts) < 2:

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from strop.data.inputs import clean_strings, normalise_labels
+from strop.data.inputs import clean_strings, normalise_labels, shown_columns
 from strop.data.splits import distinct_inputs, input_key
 from strop.errors import StropError
 from strop.runs import atomic_write_json, check_folder_path, default_run_name
@@ -310,7 +310,7 @@ def read_unlabeled(path: str | Path, d, task_cls, input_kind: str, what: str) ->
             column = getattr(d, key)
             if column is not None and column not in frame.columns:
                 raise StropError(f"{what}: column '{column}' not found in {Path(path).name}; columns found: "
-                                 f"{', '.join(map(str, frame.columns))}. The pool's texts go in the column the "
+                                 f"{shown_columns(frame.columns)}. The pool's texts go in the column the "
                                  f"training data's are in (data.{key}={column}): rename that column in {path}")
     inputs = task_cls.read(path, d, input_kind, what, with_targets=False).inputs
     return frame, inputs

@@ -24,9 +24,13 @@ def require_column(frame: pd.DataFrame, column: str, path: str | Path, what: str
     if column not in frame.columns:
         option = COLUMN_OPTIONS.get((what, key))
         fix = f"{option} <column>" if option else f"data.{key}=<column>"
-        # quoted, so that a name's spaces show
         raise StropError(f"{what}: column '{column}' not found in {Path(path).name}; columns found: "
-                         f"{', '.join(repr(str(c)) for c in frame.columns)}. Name the right one with {fix}")
+                         f"{shown_columns(frame.columns)}. Name the right one with {fix}")
+
+
+def shown_columns(columns) -> str:
+    """A table's column names for a message, each quoted, so that a name's spaces show."""
+    return ", ".join(repr(str(c)) for c in columns)
 
 
 def clean_strings(column: pd.Series, path: str | Path, what: str) -> list[str | None]:
