@@ -69,7 +69,7 @@ def test_pseudo_labels_are_the_models_predictions_under_its_tuned_threshold(tiny
     assert trained_on["label"][60:].tolist() == [rare] * 40  # argmax labels at least half of them otherwise
 
 
-def test_rounds_train_on_labels_and_pseudo_labels_and_report_them(tiny_overrides, tmp_path):
+def test_rounds_train_on_labels_and_pseudo_labels_and_report_them(tiny_overrides, tmp_path, capsys):
     train = write_csv(tmp_path / "few.csv", make_texts(100, seed=5))
     labelled_pool = make_texts(80, seed=6)
     # the pool's labels only score the pseudo-labels; every third row has none, and is not scored
@@ -108,6 +108,11 @@ def test_rounds_train_on_labels_and_pseudo_labels_and_report_them(tiny_overrides
 
     with pytest.raises(StropError, match=f"is a self-training folder: its rounds are runs, the last {run}"):
         prune(out)  # a command that needs a run's config: pointed at the rounds
+    # a fit starts from it as from its last round's run (as predict reads it), not refused as no model
+    capsys.readouterr()
+    strop.fit(None, [o for o in tiny_overrides if not o.startswith(("output_dir", "train.epochs", "train.quiet"))]
+              + [f"model.name={out}", "train.epochs=1", f"output_dir={tmp_path / 'again'}"])
+    assert f"starting from {run / 'model'}" in capsys.readouterr().out
 
 
 def test_without_a_validation_file_every_round_validates_on_one_split_of_the_labelled_data(tiny_overrides,

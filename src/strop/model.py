@@ -67,11 +67,15 @@ class Source:
 
 
 def model_folder(path: Path) -> Path | None:
-    """The strop model folder at `path`: the folder itself or a run directory's model/; None if neither."""
+    """The strop model folder at `path`: the folder itself, a run directory's model/, or a self-training
+    folder's last round's model (the self-training's model); None if none."""
     for folder in (path, path / "model"):
         if (folder / INFO).is_file():
             return folder
-    return None
+    from strop.selftrain import last_round
+
+    last = last_round(path)
+    return None if last is None else model_folder(last)
 
 
 def resolve_source(name: str, input_kinds: tuple[str, ...] = ("text", "vector")) -> Source:

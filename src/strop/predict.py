@@ -208,11 +208,7 @@ def load(run_dir: str | Path, device: str | None = None) -> Predictor:
 
     if (Path(run_dir) / ENSEMBLE_FILE).is_file():  # strop soup --ensemble
         return load_ensemble(Path(run_dir), device)
-    from strop.selftrain import last_round
-
-    folder = model_folder(Path(run_dir))
-    if folder is None and (last := last_round(Path(run_dir))) is not None:
-        folder = model_folder(last)  # a self-training folder: its model is the last round's
+    folder = model_folder(Path(run_dir))  # a self-training folder: its last round's
     if folder is None:
         raise StropError(f"{run_dir} holds no trained model (expected {Path(run_dir) / 'model' / 'strop.json'}); "
                          "is it a completed run of strop fit?")
