@@ -184,6 +184,9 @@ def test_a_frozen_bottom_runs_at_every_step_when_the_texts_are_augmented(tiny_ov
 @pytest.mark.parametrize("extra, message", [
     (["data.augment=deletion", "method.name=freeze"], "never reach what trains"),
     (["data.augment=swap", "method.freeze_layers=1", "method.cache_bottom=true"], "cache_bottom=false"),
+    # few-shot: its head trains on cached outputs, its contrastive stage on the texts as written (not frozen layers)
+    (["data.augment=deletion", "method.name=fewshot"], "method.name=fewshot: its head trains on the tuned body's "
+                                                       "outputs, computed once and cached"),
     (["data.augment=randaugment"], "is for images"),
     (["data.mixup=0.2"], "mixing is for vector and image inputs"),
 ])

@@ -193,6 +193,20 @@ def test_vector_runs_get_a_report(kind, tmp_path):
         assert "misclassified" not in page
     data = json.loads((run / "data_summary.json").read_text())
     assert data["input"] == "vector" and data["features"] == 3 and "lengths" not in data
+    # the epoch table marks the saved epoch only (metrics.jsonl flags each best-so-far epoch)
+    flagged = [json.loads(line)["epoch"] for line in (run / "metrics.jsonl").read_text().splitlines()
+               if json.loads(line).get("best")]
+    assert page.count("<td>best</td>") == 1 and len(flagged) >= 1
+    assert re.search(r"<b>\d+(\.\d)? s</b><span>training time", page) and "<b>0 s</b>" not in page
+    from strop.report_html import render
+
+    healthy = render({**strop.report.analyse(run), "findings": []})  # says only the checks this run had
+    assert "No problem found" in healthy and "compared by their values" in healthy
+    if kind == "regression":
+        assert not any(claim in healthy for claim in ("label frequencies", "every class", "errors are confident"))
+        assert "beyond predicting the mean" in healthy and "three times the RMSE" in healthy
+    else:
+        assert "every class has enough examples" in healthy
 
 
 def test_image_runs_get_a_report_with_thumbnails_of_the_worst_errors(tmp_path):

@@ -346,6 +346,7 @@ def analyse(run_dir: str | Path) -> dict[str, Any]:
     metric = summary.get("metric") or task.lead_metric
     analysis["seeds"] = seed_scores(run.root, config, metric)
     analysis["findings"] = findings(analysis, task, config)
+    analysis["checked"] = checks_made(analysis, task, config)
     return analysis
 
 
@@ -586,6 +587,21 @@ def findings(analysis: dict[str, Any], task: Task, config: dict) -> list[diagnos
         diagnose.calibration((analysis.get("calibration") or {}).get("ece")),
     ]
     return [finding for finding in rules if finding is not None]
+
+
+def checks_made(analysis: dict[str, Any], task: Task, config: dict) -> list[str]:
+    """The diagnosis's checks that could find something in this run (`findings`' rules that had what they
+    read), so that a healthy run's page claims only those: a regression has no classes, an autoencoder no
+    label frequencies or decisions."""
+    data = analysis["data"]
+    checked = ["overfitting"]
+    if chance_loss(task.name, data, config) is not None:
+        checked.append("underfitting")
+    if data.get("classes"):
+        checked.append("classes")
+    if analysis.get("decisions"):
+        checked.append("confidence")
+    return checked + ["overlap"]
 
 
 def _fewshot_fits(task: Task, inputs: str, config: dict) -> bool:

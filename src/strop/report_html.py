@@ -120,7 +120,7 @@ def _header(a: dict[str, Any]) -> str:
               (f"{summary.get('train_examples', data.get('train_examples', '?'))}", "training examples"),
               (f"{summary.get('validation_examples', data.get('validation_examples', '?'))}", "validation examples")]
     if summary.get("train_seconds") is not None:
-        cards.append((f"{summary['train_seconds']:.0f} s", "training time"))
+        cards.append((duration(summary["train_seconds"]), "training time"))
     card_html = cards_html(cards)
     model = info.get("base_model") or (a["config"].get("model") or {}).get("name", "?")
     return (f"<h1>{escape(a['name'])}</h1><p class=\"sub\">{escape(a['task'])} · model {escape(str(model))} · "
@@ -128,7 +128,7 @@ def _header(a: dict[str, Any]) -> str:
 
 
 def _diagnosis(a: dict[str, Any]) -> str:
-    body = findings_html(a.get("findings") or [], HEALTHY)
+    body = findings_html(a.get("findings") or [], healthy_text(a.get("checked") or list(HEALTHY), a.get("kind")))
     seeds = a.get("seeds") or {}
     if seeds:
         metric = a["summary"].get("metric", "")
@@ -137,9 +137,32 @@ def _diagnosis(a: dict[str, Any]) -> str:
     return body
 
 
-HEALTHY = ("The validation loss did not rise while the training loss fell, training learned well beyond the label "
-           "frequencies, every class has enough examples, few errors are confident, and validation shares no "
-           "inputs with training.")
+# what each check of the diagnosis found where it found nothing (report.checks_made: those made)
+HEALTHY = {"overfitting": "the validation loss did not rise while the training loss fell",
+           "underfitting": "training learned well beyond the label frequencies",
+           "classes": "every class has enough examples", "confidence": "few errors are confident",
+           "overlap": "validation shares no inputs with training"}
+# a regression's checks compare with predicting the mean, and its errors with its RMSE
+HEALTHY_REGRESSION = {**HEALTHY, "underfitting": "training learned well beyond predicting the mean",
+                      "confidence": "few errors lie beyond three times the RMSE"}
+
+
+def healthy_text(checked: list[str], kind: str | None = None) -> str:
+    """The sentence of a run none of whose checks found anything, naming only the checks made."""
+    words = HEALTHY_REGRESSION if kind == "regression" else HEALTHY
+    parts = [words[name] for name in checked if name in words]
+    said = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + ", and " + parts[-1]
+    return said[0].upper() + said[1:] + "."
+
+
+# how report._key compares inputs for the overlap, by the kind of input
+COMPARED = {"text": "compared by their words, ignoring case", "vector": "compared by their values",
+            "image": "compared by their paths"}
+
+
+def duration(seconds: float) -> str:
+    """Seconds for a card: whole seconds, a tenth under 10 s (a short run is not "0 s")."""
+    return f"{seconds:.1f} s" if seconds < 10 else f"{seconds:.0f} s"
 
 
 def findings_html(findings: list, healthy: str, title: str = "Diagnosis") -> str:
@@ -195,8 +218,8 @@ def _data(a: dict[str, Any]) -> str:
                  f"({fmt(duplicates.get('distinct', 0))} distinct inputs), "
                  f"<span class=\"{'bad' if duplicates.get('conflicting') else 'ok'}\">{fmt(duplicates.get('conflicting', 0))} "
                  f"with different labels</span>; <span class=\"{'bad' if overlap.get('count') else 'ok'}\">"
-                 f"{fmt(overlap.get('count', 0))} validation inputs also occur in training</span> (compared by their "
-                 "words, ignoring case).</p>")
+                 f"{fmt(overlap.get('count', 0))} validation inputs also occur in training</span> ("
+                 f"{COMPARED.get(data.get('input') or 'text', 'compared as they are')}).</p>")
     if duplicates.get("examples"):
         parts.append(html_table(["repeated input", "copies", "labels"],
                             [[d["input"], d["copies"], " | ".join(d["targets"])] for d in duplicates["examples"]]))
@@ -256,7 +279,7 @@ def _curves(a: dict[str, Any]) -> str:
         axes.legend(fontsize=8)
         axes.xaxis.get_major_locator().set_params(integer=True)
     rows = [[r["epoch"], r.get("train_loss"), *[r.get(k) for k in ["val_loss"] + metric_keys], r.get("lr"),
-             "best" if r.get("best") else ""] for r in history]
+             "best" if r["epoch"] == best else ""] for r in history]  # metrics.jsonl's flag: best so far
     table = html_table(["epoch", "train loss", "val loss", *[k[4:] for k in metric_keys], "lr", ""], rows)
     return (f'<h2 id="curves">Training and validation curves</h2>{png_image(figure, "training and validation curves")}'
             f"{table}{_contrastive(a.get('contrastive') or [])}{_self_training(a)}")

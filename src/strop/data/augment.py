@@ -143,6 +143,11 @@ def text_augmentation(cfg, body, task, inputs: list, features: list[dict], colla
     if task.level != "sequence":
         raise StropError(f"data.augment={mode}: {task.name} labels each word, and deleting or swapping words would "
                          "move them off their labels; use data.augment=none")
+    if cached and cfg.method.name == "fewshot":
+        raise StropError(f"data.augment={mode} with method.name=fewshot: its head trains on the tuned body's outputs, "
+                         "computed once and cached, and its contrastive stage on pairs of the texts as written, so "
+                         "augmented texts would never reach what trains. Use data.augment=none, or a method that "
+                         "trains the body on the texts (full, gradual, lora)")
     if cached:
         from strop.methods.base import uncached_hint
 
