@@ -71,6 +71,10 @@ def test_distill_writes_a_normal_run_of_the_smaller_student(teacher, tmp_path, c
     with pytest.raises(StropError, match="--alpha"):
         distill(teacher, [f"output_dir={tmp_path / 'x'}"], layers=1, alpha=1.5)
     assert not (tmp_path / "x").exists()
+    for method in ("fewshot", "auto"):  # few-shot's pairs read hard labels: it crashed on the soft targets
+        with pytest.raises(StropError, match=f"method.name={method}: a student learns the teacher's soft targets"):
+            distill(teacher, [f"output_dir={tmp_path / 'x'}", f"method.name={method}"], layers=1)
+        assert not (tmp_path / "x").exists()
 
 
 def test_an_unlabelled_text_adds_only_the_soft_loss(teacher):

@@ -69,6 +69,11 @@ def distill(teacher_run: str | Path, overrides: list[str] = (), layers: int = 3,
                          f"it){round_hint(teacher_run)}")
     teacher_model = merged_copy(teacher.model)
     cfg = load_config(config_file, ["train.resume=false", "method.name=full", "output_dir=null", *overrides])
+    if cfg.method.name in ("fewshot", "auto"):  # the pair stage reads hard labels, not the teacher's soft targets
+        raise StropError(f"method.name={cfg.method.name}: a student learns the teacher's soft targets, which few-shot "
+                         "training's pairs cannot use" + (" (and auto may choose it)" if cfg.method.name == "auto"
+                                                          else "") + "; leave method.name out (full) or name a method "
+                         "that trains on targets: full, freeze, gradual, lora")
     with tempfile.TemporaryDirectory(prefix="strop-student-") as tmp:
         shrunk = not any(o.startswith("model.name=") for o in overrides)
         if shrunk:  # the student starts from the teacher's blocks: a whole model's
