@@ -130,3 +130,28 @@ def test_an_ensemble_refuses_other_labels_and_uniform(runs, tiny_model_dir, tmp_
     assert not (tmp_path / "ens").exists()
     assert main(["soup", *map(str, runs[:2]), "--ensemble", "--uniform", "--output", str(tmp_path / "u")]) != 0
     assert not (tmp_path / "u").exists()
+
+
+def test_runs_that_tuned_other_thresholds_combine_with_one_tuned_again(runs, text_data, tmp_path):
+    import shutil
+
+    import pandas as pd
+
+    from strop.evaluate.metrics import best_threshold
+
+    copies = []
+    for run, threshold in zip(runs[:2], (0.05, 0.2)):  # as two seeds of an imbalanced two-class run tune them
+        copy = shutil.copytree(run, tmp_path / f"{run.name}-t")
+        info = json.loads((copy / "model" / "strop.json").read_text())
+        (copy / "model" / "strop.json").write_text(json.dumps({**info, "positive": "negative",
+                                                               "threshold": threshold}))
+        copies.append(copy)
+    report = soup(copies, tmp_path / "soup", uniform=True, quiet=True)  # refused before: "other outputs"
+    joined = ensemble(copies, tmp_path / "ensemble", quiet=True)
+    dev = pd.read_csv(text_data["dev"])
+    is_negative = (dev["label"] == "negative").to_numpy()
+    for folder in ("soup", "ensemble"):  # each decides with a threshold tuned on its own validation outputs
+        combined = strop.load(tmp_path / folder)
+        p_negative = np.stack(combined.outputs(dev["text"].tolist()))[:, 0]
+        assert combined.task.threshold == pytest.approx(best_threshold(p_negative, is_negative))
+    assert joined["threshold"] == strop.load(tmp_path / "ensemble").task.threshold and 0 <= report["soup_score"] <= 1

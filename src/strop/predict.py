@@ -191,7 +191,12 @@ def load_ensemble(folder: Path, device: str | None) -> EnsemblePredictor:
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise StropError(f"{folder / ENSEMBLE_FILE} cannot be read ({error}): the ensemble folder is damaged; make "
                          "it again with strop soup --ensemble") from None
-    return EnsemblePredictor(members, {"ensemble": report})
+    ensemble = EnsemblePredictor(members, {"ensemble": report})
+    if report.get("threshold") is not None:  # tuned on the ensemble's own outputs (strop.soup.retuned)
+        from dataclasses import replace
+
+        ensemble.task = replace(ensemble.task, threshold=report["threshold"])
+    return ensemble
 
 
 def load(run_dir: str | Path, device: str | None = None) -> Predictor:

@@ -71,10 +71,12 @@ def soup(runs: list[str | Path], output: str | Path, uniform: bool = False, data
         if uniform or not task.is_better(metric, best, trial_score):  # greedy: keep it unless the score falls
             chosen, best = trial, trial_score
     soup_model.load_state_dict(average([states[j] for j in chosen]))
+    task = retuned(task, Predictor(soup_model, task, first.info).outputs(examples.inputs), examples)
     best = score(soup_model)
     report = {"metric": metric, "soup_score": best, "method": "uniform" if uniform else "greedy",
               "ingredients": [{"run": str(runs[i]), "score": scores[i], "used": i in chosen} for i in order]}
-    info = {k: v for k, v in predictors[order[0]].info.items() if k != "adapter"}
+    # the best run's description less what the soup's own task says (a run's threshold would override its own)
+    info = {k: v for k, v in predictors[order[0]].info.items() if k not in ("adapter", "threshold", "positive")}
     save_model(output, soup_model, task, {**info, "soup": report})
     if not quiet:
         for entry in report["ingredients"]:
@@ -109,11 +111,25 @@ def _load_runs(runs, output, what: str) -> list:
     predictors = [load(run, device="cpu") for run in runs]
     first = predictors[0]
     for predictor, run in zip(predictors[1:], runs[1:]):
-        if predictor.task.name != first.task.name or predictor.task.info() != first.task.info():
+        if predictor.task.name != first.task.name or _outputs(predictor.task) != _outputs(first.task):
             raise StropError(f"{run} predicts other outputs ({predictor.task.name}, {shown_outputs(predictor.task)}) "
                              f"than {runs[0]} ({first.task.name}, {shown_outputs(first.task)}): {what} needs runs "
                              "of the same task and labels")
     return predictors
+
+
+def _outputs(task) -> dict:
+    """What a task predicts, less the decision threshold a two-class run tuned on its validation data: runs of
+    one data set tune slightly different ones, and the combined model's is tuned again (`retuned`)."""
+    return {k: v for k, v in task.info().items() if k != "threshold"}
+
+
+def retuned(task, outputs: list, examples):
+    """The task with its two-class decision threshold tuned again on the combined model's validation outputs,
+    as fit tunes a run's; the task as it is where it has none."""
+    if getattr(task, "threshold", None) is None:
+        return task
+    return task.with_threshold_for(outputs, task.scored_targets(examples.targets))
 
 
 def _check_same_architecture(models, runs) -> None:
@@ -161,11 +177,14 @@ def ensemble(runs: list[str | Path], output: str | Path, data: str | None = None
     task, metric = first.task, first.task.lead_metric
     examples = validation_examples(Path(runs[0]), first, data)
     targets = task.scored_targets(examples.targets)
-    score = lambda predictor: float(task.metrics(predictor.outputs(examples.inputs), targets)[metric])
+    score = lambda predictor: float(predictor.task.metrics(predictor.outputs(examples.inputs), targets)[metric])
     members = [{"run": str(run), "folder": f"members/{i}", "score": score(p)}
                for i, (run, p) in enumerate(zip(runs, predictors))]
-    report = {"metric": metric, "members": members,
-              "ensemble_score": score(EnsemblePredictor(predictors, {"ensemble": True}))}
+    joined = EnsemblePredictor(predictors, {"ensemble": True})
+    joined.task = retuned(task, joined.outputs(examples.inputs), examples)
+    report = {"metric": metric, "members": members, "ensemble_score": score(joined)}
+    if getattr(joined.task, "threshold", None) is not None:
+        report["threshold"] = joined.task.threshold  # the ensemble decides with it (load_ensemble)
     with staged(output, "the ensemble") as tmp:
         for member, run in zip(members, runs):
             shutil.copytree(model_folder(Path(run)), tmp / member["folder"])

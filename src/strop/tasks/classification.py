@@ -194,11 +194,17 @@ class Classification(SentenceTask):
         F1 on validation (the loss's weights or sampling shift probabilities, so 0.5 is rarely the best). Not
         where validation holds fewer than THRESHOLD_MIN_POSITIVES of the minority class: an F1 of a handful of
         examples is noise (3 gave a threshold of 0.05, so that p = 0.18 decided the class)."""
-        positive = np.asarray(targets) == self.positive if self.positive is not None else None
-        if self.positive is None or self.imbalance == "none" or positive.sum() < THRESHOLD_MIN_POSITIVES:
+        if self.positive is None or self.imbalance == "none":
             return self
-        scores = np.stack(outputs)[:, self.positive]
-        return replace(self, threshold=best_threshold(scores, positive))
+        return self.with_threshold_for(outputs, targets)
+
+    def with_threshold_for(self, outputs: list[np.ndarray], targets: list[int]) -> Classification:
+        """The task with the minority class's threshold tuned on these outputs (as `calibrated` does); itself
+        where they hold fewer than THRESHOLD_MIN_POSITIVES of that class."""
+        positive = np.asarray(targets) == self.positive
+        if positive.sum() < THRESHOLD_MIN_POSITIVES:
+            return self
+        return replace(self, threshold=best_threshold(np.stack(outputs)[:, self.positive], positive))
 
     def metrics(self, outputs: list[np.ndarray], targets: list[int]) -> dict[str, Any]:
         probabilities = np.stack(outputs)
