@@ -68,6 +68,9 @@ def test_compress_scores_a_given_file_and_refuses_unknown_forms(run, text_data, 
     assert saved["data"] == str(text_data["train"]) and len(saved["rows"]) == 2
     assert main(["compress", str(run), "--forms", "int4"]) == 2
     assert "unknown form 'int4'" in capsys.readouterr().err
+    # a bare model folder has nowhere to keep the table: said, not silently dropped
+    assert main(["compress", str(run / "model"), "--forms", "int8", "--data", str(text_data["train"])]) == 0
+    assert "is a model folder, not a run directory: the table above is not saved" in capsys.readouterr().out
 
 
 def test_compress_without_readable_validation_data_names_the_fix(run, tmp_path):

@@ -108,6 +108,10 @@ def test_rounds_train_on_labels_and_pseudo_labels_and_report_them(tiny_overrides
 
     with pytest.raises(StropError, match=f"is a self-training folder: its rounds are runs, the last {run}"):
         prune(out)  # a command that needs a run's config: pointed at the rounds
+    from strop.compress import compress
+
+    compress(out, forms=("int8",), quiet=True)  # as predict reads it: the last round's run, its table kept there
+    assert json.loads((run / "compress.json").read_text())["rows"][0]["form"] == "fp32"
     # a fit starts from it as from its last round's run (as predict reads it), not refused as no model
     capsys.readouterr()
     strop.fit(None, [o for o in tiny_overrides if not o.startswith(("output_dir", "train.epochs", "train.quiet"))]

@@ -58,10 +58,16 @@ def compress(run_dir: str | Path, forms: tuple[str, ...] = ("int8", "onnx"), dat
             data that can no longer be read (give --data).
     """
     from strop.predict import load, one_model
+    from strop.selftrain import last_round
 
     unknown = [f for f in forms if f not in FORMS]
     if unknown:
         raise StropError(f"--forms: unknown form '{unknown[0]}'; known: {', '.join(FORMS[1:])}")
+    last = last_round(Path(run_dir))
+    if last is not None:  # a self-training folder: its model is its last round's, as predict and serve read it
+        if not quiet:
+            print(f"{run_dir} is a self-training folder: compressing its last round, {last}")
+        run_dir = last
     predictor = load(run_dir, device="cpu")
     one_model(predictor, run_dir, "compress")
     examples = validation_examples(Path(run_dir), predictor, data)
@@ -77,11 +83,13 @@ def compress(run_dir: str | Path, forms: tuple[str, ...] = ("int8", "onnx"), dat
                 built.append(onnx_form(predictor, Path(tmp) / "model.onnx"))
         rows = measure(built, predictor, features, parameters)
     notes = int8_notes(model) if "int8" in forms else []
-    _save(Path(run_dir), rows, predictor, data, notes)
+    saved = _save(Path(run_dir), rows, predictor, data, notes)
     if not quiet:
         print(table_text(rows, predictor.task.metric_names))
         for note in notes:
             print(f"note: {note}")
+        print(f"table saved to {saved}" if saved else f"note: {run_dir} is a model folder, not a run directory: the "
+              "table above is not saved")
     return rows
 
 
@@ -295,14 +303,16 @@ def table_text(rows: list[dict], metrics: tuple[str, ...] | list[str]) -> str:
     return "\n".join(lines)
 
 
-def _save(run_dir: Path, rows: list[dict], predictor, data: str | None, notes: list[str]) -> None:
+def _save(run_dir: Path, rows: list[dict], predictor, data: str | None, notes: list[str]) -> Path | None:
+    """Writes compress.json and compress.md into the run; returns the .md, or None for a bare model folder."""
     from strop.runs import atomic_write_json, atomic_write_text
 
     if not (run_dir / "model").is_dir():  # a bare model folder: nowhere of the run's to save
-        return
+        return None
     scored = data or "the run's validation data"
     atomic_write_json(run_dir / "compress.json", {"data": scored, "rows": rows, "notes": notes},
                       "the compression table")
     atomic_write_text(run_dir / "compress.md", f"Scored on {scored}; {rows[0]['threads']} threads.\n\n"
                       + table_text(rows, predictor.task.metric_names) + "\n"
                       + "".join(f"\nNote: {note}\n" for note in notes), "the compression table")
+    return run_dir / "compress.md"
