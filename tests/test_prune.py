@@ -57,6 +57,10 @@ def test_prune_refuses_a_sparsity_outside_0_1(run, tmp_path):
     with pytest.raises(StropError, match="--sparsity"):
         prune(run, 1.0, [f"output_dir={tmp_path / 'x'}"])
     assert not (tmp_path / "x").exists()
+    # the recovery's method follows the structure: a method.name given was replaced without a word
+    with pytest.raises(StropError, match="method.name=auto: the recovery training after pruning trains with"):
+        prune(run, 0.5, [f"output_dir={tmp_path / 'x'}", "method.name=auto"])
+    assert not (tmp_path / "x").exists()
 
 
 def test_channel_pruning_removes_the_lowest_scored_channels_and_nothing_else(run):

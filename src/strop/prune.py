@@ -212,6 +212,11 @@ def prune(run_dir: str | Path, sparsity: float = 0.5, overrides: list[str] = (),
         raise StropError(f"--sparsity must be in (0, 1); got {sparsity}")
     if structure not in STRUCTURES:
         raise StropError(f"--structure must be one of {', '.join(STRUCTURES)}; got {structure!r}")
+    given = [o for o in overrides if o.split("=", 1)[0].strip() == "method.name"]
+    if given:  # the recovery's method is the structure's: refused, not replaced in silence
+        raise StropError(f"{given[0]}: the recovery training after pruning trains with method sparse for "
+                         "--structure weights (zeroed weights stay zero) and full for channels and heads; leave "
+                         "method.name out")
     run_dir = Path(run_dir)
     if not (run_dir / "config.yaml").is_file():
         from strop.selftrain import round_hint
