@@ -32,7 +32,7 @@ def test_tsv_with_stray_quotes_keeps_them_and_a_bad_row_is_named(tmp_path):
     path.write_text('text\tlabel\nhe said "hi\tpos\nfine\tneg\n')
     assert _read(path).inputs == ['he said "hi', "fine"]
     path.write_text('text\tlabel\ngood one\tpos\nfine\tneg\textra\n')
-    with pytest.raises(StropError, match="line 3 of t.tsv has 3 fields where the header has 2"):
+    with pytest.raises(StropError, match=r"line 3 of t.tsv has 3 fields where the header has 2 \('text', 'label'\)"):
         _read(path)
 
 

@@ -61,8 +61,8 @@ def read_domain_texts(path: str | Path, data_cfg) -> list[str]:
         StropError: an unreadable file, a table without the text column or with missing texts, or fewer than
             two texts.
     """
-    from strop.data.inputs import read_texts, shown_columns
-    from strop.data.tables import READERS, read_table, table_suffix
+    from strop.data.inputs import read_texts
+    from strop.data.tables import READERS, read_table, shown_columns, table_suffix
     from strop.tasks import CONLL_SUFFIXES
 
     if Path(path).suffix.lower() in CONLL_SUFFIXES:  # its lines are a word and its tags, not texts

@@ -22,8 +22,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from strop.data.inputs import clean_strings, normalise_labels, shown_columns
+from strop.data.inputs import clean_strings, normalise_labels
 from strop.data.splits import distinct_inputs, input_key
+from strop.data.tables import shown_columns
 from strop.errors import StropError
 from strop.runs import atomic_write_json, check_folder_path, default_run_name
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from strop.data.tables import is_missing
+from strop.data.tables import is_missing, shown_columns
 from strop.errors import StropError
 
 
@@ -26,11 +26,6 @@ def require_column(frame: pd.DataFrame, column: str, path: str | Path, what: str
         fix = f"{option} <column>" if option else f"data.{key}=<column>"
         raise StropError(f"{what}: column '{column}' not found in {Path(path).name}; columns found: "
                          f"{shown_columns(frame.columns)}. Name the right one with {fix}")
-
-
-def shown_columns(columns) -> str:
-    """A table's column names for a message, each quoted, so that a name's spaces show."""
-    return ", ".join(repr(str(c)) for c in columns)
 
 
 def clean_strings(column: pd.Series, path: str | Path, what: str) -> list[str | None]:

@@ -148,13 +148,18 @@ def _parse_rows(text: str, path: Path, what: str, delimiter: str, quoting: int, 
             if len(row) != len(header):
                 raise StropError(
                     f"{what}: line {reader.line_num} of {path.name} has {len(row)} fields where the header has "
-                    f"{len(header)} ({', '.join(header)}): a text that holds the separator must be quoted "
+                    f"{len(header)} ({shown_columns(header)}): a text that holds the separator must be quoted "
                     f"(\"...\"), and every row needs the header's columns")
             rows.append(row)
     except csv.Error as error:
         raise StropError(f"{what}: line {reader.line_num} of {path.name} cannot be read as {name}: {error}") from None
     frame = pd.DataFrame(rows, columns=header, dtype=object)
     return frame.where(frame != "", None)  # empty cells are missing
+
+
+def shown_columns(columns) -> str:
+    """A table's column names for a message, each quoted, so that a name's spaces show."""
+    return ", ".join(repr(str(c)) for c in columns)
 
 
 def check_unique_columns(columns: list[str], path: Path, what: str) -> None:
