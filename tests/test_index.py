@@ -192,3 +192,17 @@ def test_a_fit_that_fails_before_its_first_checkpoint_leaves_neither_run_nor_ent
     assert not (tmp_path / "runs" / "gone").exists()
     assert (tmp_path / "runs" / INDEX_FILE).is_file()  # it was recorded as running when it started
     assert list_runs(tmp_path / "runs") == []  # and forgotten when its run was removed
+
+
+def test_a_diff_does_not_judge_losses_that_measure_other_things():
+    from strop.index import describe_diff, diff
+
+    def row(name, imbalance, loss, accuracy):
+        return {"name": name, "task": "text_classification", "config": {"train": {"imbalance": imbalance}},
+                "metrics": {"loss": loss, "accuracy": accuracy}}
+
+    result = diff(row("a", "none", 0.50, 0.80), row("b", "focal", 0.20, 0.78))  # a focal loss is smaller
+    assert result["metrics"]["loss"]["unlike"] == "train.imbalance" and "better" not in result["metrics"]["loss"]
+    assert result["metrics"]["accuracy"]["better"] is False  # the metrics still compare
+    assert "(-0.3, not compared: train.imbalance differs)" in describe_diff(result)
+    assert diff(row("a", "none", 0.5, 0.8), row("b", "none", 0.2, 0.8))["metrics"]["loss"]["better"]

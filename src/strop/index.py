@@ -435,9 +435,14 @@ def flatten(config: dict, prefix: str = "") -> dict:
     return flat
 
 
+# settings that change what a run's loss measures: two runs that differ in one have losses that do not compare
+LOSS_KEYS = ("task.name", "task.loss", "train.imbalance", "train.focal_gamma", "train.label_smoothing")
+
+
 def diff(a: dict, b: dict) -> dict:
     """The config keys whose values differ, and each metric of either run with its change from a to b
-    (`better`: whether b is better, by the task's direction)."""
+    (`better`: whether b is better, by the task's direction; not for a loss that measures another thing, where
+    `unlike` names the setting)."""
     ca, cb = flatten(a["config"]), flatten(b["config"])
     config = {key: [ca.get(key), cb.get(key)] for key in sorted(set(ca) | set(cb))
               if ca.get(key) != cb.get(key) and key != "output_dir"}
@@ -447,7 +452,10 @@ def diff(a: dict, b: dict) -> dict:
         entry = {"a": a["metrics"].get(name), "b": b["metrics"].get(name)}
         if va is not None and vb is not None:
             entry["delta"] = vb - va
-            if vb != va:
+            unlike = [key for key in LOSS_KEYS if key in config] if name == "loss" else []
+            if unlike:
+                entry["unlike"] = unlike[0]
+            elif vb != va:
                 entry["better"] = (vb < va) == minimised(name, b.get("task") or a.get("task"))
         metrics[name] = entry
     return {"a": a["name"], "b": b["name"], "config": config, "metrics": metrics}
@@ -489,7 +497,9 @@ def describe_diff(result: dict) -> str:
                 continue
             change = ""
             if "delta" in m:
-                change = f"  ({m['delta']:+.4g}{', better' if m.get('better') else ', worse' if 'better' in m else ''})"
+                judged = (f", not compared: {m['unlike']} differs" if "unlike" in m
+                          else ", better" if m.get("better") else ", worse" if "better" in m else "")
+                change = f"  ({m['delta']:+.4g}{judged})"
             lines.append(f"  {name:{width}}  {_cell(m['a'])} -> {_cell(m['b'])}{change}")
     return "\n".join(lines)
 
