@@ -96,3 +96,13 @@ def test_the_note_says_when_a_run_ends_before_its_decay_is_reached():
     assert "2,817 steps end before that, at 0.9968" in short and "last 314 steps" in short
     assert note(0.998, 9).split("; this run's")[1] == short.split("; this run's")[1]
     assert "end before" not in note(0.99, 9)  # 0.99 is reached after 890 steps
+
+
+def test_a_run_whose_batch_size_is_found_is_told_when_it_ends_before_its_decay(vectors, tmp_path, capsys):
+    # 160 examples, 1 epoch: a handful of steps, far short of 0.999's warm-up; with batch_size=auto the steps are
+    # known only once the size is found, and the short run's warning was left out
+    overrides = [o for o in vectors if not o.startswith(("train.batch_size", "train.ema_decay", "train.quiet"))]
+    strop.fit(None, [*overrides, "train.batch_size=auto", "train.ema_decay=0.999", "train.epochs=1",
+                     f"output_dir={tmp_path / 'run'}"])
+    said = capsys.readouterr().out
+    assert said.count("train.ema_decay=0.999") == 1 and "steps end before that" in said

@@ -142,7 +142,7 @@ def prepare(cfg: Config, adapt_task: Callable[[Task], Task] | None = None) -> Pr
     train_features = task.encode(model.body, splits.train) + task.extra_training_features(model.body)
     val_features = task.encode(model.body, splits.validation)
     train_features, collate = _augmentation(cfg, model, task, splits.train.inputs, train_features, collate, notes)
-    if cfg.train.ema_decay:
+    if cfg.train.ema_decay and cfg.train.batch_size != "auto":  # auto: said once the batch size is found (fit)
         notes.append(_average_note(cfg, len(train_features)))
     return Prepared(_resolve_precision(cfg, model.body), source, splits, model, task, notes,
                     collate, train_features, val_features, method_choice)
@@ -268,8 +268,11 @@ def fit(config: str | Path | dict | Config | None = None, overrides: list[str] =
     try:
         _check_engine(accelerator)
         method = METHODS.get(cfg.method.name)(cfg.method)
+        auto_batch = cfg.train.batch_size == "auto"
         cfg = resolve_batch_sizes(cfg, model, task, method, train_features, val_features, collate, accelerator.device,
                                   show=not cfg.train.quiet and accelerator.is_main_process)
+        if cfg.train.ema_decay and auto_batch:  # its steps, and so a short run's warning, known only now
+            notes = [*notes, _average_note(cfg, len(train_features))]
         run, cfg = _agreed(run, cfg, accelerator)
         provenance = _provenance(cfg, splits, accelerator)
         if prepared.method_choice is not None:
