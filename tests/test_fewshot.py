@@ -306,3 +306,31 @@ def test_frozen_bottom_layers_stay_put_in_the_contrastive_stage(tiny_overrides, 
     embeddings, top = "embeddings.word_embeddings.weight", "encoder.layer.1.output.dense.weight"
     assert torch.equal(weight(tuned, embeddings), weight(pretrained, embeddings))  # frozen: layer 0
     assert not torch.equal(weight(tuned, top), weight(pretrained, top))  # tuned by the pairs
+
+
+def test_the_head_stage_starts_from_the_seed_whatever_the_contrastive_stage_drew(tiny_overrides, tmp_path,
+                                                                              monkeypatch):
+    # A run resumed within the contrastive stage draws fewer random numbers there than one that was not stopped
+    # (a separate process resumed mid-stage ended with head weights 0.01 apart): the head's epochs must not
+    # depend on how many the stage drew.
+    import random
+
+    import numpy as np
+
+    from strop.methods.fewshot import FewShot
+
+    train, dev = _fewshot_data(tmp_path)
+    common = [o for o in tiny_overrides if not o.startswith("output_dir=")] + [
+        f"data.train={train}", f"data.validation={dev}", "method.name=fewshot", "method.pairs_per_example=8",
+        "method.pair_lr=1e-3", "train.epochs=2", "model.pooling=mean", "model.head_dropout=0.3"]
+    plain = strop.fit(None, common + [f"output_dir={tmp_path / 'plain'}"])
+    stage = FewShot.contrastive_stage
+
+    def stage_drawing_more(self, *args, **kwargs):
+        stage(self, *args, **kwargs)
+        torch.rand(1000), np.random.rand(1000), random.random()
+
+    monkeypatch.setattr(FewShot, "contrastive_stage", stage_drawing_more)
+    drawn = strop.fit(None, common + [f"output_dir={tmp_path / 'drawn'}"])
+    a, b = load_file(plain / "model" / "model.safetensors"), load_file(drawn / "model" / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)

@@ -290,6 +290,10 @@ def fit(config: str | Path | dict | Config | None = None, overrides: list[str] =
         started = time.perf_counter()
         stage = method.before_training(model, task, train_features, val_features, collate, cfg, run,
                                        accelerator) or {}
+        if stage:  # the epochs start from the seed, not from where the stage left the random numbers: a run
+            from accelerate.utils import set_seed  # resumed within the stage then trains its epochs as one not stopped
+
+            set_seed(cfg.train.seed)
         stage_seconds = stage.get("train_seconds", 0.0)
         state, final, scored = train(model, task, method, train_features, val_features,
                                      collate, model.body.input_keys, cfg, run, accelerator, on_epoch)
