@@ -282,7 +282,7 @@ def test_groups_without_pairs_of_one_class_or_validation_of_one_class_are_refuse
     one_class = write_csv(tmp_path / "one.csv", [r for r in pd.read_csv(dev).itertuples(index=False)
                                                  if r.label == "sport"])
     base = [o for o in tiny_overrides if not o.startswith("data.")] + [f"data.train={train}", "method.name=fewshot"]
-    with pytest.raises(StropError, match=r"train.batch_size=2 leaves no pair of one class: use 4 or more"):
+    with pytest.raises(StropError, match=r"train.batch_size=2 cannot hold two classes of two: use 4 or more"):
         strop.fit(None, base + [f"data.validation={dev}", "train.batch_size=2"])
     with pytest.raises(StropError, match=r"data.validation \(.*one.csv\) holds \d+ example\(s\) of one class"):
         strop.fit(None, base + [f"data.validation={one_class}"])

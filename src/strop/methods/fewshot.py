@@ -308,9 +308,10 @@ def check_groups(batch_size: int, val_features: list[dict], validation_file: str
     """Raises StropError where the contrastive stage could not learn or measure anything: groups too small to
     hold two examples of one class (no positive pair), or validation examples of one class (no negative pair)."""
     if batch_size < 4:
-        raise StropError(f"method.name=fewshot trains on groups of train.batch_size examples, two or more of each "
-                         f"class in a group; train.batch_size={batch_size} leaves no pair of one class: use 4 or "
-                         "more (the default is 16)")
+        raise StropError(f"method.name=fewshot trains on groups of train.batch_size examples, each of two or more "
+                         f"classes with two or more examples in it (a pair of each class, and pairs across them); "
+                         f"train.batch_size={batch_size} cannot hold two classes of two: use 4 or more (the default "
+                         "is 16)")
     classes = {f["labels"] for f in val_features}
     if len(classes) < 2:
         where = f"data.validation ({validation_file})" if validation_file else "the validation split"
