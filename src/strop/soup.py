@@ -71,8 +71,9 @@ def soup(runs: list[str | Path], output: str | Path, uniform: bool = False, data
         if uniform or not task.is_better(metric, best, trial_score):  # greedy: keep it unless the score falls
             chosen, best = trial, trial_score
     soup_model.load_state_dict(average([states[j] for j in chosen]))
-    task = retuned(task, Predictor(soup_model, task, first.info).outputs(examples.inputs), examples)
-    best = score(soup_model)
+    outputs = Predictor(soup_model, task, first.info).outputs(examples.inputs)  # once: the threshold, the score
+    task = retuned(task, outputs, examples)
+    best = float(task.metrics(outputs, task.scored_targets(examples.targets))[metric])
     report = {"metric": metric, "soup_score": best, "method": "uniform" if uniform else "greedy",
               "ingredients": [{"run": str(runs[i]), "score": scores[i], "used": i in chosen} for i in order]}
     # the best run's description less what the soup's own task says (a run's threshold would override its own)
@@ -181,8 +182,10 @@ def ensemble(runs: list[str | Path], output: str | Path, data: str | None = None
     members = [{"run": str(run), "folder": f"members/{i}", "score": score(p)}
                for i, (run, p) in enumerate(zip(runs, predictors))]
     joined = EnsemblePredictor(predictors, {"ensemble": True})
-    joined.task = retuned(task, joined.outputs(examples.inputs), examples)
-    report = {"metric": metric, "members": members, "ensemble_score": score(joined)}
+    outputs = joined.outputs(examples.inputs)  # every member's pass, once: the threshold, the score
+    joined.task = retuned(task, outputs, examples)
+    report = {"metric": metric, "members": members,
+              "ensemble_score": float(joined.task.metrics(outputs, targets)[metric])}
     if getattr(joined.task, "threshold", None) is not None:
         report["threshold"] = joined.task.threshold  # the ensemble decides with it (load_ensemble)
     with staged(output, "the ensemble") as tmp:
