@@ -1,8 +1,8 @@
 """`strop curve`: a learning curve, and what it says about labelling more data.
 
 Trains on growing shares of the training data (several seeds each; within a seed the subsets are nested and
-stratified by class, or for label sets each holds every label), scores each run on one fixed validation set, and fits power laws to the scores
-(Hestness et al. 2017, "Deep learning scaling is predictable, empirically"; Figueroa et al. 2012):
+stratified by class, or for label sets each holds every label), scores each run on one fixed validation set,
+and fits power laws to the scores (Hestness et al. 2017, "Deep learning scaling is predictable, empirically"; Figueroa et al. 2012):
 
     saturating:    score(n) = a - b * n^(-c)       (a: the score the data tend to; b, c > 0)
     ceiling-free:  score(n) = 1 - b' * n^(-c')     (a score bounded by 1: its error falls as a pure power law)

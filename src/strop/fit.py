@@ -290,9 +290,11 @@ def fit(config: str | Path | dict | Config | None = None, overrides: list[str] =
         started = time.perf_counter()
         stage = method.before_training(model, task, train_features, val_features, collate, cfg, run,
                                        accelerator) or {}
-        if stage:  # the epochs start from the seed, not from where the stage left the random numbers: a run
-            from accelerate.utils import set_seed  # resumed within the stage then trains its epochs as one not stopped
+        if stage:
+            from accelerate.utils import set_seed
 
+            # the epochs start from the seed, not from where the stage left the random numbers: a run resumed
+            # within the stage then trains its epochs as one that was not stopped
             set_seed(cfg.train.seed)
         stage_seconds = stage.get("train_seconds", 0.0)
         state, final, scored = train(model, task, method, train_features, val_features,

@@ -103,8 +103,8 @@ def _delimited(path: Path, what: str, delimiter: str) -> pd.DataFrame:
             joined = _joined_lines(text, delimiter)
             print(f"{what}: {path.name}: read with its quotes, lines {joined[0]} to {joined[1]} are one row (a "
                   f"text holding line breaks, or a stray quote): {len(with_quotes)} rows from its {len(frame)} lines "
-                  "below the header. If its quotes are part of the texts, remove the stray one or write the file as JSONL",
-                  file=sys.stderr)
+                  "below the header. If its quotes are part of the texts, remove the stray one or write the file "
+                  "as JSONL", file=sys.stderr)
         return with_quotes
     return frame
 
