@@ -191,6 +191,24 @@ def test_mean_pooled_head_is_not_passed_off_as_a_transformers_head(tiny_model_di
         assert torch.allclose(body(**batch).last_hidden_state, predictor.model.body("token", **batch), atol=1e-5)
 
 
+def test_a_folder_without_the_pooler_weights_pools_the_first_token_not_a_random_pooler(tiny_model_dir, tmp_path):
+    """A masked-language-model checkpoint (strop pretrain's output, many on the hub) has no pooler weights:
+    pooling=auto must not put a randomly started pooler between the encoder and the head."""
+    from transformers import AutoTokenizer, BertForMaskedLM
+
+    from strop.backbones.text import TextBackbone
+
+    folder = tmp_path / "mlm"
+    BertForMaskedLM.from_pretrained(tiny_model_dir).save_pretrained(folder)
+    AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(folder)
+    body, why = TextBackbone.from_pretrained(str(folder), "auto", 32)
+    assert body.pooling == "cls" and "no weights for the model's pooler" in why
+    body, why = TextBackbone.from_pretrained(str(tiny_model_dir), "auto", 32)  # its pooler was saved: used
+    assert body.pooling == "pooler"
+    _, why = TextBackbone.from_pretrained(str(folder), "pooler", 32)  # asked for: kept, and said
+    assert "random values" in why
+
+
 def _weights_equal(a_run, b_run, name="model/model.safetensors", atol=0.0):
     import torch
     from safetensors.torch import load_file

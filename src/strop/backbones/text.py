@@ -3,7 +3,8 @@
 The encoder is loaded with `AutoModel` (the body without any task head); strop puts its own task head on
 it. A sentence-level head reads one vector per text, pooled the way the pretrained model was trained:
 a sentence-transformers model declares its pooling (`modules.json`, `1_Pooling/config.json`) and that is
-what `model.pooling=auto` uses; other models use BERT's pooler where they have one, else [CLS].
+what `model.pooling=auto` uses; other models use BERT's pooler where they have one with its weights, else
+[CLS].
 """
 
 from __future__ import annotations
@@ -103,8 +104,10 @@ def declared_pooling(source: str) -> str | None:
     return "cls" if config.get("pooling_mode_cls_token") else "mean"
 
 
-def resolve_pooling(setting: str, source: str, model: nn.Module) -> tuple[str, str]:
-    """model.pooling made concrete, and why (said in the run's output).
+def resolve_pooling(setting: str, source: str, model: nn.Module, pooler_saved: bool = True) -> tuple[str, str]:
+    """model.pooling made concrete, and why (said in the run's output). pooler_saved: the folder holds the
+    pooler's weights; a masked-language-model checkpoint (`strop pretrain`'s, many hub ones) has none, and its
+    pooler would start from random values.
 
     Raises:
         StropError: `pooler` asked for a model that has none.
@@ -113,12 +116,17 @@ def resolve_pooling(setting: str, source: str, model: nn.Module) -> tuple[str, s
     if setting == "pooler" and not has_pooler:
         raise StropError("model.pooling=pooler: this model has no pooler layer; use model.pooling=mean or cls")
     if setting != "auto":
+        if setting == "pooler" and not pooler_saved:
+            return setting, "as configured (its weights are not in the folder: the pooler starts from random values)"
         return setting, "as configured"
     declared = declared_pooling(source)
     if declared is not None:
         return declared, "declared by the model (sentence-transformers pooling config)"
-    if has_pooler:
+    if has_pooler and pooler_saved:
         return "pooler", "the model's pooler layer (no sentence-transformers pooling declared)"
+    if has_pooler:
+        return "cls", ("the first token (the folder holds no weights for the model's pooler layer, as a "
+                       "masked-language-model checkpoint does not; it would start from random values)")
     return "cls", "the first token (the model declares no pooling and has no pooler)"
 
 
@@ -205,6 +213,7 @@ class TextBackbone(Backbone):
 
         refuse_pickle_only(source)
         tokenizer = load_tokenizer(source, trust_remote_code)
+        pooler_saved = True
         try:
             heads = saved_attention_heads(source)
             if heads:  # a strop model folder with attention heads removed: its config cannot describe that
@@ -214,6 +223,7 @@ class TextBackbone(Backbone):
                     model, loading = AutoModel.from_pretrained(source, use_safetensors=True, output_loading_info=True,
                                                                trust_remote_code=trust_remote_code)
                 missing = [k for k in loading["missing_keys"] if not k.startswith("pooler.")]
+                pooler_saved = len(missing) == len(loading["missing_keys"])
                 if every_weight and missing:
                     raise StropError(f"model.name={source}: its model.safetensors lacks {len(missing)} weight(s) of "
                                      f"the encoder (e.g. {missing[0]}), which would start from random values: the "
@@ -221,7 +231,7 @@ class TextBackbone(Backbone):
         except (OSError, ValueError, KeyError, SafetensorError) as error:
             raise StropError(f"model.name: could not load '{source}' as a transformers encoder (weights in "
                              f"safetensors): {str(error).splitlines()[0]}") from None
-        pooling, why = resolve_pooling(pooling, source, model)
+        pooling, why = resolve_pooling(pooling, source, model, pooler_saved)
         limit = tokens_read(model, tokenizer)
         # longer inputs would index past the position embeddings (a crash at predict time on a long text)
         return cls(model, tokenizer, pooling, max_length if limit is None else min(max_length, limit)), why
