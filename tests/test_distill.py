@@ -91,7 +91,7 @@ def test_an_unlabelled_text_adds_only_the_soft_loss(teacher):
     assert task.loss(student, unlabelled).item() == pytest.approx(soft.item(), abs=1e-6)
 
 
-def test_distill_trains_on_unlabelled_texts_too(teacher, tmp_path):
+def test_distill_trains_on_unlabelled_texts_too(teacher, tmp_path, capsys):
     from conftest import make_texts
 
     pool = tmp_path / "pool.txt"
@@ -103,6 +103,13 @@ def test_distill_trains_on_unlabelled_texts_too(teacher, tmp_path):
     plain_history = [json.loads(line) for line in (plain / "metrics.jsonl").read_text().splitlines()]
     # 160 labelled texts in batches of 16 (10 steps) against 160 + 40 (13 steps): the pool was trained on
     assert history[0]["step"] == plain_history[0]["step"] + 3
+    # augmenting the labelled texts keeps the pool (it was dropped: 10 steps) and says it is not augmented
+    capsys.readouterr()
+    augmented = distill(teacher, [f"output_dir={tmp_path / 'augmented'}", "train.epochs=1", "data.augment=deletion",
+                                  "train.quiet=false", "method.freeze_layers=0"], layers=1, unlabeled=pool)
+    augmented_history = [json.loads(line) for line in (augmented / "metrics.jsonl").read_text().splitlines()]
+    assert augmented_history[0]["step"] == history[0]["step"]
+    assert "for every training batch (not the 40 unlabelled texts)" in capsys.readouterr().out
     with pytest.raises(StropError, match="no such file"):
         distill(teacher, [f"output_dir={tmp_path / 'x'}"], layers=1, unlabeled=tmp_path / "missing.txt")
     assert not (tmp_path / "x").exists()

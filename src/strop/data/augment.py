@@ -109,13 +109,14 @@ class AugmentingCollate:
         self.collate, self.body, self.mode, self.rate = collate, body, mode, rate
 
     def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
-        if self.body.training and features and SOURCE in features[0]:
+        sources = [f.get(SOURCE) for f in features]  # none on a task's extra examples (distill's pool)
+        features = [{k: v for k, v in f.items() if k != SOURCE} for f in features]
+        marked = [i for i, source in enumerate(sources) if source is not None]
+        if self.body.training and marked:
             rng = random.Random(int(torch.randint(0, 2**31 - 1, ())))
-            sources = [self._augmented(f[SOURCE], rng) for f in features]
-            encoded = self.body.encode(sources)
-            features = [{**{k: v for k, v in f.items() if k != SOURCE}, **e} for f, e in zip(features, encoded)]
-        else:
-            features = [{k: v for k, v in f.items() if k != SOURCE} for f in features]
+            encoded = self.body.encode([self._augmented(sources[i], rng) for i in marked])
+            for i, fresh in zip(marked, encoded):
+                features[i] = {**features[i], **fresh}
         return self.collate(features)
 
     def _augmented(self, source, rng: random.Random):
@@ -158,7 +159,10 @@ def text_augmentation(cfg, body, task, inputs: list, features: list[dict], colla
                          "gradual, lora)" + uncached_hint(cfg))
     if mode == "synonym":
         wordnet()  # loaded (or found missing) before training, not at its first batch
-    marked = [{**f, SOURCE: text} for f, text in zip(features, inputs)]
+    # the data file's examples come first; a task's extra ones after them (distill's unlabelled texts, whose
+    # targets are the teacher's outputs on the texts as written) train as they are
+    marked = [{**f, SOURCE: text} for f, text in zip(features, inputs)] + features[len(inputs):]
+    extra = len(features) - len(inputs)
     note = (f"augmentation: {AUGMENT_WORDS[mode]} of words at rate {cfg.data.augment_rate:g}, drawn afresh "
-            "for every training batch")
+            "for every training batch" + (f" (not the {extra} unlabelled texts)" if extra else ""))
     return marked, AugmentingCollate(collate, body, mode, cfg.data.augment_rate), note
