@@ -132,6 +132,20 @@ def test_an_ensemble_refuses_other_labels_and_uniform(runs, tiny_model_dir, tmp_
     assert not (tmp_path / "u").exists()
 
 
+def test_runs_of_a_softmax_and_a_sigmoid_head_ensemble_and_a_soup_names_the_head(runs, tiny_model_dir, text_data,
+                                                                                  tmp_path):
+    sigmoid = _fit(tiny_model_dir, text_data, tmp_path / "sigmoid", "model.head=sigmoid")
+    with pytest.raises(StropError, match="head: sigmoid against softmax") as refused:
+        soup([runs[0], sigmoid], tmp_path / "soup", quiet=True)
+    assert "--ensemble" in str(refused.value)
+    assert not (tmp_path / "soup").exists()
+    # both give probabilities of the same two classes: an ensemble averages them
+    ensemble([runs[0], sigmoid], tmp_path / "ens", quiet=True)
+    members = [strop.load(run, device="cpu") for run in (runs[0], sigmoid)]
+    expected = np.mean([m.predict_proba(TEXTS) for m in members], axis=0)
+    assert np.allclose(strop.load(tmp_path / "ens", device="cpu").predict_proba(TEXTS), expected, atol=1e-6)
+
+
 def test_runs_that_tuned_other_thresholds_combine_with_one_tuned_again(runs, text_data, tmp_path):
     import shutil
 

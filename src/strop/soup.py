@@ -97,12 +97,14 @@ def _whole_model(predictor, run):
     return model
 
 
-def _load_runs(runs, output, what: str) -> list:
+def _load_runs(runs, output, what: str, free: tuple[str, ...] = ("threshold",)) -> list:
     """The runs' predictors (on the CPU), checked: two or more runs, a new output folder, one task and labels.
+    free: what the runs' tasks may differ in (`_outputs`).
 
     Raises:
         StropError: fewer than two runs, an existing output, or runs of different tasks or outputs.
     """
+    from strop.model import outputs_of
     from strop.predict import load
 
     if len(runs) < 2:
@@ -112,17 +114,26 @@ def _load_runs(runs, output, what: str) -> list:
     predictors = [load(run, device="cpu") for run in runs]
     first = predictors[0]
     for predictor, run in zip(predictors[1:], runs[1:]):
-        if predictor.task.name != first.task.name or _outputs(predictor.task) != _outputs(first.task):
+        if predictor.task.name != first.task.name or outputs_of(predictor.task) != outputs_of(first.task):
             raise StropError(f"{run} predicts other outputs ({predictor.task.name}, {shown_outputs(predictor.task)}) "
                              f"than {runs[0]} ({first.task.name}, {shown_outputs(first.task)}): {what} needs runs "
                              "of the same task and labels")
+        ours, theirs = _outputs(first.task, free), _outputs(predictor.task, free)
+        differing = sorted(k for k in ours.keys() | theirs.keys() if ours.get(k) != theirs.get(k))
+        if differing:
+            shown = "; ".join(f"{k}: {theirs.get(k)} against {ours.get(k)}" for k in differing)
+            head = " (model.head: the weights of a softmax and a sigmoid head differ in shape; `strop soup "
+            raise StropError(f"{run} differs from {runs[0]} in how it predicts ({shown}): {what} needs runs that "
+                             "predict alike" + (head + "--ensemble` averages their probabilities)"
+                                                if differing == ["head"] else ""))
     return predictors
 
 
-def _outputs(task) -> dict:
-    """What a task predicts, less the decision threshold a two-class run tuned on its validation data: runs of
-    one data set tune slightly different ones, and the combined model's is tuned again (`retuned`)."""
-    return {k: v for k, v in task.info().items() if k != "threshold"}
+def _outputs(task, free: tuple[str, ...] = ("threshold",)) -> dict:
+    """What a task predicts, less `free`: by default the decision threshold a two-class run tuned on its
+    validation data (runs of one data set tune slightly different ones, and the combined model's is tuned
+    again: `retuned`); an ensemble averages probabilities, whatever head gave them."""
+    return {k: v for k, v in task.info().items() if k not in free}
 
 
 def retuned(task, outputs: list, examples):
@@ -173,7 +184,7 @@ def ensemble(runs: list[str | Path], output: str | Path, data: str | None = None
     from strop.predict import EnsemblePredictor
     from strop.runs import atomic_write_json, staged
 
-    output, predictors = Path(output), _load_runs(runs, output, "an ensemble")
+    output, predictors = Path(output), _load_runs(runs, output, "an ensemble", free=("threshold", "head"))
     first = predictors[0]
     task, metric = first.task, first.task.lead_metric
     examples = validation_examples(Path(runs[0]), first, data)
