@@ -4,6 +4,7 @@ import importlib
 import json
 
 import pytest
+import torch
 
 from strop.cli import main
 
@@ -27,6 +28,8 @@ BAD_INPUTS = {
     "unknown key": ("optim.learnig_rate=1", "unknown key 'optim.learnig_rate'"),
     "bad value": ("train.epochs=0", "train.epochs must be >= 1"),
 }
+if not torch.cuda.is_available():  # Accelerate would train on the CPU while the run's config said cuda
+    BAD_INPUTS["cuda without a GPU"] = ("train.device=cuda", "train.device=cuda: PyTorch sees no CUDA GPU here")
 
 
 @pytest.fixture

@@ -246,7 +246,7 @@ def fit(config: str | Path | dict | Config | None = None, overrides: list[str] =
         StropError: bad config, data or model name. Nothing is written in that case.
     """
     from strop.train.batch_size import resolve_batch_sizes
-    from strop.train.loop import make_accelerator, resolve_metric, train
+    from strop.train.loop import make_accelerator, refuse_missing_gpu, resolve_metric, train
 
     # Every check that can fail on the user's input runs before the run directory exists.
     cfg = load_config(config, overrides)
@@ -257,6 +257,7 @@ def fit(config: str | Path | dict | Config | None = None, overrides: list[str] =
     if cfg.output_dir is not None and os.environ.get("RANK", "0") == "0":
         check_folder_path(Path(cfg.output_dir), "output_dir")
         _refuse_run_dir(RunDir(Path(cfg.output_dir)), cfg.train.resume)
+    refuse_missing_gpu(cfg)  # before the data and model load, and before any run folder
     prepared = prepare(cfg, adapt_task)
     cfg, source, splits, model, task, notes = (prepared.cfg, prepared.source, prepared.splits, prepared.model,
                                                prepared.task, prepared.notes)

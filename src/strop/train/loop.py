@@ -36,7 +36,17 @@ from strop.train.mixing import mixing_for
 from strop.train.sampler import BatchSampler
 
 
+def refuse_missing_gpu(cfg: Config) -> None:
+    """Raises StropError where train.device=cuda and PyTorch sees no CUDA GPU: Accelerate would quietly train
+    on the CPU while the run's config said cuda."""
+    if cfg.train.device == "cuda" and not torch.cuda.is_available():
+        build = f"built for CUDA {torch.version.cuda}" if torch.version.cuda else "a CPU-only build"
+        raise StropError(f"train.device=cuda: PyTorch sees no CUDA GPU here (torch {torch.__version__}, {build}); "
+                         "use train.device=auto (a GPU where there is one, else the CPU) or train.device=cpu")
+
+
 def make_accelerator(cfg: Config) -> Accelerator:
+    refuse_missing_gpu(cfg)
     # Mixed precision is applied by the loop itself (see `resolve_precision`): to training steps and the
     # per-epoch validations, but not to the final validation of the weights it keeps, which runs in fp32
     # like `strop evaluate`, `strop predict` and plain transformers do.
