@@ -437,3 +437,8 @@ def test_few_examples_advise_fewer_parameters_only_to_a_run_that_trains_many():
     for method in ("fewshot", "freeze"):  # they train few parameters already: that advice was a contradiction
         assert "bitfit or freeze" not in advice(method) and "Label more examples" in advice(method)
     assert "method.name=fewshot (contrastive" not in advice("fewshot")
+    # with more classes than its contrastive groups hold, method.name=auto chooses full: not advised either
+    many = TASKS.get("text_classification")(tuple(f"c{i}" for i in range(10)))
+    config = {"train": {"imbalance": "auto"}, "method": {"name": "full"}}
+    fixes = " ".join(" ".join(f.fixes) for f in findings(analysis, many, config) if f.name == "few_examples")
+    assert "Label more examples" in fixes and "method.name=fewshot" not in fixes

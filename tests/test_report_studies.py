@@ -121,9 +121,9 @@ def test_an_error_curve_verdict_does_not_depend_on_the_target_units(scale):
 
 
 def test_the_advice_for_more_labels_fits_the_model_and_task():
-    def advice(task, model):
+    def advice(task, model, method="full"):
         result = curve_result(0.03, (0.01, 0.05))
-        result["config"] = {"task": {"name": task}, "model": {"name": model}}
+        result["config"] = {"task": {"name": task}, "model": {"name": model}, "method": {"name": method}}
         return " ".join(curve_findings(result)[0].fixes)
 
     assert "fewshot" in advice("text_classification", "minilm-l6") and "data.unlabeled" in advice(
@@ -131,6 +131,7 @@ def test_the_advice_for_more_labels_fits_the_model_and_task():
     assert "fewshot" not in advice("text_classification", "mlp") and "data.unlabeled" in advice(
         "text_classification", "mlp")
     assert "fewshot" not in advice("regression", "mlp") and "data.unlabeled" not in advice("regression", "mlp")
+    assert "fewshot" not in advice("text_classification", "minilm-l6", "fewshot")  # it already trained so
 
 
 def test_strop_report_rebuilds_a_search_folder_and_refuses_an_unknown_one(tmp_path, capsys):
