@@ -444,7 +444,8 @@ def curve_findings(result: dict) -> list[Finding]:
     if low > 0 and gain >= flat:
         config = result.get("config", {})
         classifies = config.get("task", {}).get("name") in PSEUDO_LABEL_TASKS  # one class an example
-        fewshot_fits = config.get("model", {}).get("name") != "mlp" and config.get("method", {}).get("name") != "fewshot"
+        fewshot_fits = (config.get("model", {}).get("name") != "mlp"
+                        and config.get("method", {}).get("name") != "fewshot")  # not one it trained with already
         scarce = (["method.name=fewshot"] if classifies and fewshot_fits else []) \
             + (["self-training on unlabelled data (data.unlabeled)"] if classifies else [])
         meanwhile = ([f"Meanwhile, methods for scarce labels may take part of the gain: {', or '.join(scarce)}."]
