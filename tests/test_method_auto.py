@@ -33,6 +33,13 @@ def test_few_texts_a_class_go_to_few_shot_and_many_to_full(gpu):
     assert name == "full" and f"median {FEWSHOT_MAX_PER_CLASS + 1} a class" in why
 
 
+def test_a_batch_size_too_small_for_contrastive_groups_goes_to_full_not_to_a_refusal():
+    name, why = choose_method(_text_task(2), _labels(8, 2), "text", gpu=False, batch_size=2)
+    assert name == "full" and "train.batch_size=2 cannot hold few-shot's contrastive groups" in why
+    assert choose_method(_text_task(2), _labels(8, 2), "text", gpu=False, batch_size=4)[0] == "fewshot"
+    assert choose_method(_text_task(2), _labels(8, 2), "text", gpu=False, batch_size="auto")[0] == "fewshot"
+
+
 def test_on_a_cpu_too_many_examples_for_pairs_go_to_full_and_a_gpu_keeps_few_shot():
     labels = _labels(10, 5) + ["c0"] * FEWSHOT_MAX_EXAMPLES_CPU  # median 10 a class, more than a CPU pairs
     name, why = choose_method(_text_task(5), labels, "text", gpu=False)
@@ -102,6 +109,17 @@ def test_an_auto_run_records_its_choice_and_trains_the_chosen_method(tiny_overri
     assert "median 80 a class" in choice["why"]
     assert json.loads((run / "model" / "strop.json").read_text())["method"] == "full"
     assert "method.name=auto chose <b>full</b>: 160 examples" in (run / "report.html").read_text()
+
+
+def test_an_auto_run_with_a_batch_too_small_for_few_shot_trains_in_full(tiny_overrides, tmp_path):
+    from conftest import make_texts, write_csv
+
+    few = write_csv(tmp_path / "few.csv", make_texts(24, seed=3))  # about 12 a class: few-shot's range
+    overrides = [o for o in tiny_overrides if not o.startswith(("data.train=", "data.validation="))]
+    run = strop.fit(None, [*overrides, f"data.train={few}", "method.name=auto", "train.batch_size=2",
+                           "train.epochs=1"])
+    choice = json.loads((run / "provenance.json").read_text())["method_choice"]
+    assert choice["chosen"] == "full" and "train.batch_size=2 cannot hold few-shot's" in choice["why"]
 
 
 def test_a_resumed_auto_run_keeps_its_recorded_choice(tiny_overrides, tmp_path, monkeypatch):

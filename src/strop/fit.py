@@ -202,7 +202,8 @@ def _choose_method(cfg: Config, splits: Splits, source: Source) -> tuple[Config,
 
     gpu = cfg.train.device != "cpu" and torch.cuda.is_available()
     name, why = choose_method(splits.task, splits.train.targets, source.input_kind, gpu,
-                              pretrained=source.kind != "mlp", augmenting=_inputs_vary(cfg))
+                              pretrained=source.kind != "mlp", augmenting=_inputs_vary(cfg),
+                              batch_size=cfg.train.batch_size)
     return replace(cfg, method=replace(cfg.method, name=name)), why
 
 

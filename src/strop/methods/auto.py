@@ -36,15 +36,21 @@ FREEZE_BOTTOM_MAX_EXAMPLES = 2_000  # freeze_layers=auto: a text classifier's bo
 
 
 def choose_method(task, targets: list, input_kind: str, gpu: bool, pretrained: bool = True,
-                  augmenting: bool = False) -> tuple[str, str]:
+                  augmenting: bool = False, batch_size: int | str = "auto") -> tuple[str, str]:
     """The method for this run and why, in words.
 
     task: the run's task (its name, level and labels); targets: the training targets; input_kind: "text",
     "image" or "vector"; gpu: whether the run trains on a GPU; pretrained: the body starts from trained weights
     (false for a new MLP); augmenting: the run augments or mixes its inputs, which only a body that trains at
-    every step sees (fewshot and freeze cache the body's outputs).
+    every step sees (fewshot and freeze cache the body's outputs); batch_size: train.batch_size, which few-shot's
+    contrastive groups need at MIN_GROUP or more.
     """
+    from strop.methods.fewshot import MIN_GROUP
+
     name, why = _by_data(task, targets, input_kind, gpu, pretrained)
+    if name == "fewshot" and isinstance(batch_size, int) and batch_size < MIN_GROUP:
+        return "full", (f"{why}; but train.batch_size={batch_size} cannot hold few-shot's contrastive groups (two "
+                        f"classes of two: {MIN_GROUP} or more), so the whole model trains")
     if augmenting and name in ("fewshot", "freeze"):
         return "full", (f"{why}; but the run augments its inputs (data.augment, data.mixup or data.cutmix), which "
                         f"{name} would compute once and cache, so the whole model trains")

@@ -39,6 +39,7 @@ from strop.tasks.base import Task
 
 VALIDATION_PAIRS_PER_EXAMPLE = 2  # the contrastive stage's validation: pairs of the validation examples ...
 VALIDATION_PAIRS_MAX = 512  # ... at most this many, so it stays a small share of the stage's time
+MIN_GROUP = 4  # train.batch_size: a contrastive group holds two classes of two examples at the least
 BODY_FILE = "model.safetensors"  # the tuned body, in checkpoints/contrastive_body/, for resuming the head stage
 
 
@@ -307,11 +308,11 @@ def check_supported(model: nn.Module, task: Task) -> None:
 def check_groups(batch_size: int, val_features: list[dict], validation_file: str | None) -> None:
     """Raises StropError where the contrastive stage could not learn or measure anything: groups too small to
     hold two examples of one class (no positive pair), or validation examples of one class (no negative pair)."""
-    if batch_size < 4:
+    if batch_size < MIN_GROUP:
         raise StropError(f"method.name=fewshot trains on groups of train.batch_size examples, each of two or more "
                          f"classes with two or more examples in it (a pair of each class, and pairs across them); "
-                         f"train.batch_size={batch_size} cannot hold two classes of two: use 4 or more (the default "
-                         "is 16)")
+                         f"train.batch_size={batch_size} cannot hold two classes of two: use {MIN_GROUP} or more "
+                         "(the default is 16)")
     classes = {f["labels"] for f in val_features}
     if len(classes) < 2:
         where = f"data.validation ({validation_file})" if validation_file else "the validation split"
