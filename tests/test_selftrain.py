@@ -236,11 +236,14 @@ def test_numeric_labels_mixed_columns_and_a_pool_holding_labelled_examples(tiny_
     labelled = pd.DataFrame({"id": range(100), "text": [t for t, _ in rows],
                              "label": [int(label == "positive") for _, label in rows]})  # int64 labels
     labelled.to_parquet(tmp_path / "few.parquet", index=False)
-    fresh = [t for t, _ in make_texts(60, seed=6)]
+    fresh_rows = make_texts(60, seed=6)
+    fresh = [t for t, _ in fresh_rows]
     # the pool: new texts, with string ids, and 20 of the labelled texts (so the validation ones among them), and
-    # 5 of the new ones again
+    # 5 of the new ones again; its labels (scoring only) written as floats, every fourth '?' (not known)
+    truth = ["?" if i % 4 == 0 else "1.0" if y == "positive" else "0.0" for i, (_, y) in enumerate(fresh_rows)]
     pool = pd.DataFrame({"id": [f"p{i}" for i in range(85)],
-                         "text": fresh + labelled["text"][:20].tolist() + fresh[:5]})
+                         "text": fresh + labelled["text"][:20].tolist() + fresh[:5],
+                         "label": truth + ["?"] * 20 + truth[:5]})
     pool.to_parquet(tmp_path / "pool.parquet", index=False)
     overrides = [o for o in tiny_overrides if not o.startswith(("data.train", "data.validation", "train.epochs"))] + [
         f"data.train={tmp_path / 'few.parquet'}", f"data.unlabeled={tmp_path / 'pool.parquet'}",
@@ -256,6 +259,12 @@ def test_numeric_labels_mixed_columns_and_a_pool_holding_labelled_examples(tiny_
     validation = pd.read_parquet(out / "validation.parquet")
     assert report["rounds"][1]["pseudo_labels"] > 0 and set(trained_on["label"]) == {"0", "1"}
     assert not set(validation["text"]) & set(trained_on["text"]) and trained_on["text"].is_unique
+    # '1.0' is the class '1' (decided on the whole pool's labels), and '?' is a row not scored, not a class that
+    # stops the numbers being read as numbers
+    first, known = report["rounds"][1], {t: y[0] for t, y in zip(fresh, truth) if y != "?"}
+    scored = [(guess, known[t]) for t, guess in zip(trained_on["text"][90:], trained_on["label"][90:]) if t in known]
+    assert 0 < first["pseudo_labels_with_known_label"] == len(scored) < first["pseudo_labels"]
+    assert first["pseudo_label_accuracy"] == pytest.approx(np.mean([g == y for g, y in scored]))
     (tmp_path / "review.csv").write_text("review\nsome text\n")
     with pytest.raises(StropError, match=r"column 'text' not found in review.csv; columns found: 'review'\. The pool's "
                                          r"texts go in the column the training data's are in \(data.text_column=text\)"):
@@ -313,3 +322,68 @@ def test_a_round_that_validates_worse_than_the_one_before_is_said(tmp_path):
     assert "scores loss 0.7000" in worse_than_before(losses, ("loss",))  # a loss is worse when higher
     losses[1]["validation"]["loss"] = 0.4
     assert worse_than_before(losses, ("loss",)) is None
+
+
+def test_a_vector_pool_is_read_by_the_training_columns_names(tmp_path):
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(100, 4)).round(3)
+    labelled = pd.DataFrame(features, columns=list("abcd")).assign(label=np.where(features[:, 0] > 0, "hi", "lo"))
+    labelled.to_csv(tmp_path / "few.csv", index=False)
+    fresh = pd.DataFrame(rng.normal(size=(40, 4)).round(3), columns=list("abcd"))
+    fresh[list("dcba")].to_csv(tmp_path / "reordered.csv", index=False)  # the same columns in another order
+    overrides = ["model.name=mlp", f"data.train={tmp_path / 'few.csv'}", "data.pseudo_label_threshold=0.5",
+                 "train.epochs=3", "train.quiet=true"]
+    strop.fit(None, overrides + [f"data.unlabeled={tmp_path / 'reordered.csv'}", f"output_dir={tmp_path / 'run'}"])
+    pseudo_labels = json.loads((tmp_path / "run" / "self_training.json").read_text())["rounds"][1]["pseudo_labels"]
+    rows = pd.read_parquet(tmp_path / "run" / "round-1-train.parquet").iloc[-pseudo_labels:]
+    by_name = strop.load(tmp_path / "run" / "round-0").predict(rows[list("dcba")])  # predict reads a table by name
+    assert pseudo_labels > 0 and rows["label"].tolist() == by_name
+    # columns the model does not read (an id) are passed over, as predict passes them over
+    fresh.assign(id=range(40)).to_csv(tmp_path / "with_id.csv", index=False)
+    strop.fit(None, overrides + [f"data.unlabeled={tmp_path / 'with_id.csv'}", f"output_dir={tmp_path / 'id'}"])
+    assert json.loads((tmp_path / "id" / "self_training.json").read_text())["rounds"][1]["pseudo_labels"] > 0
+    fresh[list("abd")].to_csv(tmp_path / "no_c.csv", index=False)  # refused before round 0, the column named
+    with pytest.raises(StropError, match=r"data.unlabeled: no_c.csv lacks the feature column\(s\) 'c' of the "
+                                         r"training data; columns found: 'a', 'b', 'd'"):
+        strop.fit(None, overrides + [f"data.unlabeled={tmp_path / 'no_c.csv'}", f"output_dir={tmp_path / 'x'}"])
+    assert not (tmp_path / "x").exists()
+
+
+def test_an_interrupted_self_training_continues_with_more_rounds_and_refuses_other_settings_as_itself(
+        tiny_overrides, tmp_path, monkeypatch):
+    from conftest import interrupt_after_checkpoint
+
+    train = write_csv(tmp_path / "few.csv", make_texts(60, seed=5))
+    pool = write_csv(tmp_path / "pool.csv", make_texts(40, seed=6))
+    overrides = [o for o in tiny_overrides if not o.startswith(("data.train", "train.epochs"))] + [
+        f"data.train={train}", f"data.unlabeled={pool}", "data.pseudo_label_threshold=0.5", "train.epochs=2"]
+    interrupt_after_checkpoint(monkeypatch, lambda: strop.fit(None, overrides))  # in round 0, its epoch 1
+    out = tmp_path / "run"
+    changed = [o for o in overrides if not o.startswith("data.pseudo_label_threshold")]
+    # before round 0 completed, a changed setting is still the self-training's, continued as one: not round 0's
+    # own resume (strop fit run/round-0/config.yaml), which would continue that round alone as a plain run
+    with pytest.raises(StropError, match=f"cannot continue the self-training in {out}: its config differs in "
+                                         r"data.pseudo_label_threshold; .* train.resume=true") as refused:
+        strop.fit(None, changed + ["data.pseudo_label_threshold=0.6", "train.resume=true"])
+    assert "round-0/config.yaml" not in str(refused.value)
+    # continued, and stopped again in round 1 (round 0's epoch 2, then round 1's epoch 1)
+    interrupt_after_checkpoint(monkeypatch, lambda: strop.fit(None, overrides + ["train.resume=true"]), 2)
+    assert (out / "round-0" / "summary.json").is_file() and not (out / "round-1" / "summary.json").exists()
+    run = strop.fit(None, overrides + ["data.self_training_rounds=2", "train.resume=true"])  # more rounds asked
+    rounds = json.loads((out / "self_training.json").read_text())["rounds"]
+    assert run == out / "round-2" and [r["round"] for r in rounds] == [0, 1, 2]
+    assert all(r["pseudo_labels"] > 0 for r in rounds[1:])
+
+
+def test_the_pools_label_column_is_checked_whole_before_round_0(tiny_overrides, tmp_path):
+    train = write_csv(tmp_path / "few.csv", make_texts(40, seed=5))
+    rows = [{"text": t, "label": y} for t, y in make_texts(5, seed=5) + make_texts(40, seed=6)]
+    rows[30]["label"] = ["positive"]  # row 31 of the file: the 26th of the pool once data.train's 5 are out
+    (tmp_path / "pool.jsonl").write_text("\n".join(json.dumps(row) for row in rows) + "\n")
+    overrides = [o for o in tiny_overrides if not o.startswith("data.train")] + [
+        f"data.train={train}", f"data.unlabeled={tmp_path / 'pool.jsonl'}", "data.pseudo_label_threshold=0.3"]
+    with pytest.raises(StropError, match=r"data.unlabeled: column 'label' of pool.jsonl holds a list in row 31 .*"
+                                         r"remove the column 'label'") as refused:
+        strop.fit(None, overrides)
+    assert "multilabel" not in str(refused.value)  # self-training is single-label: no fix it would refuse
+    assert not (tmp_path / "run").exists()  # refused before round 0 trained

@@ -14,6 +14,7 @@ used, per class, and their accuracy where the pool file has labels too (they are
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import sys
 from dataclasses import replace
@@ -21,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import yaml
 
 from strop.data.inputs import clean_strings, normalise_labels
 from strop.data.splits import distinct_inputs, input_key
@@ -89,8 +91,10 @@ def self_train(cfg, on_epoch=None) -> Path:
         raise StropError(f"output_dir {out} already holds files: choose another output_dir, or continue an "
                          "interrupted self-training there with train.resume=true")
     input_kind = resolve_source(cfg.model.name).input_kind
-    pool_frame, pool = read_unlabeled(d.unlabeled, d, task_cls, input_kind, "data.unlabeled")
-    pool_frame, pool, known = without_labelled(pool_frame, pool, cfg, task_cls, input_kind)
+    by_name = training_columns(d, task_cls, input_kind)
+    pool_frame, pool = read_unlabeled(d.unlabeled, by_name, task_cls, input_kind, "data.unlabeled")
+    pool_frame = with_pool_labels(pool_frame, d.label_column, d.unlabeled)
+    pool_frame, pool, known = without_labelled(pool_frame, pool, replace(cfg, data=by_name), task_cls, input_kind)
     unknown = len(pool)  # left once the labelled examples are out, before the repeats are
     first = distinct_inputs(pool)[0]  # a text twice in the pool would be pseudo-labelled and trained on twice
     repeated = len(pool) - len(first)
@@ -119,6 +123,12 @@ def self_train(cfg, on_epoch=None) -> Path:
         print(f"data.unlabeled: {repeated} of its rows repeat an earlier row's input, left out (each text is "
               f"pseudo-labelled once); {len(pool)} remain")
     try:
+        if not (out / REPORT_FILE).is_file():
+            # the settings are on record before round 0 trains, so that continuing a self-training interrupted
+            # in round 0 with other settings is refused as the self-training (check_same_self_training), not as
+            # round 0 alone, whose own resume would continue it as a plain run
+            out.mkdir(parents=True, exist_ok=True)
+            atomic_write_json(out / REPORT_FILE, report, "the self-training report")
         run = _round(base, round_folder(out, 0), on_epoch)
     except StropError:
         if not cfg.train.resume:  # refused before training: no half-made self-training folder is left
@@ -128,7 +138,7 @@ def self_train(cfg, on_epoch=None) -> Path:
     atomic_write_json(out / REPORT_FILE, report, "the self-training report")
     for r in range(1, d.self_training_rounds + 1):
         predictor = load(run)
-        probabilities = np.stack(predictor.outputs(pool))  # (pool, classes)
+        probabilities = np.stack(predictor.outputs(model_inputs(pool, by_name.feature_columns)))  # (pool, classes)
         # the classes the model predicts (strop predict's): with a tuned threshold, not always the most probable
         predicted = predictor.task.decide(probabilities)
         chosen = select_pseudo_labels(probabilities, d.pseudo_label_threshold, predicted)
@@ -141,7 +151,7 @@ def self_train(cfg, on_epoch=None) -> Path:
         names = predictor.task.labels
         guessed = [names[i] for i in predicted[chosen]]
         rows = pool_frame.iloc[chosen].copy()
-        truth = pool_labels(rows, d.label_column, d.unlabeled)
+        truth = rows[d.label_column].tolist() if d.label_column in rows else [None] * len(rows)
         rows[d.label_column] = guessed
         combined = pd.concat([labelled, rows[[c for c in labelled.columns if c in rows]]], ignore_index=True)
         train_file = out / f"round-{r}-train.parquet"
@@ -228,8 +238,9 @@ def check_same_self_training(cfg, out: Path) -> None:
     differences = [] if saved is None else config_differences(saved, cfg, {("data", "self_training_rounds")})
     if differences:
         raise StropError(f"cannot continue the self-training in {out}: its config differs in "
-                         f"{', '.join(differences)}; continue it with the settings it started with, or start a new "
-                         "one in another output_dir")
+                         f"{', '.join(differences)}; continue it with the settings it started with (the config in "
+                         f"{report}) and output_dir={out} train.resume=true, or start a new one in another "
+                         "output_dir")
 
 
 def round_folder(out: Path, r: int) -> Path:
@@ -243,7 +254,8 @@ def last_round(out: Path) -> Path | None:
     report = out / REPORT_FILE
     if not report.is_file():
         return None
-    return round_folder(out, json.loads(report.read_text(encoding="utf-8"))["rounds"][-1]["round"])
+    rounds = json.loads(report.read_text(encoding="utf-8"))["rounds"]
+    return round_folder(out, rounds[-1]["round"]) if rounds else None  # none: round 0 has not completed
 
 
 def round_hint(folder: Path) -> str:
@@ -263,6 +275,13 @@ def _round(cfg, folder: Path, on_epoch) -> Path:
     if cfg.train.resume and RunDir(folder).is_complete():
         return folder
     resume = cfg.train.resume and RunDir(folder).config.is_file()
+    if resume:
+        # the number of rounds is the self-training's (more may be asked on continuing; its own check allows
+        # that), not the round's, which trains the same whatever it is: the round keeps the number it started
+        # with, so that resuming it compares only what the round trains by
+        saved = yaml.safe_load(RunDir(folder).config.read_text(encoding="utf-8"))
+        rounds = saved.get("data", {}).get("self_training_rounds", cfg.data.self_training_rounds)
+        cfg = replace(cfg, data=replace(cfg.data, self_training_rounds=rounds))
     try:
         return fit(replace(cfg, output_dir=str(folder), train=replace(cfg.train, resume=resume)), on_epoch=on_epoch,
                    resume_hint=False)  # continuing the round alone would not continue the self-training
@@ -272,22 +291,58 @@ def _round(cfg, folder: Path, on_epoch) -> Path:
         raise
 
 
-def pool_labels(rows: pd.DataFrame, column: str, path) -> list[str | None]:
-    """The labels a pool file gives its rows (never trained on; they measure the pseudo-labels), written as
-    the training labels are ('1.0' is '1'); None where a row has none, and for every row where the file has no
-    such column."""
-    if column not in rows:
-        return [None] * len(rows)
-    return normalise_labels(rows[column], clean_strings(rows[column], path, "data.unlabeled"), path, "data.unlabeled")
+def training_columns(d, task_cls, input_kind: str):
+    """The data config `d` with data.feature_columns the training data's (vectors; others unchanged), so that
+    the pool is read as `strop predict` reads a table: each feature by its column's name, whatever the pool's
+    column order, and its other columns (an id) passed over."""
+    if input_kind != "vector":
+        return d
+    return replace(d, feature_columns=task_cls.read(d.train, d, input_kind, "data.train").feature_columns)
+
+
+def model_inputs(pool: list, feature_columns: tuple[str, ...]):
+    """The pool as a round's model is given it: vectors as a table named by their columns, which the model
+    reads by name (a model started from a run may hold them in that run's order); other inputs as they are."""
+    if not feature_columns:
+        return pool
+    return pd.DataFrame(np.stack(pool), columns=list(feature_columns))
+
+
+UNKNOWN_MARK = re.compile(r"[^\w]+")  # '?', '-', '*': a label without a letter or digit says "not known"
+
+
+def with_pool_labels(frame: pd.DataFrame, column: str, path) -> pd.DataFrame:
+    """The pool with its label column (where it has one) written as the training labels are ('1.0' is '1',
+    decided once on the whole column) and None where a row has none or marks it unknown ('?'): they never
+    train, they only measure the pseudo-labels; checked here, before round 0, so that a bad one costs no round.
+
+    Raises:
+        StropError: a label that is a list or mapping (one class a row is pseudo-labelled), or bytes that are
+            not UTF-8.
+    """
+    if column not in frame.columns:
+        return frame
+    for row, value in enumerate(frame[column].tolist(), start=1):
+        if isinstance(value, (list, dict, tuple, np.ndarray)):
+            raise StropError(f"data.unlabeled: column '{column}' of {Path(path).name} holds a {type(value).__name__}"
+                             f" in row {row} ({str(value)[:60]}; row 1 is the first example), not one label; the "
+                             "pool's labels only score the pseudo-labels, one class a row: write one label there "
+                             f"or leave it empty, or remove the column '{column}' from {path}")
+    labels = clean_strings(frame[column], path, "data.unlabeled")
+    labels = [None if label is None or UNKNOWN_MARK.fullmatch(label) else label for label in labels]
+    labels = normalise_labels(frame[column], labels, path, "data.unlabeled")
+    return frame.assign(**{column: pd.Series(labels, index=frame.index, dtype=object)})
 
 
 def read_unlabeled(path: str | Path, d, task_cls, input_kind: str, what: str) -> tuple[pd.DataFrame, list]:
     """Unlabelled examples (self-training's data.unlabeled, distillation's --unlabeled) as rows of a table and
     as the model's inputs: a table read as the training data is (d: the run's data config), or for single
-    texts a .txt file of one text per line. `what` names the option in messages.
+    texts a .txt file of one text per line. `what` names the option in messages. Vectors are read by the
+    names in d.feature_columns (see `training_columns`), other columns passed over.
 
     Raises:
-        StropError: an unreadable or empty file, or a .txt file where the inputs are not single texts.
+        StropError: an unreadable or empty file, a .txt file where the inputs are not single texts, or a table
+            without an input column of the training data.
     """
     from strop.data.tables import READERS, read_table, table_suffix
     from strop.pretrain import read_lines
@@ -313,6 +368,11 @@ def read_unlabeled(path: str | Path, d, task_cls, input_kind: str, what: str) ->
                 raise StropError(f"{what}: column '{column}' not found in {Path(path).name}; columns found: "
                                  f"{shown_columns(frame.columns)}. The pool's texts go in the column the "
                                  f"training data's are in (data.{key}={column}): rename that column in {path}")
+    missing = [c for c in d.feature_columns if c not in frame.columns] if input_kind == "vector" else []
+    if missing:  # read by name: the pool needs each column the model reads, in any order
+        raise StropError(f"{what}: {Path(path).name} lacks the feature column(s) {shown_columns(missing)} of the "
+                         f"training data; columns found: {shown_columns(frame.columns)}. The pool's features go in "
+                         f"the columns the training data's are in: add or rename them in {path}")
     inputs = task_cls.read(path, d, input_kind, what, with_targets=False).inputs
     return frame, inputs
 
