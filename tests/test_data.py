@@ -55,6 +55,15 @@ def test_bad_files_get_one_clear_message(tmp_path, content, words):
         assert word in str(error.value)
 
 
+@pytest.mark.parametrize("name, needs", [("train.csv", "a header row"), ("train.jsonl", "one JSON object a line"),
+                                         ("train.parquet", "at least one row")])
+def test_an_empty_file_is_told_what_its_format_needs(tmp_path, name, needs):
+    path = tmp_path / name
+    path.write_text("")
+    with pytest.raises(StropError, match=f"is empty; it needs {needs}"):
+        _load(path)
+
+
 def test_numbers_are_written_one_way_but_codes_with_a_leading_zero_stay_as_written(tmp_path):
     path = tmp_path / "train.csv"
     path.write_text("text,label\na,1.0\nb,2\nc,1\n")

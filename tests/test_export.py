@@ -88,7 +88,9 @@ def test_export_refuses_an_existing_output_and_a_wrong_name(full_run, tmp_path, 
     assert main(["export", str(full_run), "--format", "onnx", "--output", str(tmp_path / "model.bin")]) == 2
     assert ".onnx" in capsys.readouterr().err and not (tmp_path / "model.bin").exists()
     assert main(["export", str(full_run), "--format", "merged", "--output", str(tmp_path / "m")]) == 2
-    assert "already holds a whole model" in capsys.readouterr().err and not (tmp_path / "m").exists()
+    err = capsys.readouterr().err
+    assert "already holds a whole model: use its model folder as it is" in err and str(full_run / "model") in err
+    assert not (tmp_path / "m").exists()
     assert list(tmp_path.iterdir()) == [existing]  # no staging file left behind
 
 

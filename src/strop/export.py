@@ -50,25 +50,28 @@ def export(run_dir: str | Path, format: str, output: str | Path) -> Path:
         raise StropError(f"--output {output} already exists: choose a new path (nothing is overwritten)")
     if not output.parent.is_dir():
         raise StropError(f"--output: the folder {output.parent} does not exist; create it or write elsewhere")
+    from strop.model import model_folder
     from strop.predict import load, one_model
 
     predictor = load(run_dir, device="cpu")
     one_model(predictor, run_dir, "export")
     if format == "merged":
-        return export_merged(predictor, output)
+        return export_merged(predictor, output, model_folder(Path(run_dir)))
     if output.suffix != ".onnx":
         raise StropError(f"--output: an ONNX file's name ends in .onnx; got '{output}'")
     return export_onnx(predictor, output)
 
 
-def export_merged(predictor, output: Path) -> Path:
-    """The adapter folded into the base weights, saved as an ordinary model folder."""
+def export_merged(predictor, output: Path, folder: Path | None = None) -> Path:
+    """The adapter folded into the base weights, saved as an ordinary model folder. folder: the model folder
+    the predictor was loaded from (named where there is nothing to merge)."""
     from strop.adapters import is_adapted, merge
     from strop.model import save_model
 
     if not is_adapted(predictor.model):
         raise StropError("--format merged is for runs that saved an adapter (method.name=lora or ia3); this run "
-                         "already holds a whole model: use its model/ folder as it is")
+                         "already holds a whole model: use its model folder as it is"
+                         + (f" ({folder})" if folder is not None else ""))
     model = merge(predictor.model, predictor.info.get("method"))
     info = {k: v for k, v in predictor.info.items() if k != "adapter"}
     save_model(output, model, predictor.task, info)
