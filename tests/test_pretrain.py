@@ -235,3 +235,136 @@ def test_a_max_length_past_the_models_positions_pretrains_on_lines_cut_to_them(t
                           "model.max_length=1000", "train.mixed_precision=no", "train.quiet=true"],
                    data=tmp_path / "long.txt", output=tmp_path / "out")
     assert json.loads((run / "summary.json").read_text())["validation"]["loss"] > 0
+
+
+# --- what pretrain reads, refuses and records ------------------------------------------------------------------
+
+def _pretrain_overrides(tiny_model_dir, *extra):
+    return [f"model.name={tiny_model_dir}", "train.epochs=1", "train.batch_size=8", "model.max_length=32",
+            "train.mixed_precision=no", "train.quiet=true", *extra]
+
+
+def _domain(path, n=20, seed=3):
+    path.write_text("\n".join(t for t, _ in make_texts(n, seed=seed)), encoding="utf-8")
+    return path
+
+
+def test_a_json_or_compressed_file_is_refused_not_trained_on_as_lines(tmp_path):
+    import gzip
+
+    import pandas as pd
+
+    from strop.config import DataConfig
+    from strop.pretrain import read_domain_texts
+
+    frame = pd.DataFrame({"text": ["first text", "second text"]})
+    frame.to_json(tmp_path / "d.json", orient="records", lines=True)  # what Dataset.to_json writes
+    with pytest.raises(strop.StropError, match=r"cannot read 'd\.json': use one of \.txt .*\(got '\.json'\)"):
+        read_domain_texts(tmp_path / "d.json", DataConfig())
+    (tmp_path / "d.txt.gz").write_bytes(gzip.compress(b"first text\nsecond text\n"))
+    with pytest.raises(strop.StropError, match=r"d\.txt\.gz is compressed \(\.gz\).*decompress it"):
+        read_domain_texts(tmp_path / "d.txt.gz", DataConfig())
+    (tmp_path / "d.csv.gz").write_bytes(gzip.compress(b"text\nfirst text\nsecond text\n"))  # a table: read
+    assert read_domain_texts(tmp_path / "d.csv.gz", DataConfig()) == ["first text", "second text"]
+    (tmp_path / "plain").write_text("first text\nsecond text\n")  # no suffix: lines
+    assert read_domain_texts(tmp_path / "plain", DataConfig()) == ["first text", "second text"]
+
+
+def test_texts_are_split_at_line_breaks_alone(tmp_path):
+    from strop.config import DataConfig
+    from strop.pretrain import read_domain_texts
+
+    (tmp_path / "d.txt").write_bytes("one\u2028still one\r\ntwo\x0cstill two\x1cand two\n".encode())
+    assert read_domain_texts(tmp_path / "d.txt", DataConfig()) == ["one\u2028still one", "two\x0cstill two\x1cand two"]
+
+
+def test_one_maskable_text_is_refused_before_a_run_is_written(tiny_model_dir, tmp_path):
+    from strop.pretrain import pretrain
+
+    (tmp_path / "d.txt").write_text("\n".join(["😀😀😀", "🙂", "🎉 🎉", "a film about a plot"]), encoding="utf-8")
+    with pytest.raises(strop.StropError, match="only 1 of its 4 texts has a token that can be masked.* at least 2"):
+        pretrain(None, _pretrain_overrides(tiny_model_dir), data=tmp_path / "d.txt", output=tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_resuming_with_other_data_is_refused(tiny_model_dir, tmp_path, monkeypatch):
+    from conftest import interrupt_after_checkpoint
+
+    from strop.pretrain import pretrain
+
+    first, other = _domain(tmp_path / "first.txt"), _domain(tmp_path / "other.txt", seed=5)
+    overrides = _pretrain_overrides(tiny_model_dir, "train.epochs=2")
+    interrupt_after_checkpoint(monkeypatch, lambda: pretrain(None, overrides, data=first, output=tmp_path / "out"))
+    assert yaml.safe_load((tmp_path / "out" / "config.yaml").read_text())["data"]["train"] == str(first)
+    with pytest.raises(strop.StropError, match=r"cannot resume .*its config differs in data\.train"):
+        pretrain(None, [*overrides, "train.resume=true"], data=other, output=tmp_path / "out")
+
+
+def test_auto_batch_sizes_are_measured_and_recorded(tiny_model_dir, tmp_path):
+    from strop.pretrain import pretrain
+
+    run = pretrain(None, _pretrain_overrides(tiny_model_dir, "train.batch_size=auto", "train.eval_batch_size=auto"),
+                   data=_domain(tmp_path / "d.txt"), output=tmp_path / "out")
+    train_cfg = yaml.safe_load((run / "config.yaml").read_text())["train"]
+    assert isinstance(train_cfg["batch_size"], int) and isinstance(train_cfg["eval_batch_size"], int)
+
+
+@pytest.mark.parametrize("setting, message", [
+    ("method.freeze_layers=1", r"method\.freeze_layers=1: strop pretrain trains every layer"),
+    ("method.name=lora", r"method\.name=lora: strop pretrain trains the whole model"),
+])
+def test_method_settings_pretrain_cannot_honour_are_refused(tiny_model_dir, tmp_path, setting, message):
+    from strop.pretrain import pretrain
+
+    with pytest.raises(strop.StropError, match=message):
+        pretrain(None, _pretrain_overrides(tiny_model_dir, setting), data=_domain(tmp_path / "d.txt"),
+                 output=tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_failed_run_leaves_the_output_folder_the_user_made(tiny_model_dir, tmp_path, monkeypatch):
+    import strop.train.loop as loop
+    from strop.pretrain import pretrain
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("stopped in training")
+
+    monkeypatch.setattr(loop, "train", fail)
+    (tmp_path / "out").mkdir()
+    with pytest.raises(RuntimeError, match="stopped in training"):
+        pretrain(None, _pretrain_overrides(tiny_model_dir), data=_domain(tmp_path / "d.txt"), output=tmp_path / "out")
+    assert (tmp_path / "out").is_dir() and not [p for p in (tmp_path / "out").iterdir() if p.name != ".lock"]
+    with pytest.raises(RuntimeError, match="stopped in training"):  # a folder pretrain made goes as before
+        pretrain(None, _pretrain_overrides(tiny_model_dir), data=_domain(tmp_path / "d.txt"), output=tmp_path / "new")
+    assert not (tmp_path / "new").exists()
+
+
+def test_gradient_checkpointing_and_keep_checkpoint_apply(tiny_model_dir, tmp_path, monkeypatch):
+    import importlib
+
+    from strop.pretrain import pretrain
+
+    fit_module = importlib.import_module("strop.fit")  # strop.fit is also the package's fit function
+    enable, enabled = fit_module.enable_gradient_checkpointing, []
+    monkeypatch.setattr(fit_module, "enable_gradient_checkpointing", lambda model: enabled.append(enable(model)))
+    run = pretrain(None, _pretrain_overrides(tiny_model_dir, "train.gradient_checkpointing=true",
+                                             "train.keep_checkpoint=false"),
+                   data=_domain(tmp_path / "d.txt"), output=tmp_path / "out")
+    assert enabled and (run / "model" / "model.safetensors").is_file()
+    assert not (run / "checkpoints").exists()  # as fit: a complete run keeps no checkpoint it cannot resume from
+
+
+def test_an_output_folder_with_files_is_refused_before_the_model_loads(tiny_model_dir, tmp_path, monkeypatch):
+    from transformers import AutoModelForMaskedLM
+
+    from strop.pretrain import pretrain
+
+    def never(*args, **kwargs):
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(AutoModelForMaskedLM, "from_pretrained", never)
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "notes.txt").write_text("mine")
+    with pytest.raises(strop.StropError, match="already holds files"):
+        pretrain(None, _pretrain_overrides(tiny_model_dir), data=_domain(tmp_path / "d.txt"), output=tmp_path / "out")
+    assert (tmp_path / "out" / "notes.txt").read_text() == "mine"

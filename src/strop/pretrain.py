@@ -13,7 +13,9 @@ as the source model did.
 
 from __future__ import annotations
 
+import os
 import shutil
+import sys
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, ClassVar
@@ -29,6 +31,10 @@ from strop.tasks.base import Task
 MASK_SHARE = 0.15
 VALIDATION_SHARE, VALIDATION_MAX = 0.05, 2000  # lines held out to validate on
 POOLING_FILES = ("modules.json", "1_Pooling")  # a sentence-transformers model's pooling, kept with the weights
+# Suffixes of files that hold a table or records, not one text a line: read as lines, their syntax would be trained on
+TABLE_LIKE = (".json", ".ndjson", ".xlsx", ".xls", ".ods", ".feather", ".arrow", ".orc", ".avro", ".pkl", ".pickle",
+              ".npy", ".npz", ".h5", ".hdf5")
+COMPRESSED = (".gz", ".zip", ".bz2", ".xz", ".zst", ".7z")
 
 
 def read_lines(path: str | Path, what: str = "--data", at_least: int = 2,
@@ -43,8 +49,9 @@ def read_lines(path: str | Path, what: str = "--data", at_least: int = 2,
     if not path.is_file():
         raise StropError(f"{what} {path}: no such file; give a text file with one text per line")
     try:
-        # utf-8-sig: a byte-order mark (as Notepad writes) is no part of the first text
-        lines = [line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines()]
+        # utf-8-sig: a byte-order mark (as Notepad writes) is no part of the first text. Split on \n alone (strip
+        # takes the \r of \r\n): splitlines() would also cut a text at a form feed, U+2028 or U+0085
+        lines = [line.strip() for line in path.read_bytes().decode("utf-8-sig").split("\n")]
     except UnicodeDecodeError as error:
         raise StropError(f"{what} {path} is not UTF-8 text ({error}); convert it to UTF-8") from None
     lines = [line for line in lines if line]
@@ -69,6 +76,7 @@ def read_domain_texts(path: str | Path, data_cfg) -> list[str]:
         raise StropError(f"--data {path} is a CoNLL file (a word and its tags a line): pretraining reads whole "
                          "texts; give a .txt file of one text per line, or a table with a text column")
     if table_suffix(Path(path)) not in READERS:
+        refuse_unreadable_suffix(Path(path), READERS)
         return read_lines(path)
     frame = read_table(path, "--data")
     if data_cfg.text_column not in frame.columns:  # named here: --data's usual fix, --text-column, is not pretrain's
@@ -80,6 +88,24 @@ def read_domain_texts(path: str | Path, data_cfg) -> list[str]:
         raise StropError(f"--data {path} has {len(texts)} text(s); pretraining needs at least 2 (one is held out "
                          "to validate on)")
     return texts
+
+
+def refuse_unreadable_suffix(path: Path, readers) -> None:
+    """Refuses a file that is not a table strop reads (`readers`) and would be misread as lines of text: a
+    compressed one (its bytes are not text) or another table format (its syntax would be trained on).
+
+    Raises:
+        StropError: such a file, with what to give instead.
+    """
+    suffix = path.suffix.lower()
+    if suffix in COMPRESSED:
+        raise StropError(f"--data {path} is compressed ({suffix}): pretraining reads a plain text file of one text "
+                         "per line, or a table (.csv, .tsv, .jsonl, which may be compressed with gzip, bz2 or xz: "
+                         "texts.csv.gz); decompress it first")
+    if suffix in TABLE_LIKE:  # worded as strop fit refuses data.train=x.json (strop.data.tables.read_table)
+        hint = "; JSON lines (as Dataset.to_json writes) are read from a .jsonl file" if suffix == ".json" else ""
+        raise StropError(f"--data: cannot read '{path.name}': use one of .txt (one text a line), "
+                         f"{', '.join(readers)} (got '{path.suffix}'){hint}")
 
 
 def mask_tokens(input_ids: torch.Tensor, special: torch.Tensor, mask_id: int, vocab_size: int,
@@ -178,7 +204,7 @@ def maskable_features(body, lines: list[str], data, model_name: str) -> tuple[li
     and how many do not: such a text trains nothing, and a validation of those alone would score a loss of 0.
 
     Raises:
-        StropError: no text holds one.
+        StropError: fewer than two texts hold one.
     """
     special = set(body.tokenizer.all_special_ids)
     features = [f for f in body.encode(lines) if any(t not in special for t in f["input_ids"])]
@@ -186,6 +212,11 @@ def maskable_features(body, lines: list[str], data, model_name: str) -> tuple[li
         raise StropError(f"--data {data}: none of its {len(lines)} texts has a token that can be masked: after "
                          f"tokenizing, every token is special or unknown to {model_name}'s tokenizer (e.g. emoji its "
                          "vocabulary lacks); give texts in a language and script the model reads")
+    if len(features) < 2:  # one text is held out to validate on: none would be left to train on
+        raise StropError(f"--data {data}: only 1 of its {len(lines)} texts has a token that can be masked (in the "
+                         f"others every token is special or unknown to {model_name}'s tokenizer, e.g. emoji its "
+                         "vocabulary lacks); pretraining needs at least 2 (one is held out to validate on): give "
+                         "more texts in a language and script the model reads")
     return features, len(lines) - len(features)
 
 
@@ -201,12 +232,13 @@ def pretrain(config=None, overrides: list[str] = (), data: str | Path | None = N
 
     from strop.backbones.text import TextBackbone, load_tokenizer, quiet_transformers, refuse_pickle_only, tokens_read
     from strop.config import load_config
-    from strop.fit import _open_run_dir, _resolve_precision
+    from strop.fit import _open_run_dir, _refuse_run_dir, _resolve_precision, enable_gradient_checkpointing
     from strop.index import record_run
     from strop.methods.base import Method
     from strop.model import resolve_source
-    from strop.runs import atomic_write_json, atomic_write_text
+    from strop.runs import RunDir, atomic_write_json, atomic_write_text, check_folder_path
     from strop.tasks.base import pad_collate
+    from strop.train.batch_size import resolve_batch_sizes
     from strop.train.loop import make_accelerator, train
 
     if data is None:
@@ -219,6 +251,14 @@ def pretrain(config=None, overrides: list[str] = (), data: str | Path | None = N
     if source.kind != "text":
         raise StropError(f"model.name={cfg.model.name}: strop pretrain continues a transformers text model (a "
                          "bundled alias, a hub id or a model folder), or trains an MLP autoencoder (mlp)")
+    refuse_methods(cfg)
+    # data.train records --data (as the vector path's fit does), so that resuming with other data is refused
+    cfg = replace(cfg, output_dir=str(output) if output is not None else cfg.output_dir,
+                  data=replace(cfg.data, train=str(data)), train=replace(cfg.train, metric="auto", imbalance="none"))
+    existed = cfg.output_dir is not None and Path(cfg.output_dir).exists()
+    if cfg.output_dir is not None and os.environ.get("RANK", "0") == "0":  # said now, not after the model loads
+        check_folder_path(Path(cfg.output_dir), "output_dir")
+        _refuse_run_dir(RunDir(Path(cfg.output_dir)), cfg.train.resume)
     lines = read_domain_texts(data, cfg.data)
     refuse_pickle_only(source.location)
     tokenizer = load_tokenizer(source.location, cfg.model.trust_remote_code)
@@ -246,13 +286,17 @@ def pretrain(config=None, overrides: list[str] = (), data: str | Path | None = N
     kept = np.sort(order[len(held):])
     train_features = [features[i] for i in kept]
     val_features = [{**features[i], "seed": int(i)} for i in np.sort(held)]
-    cfg = replace(cfg, output_dir=str(output) if output is not None else cfg.output_dir,
-                  train=replace(cfg.train, metric="auto", imbalance="none"))
     cfg = _resolve_precision(cfg)
     run, cfg, lock = _open_run_dir(cfg)
     created = not cfg.train.resume
     try:
         accelerator = make_accelerator(cfg)
+        collate = MaskingCollate(tokenizer, lambda f: pad_collate(f, body.pad_values))
+        wrapped, method = MaskedLM(model, body), Method(cfg.method)
+        if cfg.train.gradient_checkpointing:
+            enable_gradient_checkpointing(wrapped)
+        cfg = resolve_batch_sizes(cfg, wrapped, MaskedLMTask(), method, train_features, val_features, collate,
+                                  accelerator.device, show=not cfg.train.quiet and accelerator.is_main_process)
         if accelerator.is_main_process:
             atomic_write_text(run.config, cfg.to_yaml(), "the config")
             if not cfg.train.quiet:
@@ -266,9 +310,7 @@ def pretrain(config=None, overrides: list[str] = (), data: str | Path | None = N
                           "model keeps its encoder alone): a new one starts from random values, so the perplexity "
                           "starts high and falls as that head learns; the encoder is what strop fit starts from")
             record_run(run.root, "running")  # the runs folder's index (strop runs), as a fit's
-        collate = MaskingCollate(tokenizer, lambda f: pad_collate(f, body.pad_values))
-        wrapped = MaskedLM(model, body)
-        state, final, _ = train(wrapped, MaskedLMTask(), Method(cfg.method), train_features, val_features, collate,
+        state, final, _ = train(wrapped, MaskedLMTask(), method, train_features, val_features, collate,
                                 body.input_keys, cfg, run, accelerator)
         if accelerator.is_main_process:
             save_pretrained(accelerator.unwrap_model(wrapped).model, tokenizer, source.location, run.model)
@@ -278,18 +320,62 @@ def pretrain(config=None, overrides: list[str] = (), data: str | Path | None = N
                                             "train_texts": len(train_features), "validation_texts": len(val_features)},
                               "the summary")
             record_run(run.root, "complete")
+            if not cfg.train.keep_checkpoint:  # as fit: a complete run cannot resume, its checkpoint only takes space
+                shutil.rmtree(run.checkpoints, ignore_errors=True)
             if not cfg.train.quiet:
                 print(f"validation loss {final['loss']:.4f} (perplexity {final['perplexity']:.2f}); the model is in "
                       f"{run.model}: strop fit model.name={run.model} ...")
     except BaseException as error:
         if created and not run.last_checkpoint.exists():
-            shutil.rmtree(run.root, ignore_errors=True)
-        record_run(run.root, "interrupted" if isinstance(error, KeyboardInterrupt) else "failed", error)
+            remove_run(run.root, existed)
+        if run.config.is_file():  # a run to resume: its status. A removed one (an emptied folder too) leaves the index
+            record_run(run.root, "interrupted" if isinstance(error, KeyboardInterrupt) else "failed", error)
+        else:
+            forget_quietly(run.root)
         raise
     finally:
         if lock is not None:
             lock.close()
     return run.root
+
+
+def refuse_methods(cfg) -> None:
+    """Refuses method settings that text pretraining cannot honour: it trains the whole model (the masked-language
+    head predicts from every layer's work), with the loop's default method.
+
+    Raises:
+        StropError: method.name other than full or auto, or method.freeze_layers other than auto or 0.
+    """
+    if cfg.method.name not in ("full", "auto"):
+        raise StropError(f"method.name={cfg.method.name}: strop pretrain trains the whole model (method full); leave "
+                         "method.name unset, and adapt with that method in the strop fit that starts from the "
+                         "pretrained model")
+    if cfg.method.freeze_layers not in ("auto", 0):
+        raise StropError(f"method.freeze_layers={cfg.method.freeze_layers}: strop pretrain trains every layer; "
+                         "leave method.freeze_layers unset (freeze layers in the strop fit that follows instead)")
+
+
+def remove_run(root: Path, existed: bool) -> None:
+    """Removes a failed run that reached no checkpoint: the folder where pretrain created it, else (a folder the
+    user made, empty: `_refuse_run_dir` saw to that) only what pretrain wrote in it."""
+    if not existed:
+        shutil.rmtree(root, ignore_errors=True)
+        return
+    for path in root.iterdir():
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+
+
+def forget_quietly(root: Path) -> None:
+    """Removes a run from its folder's index, warning where that fails: the run's own error matters more."""
+    from strop.index import forget_run
+
+    try:
+        forget_run(root)
+    except Exception as failure:  # noqa: BLE001 - as record_run: the index must never hide why the run failed
+        print(f"strop: warning: could not remove {root} from its runs index: {failure}", file=sys.stderr)
 
 
 def pretrain_vectors(cfg, data: str | Path, output: str | Path | None) -> Path:
