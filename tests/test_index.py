@@ -93,6 +93,31 @@ def test_a_run_whose_fit_is_gone_is_interrupted_and_one_holding_its_lock_is_runn
         assert list_runs(folder)[0]["status"] == "running"
 
 
+def test_a_new_run_in_a_removed_runs_place_does_not_show_its_scores(tmp_path):
+    import shutil
+
+    folder = tmp_path / "runs"
+    record_run(_fake_run(folder, "r", 1e-4, 0.8, 0.5), "complete")
+    assert list_runs(folder)[0]["metrics"]["accuracy"] == 0.8
+    shutil.rmtree(folder / "r")  # removed by hand; a new run of that name starts
+    record_run(_fake_run(folder, "r", 1e-4, None), "running")
+    [row] = list_runs(folder)
+    assert row["metrics"] == {} and row["best_epoch"] is None and row["epochs"] is None
+
+
+def test_a_run_whose_task_names_no_metric_yet_is_read_by_its_loss(tmp_path):
+    folder = tmp_path / "runs"
+    run = _fake_run(folder, "p", 1e-4, None)
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    config["task"]["name"] = "auto"  # as strop pretrain's config keeps it until its summary says masked_lm
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
+    (run / "metrics.jsonl").write_text("".join(json.dumps({"epoch": e, "val_loss": loss}) + "\n"
+                                               for e, loss in ((1, 3.0), (2, 2.5), (3, 2.7))))
+    record_run(run, "interrupted")
+    [row] = list_runs(folder)
+    assert row["metric"] == "loss" and row["best_epoch"] == 2 and row["metrics"] == {"loss": 2.5}
+
+
 def test_runs_the_index_lacks_are_added_from_their_files(tmp_path):
     folder = tmp_path / "runs"
     _fake_run(folder, "old", 1e-4, 0.8, 0.5)

@@ -125,8 +125,11 @@ def _read_run(run_dir: Path) -> dict:
     metrics.jsonl (the best epoch so far)."""
     config = _read_yaml(run_dir / "config.yaml")
     task = config.get("task", {}).get("name")
+    # every column named, None where unknown yet: a new run in the folder of a removed one of the same name
+    # must not show the old one's scores (the index updates the columns a row names)
     row = {"name": run_dir.name, "task": task, "model": config.get("model", {}).get("name"),
-           "method": config.get("method", {}).get("name"), "config": config or None}
+           "method": config.get("method", {}).get("name"), "config": config or None, "metric": None,
+           "metrics": None, "best_epoch": None, "epochs": None, "train_seconds": None}
     summary = _read_json(run_dir / "summary.json")
     if summary:
         # the task it trained (a pretraining run's config keeps task.name=auto; its summary says masked_lm)
@@ -135,7 +138,8 @@ def _read_run(run_dir: Path) -> dict:
                    epochs=summary.get("epochs_run"), train_seconds=summary.get("train_seconds"))
         return row
     history = _read_metrics(run_dir / "metrics.jsonl")
-    metric = _lead_metric(task, config.get("train", {}).get("metric"))
+    # a run whose task names no metric until it completes (strop pretrain's: task.name=auto) is read by its loss
+    metric = _lead_metric(task, config.get("train", {}).get("metric")) or "loss"
     row.update(metric=metric, epochs=len(history) or None,
                train_seconds=history[-1].get("time") if history else None)
     best = _best_record(history, metric, task)
