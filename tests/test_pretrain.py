@@ -300,6 +300,23 @@ def test_resuming_with_other_data_is_refused(tiny_model_dir, tmp_path, monkeypat
         pretrain(None, [*overrides, "train.resume=true"], data=other, output=tmp_path / "out")
 
 
+def test_an_interrupted_pretrain_says_the_command_that_continues_it(tiny_model_dir, tmp_path, monkeypatch, capsys):
+    import shlex
+
+    from conftest import interrupt_after_checkpoint
+
+    from strop.cli import main
+    from strop.pretrain import pretrain
+
+    data = _domain(tmp_path / "d.txt")
+    overrides = _pretrain_overrides(tiny_model_dir, "train.epochs=2", "train.quiet=false")
+    interrupt_after_checkpoint(monkeypatch, lambda: pretrain(None, overrides, data=data, output=tmp_path / "out"))
+    said = capsys.readouterr().err.strip().splitlines()[-1]
+    assert said.startswith("interrupted; continue the run with: strop pretrain ")
+    assert main(shlex.split(said.split(": ", 1)[1])[1:]) == 0  # the command as said completes the run
+    assert (tmp_path / "out" / "summary.json").is_file()
+
+
 def test_auto_batch_sizes_are_measured_and_recorded(tiny_model_dir, tmp_path):
     from strop.pretrain import pretrain
 

@@ -328,6 +328,10 @@ def pretrain(config=None, overrides: list[str] = (), data: str | Path | None = N
     except BaseException as error:
         if created and not run.last_checkpoint.exists():
             remove_run(run.root, existed)
+        if isinstance(error, KeyboardInterrupt) and not cfg.train.quiet:  # as fit says it
+            print(f"interrupted; continue the run with: strop pretrain {run.config} --data {data} train.resume=true"
+                  if run.last_checkpoint.exists() else "interrupted before the run's first checkpoint: nothing was "
+                  "kept; run the same command again to start over", file=sys.stderr)
         if run.config.is_file():  # a run to resume: its status. A removed one (an emptied folder too) leaves the index
             record_run(run.root, "interrupted" if isinstance(error, KeyboardInterrupt) else "failed", error)
         else:
