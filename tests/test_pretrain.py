@@ -313,8 +313,12 @@ def test_an_interrupted_pretrain_says_the_command_that_continues_it(tiny_model_d
     interrupt_after_checkpoint(monkeypatch, lambda: pretrain(None, overrides, data=data, output=tmp_path / "out"))
     said = capsys.readouterr().err.strip().splitlines()[-1]
     assert said.startswith("interrupted; continue the run with: strop pretrain ")
+    with pytest.raises(strop.StropError, match="is a run that has not completed .* train.resume=true"):
+        strop.fit(None, [f"model.name={tmp_path / 'out'}", f"data.train={data}"])  # not yet a model to start from
     assert main(shlex.split(said.split(": ", 1)[1])[1:]) == 0  # the command as said completes the run
     assert (tmp_path / "out" / "summary.json").is_file()
+    with pytest.raises(strop.StropError, match="is a pretrained model without a task head"):
+        strop.load(tmp_path / "out" / "model")  # predict, serve, evaluate: it has no head yet
 
 
 def test_auto_batch_sizes_are_measured_and_recorded(tiny_model_dir, tmp_path):

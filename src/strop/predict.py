@@ -214,6 +214,10 @@ def load(run_dir: str | Path, device: str | None = None) -> Predictor:
     if (Path(run_dir) / ENSEMBLE_FILE).is_file():  # strop soup --ensemble
         return load_ensemble(Path(run_dir), device)
     folder = model_folder(Path(run_dir))  # a self-training folder: its last round's
+    if folder is None and (Path(run_dir) / "config.json").is_file():  # strop pretrain's model/, a hub model
+        raise StropError(f"{run_dir} is a pretrained model without a task head (as strop pretrain writes): train "
+                         f"one on it first, e.g. strop fit model.name={run_dir} data.train=labelled.csv, then use "
+                         "that run")
     if folder is None:
         raise StropError(f"{run_dir} holds no trained model (expected {Path(run_dir) / 'model' / 'strop.json'}); "
                          "is it a completed run of strop fit?")

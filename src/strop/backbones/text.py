@@ -42,6 +42,9 @@ def resolve_model_source(name: str) -> str:
     if path.exists():
         if not (path / "config.json").is_file() and (path / "model" / "config.json").is_file():
             return str(path / "model")  # the output folder of `strop pretrain`: the model it wrote
+        if not (path / "config.json").is_file() and (path / "config.yaml").is_file():  # a run that wrote no model
+            raise StropError(f"model.name: {path} is a run that has not completed (no model/ folder yet): continue "
+                             f"it with train.resume=true (as strop fit or strop pretrain started it), then start from it")
         if not (path / "config.json").is_file():
             raise StropError(f"model.name: {path} has no config.json; point it at a Hugging Face model folder "
                              "(config.json, weights, tokenizer files) or at a strop run directory")
