@@ -217,6 +217,11 @@ def test_a_fit_that_fails_before_its_first_checkpoint_leaves_neither_run_nor_ent
     assert not (tmp_path / "runs" / "gone").exists()
     assert (tmp_path / "runs" / INDEX_FILE).is_file()  # it was recorded as running when it started
     assert list_runs(tmp_path / "runs") == []  # and forgotten when its run was removed
+    (tmp_path / "runs" / "mine").mkdir()  # a folder the user made for the run: emptied, not removed
+    with pytest.raises(RuntimeError):
+        strop.fit(None, _fit_overrides(tmp_path, "mine"))
+    assert (tmp_path / "runs" / "mine").is_dir() and list((tmp_path / "runs" / "mine").iterdir()) == []
+    assert list_runs(tmp_path / "runs") == []
 
 
 def test_a_diff_does_not_judge_losses_that_measure_other_things():

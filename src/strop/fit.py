@@ -21,7 +21,7 @@ from strop.methods import METHODS
 from strop.methods.base import count_parameters
 from strop.model import Source, TaskModel, build_model, outputs_of, resolve_source, save_model
 from strop.runs import (RunDir, atomic_write_json, atomic_write_text, check_folder_path, default_run_name,
-                        reporting_write_errors)
+                        remove_failed_run, reporting_write_errors)
 from strop.tasks import TASKS, Examples, Task, infer_task_name
 from strop.tasks.base import pad_collate
 
@@ -263,6 +263,7 @@ def fit(config: str | Path | dict | Config | None = None, overrides: list[str] =
     cfg, source, splits, model, task, notes = (prepared.cfg, prepared.source, prepared.splits, prepared.model,
                                                prepared.task, prepared.notes)
     collate, train_features, val_features = prepared.collate, prepared.train_features, prepared.val_features
+    existed = cfg.output_dir is not None and Path(cfg.output_dir).exists()  # made by the user: kept on failure
     run, cfg, lock = _open_run_dir(cfg)
 
     accelerator = make_accelerator(cfg)
@@ -336,9 +337,10 @@ def fit(config: str | Path | dict | Config | None = None, overrides: list[str] =
     except BaseException as error:
         # A run that never reached its first checkpoint is worth nothing: leave no half-written run.
         if created and accelerator.is_main_process and not _has_checkpoint(run):
-            shutil.rmtree(run.root, ignore_errors=True)
+            remove_failed_run(run.root, existed)
             if isinstance(error, KeyboardInterrupt) and not cfg.train.quiet and resume_hint:
-                print(f"interrupted before the run's first checkpoint: nothing was kept ({run.root} is removed); "
+                print(f"interrupted before the run's first checkpoint: nothing was kept ({run.root} is "
+                      f"{'emptied' if existed else 'removed'}); "
                       "run the same command again to start over", file=sys.stderr)
         elif (isinstance(error, KeyboardInterrupt) and accelerator.is_main_process and not cfg.train.quiet
               and resume_hint):

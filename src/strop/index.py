@@ -64,8 +64,8 @@ def _connect(folder: Path, write: bool) -> Iterator[sqlite3.Connection]:
 def record_run(run_dir: str | Path, status: str, error: BaseException | str | None = None, **fields: Any) -> None:
     """Records (or updates) a run in its runs folder's index from the files of its run directory.
 
-    A run directory that no longer exists (a failed fit removes its half-written run) is removed from the
-    index. Never raises: a failed write warns on stderr, as the run itself matters more than its entry.
+    A run directory that no longer exists (a failed fit removes its half-written run), or holds no config.yaml
+    (a folder the user made, emptied again), is removed from the index. Never raises: a failed write warns on stderr, as the run itself matters more than its entry.
 
     Args:
         run_dir: the run directory.
@@ -75,7 +75,7 @@ def record_run(run_dir: str | Path, status: str, error: BaseException | str | No
     """
     run_dir = Path(run_dir)
     try:
-        if not run_dir.is_dir():
+        if not (run_dir / "config.yaml").is_file():
             forget_run(run_dir)
             return
         row = {**_read_run(run_dir), "status": status, "error": _message(error),

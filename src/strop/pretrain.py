@@ -236,7 +236,7 @@ def pretrain(config=None, overrides: list[str] = (), data: str | Path | None = N
     from strop.index import record_run
     from strop.methods.base import Method
     from strop.model import resolve_source
-    from strop.runs import RunDir, atomic_write_json, atomic_write_text, check_folder_path
+    from strop.runs import RunDir, atomic_write_json, atomic_write_text, check_folder_path, remove_failed_run
     from strop.tasks.base import pad_collate
     from strop.train.batch_size import resolve_batch_sizes
     from strop.train.loop import make_accelerator, train
@@ -327,15 +327,12 @@ def pretrain(config=None, overrides: list[str] = (), data: str | Path | None = N
                       f"{run.model}: strop fit model.name={run.model} ...")
     except BaseException as error:
         if created and not run.last_checkpoint.exists():
-            remove_run(run.root, existed)
+            remove_failed_run(run.root, existed)
         if isinstance(error, KeyboardInterrupt) and not cfg.train.quiet:  # as fit says it
             print(f"interrupted; continue the run with: strop pretrain {run.config} --data {data} train.resume=true"
                   if run.last_checkpoint.exists() else "interrupted before the run's first checkpoint: nothing was "
                   "kept; run the same command again to start over", file=sys.stderr)
-        if run.config.is_file():  # a run to resume: its status. A removed one (an emptied folder too) leaves the index
-            record_run(run.root, "interrupted" if isinstance(error, KeyboardInterrupt) else "failed", error)
-        else:
-            forget_quietly(run.root)
+        record_run(run.root, "interrupted" if isinstance(error, KeyboardInterrupt) else "failed", error)
         raise
     finally:
         if lock is not None:
@@ -357,29 +354,6 @@ def refuse_methods(cfg) -> None:
     if cfg.method.freeze_layers not in ("auto", 0):
         raise StropError(f"method.freeze_layers={cfg.method.freeze_layers}: strop pretrain trains every layer; "
                          "leave method.freeze_layers unset (freeze layers in the strop fit that follows instead)")
-
-
-def remove_run(root: Path, existed: bool) -> None:
-    """Removes a failed run that reached no checkpoint: the folder where pretrain created it, else (a folder the
-    user made, empty: `_refuse_run_dir` saw to that) only what pretrain wrote in it."""
-    if not existed:
-        shutil.rmtree(root, ignore_errors=True)
-        return
-    for path in root.iterdir():
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            path.unlink(missing_ok=True)
-
-
-def forget_quietly(root: Path) -> None:
-    """Removes a run from its folder's index, warning where that fails: the run's own error matters more."""
-    from strop.index import forget_run
-
-    try:
-        forget_run(root)
-    except Exception as failure:  # noqa: BLE001 - as record_run: the index must never hide why the run failed
-        print(f"strop: warning: could not remove {root} from its runs index: {failure}", file=sys.stderr)
 
 
 def pretrain_vectors(cfg, data: str | Path, output: str | Path | None) -> Path:

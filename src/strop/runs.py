@@ -255,3 +255,16 @@ def recover_dir(final: Path) -> Path:
     if not final.exists() and old.exists():
         os.replace(old, final)
     return final
+
+
+def remove_failed_run(root: Path, existed: bool) -> None:
+    """Removes a failed run that reached no checkpoint: the folder where the run created it, else (a folder the
+    user made, which held nothing: `strop.fit._refuse_run_dir` saw to that) only what the run wrote in it."""
+    if not existed:
+        shutil.rmtree(root, ignore_errors=True)
+        return
+    for path in root.iterdir():
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
