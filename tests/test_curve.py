@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 
 from strop.curve import (LARGEST_SIZE, analyse, describe, draw, examples_for, fit_ceiling_free, fit_power_law,
-                         forecast, nested_subsets, parameters_of, power_law, size_for)
+                         forecast, learning_curve, nested_subsets, parameters_of, power_law, size_for)
 from strop.errors import StropError
 
 TRUE = (0.92, 1.5, 0.6)  # a, b, c
@@ -450,6 +450,22 @@ def test_multilabel_subsets_hold_every_label_and_a_share_too_small_for_them_is_r
         assert [len(s) for s in subsets] == [14, 35, 70]
     with pytest.raises(StropError, match="gives 2 examples, and 3 are needed to hold each of the 3 labels"):
         nested_subsets(targets, [2, 35, 70], seed=0)
+
+
+def test_a_regression_curve_runs_its_fractions_and_fits_its_error(tmp_path):
+    """A regression's targets are tuples of numbers: they are no label sets that every subset must hold."""
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(150, 2))
+    frame = pd.DataFrame({"a": x[:, 0], "b": x[:, 1], "y": x[:, 0] - 0.5 * x[:, 1] + 0.1 * rng.normal(size=150)})
+    frame.to_csv(tmp_path / "train.csv", index=False)
+    assert len(nested_subsets([(v,) for v in frame["y"]], [30, 150], seed=0)[0]) == 30
+    result = learning_curve(None, ["model.name=mlp", "task.name=regression", "model.hidden=[8]", "data.label_column=y",
+                                   f"data.train={tmp_path / 'train.csv'}", "train.epochs=2", "train.quiet=true"],
+                            fractions=(0.3, 0.6, 1.0), seeds=1, output=tmp_path / "curve", quiet=True)
+    assert result["metric"] == "rmse" and len(result["points"]) == 3
+    assert json.loads((tmp_path / "curve" / "curve.json").read_text())["metric"] == "rmse"
 
 
 def test_fractions_that_round_to_one_size_train_it_once(tiny_overrides, tmp_path, monkeypatch, capsys):

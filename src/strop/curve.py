@@ -288,8 +288,8 @@ def nested_subsets(targets: list, sizes: list[int], seed: int) -> list[np.ndarra
     total = len(targets)
     if not all(isinstance(t, str) for t in targets):
         order = rng.permutation(total)
-        if all(isinstance(t, (list, tuple)) for t in targets):
-            order = _covering_first(order, targets, min(sizes))
+        if all(isinstance(t, (list, tuple)) and all(isinstance(x, str) for x in t) for t in targets):
+            order = _covering_first(order, targets, min(sizes))  # label sets; not a regression's tuples of numbers
         return [np.sort(order[:size]) for size in sizes]
     classes, inverse = np.unique(np.asarray(targets), return_inverse=True)
     members = [rng.permutation(np.flatnonzero(inverse == k)) for k in range(len(classes))]
