@@ -81,6 +81,11 @@ def test_an_interrupted_fit_is_recorded_so_and_its_resumption_completes_it(tmp_p
     strop.fit(None, [*overrides, "train.resume=true"])
     [row] = list_runs(tmp_path / "runs")
     assert row["status"] == "complete" and row["error"] is None and row["epochs"] == 2
+    # its config.yaml describes the run, not the command that continued it: it trains again as it is
+    saved = tmp_path / "runs" / "b" / "config.yaml"
+    assert yaml.safe_load(saved.read_text())["train"]["resume"] is False
+    again = strop.fit(str(saved), [f"output_dir={tmp_path / 'runs' / 'again'}"])
+    assert json.loads((again / "summary.json").read_text())["validation"] == row["metrics"]
 
 
 def test_a_run_whose_fit_is_gone_is_interrupted_and_one_holding_its_lock_is_running(tmp_path):
