@@ -72,9 +72,14 @@ def test_cv_tells_folds_that_disagree_from_seeds_that_do():
     assert cv_findings(agree, "accuracy") == []
 
 
-def curve_result(gain: float, interval: tuple[float, float], lower_is_better: bool = False) -> dict:
+def curve_result(gain: float, interval: tuple[float, float], lower_is_better: bool = False,
+                 measured_gain: float = 0.1) -> dict:
+    """A curve.json of 2 seeds at 250 and 1,000 examples, whose measured scores improve by measured_gain."""
     model = "score(n) = a - b * n^(-c)" + (" fitted to -score (lower is better)" if lower_is_better else "")
-    return {"metric": "loss" if lower_is_better else "accuracy", "fit": {
+    metric, sign = ("loss", -1.0) if lower_is_better else ("accuracy", 1.0)
+    points = [{"examples": n, "seed": seed, "scores": {metric: 0.7 + sign * (measured_gain * (n == 1000) + noise)}}
+              for n in (250, 1000) for seed, noise in ((1, 0.005), (2, -0.005))]
+    return {"metric": metric, "sizes": [250, 1000], "points": points, "fit": {
         "model": model, "largest_size": 1000.0, "score_at_largest": 0.8, "asymptote": 0.85,
         "twice_the_data": {"size": 2000.0, "gain": gain, "gain_interval": list(interval)}}}
 
@@ -110,10 +115,20 @@ def test_the_curve_answers_whether_more_labels_help(gain, interval, lower, expec
     assert names(curve_findings(curve_result(gain, interval, lower))) == {expected}
 
 
+@pytest.mark.parametrize("lower", [False, True])
+def test_a_forecast_gain_that_no_measured_point_shows_is_not_called_worth_labelling(lower):
+    gain, interval = (-0.03, (-0.05, -0.01)) if lower else (0.03, (0.01, 0.05))
+    [finding] = curve_findings(curve_result(gain, interval, lower, measured_gain=0.0))
+    assert finding.name == "unknown" and "show no gain with more data" in finding.evidence
+    assert "Label more examples" not in " ".join(finding.fixes)
+
+
 @pytest.mark.parametrize("scale", [1.0, 1e-4, 1e4])
 def test_an_error_curve_verdict_does_not_depend_on_the_target_units(scale):
     result = curve_result(-0.10 * scale, (-0.15 * scale, -0.05 * scale), lower_is_better=True)
     result["metric"] = "rmse"
+    for point in result["points"]:  # measured in the target's units too
+        point["scores"] = {"rmse": point["scores"]["loss"] * scale}
     result["fit"]["score_at_largest"] = 59.5 * scale  # 0.10 of 59.5: a change of 0.17%, under the flat share
     assert names(curve_findings(result)) == {"levels_off"}
     result["fit"]["twice_the_data"].update(gain=-3.0 * scale, gain_interval=[-4.0 * scale, -2.0 * scale])

@@ -595,6 +595,21 @@ def describe(result: dict) -> str:
     return "\n".join(lines)
 
 
+def measured_trend(result: dict) -> tuple[str, int, int, float, float]:
+    """How the measured scores move from the fewest examples to the most, beyond the seeds' spread there (a
+    smaller step is noise): "better", "worse", "flat", or "one size" where only one was measured; with those
+    two sizes and their mean scores."""
+    by_size = scores_by_size(result)
+    fewest, most = min(by_size), max(by_size)
+    first, last = float(np.mean(by_size[fewest])), float(np.mean(by_size[most]))
+    spread = sum(float(np.std(by_size[size], ddof=1)) for size in (fewest, most) if len(by_size[size]) > 1)
+    worse = (last - first) if lower_is_better(result["fit"]) else (first - last)
+    if len(by_size) == 1:
+        return "one size", fewest, most, first, last
+    trend = "worse" if worse > spread else "better" if worse < -spread else "flat"
+    return trend, fewest, most, first, last
+
+
 def warnings_of(result: dict) -> list[str]:
     """What makes the fitted curve's answers weak: too few points, measured scores that do not change with the
     data beyond the seeds' spread, or get worse (the laws can only rise, or for a loss fall), a law that does not
@@ -605,18 +620,13 @@ def warnings_of(result: dict) -> list[str]:
         found.append(f"{len(result['points'])} points for a law of 3 parameters: no freedom is left to measure "
                      "the fit's error, so its intervals say nothing of the uncertainty; run more seeds (--seeds) or "
                      "sizes (--fractions)")
-    by_size = scores_by_size(result)
-    fewest, most = min(by_size), max(by_size)
-    first, last = float(np.mean(by_size[fewest])), float(np.mean(by_size[most]))
-    # the seeds' spread at the two sizes, where there are seeds to measure it: a smaller step is noise
-    spread = sum(float(np.std(by_size[size], ddof=1)) for size in (fewest, most) if len(by_size[size]) > 1)
-    worse = (last - first) if lower_is_better(fit) else (first - last)
-    if -spread <= worse <= spread and len(by_size) > 1:
+    trend, fewest, most, first, last = measured_trend(result)
+    if trend == "flat":
         found.append(f"the measured {metric} at {most:,} examples ({shown(last)}) is within the seeds' spread of "
-                     f"that at {fewest:,} ({shown(first)}): these points show no gain from more data, so any rise in "
+                     f"that at {fewest:,} ({shown(first)}): these points show no gain from more data, so any gain in "
                      "the forecast is the law's shape, not something measured; check the runs (a model that predicts "
                      "one class, too few epochs), or measure larger sizes")
-    elif worse > spread:
+    elif trend == "worse":
         found.append(f"the measured {metric} is worse at {most:,} examples ({shown(last)}) than at {fewest:,} "
                      f"({shown(first)}): the law, which only improves with the data, does not follow these points, "
                      "so read its forecast with care; check the runs (too few epochs, an unstable learning rate, "

@@ -428,7 +428,7 @@ def curve_findings(result: dict) -> list[Finding]:
     whole 95% interval), not worth it (below FLAT in its whole interval), or not yet known. FLAT is in the
     metric's units where they are a share (accuracy, F1, r2); for an error in the target's units (rmse, mae,
     loss) it is that share of the score, so the verdict does not depend on the units."""
-    from strop.curve import lower_is_better, shown
+    from strop.curve import lower_is_better, measured_trend, shown
     from strop.selftrain import PSEUDO_LABEL_TASKS
 
     metric, fit = result["metric"], result["fit"]
@@ -441,6 +441,13 @@ def curve_findings(result: dict) -> list[Finding]:
             f"{shown(twice['gain'], True)} [{shown(twice['gain_interval'][0], True)}, "
             f"{shown(twice['gain_interval'][1], True)}] from {shown(fit['score_at_largest'])} at "
             f"{fit['largest_size']:,.0f}")
+    trend = measured_trend(result)[0]
+    if low > 0 and gain >= flat and trend in ("flat", "worse"):  # the law's shape forecasts what no point shows
+        return [Finding("unknown", "The curve cannot yet tell whether more labels help",
+                        said + f", but the measured scores show no gain with more data (see the warnings): the "
+                        "forecast gain is the law's shape, not something measured.",
+                        ["Check the runs (a model that predicts one class, too few epochs), then measure larger "
+                         "sizes (--fractions) or more seeds (--seeds)."])]
     if low > 0 and gain >= flat:
         config = result.get("config", {})
         classifies = config.get("task", {}).get("name") in PSEUDO_LABEL_TASKS  # one class an example
