@@ -334,3 +334,8 @@ def test_the_head_stage_starts_from_the_seed_whatever_the_contrastive_stage_drew
     drawn = strop.fit(None, common + [f"output_dir={tmp_path / 'drawn'}"])
     a, b = load_file(plain / "model" / "model.safetensors"), load_file(drawn / "model" / "model.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_contrastive_stage_whose_loss_diverges_names_its_own_learning_rate(tiny_overrides, tmp_path):
+    with pytest.raises(StropError, match="loss became .* Lower method.pair_lr and start a new run"):
+        strop.fit(None, [*tiny_overrides, "method.name=fewshot", "method.pairs_per_example=8", "method.pair_lr=1e4"])

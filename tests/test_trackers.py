@@ -74,6 +74,25 @@ def test_mlflow_gets_every_epochs_metrics_and_the_config(tiny_overrides, monkeyp
     assert logged.info.status == "FINISHED" and logged.info.run_name == run.name
 
 
+def test_a_few_shot_run_logs_its_head_stage_once(tiny_overrides, monkeypatch, tmp_path):
+    """The contrastive stage trains in the same process first: its own tracker run collided with the head's
+    (MLflow refused a second active run and the fit crashed)."""
+    pytest.importorskip("mlflow", reason="mlflow is in strop's test extra")
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(tmp_path)
+    run = strop.fit(None, tiny_overrides + ["train.trackers=[mlflow]", "method.name=fewshot",
+                                            "method.pairs_per_example=2"])
+    history = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    client = MlflowClient(tracking_uri=f"sqlite:///{run / 'trackers' / 'mlflow.db'}")
+    (experiment,) = [e for e in client.search_experiments() if e.name == run.name]
+    (logged,) = client.search_runs([experiment.experiment_id])
+    points = client.get_metric_history(logged.info.run_id, "val_loss")
+    assert [p.value for p in points] == pytest.approx([r["val_loss"] for r in history], rel=1e-5)
+    assert logged.info.status == "FINISHED"
+
+
 def test_mlflow_logs_to_the_users_tracking_uri_where_one_is_set(tiny_overrides, monkeypatch, tmp_path):
     pytest.importorskip("mlflow", reason="mlflow is in strop's test extra")
     from mlflow.tracking import MlflowClient

@@ -247,6 +247,7 @@ class PairTask(Task):
     positive pair ranked above every negative pair of the step (`cosent`)."""
 
     name = "contrastive_pairs"
+    lr_setting = "method.pair_lr"  # the stage's learning rate (contrastive_config), named where its loss diverges
     metric_names: ClassVar[tuple[str, ...]] = ("loss", "pair_accuracy", "pair_auc")
     lead_metric = "loss"
 
@@ -288,8 +289,10 @@ def contrastive_config(cfg):
     method.pair_lr, one group of examples a step (`pair_groups`), validated on pair loss, with no early stopping
     within the stage."""
     m = cfg.method
+    # no trackers: the stage's metrics are in contrastive/metrics.jsonl, and a second tracker run in the same
+    # accelerator would collide with the head stage's (MLflow refuses it; TensorBoard mixes both under one tag)
     return replace(cfg, train=replace(cfg.train, epochs=m.pair_epochs, patience=0, metric="auto",
-                                      batch_size=1, eval_batch_size=1,
+                                      batch_size=1, eval_batch_size=1, trackers=(),
                                       group_by_length=False, imbalance="none", label_smoothing=0.0),
                    optim=replace(cfg.optim, lr=m.pair_lr, layer_decay=1.0))
 

@@ -263,7 +263,8 @@ def train(model, task: Task, method: Method, train_features: list[dict], val_fea
                         loss = loss + l1_penalty(optimizer, cfg.optim.l1)
                     if not _finite_everywhere(loss, accelerator):
                         if tc.nonfinite == "stop":
-                            raise _diverged(loss, state, epoch, scheduler, run)
+                            raise _diverged(loss, state, epoch, scheduler, run,
+                                            getattr(task, "lr_setting", "optim.lr"))
                         skipped += 1
                         optimizer.zero_grad(set_to_none=True)
                         continue
@@ -346,13 +347,15 @@ def _validated_weights(average: WeightAverage | None, model):
     return average.swapped_in(model) if average is not None else contextlib.nullcontext(model)
 
 
-def _diverged(loss: torch.Tensor, state: LoopState, epoch: int, scheduler, run: RunDir) -> StropError:
-    """The message for a loss that became NaN or infinite: where, the likely cause, what is kept."""
+def _diverged(loss: torch.Tensor, state: LoopState, epoch: int, scheduler, run: RunDir,
+              lr_setting: str = "optim.lr") -> StropError:
+    """The message for a loss that became NaN or infinite: where, the likely cause, what is kept. lr_setting:
+    the key that sets this training's learning rate (a task's `lr_setting`: few-shot's stage trains at its own)."""
     kept = (f"the checkpoint of epoch {state.epoch} is kept in {run.last_checkpoint}" if state.epoch
             else "no epoch was complete, so no run is kept")
     return StropError(f"the training loss became {loss.item()} at step {state.step + 1} (epoch {epoch + 1}, "
                       f"learning rate {scheduler.get_last_lr()[0]:.3g}): the learning rate is probably too high for "
-                      f"this model, or the data hold extreme values; {kept}. Lower optim.lr and start a new run, "
+                      f"this model, or the data hold extreme values; {kept}. Lower {lr_setting} and start a new run, "
                       "or set train.nonfinite=skip to skip such batches")
 
 
