@@ -389,3 +389,16 @@ def test_an_output_folder_with_files_is_refused_before_the_model_loads(tiny_mode
     with pytest.raises(strop.StropError, match="already holds files"):
         pretrain(None, _pretrain_overrides(tiny_model_dir), data=_domain(tmp_path / "d.txt"), output=tmp_path / "out")
     assert (tmp_path / "out" / "notes.txt").read_text() == "mine"
+
+
+def test_data_settings_pretraining_does_not_read_are_said_and_left_out_of_its_config(tiny_model_dir, tmp_path,
+                                                                                     capsys):
+    from strop.pretrain import pretrain
+
+    run = pretrain(None, _pretrain_overrides(tiny_model_dir, "train.quiet=false", "data.augment=deletion",
+                                             f"data.unlabeled={tmp_path / 'pool.txt'}", "data.text_column=body"),
+                   data=_domain(tmp_path / "d.txt"), output=tmp_path / "out")
+    assert "not used by strop pretrain" in capsys.readouterr().out
+    saved = yaml.safe_load((run / "config.yaml").read_text())["data"]
+    assert saved["augment"] == "auto" and saved["unlabeled"] is None  # what the run did not use is not recorded
+    assert saved["text_column"] == "body" and saved["train"] == str(tmp_path / "d.txt")

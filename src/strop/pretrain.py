@@ -252,6 +252,10 @@ def pretrain(config=None, overrides: list[str] = (), data: str | Path | None = N
         raise StropError(f"model.name={cfg.model.name}: strop pretrain continues a transformers text model (a "
                          "bundled alias, a hub id or a model folder), or trains an MLP autoencoder (mlp)")
     refuse_methods(cfg)
+    cfg, unused = without_unused_data_settings(cfg)
+    if unused and not cfg.train.quiet:
+        print(f"not used by strop pretrain, which reads the texts of --data alone and holds out "
+              f"{VALIDATION_SHARE:.0%} of them to validate on: {', '.join(unused)} (left out of its config.yaml)")
     # data.train records --data (as the vector path's fit does), so that resuming with other data is refused
     cfg = replace(cfg, output_dir=str(output) if output is not None else cfg.output_dir,
                   data=replace(cfg.data, train=str(data)), train=replace(cfg.train, metric="auto", imbalance="none"))
@@ -338,6 +342,22 @@ def pretrain(config=None, overrides: list[str] = (), data: str | Path | None = N
         if lock is not None:
             lock.close()
     return run.root
+
+
+PRETRAIN_DATA_KEYS = ("train", "text_column")  # the data settings text pretraining reads
+
+
+def without_unused_data_settings(cfg):
+    """The config with the data settings text pretraining does not read put back to their defaults (a fit's
+    config reused for pretraining: its validation file, pool, augmentation), and their keys: config.yaml then
+    records only what the run used."""
+    from dataclasses import fields
+
+    defaults = type(cfg.data)()
+    unused = [f.name for f in fields(cfg.data)
+              if f.name not in PRETRAIN_DATA_KEYS and getattr(cfg.data, f.name) != getattr(defaults, f.name)]
+    kept = replace(defaults, **{key: getattr(cfg.data, key) for key in PRETRAIN_DATA_KEYS})
+    return replace(cfg, data=kept), [f"data.{key}" for key in unused]
 
 
 def refuse_methods(cfg) -> None:
