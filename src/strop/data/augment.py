@@ -152,11 +152,12 @@ def text_augmentation(cfg, body, task, inputs: list, features: list[dict], colla
     if cached:
         from strop.methods.base import uncached_hint
 
+        trains_body = ("method.freeze_layers=0 (every layer trains)" if cfg.method.freeze_layers
+                       else "a method that trains the body (full, gradual, lora)")
         raise StropError(f"data.augment={mode} with method.name={cfg.method.name}"
                          + (f", method.freeze_layers={cfg.method.freeze_layers}" if cfg.method.freeze_layers else "")
                          + ": the frozen layers' outputs are computed once and cached, so augmented texts would never "
-                         "reach what trains. Use data.augment=none, or a method that trains the body (full, "
-                         "gradual, lora)" + uncached_hint(cfg))
+                         f"reach what trains. Use data.augment=none, or {trains_body}" + uncached_hint(cfg))
     if mode == "synonym":
         wordnet()  # loaded (or found missing) before training, not at its first batch
     # the data file's examples come first; a task's extra ones after them (distill's unlabelled texts, whose

@@ -102,7 +102,8 @@ def uncached_hint(cfg) -> str:
     """The end of a refusal of augmented or mixed inputs where a frozen bottom is cached: how to have both (a
     frozen bottom can run at every step; a method that freezes the whole body always caches it)."""
     if cfg.method.freeze_layers and not METHODS.get(cfg.method.name).caches_body:
-        return ", or method.cache_bottom=false (the frozen layers then run at every step)"
+        return (", or method.cache_bottom=false (the frozen layers then run at every step; a run's config.yaml "
+                "records the cache_bottom=true that auto chose for a run without augmentation)")
     return ""
 
 
