@@ -289,12 +289,17 @@ def test_an_interrupted_round_says_how_to_continue_the_self_training_not_the_rou
     assert "continue the run with: strop fit" not in said  # the round's own hint would continue it alone
 
 
-def test_a_vector_pool_self_trains_and_leaves_out_the_labelled_vectors(tmp_path):
+def _vectors(tmp_path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """100 labelled vectors of columns a..d in few.csv (the class: a > 0), and 40 fresh unlabelled ones."""
     rng = np.random.default_rng(0)
     features = rng.normal(size=(100, 4)).round(3)
     labelled = pd.DataFrame(features, columns=list("abcd")).assign(label=np.where(features[:, 0] > 0, "hi", "lo"))
     labelled.to_csv(tmp_path / "few.csv", index=False)
-    fresh = pd.DataFrame(rng.normal(size=(40, 4)).round(3), columns=list("abcd"))
+    return labelled, pd.DataFrame(rng.normal(size=(40, 4)).round(3), columns=list("abcd"))
+
+
+def test_a_vector_pool_self_trains_and_leaves_out_the_labelled_vectors(tmp_path):
+    labelled, fresh = _vectors(tmp_path)
     pd.concat([fresh, labelled[list("abcd")][:20]]).to_csv(tmp_path / "pool.csv", index=False)
     strop.fit(None, ["model.name=mlp", f"data.train={tmp_path / 'few.csv'}", f"data.unlabeled={tmp_path / 'pool.csv'}",
                      "data.pseudo_label_threshold=0.6", "data.self_training_rounds=1", "train.epochs=3",
@@ -325,11 +330,7 @@ def test_a_round_that_validates_worse_than_the_one_before_is_said(tmp_path):
 
 
 def test_a_vector_pool_is_read_by_the_training_columns_names(tmp_path):
-    rng = np.random.default_rng(0)
-    features = rng.normal(size=(100, 4)).round(3)
-    labelled = pd.DataFrame(features, columns=list("abcd")).assign(label=np.where(features[:, 0] > 0, "hi", "lo"))
-    labelled.to_csv(tmp_path / "few.csv", index=False)
-    fresh = pd.DataFrame(rng.normal(size=(40, 4)).round(3), columns=list("abcd"))
+    labelled, fresh = _vectors(tmp_path)
     fresh[list("dcba")].to_csv(tmp_path / "reordered.csv", index=False)  # the same columns in another order
     overrides = ["model.name=mlp", f"data.train={tmp_path / 'few.csv'}", "data.pseudo_label_threshold=0.5",
                  "train.epochs=3", "train.quiet=true"]
