@@ -330,7 +330,7 @@ def test_a_round_that_validates_worse_than_the_one_before_is_said(tmp_path):
 
 
 def test_a_vector_pool_is_read_by_the_training_columns_names(tmp_path):
-    labelled, fresh = _vectors(tmp_path)
+    _, fresh = _vectors(tmp_path)
     fresh[list("dcba")].to_csv(tmp_path / "reordered.csv", index=False)  # the same columns in another order
     overrides = ["model.name=mlp", f"data.train={tmp_path / 'few.csv'}", "data.pseudo_label_threshold=0.5",
                  "train.epochs=3", "train.quiet=true"]
