@@ -148,6 +148,22 @@ def test_forecast_scores_are_cut_to_the_values_the_metric_can_take():
     assert fit["lower_is_better"] and not analyse(n, 1 - error, draws=20)["lower_is_better"]
 
 
+def test_the_plots_band_at_twice_the_data_is_curve_jsons_interval():
+    from matplotlib.figure import Figure
+
+    n = np.repeat(SIZES, 2)
+    rng = np.random.default_rng(3)
+    score = 0.9 - 0.8 * n ** -0.4 + rng.normal(0, 0.01, len(n))
+    points = [{"examples": int(size), "scores": {"accuracy": float(s)}} for size, s in zip(n, score)]
+    result = {"metric": "accuracy", "points": points, "fit": analyse(n, score, draws=60, seed=7)}
+    axes = Figure().subplots()
+    draw(result, axes)
+    band = axes.collections[0].get_paths()[0].vertices  # the band's outline: its upper and lower edges
+    twice = result["fit"]["twice_the_data"]
+    at_twice = band[np.isclose(band[:, 0], band[:, 0][np.argmin(abs(band[:, 0] - twice["size"]))])][:, 1]
+    assert [min(at_twice), max(at_twice)] == pytest.approx(twice["score_interval"], abs=0.001)  # grid 1% off
+
+
 def test_the_plot_keeps_the_band_and_the_curve_within_the_metric_range():
     from matplotlib.figure import Figure
 

@@ -225,6 +225,7 @@ def analyse(n, score, minimised: bool = False, bounded: bool = False, target: fl
         "parameters": {"a": level, "b": params[1], "c": params[2]},
         "parameter_intervals": {"a": levels, "b": interval(draws_[:, 1]), "c": interval(draws_[:, 2])},
         "bootstrap_draws": len(draws_),
+        "bootstrap": {"asked": draws, "seed": seed},  # curve.png draws its band from the same fits
         "largest_size": largest,
         "score_at_largest": scores(now),
         "twice_the_data": {"size": 2 * largest, "score": scores(doubled),
@@ -671,15 +672,18 @@ def draw(result: dict, axes) -> None:
     params = parameters_of(fit)
     low, high = fit.get("score_range", [None, None])  # null: unbounded on that side
     low, high = -math.inf if low is None else low, math.inf if high is None else high
-    draws = bootstrap(n, sign * y, len(params) == 5, draws=200, seed=1,
+    # the fits curve.json's intervals come from (an older curve.json without them: 200 of its own)
+    asked = fit.get("bootstrap", {"asked": 200, "seed": 1})
+    draws = bootstrap(n, sign * y, len(params) == 5, draws=asked["asked"], seed=asked["seed"],
                       ceiling=fitted_ceiling(sign < 0, (low, high)))
 
     def cut(values):  # on the metric's scale and within its range, as curve.json's forecasts are
         return np.clip(values, low, high)
 
     band = cut(sign * np.array([forecast(grid, d) for d in draws]))
-    axes.fill_between(grid, np.percentile(band, 2.5, axis=0), np.percentile(band, 97.5, axis=0), alpha=0.25,
-                      label="95% band (bootstrap)")
+    # the percentiles as `interval` takes them for curve.json (observed values, not interpolated)
+    low_edge, high_edge = (np.percentile(band, q, axis=0, method="inverted_cdf") for q in (2.5, 97.5))
+    axes.fill_between(grid, low_edge, high_edge, alpha=0.25, label="95% band (bootstrap)")
     if len(params) == 5:  # the two laws the forecast averages, thin
         axes.plot(grid, cut(power_law(grid, *params[:3])), linewidth=0.8, linestyle="--", label="a - b n^-c")
         axes.plot(grid, cut(power_law(grid, 1.0, *params[3:])), linewidth=0.8, linestyle="--",
