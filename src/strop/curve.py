@@ -603,10 +603,10 @@ def measured_trend(result: dict) -> tuple[str, int, int, float, float]:
     by_size = scores_by_size(result)
     fewest, most = min(by_size), max(by_size)
     first, last = float(np.mean(by_size[fewest])), float(np.mean(by_size[most]))
-    spread = sum(float(np.std(by_size[size], ddof=1)) for size in (fewest, most) if len(by_size[size]) > 1)
-    worse = (last - first) if lower_is_better(result["fit"]) else (first - last)
     if len(by_size) == 1:
         return "one size", fewest, most, first, last
+    spread = sum(float(np.std(by_size[size], ddof=1)) for size in (fewest, most) if len(by_size[size]) > 1)
+    worse = (last - first) if lower_is_better(result["fit"]) else (first - last)
     trend = "worse" if worse > spread else "better" if worse < -spread else "flat"
     return trend, fewest, most, first, last
 

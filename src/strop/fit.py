@@ -247,7 +247,7 @@ def fit(config: str | Path | dict | Config | None = None, overrides: list[str] =
         StropError: bad config, data or model name. Nothing is written in that case.
     """
     from strop.train.batch_size import resolve_batch_sizes
-    from strop.train.loop import make_accelerator, refuse_missing_gpu, resolve_metric, train
+    from strop.train.loop import make_accelerator, resolve_metric, train
 
     # Every check that can fail on the user's input runs before the run directory exists.
     cfg = load_config(config, overrides)
@@ -255,10 +255,7 @@ def fit(config: str | Path | dict | Config | None = None, overrides: list[str] =
         from strop.selftrain import self_train
 
         return self_train(resolve_config(cfg), on_epoch)
-    if cfg.output_dir is not None and os.environ.get("RANK", "0") == "0":
-        check_folder_path(Path(cfg.output_dir), "output_dir")
-        _refuse_run_dir(RunDir(Path(cfg.output_dir)), cfg.train.resume)
-    refuse_missing_gpu(cfg)  # before the data and model load, and before any run folder
+    refuse_early(cfg)
     prepared = prepare(cfg, adapt_task)
     cfg, source, splits, model, task, notes = (prepared.cfg, prepared.source, prepared.splits, prepared.model,
                                                prepared.task, prepared.notes)
@@ -565,6 +562,21 @@ def _open_run_dir(cfg: Config) -> tuple[RunDir, Config, object | None]:
             shutil.rmtree(run.root, ignore_errors=True)
         raise
     return run, cfg, lock
+
+
+def refuse_early(cfg: Config) -> None:
+    """The checks of a run's output_dir and device, made before the data and model load (said in a second, not
+    after the model loads) and before any run folder exists (fit, pretrain).
+
+    Raises:
+        StropError: see `_refuse_run_dir` and `strop.train.loop.refuse_missing_gpu`.
+    """
+    from strop.train.loop import refuse_missing_gpu
+
+    if cfg.output_dir is not None and os.environ.get("RANK", "0") == "0":
+        check_folder_path(Path(cfg.output_dir), "output_dir")
+        _refuse_run_dir(RunDir(Path(cfg.output_dir)), cfg.train.resume)
+    refuse_missing_gpu(cfg)
 
 
 def _refuse_run_dir(run: RunDir, resume: bool) -> None:

@@ -65,7 +65,8 @@ def record_run(run_dir: str | Path, status: str, error: BaseException | str | No
     """Records (or updates) a run in its runs folder's index from the files of its run directory.
 
     A run directory that no longer exists (a failed fit removes its half-written run), or holds no config.yaml
-    (a folder the user made, emptied again), is removed from the index. Never raises: a failed write warns on stderr, as the run itself matters more than its entry.
+    (a folder the user made, emptied again), is removed from the index. Never raises: a failed write warns on
+    stderr, as the run itself matters more than its entry.
 
     Args:
         run_dir: the run directory.

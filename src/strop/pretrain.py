@@ -13,7 +13,6 @@ as the source model did.
 
 from __future__ import annotations
 
-import os
 import shutil
 import sys
 from dataclasses import replace
@@ -232,11 +231,11 @@ def pretrain(config=None, overrides: list[str] = (), data: str | Path | None = N
 
     from strop.backbones.text import TextBackbone, load_tokenizer, quiet_transformers, refuse_pickle_only, tokens_read
     from strop.config import load_config
-    from strop.fit import _open_run_dir, _refuse_run_dir, _resolve_precision, enable_gradient_checkpointing
+    from strop.fit import _open_run_dir, _resolve_precision, enable_gradient_checkpointing, refuse_early
     from strop.index import record_run
     from strop.methods.base import Method
     from strop.model import resolve_source
-    from strop.runs import RunDir, atomic_write_json, atomic_write_text, check_folder_path, remove_failed_run
+    from strop.runs import atomic_write_json, atomic_write_text, remove_failed_run
     from strop.tasks.base import pad_collate
     from strop.train.batch_size import resolve_batch_sizes
     from strop.train.loop import make_accelerator, train
@@ -260,9 +259,7 @@ def pretrain(config=None, overrides: list[str] = (), data: str | Path | None = N
     cfg = replace(cfg, output_dir=str(output) if output is not None else cfg.output_dir,
                   data=replace(cfg.data, train=str(data)), train=replace(cfg.train, metric="auto", imbalance="none"))
     existed = cfg.output_dir is not None and Path(cfg.output_dir).exists()
-    if cfg.output_dir is not None and os.environ.get("RANK", "0") == "0":  # said now, not after the model loads
-        check_folder_path(Path(cfg.output_dir), "output_dir")
-        _refuse_run_dir(RunDir(Path(cfg.output_dir)), cfg.train.resume)
+    refuse_early(cfg)
     lines = read_domain_texts(data, cfg.data)
     refuse_pickle_only(source.location)
     tokenizer = load_tokenizer(source.location, cfg.model.trust_remote_code)

@@ -605,13 +605,12 @@ def checks_made(analysis: dict[str, Any], task: Task, config: dict) -> list[str]
 
 
 def _fewshot_fits(task: Task, inputs: str, config: dict) -> bool:
-    """Whether method.name=fewshot could train this run's task and did not (what few_examples suggests): not
-    with more classes than its contrastive groups hold, where method.name=auto chooses full fine-tuning."""
-    from strop.methods.auto import FEWSHOT_MAX_CLASSES
+    """Whether method.name=fewshot could train this run's task and did not (what few_examples suggests)."""
+    from strop.methods.auto import fewshot_fits
 
-    method = (config.get("method") or {}).get("name")
-    return (inputs == "text" and task.name in ("text_classification", "pair_classification") and method != "fewshot"
-            and len(getattr(task, "labels", ())) <= FEWSHOT_MAX_CLASSES)
+    labels = getattr(task, "labels", None)
+    return fewshot_fits(task.name, inputs, (config.get("method") or {}).get("name"),
+                        None if labels is None else len(labels))
 
 
 def _trains_body(config: dict) -> bool:

@@ -429,6 +429,7 @@ def curve_findings(result: dict) -> list[Finding]:
     metric's units where they are a share (accuracy, F1, r2); for an error in the target's units (rmse, mae,
     loss) it is that share of the score, so the verdict does not depend on the units."""
     from strop.curve import lower_is_better, measured_trend, shown
+    from strop.methods.auto import fewshot_fits
     from strop.selftrain import PSEUDO_LABEL_TASKS
 
     metric, fit = result["metric"], result["fit"]
@@ -444,17 +445,16 @@ def curve_findings(result: dict) -> list[Finding]:
     trend = measured_trend(result)[0]
     if low > 0 and gain >= flat and trend in ("flat", "worse"):  # the law's shape forecasts what no point shows
         return [Finding("unknown", "The curve cannot yet tell whether more labels help",
-                        said + f", but the measured scores show no gain with more data (see the warnings): the "
+                        said + ", but the measured scores show no gain with more data (see the warnings): the "
                         "forecast gain is the law's shape, not something measured.",
                         ["Check the runs (a model that predicts one class, too few epochs), then measure larger "
                          "sizes (--fractions) or more seeds (--seeds)."])]
     if low > 0 and gain >= flat:
         config = result.get("config", {})
-        classifies = config.get("task", {}).get("name") in PSEUDO_LABEL_TASKS  # one class an example
-        fewshot_fits = (config.get("model", {}).get("name") != "mlp"
-                        and config.get("method", {}).get("name") != "fewshot")  # not one it trained with already
-        scarce = (["method.name=fewshot"] if classifies and fewshot_fits else []) \
-            + (["self-training on unlabelled data (data.unlabeled)"] if classifies else [])
+        task_name, method = config.get("task", {}).get("name"), config.get("method", {}).get("name")
+        input_kind = "vector" if config.get("model", {}).get("name") == "mlp" else "text"
+        scarce = (["method.name=fewshot"] if fewshot_fits(task_name, input_kind, method) else []) \
+            + (["self-training on unlabelled data (data.unlabeled)"] if task_name in PSEUDO_LABEL_TASKS else [])
         meanwhile = ([f"Meanwhile, methods for scarce labels may take part of the gain: {', or '.join(scarce)}."]
                      if scarce else [])
         return [Finding("more_data_helps", "More labels would help", said + ".",

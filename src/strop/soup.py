@@ -122,10 +122,10 @@ def _load_runs(runs, output, what: str, free: tuple[str, ...] = ("threshold",)) 
         differing = sorted(k for k in ours.keys() | theirs.keys() if ours.get(k) != theirs.get(k))
         if differing:
             shown = "; ".join(f"{k}: {theirs.get(k)} against {ours.get(k)}" for k in differing)
-            head = " (model.head: the weights of a softmax and a sigmoid head differ in shape; `strop soup "
+            hint = (" (model.head: the weights of a softmax and a sigmoid head differ in shape; `strop soup "
+                    "--ensemble` averages their probabilities)" if differing == ["head"] else "")
             raise StropError(f"{run} differs from {runs[0]} in how it predicts ({shown}): {what} needs runs that "
-                             "predict alike" + (head + "--ensemble` averages their probabilities)"
-                                                if differing == ["head"] else ""))
+                             f"predict alike{hint}")
     return predictors
 
 

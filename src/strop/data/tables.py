@@ -44,8 +44,8 @@ def check_readable(path: Path, what: str) -> Path:
     if not path.is_file():
         raise StropError(f"{what}: {path} is not a regular file (a pipe or device?): save the data to a file first")
     if path.stat().st_size == 0:
-        needs = ("one JSON object a line" if table_suffix(path) == ".jsonl"
-                 else "at least one row" if table_suffix(path) == ".parquet" else "a header row and at least one example")
+        needs = {".jsonl": "one JSON object a line", ".parquet": "at least one row"}.get(
+            table_suffix(path), "a header row and at least one example")
         raise StropError(f"{what}: {path} is empty; it needs {needs}")
     return path
 

@@ -35,6 +35,13 @@ IMAGE_FREEZE_MAX_PER_CLASS_GPU = 64  # on a GPU, an image body trains from this 
 FREEZE_BOTTOM_MAX_EXAMPLES = 2_000  # freeze_layers=auto: a text classifier's bottom half stays frozen up to here
 
 
+def fewshot_fits(task_name: str, input_kind: str, method: str | None, classes: int | None = None) -> bool:
+    """Whether method.name=fewshot could train a run that did not use it (the reports' advice): texts classified
+    one class an example, with no more classes than its contrastive groups hold (classes None: not known)."""
+    return (input_kind == "text" and task_name in ("text_classification", "pair_classification")
+            and method != "fewshot" and (classes is None or classes <= FEWSHOT_MAX_CLASSES))
+
+
 def choose_method(task, targets: list, input_kind: str, gpu: bool, pretrained: bool = True,
                   augmenting: bool = False, batch_size: int | str = "auto") -> tuple[str, str]:
     """The method for this run and why, in words.

@@ -46,7 +46,6 @@ def refuse_missing_gpu(cfg: Config) -> None:
 
 
 def make_accelerator(cfg: Config) -> Accelerator:
-    refuse_missing_gpu(cfg)
     # Mixed precision is applied by the loop itself (see `resolve_precision`): to training steps and the
     # per-epoch validations, but not to the final validation of the weights it keeps, which runs in fp32
     # like `strop evaluate`, `strop predict` and plain transformers do.
