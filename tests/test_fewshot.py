@@ -201,14 +201,47 @@ def test_resume_after_the_contrastive_stage_and_within_it(tiny_overrides, tmp_pa
         f"data.train={train}", f"data.validation={dev}", "method.name=fewshot", "method.pairs_per_example=8",
         "method.pair_lr=1e-3", "method.pair_epochs=2", "train.epochs=2", "model.pooling=mean"]
     whole = strop.fit(None, common + [f"output_dir={tmp_path / 'whole'}"])
-    # Interrupted after the contrastive stage's first epoch, then after the head stage's first epoch.
-    for checkpoints in (1, 3):
+    # Interrupted after the contrastive stage's first epoch, then after the head stage's first epoch (the stage's
+    # last epoch writes no checkpoint: the tuned body replaces it).
+    for checkpoints in (1, 2):
         out = tmp_path / f"resumed{checkpoints}"
         interrupt_after_checkpoint(monkeypatch, lambda: strop.fit(None, common + [f"output_dir={out}"]), checkpoints)
         resumed = strop.fit(None, common + [f"output_dir={out}", "train.resume=true"])
         a, b = load_file(whole / "model" / "model.safetensors"), load_file(resumed / "model" / "model.safetensors")
         assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
         assert len((resumed / "contrastive" / "metrics.jsonl").read_text().splitlines()) == 2
+
+
+def test_interrupted_after_the_contrastive_stage_trained_but_before_its_body_was_saved(tiny_overrides, tmp_path,
+                                                                                       monkeypatch):
+    """The stage's last epoch writes no checkpoint (the tuned body is saved instead); a run stopped between the
+    two resumes from the epoch before and ends as the uninterrupted run."""
+    import strop.runs
+
+    train, dev = _fewshot_data(tmp_path)
+    common = [o for o in tiny_overrides if not o.startswith("output_dir=")] + [
+        f"data.train={train}", f"data.validation={dev}", "method.name=fewshot", "method.pairs_per_example=8",
+        "method.pair_lr=1e-3", "method.pair_epochs=2", "train.epochs=2", "model.pooling=mean"]
+    whole = strop.fit(None, common + [f"output_dir={tmp_path / 'whole'}"])
+    staged = strop.runs.staged
+
+    def interrupt_at_the_body(path, what):
+        if what == "the tuned body":
+            raise KeyboardInterrupt
+        return staged(path, what)
+
+    out = tmp_path / "resumed"
+    monkeypatch.setattr(strop.runs, "staged", interrupt_at_the_body)
+    with pytest.raises(KeyboardInterrupt):
+        strop.fit(None, common + [f"output_dir={out}"])
+    monkeypatch.setattr(strop.runs, "staged", staged)
+    assert len((out / "contrastive" / "metrics.jsonl").read_text().splitlines()) == 2
+    assert json.loads((out / "checkpoints" / "contrastive" / "last" / "state.json").read_text())["epoch"] == 1
+    resumed = strop.fit(None, common + [f"output_dir={out}", "train.resume=true"])
+    a, b = load_file(whole / "model" / "model.safetensors"), load_file(resumed / "model" / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    assert (resumed / "contrastive" / "metrics.jsonl").read_text().count("\n") == 2
+    assert not (resumed / "checkpoints" / "contrastive").exists()
 
 
 def test_fewshot_refuses_a_task_it_cannot_pair(tiny_overrides, tmp_path):

@@ -406,7 +406,8 @@ class FewShot(Method):
         state, final, _ = train(encoder, PairTask(self.cfg.pair_loss), stage_method, GroupFeatures(train_groups),
                                 GroupFeatures(val_groups, offset=len(train_features)),
                                 GroupCollate(list(train_features) + list(val_features), collate),
-                                encoder.body.input_keys, contrastive_config(cfg), stage, accelerator)
+                                encoder.body.input_keys, contrastive_config(cfg), stage, accelerator,
+                                checkpoint_last_epoch=False)  # the tuned body, saved below, replaces it
         if accelerator.is_main_process:
             saved = run.checkpoints / "contrastive_body"
             with staged(saved, "the tuned body") as tmp:

@@ -165,12 +165,15 @@ def image_workers(cfg: Config, model, device: torch.device) -> dict:
 
 def train(model, task: Task, method: Method, train_features: list[dict], val_features: list[dict],
           collate, input_keys: tuple[str, ...], cfg: Config, run: RunDir, accelerator: Accelerator,
-          on_epoch=None) -> tuple[LoopState, dict, tuple[list, list]]:
+          on_epoch=None, checkpoint_last_epoch: bool = True) -> tuple[LoopState, dict, tuple[list, list]]:
     """Trains `model` (a TaskModel) in place and leaves the best epoch's weights in it.
 
     collate: a list of feature dicts -> a padded batch; input_keys: the features the backbone reads.
     on_epoch: called with each epoch's metrics record once it is written and checkpointed (a search's
     pruner); an exception it raises stops the run there, as an interruption would.
+    checkpoint_last_epoch: False where the caller saves what it needs of the finished training itself and deletes
+    the checkpoint (few-shot's contrastive stage): the last epoch's checkpoint would be written only to be
+    deleted. Interrupted before the caller's save, the training resumes from the epoch before, or starts again.
 
     Returns:
         The final loop state (history of validations, best epoch, steps, training time), the fp32
@@ -311,9 +314,11 @@ def train(model, task: Task, method: Method, train_features: list[dict], val_fea
             # early only where epochs were left to run: after the last one the run simply ends
             state.stopped_early = (tc.patience > 0 and state.epochs_without_improvement >= tc.patience
                                    and state.epoch < tc.epochs)
+            last_epoch = state.epoch == tc.epochs or state.stopped_early
             if accelerator.is_main_process:
                 with reporting_write_errors(run.metrics, "the metrics"), run.metrics.open("a", encoding="utf-8") as f:
                     f.write(to_json(record) + "\n")
+            if accelerator.is_main_process and (checkpoint_last_epoch or not last_epoch):
                 save_checkpoint(run.last_checkpoint, accelerator.unwrap_model(trained), optimizer, scheduler, state,
                                 best_weights, fixed, average)
             accelerator.wait_for_everyone()
