@@ -156,3 +156,25 @@ def test_sharding_engines_are_refused_with_the_command_to_use(engine):
     with pytest.raises(StropError, match=f"chose {engine}.*accelerate launch --multi_gpu"):
         _check_engine(SimpleNamespace(distributed_type=DistributedType[engine]))
     _check_engine(SimpleNamespace(distributed_type=DistributedType.MULTI_GPU))  # DDP goes on
+
+
+def test_fewshot_validates_every_contrastive_pair_in_two_processes(tiny_model_dir, text_data, tmp_path):
+    """The contrastive stage's validation items are groups of pairs: each group is counted once, whole, however
+    the groups fall to the processes (11 groups to 2 processes: the last batch is shared unevenly). At a learning
+    rate too small to move the body, both runs validate the same body on the same pairs."""
+    args = ["fit", f"data.train={text_data['train']}", f"data.validation={text_data['dev']}",
+            f"model.name={tiny_model_dir}", "model.max_length=32", "method.name=fewshot", "method.freeze_layers=0",
+            "method.pairs_per_example=2", "method.pair_lr=1e-12", "train.batch_size=4", "train.epochs=1",
+            "train.mixed_precision=no", "--quiet"]
+    # 60 validation examples: a budget of 120 pairs, 20 groups of 4 examples (6 pairs each); 33 give 11 groups
+    dev = tmp_path / "dev.csv"
+    dev.write_text("".join(text_data["dev"].read_text().splitlines(keepends=True)[:34]))
+    args[2] = f"data.validation={dev}"
+    runs = {}
+    for processes in (1, 2):
+        done = launch(args + [f"output_dir={tmp_path / str(processes)}"], processes)
+        assert done.returncode == 0, done.stderr
+        runs[processes] = json.loads((tmp_path / str(processes) / "contrastive" / "summary.json").read_text())
+    assert runs[1]["validation_pairs"] == runs[2]["validation_pairs"] == 11 * 6
+    for name, value in runs[1]["validation"].items():
+        assert runs[2]["validation"][name] == pytest.approx(value, rel=1e-5, abs=1e-6), name

@@ -109,9 +109,11 @@ def test_positive_and_negative_pairs_weigh_half_each():
     similarity = torch.tensor([0.5, 0.0, 0.0, 0.0])
     same = torch.tensor([1.0, 0.0, 0.0, 0.0])
     assert PairTask().loss(similarity, same).item() == pytest.approx(0.125)  # (0.25 + 0) / 2, not 0.25 / 4
-    assert PairTask().metrics([0.9, 0.2, 0.7, 0.1], [1.0, 0.0, 0.0, 0.0])["pair_accuracy"] == pytest.approx(5 / 6)
+    # validation outputs and targets come a group of pairs an item (two groups here), measured as one set of pairs
+    groups = PairTask().metrics([np.array([0.9, 0.2]), np.array([0.7, 0.1])], [np.array([1.0, 0.0]), np.array([0.0, 0.0])])
+    assert groups["pair_accuracy"] == pytest.approx(5 / 6)
     # validation pairs all of different classes (no two examples share one): nothing to say, not a perfect score
-    one_kind = PairTask().metrics([0.1, 0.2, 0.1], [0.0, 0.0, 0.0])
+    one_kind = PairTask().metrics([np.array([0.1, 0.2, 0.1])], [np.array([0.0, 0.0, 0.0])])
     assert np.isnan(one_kind["pair_accuracy"]) and np.isnan(one_kind["pair_auc"])
     assert PairTask().loss(torch.tensor([0.5, 0.5]), torch.tensor([0.0, 0.0])).item() == pytest.approx(0.25)
 
@@ -130,7 +132,7 @@ def test_cosent_ranks_each_positive_pair_above_each_negative_one():
     float32_loss = task.loss(torch.tensor([0.9, 0.2, 0.7]), torch.tensor([1.0, 0.0, 0.0])).item()
     assert float32_loss == pytest.approx(expected, rel=1e-5)
     # ranked right whatever their level: the ranking measure is 1 where 0.5 as a threshold gets half the pairs
-    scores = task.metrics([0.3, 0.2, 0.1, 0.25], [1.0, 0.0, 0.0, 0.0])
+    scores = task.metrics([np.array([0.3, 0.2, 0.1, 0.25])], [np.array([1.0, 0.0, 0.0, 0.0])])
     assert scores["pair_auc"] == 1.0 and scores["pair_accuracy"] == pytest.approx(0.5)
     with pytest.raises(StropError, match="method.pair_loss must be cosine or cosent"):
         strop.config.load_config(None, ["method.pair_loss=triplet"])

@@ -263,16 +263,20 @@ class PairTask(Task):
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return self.pair_loss(logits.float(), labels > 0.5)
 
+    # The loop's validation items are groups (one a batch: contrastive_config's eval_batch_size), so a batch's
+    # outputs and targets are one item each, the group's pair similarities and same-class flags: gathered across
+    # processes, the last uneven batch is then trimmed by whole groups, as the loop counts its items.
     def outputs(self, logits: torch.Tensor, batch: dict) -> list[np.ndarray]:
-        return list(logits.float().cpu().numpy())
+        return [logits.float().cpu().numpy()]
 
-    def targets(self, batch: dict) -> list[float]:
-        return batch["labels"].cpu().tolist()
+    def targets(self, batch: dict) -> list[np.ndarray]:
+        return [batch["labels"].cpu().numpy()]
 
     def metrics(self, outputs: list, targets: list) -> dict[str, Any]:
         from sklearn.metrics import roc_auc_score
 
-        similarity, positive = np.asarray(outputs, dtype=np.float64), np.asarray(targets, dtype=np.float64) > 0.5
+        similarity = np.concatenate(outputs).astype(np.float64)
+        positive = np.concatenate(targets).astype(np.float64) > 0.5
         return {"loss": float(self.pair_loss(similarity, positive)),
                 # a pair counts as recognised where its similarity is on its side of 0.5 (cosine's targets)
                 # with pairs of one kind only (no two validation examples of a class) it would say nothing
@@ -403,7 +407,7 @@ class FewShot(Method):
         # method.freeze_layers holds the bottom layers still here too; they run at every step (cache_bottom=false),
         # as the pair encoder reads the model inputs, not a cached bottom's output.
         stage_method = Method(replace(self.cfg, cache_bottom=False))
-        state, final, _ = train(encoder, PairTask(self.cfg.pair_loss), stage_method, GroupFeatures(train_groups),
+        state, final, scored = train(encoder, PairTask(self.cfg.pair_loss), stage_method, GroupFeatures(train_groups),
                                 GroupFeatures(val_groups, offset=len(train_features)),
                                 GroupCollate(list(train_features) + list(val_features), collate),
                                 encoder.body.input_keys, contrastive_config(cfg), stage, accelerator,
@@ -421,7 +425,8 @@ class FewShot(Method):
                 "peak_lr": state.peak_lr, "train_seconds": round(state.train_seconds, 3),
                 "wall_seconds": round(time.perf_counter() - started, 3),
                 "validation": {name: final[name] for name in PairTask.metric_names},
-                "validation_pairs": val_pairs}, "the contrastive stage's summary")
+                "validation_pairs": sum(len(group) for group in scored[0])},  # as validated, not as planned
+                "the contrastive stage's summary")
             shutil.rmtree(stage.checkpoints, ignore_errors=True)  # the saved body supersedes them
         accelerator.wait_for_everyone()
 
