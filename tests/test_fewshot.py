@@ -214,10 +214,12 @@ def test_resume_after_the_contrastive_stage_and_within_it(tiny_overrides, tmp_pa
         assert len((resumed / "contrastive" / "metrics.jsonl").read_text().splitlines()) == 2
 
 
-def test_interrupted_after_the_contrastive_stage_trained_but_before_its_body_was_saved(tiny_overrides, tmp_path,
-                                                                                       monkeypatch):
+@pytest.mark.parametrize("stopped_at", ["the contrastive stage's summary", "the tuned body"])
+def test_interrupted_after_the_contrastive_stage_trained_but_before_it_was_saved(stopped_at, tiny_overrides, tmp_path,
+                                                                                 monkeypatch):
     """The stage's last epoch writes no checkpoint (the tuned body is saved instead); a run stopped between the
-    two resumes from the epoch before and ends as the uninterrupted run."""
+    two resumes from the epoch before and ends as the uninterrupted run, its stage's summary too (the body, which
+    marks the stage complete, is saved after the summary)."""
     import strop.runs
 
     train, dev = _fewshot_data(tmp_path)
@@ -225,18 +227,19 @@ def test_interrupted_after_the_contrastive_stage_trained_but_before_its_body_was
         f"data.train={train}", f"data.validation={dev}", "method.name=fewshot", "method.pairs_per_example=8",
         "method.pair_lr=1e-3", "method.pair_epochs=2", "train.epochs=2", "model.pooling=mean"]
     whole = strop.fit(None, common + [f"output_dir={tmp_path / 'whole'}"])
-    staged = strop.runs.staged
+    writer = "staged" if stopped_at == "the tuned body" else "atomic_write_json"
+    write = getattr(strop.runs, writer)
 
-    def interrupt_at_the_body(path, what):
-        if what == "the tuned body":
+    def interrupt_there(path, content, *what):
+        if stopped_at in (content, *what):
             raise KeyboardInterrupt
-        return staged(path, what)
+        return write(path, content, *what)
 
     out = tmp_path / "resumed"
-    monkeypatch.setattr(strop.runs, "staged", interrupt_at_the_body)
+    monkeypatch.setattr(strop.runs, writer, interrupt_there)
     with pytest.raises(KeyboardInterrupt):
         strop.fit(None, common + [f"output_dir={out}"])
-    monkeypatch.setattr(strop.runs, "staged", staged)
+    monkeypatch.setattr(strop.runs, writer, write)
     assert len((out / "contrastive" / "metrics.jsonl").read_text().splitlines()) == 2
     assert json.loads((out / "checkpoints" / "contrastive" / "last" / "state.json").read_text())["epoch"] == 1
     resumed = strop.fit(None, common + [f"output_dir={out}", "train.resume=true"])
@@ -244,6 +247,10 @@ def test_interrupted_after_the_contrastive_stage_trained_but_before_its_body_was
     assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
     assert (resumed / "contrastive" / "metrics.jsonl").read_text().count("\n") == 2
     assert not (resumed / "checkpoints" / "contrastive").exists()
+    timing = ("train_seconds", "wall_seconds")
+    summaries = [json.loads((run / "contrastive" / "summary.json").read_text()) for run in (whole, resumed)]
+    assert [{k: v for k, v in s.items() if k not in timing} for s in summaries][0] == \
+        [{k: v for k, v in s.items() if k not in timing} for s in summaries][1]
 
 
 def test_fewshot_refuses_a_task_it_cannot_pair(tiny_overrides, tmp_path):

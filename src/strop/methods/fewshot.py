@@ -413,9 +413,6 @@ class FewShot(Method):
                                 encoder.body.input_keys, contrastive_config(cfg), stage, accelerator,
                                 checkpoint_last_epoch=False)  # the tuned body, saved below, replaces it
         if accelerator.is_main_process:
-            saved = run.checkpoints / "contrastive_body"
-            with staged(saved, "the tuned body") as tmp:
-                save_file(cpu_state(accelerator.unwrap_model(encoder)), tmp / BODY_FILE)
             atomic_write_json(stage.summary, {
                 "pairs": pairs, "groups": len(train_groups), "group_size": size,
                 "pairs_per_example": self.cfg.pairs_per_example, "pair_loss": self.cfg.pair_loss,
@@ -427,6 +424,10 @@ class FewShot(Method):
                 "validation": {name: final[name] for name in PairTask.metric_names},
                 "validation_pairs": sum(len(group) for group in scored[0])},  # as validated, not as planned
                 "the contrastive stage's summary")
+            # the body last: it marks the stage complete (a resumed run skips the stage where it is saved), so a
+            # stop before it is saved trains the stage again and writes its summary again
+            with staged(run.checkpoints / "contrastive_body", "the tuned body") as tmp:
+                save_file(cpu_state(accelerator.unwrap_model(encoder)), tmp / BODY_FILE)
             shutil.rmtree(stage.checkpoints, ignore_errors=True)  # the saved body supersedes them
         accelerator.wait_for_everyone()
 
