@@ -177,9 +177,11 @@ def test_auto_imbalance_says_what_it_chose_and_predict_uses_the_tuned_threshold(
     train = write_csv(tmp_path / "imbalanced.csv", negative + positive)  # 10:1
     overrides = [o for o in tiny_overrides if not o.startswith(("data.train", "train.quiet"))]
     run = strop.fit(None, overrides + [f"data.train={train}", "train.imbalance=auto", "train.epochs=2"])
-    assert "auto chose class weights" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "auto chose class weights" in out
     info = json.loads((run / "model" / "strop.json").read_text())
     assert info["positive"] == "positive" and 0 < info["threshold"] < 1
+    assert f"decision threshold: 'positive' where its probability reaches {info['threshold']:g}" in out
     predictor = strop.load(run)
     texts = pd.read_csv(tmp_path / "imbalanced.csv")["text"].tolist()[:50]
     p = predictor.predict_proba(texts)[:, 1]
@@ -233,6 +235,13 @@ def test_suggestion_ignores_early_spikes_and_nan():
     smoothed = np.concatenate([[5.0, 0.5], np.full(13, 2.0), np.linspace(2.0, 0.4, 20), np.linspace(0.4, 3, 15)])
     lr, _ = suggest(lrs, smoothed)  # the spike at step 1 is in the ignored first tenth
     assert lrs[15] <= lr <= lrs[34]
+    # a dip in the first tenth, lower than anything after it, is ignored too
+    dipped = np.concatenate([[5.0, 0.1], np.full(13, 2.0), np.linspace(2.0, 0.4, 20), np.linspace(0.4, 3, 15)])
+    lr, _ = suggest(lrs, dipped)
+    assert lrs[15] <= lr <= lrs[34]
+    # a loss that only rises after the first tenth: never a rate below the test's start
+    lr, why = suggest(lrs, np.concatenate([[5.0, 0.1], np.linspace(1.0, 3.0, 48)]))
+    assert lr == lrs[0] and "start rate" in why
 
 
 def test_optim_lr_find_trains_at_the_found_rate(tiny_overrides):
@@ -268,3 +277,19 @@ def test_the_threshold_is_tuned_only_on_enough_validation_examples_of_the_minori
     assert task.calibrated(*validation(3)).threshold is None  # 3 examples: an F1 of noise (it gave 0.05)
     tuned = task.calibrated(*validation(THRESHOLD_MIN_POSITIVES)).threshold
     assert tuned is not None and tuned < 0.5
+
+
+def test_a_threshold_that_would_lower_the_macro_f1_of_the_two_classes_is_not_kept():
+    """A model that barely tells the classes apart has its best minority F1 where every example is called
+    minority: accuracy 0.75 would become 0.25, macro-F1 0.43 become 0.20. The most probable class decides."""
+    import numpy as np
+
+    from strop.tasks.classification import Classification
+
+    task = Classification(("a", "b")).with_imbalance(["a"] * 90 + ["b"] * 30, "weights", 2.0)
+    rng = np.random.default_rng(0)
+    p = rng.uniform(0.46, 0.49, 80)  # the minority's probability, the same spread for both classes
+    outputs, targets = [np.array([1 - x, x]) for x in p], [0] * 60 + [1] * 20
+    calibrated = task.calibrated(outputs, targets)
+    assert calibrated.threshold is None and calibrated.decision_note() is None
+    assert calibrated.metrics(outputs, targets)["accuracy"] == 0.75

@@ -13,10 +13,10 @@ from safetensors.torch import load_file
 import strop
 
 
-def _vectors(path, n, seed, task="regression"):
+def _vectors(path, n, seed, task="regression", scale=1.0):
     rng = np.random.default_rng(seed)
     x = rng.normal(size=(n, 4)) * [1, 10, 100, 0.1] + [0, 5, 50, 0]
-    y = np.tanh(x[:, 0]) + 0.1 * x[:, 1] - 0.01 * x[:, 2] + rng.normal(scale=0.05, size=n)
+    y = scale * (np.tanh(x[:, 0]) + 0.1 * x[:, 1] - 0.01 * x[:, 2] + rng.normal(scale=0.05, size=n))
     frame = pd.DataFrame(x, columns=["a", "b", "c", "d"])
     frame["y"] = y if task == "regression" else np.where(y > np.median(y), "high", "low")
     frame.to_csv(path, index=False)
@@ -46,6 +46,24 @@ def test_mlp_regression_learns_with_standardised_inputs_and_targets(tmp_path):
     predicted = predictor.predict(list(frame[["a", "b", "c", "d"]].to_numpy(dtype=np.float32)))
     assert np.sqrt(np.mean((np.array(predicted) - frame["y"]) ** 2)) == pytest.approx(summary["validation"]["rmse"],
                                                                                      rel=1e-4)
+
+
+def test_predictions_of_targets_in_millionths_keep_their_digits(tmp_path):
+    """Written outputs keep 7 significant digits, whatever the targets' scale (6 decimal places turned values
+    like 1.5e-06 into 2e-06: the run's r2 of 0.78 read 0.61 from `strop predict`'s output)."""
+    train = _vectors(tmp_path / "train.csv", 300, 1, scale=1e-6)
+    dev = _vectors(tmp_path / "dev.csv", 100, 2, scale=1e-6)
+    run = strop.fit(None, ["model.name=mlp", "task.name=regression", f"data.train={train}", f"data.validation={dev}",
+                           "data.label_column=y", f"output_dir={tmp_path / 'run'}", "train.quiet=true",
+                           "train.epochs=5", "model.hidden=[32]"])
+    exact = np.array(strop.load(run).predict(list(pd.read_csv(dev)[["a", "b", "c", "d"]].to_numpy(np.float32))))
+    out = subprocess.run([sys.executable, "-m", "strop.cli", "predict", str(run), "--input", str(dev)],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    written = np.array([json.loads(line)["value"] for line in out.stdout.splitlines()])
+    np.testing.assert_allclose(written, exact, rtol=1e-6)
+    saved = [json.loads(line)["output"][0] for line in (run / "validation_predictions.jsonl").read_text().splitlines()]
+    np.testing.assert_allclose(saved, exact, rtol=1e-6)
 
 
 def test_mlp_classification_and_cli_predict_from_a_table(tmp_path):

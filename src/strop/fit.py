@@ -329,6 +329,8 @@ def fit(config: str | Path | dict | Config | None = None, overrides: list[str] =
             if not cfg.train.keep_checkpoint:  # a complete run cannot be resumed: the checkpoint only takes space
                 shutil.rmtree(run.checkpoints, ignore_errors=True)
             if not cfg.train.quiet:
+                if task.decision_note():
+                    print(task.decision_note())
                 scores = "  ".join(f"{name} {final[name]:.4f}" for name in task.metric_names)
                 print(f"best epoch {state.best_epoch}: {scores}\nrun saved to {run.root}")
     except BaseException as error:

@@ -18,6 +18,21 @@ from torch import nn
 
 from strop.registry import Registry
 
+SIGNIFICANT_DIGITS = 7  # about what a float32 output holds
+
+
+def compact(values):
+    """Output numbers as predictions, reports and responses write them: rounded to 7 significant digits, so that a
+    value of any scale keeps its precision (a regression output of 1.5157e-06 stays so, where a fixed 6 decimal
+    places made it 2e-06). A number gives a float, an array nested lists."""
+    a = np.asarray(values, dtype=np.float64)
+    rounded = a.copy()
+    real = np.isfinite(a) & (a != 0)
+    shift = SIGNIFICANT_DIGITS - 1 - np.floor(np.log10(np.abs(a[real])))  # decimal places to keep
+    power = 10.0 ** np.abs(shift)  # a power of ten, exact: the quotient or product below rounds correctly
+    rounded[real] = np.where(shift >= 0, np.round(a[real] * power) / power, np.round(a[real] / power) * power)
+    return rounded.tolist()
+
 
 @dataclass(frozen=True)
 class Examples:
@@ -154,6 +169,10 @@ class Task:
     def calibrated(self, outputs: list[np.ndarray], targets: list) -> Task:
         """The task with decision rules tuned on validation outputs (e.g. thresholds); itself by default."""
         return self
+
+    def decision_note(self) -> str | None:
+        """What a tuned decision rule is, said when a run ends (its scores use it); None where there is none."""
+        return None
 
     def example_weights(self, features: list[dict]) -> list[float] | None:
         """Each training example's chance to be drawn into a batch, where the task asks for a weighted draw

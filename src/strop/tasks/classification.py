@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from strop.data.inputs import clean_strings, normalise_labels, refuse_missing, require_column
 from strop.errors import StropError
 from strop.evaluate.metrics import best_threshold, classification_metrics
-from strop.tasks.base import TASKS, Examples
+from strop.tasks.base import TASKS, Examples, compact
 from strop.tasks.sentence import SentenceTask
 
 IMBALANCE_RATIO = 3.0  # train.imbalance=auto handles imbalance from this ratio of largest to smallest class
@@ -200,11 +200,28 @@ class Classification(SentenceTask):
 
     def with_threshold_for(self, outputs: list[np.ndarray], targets: list[int]) -> Classification:
         """The task with the minority class's threshold tuned on these outputs (as `calibrated` does); itself
-        where they hold fewer than THRESHOLD_MIN_POSITIVES of that class."""
-        positive = np.asarray(targets) == self.positive
+        where they hold fewer than THRESHOLD_MIN_POSITIVES of that class, and the most probable class deciding
+        where the threshold would lower the macro-F1 of the two classes: a model that barely tells them apart
+        has its best minority F1 where every example is called minority (accuracy 0.75 became 0.25)."""
+        from sklearn.metrics import f1_score
+
+        targets = np.asarray(targets)
+        positive = targets == self.positive
         if positive.sum() < THRESHOLD_MIN_POSITIVES:
             return self
-        return replace(self, threshold=best_threshold(np.stack(outputs)[:, self.positive], positive))
+        probabilities = np.stack(outputs)
+        tuned = replace(self, threshold=best_threshold(probabilities[:, self.positive], positive))
+        untuned = replace(self, threshold=None)
+        both = [f1_score(targets, task.decide(probabilities), labels=[0, 1], average="macro", zero_division=0)
+                for task in (tuned, untuned)]
+        return tuned if both[0] >= both[1] else untuned
+
+    def decision_note(self) -> str | None:
+        if self.threshold is None:
+            return None
+        return (f"decision threshold: '{self.labels[self.positive]}' where its probability reaches {self.threshold:g} "
+                f"(tuned on validation for that class's F1, as train.imbalance handles imbalance; saved with the "
+                f"model, and the validation scores below use it)")
 
     def metrics(self, outputs: list[np.ndarray], targets: list[int]) -> dict[str, Any]:
         probabilities = np.stack(outputs)
@@ -215,8 +232,8 @@ class Classification(SentenceTask):
 
     def records(self, inputs: list, outputs: list[np.ndarray]) -> list[dict[str, Any]]:
         decided = self.decide(np.stack(outputs)) if outputs else []
-        return [{**_input_fields(x), "label": self.labels[int(d)], "score": round(float(p[int(d)]), 6),
-                 "probabilities": {name: round(float(v), 6) for name, v in zip(self.labels, p)}}
+        return [{**_input_fields(x), "label": self.labels[int(d)], "score": compact(p[int(d)]),
+                 "probabilities": dict(zip(self.labels, compact(p)))}
                 for x, p, d in zip(inputs, outputs, decided)]
 
 

@@ -16,7 +16,7 @@ from strop.data.inputs import clean_strings, refuse_missing, require_column
 from strop.data.tables import is_missing
 from strop.errors import StropError
 from strop.evaluate.metrics import multilabel_metrics, tune_thresholds
-from strop.tasks.base import TASKS, Examples
+from strop.tasks.base import TASKS, Examples, compact
 from strop.tasks.classification import _input_fields, label_names
 from strop.tasks.sentence import SentenceTask
 
@@ -112,5 +112,5 @@ class MultiLabel(SentenceTask):
 
     def records(self, inputs: list, outputs: list[np.ndarray]) -> list[dict[str, Any]]:
         return [{**_input_fields(x), "labels": labels,
-                 "probabilities": {name: round(float(v), 6) for name, v in zip(self.labels, row)}}
+                 "probabilities": dict(zip(self.labels, compact(row)))}
                 for x, labels, row in zip(inputs, self.predictions(inputs, outputs), outputs)]

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from strop.errors import StropError
-from strop.tasks.base import TASKS, Examples
+from strop.tasks.base import TASKS, Examples, compact
 from strop.tasks.sentence import SentenceTask
 
 
@@ -102,6 +102,6 @@ class Reconstruction(SentenceTask):
         return [[float(v) for v in np.asarray(o) * self.std + self.mean] for o in outputs]
 
     def records(self, inputs: list, outputs: list[np.ndarray]) -> list[dict[str, Any]]:
-        return [{"reconstruction": {c: round(v, 6) for c, v in zip(self.columns, values)},
-                 "error": round(float(np.mean((np.asarray(o, dtype=np.float64) - self._standard(x)) ** 2)), 6)}
+        return [{"reconstruction": dict(zip(self.columns, compact(values))),
+                 "error": compact(np.mean((np.asarray(o, dtype=np.float64) - self._standard(x)) ** 2))}
                 for x, o, values in zip(inputs, outputs, self.predictions(inputs, outputs))]

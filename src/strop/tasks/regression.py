@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from strop.data.inputs import numeric_column, require_column
 from strop.errors import StropError
 from strop.evaluate.metrics import regression_metrics
-from strop.tasks.base import TASKS, Examples
+from strop.tasks.base import TASKS, Examples, compact
 from strop.tasks.classification import _input_fields
 from strop.tasks.sentence import SentenceTask
 
@@ -114,6 +114,6 @@ class Regression(SentenceTask):
 
     def records(self, inputs: list, outputs: list[np.ndarray]) -> list[dict[str, Any]]:
         if len(self.columns) == 1:
-            return [{**_input_fields(x), "value": round(float(v[0]), 6)} for x, v in zip(inputs, outputs)]
-        return [{**_input_fields(x), "values": {c: round(float(y), 6) for c, y in zip(self.columns, v)}}
+            return [{**_input_fields(x), "value": compact(v[0])} for x, v in zip(inputs, outputs)]
+        return [{**_input_fields(x), "values": dict(zip(self.columns, compact(v)))}
                 for x, v in zip(inputs, outputs)]

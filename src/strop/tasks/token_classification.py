@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from strop.data.conll import detect_scheme, read_conll, read_tagged_jsonl
 from strop.errors import StropError
 from strop.evaluate.metrics import entity_metrics
-from strop.tasks.base import TASKS, Examples, Task
+from strop.tasks.base import TASKS, Examples, Task, compact
 
 IGNORE = -100  # the label of subwords after a word's first, of special tokens and of padding
 WORD = re.compile(r"\w+(?:[-'.&]\w+)*|[^\w\s]")  # raw text -> words: 1996-08-22, U.S, don't stay whole
@@ -169,6 +169,6 @@ class TokenClassification(Task):
                 start, end = offsets[first][0], offsets[last][1]
                 score = float(probabilities[np.arange(first, last + 1), probabilities[first:last + 1].argmax(1)].mean())
                 entities.append({"type": kind, "start": start, "end": end, "text": text[start:end],
-                                 "score": round(score, 6)})
+                                 "score": compact(score)})
             rows.append({"text": text, "entities": entities})
         return rows
