@@ -38,6 +38,7 @@ def test_fit_writes_a_complete_run(tiny_overrides, tmp_path):
     # The resolved config reproduces the run's settings.
     cfg = strop.load_config(run / "config.yaml")
     assert cfg.optim.lr == 1e-3 and cfg.output_dir == str(run)
+    assert cfg.train.quiet is False  # how this command ran (quiet), not a setting a later command should inherit
     summary = json.loads((run / "summary.json").read_text())
     assert summary["labels"] == ["negative", "positive"]
     assert summary["parameters"]["trainable"] == summary["parameters"]["total"] > 0  # full fine-tuning

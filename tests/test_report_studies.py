@@ -70,6 +70,11 @@ def test_cv_tells_folds_that_disagree_from_seeds_that_do():
     assert names(cv_findings(folds_differ, "accuracy")) == {"fold_spread"}
     assert names(cv_findings(seeds_differ, "accuracy")) == {"instability"}
     assert cv_findings(agree, "accuracy") == []
+    # each seed draws its own folds: fold 1 of seed 1 is not fold 1 of seed 2, so their numbers are not averaged
+    # (averaged by fold number these two seeds' folds would agree exactly)
+    crossed = cv_result({(1, 1): 0.70, (1, 2): 0.90, (2, 1): 0.90, (2, 2): 0.70}, folds=2)
+    finding = next(f for f in cv_findings(crossed, "accuracy") if f.name == "fold_spread")
+    assert "from 0.7000 (seed 1, fold 1) to 0.9000" in finding.evidence and "0.1414" in finding.evidence
 
 
 def curve_result(gain: float, interval: tuple[float, float], lower_is_better: bool = False,

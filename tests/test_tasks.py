@@ -415,3 +415,18 @@ def test_class_names_holding_the_label_separator_get_a_multilabel_hint(tiny_mode
     strop.fit(None, [f"model.name={tiny_model_dir}", f"data.train={plain}", f"output_dir={tmp_path / 'plain'}",
                      "train.epochs=1", "model.max_length=32", "train.mixed_precision=no"])
     assert "label_separator" not in capsys.readouterr().out
+
+
+def test_task_auto_reads_a_jsonl_of_tagged_tokens_as_token_classification(tmp_path):
+    from strop.tasks import infer_task_name
+
+    tagged = tmp_path / "ner.jsonl"
+    tagged.write_text('\n{"tokens": ["Anna", "left"], "tags": ["B-PER", "O"]}\n')
+    texts = tmp_path / "texts.jsonl"
+    texts.write_text('{"text": "fine", "label": "positive"}\n')
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text('{"tokens": ["Anna"\n')
+    assert infer_task_name("auto", str(tagged)) == "token_classification"
+    assert infer_task_name("auto", str(texts)) == "text_classification"
+    assert infer_task_name("auto", str(broken)) == "text_classification"  # its reader says what is wrong
+    assert infer_task_name("multilabel_classification", str(tagged)) == "multilabel_classification"

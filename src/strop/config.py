@@ -288,10 +288,10 @@ class Config:
         return _lists(dataclasses.asdict(self))
 
     def to_yaml(self) -> str:
-        """The config as a run's config.yaml records it: train.resume is false there, as it says how one command
-        started (continuing the run), not what the run is; `strop fit runs/X/config.yaml output_dir=...` then
-        trains it again, and `... train.resume=true` continues it."""
-        recorded = dataclasses.replace(self, train=dataclasses.replace(self.train, resume=False))
+        """The config as a run's config.yaml records it: train.resume and train.quiet are false there, as they say
+        how one command ran (continuing the run; --quiet), not what the run is; `strop fit runs/X/config.yaml
+        output_dir=...` then trains it again, showing its progress, and `... train.resume=true` continues it."""
+        recorded = dataclasses.replace(self, train=dataclasses.replace(self.train, resume=False, quiet=False))
         return yaml.safe_dump(recorded.to_dict(), sort_keys=False)
 
 

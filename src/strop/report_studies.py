@@ -358,18 +358,25 @@ def cv_findings(result: dict, metric: str) -> list[Finding]:
     unstable = diagnose.instability(by_seed, metric)
     if unstable:
         out.append(unstable)
-    if result["folds"] >= 2:
-        fold_means = [float(np.mean([r["metrics"][metric] for r in result["runs"] if r["fold"] == k]))
-                      for k in range(1, result["folds"] + 1)]
-        spread = float(np.std(fold_means, ddof=1))
+    # Each seed draws its own folds, so fold k of one seed and fold k of another hold different examples: the
+    # folds' spread is measured within each seed (pooled over the seeds), never across a fold number.
+    variances = [np.var(scores, ddof=1) for scores in
+                 ([r["metrics"][metric] for r in result["runs"] if r["seed"] == s] for s in result["seeds"])
+                 if len(scores) >= 2]
+    if result["folds"] >= 2 and variances:
+        spread = float(np.sqrt(np.mean(variances)))
+        lowest = min(result["runs"], key=lambda r: r["metrics"][metric])
+        highest = max(r["metrics"][metric] for r in result["runs"])
         if metric in diagnose.BOUNDED_METRICS and spread > diagnose.SEED_SPREAD:
             out.append(Finding(
                 "fold_spread", "The folds disagree",
-                f"Held-out folds score from {min(fold_means):.4f} to {max(fold_means):.4f} {metric} (standard "
-                f"deviation {spread:.4f}): a single validation split would be off by about that much.",
+                f"Held-out folds score from {lowest['metrics'][metric]:.4f} (seed {lowest['seed']}, fold "
+                f"{lowest['fold']}) to {highest:.4f} {metric}; the folds of a seed differ by a standard deviation "
+                f"of {spread:.4f}: a single validation split would be off by about that much.",
                 ["Report the cross-validated mean with its interval, not one split's score.",
                  "More labelled data narrows it (strop curve estimates how much more would help).",
-                 "Look at the lowest fold's examples: a group of inputs unlike the rest may live there."]))
+                 f"Look at the examples of the lowest fold (seed {lowest['seed']}, fold {lowest['fold']}; with "
+                 "--keep-runs its run is kept): a group of inputs unlike the rest may live there."]))
     return out
 
 

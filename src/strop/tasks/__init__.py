@@ -10,8 +10,9 @@ CONLL_SUFFIXES = (".conll", ".conllu", ".iob", ".bio", ".bioes")
 
 
 def infer_task_name(setting: str, train_file: str | None) -> str:
-    """task.name made concrete: `auto` is token_classification for a CoNLL file, image_classification for a
-    folder (of class folders), else text_classification."""
+    """task.name made concrete: `auto` is token_classification for a CoNLL file or a JSONL file of tagged tokens
+    (its first object holds lists under `tokens` and `tags`), image_classification for a folder (of class
+    folders), else text_classification."""
     if setting != "auto":
         return setting
     from pathlib import Path
@@ -20,7 +21,23 @@ def infer_task_name(setting: str, train_file: str | None) -> str:
         return "image_classification"
     if train_file is not None and Path(train_file).suffix.lower() in CONLL_SUFFIXES:
         return "token_classification"
+    if train_file is not None and Path(train_file).suffix.lower() == ".jsonl" and _tagged_tokens(Path(train_file)):
+        return "token_classification"
     return "text_classification"
+
+
+def _tagged_tokens(path) -> bool:
+    """Whether the first object of a JSONL file holds lists of tokens and tags (as token_classification reads
+    them). An unreadable file is not: the reader then says what is wrong with it."""
+    import json
+
+    try:
+        with path.open(encoding="utf-8-sig") as lines:
+            first = next((line for line in lines if line.strip()), "")
+        row = json.loads(first)
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False
+    return isinstance(row, dict) and all(isinstance(row.get(key), list) for key in ("tokens", "tags"))
 
 
 __all__ = ["TASKS", "Examples", "Task", "infer_task_name"]

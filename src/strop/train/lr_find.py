@@ -85,7 +85,8 @@ def range_test(model, task, method, train_features: list[dict], collate, cfg, de
 
 def suggest(lrs: np.ndarray, smoothed: np.ndarray) -> tuple[float, str]:
     """The rate of the steepest fall of the smoothed loss (against log rate) before its minimum, ignoring the
-    first tenth of the curve (its early spikes); a tenth of the minimum's rate where the curve is too short.
+    first tenth of the curve (its early spikes); a tenth of the minimum's rate where too few steps come before it,
+    but never less than the test's start rate.
 
     Raises:
         StropError: no step had a finite loss.
@@ -93,9 +94,13 @@ def suggest(lrs: np.ndarray, smoothed: np.ndarray) -> tuple[float, str]:
     if len(lrs) == 0:
         raise StropError("the learning-rate range test had no step with a finite loss: check the data, or lower "
                          "the test's start rate")
-    lowest = int(np.argmin(smoothed))
     first = max(1, len(lrs) // 10)
+    # the minimum too is looked for after the first tenth: a dip among its spikes made the suggestion a tenth of
+    # a rate in it, below the test's own start (3e-8 for a test from 1e-7)
+    lowest = first + int(np.argmin(smoothed[first:])) if len(lrs) > first else int(np.argmin(smoothed))
     if lowest - first < 3:
+        if lrs[lowest] / 10 < lrs[0]:
+            return float(lrs[0]), "the test's start rate (the loss is lowest near it: it did not fall as the rate grew)"
         return float(lrs[lowest] / 10), "a tenth of the rate of the lowest loss (too few steps before it)"
     slope = np.gradient(smoothed[first:lowest + 1], np.log(lrs[first:lowest + 1]))
     steepest = first + int(np.argmin(slope))
