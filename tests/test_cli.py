@@ -271,6 +271,40 @@ def test_predict_keeps_every_input_column_of_an_earlier_output_or_a_header_with_
     assert not [w for w in recwarn if "not unique" in str(w.message)]
 
 
+def test_predict_carries_parquet_and_jsonl_columns_as_json_values(tiny_overrides, tmp_path, capsys):
+    """Columns the model does not read come back as JSON holds them: timestamps, dates, decimals, bytes and lists
+    from Parquet (a timestamp crashed the writer; a list of one came back as its item), integer ids from a JSONL
+    where a row lacks one (they came back as 1.0)."""
+    import datetime
+    import decimal
+
+    import pandas as pd
+
+    assert _fit([*tiny_overrides, "train.epochs=1"]) == 0
+    run = tmp_path / "run"
+    pd.DataFrame({"text": ["good film", "bad film"], "created": pd.to_datetime(["2024-01-01 10:30", None]),
+                  "day": [datetime.date(2024, 1, 2), datetime.date(2024, 1, 3)],
+                  "amount": [decimal.Decimal("1.10"), decimal.Decimal("2.25")], "raw": [b"ab", b"\xff"],
+                  "took": pd.to_timedelta(["1s", "2min"]), "keywords": [["a", "b"], ["c"]],
+                  "meta": [{"source": "x"}, {"source": "y"}]}).to_parquet(tmp_path / "typed.parquet")
+    capsys.readouterr()
+    assert main(["predict", str(run), "--input", str(tmp_path / "typed.parquet")]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["created"] for r in rows] == ["2024-01-01T10:30:00", None]
+    assert [r["day"] for r in rows] == ["2024-01-02", "2024-01-03"]
+    assert [r["amount"] for r in rows] == ["1.10", "2.25"] and [r["raw"] for r in rows] == ["ab", "/w=="]
+    assert [r["took"] for r in rows] == ["P0DT0H0M1S", "P0DT0H2M0S"]
+    assert [r["keywords"] for r in rows] == [["a", "b"], ["c"]]
+    assert [r["meta"] for r in rows] == [{"source": "x"}, {"source": "y"}]
+    assert main(["predict", str(run), "--input", str(tmp_path / "typed.parquet"), "--output",
+                 str(tmp_path / "typed.csv")]) == 0
+    assert pd.read_csv(tmp_path / "typed.csv")["keywords"].tolist() == ['["a", "b"]', '["c"]']
+    (tmp_path / "ids.jsonl").write_text('{"id": 1, "text": "good"}\n{"text": "bad"}\n{"id": 3, "text": "fine"}\n')
+    assert main(["predict", str(run), "--input", str(tmp_path / "ids.jsonl")]) == 0
+    ids = [json.loads(line)["id"] for line in capsys.readouterr().out.splitlines()]
+    assert ids == [1, None, 3] and isinstance(ids[0], int)  # not 1.0: the output joins back on the id as written
+
+
 def test_predict_and_evaluate_errors(tiny_overrides, tmp_path, capsys):
     assert main(["predict", str(tmp_path), "--text", "x"]) == 2
     assert "holds no trained model" in capsys.readouterr().err

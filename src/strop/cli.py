@@ -156,8 +156,43 @@ def _with_other_columns(records: list[dict], path: str, predictor, **columns_rea
             names[i] = name
             taken.add(name)
     table.columns = names
-    rows = table.astype(object).where(table.notna(), None).to_dict("records")
+    rows = [{name: _json_cell(value) for name, value in row.items()} for row in table.to_dict("records")]
     return [row | record for row, record in zip(rows, records)]
+
+
+def _json_cell(value):
+    """A table cell as JSON can hold it, for the prediction it is carried into: Parquet's arrays become lists,
+    structs objects, dates and times ISO 8601 text, decimals their exact text, bytes their UTF-8 text (else
+    base64), a missing value null. (A timestamp column crashed the JSON writer; a list of one became its item.)"""
+    import base64
+    import datetime
+    import decimal
+
+    import numpy as np
+    import pandas as pd
+
+    if isinstance(value, np.ndarray):
+        value = value.tolist()
+    if isinstance(value, (list, tuple)):
+        return [_json_cell(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _json_cell(v) for k, v in value.items()}
+    if isinstance(value, np.generic):
+        value = value.item()
+    if value is None or pd.isna(value):
+        return None
+    if isinstance(value, (bytes, bytearray)):
+        try:
+            return bytes(value).decode("utf-8")
+        except UnicodeDecodeError:
+            return base64.b64encode(bytes(value)).decode("ascii")
+    if isinstance(value, (datetime.date, datetime.time)):  # pandas' Timestamp is a datetime
+        return value.isoformat()
+    if isinstance(value, datetime.timedelta):  # pandas' Timedelta too
+        return pd.Timedelta(value).isoformat()
+    if isinstance(value, decimal.Decimal):
+        return str(value)
+    return value
 
 
 def _check_output(output: Path) -> None:

@@ -200,7 +200,9 @@ def _read_jsonl(path: Path, what: str) -> pd.DataFrame:
             raise StropError(f"{what}: line {number} of {path.name} is a JSON {type(record).__name__}, not an "
                              "object: write one {\"column\": value, ...} object per line")
         records.append(record)
-    return pd.DataFrame.from_records(records) if records else pd.DataFrame()
+    # object columns: the cells as JSON gave them (an integer id stays an integer where another row lacks one;
+    # inferred dtypes made the column float, and 1 came back as 1.0 in predict's output)
+    return pd.DataFrame(records, dtype=object) if records else pd.DataFrame()
 
 
 def _unique_keys(pairs: list[tuple], number: int, path: Path, what: str) -> dict:
