@@ -276,6 +276,8 @@ def test_texts_are_split_at_line_breaks_alone(tmp_path):
 
     (tmp_path / "d.txt").write_bytes("one\u2028still one\r\ntwo\x0cstill two\x1cand two\n".encode())
     assert read_domain_texts(tmp_path / "d.txt", DataConfig()) == ["one\u2028still one", "two\x0cstill two\x1cand two"]
+    (tmp_path / "mac.txt").write_bytes(b"one\rtwo\r\rthree\r")  # old Mac line endings: a lone \r
+    assert read_domain_texts(tmp_path / "mac.txt", DataConfig()) == ["one", "two", "three"]
 
 
 def test_one_maskable_text_is_refused_before_a_run_is_written(tiny_model_dir, tmp_path):

@@ -63,6 +63,11 @@ def test_labels_are_normalised_and_the_change_is_said(tmp_path, capsys):
     path.write_text("text,label\na,1\nb,1.0\nc, 2\n")
     assert _read(path).targets == ["1", "1", "2"]
     assert "'1.0' -> '1'" in capsys.readouterr().err
+    # spellings that differ only in case stay classes of their own ('US', 'us'), and that is said
+    path.write_text("text,label\na,Positive\nb,positive\nc,negative\nd,Negative\ne,neutral\n")
+    assert len(set(_read(path).targets)) == 5
+    assert ("differ only in case are classes of their own: 'Negative' and 'negative', 'Positive' and 'positive'; "
+            "if they mean one class, write them one way") in capsys.readouterr().err
 
 
 def test_a_second_fit_into_a_locked_run_directory_is_refused(tiny_overrides, tmp_path):
@@ -182,6 +187,17 @@ def test_macro_f1_counts_the_classes_present_not_the_absent_one():
     probabilities = np.array([[0.9, 0.1, 0.0], [0.1, 0.9, 0.0], [0.8, 0.2, 0.0]])
     metrics = classification_metrics(probabilities, np.array([0, 1, 0]), ["a", "b", "c"])  # no 'c' anywhere
     assert metrics["macro_f1"] == 1.0 and metrics["classes_scored"] == 2
+
+
+def test_multilabel_macro_f1_counts_the_labels_present_not_the_absent_one():
+    import numpy as np
+
+    from strop.evaluate.metrics import multilabel_metrics
+
+    targets = np.array([[1, 0, 0], [0, 1, 0], [1, 1, 0]])  # no 'c' in the data, none predicted
+    probabilities = np.array([[0.9, 0.1, 0.0], [0.2, 0.8, 0.1], [0.7, 0.3, 0.2]])  # 'b' missed once
+    metrics = multilabel_metrics(probabilities, targets, ["a", "b", "c"], np.full(3, 0.5))
+    assert metrics["macro_f1"] == pytest.approx((1.0 + 2 / 3) / 2) and metrics["labels_scored"] == 2
 
 
 def test_resume_refuses_changed_data_and_keeps_the_resolved_precision(tiny_overrides, text_data, tmp_path,

@@ -34,6 +34,12 @@ CASES = {
     "a metric the task does not compute": (
         "train.csv", "text,label\ngood,1.5\nbad,2\nfine,2\n", ["task.name=regression", "train.metric=accuracy"],
         ["train.metric=accuracy is not a metric of regression", "rmse"]),
+    "the text column named as the label column": (
+        "train.csv", "text,label\ngood,a\nbad,b\n", ["data.text_column=label"],
+        ["data.text_column=label is also the label column", "the model would read the answer"]),
+    "a pair whose second text is its first": (
+        "train.csv", "text,label\ngood,a\nbad,b\n", ["data.text_pair_column=text"],
+        ["data.text_pair_column=text is data.text_column too"]),
     "pairs without the pair column": (
         "train.csv", "text,label\ngood,a\nbad,b\n", ["task.name=pair_classification"],
         ["column 'text_pair' not found", "data.text_pair_column"]),

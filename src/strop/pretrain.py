@@ -13,6 +13,7 @@ as the source model did.
 
 from __future__ import annotations
 
+import re
 import shutil
 import sys
 from dataclasses import replace
@@ -48,9 +49,10 @@ def read_lines(path: str | Path, what: str = "--data", at_least: int = 2,
     if not path.is_file():
         raise StropError(f"{what} {path}: no such file; give a text file with one text per line")
     try:
-        # utf-8-sig: a byte-order mark (as Notepad writes) is no part of the first text. Split on \n alone (strip
-        # takes the \r of \r\n): splitlines() would also cut a text at a form feed, U+2028 or U+0085
-        lines = [line.strip() for line in path.read_bytes().decode("utf-8-sig").split("\n")]
+        # utf-8-sig: a byte-order mark (as Notepad writes) is no part of the first text. Lines end at \n, \r\n
+        # or a lone \r (old Mac files; Python's own text files read it so): splitlines() would also cut a text
+        # at a form feed, U+2028 or U+0085
+        lines = [line.strip() for line in re.split(r"\r\n|\r|\n", path.read_bytes().decode("utf-8-sig"))]
     except UnicodeDecodeError as error:
         raise StropError(f"{what} {path} is not UTF-8 text ({error}); convert it to UTF-8") from None
     lines = [line for line in lines if line]

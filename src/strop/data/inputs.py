@@ -74,6 +74,15 @@ def normalise_labels(column: pd.Series, labels: list[str | None], path: str | Pa
         shown = ", ".join(f"{r!r} -> {c!r}" for r, c in changed[:5]) + (" ..." if len(changed) > 5 else "")
         print(f"{what}: labels in {Path(path).name} written one way (whitespace stripped, numbers as numbers): "
               f"{shown}", file=sys.stderr)
+    spellings: dict[str, set[str]] = {}
+    for label in labels:
+        if label is not None:
+            spellings.setdefault(label.casefold(), set()).add(label)
+    alike = [sorted(group) for group in spellings.values() if len(group) > 1]
+    if alike:  # case may matter ('US', 'us'), so said, not changed
+        shown = ", ".join(" and ".join(repr(s) for s in group) for group in sorted(alike)[:5])
+        print(f"{what}: labels in {Path(path).name} that differ only in case are classes of their own: {shown}; "
+              "if they mean one class, write them one way", file=sys.stderr)
     return labels
 
 

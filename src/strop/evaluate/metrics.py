@@ -74,9 +74,14 @@ def multilabel_metrics(probabilities: np.ndarray, targets: np.ndarray, labels: l
     precision, recall, f1, support = precision_recall_fscore_support(targets, predicted, zero_division=0)
     clipped = np.clip(probabilities, 1e-12, 1 - 1e-12)
     bce = -(targets * np.log(clipped) + (1 - targets) * np.log(1 - clipped)).mean()
+    # macro-F1 over the labels the scored data have or the model predicts, as for single-label classification:
+    # a label absent from both would count as F1 0 and understate every other label's score
+    present = np.flatnonzero((targets.sum(axis=0) > 0) | (predicted.sum(axis=0) > 0))
     return {
         "micro_f1": float(f1_score(targets, predicted, average="micro", zero_division=0)),
-        "macro_f1": float(f1_score(targets, predicted, average="macro", zero_division=0)),
+        "macro_f1": float(f1_score(targets, predicted, average="macro", zero_division=0,
+                                   labels=present if len(present) else None)),
+        "labels_scored": int(len(present)),
         "exact_match": float((predicted == targets).all(axis=1).mean()),
         "loss": float(bce), "n": int(len(targets)), "labels": list(labels),
         "thresholds": {name: float(t) for name, t in zip(labels, thresholds)},
