@@ -430,3 +430,13 @@ def test_task_auto_reads_a_jsonl_of_tagged_tokens_as_token_classification(tmp_pa
     assert infer_task_name("auto", str(texts)) == "text_classification"
     assert infer_task_name("auto", str(broken)) == "text_classification"  # its reader says what is wrong
     assert infer_task_name("multilabel_classification", str(tagged)) == "multilabel_classification"
+
+
+def test_targets_on_scales_far_apart_are_said_with_the_metric_that_weighs_them_alike():
+    from strop.tasks.regression import Regression
+
+    apart = Regression(columns=("y", "y2"), mean=(0.0, 0.0), std=(0.36, 201.0))
+    assert "targets on different scales (standard deviations y 0.36, y2 201)" in apart.notes()[0]
+    assert "train.metric=r2" in apart.notes()[0]
+    assert Regression(columns=("y", "y2"), mean=(0.0, 0.0), std=(1.0, 3.0)).notes() == []
+    assert Regression(columns=("y",), mean=(0.0,), std=(201.0,)).notes() == []

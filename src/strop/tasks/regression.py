@@ -23,6 +23,9 @@ from strop.tasks.classification import _input_fields
 from strop.tasks.sentence import SentenceTask
 
 
+SCALES_APART = 10  # several targets whose standard deviations differ this many times over: said when a run starts
+
+
 def target_columns(data_cfg) -> list[str]:
     """data.label_column, which names several targets separated by commas (e.g. "valence,arousal")."""
     return [c.strip() for c in data_cfg.label_column.split(",") if c.strip()]
@@ -46,6 +49,15 @@ class Regression(SentenceTask):
     @classmethod
     def target_columns(cls, data_cfg) -> list[str]:
         return target_columns(data_cfg)
+
+    def notes(self) -> list[str]:
+        spreads = [s for s in self.std if s > 0]
+        if len(spreads) < 2 or max(spreads) < SCALES_APART * min(spreads):
+            return []
+        shown = ", ".join(f"{c} {s:.3g}" for c, s in zip(self.columns, self.std))
+        return [f"targets on different scales (standard deviations {shown}): rmse and mae average their errors "
+                "in each target's own units, so the widest target decides them (and the best epoch, by default); "
+                "r2 and the loss weigh every target alike: train.metric=r2"]
 
     @classmethod
     def read_targets(cls, frame, path, data_cfg, what: str) -> list[tuple[float, ...]]:
