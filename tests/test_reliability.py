@@ -255,3 +255,13 @@ def test_corrupt_weights_in_a_model_folder_get_a_message(tiny_model_dir, tiny_ov
     (run / "model" / "model.safetensors").write_bytes(b"\x00" * 64)
     with pytest.raises(StropError, match="cannot be read"):
         strop.load(run)
+
+
+def test_class_names_with_a_comma_are_quoted_where_the_run_starts(tiny_overrides, tmp_path, capsys):
+    from conftest import make_texts, write_csv
+
+    rows = [(text, "good, really" if label == "positive" else "bad") for text, label in make_texts(40, seed=5)]
+    train = write_csv(tmp_path / "commas.csv", rows)
+    overrides = [o for o in tiny_overrides if not o.startswith(("data.", "train.quiet"))]
+    strop.fit(None, overrides + [f"data.train={train}", "train.epochs=1"])
+    assert "2 classes ('bad', 'good, really')" in capsys.readouterr().out

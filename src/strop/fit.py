@@ -643,8 +643,10 @@ def _announce(cfg: Config, splits: Splits, task: Task, model: TaskModel, notes: 
     trainable, total = count_parameters(model)
     size = f"{total / 1e6:.2f}M" if total >= 10_000 else f"{total:,}"  # a small MLP is not "0.00M"
     labels, outputs = getattr(task, "labels", None), outputs_of(task)
+    # quoted where a name holds a comma: 'abbr, short' is one class, not two
+    names = [repr(str(o)) if any("," in str(n) for n in outputs) else str(o) for o in outputs[:8]]
     print(f"strop fit -> {run.root}\n"
-          f"  task: {task.name}, {len(outputs)} {'classes' if labels is not None else 'outputs'} ({', '.join(map(str, outputs[:8]))}"
+          f"  task: {task.name}, {len(outputs)} {'classes' if labels is not None else 'outputs'} ({', '.join(names)}"
           f"{', ...' if len(outputs) > 8 else ''})\n"
           f"  data: {len(splits.train)} train / {len(splits.validation)} validation examples\n"
           f"  model: {cfg.model.name} ({size} parameters), method {cfg.method.name}, "
