@@ -49,7 +49,7 @@ def test_mlp_regression_learns_with_standardised_inputs_and_targets(tmp_path):
 
 
 def test_predictions_of_targets_in_millionths_keep_their_digits(tmp_path):
-    """Written outputs keep 7 significant digits, whatever the targets' scale (6 decimal places turned values
+    """Written outputs keep 6 significant digits, whatever the targets' scale (6 decimal places turned values
     like 1.5e-06 into 2e-06: the run's r2 of 0.78 read 0.61 from `strop predict`'s output)."""
     train = _vectors(tmp_path / "train.csv", 300, 1, scale=1e-6)
     dev = _vectors(tmp_path / "dev.csv", 100, 2, scale=1e-6)
@@ -61,9 +61,9 @@ def test_predictions_of_targets_in_millionths_keep_their_digits(tmp_path):
                          capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     written = np.array([json.loads(line)["value"] for line in out.stdout.splitlines()])
-    np.testing.assert_allclose(written, exact, rtol=1e-6)
+    np.testing.assert_allclose(written, exact, rtol=1e-5)
     saved = [json.loads(line)["output"][0] for line in (run / "validation_predictions.jsonl").read_text().splitlines()]
-    np.testing.assert_allclose(saved, exact, rtol=1e-6)
+    np.testing.assert_allclose(saved, exact, rtol=1e-5)
 
 
 def test_mlp_classification_and_cli_predict_from_a_table(tmp_path):

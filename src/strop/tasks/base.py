@@ -18,13 +18,16 @@ from torch import nn
 
 from strop.registry import Registry
 
-SIGNIFICANT_DIGITS = 7  # about what a float32 output holds
+# a float32 holds about 7, and its 7th differs between equivalent computations (another batch, another thread
+# count: the same image predicted from its file and from its bytes), which 6 keep out of the written numbers
+SIGNIFICANT_DIGITS = 6
 
 
 def compact(values):
-    """Output numbers as predictions, reports and responses write them: rounded to 7 significant digits, so that a
+    """Output numbers as predictions, reports and responses write them: rounded to 6 significant digits, so that a
     value of any scale keeps its precision (a regression output of 1.5157e-06 stays so, where a fixed 6 decimal
-    places made it 2e-06). A number gives a float, an array nested lists."""
+    places made it 2e-06; a probability of 0.1 or more is written as before). A number gives a float, an array
+    nested lists."""
     a = np.asarray(values, dtype=np.float64)
     rounded = a.copy()
     real = np.isfinite(a) & (a != 0)
