@@ -169,3 +169,25 @@ def test_runs_that_tuned_other_thresholds_combine_with_one_tuned_again(runs, tex
         p_negative = np.stack(combined.outputs(dev["text"].tolist()))[:, 0]
         assert combined.task.threshold == pytest.approx(best_threshold(p_negative, is_negative))
     assert joined["threshold"] == strop.load(tmp_path / "ensemble").task.threshold and 0 <= report["soup_score"] <= 1
+
+
+def test_runs_of_which_one_kept_no_threshold_combine_and_the_ensemble_decides_as_it_was_scored(runs, text_data,
+                                                                                               tmp_path):
+    """A run keeps its tuned threshold only where it does not lower its macro-F1, so seeds of one config may differ
+    in having one: they combine (in either order, the combination tuned again), and an ensemble that kept none
+    decides by the most probable class, not by its first member's threshold."""
+    import shutil
+
+    copy = shutil.copytree(runs[0], tmp_path / "with-threshold")
+    info = json.loads((copy / "model" / "strop.json").read_text())
+    (copy / "model" / "strop.json").write_text(json.dumps({**info, "positive": "negative", "threshold": 0.05}))
+    for order, name in (([runs[1], copy], "a"), ([copy, runs[1]], "b")):  # refused before: "positive: ..."
+        soup(order, tmp_path / f"soup-{name}", uniform=True, quiet=True)
+        report = ensemble(order, tmp_path / f"ens-{name}", quiet=True)
+        assert "threshold" in report and strop.load(tmp_path / f"ens-{name}").task.threshold == report["threshold"]
+    stored = json.loads((tmp_path / "ens-b" / "ensemble.json").read_text())
+    (tmp_path / "ens-b" / "ensemble.json").write_text(json.dumps({**stored, "threshold": None}))
+    kept_none = strop.load(tmp_path / "ens-b")
+    assert kept_none.task.threshold is None  # the member's 0.05 would decide otherwise than the score measured
+    p = np.asarray(kept_none.predict_proba(TEXTS))
+    assert kept_none.predict(TEXTS) == [kept_none.task.labels[i] for i in p.argmax(axis=1)]

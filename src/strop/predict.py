@@ -192,10 +192,12 @@ def load_ensemble(folder: Path, device: str | None) -> EnsemblePredictor:
         raise StropError(f"{folder / ENSEMBLE_FILE} cannot be read ({error}): the ensemble folder is damaged; make "
                          "it again with strop soup --ensemble") from None
     ensemble = EnsemblePredictor(members, {"ensemble": report})
-    if report.get("threshold") is not None:  # tuned on the ensemble's own outputs (strop.soup.retuned)
+    if "threshold" in report:  # tuned on the ensemble's own outputs (strop.soup.retuned), or none kept
         from dataclasses import replace
 
-        ensemble.task = replace(ensemble.task, threshold=report["threshold"])
+        positive = report.get("positive")
+        ensemble.task = replace(ensemble.task, threshold=report["threshold"],
+                                positive=ensemble.task.labels.index(positive) if positive else ensemble.task.positive)
     return ensemble
 
 

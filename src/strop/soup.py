@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -72,7 +73,7 @@ def soup(runs: list[str | Path], output: str | Path, uniform: bool = False, data
             chosen, best = trial, trial_score
     soup_model.load_state_dict(average([states[j] for j in chosen]))
     outputs = Predictor(soup_model, task, first.info).outputs(examples.inputs)  # once: the threshold, the score
-    task = retuned(task, outputs, examples)
+    task = retuned([p.task for p in predictors], outputs, examples)
     best = float(task.metrics(outputs, task.scored_targets(examples.targets))[metric])
     report = {"metric": metric, "soup_score": best, "method": "uniform" if uniform else "greedy",
               "ingredients": [{"run": str(runs[i]), "score": scores[i], "used": i in chosen} for i in order]}
@@ -97,7 +98,10 @@ def _whole_model(predictor, run):
     return model
 
 
-def _load_runs(runs, output, what: str, free: tuple[str, ...] = ("threshold",)) -> list:
+DECISION = ("threshold", "positive")  # a two-class run's tuned decision rule: each run tunes its own (`retuned`)
+
+
+def _load_runs(runs, output, what: str, free: tuple[str, ...] = DECISION) -> list:
     """The runs' predictors (on the CPU), checked: two or more runs, a new output folder, one task and labels.
     free: what the runs' tasks may differ in (`_outputs`).
 
@@ -129,19 +133,23 @@ def _load_runs(runs, output, what: str, free: tuple[str, ...] = ("threshold",)) 
     return predictors
 
 
-def _outputs(task, free: tuple[str, ...] = ("threshold",)) -> dict:
+def _outputs(task, free: tuple[str, ...] = DECISION) -> dict:
     """What a task predicts, less `free`: by default the decision threshold a two-class run tuned on its
-    validation data (runs of one data set tune slightly different ones, and the combined model's is tuned
-    again: `retuned`); an ensemble averages probabilities, whatever head gave them."""
+    validation data, and its class (runs of one data set tune slightly different ones, or keep none where it
+    would lower their macro-F1, and the combined model's is tuned again: `retuned`); an ensemble averages
+    probabilities, whatever head gave them."""
     return {k: v for k, v in task.info().items() if k not in free}
 
 
-def retuned(task, outputs: list, examples):
-    """The task with its two-class decision threshold tuned again on the combined model's validation outputs,
-    as fit tunes a run's; the task as it is where it has none."""
-    if getattr(task, "threshold", None) is None:
+def retuned(tasks: list, outputs: list, examples):
+    """The first run's task with the two-class decision threshold tuned again on the combined model's validation
+    outputs, as fit tunes a run's, where any of the runs decides with one (whichever comes first: runs of one
+    config need not all keep theirs); the first run's task as it is where none does."""
+    task = tasks[0]
+    tuned = next((t for t in tasks if getattr(t, "threshold", None) is not None), None)
+    if tuned is None:
         return task
-    return task.with_threshold_for(outputs, task.scored_targets(examples.targets))
+    return replace(task, positive=tuned.positive).with_threshold_for(outputs, task.scored_targets(examples.targets))
 
 
 def _check_same_architecture(models, runs) -> None:
@@ -184,7 +192,7 @@ def ensemble(runs: list[str | Path], output: str | Path, data: str | None = None
     from strop.predict import EnsemblePredictor
     from strop.runs import atomic_write_json, staged
 
-    output, predictors = Path(output), _load_runs(runs, output, "an ensemble", free=("threshold", "head"))
+    output, predictors = Path(output), _load_runs(runs, output, "an ensemble", free=(*DECISION, "head"))
     first = predictors[0]
     task, metric = first.task, first.task.lead_metric
     examples = validation_examples(Path(runs[0]), first, data)
@@ -194,11 +202,13 @@ def ensemble(runs: list[str | Path], output: str | Path, data: str | None = None
                for i, (run, p) in enumerate(zip(runs, predictors))]
     joined = EnsemblePredictor(predictors, {"ensemble": True})
     outputs = joined.outputs(examples.inputs)  # every member's pass, once: the threshold, the score
-    joined.task = retuned(task, outputs, examples)
+    joined.task = retuned([p.task for p in predictors], outputs, examples)
     report = {"metric": metric, "members": members,
               "ensemble_score": float(joined.task.metrics(outputs, targets)[metric])}
-    if getattr(joined.task, "threshold", None) is not None:
-        report["threshold"] = joined.task.threshold  # the ensemble decides with it (load_ensemble)
+    if hasattr(joined.task, "threshold"):  # how the ensemble decides (load_ensemble), none included: a member's
+        # own threshold would decide otherwise than the score above was measured
+        report["threshold"] = joined.task.threshold
+        report["positive"] = None if joined.task.positive is None else joined.task.labels[joined.task.positive]
     with staged(output, "the ensemble") as tmp:
         for member, run in zip(members, runs):
             shutil.copytree(model_folder(Path(run)), tmp / member["folder"])
