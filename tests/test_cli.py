@@ -287,6 +287,12 @@ def test_predict_carries_parquet_and_jsonl_columns_as_json_values(tiny_overrides
                   "amount": [decimal.Decimal("1.10"), decimal.Decimal("2.25")], "raw": [b"ab", b"\xff"],
                   "took": pd.to_timedelta(["1s", "2min"]), "keywords": [["a", "b"], ["c"]],
                   "meta": [{"source": "x"}, {"source": "y"}]}).to_parquet(tmp_path / "typed.parquet")
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    stamps = pq.read_table(tmp_path / "typed.parquet").append_column(  # lists of timestamps: numpy datetime64 arrays
+        "stamps", pa.array([[datetime.datetime(2024, 5, 1)], []], pa.list_(pa.timestamp("ns"))))
+    pq.write_table(stamps, tmp_path / "typed.parquet")
     capsys.readouterr()
     assert main(["predict", str(run), "--input", str(tmp_path / "typed.parquet")]) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
@@ -296,6 +302,7 @@ def test_predict_carries_parquet_and_jsonl_columns_as_json_values(tiny_overrides
     assert [r["took"] for r in rows] == ["P0DT0H0M1S", "P0DT0H2M0S"]
     assert [r["keywords"] for r in rows] == [["a", "b"], ["c"]]
     assert [r["meta"] for r in rows] == [{"source": "x"}, {"source": "y"}]
+    assert [r["stamps"] for r in rows] == [["2024-05-01T00:00:00"], []]
     assert main(["predict", str(run), "--input", str(tmp_path / "typed.parquet"), "--output",
                  str(tmp_path / "typed.csv")]) == 0
     assert pd.read_csv(tmp_path / "typed.csv")["keywords"].tolist() == ['["a", "b"]', '["c"]']
@@ -303,6 +310,8 @@ def test_predict_carries_parquet_and_jsonl_columns_as_json_values(tiny_overrides
     assert main(["predict", str(run), "--input", str(tmp_path / "ids.jsonl")]) == 0
     ids = [json.loads(line)["id"] for line in capsys.readouterr().out.splitlines()]
     assert ids == [1, None, 3] and isinstance(ids[0], int)  # not 1.0: the output joins back on the id as written
+    assert main(["predict", str(run), "--input", str(tmp_path / "ids.jsonl"), "--output", str(tmp_path / "ids.csv")]) == 0
+    assert [line.split(",")[0] for line in (tmp_path / "ids.csv").read_text().splitlines()] == ["id", "1", "", "3"]
 
 
 def test_predict_and_evaluate_errors(tiny_overrides, tmp_path, capsys):

@@ -246,3 +246,14 @@ def test_a_study_refuses_a_file_as_its_folder_and_cv_and_curve_refuse_a_pool(com
                               text=True)
         assert done.returncode == 2 and "afile is a file, not a folder; choose another --output" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_note_about_the_labels_is_said_once_not_again_for_each_fold(tiny_overrides, tmp_path, capsys):
+    from conftest import make_texts, write_csv
+
+    rows = [(text, label.capitalize() if i % 5 == 0 else label) for i, (text, label) in enumerate(make_texts(60, 4))]
+    train = write_csv(tmp_path / "cased.csv", rows)
+    overrides = [o for o in tiny_overrides if not o.startswith("data.")] + [f"data.train={train}", "train.epochs=1"]
+    cross_validate(None, overrides, folds=2, seeds=1, output=tmp_path / "cv", quiet=True)
+    err = capsys.readouterr().err
+    assert err.count("differ only in case") == 1 and "cased.csv" in err  # the user's file, not a fold's

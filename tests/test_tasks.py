@@ -440,3 +440,18 @@ def test_targets_on_scales_far_apart_are_said_with_the_metric_that_weighs_them_a
     assert "train.metric=r2" in apart.notes()[0]
     assert Regression(columns=("y", "y2"), mean=(0.0, 0.0), std=(1.0, 3.0)).notes() == []
     assert Regression(columns=("y",), mean=(0.0,), std=(201.0,)).notes() == []
+
+
+def test_written_numbers_keep_six_significant_digits_at_any_scale():
+    import warnings
+
+    import numpy as np
+
+    from strop.tasks.base import compact
+
+    assert compact(1.5157e-06) == 1.5157e-06 and compact(0.5444049) == 0.544405 and compact(123456789.0) == 123457000.0
+    assert compact([[0.0, -2.345678e-9]]) == [[0.0, -2.34568e-9]]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no overflow on the way
+        assert compact([1e-310, -2.5e200, float("inf")]) == [1e-310, -2.5e200, float("inf")]
+    assert np.isnan(compact(float("nan")))

@@ -171,8 +171,8 @@ def _json_cell(value):
     import numpy as np
     import pandas as pd
 
-    if isinstance(value, np.ndarray):
-        value = value.tolist()
+    if isinstance(value, np.ndarray):  # dates and durations as pandas' (tolist gives datetime64's nanoseconds)
+        value = pd.Series(value).tolist() if value.dtype.kind in "mM" else value.tolist()
     if isinstance(value, (list, tuple)):
         return [_json_cell(v) for v in value]
     if isinstance(value, dict):
@@ -228,7 +228,9 @@ def _write_predictions(rows: list[dict], output: str | None) -> None:
     else:  # .csv or .tsv (checked by _check_output)
         import pandas as pd
 
-        text = pd.DataFrame([_flat(r) for r in rows]).to_csv(index=False, sep="\t" if suffix == ".tsv" else ",")
+        # object columns: each value written as it is (an integer id column with a gap became 1.0, , 3.0)
+        text = pd.DataFrame([_flat(r) for r in rows], dtype=object).to_csv(index=False,
+                                                                         sep="\t" if suffix == ".tsv" else ",")
     if output is None:
         sys.stdout.write(text)
     else:

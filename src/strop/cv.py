@@ -235,22 +235,24 @@ def fit_and_score(cfg: Config, train_file: Path, score_file: Path | None, seed: 
                   keep_run: bool) -> dict:
     """Trains one run on `train_file` and returns the scalar metrics of its model on `score_file` (scored
     after training), or its own validation metrics where `score_file` is None. The run is deleted unless kept."""
+    from strop.data.inputs import notes_said
     from strop.fit import fit
     from strop.predict import load
 
     overrides = {"data": {"train": str(train_file)}, "output_dir": str(run_dir),
                  "train": {"seed": seed, "quiet": True, "keep_checkpoint": keep_run, "resume": False}}
     run_cfg = load_config(_merged(cfg.to_dict(), overrides))
-    run = fit(run_cfg)
-    predictor = load(run)
-    if score_file is None:
-        import json
+    with notes_said():  # the study read the user's file and said its notes: its parts say nothing again
+        run = fit(run_cfg)
+        predictor = load(run)
+        if score_file is None:
+            import json
 
-        metrics = json.loads((run / "summary.json").read_text(encoding="utf-8"))["validation"]
-    else:
-        from strop.evaluate.scoring import evaluate_file
+            metrics = json.loads((run / "summary.json").read_text(encoding="utf-8"))["validation"]
+        else:
+            from strop.evaluate.scoring import evaluate_file
 
-        metrics = evaluate_file(predictor, score_file)
+            metrics = evaluate_file(predictor, score_file)
     scalars = {name: float(metrics[name]) for name in predictor.task.metric_names if name in metrics}
     if not keep_run:
         shutil.rmtree(run, ignore_errors=True)

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from strop.data.inputs import clean_strings, normalise_labels
+from strop.data.inputs import clean_strings, normalise_labels, notes_said
 from strop.data.splits import distinct_inputs, input_key
 from strop.data.tables import shown_columns
 from strop.errors import StropError
@@ -164,7 +164,8 @@ def self_train(cfg, on_epoch=None) -> Path:
         if known:
             entry["pseudo_label_accuracy"] = float(np.mean([g == t for g, t in known]))
             entry["pseudo_labels_with_known_label"] = len(known)
-        run = _round(replace(base, data=replace(base.data, train=str(train_file))), round_folder(out, r), on_epoch)
+        with notes_said():  # round 0 read the user's file and said its notes; this round's file is part of it
+            run = _round(replace(base, data=replace(base.data, train=str(train_file))), round_folder(out, r), on_epoch)
         entry.update(run=str(run), validation=_validation(run))
         report["rounds"].append(entry)
         atomic_write_json(out / REPORT_FILE, report, "the self-training report")

@@ -3,6 +3,8 @@ feature columns (vectors for an MLP). Each problem gets one message naming the f
 
 from __future__ import annotations
 
+import contextlib
+
 import re
 import sys
 from pathlib import Path
@@ -72,8 +74,8 @@ def normalise_labels(column: pd.Series, labels: list[str | None], path: str | Pa
     changed = sorted({(r, c) for r, c in zip(raw, labels) if r is not None and c is not None and r != c})
     if changed:
         shown = ", ".join(f"{r!r} -> {c!r}" for r, c in changed[:5]) + (" ..." if len(changed) > 5 else "")
-        print(f"{what}: labels in {Path(path).name} written one way (whitespace stripped, numbers as numbers): "
-              f"{shown}", file=sys.stderr)
+        _say(f"{what}: labels in {Path(path).name} written one way (whitespace stripped, numbers as numbers): "
+             f"{shown}")
     spellings: dict[str, set[str]] = {}
     for label in labels:
         if label is not None:
@@ -81,9 +83,30 @@ def normalise_labels(column: pd.Series, labels: list[str | None], path: str | Pa
     alike = [sorted(group) for group in spellings.values() if len(group) > 1]
     if alike:  # case may matter ('US', 'us'), so said, not changed
         shown = ", ".join(" and ".join(repr(s) for s in group) for group in sorted(alike)[:5])
-        print(f"{what}: labels in {Path(path).name} that differ only in case are classes of their own: {shown}; "
-              "if they mean one class, write them one way", file=sys.stderr)
+        _say(f"{what}: labels in {Path(path).name} that differ only in case are classes of their own: {shown}; "
+             "if they mean one class, write them one way")
     return labels
+
+
+_NOTES_SAID = [False]  # within `notes_said`: the notes about the user's file were said when it was read
+
+
+@contextlib.contextmanager
+def notes_said():
+    """Reading parts of a file whose notes were said already (cv's folds, curve's subsets, self-training's
+    later rounds, each written as a file of its own): the labels' notes are not said again, under those files'
+    names."""
+    before, _NOTES_SAID[0] = _NOTES_SAID[0], True
+    try:
+        yield
+    finally:
+        _NOTES_SAID[0] = before
+
+
+def _say(message: str) -> None:
+    """A note about the data on stderr, unless within `notes_said`."""
+    if not _NOTES_SAID[0]:
+        print(message, file=sys.stderr)
 
 
 def _number(text: str | None) -> float | None:

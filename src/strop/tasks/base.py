@@ -30,10 +30,14 @@ def compact(values):
     nested lists."""
     a = np.asarray(values, dtype=np.float64)
     rounded = a.copy()
-    real = np.isfinite(a) & (a != 0)
-    shift = SIGNIFICANT_DIGITS - 1 - np.floor(np.log10(np.abs(a[real])))  # decimal places to keep
+    # outside 1e-290 .. 1e290 (no model output) a power of ten below would overflow: such values stay as they are
+    real = np.isfinite(a) & (np.abs(a) > 1e-290) & (np.abs(a) < 1e290)
+    shift = np.zeros_like(a)
+    shift[real] = SIGNIFICANT_DIGITS - 1 - np.floor(np.log10(np.abs(a[real])))  # decimal places to keep
     power = 10.0 ** np.abs(shift)  # a power of ten, exact: the quotient or product below rounds correctly
-    rounded[real] = np.where(shift >= 0, np.round(a[real] * power) / power, np.round(a[real] / power) * power)
+    small, large = real & (shift >= 0), real & (shift < 0)
+    rounded[small] = np.round(a[small] * power[small]) / power[small]
+    rounded[large] = np.round(a[large] / power[large]) * power[large]
     return rounded.tolist()
 
 
