@@ -206,6 +206,7 @@ def test_curve_command_writes_json_and_plot(tiny_overrides, tmp_path):
     assert done.returncode == 0, done.stderr
     result = json.loads((out / "curve.json").read_text())
     assert result["pool_examples"] == 144 and result["sizes"] == [36, 72, 144]  # 10% of 160 held out
+    assert result["classes"] == 2  # the report's advice weighs it (few-shot is not for many classes)
     assert [p["examples"] for p in result["points"]] == [36, 72, 144]
     assert {"parameters", "ceiling_free", "twice_the_data", "target"} <= set(result["fit"])  # accuracy: both laws
     assert (out / "curve.png").stat().st_size > 1000 and not (out / "runs").exists()
@@ -302,7 +303,7 @@ def test_an_interrupted_study_says_what_it_kept_and_continues_with_resume(comman
         if len(calls) == 2 and interrupt[0]:
             raise KeyboardInterrupt
         run_dir.mkdir(parents=True)  # a run's files, which no --keep-runs asked for
-        return {"accuracy": 0.5 + 0.1 * len(calls), "macro_f1": 0.5, "loss": 0.7}
+        return {"accuracy": 0.5 + 0.1 * len(calls), "macro_f1": 0.5, "loss": 0.7}, 72
 
     def study(*extra, folds=2):
         if command == "cv":
@@ -491,7 +492,7 @@ def test_fractions_that_round_to_one_size_train_it_once(tiny_overrides, tmp_path
 
     def fake_run(cfg, train_file, validation, seed, run_dir, keep):
         trained.append(train_file.name)
-        return {"accuracy": 0.5 + 0.1 * len(trained), "loss": 1.0}
+        return {"accuracy": 0.5 + 0.1 * len(trained), "loss": 1.0}, 72
 
     monkeypatch.setattr("strop.cv.fit_and_score", fake_run)
     result = curve.learning_curve(None, tiny_overrides, fractions=(0.1, 0.101, 0.5, 1.0), seeds=1,

@@ -142,6 +142,7 @@ def test_cv_scores_every_fold_and_drops_its_runs(tiny_overrides, tmp_path):
                             quiet=True)
     assert [(r["seed"], r["fold"]) for r in result["runs"]] == [(42, 1), (42, 2), (43, 1), (43, 2)]
     assert all(r["scored_examples"] == 80 and r["train_examples"] == 80 for r in result["runs"])
+    assert all(r["trained_on"] == 72 for r in result["runs"])  # 10% of the fold's rows validated each run
     accuracies = [r["metrics"]["accuracy"] for r in result["runs"]]
     summary = result["summary"]["accuracy"]
     assert set(result["summary"]) == {"accuracy", "macro_f1", "loss"}
@@ -179,7 +180,7 @@ def test_one_fold_with_method_auto_says_and_records_the_method_its_runs_train_wi
                                                                                    monkeypatch, capsys):
     trained = []
     monkeypatch.setattr("strop.cv.fit_and_score", lambda cfg, *a, **k: trained.append(cfg.method.name)
-                        or {"accuracy": 0.8, "macro_f1": 0.8, "loss": 0.5})
+                        or ({"accuracy": 0.8, "macro_f1": 0.8, "loss": 0.5}, 72))
     overrides = [o for o in tiny_overrides if not o.startswith(("output_dir", "train.quiet"))]
     result = cross_validate(None, overrides + ["method.name=auto"], folds=1, seeds=2, output=tmp_path / "cv")
     chosen = result["config"]["method"]["name"]

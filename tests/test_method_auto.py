@@ -81,7 +81,7 @@ def test_cv_and_curve_train_every_part_with_the_method_a_fit_on_all_the_data_cho
 
     def recorded(cfg, train_file, score_file, seed, run_dir, keep_run):
         methods.append(cfg.method.name)
-        return {"accuracy": 0.5 + 0.1 * len(methods) ** 0.5, "macro_f1": 0.5, "loss": 0.5}
+        return {"accuracy": 0.5 + 0.1 * len(methods) ** 0.5, "macro_f1": 0.5, "loss": 0.5}, 72
 
     monkeypatch.setattr("strop.cv.fit_and_score", recorded)
     auto = [*tiny_overrides, "method.name=auto"]  # 80 a class in all: full; 20 a class alone would be fewshot
@@ -195,7 +195,7 @@ def test_cv_and_curve_parts_train_as_a_fit_on_all_the_data_would(tiny_overrides,
 
     def fit_and_score(cfg, train_file, score_file, seed, run_dir, keep_run):
         seen.append(cfg.method.freeze_layers)
-        return {"accuracy": 0.5 + 0.1 * len(seen) ** 0.5, "macro_f1": 0.5}
+        return {"accuracy": 0.5 + 0.1 * len(seen) ** 0.5, "macro_f1": 0.5}, 72
 
     monkeypatch.setattr(strop.cv, "fit_and_score", fit_and_score)
     defaults = [o for o in tiny_overrides if not o.startswith(("method.freeze_layers", "output_dir", "data.validation"))]

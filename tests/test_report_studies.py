@@ -141,9 +141,10 @@ def test_an_error_curve_verdict_does_not_depend_on_the_target_units(scale):
 
 
 def test_the_advice_for_more_labels_fits_the_model_and_task():
-    def advice(task, model, method="full"):
+    def advice(task, model, method="full", classes=None):
         result = curve_result(0.03, (0.01, 0.05))
         result["config"] = {"task": {"name": task}, "model": {"name": model}, "method": {"name": method}}
+        result["classes"] = classes
         return " ".join(curve_findings(result)[0].fixes)
 
     assert "fewshot" in advice("text_classification", "minilm-l6") and "data.unlabeled" in advice(
@@ -152,6 +153,9 @@ def test_the_advice_for_more_labels_fits_the_model_and_task():
         "text_classification", "mlp")
     assert "fewshot" not in advice("regression", "mlp") and "data.unlabeled" not in advice("regression", "mlp")
     assert "fewshot" not in advice("text_classification", "minilm-l6", "fewshot")  # it already trained so
+    # as method.name=auto decides: not for more classes than few-shot's groups hold (77 intents)
+    assert "fewshot" in advice("text_classification", "minilm-l6", classes=6)
+    assert "fewshot" not in advice("text_classification", "minilm-l6", classes=77)
 
 
 def test_strop_report_rebuilds_a_search_folder_and_refuses_an_unknown_one(tmp_path, capsys):

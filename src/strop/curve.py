@@ -369,7 +369,9 @@ def learning_curve(config=None, overrides: list[str] = (), fractions: tuple[floa
         plans = {seed: nested_subsets([targets[i] for i in pool], sizes, seed) for seed in seed_values}
         result = {"config": cfg.to_dict(), "metric": metric, "fractions": list(fractions), "sizes": sizes,
                   "seeds": seed_values, "pool_examples": len(pool), "validation": str(validation_file),
-                  "keep_runs": keep_runs, "points": []}
+                  "keep_runs": keep_runs, "points": [],
+                  # the report's advice needs it (few-shot is not for many classes)
+                  "classes": len({targets[i] for i in pool}) if isinstance(targets[0], str) else None}
         check_same_study(saved, cfg, {key: result[key] for key in ("metric", "fractions", "sizes", "seeds",
                                                                     "pool_examples", "keep_runs")}, out)
         continuing = saved is not None
@@ -387,7 +389,7 @@ def learning_curve(config=None, overrides: list[str] = (), fractions: tuple[floa
                 cfg_run = _with_validation(cfg, validation_file)
                 run_dir = out / "runs" / f"n{size}-seed{seed}"
                 shutil.rmtree(run_dir, ignore_errors=True)  # an interrupted run's: it trains again from its start
-                scores = fit_and_score(cfg_run, train_file, None, seed, run_dir, keep_runs)
+                scores, _ = fit_and_score(cfg_run, train_file, None, seed, run_dir, keep_runs)
                 result["points"].append({"examples": size, "seed": seed, "scores": scores})
                 atomic_write_json(out / CURVE_FILE, result, "the learning curve")
                 if not quiet:

@@ -10,6 +10,7 @@ column as read) and cv.json stay in the output folder; the runs are deleted once
 
 from __future__ import annotations
 
+import json
 import math
 import shutil
 import sys
@@ -232,9 +233,10 @@ def default_output(kind: str) -> Path:
 
 
 def fit_and_score(cfg: Config, train_file: Path, score_file: Path | None, seed: int, run_dir: Path,
-                  keep_run: bool) -> dict:
+                  keep_run: bool) -> tuple[dict, int]:
     """Trains one run on `train_file` and returns the scalar metrics of its model on `score_file` (scored
-    after training), or its own validation metrics where `score_file` is None. The run is deleted unless kept."""
+    after training), or its own validation metrics where `score_file` is None, and the examples it trained on
+    (fewer than the file's rows where it split off its validation set). The run is deleted unless kept."""
     from strop.data.inputs import notes_said
     from strop.fit import fit
     from strop.predict import load
@@ -245,10 +247,9 @@ def fit_and_score(cfg: Config, train_file: Path, score_file: Path | None, seed: 
     with notes_said():  # the study read the user's file and said its notes: its parts say nothing again
         run = fit(run_cfg)
         predictor = load(run)
+        summary = json.loads((run / "summary.json").read_text(encoding="utf-8"))
         if score_file is None:
-            import json
-
-            metrics = json.loads((run / "summary.json").read_text(encoding="utf-8"))["validation"]
+            metrics = summary["validation"]
         else:
             from strop.evaluate.scoring import evaluate_file
 
@@ -256,7 +257,7 @@ def fit_and_score(cfg: Config, train_file: Path, score_file: Path | None, seed: 
     scalars = {name: float(metrics[name]) for name in predictor.task.metric_names if name in metrics}
     if not keep_run:
         shutil.rmtree(run, ignore_errors=True)
-    return scalars
+    return scalars, int(summary["train_examples"])
 
 
 def _merged(base: dict, extra: dict) -> dict:
@@ -322,11 +323,12 @@ def cross_validate(config=None, overrides: list[str] = (), folds: int = 5, seeds
                     score_file = write_rows(frame, held_out, out / "folds" / f"seed{seed}-fold{k + 1}-test.parquet")
                 else:
                     train_file, score_file = Path(cfg.data.train), None
-                metrics = fit_and_score(cfg, train_file, score_file, seed, run_dir, keep_runs)
+                metrics, trained_on = fit_and_score(cfg, train_file, score_file, seed, run_dir, keep_runs)
                 entry = {"seed": seed, "fold": k + 1 if folds >= 2 else None, "metrics": metrics,
                          "run_dir": str(run_dir) if keep_runs else None}
-                if folds >= 2:
-                    entry.update(train_examples=len(train_rows), scored_examples=len(held_out))
+                if folds >= 2:  # the fold's training rows, of which the run trained on trained_on (the rest
+                    # validated it, where no data.validation was given)
+                    entry.update(train_examples=len(train_rows), trained_on=trained_on, scored_examples=len(held_out))
                 result["runs"].append(entry)
                 atomic_write_json(out / CV_FILE, result, "the cross-validation results")  # each run as it ends
                 if not quiet:

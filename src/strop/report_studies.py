@@ -296,9 +296,12 @@ def cv_page(result: dict, folder: Path) -> str:
               + html_table(["metric", "mean", "std", "95% low", "95% high", "min", "max"], summary_rows)
               + '<p class="muted">Folds share training data, so the interval is the usual approximation.</p>')
     names = list(result["summary"])
-    rows = [[r["seed"], r["fold"] or "", *[r["metrics"][n] for n in names], r.get("train_examples", ""),
-             r.get("scored_examples", "")] for r in result["runs"]]
-    runs = f'<h2 id="runs">Runs</h2>' + html_table(["seed", "fold", *names, "trained on", "scored on"], rows)
+    # trained on: what the run trained on, of its fold's training rows (the rest validated it, where no
+    # data.validation was given); a cv.json from before trained_on was recorded gives the fold's rows
+    rows = [[r["seed"], r["fold"] or "", *[r["metrics"][n] for n in names], r.get("trained_on", r.get("train_examples", "")),
+             r.get("train_examples", ""), r.get("scored_examples", "")] for r in result["runs"]]
+    runs = f'<h2 id="runs">Runs</h2>' + html_table(["seed", "fold", *names, "trained on", "fold's training rows",
+                                                    "scored on"], rows)
     # the rule of thumb is a spread in a score's own units (accuracy, F1, r2); an error in the target's units has
     # none, so a regression's folds and seeds are judged on its r2 (or spearman), which the runs also measured
     judged = agreement_metric(result, metric)
@@ -460,7 +463,7 @@ def curve_findings(result: dict) -> list[Finding]:
         config = result.get("config", {})
         task_name, method = config.get("task", {}).get("name"), config.get("method", {}).get("name")
         input_kind = "vector" if config.get("model", {}).get("name") == "mlp" else "text"
-        scarce = (["method.name=fewshot"] if fewshot_fits(task_name, input_kind, method) else []) \
+        scarce = (["method.name=fewshot"] if fewshot_fits(task_name, input_kind, method, result.get("classes")) else []) \
             + (["self-training on unlabelled data (data.unlabeled)"] if task_name in PSEUDO_LABEL_TASKS else [])
         meanwhile = ([f"Meanwhile, methods for scarce labels may take part of the gain: {', or '.join(scarce)}."]
                      if scarce else [])
