@@ -143,6 +143,7 @@ def test_cv_scores_every_fold_and_drops_its_runs(tiny_overrides, tmp_path):
     assert [(r["seed"], r["fold"]) for r in result["runs"]] == [(42, 1), (42, 2), (43, 1), (43, 2)]
     assert all(r["scored_examples"] == 80 and r["train_examples"] == 80 for r in result["runs"])
     assert all(r["trained_on"] == 72 for r in result["runs"])  # 10% of the fold's rows validated each run
+    assert result["majority_share"] == 0.5  # 80 positive, 80 negative: what the report compares accuracy with
     accuracies = [r["metrics"]["accuracy"] for r in result["runs"]]
     summary = result["summary"]["accuracy"]
     assert set(result["summary"]) == {"accuracy", "macro_f1", "loss"}

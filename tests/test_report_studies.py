@@ -77,6 +77,18 @@ def test_cv_tells_folds_that_disagree_from_seeds_that_do():
     assert "from 0.7000 (seed 1, fold 1) to 0.9000" in finding.evidence and "0.1414" in finding.evidence
 
 
+def test_cv_runs_no_better_than_the_most_frequent_class_are_said():
+    """A 77-class model that predicts one intent (accuracy 0.011) read "No problem found"."""
+    chance = cv_result({(1, 1): 0.011, (1, 2): 0.012}, folds=2)
+    chance["majority_share"] = 1 / 77
+    finding = next(f for f in cv_findings(chance, "accuracy") if f.name == "chance")
+    assert "0.0115" in finding.evidence and "0.0130" in finding.evidence
+    learned = cv_result({(1, 1): 0.61, (1, 2): 0.62}, folds=2)
+    learned["majority_share"] = 0.55
+    assert "chance" not in names(cv_findings(learned, "accuracy"))
+    assert "chance" not in names(cv_findings(cv_result({(1, 1): 0.01, (1, 2): 0.01}, folds=2), "accuracy"))  # unknown
+
+
 def curve_result(gain: float, interval: tuple[float, float], lower_is_better: bool = False,
                  measured_gain: float = 0.1) -> dict:
     """A curve.json of 2 seeds at 250 and 1,000 examples, whose measured scores improve by measured_gain."""

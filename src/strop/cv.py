@@ -14,6 +14,7 @@ import json
 import math
 import shutil
 import sys
+from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -303,7 +304,11 @@ def cross_validate(config=None, overrides: list[str] = (), folds: int = 5, seeds
     out.mkdir(parents=True, exist_ok=True)
     result = {"config": cfg.to_dict(), "folds": folds, "seeds": seed_values, "keep_runs": keep_runs,
               "scored_on": "the held-out fold, after training" if folds >= 2 else "the run's validation data",
-              "runs": []}
+              "runs": [],
+              # the accuracy of always predicting the most frequent class: what the report compares the runs with
+              # (one fold scores on the run's own validation data, which the study does not read)
+              "majority_share": (max(Counter(targets).values()) / len(targets) if folds >= 2 and targets
+                                 and all(isinstance(t, str) for t in targets) else None)}
     check_same_study(saved, cfg, {key: result[key] for key in ("folds", "seeds", "keep_runs")}, out)
     if saved is not None:
         result["runs"] = saved["runs"]

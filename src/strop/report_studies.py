@@ -356,6 +356,18 @@ def cv_findings(result: dict, metric: str) -> list[Finding]:
              "a model that has not learnt yet.",
              "Look at the targets: outliers, or a scale far from 1, slow training down.",
              "Check that the inputs carry what the targets depend on."]))
+    accuracy, majority = (result["summary"].get("accuracy") or {}).get("mean"), result.get("majority_share")
+    if accuracy is not None and majority is not None and accuracy <= majority:
+        out.append(Finding(
+            "chance", "No better than the most frequent class",
+            f"The runs' mean accuracy is {accuracy:.4f}; always predicting the most frequent class scores "
+            f"{majority:.4f} on these data: the model has learned nothing the label frequencies do not give.",
+            ["Train longer (train.epochs) or at another learning rate (strop lr-find): with few examples a class, a "
+             "run may stop before it learns.",
+             "Check that the labels follow from the inputs (a shifted label column, texts cut short by "
+             "model.max_length).",
+             "With many classes and few examples of each, more examples a class help most (strop curve estimates "
+             "how many)."]))
     by_seed = {f"seed {s}": float(np.mean([r["metrics"][metric] for r in result["runs"] if r["seed"] == s]))
                for s in result["seeds"]}
     unstable = diagnose.instability(by_seed, metric)
