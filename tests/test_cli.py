@@ -310,7 +310,8 @@ def test_predict_carries_parquet_and_jsonl_columns_as_json_values(tiny_overrides
     assert main(["predict", str(run), "--input", str(tmp_path / "ids.jsonl")]) == 0
     ids = [json.loads(line)["id"] for line in capsys.readouterr().out.splitlines()]
     assert ids == [1, None, 3] and isinstance(ids[0], int)  # not 1.0: the output joins back on the id as written
-    assert main(["predict", str(run), "--input", str(tmp_path / "ids.jsonl"), "--output", str(tmp_path / "ids.csv")]) == 0
+    assert main(["predict", str(run), "--input", str(tmp_path / "ids.jsonl"), "--output",
+                 str(tmp_path / "ids.csv")]) == 0
     assert [line.split(",")[0] for line in (tmp_path / "ids.csv").read_text().splitlines()] == ["id", "1", "", "3"]
 
 

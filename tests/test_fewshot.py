@@ -110,7 +110,8 @@ def test_positive_and_negative_pairs_weigh_half_each():
     same = torch.tensor([1.0, 0.0, 0.0, 0.0])
     assert PairTask().loss(similarity, same).item() == pytest.approx(0.125)  # (0.25 + 0) / 2, not 0.25 / 4
     # validation outputs and targets come a group of pairs an item (two groups here), measured as one set of pairs
-    groups = PairTask().metrics([np.array([0.9, 0.2]), np.array([0.7, 0.1])], [np.array([1.0, 0.0]), np.array([0.0, 0.0])])
+    groups = PairTask().metrics([np.array([0.9, 0.2]), np.array([0.7, 0.1])],
+                                [np.array([1.0, 0.0]), np.array([0.0, 0.0])])
     assert groups["pair_accuracy"] == pytest.approx(5 / 6)
     # validation pairs all of different classes (no two examples share one): nothing to say, not a perfect score
     one_kind = PairTask().metrics([np.array([0.1, 0.2, 0.1])], [np.array([0.0, 0.0, 0.0])])

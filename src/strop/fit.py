@@ -329,8 +329,9 @@ def fit(config: str | Path | dict | Config | None = None, overrides: list[str] =
             if not cfg.train.keep_checkpoint:  # a complete run cannot be resumed: the checkpoint only takes space
                 shutil.rmtree(run.checkpoints, ignore_errors=True)
             if not cfg.train.quiet:
-                if task.decision_note():
-                    print(task.decision_note())
+                note = task.decision_note()
+                if note:
+                    print(note)
                 scores = "  ".join(f"{name} {final[name]:.4f}" for name in task.metric_names)
                 print(f"best epoch {state.best_epoch}: {scores}\nrun saved to {run.root}")
     except BaseException as error:
@@ -644,7 +645,8 @@ def _announce(cfg: Config, splits: Splits, task: Task, model: TaskModel, notes: 
     size = f"{total / 1e6:.2f}M" if total >= 10_000 else f"{total:,}"  # a small MLP is not "0.00M"
     labels, outputs = getattr(task, "labels", None), outputs_of(task)
     # quoted where a name holds a comma: 'abbr, short' is one class, not two
-    names = [repr(str(o)) if any("," in str(n) for n in outputs) else str(o) for o in outputs[:8]]
+    quoted = any("," in str(o) for o in outputs)
+    names = [repr(str(o)) if quoted else str(o) for o in outputs[:8]]
     print(f"strop fit -> {run.root}\n"
           f"  task: {task.name}, {len(outputs)} {'classes' if labels is not None else 'outputs'} ({', '.join(names)}"
           f"{', ...' if len(outputs) > 8 else ''})\n"

@@ -298,8 +298,9 @@ def cv_page(result: dict, folder: Path) -> str:
     names = list(result["summary"])
     # trained on: what the run trained on, of its fold's training rows (the rest validated it, where no
     # data.validation was given); a cv.json from before trained_on was recorded gives the fold's rows
-    rows = [[r["seed"], r["fold"] or "", *[r["metrics"][n] for n in names], r.get("trained_on", r.get("train_examples", "")),
-             r.get("train_examples", ""), r.get("scored_examples", "")] for r in result["runs"]]
+    rows = [[r["seed"], r["fold"] or "", *[r["metrics"][n] for n in names],
+             r.get("trained_on", r.get("train_examples", "")), r.get("train_examples", ""),
+             r.get("scored_examples", "")] for r in result["runs"]]
     runs = f'<h2 id="runs">Runs</h2>' + html_table(["seed", "fold", *names, "trained on", "fold's training rows",
                                                     "scored on"], rows)
     # the rule of thumb is a spread in a score's own units (accuracy, F1, r2); an error in the target's units has
@@ -368,16 +369,14 @@ def cv_findings(result: dict, metric: str) -> list[Finding]:
              "model.max_length).",
              "With many classes and few examples of each, more examples a class help most (strop curve estimates "
              "how many)."]))
-    by_seed = {f"seed {s}": float(np.mean([r["metrics"][metric] for r in result["runs"] if r["seed"] == s]))
-               for s in result["seeds"]}
+    per_seed = {s: [r["metrics"][metric] for r in result["runs"] if r["seed"] == s] for s in result["seeds"]}
+    by_seed = {f"seed {s}": float(np.mean(scores)) for s, scores in per_seed.items()}
     unstable = diagnose.instability(by_seed, metric)
     if unstable:
         out.append(unstable)
     # Each seed draws its own folds, so fold k of one seed and fold k of another hold different examples: the
     # folds' spread is measured within each seed (pooled over the seeds), never across a fold number.
-    variances = [np.var(scores, ddof=1) for scores in
-                 ([r["metrics"][metric] for r in result["runs"] if r["seed"] == s] for s in result["seeds"])
-                 if len(scores) >= 2]
+    variances = [np.var(scores, ddof=1) for scores in per_seed.values() if len(scores) >= 2]
     if result["folds"] >= 2 and variances:
         spread = float(np.sqrt(np.mean(variances)))
         lowest = min(result["runs"], key=lambda r: r["metrics"][metric])
@@ -475,7 +474,8 @@ def curve_findings(result: dict) -> list[Finding]:
         config = result.get("config", {})
         task_name, method = config.get("task", {}).get("name"), config.get("method", {}).get("name")
         input_kind = "vector" if config.get("model", {}).get("name") == "mlp" else "text"
-        scarce = (["method.name=fewshot"] if fewshot_fits(task_name, input_kind, method, result.get("classes")) else []) \
+        fewshot = fewshot_fits(task_name, input_kind, method, result.get("classes"))
+        scarce = (["method.name=fewshot"] if fewshot else []) \
             + (["self-training on unlabelled data (data.unlabeled)"] if task_name in PSEUDO_LABEL_TASKS else [])
         meanwhile = ([f"Meanwhile, methods for scarce labels may take part of the gain: {', or '.join(scarce)}."]
                      if scarce else [])

@@ -4,7 +4,6 @@ feature columns (vectors for an MLP). Each problem gets one message naming the f
 from __future__ import annotations
 
 import contextlib
-
 import re
 import sys
 from pathlib import Path

@@ -100,7 +100,8 @@ def suggest(lrs: np.ndarray, smoothed: np.ndarray) -> tuple[float, str]:
     lowest = first + int(np.argmin(smoothed[first:])) if len(lrs) > first else int(np.argmin(smoothed))
     if lowest - first < 3:
         if lrs[lowest] / 10 < lrs[0]:
-            return float(lrs[0]), "the test's start rate (the loss is lowest a few steps after it, and a tenth of that rate is below the test's range)"
+            return float(lrs[0]), ("the test's start rate (the loss is lowest a few steps after it, and a tenth of "
+                                   "that rate is below the test's range)")
         return float(lrs[lowest] / 10), "a tenth of the rate of the lowest loss (too few steps before it)"
     slope = np.gradient(smoothed[first:lowest + 1], np.log(lrs[first:lowest + 1]))
     steepest = first + int(np.argmin(slope))
