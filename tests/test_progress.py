@@ -58,3 +58,17 @@ def test_the_epoch_line_eta_counts_the_epochs_not_a_one_off_pass(capsys):
     state = LoopState(epoch=2, train_seconds=10.0, history=[{**record, "epoch": 1}, record])
     _print_epoch(record, SimpleNamespace(epochs=10, patience=2), state, Classification(("a", "b")), "accuracy")
     assert "ETA 4s" in capsys.readouterr().out  # 8 epochs left at 0.5 s, not 8 at (10 s / 2)
+
+
+def test_the_contrastive_stages_epoch_line_counts_pairs_not_samples(capsys):
+    from types import SimpleNamespace
+
+    from strop.methods.fewshot import PairTask
+    from strop.train.checkpoint import LoopState
+    from strop.train.loop import _print_epoch
+
+    record = {"epoch": 1, "train_loss": 0.1, "val_loss": 0.2, "val_pair_accuracy": 0.9, "val_pair_auc": 0.9,
+              "epoch_seconds": 6.8, "train_samples_per_s": 757.0, "best": True}
+    _print_epoch(record, SimpleNamespace(epochs=1, patience=0), LoopState(epoch=1, history=[record]), PairTask(),
+                 "loss")
+    assert "(757 pairs/s)" in capsys.readouterr().out  # 43 steps of 16 sentences: 101 sentences/s, not 757

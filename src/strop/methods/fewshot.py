@@ -250,6 +250,7 @@ class PairTask(Task):
     lr_setting = "method.pair_lr"  # the stage's learning rate (contrastive_config), named where its loss diverges
     metric_names: ClassVar[tuple[str, ...]] = ("loss", "pair_accuracy", "pair_auc")
     lead_metric = "loss"
+    label_unit = "pairs"  # a step's labels are its pairs' same-class flags: the epoch line counts pairs a second
 
     def __init__(self, loss: str = "cosine"):
         self.kind = loss

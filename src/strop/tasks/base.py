@@ -78,6 +78,8 @@ class Task:
     # The values a metric can take, where it is bounded (strop cv and strop curve cut their intervals to them)
     metric_ranges: ClassVar[dict[str, tuple[float, float]]] = {"loss": (0.0, np.inf)}
     pad_values: ClassVar[dict[str, int]] = {}  # padding of variable-length target features
+    # what one of the labels a step trains on is, as the epoch line counts them ("... samples/s")
+    label_unit: ClassVar[str] = "samples"
 
     # --- data -------------------------------------------------------------------------------------
     @classmethod

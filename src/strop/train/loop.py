@@ -518,7 +518,7 @@ def _print_epoch(record: dict, tc, state: LoopState, task: Task, metric: str) ->
     scores = "  ".join(f"{name} {record[f'val_{name}']:.4f}" for name in task.metric_names if name != "loss")
     line = (f"epoch {record['epoch']}/{tc.epochs}  train_loss {record['train_loss']:.4f}  "
             f"val_loss {record['val_loss']:.4f}  {scores}  {record['epoch_seconds']:.1f}s "
-            f"({record['train_samples_per_s']:.0f} samples/s)  ETA {remaining:.0f}s"
+            f"({record['train_samples_per_s']:.0f} {task.label_unit}/s)  ETA {remaining:.0f}s"
             + ("  *best*" if record["best"] else ""))
     if state.stopped_early:
         line += f"\nstopping early: {metric} has not improved for {tc.patience} epochs"
