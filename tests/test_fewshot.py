@@ -18,7 +18,7 @@ import strop
 from conftest import interrupt_after_checkpoint, write_csv
 from strop.errors import StropError
 from strop.methods.fewshot import (GroupCollate, GroupFeatures, PairEncoder, PairTask, cosent, groups_for,
-                                   distinct_pairs, pair_groups, pairs_in, pairs_of_group,
+                                   different, distinct_pairs, pair_groups, pairs_in, pairs_of_group,
                                    split_evenly)
 
 
@@ -60,6 +60,10 @@ def test_the_larger_share_of_a_group_goes_to_the_larger_class_and_pairs_are_coun
     assert pairs_in(np.array([[0, 1, 2], [3, 3, 1]]), np.array([0, 1, 1, 1])) == 1 + 2
     # the different pairs: (0, 1), (0, 2), (1, 2), (1, 3): (3, 1) twice and (1, 2) again count once
     assert distinct_pairs(np.array([[0, 1, 2], [3, 3, 1], [2, 1, 1]])) == 4
+    # the start line says how many of the validated pairs differ where a class's examples repeat to fill groups
+    repeated = np.array([[0, 1, 2], [3, 3, 1], [2, 1, 1]])
+    assert different(repeated, pairs_in(repeated)) == " (4 of them different)"
+    assert different(np.array([[0, 1, 2], [3, 4, 5]]), 6) == ""
 
 
 def test_one_example_of_each_class_is_warned_of_no_pair_of_one_class(tiny_overrides, tmp_path, capsys):

@@ -122,6 +122,13 @@ def distinct_pairs(groups: np.ndarray) -> int:
     return len(np.unique(first[keep] * (int(groups.max()) + 1) + second[keep]))
 
 
+def different(groups: np.ndarray, pairs: int) -> str:
+    """' (N of them different)' where `groups` repeat pairs (a class's examples drawn again to fill a group),
+    else nothing."""
+    distinct = distinct_pairs(groups)
+    return f" ({distinct} of them different)" if distinct < pairs else ""
+
+
 def groups_for(pairs: int, size: int) -> int:
     """The groups of `size` examples that hold at least `pairs` pairs (at least one group)."""
     return max(1, -(-pairs // pairs_of_group(size)))
@@ -396,7 +403,8 @@ class FewShot(Method):
                   f"({pairs} pairs, {distinct_pairs(train_groups)} of them different, for a budget of "
                   f"{self.cfg.pairs_per_example} per example; {LOSS_WORDS[self.cfg.pair_loss]}), "
                   f"{self.cfg.pair_epochs} epoch(s) at lr {self.cfg.pair_lr:g}; validated on "
-                  f"{counted(val_pairs, 'pair')} of the validation examples; metrics in {stage.metrics}")
+                  f"{counted(val_pairs, 'pair')} of the validation examples{different(val_groups, val_pairs)}; metrics in "
+                  f"{stage.metrics}")
             if not pairs_in(train_groups, labels):
                 print("  warning: no two training examples share a class (one example of each), so the stage has no "
                       "pair of one class to pull together and only pushes the classes apart; two or more examples "
