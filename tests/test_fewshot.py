@@ -6,12 +6,14 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from types import SimpleNamespace
 from collections import Counter
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+from torch import nn
 from safetensors.torch import load_file
 
 import strop
@@ -386,3 +388,29 @@ def test_the_head_stage_starts_from_the_seed_whatever_the_contrastive_stage_drew
 def test_a_contrastive_stage_whose_loss_diverges_names_its_own_learning_rate(tiny_overrides, tmp_path):
     with pytest.raises(StropError, match="loss became .* Lower method.pair_lr and start a new run"):
         strop.fit(None, [*tiny_overrides, "method.name=fewshot", "method.pairs_per_example=8", "method.pair_lr=1e4"])
+
+
+def test_the_heads_logistic_regression_on_many_classes_of_few_examples_does_not_warn(tiny_model_dir):
+    """scikit-learn warns that y 'could represent a regression problem' where more than half of 20+ examples
+    are of a class of their own: few-shot's normal case with many classes (a learning curve's smallest part)."""
+    import warnings
+
+    from strop.methods.fewshot import fit_logistic_head
+
+    class Encoder(nn.Module):  # the embeddings: a vector per example that tells its class apart
+        def __init__(self):
+            super().__init__()
+            self.scale = nn.Parameter(torch.ones(1))
+
+        def embed(self, x):
+            return self.scale * x
+
+    classes = 13
+    labels = [c for c in range(11) for _ in range(2)] + [11, 12]  # 24 examples, 13 classes
+    features = [{"x": torch.nn.functional.one_hot(torch.tensor(c), classes).float(), "labels": c} for c in labels]
+    head = SimpleNamespace(head=SimpleNamespace(output=nn.Linear(classes, classes)))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        accuracy = fit_logistic_head(head, Encoder(), features, lambda rows: {"x": torch.stack([r["x"] for r in rows])},
+                                     8)
+    assert accuracy == 1.0 and not [w for w in caught if "unique classes" in str(w.message)]

@@ -22,6 +22,7 @@ import json
 import shutil
 import sys
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -477,7 +478,10 @@ def fit_logistic_head(model: nn.Module, encoder: PairEncoder, features: list[dic
     from sklearn.linear_model import LogisticRegression
 
     vectors, labels = embed_examples(encoder, features, collate, batch_size), np.array([f["labels"] for f in features])
-    regression = LogisticRegression(max_iter=1000).fit(vectors, labels)
+    with warnings.catch_warnings():
+        # few examples of many classes is what few-shot is for, not a sign of a regression target
+        warnings.filterwarnings("ignore", message="The number of unique classes is greater than 50%")
+        regression = LogisticRegression(max_iter=1000).fit(vectors, labels)
     weight, bias = torch.tensor(regression.coef_), torch.tensor(regression.intercept_)  # (1 or classes, hidden)
     output = model.head.output
     if output.out_features == 2 and len(weight) == 1:  # two softmax logits: the same odds, split evenly
