@@ -198,7 +198,8 @@ def test_subsets_are_nested_stratified_and_of_the_asked_sizes():
 
 
 def test_curve_command_writes_json_and_plot(tiny_overrides, tmp_path):
-    overrides = [o for o in tiny_overrides if not o.startswith(("output_dir", "data.validation", "train.epochs"))]
+    overrides = [o for o in tiny_overrides if not o.startswith(("output_dir", "data.validation", "train.epochs",
+                                                                "train.quiet"))]
     out = tmp_path / "curve"
     done = subprocess.run([sys.executable, "-m", "strop", "curve", *overrides, "train.epochs=2", "--fractions",
                            "0.25,0.5,1", "--seeds", "1", "--target", "0.9", "--output", str(out)],
@@ -495,8 +496,8 @@ def test_fractions_that_round_to_one_size_train_it_once(tiny_overrides, tmp_path
         return {"accuracy": 0.5 + 0.1 * len(trained), "loss": 1.0}, 72
 
     monkeypatch.setattr("strop.cv.fit_and_score", fake_run)
-    result = curve.learning_curve(None, tiny_overrides, fractions=(0.1, 0.101, 0.5, 1.0), seeds=1,
-                                  output=tmp_path / "curve")
+    loud = [o for o in tiny_overrides if not o.startswith("train.quiet")]
+    result = curve.learning_curve(None, loud, fractions=(0.1, 0.101, 0.5, 1.0), seeds=1, output=tmp_path / "curve")
     assert sorted(trained) == sorted(set(trained)) and len(trained) == 3
     assert result["sizes"] == [16, 80, 160] and result["fractions"] == [0.1, 0.5, 1.0]
     assert "--fractions 0.1 and 0.101 give 16 examples: each size is measured once" in capsys.readouterr().out
@@ -511,3 +512,16 @@ def test_a_target_the_runs_reach_where_the_fit_says_more_is_told_as_measured():
               "points": [{"examples": n, "seed": s, "scores": {"accuracy": v}}
                          for n, s, v in zip(sizes, [1, 2] * 3, scores)]}
     assert "the runs of 160 examples reach it already (mean 0.7800)" in describe(result)
+
+
+def test_train_quiet_in_the_config_quiets_the_curve_as_it_quiets_a_fit(tiny_overrides, tmp_path, monkeypatch, capsys):
+    from strop import curve
+
+    monkeypatch.setattr("strop.cv.fit_and_score", lambda cfg, train_file, *a: (
+        {"accuracy": 0.5 + int(train_file.stem.split("-")[0][1:]) / 1000, "loss": 1.0}, 72))  # n40-seed42
+    loud = [o for o in tiny_overrides if not o.startswith("train.quiet")]
+    curve.learning_curve(None, loud, fractions=(0.25, 0.5, 1.0), seeds=1, output=tmp_path / "loud")
+    assert "examples" in capsys.readouterr().out
+    curve.learning_curve(None, loud + ["train.quiet=true"], fractions=(0.25, 0.5, 1.0), seeds=1,
+                         output=tmp_path / "quiet")
+    assert capsys.readouterr().out == ""

@@ -159,7 +159,8 @@ def test_cv_scores_every_fold_and_drops_its_runs(tiny_overrides, tmp_path):
 
 
 def test_cli_keeps_the_runs_when_asked_and_refuses_a_used_folder(tiny_overrides, tmp_path):
-    overrides = [o for o in tiny_overrides if not o.startswith(("output_dir", "data.validation", "train.epochs"))]
+    overrides = [o for o in tiny_overrides if not o.startswith(("output_dir", "data.validation", "train.epochs",
+                                                                "train.quiet"))]
     out = tmp_path / "cv"
     command = [sys.executable, "-m", "strop", "cv", *overrides, "train.epochs=1", "--folds", "2", "--output", str(out),
                "--keep-runs"]
@@ -259,3 +260,12 @@ def test_a_note_about_the_labels_is_said_once_not_again_for_each_fold(tiny_overr
     cross_validate(None, overrides, folds=2, seeds=1, output=tmp_path / "cv", quiet=True)
     err = capsys.readouterr().err
     assert err.count("differ only in case") == 1 and "cased.csv" in err  # the user's file, not a fold's
+
+
+def test_train_quiet_in_the_config_quiets_the_study_as_it_quiets_a_fit(tiny_overrides, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr("strop.cv.fit_and_score", lambda *a, **k: ({"accuracy": 0.8, "macro_f1": 0.8, "loss": 0.5}, 72))
+    loud = [o for o in tiny_overrides if not o.startswith(("output_dir", "train.quiet"))]
+    cross_validate(None, loud, folds=2, seeds=1, output=tmp_path / "loud")
+    assert "95% interval" in capsys.readouterr().out
+    cross_validate(None, loud + ["train.quiet=true"], folds=2, seeds=1, output=tmp_path / "quiet")
+    assert capsys.readouterr().out == ""

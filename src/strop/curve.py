@@ -336,6 +336,7 @@ def learning_curve(config=None, overrides: list[str] = (), fractions: tuple[floa
     if seeds < 1:
         raise StropError(f"--seeds must be >= 1; got {seeds}")
     cfg = resolve_config(load_config(config, overrides))
+    quiet = quiet or cfg.train.quiet  # --quiet, or train.quiet in the config
     check_no_pool(cfg, "curve")
     task_cls = TASKS.get(cfg.task.name)
     metric = metric or task_cls.lead_metric

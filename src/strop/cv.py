@@ -284,6 +284,7 @@ def cross_validate(config=None, overrides: list[str] = (), folds: int = 5, seeds
     if folds < 1 or seeds < 1:
         raise StropError(f"--folds and --seeds must be >= 1; got --folds {folds} --seeds {seeds}")
     cfg = resolve_config(load_config(config, overrides))
+    quiet = quiet or cfg.train.quiet  # --quiet, or train.quiet in the config
     check_no_pool(cfg, "cv")
     out = Path(output) if output is not None else default_output("cv")
     saved = recorded_study(out, CV_FILE, cfg, "summary")
