@@ -430,6 +430,16 @@ def test_task_auto_reads_a_jsonl_of_tagged_tokens_as_token_classification(tmp_pa
     assert infer_task_name("auto", str(texts)) == "text_classification"
     assert infer_task_name("auto", str(broken)) == "text_classification"  # its reader says what is wrong
     assert infer_task_name("multilabel_classification", str(tagged)) == "multilabel_classification"
+    # under keys of the user's own, named as token classification reads them: data.text_column, label_column
+    from strop.config import load_config
+    from strop.fit import resolve_config
+
+    words = tmp_path / "words.jsonl"
+    words.write_text('{"words": ["Anna", "left"], "ner": ["B-PER", "O"]}\n')
+    named = resolve_config(load_config(None, [f"data.train={words}", "data.text_column=words",
+                                              "data.label_column=ner"]))
+    assert named.task.name == "token_classification"
+    assert resolve_config(load_config(None, [f"data.train={words}"])).task.name == "text_classification"
 
 
 def test_targets_on_scales_far_apart_are_said_with_the_metric_that_weighs_them_alike():

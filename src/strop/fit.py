@@ -63,7 +63,7 @@ def load_splits(cfg: Config, input_kind: str) -> Splits:
 def resolve_config(cfg: Config) -> Config:
     """The config with what `auto` and defaults leave open made concrete where the data decide it once
     (the task from the training file), so config.yaml says what ran."""
-    return replace(cfg, task=replace(cfg.task, name=infer_task_name(cfg.task.name, cfg.data.train)))
+    return replace(cfg, task=replace(cfg.task, name=infer_task_name(cfg.task.name, cfg.data.train, cfg.data)))
 
 
 @dataclass(frozen=True)

@@ -9,9 +9,10 @@ from strop.tasks import reconstruction  # noqa: F401  (registers it: the vector 
 CONLL_SUFFIXES = (".conll", ".conllu", ".iob", ".bio", ".bioes")
 
 
-def infer_task_name(setting: str, train_file: str | None) -> str:
+def infer_task_name(setting: str, train_file: str | None, data_cfg=None) -> str:
     """task.name made concrete: `auto` is token_classification for a CoNLL file or a JSONL file of tagged tokens
-    (its first object holds lists under `tokens` and `tags`), image_classification for a folder (of class
+    (its first object holds lists under the keys token classification reads: `tokens` and `tags`, or
+    data.text_column and data.label_column of `data_cfg` where set), image_classification for a folder (of class
     folders), else text_classification."""
     if setting != "auto":
         return setting
@@ -21,14 +22,15 @@ def infer_task_name(setting: str, train_file: str | None) -> str:
         return "image_classification"
     if train_file is not None and Path(train_file).suffix.lower() in CONLL_SUFFIXES:
         return "token_classification"
-    if train_file is not None and Path(train_file).suffix.lower() == ".jsonl" and _tagged_tokens(Path(train_file)):
+    keys = ("tokens", "tags") if data_cfg is None else token_classification.jsonl_keys(data_cfg)
+    if train_file is not None and Path(train_file).suffix.lower() == ".jsonl" and _tagged_tokens(Path(train_file), keys):
         return "token_classification"
     return "text_classification"
 
 
-def _tagged_tokens(path) -> bool:
-    """Whether the first object of a JSONL file holds lists of tokens and tags (as token_classification reads
-    them). An unreadable file is not: the reader then says what is wrong with it."""
+def _tagged_tokens(path, keys: tuple[str, str]) -> bool:
+    """Whether the first object of a JSONL file holds lists under both `keys` (tokens and tags, as
+    token_classification reads them). An unreadable file is not: the reader then says what is wrong with it."""
     import json
 
     try:
@@ -37,7 +39,7 @@ def _tagged_tokens(path) -> bool:
         row = json.loads(first)
     except (OSError, UnicodeDecodeError, ValueError):
         return False
-    return isinstance(row, dict) and all(isinstance(row.get(key), list) for key in ("tokens", "tags"))
+    return isinstance(row, dict) and all(isinstance(row.get(key), list) for key in keys)
 
 
 __all__ = ["TASKS", "Examples", "Task", "infer_task_name"]

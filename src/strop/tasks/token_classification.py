@@ -63,9 +63,7 @@ class TokenClassification(Task):
         """CoNLL (any extension but .jsonl) or JSONL with lists of tokens and tags; in JSONL the keys are
         data.text_column and data.label_column where set, else `tokens` and `tags`."""
         if Path(path).suffix.lower() == ".jsonl":
-            tokens_key = data_cfg.text_column if data_cfg.text_column != "text" else "tokens"
-            tags_key = data_cfg.label_column if data_cfg.label_column != "label" else "tags"
-            words, tags = read_tagged_jsonl(path, tokens_key, tags_key, what, with_targets)
+            words, tags = read_tagged_jsonl(path, *jsonl_keys(data_cfg), what, with_targets)
         else:
             words, tags = read_conll(path, data_cfg.tag_column, what, with_targets)
         return Examples(words, tags, str(path))
@@ -172,3 +170,10 @@ class TokenClassification(Task):
                                  "score": compact(score)})
             rows.append({"text": text, "entities": entities})
         return rows
+
+
+def jsonl_keys(data_cfg) -> tuple[str, str]:
+    """The keys of a JSONL file's lists of tokens and of tags: data.text_column and data.label_column where set
+    (other than their defaults, text and label), else `tokens` and `tags`."""
+    return (data_cfg.text_column if data_cfg.text_column != "text" else "tokens",
+            data_cfg.label_column if data_cfg.label_column != "label" else "tags")
