@@ -200,6 +200,10 @@ def test_self_training_refuses_other_tasks_and_bad_settings(tiny_overrides, tmp_
     with pytest.raises(StropError, match=r"data.unlabeled: cannot read 'pool.docx': use one of \.txt \(one text a "
                                          r"line\), \.csv"):  # .txt pools are taken, and the message said none
         strop.fit(None, tiny_overrides + [f"data.unlabeled={tmp_path / 'pool.docx'}"])
+    # a text column that is the label column is refused as a fit refuses it, not as the pool's missing label column
+    pool = write_csv(tmp_path / "pool.csv", [(text,) for text, _ in make_texts(10, seed=3)], header=("text",))
+    with pytest.raises(StropError, match="data.text_column=label is also the label column"):
+        strop.fit(None, tiny_overrides + [f"data.unlabeled={pool}", "data.text_column=label"])
 
 
 def test_a_text_file_pool_one_text_a_line_self_trains_as_a_table_would(tiny_overrides, tmp_path):

@@ -76,6 +76,7 @@ def self_train(cfg, on_epoch=None) -> Path:
     from strop.tasks import TASKS
 
     from strop.model import resolve_source
+    from strop.tasks.sentence import refuse_reading_the_answer
 
     d = cfg.data
     task_cls = TASKS.get(cfg.task.name)
@@ -92,6 +93,8 @@ def self_train(cfg, on_epoch=None) -> Path:
                          "interrupted self-training there with train.resume=true")
     input_kind = resolve_source(cfg.model.name).input_kind
     by_name = training_columns(d, task_cls, input_kind)
+    if input_kind == "text":  # said before the pool is read: it lacks the label column such a setting names
+        refuse_reading_the_answer(by_name, task_cls.target_columns(by_name), task_cls.pair_column(by_name))
     pool_frame, pool = read_unlabeled(d.unlabeled, by_name, task_cls, input_kind, "data.unlabeled")
     pool_frame = with_pool_labels(pool_frame, d.label_column, d.unlabeled)
     pool_frame, pool, known = without_labelled(pool_frame, pool, replace(cfg, data=by_name), task_cls, input_kind)
