@@ -313,6 +313,14 @@ def test_predict_carries_parquet_and_jsonl_columns_as_json_values(tiny_overrides
     assert main(["predict", str(run), "--input", str(tmp_path / "ids.jsonl"), "--output",
                  str(tmp_path / "ids.csv")]) == 0
     assert [line.split(",")[0] for line in (tmp_path / "ids.csv").read_text().splitlines()] == ["id", "1", "", "3"]
+    # Parquet written by another tool than pandas (no pandas metadata): pandas reads an integer column with a null
+    # as floats; the ids come back as the file holds them
+    pq.write_table(pa.table({"id": pa.array([1, None, 3], pa.int64()), "weight": [0.5, None, 2.0],
+                             "text": ["good", "bad", "fine"]}), tmp_path / "ids.parquet")
+    assert main(["predict", str(run), "--input", str(tmp_path / "ids.parquet")]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["id"] for r in rows] == [1, None, 3] and isinstance(rows[0]["id"], int)
+    assert [r["weight"] for r in rows] == [0.5, None, 2.0]  # a float column stays one
 
 
 def test_predict_and_evaluate_errors(tiny_overrides, tmp_path, capsys):

@@ -146,6 +146,8 @@ def _with_other_columns(records: list[dict], path: str, predictor, **columns_rea
     table = table[[c for c in table.columns if c not in read]]
     if table.empty or len(table) != len(records):  # every reader keeps every row or refuses the file
         return records
+    if table_suffix(Path(path)) == ".parquet":
+        table = _parquet_integers_kept(table, path)
     # the keys of a prediction and of its table row (p_<label>), so that neither output loses an input column
     keys = set().union(*(r.keys() for r in records), *(_flat(r).keys() for r in records[:1]))
     names = [str(c) for c in table.columns]
@@ -159,6 +161,22 @@ def _with_other_columns(records: list[dict], path: str, predictor, **columns_rea
     table.columns = names
     rows = [{name: _json_cell(value) for name, value in row.items()} for row in table.to_dict("records")]
     return [row | record for row, record in zip(rows, records)]
+
+
+def _parquet_integers_kept(table, path: str):
+    """The table with its integer columns as the Parquet file holds them: pandas reads an integer column with a
+    null as floats (an id 7 came out as 7.0); read again with pandas' nullable types, such a column keeps its
+    integers and its nulls."""
+    import pandas as pd
+
+    floats = [c for c in table.columns if table[c].dtype.kind == "f"]
+    if not floats:
+        return table
+    exact = pd.read_parquet(path, columns=floats, dtype_backend="numpy_nullable")
+    for column in floats:
+        if pd.api.types.is_integer_dtype(exact[column].dtype):
+            table[column] = exact[column].astype(object).where(exact[column].notna(), None)
+    return table
 
 
 def _json_cell(value):
