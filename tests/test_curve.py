@@ -195,6 +195,17 @@ def test_subsets_are_nested_stratified_and_of_the_asked_sizes():
     assert Counter(targets[i] for i in nested_subsets(targets, [3], seed=0)[0]) == {"a": 1, "b": 1, "c": 1}
     with pytest.raises(StropError, match="fewer than the 3 classes"):
         nested_subsets(targets, [2], seed=0)
+    # classes of 2, 19 and 12: by largest remainders alone, 23 examples took 2 of a and 24 took 1
+    small = ["a"] * 2 + ["b"] * 19 + ["c"] * 12
+    twenty_three, twenty_four = nested_subsets(small, [23, 24], seed=0)
+    assert set(twenty_three) <= set(twenty_four)
+    rng = np.random.default_rng(0)
+    for _ in range(300):  # any mix of classes, any sizes: each subset holds the smaller ones, at its size
+        mix = [f"c{k}" for k, n in enumerate(rng.integers(1, 30, rng.integers(2, 6))) for _ in range(n)]
+        sizes = sorted(set(rng.integers(len(set(mix)), len(mix) + 1, 4).tolist()))
+        subsets = nested_subsets(mix, sizes, seed=int(rng.integers(100)))
+        assert [len(s) for s in subsets] == sizes
+        assert all(set(a) <= set(b) for a, b in zip(subsets, subsets[1:]))
 
 
 def test_curve_command_writes_json_and_plot(tiny_overrides, tmp_path):
@@ -525,3 +536,17 @@ def test_train_quiet_in_the_config_quiets_the_curve_as_it_quiets_a_fit(tiny_over
     curve.learning_curve(None, loud + ["train.quiet=true"], fractions=(0.25, 0.5, 1.0), seeds=1,
                          output=tmp_path / "quiet")
     assert capsys.readouterr().out == ""
+
+
+def test_a_fit_crossing_the_target_below_the_fewest_size_whose_runs_fall_short_is_not_said_reached_there():
+    from strop.curve import describe
+
+    sizes = np.repeat([10, 20, 40, 80, 160], 3).tolist()
+    scores = [0.4682, 0.4726, 0.4673, 0.7514, 0.7542, 0.7609, 0.7139, 0.7219, 0.7192, 0.819, 0.8124, 0.8144,
+              0.7894, 0.7772, 0.7809]
+    fit = analyse(sizes, scores, bounded=True, target=0.493, draws=50, score_range=(0.0, 1.0))
+    assert fit["target"]["examples"] < 10 and not fit["target"]["below_measured"]  # the runs of 10 average 0.4694
+    text = describe(_result(sizes, scores, fit))
+    assert "reached already" not in text
+    assert "accuracy 0.493: the fitted curve crosses it below the fewest examples measured (10), but their runs " \
+           "average 0.4694" in text and "the runs of 20 examples are the fewest that reach it (mean 0.7555)" in text

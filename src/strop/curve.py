@@ -244,9 +244,9 @@ def analyse(n, score, minimised: bool = False, bounded: bool = False, target: fl
         needed_draws = [size_for(sign * target, d) for d in draws_]
         result["target"] = {"score": target, "examples": needed, "examples_interval": interval(needed_draws),
                             "reachable_share": float(np.mean(np.isfinite(needed_draws))),
-                            # the fewest examples trained on reached it (as measured, or as fitted below
-                            # them: an extrapolation downwards, which says only that those fewest reached it)
-                            "below_measured": bool(needed < fewest or measured_at_fewest >= sign * target),
+                            # the runs of the fewest examples trained on reach it on average: a measurement
+                            # (a fit that crosses it below them, where those runs fall short, is not one)
+                            "below_measured": bool(measured_at_fewest >= sign * target),
                             # the fewest examples whose runs reach it on average: a fact the fit may disagree with
                             "measured": _measured_reach(n, y, sign, target)}
     return result
@@ -295,20 +295,21 @@ def nested_subsets(targets: list, sizes: list[int], seed: int) -> list[np.ndarra
     classes, inverse = np.unique(np.asarray(targets), return_inverse=True)
     members = [rng.permutation(np.flatnonzero(inverse == k)) for k in range(len(classes))]
     counts = np.array([len(m) for m in members])
-    subsets = []
-    for size in sizes:
+    taken, previous = {}, np.zeros(len(classes), dtype=int)
+    for size in sorted(set(sizes)):  # from the smallest: no class gives back rows a smaller subset took
         if size < len(classes):
             raise StropError(f"a share of the data gives {size} examples, fewer than the {len(classes)} classes: "
                              "give larger --fractions")
         share = counts * size / total
-        take = np.minimum(np.maximum(1, np.floor(share).astype(int)), counts)
+        floor = np.maximum(previous, 1)
+        take = np.minimum(np.maximum(floor, np.floor(share).astype(int)), counts)
         while take.sum() < size:  # the largest remainders first
             room = np.where(take < counts, share - take, -np.inf)
             take[int(np.argmax(room))] += 1
-        while take.sum() > size:
-            take[int(np.argmax(np.where(take > 1, take - share, -np.inf)))] -= 1
-        subsets.append(np.sort(np.concatenate([m[:k] for m, k in zip(members, take)])))
-    return subsets
+        while take.sum() > size:  # (largest remainders alone are not monotone: a class's count could fall)
+            take[int(np.argmax(np.where(take > floor, take - share, -np.inf)))] -= 1
+        taken[size] = previous = take
+    return [np.sort(np.concatenate([m[:k] for m, k in zip(members, taken[size])])) for size in sizes]
 
 
 def learning_curve(config=None, overrides: list[str] = (), fractions: tuple[float, ...] = DEFAULT_FRACTIONS,
@@ -580,6 +581,11 @@ def describe(result: dict) -> str:
         if t.get("below_measured"):
             lines.append(f"{metric} {t['score']}: reached already by the fewest examples measured "
                          f"({min(result['sizes']):,}); the curve says nothing below that")
+        elif t["examples"] < min(result["sizes"]):  # the law crosses it below the sizes whose runs fall short
+            fewest = min(result["sizes"])
+            lines.append(f"{metric} {t['score']}: the fitted curve crosses it below the fewest examples measured "
+                         f"({fewest:,}), but their runs average {shown(np.mean(scores_by_size(result)[fewest]))}, "
+                         "short of it: the fit does not follow the smallest sizes there")
         elif math.isinf(t["examples"]):
             lower = fit.get("lower_is_better")
             within = t["score"] > fit["asymptote"] if lower else t["score"] < fit["asymptote"]
@@ -593,7 +599,10 @@ def describe(result: dict) -> str:
             lines.append(f"{metric} {t['score']}: about {t['examples']:,.0f} labelled examples [{start}, "
                          + ("never" if math.isinf(high) else f"{high:,.0f}") + "]")
         reached = t.get("measured")
-        if reached and not t.get("below_measured") and not reached["examples"] >= t["examples"]:
+        if reached and not t.get("below_measured") and t["examples"] < min(result["sizes"]):
+            lines[-1] += (f"; measured, the runs of {reached['examples']:,.0f} examples are the fewest that reach it "
+                          f"(mean {shown(reached['score'])})")
+        elif reached and not t.get("below_measured") and not reached["examples"] >= t["examples"]:
             lines[-1] += (f"; measured, the runs of {reached['examples']:,.0f} examples reach it already "
                           f"(mean {shown(reached['score'])}): the fitted curve misses that")
     return "\n".join(lines)

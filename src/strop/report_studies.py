@@ -418,7 +418,10 @@ def curve_page(result: dict, folder: Path) -> str:
              (f"{fit['asymptote']:.4f}", "where the curve levels off")]
     if "target" in fit:
         t = fit["target"]
+        reached = t.get("measured")
         needed = ("never" if math.isinf(t["examples"]) else f"≤ {min(result['sizes']):,}" if t.get("below_measured")
+                  # fitted below the fewest size, whose runs fall short of it: the measured answer
+                  else f"{reached['examples']:,.0f} (measured)" if reached and t["examples"] < min(result["sizes"])
                   else f"{t['examples']:,.0f}")
         cards.append((needed, f"examples for {metric} {t['score']}"))
     header = _header(f"strop curve: {folder.name}", f"{metric} against labelled training examples · "
