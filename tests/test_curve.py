@@ -550,3 +550,22 @@ def test_a_fit_crossing_the_target_below_the_fewest_size_whose_runs_fall_short_i
     assert "reached already" not in text
     assert "accuracy 0.493: the fitted curve crosses it below the fewest examples measured (10), but their runs " \
            "average 0.4694" in text and "the runs of 20 examples are the fewest that reach it (mean 0.7555)" in text
+
+
+def test_a_curve_that_has_levelled_off_is_not_forecast_to_gain_from_its_law_alone():
+    """0.60 at 10 examples, then 0.80 at every size to 320: the bounded forecast (half of it a law without a
+    ceiling) fits 0.82 at 320, where all three runs score 0.80, and forecast a gain; said, and no 'more labels'."""
+    from strop.report_studies import curve_findings
+
+    rng = np.random.default_rng(0)
+    sizes = np.repeat([10, 20, 40, 80, 160, 320], 3).tolist()
+    scores = [round(m + e, 4) for m in (0.60, 0.80, 0.80, 0.80, 0.80, 0.80) for e in rng.normal(0, 0.005, 3)]
+    fit = analyse(sizes, scores, bounded=True, draws=50, score_range=(0.0, 1.0))
+    result = _result(sizes, scores, fit) | {"seeds": [1, 2, 3]}
+    assert fit["twice_the_data"]["gain_interval"][0] > 0 and fit["score_at_largest"] > 0.81  # the law's say
+    assert re.search(r"warning: the fitted accuracy at 320 examples \(0\.8\d+\) is outside the 95% interval of its "
+                     r"runs' mean \(0\.79\d+ ", describe(result))
+    assert [f.name for f in curve_findings(result)] == ["unknown"]
+    rising = power_law(np.array(sizes), *TRUE) + np.tile([-0.004, 0.0, 0.004], 6)  # a curve its law follows
+    assert "outside the 95% interval" not in describe(_result(sizes, rising, analyse(sizes, rising, bounded=True,
+                                                                                      draws=50)))

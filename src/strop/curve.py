@@ -623,6 +623,27 @@ def measured_trend(result: dict) -> tuple[str, int, int, float, float]:
     return trend, fewest, most, first, last
 
 
+def fit_misses_largest(result: dict) -> tuple[int, float, float, list[float]] | None:
+    """Where the fitted score at the largest size lies outside the 95% interval of the mean of the runs there
+    (Student's t over the seeds, widened by 0.5% of the mean, so that seeds that agree closely do not flag a
+    fit that differs from them by a share no verdict turns on): (size, fitted score, measured mean, that interval); None where it
+    lies within, or one run there gives no interval. A law that misses its largest points forecasts from a score
+    the runs do not have: a bounded score's forecast, half of it a law without a ceiling, keeps rising where
+    the runs have levelled off."""
+    from strop.cv import summarise
+
+    by_size = scores_by_size(result)
+    most = max(by_size)
+    measured = summarise(by_size[most])
+    if measured["ci95"] is None:
+        return None
+    slack = 0.005 * abs(measured["mean"])
+    fitted = result["fit"]["score_at_largest"]
+    if measured["ci95"][0] - slack <= fitted <= measured["ci95"][1] + slack:
+        return None
+    return most, fitted, measured["mean"], measured["ci95"]
+
+
 def warnings_of(result: dict) -> list[str]:
     """What makes the fitted curve's answers weak: too few points, measured scores that do not change with the
     data beyond the seeds' spread, or get worse (the laws can only rise, or for a loss fall), a law that does not
@@ -648,6 +669,13 @@ def warnings_of(result: dict) -> list[str]:
         found.append(f"c is {fit['parameters']['c']:.4f}, near 0: the points do not level off as a power law "
                      "does (they are flat, or move steadily on a log scale), so the law's level (a) says little; "
                      "trust the forecast near the measured sizes only, and measure larger ones")
+    missed = fit_misses_largest(result)
+    if missed:
+        most, fitted, mean, (low, high) = missed
+        found.append(f"the fitted {metric} at {most:,} examples ({shown(fitted)}) is outside the 95% interval of its "
+                     f"runs' mean ({shown(mean)} [{shown(low)}, {shown(high)}]): the law does not follow the largest "
+                     "sizes, so its forecast starts from a score the runs do not have (the measured scores may have "
+                     "levelled off where the law keeps rising); read the points, and measure larger sizes")
     return found
 
 

@@ -452,7 +452,7 @@ def curve_findings(result: dict) -> list[Finding]:
     whole 95% interval), not worth it (below FLAT in its whole interval), or not yet known. FLAT is in the
     metric's units where they are a share (accuracy, F1, r2); for an error in the target's units (rmse, mae,
     loss) it is that share of the score, so the verdict does not depend on the units."""
-    from strop.curve import lower_is_better, measured_trend, shown
+    from strop.curve import fit_misses_largest, lower_is_better, measured_trend, shown
     from strop.methods.auto import fewshot_fits
     from strop.selftrain import PSEUDO_LABEL_TASKS
 
@@ -473,6 +473,13 @@ def curve_findings(result: dict) -> list[Finding]:
                         "forecast gain is the law's shape, not something measured.",
                         ["Check the runs (a model that predicts one class, too few epochs), then measure larger "
                          "sizes (--fractions) or more seeds (--seeds)."])]
+    if low > 0 and gain >= flat and fit_misses_largest(result):  # the gain starts from a score no run has
+        return [Finding("unknown", "The curve cannot yet tell whether more labels help",
+                        said + ", but that fitted score lies outside the interval of the runs measured there (see "
+                        "the warnings): the law does not follow the largest sizes, whose scores may have levelled "
+                        "off, so its forecast gain is not something measured.",
+                        ["Read the points: where the largest sizes score alike, more labels of the same kind may "
+                         "change little; measure larger sizes (--fractions) to tell."])]
     if low > 0 and gain >= flat:
         config = result.get("config", {})
         task_name, method = config.get("task", {}).get("name"), config.get("method", {}).get("name")
