@@ -179,6 +179,27 @@ def test_an_interrupt_before_the_first_checkpoint_says_nothing_was_kept(tiny_ove
     assert "nothing was kept" in err and "train.resume" not in err  # no resume hint for a removed run
 
 
+def test_an_interrupt_while_the_report_is_drawn_leaves_a_complete_run_and_says_so(tiny_overrides, tmp_path, capsys,
+                                                                                  monkeypatch):
+    """The run is complete once summary.json is written (README): a Ctrl-C while its report is drawn gave a resume
+    command that was then refused ('already complete'), and the index said interrupted."""
+    import strop.report
+    from strop.index import list_runs
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(strop.report, "report_after_fit", interrupted)
+    assert _fit(tiny_overrides + ["train.quiet=false", "train.epochs=1", "train.keep_checkpoint=false"]) == 130
+    err = capsys.readouterr().err
+    run = tmp_path / "run"
+    assert f"{run} is complete" in err and f"strop report {run}" in err and "train.resume" not in err
+    assert (run / "summary.json").is_file() and not (run / "checkpoints").exists()  # keep_checkpoint=false
+    assert [r["status"] for r in list_runs(tmp_path)] == ["complete"]
+    monkeypatch.undo()
+    assert main(["report", str(run)]) == 0 and (run / "report.html").is_file()
+
+
 def test_fit_predict_evaluate(tiny_overrides, text_data, tmp_path, capsys, monkeypatch):
     config = tmp_path / "c.yaml"
     config.write_text("train:\n  epochs: 5\n")

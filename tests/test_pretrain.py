@@ -404,3 +404,25 @@ def test_data_settings_pretraining_does_not_read_are_said_and_left_out_of_its_co
     saved = yaml.safe_load((run / "config.yaml").read_text())["data"]
     assert saved["augment"] == "auto" and saved["unlabeled"] is None  # what the run did not use is not recorded
     assert saved["text_column"] == "body" and saved["train"] == str(tmp_path / "d.txt")
+
+
+def test_an_interrupt_once_the_summary_is_written_leaves_a_complete_run_and_no_resume_hint(tiny_model_dir, tmp_path,
+                                                                                          monkeypatch, capsys):
+    import strop.index
+    from strop.index import list_runs
+    from strop.pretrain import pretrain
+
+    record = strop.index.record_run
+
+    def stopped_when_complete(run, status, *args, **kwargs):
+        record(run, status, *args, **kwargs)
+        if status == "complete":
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(strop.index, "record_run", stopped_when_complete)
+    with pytest.raises(KeyboardInterrupt):
+        pretrain(None, _pretrain_overrides(tiny_model_dir, "train.quiet=false"), data=_domain(tmp_path / "d.txt"),
+                 output=tmp_path / "mlm")
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'mlm'} is complete" in err and "train.resume" not in err
+    assert [r["status"] for r in list_runs(tmp_path)] == ["complete"]  # not recorded interrupted after it

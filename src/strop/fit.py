@@ -265,6 +265,7 @@ def fit(config: str | Path | dict | Config | None = None, overrides: list[str] =
 
     accelerator = make_accelerator(cfg)
     created = not cfg.train.resume
+    saved = False  # the summary written: the run is complete from then on
     try:
         _check_engine(accelerator)
         method = METHODS.get(cfg.method.name)(cfg.method)
@@ -321,13 +322,16 @@ def fit(config: str | Path | dict | Config | None = None, overrides: list[str] =
                 "parameters": dict(zip(("trainable", "total"), count_parameters(accelerator.unwrap_model(model)))),
                 **{key: value for key, value in task.info().items() if key in ("labels", "targets")},
             }, "the summary")
+            saved = True
+            # complete (README): said in the index and the checkpoint gone before the report is drawn, so that a
+            # stop while it is drawn leaves a complete run, whose report `strop report` draws again
+            record_run(run.root, "complete")
+            if not cfg.train.keep_checkpoint:  # a complete run cannot be resumed: the checkpoint only takes space
+                shutil.rmtree(run.checkpoints, ignore_errors=True)
             from strop.report import report_after_fit  # report.html; a failure there only warns
 
             report_after_fit(run.root, task, splits.train, splits.validation, accelerator.unwrap_model(model),
                              cfg.train.quiet, scored, val_features)
-            record_run(run.root, "complete")
-            if not cfg.train.keep_checkpoint:  # a complete run cannot be resumed: the checkpoint only takes space
-                shutil.rmtree(run.checkpoints, ignore_errors=True)
             if not cfg.train.quiet:
                 note = task.decision_note()
                 if note:
@@ -335,6 +339,11 @@ def fit(config: str | Path | dict | Config | None = None, overrides: list[str] =
                 scores = "  ".join(f"{name} {final[name]:.4f}" for name in task.metric_names)
                 print(f"best epoch {state.best_epoch}: {scores}\nrun saved to {run.root}")
     except BaseException as error:
+        if saved:  # complete: nothing to resume, nothing to remove
+            if isinstance(error, KeyboardInterrupt) and not cfg.train.quiet:
+                print(f"interrupted after the run was saved: {run.root} is complete (its model and summary.json); "
+                      f"its report, if it is missing, is drawn by: strop report {run.root}", file=sys.stderr)
+            raise
         # A run that never reached its first checkpoint is worth nothing: leave no half-written run.
         if created and accelerator.is_main_process and not _has_checkpoint(run):
             remove_failed_run(run.root, existed)

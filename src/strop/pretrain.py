@@ -292,6 +292,7 @@ def pretrain(config=None, overrides: list[str] = (), data: str | Path | None = N
     cfg = _resolve_precision(cfg)
     run, cfg, lock = _open_run_dir(cfg)
     created = not cfg.train.resume
+    saved = False  # the summary written: the run is complete from then on
     try:
         accelerator = make_accelerator(cfg)
         collate = MaskingCollate(tokenizer, lambda f: pad_collate(f, body.pad_values))
@@ -322,6 +323,7 @@ def pretrain(config=None, overrides: list[str] = (), data: str | Path | None = N
                                             "train_seconds": round(state.train_seconds, 3), "validation": final,
                                             "train_texts": len(train_features), "validation_texts": len(val_features)},
                               "the summary")
+            saved = True
             record_run(run.root, "complete")
             if not cfg.train.keep_checkpoint:  # as fit: a complete run cannot resume, its checkpoint only takes space
                 shutil.rmtree(run.checkpoints, ignore_errors=True)
@@ -329,6 +331,10 @@ def pretrain(config=None, overrides: list[str] = (), data: str | Path | None = N
                 print(f"validation loss {final['loss']:.4f} (perplexity {final['perplexity']:.2f}); the model is in "
                       f"{run.model}: strop fit model.name={run.model} ...")
     except BaseException as error:
+        if saved:  # complete once its summary is written, as a fit: nothing to resume or remove
+            if isinstance(error, KeyboardInterrupt) and not cfg.train.quiet:
+                print(f"interrupted after the run was saved: {run.root} is complete", file=sys.stderr)
+            raise
         if created and not run.last_checkpoint.exists():
             remove_failed_run(run.root, existed)
         if isinstance(error, KeyboardInterrupt) and not cfg.train.quiet:  # as fit says it
