@@ -9,6 +9,7 @@ import math
 import re
 import subprocess
 import sys
+from pathlib import Path
 from collections import Counter
 
 import numpy as np
@@ -329,8 +330,11 @@ def test_an_interrupted_study_says_what_it_kept_and_continues_with_resume(comman
         study()
     said = capsys.readouterr().err
     assert f"strop {command} stopped: the 1 run(s) that finished are recorded in {out}" in said
-    assert "run the same command with train.resume=true" in said
+    assert f"run the same command with --output {out} train.resume=true" in said  # a default folder is named too
     assert not (out / "runs").exists() and (out / f"{command}.json").is_file()
+    with pytest.raises(StropError, match="train.resume=true continues an interrupted strop .* give it with --output"):
+        (cv.cross_validate(None, [*tiny_overrides, "train.resume=true"], folds=2, quiet=True) if command == "cv" else
+         curve.learning_curve(None, [*tiny_overrides, "train.resume=true"], fractions=(0.3, 0.6, 1.0), quiet=True))
     with pytest.raises(StropError, match="already holds files: choose another folder, or continue"):
         study()
     # Changed settings are refused, and the recorded run stays.
@@ -339,6 +343,16 @@ def test_an_interrupted_study_says_what_it_kept_and_continues_with_resume(comman
     if command == "cv":
         with pytest.raises(StropError, match="another --folds"):
             study("train.resume=true", folds=3)
+    # Changed rows in the same file are refused before anything in the study's folder is written.
+    train_file = Path(next(o for o in tiny_overrides if o.startswith("data.train=")).split("=", 1)[1])
+    original, files = train_file.read_bytes(), {f: f.read_bytes() for f in out.rglob("*") if f.is_file()}
+    train_file.write_bytes(original.replace(b"good", b"fine", 1))
+    try:
+        with pytest.raises(StropError, match=f"cannot continue the study in {out}: data.train differ"):
+            study("train.resume=true")
+    finally:
+        train_file.write_bytes(original)
+    assert {f: f.read_bytes() for f in out.rglob("*") if f.is_file()} == files
     assert len(json.loads((out / f"{command}.json").read_text())[{"cv": "runs", "curve": "points"}[command]]) == 1
     # Continued: only the runs not recorded train, and the study ends with every run.
     interrupted, interrupt[0] = calls.pop(), False

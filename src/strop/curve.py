@@ -322,8 +322,8 @@ def learning_curve(config=None, overrides: list[str] = (), fractions: tuple[floa
         StropError: bad config, data, fractions, metric, or an output folder that already holds files.
     """
     from strop.config import load_config
-    from strop.cv import (check_no_pool, check_same_study, default_output, fit_and_score, read_training_table,
-                          recorded_study, repeated_note)
+    from strop.cv import (check_no_pool, check_same_study, fit_and_score, read_training_table, recorded_study,
+                          repeated_note, study_data, study_output)
     from strop.fit import method_for_all_of, resolve_config
     from strop.methods.auto import freeze_layers_for_all_of
     from strop.tasks import TASKS
@@ -345,8 +345,9 @@ def learning_curve(config=None, overrides: list[str] = (), fractions: tuple[floa
         raise StropError(f"--metric {metric} is not a metric of {task_cls.name}; choose one of "
                          f"{', '.join(task_cls.metric_names)}")
     check_target(target, metric, task_cls)  # refused before the curve's runs, not after them
-    out = Path(output) if output is not None else default_output("curve")
+    out = study_output(output, cfg, "curve")
     saved = recorded_study(out, CURVE_FILE, cfg, "fit")
+    data = study_data(cfg, saved, out)  # before anything in `out` is written
     frame, targets, inputs = read_training_table(cfg)
     out.mkdir(parents=True, exist_ok=True)
     continuing = False  # set once a recorded study is found to be this one: until then its folder is left as it is
@@ -369,7 +370,7 @@ def learning_curve(config=None, overrides: list[str] = (), fractions: tuple[floa
                              "fractions further apart")
         seed_values = [cfg.train.seed + i for i in range(seeds)]
         plans = {seed: nested_subsets([targets[i] for i in pool], sizes, seed) for seed in seed_values}
-        result = {"config": cfg.to_dict(), "metric": metric, "fractions": list(fractions), "sizes": sizes,
+        result = {"config": cfg.to_dict(), "data": data, "metric": metric, "fractions": list(fractions), "sizes": sizes,
                   "seeds": seed_values, "pool_examples": len(pool), "validation": str(validation_file),
                   "keep_runs": keep_runs, "points": [],
                   # the report's advice needs it (few-shot is not for many classes)

@@ -23,7 +23,7 @@ import pandas as pd
 
 from strop.config import Config, load_config
 from strop.errors import StropError
-from strop.runs import atomic_write_json, check_folder_path
+from strop.runs import atomic_write_json, check_folder_path, check_same_data, data_fingerprints
 
 CV_FILE = "cv.json"
 
@@ -112,7 +112,7 @@ def interrupted_note(command: str, out: Path, finished: int) -> str:
     if not finished:
         return f"strop {command} stopped: nothing was measured, and {out} is removed"
     return (f"strop {command} stopped: the {finished} run(s) that finished are recorded in {out}; run the same "
-            f"command with train.resume=true to train the others, or another --output to start again")
+            f"command with --output {out} train.resume=true to train the others, or another --output to start again")
 
 
 def check_no_pool(cfg: Config, command: str) -> None:
@@ -152,6 +152,11 @@ def recorded_study(out: Path, file: str, cfg: Config, finished_key: str) -> dict
     return saved
 
 
+# how a refusal names a planned value that no option of its own sets
+PLAN_WORDS = {"seeds": "seeds (--seeds from train.seed)", "sizes": "training sizes (--fractions of the training rows)",
+              "pool_examples": "number of training rows"}
+
+
 def check_same_study(saved: dict | None, cfg: Config, plan: dict, out: Path) -> None:
     """Refuses to continue a study whose config or plan (its folds, seeds, sizes, ...: the keys of `plan`)
     differ from the command's: its recorded runs and the new ones would measure two studies."""
@@ -160,7 +165,8 @@ def check_same_study(saved: dict | None, cfg: Config, plan: dict, out: Path) -> 
     if saved is None:
         return
     differences = config_differences(saved["config"], cfg)
-    differences += [f"--{key.replace('_', '-')}" for key, value in plan.items() if saved.get(key) != value]
+    differences += [PLAN_WORDS.get(key, f"--{key.replace('_', '-')}") for key, value in plan.items()
+                    if saved.get(key) != value]
     if differences:
         raise StropError(f"cannot continue the study in {out}: it was run with another {', '.join(differences)}; "
                          "continue it with the command that started it, or give another --output")
@@ -233,6 +239,24 @@ def default_output(kind: str) -> Path:
     return Path(datetime.now(timezone.utc).strftime(f"{kind}/%Y%m%d-%H%M%S"))
 
 
+def study_output(output: str | Path | None, cfg: Config, command: str) -> Path:
+    """--output, or a new folder named by the time; train.resume=true continues a study in the folder it names,
+    so it needs --output (a new folder would start the study again, and leave the interrupted one as it was)."""
+    if output is None and cfg.train.resume:
+        raise StropError(f"train.resume=true continues an interrupted strop {command} in its folder: give it with "
+                         f"--output (the folder its message named, e.g. {command}/<time>)")
+    return Path(output) if output is not None else default_output(command)
+
+
+def study_data(cfg: Config, saved: dict | None, out: Path) -> dict:
+    """The fingerprints of the files a study's runs read, checked against those the study in `out` recorded
+    where it continues one."""
+    data = data_fingerprints(train=cfg.data.train, validation=cfg.data.validation)
+    check_same_data((saved or {}).get("data"), data, f"the study in {out}",
+                    "continue it with the data it started with, or give another --output")
+    return data
+
+
 def fit_and_score(cfg: Config, train_file: Path, score_file: Path | None, seed: int, run_dir: Path,
                   keep_run: bool) -> tuple[dict, int]:
     """Trains one run on `train_file` and returns the scalar metrics of its model on `score_file` (scored
@@ -286,8 +310,9 @@ def cross_validate(config=None, overrides: list[str] = (), folds: int = 5, seeds
     cfg = resolve_config(load_config(config, overrides))
     quiet = quiet or cfg.train.quiet  # --quiet, or train.quiet in the config
     check_no_pool(cfg, "cv")
-    out = Path(output) if output is not None else default_output("cv")
+    out = study_output(output, cfg, "cv")
     saved = recorded_study(out, CV_FILE, cfg, "summary")
+    data = study_data(cfg, saved, out)
     seed_values = [cfg.train.seed + i for i in range(seeds)]
     if folds >= 2:
         frame, targets, inputs = read_training_table(cfg)
@@ -303,7 +328,7 @@ def cross_validate(config=None, overrides: list[str] = (), folds: int = 5, seeds
         if line and not quiet:
             print(line, flush=True)
     out.mkdir(parents=True, exist_ok=True)
-    result = {"config": cfg.to_dict(), "folds": folds, "seeds": seed_values, "keep_runs": keep_runs,
+    result = {"config": cfg.to_dict(), "data": data, "folds": folds, "seeds": seed_values, "keep_runs": keep_runs,
               "scored_on": "the held-out fold, after training" if folds >= 2 else "the run's validation data",
               "runs": [],
               # the accuracy of always predicting the most frequent class: what the report compares the runs with

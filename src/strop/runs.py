@@ -75,6 +75,42 @@ def check_folder_path(folder: Path, option: str) -> None:
             raise StropError(f"{option} {folder}: {part} is a file, not a folder; choose another {option}")
 
 
+def data_fingerprints(**paths: str | None) -> dict[str, str | None]:
+    """sha256 of each data file's bytes (a folder: of its files' relative paths and sizes), None where a path is not
+    set: what a study or a self-training records so that continuing it on changed data is refused, as a resumed
+    fit refuses it (its recorded runs would mix two data sets)."""
+    import hashlib
+
+    prints = {}
+    for name, path in paths.items():
+        if path is None:
+            prints[name] = None
+            continue
+        digest, path = hashlib.sha256(), Path(path)
+        if path.is_dir():
+            for file in sorted(f for f in path.rglob("*") if f.is_file()):
+                digest.update(f"{file.relative_to(path)}\0{file.stat().st_size}\n".encode())
+        else:
+            with path.open("rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    digest.update(block)
+        prints[name] = digest.hexdigest()
+    return prints
+
+
+def check_same_data(saved: dict | None, now: dict[str, str | None], where: str, fix: str) -> None:
+    """Raises StropError where the data fingerprints a study recorded (`saved`, from `data_fingerprints`) differ
+    from those of the data now: `where` names what cannot continue, `fix` how to go on. Nothing is compared for
+    a study recorded before fingerprints were."""
+    if not saved:
+        return
+    changed = [f"data.{name}" for name, value in now.items() if name in saved and saved[name] != value]
+    if changed:
+        raise StropError(f"cannot continue {where}: {' and '.join(changed)} differ from the data it started with "
+                         f"(another file, or rows changed in it), so its recorded runs and the new ones would measure "
+                         f"two data sets; {fix}")
+
+
 def default_run_name() -> str:
     return datetime.now(timezone.utc).strftime("runs/%Y%m%d-%H%M%S")
 

@@ -28,7 +28,7 @@ from strop.data.inputs import clean_strings, normalise_labels, notes_said
 from strop.data.splits import distinct_inputs, input_key
 from strop.data.tables import shown_columns
 from strop.errors import StropError
-from strop.runs import atomic_write_json, check_folder_path, default_run_name
+from strop.runs import atomic_write_json, check_folder_path, check_same_data, data_fingerprints, default_run_name
 
 REPORT_FILE = "self_training.json"
 PSEUDO_LABEL_TASKS = ("text_classification", "pair_classification")  # one label per example, from probabilities
@@ -117,7 +117,8 @@ def self_train(cfg, on_epoch=None) -> Path:
         write_parquet(validation, out / VALIDATION_FILE)
         base = replace(base, data=replace(base.data, train=str(out / LABELLED_FILE),
                                           validation=str(out / VALIDATION_FILE)))
-    report = {"threshold": d.pseudo_label_threshold, "pool": len(pool_frame), "config": cfg.to_dict(), "rounds": [],
+    report = {"threshold": d.pseudo_label_threshold, "pool": len(pool_frame), "config": cfg.to_dict(),
+              "data": self_training_data(cfg), "rounds": [],
               "pool_rows_in_labelled_data": known, "pool_rows_repeated": repeated}
     if known and not cfg.train.quiet:  # in the order they are left out, each with what then remains
         print(f"data.unlabeled: {known} of its rows are examples of data.train or data.validation, left out of the "
@@ -238,13 +239,22 @@ def check_same_self_training(cfg, out: Path) -> None:
     report = out / REPORT_FILE
     if not (cfg.train.resume and report.is_file()):
         return
-    saved = json.loads(report.read_text(encoding="utf-8")).get("config")
+    recorded = json.loads(report.read_text(encoding="utf-8"))
+    saved = recorded.get("config")
     differences = [] if saved is None else config_differences(saved, cfg, {("data", "self_training_rounds")})
     if differences:
         raise StropError(f"cannot continue the self-training in {out}: its config differs in "
                          f"{', '.join(differences)}; continue it with the settings it started with (the config in "
                          f"{report}) and output_dir={out} train.resume=true, or start a new one in another "
                          "output_dir")
+    check_same_data(recorded.get("data"), self_training_data(cfg), f"the self-training in {out}",
+                    f"continue it with the data it started with, or start a new one in another output_dir")
+
+
+def self_training_data(cfg) -> dict:
+    """The fingerprints of the files self-training reads (its rounds' labelled data and pool)."""
+    d = cfg.data
+    return data_fingerprints(train=d.train, validation=d.validation, unlabeled=d.unlabeled)
 
 
 def round_folder(out: Path, r: int) -> Path:
