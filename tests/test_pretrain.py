@@ -298,8 +298,12 @@ def test_resuming_with_other_data_is_refused(tiny_model_dir, tmp_path, monkeypat
     overrides = _pretrain_overrides(tiny_model_dir, "train.epochs=2")
     interrupt_after_checkpoint(monkeypatch, lambda: pretrain(None, overrides, data=first, output=tmp_path / "out"))
     assert yaml.safe_load((tmp_path / "out" / "config.yaml").read_text())["data"]["train"] == str(first)
-    with pytest.raises(strop.StropError, match=r"cannot resume .*its config differs in data\.train"):
+    with pytest.raises(strop.StropError, match=r"cannot resume .*its config differs in --data; resume with the saved "
+                                               rf"config: strop pretrain .*config.yaml --data {first} train.resume"):
         pretrain(None, [*overrides, "train.resume=true"], data=other, output=tmp_path / "out")
+    first.write_text(first.read_text() + "\na text added to the same file", encoding="utf-8")
+    with pytest.raises(strop.StropError, match=r"cannot continue the run in .*: --data differ from the data it started"):
+        pretrain(None, [*overrides, "train.resume=true"], data=first, output=tmp_path / "out")
 
 
 def test_an_interrupted_pretrain_says_the_command_that_continues_it(tiny_model_dir, tmp_path, monkeypatch, capsys):

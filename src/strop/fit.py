@@ -541,9 +541,10 @@ def _model_info(cfg: Config, source: Source) -> dict:
             "method": cfg.method.name}
 
 
-def _open_run_dir(cfg: Config) -> tuple[RunDir, Config, object | None]:
+def _open_run_dir(cfg: Config, command: str = "fit") -> tuple[RunDir, Config, object | None]:
     """Creates the run directory (or checks the one to resume), takes its lock, and fixes output_dir in the
-    config. Returns the run, the config and the lock (None in the processes besides the main one).
+    config. Returns the run, the config and the lock (None in the processes besides the main one). command: the
+    strop command that runs it, as a refusal names its fix.
 
     Raises:
         StropError: output_dir is or lies inside a file, holds another run, is locked by a running fit, or
@@ -567,7 +568,7 @@ def _open_run_dir(cfg: Config) -> tuple[RunDir, Config, object | None]:
     try:
         _refuse_run_dir(run, cfg.train.resume)
         if cfg.train.resume:
-            _check_same_run(cfg, run)
+            _check_same_run(cfg, run, command)
     except BaseException:
         lock.close()
         if not existed:
@@ -637,11 +638,19 @@ def config_differences(saved: dict, cfg: Config, free: set[tuple[str, str]] = fr
             if (section, key) not in _RESUME_FREE_KEYS | free and saved.get(section, {}).get(key) != value]
 
 
-def _check_same_run(cfg: Config, run: RunDir) -> None:
-    differences = config_differences(yaml.safe_load(run.config.read_text(encoding="utf-8")), cfg)
-    if differences:
-        raise StropError(f"cannot resume {run.root}: its config differs in {', '.join(differences)}; "
-                         f"resume with the saved config: strop fit {run.config} train.resume=true")
+def _check_same_run(cfg: Config, run: RunDir, command: str = "fit") -> None:
+    """Refuses to resume a run with another config than its config.yaml; the fix names the command's own
+    options (strop pretrain's --data is its data.train)."""
+    saved = yaml.safe_load(run.config.read_text(encoding="utf-8"))
+    differences = config_differences(saved, cfg)
+    if not differences:
+        return
+    again = f"strop fit {run.config} train.resume=true"
+    if command == "pretrain":
+        differences = ["--data" if d == "data.train" else d for d in differences]
+        again = f"strop pretrain {run.config} --data {saved['data']['train']} train.resume=true"
+    raise StropError(f"cannot resume {run.root}: its config differs in {', '.join(differences)}; "
+                     f"resume with the saved config: {again}")
 
 
 def _announce(cfg: Config, splits: Splits, task: Task, model: TaskModel, notes: list[str], run: RunDir,

@@ -13,6 +13,7 @@ as the source model did.
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import sys
@@ -237,7 +238,7 @@ def pretrain(config=None, overrides: list[str] = (), data: str | Path | None = N
     from strop.index import record_run
     from strop.methods.base import Method
     from strop.model import resolve_source
-    from strop.runs import atomic_write_json, atomic_write_text, remove_failed_run
+    from strop.runs import atomic_write_json, atomic_write_text, check_same_data, data_fingerprints, remove_failed_run
     from strop.tasks.base import pad_collate
     from strop.train.batch_size import resolve_batch_sizes
     from strop.train.loop import make_accelerator, train
@@ -290,7 +291,7 @@ def pretrain(config=None, overrides: list[str] = (), data: str | Path | None = N
     train_features = [features[i] for i in kept]
     val_features = [{**features[i], "seed": int(i)} for i in np.sort(held)]
     cfg = _resolve_precision(cfg)
-    run, cfg, lock = _open_run_dir(cfg)
+    run, cfg, lock = _open_run_dir(cfg, "pretrain")
     created = not cfg.train.resume
     saved = False  # the summary written: the run is complete from then on
     try:
@@ -301,8 +302,14 @@ def pretrain(config=None, overrides: list[str] = (), data: str | Path | None = N
             enable_gradient_checkpointing(wrapped)
         cfg = resolve_batch_sizes(cfg, wrapped, MaskedLMTask(), method, train_features, val_features, collate,
                                   accelerator.device, show=not cfg.train.quiet and accelerator.is_main_process)
+        texts = data_fingerprints(train=str(data))  # a file changed in place reads as the same --data
+        if cfg.train.resume and run.provenance.is_file():
+            check_same_data(json.loads(run.provenance.read_text(encoding="utf-8")).get("data"), texts,
+                            f"the run in {run.root}", "resume with the texts it started with, or start a new run in "
+                            "another --output", option="--data")
         if accelerator.is_main_process:
             atomic_write_text(run.config, cfg.to_yaml(), "the config")
+            atomic_write_json(run.provenance, {"data": texts}, "the provenance")
             if not cfg.train.quiet:
                 print(f"strop pretrain -> {run.root}\n  {len(train_features)} texts to train on, {len(val_features)} "
                       f"held out; masked-language model {cfg.model.name}")

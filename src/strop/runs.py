@@ -98,13 +98,14 @@ def data_fingerprints(**paths: str | None) -> dict[str, str | None]:
     return prints
 
 
-def check_same_data(saved: dict | None, now: dict[str, str | None], where: str, fix: str) -> None:
+def check_same_data(saved: dict | None, now: dict[str, str | None], where: str, fix: str,
+                    option: str = "data.{}") -> None:
     """Raises StropError where the data fingerprints a study recorded (`saved`, from `data_fingerprints`) differ
-    from those of the data now: `where` names what cannot continue, `fix` how to go on. Nothing is compared for
-    a study recorded before fingerprints were."""
+    from those of the data now: `where` names what cannot continue, `fix` how to go on, `option` the setting of
+    each file. Nothing is compared for a study recorded before fingerprints were."""
     if not saved:
         return
-    changed = [f"data.{name}" for name, value in now.items() if name in saved and saved[name] != value]
+    changed = [option.format(name) for name, value in now.items() if name in saved and saved[name] != value]
     if changed:
         raise StropError(f"cannot continue {where}: {' and '.join(changed)} differ from the data it started with "
                          f"(another file, or rows changed in it), so its recorded runs and the new ones would measure "
