@@ -332,6 +332,10 @@ def test_an_interrupted_study_says_what_it_kept_and_continues_with_resume(comman
     assert f"strop {command} stopped: the 1 run(s) that finished are recorded in {out}" in said
     assert f"run the same command with --output {out} train.resume=true" in said  # a default folder is named too
     assert not (out / "runs").exists() and (out / f"{command}.json").is_file()
+    from strop.cli import main
+
+    assert main(["report", str(out)]) == 2  # unfinished: its report says how to continue it
+    assert f"with --output {out} train.resume=true" in capsys.readouterr().err
     with pytest.raises(StropError, match="train.resume=true continues an interrupted strop .* give it with --output"):
         (cv.cross_validate(None, [*tiny_overrides, "train.resume=true"], folds=2, quiet=True) if command == "cv" else
          curve.learning_curve(None, [*tiny_overrides, "train.resume=true"], fractions=(0.3, 0.6, 1.0), quiet=True))
@@ -362,6 +366,7 @@ def test_an_interrupted_study_says_what_it_kept_and_continues_with_resume(comman
     runs = result["runs"] if command == "cv" else result["points"]
     assert len(runs) == {"cv": 2, "curve": 3}[command] and runs[0]["scores" if command == "curve" else "metrics"][
         "accuracy"] == pytest.approx(0.6)  # the recorded run, kept as measured
+    assert result["config"]["train"]["resume"] is False  # recorded as an uninterrupted study records it
     with pytest.raises(StropError, match="is finished"):
         study("train.resume=true")
 

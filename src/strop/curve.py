@@ -323,7 +323,7 @@ def learning_curve(config=None, overrides: list[str] = (), fractions: tuple[floa
     """
     from strop.config import load_config
     from strop.cv import (check_no_pool, check_same_study, fit_and_score, read_training_table, recorded_study,
-                          repeated_note, study_data, study_output)
+                          recorded_config, repeated_note, study_data, study_output)
     from strop.fit import method_for_all_of, resolve_config
     from strop.methods.auto import freeze_layers_for_all_of
     from strop.tasks import TASKS
@@ -370,7 +370,8 @@ def learning_curve(config=None, overrides: list[str] = (), fractions: tuple[floa
                              "fractions further apart")
         seed_values = [cfg.train.seed + i for i in range(seeds)]
         plans = {seed: nested_subsets([targets[i] for i in pool], sizes, seed) for seed in seed_values}
-        result = {"config": cfg.to_dict(), "data": data, "metric": metric, "fractions": list(fractions), "sizes": sizes,
+        result = {"config": recorded_config(cfg), "data": data, "metric": metric, "fractions": list(fractions),
+                  "sizes": sizes,
                   "seeds": seed_values, "pool_examples": len(pool), "validation": str(validation_file),
                   "keep_runs": keep_runs, "points": [],
                   # the report's advice needs it (few-shot is not for many classes)

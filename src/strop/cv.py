@@ -248,6 +248,14 @@ def study_output(output: str | Path | None, cfg: Config, command: str) -> Path:
     return Path(output) if output is not None else default_output(command)
 
 
+def recorded_config(cfg: Config) -> dict:
+    """The config a study's JSON records: as it ran, with train.resume false (as a run's config.yaml has it), so
+    that a continued study records what an uninterrupted one does."""
+    from dataclasses import replace
+
+    return replace(cfg, train=replace(cfg.train, resume=False)).to_dict()
+
+
 def study_data(cfg: Config, saved: dict | None, out: Path) -> dict:
     """The fingerprints of the files a study's runs read, checked against those the study in `out` recorded
     where it continues one."""
@@ -328,7 +336,8 @@ def cross_validate(config=None, overrides: list[str] = (), folds: int = 5, seeds
         if line and not quiet:
             print(line, flush=True)
     out.mkdir(parents=True, exist_ok=True)
-    result = {"config": cfg.to_dict(), "data": data, "folds": folds, "seeds": seed_values, "keep_runs": keep_runs,
+    result = {"config": recorded_config(cfg), "data": data, "folds": folds, "seeds": seed_values,
+              "keep_runs": keep_runs,
               "scored_on": "the held-out fold, after training" if folds >= 2 else "the run's validation data",
               "runs": [],
               # the accuracy of always predicting the most frequent class: what the report compares the runs with

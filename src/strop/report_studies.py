@@ -281,7 +281,8 @@ def cv_page(result: dict, folder: Path) -> str:
     """A cross-validation's scores: mean, spread and 95% interval of each metric, every run's scores, and
     how much the folds and seeds disagree."""
     if not result.get("runs") or "summary" not in result:
-        raise StropError(f"{folder / RESULT_FILES['cv']} holds no finished cross-validation: run strop cv again")
+        raise StropError(f"{folder / RESULT_FILES['cv']} holds no finished cross-validation: continue it with the "
+                         f"strop cv command that started it, with --output {folder} train.resume=true")
     metric = _lead(result)
     lead = result["summary"][metric]
     folds, seeds = result["folds"], len(result["seeds"])
@@ -405,7 +406,8 @@ def curve_page(result: dict, folder: Path) -> str:
     from strop.curve import PLOT_FILE, describe, draw, scores_by_size
 
     if "fit" not in result:
-        raise StropError(f"{folder / RESULT_FILES['curve']} holds no finished learning curve: run strop curve again")
+        raise StropError(f"{folder / RESULT_FILES['curve']} holds no finished learning curve: continue it with the "
+                         f"strop curve command that started it, with --output {folder} train.resume=true")
     metric, fit = result["metric"], result["fit"]
     if "target" in fit:  # "never" is infinite, which curve.json holds as null
         target = fit["target"]
