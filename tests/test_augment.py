@@ -217,3 +217,22 @@ def test_a_rate_without_an_augmentation_is_said_to_be_unused():
     assert "data.augment_rate=0.3 is not used" in note(augment="none", augment_rate=0.3)
     assert "data.augment is auto" in note(augment="auto", augment_rate=0.3)
     assert note(augment="none") is None  # the default rate: nothing was asked
+
+
+def test_an_augmentation_that_would_change_no_text_is_refused_and_one_that_changes_few_says_so():
+    """Chinese is written without spaces, so deletion and swap (of whitespace-separated words) changed none of
+    48 training texts while the run said it augmented them; WordNet's synonyms are English."""
+    from strop.data.augment import changeable_note
+
+    chinese = ["这部电影很好看", "剧情太无聊了", "演员的表演非常出色"] * 16
+    for mode in ("deletion", "swap", "deletion_swap"):
+        with pytest.raises(strop.StropError, match=f"data.augment={mode} would change none of the training texts: "
+                                                   "none has two or more words separated by spaces"):
+            changeable_note(mode, chinese)
+    assert changeable_note("swap", ["a good film", "great"]) == ""  # half can: no note
+    assert "only 33% of the training texts can change" in changeable_note("swap", ["a good film", "great", "fine"])
+    assert changeable_note("swap", [("great", "a good film")]) == ""  # a pair changes where either text can
+    pytest.importorskip("wn")
+    with pytest.raises(strop.StropError, match="none has a word with an English WordNet synonym"):
+        changeable_note("synonym", ["Это очень хороший фильм", "скучный сюжет"])
+    assert changeable_note("synonym", ["a good film", "the plot was dull"]) == ""

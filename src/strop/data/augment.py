@@ -23,7 +23,8 @@ from strop.errors import StropError
 
 TEXT_AUGMENTS = ("deletion", "swap", "deletion_swap", "synonym")
 AUGMENT_WORDS = {"deletion": "deletion", "swap": "swap", "deletion_swap": "deletion and swap",
-                 "synonym": "synonym replacement (WordNet)"}
+                 "synonym": "synonym replacement (English WordNet: for English texts)"}
+CHANGEABLE_SAMPLE = 1000  # training texts looked at to say how many an augmentation can change
 SOURCE = "augment_source"  # a training feature's raw text (or text pair), read by AugmentingCollate
 
 
@@ -160,10 +161,47 @@ def text_augmentation(cfg, body, task, inputs: list, features: list[dict], colla
                          f"reach what trains. Use data.augment=none, or {trains_body}" + uncached_hint(cfg))
     if mode == "synonym":
         wordnet()  # loaded (or found missing) before training, not at its first batch
+    changeable = changeable_note(mode, inputs)
     # the data file's examples come first; a task's extra ones after them (distill's unlabelled texts, whose
     # targets are the teacher's outputs on the texts as written) train as they are
     marked = [{**f, SOURCE: text} for f, text in zip(features, inputs)] + features[len(inputs):]
     extra = len(features) - len(inputs)
     note = (f"augmentation: {AUGMENT_WORDS[mode]} of words at rate {cfg.data.augment_rate:g}, drawn afresh "
-            "for every training batch" + (f" (not the {extra} unlabelled texts)" if extra else ""))
+            "for every training batch" + (f" (not the {extra} unlabelled texts)" if extra else "") + changeable)
     return marked, AugmentingCollate(collate, body, mode, cfg.data.augment_rate), note
+
+
+def can_change(text: str, mode: str) -> bool:
+    """Whether the augmentation can change a text: two or more words separated by spaces to drop or swap, or a
+    word with an English WordNet synonym (as `replace_synonyms` picks them)."""
+    words = text.split()
+    if mode != "synonym":
+        return len(words) >= 2
+    cores = [WORD_CORE.match(w).group(2) for w in words]
+    return any((core.islower() or i == 0 and core[1:].islower()) and synonyms(core.lower())
+               for i, core in enumerate(cores))
+
+
+def changeable_note(mode: str, inputs: list) -> str:
+    """'' where most training texts can change; a note where under half can; raises where none can (an option
+    that would do nothing: texts written without spaces, such as Chinese, Japanese or Thai, have no words to
+    drop or swap, and texts in other languages than English no WordNet synonyms). Looks at up to
+    CHANGEABLE_SAMPLE texts, evenly spread.
+
+    Raises:
+        StropError: no text looked at can change.
+    """
+    step = max(1, len(inputs) // CHANGEABLE_SAMPLE)
+    looked = inputs[::step][:CHANGEABLE_SAMPLE]
+    changed = sum(any(can_change(text, mode) for text in (item if isinstance(item, tuple) else (item,)))
+                  for item in looked)
+    what = ("a word with an English WordNet synonym (texts in other languages have none)" if mode == "synonym" else
+            "two or more words separated by spaces (texts written without them, such as Chinese, Japanese or Thai, "
+            "have no words to drop or swap)")
+    if looked and not changed:
+        raise StropError(f"data.augment={mode} would change none of the training texts: none has {what}; use "
+                         "data.augment=none" + ("" if mode == "synonym" else ", or split the texts into words "
+                                                "with spaces"))
+    if changed < len(looked) / 2:
+        return f"; only {changed / len(looked):.0%} of the training texts can change: the others lack {what}"
+    return ""
