@@ -236,3 +236,27 @@ def test_an_augmentation_that_would_change_no_text_is_refused_and_one_that_chang
     with pytest.raises(strop.StropError, match="none has a word with an English WordNet synonym"):
         changeable_note("synonym", ["Это очень хороший фильм", "скучный сюжет"])
     assert changeable_note("synonym", ["a good film", "the plot was dull"]) == ""
+
+
+def test_a_token_level_task_is_told_it_has_no_augmentation_not_sent_to_one_it_refuses():
+    """Each message named data.augment=deletion ... as the fix, which token classification then refused."""
+    from types import SimpleNamespace
+
+    from strop.config import DataConfig
+    from strop.data.augment import text_augmentation
+    from strop.train.mixing import mixing_for
+
+    task = SimpleNamespace(name="token_classification", level="token")
+
+    def augment(**data):
+        return text_augmentation(SimpleNamespace(data=DataConfig(**data)), None, task, [], [], None, cached=False)
+
+    note = augment(augment="none", augment_rate=0.3)[2]
+    assert "token_classification has no text augmentation" in note and "deletion" not in note
+    for mode in ("deletion", "synonym", "light"):
+        with pytest.raises(strop.StropError, match=f"data.augment={mode}: token_classification labels each word, and no "
+                                                   "text augmentation keeps .* use data.augment=none$"):
+            augment(augment=mode)
+    with pytest.raises(strop.StropError, match=r"not text \(a blend of token ids is no text\); set them to 0$"):
+        mixing_for(SimpleNamespace(data=DataConfig(mixup=0.3)), SimpleNamespace(body=SimpleNamespace(kind="text")),
+                   task, cached=False)

@@ -134,17 +134,20 @@ def text_augmentation(cfg, body, task, inputs: list, features: list[dict], colla
         StropError: an image augmentation for texts, a token-level task, or a body whose outputs are cached.
     """
     mode = cfg.data.augment
+    per_word = task is not None and task.level != "sequence"  # no augmentation of texts keeps words on their tags
     if mode in ("auto", "none"):
         default_rate = type(cfg.data).augment_rate  # the dataclass field's default
+        use = (f"{task.name} has no text augmentation, as it labels each word" if per_word else
+               f"set data.augment to one of {', '.join(TEXT_AUGMENTS)} to use it")
         ignored = (f"data.augment_rate={cfg.data.augment_rate:g} is not used: data.augment is {mode} (for texts: no "
-                   f"augmentation); set data.augment to one of {', '.join(TEXT_AUGMENTS)} to use it"
-                   if cfg.data.augment_rate != default_rate else None)
+                   f"augmentation); {use}" if cfg.data.augment_rate != default_rate else None)
         return features, collate, ignored
+    if per_word:
+        raise StropError(f"data.augment={mode}: {task.name} labels each word, and no text augmentation keeps the words "
+                         "on their labels (deletion and swap move them, a synonym may be several words); use "
+                         "data.augment=none")
     if mode not in TEXT_AUGMENTS:
         raise StropError(f"data.augment={mode} is for images; for texts choose {', '.join(TEXT_AUGMENTS)} or none")
-    if task.level != "sequence":
-        raise StropError(f"data.augment={mode}: {task.name} labels each word, and deleting or swapping words would "
-                         "move them off their labels; use data.augment=none")
     if cached and cfg.method.name == "fewshot":
         raise StropError(f"data.augment={mode} with method.name=fewshot: its head trains on the tuned body's outputs, "
                          "computed once and cached, and its contrastive stage on pairs of the texts as written, so "

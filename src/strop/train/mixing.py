@@ -73,7 +73,8 @@ def mixing_for(cfg, model, task, cached: bool) -> Mixing | None:
     kind = getattr(model.body, "kind", None)
     if kind not in INPUT_KEYS:
         raise StropError(f"{asked}: mixing is for vector and image inputs, not {kind} (a blend of token ids is no "
-                         "text); for texts use data.augment=deletion, swap, deletion_swap or synonym")
+                         "text); " + ("set them to 0" if task.level != "sequence" else  # no text augmentation either
+                                      "for texts use data.augment=deletion, swap, deletion_swap or synonym"))
     if d.cutmix and kind != "image":
         raise StropError(f"data.cutmix={d.cutmix:g}: CutMix pastes a box of one image into another, so it is for "
                          "images; for vectors use data.mixup")
