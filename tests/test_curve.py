@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from conftest import write_csv
 from strop.curve import (LARGEST_SIZE, analyse, describe, draw, examples_for, fit_ceiling_free, fit_power_law,
                          forecast, learning_curve, nested_subsets, parameters_of, power_law, size_for)
 from strop.errors import StropError
@@ -271,6 +272,12 @@ def test_fractions_that_give_fewer_than_three_sizes_are_refused_before_any_run(t
         curve.learning_curve(None, tiny_overrides, fractions=(0.5, 0.501, 0.502), output=out, quiet=True)
     with pytest.raises(StropError, match="at least three training sizes; --fractions gives 2"):
         curve.learning_curve(None, tiny_overrides, fractions=(0.5, 1.0), output=out, quiet=True)
+    assert not out.exists()
+    two = write_csv(tmp_path / "two.csv", [("a good film", "positive"), ("a bad film", "negative")])
+    with pytest.raises(StropError, match=r"needs at least three training sizes, and 2 training examples give at "
+                                         r"most 2: add examples$"):  # not 'give fractions further apart'
+        curve.learning_curve(None, [*tiny_overrides, f"data.train={two}"], fractions=(0.5, 0.75, 1.0), output=out,
+                             quiet=True)
     assert not out.exists()
 
 

@@ -103,13 +103,24 @@ def test_folds_whose_runs_could_not_split_off_a_validation_set_are_refused_befor
 
 
 def test_a_label_that_a_fold_holds_out_of_training_is_refused_for_label_sets():
-    sets = [["a"], ["b"], ["a", "b"], ["c"]] * 5 + [["a", "e"]]  # 'e' once: one fold's model never sees it
+    sets = [["a"], ["b"], ["a", "b"], ["c"]] * 5 + [["a", "e"], ["b", "e"]]  # 'e' twice: both in one fold at seed 0
     with pytest.raises(StropError, match=r"fold \d holds every example of label\(s\) e out of its training rows.*"
                                          r"use fewer folds, or draw other folds with another train.seed"):
         fold_indices(sets, 3, seed=0)
     with pytest.raises(StropError, match=r"add examples of them, or draw other folds"):  # no fewer than 2 folds
         fold_indices(sets, 2, seed=0)
-    assert len(fold_indices(sets[:-1], 3, seed=0)) == 3
+    assert len(fold_indices(sets[:-2], 3, seed=0)) == 3
+    # 'e' once: no folds and no seed keep it in every fold's training rows, so neither is offered as the fix
+    with pytest.raises(StropError, match=r"label\(s\) e of the training data have one example each: .* needs 2 of "
+                                         r"each label: add examples of them, or drop them$"):
+        fold_indices(sets[:-1], 2, seed=7)
+
+
+def test_too_many_folds_for_a_few_examples_of_each_class_names_folds_that_work():
+    """2 of each class and --folds 5 named --folds 4, which the class check then refused."""
+    with pytest.raises(StropError, match=r"class 'a' has only 2 examples, too few to appear in every fold; use "
+                                         r"--folds 2, or add examples"):
+        fold_indices(["a", "a", "b", "b"], 5, seed=0)
 
 
 def test_labels_that_look_like_amounts_get_a_hint_at_regression():

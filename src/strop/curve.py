@@ -363,6 +363,11 @@ def learning_curve(config=None, overrides: list[str] = (), fractions: tuple[floa
         distinct = len(set(sizes))
         if 3 <= distinct < len(sizes):  # fractions that round to one size would train the same run twice
             fractions, sizes = _one_fraction_a_size(fractions, sizes, quiet)
+        if len(pool) < 3:  # no fractions give three sizes
+            held = "" if cfg.data.validation is not None else (
+                ", or give data.validation=FILE, so that no share of data.train is held out to validate on")
+            raise StropError(f"a learning curve needs at least three training sizes, and {len(pool)} training "
+                             f"example{'s' if len(pool) != 1 else ''} give at most {len(pool)}: add examples{held}")
         if distinct < 3:  # before any run: fractions too close for the examples there are
             raise StropError(f"--fractions {','.join(f'{f:g}' for f in fractions)} of the {len(pool)} training "
                              f"examples give {distinct} different size{'s' if distinct > 1 else ''} "

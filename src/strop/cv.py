@@ -48,10 +48,10 @@ def fold_indices(targets: list, folds: int, seed: int, inner_split: bool = False
     first, of_row = distinct_inputs(list(range(len(targets))) if inputs is None else inputs)
     row_targets, targets = targets, [targets[i] for i in first]  # the folds split the distinct inputs
     noun = "example" if len(targets) == len(row_targets) else "distinct input"
-    if len(targets) < folds:
+    stratified = all(isinstance(t, str) for t in targets)
+    if len(targets) < folds and not stratified:  # classes: each must fill every fold, said below with what works
         raise StropError(f"--folds {folds}: the training data has only {len(targets)} {noun}s; use --folds "
                          f"{max(2, len(targets))} or fewer")
-    stratified = all(isinstance(t, str) for t in targets)
     if stratified:
         counts = pd.Series(targets).value_counts()
         if len(counts) < 2:
@@ -95,6 +95,12 @@ def fold_indices(targets: list, folds: int, seed: int, inner_split: bool = False
     targets = row_targets
     label_sets = all(isinstance(t, (list, tuple)) and all(isinstance(x, str) for x in t) for t in targets)
     if label_sets:  # (a regression's targets are lists of numbers) each label must be trained on in every fold
+        holding = Counter(label for i in first for label in set(row_targets[i]))  # distinct inputs with each label
+        alone = sorted(label for label, count in holding.items() if count < 2)
+        if alone:  # the fold that holds its one example out trains without it, whatever the folds or seed
+            raise StropError(f"label(s) {', '.join(alone[:5])} of the training data have one {noun} each: the fold "
+                             "that holds it out trains without the label, however the folds are drawn; "
+                             "cross-validation needs 2 of each label: add examples of them, or drop them")
         for k, (train_rows, held_out) in enumerate(plan, start=1):
             trained = {label for i in train_rows for label in targets[i]}
             missing = sorted({label for i in held_out for label in targets[i]} - trained)
