@@ -296,6 +296,27 @@ def test_an_interrupted_round_says_how_to_continue_the_self_training_not_the_rou
     said = capsys.readouterr().err
     assert "self-training interrupted; continue it with the same command" in said
     assert "continue the run with: strop fit" not in said  # the round's own hint would continue it alone
+    assert said.count("self-training interrupted") == 1
+
+
+def test_an_interrupt_between_rounds_says_how_to_continue(tiny_overrides, tmp_path, monkeypatch, capsys):
+    """A Ctrl-C while the pool is pseudo-labelled (after round 0, before round 1) said only 'interrupted'."""
+    from strop import selftrain
+
+    train = write_csv(tmp_path / "few.csv", make_texts(60, seed=5))
+    pool = write_csv(tmp_path / "pool.csv", [(t, "") for t, _ in make_texts(20, seed=6)])
+    overrides = [o for o in tiny_overrides if not o.startswith(("data.train", "train.quiet"))] + [
+        f"data.train={train}", f"data.unlabeled={pool}", "train.epochs=1"]
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(selftrain, "select_pseudo_labels", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        strop.fit(None, overrides)
+    said = capsys.readouterr().err
+    assert said.count(f"self-training interrupted; continue it with the same command and output_dir={tmp_path / 'run'} "
+                      "train.resume=true") == 1
 
 
 def _vectors(tmp_path) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -17,6 +17,7 @@ import json
 import re
 import shutil
 import sys
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -133,57 +134,60 @@ def self_train(cfg, on_epoch=None) -> Path:
             # round 0 alone, whose own resume would continue it as a plain run
             out.mkdir(parents=True, exist_ok=True)
             atomic_write_json(out / REPORT_FILE, report, "the self-training report")
-        run = _round(base, round_folder(out, 0), on_epoch)
+        with continue_hint(out):
+            run = _round(base, round_folder(out, 0), on_epoch)
     except StropError:
         if not cfg.train.resume:  # refused before training: no half-made self-training folder is left
             shutil.rmtree(out, ignore_errors=True)
         raise
     report["rounds"].append({"round": 0, "run": str(run), "pseudo_labels": 0, "validation": _validation(run)})
     atomic_write_json(out / REPORT_FILE, report, "the self-training report")
-    for r in range(1, d.self_training_rounds + 1):
-        predictor = load(run)
-        probabilities = np.stack(predictor.outputs(model_inputs(pool, by_name.feature_columns)))  # (pool, classes)
-        # the classes the model predicts (strop predict's): with a tuned threshold, not always the most probable
-        predicted = predictor.task.decide(probabilities)
-        chosen = select_pseudo_labels(probabilities, d.pseudo_label_threshold, predicted)
-        if len(chosen) == 0:  # retraining on the labelled data alone would repeat the last round
-            report["stopped"] = (f"round {r}: no example of the pool reached data.pseudo_label_threshold="
-                                 f"{d.pseudo_label_threshold:g}; the model of round {r - 1} stands")
+    with continue_hint(out):
+        for r in range(1, d.self_training_rounds + 1):
+            predictor = load(run)
+            probabilities = np.stack(predictor.outputs(model_inputs(pool, by_name.feature_columns)))  # (pool, classes)
+            # the classes the model predicts (strop predict's): with a tuned threshold, not always the most probable
+            predicted = predictor.task.decide(probabilities)
+            chosen = select_pseudo_labels(probabilities, d.pseudo_label_threshold, predicted)
+            if len(chosen) == 0:  # retraining on the labelled data alone would repeat the last round
+                report["stopped"] = (f"round {r}: no example of the pool reached data.pseudo_label_threshold="
+                                     f"{d.pseudo_label_threshold:g}; the model of round {r - 1} stands")
+                if not cfg.train.quiet:
+                    print(f"self-training stopped: {report['stopped']} (lower the threshold to use the pool)")
+                break
+            names = predictor.task.labels
+            guessed = [names[i] for i in predicted[chosen]]
+            rows = pool_frame.iloc[chosen].copy()
+            truth = rows[d.label_column].tolist() if d.label_column in rows else [None] * len(rows)
+            rows[d.label_column] = guessed
+            combined = pd.concat([labelled, rows[[c for c in labelled.columns if c in rows]]], ignore_index=True)
+            train_file = out / f"round-{r}-train.parquet"
+            write_parquet(combined, train_file)
+            entry = {"round": r, "pseudo_labels": len(chosen),
+                     "per_class": {name: guessed.count(name) for name in names if name in guessed},
+                     "confident": int((confidence_of(probabilities, predicted) >= d.pseudo_label_threshold).sum())}
+            # rows the pool file gives a label the model knows (another label cannot be guessed right or wrong)
+            known = [(g, t) for g, t in zip(guessed, truth) if t in names]
+            if known:
+                entry["pseudo_label_accuracy"] = float(np.mean([g == t for g, t in known]))
+                entry["pseudo_labels_with_known_label"] = len(known)
+            with notes_said():  # round 0 read the user's file and said its notes; this round's file is part of it
+                round_cfg = replace(base, data=replace(base.data, train=str(train_file)))
+                run = _round(round_cfg, round_folder(out, r), on_epoch)
+            entry.update(run=str(run), validation=_validation(run))
+            report["rounds"].append(entry)
+            atomic_write_json(out / REPORT_FILE, report, "the self-training report")
+            _rebuild_report(run)  # its page lists the rounds, this one now among them
             if not cfg.train.quiet:
-                print(f"self-training stopped: {report['stopped']} (lower the threshold to use the pool)")
-            break
-        names = predictor.task.labels
-        guessed = [names[i] for i in predicted[chosen]]
-        rows = pool_frame.iloc[chosen].copy()
-        truth = rows[d.label_column].tolist() if d.label_column in rows else [None] * len(rows)
-        rows[d.label_column] = guessed
-        combined = pd.concat([labelled, rows[[c for c in labelled.columns if c in rows]]], ignore_index=True)
-        train_file = out / f"round-{r}-train.parquet"
-        write_parquet(combined, train_file)
-        entry = {"round": r, "pseudo_labels": len(chosen),
-                 "per_class": {name: guessed.count(name) for name in names if name in guessed},
-                 "confident": int((confidence_of(probabilities, predicted) >= d.pseudo_label_threshold).sum())}
-        # rows the pool file gives a label the model knows (another label cannot be guessed right or wrong)
-        known = [(g, t) for g, t in zip(guessed, truth) if t in names]
-        if known:
-            entry["pseudo_label_accuracy"] = float(np.mean([g == t for g, t in known]))
-            entry["pseudo_labels_with_known_label"] = len(known)
-        with notes_said():  # round 0 read the user's file and said its notes; this round's file is part of it
-            run = _round(replace(base, data=replace(base.data, train=str(train_file))), round_folder(out, r), on_epoch)
-        entry.update(run=str(run), validation=_validation(run))
-        report["rounds"].append(entry)
-        atomic_write_json(out / REPORT_FILE, report, "the self-training report")
-        _rebuild_report(run)  # its page lists the rounds, this one now among them
-        if not cfg.train.quiet:
-            accuracy, checked = entry.get("pseudo_label_accuracy"), len(known)
-            right = ("" if not known else f", {accuracy:.3f} of them right" if checked == len(chosen)
-                     else f", {accuracy:.3f} right of the {checked} the pool file labels with a class of the model")
-            per_class = ", ".join(f"{name} {count}" for name, count in entry["per_class"].items()) or "none"
-            print(f"self-training round {r}: {len(chosen)} pseudo-labels of {entry['confident']} confident "
-                  f"(per class: {per_class}; as many of each class that has any){right}; the model is in {run}")
-            worse = worse_than_before(report["rounds"], type(predictor.task).minimised)
-            if worse:
-                print(f"warning: {worse}", file=sys.stderr)
+                accuracy, checked = entry.get("pseudo_label_accuracy"), len(known)
+                right = ("" if not known else f", {accuracy:.3f} of them right" if checked == len(chosen)
+                         else f", {accuracy:.3f} right of the {checked} the pool file labels with a class of the model")
+                per_class = ", ".join(f"{name} {count}" for name, count in entry["per_class"].items()) or "none"
+                print(f"self-training round {r}: {len(chosen)} pseudo-labels of {entry['confident']} confident "
+                      f"(per class: {per_class}; as many of each class that has any){right}; the model is in {run}")
+                worse = worse_than_before(report["rounds"], type(predictor.task).minimised)
+                if worse:
+                    print(f"warning: {worse}", file=sys.stderr)
     atomic_write_json(out / REPORT_FILE, report, "the self-training report")
     return run
 
@@ -296,11 +300,17 @@ def _round(cfg, folder: Path, on_epoch) -> Path:
         saved = yaml.safe_load(RunDir(folder).config.read_text(encoding="utf-8"))
         rounds = saved.get("data", {}).get("self_training_rounds", cfg.data.self_training_rounds)
         cfg = replace(cfg, data=replace(cfg.data, self_training_rounds=rounds))
+    return fit(replace(cfg, output_dir=str(folder), train=replace(cfg.train, resume=resume)), on_epoch=on_epoch,
+               resume_hint=False)  # continuing the round alone would not continue the self-training (said above)
+
+
+@contextmanager
+def continue_hint(out: Path):
+    """On Ctrl-C, within a round or between two (the pool being pseudo-labelled), how to continue."""
     try:
-        return fit(replace(cfg, output_dir=str(folder), train=replace(cfg.train, resume=resume)), on_epoch=on_epoch,
-                   resume_hint=False)  # continuing the round alone would not continue the self-training
+        yield
     except KeyboardInterrupt:
-        print(f"self-training interrupted; continue it with the same command and output_dir={folder.parent} "
+        print(f"self-training interrupted; continue it with the same command and output_dir={out} "
               "train.resume=true (the rounds that completed are kept)", file=sys.stderr)
         raise
 
