@@ -260,3 +260,21 @@ def test_a_token_level_task_is_told_it_has_no_augmentation_not_sent_to_one_it_re
     with pytest.raises(strop.StropError, match=r"not text \(a blend of token ids is no text\); set them to 0$"):
         mixing_for(SimpleNamespace(data=DataConfig(mixup=0.3)), SimpleNamespace(body=SimpleNamespace(kind="text")),
                    task, cached=False)
+
+
+def test_the_learning_rate_range_test_mixes_its_batches_as_the_run_will(vector_overrides, tmp_path):
+    """strop lr-find and optim.lr=find ran on unmixed batches, so data.mixup's rate was chosen for another loss."""
+    from strop.config import load_config
+    from strop.fit import prepare
+    from strop.methods import METHODS
+    from strop.train.lr_find import range_test
+
+    def losses(*extra):
+        prepared = prepare(load_config(None, [*vector_overrides, *extra]))
+        return range_test(prepared.model, prepared.task, METHODS.get("full")(), prepared.train_features,
+                          prepared.collate, prepared.cfg, torch.device("cpu"), steps=12)["loss"]
+
+    plain = losses()
+    assert losses() == plain  # the same batches and steps: a difference below is the mixing's
+    mixed = losses("data.mixup=0.4")
+    assert len(mixed) == len(plain) and mixed != plain

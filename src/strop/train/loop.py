@@ -32,7 +32,7 @@ from strop.train.checkpoint import (LoopState, cpu_state, has_checkpoint, load_c
                                     never_trained, save_checkpoint)
 from strop.train.optim import (AUTO_LR, AUTO_LR_STEPS, build_optimizer, build_scheduler, faster_parameters,
                                l1_penalty, layer_rate_multiples, optimizer_steps, resolve_lr)
-from strop.train.mixing import mixing_for
+from strop.train.mixing import mixed_loss, mixing_for
 from strop.train.sampler import BatchSampler
 
 
@@ -258,9 +258,7 @@ def train(model, task: Task, method: Method, train_features: list[dict], val_fea
                     partner, lam = mixing.mix(batch) if mixing is not None else (None, 1.0)
                     with torch.autocast(accelerator.device.type, dtype=torch.bfloat16, enabled=bf16):
                         logits = trained(**batch)  # (batch, outputs), or (batch, seq, outputs) for token tasks
-                    loss = task.loss(logits, labels)  # in fp32
-                    if partner is not None:  # each example is mixed with its partner's input: so is its target
-                        loss = lam * loss + (1 - lam) * task.loss(logits, labels[partner])
+                    loss = mixed_loss(task, logits, labels, partner, lam)  # in fp32
                     if cfg.optim.l1:
                         loss = loss + l1_penalty(optimizer, cfg.optim.l1)
                     if not _finite_everywhere(loss, accelerator):

@@ -27,6 +27,7 @@ def range_test(model, task, method, train_features: list[dict], collate, cfg, de
     Returns:
         {"lr": [...], "loss": [...], "smoothed": [...], "suggestion": float, "why": str}
     """
+    from strop.train.mixing import mixed_loss, mixing_for
     from strop.train.optim import build_optimizer, faster_parameters, layer_rate_multiples
     from strop.train.sampler import BatchSampler
     from strop.train.cache import example_length
@@ -41,6 +42,7 @@ def range_test(model, task, method, train_features: list[dict], collate, cfg, de
     sampler = BatchSampler([example_length(f) for f in train_features], cfg.train.batch_size, cfg.train.seed,
                            cfg.train.group_by_length)
     loader = DataLoader(train_features, batch_sampler=sampler, collate_fn=collate)
+    mixing = mixing_for(cfg, model, task, method.caches_inputs)  # the batches mixed as the run's will be
     lrs, losses, smoothed, average, best = [], [], [], 0.0, math.inf
     # the random numbers it draws (dropout) are put back too: a run with optim.lr=find then trains as one given
     # the rate it suggests
@@ -61,7 +63,8 @@ def range_test(model, task, method, train_features: list[dict], collate, cfg, de
                     batch = next(batches)
                 batch = {k: v.to(device) for k, v in batch.items()}
                 labels = batch.pop("labels")
-                loss = task.loss(model(**batch), labels)
+                partner, lam = mixing.mix(batch) if mixing is not None else (None, 1.0)
+                loss = mixed_loss(task, model(**batch), labels, partner, lam)
                 value = loss.item()
                 if not math.isfinite(value):
                     break

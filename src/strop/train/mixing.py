@@ -60,6 +60,14 @@ def cut_and_paste(images: torch.Tensor, partner: torch.Tensor, lam: float) -> tu
     return mixed, 1 - (bottom - top) * (right - left) / (height * width)
 
 
+def mixed_loss(task, logits: torch.Tensor, labels: torch.Tensor, partner: torch.Tensor | None,
+               lam: float) -> torch.Tensor:
+    """The task's loss on a batch whose inputs `Mixing.mix` mixed (each example with its partner's, lam of its
+    own): the targets mixed alike. Unmixed (partner None): the task's loss."""
+    loss = task.loss(logits, labels)
+    return loss if partner is None else lam * loss + (1 - lam) * task.loss(logits, labels[partner])
+
+
 def mixing_for(cfg, model, task, cached: bool) -> Mixing | None:
     """The run's Mixing, or None where data.mixup and data.cutmix are 0.
 
