@@ -120,6 +120,12 @@ def _history(run):
     return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
+def test_a_text_augmentation_rate_given_for_vectors_is_said_to_be_unused(vector_overrides, tmp_path, capsys):
+    strop.fit(None, [*vector_overrides, f"output_dir={tmp_path / 'r'}", "data.augment_rate=0.3", "train.epochs=1",
+                     "train.quiet=false"])
+    assert "data.augment_rate=0.3 is not used: it is the share of a text's words" in capsys.readouterr().out
+
+
 def test_mixup_on_vectors_changes_training_and_still_learns(vector_overrides, tmp_path, capsys):
     plain = strop.fit(None, [*vector_overrides, f"output_dir={tmp_path / 'plain'}"])
     mixed = strop.fit(None, [*vector_overrides, f"output_dir={tmp_path / 'mixed'}", "data.mixup=0.4",

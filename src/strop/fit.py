@@ -176,6 +176,9 @@ def _augmentation(cfg: Config, model: TaskModel, task: Task, inputs: list, featu
     if kind == "vector" and cfg.data.augment not in ("auto", "none"):
         raise StropError(f"data.augment={cfg.data.augment} is for texts and images; for vectors use data.mixup "
                          "(e.g. data.mixup=0.2)")
+    if kind != "text" and cfg.data.augment_rate != type(cfg.data).augment_rate:  # the field's default: not asked
+        notes.append(f"data.augment_rate={cfg.data.augment_rate:g} is not used: it is the share of a text's words "
+                     f"that text augmentation changes, and these inputs are {kind}s")
     return features, collate
 
 
