@@ -109,3 +109,21 @@ def test_a_bad_batch_size_is_refused(value, tiny_overrides):
 
     with pytest.raises(StropError, match="train.batch_size must be"):
         fit(None, tiny_overrides + [f"train.batch_size={value}"])
+
+
+def test_the_same_command_resumes_with_the_batch_sizes_auto_chose_not_measured_again(tiny_overrides, tmp_path,
+                                                                                      monkeypatch):
+    """config.yaml holds the sizes auto measured; the same overrides with train.resume=true were refused
+    ('differs in train.batch_size'), which self-training's rounds, continued by the same command, then hit."""
+    from conftest import interrupt_after_checkpoint
+
+    import strop.train.batch_size as batch_size
+
+    overrides = [o for o in tiny_overrides if not o.startswith("train.batch_size")] + [
+        "train.batch_size=auto", "train.eval_batch_size=auto"]
+    interrupt_after_checkpoint(monkeypatch, lambda: fit(None, overrides))
+    chosen = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["train"]
+    monkeypatch.setattr(batch_size, "find_batch_size", lambda *a, **k: pytest.fail("measured again"))
+    run = fit(None, overrides + ["train.resume=true"])
+    resumed = yaml.safe_load((run / "config.yaml").read_text())["train"]
+    assert (resumed["batch_size"], resumed["eval_batch_size"]) == (chosen["batch_size"], chosen["eval_batch_size"])

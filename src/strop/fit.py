@@ -571,6 +571,7 @@ def _open_run_dir(cfg: Config, command: str = "fit") -> tuple[RunDir, Config, ob
     try:
         _refuse_run_dir(run, cfg.train.resume)
         if cfg.train.resume:
+            cfg = _with_saved_choices(cfg, run)
             _check_same_run(cfg, run, command)
     except BaseException:
         lock.close()
@@ -639,6 +640,22 @@ def config_differences(saved: dict, cfg: Config, free: set[tuple[str, str]] = fr
     return [f"{section}.{key}" for section, values in cfg.to_dict().items() if isinstance(values, dict)
             for key, value in values.items()
             if (section, key) not in _RESUME_FREE_KEYS | free and saved.get(section, {}).get(key) != value]
+
+
+def _with_saved_choices(cfg: Config, run: RunDir) -> Config:
+    """The config to resume `run` with: where it says `auto` and the run's config.yaml holds what auto chose
+    (train.batch_size measured by timing, which could choose otherwise now), the saved choice, so that the same
+    command with train.resume=true (self-training's rounds, a script) continues the run as it started."""
+    saved = yaml.safe_load(run.config.read_text(encoding="utf-8"))
+    values = cfg.to_dict()
+    chosen = {(section, key): saved[section][key] for section, keys in values.items() if isinstance(keys, dict)
+              for key, value in keys.items()
+              if value == "auto" and saved.get(section, {}).get(key) not in (None, "auto")}
+    if not chosen:
+        return cfg
+    for (section, key), value in chosen.items():
+        values[section][key] = value
+    return load_config(values)
 
 
 def _check_same_run(cfg: Config, run: RunDir, command: str = "fit") -> None:
