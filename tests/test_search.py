@@ -247,6 +247,34 @@ def test_a_trial_of_a_worker_on_another_machine_gone_silent_is_retried(tmp_path,
     assert (folder / "trial-0001" / "summary.json").is_file()
 
 
+def test_a_dead_trial_that_held_the_last_place_is_retried_not_left_queued(tmp_path, monkeypatch):
+    """The retry queued for a dead worker's trial takes that trial's place; where it was the last place, the
+    search counted every place taken and stopped with the retry never run (a worker killed on a study's last
+    trial: 5 of 6 trials complete)."""
+    import strop.search as search_module
+
+    monkeypatch.setattr(search_module, "HEARTBEAT_INTERVAL", 1)
+    monkeypatch.setattr(search_module, "HEARTBEAT_GRACE", 2)
+    config = search_config(tmp_path, epochs=1, rows=200)
+    folder = tmp_path / "search"
+    search(config, [], SearchOptions(trials=1, seed=0, pruner="none", quiet=True))
+    storage = search_module._open_storage(optuna, f"sqlite:///{folder / 'study.sqlite'}")
+    study = optuna.load_study(study_name="search", storage=storage)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        foreign = study.ask()  # the study's second and last place, taken by a worker elsewhere that died
+    [p.suggest(foreign) for p in parse_space(SPACE)]
+    for key, value in {"strop:run_dir": "trial-0001", "strop:attempt": 1,
+                       "strop:worker": "/elsewhere/.workers/other-host-1-abc.lock"}.items():
+        foreign.set_user_attr(key, value)
+    storage.record_heartbeat(foreign._trial_id)
+    time.sleep(3)  # past the grace period
+
+    search(config, [], SearchOptions(trials=2, seed=0, pruner="none", quiet=True))
+    assert [t.state.name for t in trials_of(folder)] == ["COMPLETE", "FAIL", "COMPLETE"]
+    assert (folder / "trial-0001" / "summary.json").is_file()
+
+
 def test_a_search_interrupted_with_ctrl_c_queues_its_trial_and_continues_it(tmp_path, monkeypatch):
     import strop.train.loop as loop
 

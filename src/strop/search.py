@@ -432,8 +432,10 @@ class _Search:
             while True:
                 with _study_lock(self.study, self.storage, self.url, self.folder):
                     self._requeue_dead()
-                    left = self.options.trials - _counted(self.study.get_trials(deepcopy=False))
-                    if left <= 0:
+                    trials = self.study.get_trials(deepcopy=False)
+                    # a retry queued for the study's last place counts as taken, and has still to run
+                    waiting = any(t.state == TrialState.WAITING for t in trials)
+                    if self.options.trials - _counted(trials) <= 0 and not waiting:
                         break
                     with warnings.catch_warnings():  # Optuna expects its heartbeat inside Study.optimize
                         warnings.simplefilter("ignore")
