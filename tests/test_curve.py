@@ -359,7 +359,7 @@ def test_an_interrupted_study_says_what_it_kept_and_continues_with_resume(comman
     original, files = train_file.read_bytes(), {f: f.read_bytes() for f in out.rglob("*") if f.is_file()}
     train_file.write_bytes(original.replace(b"good", b"fine", 1))
     try:
-        with pytest.raises(StropError, match=f"cannot continue the study in {out}: data.train differ"):
+        with pytest.raises(StropError, match=f"cannot continue the study in {out}: data.train differs"):
             study("train.resume=true")
     finally:
         train_file.write_bytes(original)
@@ -595,3 +595,17 @@ def test_a_curve_that_has_levelled_off_is_not_forecast_to_gain_from_its_law_alon
     rising = power_law(np.array(sizes), *TRUE) + np.tile([-0.004, 0.0, 0.004], 6)  # a curve its law follows
     assert "outside the 95% interval" not in describe(_result(sizes, rising, analyse(sizes, rising, bounded=True,
                                                                                       draws=50)))
+
+
+def test_a_target_the_fit_reaches_within_the_sizes_where_no_runs_reach_it_says_so():
+    """The runs of 320 examples score 0.888 to 0.894 and no size reaches 0.9, yet the fit (within its runs'
+    interval but for a hair) answered 'about 305 labelled examples' alone."""
+    rng = np.random.default_rng(0)
+    means = {20: 0.78, 40: 0.86, 80: 0.88, 160: 0.89, 320: 0.895}
+    sizes = np.repeat(list(means), 3).tolist()
+    scores = [means[n] + rng.normal(0, 0.003) for n in sizes]
+    fit = analyse(sizes, scores, bounded=True, target=0.9, draws=50, score_range=(0.0, 1.0))
+    assert fit["target"]["examples"] <= 320 and fit["target"]["measured"] is None
+    result = _result(sizes, scores, fit) | {"seeds": [1, 2, 3]}
+    assert re.search(r"accuracy 0\.9: about \d+ labelled examples .*; measured, no size's runs reach it \(those of "
+                     r"320 examples average 0\.89\d+\): the fitted curve runs above them", describe(result))

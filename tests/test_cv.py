@@ -280,3 +280,44 @@ def test_train_quiet_in_the_config_quiets_the_study_as_it_quiets_a_fit(tiny_over
     assert "95% interval" in capsys.readouterr().out
     cross_validate(None, loud + ["train.quiet=true"], folds=2, seeds=1, output=tmp_path / "quiet")
     assert capsys.readouterr().out == ""
+
+
+def test_data_fingerprints_follow_what_the_readers_read(tmp_path):
+    """An image folder's fingerprint ignores the files its reader passes over (.DS_Store, Thumbs.db) and changes
+    with an image replaced by one of the same size; a missing file has none, so its reader says it is missing."""
+    import os
+
+    from strop.runs import data_fingerprints
+
+    (tmp_path / "images" / "cat").mkdir(parents=True)
+    image = tmp_path / "images" / "cat" / "a.png"
+    image.write_bytes(b"\x89PNG one")
+    first = data_fingerprints(train=str(tmp_path / "images"))["train"]
+    (tmp_path / "images" / ".DS_Store").write_bytes(b"x")
+    (tmp_path / "images" / "cat" / "Thumbs.db").write_bytes(b"x")
+    assert data_fingerprints(train=str(tmp_path / "images"))["train"] == first
+    image.write_bytes(b"\x89PNG two")  # the same size, another image
+    os.utime(image, ns=(image.stat().st_atime_ns, image.stat().st_mtime_ns + 1_000_000_000))
+    assert data_fingerprints(train=str(tmp_path / "images"))["train"] != first
+    assert data_fingerprints(train=str(tmp_path / "nope.csv"), validation=None) == {"train": None, "validation": None}
+
+
+def test_a_missing_file_is_said_as_a_fit_says_it_not_a_traceback(tiny_overrides, tmp_path):
+    with pytest.raises(StropError, match="data.validation: file not found"):
+        cross_validate(None, [*tiny_overrides, f"data.validation={tmp_path / 'nope.csv'}"], folds=2,
+                       output=tmp_path / "cv", quiet=True)
+    assert not (tmp_path / "cv").exists()
+
+
+def test_continuing_a_study_in_a_folder_that_holds_none_is_refused_not_started_again(tiny_overrides, tmp_path,
+                                                                                     monkeypatch):
+    """A mistyped --output with train.resume=true trained the whole study again, as a new one."""
+    from strop.curve import learning_curve
+
+    monkeypatch.setattr("strop.cv.fit_and_score", lambda *a, **k: pytest.fail("a run was trained"))
+    with pytest.raises(StropError, match="holds no study to continue .* without train.resume=true"):
+        cross_validate(None, [*tiny_overrides, "train.resume=true"], folds=2, output=tmp_path / "typo", quiet=True)
+    with pytest.raises(StropError, match="holds no study to continue"):
+        learning_curve(None, [*tiny_overrides, "train.resume=true"], fractions=(0.3, 0.6, 1.0),
+                       output=tmp_path / "typo", quiet=True)
+    assert not (tmp_path / "typo").exists()

@@ -302,7 +302,8 @@ def test_resuming_with_other_data_is_refused(tiny_model_dir, tmp_path, monkeypat
                                                rf"config: strop pretrain .*config.yaml --data {first} train.resume"):
         pretrain(None, [*overrides, "train.resume=true"], data=other, output=tmp_path / "out")
     first.write_text(first.read_text() + "\na text added to the same file", encoding="utf-8")
-    with pytest.raises(strop.StropError, match=r"cannot continue the run in .*: --data differ from the data it started"):
+    with pytest.raises(strop.StropError, match=r"cannot continue the run in .*: --data differs from the data it "
+                                               r"started.*two sets of texts"):
         pretrain(None, [*overrides, "train.resume=true"], data=first, output=tmp_path / "out")
 
 

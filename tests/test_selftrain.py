@@ -177,7 +177,7 @@ def test_an_interrupted_self_training_continues_and_keeps_its_completed_rounds(t
         strop.fit(None, overrides)
     original = train.read_bytes()  # rows changed in the same file: round 1 would train on other data than round 0
     train.write_bytes(original.replace(b"good", b"fine", 1))
-    with pytest.raises(StropError, match=r"cannot continue the self-training in .*: data.train differ"):
+    with pytest.raises(StropError, match=r"cannot continue the self-training in .*: data.train differs"):
         strop.fit(None, overrides + ["train.resume=true"])
     train.write_bytes(original)
     round_0 = (tmp_path / "run" / "round-0" / "summary.json").read_text()

@@ -612,6 +612,10 @@ def describe(result: dict) -> str:
         elif reached and not t.get("below_measured") and not reached["examples"] >= t["examples"]:
             lines[-1] += (f"; measured, the runs of {reached['examples']:,.0f} examples reach it already "
                           f"(mean {shown(reached['score'])}): the fitted curve misses that")
+        elif reached is None and t["examples"] <= max(result["sizes"]):  # within the sizes measured, and none did
+            most = max(result["sizes"])
+            lines[-1] += (f"; measured, no size's runs reach it (those of {most:,} examples average "
+                          f"{shown(np.mean(scores_by_size(result)[most]))}): the fitted curve runs above them")
     return "\n".join(lines)
 
 

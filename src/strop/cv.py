@@ -151,7 +151,9 @@ def recorded_study(out: Path, file: str, cfg: Config, finished_key: str) -> dict
     if not path.is_file():
         if holds_files:
             raise StropError(f"--output {out} holds no {file} to continue: choose another folder")
-        return None  # an interrupted study that measured nothing left nothing: it starts from the beginning
+        # as a fit refuses to resume no run: a mistyped folder would start the whole study again unnoticed
+        raise StropError(f"--output {out} holds no study to continue (one that measured nothing leaves none): check "
+                         "the folder, or start the study without train.resume=true")
     saved = json.loads(path.read_text(encoding="utf-8"))
     if finished_key in saved:
         raise StropError(f"the study in {out} is finished (its results are in {path}): there is nothing to continue")

@@ -306,7 +306,7 @@ def pretrain(config=None, overrides: list[str] = (), data: str | Path | None = N
         if cfg.train.resume and run.provenance.is_file():
             check_same_data(json.loads(run.provenance.read_text(encoding="utf-8")).get("data"), texts,
                             f"the run in {run.root}", "resume with the texts it started with, or start a new run in "
-                            "another --output", option="--data")
+                            "another --output", option="--data", mixed="its epochs would train on two sets of texts")
         if accelerator.is_main_process:
             atomic_write_text(run.config, cfg.to_yaml(), "the config")
             atomic_write_json(run.provenance, {"data": texts}, "the provenance")

@@ -424,7 +424,9 @@ def curve_page(result: dict, folder: Path) -> str:
         needed = ("never" if math.isinf(t["examples"]) else f"≤ {min(result['sizes']):,}" if t.get("below_measured")
                   # fitted below the fewest size, whose runs fall short of it: the measured answer
                   else f"{reached['examples']:,.0f} (measured)" if reached and t["examples"] < min(result["sizes"])
-                  else f"{t['examples']:,.0f}")
+                  # within the sizes measured, where no size's runs reach it: the fit's answer, said as such
+                  else f"{t['examples']:,.0f} (fitted; no run reached it)" if reached is None
+                  and t["examples"] <= max(result["sizes"]) else f"{t['examples']:,.0f}")
         cards.append((needed, f"examples for {metric} {t['score']}"))
     header = _header(f"strop curve: {folder.name}", f"{metric} against labelled training examples · "
                      f"{len(result['seeds'])} seed(s) per size · {folder}", cards)

@@ -76,20 +76,25 @@ def check_folder_path(folder: Path, option: str) -> None:
 
 
 def data_fingerprints(**paths: str | None) -> dict[str, str | None]:
-    """sha256 of each data file's bytes (a folder: of its files' relative paths and sizes), None where a path is not
-    set: what a study or a self-training records so that continuing it on changed data is refused, as a resumed
+    """sha256 of each data file's bytes (an image folder: of the names, sizes and modification times of the files
+    its reader reads, not of every image's bytes), None where a path is not set or not there (its reader then says
+    so): what a study or a self-training records so that continuing it on changed data is refused, as a resumed
     fit refuses it (its recorded runs would mix two data sets)."""
     import hashlib
 
+    from strop.data.images import _visible
+
     prints = {}
     for name, path in paths.items():
-        if path is None:
+        if path is None or not Path(path).exists():
             prints[name] = None
             continue
         digest, path = hashlib.sha256(), Path(path)
-        if path.is_dir():
-            for file in sorted(f for f in path.rglob("*") if f.is_file()):
-                digest.update(f"{file.relative_to(path)}\0{file.stat().st_size}\n".encode())
+        if path.is_dir():  # as the image reader lists them: no hidden files, no .DS_Store or Thumbs.db
+            for file in sorted(f for f in path.rglob("*") if f.is_file() and _visible(f)
+                               and all(_visible(part) for part in f.relative_to(path).parents)):
+                info = file.stat()
+                digest.update(f"{file.relative_to(path)}\0{info.st_size}\0{info.st_mtime_ns}\n".encode())
         else:
             with path.open("rb") as f:
                 for block in iter(lambda: f.read(1 << 20), b""):
@@ -99,17 +104,20 @@ def data_fingerprints(**paths: str | None) -> dict[str, str | None]:
 
 
 def check_same_data(saved: dict | None, now: dict[str, str | None], where: str, fix: str,
-                    option: str = "data.{}") -> None:
+                    option: str = "data.{}", mixed: str = "its recorded runs and the new ones would measure two data "
+                                                         "sets") -> None:
     """Raises StropError where the data fingerprints a study recorded (`saved`, from `data_fingerprints`) differ
     from those of the data now: `where` names what cannot continue, `fix` how to go on, `option` the setting of
-    each file. Nothing is compared for a study recorded before fingerprints were."""
+    each file, `mixed` what would go wrong. Nothing is compared for a study recorded before fingerprints were, or
+    for a file not there now (its reader says so)."""
     if not saved:
         return
-    changed = [option.format(name) for name, value in now.items() if name in saved and saved[name] != value]
+    changed = [option.format(name) for name, value in now.items()
+               if name in saved and value is not None and saved[name] != value]
     if changed:
-        raise StropError(f"cannot continue {where}: {' and '.join(changed)} differ from the data it started with "
-                         f"(another file, or rows changed in it), so its recorded runs and the new ones would measure "
-                         f"two data sets; {fix}")
+        raise StropError(f"cannot continue {where}: {' and '.join(changed)} "
+                         f"{'differ' if len(changed) > 1 else 'differs'} from the data it started with (another "
+                         f"file, or rows changed in it), so {mixed}; {fix}")
 
 
 def default_run_name() -> str:
