@@ -218,15 +218,17 @@ def test_the_cli_refuses_bad_searches_with_exit_2_and_leaves_nothing(tmp_path, c
     assert not (tmp_path / "search").exists()
 
 
-def test_a_trial_of_a_worker_on_another_machine_gone_silent_is_retried(tmp_path, monkeypatch):
+def _a_study_with_a_dead_foreign_trial(tmp_path, monkeypatch, epochs: int) -> tuple[Path, Path, dict]:
+    """A search of one complete trial, then a second trial taken by a worker on another machine that died: its
+    lock file is not on this machine and its heartbeat has stopped past the (shortened) grace period. Returns the
+    config, the search folder and the dead trial's parameters."""
     import strop.search as search_module
 
     monkeypatch.setattr(search_module, "HEARTBEAT_INTERVAL", 1)
     monkeypatch.setattr(search_module, "HEARTBEAT_GRACE", 2)
-    config = search_config(tmp_path, epochs=2, rows=200)
+    config = search_config(tmp_path, epochs=epochs, rows=200)
     folder = tmp_path / "search"
     search(config, [], SearchOptions(trials=1, seed=0, pruner="none", quiet=True))
-    # A worker elsewhere took a trial and died: its lock file is not on this machine, its heartbeat stops.
     storage = search_module._open_storage(optuna, f"sqlite:///{folder / 'study.sqlite'}")
     study = optuna.load_study(study_name="search", storage=storage)
     with warnings.catch_warnings():  # Optuna expects its heartbeat inside Study.optimize
@@ -238,7 +240,11 @@ def test_a_trial_of_a_worker_on_another_machine_gone_silent_is_retried(tmp_path,
         foreign.set_user_attr(key, value)
     storage.record_heartbeat(foreign._trial_id)
     time.sleep(3)  # past the grace period
+    return config, folder, params
 
+
+def test_a_trial_of_a_worker_on_another_machine_gone_silent_is_retried(tmp_path, monkeypatch):
+    config, folder, params = _a_study_with_a_dead_foreign_trial(tmp_path, monkeypatch, epochs=2)
     search(config, [], SearchOptions(trials=3, seed=0, pruner="none", quiet=True))
     trials = trials_of(folder)
     assert [t.state.name for t in trials] == ["COMPLETE", "FAIL", "COMPLETE", "COMPLETE"]
@@ -251,26 +257,8 @@ def test_a_dead_trial_that_held_the_last_place_is_retried_not_left_queued(tmp_pa
     """The retry queued for a dead worker's trial takes that trial's place; where it was the last place, the
     search counted every place taken and stopped with the retry never run (a worker killed on a study's last
     trial: 5 of 6 trials complete)."""
-    import strop.search as search_module
-
-    monkeypatch.setattr(search_module, "HEARTBEAT_INTERVAL", 1)
-    monkeypatch.setattr(search_module, "HEARTBEAT_GRACE", 2)
-    config = search_config(tmp_path, epochs=1, rows=200)
-    folder = tmp_path / "search"
-    search(config, [], SearchOptions(trials=1, seed=0, pruner="none", quiet=True))
-    storage = search_module._open_storage(optuna, f"sqlite:///{folder / 'study.sqlite'}")
-    study = optuna.load_study(study_name="search", storage=storage)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        foreign = study.ask()  # the study's second and last place, taken by a worker elsewhere that died
-    [p.suggest(foreign) for p in parse_space(SPACE)]
-    for key, value in {"strop:run_dir": "trial-0001", "strop:attempt": 1,
-                       "strop:worker": "/elsewhere/.workers/other-host-1-abc.lock"}.items():
-        foreign.set_user_attr(key, value)
-    storage.record_heartbeat(foreign._trial_id)
-    time.sleep(3)  # past the grace period
-
-    search(config, [], SearchOptions(trials=2, seed=0, pruner="none", quiet=True))
+    config, folder, _ = _a_study_with_a_dead_foreign_trial(tmp_path, monkeypatch, epochs=1)
+    search(config, [], SearchOptions(trials=2, seed=0, pruner="none", quiet=True))  # the dead trial's was the last
     assert [t.state.name for t in trials_of(folder)] == ["COMPLETE", "FAIL", "COMPLETE"]
     assert (folder / "trial-0001" / "summary.json").is_file()
 
