@@ -322,8 +322,8 @@ def learning_curve(config=None, overrides: list[str] = (), fractions: tuple[floa
         StropError: bad config, data, fractions, metric, or an output folder that already holds files.
     """
     from strop.config import load_config
-    from strop.cv import (check_no_pool, check_same_study, fit_and_score, read_training_table, recorded_study,
-                          recorded_config, repeated_note, study_data, study_output)
+    from strop.cv import (check_no_pool, check_same_study, fit_and_score, open_study, read_training_table,
+                          recorded_config, repeated_note)
     from strop.fit import method_for_all_of, resolve_config
     from strop.methods.auto import freeze_layers_for_all_of
     from strop.tasks import TASKS
@@ -345,9 +345,7 @@ def learning_curve(config=None, overrides: list[str] = (), fractions: tuple[floa
         raise StropError(f"--metric {metric} is not a metric of {task_cls.name}; choose one of "
                          f"{', '.join(task_cls.metric_names)}")
     check_target(target, metric, task_cls)  # refused before the curve's runs, not after them
-    out = study_output(output, cfg, "curve")
-    saved = recorded_study(out, CURVE_FILE, cfg, "fit")
-    data = study_data(cfg, saved, out)  # before anything in `out` is written
+    out, saved, data = open_study(output, cfg, "curve", CURVE_FILE, "fit")
     frame, targets, inputs = read_training_table(cfg)
     out.mkdir(parents=True, exist_ok=True)
     continuing = False  # set once a recorded study is found to be this one: until then its folder is left as it is
@@ -376,8 +374,7 @@ def learning_curve(config=None, overrides: list[str] = (), fractions: tuple[floa
         seed_values = [cfg.train.seed + i for i in range(seeds)]
         plans = {seed: nested_subsets([targets[i] for i in pool], sizes, seed) for seed in seed_values}
         result = {"config": recorded_config(cfg), "data": data, "metric": metric, "fractions": list(fractions),
-                  "sizes": sizes,
-                  "seeds": seed_values, "pool_examples": len(pool), "validation": str(validation_file),
+                  "sizes": sizes, "seeds": seed_values, "pool_examples": len(pool), "validation": str(validation_file),
                   "keep_runs": keep_runs, "points": [],
                   # the report's advice needs it (few-shot is not for many classes)
                   "classes": len({targets[i] for i in pool}) if isinstance(targets[0], str) else None}
@@ -637,10 +634,10 @@ def measured_trend(result: dict) -> tuple[str, int, int, float, float]:
 def fit_misses_largest(result: dict) -> tuple[int, float, float, list[float]] | None:
     """Where the fitted score at the largest size lies outside the 95% interval of the mean of the runs there
     (Student's t over the seeds, widened by 0.5% of the mean, so that seeds that agree closely do not flag a
-    fit that differs from them by a share no verdict turns on): (size, fitted score, measured mean, that interval); None where it
-    lies within, or one run there gives no interval. A law that misses its largest points forecasts from a score
-    the runs do not have: a bounded score's forecast, half of it a law without a ceiling, keeps rising where
-    the runs have levelled off."""
+    fit that differs from them by a share no verdict turns on): (size, fitted score, measured mean, that
+    interval); None where it lies within, or one run there gives no interval. A law that misses its largest
+    points forecasts from a score the runs do not have: a bounded score's forecast, half of it a law without a
+    ceiling, keeps rising where the runs have levelled off."""
     from strop.cv import summarise
 
     by_size = scores_by_size(result)

@@ -264,13 +264,21 @@ def recorded_config(cfg: Config) -> dict:
     return replace(cfg, train=replace(cfg.train, resume=False)).to_dict()
 
 
-def study_data(cfg: Config, saved: dict | None, out: Path) -> dict:
-    """The fingerprints of the files a study's runs read, checked against those the study in `out` recorded
-    where it continues one."""
+def open_study(output: str | Path | None, cfg: Config, command: str, file: str,
+               finished_key: str) -> tuple[Path, dict | None, dict]:
+    """A study's folder (`study_output`), what an interrupted study there recorded (`recorded_study`; None for
+    a new one), and the fingerprints of the files its runs read, checked against those it recorded: all before
+    anything is written.
+
+    Raises:
+        StropError: see `study_output` and `recorded_study`; the data differ from the continued study's.
+    """
+    out = study_output(output, cfg, command)
+    saved = recorded_study(out, file, cfg, finished_key)
     data = data_fingerprints(train=cfg.data.train, validation=cfg.data.validation)
     check_same_data((saved or {}).get("data"), data, f"the study in {out}",
                     "continue it with the data it started with, or give another --output")
-    return data
+    return out, saved, data
 
 
 def fit_and_score(cfg: Config, train_file: Path, score_file: Path | None, seed: int, run_dir: Path,
@@ -326,9 +334,7 @@ def cross_validate(config=None, overrides: list[str] = (), folds: int = 5, seeds
     cfg = resolve_config(load_config(config, overrides))
     quiet = quiet or cfg.train.quiet  # --quiet, or train.quiet in the config
     check_no_pool(cfg, "cv")
-    out = study_output(output, cfg, "cv")
-    saved = recorded_study(out, CV_FILE, cfg, "summary")
-    data = study_data(cfg, saved, out)
+    out, saved, data = open_study(output, cfg, "cv", CV_FILE, "summary")
     seed_values = [cfg.train.seed + i for i in range(seeds)]
     if folds >= 2:
         frame, targets, inputs = read_training_table(cfg)

@@ -571,8 +571,9 @@ def _open_run_dir(cfg: Config, command: str = "fit") -> tuple[RunDir, Config, ob
     try:
         _refuse_run_dir(run, cfg.train.resume)
         if cfg.train.resume:
-            cfg = _with_saved_choices(cfg, run)
-            _check_same_run(cfg, run, command)
+            saved = yaml.safe_load(run.config.read_text(encoding="utf-8"))
+            cfg = _with_saved_choices(cfg, saved)
+            _check_same_run(cfg, run, saved, command)
     except BaseException:
         lock.close()
         if not existed:
@@ -642,11 +643,10 @@ def config_differences(saved: dict, cfg: Config, free: set[tuple[str, str]] = fr
             if (section, key) not in _RESUME_FREE_KEYS | free and saved.get(section, {}).get(key) != value]
 
 
-def _with_saved_choices(cfg: Config, run: RunDir) -> Config:
-    """The config to resume `run` with: where it says `auto` and the run's config.yaml holds what auto chose
-    (train.batch_size measured by timing, which could choose otherwise now), the saved choice, so that the same
-    command with train.resume=true (self-training's rounds, a script) continues the run as it started."""
-    saved = yaml.safe_load(run.config.read_text(encoding="utf-8"))
+def _with_saved_choices(cfg: Config, saved: dict) -> Config:
+    """The config to resume a run with: where it says `auto` and the run's config.yaml (`saved`) holds what auto
+    chose (train.batch_size measured by timing, which could choose otherwise now), the saved choice, so that the
+    same command with train.resume=true (self-training's rounds, a script) continues the run as it started."""
     values = cfg.to_dict()
     chosen = {(section, key): saved[section][key] for section, keys in values.items() if isinstance(keys, dict)
               for key, value in keys.items()
@@ -658,10 +658,9 @@ def _with_saved_choices(cfg: Config, run: RunDir) -> Config:
     return load_config(values)
 
 
-def _check_same_run(cfg: Config, run: RunDir, command: str = "fit") -> None:
-    """Refuses to resume a run with another config than its config.yaml; the fix names the command's own
-    options (strop pretrain's --data is its data.train)."""
-    saved = yaml.safe_load(run.config.read_text(encoding="utf-8"))
+def _check_same_run(cfg: Config, run: RunDir, saved: dict, command: str = "fit") -> None:
+    """Refuses to resume a run with another config than its config.yaml (`saved`); the fix names the command's
+    own options (strop pretrain's --data is its data.train)."""
     differences = config_differences(saved, cfg)
     if not differences:
         return

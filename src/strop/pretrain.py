@@ -300,13 +300,13 @@ def pretrain(config=None, overrides: list[str] = (), data: str | Path | None = N
         wrapped, method = MaskedLM(model, body), Method(cfg.method)
         if cfg.train.gradient_checkpointing:
             enable_gradient_checkpointing(wrapped)
-        cfg = resolve_batch_sizes(cfg, wrapped, MaskedLMTask(), method, train_features, val_features, collate,
-                                  accelerator.device, show=not cfg.train.quiet and accelerator.is_main_process)
         texts = data_fingerprints(train=str(data))  # a file changed in place reads as the same --data
-        if cfg.train.resume and run.provenance.is_file():
+        if cfg.train.resume and run.provenance.is_file():  # refused before the batch sizes are measured
             check_same_data(json.loads(run.provenance.read_text(encoding="utf-8")).get("data"), texts,
                             f"the run in {run.root}", "resume with the texts it started with, or start a new run in "
                             "another --output", option="--data", mixed="its epochs would train on two sets of texts")
+        cfg = resolve_batch_sizes(cfg, wrapped, MaskedLMTask(), method, train_features, val_features, collate,
+                                  accelerator.device, show=not cfg.train.quiet and accelerator.is_main_process)
         if accelerator.is_main_process:
             atomic_write_text(run.config, cfg.to_yaml(), "the config")
             atomic_write_json(run.provenance, {"data": texts}, "the provenance")
