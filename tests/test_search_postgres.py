@@ -102,9 +102,10 @@ def test_a_worker_killed_mid_trial_is_taken_over_by_the_other(tmp_path, postgres
     import signal
     import time
 
-    # 3,000 rows: an epoch of about a second, so the kill lands between the first checkpoint and the end of the
-    # fit (with 600 rows a fit of 0.6 s could finish first on a quiet machine, and the trial be found complete)
-    config = search_config(tmp_path, epochs=4, rows=3000)
+    # The kill must land between the first checkpoint and the end of the fit; 3,000 rows make an epoch of 0.15 s
+    # to 1 s, depending on the machine, so 12 epochs leave the poll below time to see the checkpoint, and it
+    # kills only a trial with no summary yet (one whose fit had finished would be found complete, not resumed)
+    config = search_config(tmp_path, epochs=12, rows=3000)
     folder = tmp_path / "search"
     command = [sys.executable, "-m", "strop", "search", str(config), "--trials", "6", "--storage", postgres_url,
                "--study-name", "killed", "--pruner", "none"]
@@ -122,7 +123,8 @@ def test_a_worker_killed_mid_trial_is_taken_over_by_the_other(tmp_path, postgres
         for trial in trials:
             mine = f"-{victim.pid}-" in trial.user_attrs.get("strop:worker", "")
             run = folder / trial.user_attrs.get("strop:run_dir", "none")
-            if trial.state.name == "RUNNING" and mine and (run / "checkpoints/last/state.json").exists():
+            if (trial.state.name == "RUNNING" and mine and (run / "checkpoints/last/state.json").exists()
+                    and not (run / "summary.json").exists()):
                 os.kill(victim.pid, signal.SIGKILL)
                 killed = trial.number
     victim.wait()
