@@ -465,3 +465,37 @@ def test_written_numbers_keep_six_significant_digits_at_any_scale():
         warnings.simplefilter("error")  # no overflow on the way
         assert compact([1e-310, -2.5e200, float("inf")]) == [1e-310, -2.5e200, float("inf")]
     assert np.isnan(compact(float("nan")))
+
+
+@pytest.mark.parametrize("task", ["regression", "reconstruction", "text_classification"])
+def test_statistics_come_from_the_training_share_not_the_held_out_rows(task, tmp_path):
+    """Without a validation file the held-out rows take no part in what the run learns from the data: the
+    targets' (features') standardisation and the class weights are those of the rows it trains on."""
+    import numpy as np
+
+    from strop.config import load_config
+    from strop.fit import load_splits
+
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=60), rng.exponential(5.0, size=60)  # skewed: a share's mean differs from all rows'
+    labels = ["a"] * 45 + ["b"] * 15
+    if task == "text_classification":
+        path = write_csv(tmp_path / "train.csv", [(f"text {i}", label) for i, label in enumerate(labels)])
+        kind, extra = "text", ["train.imbalance=weights"]
+    else:
+        path = write_csv(tmp_path / "train.csv", list(zip(x, y)), header=("x", "y"))
+        kind, extra = "vector", ["data.label_column=y"] if task == "regression" else []
+    cfg = load_config(None, [f"data.train={path}", f"task.name={task}", "data.validation_fraction=0.3",
+                             *extra])
+    splits = load_splits(cfg, kind)
+    assert len(splits.validation) == 18
+    if task == "text_classification":
+        counts = np.array([splits.train.targets.count(c) for c in ("a", "b")])
+        assert splits.task.class_weights == pytest.approx(tuple(counts.sum() / (2 * counts)))
+        assert splits.task.class_weights != pytest.approx((60 / 90, 60 / 30))  # the whole file's
+        return
+    trained = np.stack(splits.train.inputs) if task == "reconstruction" else np.asarray(splits.train.targets)
+    every = np.stack([x, y], axis=1) if task == "reconstruction" else y[:, None]
+    assert splits.task.mean == pytest.approx(tuple(trained.mean(axis=0)))
+    assert splits.task.std == pytest.approx(tuple(trained.std(axis=0)))
+    assert not np.allclose(splits.task.mean, every.mean(axis=0))

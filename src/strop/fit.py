@@ -35,7 +35,8 @@ class Splits:
 
 def load_splits(cfg: Config, input_kind: str) -> Splits:
     """Reads and checks the training data, and the validation file or a split of train (stratified by
-    class where the task has classes); the task made concrete by the training data.
+    class where the task has classes); the task made concrete by the training data (its label map by all of
+    data.train, its statistics by the rows it trains on).
 
     Raises:
         StropError: the data cannot train the task (see each task's `read` and `from_data`).
@@ -57,6 +58,7 @@ def load_splits(cfg: Config, input_kind: str) -> Splits:
     task = task_cls.from_data(train, validation, cfg)
     if validation is None:
         train, validation = task.split(train, d.validation_fraction, cfg.train.seed)
+        task = task.fitted_to(train, cfg)
     return Splits(train, validation, task)
 
 

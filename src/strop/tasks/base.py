@@ -105,6 +105,13 @@ class Task:
         """
         raise NotImplementedError
 
+    def fitted_to(self, train: Examples, cfg) -> Task:
+        """This task with its statistics (class weights, target scaling) taken from `train` alone, the share of
+        data.train left to train on once validation is split off it: as a scaler is fitted on the training
+        split, the held-out rows take no part. The label map stays the whole file's. Tasks with no statistics
+        return themselves."""
+        return self
+
     def split(self, examples: Examples, fraction: float, seed: int) -> tuple[Examples, Examples]:
         """Holds out `fraction` of the examples for validation, reproducibly for a seed."""
         from strop.data.splits import random_split

@@ -96,6 +96,9 @@ class Classification(SentenceTask):
         task = cls(labels=tuple(labels), head=cfg.model.head, label_smoothing=cfg.train.label_smoothing)
         return task.with_imbalance(train.targets, cfg.train.imbalance, cfg.train.focal_gamma)
 
+    def fitted_to(self, train: Examples, cfg) -> Classification:
+        return self.with_imbalance(train.targets, cfg.train.imbalance, cfg.train.focal_gamma)
+
     def with_imbalance(self, targets: list[str], setting: str, gamma: float) -> Classification:
         """train.imbalance made concrete for these training labels. auto: nothing below a ratio of 3 between
         the most and the least frequent class; from 3 on, inverse-frequency class weights (which keep every

@@ -13,7 +13,7 @@ squared error) and `r2` (the share of the validation vectors' variance the recon
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -54,6 +54,12 @@ class Reconstruction(SentenceTask):
         std = matrix.std(axis=0)
         std[std == 0] = 1.0  # as the MLP standardises (strop.backbones.vector)
         return cls(tuple(train.feature_columns), tuple(matrix.mean(axis=0).tolist()), tuple(std.tolist()))
+
+    def fitted_to(self, train: Examples, cfg) -> Reconstruction:
+        matrix = np.asarray(np.stack(train.inputs), dtype=np.float64)
+        std = matrix.std(axis=0)
+        std = np.where(std > 0, std, self.std)  # a feature constant over the training share keeps the whole file's scale
+        return replace(self, mean=tuple(matrix.mean(axis=0).tolist()), std=tuple(std.tolist()))
 
     def info(self) -> dict[str, Any]:
         return {"targets": list(self.columns), "target_mean": list(self.mean), "target_std": list(self.std)}

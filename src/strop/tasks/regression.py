@@ -7,7 +7,7 @@ metrics are on the targets' own scale.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +78,12 @@ class Regression(SentenceTask):
             raise StropError(f"data.train: the regression target '{constant[0]}' has the same value in every row of "
                              f"{Path(train.source).name}; there is nothing to learn")
         return cls(tuple(columns), tuple(matrix.mean(axis=0).tolist()), tuple(std.tolist()), cfg.task.loss)
+
+    def fitted_to(self, train: Examples, cfg) -> Regression:
+        matrix = np.asarray(train.targets, dtype=np.float64)
+        std = matrix.std(axis=0)
+        std = np.where(std > 0, std, self.std)  # a target constant over the training share (a tiny file) keeps the whole file's scale
+        return replace(self, mean=tuple(matrix.mean(axis=0).tolist()), std=tuple(std.tolist()))
 
     def info(self) -> dict[str, Any]:
         return {"targets": list(self.columns), "target_mean": list(self.mean), "target_std": list(self.std),
