@@ -281,6 +281,15 @@ def test_overfitting_is_found_in_a_rising_validation_loss_and_not_in_a_healthy_r
     assert diagnose.overfitting(OVERFIT[:2]) is None  # too short to say
 
 
+def test_a_validation_loss_of_zero_is_not_overfitting_nor_a_division_by_zero():
+    # easy data: the validation loss reaches 0 (written -0.0) and stays there while the training loss falls
+    flat = _history([0.5, 0.2, 0.1, 0.05, 0.02], [0.3, -0.0, -0.0, 0.0, 0.0001])
+    assert diagnose.overfitting(flat, best_epoch=2) is None
+    rising = _history([0.5, 0.2, 0.1, 0.05, 0.02], [0.3, 0.0, 0.1, 0.3, 0.5])
+    finding = diagnose.overfitting(rising, best_epoch=2)
+    assert "rose from 0.000 (epoch 2) to 0.500 (epoch 5) while" in finding.evidence
+
+
 def test_the_fixes_name_settings_of_the_model_that_read_the_inputs():
     from strop.report import findings
 

@@ -11,8 +11,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-# Overfitting: the validation loss ended this much above its lowest value (relative) ...
+# Overfitting: the validation loss ended this much above its lowest value (relative; a lowest loss under
+# OVERFIT_LOSS_FLOOR counts as that floor, so that a loss of 0, reached on easy data, needs a real rise) ...
 OVERFIT_RISE = 0.10
+OVERFIT_LOSS_FLOOR = 0.01
 # ... at least this many epochs after it, while the training loss kept falling.
 OVERFIT_EPOCHS = 2
 # Underfitting: the final training loss is still this share of what predicting the label frequencies gives.
@@ -53,14 +55,17 @@ def overfitting(history: list[dict], best_epoch: int | None = None, trains_body:
         return None
     low = min(range(len(points)), key=lambda i: points[i][2])
     (low_epoch, low_train, low_val), (last_epoch, last_train, last_val) = points[low], points[-1]
-    if last_epoch - low_epoch < OVERFIT_EPOCHS or last_val < low_val * (1 + OVERFIT_RISE) or last_train >= low_train:
+    rise = last_val - low_val
+    if last_epoch - low_epoch < OVERFIT_EPOCHS or rise < OVERFIT_RISE * max(low_val, OVERFIT_LOSS_FLOOR) \
+            or last_train >= low_train:
         return None
+    relative = f", +{rise / low_val * 100:.0f}%" if low_val > 0 else ""
     kept = (f" The saved model is epoch {best_epoch}'s, the best on the validation metric, so the run itself is sound."
             if best_epoch else "")
     return Finding(
         "overfitting", "Overfitting",
-        f"The validation loss rose from {low_val:.3f} (epoch {low_epoch}) to {last_val:.3f} (epoch {last_epoch}, "
-        f"+{(last_val / low_val - 1) * 100:.0f}%) while the training loss fell from {low_train:.3f} to {last_train:.3f}: "
+        f"The validation loss rose from {low_val:.3f} (epoch {low_epoch}) to {last_val:.3f} (epoch {last_epoch}"
+        f"{relative}) while the training loss fell from {low_train:.3f} to {last_train:.3f}: "
         f"the model memorises the training examples instead of learning what generalises.{kept}",
         [f"Stop sooner: train.epochs={max(low_epoch, 1)}, or keep early stopping on (train.patience=2).",
          *(["Regularise: optim.weight_decay=0.1, model.body_dropout=0.2, train.label_smoothing=0.1.",
