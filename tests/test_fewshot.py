@@ -270,6 +270,21 @@ def test_fewshot_refuses_a_task_it_cannot_pair(tiny_overrides, tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+def test_fewshot_on_images_is_told_the_methods_that_train_images_not_to_use_a_text_model():
+    from types import SimpleNamespace
+
+    from strop.methods.fewshot import check_supported
+    from strop.tasks.classification import Classification
+    from strop.tasks.image_classification import ImageClassification
+
+    images = SimpleNamespace(body=SimpleNamespace(kind="image"))
+    with pytest.raises(StropError, match="not image_classification: use method.name=full or freeze"):
+        check_supported(images, ImageClassification(("cat", "dog")))
+    vectors = SimpleNamespace(body=SimpleNamespace(kind="vector"))  # an MLP: full is its method
+    with pytest.raises(StropError, match="tunes a text model.*method.name=full for an MLP"):
+        check_supported(vectors, Classification(("a", "b")))
+
+
 def test_pair_similarities_give_the_same_gradients_every_time():
     from types import SimpleNamespace
 

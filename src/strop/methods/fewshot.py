@@ -313,12 +313,14 @@ def contrastive_config(cfg):
 def check_supported(model: nn.Module, task: Task) -> None:
     """Raises StropError where the run is not a classification of texts (what pairs of classes need)."""
     labels = getattr(task, "labels", None)
-    if getattr(model.body, "kind", None) != "text":
-        raise StropError("method.name=fewshot tunes a text model: choose one (e.g. model.name=minilm-l6), or "
-                         "method.name=full for an MLP")
-    if task.level != "sequence" or labels is None or task.name == "multilabel_classification":
+    kind = getattr(model.body, "kind", None)
+    # the task first: an image task needs another method, not another model
+    if task.level != "sequence" or labels is None or task.name == "multilabel_classification" or kind == "image":
         raise StropError(f"method.name=fewshot is for classifying texts (text_classification, "
                          f"pair_classification), not {task.name}: use method.name=full or freeze")
+    if kind != "text":
+        raise StropError("method.name=fewshot tunes a text model: choose one (e.g. model.name=minilm-l6), or "
+                         "method.name=full for an MLP")
 
 
 def check_groups(batch_size: int, val_features: list[dict], validation_file: str | None) -> None:
