@@ -192,12 +192,15 @@ def test_one_fold_repeats_seeds_on_the_configs_own_split(tiny_overrides, tmp_pat
 def test_one_fold_with_method_auto_says_and_records_the_method_its_runs_train_with(tiny_overrides, tmp_path,
                                                                                    monkeypatch, capsys):
     trained = []
-    monkeypatch.setattr("strop.cv.fit_and_score", lambda cfg, *a, **k: trained.append(cfg.method.name)
+    monkeypatch.setattr("strop.cv.fit_and_score", lambda cfg, *a, **k: trained.append((cfg.method.name,
+                                                                                      k["method_choice"]))
                         or ({"accuracy": 0.8, "macro_f1": 0.8, "loss": 0.5}, 72))
     overrides = [o for o in tiny_overrides if not o.startswith(("output_dir", "train.quiet"))]
     result = cross_validate(None, overrides + ["method.name=auto"], folds=1, seeds=2, output=tmp_path / "cv")
     chosen = result["config"]["method"]["name"]
-    assert chosen != "auto" and trained == [chosen, chosen]
+    assert chosen != "auto" and [name for name, _ in trained] == [chosen, chosen]
+    # each run records the choice and its reason in its provenance.json (a kept run's report shows it)
+    assert all(choice["asked"] == "auto" and choice["chosen"] == chosen and choice["why"] for _, choice in trained)
     assert f"method auto -> {chosen} in every run" in capsys.readouterr().out
 
 

@@ -9,6 +9,7 @@ import re
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 import strop
 from conftest import make_texts, write_csv
@@ -337,6 +338,17 @@ def test_a_vector_pool_self_trains_and_leaves_out_the_labelled_vectors(tmp_path)
     report = json.loads((tmp_path / "run" / "self_training.json").read_text())
     assert report["pool"] == 40 and report["pool_rows_in_labelled_data"] == 20
     assert report["rounds"][1]["pseudo_labels"] > 0
+
+
+def test_with_method_auto_every_round_records_the_choice_its_method_came_from(tmp_path):
+    _vectors(tmp_path)[1].to_csv(tmp_path / "pool.csv", index=False)
+    strop.fit(None, ["model.name=mlp", f"data.train={tmp_path / 'few.csv'}", f"data.unlabeled={tmp_path / 'pool.csv'}",
+                     "method.name=auto", "data.pseudo_label_threshold=0.6", "data.self_training_rounds=1",
+                     "train.epochs=2", "train.quiet=true", f"output_dir={tmp_path / 'run'}"])
+    for name in ("round-0", "round-1"):
+        choice = json.loads((tmp_path / "run" / name / "provenance.json").read_text())["method_choice"]
+        method = yaml.safe_load((tmp_path / "run" / name / "config.yaml").read_text())["method"]["name"]
+        assert choice["asked"] == "auto" and choice["chosen"] == method != "auto" and choice["why"]
 
 
 def test_a_round_that_validates_worse_than_the_one_before_is_said(tmp_path):

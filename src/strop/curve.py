@@ -324,7 +324,7 @@ def learning_curve(config=None, overrides: list[str] = (), fractions: tuple[floa
     from strop.config import load_config
     from strop.cv import (check_no_pool, check_same_study, fit_and_score, open_study, read_training_table,
                           recorded_config, repeated_note)
-    from strop.fit import method_for_all_of, resolve_config
+    from strop.fit import all_of_note, method_for_all_of, resolve_config
     from strop.methods.auto import freeze_layers_for_all_of
     from strop.tasks import TASKS
 
@@ -351,10 +351,10 @@ def learning_curve(config=None, overrides: list[str] = (), fractions: tuple[floa
     continuing = False  # set once a recorded study is found to be this one: until then its folder is left as it is
     try:
         pool, validation_file = _pool_and_validation(cfg, frame, targets, inputs, out)
-        cfg, method_note = method_for_all_of(cfg)  # one method at every size
+        cfg, method_choice = method_for_all_of(cfg)  # one method at every size
         cfg, note = freeze_layers_for_all_of(cfg, len(pool))
         split_note = None if cfg.data.validation is not None else repeated_note(inputs, "side of the validation split")
-        for said in (method_note, note, split_note):
+        for said in (all_of_note(method_choice), note, split_note):
             if said and not quiet:
                 print(said, flush=True)
         sizes = [max(1, int(round(f * len(pool)))) for f in fractions]
@@ -395,7 +395,8 @@ def learning_curve(config=None, overrides: list[str] = (), fractions: tuple[floa
                 cfg_run = _with_validation(cfg, validation_file)
                 run_dir = out / "runs" / f"n{size}-seed{seed}"
                 shutil.rmtree(run_dir, ignore_errors=True)  # an interrupted run's: it trains again from its start
-                scores, _ = fit_and_score(cfg_run, train_file, None, seed, run_dir, keep_runs)
+                scores, _ = fit_and_score(cfg_run, train_file, None, seed, run_dir, keep_runs,
+                                           method_choice=method_choice)
                 result["points"].append({"examples": size, "seed": seed, "scores": scores})
                 atomic_write_json(out / CURVE_FILE, result, "the learning curve")
                 if not quiet:

@@ -282,7 +282,7 @@ def open_study(output: str | Path | None, cfg: Config, command: str, file: str,
 
 
 def fit_and_score(cfg: Config, train_file: Path, score_file: Path | None, seed: int, run_dir: Path,
-                  keep_run: bool) -> tuple[dict, int]:
+                  keep_run: bool, method_choice: dict | None = None) -> tuple[dict, int]:
     """Trains one run on `train_file` and returns the scalar metrics of its model on `score_file` (scored
     after training), or its own validation metrics where `score_file` is None, and the examples it trained on
     (fewer than the file's rows where it split off its validation set). The run is deleted unless kept."""
@@ -294,7 +294,7 @@ def fit_and_score(cfg: Config, train_file: Path, score_file: Path | None, seed: 
                  "train": {"seed": seed, "quiet": True, "keep_checkpoint": keep_run, "resume": False}}
     run_cfg = load_config(_merged(cfg.to_dict(), overrides))
     with notes_said():  # the study read the user's file and said its notes: its parts say nothing again
-        run = fit(run_cfg)
+        run = fit(run_cfg, method_choice=method_choice)  # a kept run says why its method was chosen
         predictor = load(run)
         summary = json.loads((run / "summary.json").read_text(encoding="utf-8"))
         if score_file is None:
@@ -324,7 +324,7 @@ def cross_validate(config=None, overrides: list[str] = (), folds: int = 5, seeds
     Raises:
         StropError: bad config or data, or an output folder that already holds files.
     """
-    from strop.fit import method_for_all_of, resolve_config
+    from strop.fit import all_of_note, method_for_all_of, resolve_config
     from strop.methods.auto import freeze_layers_for_all_of
     from strop.report_studies import report_after
     from strop.tasks import TASKS
@@ -341,8 +341,8 @@ def cross_validate(config=None, overrides: list[str] = (), folds: int = 5, seeds
         plans = {seed: fold_indices(targets, folds, seed, inner_split=cfg.data.validation is None, inputs=inputs)
                  for seed in seed_values}  # checked before any run
     # one fold too: cv.json then records the method its runs trained with, not auto
-    cfg, method_note = method_for_all_of(cfg)
-    said = [method_note]
+    cfg, method_choice = method_for_all_of(cfg)
+    said = [all_of_note(method_choice)]
     if folds >= 2:
         cfg, note = freeze_layers_for_all_of(cfg, len(targets))
         said += [note, repeated_note(inputs, "fold")]
@@ -377,7 +377,8 @@ def cross_validate(config=None, overrides: list[str] = (), folds: int = 5, seeds
                     score_file = write_rows(frame, held_out, out / "folds" / f"seed{seed}-fold{k + 1}-test.parquet")
                 else:
                     train_file, score_file = Path(cfg.data.train), None
-                metrics, trained_on = fit_and_score(cfg, train_file, score_file, seed, run_dir, keep_runs)
+                metrics, trained_on = fit_and_score(cfg, train_file, score_file, seed, run_dir, keep_runs,
+                                                    method_choice=method_choice)
                 entry = {"seed": seed, "fold": k + 1 if folds >= 2 else None, "metrics": metrics,
                          "run_dir": str(run_dir) if keep_runs else None}
                 if folds >= 2:  # the fold's training rows, of which the run trained on trained_on (the rest

@@ -212,15 +212,24 @@ def _choose_method(cfg: Config, splits: Splits, source: Source) -> tuple[Config,
     return replace(cfg, method=replace(cfg.method, name=name)), why
 
 
-def method_for_all_of(cfg: Config) -> tuple[Config, str | None]:
-    """`strop cv` and `strop curve` train on parts of the data: with method.name=auto each part would choose for
-    its own size, and parts either side of a threshold would measure two methods. Every part trains with the
-    method a fit on all the data chooses. Returns the config and a note (None where the method was given)."""
+def method_for_all_of(cfg: Config) -> tuple[Config, dict | None]:
+    """`strop cv` and `strop curve` train on parts of the data, self-training on growing data: with
+    method.name=auto each part would choose for its own size, and parts either side of a threshold would measure
+    two methods. Every part trains with the method a fit on all the data chooses. Returns the config and the
+    choice, as a fit records it (None where the method was given): pass it to each part's `fit`, and say it
+    with `all_of_note`."""
     if cfg.method.name != "auto":
         return cfg, None
     source = resolve_source(cfg.model.name, TASKS.get(cfg.task.name).input_kinds)
     cfg, why = _choose_method(cfg, load_splits(cfg, source.input_kind), source)
-    return cfg, f"method auto -> {cfg.method.name} in every run, as a fit on all the data chooses: {why}"
+    return cfg, {"asked": "auto", "chosen": cfg.method.name, "why": why}
+
+
+def all_of_note(choice: dict | None) -> str | None:
+    """What `method_for_all_of` chose, in words (None where the method was given)."""
+    if choice is None:
+        return None
+    return f"method auto -> {choice['chosen']} in every run, as a fit on all the data chooses: {choice['why']}"
 
 
 def _choose_freeze_layers(cfg: Config, splits: Splits, model: TaskModel, notes: list[str]) -> Config:
@@ -237,7 +246,7 @@ def _choose_freeze_layers(cfg: Config, splits: Splits, model: TaskModel, notes: 
 
 def fit(config: str | Path | dict | Config | None = None, overrides: list[str] = (),
         on_epoch: Callable[[dict], None] | None = None, adapt_task: Callable[[Task], Task] | None = None,
-        resume_hint: bool = True) -> Path:
+        resume_hint: bool = True, method_choice: dict | None = None) -> Path:
     """Fine-tunes a model as the config says and returns the run directory.
 
     Args:
@@ -247,6 +256,8 @@ def fit(config: str | Path | dict | Config | None = None, overrides: list[str] =
         adapt_task: turns the data's task into the one trained (strop distill adds the teacher's soft targets).
         resume_hint: on Ctrl-C, say how to continue this run (False where the caller continues a larger job,
             as self-training's rounds, and says how itself).
+        method_choice: where a larger job resolved method.name=auto for all its runs (`method_for_all_of`),
+            its choice, recorded in the run's provenance.json as a fit's own choice is.
 
     Raises:
         StropError: bad config, data or model name. Nothing is written in that case.
@@ -281,8 +292,8 @@ def fit(config: str | Path | dict | Config | None = None, overrides: list[str] =
             notes = [*notes, _average_note(cfg, len(train_features))]
         run, cfg = _agreed(run, cfg, accelerator)
         provenance = _provenance(cfg, splits, accelerator)
-        if prepared.method_choice is not None:
-            provenance["method_choice"] = prepared.method_choice
+        if (prepared.method_choice or method_choice) is not None:
+            provenance["method_choice"] = prepared.method_choice or method_choice
         if cfg.train.resume:
             saved = _check_same_data(run, provenance)
             # the config a resumed run reads holds the method auto chose; the choice and its reason stay recorded

@@ -72,7 +72,7 @@ def self_train(cfg, on_epoch=None) -> Path:
             folder that already holds files.
     """
     from strop.data.tables import read_table, write_parquet
-    from strop.fit import method_for_all_of
+    from strop.fit import all_of_note, method_for_all_of
     from strop.predict import load
     from strop.tasks import TASKS
 
@@ -108,9 +108,9 @@ def self_train(cfg, on_epoch=None) -> Path:
     check_same_self_training(cfg, out)
     # with method.name=auto, every round trains with the method round 0's data choose (a round's pseudo-labels
     # would otherwise move it across a threshold, and rounds would differ in method as well as in data)
-    base, method_note = method_for_all_of(base)
-    if method_note and not cfg.train.quiet:
-        print(method_note)
+    base, method_choice = method_for_all_of(base)
+    if method_choice and not cfg.train.quiet:
+        print(all_of_note(method_choice))
     if d.validation is None:
         labelled, validation = split_once(labelled, base, input_kind)
         out.mkdir(parents=True, exist_ok=True)
@@ -135,7 +135,7 @@ def self_train(cfg, on_epoch=None) -> Path:
             out.mkdir(parents=True, exist_ok=True)
             atomic_write_json(out / REPORT_FILE, report, "the self-training report")
         with continue_hint(out):
-            run = _round(base, round_folder(out, 0), on_epoch)
+            run = _round(base, round_folder(out, 0), on_epoch, method_choice)
     except StropError:
         if not cfg.train.resume:  # refused before training: no half-made self-training folder is left
             shutil.rmtree(out, ignore_errors=True)
@@ -173,7 +173,7 @@ def self_train(cfg, on_epoch=None) -> Path:
                 entry["pseudo_labels_with_known_label"] = len(known)
             with notes_said():  # round 0 read the user's file and said its notes; this round's file is part of it
                 round_cfg = replace(base, data=replace(base.data, train=str(train_file)))
-                run = _round(round_cfg, round_folder(out, r), on_epoch)
+                run = _round(round_cfg, round_folder(out, r), on_epoch, method_choice)
             entry.update(run=str(run), validation=_validation(run))
             report["rounds"].append(entry)
             atomic_write_json(out / REPORT_FILE, report, "the self-training report")
@@ -283,10 +283,11 @@ def round_hint(folder: Path) -> str:
     return "" if last is None else f" ({folder} is a self-training folder: its rounds are runs, the last {last})"
 
 
-def _round(cfg, folder: Path, on_epoch) -> Path:
+def _round(cfg, folder: Path, on_epoch, method_choice: dict | None) -> Path:
     """One round's run in `folder`. With train.resume=true (the self-training continued), a round that completed
     is kept as it is, and one that was interrupted continues from its checkpoint; the pseudo-labels a round
-    trains on are drawn again from the round before, the same as before, as its model is the same."""
+    trains on are drawn again from the round before, the same as before, as its model is the same.
+    method_choice: method.name=auto's choice for every round, recorded in each round's provenance.json."""
     from strop.fit import fit
     from strop.runs import RunDir
 
@@ -300,8 +301,9 @@ def _round(cfg, folder: Path, on_epoch) -> Path:
         saved = yaml.safe_load(RunDir(folder).config.read_text(encoding="utf-8"))
         rounds = saved.get("data", {}).get("self_training_rounds", cfg.data.self_training_rounds)
         cfg = replace(cfg, data=replace(cfg.data, self_training_rounds=rounds))
+    # resume_hint: continuing the round alone would not continue the self-training (said above)
     return fit(replace(cfg, output_dir=str(folder), train=replace(cfg.train, resume=resume)), on_epoch=on_epoch,
-               resume_hint=False)  # continuing the round alone would not continue the self-training (said above)
+               resume_hint=False, method_choice=method_choice)
 
 
 @contextmanager
