@@ -431,3 +431,28 @@ def test_an_interrupt_once_the_summary_is_written_leaves_a_complete_run_and_no_r
     err = capsys.readouterr().err
     assert f"{tmp_path / 'mlm'} is complete" in err and "train.resume" not in err
     assert [r["status"] for r in list_runs(tmp_path)] == ["complete"]  # not recorded interrupted after it
+
+
+def test_a_repeated_text_is_held_out_whole_or_not_at_all(tmp_path):
+    import numpy as np
+
+    from strop.pretrain import hold_out
+
+    texts = [[1, i % 25, 2] for i in range(200)]  # 25 distinct texts, each 8 times
+    kept, held = hold_out([{"input_ids": t} for t in texts], seed=3, data="d.txt")
+    assert sorted(kept + held) == list(range(200))
+    assert not {tuple(texts[i]) for i in kept} & {tuple(texts[i]) for i in held}
+    assert len({tuple(texts[i]) for i in held}) == 1  # 5% of the 25 distinct texts, rounded, at least one
+    # without repeats, the held-out rows are the seeded permutation's first 5%, as before repeats were kept whole
+    distinct = [{"input_ids": [1, i, 2]} for i in range(200)]
+    kept, held = hold_out(distinct, seed=3, data="d.txt")
+    assert held == sorted(np.random.default_rng(3).permutation(200)[:10].tolist())
+    with pytest.raises(strop.StropError, match="all the same text"):
+        hold_out([{"input_ids": [1, 5, 2]}] * 30, seed=3, data="d.txt")
+
+
+def test_a_folder_given_as_data_is_named_a_folder(tmp_path):
+    from strop.pretrain import read_domain_texts
+
+    with pytest.raises(strop.StropError, match="is a folder"):
+        read_domain_texts(tmp_path, None)

@@ -47,6 +47,8 @@ def read_lines(path: str | Path, what: str = "--data", at_least: int = 2,
         StropError: the file is missing, not UTF-8, or has fewer than `at_least` texts.
     """
     path = Path(path)
+    if path.is_dir():
+        raise StropError(f"{what} {path} is a folder: give a text file with one text per line (or a table)")
     if not path.is_file():
         raise StropError(f"{what} {path}: no such file; give a text file with one text per line")
     try:
@@ -222,6 +224,25 @@ def maskable_features(body, lines: list[str], data, model_name: str) -> tuple[li
     return features, len(lines) - len(features)
 
 
+def hold_out(features: list[dict], seed: int, data) -> tuple[list[int], list[int]]:
+    """The rows to train on and the rows held out to validate on (VALIDATION_SHARE of the distinct texts, at
+    most VALIDATION_MAX), reproducibly for a seed: a text that repeats is on one side, as `strop fit` splits, so
+    that the validation loss never scores a text that trained.
+
+    Raises:
+        StropError: fewer than two distinct texts.
+    """
+    from strop.data.splits import distinct_inputs, rows_of
+
+    first, of_row = distinct_inputs([f["input_ids"] for f in features])
+    if len(first) < 2:
+        raise StropError(f"--data {data}: its {len(features)} texts are all the same text; pretraining needs at "
+                         "least 2 different ones (one is held out to validate on)")
+    order = np.random.default_rng(seed).permutation(len(first))
+    held = order[:max(1, min(VALIDATION_MAX, int(round(VALIDATION_SHARE * len(first)))))]
+    return rows_of(order[len(held):], of_row), rows_of(held, of_row)
+
+
 def pretrain(config=None, overrides: list[str] = (), data: str | Path | None = None,
              output: str | Path | None = None) -> Path:
     """Masked-language-model training of the config's model on the lines of `data`; returns the output folder,
@@ -284,12 +305,9 @@ def pretrain(config=None, overrides: list[str] = (), data: str | Path | None = N
     body = TextBackbone(model.base_model, tokenizer, "cls",
                         cfg.model.max_length if limit is None else min(cfg.model.max_length, limit))
     features, unmaskable = maskable_features(body, lines, data, cfg.model.name)
-    rng = np.random.default_rng(cfg.train.seed)
-    order = rng.permutation(len(features))
-    held = order[:max(1, min(VALIDATION_MAX, int(round(VALIDATION_SHARE * len(features)))))]
-    kept = np.sort(order[len(held):])
+    kept, held = hold_out(features, cfg.train.seed, data)
     train_features = [features[i] for i in kept]
-    val_features = [{**features[i], "seed": int(i)} for i in np.sort(held)]
+    val_features = [{**features[i], "seed": int(i)} for i in held]
     cfg = _resolve_precision(cfg)
     run, cfg, lock = _open_run_dir(cfg, "pretrain")
     created = not cfg.train.resume
