@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -70,7 +71,7 @@ def test_pseudo_labels_are_the_models_predictions_under_its_tuned_threshold(tiny
     assert trained_on["label"][60:].tolist() == [rare] * 40  # argmax labels at least half of them otherwise
 
 
-def test_rounds_train_on_labels_and_pseudo_labels_and_report_them(tiny_overrides, tmp_path, capsys):
+def test_rounds_train_on_labels_and_pseudo_labels_and_report_them(tiny_overrides, tmp_path, capsys, monkeypatch):
     train = write_csv(tmp_path / "few.csv", make_texts(100, seed=5))
     labelled_pool = make_texts(80, seed=6)
     # the pool's labels only score the pseudo-labels; every third row has none, and is not scored
@@ -105,10 +106,22 @@ def test_rounds_train_on_labels_and_pseudo_labels_and_report_them(tiny_overrides
     assert (run / "report.html").read_text() == page
     texts = ["great fun", "dull and slow"]  # the self-training folder loads as its last round's model
     assert np.array_equal(np.stack(strop.load(out).outputs(texts)), np.stack(strop.load(run).outputs(texts)))
+    from strop.distill import distill
     from strop.prune import prune
 
-    with pytest.raises(StropError, match=f"is a self-training folder: its rounds are runs, the last {run}"):
-        prune(out)  # a command that needs a run's config: pointed at the rounds
+    loaded = []
+
+    def load_no_further(path, **_):
+        loaded.append(Path(path))
+        raise StropError("loaded")
+
+    with monkeypatch.context() as patch:  # prune and distill take the last round's run, as compress does
+        patch.setattr("strop.predict.load", load_no_further)
+        for command in (prune, distill):
+            with pytest.raises(StropError, match="loaded"):
+                command(out)
+    assert loaded == [run, run]
+    assert f"is a self-training folder: strop distill takes its last round, {run}" in capsys.readouterr().out
     from strop.compress import compress
 
     compress(out, forms=("int8",), quiet=True)  # as predict reads it: the last round's run, its table kept there

@@ -58,16 +58,12 @@ def compress(run_dir: str | Path, forms: tuple[str, ...] = ("int8", "onnx"), dat
             data that can no longer be read (give --data).
     """
     from strop.predict import load, one_model
-    from strop.selftrain import last_round
+    from strop.selftrain import run_of
 
     unknown = [f for f in forms if f not in FORMS]
     if unknown:
         raise StropError(f"--forms: unknown form '{unknown[0]}'; known: {', '.join(FORMS[1:])}")
-    last = last_round(Path(run_dir))
-    if last is not None:  # a self-training folder: its model is its last round's, as predict and serve read it
-        if not quiet:
-            print(f"{run_dir} is a self-training folder: compressing its last round, {last}")
-        run_dir = last
+    run_dir = run_of(run_dir, "strop compress", quiet)
     predictor = load(run_dir, device="cpu")
     one_model(predictor, run_dir, "compress")
     examples = validation_examples(Path(run_dir), predictor, data)

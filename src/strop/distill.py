@@ -49,14 +49,14 @@ def distill(teacher_run: str | Path, overrides: list[str] = (), layers: int = 3,
     from strop.fit import fit
     from strop.model import save_model
     from strop.predict import load, one_model
-    from strop.selftrain import read_unlabeled
+    from strop.selftrain import read_unlabeled, run_of
     from strop.tasks import TASKS
 
     if not temperature > 0:
         raise StropError(f"--temperature must be > 0; got {temperature}")
     if not 0 <= alpha <= 1:
         raise StropError(f"--alpha must be in [0, 1]; got {alpha}")
-    teacher_run = Path(teacher_run)
+    teacher_run = run_of(teacher_run, "strop distill", "train.quiet=true" in overrides)
     teacher = load(teacher_run, device="cpu")
     if teacher.task.name not in DISTILLABLE:
         raise StropError(f"strop distill is for {' and '.join(DISTILLABLE)}; {teacher_run} does {teacher.task.name}")

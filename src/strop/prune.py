@@ -207,6 +207,7 @@ def prune(run_dir: str | Path, sparsity: float = 0.5, overrides: list[str] = (),
     from strop.model import save_model
     from strop.predict import Predictor, load
     from strop.runs import atomic_write_json
+    from strop.selftrain import run_of
 
     if not 0 < sparsity < 1:
         raise StropError(f"--sparsity must be in (0, 1); got {sparsity}")
@@ -217,7 +218,7 @@ def prune(run_dir: str | Path, sparsity: float = 0.5, overrides: list[str] = (),
         raise StropError(f"{given[0]}: the recovery training after pruning trains with method sparse for "
                          "--structure weights (zeroed weights stay zero) and full for channels and heads; leave "
                          "method.name out")
-    run_dir = Path(run_dir)
+    run_dir = run_of(run_dir, "strop prune", quiet)
     if not (run_dir / "config.yaml").is_file():
         from strop.selftrain import round_hint
 

@@ -276,6 +276,17 @@ def last_round(out: Path) -> Path | None:
     return round_folder(out, rounds[-1]["round"]) if rounds else None  # none: round 0 has not completed
 
 
+def run_of(folder: str | Path, command: str, quiet: bool = False) -> Path:
+    """The run `command` works on for `folder`: the folder itself, or, for a self-training folder, its last
+    round's run (its model is the self-training's, as predict and serve read it), said unless quiet."""
+    last = last_round(Path(folder))
+    if last is None:
+        return Path(folder)
+    if not quiet:
+        print(f"{folder} is a self-training folder: {command} takes its last round, {last}", flush=True)
+    return last
+
+
 def round_hint(folder: Path) -> str:
     """Words for a message about a folder that holds no run: where it is a self-training folder, its rounds are
     the runs (the last is its model)."""
