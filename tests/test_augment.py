@@ -263,9 +263,12 @@ def test_a_token_level_task_is_told_it_has_no_augmentation_not_sent_to_one_it_re
         with pytest.raises(strop.StropError, match=f"data.augment={mode}: token_classification labels each word, and no "
                                                    "text augmentation keeps .* use data.augment=none$"):
             augment(augment=mode)
-    with pytest.raises(strop.StropError, match=r"not text \(a blend of token ids is no text\); set them to 0$"):
+    with pytest.raises(strop.StropError, match=r"not text \(a blend of token ids is no text\); set it to 0$"):
         mixing_for(SimpleNamespace(data=DataConfig(mixup=0.3)), SimpleNamespace(body=SimpleNamespace(kind="text")),
                    task, cached=False)
+    with pytest.raises(strop.StropError, match=r"data.mixup=0.3, data.cutmix=0.5: .*; set them to 0$"):
+        mixing_for(SimpleNamespace(data=DataConfig(mixup=0.3, cutmix=0.5)),
+                   SimpleNamespace(body=SimpleNamespace(kind="text")), task, cached=False)
 
 
 def test_the_learning_rate_range_test_mixes_its_batches_as_the_run_will(vector_overrides, tmp_path):

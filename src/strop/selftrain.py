@@ -82,7 +82,9 @@ def self_train(cfg, on_epoch=None) -> Path:
     d = cfg.data
     task_cls = TASKS.get(cfg.task.name)
     if task_cls.name not in PSEUDO_LABEL_TASKS:
-        raise StropError(f"data.unlabeled (self-training) is for classifying texts, not {task_cls.name}; remove it")
+        raise StropError(f"data.unlabeled (self-training) is for one label an example (text_classification or "
+                         f"pair_classification, of texts or of vectors with model.name=mlp), not {task_cls.name}; "
+                         "remove it")
     if d.train is None:
         raise StropError("data.train is not set: self-training starts from labelled data")
     out = Path(cfg.output_dir) if cfg.output_dir is not None else Path(default_run_name())
@@ -211,7 +213,7 @@ def without_labelled(pool_frame: pd.DataFrame, pool: list, cfg, task_cls, input_
     keep = [i for i, x in enumerate(pool) if input_key(x) not in labelled]
     if not keep:
         raise StropError(f"data.unlabeled {d.unlabeled}: every one of its {len(pool)} rows is an example of data.train "
-                         "or data.validation: give texts the labelled data do not hold")
+                         "or data.validation: give unlabelled rows the labelled data do not hold")
     return pool_frame.iloc[keep].reset_index(drop=True), [pool[i] for i in keep], len(pool) - len(keep)
 
 

@@ -77,22 +77,24 @@ def mixing_for(cfg, model, task, cached: bool) -> Mixing | None:
     d = cfg.data
     if d.mixup == 0 and d.cutmix == 0:
         return None
-    asked = ", ".join(f"data.{name}={getattr(d, name):g}" for name in ("mixup", "cutmix") if getattr(d, name))
+    given = [name for name in ("mixup", "cutmix") if getattr(d, name)]
+    asked = ", ".join(f"data.{name}={getattr(d, name):g}" for name in given)
+    zero = "set it to 0" if len(given) == 1 else "set them to 0"
     kind = getattr(model.body, "kind", None)
     if kind not in INPUT_KEYS:
         raise StropError(f"{asked}: mixing is for vector and image inputs, not {kind} (a blend of token ids is no "
-                         "text); " + ("set them to 0" if task.level != "sequence" else  # no text augmentation either
+                         "text); " + (zero if task.level != "sequence" else  # no text augmentation either
                                       "for texts use data.augment=deletion, swap, deletion_swap or synonym"))
     if d.cutmix and kind != "image":
         raise StropError(f"data.cutmix={d.cutmix:g}: CutMix pastes a box of one image into another, so it is for "
                          "images; for vectors use data.mixup")
     if task.level != "sequence":
         raise StropError(f"{asked}: {task.name} has a target per position, which mixing two examples does not "
-                         "keep apart; set them to 0")
+                         f"keep apart; {zero}")
     if cached:
         from strop.methods.base import uncached_hint
 
         raise StropError(f"{asked} with method.name={cfg.method.name}: the frozen layers' outputs are computed once "
                          "and cached, so mixed inputs would never reach what trains; use a method that trains the "
-                         "whole body (full, gradual), or set them to 0" + uncached_hint(cfg))
+                         f"whole body (full, gradual), or {zero}" + uncached_hint(cfg))
     return Mixing(INPUT_KEYS[kind], d.mixup, d.cutmix)
