@@ -212,7 +212,7 @@ def test_a_continued_cv_measures_what_an_uninterrupted_one_does(tiny_overrides, 
     whole = cross_validate(None, overrides, folds=2, seeds=1, output=tmp_path / "whole", quiet=True)
     real, calls = cv.fit_and_score, []
 
-    def interrupted_in_the_second_run(cfg, train_file, score_file, seed, run_dir, keep_run):
+    def interrupted_in_the_second_run(cfg, train_file, score_file, seed, run_dir, keep_run, **_):
         calls.append(run_dir)
         if len(calls) == 2:
             run_dir.mkdir(parents=True)  # the run had begun: its folder is there, unfinished

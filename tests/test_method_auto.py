@@ -79,7 +79,7 @@ def test_cv_and_curve_train_every_part_with_the_method_a_fit_on_all_the_data_cho
 
     methods = []
 
-    def recorded(cfg, train_file, score_file, seed, run_dir, keep_run):
+    def recorded(cfg, train_file, score_file, seed, run_dir, keep_run, **_):
         methods.append(cfg.method.name)
         return {"accuracy": 0.5 + 0.1 * len(methods) ** 0.5, "macro_f1": 0.5, "loss": 0.5}, 72
 
@@ -193,7 +193,7 @@ def test_cv_and_curve_parts_train_as_a_fit_on_all_the_data_would(tiny_overrides,
 
     seen = []
 
-    def fit_and_score(cfg, train_file, score_file, seed, run_dir, keep_run):
+    def fit_and_score(cfg, train_file, score_file, seed, run_dir, keep_run, **_):
         seen.append(cfg.method.freeze_layers)
         return {"accuracy": 0.5 + 0.1 * len(seen) ** 0.5, "macro_f1": 0.5}, 72
 

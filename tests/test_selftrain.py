@@ -176,11 +176,11 @@ def test_an_interrupted_self_training_continues_and_keeps_its_completed_rounds(t
                               + [f"output_dir={tmp_path / 'whole'}"])
     fit, calls = selftrain._round, []
 
-    def interrupted_in_round_1(cfg, folder, on_epoch):
+    def interrupted_in_round_1(cfg, folder, on_epoch, method_choice):
         calls.append(folder.name)
         if folder.name == "round-1":
             raise KeyboardInterrupt
-        return fit(cfg, folder, on_epoch)
+        return fit(cfg, folder, on_epoch, method_choice)
 
     monkeypatch.setattr(selftrain, "_round", interrupted_in_round_1)
     with pytest.raises(KeyboardInterrupt):

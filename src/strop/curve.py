@@ -182,11 +182,16 @@ def bootstrap(n, score, bounded: bool, draws: int = BOOTSTRAP_DRAWS, seed: int =
     return np.array(fits)
 
 
-def interval(values) -> list[float]:
-    """The central 95% of the values (2.5th and 97.5th percentiles; inf stays inf)."""
+def interval(values, estimate: float | None = None) -> list[float]:
+    """The central 95% of the values (2.5th and 97.5th percentiles; inf stays inf), widened to hold `estimate`
+    where given: a percentile interval can miss its own estimate where the fit sits at a bound (a level of 0
+    that every resampled fit exceeds), and an answer should not be printed outside its interval."""
     values = np.asarray(values, dtype=np.float64)
     # Observed values, not interpolated between two: between inf and inf, interpolation gives nan.
-    return [float(np.percentile(values, q, method="inverted_cdf")) for q in (2.5, 97.5)]
+    low, high = (float(np.percentile(values, q, method="inverted_cdf")) for q in (2.5, 97.5))
+    if estimate is not None and not math.isnan(estimate):
+        low, high = min(low, float(estimate)), max(high, float(estimate))
+    return [low, high]
 
 
 def analyse(n, score, minimised: bool = False, bounded: bool = False, target: float | None = None,
@@ -217,32 +222,34 @@ def analyse(n, score, minimised: bool = False, bounded: bool = False, target: fl
     model = ("score(n) = mean of a - b * n^(-c) and 1 - b' * n^(-c')" if bounded else
              f"score(n) = {LOSS_LAW if minimised else 'a - b * n^(-c)'}")
     # a loss's law on its own scale: -score = a - b n^-c is score = (-a) + b n^-c, its level -a
-    level, levels = sign * params[0], sorted(sign * np.array(interval(draws_[:, 0])))
+    level, levels = sign * params[0], sorted(sign * np.array(interval(draws_[:, 0], params[0])))
     result = {
         "model": model, "lower_is_better": minimised,
         # the metric's range, what the forecasts are cut to (null: unbounded on that side; JSON has no inf)
         "score_range": [None if math.isinf(v) else float(v) for v in score_range],
         "parameters": {"a": level, "b": params[1], "c": params[2]},
-        "parameter_intervals": {"a": levels, "b": interval(draws_[:, 1]), "c": interval(draws_[:, 2])},
+        "parameter_intervals": {"a": levels, "b": interval(draws_[:, 1], params[1]),
+                                "c": interval(draws_[:, 2], params[2])},
         "bootstrap_draws": len(draws_),
         "bootstrap": {"asked": draws, "seed": seed},  # curve.png draws its band from the same fits
         "largest_size": largest,
         "score_at_largest": scores(now),
         "twice_the_data": {"size": 2 * largest, "score": scores(doubled),
-                           "score_interval": scores(interval(at(2 * largest))),
+                           "score_interval": scores(interval(at(2 * largest), doubled)),
                            "gain": sign * float(doubled - now),
-                           "gain_interval": sorted(sign * np.array(interval(at(2 * largest) - at(largest))))},
-        "asymptote": scores(limit(params)), "asymptote_interval": scores(interval(limits)),
+                           "gain_interval": sorted(sign * np.array(interval(at(2 * largest) - at(largest),
+                                                                             doubled - now)))},
+        "asymptote": scores(limit(params)), "asymptote_interval": scores(interval(limits, limit(params))),
     }
     if bounded:
-        result["ceiling_free"] = {"b": params[3], "c": params[4], "b_interval": interval(draws_[:, 3]),
-                                  "c_interval": interval(draws_[:, 4])}
+        result["ceiling_free"] = {"b": params[3], "c": params[4], "b_interval": interval(draws_[:, 3], params[3]),
+                                  "c_interval": interval(draws_[:, 4], params[4])}
     if target is not None:
         fewest = n.min()
         measured_at_fewest = float(np.mean(y[n == fewest]))  # on the fitted scale, as sign * target is
         needed = size_for(sign * target, params)
         needed_draws = [size_for(sign * target, d) for d in draws_]
-        result["target"] = {"score": target, "examples": needed, "examples_interval": interval(needed_draws),
+        result["target"] = {"score": target, "examples": needed, "examples_interval": interval(needed_draws, needed),
                             "reachable_share": float(np.mean(np.isfinite(needed_draws))),
                             # the runs of the fewest examples trained on reach it on average: a measurement
                             # (a fit that crosses it below them, where those runs fall short, is not one)
