@@ -57,6 +57,20 @@ def test_greedy_soup_never_scores_below_its_best_ingredient(runs, tmp_path, caps
     assert predictor.predict(TEXTS)[0] in ("negative", "positive")
 
 
+def test_runs_of_another_base_model_are_warned_of_not_refused(runs, tmp_path, capsys):
+    import shutil
+
+    other = shutil.copytree(runs[1], tmp_path / "other")
+    info = json.loads((other / "model" / "strop.json").read_text())
+    (other / "model" / "strop.json").write_text(json.dumps({**info, "base_model": "another/model"}))
+    soup([runs[0], runs[1]], tmp_path / "same", uniform=True, quiet=True)
+    assert "warning" not in capsys.readouterr().err
+    soup([runs[0], other], tmp_path / "soup", uniform=True, quiet=True)
+    err = capsys.readouterr().err
+    assert f"warning: {other} was fine-tuned from another/model and {runs[0]} from " in err
+    assert "--ensemble" in err and (tmp_path / "soup" / "model.safetensors").is_file()
+
+
 def test_a_soup_of_a_single_run_twice_is_that_run(runs, tmp_path):
     soup([runs[0], runs[0]], tmp_path / "soup", uniform=True, quiet=True)
     np.testing.assert_allclose(strop.load(tmp_path / "soup").predict_proba(TEXTS),

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import shutil
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -51,6 +52,9 @@ def soup(runs: list[str | Path], output: str | Path, uniform: bool = False, data
     first = predictors[0]
     models = [_whole_model(p, run) for p, run in zip(predictors, runs)]
     _check_same_architecture(models, runs)
+    other_base = _other_base(predictors, runs)
+    if other_base:  # said, not refused: one model may be named two ways (an alias, a path, a hub id)
+        print(f"strop soup: warning: {other_base}", file=sys.stderr, flush=True)
     task = first.task
     metric = task.lead_metric
     examples = validation_examples(Path(runs[0]), first, data)
@@ -159,6 +163,19 @@ def _check_same_architecture(models, runs) -> None:
         if theirs != shapes:
             raise StropError(f"{run} and {runs[0]} have different architectures: a soup needs runs fine-tuned from "
                              "the same base model")
+
+
+def _other_base(predictors, runs) -> str | None:
+    """Words for runs fine-tuned from different base models (strop.json's base_model, the run's model.name),
+    whose weights have the same shapes: averaging them is averaging unrelated weights (a soup's runs share
+    their start); None where they share one."""
+    bases = [p.info.get("base_model") for p in predictors]
+    other = next((i for i, base in enumerate(bases) if base != bases[0]), None)
+    if other is None:
+        return None
+    return (f"{runs[other]} was fine-tuned from {bases[other]} and {runs[0]} from {bases[0]}: a soup averages runs "
+            "of one base model (their weights stay close); of two, the average may predict worse than either, "
+            "which the greedy soup leaves out and --uniform does not; --ensemble averages their predictions")
 
 
 def average(states: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
