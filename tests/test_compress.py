@@ -103,3 +103,11 @@ def test_a_tensor_shared_under_two_names_counts_once_in_the_size():
     assert list(kept) == ["embeddings.weight", "other", "half"]  # a view of part of it is its own tensor
     assert kept["half"].untyped_storage().data_ptr() != weight.untyped_storage().data_ptr()
 
+
+
+def test_the_int8_note_names_what_stays_float32_in_this_model():
+    from strop.compress import int8_notes
+
+    words = torch.nn.Sequential(torch.nn.Embedding(1000, 64), torch.nn.Linear(64, 2))  # nearly all embeddings
+    assert "the rest (embeddings) stays float32" in int8_notes(words)[0]
+    assert int8_notes(torch.nn.Sequential(torch.nn.Linear(64, 64))) == []

@@ -419,6 +419,7 @@ def test_compress_of_a_cnn_says_int8_converts_little_of_it(trained, capsys):
     rows = compress(trained, ("int8",))
     notes = json.loads((trained / "compress.json").read_text())["notes"]
     assert len(notes) == 1 and "int8 converts linear layers only" in notes[0]
+    assert "the rest (convolutions) stays float32" in notes[0]  # what a CNN holds, not embeddings
     assert f"note: {notes[0]}" in capsys.readouterr().out
     assert rows[1]["size_mb"] > 0.9 * rows[0]["size_mb"]  # what the note warns of: the convolutions stay float32
 

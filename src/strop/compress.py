@@ -179,8 +179,11 @@ def int8_notes(model: nn.Module) -> list[str]:
     share = linear / max(1, sum(p.numel() for p in model.parameters()))
     if share >= 0.1:
         return []
-    return [f"int8 converts linear layers only, {share:.1%} of this model's parameters; the rest (convolutions, "
-            "embeddings) stays float32, so its size and speed barely change"]
+    kinds = {"convolutions": nn.modules.conv._ConvNd, "embeddings": nn.Embedding}
+    rest = [name for name, kind in kinds.items() if any(isinstance(m, kind) for m in model.modules())]
+    what = f" ({', '.join(rest)})" if rest else ""
+    return [f"int8 converts linear layers only, {share:.1%} of this model's parameters; the rest{what} stays "
+            "float32, so its size and speed barely change"]
 
 
 def onnx_form(predictor, path: Path) -> Form:
