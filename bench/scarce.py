@@ -5,7 +5,8 @@
     python bench/scarce.py --cells trec:8 --draws 1 --methods full,frozen --pool-cap 200 --out /tmp/scarce  # smoke
 
 For each draw d (1..N), dataset and per-class count k: a seeded (random_state=d) stratified sample of k
-examples of each class of train.csv; the rest of train.csv, labels dropped, shuffled with the same seed and
+examples of each class of train.csv (a class with fewer gives all it has: said, and recorded as the cell's
+short_classes); the rest of train.csv, labels dropped, shuffled with the same seed and
 capped at --pool-cap texts (default 2,000), is the unlabelled pool; the scoring split is the dataset's
 dev.csv, or for a dataset without one (TREC) the harness's own seeded held-out 20% of train.csv (at most
 1,000; `rows.source_splits`), which is then neither in the sample nor in the pool. Every method of a cell
@@ -42,6 +43,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
+import pandas as pd
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -83,7 +85,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def prepare(dataset: str, per_class: int, draw: int, pool_cap: int, folder: Path) -> dict:
     """The cell's files: train.csv (k a class), pool.csv (text only) and pool.txt, score.csv."""
     train, score = rows.source_splits(dataset)
-    sample = train.groupby("label", group_keys=False).sample(n=per_class, random_state=draw)
+    counts = train["label"].value_counts()
+    short = counts.index[counts < per_class]  # these classes give all they have (Banking77 at 64: 31 to 168)
+    drawn = train[~train["label"].isin(short)].groupby("label", group_keys=False).sample(n=per_class,
+                                                                                        random_state=draw)
+    sample = pd.concat([drawn, train[train["label"].isin(short)]])
     rest = train.drop(index=sample.index).sample(frac=1.0, random_state=draw).head(pool_cap)
     folder.mkdir(parents=True, exist_ok=True)
     files = {"train": folder / "train.csv", "score": folder / "score.csv", "pool": folder / "pool.csv",
@@ -93,7 +99,9 @@ def prepare(dataset: str, per_class: int, draw: int, pool_cap: int, folder: Path
     rest[["text"]].to_csv(files["pool"], index=False)
     files["pool_txt"].write_text("".join(" ".join(t.split()) + "\n" for t in rest["text"]), encoding="utf-8")
     return {"files": files, "n_train": len(sample), "n_score": len(score), "n_pool": len(rest),
-            "classes": int(sample["label"].nunique())}
+            "classes": int(sample["label"].nunique()),
+            # classes with fewer than k examples in train.csv, each trained on all of them
+            "short_classes": {str(label): int(counts[label]) for label in short}}
 
 
 def strop(command: list[str], log: Path) -> tuple[int, float]:
@@ -211,6 +219,9 @@ def main(argv: list[str] | None = None) -> int:
         for dataset, k in args.cells:
             folder = logs / f"{dataset}-k{k}-draw{draw}"
             cell = prepare(dataset, k, draw, args.pool_cap, folder / "data")
+            if cell["short_classes"] and draw == args.first_draw:
+                print(f"{dataset} k={k}: {len(cell['short_classes'])} classes have fewer than {k} examples and "
+                      f"train on all they have (recorded in the results' data, short_classes)", flush=True)
             result["data"][f"{dataset}-k{k}-draw{draw}"] = {key: v for key, v in cell.items() if key != "files"}
             for method in args.methods:
                 load = os.getloadavg()[0]

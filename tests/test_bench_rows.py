@@ -64,6 +64,16 @@ def test_few_shot_takes_every_example_of_a_class_smaller_than_its_quota(data_roo
     assert train["label"].value_counts().to_dict() == {"a": 8, "b": 8, "c": 3}
 
 
+def test_the_scarce_labels_bench_takes_every_example_of_a_class_smaller_than_k_and_says_so(data_root, tmp_path):
+    import scarce  # noqa: E402
+
+    _write(data_root / "fs", "train.csv", ["a"] * 20 + ["b"] * 20 + ["c"] * 3)
+    _write(data_root / "fs", "dev.csv", ["a", "b", "c"])
+    cell = scarce.prepare("fs", 8, 1, 2000, tmp_path / "cell")
+    assert pd.read_csv(cell["files"]["train"])["label"].value_counts().to_dict() == {"a": 8, "b": 8, "c": 3}
+    assert cell["short_classes"] == {"c": 3} and cell["n_pool"] == 43 - 19
+
+
 def test_scoring_rows_whose_label_never_occurs_in_training_are_left_out_and_counted(data_root):
     _write(data_root / "shift", "train.csv", ["a", "b"] * 10)
     _write(data_root / "shift", "dev.csv", ["a", "b", "new", "new"])
