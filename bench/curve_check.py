@@ -48,8 +48,10 @@ FRACTIONS = (0.1, 0.2, 0.4, 0.6, 0.8, 1.0)
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", choices=("sst2", "trec", "banking77"), default="sst2",
-                        help="sst2 (scored on dev.csv), trec or banking77 (scored on the benchmark's held-out 1,000)")
+    parser.add_argument("--data", default="sst2",
+                        help="a data folder under the data root (BENCH_DATA), as bench/run.py's rows: scored on its "
+                             "dev.csv (sst2), or on the benchmark's held-out part of its train.csv (trec, "
+                             "banking77: 1,000)")
     parser.add_argument("--pool-seed", type=int, default=0, help="the seed of the pool's subset (default 0)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="another override of every run (e.g. train.device=cuda); repeatable")
@@ -65,6 +67,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--curve", type=Path, help="use this curve.json's points instead of running the curve")
     parser.add_argument("--actual", type=Path, nargs="+", help="with --curve: the --actual-only result files")
     args = parser.parse_args(argv)
+    if args.actual_only and args.actual_only != "full" and not (args.actual_only.isdigit() and int(args.actual_only)):
+        parser.error(f"--actual-only {args.actual_only}: give a number of examples >= 1, or full")
+    if args.curve and not args.curve.is_file():
+        parser.error(f"--curve {args.curve}: no such file; give the curve.json of a curve run")
+    sys.path.insert(0, str(HERE))  # the harness's own modules, also when imported from elsewhere
+    import rows
+
+    try:  # the data before anything is written: a bad folder or file is one message, not a traceback
+        train, score = (frame.reset_index(drop=True) for frame in rows.checked_splits(args.data))
+    except LookupError as error:
+        parser.error(str(error))
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -74,15 +87,12 @@ def main(argv: list[str] | None = None) -> int:
     from strop.cv import fit_and_score
     from strop.fit import resolve_config
 
-    from rows import source_splits
-
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M%S")
     stamp += f"-{args.data}" if args.data != "sst2" else ""
     stamp += f"-pool{args.pool_seed}" if args.pool_seed else ""
     stamp += f"-n{args.actual_only}" if args.actual_only else ""  # parts started together get their own files
     work = args.out / f"curve-check-{stamp}"
     (work / "data").mkdir(parents=True)
-    train, score = (frame.reset_index(drop=True) for frame in source_splits(args.data))
     dev = work / "data" / "score.csv"
     score.to_csv(dev, index=False)
     full = args.full or len(train)
@@ -100,8 +110,9 @@ def main(argv: list[str] | None = None) -> int:
     pool_file = subset(args.pool, args.pool_seed, f"pool{args.pool}")
     result = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
               "command": "python " + " ".join([os.path.relpath(__file__), *(argv or sys.argv[1:])]),
-              "load_before": os.getloadavg(), "overrides": overrides, "pool": args.pool, "fractions": FRACTIONS,
-              "seeds": args.seeds, "pool_seed": args.pool_seed}
+              "data_root": rows.data_roots()["data_root"], "load_before": os.getloadavg(), "overrides": overrides,
+              "pool": args.pool, "fractions": FRACTIONS, "seeds": args.seeds, "epochs": args.epochs,
+              "pool_seed": args.pool_seed}
     cfg = resolve_config(load_config(None, [f"data.train={pool_file}", *overrides]))
     out_file = args.out / f"curve-check-{stamp}.json"
     started = time.perf_counter()
@@ -111,7 +122,8 @@ def main(argv: list[str] | None = None) -> int:
         for seed in range(cfg.train.seed, cfg.train.seed + seeds):
             train_file = subset(size, seed, f"n{size}-seed{seed}")
             t0, load = time.perf_counter(), os.getloadavg()[0]
-            scores = fit_and_score(cfg, train_file, None, seed, work / "runs" / f"n{size}-seed{seed}", False)
+            # its validation scores (data.validation: the scoring file) and the examples it trained on
+            scores, _ = fit_and_score(cfg, train_file, None, seed, work / "runs" / f"n{size}-seed{seed}", False)
             runs.append({"size": size, "seed": seed, "accuracy": scores["accuracy"], "load_before": load,
                          "wall_seconds": time.perf_counter() - t0})
             print(f"{size} examples, seed {seed}: accuracy {scores['accuracy']:.4f} "
@@ -132,7 +144,11 @@ def main(argv: list[str] | None = None) -> int:
         n = np.array([p["examples"] for p in curve["points"]], dtype=float)
         y = np.array([p["scores"][curve["metric"]] for p in curve["points"]])
         curve["fit"] = analyse(n, y, bounded=bool(y.max() <= 1.0), seed=curve["config"]["train"]["seed"])
-        result["curve_file"] = str(args.curve)
+        # The curve's own settings: this invocation's --pool, --seeds, --epochs, --pool-seed and overrides trained
+        # nothing of it (its pool seed is not in curve.json).
+        result.update(curve_file=str(args.curve), pool=curve["pool_examples"], fractions=curve["fractions"],
+                      seeds=len(curve["seeds"]), epochs=curve["config"]["train"]["epochs"], pool_seed=None,
+                      overrides=None)
     else:
         curve = learning_curve(None, [f"data.train={pool_file}", *overrides], fractions=FRACTIONS,
                                seeds=args.seeds, output=work / "curve")
@@ -170,8 +186,9 @@ def main(argv: list[str] | None = None) -> int:
     result["total_seconds"] = time.perf_counter() - started
     out_file.write_text(json.dumps(result, indent=1))
 
-    print(f"\nfit on {args.pool} examples ({fit['model']}): a {saturating[0]:.4f}, b {saturating[1]:.4g}, "
-          f"c {saturating[2]:.3f}; b' {ceiling_free[0]:.4g}, c' {ceiling_free[1]:.3f}; train.epochs={args.epochs}")
+    print(f"\nfit on {result['pool']} examples ({fit['model']}, {result['seeds']} seeds a size): a "
+          f"{saturating[0]:.4f}, b {saturating[1]:.4g}, c {saturating[2]:.3f}; b' {ceiling_free[0]:.4g}, "
+          f"c' {ceiling_free[1]:.3f}; train.epochs={result['epochs']}")
     print("| size | strop's forecast (95% interval) | actual (mean ± std, seeds) | actual − forecast | "
           "saturating law: predicted, gap | ceiling-free law: predicted, gap |")
     print("|---|---|---|---|---|---|")

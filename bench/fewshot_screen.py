@@ -70,25 +70,36 @@ def run_one(cell: tuple[str, int], draw: int, name: str, overrides: list[str], w
 
 
 def table(runs: list[dict]) -> str:
-    """Per cell and variant: mean ± std accuracy over draws, and the paired gap to the cell's first variant."""
-    lines = ["| data | k/class | variant | draws | accuracy (mean ± std) | gap vs first (paired) | wins | wall s |",
-             "|---|---|---|---|---|---|---|---|"]
+    """Per cell and variant: mean ± std accuracy over draws, and the paired gap to the cell's first variant.
+    Failed runs (an "error" line) are left out of the numbers and counted in the failed column."""
+    lines = ["| data | k/class | variant | draws | accuracy (mean ± std) | gap vs first (paired) | wins | wall s "
+             "| failed |", "|---|---|---|---|---|---|---|---|---|"]
     cells = list(dict.fromkeys((r["dataset"], r["per_class"]) for r in runs))
     for dataset, k in cells:
         here = [r for r in runs if (r["dataset"], r["per_class"]) == (dataset, k)]
-        # in the order they were asked for (runs finish in any order)
-        variants = list(dict.fromkeys(r["variant"] for r in sorted(here, key=lambda r: r.get("rank", 0))))
-        first = {r["draw"]: r["accuracy"] for r in here if r["variant"] == variants[0]}
+        # in the order they were asked for (runs finish in any order; an error line of an older screen has no rank)
+        variants = list(dict.fromkeys(r["variant"] for r in sorted(here, key=lambda r: r.get("rank", len(here)))))
+        done = [r for r in here if "error" not in r]
+        first = {r["draw"]: r["accuracy"] for r in done if r["variant"] == variants[0]}
         for name in variants:
-            mine = {r["draw"]: r for r in here if r["variant"] == name}
+            mine = {r["draw"]: r for r in done if r["variant"] == name}
+            failed = [r for r in here if r["variant"] == name and "error" in r]
+            if not mine:
+                lines.append(f"| {dataset} | {k} | {name} | 0 | not available: {failed[0]['error'][:160]} | | | | "
+                             f"{len(failed)} |")
+                continue
             acc = np.array([r["accuracy"] for r in mine.values()])
             paired = [mine[d]["accuracy"] - first[d] for d in mine if d in first]
-            gap = "" if name == variants[0] else f"{np.mean(paired):+.4f} ({len(paired)})"
-            wins = "" if name == variants[0] else f"{sum(p > 0 for p in paired)}/{sum(p != 0 for p in paired)}"
+            reference = name == variants[0] or not paired
+            gap = "" if reference else f"{np.mean(paired):+.4f} ({len(paired)})"
+            wins = "" if reference else f"{sum(p > 0 for p in paired)}/{sum(p != 0 for p in paired)}"
             spread = f" ± {acc.std(ddof=1):.4f}" if len(acc) > 1 else ""
             wall = np.mean([r["wall_seconds"] for r in mine.values()])
             lines.append(f"| {dataset} | {k} | {name} | {len(acc)} | {acc.mean():.4f}{spread} | {gap} | {wins} | "
-                         f"{wall:.0f} |")
+                         f"{wall:.0f} | {len(failed)} |")
+    n_failed = sum("error" in r for r in runs)
+    if n_failed:
+        lines.append(f"\n{n_failed} of {len(runs)} runs failed and are left out (their errors are in the .jsonl)")
     return "\n".join(lines)
 
 
@@ -109,7 +120,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.table:
         print(table([json.loads(line) for path in args.table for line in path.read_text().splitlines() if line]))
         return 0
-    cells = [(c.split(":")[0], int(c.split(":")[1])) for c in args.cells.split(",") if c]
+    import rows
+    import scarce
+
+    cells = scarce.parse_cells(parser, args.cells, "--cells")
+    scarce.check_data(parser, [dataset for dataset, _ in cells])  # before anything is written
+    data_root = rows.data_roots()["data_root"]
     variants = [shlex.split(v) for v in (args.variant or ["base"])]
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M%S")
     args.out.mkdir(parents=True, exist_ok=True)
@@ -118,11 +134,13 @@ def main(argv: list[str] | None = None) -> int:
     draws = range(args.first_draw, args.first_draw + args.draws)
     jobs = [(cell, draw, v[0], v[1:] + args.set, work, rank) for cell in cells for draw in draws
             for rank, v in enumerate(variants)]
-    import scarce
-
+    short_classes = {}  # cell -> the classes with fewer than k examples in train.csv (the same for every draw)
     for cell in cells:  # written once, before the workers read them
         for draw in draws:
-            scarce.prepare(*cell, draw, 0, cell_folder(cell, draw, work))
+            short_classes[cell] = scarce.prepare(*cell, draw, 0, cell_folder(cell, draw, work))["short_classes"]
+        if short_classes[cell]:
+            print(f"{cell[0]} k={cell[1]}: {len(short_classes[cell])} classes have fewer than {cell[1]} examples and "
+                  "train on all they have (recorded in each run's line, short_classes)", flush=True)
     print(f"{len(jobs)} runs, {args.parallel} at a time; results {out_file}", flush=True)
     runs = []
     with ProcessPoolExecutor(args.parallel) as pool:
@@ -131,14 +149,17 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 result = future.result()
             except Exception as error:  # one failed run is reported; the others go on
-                cell, draw, name, *_ = futures[future]
-                result = {"dataset": cell[0], "per_class": cell[1], "draw": draw, "variant": name,
+                cell, draw, name, _, _, rank = futures[future]
+                result = {"dataset": cell[0], "per_class": cell[1], "draw": draw, "variant": name, "rank": rank,
                           "error": f"{type(error).__name__}: {error}"}
+            result["data_root"] = data_root
+            cell = (result["dataset"], result["per_class"])
+            if short_classes[cell]:
+                result["short_classes"] = short_classes[cell]
             with out_file.open("a") as f:
                 f.write(json.dumps(result) + "\n")
             print(json.dumps(result), flush=True)
-            if "error" not in result:
-                runs.append(result)
+            runs.append(result)
     print(table(runs))
     return 0
 

@@ -14,9 +14,11 @@ import pandas as pd
 from sklearn.model_selection import train_test_split
 
 # ../shared/data/text beside the repository (see /work/shared/data/README.md); BENCH_DATA overrides it.
-DATA_ROOT = Path(os.environ.get("BENCH_DATA", Path(__file__).resolve().parents[2] / "shared" / "data" / "text"))
+DEFAULT_DATA_ROOT = Path(__file__).resolve().parents[2] / "shared" / "data" / "text"
+DATA_ROOT = Path(os.environ.get("BENCH_DATA", DEFAULT_DATA_ROOT))
 # The token-classification data sets: the sibling folder "ner" of the text data (../shared/data/ner), one
 # folder per data set with train.conll and dev.conll; BENCH_NER_DATA overrides it.
+DEFAULT_NER_ROOT = DEFAULT_DATA_ROOT.parent / "ner"
 NER_ROOT = Path(os.environ.get("BENCH_NER_DATA", DATA_ROOT.parent / "ner"))
 TEXT, TOKENS = "text_classification", "token_classification"  # the tasks of the rows
 DATA_SEED = 0  # draws the samples, few-shot sets and held-out splits
@@ -80,6 +82,38 @@ def resolve(name: str) -> Row:
                       f"or {NER_ROOT} (found: {', '.join(folders) or 'none'})")
 
 
+def data_roots() -> dict[str, str]:
+    """The data roots read, as resolved paths: recorded in every result, so that a result measured on other
+    data than the shipped data sets can be told apart (and is not published under the official rows)."""
+    return {"data_root": str(DATA_ROOT.resolve()), "ner_data_root": str(NER_ROOT.resolve())}
+
+
+def default_data_roots() -> dict[str, str]:
+    """`data_roots()` as they are without BENCH_DATA and BENCH_NER_DATA: the data the published rows name."""
+    return {"data_root": str(DEFAULT_DATA_ROOT.resolve()), "ner_data_root": str(DEFAULT_NER_ROOT.resolve())}
+
+
+def checked_splits(dataset: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(train, scoring split) of a data folder under DATA_ROOT, for the scripts that draw their own samples
+    from it (scarce.py, fewshot_screen.py, curve_check.py), once it has passed the checks a row of run.py
+    passes: the folder and its train.csv exist, the files have the columns text,label, can be read, and hold
+    two classes and a scorable example. They call it before they write anything.
+
+    Raises:
+        LookupError: a message that names the folder or file and the fix.
+    """
+    if not (DATA_ROOT / dataset / "train.csv").is_file():
+        folders = sorted(p.parent.name for p in DATA_ROOT.glob("*/train.csv"))
+        raise LookupError(f"no data folder {dataset} with a train.csv under {DATA_ROOT} (found: "
+                          f"{', '.join(folders) or 'none'}): set BENCH_DATA to the folder of the text data sets, "
+                          "or choose one of those")
+    _checked(Row(dataset), dataset)
+    train, score = source_splits(dataset)
+    scorable = score["label"].isin(set(train["label"]))
+    _check_trainable(dataset, train, score[scorable], int((~scorable).sum()))
+    return train, score
+
+
 def _checked(row: Row, name: str) -> Row:
     """The row, once its files are known to have the columns every tool reads and an example (only the first
     line is read: this runs when the arguments are parsed, so a wrong file gets a message, not a traceback)."""
@@ -88,7 +122,7 @@ def _checked(row: Row, name: str) -> Row:
         if not path.is_file():
             continue
         try:
-            head = pd.read_csv(path, nrows=1)
+            head = _read_csv(path, nrows=1)
         except pd.errors.EmptyDataError:
             raise LookupError(f"row {name} reads {path}, which is empty: give it a header row text,label and "
                               "examples") from None
@@ -134,10 +168,31 @@ class RowFiles:
     name: str = ""  # the row
 
 
+def _read_csv(path: Path, **options) -> pd.DataFrame:
+    """pd.read_csv, with a file that is not UTF-8 or not a well-formed CSV refused in a message that names it
+    (the harness stops before any run on bad data, not with a pandas traceback).
+
+    Raises:
+        LookupError: the file cannot be decoded or parsed.
+    """
+    try:
+        return pd.read_csv(path, encoding="utf-8", **options)
+    except UnicodeDecodeError as error:
+        raise LookupError(f"{path} is not UTF-8 text (byte {error.object[error.start:error.start + 1]!r} at offset "
+                          f"{error.start}): save it as UTF-8") from None
+    except pd.errors.ParserError as error:
+        raise LookupError(f"{path} cannot be read as a CSV file ({str(error).strip()}): quote the texts that hold "
+                          "commas or line breaks, e.g. save it with a CSV writer") from None
+
+
 def read_texts(path: Path) -> pd.DataFrame:
     """A text,label CSV with both columns as strings (no 'NA' turned into a missing value). Rows with a blank
-    text or label are left out, and said: strop refuses them, other tools would train on them."""
-    frame = pd.read_csv(path, dtype=str, keep_default_na=False)[["text", "label"]]
+    text or label are left out, and said: strop refuses them, other tools would train on them.
+
+    Raises:
+        LookupError: the file is not UTF-8 or not a well-formed CSV.
+    """
+    frame = _read_csv(path, dtype=str, keep_default_na=False)[["text", "label"]]
     blank = (frame["text"].str.strip() == "") | (frame["label"].str.strip() == "")
     if blank.any():
         print(f"{path}: {int(blank.sum())} rows with a blank text or label left out", flush=True)
@@ -145,13 +200,21 @@ def read_texts(path: Path) -> pd.DataFrame:
 
 
 def holdout(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """A seeded stratified split: (rest, held out), the held-out part 20% of the rows, at most 1,000.
-    A class with a single example stays in training; where the held-out part is smaller than the number of
-    classes, stratifying is impossible and the split is plain random."""
-    n_score = max(min(round(len(frame) * HOLDOUT_FRACTION), HOLDOUT_CAP), 1)
+    """A seeded stratified split: (rest, held out), the held-out part 20% of the rows of the classes with two
+    examples or more, at most 1,000. A class with a single example stays in training; where the held-out part
+    is smaller than the number of classes, stratifying is impossible and the split is plain random.
+
+    Raises:
+        LookupError: every class has a single example, so none can be held out.
+    """
     counts = frame["label"].value_counts()
     single = frame["label"].isin(counts.index[counts == 1])
     splittable = frame[~single]
+    if splittable.empty:
+        raise LookupError("every class of the training data has a single example, so none can be held out for "
+                          "scoring: give the data set a dev.csv")
+    # 20% of the rows it is drawn from: of all rows, it could be more than the classes with two examples hold
+    n_score = max(min(round(len(splittable) * HOLDOUT_FRACTION), HOLDOUT_CAP), 1)
     stratify = splittable["label"] if n_score >= splittable["label"].nunique() else None
     rest, score = train_test_split(splittable, test_size=n_score, stratify=stratify, random_state=DATA_SEED)
     return pd.concat([rest, frame[single]]).sort_index(), score.sort_index()
@@ -163,7 +226,10 @@ def source_splits(dataset: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     train = read_texts(folder / "train.csv")
     if (folder / "dev.csv").is_file():
         return train, read_texts(folder / "dev.csv")
-    return holdout(train)
+    try:
+        return holdout(train)
+    except LookupError as error:
+        raise LookupError(f"{folder / 'train.csv'}: {error}") from None
 
 
 def build(row: Row, limit: int | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:

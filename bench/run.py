@@ -64,10 +64,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     args.row_seeds = _row_seeds(parser, args.rows, args.seeds)  # row -> number of seeds, in the order given
     args.rows, args.tools = list(args.row_seeds), _names(parser, args.tools, ALL_TOOLS)
-    if not args.worker:
-        _check_rows(parser, args.rows)
+    if args.worker or args.publish:  # --publish trains nothing: the rows' data need not be here
+        return args
+    _check_rows(parser, args.rows)
+    if not plan(args):
+        parser.error("no tool of --tools runs on any row of --rows: " + "; ".join(not_applying(args.rows, args.tools)))
     if args.write_docs and args.limit is not None:
         parser.error("--write-docs publishes full runs only; drop --limit")
+    if args.write_docs:
+        import rows
+
+        if rows.data_roots() != rows.default_data_roots():
+            parser.error(f"--write-docs publishes runs on the shipped data sets only; this run reads "
+                         f"{rows.DATA_ROOT} (BENCH_DATA) and {rows.NER_ROOT}: drop --write-docs, or unset BENCH_DATA "
+                         "and BENCH_NER_DATA")
     return args
 
 
@@ -122,6 +132,39 @@ def applies(tool: str, row: str) -> bool:
     if row.task == rows.TOKENS:
         return tool in TOKEN_TOOLS
     return tool not in FEW_SHOT_TOOLS or row.few_shot
+
+
+def not_applying(row_names: list[str], tools: list[str]) -> list[str]:
+    """One line for each row that some of `tools` do not run on (see `applies`): which, and why."""
+    import rows
+
+    few_shot_rows = [name for name, row in rows.ROWS.items() if row.few_shot]
+    lines = []
+    for name in row_names:
+        skipped = [tool for tool in tools if not applies(tool, name)]
+        if not skipped:
+            continue
+        if rows.resolve(name).task == rows.TOKENS:
+            why = f"a token row runs {' and '.join(TOKEN_TOOLS)} only"
+        else:
+            why = f"{' and '.join(sorted(FEW_SHOT_TOOLS))} run on the few-shot rows only: {', '.join(few_shot_rows)}"
+        lines.append(f"{name}: {', '.join(skipped)} not run ({why})")
+    return lines
+
+
+def other_data(result: dict) -> str | None:
+    """Why a result cannot be published under the official rows: it was measured on other data roots than
+    the shipped data sets (BENCH_DATA or BENCH_NER_DATA set). None where it can; a result from before the data
+    roots were recorded names none, and is taken as measured on the shipped data."""
+    import rows
+
+    defaults = rows.default_data_roots()
+    other = [f"{key} {result[key]} (the published rows read {defaults[key]})"
+             for key in defaults if result.get(key, defaults[key]) != defaults[key]]
+    if not other:
+        return None
+    return (f"measured on other data than the published rows: {'; '.join(other)}; it is not published under their "
+            "names. Run it again without BENCH_DATA / BENCH_NER_DATA to publish it")
 
 
 def launch(tool: str, files, seed: int, epochs: int, logs: Path) -> dict:
@@ -194,9 +237,16 @@ def main(argv: list[str] | None = None) -> int:
     import rows
 
     if args.publish:
-        publish(json.loads(args.publish.read_text()))
+        result = json.loads(args.publish.read_text())
+        refusal = other_data(result)
+        if refusal:
+            print(f"run.py: error: {args.publish}: {refusal}", file=sys.stderr)
+            return 2
+        publish(result)
         return 0
 
+    for line in not_applying(args.rows, args.tools):
+        print(line, flush=True)
     with tempfile.TemporaryDirectory(prefix="bench-data-") as data_dir:
         try:  # every row's data before anything is written: a row no tool can run on stops the harness here
             files = {row: rows.prepare(row, Path(data_dir), args.limit) for row in args.rows}
@@ -210,6 +260,7 @@ def measure_rows(args: argparse.Namespace, argv: list[str] | None, files: dict) 
     """Runs every (row, seed, tool) on the prepared files, and writes and prints the results."""
     import machine
     import report
+    import rows
 
     now = datetime.datetime.now(datetime.timezone.utc)
     stamp = now.strftime("%Y%m%d-%H%M%S")
@@ -221,7 +272,7 @@ def measure_rows(args: argparse.Namespace, argv: list[str] | None, files: dict) 
     warn_if_busy(info["peak"].get("cores"))
     command = "python " + " ".join(shlex.quote(a) for a in ([os.path.relpath(__file__)] + (argv or sys.argv[1:])))
     result = {"date": now.isoformat(timespec="seconds"), "command": command, "commit": source_commit(),
-              "machine": info, "rows": args.rows,
+              "machine": info, **rows.data_roots(), "rows": args.rows,
               "tools": args.tools, "seeds": args.row_seeds, "epochs": args.epochs, "limit": args.limit, "data": {},
               "runs": []}
     todo = plan(args)

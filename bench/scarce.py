@@ -69,17 +69,47 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--pool-cap", type=int, default=2000, help="at most this many unlabelled texts")
     parser.add_argument("--out", type=Path, default=HERE / "results")
     parser.add_argument("--table", type=Path, nargs="+", metavar="RESULT.json",
-                        help="only print the table of these result files (merged); runs nothing")
+                        help="only print the table of these result files (merged: where they overlap, the later "
+                             "file's run counts); runs nothing")
     args = parser.parse_args(argv)
+    if args.table:
+        return args
     if args.cells:
-        args.cells = [(c.split(":")[0], int(c.split(":")[1])) for c in args.cells.split(",") if c]
+        args.cells = parse_cells(parser, args.cells, "--cells")
     else:
-        args.cells = [(d, int(k)) for d in args.datasets.split(",") if d for k in args.per_class.split(",") if k]
+        datasets = [d for d in args.datasets.split(",") if d]
+        counts = [k for k in args.per_class.split(",") if k]
+        args.cells = parse_cells(parser, ",".join(f"{d}:{k}" for d in datasets for k in counts), "--per-class")
     args.methods = [m for m in args.methods.split(",") if m]
     unknown = [m for m in args.methods if m not in METHODS]
     if unknown:
         parser.error(f"unknown methods {unknown}; choose from {METHODS}")
+    check_data(parser, [dataset for dataset, _ in args.cells])
     return args
+
+
+def parse_cells(parser: argparse.ArgumentParser, value: str, option: str) -> list[tuple[str, int]]:
+    """'trec:8,sst2:64' -> [('trec', 8), ('sst2', 64)]; a cell without a whole number k >= 1 after its ':'
+    is refused (parser.error: exit 2). Also fewshot_screen.py's --cells."""
+    cells = []
+    for item in (c.strip() for c in value.split(",") if c.strip()):
+        dataset, _, k = item.partition(":")
+        if not dataset or not (k.isdigit() and int(k) >= 1):
+            parser.error(f"{option} {item}: give each cell as DATASET:K, K the labelled examples per class, a whole "
+                         "number >= 1 (e.g. trec:8)")
+        cells.append((dataset, int(k)))
+    return cells
+
+
+def check_data(parser: argparse.ArgumentParser, datasets: list[str]) -> None:
+    """Every data folder the cells draw from passes `rows.checked_splits` (it exists, has the columns text,label,
+    can be read, and has two classes and a scorable example), before anything is written: else one message and
+    exit 2. Also fewshot_screen.py's (curve_check.py calls `rows.checked_splits` itself)."""
+    for dataset in dict.fromkeys(datasets):
+        try:
+            rows.checked_splits(dataset)
+        except LookupError as error:
+            parser.error(str(error))
 
 
 def prepare(dataset: str, per_class: int, draw: int, pool_cap: int, folder: Path) -> dict:
@@ -172,7 +202,9 @@ def run_method(method: str, cell: dict, draw: int, work: Path, log: Path) -> dic
 
 
 def table(runs: list[dict]) -> str:
-    """Markdown: per cell and method, mean ± std over draws, the paired gap against fewshot, wall s."""
+    """Markdown: per cell and method, mean ± std over draws, the paired gap against fewshot, wall s. Of runs of
+    the same (dataset, per_class, draw, method), as in result files that overlap, the last one counts."""
+    runs = list({(r["dataset"], r["per_class"], r["draw"], r["method"]): r for r in runs}.values())
     lines = ["| data | k/class | method | draws | accuracy (mean ± std) | gap vs fewshot (paired) | wall s |",
              "|---|---|---|---|---|---|---|"]
     cells = list(dict.fromkeys((r["dataset"], r["per_class"]) for r in runs))
@@ -212,7 +244,8 @@ def main(argv: list[str] | None = None) -> int:
     logs = args.out / f"scarce-{stamp}"
     result = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
               "command": "python " + shlex.join([os.path.relpath(__file__), *(argv or sys.argv[1:])]),
-              "commit": harness.source_commit(), "load_before": os.getloadavg(), "pool_cap": args.pool_cap,
+              "commit": harness.source_commit(), "data_root": rows.data_roots()["data_root"],
+              "load_before": os.getloadavg(), "pool_cap": args.pool_cap,
               "cells": args.cells, "methods": args.methods, "data": {}, "runs": []}
     json_file = args.out / f"scarce-{stamp}.json"
     for draw in range(args.first_draw, args.first_draw + args.draws):
