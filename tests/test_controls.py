@@ -138,6 +138,20 @@ def test_dropout_overrides_reach_every_dropout_layer(tiny_model_dir, text_data, 
     assert body and set(body) == {0.3} and model.head.dropout.p == 0.4
 
 
+def test_imbalance_made_concrete_again_keeps_nothing_of_the_first_time():
+    from strop.tasks.classification import Classification
+
+    # the whole file at a ratio of 3 (weights), its training share at 2.8 (auto: nothing), as fit's split gives
+    whole = Classification(("a", "b")).with_imbalance(["a"] * 36 + ["b"] * 12, "auto", 2.0)
+    assert whole.imbalance == "weights" and whole.class_weights and whole.positive == 1
+    share = whole.with_imbalance(["a"] * 28 + ["b"] * 10, "auto", 2.0)
+    assert (share.imbalance, share.class_weights, share.positive, share.focal_gamma) == ("none", None, None, 0.0)
+    assert "auto chose nothing" in share.note
+    # a class none of whose examples is left to train on weighs as one example, not infinitely
+    absent = Classification(("a", "b", "c")).with_imbalance(["a"] * 6 + ["b"] * 3, "weights", 2.0)
+    assert absent.class_weights == pytest.approx((10 / 18, 10 / 9, 10 / 3))  # counts 6, 3 and 1
+
+
 def test_class_weights_change_the_loss_on_a_known_batch():
     from strop.tasks.classification import Classification
 

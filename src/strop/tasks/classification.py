@@ -103,17 +103,18 @@ class Classification(SentenceTask):
         """train.imbalance made concrete for these training labels. auto: nothing below a ratio of 3 between
         the most and the least frequent class; from 3 on, inverse-frequency class weights (which keep every
         example, unlike resampling, and need no extra setting, unlike focal loss)."""
-        counts = np.array([targets.count(name) for name in self.labels], dtype=np.float64)
+        # a class with no example among these (its only rows held out for validation) counts as one: no weight of
+        # infinity, no ratio of inf
+        counts = np.maximum([targets.count(name) for name in self.labels], 1).astype(np.float64)
         ratio = counts.max() / counts.min()
         mode, note = setting, ""
         if setting == "auto":
             mode = "weights" if ratio >= IMBALANCE_RATIO else "none"
             note = (f"imbalance: the most frequent class has {ratio:.1f} times the examples of the least; auto chose "
                     + ("class weights" if mode == "weights" else f"nothing (below {IMBALANCE_RATIO:g})"))
-        if mode == "none":
-            return replace(self, imbalance="none", note=note)
+        # every field the setting governs is set, whatever an earlier call set (`fitted_to` calls it again)
         weights = tuple((counts.sum() / (len(counts) * counts)).tolist()) if mode == "weights" else None
-        positive = int(counts.argmin()) if len(self.labels) == 2 else None
+        positive = int(counts.argmin()) if len(self.labels) == 2 and mode != "none" else None
         return replace(self, imbalance=mode, class_weights=weights, focal_gamma=gamma if mode == "focal" else 0.0,
                        positive=positive, note=note)
 
