@@ -439,16 +439,21 @@ def test_a_repeated_text_is_held_out_whole_or_not_at_all(tmp_path):
     from strop.pretrain import hold_out
 
     texts = [[1, i % 25, 2] for i in range(200)]  # 25 distinct texts, each 8 times
-    kept, held = hold_out([{"input_ids": t} for t in texts], seed=3, data="d.txt")
+    kept, held = hold_out([{"input_ids": t} for t in texts], seed=3, data="d.txt", max_length=8)
     assert sorted(kept + held) == list(range(200))
     assert not {tuple(texts[i]) for i in kept} & {tuple(texts[i]) for i in held}
-    assert len({tuple(texts[i]) for i in held}) == 1  # 5% of the 25 distinct texts, rounded, at least one
+    assert len(held) == 8  # one text: 5% of 200 rows is 10, and a second text's 8 rows would pass it
+    # one text repeated 95 times among 5 others: 5% of the rows held out, whichever the seed draws first
+    texts = [[1, 7, 2]] * 95 + [[1, i, 2] for i in range(10, 15)]
+    for seed in range(12):
+        kept, held = hold_out([{"input_ids": t} for t in texts], seed=seed, data="d.txt", max_length=8)
+        assert len(held) == 5 and [1, 7, 2] not in [texts[i] for i in held]
     # without repeats, the held-out rows are the seeded permutation's first 5%, as before repeats were kept whole
     distinct = [{"input_ids": [1, i, 2]} for i in range(200)]
-    kept, held = hold_out(distinct, seed=3, data="d.txt")
+    kept, held = hold_out(distinct, seed=3, data="d.txt", max_length=8)
     assert held == sorted(np.random.default_rng(3).permutation(200)[:10].tolist())
-    with pytest.raises(strop.StropError, match="all the same text"):
-        hold_out([{"input_ids": [1, 5, 2]}] * 30, seed=3, data="d.txt")
+    with pytest.raises(strop.StropError, match=r"one text as the model reads them \(their first 8 tokens\).*model.max_length"):
+        hold_out([{"input_ids": [1, 5, 2]}] * 30, seed=3, data="d.txt", max_length=8)
 
 
 def test_a_folder_given_as_data_is_named_a_folder(tmp_path):

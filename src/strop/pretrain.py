@@ -224,23 +224,38 @@ def maskable_features(body, lines: list[str], data, model_name: str) -> tuple[li
     return features, len(lines) - len(features)
 
 
-def hold_out(features: list[dict], seed: int, data) -> tuple[list[int], list[int]]:
-    """The rows to train on and the rows held out to validate on (VALIDATION_SHARE of the distinct texts, at
-    most VALIDATION_MAX), reproducibly for a seed: a text that repeats is on one side, as `strop fit` splits, so
-    that the validation loss never scores a text that trained.
+def hold_out(features: list[dict], seed: int, data, max_length: int) -> tuple[list[int], list[int]]:
+    """The rows to train on and the rows held out to validate on: VALIDATION_SHARE of the rows (at least one, at
+    most VALIDATION_MAX), reproducibly for a seed, a text that repeats on one side with all its rows (as `strop
+    fit` splits), so that the validation loss never scores a text that trained. Texts are taken in a seeded
+    order, each where its rows still fit the share; with no repeats, the first rows of a seeded permutation.
 
     Raises:
-        StropError: fewer than two distinct texts.
+        StropError: fewer than two different texts (as the model reads them: their first max_length tokens).
     """
     from strop.data.splits import distinct_inputs, rows_of
 
     first, of_row = distinct_inputs([f["input_ids"] for f in features])
     if len(first) < 2:
-        raise StropError(f"--data {data}: its {len(features)} texts are all the same text; pretraining needs at "
-                         "least 2 different ones (one is held out to validate on)")
+        raise StropError(f"--data {data}: its {len(features)} texts are one text as the model reads them (their "
+                         f"first {max_length} tokens); pretraining needs at least 2 different ones (one is held out "
+                         "to validate on): give different texts, or where they differ further on, a larger "
+                         "model.max_length")
+    rows_of_text = np.bincount(of_row)
+    wanted = max(1, min(VALIDATION_MAX, int(round(VALIDATION_SHARE * len(features)))))
     order = np.random.default_rng(seed).permutation(len(first))
-    held = order[:max(1, min(VALIDATION_MAX, int(round(VALIDATION_SHARE * len(first)))))]
-    return rows_of(order[len(held):], of_row), rows_of(held, of_row)
+    held, count = [], 0
+    for text in order:
+        if count + rows_of_text[text] <= wanted:
+            held.append(text)
+            count += rows_of_text[text]
+        if count == wanted:
+            break
+    if not held:  # every text repeats more often than the share: the one with the fewest rows, first in the order
+        held = [min(order, key=lambda text: rows_of_text[text])]
+    chosen = set(held)
+    kept = [text for text in order if text not in chosen]
+    return rows_of(kept, of_row), rows_of(held, of_row)
 
 
 def pretrain(config=None, overrides: list[str] = (), data: str | Path | None = None,
@@ -305,7 +320,7 @@ def pretrain(config=None, overrides: list[str] = (), data: str | Path | None = N
     body = TextBackbone(model.base_model, tokenizer, "cls",
                         cfg.model.max_length if limit is None else min(cfg.model.max_length, limit))
     features, unmaskable = maskable_features(body, lines, data, cfg.model.name)
-    kept, held = hold_out(features, cfg.train.seed, data)
+    kept, held = hold_out(features, cfg.train.seed, data, body.max_length)
     train_features = [features[i] for i in kept]
     val_features = [{**features[i], "seed": int(i)} for i in held]
     cfg = _resolve_precision(cfg)
