@@ -168,3 +168,22 @@ def test_a_text_run_hands_its_body_to_a_new_task(tiny_overrides, tmp_path):
     body = [k for k in a if k.startswith("bert.encoder")]
     assert body and all(torch.allclose(a[k], b[k], atol=1e-6) for k in body)
     assert json.loads((second / "model" / "strop.json").read_text())["task"] == "regression"
+
+
+def test_a_run_started_from_a_run_keeps_its_heads_meaning_and_trains_by_its_own_settings(tmp_path):
+    from strop.config import load_config
+    from strop.fit import prepare
+
+    first, _ = _mlp(tmp_path, "first", task="classification", extra=["train.epochs=1"])
+    regression, _ = _mlp(tmp_path, "first-reg", extra=["train.epochs=1", "task.loss=mse"])
+    train, dev = tmp_path / "train-classification.csv", tmp_path / "dev-classification.csv"
+    again = prepare(load_config(None, [f"model.name={first}", "task.name=text_classification", f"data.train={train}",
+                                       f"data.validation={dev}", "data.label_column=y", "train.imbalance=weights",
+                                       "train.label_smoothing=0.1"])).task
+    assert again.imbalance == "weights" and again.class_weights and again.label_smoothing == 0.1
+    train, dev = tmp_path / "train-regression.csv", tmp_path / "dev-regression.csv"
+    again = prepare(load_config(None, [f"model.name={regression}", "task.name=regression", f"data.train={train}",
+                                       f"data.validation={dev}", "data.label_column=y", "task.loss=huber"])).task
+    saved = json.loads((regression / "model" / "strop.json").read_text())
+    assert again.loss_name == "huber"  # this run's loss; the head's outputs on the first run's scale
+    assert list(again.mean) == saved["target_mean"] and list(again.std) == saved["target_std"]

@@ -174,8 +174,9 @@ def with_new_head(body: Backbone, task: Task, dropout: float = 0.1) -> TaskModel
 
 
 def _from_run(source: Source, task: Task, cfg, notes: list[str]) -> tuple[TaskModel, Task, list[str]]:
-    """A new run from a previous run's weights: its body always, its head (and its task's label map or
-    statistics) where the task and what the outputs mean are the same."""
+    """A new run from a previous run's weights: its body always, its head (and what its outputs mean: the label
+    map, a regression's target scale) where the task and the outputs are the same; the training settings are
+    this run's."""
     folder, info = Path(source.location), source.info
     if "adapter" in info:
         raise StropError(f"model.name={folder}: that run saved an adapter (method {info.get('method')}), not a whole "
@@ -188,7 +189,7 @@ def _from_run(source: Source, task: Task, cfg, notes: list[str]) -> tuple[TaskMo
     previous = TASKS.get(info["task"]).from_info(info)
     reuse = previous.name == task.name and previous.output_space() == task.output_space()
     if reuse:
-        task = previous
+        task = task.reusing(previous)
         notes.append(f"starting from {folder}: its body and its head (same task and outputs)")
     else:
         why = "the task differs" if previous.name != task.name else "the labels or targets differ"

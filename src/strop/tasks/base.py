@@ -112,6 +112,13 @@ class Task:
         return themselves."""
         return self
 
+    def reusing(self, previous: Task) -> Task:
+        """The task of a run that starts from a run of `previous` (the same task and outputs) and keeps its head:
+        this one, the data's and the config's (class weights, label smoothing, the loss), with what the head's
+        outputs mean taken from `previous` where the data would change it (a regression's target scale).
+        Label maps are equal already (`output_space`)."""
+        return self
+
     def split(self, examples: Examples, fraction: float, seed: int) -> tuple[Examples, Examples]:
         """Holds out `fraction` of the examples for validation, reproducibly for a seed."""
         from strop.data.splits import random_split

@@ -61,6 +61,10 @@ class Reconstruction(SentenceTask):
         std = np.where(std > 0, std, self.std)  # a feature constant over the training share keeps the whole file's scale
         return replace(self, mean=tuple(matrix.mean(axis=0).tolist()), std=tuple(std.tolist()))
 
+    def reusing(self, previous: Reconstruction) -> Reconstruction:
+        # the head hands on outputs on the previous run's scale: standardised by its mean and std
+        return replace(self, mean=previous.mean, std=previous.std)
+
     def info(self) -> dict[str, Any]:
         return {"targets": list(self.columns), "target_mean": list(self.mean), "target_std": list(self.std)}
 

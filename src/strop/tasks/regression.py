@@ -85,6 +85,10 @@ class Regression(SentenceTask):
         std = np.where(std > 0, std, self.std)  # a target constant over the training share (a tiny file) keeps the whole file's scale
         return replace(self, mean=tuple(matrix.mean(axis=0).tolist()), std=tuple(std.tolist()))
 
+    def reusing(self, previous: Regression) -> Regression:
+        # the head hands on outputs on the previous run's scale: standardised by its mean and std
+        return replace(self, mean=previous.mean, std=previous.std)
+
     def info(self) -> dict[str, Any]:
         return {"targets": list(self.columns), "target_mean": list(self.mean), "target_std": list(self.std),
                 "loss": self.loss_name}
