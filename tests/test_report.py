@@ -288,6 +288,10 @@ def test_a_validation_loss_of_zero_is_not_overfitting_nor_a_division_by_zero():
     rising = _history([0.5, 0.2, 0.1, 0.05, 0.02], [0.3, 0.0, 0.1, 0.3, 0.5])
     finding = diagnose.overfitting(rising, best_epoch=2)
     assert "rose from 0.000 (epoch 2) to 0.500 (epoch 5) while" in finding.evidence
+    # a loss near 0 rising by less than 0.01 is no evidence; its rise is not given as a percentage of nearly 0
+    assert diagnose.overfitting(_history([0.5, 0.2, 0.1, 0.05, 0.02], [0.3, 1e-8, 0.001, 0.002, 0.008])) is None
+    near_zero = diagnose.overfitting(_history([0.5, 0.2, 0.1, 0.05, 0.02], [0.3, 1e-8, 0.01, 0.02, 0.04]))
+    assert "to 0.040 (epoch 5) while" in near_zero.evidence and "%" not in near_zero.evidence
 
 
 def test_the_fixes_name_settings_of_the_model_that_read_the_inputs():

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -69,6 +71,12 @@ def test_runs_of_another_base_model_are_warned_of_not_refused(runs, tmp_path, ca
     err = capsys.readouterr().err
     assert f"warning: {other} was fine-tuned from another/model and {runs[0]} from " in err
     assert "--ensemble" in err and (tmp_path / "soup" / "model.safetensors").is_file()
+    # one base named two ways, and a run started from a run of it: the same model, nothing to warn of
+    base = info["base_model"]
+    for i, name in enumerate([os.path.relpath(base), str(Path(base).parent / "." / Path(base).name), str(runs[0])]):
+        (other / "model" / "strop.json").write_text(json.dumps({**info, "base_model": name}))
+        soup([runs[0], other], tmp_path / f"same{i}", uniform=True, quiet=True)
+        assert "warning" not in capsys.readouterr().err, name
 
 
 def test_a_soup_of_a_single_run_twice_is_that_run(runs, tmp_path):

@@ -170,12 +170,31 @@ def _other_base(predictors, runs) -> str | None:
     whose weights have the same shapes: averaging them is averaging unrelated weights (a soup's runs share
     their start); None where they share one."""
     bases = [p.info.get("base_model") for p in predictors]
-    other = next((i for i, base in enumerate(bases) if base != bases[0]), None)
+    roots = [_root_model(base) for base in bases]
+    other = next((i for i, root in enumerate(roots) if root != roots[0]), None)
     if other is None:
         return None
     return (f"{runs[other]} was fine-tuned from {bases[other]} and {runs[0]} from {bases[0]}: a soup averages runs "
             "of one base model (their weights stay close); of two, the average may predict worse than either, "
             "which the greedy soup leaves out and --uniform does not; --ensemble averages their predictions")
+
+
+def _root_model(name: str | None) -> str | None:
+    """The model a run's weights first came from, as one name: a run it started from followed to that run's
+    own base model, and a local folder as its resolved path (a relative and an absolute path to it are one);
+    a hub id or an alias as it is."""
+    import json
+
+    from strop.model import INFO, model_folder
+
+    for _ in range(20):  # a chain of runs, each started from the one before (bounded: a loop cannot hang it)
+        if name is None or not Path(name).is_dir():
+            return name
+        folder = model_folder(Path(name))
+        if folder is None:
+            return str(Path(name).resolve())
+        name = json.loads((folder / INFO).read_text(encoding="utf-8")).get("base_model")
+    return name
 
 
 def average(states: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:

@@ -12,9 +12,10 @@ import math
 from dataclasses import dataclass, field
 
 # Overfitting: the validation loss ended this much above its lowest value (relative; a lowest loss under
-# OVERFIT_LOSS_FLOOR counts as that floor, so that a loss of 0, reached on easy data, needs a real rise) ...
+# OVERFIT_LOSS_FLOOR counts as that floor, so that a loss near 0, reached on easy data, needs a rise of 0.01
+# at least: from 0.00001 to 0.002 is no evidence of anything) ...
 OVERFIT_RISE = 0.10
-OVERFIT_LOSS_FLOOR = 0.01
+OVERFIT_LOSS_FLOOR = 0.1
 # ... at least this many epochs after it, while the training loss kept falling.
 OVERFIT_EPOCHS = 2
 # Underfitting: the final training loss is still this share of what predicting the label frequencies gives.
@@ -59,7 +60,7 @@ def overfitting(history: list[dict], best_epoch: int | None = None, trains_body:
     if last_epoch - low_epoch < OVERFIT_EPOCHS or rise < OVERFIT_RISE * max(low_val, OVERFIT_LOSS_FLOOR) \
             or last_train >= low_train:
         return None
-    relative = f", +{rise / low_val * 100:.0f}%" if low_val > 0 else ""
+    relative = f", +{rise / low_val * 100:.0f}%" if low_val >= OVERFIT_LOSS_FLOOR else ""  # of a loss near 0: huge
     kept = (f" The saved model is epoch {best_epoch}'s, the best on the validation metric, so the run itself is sound."
             if best_epoch else "")
     return Finding(
