@@ -122,6 +122,11 @@ def test_rounds_train_on_labels_and_pseudo_labels_and_report_them(tiny_overrides
                 command(out)
     assert loaded == [run, run]
     assert f"is a self-training folder: strop distill takes its last round, {run}" in capsys.readouterr().out
+    from strop.soup import soup
+
+    report = soup([out, run], tmp_path / "soup", uniform=True)  # a soup of the last round twice: that round
+    assert [entry["run"] for entry in report["ingredients"]] == [str(run), str(run)]
+    assert f"is a self-training folder: strop soup takes its last round, {run}" in capsys.readouterr().out
     from strop.compress import compress
 
     compress(out, forms=("int8",), quiet=True)  # as predict reads it: the last round's run, its table kept there

@@ -48,7 +48,8 @@ def soup(runs: list[str | Path], output: str | Path, uniform: bool = False, data
     from strop.model import save_model
     from strop.predict import Predictor
 
-    output, predictors = Path(output), _load_runs(runs, output, "a soup")
+    runs, predictors = _load_runs(runs, output, "a soup", quiet)
+    output = Path(output)
     first = predictors[0]
     models = [_whole_model(p, run) for p, run in zip(predictors, runs)]
     _check_same_architecture(models, runs)
@@ -105,20 +106,23 @@ def _whole_model(predictor, run):
 DECISION = ("threshold", "positive")  # a two-class run's tuned decision rule: each run tunes its own (`retuned`)
 
 
-def _load_runs(runs, output, what: str, free: tuple[str, ...] = DECISION) -> list:
-    """The runs' predictors (on the CPU), checked: two or more runs, a new output folder, one task and labels.
-    free: what the runs' tasks may differ in (`_outputs`).
+def _load_runs(runs, output, what: str, quiet: bool, free: tuple[str, ...] = DECISION) -> tuple[list, list]:
+    """The runs (a self-training folder: its last round's run, said unless quiet) and their predictors (on the
+    CPU), checked: two or more runs, a new output folder, one task and labels. free: what the runs' tasks may
+    differ in (`_outputs`).
 
     Raises:
         StropError: fewer than two runs, an existing output, or runs of different tasks or outputs.
     """
     from strop.model import outputs_of
     from strop.predict import load
+    from strop.selftrain import run_of
 
     if len(runs) < 2:
         raise StropError(f"{what} needs at least two runs")
     if Path(output).exists():
         raise StropError(f"--output {output} already exists: choose a new folder (nothing is overwritten)")
+    runs = [run_of(run, "strop soup", quiet) for run in runs]
     predictors = [load(run, device="cpu") for run in runs]
     first = predictors[0]
     for predictor, run in zip(predictors[1:], runs[1:]):
@@ -134,7 +138,7 @@ def _load_runs(runs, output, what: str, free: tuple[str, ...] = DECISION) -> lis
                     "--ensemble` averages their probabilities)" if differing == ["head"] else "")
             raise StropError(f"{run} differs from {runs[0]} in how it predicts ({shown}): {what} needs runs that "
                              f"predict alike{hint}")
-    return predictors
+    return runs, predictors
 
 
 def _outputs(task, free: tuple[str, ...] = DECISION) -> dict:
@@ -228,7 +232,8 @@ def ensemble(runs: list[str | Path], output: str | Path, data: str | None = None
     from strop.predict import EnsemblePredictor
     from strop.runs import atomic_write_json, staged
 
-    output, predictors = Path(output), _load_runs(runs, output, "an ensemble", free=(*DECISION, "head"))
+    runs, predictors = _load_runs(runs, output, "an ensemble", quiet, free=(*DECISION, "head"))
+    output = Path(output)
     first = predictors[0]
     task, metric = first.task, first.task.lead_metric
     examples = validation_examples(Path(runs[0]), first, data)
