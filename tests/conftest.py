@@ -35,6 +35,12 @@ def write_csv(path: Path, rows: list[tuple], header=("text", "label")) -> Path:
     return path
 
 
+def write_labels(folder: Path, name: str, labels: list[str]) -> Path:
+    """folder/name: a text,label CSV of one made-up text a label (the benchmark's data folders)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    return write_csv(folder / name, [(f"text {i}", label) for i, label in enumerate(labels)])
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     """A 2-layer BERT with hidden size 32 and random weights, with the bundled model's tokenizer."""

@@ -7,16 +7,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from conftest import write_labels
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 
 import report  # noqa: E402
 import rows  # noqa: E402
-
-
-def _write(folder: Path, name: str, labels: list[str]) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame({"text": [f"text {i}" for i in range(len(labels))], "label": labels}).to_csv(folder / name,
-                                                                                           index=False)
 
 
 @pytest.fixture
@@ -27,8 +23,8 @@ def data_root(tmp_path, monkeypatch):
 
 
 def test_any_data_folder_is_a_full_row_and_an_unknown_name_lists_the_choices(data_root):
-    _write(data_root / "intents", "train.csv", ["a", "b"] * 10)
-    _write(data_root / "trec", "train.csv", ["a", "b"] * 10)
+    write_labels(data_root / "intents", "train.csv", ["a", "b"] * 10)
+    write_labels(data_root / "trec", "train.csv", ["a", "b"] * 10)
     assert rows.resolve("trec-fs8") == rows.ROWS["trec-fs8"]
     assert rows.resolve("intents") == rows.Row("intents")
     with pytest.raises(LookupError, match=r"unknown row intent: .*trec-fs8, conll2003, or a data folder .*found: intents, trec\)"):
@@ -39,7 +35,7 @@ def test_any_data_folder_is_a_full_row_and_an_unknown_name_lists_the_choices(dat
 
 def test_the_held_out_split_keeps_single_example_classes_in_training_and_stratifies_the_rest(data_root):
     labels = ["a"] * 50 + ["b"] * 45 + ["rare"]
-    _write(data_root / "odd", "train.csv", labels)
+    write_labels(data_root / "odd", "train.csv", labels)
     files = rows.prepare("odd", data_root / "out")
     train = pd.read_csv(files.train, dtype=str)
     score = pd.read_csv(files.score, dtype=str)
@@ -50,15 +46,15 @@ def test_the_held_out_split_keeps_single_example_classes_in_training_and_stratif
 
 
 def test_a_held_out_part_smaller_than_the_number_of_classes_is_drawn_without_stratifying(data_root):
-    _write(data_root / "many", "train.csv", [f"c{i}" for i in range(12)] * 2)  # 24 rows, 12 classes: 5 held out
+    write_labels(data_root / "many", "train.csv", [f"c{i}" for i in range(12)] * 2)  # 24 rows, 12 classes: 5 held out
     files = rows.prepare("many", data_root / "out")
     assert files.n_train + files.n_score + files.n_unscorable == 24
     assert files.n_score + files.n_unscorable == 5
 
 
 def test_few_shot_takes_every_example_of_a_class_smaller_than_its_quota(data_root, monkeypatch):
-    _write(data_root / "fs", "train.csv", ["a"] * 20 + ["b"] * 20 + ["c"] * 3)
-    _write(data_root / "fs", "dev.csv", ["a", "b", "c"])
+    write_labels(data_root / "fs", "train.csv", ["a"] * 20 + ["b"] * 20 + ["c"] * 3)
+    write_labels(data_root / "fs", "dev.csv", ["a", "b", "c"])
     monkeypatch.setitem(rows.ROWS, "fs-8", rows.Row("fs", per_class=8))
     train, _ = rows.build(rows.ROWS["fs-8"])
     assert train["label"].value_counts().to_dict() == {"a": 8, "b": 8, "c": 3}
@@ -67,16 +63,16 @@ def test_few_shot_takes_every_example_of_a_class_smaller_than_its_quota(data_roo
 def test_the_scarce_labels_bench_takes_every_example_of_a_class_smaller_than_k_and_says_so(data_root, tmp_path):
     import scarce  # noqa: E402
 
-    _write(data_root / "fs", "train.csv", ["a"] * 20 + ["b"] * 20 + ["c"] * 3)
-    _write(data_root / "fs", "dev.csv", ["a", "b", "c"])
+    write_labels(data_root / "fs", "train.csv", ["a"] * 20 + ["b"] * 20 + ["c"] * 3)
+    write_labels(data_root / "fs", "dev.csv", ["a", "b", "c"])
     cell = scarce.prepare("fs", 8, 1, 2000, tmp_path / "cell")
     assert pd.read_csv(cell["files"]["train"])["label"].value_counts().to_dict() == {"a": 8, "b": 8, "c": 3}
     assert cell["short_classes"] == {"c": 3} and cell["n_pool"] == 43 - 19
 
 
 def test_scoring_rows_whose_label_never_occurs_in_training_are_left_out_and_counted(data_root):
-    _write(data_root / "shift", "train.csv", ["a", "b"] * 10)
-    _write(data_root / "shift", "dev.csv", ["a", "b", "new", "new"])
+    write_labels(data_root / "shift", "train.csv", ["a", "b"] * 10)
+    write_labels(data_root / "shift", "dev.csv", ["a", "b", "new", "new"])
     files = rows.prepare("shift", data_root / "out")
     assert (files.n_score, files.n_unscorable) == (2, 2)
     assert set(pd.read_csv(files.score, dtype=str)["label"]) == {"a", "b"}
@@ -98,7 +94,7 @@ def test_rows_with_a_blank_text_or_label_are_left_out(data_root, capsys):
 
 
 def test_a_data_file_without_text_and_label_columns_or_examples_stops_before_any_run(data_root):
-    _write(data_root / "fine", "train.csv", ["a", "b"] * 5)
+    write_labels(data_root / "fine", "train.csv", ["a", "b"] * 5)
     pd.DataFrame({"sentence": ["x", "y"], "label": ["a", "b"]}).to_csv(data_root / "fine" / "dev.csv", index=False)
     with pytest.raises(LookupError, match=r"row fine reads .*fine/dev.csv, which has no column text \(its columns: "
                                           r"sentence, label\): give the file a header row text,label"):
@@ -119,10 +115,10 @@ def test_a_row_no_tool_can_train_or_score_on_stops_the_harness_before_it_writes_
                                                                                         capsys):
     import run
 
-    _write(data_root / "one", "train.csv", ["yes"] * 10)
-    _write(data_root / "one", "dev.csv", ["yes", "yes"])
-    _write(data_root / "unseen", "train.csv", ["a", "b"] * 5)
-    _write(data_root / "unseen", "dev.csv", ["c", "d"])
+    write_labels(data_root / "one", "train.csv", ["yes"] * 10)
+    write_labels(data_root / "one", "dev.csv", ["yes", "yes"])
+    write_labels(data_root / "unseen", "train.csv", ["a", "b"] * 5)
+    write_labels(data_root / "unseen", "dev.csv", ["c", "d"])
     with pytest.raises(LookupError, match=r"row one: its training data has only the label 'yes'; a classifier "
                                           r"needs examples of at least two classes"):
         rows.prepare("one", tmp_path / "prepared")

@@ -10,6 +10,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from conftest import write_labels
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 
 import curve_check  # noqa: E402
@@ -17,12 +19,6 @@ import fewshot_screen  # noqa: E402
 import rows  # noqa: E402
 import run  # noqa: E402
 import scarce  # noqa: E402
-
-
-def _write(folder: Path, name: str, labels: list[str]) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame({"text": [f"text {i}" for i in range(len(labels))], "label": labels}).to_csv(folder / name,
-                                                                                           index=False)
 
 
 @pytest.fixture
@@ -62,8 +58,8 @@ def test_curve_check_trains_at_a_size_with_what_fit_and_score_returns_and_writes
                                                                                            monkeypatch):
     import strop.cv
 
-    _write(data_root / "intents", "train.csv", ["a", "b"] * 40)  # any data folder, not only sst2/trec/banking77
-    _write(data_root / "intents", "dev.csv", ["a", "b"] * 5)
+    write_labels(data_root / "intents", "train.csv", ["a", "b"] * 40)  # any data folder, not only sst2/trec/banking77
+    write_labels(data_root / "intents", "dev.csv", ["a", "b"] * 5)
     calls = []
     monkeypatch.setattr(strop.cv, "fit_and_score", _fit_and_score_stand_in(calls))
     out = tmp_path / "out"
@@ -78,8 +74,8 @@ def test_curve_check_trains_at_a_size_with_what_fit_and_score_returns_and_writes
 
 
 def test_curve_check_with_a_curve_file_records_and_prints_the_curves_settings(data_root, tmp_path, capsys):
-    _write(data_root / "intents", "train.csv", ["a", "b"] * 40)
-    _write(data_root / "intents", "dev.csv", ["a", "b"] * 5)
+    write_labels(data_root / "intents", "train.csv", ["a", "b"] * 40)
+    write_labels(data_root / "intents", "dev.csv", ["a", "b"] * 5)
     sizes, accuracy = [6, 12, 24, 36, 48, 60], [0.52, 0.55, 0.64, 0.68, 0.74, 0.75]
     curve = {"config": {"train": {"seed": 42, "epochs": 1}}, "metric": "accuracy", "fractions": [0.1, 0.2, 0.4,
              0.6, 0.8, 1.0], "sizes": sizes, "seeds": [42, 43], "pool_examples": 60,
@@ -113,7 +109,7 @@ def test_curve_check_refuses_a_missing_data_folder_before_it_writes_anything(dat
 
 @pytest.mark.parametrize("cells", ["bank6", "bank6:", "bank6:x", "bank6:0", ":8"])
 def test_a_cell_without_a_whole_k_is_refused(cells, data_root, capsys):
-    _write(data_root / "bank6", "train.csv", ["a", "b"] * 20)
+    write_labels(data_root / "bank6", "train.csv", ["a", "b"] * 20)
     with pytest.raises(SystemExit) as stop:
         scarce.parse_args(["--cells", cells])
     assert stop.value.code == 2
@@ -144,8 +140,8 @@ def test_bad_data_stop_the_scarce_label_scripts_with_one_message_before_anything
 
 
 def test_scarce_records_its_data_root(data_root, tmp_path, monkeypatch):
-    _write(data_root / "fs", "train.csv", ["a"] * 20 + ["b"] * 20)
-    _write(data_root / "fs", "dev.csv", ["a", "b"])
+    write_labels(data_root / "fs", "train.csv", ["a"] * 20 + ["b"] * 20)
+    write_labels(data_root / "fs", "dev.csv", ["a", "b"])
     _no_git(monkeypatch)
     monkeypatch.setattr(scarce, "run_method", lambda *_: {"accuracy": 0.5, "wall_seconds": 1.0})
     out = tmp_path / "out"
@@ -195,8 +191,8 @@ def _screen_run_stand_in(cell, draw, name, overrides, work, rank=0):
 
 def test_fewshot_screen_says_and_records_short_classes_and_its_data_root(data_root, tmp_path, monkeypatch,
                                                                          capsys):
-    _write(data_root / "fs", "train.csv", ["a"] * 20 + ["b"] * 20 + ["c"] * 3)
-    _write(data_root / "fs", "dev.csv", ["a", "b", "c"])
+    write_labels(data_root / "fs", "train.csv", ["a"] * 20 + ["b"] * 20 + ["c"] * 3)
+    write_labels(data_root / "fs", "dev.csv", ["a", "b", "c"])
     monkeypatch.setattr(fewshot_screen, "ProcessPoolExecutor", ThreadPoolExecutor)  # the stand-in runs in-process
     monkeypatch.setattr(fewshot_screen, "run_one", _screen_run_stand_in)
     out = tmp_path / "out"
@@ -217,10 +213,10 @@ def test_fewshot_screen_says_and_records_short_classes_and_its_data_root(data_ro
 
 def test_a_held_out_part_is_drawn_from_the_classes_with_two_examples_or_more(data_root):
     labels = [f"single{i}" for i in range(30)] + ["a"] * 3 + ["b"] * 3  # 36 rows, 6 of them splittable
-    _write(data_root / "raretail", "train.csv", labels)
+    write_labels(data_root / "raretail", "train.csv", labels)
     train, score = rows.source_splits("raretail")
     assert len(score) == 1 and len(train) == 35  # 20% of the 6 splittable rows
-    _write(data_root / "singles", "train.csv", [f"c{i}" for i in range(5)])
+    write_labels(data_root / "singles", "train.csv", [f"c{i}" for i in range(5)])
     with pytest.raises(LookupError, match=r"singles/train.csv: every class of the training data has a single "
                                           r"example, so none can be held out for scoring: give the data set a dev"):
         rows.source_splits("singles")
@@ -247,7 +243,7 @@ def test_a_train_file_that_is_not_utf8_or_not_a_well_formed_csv_stops_run_py_bef
 
 
 def test_run_says_which_tools_do_not_run_on_which_rows_and_stops_where_none_runs(data_root, capsys):
-    _write(data_root / "bank6", "train.csv", ["a", "b"] * 20)
+    write_labels(data_root / "bank6", "train.csv", ["a", "b"] * 20)
     assert run.not_applying(["bank6"], ["tfidf", "setfit", "strop-fewshot"]) == [
         "bank6: setfit, strop-fewshot not run (setfit and strop-fewshot run on the few-shot rows only: sst2-fs64, "
         "trec-fs8)"]
@@ -283,7 +279,7 @@ def test_publish_refuses_a_result_measured_on_other_data_and_checks_no_row_data(
 
 
 def test_write_docs_refuses_to_run_on_other_data(data_root, capsys):
-    _write(data_root / "trec", "train.csv", ["a", "b"] * 20)
+    write_labels(data_root / "trec", "train.csv", ["a", "b"] * 20)
     with pytest.raises(SystemExit) as stop:
         run.parse_args(["--rows", "trec", "--tools", "tfidf", "--write-docs"])
     assert stop.value.code == 2
@@ -293,7 +289,7 @@ def test_write_docs_refuses_to_run_on_other_data(data_root, capsys):
 def test_run_records_the_data_roots_in_its_result(data_root, tmp_path, monkeypatch):
     import machine
 
-    _write(data_root / "intents", "train.csv", ["a", "b"] * 20)
+    write_labels(data_root / "intents", "train.csv", ["a", "b"] * 20)
     _no_git(monkeypatch)
     monkeypatch.setattr(machine, "describe", lambda: {"peak": {"line": "peak = stand-in", "cores": None}})
     monkeypatch.setattr(run, "launch", lambda *_: {"error": "stand-in: nothing trains"})

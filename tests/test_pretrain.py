@@ -452,7 +452,8 @@ def test_a_repeated_text_is_held_out_whole_or_not_at_all(tmp_path):
     distinct = [{"input_ids": [1, i, 2]} for i in range(200)]
     kept, held = hold_out(distinct, seed=3, data="d.txt", max_length=8)
     assert held == sorted(np.random.default_rng(3).permutation(200)[:10].tolist())
-    with pytest.raises(strop.StropError, match=r"one text as the model reads them \(their first 8 tokens\).*model.max_length"):
+    with pytest.raises(strop.StropError,
+                       match=r"one text as the model reads them \(their first 8 tokens\).*model.max_length"):
         hold_out([{"input_ids": [1, 5, 2]}] * 30, seed=3, data="d.txt", max_length=8)
 
 

@@ -58,7 +58,8 @@ class Reconstruction(SentenceTask):
     def fitted_to(self, train: Examples, cfg) -> Reconstruction:
         matrix = np.asarray(np.stack(train.inputs), dtype=np.float64)
         std = matrix.std(axis=0)
-        std = np.where(std > 0, std, self.std)  # a feature constant over the training share keeps the whole file's scale
+        # a feature constant over the training share keeps the whole file's scale
+        std = np.where(std > 0, std, self.std)
         return replace(self, mean=tuple(matrix.mean(axis=0).tolist()), std=tuple(std.tolist()))
 
     def reusing(self, previous: Reconstruction) -> Reconstruction:

@@ -82,7 +82,8 @@ class Regression(SentenceTask):
     def fitted_to(self, train: Examples, cfg) -> Regression:
         matrix = np.asarray(train.targets, dtype=np.float64)
         std = matrix.std(axis=0)
-        std = np.where(std > 0, std, self.std)  # a target constant over the training share (a tiny file) keeps the whole file's scale
+        # a target constant over the training share (a tiny file) keeps the whole file's scale
+        std = np.where(std > 0, std, self.std)
         return replace(self, mean=tuple(matrix.mean(axis=0).tolist()), std=tuple(std.tolist()))
 
     def reusing(self, previous: Regression) -> Regression:
