@@ -285,6 +285,14 @@ def test_fewshot_on_images_is_told_the_methods_that_train_images_not_to_use_a_te
         check_supported(vectors, Classification(("a", "b")))
 
 
+def test_lr_find_refuses_fewshot_and_names_the_test_that_runs_on_its_head_stage(tiny_overrides, tmp_path):
+    from strop.fit import lr_find
+
+    with pytest.raises(StropError, match="optim.lr is the rate of the head stage.*strop fit ... optim.lr=find"):
+        lr_find(None, tiny_overrides + ["method.name=fewshot"], output=tmp_path / "lr")
+    assert not (tmp_path / "lr").exists()
+
+
 def test_pair_similarities_give_the_same_gradients_every_time():
     from types import SimpleNamespace
 

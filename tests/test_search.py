@@ -22,7 +22,7 @@ optuna = pytest.importorskip("optuna")
 from strop.config import load_config  # noqa: E402
 from strop.errors import StropError  # noqa: E402
 from strop.index import list_runs  # noqa: E402
-from strop.search import SearchOptions, check_space, parse_space, search  # noqa: E402
+from strop.search import SearchOptions, check_scarce_settings, check_space, parse_space, search  # noqa: E402
 
 SPACE = {"optim.lr": {"log_uniform": [1.0e-6, 1.0e-1]}, "train.batch_size": {"choice": [8, 32]}}
 
@@ -85,6 +85,18 @@ def test_every_bound_and_choice_must_make_a_valid_config():
         check_space(space, {}, [])
     space = parse_space({"model.hidden": {"choice": [[32], [64, 64]]}, "train.batch_size": {"int": [4, 64]}})
     check_space(space, {}, [])  # lists as choices (layer sizes) are values of model.hidden
+
+
+def test_self_training_and_a_seed_that_moves_the_validation_share_are_refused_before_anything_is_written(
+        tmp_path):
+    config = yaml.safe_load(search_config(tmp_path).read_text())
+    with pytest.raises(StropError, match=r"data.unlabeled: self-training .* strop fit SEARCH/best.yaml"):
+        search(config, [f"data.unlabeled={tmp_path / 'dev.csv'}"], SearchOptions(trials=2, quiet=True))
+    seeded = {**config, "search": {**SPACE, "train.seed": {"choice": [1, 2]}}}
+    with pytest.raises(StropError, match="train.seed with no validation file: the seed draws the validation share"):
+        search(seeded, ["data.validation=null"], SearchOptions(trials=2, quiet=True))
+    assert not (tmp_path / "search").exists()
+    check_scarce_settings(parse_space(seeded["search"]), load_config(seeded))  # with a validation file: searched
 
 
 def test_a_config_without_a_search_section_is_refused_before_anything_is_written(tmp_path):

@@ -212,6 +212,24 @@ def check_space(space: tuple[Param, ...], config, overrides: list[str]) -> None:
                 raise StropError(f"search: {param.key}: the value {value!r} is refused: {error}") from None
 
 
+def check_scarce_settings(space: tuple[Param, ...], base) -> None:
+    """Refuses what a search cannot compare: self-training (data.unlabeled: its rounds are runs of their own,
+    whose epochs the pruner would judge as one run's) and a searched train.seed where validation is a share
+    of data.train (the seed draws the share: trials would be scored on different examples).
+
+    Raises:
+        StropError: naming the setting and the fix.
+    """
+    if base.data.unlabeled is not None:
+        raise StropError("search: data.unlabeled: self-training trains a run per round, which a trial of a search "
+                         "cannot compare or prune as one run; search without it on the labelled data, then "
+                         "self-train with the best trial's config: strop fit SEARCH/best.yaml data.unlabeled=FILE")
+    if base.data.validation is None and any(param.key == "train.seed" for param in space):
+        raise StropError("search: train.seed with no validation file: the seed draws the validation share of "
+                         "data.train, so trials would be scored on different examples; give data.validation=FILE, "
+                         "or leave train.seed out of the search")
+
+
 def read_space(config) -> tuple[Param, ...]:
     """The `search:` section of a config file (or dict).
 
@@ -265,6 +283,7 @@ def search(config=None, overrides: list[str] = (), options: SearchOptions | None
         raise StropError("--storage: give output_dir=... (the search folder, whose name names the study) or "
                          "--study-name, the same for every worker, so that the workers share one study")
     check_space(space, config, overrides)
+    check_scarce_settings(space, base)
     optuna = _import_optuna()
     folder = Path(base.output_dir) if base.output_dir else _default_folder()
     if base.output_dir is None and not options.quiet:
