@@ -292,8 +292,9 @@ def fit(config: str | Path | dict | Config | None = None, overrides: list[str] =
             notes = [*notes, _average_note(cfg, len(train_features))]
         run, cfg = _agreed(run, cfg, accelerator)
         provenance = _provenance(cfg, splits, accelerator)
-        if (prepared.method_choice or method_choice) is not None:
-            provenance["method_choice"] = prepared.method_choice or method_choice
+        choice = prepared.method_choice or method_choice  # this fit's own, or the larger job's
+        if choice is not None:
+            provenance["method_choice"] = choice
         if cfg.train.resume:
             saved = _check_same_data(run, provenance)
             # the config a resumed run reads holds the method auto chose; the choice and its reason stay recorded

@@ -82,7 +82,7 @@ def data_fingerprints(**paths: str | None) -> dict[str, str | None]:
     fit refuses it (its recorded runs would mix two data sets)."""
     import hashlib
 
-    from strop.data.images import _visible
+    from strop.data.images import visible_files
 
     prints = {}
     for name, path in paths.items():
@@ -91,9 +91,8 @@ def data_fingerprints(**paths: str | None) -> dict[str, str | None]:
             continue
         digest, path = hashlib.sha256(), Path(path)
         if path.is_dir():  # as the image reader lists them: no hidden files, no .DS_Store or Thumbs.db
-            for file in sorted(f for f in path.rglob("*") if f.is_file() and _visible(f)
-                               and all(_visible(part) for part in f.relative_to(path).parents)):
-                info = file.stat()
+            for file in visible_files(path):
+                info = file.stat() if file.exists() else file.lstat()  # a link that leads nowhere: the link's
                 digest.update(f"{file.relative_to(path)}\0{info.st_size}\0{info.st_mtime_ns}\n".encode())
         else:
             with path.open("rb") as f:

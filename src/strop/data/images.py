@@ -125,6 +125,13 @@ def _visible(path: Path) -> bool:
     return not path.name.startswith(".") and path.name not in ("Thumbs.db", "desktop.ini")
 
 
+def visible_files(folder: Path) -> list[Path]:
+    """The files under `folder`, at any depth, sorted, that the image readers list: none hidden or in a hidden
+    folder, no Thumbs.db or desktop.ini; links too, where they lead nowhere (reported, not silently passed over)."""
+    return sorted(p for p in folder.rglob("*") if (p.is_file() or p.is_symlink()) and _visible(p)
+                  and all(_visible(part) for part in p.relative_to(folder).parents))
+
+
 def class_folders(root: Path, what: str) -> tuple[list[str], list[str]]:
     """Every file under `root/<class>/` (any depth) and its class, sorted by path. Non-image files are kept,
     so that they are reported as such rather than silently passed over.
@@ -142,9 +149,7 @@ def class_folders(root: Path, what: str) -> tuple[list[str], list[str]]:
                          f"({root}/<class>/<image>), or give a table with data.path_column and data.label_column")
     paths, labels = [], []
     for folder in folders:
-        # links too, where they lead nowhere: reported, not silently passed over
-        for file in sorted(p for p in folder.rglob("*") if (p.is_file() or p.is_symlink()) and _visible(p)
-                           and all(_visible(part) for part in p.relative_to(folder).parents)):
+        for file in visible_files(folder):
             paths.append(str(file))
             labels.append(folder.name)
     if not paths:

@@ -8,7 +8,7 @@ optimizers or the training loop. A new task is one file that registers a subclas
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -265,3 +265,23 @@ def _pad_tensors(values: list[torch.Tensor], pad: float) -> torch.Tensor:
     if all(v.shape == values[0].shape for v in values):
         return torch.stack(values)
     return torch.nn.utils.rnn.pad_sequence(values, batch_first=True, padding_value=pad)
+
+
+class StandardisedOutputs:
+    """A task whose head outputs standardised values (fields `mean` and `std`, of the matrix `values` gives):
+    their scale is fitted to the training share (`Task.fitted_to`) and handed on with a kept head
+    (`Task.reusing`). Listed before the task's base class, so that these replace Task's defaults."""
+
+    def values(self, examples: Examples) -> np.ndarray:
+        """The (examples, columns) matrix the outputs standardise."""
+        raise NotImplementedError
+
+    def fitted_to(self, train: Examples, cfg):
+        matrix = self.values(train)
+        std = matrix.std(axis=0)
+        std = np.where(std > 0, std, self.std)  # a column constant over the training share: the whole file's scale
+        return replace(self, mean=tuple(matrix.mean(axis=0).tolist()), std=tuple(std.tolist()))
+
+    def reusing(self, previous):
+        # the kept head's outputs are on the previous run's scale: standardised by its mean and std
+        return replace(self, mean=previous.mean, std=previous.std)

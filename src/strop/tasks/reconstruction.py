@@ -13,7 +13,7 @@ squared error) and `r2` (the share of the validation vectors' variance the recon
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -22,13 +22,13 @@ import torch
 import torch.nn.functional as F
 
 from strop.errors import StropError
-from strop.tasks.base import TASKS, Examples, compact
+from strop.tasks.base import TASKS, Examples, StandardisedOutputs, compact
 from strop.tasks.sentence import SentenceTask
 
 
 @TASKS.register("reconstruction")
 @dataclass(frozen=True)
-class Reconstruction(SentenceTask):
+class Reconstruction(StandardisedOutputs, SentenceTask):
     columns: tuple[str, ...]
     mean: tuple[float, ...]
     std: tuple[float, ...]
@@ -55,16 +55,8 @@ class Reconstruction(SentenceTask):
         std[std == 0] = 1.0  # as the MLP standardises (strop.backbones.vector)
         return cls(tuple(train.feature_columns), tuple(matrix.mean(axis=0).tolist()), tuple(std.tolist()))
 
-    def fitted_to(self, train: Examples, cfg) -> Reconstruction:
-        matrix = np.asarray(np.stack(train.inputs), dtype=np.float64)
-        std = matrix.std(axis=0)
-        # a feature constant over the training share keeps the whole file's scale
-        std = np.where(std > 0, std, self.std)
-        return replace(self, mean=tuple(matrix.mean(axis=0).tolist()), std=tuple(std.tolist()))
-
-    def reusing(self, previous: Reconstruction) -> Reconstruction:
-        # the head hands on outputs on the previous run's scale: standardised by its mean and std
-        return replace(self, mean=previous.mean, std=previous.std)
+    def values(self, examples: Examples) -> np.ndarray:
+        return np.asarray(np.stack(examples.inputs), dtype=np.float64)
 
     def info(self) -> dict[str, Any]:
         return {"targets": list(self.columns), "target_mean": list(self.mean), "target_std": list(self.std)}

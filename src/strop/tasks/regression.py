@@ -7,7 +7,7 @@ metrics are on the targets' own scale.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from strop.data.inputs import numeric_column, require_column
 from strop.errors import StropError
 from strop.evaluate.metrics import regression_metrics
-from strop.tasks.base import TASKS, Examples, compact
+from strop.tasks.base import TASKS, Examples, StandardisedOutputs, compact
 from strop.tasks.classification import _input_fields
 from strop.tasks.sentence import SentenceTask
 
@@ -33,7 +33,7 @@ def target_columns(data_cfg) -> list[str]:
 
 @TASKS.register("regression")
 @dataclass(frozen=True)
-class Regression(SentenceTask):
+class Regression(StandardisedOutputs, SentenceTask):
     columns: tuple[str, ...]
     mean: tuple[float, ...]
     std: tuple[float, ...]
@@ -79,16 +79,8 @@ class Regression(SentenceTask):
                              f"{Path(train.source).name}; there is nothing to learn")
         return cls(tuple(columns), tuple(matrix.mean(axis=0).tolist()), tuple(std.tolist()), cfg.task.loss)
 
-    def fitted_to(self, train: Examples, cfg) -> Regression:
-        matrix = np.asarray(train.targets, dtype=np.float64)
-        std = matrix.std(axis=0)
-        # a target constant over the training share (a tiny file) keeps the whole file's scale
-        std = np.where(std > 0, std, self.std)
-        return replace(self, mean=tuple(matrix.mean(axis=0).tolist()), std=tuple(std.tolist()))
-
-    def reusing(self, previous: Regression) -> Regression:
-        # the head hands on outputs on the previous run's scale: standardised by its mean and std
-        return replace(self, mean=previous.mean, std=previous.std)
+    def values(self, examples: Examples) -> np.ndarray:
+        return np.asarray(examples.targets, dtype=np.float64)
 
     def info(self) -> dict[str, Any]:
         return {"targets": list(self.columns), "target_mean": list(self.mean), "target_std": list(self.std),
