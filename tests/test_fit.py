@@ -265,23 +265,53 @@ def test_a_cached_bf16_run_quotes_what_strop_evaluate_gives(method, tiny_overrid
     assert cached_in_bf16 == [True, False]
 
 
-def test_bf16_training_and_validation_with_a_final_fp32_validation(tiny_overrides, text_data, tmp_path):
+def _record_validations(monkeypatch) -> list[bool]:
+    """The precision of each validation the loop runs from now on: True for bf16."""
+    import strop.train.loop as loop
+
+    in_bf16, evaluate = [], loop.evaluate
+
+    def recorded(model, loader, task, accelerator, bf16=False):
+        in_bf16.append(bf16)
+        return evaluate(model, loader, task, accelerator, bf16)
+
+    monkeypatch.setattr(loop, "evaluate", recorded)
+    return in_bf16
+
+
+def test_bf16_training_and_validation_with_a_final_fp32_validation(tiny_overrides, text_data, tmp_path, monkeypatch):
     fp32 = _history(strop.fit(None, tiny_overrides + [f"output_dir={tmp_path / 'a'}", "train.epochs=2"]))
+    in_bf16 = _record_validations(monkeypatch)
     run = strop.fit(None, tiny_overrides + [f"output_dir={tmp_path / 'b'}", "train.epochs=2",
                                             "train.mixed_precision=bf16"])
     bf16 = _history(run)
     assert bf16[0]["train_loss"] != fp32[0]["train_loss"]  # autocast really changed the arithmetic
     assert abs(bf16[0]["train_loss"] - fp32[0]["train_loss"]) < 0.05
-    # The kept weights are validated once more in fp32: strop evaluate reproduces that exactly, and the
-    # bf16 validation of the same epoch is close to it but not bit-equal.
+    # Epoch 1 validates in bf16, the last epoch in fp32; the best epoch (1 here) is validated once more in fp32:
+    # strop evaluate reproduces that exactly, and the bf16 validation of that epoch is close to it but not
+    # bit-equal.
     from strop.evaluate.scoring import evaluate_file
 
     summary = json.loads((run / "summary.json").read_text())
+    assert summary["best_epoch"] == 1 and in_bf16 == [True, False, False]
     scored = evaluate_file(strop.load(run), text_data["dev"])
     assert scored["loss"] == pytest.approx(summary["validation"]["loss"], abs=1e-6)
     assert scored["accuracy"] == summary["validation"]["accuracy"]
     assert summary["best"]["val_loss"] != summary["validation"]["loss"]
     assert summary["best"]["val_loss"] == pytest.approx(summary["validation"]["loss"], abs=0.02)
+
+
+def test_a_best_last_epoch_is_validated_once_in_fp32(tiny_overrides, text_data, tmp_path, monkeypatch):
+    """The last epoch validates in fp32: where it is the best, those are the final numbers, measured once."""
+    in_bf16 = _record_validations(monkeypatch)
+    run = strop.fit(None, tiny_overrides + ["train.epochs=1", "train.mixed_precision=bf16"])
+    summary = json.loads((run / "summary.json").read_text())
+    assert in_bf16 == [False]
+    assert summary["best"]["val_loss"] == summary["validation"]["loss"]  # the epoch's line is the final number
+    from strop.evaluate.scoring import evaluate_file
+
+    assert evaluate_file(strop.load(run), text_data["dev"])["loss"] == pytest.approx(summary["validation"]["loss"],
+                                                                                    abs=1e-6)
 
 
 @pytest.mark.parametrize("method", ["freeze", "linear_probe"])

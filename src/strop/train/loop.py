@@ -224,7 +224,7 @@ def train(model, task: Task, method: Method, train_features: list[dict], val_fea
     # Under a frozen split, what is frozen stays so for the whole run (the cache depends on it): checkpoints and
     # the best epoch's copy leave those weights out, as every build of the model has them.
     fixed = never_trained(accelerator.unwrap_model(trained)) if split is not None else frozenset()
-    state, best_weights, best_validation = LoopState(), None, None
+    state, best_weights, best_validation, best_in_fp32 = LoopState(), None, None, False
     # train.ema_decay: validated, kept and saved are the weights' moving average, not the last step's weights.
     average = WeightAverage(tc.ema_decay) if tc.ema_decay else None
     if tc.resume and has_checkpoint(run.last_checkpoint):
@@ -287,8 +287,11 @@ def train(model, task: Task, method: Method, train_features: list[dict], val_fea
             state.train_seconds += train_seconds
             samples, tokens, loss_sum = _summed_over_processes(accelerator, samples, tokens, loss_sum)
 
+            # The last planned epoch validates in fp32, the precision of the final validation: where it is the
+            # best epoch (always in a run of one epoch), its numbers are the final ones, not measured twice.
+            in_fp32 = not bf16 or epoch + 1 == tc.epochs
             with _validated_weights(average, accelerator.unwrap_model(trained)):
-                metrics, scored = evaluate(trained, val_loader, task, accelerator, bf16)
+                metrics, scored = evaluate(trained, val_loader, task, accelerator, bf16=not in_fp32)
             record = {"epoch": epoch + 1, "step": state.step, "train_loss": loss_sum / max(samples, 1),
                       **{f"val_{name}": metrics[name] for name in task.metric_names},
                       "lr": scheduler.get_last_lr()[0], "epoch_seconds": round(train_seconds, 3),
@@ -298,7 +301,7 @@ def train(model, task: Task, method: Method, train_features: list[dict], val_fea
             improved = task.is_better(metric, metrics[metric], state.best_score)
             if improved:
                 state.best_score, state.best_epoch, state.epochs_without_improvement = metrics[metric], epoch + 1, 0
-                best_validation = (metrics, scored)
+                best_validation, best_in_fp32 = (metrics, scored), in_fp32
                 # The current weights are the best, copied below only when they move on; an average's are copied now.
                 best_weights = None
                 if average is not None:
@@ -333,11 +336,11 @@ def train(model, task: Task, method: Method, train_features: list[dict], val_fea
 
     if best_weights is not None:
         load_weights(accelerator.unwrap_model(trained), best_weights, fixed)
-    # The numbers to quote are those of the whole model as saved, in the precision it is served in; an fp32
-    # run of the whole model already validated it so, unless its best epoch came before a resume. With a
-    # frozen split, `trained` is the layers above it: they run in fp32 on the fp32 cache of the frozen ones,
+    # The numbers to quote are those of the whole model as saved, in the precision it is served in; a validation
+    # in fp32 of the whole model's best epoch already measured them, unless that epoch came before a resume. With
+    # a frozen split, `trained` is the layers above it: they run in fp32 on the fp32 cache of the frozen ones,
     # which is what the whole model computes (the split's check holds it exact).
-    if bf16 or split is not None or best_validation is None:
+    if not best_in_fp32 or split is not None or best_validation is None:
         best_validation = evaluate(trained, val_loader, task, accelerator)
     final, scored = best_validation
     trackers.end(accelerator, cfg)
