@@ -122,6 +122,12 @@ def test_rounds_train_on_labels_and_pseudo_labels_and_report_them(tiny_overrides
                 command(out)
     assert loaded == [run, run]
     assert f"is a self-training folder: strop distill takes its last round, {run}" in capsys.readouterr().out
+    with monkeypatch.context() as patch:  # train.quiet as the config reads it silences the words too
+        patch.setattr("strop.predict.load", load_no_further)
+        for command in (prune, distill):
+            with pytest.raises(StropError, match="loaded"):
+                command(out, overrides=["train.quiet=yes"])
+    assert "self-training folder" not in capsys.readouterr().out
     from strop.soup import soup
 
     report = soup([out, run], tmp_path / "soup", uniform=True)  # a soup of the last round twice: that round

@@ -395,8 +395,10 @@ def cmd_distill(args: argparse.Namespace) -> int:
 def cmd_prune(args: argparse.Namespace) -> int:
     from strop.prune import prune
 
-    prune(args.run_dir, args.sparsity, list(args.overrides) + (["train.quiet=true"] if args.quiet else []),
-          structure=args.structure)
+    run = prune(args.run_dir, args.sparsity, list(args.overrides) + (["train.quiet=true"] if args.quiet else []),
+                structure=args.structure)
+    if args.quiet:  # the new run's folder, for a script (as strop distill --quiet)
+        print(run)
     return 0
 
 

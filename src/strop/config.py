@@ -353,6 +353,12 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
+def quiet_in(overrides: list[str]) -> bool:
+    """train.quiet as `overrides` set it (false where they do not), read as the config reads it (true, yes, 1):
+    for a command that speaks before it loads the config the overrides go to."""
+    return load_config(None, [o for o in overrides if o.split("=", 1)[0].strip() == "train.quiet"]).train.quiet
+
+
 def _read_yaml(path: Path) -> dict:
     if not path.is_file():
         raise StropError(f"config file not found: {path}")

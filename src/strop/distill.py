@@ -45,7 +45,7 @@ def distill(teacher_run: str | Path, overrides: list[str] = (), layers: int = 3,
         StropError: the teacher's task cannot be distilled, a setting is out of range, or what `fit` refuses.
     """
     from strop.compress import merged_copy, whole_model_copy
-    from strop.config import load_config
+    from strop.config import load_config, quiet_in
     from strop.fit import fit
     from strop.model import save_model
     from strop.predict import load, one_model
@@ -56,7 +56,7 @@ def distill(teacher_run: str | Path, overrides: list[str] = (), layers: int = 3,
         raise StropError(f"--temperature must be > 0; got {temperature}")
     if not 0 <= alpha <= 1:
         raise StropError(f"--alpha must be in [0, 1]; got {alpha}")
-    teacher_run = run_of(teacher_run, "strop distill", "train.quiet=true" in overrides)
+    teacher_run = run_of(teacher_run, "strop distill", quiet_in(overrides))
     teacher = load(teacher_run, device="cpu")
     if teacher.task.name not in DISTILLABLE:
         raise StropError(f"strop distill is for {' and '.join(DISTILLABLE)}; {teacher_run} does {teacher.task.name}")

@@ -193,7 +193,7 @@ START_FOLDER = "pruned_start"  # in the recovery's run: the pruned model it star
 def prune(run_dir: str | Path, sparsity: float = 0.5, overrides: list[str] = (), quiet: bool = False,
           structure: str = "weights") -> Path:
     """Prunes the run's model (`structure`: see the module docstring) and fine-tunes it to recover; returns the
-    new run directory.
+    new run directory. quiet (or train.quiet in `overrides`): no progress and no summary line.
 
     Raises:
         StropError: a sparsity outside (0, 1), an unknown structure, a run without config.yaml, a body without
@@ -202,7 +202,7 @@ def prune(run_dir: str | Path, sparsity: float = 0.5, overrides: list[str] = (),
     """
     from strop.compress import validation_examples, whole_model_copy
     from strop.distill import keep_start
-    from strop.config import load_config
+    from strop.config import load_config, quiet_in
     from strop.fit import fit
     from strop.model import save_model
     from strop.predict import Predictor, load
@@ -218,6 +218,7 @@ def prune(run_dir: str | Path, sparsity: float = 0.5, overrides: list[str] = (),
         raise StropError(f"{given[0]}: the recovery training after pruning trains with method sparse for "
                          "--structure weights (zeroed weights stay zero) and full for channels and heads; leave "
                          "method.name out")
+    quiet = quiet or quiet_in(overrides)
     run_dir = run_of(run_dir, "strop prune", quiet)
     if not (run_dir / "config.yaml").is_file():
         from strop.selftrain import round_hint
