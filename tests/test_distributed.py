@@ -28,15 +28,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def launch(args: list[str], processes: int, env: dict | None = None) -> subprocess.CompletedProcess:
-    """`strop` in `processes` processes (accelerate launch), or plainly in one."""
+def launch(args: list[str], processes: int, env: dict | None = None,
+           script: Path = ROOT / "tests" / "launch_fit.py") -> subprocess.CompletedProcess:
+    """`strop` (or another script) in `processes` processes (accelerate launch), or plainly in one."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), **(env or {})}
     if processes == 1:
-        command = [sys.executable, str(ROOT / "tests" / "launch_fit.py")]
+        command = [sys.executable, str(script)]
     else:
         command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes",
                    str(processes), "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-                   "--main_process_port", str(free_port()), str(ROOT / "tests" / "launch_fit.py")]
+                   "--main_process_port", str(free_port()), str(script)]
     return subprocess.run(command + args, capture_output=True, text=True, timeout=600, env=env, cwd=ROOT)
 
 
@@ -141,6 +142,49 @@ def test_bad_input_stops_every_process_with_strops_message(vector_data, tmp_path
     assert run.returncode != 0
     assert f"strop fit: error: data.train: file not found: {tmp_path / 'missing.csv'}" in run.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_the_python_api_returns_a_written_run_in_every_process(vector_data, tmp_path):
+    """strop.fit returns once the main process has written the run: a script (or self-training's next round)
+    reads it right away in every process."""
+    script = tmp_path / "api.py"
+    script.write_text("import sys\nfrom pathlib import Path\n\nfrom accelerate import PartialState\n\nimport strop\n\n"
+                      "run = Path(strop.fit(None, sys.argv[1:]))\n"
+                      "print(f'process {PartialState().process_index}: summary {(run / \"summary.json\").is_file()}')\n")
+    args = [a for a in vector_args(vector_data)[1:] if a != "--quiet"] + ["train.quiet=true", "train.epochs=2",
+                                                                          f"output_dir={tmp_path / 'run'}"]
+    done = launch(args, 2, script=script)
+    assert done.returncode == 0, done.stderr
+    said = sorted(line for line in done.stdout.splitlines() if line.startswith("process"))
+    assert said == ["process 0: summary True", "process 1: summary True"]
+
+
+def test_commands_that_train_run_after_run_refuse_several_processes(vector_data, tmp_path, monkeypatch):
+    """cv, curve, search and self-training write their own files from every process: refused, before anything
+    is written, with the way to go (as WORLD_SIZE says accelerate launch or torchrun started several)."""
+    import yaml
+
+    import strop
+    from strop.curve import learning_curve
+    from strop.cv import cross_validate
+    from strop.errors import StropError
+    from strop.search import search
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    overrides = [a for a in vector_args(vector_data)[1:] if a != "--quiet"]
+    out = tmp_path / "out"
+    with pytest.raises(StropError, match=r"strop cv runs as one process, not under accelerate launch or torchrun "
+                                         r"\(here 2 processes\): start it plainly; strop fit is the command"):
+        cross_validate(None, overrides, folds=2, output=out)
+    with pytest.raises(StropError, match="strop curve runs as one process"):
+        learning_curve(None, overrides, output=out)
+    with pytest.raises(StropError, match=r"self-training \(data.unlabeled\) runs as one process"):
+        strop.fit(None, overrides + [f"data.unlabeled={vector_data['validation']}", f"output_dir={out}"])
+    config = tmp_path / "search.yaml"
+    config.write_text(yaml.safe_dump({"search": {"optim.lr": {"log_uniform": [1e-4, 1e-2]}}}))
+    with pytest.raises(StropError, match="strop search runs as one process.*workers that share --storage"):
+        search(config, overrides + [f"output_dir={out}"])
+    assert not out.exists()
 
 
 @pytest.mark.parametrize("engine", ["FSDP", "DEEPSPEED"])

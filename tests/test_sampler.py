@@ -31,3 +31,15 @@ def test_grouping_by_length_cuts_padding():
     plain = _padded_tokens(BatchSampler(lengths, 16, seed=0, group_by_length=False), lengths)
     assert grouped < 0.7 * plain
     assert grouped < 1.1 * sum(lengths)
+
+
+def test_a_short_batch_comes_last_in_every_epoch():
+    """Accelerate deals the batches out to the processes in turn and, finding a short batch before the last
+    round, drops a whole round of them: the one short batch must be the epoch's last, grouped or not."""
+    lengths = _lengths(n=1000 + 5)
+    for grouped in (True, False):
+        sampler = BatchSampler(lengths, 16, seed=0, group_by_length=grouped)
+        for epoch in range(20):
+            sampler.set_epoch(epoch)
+            sizes = [len(b) for b in sampler]
+            assert sizes == [16] * 62 + [13]

@@ -32,7 +32,7 @@ import numpy as np
 
 from strop.cv import write_rows
 from strop.errors import StropError
-from strop.runs import atomic_write_json
+from strop.runs import atomic_write_json, refuse_several_processes
 
 CURVE_FILE, PLOT_FILE = "curve.json", "curve.png"
 DEFAULT_FRACTIONS = (0.1, 0.2, 0.3, 0.5, 0.7, 1.0)
@@ -346,6 +346,7 @@ def learning_curve(config=None, overrides: list[str] = (), fractions: tuple[floa
     cfg = resolve_config(load_config(config, overrides))
     quiet = quiet or cfg.train.quiet  # --quiet, or train.quiet in the config
     check_no_pool(cfg, "curve")
+    refuse_several_processes("strop curve", "strop fit is the command that trains one run on several processes or GPUs")
     task_cls = TASKS.get(cfg.task.name)
     metric = metric or task_cls.lead_metric
     if metric not in task_cls.metric_names:

@@ -23,7 +23,8 @@ import pandas as pd
 
 from strop.config import Config, load_config
 from strop.errors import StropError
-from strop.runs import atomic_write_json, check_folder_path, check_same_data, data_fingerprints
+from strop.runs import (atomic_write_json, check_folder_path, check_same_data, data_fingerprints,
+                        refuse_several_processes)
 
 CV_FILE = "cv.json"
 
@@ -334,6 +335,7 @@ def cross_validate(config=None, overrides: list[str] = (), folds: int = 5, seeds
     cfg = resolve_config(load_config(config, overrides))
     quiet = quiet or cfg.train.quiet  # --quiet, or train.quiet in the config
     check_no_pool(cfg, "cv")
+    refuse_several_processes("strop cv", "strop fit is the command that trains one run on several processes or GPUs")
     out, saved, data = open_study(output, cfg, "cv", CV_FILE, "summary")
     seed_values = [cfg.train.seed + i for i in range(seeds)]
     if folds >= 2:

@@ -355,6 +355,9 @@ def fit(config: str | Path | dict | Config | None = None, overrides: list[str] =
                     print(note)
                 scores = "  ".join(f"{name} {final[name]:.4f}" for name in task.metric_names)
                 print(f"best epoch {state.best_epoch}: {scores}\nrun saved to {run.root}")
+        # every process returns a run the main process has written (a script, or the next self-training round,
+        # reads it as soon as fit returns)
+        accelerator.wait_for_everyone()
     except BaseException as error:
         if saved:  # complete: nothing to resume, nothing to remove
             if isinstance(error, KeyboardInterrupt) and not cfg.train.quiet:

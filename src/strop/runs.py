@@ -312,3 +312,13 @@ def remove_failed_run(root: Path, existed: bool) -> None:
             shutil.rmtree(path, ignore_errors=True)
         else:
             path.unlink(missing_ok=True)
+
+
+def refuse_several_processes(what: str, instead: str) -> None:
+    """Raises StropError where this process is one of several that `accelerate launch` or `torchrun` started
+    (WORLD_SIZE above 1): for the commands that train run after run themselves (cv, curve, search,
+    self-training), whose every process would write the same files at once. `instead`: how to get there."""
+    processes = os.environ.get("WORLD_SIZE", "1")
+    if processes.isdigit() and int(processes) > 1:
+        raise StropError(f"{what} runs as one process, not under accelerate launch or torchrun (here {processes} "
+                         f"processes): start it plainly; {instead}")

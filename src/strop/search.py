@@ -267,6 +267,7 @@ def search(config=None, overrides: list[str] = (), options: SearchOptions | None
     """
     from strop.config import load_config
     from strop.fit import prepare
+    from strop.runs import refuse_several_processes
 
     options = options or SearchOptions(trials=20)
     if options.trials < 1:
@@ -283,6 +284,8 @@ def search(config=None, overrides: list[str] = (), options: SearchOptions | None
         raise StropError("--storage: give output_dir=... (the search folder, whose name names the study) or "
                          "--study-name, the same for every worker, so that the workers share one study")
     check_space(space, config, overrides)
+    refuse_several_processes("strop search", "to search with several processes or machines, start several "
+                             "strop search workers that share --storage (each a plain process)")
     check_scarce_settings(space, base)
     optuna = _import_optuna()
     folder = Path(base.output_dir) if base.output_dir else _default_folder()

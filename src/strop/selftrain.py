@@ -29,7 +29,8 @@ from strop.data.inputs import clean_strings, normalise_labels, notes_said
 from strop.data.splits import distinct_inputs, input_key
 from strop.data.tables import shown_columns
 from strop.errors import StropError
-from strop.runs import atomic_write_json, check_folder_path, check_same_data, data_fingerprints, default_run_name
+from strop.runs import (atomic_write_json, check_folder_path, check_same_data, data_fingerprints, default_run_name,
+                        refuse_several_processes)
 
 REPORT_FILE = "self_training.json"
 PSEUDO_LABEL_TASKS = ("text_classification", "pair_classification")  # one label per example, from probabilities
@@ -87,6 +88,8 @@ def self_train(cfg, on_epoch=None) -> Path:
                          "remove it")
     if d.train is None:
         raise StropError("data.train is not set: self-training starts from labelled data")
+    refuse_several_processes("self-training (data.unlabeled)", "without data.unlabeled, strop fit trains on "
+                             "several processes or GPUs")
     out = Path(cfg.output_dir) if cfg.output_dir is not None else Path(default_run_name())
     if cfg.train.resume and cfg.output_dir is None:
         raise StropError("train.resume=true needs output_dir=<the self-training folder to continue>")

@@ -9,8 +9,8 @@ class BatchSampler:
     """Shuffled batches of indices; with group_by_length, batches of texts of similar length.
 
     Grouping follows the usual recipe: shuffle, cut into mega-batches of 50 batches, sort each by
-    length, cut into batches, shuffle the batch order. Padding shrinks to nearly nothing while every
-    epoch still sees a new random order and batch composition.
+    length, cut into batches, shuffle the order of the full batches (a short one comes last). Padding
+    shrinks to nearly nothing while every epoch still sees a new random order and batch composition.
     """
 
     MEGA = 50
@@ -46,5 +46,10 @@ class BatchSampler:
         for start in range(0, len(order), span):
             mega = sorted(order[start:start + span], key=lambda i: -self.lengths[i])
             batches += [mega[i:i + self.batch_size] for i in range(0, len(mega), self.batch_size)]
-        for b in torch.randperm(len(batches), generator=generator).tolist():
-            yield batches[b]
+        # The one short batch (the last mega-batch's shortest examples) comes last, as without grouping: processes
+        # that share the batches (Accelerate deals them out in turn) then each take whole batches before it; put
+        # anywhere else, Accelerate's even sharding drops a round of batches after it.
+        full, short = batches[:len(order) // self.batch_size], batches[len(order) // self.batch_size:]
+        for b in torch.randperm(len(full), generator=generator).tolist():
+            yield full[b]
+        yield from short
