@@ -136,6 +136,21 @@ def test_an_interrupted_two_process_run_resumes_to_the_uninterrupted_one(vector_
     assert_same_run(tmp_path / "straight", tmp_path / "resumed", rtol=1e-6, atol=1e-7)
 
 
+def test_each_process_resumes_its_own_dropout_draws(tiny_model_dir, text_data, tmp_path):
+    """Texts of other lengths in each process's batches use up each process's random generator differently, so
+    each process's generator is kept in the checkpoint and resumed (the main one's alone gave other dropout
+    masks from the resumed epoch on)."""
+    args = [a for a in text_args(tiny_model_dir, text_data) if "dropout" not in a]  # the model's own, 0.1
+    args += ["train.batch_size=4", "train.patience=0", "model.max_length=32", "train.keep_checkpoint=true"]
+    straight = launch(args + [f"output_dir={tmp_path / 'straight'}"], 2)
+    assert straight.returncode == 0, straight.stderr
+    died = launch(args + [f"output_dir={tmp_path / 'resumed'}"], 2, {"STROP_TEST_DIE_AFTER_CHECKPOINT": "1"})
+    assert died.returncode != 0 and len(history(tmp_path / "resumed")) == 1
+    resumed = launch(["fit", str(tmp_path / "resumed" / "config.yaml"), "train.resume=true", "--quiet"], 2)
+    assert resumed.returncode == 0, resumed.stderr
+    assert_same_run(tmp_path / "straight", tmp_path / "resumed", rtol=1e-6, atol=1e-7)
+
+
 def test_bad_input_stops_every_process_with_strops_message(vector_data, tmp_path):
     run = launch(["fit", f"data.train={tmp_path / 'missing.csv'}", "model.name=mlp", f"output_dir={tmp_path / 'run'}",
                   "--quiet"], 2)

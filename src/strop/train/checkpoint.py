@@ -69,13 +69,22 @@ def load_weights(model: torch.nn.Module, weights: dict[str, torch.Tensor], fixed
         raise RuntimeError(f"missing {sorted(set(missing) - fixed)[:5]}, unexpected {sorted(unexpected)[:5]}")
 
 
+def rng_states() -> dict[str, torch.Tensor]:
+    """This process's random generators: the CPU's and, on a GPU, its device's."""
+    states = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state()
+    return states
+
+
 def save_checkpoint(path: Path, model, optimizer, scheduler, state: LoopState,
                     best_weights: dict[str, torch.Tensor] | None, fixed: frozenset[str] = frozenset(),
-                    average: WeightAverage | None = None) -> None:
+                    average: WeightAverage | None = None, process_rngs: list[dict] | None = None) -> None:
     """best_weights: the best epoch's weights when they differ from the current ones, else None.
     fixed: parameters the run never trains (a cached frozen bottom), left out: a resumed run builds the model
     with their values (for MiniLM-L6 with 3 of 6 blocks frozen, 3/4 of the weights' bytes).
-    average: the weights' moving average (train.ema_decay)."""
+    average: the weights' moving average (train.ema_decay).
+    process_rngs: in a run of several processes, each one's `rng_states`, in process order."""
     with staged(path, "the checkpoint") as tmp:
         save_file(cpu_state(model, fixed), tmp / "model.safetensors")
         if best_weights is not None:
@@ -85,6 +94,8 @@ def save_checkpoint(path: Path, model, optimizer, scheduler, state: LoopState,
         rng = {"torch": torch.get_rng_state()}
         if torch.cuda.is_available():
             rng["cuda"] = torch.cuda.get_rng_state_all()
+        if process_rngs is not None:  # each process draws its own dropout masks (its batches' shapes differ)
+            rng["processes"] = process_rngs
         torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng},
                    tmp / "training_state.pt")
         (tmp / "state.json").write_text(to_json(asdict(state), indent=2) + "\n", encoding="utf-8")
@@ -150,10 +161,13 @@ def has_checkpoint(path: Path) -> bool:
 
 
 def load_checkpoint(path: Path, model, optimizer, scheduler, fixed: frozenset[str] = frozenset(),
-                    average: WeightAverage | None = None) -> tuple[LoopState, dict[str, torch.Tensor]]:
+                    average: WeightAverage | None = None, process: int = 0,
+                    processes: int = 1) -> tuple[LoopState, dict[str, torch.Tensor]]:
     """Restores model, optimizer, scheduler, RNG and the weights' average (where given) in place; returns the
     loop state and the best weights (both may leave out the parameters in `fixed`, which the run never trains:
-    see save_checkpoint).
+    see save_checkpoint). process, processes: this process's place among the run's; each of a run of several
+    takes back its own generators where the checkpoint has as many (else the main process's, as a checkpoint
+    written before strop kept them all, or by another number of processes).
 
     A damaged checkpoint is refused: there is no older one to fall back on, because `publish_dir` deletes the
     previous checkpoint as soon as the new one is in place (its `.old` copy only exists while the two
@@ -178,14 +192,19 @@ def load_checkpoint(path: Path, model, optimizer, scheduler, fixed: frozenset[st
     try:
         optimizer.load_state_dict(training["optimizer"])
         scheduler.load_state_dict(training["scheduler"])
-        torch.set_rng_state(training["rng"]["torch"])
+        own = training["rng"].get("processes") or []
+        rng = own[process] if len(own) == processes else training["rng"]
+        torch.set_rng_state(rng["torch"])
     except ValueError as error:  # its parameter groups differ, e.g. laid out by an earlier version of strop
         raise StropError(f"the checkpoint in {path} does not fit this run's optimizer ({error}): {RESTART}") from None
     except (KeyError, TypeError, RuntimeError) as error:
         raise StropError(f"the checkpoint in {path} is damaged: training_state.pt lacks what strop writes there "
                          f"({type(error).__name__}: {error}); {RESTART}") from None
-    if "cuda" in training["rng"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(training["rng"]["cuda"])
+    if "cuda" in rng and torch.cuda.is_available():
+        if rng is training["rng"]:
+            torch.cuda.set_rng_state_all(rng["cuda"])  # the main process's generators of every device
+        else:
+            torch.cuda.set_rng_state(rng["cuda"])  # this process's device
     if average is not None:
         if not (path / AVERAGE).is_file():
             raise StropError(f"the checkpoint in {path} has no averaged weights ({AVERAGE}) though train.ema_decay "

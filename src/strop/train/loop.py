@@ -16,6 +16,7 @@ from functools import partial
 
 import torch
 from accelerate import Accelerator
+from accelerate.utils import gather_object
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
@@ -29,7 +30,7 @@ from strop.tasks import Task
 from strop.train.average import WeightAverage
 from strop.train.cache import cache_body_outputs, example_length
 from strop.train.checkpoint import (LoopState, cpu_state, has_checkpoint, load_checkpoint, load_weights,
-                                    never_trained, save_checkpoint)
+                                    never_trained, rng_states, save_checkpoint)
 from strop.train.optim import (AUTO_LR, AUTO_LR_STEPS, build_optimizer, build_scheduler, faster_parameters,
                                l1_penalty, layer_rate_multiples, optimizer_steps, resolve_lr)
 from strop.train.mixing import mixed_loss, mixing_for
@@ -229,7 +230,8 @@ def train(model, task: Task, method: Method, train_features: list[dict], val_fea
     average = WeightAverage(tc.ema_decay) if tc.ema_decay else None
     if tc.resume and has_checkpoint(run.last_checkpoint):
         state, best_weights = load_checkpoint(run.last_checkpoint, accelerator.unwrap_model(trained), optimizer,
-                                              scheduler, fixed, average)
+                                              scheduler, fixed, average, accelerator.process_index,
+                                              accelerator.num_processes)
     if tc.resume and accelerator.is_main_process:
         # Also with no checkpoint: a run killed after its first metrics line but before its first checkpoint
         # starts again from scratch, and that line must go.
@@ -319,9 +321,12 @@ def train(model, task: Task, method: Method, train_features: list[dict], val_fea
             if accelerator.is_main_process:
                 with reporting_write_errors(run.metrics, "the metrics"), run.metrics.open("a", encoding="utf-8") as f:
                     f.write(to_json(record) + "\n")
-            if accelerator.is_main_process and (checkpoint_last_epoch or not last_epoch):
-                save_checkpoint(run.last_checkpoint, accelerator.unwrap_model(trained), optimizer, scheduler, state,
-                                best_weights, fixed, average)
+            if checkpoint_last_epoch or not last_epoch:
+                # every process's generators, for each to resume from its own (gathered by all of them)
+                process_rngs = gather_object([rng_states()]) if accelerator.num_processes > 1 else None
+                if accelerator.is_main_process:
+                    save_checkpoint(run.last_checkpoint, accelerator.unwrap_model(trained), optimizer, scheduler,
+                                    state, best_weights, fixed, average, process_rngs)
             accelerator.wait_for_everyone()
             if improved and best_weights is None:
                 best_weights = cpu_state(accelerator.unwrap_model(trained), fixed)
