@@ -173,12 +173,13 @@ def test_cli_keeps_the_runs_when_asked_and_refuses_a_used_folder(tiny_overrides,
     overrides = [o for o in tiny_overrides if not o.startswith(("output_dir", "data.validation", "train.epochs",
                                                                 "train.quiet"))]
     out = tmp_path / "cv"
-    command = [sys.executable, "-m", "strop", "cv", *overrides, "train.epochs=1", "--folds", "2", "--output", str(out),
-               "--keep-runs"]
+    command = [sys.executable, "-m", "strop", "cv", *overrides, "train.epochs=1", "train.keep_checkpoint=false",
+               "--folds", "2", "--output", str(out), "--keep-runs"]
     done = subprocess.run(command, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert "accuracy" in done.stdout and "95% interval" in done.stdout
     assert (out / "runs" / "seed42-fold1" / "model" / "strop.json").is_file()
+    assert not (out / "runs" / "seed42-fold1" / "checkpoints").exists()  # as train.keep_checkpoint=false asks
     again = subprocess.run(command, capture_output=True, text=True)
     assert again.returncode == 2 and "already holds files" in again.stderr
 

@@ -291,8 +291,10 @@ def fit_and_score(cfg: Config, train_file: Path, score_file: Path | None, seed: 
     from strop.fit import fit
     from strop.predict import load
 
+    # a kept run keeps its checkpoint only where the config asks (train.keep_checkpoint); one that goes, never
     overrides = {"data": {"train": str(train_file)}, "output_dir": str(run_dir),
-                 "train": {"seed": seed, "quiet": True, "keep_checkpoint": keep_run, "resume": False}}
+                 "train": {"seed": seed, "quiet": True, "keep_checkpoint": keep_run and cfg.train.keep_checkpoint,
+                           "resume": False}}
     run_cfg = load_config(_merged(cfg.to_dict(), overrides))
     with notes_said():  # the study read the user's file and said its notes: its parts say nothing again
         run = fit(run_cfg, method_choice=method_choice)  # a kept run says why its method was chosen
