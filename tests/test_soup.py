@@ -116,7 +116,7 @@ def test_an_ensemble_predicts_the_mean_of_its_members_and_loads_as_one_model(run
     assert together.predict(TEXTS) == [together.labels[i] for i in expected.argmax(axis=1)]
     # predict reads every member, not the first alone: a member sure of the last class carries the mean there
     sure = np.eye(len(together.labels))[-1] * 100
-    together.members[1].outputs = lambda inputs: [sure for _ in inputs]
+    together.members[1].outputs = lambda inputs, show=None: [sure for _ in inputs]
     assert together.predict(TEXTS) == [together.labels[-1]] * len(TEXTS)
     # scored like any model: strop evaluate on the validation file gives the recorded score
     assert main(["evaluate", str(tmp_path / "ens"), "--data", str(text_data["dev"]), "--json"]) == 0

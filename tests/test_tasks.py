@@ -5,6 +5,7 @@ import json
 import re
 import random
 
+import numpy as np
 import pytest
 
 import strop
@@ -94,7 +95,8 @@ def _fit(task, tiny_model_dir, tmp_path, method="full", extra=()):
 
 
 @pytest.mark.parametrize("task", TEXT_TASKS)
-def test_every_task_fits_saves_loads_predicts_and_evaluates(task, tiny_model_dir, tmp_path):
+def test_every_task_fits_saves_loads_predicts_and_evaluates(task, tiny_model_dir, tmp_path, monkeypatch,
+                                                            capsys):
     from strop.evaluate.scoring import evaluate_file
 
     run, dev = _fit(task, tiny_model_dir, tmp_path)
@@ -113,6 +115,25 @@ def test_every_task_fits_saves_loads_predicts_and_evaluates(task, tiny_model_dir
     assert len(predictions) == len(inputs)
     records = predictor.records(inputs)
     json.dumps(records)  # JSON-ready
+    # Many inputs are encoded a chunk at a time (whole batches), with the same outputs as all at once.
+    many, encoded = list(inputs) * 5, []
+    whole = predictor.outputs(many)
+    encode = type(predictor.task).encode
+    monkeypatch.setattr(type(predictor.task), "encode", lambda task, body, examples:
+                        encoded.append(len(examples.inputs)) or encode(task, body, examples))
+    monkeypatch.setattr("strop.predict.ENCODE_CHUNK", 5)
+    predictor.batch_size = 2
+    chunked = predictor.outputs(many)
+    assert encoded == [4] * (len(many) // 4) + ([len(many) % 4] if len(many) % 4 else [])
+    assert len(chunked) == len(whole) and all(np.allclose(a, b, atol=1e-6) for a, b in zip(chunked, whole))
+    import strop.progress as progress_module  # asked to, the pass shows its progress (a line every batch here)
+
+    shown = progress_module.progress
+    monkeypatch.setattr(progress_module, "progress", lambda *a, **k: shown(*a, **{**k, "every": 0}))
+    capsys.readouterr()
+    predictor.outputs(many, show="scoring the pool")
+    assert f"scoring the pool: 1/{-(-len(many) // 2)} batches" in capsys.readouterr().err
+    predictor.batch_size = 64
     # strop evaluate on the validation file gives what the run measured on it (same weights, fp32)
     scored = evaluate_file(predictor, dev)
     for metric in task_cls.metric_names:

@@ -55,26 +55,32 @@ class Predictor:
             check_texts(inputs, self.reads_pairs)
         return inputs
 
-    def outputs(self, inputs: list) -> list[np.ndarray]:
+    def outputs(self, inputs: list, show: str | None = None) -> list[np.ndarray]:
         """One array per input: class probabilities, label probabilities, target values, or per-word tag
-        probabilities."""
-        return self._outputs(self.inputs_of(inputs))
+        probabilities. show: where given, progress is shown under that name (batches done, ETA)."""
+        return self._outputs(self.inputs_of(inputs), show)
 
     @torch.no_grad()
-    def _outputs(self, inputs: list) -> list[np.ndarray]:
-        """`outputs` of inputs already as the model reads them (`vector_inputs` done)."""
-        if len(inputs) == 0:
-            return []
-        features = self.task.encode(self.model.body, Examples(list(inputs), None, "input"))
+    def _outputs(self, inputs: list, show: str | None = None) -> list[np.ndarray]:
+        """`outputs` of inputs already as the model reads them (`vector_inputs` done). Inputs are encoded a
+        chunk at a time, so that a large pool's token ids never all sit in memory at once."""
+        from strop.progress import progress
+
         collate = partial(pad_collate, pad_values={**self.model.body.pad_values, **self.task.pad_values})
-        order = sorted(range(len(features)), key=lambda i: example_length(features[i]))  # least padding
-        out: list[np.ndarray | None] = [None] * len(features)
         device = next(self.model.parameters()).device
-        for start in range(0, len(order), self.batch_size):
-            index = order[start:start + self.batch_size]
+        chunk = max(1, ENCODE_CHUNK // self.batch_size) * self.batch_size  # whole batches
+        out: list[np.ndarray | None] = [None] * len(inputs)
+        for start in progress(range(0, len(inputs), self.batch_size), show or "", show is not None,
+                              total=-(-len(inputs) // self.batch_size)):
+            if start % chunk == 0:  # the next chunk's features, in length order: least padding
+                first = start
+                part = Examples(list(inputs[first:first + chunk]), None, "input")
+                features = self.task.encode(self.model.body, part)
+                order = sorted(range(len(features)), key=lambda i: example_length(features[i]))
+            index = order[start - first:start - first + self.batch_size]
             batch = {k: v.to(device) for k, v in collate([features[i] for i in index]).items()}
             for i, output in zip(index, self.task.outputs(self.model(**batch), batch)):
-                out[i] = output
+                out[first + i] = output
         return out
 
     def predict_proba(self, inputs: list) -> np.ndarray:
@@ -156,6 +162,9 @@ def check_texts(inputs: list, pairs: bool) -> None:
                          f"string{also}")
 
 
+ENCODE_CHUNK = 8192  # inputs encoded at once by `Predictor.outputs` (a multiple of the batch size)
+
+
 class EnsemblePredictor(Predictor):
     """Several models of one task as one (`strop soup --ensemble`): each input's outputs are the mean of the
     members' (probabilities, or values), decoded by the first member's task."""
@@ -165,8 +174,9 @@ class EnsemblePredictor(Predictor):
         super().__init__(first.model, first.task, {**first.info, **info}, first.batch_size)
         self.members = members
 
-    def outputs(self, inputs: list) -> list[np.ndarray]:
-        per_member = [member.outputs(inputs) for member in self.members]
+    def outputs(self, inputs: list, show: str | None = None) -> list[np.ndarray]:
+        per_member = [member.outputs(inputs, show and f"{show} (model {i + 1} of {len(self.members)})")
+                      for i, member in enumerate(self.members)]
         return [np.mean(np.stack(row), axis=0) for row in zip(*per_member)]
 
 

@@ -150,7 +150,9 @@ def self_train(cfg, on_epoch=None) -> Path:
     with continue_hint(out):
         for r in range(1, d.self_training_rounds + 1):
             predictor = load(run)
-            probabilities = np.stack(predictor.outputs(model_inputs(pool, by_name.feature_columns)))  # (pool, classes)
+            probabilities = np.stack(predictor.outputs(  # (pool, classes)
+                model_inputs(pool, by_name.feature_columns),
+                show=None if cfg.train.quiet else f"round {r}: scoring the pool of {len(pool)}"))
             # the classes the model predicts (strop predict's): with a tuned threshold, not always the most probable
             predicted = predictor.task.decide(probabilities)
             chosen = select_pseudo_labels(probabilities, d.pseudo_label_threshold, predicted)
