@@ -208,7 +208,9 @@ def test_a_new_masked_language_head_is_said_and_a_conll_file_is_refused(tiny_mod
         read_domain_texts(tmp_path / "ner.conll", DataConfig())
 
 
-def test_texts_without_a_token_to_mask_are_left_out_and_none_at_all_is_refused(tiny_model_dir, tmp_path, capsys):
+def test_texts_without_a_token_to_mask_are_left_out_and_none_at_all_is_refused(tiny_model_dir, tmp_path, capsys,
+                                                                              monkeypatch):
+    from strop.backbones.text import TextBackbone
     from strop.pretrain import pretrain
 
     emoji = ["😀😀😀", "🙂", "🎉 🎉", "💱"]  # unknown to the tokenizer: [UNK] is never masked
@@ -220,7 +222,11 @@ def test_texts_without_a_token_to_mask_are_left_out_and_none_at_all_is_refused(t
         pretrain(None, overrides, data=tmp_path / "emoji.txt", output=tmp_path / "none")
     assert not (tmp_path / "none").exists()
     (tmp_path / "mixed.txt").write_text("\n".join(emoji + words), encoding="utf-8")
+    encoded, encode = [], TextBackbone.encode  # tokenized a chunk at a time, chunks across both kinds of text
+    monkeypatch.setattr(TextBackbone, "encode", lambda body, lines: encoded.append(len(lines)) or encode(body, lines))
+    monkeypatch.setattr("strop.pretrain.TOKENIZE_CHUNK", 3)
     run = pretrain(None, overrides, data=tmp_path / "mixed.txt", output=tmp_path / "mixed")
+    assert encoded == [3] * 8
     assert "note: 4 text(s) left out: none of their tokens can be masked" in capsys.readouterr().out
     summary = json.loads((run / "summary.json").read_text())
     assert summary["train_texts"] + summary["validation_texts"] == 20 and summary["validation"]["loss"] > 0

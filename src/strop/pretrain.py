@@ -31,6 +31,7 @@ from strop.tasks.base import Task
 
 MASK_SHARE = 0.15
 VALIDATION_SHARE, VALIDATION_MAX = 0.05, 2000  # lines held out to validate on
+TOKENIZE_CHUNK = 10_000  # lines the tokenizer takes at once
 POOLING_FILES = ("modules.json", "1_Pooling")  # a sentence-transformers model's pooling, kept with the weights
 # Suffixes of files that hold a table or records, not one text a line: read as lines, their syntax would be trained on
 TABLE_LIKE = (".json", ".ndjson", ".xlsx", ".xls", ".ods", ".feather", ".arrow", ".orc", ".avro", ".pkl", ".pickle",
@@ -203,15 +204,22 @@ class MaskedLMTask(Task):
         return {"loss": loss, "perplexity": float(np.exp(min(loss, 50.0)))}
 
 
-def maskable_features(body, lines: list[str], data, model_name: str) -> tuple[list[dict], int]:
+def maskable_features(body, lines: list[str], data, model_name: str, show: bool = False) -> tuple[list[dict], int]:
     """The tokenized texts that hold a token the masking can choose (not special, not unknown: `mask_tokens`),
     and how many do not: such a text trains nothing, and a validation of those alone would score a loss of 0.
+    Tokenized a chunk at a time (the tokenizer's working memory for all of a large corpus at once is several
+    times its token ids'), with progress where `show`.
 
     Raises:
         StropError: fewer than two texts hold one.
     """
+    from strop.progress import progress
+
     special = set(body.tokenizer.all_special_ids)
-    features = [f for f in body.encode(lines) if any(t not in special for t in f["input_ids"])]
+    features = []
+    for start in progress(range(0, len(lines), TOKENIZE_CHUNK), f"tokenizing {len(lines)} texts", show, unit="chunk"):
+        features += [f for f in body.encode(lines[start:start + TOKENIZE_CHUNK])
+                     if any(t not in special for t in f["input_ids"])]
     if not features:
         raise StropError(f"--data {data}: none of its {len(lines)} texts has a token that can be masked: after "
                          f"tokenizing, every token is special or unknown to {model_name}'s tokenizer (e.g. emoji its "
@@ -319,7 +327,7 @@ def pretrain(config=None, overrides: list[str] = (), data: str | Path | None = N
     limit = tokens_read(model.base_model, tokenizer)  # past the position embeddings a long line would crash
     body = TextBackbone(model.base_model, tokenizer, "cls",
                         cfg.model.max_length if limit is None else min(cfg.model.max_length, limit))
-    features, unmaskable = maskable_features(body, lines, data, cfg.model.name)
+    features, unmaskable = maskable_features(body, lines, data, cfg.model.name, show=not cfg.train.quiet)
     kept, held = hold_out(features, cfg.train.seed, data, body.max_length)
     train_features = [features[i] for i in kept]
     val_features = [{**features[i], "seed": int(i)} for i in held]
