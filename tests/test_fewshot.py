@@ -25,7 +25,8 @@ from strop.methods.fewshot import (GroupCollate, GroupFeatures, PairEncoder, Pai
 
 
 @pytest.mark.parametrize("sizes, group_size", [([8, 8, 8], 16), ([30, 5, 2, 1], 16), ([2, 2], 4), ([100, 3], 16),
-                                              ([3] * 20, 8), ([4] * 5, 8)])  # 5 classes, 4 a group: turns wrap
+                                              ([3] * 20, 8), ([4] * 5, 8),  # 5 classes, 4 a group: turns wrap
+                                              ([3000, 1200, 40], 16)])  # classes past LARGE_CLASS: drawn apart
 def test_groups_are_balanced_across_classes_in_each_group_and_over_all(sizes, group_size):
     labels = np.repeat(np.arange(len(sizes)), sizes)
     groups = pair_groups(labels, group_size, 300, seed=0)
@@ -66,6 +67,13 @@ def test_the_larger_share_of_a_group_goes_to_the_larger_class_and_pairs_are_coun
     repeated = np.array([[0, 1, 2], [3, 3, 1], [2, 1, 1]])
     assert different(repeated, pairs_in(repeated)) == " (4 of them different)"
     assert different(np.array([[0, 1, 2], [3, 4, 5]]), 6) == ""
+
+
+def test_many_pairs_are_not_counted_apart_for_the_message(monkeypatch):
+    """Past COUNTED_PAIRS_MAX pairs, their different ones are not counted (seconds and a gigabyte, for a line)."""
+    repeated = np.array([[0, 1, 2], [3, 3, 1], [2, 1, 1]])  # 9 pairs, 4 different
+    monkeypatch.setattr("strop.methods.fewshot.COUNTED_PAIRS_MAX", 8)
+    assert distinct_pairs(repeated) is None and different(repeated, pairs_in(repeated)) == ""
 
 
 def test_one_example_of_each_class_is_warned_of_no_pair_of_one_class(tiny_overrides, tmp_path, capsys):

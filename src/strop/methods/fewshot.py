@@ -42,6 +42,8 @@ VALIDATION_PAIRS_PER_EXAMPLE = 2  # the contrastive stage's validation: pairs of
 VALIDATION_PAIRS_MAX = 512  # ... at most this many, so it stays a small share of the stage's time
 MIN_GROUP = 4  # train.batch_size: a contrastive group holds two classes of two examples at the least
 BODY_FILE = "model.safetensors"  # the tuned body, in checkpoints/contrastive_body/, for resuming the head stage
+LARGE_CLASS = 1024  # a class of more examples gives a group its share without being permuted whole (`_share_of`)
+COUNTED_PAIRS_MAX = 2_000_000  # the stage's message counts the different pairs up to this many (`distinct_pairs`)
 
 
 def split_evenly(total: int, parts: int) -> list[int]:
@@ -90,8 +92,18 @@ def pair_groups(labels: Sequence[int], group_size: int, groups: int, seed: int) 
         # with fewer examples than its share repeats them all, in turn, and an example is not its own pair (3
         # examples, two of one class: that class's two, not the other's one twice, make the positive pair)
         chosen.sort(key=lambda c: -len(members[c]))  # stable: classes of equal size keep their turns' order
-        drawn[g] = np.concatenate([np.resize(rng.permutation(members[c]), share) for c, share in zip(chosen, shares)])
+        drawn[g] = np.concatenate([_share_of(members[c], share, rng) for c, share in zip(chosen, shares)])
     return drawn
+
+
+def _share_of(members: np.ndarray, share: int, rng: np.random.Generator) -> np.ndarray:
+    """`share` of a class's examples drawn without replacement (all of them in turn, where it has fewer). A class
+    of up to LARGE_CLASS examples is permuted whole (the draws every few-shot result in docs/benchmarks.md was
+    measured with); a larger one gives its share alone, in the time of the share, not of the class, so that a
+    stage's groups take time linear in the data, not in its square."""
+    if len(members) <= LARGE_CLASS:
+        return np.resize(rng.permutation(members), share)
+    return rng.choice(members, share, replace=False)
 
 
 def counted(number: int, noun: str) -> str:
@@ -114,9 +126,12 @@ def pairs_in(groups: np.ndarray, same_class_of: np.ndarray | None = None) -> int
     return int(pairs.sum())
 
 
-def distinct_pairs(groups: np.ndarray) -> int:
+def distinct_pairs(groups: np.ndarray) -> int | None:
     """The different pairs of two examples that `groups` hold (a pair in several groups, or twice in one where
-    an example repeats in it, counted once)."""
+    an example repeats in it, counted once); None above COUNTED_PAIRS_MAX pairs, whose count would take seconds
+    and a gigabyte for a line of output."""
+    if groups.shape[0] * pairs_of_group(groups.shape[1]) > COUNTED_PAIRS_MAX:
+        return None
     i, j = np.triu_indices(groups.shape[1], k=1)
     first, second = np.minimum(groups[:, i], groups[:, j]), np.maximum(groups[:, i], groups[:, j])
     keep = first != second
@@ -127,7 +142,7 @@ def different(groups: np.ndarray, pairs: int) -> str:
     """' (N of them different)' where `groups` repeat pairs (a class's examples drawn again to fill a group),
     else nothing."""
     distinct = distinct_pairs(groups)
-    return f" ({distinct} of them different)" if distinct < pairs else ""
+    return f" ({distinct} of them different)" if distinct is not None and distinct < pairs else ""
 
 
 def groups_for(pairs: int, size: int) -> int:
@@ -401,9 +416,10 @@ class FewShot(Method):
         if accelerator.is_main_process:
             stage.root.mkdir(exist_ok=True)
         if show:
+            distinct = distinct_pairs(train_groups)
             print(f"contrastive stage: {counted(len(train_groups), 'group')} of {size} examples from "
                   f"{len(train_features)}, balanced across classes; every pair of two examples in a group trains "
-                  f"({pairs} pairs, {distinct_pairs(train_groups)} of them different, for a budget of "
+                  f"({pairs} pairs, {'' if distinct is None else f'{distinct} of them different, '}for a budget of "
                   f"{self.cfg.pairs_per_example} per example; {LOSS_WORDS[self.cfg.pair_loss]}), "
                   f"{self.cfg.pair_epochs} epoch(s) at lr {self.cfg.pair_lr:g}; validated on "
                   f"{counted(val_pairs, 'pair')} of the validation examples{different(val_groups, val_pairs)}; metrics in "
