@@ -157,6 +157,13 @@ def test_bad_input_stops_every_process_with_strops_message(vector_data, tmp_path
     assert run.returncode != 0
     assert f"strop fit: error: data.train: file not found: {tmp_path / 'missing.csv'}" in run.stderr
     assert not (tmp_path / "run").exists()
+    # the range test would run on each process's batches, a fraction of the run's: refused with the way to go
+    found = launch(vector_args(vector_data) + ["optim.lr=find", "train.batch_size=8", f"output_dir={tmp_path / 'lr'}"],
+                   2)
+    assert found.returncode != 0
+    assert ("optim.lr=find tests rates on one process's batches of train.batch_size=8, not on this run's global "
+            "batch of 16 (2 processes)") in found.stderr and "train.batch_size=16" in found.stderr
+    assert not (tmp_path / "lr").exists()
 
 
 def test_the_python_api_returns_a_written_run_in_every_process(vector_data, tmp_path):

@@ -290,6 +290,7 @@ def fit(config: str | Path | dict | Config | None = None, overrides: list[str] =
                                   show=not cfg.train.quiet and accelerator.is_main_process)
         if cfg.train.ema_decay and auto_batch:  # its steps, and so a short run's warning, known only now
             notes = [*notes, _average_note(cfg, len(train_features))]
+        _check_rate_finder(cfg, accelerator.num_processes)
         run, cfg = _agreed(run, cfg, accelerator)
         provenance = _provenance(cfg, splits, accelerator)
         choice = prepared.method_choice or method_choice  # this fit's own, or the larger job's
@@ -544,6 +545,18 @@ def _check_engine(accelerator) -> None:
                          "the full model and optimizer state in the main process); launch with data parallelism "
                          "instead: accelerate launch --multi_gpu --num_processes N -m strop fit ... "
                          "(see docs/distributed.md)")
+
+
+def _check_rate_finder(cfg: Config, processes: int) -> None:
+    """Refuses optim.lr=find in a run of several processes: each would test rates on its own batches of
+    train.batch_size, a fraction of the run's global batch, and find a rate for that."""
+    if cfg.optim.lr == "find" and processes > 1:
+        size = int(cfg.train.batch_size) * processes * cfg.train.grad_accum
+        raise StropError(f"optim.lr=find tests rates on one process's batches of train.batch_size="
+                         f"{cfg.train.batch_size}, not on this run's global batch of {size} ({processes} processes), "
+                         f"so its rate would not suit the run: find it in one process (strop lr-find CONFIG "
+                         f"train.batch_size={size}, where that fits in memory) and launch with optim.lr set to its "
+                         f"suggestion, or use optim.lr=auto (decided on the run's global step count)")
 
 
 def _agreed(run: RunDir, cfg: Config, accelerator) -> tuple[RunDir, Config]:
