@@ -447,8 +447,9 @@ class FewShot(Method):
                 "examples": len(train_features),
                 "parameters": dict(zip(("trainable", "total"), count_parameters(accelerator.unwrap_model(encoder)))),
                 "epochs_run": state.epoch, "best_epoch": state.best_epoch, "steps": state.step,
+                # train_seconds sums every session of a resumed stage; the wall time is this session's (as summary.json)
                 "peak_lr": state.peak_lr, "train_seconds": round(state.train_seconds, 3),
-                "wall_seconds": round(time.perf_counter() - started, 3),
+                "wall_seconds_this_session": round(time.perf_counter() - started, 3),
                 "validation": {name: final[name] for name in PairTask.metric_names},
                 "validation_pairs": sum(len(group) for group in scored[0])},  # as validated, not as planned
                 "the contrastive stage's summary")
