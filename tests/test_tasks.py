@@ -149,7 +149,7 @@ def test_every_task_trains_with_a_frozen_body(task, method, tiny_model_dir, tmp_
 
 
 def test_token_predictions_are_entity_spans_with_character_offsets(tiny_model_dir, tmp_path):
-    run, _ = _fit("token_classification", tiny_model_dir, tmp_path, extra=["train.epochs=15", "optim.lr=3e-3"])
+    run, _ = _fit("token_classification", tiny_model_dir, tmp_path, extra=["train.epochs=20", "optim.lr=3e-3"])
     text = "Yesterday  Anna Smith flew to Paris ."
     (record,) = strop.load(run).records([text])
     spans = {(e["type"], e["text"]) for e in record["entities"]}

@@ -25,7 +25,7 @@ import numpy as np
 from strop.errors import StropError
 from strop.evaluate import diagnose
 from strop.runs import RunDir, atomic_write_text, to_json
-from strop.tasks.base import Examples, Task, compact
+from strop.tasks.base import Examples, Task
 
 DATA_SUMMARY = "data_summary.json"
 PREDICTIONS = "validation_predictions.jsonl"
@@ -93,7 +93,10 @@ def save_report_inputs(run_root: Path, task: Task, train: Examples, validation: 
     """data_summary.json and validation_predictions.jsonl, each written atomically."""
     atomic_write_text(run_root / DATA_SUMMARY, to_json(data_summary(task, train, validation), indent=2) + "\n",
                       "the data summary")
-    lines = [to_json({"input": _plain(x), "target": _plain(t), "output": compact(o)}, ensure_ascii=False)
+    # the outputs as computed, not rounded as predictions are written: the report's scores, computed from them,
+    # are then the run's (6 digits tied a near-constant model's values, and moved its rank correlation)
+    lines = [to_json({"input": _plain(x), "target": _plain(t), "output": _plain(np.asarray(o, dtype=np.float64))},
+                     ensure_ascii=False)
              for x, t, o in zip(validation.inputs, validation.targets, outputs)]
     atomic_write_text(run_root / PREDICTIONS, "".join(line + "\n" for line in lines), "the validation predictions")
 
