@@ -32,7 +32,7 @@ import numpy as np
 
 from strop.cv import write_rows
 from strop.errors import StropError
-from strop.runs import atomic_write_json, refuse_several_processes
+from strop.runs import atomic_write_json
 
 CURVE_FILE, PLOT_FILE = "curve.json", "curve.png"
 DEFAULT_FRACTIONS = (0.1, 0.2, 0.3, 0.5, 0.7, 1.0)
@@ -329,7 +329,7 @@ def learning_curve(config=None, overrides: list[str] = (), fractions: tuple[floa
         StropError: bad config, data, fractions, metric, or an output folder that already holds files.
     """
     from strop.config import load_config
-    from strop.cv import (check_no_pool, check_same_study, fit_and_score, open_study, read_training_table,
+    from strop.cv import (check_study, check_same_study, fit_and_score, open_study, read_training_table,
                           recorded_config, repeated_note)
     from strop.fit import all_of_note, method_for_all_of, resolve_config
     from strop.methods.auto import freeze_layers_for_all_of
@@ -345,8 +345,7 @@ def learning_curve(config=None, overrides: list[str] = (), fractions: tuple[floa
         raise StropError(f"--seeds must be >= 1; got {seeds}")
     cfg = resolve_config(load_config(config, overrides))
     quiet = quiet or cfg.train.quiet  # --quiet, or train.quiet in the config
-    check_no_pool(cfg, "curve")
-    refuse_several_processes("strop curve", "strop fit is the command that trains one run on several processes or GPUs")
+    check_study(cfg, "curve")
     task_cls = TASKS.get(cfg.task.name)
     metric = metric or task_cls.lead_metric
     if metric not in task_cls.metric_names:

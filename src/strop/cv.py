@@ -122,9 +122,12 @@ def interrupted_note(command: str, out: Path, finished: int) -> str:
             f"command with --output {out} train.resume=true to train the others, or another --output to start again")
 
 
-def check_no_pool(cfg: Config, command: str) -> None:
+def check_study(cfg: Config, command: str) -> None:
     """Raises StropError where the config self-trains (data.unlabeled): a study's runs train on their labelled
-    part only, so its numbers would be plain training's, shown under a config that says otherwise."""
+    part only, so its numbers would be plain training's, shown under a config that says otherwise; and where
+    several processes were launched (each would write the study's files)."""
+    refuse_several_processes(f"strop {command}", "strop fit is the command that trains one run on several "
+                             "processes or GPUs")
     if cfg.data.unlabeled is not None:
         raise StropError(f"data.unlabeled is not used by strop {command}: its runs train on labelled data only, so "
                          f"it would measure plain training, not self-training; remove data.unlabeled (self-training "
@@ -336,8 +339,7 @@ def cross_validate(config=None, overrides: list[str] = (), folds: int = 5, seeds
         raise StropError(f"--folds and --seeds must be >= 1; got --folds {folds} --seeds {seeds}")
     cfg = resolve_config(load_config(config, overrides))
     quiet = quiet or cfg.train.quiet  # --quiet, or train.quiet in the config
-    check_no_pool(cfg, "cv")
-    refuse_several_processes("strop cv", "strop fit is the command that trains one run on several processes or GPUs")
+    check_study(cfg, "cv")
     out, saved, data = open_study(output, cfg, "cv", CV_FILE, "summary")
     seed_values = [cfg.train.seed + i for i in range(seeds)]
     if folds >= 2:
