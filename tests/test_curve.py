@@ -624,3 +624,25 @@ def test_a_target_the_fit_reaches_within_the_sizes_where_no_runs_reach_it_says_s
     result = _result(sizes, scores, fit) | {"seeds": [1, 2, 3]}
     assert re.search(r"accuracy 0\.9: about \d+ labelled examples .*; measured, no size's runs reach it \(those of "
                      r"320 examples average 0\.89\d+\): the fitted curve runs above them", describe(result))
+
+
+def test_a_curve_names_each_runs_bars_times_its_runs_and_shows_the_fits_progress(tiny_overrides, tmp_path,
+                                                                                   monkeypatch, capsys):
+    from strop import curve
+
+    names = []
+
+    def fake_run(cfg, train_file, validation, seed, run_dir, keep, show=None, **_):
+        names.append(show)
+        return {"accuracy": 0.5 + 0.1 * len(names), "loss": 1.0}, 72
+
+    monkeypatch.setattr("strop.cv.fit_and_score", fake_run)
+    monkeypatch.setattr("strop.progress.LINE_EVERY_S", 0.0)
+    loud = [o for o in tiny_overrides if not o.startswith("train.quiet")]
+    curve.learning_curve(None, loud, fractions=(0.1, 0.5, 1.0), seeds=1, output=tmp_path / "curve")
+    assert names == ["16 examples, seed 42", "80 examples, seed 42", "160 examples, seed 42"]
+    captured = capsys.readouterr()
+    assert "16 examples, seed 42: accuracy 0.6000  (0 s; about 0 s left)" in captured.out
+    assert "fitting the curve (bootstrap): 1/500 fits" in captured.err
+    curve.learning_curve(None, loud, fractions=(0.1, 0.5, 1.0), seeds=1, output=tmp_path / "quiet", quiet=True)
+    assert names[3:] == [None] * 3 and capsys.readouterr().err == ""

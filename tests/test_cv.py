@@ -325,3 +325,15 @@ def test_continuing_a_study_in_a_folder_that_holds_none_is_refused_not_started_a
         learning_curve(None, [*tiny_overrides, "train.resume=true"], fractions=(0.3, 0.6, 1.0),
                        output=tmp_path / "typo", quiet=True)
     assert not (tmp_path / "typo").exists()
+
+
+def test_a_study_shows_its_runs_progress_and_each_runs_time(tiny_overrides, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr("strop.progress.LINE_EVERY_S", 0.0)  # a log's line after every batch
+    loud = [o for o in tiny_overrides if not o.startswith(("output_dir", "train.quiet", "data.validation",
+                                                           "train.epochs"))]
+    cross_validate(None, loud + ["train.epochs=2"], folds=2, seeds=1, output=tmp_path / "cv")
+    captured = capsys.readouterr()
+    folds = [line for line in captured.out.splitlines() if line.startswith("seed 42 fold")]
+    assert len(folds) == 2 and folds[0].endswith(" left)") and folds[1].endswith(" s)")  # the last: none left
+    assert "seed 42 fold 2/2, epoch 2/2: " in captured.err  # the run itself printed nothing, its bars showed
+    assert "run saved to" not in captured.out

@@ -72,3 +72,28 @@ def test_the_contrastive_stages_epoch_line_counts_pairs_not_samples(capsys):
     _print_epoch(record, SimpleNamespace(epochs=1, patience=0), LoopState(epoch=1, history=[record]), PairTask(),
                  "loss")
     assert "(757 pairs/s)" in capsys.readouterr().out  # 43 steps of 16 sentences: 101 sentences/s, not 757
+
+
+def test_a_studys_quiet_run_still_shows_its_named_bars_under_the_runs_name(capsys):
+    from strop.progress import bars_of_quiet_runs
+
+    with bars_of_quiet_runs(True, "seed 42 fold 2/5"):
+        list(progress(range(3), "epoch 1/3", show=False, every=0.0))
+        list(progress(range(3), "", show=False, every=0.0))  # unnamed work (a prediction's) stays silent
+    with bars_of_quiet_runs(False, "seed 42 fold 3/5"):  # the study is quiet itself
+        list(progress(range(3), "epoch 1/3", show=False, every=0.0))
+    list(progress(range(3), "epoch 2/3", show=False, every=0.0))  # after the study's run
+    lines = capsys.readouterr().err.splitlines()
+    assert lines and all(line.startswith("seed 42 fold 2/5, epoch 1/3: ") for line in lines)
+
+
+def test_a_studys_clock_says_each_runs_time_and_the_time_left_at_the_mean(monkeypatch):
+    from strop import progress as module
+
+    now = iter([0.0, 10.0, 40.0, 50.0])
+    monkeypatch.setattr(module.time, "perf_counter", lambda: next(now))
+    clock = module.StudyClock(runs_left=3)
+    assert clock.lap() == "(10 s; about 20 s left)"
+    assert clock.lap() == "(30 s; about 20 s left)"  # 1 run left at the mean of 10 and 30
+    assert clock.lap() == "(10 s)"
+    assert [module.duration(s) for s in (89, 150, 5400, 9000)] == ["89 s", "2 min", "1.5 h", "2.5 h"]

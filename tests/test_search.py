@@ -335,3 +335,13 @@ def test_a_continued_search_refuses_other_settings_for_its_trials(tmp_path):
     # what a worker may have of its own (its output, its device) is not a setting of the trials
     search(config, ["train.device=cpu"], SearchOptions(trials=2, seed=0, quiet=True))
     assert len(trials_of(tmp_path / "search")) == 2
+
+
+def test_a_trials_fit_prints_nothing_but_its_bars_show_under_the_trials_name(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr("strop.progress.LINE_EVERY_S", 0.0)  # a log's line after every batch
+    search(search_config(tmp_path, epochs=2), [], SearchOptions(trials=1, seed=0, pruner="none"))
+    captured = capsys.readouterr()
+    assert "trial 0, epoch 2/2: " in captured.err and "run saved to" not in captured.out
+    (tmp_path / "again").mkdir()
+    search(search_config(tmp_path / "again", epochs=2), [], SearchOptions(trials=1, seed=0, pruner="none", quiet=True))
+    assert "epoch" not in capsys.readouterr().err

@@ -32,6 +32,7 @@ import numpy as np
 
 from strop.cv import write_rows
 from strop.errors import StropError
+from strop.progress import StudyClock
 from strop.runs import atomic_write_json
 
 CURVE_FILE, PLOT_FILE = "curve.json", "curve.png"
@@ -159,19 +160,22 @@ def limit(params) -> float:
 
 
 def bootstrap(n, score, bounded: bool, draws: int = BOOTSTRAP_DRAWS, seed: int = 0,
-              ceiling: float = math.inf) -> np.ndarray:
+              ceiling: float = math.inf, show: bool = False) -> np.ndarray:
     """(draws, parameters) of `fit_curve`, each law refitted to its own fitted curve plus its residuals
     resampled (a residual bootstrap, the same resampled points for both laws; residuals scaled by
     sqrt(points / (points - 3)) for a law's three fitted parameters). On synthetic curves of 18 points its
     95% intervals held a saturating law's true extrapolation about 88% of the time (a case bootstrap: 82%):
-    treat them as somewhat optimistic, as extrapolations are. Failed fits are left out."""
+    treat them as somewhat optimistic, as extrapolations are. Failed fits are left out. `show`: progress (a
+    hard curve's fits can take a while)."""
+    from strop.progress import progress
+
     n, score = np.asarray(n, dtype=np.float64), np.asarray(score, dtype=np.float64)
     params = fit_curve(n, score, bounded, ceiling)
     laws = [power_law(n, *params[:3])] + ([power_law(n, 1.0, *params[3:])] if bounded else [])
     scale = math.sqrt(len(n) / max(len(n) - 3, 1))
     rng = np.random.default_rng(seed)
     fits = []
-    for _ in range(draws):
+    for _ in progress(range(draws), "fitting the curve (bootstrap)", show, unit="fit"):
         picked = rng.integers(0, len(n), len(n))
         resampled = [law + (score - law)[picked] * scale for law in laws]
         try:
@@ -196,12 +200,12 @@ def interval(values, estimate: float | None = None) -> list[float]:
 
 def analyse(n, score, minimised: bool = False, bounded: bool = False, target: float | None = None,
             draws: int = BOOTSTRAP_DRAWS, seed: int = 0,
-            score_range: tuple[float, float] = (-math.inf, math.inf)) -> dict:
+            score_range: tuple[float, float] = (-math.inf, math.inf), show: bool = False) -> dict:
     """The fitted curve, its parameters' intervals, and the answers: the score at twice the largest size, and
     (given a target score) the size that reaches it; each with a 95% bootstrap interval. `bounded`: the score
     cannot exceed 1, and the forecast is the mean of the saturating and the ceiling-free laws. `score_range`:
     the values the metric can take; the law's level is held within it (an error's at 0 or above) and the forecast
-    scores and their intervals are cut to it."""
+    scores and their intervals are cut to it. `show`: the bootstrap's progress."""
     sign = -1.0 if minimised else 1.0  # a loss falls as data grow: fit its negative, which rises
     n, y = np.asarray(n, dtype=np.float64), sign * np.asarray(score, dtype=np.float64)
 
@@ -211,7 +215,7 @@ def analyse(n, score, minimised: bool = False, bounded: bool = False, target: fl
 
     ceiling = fitted_ceiling(minimised, score_range)
     params = fit_curve(n, y, bounded, ceiling)
-    draws_ = bootstrap(n, y, bounded, draws, seed, ceiling)
+    draws_ = bootstrap(n, y, bounded, draws, seed, ceiling, show)
     largest = float(n.max())
     now, doubled = forecast(largest, params), forecast(2 * largest, params)
 
@@ -393,6 +397,7 @@ def learning_curve(config=None, overrides: list[str] = (), fractions: tuple[floa
             if not quiet:
                 print(f"continuing the study in {out}: {len(saved['points'])} run(s) recorded", flush=True)
         done = {(p["examples"], p["seed"]) for p in result["points"]}
+        clock = StudyClock(len(seed_values) * len(sizes) - len(done))
         for seed in seed_values:
             for size, subset in zip(sizes, plans[seed]):
                 if (size, seed) in done:
@@ -403,11 +408,12 @@ def learning_curve(config=None, overrides: list[str] = (), fractions: tuple[floa
                 run_dir = out / "runs" / f"n{size}-seed{seed}"
                 shutil.rmtree(run_dir, ignore_errors=True)  # an interrupted run's: it trains again from its start
                 scores, _ = fit_and_score(cfg_run, train_file, None, seed, run_dir, keep_runs,
-                                           method_choice=method_choice)
+                                           method_choice=method_choice,
+                                           show=None if quiet else f"{size} examples, seed {seed}")
                 result["points"].append({"examples": size, "seed": seed, "scores": scores})
                 atomic_write_json(out / CURVE_FILE, result, "the learning curve")
                 if not quiet:
-                    print(f"{size} examples, seed {seed}: {metric} {scores[metric]:.4f}", flush=True)
+                    print(f"{size} examples, seed {seed}: {metric} {scores[metric]:.4f}  {clock.lap()}", flush=True)
     except BaseException as error:
         measured = (out / CURVE_FILE).is_file()
         if not measured:
@@ -446,7 +452,7 @@ def _fit_and_write(result: dict, out: Path, task_cls, target: float | None, seed
     values = [p["scores"][metric] for p in result["points"]]
     minimised = metric in task_cls.minimised
     result["fit"] = analyse(n, values, minimised=minimised, bounded=not minimised and max(values) <= 1.0,
-                            target=target, seed=seed, score_range=task_cls.metric_range(metric))
+                            target=target, seed=seed, score_range=task_cls.metric_range(metric), show=not quiet)
     plot = save_plot(result, out / PLOT_FILE)
     result["plot"] = str(plot) if plot else None
     atomic_write_json(out / CURVE_FILE, result, "the learning curve")

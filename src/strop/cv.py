@@ -23,6 +23,7 @@ import pandas as pd
 
 from strop.config import Config, load_config
 from strop.errors import StropError
+from strop.progress import StudyClock
 from strop.runs import (atomic_write_json, check_folder_path, check_same_data, data_fingerprints,
                         refuse_several_processes)
 
@@ -286,20 +287,23 @@ def open_study(output: str | Path | None, cfg: Config, command: str, file: str,
 
 
 def fit_and_score(cfg: Config, train_file: Path, score_file: Path | None, seed: int, run_dir: Path,
-                  keep_run: bool, method_choice: dict | None = None) -> tuple[dict, int]:
+                  keep_run: bool, method_choice: dict | None = None, show: str | None = None) -> tuple[dict, int]:
     """Trains one run on `train_file` and returns the scalar metrics of its model on `score_file` (scored
     after training), or its own validation metrics where `score_file` is None, and the examples it trained on
-    (fewer than the file's rows where it split off its validation set). The run is deleted unless kept."""
+    (fewer than the file's rows where it split off its validation set). The run is deleted unless kept. The
+    run prints nothing; where `show` (the run's name in the study), its progress bars show."""
     from strop.data.inputs import notes_said
     from strop.fit import fit
     from strop.predict import load
+    from strop.progress import bars_of_quiet_runs
 
     # a kept run keeps its checkpoint only where the config asks (train.keep_checkpoint); one that goes, never
     overrides = {"data": {"train": str(train_file)}, "output_dir": str(run_dir),
                  "train": {"seed": seed, "quiet": True, "keep_checkpoint": keep_run and cfg.train.keep_checkpoint,
                            "resume": False}}
     run_cfg = load_config(_merged(cfg.to_dict(), overrides))
-    with notes_said():  # the study read the user's file and said its notes: its parts say nothing again
+    with notes_said(), bars_of_quiet_runs(show is not None, show or ""):  # the study read the user's file and said its notes: its
+        # parts say nothing again
         run = fit(run_cfg, method_choice=method_choice)  # a kept run says why its method was chosen
         predictor = load(run)
         summary = json.loads((run / "summary.json").read_text(encoding="utf-8"))
@@ -370,6 +374,7 @@ def cross_validate(config=None, overrides: list[str] = (), folds: int = 5, seeds
         if not quiet:
             print(f"continuing the study in {out}: {len(saved['runs'])} run(s) recorded", flush=True)
     done = {(r["seed"], r["fold"]) for r in result["runs"]}
+    clock = StudyClock(len(seed_values) * folds - len(done))
     try:
         for seed in seed_values:
             for k in range(folds):
@@ -383,8 +388,9 @@ def cross_validate(config=None, overrides: list[str] = (), folds: int = 5, seeds
                     score_file = write_rows(frame, held_out, out / "folds" / f"seed{seed}-fold{k + 1}-test.parquet")
                 else:
                     train_file, score_file = Path(cfg.data.train), None
+                label = f"seed {seed}" + (f" fold {k + 1}/{folds}" if folds >= 2 else "")
                 metrics, trained_on = fit_and_score(cfg, train_file, score_file, seed, run_dir, keep_runs,
-                                                    method_choice=method_choice)
+                                                    method_choice=method_choice, show=None if quiet else label)
                 entry = {"seed": seed, "fold": k + 1 if folds >= 2 else None, "metrics": metrics,
                          "run_dir": str(run_dir) if keep_runs else None}
                 if folds >= 2:  # the fold's training rows, of which the run trained on trained_on (the rest
@@ -393,9 +399,8 @@ def cross_validate(config=None, overrides: list[str] = (), folds: int = 5, seeds
                 result["runs"].append(entry)
                 atomic_write_json(out / CV_FILE, result, "the cross-validation results")  # each run as it ends
                 if not quiet:
-                    label = f"seed {seed}" + (f" fold {k + 1}/{folds}" if folds >= 2 else "")
-                    print(f"{label}: " + "  ".join(f"{name} {value:.4f}" for name, value in metrics.items()),
-                          flush=True)
+                    print(f"{label}: " + "  ".join(f"{name} {value:.4f}" for name, value in metrics.items())
+                          + f"  {clock.lap()}", flush=True)
     except BaseException as error:
         if not result["runs"]:
             shutil.rmtree(out, ignore_errors=True)  # nothing measured: leave nothing behind

@@ -4,24 +4,45 @@ and the time left; nothing in quiet mode."""
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import sys
 import time
 from collections.abc import Iterable, Iterator
 
 LINE_EVERY_S = 30.0
 
+# Set within `bars_of_quiet_runs()`: a study (cv, curve, search) runs its fits quiet, as their lines would bury
+# its own, yet a run can take minutes, and its epochs' bars are all that shows it has not stalled.
+# The value is the run's name, which each bar's starts with; None: not within one.
+_BARS_OF_QUIET_RUNS: contextvars.ContextVar[str | None] = contextvars.ContextVar("bars_of_quiet_runs", default=None)
+
+
+@contextlib.contextmanager
+def bars_of_quiet_runs(show: bool = True, run: str = "run"):
+    """Within it (where `show`), named progress (epochs, caching) shows although the run itself is quiet, each
+    bar named after the `run` it is in (`seed 42 fold 2/5, epoch 1/3`)."""
+    token = _BARS_OF_QUIET_RUNS.set(run if show else None)
+    try:
+        yield
+    finally:
+        _BARS_OF_QUIET_RUNS.reset(token)
+
 
 def progress(iterable: Iterable, desc: str, show: bool = True, unit: str = "batch", total: int | None = None,
-             every: float = LINE_EVERY_S):
+             every: float | None = None):
     """`iterable`, wrapped so that iterating over it shows progress on stderr; the wrapper's set_postfix(**values)
-    adds values (a running loss) to what is shown."""
+    adds values (a running loss) to what is shown. Named progress shows within `bars_of_quiet_runs` too."""
+    run = _BARS_OF_QUIET_RUNS.get()
+    if not show and desc and run is not None:
+        show, desc = True, f"{run}, {desc}"
     if not show:
         return Silent(iterable)
     if sys.stderr.isatty():
         from tqdm.auto import tqdm
 
         return tqdm(iterable, desc=desc, total=total, leave=False, unit=unit, dynamic_ncols=True)
-    return Lines(iterable, desc, unit, total, every)
+    return Lines(iterable, desc, unit, total, LINE_EVERY_S if every is None else every)
 
 
 class Silent:
@@ -68,3 +89,28 @@ class Lines:
         if self.postfix:
             parts.append(self.postfix)
         return f"{self.desc}: " + ", ".join(parts)
+
+
+class StudyClock:
+    """A study's runs, timed: after each, how long it took and about how long the runs left will take (at the
+    mean time of the runs this session finished; a resumed study's recorded runs took no time here)."""
+
+    def __init__(self, runs_left: int):
+        self.runs_left, self.done, self.seconds, self.started = runs_left, 0, 0.0, time.perf_counter()
+
+    def lap(self) -> str:
+        """`(41 s; about 3 min left)` for the run just finished."""
+        now = time.perf_counter()
+        took, self.started = now - self.started, now
+        self.done, self.seconds, self.runs_left = self.done + 1, self.seconds + took, self.runs_left - 1
+        left = f"; about {duration(self.seconds / self.done * self.runs_left)} left" if self.runs_left > 0 else ""
+        return f"({duration(took)}{left})"
+
+
+def duration(seconds: float) -> str:
+    """`7 s`, `3 min`, `2.5 h`: as precise as a forecast of the time left deserves."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"

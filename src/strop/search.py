@@ -498,6 +498,7 @@ class _Search:
 
         from strop.config import load_config
         from strop.fit import fit
+        from strop.progress import bars_of_quiet_runs
 
         params = {p.key: p.suggest(trial) for p in self.space}
         run_dir = self.folder / trial.user_attrs["strop:run_dir"]
@@ -510,7 +511,9 @@ class _Search:
             if resume == "complete":  # its worker died after the fit, before telling the study
                 path = run_dir
             else:
-                with _heartbeat(self.storage, trial):
+                # the trial's fit prints nothing (the study says a line a trial), but its epochs show progress
+                bars = bars_of_quiet_runs(not self.options.quiet, f"trial {trial.number}")
+                with _heartbeat(self.storage, trial), bars:
                     epochs = load_config(self.config, overrides).train.epochs
                     path = fit(self.config, overrides, on_epoch=self._reporter(trial, epochs))
         except self.optuna.TrialPruned as pruned:
