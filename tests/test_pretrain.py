@@ -468,3 +468,28 @@ def test_a_folder_given_as_data_is_named_a_folder(tmp_path):
 
     with pytest.raises(strop.StropError, match="is a folder"):
         read_domain_texts(tmp_path, None)
+
+
+def test_pretraining_holds_token_ids_compactly_and_pads_them_as_the_tokenizers_lists(tiny_model_dir):
+    """A corpus of millions of lines must fit in memory: its token ids are kept as int32 arrays, not Python lists
+    (2.5 times the memory), and nothing is kept that a batch can make (the mask of ones, type ids all 0)."""
+    import numpy as np
+    from transformers import AutoModelForMaskedLM, AutoTokenizer
+
+    from strop.backbones.text import TextBackbone
+    from strop.pretrain import compact, maskable_features, model_inputs
+    from strop.tasks.base import pad_collate
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    body = TextBackbone(AutoModelForMaskedLM.from_pretrained(tiny_model_dir).base_model, tokenizer, "cls", 32)
+    texts = ["a fairly long sentence about films and plots", "short one", "another text of middling length"]
+    features, unmaskable = maskable_features(body, texts, "d.txt", "tiny")
+    assert unmaskable == 0 and all(set(f) == {"input_ids"} and f["input_ids"].dtype == np.int32 for f in features)
+    pads = {"input_ids": tokenizer.pad_token_id}
+    for encoded in (body.encode(texts), body.encode([("a question", "its answer"), ("short", "pair")])):
+        expected = pad_collate(encoded, pads)  # the tokenizer's lists, padded
+        padded = pad_collate([model_inputs(compact(f)) for f in encoded], pads)
+        assert all(torch.equal(padded[k], expected[k]) for k in padded)
+        left_out = expected.keys() - padded.keys()  # a single text's type ids: all 0, the model's default
+        assert all(not expected[k].any() for k in left_out) and left_out <= {"token_type_ids"}
+    assert compact(body.encode([("a question", "its answer")])[0])["token_type_ids"].dtype == np.int8
