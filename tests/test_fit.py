@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -388,3 +389,35 @@ def test_a_max_length_past_the_models_positions_is_cut_to_them(tiny_overrides, c
     assert json.loads((run / "model" / "strop.json").read_text())["max_length"] == 128
     long_text = " ".join(["the film was good"] * 200)  # about 800 tokens
     assert strop.load(run).predict([long_text])[0] in ("positive", "negative")
+
+
+def test_a_run_resumed_with_other_library_versions_warns_and_records_the_earlier_ones(tiny_overrides, monkeypatch,
+                                                                                      capsys):
+    fit_module = sys.modules["strop.fit"]  # the module; strop.fit is its function
+    overrides = tiny_overrides + ["train.epochs=2"]
+    interrupt_after_checkpoint(monkeypatch, lambda: strop.fit(None, overrides))
+    run = Path(next(o.split("=", 1)[1] for o in overrides if o.startswith("output_dir=")))
+    started = json.loads((run / "provenance.json").read_text())["versions"]
+    real = fit_module._provenance
+
+    def upgraded(*args):
+        provenance = real(*args)
+        provenance["versions"]["torch"] = "99.0"
+        return provenance
+
+    monkeypatch.setattr(fit_module, "_provenance", upgraded)
+    capsys.readouterr()
+    strop.fit(None, overrides + ["train.resume=true"])
+    assert f"(torch {started['torch']} -> 99.0)" in capsys.readouterr().err
+    provenance = json.loads((run / "provenance.json").read_text())
+    assert provenance["versions"]["torch"] == "99.0" and provenance["earlier_versions"] == [started]
+
+
+def test_a_run_resumed_with_the_same_versions_says_nothing_of_them(tiny_overrides, monkeypatch, capsys):
+    overrides = tiny_overrides + ["train.epochs=2"]
+    interrupt_after_checkpoint(monkeypatch, lambda: strop.fit(None, overrides))
+    run = Path(next(o.split("=", 1)[1] for o in overrides if o.startswith("output_dir=")))
+    capsys.readouterr()
+    strop.fit(None, overrides + ["train.resume=true"])
+    assert "other versions" not in capsys.readouterr().err
+    assert "earlier_versions" not in json.loads((run / "provenance.json").read_text())
