@@ -493,3 +493,24 @@ def test_pretraining_holds_token_ids_compactly_and_pads_them_as_the_tokenizers_l
         left_out = expected.keys() - padded.keys()  # a single text's type ids: all 0, the model's default
         assert all(not expected[k].any() for k in left_out) and left_out <= {"token_type_ids"}
     assert compact(body.encode([("a question", "its answer")])[0])["token_type_ids"].dtype == np.int8
+
+
+def test_a_pretrain_resumed_with_other_library_versions_warns_and_records_them(tiny_model_dir, tmp_path, monkeypatch,
+                                                                              capsys):
+    import json
+
+    from conftest import interrupt_after_checkpoint
+
+    import strop.runs
+    from strop.pretrain import pretrain
+
+    data, out = _domain(tmp_path / "d.txt"), tmp_path / "out"
+    overrides = _pretrain_overrides(tiny_model_dir, "train.epochs=2")
+    interrupt_after_checkpoint(monkeypatch, lambda: pretrain(None, overrides, data=data, output=out))
+    started = json.loads((out / "provenance.json").read_text())["versions"]
+    real = strop.runs.library_versions
+    monkeypatch.setattr(strop.runs, "library_versions", lambda: {**real(), "transformers": "9.0"})
+    capsys.readouterr()
+    pretrain(None, [*overrides, "train.resume=true"], data=data, output=out)
+    assert f"(transformers {started['transformers']} -> 9.0)" in capsys.readouterr().err
+    assert json.loads((out / "provenance.json").read_text())["earlier_versions"] == [started]

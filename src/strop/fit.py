@@ -21,7 +21,7 @@ from strop.methods import METHODS
 from strop.methods.base import count_parameters
 from strop.model import Source, TaskModel, build_model, outputs_of, resolve_source, save_model
 from strop.runs import (RunDir, atomic_write_json, atomic_write_text, check_folder_path, default_run_name,
-                        remove_failed_run, reporting_write_errors)
+                        library_versions, note_other_versions, remove_failed_run, reporting_write_errors)
 from strop.tasks import TASKS, Examples, Task, infer_task_name
 from strop.tasks.base import pad_collate
 
@@ -301,7 +301,7 @@ def fit(config: str | Path | dict | Config | None = None, overrides: list[str] =
             # the config a resumed run reads holds the method auto chose; the choice and its reason stay recorded
             if "method_choice" in saved and "method_choice" not in provenance:
                 provenance["method_choice"] = saved["method_choice"]
-            _note_other_versions(run, saved, provenance, accelerator.is_main_process)
+            note_other_versions(run.root, saved, provenance, accelerator.is_main_process)
         if accelerator.is_main_process:
             atomic_write_text(run.config, cfg.to_yaml(), "the config")
             atomic_write_json(run.provenance, provenance, "the provenance")
@@ -499,20 +499,10 @@ def _fingerprint(examples: Examples) -> str:
 def _provenance(cfg: Config, splits: Splits, accelerator) -> dict:
     """What a run was made from besides its config: the data's fingerprints, the device and precision, and
     the versions of the libraries that computed it."""
-    import platform
-
-    import accelerate
-    import torch
-    import transformers
-
-    from strop import __version__
-
     return {"data": {"train": _fingerprint(splits.train), "validation": _fingerprint(splits.validation),
                      "train_examples": len(splits.train), "validation_examples": len(splits.validation)},
             "device": str(accelerator.device), "processes": accelerator.num_processes,
-            "precision": cfg.train.mixed_precision,
-            "versions": {"strop": __version__, "python": platform.python_version(), "torch": torch.__version__,
-                         "transformers": transformers.__version__, "accelerate": accelerate.__version__}}
+            "precision": cfg.train.mixed_precision, "versions": library_versions()}
 
 
 def _check_same_data(run: RunDir, provenance: dict) -> dict:
@@ -534,23 +524,6 @@ def _check_same_data(run: RunDir, provenance: dict) -> dict:
                          f"started with (another file, or changed texts or labels); resume with the same data, or "
                          "start a new run in another output_dir")
     return saved
-
-
-def _note_other_versions(run: RunDir, saved: dict, provenance: dict, say: bool) -> None:
-    """A run resumed with other library versions than an earlier session of it used: the versions each earlier
-    session used stay recorded (provenance "earlier_versions"), and a warning says (where `say`) that the run
-    may not end as an uninterrupted one would: its numbers come from two builds of the code."""
-    last, earlier = saved.get("versions", {}), saved.get("earlier_versions", [])
-    if last and last != provenance["versions"]:
-        earlier = [*earlier, last]
-    if earlier:
-        provenance["earlier_versions"] = earlier
-    changed = [f"{name} {last[name]} -> {now}" for name, now in provenance["versions"].items()
-               if name in last and last[name] != now]
-    if changed and say:
-        print(f"warning: resuming {run.root} with other versions than it ran with so far ({', '.join(changed)}); "
-              "it continues, but may not end where an uninterrupted run would (provenance.json records each "
-              "session's versions)", file=sys.stderr)
 
 
 def _check_engine(accelerator) -> None:

@@ -302,7 +302,8 @@ def pretrain(config=None, overrides: list[str] = (), data: str | Path | None = N
     from strop.index import record_run
     from strop.methods.base import Method
     from strop.model import resolve_source
-    from strop.runs import atomic_write_json, atomic_write_text, check_same_data, data_fingerprints, remove_failed_run
+    from strop.runs import (atomic_write_json, atomic_write_text, check_same_data, data_fingerprints, library_versions,
+                            note_other_versions, remove_failed_run)
     from strop.tasks.base import pad_collate
     from strop.train.batch_size import resolve_batch_sizes
     from strop.train.loop import make_accelerator, train
@@ -362,15 +363,18 @@ def pretrain(config=None, overrides: list[str] = (), data: str | Path | None = N
         if cfg.train.gradient_checkpointing:
             enable_gradient_checkpointing(wrapped)
         texts = data_fingerprints(train=str(data))  # a file changed in place reads as the same --data
+        provenance = {"data": texts, "versions": library_versions()}
         if cfg.train.resume and run.provenance.is_file():  # refused before the batch sizes are measured
-            check_same_data(json.loads(run.provenance.read_text(encoding="utf-8")).get("data"), texts,
+            recorded = json.loads(run.provenance.read_text(encoding="utf-8"))
+            check_same_data(recorded.get("data"), texts,
                             f"the run in {run.root}", "resume with the texts it started with, or start a new run in "
                             "another --output", option="--data", mixed="its epochs would train on two sets of texts")
+            note_other_versions(run.root, recorded, provenance, accelerator.is_main_process)
         cfg = resolve_batch_sizes(cfg, wrapped, MaskedLMTask(), method, train_features, val_features, collate,
                                   accelerator.device, show=not cfg.train.quiet and accelerator.is_main_process)
         if accelerator.is_main_process:
             atomic_write_text(run.config, cfg.to_yaml(), "the config")
-            atomic_write_json(run.provenance, {"data": texts}, "the provenance")
+            atomic_write_json(run.provenance, provenance, "the provenance")
             if not cfg.train.quiet:
                 print(f"strop pretrain -> {run.root}\n  {len(train_features)} texts to train on, {len(val_features)} "
                       f"held out; masked-language model {cfg.model.name}")

@@ -16,6 +16,7 @@ import json
 import math
 import os
 import shutil
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -322,3 +323,34 @@ def refuse_several_processes(what: str, instead: str) -> None:
     if processes.isdigit() and int(processes) > 1:
         raise StropError(f"{what} runs as one process, not under accelerate launch or torchrun (here {processes} "
                          f"processes): start it plainly; {instead}")
+
+
+def library_versions() -> dict[str, str]:
+    """The versions of what computes a run: strop, Python, torch, transformers, accelerate."""
+    import platform
+
+    import accelerate
+    import torch
+    import transformers
+
+    from strop import __version__
+
+    return {"strop": __version__, "python": platform.python_version(), "torch": torch.__version__,
+            "transformers": transformers.__version__, "accelerate": accelerate.__version__}
+
+
+def note_other_versions(root: Path, saved: dict, provenance: dict, say: bool) -> None:
+    """A run resumed with other library versions than its last session used: the versions of every earlier
+    session that differ stay recorded (provenance "earlier_versions"), and a warning says (where `say`) that the
+    run may not end where an uninterrupted one would, its numbers coming from two builds of the code."""
+    last, earlier = saved.get("versions", {}), saved.get("earlier_versions", [])
+    if last and last != provenance["versions"]:
+        earlier = [*earlier, last]
+    if earlier:
+        provenance["earlier_versions"] = earlier
+    changed = [f"{name} {last[name]} -> {now}" for name, now in provenance["versions"].items()
+               if name in last and last[name] != now]
+    if changed and say:
+        print(f"warning: resuming {root} with other versions than it ran with so far ({', '.join(changed)}); "
+              "it continues, but may not end where an uninterrupted run would (provenance.json records each "
+              "session's versions)", file=sys.stderr)
