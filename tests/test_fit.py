@@ -421,3 +421,16 @@ def test_a_run_resumed_with_the_same_versions_says_nothing_of_them(tiny_override
     strop.fit(None, overrides + ["train.resume=true"])
     assert "other versions" not in capsys.readouterr().err
     assert "earlier_versions" not in json.loads((run / "provenance.json").read_text())
+
+
+def test_a_script_that_calls_fit_gets_its_random_generators_back_as_they_were(tiny_overrides):
+    import random
+
+    def draws():
+        return random.random(), float(np.random.random()), float(torch.rand(1))
+
+    random.seed(7), np.random.seed(7), torch.manual_seed(7)
+    expected = draws()
+    random.seed(7), np.random.seed(7), torch.manual_seed(7)
+    strop.fit(None, tiny_overrides + ["train.epochs=1"])  # seeds every global generator from train.seed
+    assert draws() == expected

@@ -24,6 +24,7 @@ from strop.runs import (RunDir, atomic_write_json, atomic_write_text, check_fold
                         library_versions, note_other_versions, remove_failed_run, reporting_write_errors)
 from strop.tasks import TASKS, Examples, Task, infer_task_name
 from strop.tasks.base import pad_collate
+from strop.train.checkpoint import keeps_callers_random_state
 
 
 @dataclass(frozen=True)
@@ -244,6 +245,7 @@ def _choose_freeze_layers(cfg: Config, splits: Splits, model: TaskModel, notes: 
     return replace(cfg, method=replace(cfg.method, freeze_layers=k))
 
 
+@keeps_callers_random_state
 def fit(config: str | Path | dict | Config | None = None, overrides: list[str] = (),
         on_epoch: Callable[[dict], None] | None = None, adapt_task: Callable[[Task], Task] | None = None,
         resume_hint: bool = True, method_choice: dict | None = None) -> Path:

@@ -28,6 +28,7 @@ from torch import nn
 
 from strop.errors import StropError
 from strop.tasks.base import Task
+from strop.train.checkpoint import keeps_callers_random_state
 
 MASK_SHARE = 0.15
 VALIDATION_SHARE, VALIDATION_MAX = 0.05, 2000  # lines held out to validate on
@@ -286,6 +287,7 @@ def hold_out(features: list[dict], seed: int, data, max_length: int) -> tuple[li
     return rows_of(kept, of_row), rows_of(held, of_row)
 
 
+@keeps_callers_random_state
 def pretrain(config=None, overrides: list[str] = (), data: str | Path | None = None,
              output: str | Path | None = None) -> Path:
     """Masked-language-model training of the config's model on the lines of `data`; returns the output folder,

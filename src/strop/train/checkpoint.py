@@ -10,12 +10,15 @@ refused with a message rather than resumed from wrong numbers or failing deep in
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import pickle
+import random
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
@@ -75,6 +78,27 @@ def rng_states() -> dict[str, torch.Tensor]:
     if torch.cuda.is_available():
         states["cuda"] = torch.cuda.get_rng_state()
     return states
+
+
+def keeps_callers_random_state(function):
+    """Decorates an entry point (strop.fit, pretrain) that seeds the global generators (Python's, NumPy's,
+    torch's) so that a seed gives the same run: the caller gets its generators back as they were, so that a
+    script's next draws do not depend on whether it trained a model in between. (A GPU's generators are given back
+    where CUDA was started before the call.)"""
+
+    @functools.wraps(function)
+    def kept(*args, **kwargs):
+        python, numpy, cpu = random.getstate(), np.random.get_state(), torch.get_rng_state()
+        gpus = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
+        try:
+            return function(*args, **kwargs)
+        finally:
+            random.setstate(python)
+            np.random.set_state(numpy)
+            torch.set_rng_state(cpu)
+            if gpus is not None:
+                torch.cuda.set_rng_state_all(gpus)
+    return kept
 
 
 def save_checkpoint(path: Path, model, optimizer, scheduler, state: LoopState,
