@@ -343,6 +343,8 @@ def test_the_diagnosis_of_a_healthy_run_is_empty_and_each_rule_fires_on_its_prob
     learned = _history([0.2, 0.1, 0.05], [0.2, 0.15, 0.14])  # below the 0.17 of predicting 200:8 frequencies
     assert _names(_analysis(learned, data=data)) == ["few_examples", "imbalance"]
     assert _names(_analysis(learned, data=data), {"train": {"imbalance": "auto"}}) == ["few_examples"]
+    recalled = {"a": {"recall": 0.9, "support": 50}, "b": {"recall": 1.0, "support": 2}}  # b not missed here
+    assert _names(_analysis(learned, data=data, metrics={"per_class": recalled})) == ["few_examples"]
     # a training loss of 0.21 is above the 0.17 of predicting 200:8 frequencies, but class weights (auto) make the
     # loss the run minimises that of balanced classes, whose constant guess costs ln 2
     assert _names(_analysis(HEALTHY, data=data), {"train": {"imbalance": "none"}}) == [
@@ -455,3 +457,21 @@ def test_few_examples_advise_fewer_parameters_only_to_a_run_that_trains_many():
     config = {"train": {"imbalance": "auto"}, "method": {"name": "full"}}
     fixes = " ".join(" ".join(f.fixes) for f in findings(analysis, many, config) if f.name == "few_examples")
     assert "Label more examples" in fixes and "method.name=fewshot" not in fixes
+
+
+def test_imbalance_is_not_said_to_miss_rare_classes_that_validation_recalls_as_well_as_the_others():
+    from strop.evaluate import diagnose
+
+    counts = {"common": 300, "usual": 250, "rare": 20, "scarce": 30}
+
+    def per_class(rare, scarce):
+        return {"common": {"recall": 0.9, "support": 60}, "usual": {"recall": 0.8, "support": 50},
+                "rare": {"recall": rare, "support": 4}, "scarce": {"recall": scarce, "support": 6}}
+
+    assert diagnose.imbalance(counts, "none", per_class(1.0, 0.85)) is None  # both rare at or above the others' 0.85
+    missed = diagnose.imbalance(counts, "none", per_class(0.25, 1.0))
+    assert "(rare, scarce) are recalled 0.62 of the time on average (the lowest 0.25), the others 0.85" in missed.evidence
+    unscored = {**per_class(1.0, 1.0), "rare": {"recall": 0.0, "support": 0}}  # not in validation: not measured
+    assert diagnose.imbalance(counts, "none", unscored).evidence.endswith("the rare classes tend to be missed.")
+    assert diagnose.imbalance(counts, "none").name == "imbalance"  # no validation scores: said as before
+    assert diagnose.imbalance(counts, "auto", per_class(0.25, 1.0)) is None  # something was done about it

@@ -582,7 +582,8 @@ def findings(analysis: dict[str, Any], task: Task, config: dict) -> list[diagnos
                              analysis.get("confident_decisions")),
         diagnose.instability(analysis.get("seeds") or {}, summary.get("metric") or task.lead_metric),
         diagnose.leakage((data.get("overlap") or {}).get("count", 0), data.get("validation_examples", 0)),
-        diagnose.imbalance(classes, train_cfg.get("imbalance")) if data.get("class_kind") == "class" else None,
+        diagnose.imbalance(classes, train_cfg.get("imbalance"), (analysis.get("metrics") or {}).get("per_class"))
+        if data.get("class_kind") == "class" else None,
         diagnose.calibration((analysis.get("calibration") or {}).get("ece")),
     ]
     return [finding for finding in rules if finding is not None]

@@ -185,15 +185,32 @@ def leakage(overlap: int, validation_examples: int) -> Finding | None:
         ["Remove those inputs from one of the two files (or de-duplicate before splitting)."])
 
 
-def imbalance(class_counts: dict[str, int], setting: str | None) -> Finding | None:
-    """A most frequent class with IMBALANCE_RATIO times the examples of the least, and nothing done about it."""
-    counts = [n for n in class_counts.values() if n > 0]
-    if len(counts) < 2 or max(counts) < IMBALANCE_RATIO * min(counts) or setting not in (None, "none"):
+def imbalance(class_counts: dict[str, int], setting: str | None,
+              per_class: dict[str, dict] | None = None) -> Finding | None:
+    """A most frequent class with IMBALANCE_RATIO times the examples of some (the rare classes), and nothing done
+    about it. `per_class`: the validation's recall and support of each class, where known: rare classes recalled
+    at least as well as the others on average are not missed, and nothing is said; otherwise the finding quotes
+    both recalls."""
+    counts = {name: n for name, n in class_counts.items() if n > 0}
+    most = max(counts.values(), default=0)
+    rare = [name for name, n in counts.items() if most >= IMBALANCE_RATIO * n]
+    if len(counts) < 2 or not rare or setting not in (None, "none"):
         return None
+    recall = {name: c["recall"] for name, c in (per_class or {}).items() if c.get("support") and is_number(c.get("recall"))}
+    rare_recall = [recall[name] for name in rare if name in recall]
+    other_recall = [recall[name] for name in counts if name not in rare and name in recall]
+    measured = ""
+    if other_recall and len(rare_recall) == len(rare):  # every rare class scored on validation
+        others = sum(other_recall) / len(other_recall)
+        if min(rare_recall) >= others - 1e-9:  # (the mean can round just above an equal recall)
+            return None
+        shown = ", ".join(rare[:3]) + (f" and {len(rare) - 3} more" if len(rare) > 3 else "")
+        measured = (f" On validation the rare classes ({shown}) are recalled {sum(rare_recall) / len(rare_recall):.2f} "
+                    f"of the time on average (the lowest {min(rare_recall):.2f}), the others {others:.2f}.")
     return Finding(
         "imbalance", "Imbalanced classes",
-        f"The most frequent class has {max(counts) / min(counts):.1f} times the training examples of the least, "
-        "and the run did nothing about it (train.imbalance=none): the rare classes tend to be missed.",
+        f"The most frequent class has {most / min(counts.values()):.1f} times the training examples of the least, "
+        "and the run did nothing about it (train.imbalance=none): the rare classes tend to be missed." + measured,
         ["train.imbalance=auto (class weights in the loss; with two classes a decision threshold tuned on "
          "validation), or weights, sample or focal.",
          "Judge the run by macro F1 and the rare classes' recall, not accuracy."])
