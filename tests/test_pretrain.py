@@ -210,7 +210,6 @@ def test_a_new_masked_language_head_is_said_and_a_conll_file_is_refused(tiny_mod
 
 def test_texts_without_a_token_to_mask_are_left_out_and_none_at_all_is_refused(tiny_model_dir, tmp_path, capsys,
                                                                               monkeypatch):
-    from strop.backbones.text import TextBackbone
     from strop.pretrain import pretrain
 
     emoji = ["😀😀😀", "🙂", "🎉 🎉", "💱"]  # unknown to the tokenizer: [UNK] is never masked
@@ -222,8 +221,10 @@ def test_texts_without_a_token_to_mask_are_left_out_and_none_at_all_is_refused(t
         pretrain(None, overrides, data=tmp_path / "emoji.txt", output=tmp_path / "none")
     assert not (tmp_path / "none").exists()
     (tmp_path / "mixed.txt").write_text("\n".join(emoji + words), encoding="utf-8")
-    encoded, encode = [], TextBackbone.encode  # tokenized a chunk at a time, chunks across both kinds of text
-    monkeypatch.setattr(TextBackbone, "encode", lambda body, lines: encoded.append(len(lines)) or encode(body, lines))
+    import strop.pretrain as module
+
+    encoded, windows = [], module.windows  # tokenized a chunk at a time, chunks across both kinds of text
+    monkeypatch.setattr(module, "windows", lambda body, lines: encoded.append(len(lines)) or windows(body, lines))
     monkeypatch.setattr("strop.pretrain.TOKENIZE_CHUNK", 3)
     run = pretrain(None, overrides, data=tmp_path / "mixed.txt", output=tmp_path / "mixed")
     assert encoded == [3] * 8
@@ -232,15 +233,41 @@ def test_texts_without_a_token_to_mask_are_left_out_and_none_at_all_is_refused(t
     assert summary["train_texts"] + summary["validation_texts"] == 20 and summary["validation"]["loss"] > 0
 
 
-def test_a_max_length_past_the_models_positions_pretrains_on_lines_cut_to_them(tiny_model_dir, tmp_path):
+def test_a_max_length_past_the_models_positions_pretrains_on_windows_of_that_many(tiny_model_dir, tmp_path, capsys):
     from strop.pretrain import pretrain
 
     long_lines = [" ".join([t] * 60) for t, _ in make_texts(12, seed=4)]  # each past the tiny BERT's 128 positions
     (tmp_path / "long.txt").write_text("\n".join(long_lines), encoding="utf-8")
     run = pretrain(None, [f"model.name={tiny_model_dir}", "train.epochs=1", "train.batch_size=4",
-                          "model.max_length=1000", "train.mixed_precision=no", "train.quiet=true"],
+                          "model.max_length=1000", "train.mixed_precision=no", "train.quiet=false"],
                    data=tmp_path / "long.txt", output=tmp_path / "out")
-    assert json.loads((run / "summary.json").read_text())["validation"]["loss"] > 0
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["validation"]["loss"] > 0 and summary["texts_in_windows"] == 12
+    assert summary["train_texts"] + summary["validation_texts"] > 12
+    assert "note: 12 text(s) longer than 128 tokens are read whole, in " in capsys.readouterr().out
+
+
+def test_a_long_text_is_read_whole_in_windows_that_stay_on_one_side_of_the_split(tiny_model_dir):
+    from transformers import AutoModelForMaskedLM, AutoTokenizer
+
+    from strop.backbones.text import TextBackbone
+    from strop.pretrain import hold_out, maskable_features
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    body = TextBackbone(AutoModelForMaskedLM.from_pretrained(tiny_model_dir).base_model, tokenizer, "cls", 16)
+    texts = [t for t, _ in make_texts(40, seed=2)]
+    document = " ".join(texts[:12])  # far past 16 tokens
+    features, sources, unmaskable = maskable_features(body, [document, *texts[12:]], "d.txt", "tiny")
+    windows = [f["input_ids"].tolist() for f, s in zip(features, sources) if s == 0]
+    assert unmaskable == 0 and len(windows) > 2 and sources.count(0) == len(windows)
+    assert all(len(w) <= 16 and w[0] == tokenizer.cls_token_id and w[-1] == tokenizer.sep_token_id for w in windows)
+    whole = tokenizer(document)["input_ids"][1:-1]  # every token of the text, in order, none left out
+    assert [t for w in windows for t in w[1:-1]] == whole
+    for seed in range(20):
+        kept, held = hold_out(features, seed, "d.txt", sources)
+        assert sorted(kept + held) == list(range(len(features)))
+        held_windows = {i for i in held if sources[i] == 0}
+        assert not held_windows or held_windows == {i for i, s in enumerate(sources) if s == 0}  # all or none
 
 
 # --- what pretrain reads, refuses and records ------------------------------------------------------------------
@@ -445,22 +472,22 @@ def test_a_repeated_text_is_held_out_whole_or_not_at_all(tmp_path):
     from strop.pretrain import hold_out
 
     texts = [[1, i % 25, 2] for i in range(200)]  # 25 distinct texts, each 8 times
-    kept, held = hold_out([{"input_ids": t} for t in texts], seed=3, data="d.txt", max_length=8)
+    kept, held = hold_out([{"input_ids": t} for t in texts], seed=3, data="d.txt")
     assert sorted(kept + held) == list(range(200))
     assert not {tuple(texts[i]) for i in kept} & {tuple(texts[i]) for i in held}
     assert len(held) == 8  # one text: 5% of 200 rows is 10, and a second text's 8 rows would pass it
     # one text repeated 95 times among 5 others: 5% of the rows held out, whichever the seed draws first
     texts = [[1, 7, 2]] * 95 + [[1, i, 2] for i in range(10, 15)]
     for seed in range(12):
-        kept, held = hold_out([{"input_ids": t} for t in texts], seed=seed, data="d.txt", max_length=8)
+        kept, held = hold_out([{"input_ids": t} for t in texts], seed=seed, data="d.txt")
         assert len(held) == 5 and [1, 7, 2] not in [texts[i] for i in held]
     # without repeats, the held-out rows are the seeded permutation's first 5%, as before repeats were kept whole
     distinct = [{"input_ids": [1, i, 2]} for i in range(200)]
-    kept, held = hold_out(distinct, seed=3, data="d.txt", max_length=8)
+    kept, held = hold_out(distinct, seed=3, data="d.txt")
     assert held == sorted(np.random.default_rng(3).permutation(200)[:10].tolist())
     with pytest.raises(strop.StropError,
-                       match=r"one text as the model reads them \(their first 8 tokens\).*model.max_length"):
-        hold_out([{"input_ids": [1, 5, 2]}] * 30, seed=3, data="d.txt", max_length=8)
+                       match=r"its 30 texts are one text as the model reads them \(the same tokens\)"):
+        hold_out([{"input_ids": [1, 5, 2]}] * 30, seed=3, data="d.txt")
 
 
 def test_a_folder_given_as_data_is_named_a_folder(tmp_path):
@@ -483,7 +510,7 @@ def test_pretraining_holds_token_ids_compactly_and_pads_them_as_the_tokenizers_l
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     body = TextBackbone(AutoModelForMaskedLM.from_pretrained(tiny_model_dir).base_model, tokenizer, "cls", 32)
     texts = ["a fairly long sentence about films and plots", "short one", "another text of middling length"]
-    features, unmaskable = maskable_features(body, texts, "d.txt", "tiny")
+    features, _, unmaskable = maskable_features(body, texts, "d.txt", "tiny")
     assert unmaskable == 0 and all(set(f) == {"input_ids"} and f["input_ids"].dtype == np.int32 for f in features)
     pads = {"input_ids": tokenizer.pad_token_id}
     for encoded in (body.encode(texts), body.encode([("a question", "its answer"), ("short", "pair")])):

@@ -17,6 +17,7 @@ import json
 import re
 import shutil
 import sys
+from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, ClassVar
@@ -225,11 +226,14 @@ class MaskedLMTask(Task):
         return {"loss": loss, "perplexity": float(np.exp(min(loss, 50.0)))}
 
 
-def maskable_features(body, lines: list[str], data, model_name: str, show: bool = False) -> tuple[list[dict], int]:
+def maskable_features(body, lines: list[str], data, model_name: str,
+                      show: bool = False) -> tuple[list[dict], list[int], int]:
     """The tokenized texts that hold a token the masking can choose (not special, not unknown: `mask_tokens`),
-    and how many do not: such a text trains nothing, and a validation of those alone would score a loss of 0.
-    Tokenized a chunk at a time (the tokenizer's working memory for all of a large corpus at once is several
-    times its token ids'), with progress where `show`; each kept `compact`.
+    the line each comes from, and how many lines hold none: such a text trains nothing, and a validation of those
+    alone would score a loss of 0. A text is read whole: one longer than the model reads at once is cut into
+    consecutive windows of at most body.max_length tokens (`windows`), each a text to train on. Tokenized a chunk
+    at a time (the tokenizer's working memory for all of a large corpus at once is several times its token ids'),
+    with progress where `show`; each kept `compact`.
 
     Raises:
         StropError: fewer than two texts hold one.
@@ -237,39 +241,63 @@ def maskable_features(body, lines: list[str], data, model_name: str, show: bool 
     from strop.progress import progress
 
     special = set(body.tokenizer.all_special_ids)
-    features = []
+    features, sources = [], []
     for start in progress(range(0, len(lines), TOKENIZE_CHUNK), f"tokenizing {len(lines)} texts", show, unit="chunk"):
-        features += [compact(f) for f in body.encode(lines[start:start + TOKENIZE_CHUNK])
-                     if any(t not in special for t in f["input_ids"])]
-    if not features:
+        for feature, line in zip(*windows(body, lines[start:start + TOKENIZE_CHUNK])):
+            if any(t not in special for t in feature["input_ids"]):
+                features.append(compact(feature))
+                sources.append(start + line)
+    texts = len(set(sources))
+    if not texts:
         raise StropError(f"--data {data}: none of its {len(lines)} texts has a token that can be masked: after "
                          f"tokenizing, every token is special or unknown to {model_name}'s tokenizer (e.g. emoji its "
                          "vocabulary lacks); give texts in a language and script the model reads")
-    if len(features) < 2:  # one text is held out to validate on: none would be left to train on
+    if texts < 2:  # one text is held out to validate on: none would be left to train on
         raise StropError(f"--data {data}: only 1 of its {len(lines)} texts has a token that can be masked (in the "
                          f"others every token is special or unknown to {model_name}'s tokenizer, e.g. emoji its "
                          "vocabulary lacks); pretraining needs at least 2 (one is held out to validate on): give "
                          "more texts in a language and script the model reads")
-    return features, len(lines) - len(features)
+    return features, sources, len(lines) - texts
 
 
-def hold_out(features: list[dict], seed: int, data, max_length: int) -> tuple[list[int], list[int]]:
+def windows(body, texts: list[str]) -> tuple[list[dict], list[int]]:
+    """The texts' token ids in consecutive windows of at most body.max_length tokens, each with the model's
+    special tokens (the tokenizer's overflow: a long document trains on all of its text, not on its first
+    max_length tokens alone), and the text each window comes from. A slow (Python-only) tokenizer cannot give
+    its overflow for a batch: its texts are cut to their first max_length tokens."""
+    if not getattr(body.tokenizer, "is_fast", False):
+        return body.encode(texts), list(range(len(texts)))
+    encoded = body.tokenizer(list(texts), truncation=True, max_length=body.max_length, return_overflowing_tokens=True)
+    keys = [k for k in ("input_ids", "token_type_ids") if k in encoded]
+    return ([{k: encoded[k][i] for k in keys} for i in range(len(encoded["input_ids"]))],
+            list(encoded["overflow_to_sample_mapping"]))
+
+
+def hold_out(features: list[dict], seed: int, data, sources: list[int] | None = None) -> tuple[list[int], list[int]]:
     """The rows to train on and the rows held out to validate on: VALIDATION_SHARE of the rows (at least one, at
-    most VALIDATION_MAX), reproducibly for a seed, a text that repeats on one side with all its rows (as `strop
-    fit` splits), so that the validation loss never scores a text that trained. Texts are taken in a seeded
-    order, each where its rows still fit the share; with no repeats, the first rows of a seeded permutation.
+    most VALIDATION_MAX), reproducibly for a seed. A row is a text or one window of a long one (`sources`: the
+    text each row comes from; None: each its own), and a text goes to one side with all its windows, a text that
+    repeats (the same tokens) with all its rows (as `strop fit` splits), so that the validation loss never scores
+    text that trained. Texts are taken in a seeded order, each where its rows still fit the share; with no
+    repeats and no windows, the first rows of a seeded permutation.
 
     Raises:
-        StropError: fewer than two different texts (as the model reads them: their first max_length tokens).
+        StropError: fewer than two different texts (as the model reads them).
     """
+    from collections import defaultdict
+
     from strop.data.splits import distinct_inputs, rows_of
 
-    first, of_row = distinct_inputs([f["input_ids"] for f in features])
+    sources = list(range(len(features))) if sources is None else sources
+    windows_of = defaultdict(list)
+    for feature, source in zip(features, sources):
+        windows_of[source].append(np.asarray(feature["input_ids"], dtype=np.int32))
+    tokens_of = {source: np.concatenate(ids).tobytes() for source, ids in windows_of.items()}
+    first, of_row = distinct_inputs([tokens_of[source] for source in sources])
     if len(first) < 2:
-        raise StropError(f"--data {data}: its {len(features)} texts are one text as the model reads them (their "
-                         f"first {max_length} tokens); pretraining needs at least 2 different ones (one is held out "
-                         "to validate on): give different texts, or where they differ further on, a larger "
-                         "model.max_length")
+        raise StropError(f"--data {data}: its {len(tokens_of)} texts are one text as the model reads them (the same "
+                         "tokens); pretraining needs at least 2 different ones (one is held out to validate on): "
+                         "give different texts")
     rows_of_text = np.bincount(of_row)
     wanted = max(1, min(VALIDATION_MAX, int(round(VALIDATION_SHARE * len(features)))))
     order = np.random.default_rng(seed).permutation(len(first))
@@ -350,8 +378,10 @@ def pretrain(config=None, overrides: list[str] = (), data: str | Path | None = N
     limit = tokens_read(model.base_model, tokenizer)  # past the position embeddings a long line would crash
     body = TextBackbone(model.base_model, tokenizer, "cls",
                         cfg.model.max_length if limit is None else min(cfg.model.max_length, limit))
-    features, unmaskable = maskable_features(body, lines, data, cfg.model.name, show=not cfg.train.quiet)
-    kept, held = hold_out(features, cfg.train.seed, data, body.max_length)
+    features, sources, unmaskable = maskable_features(body, lines, data, cfg.model.name, show=not cfg.train.quiet)
+    kept, held = hold_out(features, cfg.train.seed, data, sources)
+    windows_a_text = Counter(sources)
+    long_texts = sum(n > 1 for n in windows_a_text.values())  # read in several windows
     train_features = [features[i] for i in kept]
     val_features = [{**features[i], "seed": int(i)} for i in held]
     cfg = _resolve_precision(cfg)
@@ -380,6 +410,10 @@ def pretrain(config=None, overrides: list[str] = (), data: str | Path | None = N
             if not cfg.train.quiet:
                 print(f"strop pretrain -> {run.root}\n  {len(train_features)} texts to train on, {len(val_features)} "
                       f"held out; masked-language model {cfg.model.name}")
+                if long_texts:
+                    print(f"  note: {long_texts} text(s) longer than {body.max_length} tokens are read whole, in "
+                          f"{sum(n for n in windows_a_text.values() if n > 1)} windows of at most {body.max_length} "
+                          "tokens, each a text to train on")
                 if unmaskable:
                     print(f"  note: {unmaskable} text(s) left out: none of their tokens can be masked (each is "
                           "special or unknown to the tokenizer, e.g. emoji its vocabulary lacks)")
@@ -395,7 +429,9 @@ def pretrain(config=None, overrides: list[str] = (), data: str | Path | None = N
             atomic_write_json(run.summary, {"task": "masked_lm", "best_epoch": state.best_epoch,
                                             "epochs_run": state.epoch, "steps": state.step,
                                             "train_seconds": round(state.train_seconds, 3), "validation": final,
-                                            "train_texts": len(train_features), "validation_texts": len(val_features)},
+                                            "train_texts": len(train_features), "validation_texts": len(val_features),
+                                            # texts longer than max_length, each read in several of those windows
+                                            "texts_in_windows": long_texts},
                               "the summary")
             saved = True
             record_run(run.root, "complete")
