@@ -58,6 +58,8 @@ def test_the_epoch_line_eta_counts_the_epochs_not_a_one_off_pass(capsys):
     state = LoopState(epoch=2, train_seconds=10.0, history=[{**record, "epoch": 1}, record])
     _print_epoch(record, SimpleNamespace(epochs=10, patience=2), state, Classification(("a", "b")), "accuracy")
     assert "ETA 4s" in capsys.readouterr().out  # 8 epochs left at 0.5 s, not 8 at (10 s / 2)
+    _print_epoch(record, SimpleNamespace(epochs=10, patience=2), state, Classification(("a", "b")), "accuracy", 1.5)
+    assert "ETA 16s" in capsys.readouterr().out  # each epoch's validation too: 8 at 0.5 + 1.5 s
 
 
 def test_the_contrastive_stages_epoch_line_counts_pairs_not_samples(capsys):
@@ -71,7 +73,9 @@ def test_the_contrastive_stages_epoch_line_counts_pairs_not_samples(capsys):
               "epoch_seconds": 6.8, "train_samples_per_s": 757.0, "best": True}
     _print_epoch(record, SimpleNamespace(epochs=1, patience=0), LoopState(epoch=1, history=[record]), PairTask(),
                  "loss")
-    assert "(757 pairs/s)" in capsys.readouterr().out  # 43 steps of 16 sentences: 101 sentences/s, not 757
+    out = capsys.readouterr().out
+    assert "(757 pairs/s)" in out  # 43 steps of 16 sentences: 101 sentences/s, not 757
+    assert out.startswith("contrastive stage, epoch 1/1  ")  # not read as the head stage's epoch 1
 
 
 def test_a_studys_quiet_run_still_shows_its_named_bars_under_the_runs_name(capsys):
@@ -97,3 +101,13 @@ def test_a_studys_clock_says_each_runs_time_and_the_time_left_at_the_mean(monkey
     assert clock.lap() == "(30 s; about 20 s left)"  # 1 run left at the mean of 10 and 30
     assert clock.lap() == "(10 s)"
     assert [module.duration(s) for s in (89, 150, 5400, 9000)] == ["89 s", "2 min", "1.5 h", "2.5 h"]
+
+
+def test_a_runs_validation_shows_its_progress(tiny_overrides, monkeypatch, capsys):
+    import strop
+
+    monkeypatch.setattr("strop.progress.LINE_EVERY_S", 0.0)  # a log's line after every batch
+    loud = [o for o in tiny_overrides if not o.startswith(("train.quiet", "train.epochs"))]
+    strop.fit(None, loud + ["train.epochs=2", "train.eval_batch_size=4"])
+    err = capsys.readouterr().err
+    assert "epoch 2/2, validating: 1/" in err and "\r" not in err

@@ -54,7 +54,7 @@ class Silent:
     def __iter__(self) -> Iterator:
         return iter(self.iterable)
 
-    def set_postfix(self, **values) -> None:
+    def set_postfix(self, refresh: bool = True, **values) -> None:
         pass
 
 
@@ -67,7 +67,7 @@ class Lines:
         self.total = total if total is not None else (len(iterable) if hasattr(iterable, "__len__") else None)
         self.postfix = ""
 
-    def set_postfix(self, **values) -> None:
+    def set_postfix(self, refresh: bool = True, **values) -> None:
         self.postfix = ", ".join(f"{name}={value}" for name, value in values.items())
 
     def __iter__(self) -> Iterator:

@@ -274,6 +274,7 @@ class PairTask(Task):
     metric_names: ClassVar[tuple[str, ...]] = ("loss", "pair_accuracy", "pair_auc")
     lead_metric = "loss"
     label_unit = "pairs"  # a step's labels are its pairs' same-class flags: the epoch line counts pairs a second
+    stage = "contrastive stage"
 
     def __init__(self, loss: str = "cosine"):
         self.kind = loss

@@ -80,6 +80,7 @@ class Task:
     pad_values: ClassVar[dict[str, int]] = {}  # padding of variable-length target features
     # what one of the labels a step trains on is, as the epoch line counts them ("... samples/s")
     label_unit: ClassVar[str] = "samples"
+    stage: ClassVar[str] = ""  # where a run trains in stages, the one this task is (its bars and lines say it)
 
     # --- data -------------------------------------------------------------------------------------
     @classmethod

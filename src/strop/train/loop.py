@@ -237,6 +237,7 @@ def train(model, task: Task, method: Method, train_features: list[dict], val_fea
         # starts again from scratch, and that line must go.
         _rewrite_metrics(run, state.history)
     state.train_seconds += cache_seconds  # the one pass of a frozen body is part of training
+    validation_seconds: list[float] = []  # this session's validations, for the epoch lines' time left
     state.peak_lr = peak_lr
     trackers.start(accelerator, cfg)  # train.trackers: TensorBoard, MLflow
 
@@ -253,7 +254,7 @@ def train(model, task: Task, method: Method, train_features: list[dict], val_fea
             if average is not None:
                 average.track(accelerator.unwrap_model(trained))  # gradual unfreezing: layers that train from now
             started, samples, tokens, loss_sum, skipped = time.perf_counter(), 0, 0, 0.0, 0
-            bar = progress(train_loader, f"epoch {epoch + 1}/{tc.epochs}", show)
+            bar = progress(train_loader, f"{_stage(task)}epoch {epoch + 1}/{tc.epochs}", show)
             for batch in bar:
                 with accelerator.accumulate(trained):
                     labels, num_tokens = batch.pop("labels"), _token_count(batch)
@@ -284,7 +285,7 @@ def train(model, task: Task, method: Method, train_features: list[dict], val_fea
                 samples += len(labels)
                 tokens += num_tokens
                 loss_sum += loss.item() * len(labels)
-                bar.set_postfix(loss=f"{loss.item():.4f}")
+                bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)  # drawn at the bar's own pace
             train_seconds = time.perf_counter() - started
             state.train_seconds += train_seconds
             samples, tokens, loss_sum = _summed_over_processes(accelerator, samples, tokens, loss_sum)
@@ -292,8 +293,11 @@ def train(model, task: Task, method: Method, train_features: list[dict], val_fea
             # The last planned epoch validates in fp32, the precision of the final validation: where it is the
             # best epoch (always in a run of one epoch), its numbers are the final ones, not measured twice.
             in_fp32 = not bf16 or epoch + 1 == tc.epochs
+            validation_started = time.perf_counter()
             with _validated_weights(average, accelerator.unwrap_model(trained)):
-                metrics, scored = evaluate(trained, val_loader, task, accelerator, bf16=not in_fp32)
+                metrics, scored = evaluate(trained, val_loader, task, accelerator, bf16=not in_fp32, show=show,
+                                           desc=f"{_stage(task)}epoch {epoch + 1}/{tc.epochs}, validating")
+            validation_seconds.append(time.perf_counter() - validation_started)
             record = {"epoch": epoch + 1, "step": state.step, "train_loss": loss_sum / max(samples, 1),
                       **{f"val_{name}": metrics[name] for name in task.metric_names},
                       "lr": scheduler.get_last_lr()[0], "epoch_seconds": round(train_seconds, 3),
@@ -332,7 +336,7 @@ def train(model, task: Task, method: Method, train_features: list[dict], val_fea
                 best_weights = cpu_state(accelerator.unwrap_model(trained), fixed)
             trackers.log_epoch(accelerator, cfg, record)
             if show:
-                _print_epoch(record, tc, state, task, metric)
+                _print_epoch(record, tc, state, task, metric, sum(validation_seconds) / len(validation_seconds))
             if on_epoch is not None:
                 on_epoch(record)
     except BaseException:  # a failure, Ctrl-C or a pruned trial: the trackers' run is closed as failed
@@ -346,7 +350,8 @@ def train(model, task: Task, method: Method, train_features: list[dict], val_fea
     # a frozen split, `trained` is the layers above it: they run in fp32 on the fp32 cache of the frozen ones,
     # which is what the whole model computes (the split's check holds it exact).
     if not best_in_fp32 or split is not None or best_validation is None:
-        best_validation = evaluate(trained, val_loader, task, accelerator)
+        best_validation = evaluate(trained, val_loader, task, accelerator, show=show,
+                                   desc=f"{_stage(task)}validating the best epoch in fp32")
     final, scored = best_validation
     trackers.end(accelerator, cfg)
     return state, final, scored
@@ -384,12 +389,13 @@ def resolve_metric(cfg: Config, task: Task) -> str:
 
 
 @torch.no_grad()
-def evaluate(model, loader, task: Task, accelerator: Accelerator, bf16: bool = False) -> tuple[dict, tuple[list, list]]:
+def evaluate(model, loader, task: Task, accelerator: Accelerator, bf16: bool = False, show: bool = False,
+             desc: str = "validating") -> tuple[dict, tuple[list, list]]:
     """Validation metrics over the whole loader (outputs gathered from every process), and the (outputs,
-    targets) they were computed from."""
+    targets) they were computed from; progress under `desc` where `show`."""
     model.eval()
     outputs, targets = [], []
-    for batch in loader:
+    for batch in progress(loader, desc, show):
         labels = batch.pop("labels")
         with torch.autocast(accelerator.device.type, dtype=torch.bfloat16, enabled=bf16):
             logits = model(**batch)
@@ -516,13 +522,19 @@ def _rewrite_metrics(run: RunDir, history: list[dict]) -> None:
     atomic_write_text(run.metrics, "".join(to_json(r) + "\n" for r in history), "the metrics")
 
 
-def _print_epoch(record: dict, tc, state: LoopState, task: Task, metric: str) -> None:
-    # The epochs' own step loops: state.train_seconds also holds one-off work (a frozen body's single pass),
-    # which the remaining epochs do not repeat.
-    per_epoch = sum(r["epoch_seconds"] for r in state.history) / max(len(state.history), 1)
+def _stage(task: Task) -> str:
+    """`contrastive stage, ` before a stage's epochs (few-shot's first), so that they read apart from the run's."""
+    return f"{task.stage}, " if task.stage else ""
+
+
+def _print_epoch(record: dict, tc, state: LoopState, task: Task, metric: str, validation_seconds: float = 0.0) -> None:
+    # The epochs' own step loops and their validation (validation_seconds: a validation's mean time):
+    # state.train_seconds also holds one-off work (a frozen body's single pass), which the remaining epochs do not
+    # repeat.
+    per_epoch = sum(r["epoch_seconds"] for r in state.history) / max(len(state.history), 1) + validation_seconds
     remaining = 0 if state.stopped_early else (tc.epochs - record["epoch"]) * per_epoch
     scores = "  ".join(f"{name} {record[f'val_{name}']:.4f}" for name in task.metric_names if name != "loss")
-    line = (f"epoch {record['epoch']}/{tc.epochs}  train_loss {record['train_loss']:.4f}  "
+    line = (f"{_stage(task)}epoch {record['epoch']}/{tc.epochs}  train_loss {record['train_loss']:.4f}  "
             f"val_loss {record['val_loss']:.4f}  {scores}  {record['epoch_seconds']:.1f}s "
             f"({record['train_samples_per_s']:.0f} {task.label_unit}/s)  ETA {remaining:.0f}s"
             + ("  *best*" if record["best"] else ""))
