@@ -265,6 +265,19 @@ def test_fit_predict_evaluate(tiny_overrides, text_data, tmp_path, capsys, monke
     assert main(["evaluate", str(run), "--data", str(renamed), "--text-column", "sentence",
                  "--label-column", "gold"]) == 0
 
+    # predicting and scoring a file show their progress on stderr (here a log's line after every batch), --quiet none
+    monkeypatch.setattr("strop.progress.LINE_EVERY_S", 0.0)
+    larger = tmp_path / "larger.csv"  # 3 batches of 64
+    pd.concat([pd.read_csv(text_data["dev"])] * 3).to_csv(larger, index=False)
+    capsys.readouterr()
+    assert main(["predict", str(run), "--input", str(larger)]) == 0
+    assert "predicting 180 inputs: 1/3 batches" in capsys.readouterr().err
+    assert main(["evaluate", str(run), "--data", str(larger)]) == 0
+    assert f"scoring {larger}: 1/3 batches" in capsys.readouterr().err
+    assert main(["predict", str(run), "--input", str(larger), "--quiet"]) == 0
+    assert main(["evaluate", str(run), "--data", str(larger), "-q"]) == 0
+    assert capsys.readouterr().err == ""
+
 
 def test_predict_keeps_every_input_column_of_an_earlier_output_or_a_header_with_spaces(tiny_overrides, tmp_path,
                                                                                        capsys, recwarn):

@@ -218,7 +218,7 @@ def test_gradient_checkpointing_gives_the_same_training(tiny_overrides, tmp_path
     assert "gradient_checkpointing: true" in config
 
 
-def test_lr_finder_leaves_the_model_untouched_and_suggests_a_rate(tiny_overrides, tmp_path, capsys):
+def test_lr_finder_leaves_the_model_untouched_and_suggests_a_rate(tiny_overrides, tmp_path, capsys, monkeypatch):
     from strop.cli import main
     from strop.config import load_config
     from strop.fit import prepare
@@ -234,7 +234,11 @@ def test_lr_finder_leaves_the_model_untouched_and_suggests_a_rate(tiny_overrides
     assert 1e-7 <= result["suggestion"] <= 1 and len(result["lr"]) == len(result["smoothed"]) >= 5
     assert result["lr"] == sorted(result["lr"])
 
-    assert main(["lr-find", *tiny_overrides, "--steps", "30", "--output", str(tmp_path / "curve")]) == 0
+    monkeypatch.setattr("strop.progress.LINE_EVERY_S", 0.0)  # a log's line after every step
+    capsys.readouterr()
+    loud = [o for o in tiny_overrides if not o.startswith("train.quiet")]
+    assert main(["lr-find", *loud, "--steps", "30", "--output", str(tmp_path / "curve")]) == 0
+    assert "learning-rate range test: 1/30 steps" in capsys.readouterr().err  # the test shows its progress
     assert (tmp_path / "curve" / "lr_find.png").stat().st_size > 1000
     assert json.loads((tmp_path / "curve" / "lr_find.json").read_text())["suggestion"] > 0
     assert not (tmp_path / "run").exists()  # the run in output_dir was not made

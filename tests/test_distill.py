@@ -98,6 +98,7 @@ def test_distill_trains_on_unlabelled_texts_too(teacher, tmp_path, capsys):
     pool.write_text("\n".join(text for text, _ in make_texts(40, seed=9)) + "\n")
     run = distill(teacher, [f"output_dir={tmp_path / 'student'}", "train.epochs=1", "train.quiet=true"], layers=1,
                   unlabeled=pool)
+    assert "soft targets" not in capsys.readouterr().err  # quiet
     history = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     plain = distill(teacher, [f"output_dir={tmp_path / 'plain'}", "train.epochs=1", "train.quiet=true"], layers=1)
     plain_history = [json.loads(line) for line in (plain / "metrics.jsonl").read_text().splitlines()]
@@ -105,11 +106,16 @@ def test_distill_trains_on_unlabelled_texts_too(teacher, tmp_path, capsys):
     assert history[0]["step"] == plain_history[0]["step"] + 3
     # augmenting the labelled texts keeps the pool (it was dropped: 10 steps) and says it is not augmented
     capsys.readouterr()
-    augmented = distill(teacher, [f"output_dir={tmp_path / 'augmented'}", "train.epochs=1", "data.augment=deletion",
-                                  "train.quiet=false", "method.freeze_layers=0"], layers=1, unlabeled=pool)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("strop.progress.LINE_EVERY_S", 0.0)  # a log's line after every batch
+        augmented = distill(teacher, [f"output_dir={tmp_path / 'augmented'}", "train.epochs=1",
+                                      "data.augment=deletion", "train.quiet=false", "method.freeze_layers=0"], layers=1,
+                            unlabeled=pool)
     augmented_history = [json.loads(line) for line in (augmented / "metrics.jsonl").read_text().splitlines()]
     assert augmented_history[0]["step"] == history[0]["step"]
-    assert "for every training batch (not the 40 unlabelled texts)" in capsys.readouterr().out
+    out, err = capsys.readouterr()
+    assert "for every training batch (not the 40 unlabelled texts)" in out
+    assert "the teacher's soft targets for 160 texts: 1/3 batches" in err  # the teacher's pass shows its progress
     with pytest.raises(StropError, match="no such file"):
         distill(teacher, [f"output_dir={tmp_path / 'x'}"], layers=1, unlabeled=tmp_path / "missing.txt")
     assert not (tmp_path / "x").exists()

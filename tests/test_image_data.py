@@ -218,3 +218,19 @@ def test_strop_imports_without_timm_and_names_the_vision_extra(tmp_path):
     assert done.returncode == 2, done.stderr
     assert 'pip install "strop[vision]"' in done.stderr and "Traceback" not in done.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_checking_a_large_folder_shows_progress_unless_the_command_is_quiet(tmp_path, monkeypatch, capsys):
+    from strop.progress import quiet_progress
+
+    monkeypatch.setattr("strop.data.images.CHECK_BAR_FROM", 4)  # 8 images count as many
+    monkeypatch.setattr("strop.progress.LINE_EVERY_S", 0.0)  # a log's line after every image
+    root = class_folders(tmp_path / "pets")
+    read(root)
+    assert "checking images: 1/8 images" in capsys.readouterr().err
+    with quiet_progress():  # strop fit --quiet (train.quiet), strop predict --quiet: their data readers too
+        read(root)
+    assert capsys.readouterr().err == ""
+    monkeypatch.setattr("strop.data.images.CHECK_BAR_FROM", 9)
+    read(root)
+    assert capsys.readouterr().err == ""  # a small folder: checked in moments, no progress

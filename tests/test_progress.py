@@ -91,18 +91,20 @@ def test_a_studys_quiet_run_still_shows_its_named_bars_under_the_runs_name(capsy
     assert lines and all(line.startswith("seed 42 fold 2/5, epoch 1/3: ") for line in lines)
 
 
-def test_a_studys_clock_says_each_runs_time_and_the_time_left_at_the_mean(monkeypatch):
+def test_a_studys_clock_says_each_runs_time_and_the_time_left_as_its_runs_sizes_predict(monkeypatch):
     from strop import progress as module
 
     now = iter([0.0, 10.0, 40.0, 50.0])
     monkeypatch.setattr(module.time, "perf_counter", lambda: next(now))
-    clock = module.StudyClock(runs_left=3)
+    clock = module.StudyClock([1, 1, 1])  # runs alike: each as long as the mean
     assert clock.lap() == "(10 s; about 20 s left)"
     assert clock.lap() == "(30 s; about 20 s left)"  # 1 run left at the mean of 10 and 30
     assert clock.lap() == "(10 s)"
+    now = iter([0.0, 12.0, 32.0, 1000.0])
+    curve = module.StudyClock([100, 300, 1000, 100])  # a curve's sizes: 12 s for 100, 20 s for 300
+    assert curve.lap() == "(12 s; about 3 min left)"  # one size done: in proportion, 36 + 120 + 12 s
+    assert curve.lap() == "(20 s; about 60 s left)"  # 8 s + 0.04 s an example, through both: 48 + 12 s
     assert [module.duration(s) for s in (89, 150, 5400, 9000)] == ["89 s", "2 min", "1.5 h", "2.5 h"]
-
-
 def test_a_runs_validation_shows_its_progress(tiny_overrides, monkeypatch, capsys):
     import strop
 
@@ -111,3 +113,20 @@ def test_a_runs_validation_shows_its_progress(tiny_overrides, monkeypatch, capsy
     strop.fit(None, loud + ["train.epochs=2", "train.eval_batch_size=4"])
     err = capsys.readouterr().err
     assert "epoch 2/2, validating: 1/" in err and "\r" not in err
+
+
+def test_train_quiet_silences_progress_in_every_part_of_a_fit(tiny_overrides, monkeypatch, capsys):
+    import sys
+    from pathlib import Path
+
+    import strop
+
+    def some_part(cfg, *args):  # a part that asks for progress whatever the config says (a folder of images checked)
+        list(progress(range(3), "checking images", show=True, every=0.0))
+        return Path(".")
+
+    monkeypatch.setattr(sys.modules["strop.fit"], "_fit", some_part)
+    strop.fit(None, [*tiny_overrides, "train.quiet=true"])
+    assert capsys.readouterr().err == ""
+    strop.fit(None, [*tiny_overrides, "train.quiet=false"])
+    assert "checking images: 1/3" in capsys.readouterr().err

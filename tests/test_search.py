@@ -339,9 +339,13 @@ def test_a_continued_search_refuses_other_settings_for_its_trials(tmp_path):
 
 def test_a_trials_fit_prints_nothing_but_its_bars_show_under_the_trials_name(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr("strop.progress.LINE_EVERY_S", 0.0)  # a log's line after every batch
-    search(search_config(tmp_path, epochs=2), [], SearchOptions(trials=1, seed=0, pruner="none"))
+    search(search_config(tmp_path, epochs=2), [], SearchOptions(trials=2, seed=0, pruner="none"))
     captured = capsys.readouterr()
     assert "trial 0, epoch 2/2: " in captured.err and "run saved to" not in captured.out
-    (tmp_path / "again").mkdir()
-    search(search_config(tmp_path / "again", epochs=2), [], SearchOptions(trials=1, seed=0, pruner="none", quiet=True))
-    assert "epoch" not in capsys.readouterr().err
+    assert "(1/2 trials done; about " in captured.out and "(2/2 trials done)" in captured.out  # the time left
+    for quiet, options in (("--quiet", {"quiet": True}), ("train.quiet", {})):
+        (tmp_path / quiet).mkdir()
+        search(search_config(tmp_path / quiet, epochs=2), ["train.quiet=true"] if not options else [],
+               SearchOptions(trials=1, seed=0, pruner="none", **options))
+        captured = capsys.readouterr()
+        assert captured.out == "" and "epoch" not in captured.err, quiet

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from strop.errors import StropError
+from strop.progress import quiet_progress
 from strop.runs import to_json
 
 
@@ -55,7 +56,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     predictor = load(args.run_dir)
     _check_pair_column(args, predictor)
     inputs = _command_line_inputs(args, predictor) if args.text is not None else _file_inputs(args, predictor)
-    records = predictor.records(inputs)
+    records = predictor.records(inputs, show=None if args.quiet else f"predicting {len(inputs)} inputs")
     if args.input is not None:
         records = _with_other_columns(records, args.input, predictor, text_column=args.text_column,
                                       text_pair_column=args.text_pair_column)
@@ -262,7 +263,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from strop.predict import load
 
     predictor = load(args.run_dir)
-    metrics = evaluate_file(predictor, args.data, args.text_column, args.label_column, args.text_pair_column)
+    metrics = evaluate_file(predictor, args.data, args.text_column, args.label_column, args.text_pair_column,
+                            show=None if args.quiet else f"scoring {args.data}")
     if args.json:
         print(to_json(metrics))
         return 0
@@ -449,6 +451,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--text-column", help="text column of --input (default: the one trained on)")
     predict.add_argument("--text-pair-column", help="a pair model's second text column of --input (default: the "
                                                     "one trained on)")
+    predict.add_argument("--quiet", "-q", action="store_true", help="no progress output")
     predict.set_defaults(func=cmd_predict)
 
     evaluate = commands.add_parser("evaluate", help="score a trained run on a labelled file")
@@ -458,6 +461,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--text-column", help="default: the one trained on")
     evaluate.add_argument("--label-column", help="default: the one trained on")
     evaluate.add_argument("--text-pair-column", help="a pair model's second text column (default: the one trained on)")
+    evaluate.add_argument("--quiet", "-q", action="store_true", help="no progress output")
     evaluate.set_defaults(func=cmd_evaluate)
 
     serve = commands.add_parser("serve", help="serve a trained run over HTTP (a JSON API)",
@@ -693,7 +697,8 @@ def main(argv: list[str] | None = None) -> int:
     elif rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     try:
-        return args.func(args)
+        with quiet_progress(getattr(args, "quiet", False)):  # --quiet: no bar of any part of the command
+            return args.func(args)
     except StropError as error:
         print(f"strop {args.command}: error: {error}", file=sys.stderr)
         return error.exit_code

@@ -397,7 +397,7 @@ def learning_curve(config=None, overrides: list[str] = (), fractions: tuple[floa
             if not quiet:
                 print(f"continuing the study in {out}: {len(saved['points'])} run(s) recorded", flush=True)
         done = {(p["examples"], p["seed"]) for p in result["points"]}
-        clock = StudyClock(len(seed_values) * len(sizes) - len(done))
+        clock = StudyClock([size for seed in seed_values for size in sizes if (size, seed) not in done])
         for seed in seed_values:
             for size, subset in zip(sizes, plans[seed]):
                 if (size, seed) in done:

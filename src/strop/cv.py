@@ -312,7 +312,7 @@ def fit_and_score(cfg: Config, train_file: Path, score_file: Path | None, seed: 
         else:
             from strop.evaluate.scoring import evaluate_file
 
-            metrics = evaluate_file(predictor, score_file)
+            metrics = evaluate_file(predictor, score_file, show=f"{show}, scoring the held-out fold" if show else None)
     scalars = {name: float(metrics[name]) for name in predictor.task.metric_names if name in metrics}
     if not keep_run:
         shutil.rmtree(run, ignore_errors=True)
@@ -374,7 +374,7 @@ def cross_validate(config=None, overrides: list[str] = (), folds: int = 5, seeds
         if not quiet:
             print(f"continuing the study in {out}: {len(saved['runs'])} run(s) recorded", flush=True)
     done = {(r["seed"], r["fold"]) for r in result["runs"]}
-    clock = StudyClock(len(seed_values) * folds - len(done))
+    clock = StudyClock([1] * (len(seed_values) * folds - len(done)))  # runs alike
     try:
         for seed in seed_values:
             for k in range(folds):

@@ -83,7 +83,7 @@ def distill(teacher_run: str | Path, overrides: list[str] = (), layers: int = 3,
             cfg = load_config(cfg, [f"model.name={Path(tmp) / 'student'}"])
         pool = (read_unlabeled(unlabeled, cfg.data, TASKS.get(teacher.task.name), "text", "--unlabeled")[1]
                 if unlabeled is not None else [])
-        soft = SoftTargets(teacher_model, temperature, alpha, pool)
+        soft = SoftTargets(teacher_model, temperature, alpha, pool, show=not quiet_in(overrides))
         run = fit(cfg, adapt_task=soft.wrap)
         if shrunk:
             keep_start(run, Path(tmp) / "student", START_FOLDER)
@@ -139,18 +139,21 @@ def shrink(model: nn.Module, keep: int) -> nn.Module:
 class SoftTargets:
     """The teacher's logits, put beside each example's label, and the loss that reads them."""
 
-    def __init__(self, teacher: nn.Module, temperature: float, alpha: float, unlabeled: list = ()):
+    def __init__(self, teacher: nn.Module, temperature: float, alpha: float, unlabeled: list = (), show: bool = False):
         self.teacher, self.temperature, self.alpha = teacher.eval(), temperature, alpha
         self.unlabeled = list(unlabeled)  # inputs trained on the soft targets alone
+        self.show = show  # the teacher's passes show their progress
 
     @torch.no_grad()
     def logits(self, inputs: list, batch_size: int = 64) -> list[list[float]]:
         """The teacher's logits for raw inputs, encoded the teacher's own way (a student of another family may
         tokenise differently)."""
+        from strop.progress import progress
         from strop.tasks.base import pad_collate
 
         body, out = self.teacher.body, []
-        for start in range(0, len(inputs), batch_size):
+        for start in progress(range(0, len(inputs), batch_size), f"the teacher's soft targets for {len(inputs)} texts",
+                              self.show):
             batch = pad_collate(body.encode(inputs[start:start + batch_size]), body.pad_values)
             out += self.teacher(**batch).float().tolist()
         return out

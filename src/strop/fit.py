@@ -264,11 +264,19 @@ def fit(config: str | Path | dict | Config | None = None, overrides: list[str] =
     Raises:
         StropError: bad config, data or model name. Nothing is written in that case.
     """
+    from strop.progress import quiet_progress
+
+    cfg = load_config(config, overrides)
+    with quiet_progress(cfg.train.quiet):  # train.quiet: no part of the run shows progress
+        return _fit(cfg, on_epoch, adapt_task, resume_hint, method_choice)
+
+
+def _fit(cfg: Config, on_epoch, adapt_task, resume_hint: bool, method_choice: dict | None) -> Path:
+    """`fit` of a loaded config."""
     from strop.train.batch_size import resolve_batch_sizes
     from strop.train.loop import make_accelerator, resolve_metric, train
 
     # Every check that can fail on the user's input runs before the run directory exists.
-    cfg = load_config(config, overrides)
     if cfg.data.unlabeled is not None:  # self-training: a fit per round (strop.selftrain)
         from strop.selftrain import self_train
 
@@ -428,7 +436,7 @@ def lr_find(config: str | Path | dict | Config | None = None, overrides: list[st
     cfg = resolve_batch_sizes(cfg, prepared.model, prepared.task, method, prepared.train_features,
                               prepared.val_features, prepared.collate, device, show=not cfg.train.quiet)
     result = range_test(prepared.model, prepared.task, method, prepared.train_features, prepared.collate, cfg, device,
-                        steps=steps)
+                        steps=steps, show=not cfg.train.quiet)
     folder = Path(output) if output is not None else Path("lr-find")
     data, plot = save_curve(result, folder)
     if not cfg.train.quiet:

@@ -142,9 +142,9 @@ class Predictor:
             raise StropError(f"predict_tags is for token classification; this model does {self.task.name}")
         return self.task.predict_tags(self.outputs(words))
 
-    def records(self, inputs: list) -> list[dict]:
-        """One JSON-ready prediction per input, as `strop predict` prints them."""
-        return self.task.records(list(inputs), self.outputs(inputs))
+    def records(self, inputs: list, show: str | None = None) -> list[dict]:
+        """One JSON-ready prediction per input, as `strop predict` prints them; progress under `show` where given."""
+        return self.task.records(list(inputs), self.outputs(inputs, show))
 
 
 def check_texts(inputs: list, pairs: bool) -> None:

@@ -12,6 +12,21 @@ from collections.abc import Iterable, Iterator
 
 LINE_EVERY_S = 30.0
 
+# Set within `quiet_progress()`: the work of a quiet command or run (--quiet, train.quiet) shows no progress, in
+# whichever part of strop it runs (a folder of images checked deep in the data readers).
+_QUIET = contextvars.ContextVar("quiet_progress", default=False)
+
+
+@contextlib.contextmanager
+def quiet_progress(quiet: bool = True):
+    """Within it (where `quiet`, or where an outer one is), progress shows only a study's named bars."""
+    token = _QUIET.set(quiet or _QUIET.get())
+    try:
+        yield
+    finally:
+        _QUIET.reset(token)
+
+
 # Set within `bars_of_quiet_runs()`: a study (cv, curve, search) runs its fits quiet, as their lines would bury
 # its own, yet a run can take minutes, and its epochs' bars are all that shows it has not stalled.
 # The value is the run's name, which each bar's starts with; None: not within one.
@@ -32,10 +47,13 @@ def bars_of_quiet_runs(show: bool = True, run: str = "run"):
 def progress(iterable: Iterable, desc: str, show: bool = True, unit: str = "batch", total: int | None = None,
              every: float | None = None):
     """`iterable`, wrapped so that iterating over it shows progress on stderr; the wrapper's set_postfix(**values)
-    adds values (a running loss) to what is shown. Named progress shows within `bars_of_quiet_runs` too."""
-    run = _BARS_OF_QUIET_RUNS.get()
-    if not show and desc and run is not None:
+    adds values (a running loss) to what is shown. Nothing shows within `quiet_progress`, but for named progress
+    within `bars_of_quiet_runs`, which shows in any case."""
+    quiet, run = _QUIET.get(), _BARS_OF_QUIET_RUNS.get()
+    if desc and run is not None and (quiet or not show):  # a study's quiet run: its bars, named after it
         show, desc = True, f"{run}, {desc}"
+    elif quiet:
+        show = False
     if not show:
         return Silent(iterable)
     if sys.stderr.isatty():
@@ -92,19 +110,32 @@ class Lines:
 
 
 class StudyClock:
-    """A study's runs, timed: after each, how long it took and about how long the runs left will take (at the
-    mean time of the runs this session finished; a resumed study's recorded runs took no time here)."""
+    """A study's runs, timed: after each, how long it took and about how long the runs left will take. `sizes`:
+    the size of each run left, in the order they run (a curve's examples; for runs alike, any equal values). A
+    run's time is fitted as a + b * size over the runs this session finished (a resumed study's recorded runs took
+    no time here); with one size finished, as proportional to size, which errs long where a run's fixed cost
+    (loading the model) is much of it."""
 
-    def __init__(self, runs_left: int):
-        self.runs_left, self.done, self.seconds, self.started = runs_left, 0, 0.0, time.perf_counter()
+    def __init__(self, sizes: list[float]):
+        self.left, self.done, self.started = list(sizes), [], time.perf_counter()
 
     def lap(self) -> str:
         """`(41 s; about 3 min left)` for the run just finished."""
         now = time.perf_counter()
         took, self.started = now - self.started, now
-        self.done, self.seconds, self.runs_left = self.done + 1, self.seconds + took, self.runs_left - 1
-        left = f"; about {duration(self.seconds / self.done * self.runs_left)} left" if self.runs_left > 0 else ""
+        self.done.append((self.left.pop(0), took))
+        left = f"; about {duration(sum(self._forecast(size) for size in self.left))} left" if self.left else ""
         return f"({duration(took)}{left})"
+
+    def _forecast(self, size: float) -> float:
+        import numpy as np
+
+        sizes, seconds = (np.array(column, dtype=np.float64) for column in zip(*self.done))
+        if len(set(sizes)) >= 2:
+            slope, fixed = np.polyfit(sizes, seconds, 1)
+            if slope >= 0 and fixed >= 0:
+                return float(fixed + slope * size)
+        return float(seconds.sum() / max(sizes.sum(), 1e-12) * size)
 
 
 def duration(seconds: float) -> str:

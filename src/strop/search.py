@@ -48,6 +48,7 @@ from typing import Any, Iterator
 import yaml
 
 from strop.errors import StropError
+from strop.progress import duration
 
 KINDS = ("log_uniform", "uniform", "int", "log_int", "choice")
 # Keys a search cannot vary, and why.
@@ -275,7 +276,9 @@ def search(config=None, overrides: list[str] = (), options: SearchOptions | None
     if options.pruner not in ("median", "none"):
         raise StropError(f"--pruner must be median or none; got {options.pruner}")
     space = read_space(config)
-    overrides = [o for o in overrides if not o.startswith("train.quiet=")]
+    if load_config(config, overrides).train.quiet:  # train.quiet in the config or an override, as --quiet
+        options = dataclasses.replace(options, quiet=True)
+    overrides = [o for o in overrides if not o.startswith("train.quiet=")]  # each trial's fit is quiet anyway
     base = load_config(config, overrides)
     if base.train.resume:
         raise StropError("train.resume: a search continues by itself when run again (its interrupted trials "
@@ -443,6 +446,7 @@ class _Search:
         self.optuna, self.study, self.storage, self.space, self.config = optuna, study, storage, space, config
         self.overrides, self.folder, self.metric, self.options, self.url = overrides, folder, metric, options, url
         self.say = (lambda text: None) if options.quiet else (lambda text: print(text, flush=True))
+        self.trial_seconds: list[float] = []  # this worker's trials, for the time left
 
     def run(self) -> dict:
         from optuna.trial import TrialState
@@ -463,6 +467,7 @@ class _Search:
                         warnings.simplefilter("ignore")
                         trial = self.study.ask()
                     self._claim(trial)
+                started = time.perf_counter()
                 try:
                     state, value = self._run_trial(trial)
                 except KeyboardInterrupt:
@@ -477,6 +482,7 @@ class _Search:
                 else:
                     self.study.tell(trial, state=state)
                 self._index(trial, state)
+                self.trial_seconds.append(time.perf_counter() - started)
                 self._after_trial(trial.number)
         summary = self._publish()
         if summary["best"] is None and summary["counts"].get("complete", 0) == 0:
@@ -620,8 +626,12 @@ class _Search:
         summary = self._publish()
         best = summary["best"]
         if best is not None and not self.options.quiet:
+            done = summary["counts"].get("finished", 0)
+            # at this worker's mean time a trial (other workers sharing the study shorten it)
+            mean = sum(self.trial_seconds) / len(self.trial_seconds)
+            left = f"; about {duration(mean * (self.options.trials - done))} left" if done < self.options.trials else ""
             self.say(f"  best so far: trial {best['trial']}, {self.metric} {best['value']:.4f}  "
-                     f"({summary['counts'].get('finished', 0)}/{self.options.trials} trials done)")
+                     f"({done}/{self.options.trials} trials done{left})")
 
     def _publish(self) -> dict:
         """Writes search.json, best.yaml (the best trial's config, to fit again), the `best` link and report.html, and drops

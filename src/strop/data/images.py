@@ -77,12 +77,16 @@ class BadImage(Exception):
     """A file that is no usable image; the message says why."""
 
 
+CHECK_BAR_FROM = 2000  # images: a check of fewer shows no progress
+
+
 def check_images(paths: list[str], labels: list[str] | None, show: bool = False) -> ImageFiles:
     """Decodes each file once; keeps those that are usable images and lists the others with the reason."""
     from strop.progress import progress
 
     good, kept_labels, bad = [], [] if labels is not None else None, []
-    for i, path in enumerate(progress(paths, "checking images", show and len(paths) >= 2000, unit="image")):
+    large = len(paths) >= CHECK_BAR_FROM  # a smaller folder is checked in moments: no bar flashes by
+    for i, path in enumerate(progress(paths, "checking images" if large else "", show and large, unit="image")):
         try:
             open_rgb(path)
         except BadImage as error:

@@ -19,9 +19,11 @@ def saved_columns(info: dict, **overrides: str | None) -> DataConfig:
 
 
 def evaluate_file(predictor: Predictor, path: str | Path, text_column: str | None = None,
-                  label_column: str | None = None, text_pair_column: str | None = None) -> dict:
+                  label_column: str | None = None, text_pair_column: str | None = None,
+                  show: str | None = None) -> dict:
     """The task's metrics (for classification: accuracy, macro-F1, loss, confusion matrix and per-class
-    scores) of the model on a labelled file. Columns default to those the model was trained with.
+    scores) of the model on a labelled file. Columns default to those the model was trained with. `show`: the
+    name its progress shows under, where given.
 
     Raises:
         StropError: unreadable file, missing columns, or labels the model does not know.
@@ -37,4 +39,4 @@ def evaluate_file(predictor: Predictor, path: str | Path, text_column: str | Non
         if unknown:
             raise StropError(f"--data: labels {', '.join(map(str, unknown))} are not among the model's labels "
                              f"({', '.join(sorted(known))})")
-    return task.metrics(predictor.outputs(data.inputs), task.scored_targets(data.targets))
+    return task.metrics(predictor.outputs(data.inputs, show), task.scored_targets(data.targets))

@@ -478,7 +478,7 @@ def _found_lr(model, task: Task, method: Method, train_features: list[dict], col
 
     if cfg.train.resume and has_checkpoint(run.last_checkpoint):
         return json.loads((run.last_checkpoint / "state.json").read_text(encoding="utf-8"))["peak_lr"]
-    result = range_test(model, task, method, train_features, collate, cfg, accelerator.device)
+    result = range_test(model, task, method, train_features, collate, cfg, accelerator.device, show=show)
     if accelerator.is_main_process:
         save_curve(result, run.root)
     method.prepare(model)  # as the run needs it, after the test

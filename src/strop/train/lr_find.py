@@ -20,13 +20,14 @@ from strop.errors import StropError
 
 def range_test(model, task, method, train_features: list[dict], collate, cfg, device: torch.device,
                start: float = 1e-7, end: float = 1.0, steps: int = 100, smoothing: float = 0.05,
-               diverge: float = 4.0) -> dict:
+               diverge: float = 4.0, show: bool = False) -> dict:
     """Rates from `start` to `end`, one optimizer step each, `steps` steps at most; stops early where the
-    smoothed loss exceeds `diverge` times its minimum or is not finite.
+    smoothed loss exceeds `diverge` times its minimum or is not finite. `show`: its progress.
 
     Returns:
         {"lr": [...], "loss": [...], "smoothed": [...], "suggestion": float, "why": str}
     """
+    from strop.progress import progress
     from strop.train.mixing import mixed_loss, mixing_for
     from strop.train.optim import build_optimizer, faster_parameters, layer_rate_multiples
     from strop.train.sampler import BatchSampler
@@ -50,7 +51,7 @@ def range_test(model, task, method, train_features: list[dict], collate, cfg, de
         try:
             method.train_mode(model)
             batches, epoch = iter(loader), 0
-            for i in range(steps):
+            for i in progress(range(steps), "learning-rate range test", show, unit="step"):
                 lr = start * (end / start) ** (i / max(steps - 1, 1))
                 for group, multiple in zip(optimizer.param_groups, multiples):
                     group["lr"] = lr * multiple
