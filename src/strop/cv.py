@@ -302,8 +302,8 @@ def fit_and_score(cfg: Config, train_file: Path, score_file: Path | None, seed: 
                  "train": {"seed": seed, "quiet": True, "keep_checkpoint": keep_run and cfg.train.keep_checkpoint,
                            "resume": False}}
     run_cfg = load_config(_merged(cfg.to_dict(), overrides))
-    with notes_said(), bars_of_quiet_runs(show is not None, show or ""):  # the study read the user's file and said its notes: its
-        # parts say nothing again
+    # the study read the user's file and said its notes: its parts say nothing again
+    with notes_said(), bars_of_quiet_runs(show is not None, show or ""):
         run = fit(run_cfg, method_choice=method_choice)  # a kept run says why its method was chosen
         predictor = load(run)
         summary = json.loads((run / "summary.json").read_text(encoding="utf-8"))

@@ -32,7 +32,7 @@ from strop.tasks.base import Task
 from strop.train.checkpoint import keeps_callers_random_state
 
 MASK_SHARE = 0.15
-VALIDATION_SHARE, VALIDATION_MAX = 0.05, 2000  # lines held out to validate on
+VALIDATION_SHARE, VALIDATION_MAX = 0.05, 2000  # texts (a long one's windows each counted) held out to validate on
 TOKENIZE_CHUNK = 10_000  # lines the tokenizer takes at once
 POOLING_FILES = ("modules.json", "1_Pooling")  # a sentence-transformers model's pooling, kept with the weights
 # Suffixes of files that hold a table or records, not one text a line: read as lines, their syntax would be trained on
