@@ -486,7 +486,7 @@ def test_a_repeated_text_is_held_out_whole_or_not_at_all(tmp_path):
     kept, held = hold_out(distinct, seed=3, data="d.txt")
     assert held == sorted(np.random.default_rng(3).permutation(200)[:10].tolist())
     with pytest.raises(strop.StropError,
-                       match=r"its 30 texts are one text as the model reads them \(the same tokens\)"):
+                       match=r"its 30 texts are one text as the model reads them \(the same tokens"):
         hold_out([{"input_ids": [1, 5, 2]}] * 30, seed=3, data="d.txt")
 
 
@@ -541,3 +541,67 @@ def test_a_pretrain_resumed_with_other_library_versions_warns_and_records_them(t
     pretrain(None, [*overrides, "train.resume=true"], data=data, output=out)
     assert f"(transformers {started['transformers']} -> 9.0)" in capsys.readouterr().err
     assert json.loads((out / "provenance.json").read_text())["earlier_versions"] == [started]
+
+
+def test_a_slow_tokenizer_reads_a_long_text_whole_in_the_same_windows_as_a_fast_one(tiny_model_dir, tmp_path):
+    from transformers import AutoModelForMaskedLM, AutoTokenizer, BertTokenizerLegacy
+
+    from strop.backbones.text import TextBackbone
+    from strop.pretrain import windows
+
+    base = AutoModelForMaskedLM.from_pretrained(tiny_model_dir).base_model
+    fast = AutoTokenizer.from_pretrained(tiny_model_dir)
+    vocab = tmp_path / "vocab.txt"  # the same vocabulary, for the Python-only tokenizer (no overflow for a batch)
+    vocab.write_text("\n".join(sorted(fast.get_vocab(), key=fast.get_vocab().get)) + "\n", encoding="utf-8")
+    slow = BertTokenizerLegacy(vocab_file=str(vocab))
+    assert fast.is_fast and not slow.is_fast
+    texts = [" ".join(t for t, _ in make_texts(12, seed=2)), "a short one", ""]
+    fast_windows, fast_sources = windows(TextBackbone(base, fast, "cls", 16), texts)
+    slow_windows, slow_sources = windows(TextBackbone(base, slow, "cls", 16), texts)
+    assert [w["input_ids"] for w in slow_windows] == [w["input_ids"] for w in fast_windows]
+    assert slow_sources == fast_sources and fast_sources.count(0) > 2
+
+
+def test_texts_that_share_a_window_are_held_out_together():
+    from strop.pretrain import hold_out
+
+    header = [101, 7, 7, 7, 102]  # the same first window of two documents (a common header)
+    features = [{"input_ids": ids} for ids in ([header, [101, 8, 102], header, [101, 9, 102]]
+                                               + [[101, i, 102] for i in range(1000, 1196)])]
+    sources = [0, 0, 1, 1] + list(range(2, 198))  # 200 rows: 10 held out
+    sides = set()
+    for seed in range(60):
+        kept, held = hold_out(features, seed, "d.txt", sources)
+        assert sorted(kept + held) == list(range(200))
+        sides.add(tuple(sorted(set(range(4)) & set(held))))
+    assert sides == {(), (0, 1, 2, 3)}  # the two documents, all four windows, on one side, both sides seen
+
+
+def test_a_pretrain_that_started_cutting_its_long_texts_is_not_resumed_on_their_windows(tiny_model_dir, tmp_path,
+                                                                                       monkeypatch):
+    """A run begun by a strop that cut each text to its first max_length tokens, resumed by one that reads it in
+    windows, would train and validate its later epochs on other rows than its first: refused, saying why."""
+    import json
+
+    from conftest import interrupt_after_checkpoint
+
+    from strop.pretrain import pretrain
+
+    short = _domain(tmp_path / "short.txt")
+    long = tmp_path / "long.txt"
+    long.write_text(short.read_text() + "\n" + " ".join(t for t, _ in make_texts(20, seed=8)), encoding="utf-8")
+    for data, refused in ((long, True), (short, False)):
+        out = tmp_path / f"out-{data.stem}"
+        overrides = _pretrain_overrides(tiny_model_dir, "train.epochs=2")
+        interrupt_after_checkpoint(monkeypatch, lambda: pretrain(None, overrides, data=data, output=out))
+        provenance = json.loads((out / "provenance.json").read_text())
+        assert provenance["rows"]["train"] > 0
+        del provenance["rows"]  # as the earlier strop wrote it
+        (out / "provenance.json").write_text(json.dumps(provenance))
+        resumed = lambda: pretrain(None, [*overrides, "train.resume=true"], data=data, output=out)  # noqa: E731
+        if refused:
+            with pytest.raises(strop.StropError, match=r"cannot resume .*: it started with its 1 text\(s\) longer than "
+                                                       r"32 tokens cut to their first 32, .* read whole, in windows"):
+                resumed()
+        else:  # no text that long: the rows read as they did
+            assert (resumed() / "summary.json").is_file()

@@ -253,51 +253,67 @@ def maskable_features(body, lines: list[str], data, model_name: str,
                          f"tokenizing, every token is special or unknown to {model_name}'s tokenizer (e.g. emoji its "
                          "vocabulary lacks); give texts in a language and script the model reads")
     if texts < 2:  # one text is held out to validate on: none would be left to train on
-        raise StropError(f"--data {data}: only 1 of its {len(lines)} texts has a token that can be masked (in the "
-                         f"others every token is special or unknown to {model_name}'s tokenizer, e.g. emoji its "
-                         "vocabulary lacks); pretraining needs at least 2 (one is held out to validate on): give "
-                         "more texts in a language and script the model reads")
+        others = (f" (in the others every token is special or unknown to {model_name}'s tokenizer, e.g. emoji its "
+                  "vocabulary lacks)" if len(lines) > 1 else "")
+        raise StropError(f"--data {data}: only 1 of its {len(lines)} texts has a token that can be masked{others}; "
+                         "pretraining needs at least 2 (one is held out to validate on): give more texts in a language "
+                         "and script the model reads")
     return features, sources, len(lines) - texts
 
 
 def windows(body, texts: list[str]) -> tuple[list[dict], list[int]]:
     """The texts' token ids in consecutive windows of at most body.max_length tokens, each with the model's
-    special tokens (the tokenizer's overflow: a long document trains on all of its text, not on its first
-    max_length tokens alone), and the text each window comes from. A slow (Python-only) tokenizer cannot give
-    its overflow for a batch: its texts are cut to their first max_length tokens."""
-    if not getattr(body.tokenizer, "is_fast", False):
-        return body.encode(texts), list(range(len(texts)))
-    encoded = body.tokenizer(list(texts), truncation=True, max_length=body.max_length, return_overflowing_tokens=True)
-    keys = [k for k in ("input_ids", "token_type_ids") if k in encoded]
-    return ([{k: encoded[k][i] for k in keys} for i in range(len(encoded["input_ids"]))],
-            list(encoded["overflow_to_sample_mapping"]))
+    special tokens (a long document trains on all of its text, not on its first max_length tokens alone), and the
+    text each window comes from: a fast tokenizer's overflow; a slow (Python-only) one, which gives no overflow
+    for a batch, tokenizes each text whole and its ids are cut into windows here."""
+    tokenizer = body.tokenizer
+    if getattr(tokenizer, "is_fast", False):
+        encoded = tokenizer(list(texts), truncation=True, max_length=body.max_length, return_overflowing_tokens=True)
+        keys = [k for k in ("input_ids", "token_type_ids") if k in encoded]
+        return ([{k: encoded[k][i] for k in keys} for i in range(len(encoded["input_ids"]))],
+                list(encoded["overflow_to_sample_mapping"]))
+    room = max(1, body.max_length - tokenizer.num_special_tokens_to_add(pair=False))
+    features, sources = [], []
+    for text, ids in enumerate(tokenizer(list(texts), add_special_tokens=False, verbose=False)["input_ids"]):
+        for start in range(0, max(len(ids), 1), room):
+            features.append({"input_ids": tokenizer.build_inputs_with_special_tokens(ids[start:start + room])})
+            sources.append(text)
+    return features, sources
 
 
 def hold_out(features: list[dict], seed: int, data, sources: list[int] | None = None) -> tuple[list[int], list[int]]:
     """The rows to train on and the rows held out to validate on: VALIDATION_SHARE of the rows (at least one, at
     most VALIDATION_MAX), reproducibly for a seed. A row is a text or one window of a long one (`sources`: the
-    text each row comes from; None: each its own), and a text goes to one side with all its windows, a text that
-    repeats (the same tokens) with all its rows (as `strop fit` splits), so that the validation loss never scores
-    text that trained. Texts are taken in a seeded order, each where its rows still fit the share; with no
+    text each row comes from; None: each its own), and a text goes to one side with all its windows and every text
+    it shares a window with (a repeat of it, as `strop fit` splits repeats; a common header), so that the
+    validation loss never scores text that trained. Texts are taken in a seeded order, each where its rows still fit the share; with no
     repeats and no windows, the first rows of a seeded permutation.
 
     Raises:
         StropError: fewer than two different texts (as the model reads them).
     """
-    from collections import defaultdict
-
     from strop.data.splits import distinct_inputs, rows_of
 
     sources = list(range(len(features))) if sources is None else sources
-    windows_of = defaultdict(list)
+    # One group a text and its windows, joined with every text it shares a window with (a repeated text, a common
+    # header): the validation loss never scores a window that trained.
+    group: dict[int, int] = {}
+
+    def root(text: int) -> int:
+        while group.setdefault(text, text) != text:
+            group[text] = group[group[text]]
+            text = group[text]
+        return text
+
+    first_text_of = {}
     for feature, source in zip(features, sources):
-        windows_of[source].append(np.asarray(feature["input_ids"], dtype=np.int32))
-    tokens_of = {source: np.concatenate(ids).tobytes() for source, ids in windows_of.items()}
-    first, of_row = distinct_inputs([tokens_of[source] for source in sources])
+        other = first_text_of.setdefault(np.asarray(feature["input_ids"], dtype=np.int32).tobytes(), source)
+        group[root(source)] = root(other)
+    first, of_row = distinct_inputs([root(source) for source in sources])
     if len(first) < 2:
-        raise StropError(f"--data {data}: its {len(tokens_of)} texts are one text as the model reads them (the same "
-                         "tokens); pretraining needs at least 2 different ones (one is held out to validate on): "
-                         "give different texts")
+        raise StropError(f"--data {data}: its {len(set(sources))} texts are one text as the model reads them (the "
+                         "same tokens, or windows they share); pretraining needs at least 2 different ones (one is "
+                         "held out to validate on): give different texts")
     rows_of_text = np.bincount(of_row)
     wanted = max(1, min(VALIDATION_MAX, int(round(VALIDATION_SHARE * len(features)))))
     order = np.random.default_rng(seed).permutation(len(first))
@@ -313,6 +329,20 @@ def hold_out(features: list[dict], seed: int, data, sources: list[int] | None = 
     chosen = set(held)
     kept = [text for text in order if text not in chosen]
     return rows_of(kept, of_row), rows_of(held, of_row)
+
+
+def check_same_rows(started: dict | None, rows: dict, long_texts: int, root: Path, max_length: int) -> None:
+    """Refuses to resume a run whose texts read now as other rows than when it started (the same file, read by an
+    earlier strop that cut a text longer than max_length tokens to its first max_length, where it is now read
+    whole, in windows): its epochs would train and validate on two sets of texts. `started`: the rows the run
+    recorded; None for a run from before they were recorded, which read as now where no text is that long."""
+    if started == rows or (started is None and not long_texts):
+        return
+    was = (f"{started['train']} texts to train on and {started['validation']} held out" if started else
+           f"its {long_texts} text(s) longer than {max_length} tokens cut to their first {max_length}")
+    raise StropError(f"cannot resume {root}: it started with {was}, and --data now reads as {rows['train']} and "
+                     f"{rows['validation']} ({long_texts} text(s) longer than {max_length} tokens read whole, in "
+                     "windows); its epochs would train on two sets of texts: start a new run in another --output")
 
 
 @keeps_callers_random_state
@@ -395,12 +425,14 @@ def pretrain(config=None, overrides: list[str] = (), data: str | Path | None = N
         if cfg.train.gradient_checkpointing:
             enable_gradient_checkpointing(wrapped)
         texts = data_fingerprints(train=str(data))  # a file changed in place reads as the same --data
-        provenance = {"data": texts, "versions": library_versions()}
+        rows = {"train": len(train_features), "validation": len(val_features)}
+        provenance = {"data": texts, "rows": rows, "versions": library_versions()}
         if cfg.train.resume and run.provenance.is_file():  # refused before the batch sizes are measured
             recorded = json.loads(run.provenance.read_text(encoding="utf-8"))
             check_same_data(recorded.get("data"), texts,
                             f"the run in {run.root}", "resume with the texts it started with, or start a new run in "
                             "another --output", option="--data", mixed="its epochs would train on two sets of texts")
+            check_same_rows(recorded.get("rows"), rows, long_texts, run.root, body.max_length)
             note_other_versions(run.root, recorded, provenance, accelerator.is_main_process)
         cfg = resolve_batch_sizes(cfg, wrapped, MaskedLMTask(), method, train_features, val_features, collate,
                                   accelerator.device, show=not cfg.train.quiet and accelerator.is_main_process)
