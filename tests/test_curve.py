@@ -642,7 +642,8 @@ def test_a_curve_names_each_runs_bars_times_its_runs_and_shows_the_fits_progress
     curve.learning_curve(None, loud, fractions=(0.1, 0.5, 1.0), seeds=1, output=tmp_path / "curve")
     assert names == ["16 examples, seed 42", "80 examples, seed 42", "160 examples, seed 42"]
     captured = capsys.readouterr()
-    assert "16 examples, seed 42: accuracy 0.6000  (0 s; about 0 s left)" in captured.out
+    assert "16 examples, seed 42: accuracy 0.6000  (0 s)\n" in captured.out  # one size: no forecast yet
+    assert "80 examples, seed 42: accuracy 0.7000  (0 s; about 0 s left)" in captured.out
     assert "fitting the curve (bootstrap): 1/500 fits" in captured.err
     curve.learning_curve(None, loud, fractions=(0.1, 0.5, 1.0), seeds=1, output=tmp_path / "quiet", quiet=True)
     assert names[3:] == [None] * 3 and capsys.readouterr().err == ""

@@ -111,31 +111,35 @@ class Lines:
 
 class StudyClock:
     """A study's runs, timed: after each, how long it took and about how long the runs left will take. `sizes`:
-    the size of each run left, in the order they run (a curve's examples; for runs alike, any equal values). A
-    run's time is fitted as a + b * size over the runs this session finished (a resumed study's recorded runs took
-    no time here); with one size finished, as proportional to size, which errs long where a run's fixed cost
-    (loading the model) is much of it."""
+    the size of each run left, in the order they run (a curve's examples; for runs alike, any equal values). Runs
+    alike take the mean time of those this session finished (a resumed study's recorded runs took no time here);
+    runs of several sizes, a + b * size fitted once two sizes are finished (a run's fixed cost, loading the model
+    and validating on a set of one size, is much of a small run's time: no forecast from one size alone)."""
 
     def __init__(self, sizes: list[float]):
         self.left, self.done, self.started = list(sizes), [], time.perf_counter()
+        self.alike = len(set(self.left)) <= 1
 
     def lap(self) -> str:
-        """`(41 s; about 3 min left)` for the run just finished."""
+        """`(41 s; about 3 min left)` for the run just finished (`(41 s)` where no forecast can be made yet)."""
         now = time.perf_counter()
         took, self.started = now - self.started, now
         self.done.append((self.left.pop(0), took))
-        left = f"; about {duration(sum(self._forecast(size) for size in self.left))} left" if self.left else ""
+        forecast = self._forecast()
+        left = f"; about {duration(forecast)} left" if self.left and forecast is not None else ""
         return f"({duration(took)}{left})"
 
-    def _forecast(self, size: float) -> float:
+    def _forecast(self) -> float | None:
         import numpy as np
 
         sizes, seconds = (np.array(column, dtype=np.float64) for column in zip(*self.done))
-        if len(set(sizes)) >= 2:
-            slope, fixed = np.polyfit(sizes, seconds, 1)
-            if slope >= 0 and fixed >= 0:
-                return float(fixed + slope * size)
-        return float(seconds.sum() / max(sizes.sum(), 1e-12) * size)
+        if self.alike:
+            return float(seconds.mean()) * len(self.left)
+        if len(set(sizes)) < 2:
+            return None
+        slope, fixed = np.polyfit(sizes, seconds, 1)
+        slope, fixed = (slope, fixed) if slope >= 0 and fixed >= 0 else (0.0, float(seconds.mean()))
+        return float(sum(fixed + slope * size for size in self.left))
 
 
 def duration(seconds: float) -> str:
