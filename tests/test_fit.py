@@ -272,9 +272,9 @@ def _record_validations(monkeypatch) -> list[bool]:
 
     in_bf16, evaluate = [], loop.evaluate
 
-    def recorded(model, loader, task, accelerator, bf16=False):
+    def recorded(model, loader, task, accelerator, bf16=False, **progress):
         in_bf16.append(bf16)
-        return evaluate(model, loader, task, accelerator, bf16)
+        return evaluate(model, loader, task, accelerator, bf16, **progress)
 
     monkeypatch.setattr(loop, "evaluate", recorded)
     return in_bf16
