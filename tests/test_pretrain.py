@@ -504,7 +504,7 @@ def test_pretraining_holds_token_ids_compactly_and_pads_them_as_the_tokenizers_l
     from transformers import AutoModelForMaskedLM, AutoTokenizer
 
     from strop.backbones.text import TextBackbone
-    from strop.pretrain import compact, maskable_features, model_inputs
+    from strop.pretrain import compact_tokens, maskable_features, model_inputs
     from strop.tasks.base import pad_collate
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
@@ -515,11 +515,11 @@ def test_pretraining_holds_token_ids_compactly_and_pads_them_as_the_tokenizers_l
     pads = {"input_ids": tokenizer.pad_token_id}
     for encoded in (body.encode(texts), body.encode([("a question", "its answer"), ("short", "pair")])):
         expected = pad_collate(encoded, pads)  # the tokenizer's lists, padded
-        padded = pad_collate([model_inputs(compact(f)) for f in encoded], pads)
+        padded = pad_collate([model_inputs(compact_tokens(f)) for f in encoded], pads)
         assert all(torch.equal(padded[k], expected[k]) for k in padded)
         left_out = expected.keys() - padded.keys()  # a single text's type ids: all 0, the model's default
         assert all(not expected[k].any() for k in left_out) and left_out <= {"token_type_ids"}
-    assert compact(body.encode([("a question", "its answer")])[0])["token_type_ids"].dtype == np.int8
+    assert compact_tokens(body.encode([("a question", "its answer")])[0])["token_type_ids"].dtype == np.int8
 
 
 def test_a_pretrain_resumed_with_other_library_versions_warns_and_records_them(tiny_model_dir, tmp_path, monkeypatch,

@@ -159,7 +159,7 @@ class MaskingCollate:
         return batch
 
 
-def compact(feature: dict) -> dict:
+def compact_tokens(feature: dict) -> dict:
     """A tokenized text as pretraining holds it in memory: its token ids as an int32 array (200,000 lines of
     SST-2, 25 tokens each, took 0.8 KB a line against 2.1 KB as the tokenizer's Python lists), its token type
     ids only where not all 0 (a single text's are, the model's default); the attention mask, all
@@ -171,7 +171,7 @@ def compact(feature: dict) -> dict:
 
 
 def model_inputs(feature: dict) -> dict[str, torch.Tensor]:
-    """A (`compact`) feature's model inputs as the collate pads them: int64 token ids, type ids, a mask of ones."""
+    """A `compact_tokens` feature's model inputs as the collate pads them: int64 ids and type ids, a mask of ones."""
     ids = torch.as_tensor(np.asarray(feature["input_ids"]), dtype=torch.long)
     inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
     if "token_type_ids" in feature:
@@ -233,7 +233,7 @@ def maskable_features(body, lines: list[str], data, model_name: str,
     alone would score a loss of 0. A text is read whole: one longer than the model reads at once is cut into
     consecutive windows of at most body.max_length tokens (`windows`), each a text to train on. Tokenized a chunk
     at a time (the tokenizer's working memory for all of a large corpus at once is several times its token ids'),
-    with progress where `show`; each kept `compact`.
+    with progress where `show`; each kept `compact_tokens`.
 
     Raises:
         StropError: fewer than two texts hold one.
@@ -245,7 +245,7 @@ def maskable_features(body, lines: list[str], data, model_name: str,
     for start in progress(range(0, len(lines), TOKENIZE_CHUNK), f"tokenizing {len(lines)} texts", show, unit="chunk"):
         for feature, line in zip(*windows(body, lines[start:start + TOKENIZE_CHUNK])):
             if any(t not in special for t in feature["input_ids"]):
-                features.append(compact(feature))
+                features.append(compact_tokens(feature))
                 sources.append(start + line)
     texts = len(set(sources))
     if not texts:
