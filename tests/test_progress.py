@@ -105,6 +105,28 @@ def test_a_studys_clock_says_each_runs_time_and_the_time_left_as_its_runs_sizes_
     assert curve.lap() == "(12 s)"  # one size done: how much of it is fixed cost is not known yet
     assert curve.lap() == "(20 s; about 60 s left)"  # 8 s + 0.04 s an example, through both: 48 + 12 s
     assert [module.duration(s) for s in (89, 150, 5400, 9000)] == ["89 s", "2 min", "1.5 h", "2.5 h"]
+
+
+def test_tokenizing_a_large_data_set_shows_progress_and_gives_what_one_call_gives(tiny_model_dir, monkeypatch,
+                                                                                    capsys):
+    from transformers import AutoModel
+
+    from strop.backbones.text import TextBackbone, load_tokenizer
+    from conftest import make_texts
+
+    body = TextBackbone(AutoModel.from_pretrained(tiny_model_dir), load_tokenizer(str(tiny_model_dir)), "cls", 16)
+    capsys.readouterr()  # the model's loading bar
+    texts = [t for t, _ in make_texts(10, seed=1)]
+    pairs, words = list(zip(texts, reversed(texts))), [t.split() for t in texts]
+    whole = (body.encode(texts), body.encode(pairs), body.encode_words(words))
+    assert capsys.readouterr().err == ""  # one chunk: nothing shows
+    monkeypatch.setattr("strop.backbones.text.TOKENIZE_CHUNK", 3)
+    monkeypatch.setattr("strop.progress.LINE_EVERY_S", 0.0)  # a log's line after every chunk
+    assert (body.encode(texts), body.encode(pairs), body.encode_words(words)) == whole
+    err = capsys.readouterr().err
+    assert err.count("tokenizing 10 texts: 1/4 chunks") == 3 and "3/4 chunks" in err
+
+
 def test_a_runs_validation_shows_its_progress(tiny_overrides, monkeypatch, capsys):
     import strop
 

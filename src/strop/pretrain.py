@@ -27,13 +27,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from strop.backbones.text import TOKENIZE_CHUNK
 from strop.errors import StropError
 from strop.tasks.base import Task
 from strop.train.checkpoint import keeps_callers_random_state
 
 MASK_SHARE = 0.15
 VALIDATION_SHARE, VALIDATION_MAX = 0.05, 2000  # texts (a long one's windows each counted) held out to validate on
-TOKENIZE_CHUNK = 10_000  # lines the tokenizer takes at once
 POOLING_FILES = ("modules.json", "1_Pooling")  # a sentence-transformers model's pooling, kept with the weights
 # Suffixes of files that hold a table or records, not one text a line: read as lines, their syntax would be trained on
 TABLE_LIKE = (".json", ".ndjson", ".xlsx", ".xls", ".ods", ".feather", ".arrow", ".orc", ".avro", ".pkl", ".pickle",

@@ -27,6 +27,23 @@ from strop.errors import StropError
 POOLINGS = ("cls", "mean", "pooler")
 
 
+TOKENIZE_CHUNK = 10_000  # texts the tokenizer takes at once
+
+
+def in_chunks(inputs: list, tokenized) -> list:
+    """`tokenized(inputs)`, called on TOKENIZE_CHUNK of them at a time: the tokenizer's working memory for a large
+    data set at once is several times its token ids', and tokenizing 100,000 texts takes tens of seconds, which
+    shows as progress (a few chunks take moments: no bar flashes by)."""
+    from strop.progress import progress
+
+    starts = range(0, len(inputs), TOKENIZE_CHUNK)
+    large = len(starts) > 2
+    features: list = []
+    for start in progress(starts, f"tokenizing {len(inputs)} texts" if large else "", large, unit="chunk"):
+        features.extend(tokenized(inputs[start:start + TOKENIZE_CHUNK]))
+    return features
+
+
 def resolve_model_source(name: str) -> str:
     """Turns model.name into something `from_pretrained` accepts: a local folder or a hub id.
 
@@ -257,13 +274,17 @@ class TextBackbone(Backbone):
     def encode(self, inputs: list) -> list[dict]:
         """Texts or (text, text) pairs -> unpadded token ids (padding happens per batch)."""
         pairs = bool(inputs) and isinstance(inputs[0], tuple)
-        if pairs:
-            encoded = self.tokenizer([a for a, _ in inputs], [b for _, b in inputs], truncation="longest_first",
-                                     max_length=self.max_length)
-        else:
-            encoded = self.tokenizer(list(inputs), truncation=True, max_length=self.max_length)
-        keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in encoded]
-        return [{k: encoded[k][i] for k in keys} for i in range(len(inputs))]
+
+        def tokenized(chunk: list) -> list[dict]:
+            if pairs:
+                encoded = self.tokenizer([a for a, _ in chunk], [b for _, b in chunk], truncation="longest_first",
+                                         max_length=self.max_length)
+            else:
+                encoded = self.tokenizer(list(chunk), truncation=True, max_length=self.max_length)
+            keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in encoded]
+            return [{k: encoded[k][i] for k in keys} for i in range(len(chunk))]
+
+        return in_chunks(inputs, tokenized)
 
     def encode_words(self, words: list[list[str]]) -> list[tuple[dict, list[int | None]]]:
         """Pre-split words -> (features, the word index of each token, None for special tokens).
@@ -274,9 +295,13 @@ class TextBackbone(Backbone):
         if not getattr(self.tokenizer, "is_fast", False):
             raise StropError("token classification needs a fast tokenizer (one with a tokenizer.json) to align "
                              "labels with subwords; this model's tokenizer is a slow one")
-        encoded = self.tokenizer(words, is_split_into_words=True, truncation=True, max_length=self.max_length)
-        keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in encoded]
-        return [({k: encoded[k][i] for k in keys}, encoded.word_ids(i)) for i in range(len(words))]
+
+        def tokenized(chunk: list) -> list[tuple[dict, list[int | None]]]:
+            encoded = self.tokenizer(chunk, is_split_into_words=True, truncation=True, max_length=self.max_length)
+            keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in encoded]
+            return [({k: encoded[k][i] for k in keys}, encoded.word_ids(i)) for i in range(len(chunk))]
+
+        return in_chunks(words, tokenized)
 
     def forward(self, level: str, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                 token_type_ids: torch.Tensor | None = None, **_: torch.Tensor) -> torch.Tensor:
