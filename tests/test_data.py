@@ -115,6 +115,41 @@ def test_a_nullable_columns_missing_values_stay_missing_when_written_again(tmp_p
         _load(tmp_path / "again.parquet", label="when")
 
 
+def test_columns_of_records_or_lists_whose_items_mix_types_are_written_again(tmp_path):
+    from strop.data.tables import read_table, write_parquet
+
+    lines = [{"text": "a", "label": "x", "meta": {"id": 7}, "tags": [1, "b"]},
+             {"text": "b", "label": "y", "meta": {"id": "web-7"}, "tags": ["c"]}]
+    (tmp_path / "d.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    written = read_table(write_parquet(read_table(tmp_path / "d.jsonl"), tmp_path / "again.parquet"))
+    assert written["meta"].tolist() == ['{"id": 7}', '{"id": "web-7"}']
+    assert [list(t) for t in written["tags"]] == [["1", "b"], ["c"]] and written["text"].tolist() == ["a", "b"]
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".tsv"])
+def test_a_quoted_empty_text_in_a_one_column_file_is_a_row_not_a_blank_line(tmp_path, suffix, capsys):
+    from strop.data.inputs import clean_strings
+    from strop.data.tables import read_table
+
+    (tmp_path / f"q{suffix}").write_text('text\nwhere is my card\n""\nhow do I top up\n\nwhat is the fee\n')
+    frame = read_table(tmp_path / f"q{suffix}", "--input")
+    assert clean_strings(frame["text"], "q", "--input") == ["where is my card", None, "how do I top up",
+                                                          "what is the fee"]
+    assert capsys.readouterr().err == ""  # no row spans lines: nothing said of joined lines
+
+
+def test_a_label_or_text_typed_with_combining_accents_is_the_same_as_one_typed_composed(tmp_path):
+    import unicodedata
+
+    from strop.data.splits import distinct_inputs
+
+    nfc, nfd = "Café ouvert", unicodedata.normalize("NFD", "Café ouvert")
+    assert nfc != nfd
+    pd.DataFrame({"text": ["a", "b", "c", "d"], "label": [nfc, nfd, "fermé", "fermé"]}).to_csv(tmp_path / "t.csv")
+    assert _load(tmp_path / "t.csv").targets == [nfc, nfc, "fermé", "fermé"]
+    assert distinct_inputs([nfc, nfd, (nfd, "x"), (nfc, "x")])[1].tolist() == [0, 0, 1, 1]
+
+
 def test_column_names_are_read_without_surrounding_spaces(tmp_path):
     from strop.data.tables import read_table
 

@@ -205,11 +205,13 @@ def _number_stats(values: np.ndarray) -> dict[str, float]:
 
 
 def _key(x):
-    """An input made comparable: texts by their words, case-folded; vectors by their values."""
+    """An input made comparable: texts by their words, case-folded, accents composed; vectors by their values."""
+    from strop.data.inputs import composed
+
     if isinstance(x, str):
-        return " ".join(x.casefold().split())
+        return " ".join(composed(x).casefold().split())
     if isinstance(x, tuple) and all(isinstance(v, str) for v in x):
-        return tuple(" ".join(v.casefold().split()) for v in x)
+        return tuple(" ".join(composed(v).casefold().split()) for v in x)
     if isinstance(x, np.ndarray):
         return tuple(np.round(x.astype(np.float64), 9).tolist())
     return " ".join(x).casefold()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import re
 import sys
+import unicodedata
 from pathlib import Path
 
 import numpy as np
@@ -59,11 +60,20 @@ def clean_strings(column: pd.Series, path: str | Path, what: str) -> list[str | 
     return out
 
 
+def composed(text: str) -> str:
+    """`text` in Unicode's composed form (NFC): 'é' typed as 'e' and a combining accent, as some systems and
+    keyboards write it, is the one character 'é'. The two look and read alike and mean the same, so a label or a
+    text written either way is the same label or text."""
+    return unicodedata.normalize("NFC", text)
+
+
 def normalise_labels(column: pd.Series, labels: list[str | None], path: str | Path, what: str) -> list[str | None]:
-    """Labels written one way: surrounding whitespace is gone already ('positive ' is 'positive'), and where
+    """Labels written one way: surrounding whitespace is gone already ('positive ' is 'positive'), an accent
+    typed as a letter and a combining mark is the accented letter (`composed`), and where
     every label is a number, each is written as the number it is ('1.0' is '1'), unless a label has a leading zero
 ('01': codes, all kept as written). What changed is
     said on stderr, so two spellings never silently become two classes."""
+    labels = [None if label is None else composed(label) for label in labels]
     numbers = [_number(label) for label in labels if label is not None]
     # a leading zero ('01', '007') marks codes, not amounts: kept as written, so '01' and '1' stay two classes
     codes = any(re.fullmatch(r"[+-]?0\d+", label) for label in labels if label is not None)
@@ -73,7 +83,8 @@ def normalise_labels(column: pd.Series, labels: list[str | None], path: str | Pa
     changed = sorted({(r, c) for r, c in zip(raw, labels) if r is not None and c is not None and r != c})
     if changed:
         shown = ", ".join(f"{r!r} -> {c!r}" for r, c in changed[:5]) + (" ..." if len(changed) > 5 else "")
-        _say(f"{what}: labels in {Path(path).name} written one way (whitespace stripped, numbers as numbers): "
+        _say(f"{what}: labels in {Path(path).name} written one way (whitespace stripped, numbers as numbers, "
+             f"accents composed): "
              f"{shown}")
     spellings: dict[str, set[str]] = {}
     for label in labels:

@@ -8,16 +8,22 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
+from strop.data.inputs import composed
 from strop.errors import StropError
 from strop.tasks.base import Examples
 
 
 def input_key(value):
-    """An input as a set holds it: a text, a pair of texts or an image path as it is, a vector (an array, which a
-    set cannot hold) as its bytes, a sentence's tokens as a tuple."""
+    """An input as a set holds it: a text, a pair of texts or an image path in Unicode's composed form (a text
+    typed with combining accents is the same text), a vector (an array, which a set cannot hold) as its bytes, a
+    sentence's tokens as a tuple."""
     if isinstance(value, np.ndarray):
         return value.tobytes()
-    return tuple(value) if isinstance(value, list) else value
+    if isinstance(value, str):
+        return composed(value)
+    if isinstance(value, (list, tuple)):
+        return tuple(composed(x) if isinstance(x, str) else x for x in value)
+    return value
 
 
 def distinct_inputs(inputs: list) -> tuple[np.ndarray, np.ndarray]:

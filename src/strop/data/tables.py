@@ -103,6 +103,8 @@ def _delimited(path: Path, what: str, delimiter: str) -> pd.DataFrame:
             # Every line is a row of the header's fields, and the quotes join some: a text quoted with its line
             # breaks, or a stray quote that swallows the rows up to the next one. Only the file can tell: said.
             joined = _joined_lines(text, delimiter)
+            if joined is None:  # no row spans lines: fewer rows only as a line of quoted spaces is a blank one
+                return with_quotes
             print(f"{what}: {path.name}: read with its quotes, lines {joined[0]} to {joined[1]} are one row (a "
                   f"text holding line breaks, or a stray quote): {len(with_quotes)} rows from its {len(frame)} lines "
                   "below the header. If its quotes are part of the texts, remove the stray one or write the file "
@@ -111,15 +113,16 @@ def _delimited(path: Path, what: str, delimiter: str) -> pd.DataFrame:
     return frame
 
 
-def _joined_lines(text: str, delimiter: str) -> tuple[int, int]:
-    """The first and last line (from 1) of the first row that quotes join over several lines."""
+def _joined_lines(text: str, delimiter: str) -> tuple[int, int] | None:
+    """The first and last line (from 1) of the first row that quotes join over several lines; None: no row
+    spans more than one line."""
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
     last = 0
     for _ in reader:
         if reader.line_num > last + 1:
             return last + 1, reader.line_num
         last = reader.line_num
-    return last, last
+    return None
 
 
 def _csv_delimiter(text: str, path: Path, what: str) -> str:
@@ -145,8 +148,8 @@ def _parse_rows(text: str, path: Path, what: str, delimiter: str, quoting: int, 
         check_unique_columns(header, path, what)
         rows = []
         for row in reader:
-            if not row or (len(row) == 1 and not row[0].strip()):
-                continue  # a blank line
+            if not row or (len(row) == 1 and not row[0].strip() and (row[0] or len(header) > 1)):
+                continue  # a blank line; in a one-column file a quoted empty text ("") is a row, an empty text
             if len(row) != len(header):
                 raise StropError(
                     f"{what}: line {reader.line_num} of {path.name} has {len(row)} fields where the header has "
@@ -283,14 +286,43 @@ def write_parquet(frame: pd.DataFrame, path: str | Path) -> Path:
     every column as read, but a column of mixed JSON types (ids that are numbers and strings, labels 1 and
     "neg") or of one type from one file and another from a second (labels True and "positive"), which Parquet
     cannot hold in one column: its values are written as the texts they read as (1 -> "1", 1.0 -> "1",
-    True -> "True"), which the tasks read as the same labels and texts."""
+    True -> "True"), which the tasks read as the same labels and texts. So too a column of lists or records
+    whose items mix types (a JSONL file's `"meta": {"id": 7}` and `{"id": "web-7"}`): a list's items as texts
+    (a multi-label example's labels 1 and "neg"), a record as its JSON text (a column no task reads)."""
     frame = frame.reset_index(drop=True)
     for column in frame.columns:
         kinds = {type(v) for v in frame[column] if not is_missing(v)}
         if len(kinds) > 1:
             frame[column] = frame[column].map(_as_text).astype(object)
+        elif not _parquet_holds(frame[column]):
+            frame[column] = frame[column].map(_nested_as_text).astype(object)
+            if not _parquet_holds(frame[column]):  # lists of lists or of records: each list as its JSON text
+                frame[column] = frame[column].map(_as_json).astype(object)
     frame.to_parquet(path, index=False)
     return Path(path)
+
+
+def _parquet_holds(values: pd.Series) -> bool:
+    """Whether Parquet can hold the column as it is: one type throughout, nested values included."""
+    import pyarrow as pa
+
+    try:
+        pa.Array.from_pandas(values)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+        return False
+    return True
+
+
+def _nested_as_text(value):
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [_as_text(item) for item in value]
+    return _as_json(value) if isinstance(value, dict) else _as_text(value)
+
+
+def _as_json(value):
+    if not isinstance(value, (list, tuple, dict, np.ndarray)) and is_missing(value):
+        return None
+    return json.dumps(value.tolist() if isinstance(value, np.ndarray) else value, ensure_ascii=False, default=str)
 
 
 def is_missing(value) -> bool:
