@@ -73,6 +73,20 @@ def test_compress_scores_a_given_file_and_refuses_unknown_forms(run, text_data, 
     assert "is a model folder, not a run directory: the table above is not saved" in capsys.readouterr().out
 
 
+def test_compress_reads_the_columns_of_a_file_named_otherwise(run, text_data, tmp_path, capsys):
+    import pandas as pd
+
+    renamed = tmp_path / "renamed.csv"
+    pd.read_csv(text_data["train"]).rename(columns={"text": "sentence", "label": "mood"}).to_csv(renamed, index=False)
+    assert main(["compress", str(run), "--forms", "int8", "--data", str(renamed)]) == 2
+    assert "Name the right one with --text-column <column>" in capsys.readouterr().err  # an option it has
+    assert main(["compress", str(run), "--forms", "int8", "--data", str(renamed), "--text-column", "sentence",
+                 "--label-column", "mood"]) == 0
+    assert json.loads((run / "compress.json").read_text())["data"] == str(renamed)
+    assert main(["compress", str(run), "--forms", "int8", "--label-column", "mood"]) == 2
+    assert "--label-column names a column of --data, and no --data is given" in capsys.readouterr().err
+
+
 def test_compress_without_readable_validation_data_names_the_fix(run, tmp_path):
     import shutil
 

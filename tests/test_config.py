@@ -49,6 +49,8 @@ def test_config_is_frozen():
     ("optim.lr=fast", ["optim.lr must be a number > 0, auto or find", "fast"]),
     ("optim.lr=0", ["optim.lr must be a number > 0, auto or find"]),
     ("optim.lr", ["must look like key=value"]),
+    ("train.seed=-1", ["train.seed must be a whole number from 0 to 2147483647", "-1"]),
+    ("train.seed=5000000000", ["train.seed must be a whole number from 0 to 2147483647"]),
 ])
 def test_bad_keys_and_values_name_the_key(override, words):
     with pytest.raises(StropError) as error:

@@ -279,6 +279,19 @@ def test_optim_lr_find_trains_at_the_found_rate(tiny_overrides):
         lr_find(None, tiny_overrides, steps=5)
 
 
+@pytest.mark.parametrize("where", ["afile", "afile/sub", "/proc/strop-cannot-make-this"])
+def test_an_output_lr_find_cannot_write_is_refused_before_the_test(where, tiny_overrides, tmp_path, monkeypatch):
+    import strop
+    from strop.fit import lr_find
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "afile").write_text("")
+    monkeypatch.setattr("strop.train.lr_find.range_test", lambda *a, **k: pytest.fail("the test ran"))
+    with pytest.raises(strop.StropError, match=f"--output {where}: .*choose another --output"):
+        lr_find(None, tiny_overrides, output=where, steps=20)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
+
+
 def test_the_threshold_is_tuned_only_on_enough_validation_examples_of_the_minority():
     import numpy as np
 

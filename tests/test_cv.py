@@ -184,6 +184,18 @@ def test_cli_keeps_the_runs_when_asked_and_refuses_a_used_folder(tiny_overrides,
     assert again.returncode == 2 and "already holds files" in again.stderr
 
 
+def test_seeds_past_what_numpy_takes_and_an_output_that_cannot_be_made_are_refused_before_any_run(tiny_overrides,
+                                                                                                    tmp_path):
+    from strop.config import MAX_SEED
+
+    overrides = [o for o in tiny_overrides if not o.startswith("output_dir")]
+    with pytest.raises(StropError, match=f"train.seed must be a whole number from 0 to {MAX_SEED - 1} \\(with 2 "):
+        cross_validate(None, overrides + [f"train.seed={MAX_SEED}"], folds=2, seeds=2, output=tmp_path / "cv")
+    with pytest.raises(StropError, match="--output /proc/strop-cv: a folder that cannot be made or written here"):
+        cross_validate(None, overrides, folds=2, seeds=1, output="/proc/strop-cv")
+    assert not (tmp_path / "cv").exists()
+
+
 def test_one_fold_repeats_seeds_on_the_configs_own_split(tiny_overrides, tmp_path):
     overrides = [o for o in tiny_overrides if not o.startswith(("output_dir", "train.epochs"))]
     result = cross_validate(None, overrides + ["train.epochs=1"], folds=1, seeds=2, output=tmp_path / "cv", quiet=True)

@@ -70,6 +70,8 @@ def test_distill_writes_a_normal_run_of_the_smaller_student(teacher, tmp_path, c
     assert (again / "model" / "model.safetensors").is_file()
     with pytest.raises(StropError, match="--alpha"):
         distill(teacher, [f"output_dir={tmp_path / 'x'}"], layers=1, alpha=1.5)
+    with pytest.raises(StropError, match="--temperature must be a number > 0"):  # not a loss of nan, blamed on lr
+        distill(teacher, [f"output_dir={tmp_path / 'x'}"], layers=1, temperature=float("inf"))
     assert not (tmp_path / "x").exists()
     for method in ("fewshot", "auto"):  # few-shot's pairs read hard labels: it crashed on the soft targets
         with pytest.raises(StropError, match=f"method.name={method}: a student learns the teacher's soft targets"):

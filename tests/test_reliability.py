@@ -85,6 +85,19 @@ def test_a_second_fit_into_a_locked_run_directory_is_refused(tiny_overrides, tmp
     assert [p.name for p in run.root.iterdir()] == [".lock"]  # nothing of a second run was written
 
 
+def test_a_fit_into_an_empty_folder_it_cannot_write_says_so(tiny_overrides, tmp_path, monkeypatch):
+    from pathlib import Path
+
+    (tmp_path / "run").mkdir()  # there, empty, and (as a folder of another user's) not writable
+    real_open = Path.open
+    monkeypatch.setattr(Path, "open", lambda self, *a, **k: (_ for _ in ()).throw(PermissionError(13, "Permission "
+                        "denied", str(self))) if self.name == ".lock" else real_open(self, *a, **k))
+    with pytest.raises(StropError, match="could not write the run directory to .*Permission denied.*Give a folder you "
+                                         "can write to, or change the permissions of this one"):
+        strop.fit(None, tiny_overrides)
+    assert (tmp_path / "run").is_dir()  # the folder it was given stays
+
+
 def test_two_fits_started_together_one_wins_one_exits_2(tiny_overrides, tmp_path):
     command = [sys.executable, "-m", "strop.cli", "fit", *tiny_overrides, "train.epochs=1"]
     first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

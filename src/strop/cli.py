@@ -359,11 +359,30 @@ def cmd_runs(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_column_options(parser: argparse.ArgumentParser, of: str = "") -> None:
+    """The columns of a labelled file, where they are not those the model was trained on (evaluate, compress,
+    soup: the file to score)."""
+    parser.add_argument("--text-column", help=f"text column{of} (default: the one trained on)")
+    parser.add_argument("--label-column", help=f"label column{of} (default: the one trained on)")
+    parser.add_argument("--text-pair-column", help=f"a pair model's second text column{of} (default: the one "
+                                                   "trained on)")
+
+
+def columns_given(args: argparse.Namespace) -> dict[str, str]:
+    given = {key: getattr(args, key) for key in ("text_column", "label_column", "text_pair_column")
+             if getattr(args, key) is not None}
+    if given and args.data is None:
+        option = "--" + next(iter(given)).replace("_", "-")
+        raise StropError(f"{option} names a column of --data, and no --data is given: give --data FILE, or leave "
+                         f"{option} out (the run's validation data is read with the columns it was trained on)")
+    return given
+
+
 def cmd_compress(args: argparse.Namespace) -> int:
     from strop.compress import compress
 
     forms = tuple(f.strip() for f in args.forms.split(",") if f.strip())
-    compress(args.run_dir, forms, args.data)
+    compress(args.run_dir, forms, args.data, columns=columns_given(args))
     return 0
 
 
@@ -377,9 +396,9 @@ def cmd_soup(args: argparse.Namespace) -> int:
             raise StropError("--uniform is for a soup (averaged weights); an ensemble averages every member's "
                              "predictions: drop one of the two")
 
-        ensemble(args.runs, args.output, data=args.data)
+        ensemble(args.runs, args.output, data=args.data, columns=columns_given(args))
     else:
-        soup(args.runs, args.output, uniform=args.uniform, data=args.data)
+        soup(args.runs, args.output, uniform=args.uniform, data=args.data, columns=columns_given(args))
     return 0
 
 
@@ -458,9 +477,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("run_dir", help="run directory written by strop fit")
     evaluate.add_argument("--data", required=True, help="labelled CSV/TSV/JSONL/Parquet file (token models: CoNLL)")
     evaluate.add_argument("--json", action="store_true", help="print one JSON object")
-    evaluate.add_argument("--text-column", help="default: the one trained on")
-    evaluate.add_argument("--label-column", help="default: the one trained on")
-    evaluate.add_argument("--text-pair-column", help="a pair model's second text column (default: the one trained on)")
+    add_column_options(evaluate)
     evaluate.add_argument("--quiet", "-q", action="store_true", help="no progress output")
     evaluate.set_defaults(func=cmd_evaluate)
 
@@ -504,6 +521,7 @@ def build_parser() -> argparse.ArgumentParser:
     compress.add_argument("run_dir", help="run directory written by strop fit")
     compress.add_argument("--forms", default="int8,onnx", help="compressed forms, comma-separated (default int8,onnx)")
     compress.add_argument("--data", help="labelled file to score on (default: the run's validation data)")
+    add_column_options(compress, " of --data")
     compress.set_defaults(func=cmd_compress)
 
     soup = commands.add_parser("soup", help="average the weights of several runs of one base model (a model soup)",
@@ -517,6 +535,7 @@ def build_parser() -> argparse.ArgumentParser:
     soup.add_argument("--ensemble", action="store_true", help="an ensemble of the runs' predictions instead (any "
                                                              "architectures of one task; costs all of them to run)")
     soup.add_argument("--data", help="labelled file to rank and check on (default: the first run's validation data)")
+    add_column_options(soup, " of --data")
     soup.set_defaults(func=cmd_soup)
 
     distill = commands.add_parser("distill", help="train a smaller student on a fine-tuned run's soft targets",

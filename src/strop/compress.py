@@ -50,7 +50,7 @@ class Form:
 
 
 def compress(run_dir: str | Path, forms: tuple[str, ...] = ("int8", "onnx"), data: str | None = None,
-             quiet: bool = False) -> list[dict]:
+             quiet: bool = False, columns: dict[str, str] | None = None) -> list[dict]:
     """Measures the run's model and the given compressed forms; prints and saves the table; returns its rows.
 
     Raises:
@@ -66,7 +66,7 @@ def compress(run_dir: str | Path, forms: tuple[str, ...] = ("int8", "onnx"), dat
     run_dir = run_of(run_dir, "strop compress", quiet)
     predictor = load(run_dir, device="cpu")
     one_model(predictor, run_dir, "compress")
-    examples = validation_examples(Path(run_dir), predictor, data)
+    examples = validation_examples(Path(run_dir), predictor, data, columns)
     features = predictor.task.encode(predictor.model.body, examples)
     model = merged_copy(predictor.model)
     parameters = sum(p.numel() for p in model.parameters())
@@ -89,13 +89,15 @@ def compress(run_dir: str | Path, forms: tuple[str, ...] = ("int8", "onnx"), dat
     return rows
 
 
-def validation_examples(run_dir: Path, predictor, data: str | None):
-    """The examples to score: --data, or the run's validation data read and split as the run did."""
+def validation_examples(run_dir: Path, predictor, data: str | None, columns: dict[str, str] | None = None):
+    """The examples to score: --data (its `columns` where given: text_column, label_column, text_pair_column;
+    else those the model was trained on), or the run's validation data read and split as the run did."""
     from strop.evaluate.scoring import saved_columns
 
     task = predictor.task
     if data is not None:
-        return type(task).read(data, saved_columns(predictor.info), predictor.model.body.kind, "--data")
+        return type(task).read(data, saved_columns(predictor.info, **(columns or {})), predictor.model.body.kind,
+                               "--data")
     from strop.config import load_config
     from strop.fit import load_splits
 

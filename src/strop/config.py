@@ -220,6 +220,16 @@ class OptimConfig:
         _require(self.max_grad_norm >= 0, f"optim.max_grad_norm must be >= 0; got {self.max_grad_norm}")
 
 
+MAX_SEED = 2**31 - 1  # numpy's and scikit-learn's seeds stop at 2**32 - 1; a run derives seeds from its own (+1)
+
+
+def check_seeds(key: str, first: int, count: int = 1) -> None:
+    """Raises StropError unless the seeds first, first + 1, ... (count of them) are whole numbers numpy takes."""
+    _require(isinstance(first, int) and not isinstance(first, bool) and 0 <= first and first + count - 1 <= MAX_SEED,
+             f"{key} must be a whole number from 0 to {MAX_SEED - count + 1}" + (f" (with {count} seeds from it)"
+                                                                              if count > 1 else "") + f"; got {first!r}")
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """The training loop: length, batches, evaluation, early stopping, precision, seed."""
@@ -247,6 +257,7 @@ class TrainConfig:
 
     def __post_init__(self):
         _require(self.epochs >= 1, f"train.epochs must be >= 1; got {self.epochs}")
+        check_seeds("train.seed", self.seed)
         for key in ("batch_size", "eval_batch_size"):
             value = getattr(self, key)
             _require(value == "auto" or (isinstance(value, int) and value >= 1),

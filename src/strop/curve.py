@@ -33,7 +33,7 @@ import numpy as np
 from strop.cv import write_rows
 from strop.errors import StropError
 from strop.progress import StudyClock
-from strop.runs import atomic_write_json
+from strop.runs import atomic_write_json, make_output_folder
 
 CURVE_FILE, PLOT_FILE = "curve.json", "curve.png"
 DEFAULT_FRACTIONS = (0.1, 0.2, 0.3, 0.5, 0.7, 1.0)
@@ -332,7 +332,7 @@ def learning_curve(config=None, overrides: list[str] = (), fractions: tuple[floa
     Raises:
         StropError: bad config, data, fractions, metric, or an output folder that already holds files.
     """
-    from strop.config import load_config
+    from strop.config import check_seeds, load_config
     from strop.cv import (check_study, check_same_study, fit_and_score, open_study, read_training_table,
                           recorded_config, repeated_note)
     from strop.fit import all_of_note, method_for_all_of, resolve_config
@@ -358,7 +358,7 @@ def learning_curve(config=None, overrides: list[str] = (), fractions: tuple[floa
     check_target(target, metric, task_cls)  # refused before the curve's runs, not after them
     out, saved, data = open_study(output, cfg, "curve", CURVE_FILE, "fit")
     frame, targets, inputs = read_training_table(cfg)
-    out.mkdir(parents=True, exist_ok=True)
+    make_output_folder(out, "--output")
     continuing = False  # set once a recorded study is found to be this one: until then its folder is left as it is
     try:
         pool, validation_file = _pool_and_validation(cfg, frame, targets, inputs, out)
@@ -382,6 +382,7 @@ def learning_curve(config=None, overrides: list[str] = (), fractions: tuple[floa
                              f"examples give {distinct} different size{'s' if distinct > 1 else ''} "
                              f"({', '.join(map(str, sizes))}); a learning curve needs at least three: give "
                              "fractions further apart")
+        check_seeds("train.seed", cfg.train.seed, seeds)
         seed_values = [cfg.train.seed + i for i in range(seeds)]
         plans = {seed: nested_subsets([targets[i] for i in pool], sizes, seed) for seed in seed_values}
         result = {"config": recorded_config(cfg), "data": data, "metric": metric, "fractions": list(fractions),

@@ -21,11 +21,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from strop.config import Config, load_config
+from strop.config import Config, check_seeds, load_config
 from strop.errors import StropError
 from strop.progress import StudyClock
 from strop.runs import (atomic_write_json, check_folder_path, check_same_data, data_fingerprints,
-                        refuse_several_processes)
+                        make_output_folder, refuse_several_processes)
 
 CV_FILE = "cv.json"
 
@@ -345,6 +345,7 @@ def cross_validate(config=None, overrides: list[str] = (), folds: int = 5, seeds
     quiet = quiet or cfg.train.quiet  # --quiet, or train.quiet in the config
     check_study(cfg, "cv")
     out, saved, data = open_study(output, cfg, "cv", CV_FILE, "summary")
+    check_seeds("train.seed", cfg.train.seed, seeds)
     seed_values = [cfg.train.seed + i for i in range(seeds)]
     if folds >= 2:
         frame, targets, inputs = read_training_table(cfg)
@@ -359,7 +360,7 @@ def cross_validate(config=None, overrides: list[str] = (), folds: int = 5, seeds
     for line in said:
         if line and not quiet:
             print(line, flush=True)
-    out.mkdir(parents=True, exist_ok=True)
+    make_output_folder(out, "--output")
     result = {"config": recorded_config(cfg), "data": data, "folds": folds, "seeds": seed_values,
               "keep_runs": keep_runs,
               "scored_on": "the held-out fold, after training" if folds >= 2 else "the run's validation data",

@@ -52,8 +52,8 @@ def distill(teacher_run: str | Path, overrides: list[str] = (), layers: int = 3,
     from strop.selftrain import read_unlabeled, run_of
     from strop.tasks import TASKS
 
-    if not temperature > 0:
-        raise StropError(f"--temperature must be > 0; got {temperature}")
+    if not 0 < temperature < float("inf"):
+        raise StropError(f"--temperature must be a number > 0 (1 to 4 is usual); got {temperature}")
     if not 0 <= alpha <= 1:
         raise StropError(f"--alpha must be in [0, 1]; got {alpha}")
     teacher_run = run_of(teacher_run, "strop distill", quiet_in(overrides))

@@ -28,7 +28,7 @@ from torch import nn
 from strop.backbones.base import Backbone
 from strop.backbones.text import TextBackbone
 from strop.errors import StropError
-from strop.runs import to_json
+from strop.runs import reporting_write_errors, to_json
 
 FORMATS = ("merged", "onnx")
 # Sentences of different lengths: padding in the example batch, so that the traced graph handles it.
@@ -117,7 +117,9 @@ def export_onnx(predictor, output: Path) -> Path:
     text = predictor.model.body.kind == "text"
     batch, sequence = Dim("batch"), Dim("sequence")
     axes = [{0: batch, 1: sequence} if text else {0: batch} for _ in names]
-    with tempfile.TemporaryDirectory(dir=output.parent, prefix=f".{output.name}.") as tmp:
+    with reporting_write_errors(output, "the ONNX model", "Choose another --output"):  # a folder it cannot write
+        staging = tempfile.TemporaryDirectory(dir=output.parent, prefix=f".{output.name}.")
+    with staging as tmp:
         staged = Path(tmp) / output.name
         try:
             with torch.no_grad(), _quiet_exporter():

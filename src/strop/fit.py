@@ -21,7 +21,8 @@ from strop.methods import METHODS
 from strop.methods.base import count_parameters
 from strop.model import Source, TaskModel, build_model, outputs_of, resolve_source, save_model
 from strop.runs import (RunDir, atomic_write_json, atomic_write_text, check_folder_path, default_run_name,
-                        library_versions, note_other_versions, remove_failed_run, reporting_write_errors)
+                        library_versions, note_other_versions, output_folder, remove_failed_run,
+                        reporting_write_errors)
 from strop.tasks import TASKS, Examples, Task, infer_task_name
 from strop.tasks.base import pad_collate
 from strop.train.checkpoint import keeps_callers_random_state
@@ -413,15 +414,22 @@ def lr_find(config: str | Path | dict | Config | None = None, overrides: list[st
     Raises:
         StropError: bad config, data or model (as fit), or a test without a finite loss.
     """
+    if steps < MIN_RANGE_STEPS:  # the first tenth is ignored, and a slope needs a few steps before the minimum
+        raise StropError(f"--steps {steps}: the range test needs at least {MIN_RANGE_STEPS} steps to find where the "
+                         "loss falls fastest (the default is 100)")
+    cfg = load_config(config, overrides)
+    folder = Path(output) if output is not None else Path("lr-find")
+    with output_folder(folder, "--output"):  # checked before the test: a folder it cannot write fails now
+        return _range_test_into(folder, cfg, steps)
+
+
+def _range_test_into(folder: Path, cfg: Config, steps: int) -> dict:
     import torch
 
     from strop.train.batch_size import resolve_batch_sizes
     from strop.train.lr_find import range_test, save_curve
 
-    if steps < MIN_RANGE_STEPS:  # the first tenth is ignored, and a slope needs a few steps before the minimum
-        raise StropError(f"--steps {steps}: the range test needs at least {MIN_RANGE_STEPS} steps to find where the "
-                         "loss falls fastest (the default is 100)")
-    prepared = prepare(load_config(config, overrides))
+    prepared = prepare(cfg)
     cfg, method = prepared.cfg, METHODS.get(prepared.cfg.method.name)(prepared.cfg.method)
     if cfg.method.name == "fewshot":  # (also where method.name=auto chose it)
         # optim.lr is the head stage's rate, whose start is the body after the contrastive stage and a logistic
@@ -437,7 +445,6 @@ def lr_find(config: str | Path | dict | Config | None = None, overrides: list[st
                               prepared.val_features, prepared.collate, device, show=not cfg.train.quiet)
     result = range_test(prepared.model, prepared.task, method, prepared.train_features, prepared.collate, cfg, device,
                         steps=steps, show=not cfg.train.quiet)
-    folder = Path(output) if output is not None else Path("lr-find")
     data, plot = save_curve(result, folder)
     if not cfg.train.quiet:
         print(f"suggested learning rate {result['suggestion']:.2e} ({result['why']}); curve in {data}"
@@ -607,15 +614,18 @@ def _open_run_dir(cfg: Config, command: str = "fit") -> tuple[RunDir, Config, ob
     existed = run.root.exists()
     with reporting_write_errors(run.root, "the run directory"):
         run.root.mkdir(parents=True, exist_ok=True)
-    lock = lock_run_dir(run)
+    lock = None
     try:
+        with reporting_write_errors(run.root, "the run directory"):  # a folder there that cannot be written
+            lock = lock_run_dir(run)
         _refuse_run_dir(run, cfg.train.resume)
         if cfg.train.resume:
             saved = yaml.safe_load(run.config.read_text(encoding="utf-8"))
             cfg = _with_saved_choices(cfg, saved)
             _check_same_run(cfg, run, saved, command)
     except BaseException:
-        lock.close()
+        if lock is not None:
+            lock.close()
         if not existed:
             shutil.rmtree(run.root, ignore_errors=True)
         raise

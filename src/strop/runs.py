@@ -125,6 +125,7 @@ def default_run_name() -> str:
 
 
 # How to go on after a run's file could not be written.
+WRITE_PERMISSION_FIX = "Give a folder you can write to, or change the permissions of this one"
 RUN_WRITE_FIX = ("Free disk space (or set output_dir to another disk) and run again; a run with a checkpoint "
                  "continues with train.resume=true")
 
@@ -138,7 +139,36 @@ def reporting_write_errors(path: Path, what: str, fix: str = RUN_WRITE_FIX) -> I
     try:
         yield
     except (OSError, SafetensorError) as error:
+        if isinstance(error, PermissionError) or getattr(error, "errno", None) == errno.EROFS:
+            fix = WRITE_PERMISSION_FIX  # no free space helps there
         raise WriteError(f"could not write {what} to {path}: {error}. {fix}") from None
+
+
+def make_output_folder(folder: Path, option: str) -> None:
+    """`folder` made (where it is not there yet) for a command's output (`option`: --output), and checked: a file
+    in the way, or a folder that cannot be written, is one message, said before the command's work, not after."""
+    check_folder_path(folder, option)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = temporary_sibling(folder / "probe")
+        probe.write_bytes(b"")  # a folder that exists but cannot be written fails here
+        probe.unlink()
+    except OSError as error:
+        raise WriteError(f"{option} {folder}: a folder that cannot be made or written here ({error.strerror or error})"
+                         f": choose another {option}") from None
+
+
+@contextmanager
+def output_folder(folder: Path, option: str) -> Iterator[Path]:
+    """`make_output_folder`, and within it a failure removes the folder where it made it: nothing half-written."""
+    existed = folder.exists()
+    try:
+        make_output_folder(folder, option)
+        yield folder
+    except BaseException:
+        if not existed:
+            shutil.rmtree(folder, ignore_errors=True)
+        raise
 
 
 def temporary_sibling(path: Path) -> Path:

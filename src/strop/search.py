@@ -266,13 +266,15 @@ def search(config=None, overrides: list[str] = (), options: SearchOptions | None
             that cannot be opened, or a study of that name searching another space or metric, or training its
             trials with other settings.
     """
-    from strop.config import load_config
+    from strop.config import check_seeds, load_config
     from strop.fit import prepare
     from strop.runs import refuse_several_processes
 
     options = options or SearchOptions(trials=20)
     if options.trials < 1:
         raise StropError(f"--trials must be >= 1; got {options.trials}")
+    if options.seed is not None:  # each session's sampler is seeded with it plus the trials before
+        check_seeds("--seed", options.seed, options.trials)
     if options.pruner not in ("median", "none"):
         raise StropError(f"--pruner must be median or none; got {options.pruner}")
     space = read_space(config)

@@ -32,7 +32,7 @@ def shown_outputs(task) -> str:
     return f"{outputs[:8]}{more}"
 
 def soup(runs: list[str | Path], output: str | Path, uniform: bool = False, data: str | None = None,
-         quiet: bool = False) -> dict:
+         quiet: bool = False, columns: dict[str, str] | None = None) -> dict:
     """Averages the runs' weights (greedily unless `uniform`) and saves the soup to `output`.
 
     Scores on `data` (a labelled file) or on the first run's validation data.
@@ -58,7 +58,7 @@ def soup(runs: list[str | Path], output: str | Path, uniform: bool = False, data
         print(f"strop soup: warning: {other_base}", file=sys.stderr, flush=True)
     task = first.task
     metric = task.lead_metric
-    examples = validation_examples(Path(runs[0]), first, data)
+    examples = validation_examples(Path(runs[0]), first, data, columns)
 
     def score(model) -> float:
         outputs = Predictor(model, task, first.info).outputs(examples.inputs)
@@ -215,7 +215,8 @@ def average(states: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
 ENSEMBLE_FILE = "ensemble.json"
 
 
-def ensemble(runs: list[str | Path], output: str | Path, data: str | None = None, quiet: bool = False) -> dict:
+def ensemble(runs: list[str | Path], output: str | Path, data: str | None = None, quiet: bool = False,
+             columns: dict[str, str] | None = None) -> dict:
     """An ensemble of the runs' predictions (the mean of their probabilities, or of their values) saved to
     `output`: each run's model folder copied into members/<i>, and ensemble.json. `strop.load(output)`,
     `strop predict`, `strop evaluate` and `strop serve` use it as one model; it costs the members' time
@@ -236,7 +237,7 @@ def ensemble(runs: list[str | Path], output: str | Path, data: str | None = None
     output = Path(output)
     first = predictors[0]
     task, metric = first.task, first.task.lead_metric
-    examples = validation_examples(Path(runs[0]), first, data)
+    examples = validation_examples(Path(runs[0]), first, data, columns)
     targets = task.scored_targets(examples.targets)
     score = lambda predictor: float(predictor.task.metrics(predictor.outputs(examples.inputs), targets)[metric])
     members = [{"run": str(run), "folder": f"members/{i}", "score": score(p)}
