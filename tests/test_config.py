@@ -64,6 +64,11 @@ def test_yaml_that_is_not_a_mapping(tmp_path):
     path.write_text("- a\n- b\n")
     with pytest.raises(StropError, match="mapping"):
         load_config(path)
+    (tmp_path / "train.csv").write_text("text,label\nfine,pos\n")
+    with pytest.raises(StropError, match="got str; a data file is given as data.train=.*train.csv"):
+        load_config(tmp_path / "train.csv")
+    with pytest.raises(StropError, match="is a folder: give a YAML config file"):  # it said: not found
+        load_config(tmp_path)
 
 
 def test_a_dotted_key_in_a_mapping_is_told_to_nest(tmp_path):

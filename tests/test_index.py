@@ -188,6 +188,10 @@ def test_strop_runs_lists_filters_and_sorts_best_first(three_runs, capsys):
     assert [row["name"] for row in json.loads(capsys.readouterr().out)] == ["b"]
     assert main(["runs", str(three_runs), "--filter", "accuracy"]) == 2
     assert "must look like KEY=VALUE" in capsys.readouterr().err
+    assert main(["runs", str(three_runs), "--limit", "1", "--json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)) == 1
+    assert main(["runs", str(three_runs), "--limit", "-1"]) == 2  # it showed every run but the last
+    assert "--limit must be a number of runs >= 1; got -1" in capsys.readouterr().err
 
 
 def test_strop_runs_show_and_diff(three_runs, capsys):

@@ -371,6 +371,9 @@ def quiet_in(overrides: list[str]) -> bool:
 
 
 def _read_yaml(path: Path) -> dict:
+    if path.is_dir():
+        raise StropError(f"config file {path} is a folder: give a YAML config file (a run's own is "
+                         f"{path / 'config.yaml'})")
     if not path.is_file():
         raise StropError(f"config file not found: {path}")
     try:
@@ -382,7 +385,10 @@ def _read_yaml(path: Path) -> dict:
     if raw is None:
         return {}
     if not isinstance(raw, dict):
-        raise StropError(f"config file {path} must hold a mapping of sections (data, model, ...); got {type(raw).__name__}")
+        data = (f"; a data file is given as data.train={path}" if path.suffix.lower() in
+                (".csv", ".tsv", ".jsonl", ".json", ".parquet", ".txt", ".conll") else "")
+        raise StropError(f"config file {path} must hold a mapping of sections (data, model, ...); got "
+                         f"{type(raw).__name__}{data}")
     return raw
 
 

@@ -521,6 +521,8 @@ def runs_command(words: list[str], folder: str = "runs", filters: list[str] = ()
     """
     from strop.runs import to_json
 
+    if limit is not None and limit < 1:
+        raise StropError(f"--limit must be a number of runs >= 1; got {limit} (leave it out to show every run)")
     if words[:1] == ["show"]:
         if len(words) != 2:
             raise StropError("strop runs show NAME: give one run's name (as strop runs lists it) or its path")
@@ -539,7 +541,7 @@ def runs_command(words: list[str], folder: str = "runs", filters: list[str] = ()
     rows = [r for r in rows if all(matches(r, *condition) for condition in conditions)]
     if sort:
         rows = sort_rows(rows, sort, reverse)
-    if limit:
+    if limit is not None:
         rows = rows[:limit]
     if as_json:
         return to_json(rows, indent=2)
