@@ -324,6 +324,32 @@ def test_an_interrupted_round_says_how_to_continue_the_self_training_not_the_rou
     assert said.count("self-training interrupted") == 1
 
 
+def test_a_round_0_that_fails_to_write_after_a_checkpoint_is_kept_to_continue(tiny_overrides, tmp_path, monkeypatch):
+    """A full disk at round 0's second checkpoint removed the whole self-training folder, its first checkpoint
+    with it, where the message said to continue with train.resume=true."""
+    import strop.train.loop as loop
+    from strop.errors import WriteError
+
+    train = write_csv(tmp_path / "few.csv", make_texts(60, seed=5))
+    pool = write_csv(tmp_path / "pool.csv", [(t, "") for t, _ in make_texts(20, seed=6)])
+    overrides = [o for o in tiny_overrides if not o.startswith("data.train")] + [
+        f"data.train={train}", f"data.unlabeled={pool}", "train.epochs=2"]
+    save, calls = loop.save_checkpoint, []
+
+    def full_disk_at_the_second(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise WriteError("could not write the checkpoint: [Errno 28] No space left on device")
+        save(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "save_checkpoint", full_disk_at_the_second)
+    with pytest.raises(WriteError):
+        strop.fit(None, overrides)
+    monkeypatch.setattr(loop, "save_checkpoint", save)
+    strop.fit(None, overrides + ["train.resume=true"])  # continued from round 0's first checkpoint
+    assert json.loads((tmp_path / "run" / "self_training.json").read_text())["rounds"][0]["round"] == 0
+
+
 def test_an_interrupt_between_rounds_says_how_to_continue(tiny_overrides, tmp_path, monkeypatch, capsys):
     """A Ctrl-C while the pool is pseudo-labelled (after round 0, before round 1) said only 'interrupted'."""
     from strop import selftrain

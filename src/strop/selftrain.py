@@ -29,8 +29,8 @@ from strop.data.inputs import clean_strings, normalise_labels, notes_said
 from strop.data.splits import distinct_inputs, input_key
 from strop.data.tables import shown_columns
 from strop.errors import StropError
-from strop.runs import (atomic_write_json, check_folder_path, check_same_data, data_fingerprints, default_run_name,
-                        refuse_several_processes)
+from strop.runs import (RunDir, atomic_write_json, check_folder_path, check_same_data, data_fingerprints,
+                        default_run_name, refuse_several_processes)
 
 REPORT_FILE = "self_training.json"
 PSEUDO_LABEL_TASKS = ("text_classification", "pair_classification")  # one label per example, from probabilities
@@ -73,7 +73,7 @@ def self_train(cfg, on_epoch=None) -> Path:
             folder that already holds files.
     """
     from strop.data.tables import read_table, write_parquet
-    from strop.fit import all_of_note, method_for_all_of
+    from strop.fit import _has_checkpoint, all_of_note, method_for_all_of
     from strop.predict import load
     from strop.tasks import TASKS
 
@@ -142,7 +142,9 @@ def self_train(cfg, on_epoch=None) -> Path:
         with continue_hint(out):
             run = _round(base, round_folder(out, 0), on_epoch, method_choice)
     except StropError:
-        if not cfg.train.resume:  # refused before training: no half-made self-training folder is left
+        # refused before training: no half-made self-training folder is left; but a round 0 that reached a
+        # checkpoint before it failed (a full disk) is kept, to continue with train.resume=true as its message says
+        if not cfg.train.resume and not _has_checkpoint(RunDir(round_folder(out, 0))):
             shutil.rmtree(out, ignore_errors=True)
         raise
     report["rounds"].append({"round": 0, "run": str(run), "pseudo_labels": 0, "validation": _validation(run)})
