@@ -345,6 +345,7 @@ def test_a_round_0_that_fails_to_write_after_a_checkpoint_is_kept_to_continue(ti
     monkeypatch.setattr(loop, "save_checkpoint", full_disk_at_the_second)
     with pytest.raises(WriteError):
         strop.fit(None, overrides)
+    assert any((tmp_path / "run" / "round-0" / "checkpoints").iterdir())
     monkeypatch.setattr(loop, "save_checkpoint", save)
     strop.fit(None, overrides + ["train.resume=true"])  # continued from round 0's first checkpoint
     assert json.loads((tmp_path / "run" / "self_training.json").read_text())["rounds"][0]["round"] == 0
