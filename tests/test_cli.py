@@ -61,6 +61,22 @@ def test_bad_input_exits_2_with_one_message_and_no_run(case, tiny_overrides, bad
     assert not (bad_files / "run").exists()
 
 
+@pytest.mark.parametrize("failure", [
+    RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 1218496 vs 1218384"),  # torch.save
+    Exception("No space left on device (os error 28)")])  # the tokenizers library's save
+def test_a_full_disk_that_a_library_reports_in_its_own_words_is_one_message(failure, tmp_path):
+    from strop.errors import WriteError
+    from strop.runs import staged
+
+    with pytest.raises(WriteError, match="could not write the checkpoint to .*Free disk space"):
+        with staged(tmp_path / "last", "the checkpoint"):
+            raise failure
+    assert list(tmp_path.iterdir()) == []  # the partial folder is gone
+    with pytest.raises(ValueError):  # not a failed write: raised as it is
+        with staged(tmp_path / "last", "the checkpoint"):
+            raise ValueError("a fault of the code")
+
+
 def test_a_full_disk_exits_1_with_one_message_and_a_run_that_resumes(tiny_overrides, tmp_path, capsys, monkeypatch):
     import errno
 

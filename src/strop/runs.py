@@ -138,10 +138,19 @@ def reporting_write_errors(path: Path, what: str, fix: str = RUN_WRITE_FIX) -> I
 
     try:
         yield
-    except (OSError, SafetensorError) as error:
+    except Exception as error:
+        if not isinstance(error, (OSError, SafetensorError)) and not any(s in str(error) for s in WRITE_FAILURES):
+            raise  # not a failed write: a fault of its own, shown as such
         if isinstance(error, PermissionError) or getattr(error, "errno", None) == errno.EROFS:
             fix = WRITE_PERMISSION_FIX  # no free space helps there
         raise WriteError(f"could not write {what} to {path}: {error}. {fix}") from None
+
+
+# What libraries that write files raise, not as an OSError, where the disk fails them: torch.save's zip writer
+# (RuntimeError: "[enforce fail at inline_container.cc:672] unexpected pos ...", "basic_ios::clear: iostream
+# error") and the tokenizers library (Exception: "No space left on device (os error 28)").
+WRITE_FAILURES = ("inline_container", "iostream error", "unexpected pos", "(os error ", "No space left on device",
+                  "Read-only file system", "Permission denied")
 
 
 def make_output_folder(folder: Path, option: str) -> None:
