@@ -196,6 +196,40 @@ def test_seeds_past_what_numpy_takes_and_an_output_that_cannot_be_made_are_refus
     assert not (tmp_path / "cv").exists()
 
 
+@pytest.mark.parametrize("command", ["cv", "curve"])
+def test_a_study_into_a_folder_another_study_is_using_is_refused_and_removes_nothing(command, tiny_overrides, tmp_path,
+                                                                                    monkeypatch):
+    """Two studies started together into one --output both found it empty; the one that then lost the race to a
+    run's lock removed the folder, or the runs the other was training, as it failed."""
+    from pathlib import Path
+
+    import strop.cv
+    from strop.curve import learning_curve
+    from strop.runs import lock_study
+
+    out = tmp_path / "study"
+    out.mkdir()
+    (out / "runs").mkdir()
+    (out / "runs" / "the first study's run").write_text("")
+    held = lock_study(out, command)  # the first study, still running
+    real = strop.cv.open_study
+
+    def found_it_empty(output, cfg, *rest):  # as both did
+        return Path(output), None, real(tmp_path / "empty", cfg, *rest)[2]
+
+    monkeypatch.setattr(strop.cv, "open_study", found_it_empty)
+    overrides = [o for o in tiny_overrides if not o.startswith("output_dir")]
+    try:
+        with pytest.raises(StropError, match=f"--output {out} is in use by another strop {command} that is still "):
+            if command == "cv":
+                cross_validate(None, overrides, folds=2, seeds=1, output=out, quiet=True)
+            else:
+                learning_curve(None, overrides, fractions=(0.3, 0.6, 1.0), seeds=1, output=out, quiet=True)
+    finally:
+        held.close()
+    assert (out / "runs" / "the first study's run").is_file()
+
+
 def test_one_fold_repeats_seeds_on_the_configs_own_split(tiny_overrides, tmp_path):
     overrides = [o for o in tiny_overrides if not o.startswith(("output_dir", "train.epochs"))]
     result = cross_validate(None, overrides + ["train.epochs=1"], folds=1, seeds=2, output=tmp_path / "cv", quiet=True)

@@ -33,7 +33,7 @@ import numpy as np
 from strop.cv import write_rows
 from strop.errors import StropError
 from strop.progress import StudyClock
-from strop.runs import atomic_write_json, make_output_folder
+from strop.runs import atomic_write_json, lock_study, make_output_folder
 
 CURVE_FILE, PLOT_FILE = "curve.json", "curve.png"
 DEFAULT_FRACTIONS = (0.1, 0.2, 0.3, 0.5, 0.7, 1.0)
@@ -359,6 +359,7 @@ def learning_curve(config=None, overrides: list[str] = (), fractions: tuple[floa
     out, saved, data = open_study(output, cfg, "curve", CURVE_FILE, "fit")
     frame, targets, inputs = read_training_table(cfg)
     make_output_folder(out, "--output")
+    lock = lock_study(out, "curve")  # refused here, a second study into the folder removes nothing of the first's
     continuing = False  # set once a recorded study is found to be this one: until then its folder is left as it is
     try:
         pool, validation_file = _pool_and_validation(cfg, frame, targets, inputs, out)
@@ -426,6 +427,8 @@ def learning_curve(config=None, overrides: list[str] = (), fractions: tuple[floa
 
             print(interrupted_note("curve", out, len(result["points"]) if measured else 0), file=sys.stderr)
         raise
+    finally:
+        lock.close()  # not left to the collector: a study continued in this process takes it again
     if not keep_runs:
         shutil.rmtree(out / "runs", ignore_errors=True)
     return _fit_and_write(result, out, task_cls, target, cfg.train.seed, quiet)

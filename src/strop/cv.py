@@ -25,7 +25,7 @@ from strop.config import Config, check_seeds, load_config
 from strop.errors import StropError
 from strop.progress import StudyClock
 from strop.runs import (atomic_write_json, check_folder_path, check_same_data, data_fingerprints,
-                        make_output_folder, refuse_several_processes)
+                        lock_study, make_output_folder, refuse_several_processes)
 
 CV_FILE = "cv.json"
 
@@ -376,6 +376,7 @@ def cross_validate(config=None, overrides: list[str] = (), folds: int = 5, seeds
             print(f"continuing the study in {out}: {len(saved['runs'])} run(s) recorded", flush=True)
     done = {(r["seed"], r["fold"]) for r in result["runs"]}
     clock = StudyClock([1] * (len(seed_values) * folds - len(done)))  # runs alike
+    lock = lock_study(out, "cv")  # refused here, a second study into the folder removes nothing of the first's
     try:
         for seed in seed_values:
             for k in range(folds):
@@ -410,6 +411,8 @@ def cross_validate(config=None, overrides: list[str] = (), folds: int = 5, seeds
         if isinstance(error, KeyboardInterrupt):
             print(interrupted_note("cv", out, len(result["runs"])), file=sys.stderr)
         raise
+    finally:
+        lock.close()  # not left to the collector: a study continued in this process takes it again
     if not keep_runs:
         shutil.rmtree(out / "runs", ignore_errors=True)  # the runs' index (index.sqlite) goes with them
     names = list(result["runs"][0]["metrics"])

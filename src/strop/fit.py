@@ -21,7 +21,7 @@ from strop.methods import METHODS
 from strop.methods.base import count_parameters
 from strop.model import Source, TaskModel, build_model, outputs_of, resolve_source, save_model
 from strop.runs import (RunDir, atomic_write_json, atomic_write_text, check_folder_path, default_run_name,
-                        library_versions, note_other_versions, output_folder, remove_failed_run,
+                        hold_lock, library_versions, note_other_versions, output_folder, remove_failed_run,
                         reporting_write_errors)
 from strop.tasks import TASKS, Examples, Task, infer_task_name
 from strop.tasks.base import pad_collate
@@ -662,23 +662,14 @@ def _refuse_run_dir(run: RunDir, resume: bool) -> None:
 
 
 def lock_run_dir(run: RunDir):
-    """An exclusive lock on the run directory, held while the returned file stays open: a second fit with
-    the same output_dir is refused instead of writing into the same files. The operating system drops the
-    lock when the process ends, however it ends, so a killed run leaves no stale lock.
+    """`strop.runs.hold_lock` on the run directory: a second fit with the same output_dir is refused instead of
+    writing into the same files.
 
     Raises:
         StropError: another process holds the lock.
     """
-    import fcntl
-
-    lock = run.lock.open("a")
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        lock.close()
-        raise StropError(f"output_dir {run.root} is in use by another strop fit that is still running: wait for "
-                         "it to finish, or choose another output_dir") from None
-    return lock
+    return hold_lock(run.lock, f"output_dir {run.root} is in use by another strop fit that is still running: wait "
+                               "for it to finish, or choose another output_dir")
 
 
 # Keys that may differ between an interrupted run and its resumption.

@@ -153,6 +153,32 @@ WRITE_FAILURES = ("inline_container", "iostream error", "unexpected pos", "(os e
                   "Read-only file system", "Permission denied")
 
 
+def hold_lock(path: Path, busy: str):
+    """An exclusive lock on the file `path` (made where it is not there), held while the returned file stays
+    open: a second process that asks for it is refused with `busy` instead of writing into the same files. The
+    operating system drops the lock when the process ends, however it ends, so a killed one leaves no stale lock.
+
+    Raises:
+        StropError: another process holds the lock.
+    """
+    import fcntl
+
+    lock = path.open("a")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.close()
+        raise StropError(busy) from None
+    return lock
+
+
+def lock_study(folder: Path, command: str):
+    """`hold_lock` on a study's folder (cv, curve): a second study into the same --output, or a second
+    continuation of one, is refused before it starts, not left to remove the first one's runs as it fails."""
+    return hold_lock(folder / ".lock", f"--output {folder} is in use by another strop {command} that is still "
+                                       "running: wait for it to finish, or choose another --output")
+
+
 def make_output_folder(folder: Path, option: str) -> None:
     """`folder` made (where it is not there yet) for a command's output (`option`: --output), and checked: a file
     in the way, or a folder that cannot be written, is one message, said before the command's work, not after."""
