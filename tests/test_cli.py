@@ -435,3 +435,15 @@ def test_the_command_exits_without_the_interpreters_last_garbage_collections(ent
     assert done.returncode == 0, done.stderr
     frozen = int(done.stdout.rsplit("frozen objects", 1)[1])
     assert (frozen > 0) == (entry == "run")
+
+
+def test_an_unknown_option_shows_the_commands_usage_and_the_override_a_config_key_takes(capsys):
+    with pytest.raises(SystemExit) as done:
+        main(["fit", "some.yaml", "--epochs", "3"])
+    err = capsys.readouterr().err
+    assert done.value.code == 2 and err.startswith("usage: strop fit ")  # not strop's list of commands
+    assert "unrecognized arguments: --epochs 3 (config keys are set as key=value: train.epochs=...)" in err
+    with pytest.raises(SystemExit):
+        main(["cv", "some.yaml", "--bogus"])
+    err = capsys.readouterr().err
+    assert err.startswith("usage: strop cv ") and err.rstrip().endswith("unrecognized arguments: --bogus")

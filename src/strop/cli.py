@@ -704,6 +704,24 @@ class ClosedPipeTolerant:
         return getattr(self.stream, name)
 
 
+def unrecognized(parser: argparse.ArgumentParser, command: str | None, rest: list[str]) -> None:
+    """Exits 2 with the command's own usage (not strop's list of commands), and where an unknown option names a
+    config key (`--epochs 3`), the override that sets it (`train.epochs=3`)."""
+    import dataclasses
+
+    from strop.config import Config
+
+    keys: dict[str, list[str]] = {"output_dir": ["output_dir"]}  # a key's last part -> the keys (model.name, ...)
+    for section in (f.name for f in dataclasses.fields(Config) if f.name != "output_dir"):
+        for f in dataclasses.fields(getattr(Config(), section)):
+            keys.setdefault(f.name, []).append(f"{section}.{f.name}")
+    given = [r[2:].split("=", 1)[0].replace("-", "_") for r in rest if r.startswith("--")]
+    known = [key for name in given for key in keys.get(name, [])]
+    hint = (f" (config keys are set as key=value: {', '.join(f'{key}=...' for key in known)})" if known else "")
+    commands = parser._subparsers._group_actions[0].choices if parser._subparsers else {}
+    commands.get(command, parser).error(f"unrecognized arguments: {' '.join(rest)}{hint}")
+
+
 def main(argv: list[str] | None = None) -> int:
     if not isinstance(sys.stdout, ClosedPipeTolerant):
         sys.stdout = ClosedPipeTolerant(sys.stdout)
@@ -714,7 +732,7 @@ def main(argv: list[str] | None = None) -> int:
     if rest and hasattr(args, "overrides") and all("=" in r and not r.startswith("-") for r in rest):
         args.overrides = list(args.overrides) + rest
     elif rest:
-        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+        unrecognized(parser, getattr(args, "command", None), rest)
     try:
         with quiet_progress(getattr(args, "quiet", False)):  # --quiet: no bar of any part of the command
             return args.func(args)
