@@ -383,6 +383,9 @@ def test_predict_and_evaluate_errors(tiny_overrides, tmp_path, capsys):
     assert "use a .jsonl, .csv or .tsv file" in capsys.readouterr().err
     assert main(["predict", str(tmp_path), "--text", "x", "--output", str(tmp_path / "no" / "out.csv")]) == 2
     assert "does not exist" in capsys.readouterr().err
+    (tmp_path / "afile").write_text("")
+    assert main(["predict", str(tmp_path), "--text", "x", "--output", str(tmp_path / "afile" / "out.csv")]) == 2
+    assert "afile is a file, not a folder; choose another --output" in capsys.readouterr().err  # not: no folder
 
 
 def test_overrides_may_follow_options_in_every_command_that_takes_them(tmp_path):

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from strop.errors import StropError
 from strop.progress import quiet_progress
-from strop.runs import to_json
+from strop.runs import check_folder_path, to_json
 
 
 def config_and_overrides(args: argparse.Namespace, quiet_override: bool = False) -> tuple[str | None, list[str]]:
@@ -220,6 +220,7 @@ def _check_output(output: Path) -> None:
     if output.suffix.lower() not in (".jsonl", ".csv", ".tsv"):
         raise StropError(f"--output: use a .jsonl, .csv or .tsv file; got '{output}'")
     if not output.parent.is_dir():
+        check_folder_path(output, "--output")  # a file in the way is said as such
         raise StropError(f"--output: the folder {output.parent} does not exist; create it or write elsewhere")
 
 

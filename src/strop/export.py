@@ -28,7 +28,7 @@ from torch import nn
 from strop.backbones.base import Backbone
 from strop.backbones.text import TextBackbone
 from strop.errors import StropError
-from strop.runs import reporting_write_errors, to_json
+from strop.runs import check_folder_path, reporting_write_errors, to_json
 
 FORMATS = ("merged", "onnx")
 # Sentences of different lengths: padding in the example batch, so that the traced graph handles it.
@@ -49,6 +49,7 @@ def export(run_dir: str | Path, format: str, output: str | Path) -> Path:
     if output.exists():
         raise StropError(f"--output {output} already exists: choose a new path (nothing is overwritten)")
     if not output.parent.is_dir():
+        check_folder_path(output, "--output")  # a file in the way is said as such
         raise StropError(f"--output: the folder {output.parent} does not exist; create it or write elsewhere")
     from strop.model import model_folder
     from strop.predict import load, one_model
