@@ -177,6 +177,10 @@ def test_unknown_extension(tmp_path):
     path.write_text("x")
     with pytest.raises(StropError, match="use one of .csv"):
         _load(path)
+    (tmp_path / "train.txt.gz").write_bytes(b"x")  # compressed, but not a table
+    with pytest.raises(StropError, match=r"got '\.txt\.gz': a table may be compressed with gzip, bz2 or xz, e\.g\. "
+                                         r"data\.csv\.gz; other files, decompress first"):
+        _load(tmp_path / "train.txt.gz")
 
 
 def test_class_checks(tmp_path):

@@ -390,7 +390,7 @@ def read_unlabeled(path: str | Path, d, task_cls, input_kind: str, what: str) ->
         StropError: an unreadable or empty file, a .txt file where the inputs are not single texts, or a table
             without an input column of the training data.
     """
-    from strop.data.tables import READERS, read_table, table_suffix
+    from strop.data.tables import READERS, got_format, read_table, table_suffix
     from strop.pretrain import read_lines
 
     if Path(path).suffix.lower() == ".txt":
@@ -405,7 +405,7 @@ def read_unlabeled(path: str | Path, d, task_cls, input_kind: str, what: str) ->
     if table_suffix(Path(path)) not in READERS and Path(path).is_file():
         texts = ".txt (one text a line), " if input_kind == "text" and d.text_pair_column is None else ""
         raise StropError(f"{what}: cannot read '{Path(path).name}': use one of {texts}{', '.join(READERS)} "
-                         f"(got '{Path(path).suffix}')")
+                         f"({got_format(Path(path))})")
     frame = read_table(path, what)
     if input_kind == "text":
         for key in ("text_column", "text_pair_column"):

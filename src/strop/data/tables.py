@@ -258,7 +258,7 @@ def read_table(path: str | Path, what: str = "data") -> pd.DataFrame:
     path = check_readable(Path(path), what)
     reader = READERS.get(table_suffix(path))
     if reader is None:
-        raise StropError(f"{what}: cannot read '{path.name}': use one of {', '.join(READERS)} (got '{path.suffix}')")
+        raise StropError(f"{what}: cannot read '{path.name}': use one of {', '.join(READERS)} ({got_format(path)})")
     try:
         frame = reader(path, what)
     except (pd.errors.ParserError, ValueError, OSError) as error:
@@ -279,6 +279,15 @@ def _strip_column_names(frame: pd.DataFrame) -> pd.DataFrame:
     if names != list(frame.columns):
         frame.columns = names
     return frame
+
+
+def got_format(path: Path) -> str:
+    """What an unreadable file's name says it is, for a message: `got '.xlsx'`; a compressed file that is not a
+    compressed table (texts.txt.gz) gets what can be compressed."""
+    if path.suffix.lower() in COMPRESSION:
+        return (f"got '{''.join(path.suffixes[-2:])}': a table may be compressed with gzip, bz2 or xz, e.g. "
+                f"data.csv{path.suffix}; other files, decompress first")
+    return f"got '{path.suffix}'"
 
 
 def write_parquet(frame: pd.DataFrame, path: str | Path) -> Path:
