@@ -310,6 +310,9 @@ def test_predict_keeps_every_input_column_of_an_earlier_output_or_a_header_with_
     assert first["text"].tolist() == ["great fun", "awful film"]
     assert main(["evaluate", str(run), "--data", str(spaced), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["n"] == 2
+    (tmp_path / "semi.csv").write_text("id;text\nr1;great fun\nr2;awful film\n")  # a note, said once, not twice
+    assert main(["predict", str(run), "--input", str(tmp_path / "semi.csv"), "--output", str(tmp_path / "s.csv")]) == 0
+    assert capsys.readouterr().err.count("has no comma in its header but semicolons") == 1
     # predicting on that output: its label, beside an input_label, must not take input_label's place
     again = tmp_path / "again.csv"
     assert main(["predict", str(run), "--input", str(tmp_path / "first.csv"), "--output", str(again)]) == 0

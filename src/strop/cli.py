@@ -134,7 +134,7 @@ def _with_other_columns(records: list[dict], path: str, predictor, **columns_rea
     is kept as input_<name> (input_input_<name> where the table has an input_<name> too: an earlier prediction's
     output). Inputs that are not a table (lines of text, CoNLL, a folder of images) have none.
     columns_read: the --text-column and --text-pair-column given, which the model reads."""
-    from strop.data.tables import READERS, read_table, table_suffix
+    from strop.data.tables import READERS, notes_said, read_table, table_suffix
     from strop.evaluate.scoring import saved_columns
 
     if Path(path).is_dir() or table_suffix(Path(path)) not in READERS:
@@ -143,7 +143,8 @@ def _with_other_columns(records: list[dict], path: str, predictor, **columns_rea
     read = {columns.text_column, columns.text_pair_column, columns.path_column, *columns.feature_columns}
     if predictor.task.level == "token" and columns.text_column == "text":
         read.add("tokens")  # a tagged JSONL's words, under the key the task reads (each prediction has the text)
-    table = read_table(path, "--input")
+    with notes_said():  # read a second time: its notes were said with its inputs
+        table = read_table(path, "--input")
     table = table[[c for c in table.columns if c not in read]]
     if table.empty or len(table) != len(records):  # every reader keeps every row or refuses the file
         return records

@@ -292,7 +292,7 @@ def fit_and_score(cfg: Config, train_file: Path, score_file: Path | None, seed: 
     after training), or its own validation metrics where `score_file` is None, and the examples it trained on
     (fewer than the file's rows where it split off its validation set). The run is deleted unless kept. The
     run prints nothing; where `show` (the run's name in the study), its progress bars show."""
-    from strop.data.inputs import notes_said
+    from strop.data.tables import notes_said
     from strop.fit import fit
     from strop.predict import load
     from strop.progress import bars_of_quiet_runs

@@ -25,9 +25,9 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from strop.data.inputs import clean_strings, normalise_labels, notes_said
+from strop.data.inputs import clean_strings, normalise_labels
 from strop.data.splits import distinct_inputs, input_key
-from strop.data.tables import shown_columns
+from strop.data.tables import notes_said, shown_columns
 from strop.errors import StropError
 from strop.runs import (RunDir, atomic_write_json, check_folder_path, check_same_data, data_fingerprints,
                         default_run_name, refuse_several_processes)

@@ -3,16 +3,14 @@ feature columns (vectors for an MLP). Each problem gets one message naming the f
 
 from __future__ import annotations
 
-import contextlib
 import re
-import sys
 import unicodedata
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from strop.data.tables import is_missing, shown_columns
+from strop.data.tables import is_missing, say_note, shown_columns
 from strop.errors import StropError
 
 
@@ -83,7 +81,7 @@ def normalise_labels(column: pd.Series, labels: list[str | None], path: str | Pa
     changed = sorted({(r, c) for r, c in zip(raw, labels) if r is not None and c is not None and r != c})
     if changed:
         shown = ", ".join(f"{r!r} -> {c!r}" for r, c in changed[:5]) + (" ..." if len(changed) > 5 else "")
-        _say(f"{what}: labels in {Path(path).name} written one way (whitespace stripped, numbers as numbers, "
+        say_note(f"{what}: labels in {Path(path).name} written one way (whitespace stripped, numbers as numbers, "
              f"accents composed): "
              f"{shown}")
     spellings: dict[str, set[str]] = {}
@@ -93,30 +91,9 @@ def normalise_labels(column: pd.Series, labels: list[str | None], path: str | Pa
     alike = [sorted(group) for group in spellings.values() if len(group) > 1]
     if alike:  # case may matter ('US', 'us'), so said, not changed
         shown = ", ".join(" and ".join(repr(s) for s in group) for group in sorted(alike)[:5])
-        _say(f"{what}: labels in {Path(path).name} that differ only in case are classes of their own: {shown}; "
+        say_note(f"{what}: labels in {Path(path).name} that differ only in case are classes of their own: {shown}; "
              "if they mean one class, write them one way")
     return labels
-
-
-_NOTES_SAID = [False]  # within `notes_said`: the notes about the user's file were said when it was read
-
-
-@contextlib.contextmanager
-def notes_said():
-    """Reading parts of a file whose notes were said already (cv's folds, curve's subsets, self-training's
-    later rounds, each written as a file of its own): the labels' notes are not said again, under those files'
-    names."""
-    before, _NOTES_SAID[0] = _NOTES_SAID[0], True
-    try:
-        yield
-    finally:
-        _NOTES_SAID[0] = before
-
-
-def _say(message: str) -> None:
-    """A note about the data on stderr, unless within `notes_said`."""
-    if not _NOTES_SAID[0]:
-        print(message, file=sys.stderr)
 
 
 def _number(text: str | None) -> float | None:

@@ -11,6 +11,7 @@ values for JSONL; the columns' users (`data.inputs`, the tasks) check their type
 from __future__ import annotations
 
 import bz2
+import contextlib
 import csv
 import gzip
 import io
@@ -75,6 +76,27 @@ def read_text(path: Path, what: str) -> str:
             f"-t utf-8 {path.name} > fixed{path.suffix}") from None
 
 
+_NOTES_SAID = [False]  # within `notes_said`: the notes about the user's file were said when it was read
+
+
+@contextlib.contextmanager
+def notes_said():
+    """Reading parts of a file whose notes were said already (cv's folds, curve's subsets, self-training's
+    later rounds, each written as a file of its own), or a file a second time (the other columns of predict's
+    --input): its notes (labels, quotes, separators) are not said again."""
+    before, _NOTES_SAID[0] = _NOTES_SAID[0], True
+    try:
+        yield
+    finally:
+        _NOTES_SAID[0] = before
+
+
+def say_note(message: str) -> None:
+    """A note about the data on stderr, unless within `notes_said`."""
+    if not _NOTES_SAID[0]:
+        print(message, file=sys.stderr)
+
+
 def _delimited(path: Path, what: str, delimiter: str) -> pd.DataFrame:
     text = read_text(path, what)
     name = {",": "CSV", "\t": "TSV"}[delimiter]
@@ -105,10 +127,10 @@ def _delimited(path: Path, what: str, delimiter: str) -> pd.DataFrame:
             joined = _joined_lines(text, delimiter)
             if joined is None:  # no row spans lines: fewer rows only as a line of quoted spaces is a blank one
                 return with_quotes
-            print(f"{what}: {path.name}: read with its quotes, lines {joined[0]} to {joined[1]} are one row (a "
-                  f"text holding line breaks, or a stray quote): {len(with_quotes)} rows from its {len(frame)} lines "
-                  "below the header. If its quotes are part of the texts, remove the stray one or write the file "
-                  "as JSONL", file=sys.stderr)
+            say_note(f"{what}: {path.name}: read with its quotes, lines {joined[0]} to {joined[1]} are one row (a "
+                     f"text holding line breaks, or a stray quote): {len(with_quotes)} rows from its {len(frame)} "
+                     "lines below the header. If its quotes are part of the texts, remove the stray one or write the "
+                     "file as JSONL")
         return with_quotes
     return frame
 
@@ -133,8 +155,7 @@ def _csv_delimiter(text: str, path: Path, what: str) -> str:
         return ","
     for other, name in ((";", "semicolons"), ("\t", "tabs"), ("|", "bars")):
         if other in header:
-            print(f"{what}: {path.name} has no comma in its header but {name}: read as separated by {name}",
-                  file=sys.stderr)
+            say_note(f"{what}: {path.name} has no comma in its header but {name}: read as separated by {name}")
             return other
     return ","
 
