@@ -138,16 +138,24 @@ def test_a_quoted_empty_text_in_a_one_column_file_is_a_row_not_a_blank_line(tmp_
     assert capsys.readouterr().err == ""  # no row spans lines: nothing said of joined lines
 
 
-def test_a_label_or_text_typed_with_combining_accents_is_the_same_as_one_typed_composed(tmp_path):
+def test_a_text_typed_with_combining_accents_is_the_same_text_and_such_a_label_is_kept_and_said(tmp_path, capsys):
     import unicodedata
 
     from strop.data.splits import distinct_inputs
 
     nfc, nfd = "Café ouvert", unicodedata.normalize("NFD", "Café ouvert")
     assert nfc != nfd
+    assert distinct_inputs([nfc, nfd, (nfd, "x"), (nfc, "x")])[1].tolist() == [0, 0, 1, 1]  # repeats, overlaps
+    # a label stays as written (a model saved with one spelling reads its labels so), and the look-alike is said
     pd.DataFrame({"text": ["a", "b", "c", "d"], "label": [nfc, nfd, "fermé", "fermé"]}).to_csv(tmp_path / "t.csv")
-    assert _load(tmp_path / "t.csv").targets == [nfc, nfc, "fermé", "fermé"]
-    assert distinct_inputs([nfc, nfd, (nfd, "x"), (nfc, "x")])[1].tolist() == [0, 0, 1, 1]
+    assert _load(tmp_path / "t.csv").targets == [nfc, nfd, "fermé", "fermé"]
+    assert "differ only in case, or in how an accent is typed" in capsys.readouterr().err
+    train, validation = tmp_path / "train.csv", tmp_path / "dev.csv"
+    pd.DataFrame({"text": ["a", "b"], "label": [nfc, "fermé"]}).to_csv(train)
+    pd.DataFrame({"text": ["c", "d"], "label": [nfd, "fermé"]}).to_csv(validation)
+    with pytest.raises(StropError, match=r"Spelled differently: '[^']+' \(train has '[^']+' \(accents typed "
+                                         r"differently\)\)"):
+        check_classes(_load(train), _load(validation))
 
 
 def test_column_names_are_read_without_surrounding_spaces(tmp_path):

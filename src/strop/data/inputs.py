@@ -58,20 +58,37 @@ def clean_strings(column: pd.Series, path: str | Path, what: str) -> list[str | 
     return out
 
 
+def spelled_differently(unseen: list[str], known: list[str], where: str = "train") -> str:
+    """`. Spelled differently: 'Pos' (train has 'pos')` for the unseen labels that look like known ones; else
+    nothing."""
+    near = [f"{u!r} ({where} has {n!r}{differs_in(u, n)})" for u in unseen for n in known
+            if spelling_key(u) == spelling_key(n)]
+    return f". Spelled differently: {', '.join(near)}" if near else ""
+
+
+def spelling_key(label: str) -> str:
+    """A label as a reader sees it: case-folded, accents composed. Labels with one key look alike."""
+    return composed(label).casefold()
+
+
+def differs_in(label: str, other: str) -> str:
+    """` (accents typed differently)` where two labels that look alike differ in how an accent is typed (a letter
+    and a combining mark against the accented letter), which no message could show; else nothing."""
+    return " (accents typed differently)" if composed(label) != label or composed(other) != other else ""
+
+
 def composed(text: str) -> str:
     """`text` in Unicode's composed form (NFC): 'é' typed as 'e' and a combining accent, as some systems and
-    keyboards write it, is the one character 'é'. The two look and read alike and mean the same, so a label or a
-    text written either way is the same label or text."""
+    keyboards write it, is the one character 'é'. The two look and read alike: a text written either way is the
+    same text where texts are compared (repeats, overlaps); a label is kept as written and the difference said."""
     return unicodedata.normalize("NFC", text)
 
 
 def normalise_labels(column: pd.Series, labels: list[str | None], path: str | Path, what: str) -> list[str | None]:
-    """Labels written one way: surrounding whitespace is gone already ('positive ' is 'positive'), an accent
-    typed as a letter and a combining mark is the accented letter (`composed`), and where
+    """Labels written one way: surrounding whitespace is gone already ('positive ' is 'positive'), and where
     every label is a number, each is written as the number it is ('1.0' is '1'), unless a label has a leading zero
 ('01': codes, all kept as written). What changed is
     said on stderr, so two spellings never silently become two classes."""
-    labels = [None if label is None else composed(label) for label in labels]
     numbers = [_number(label) for label in labels if label is not None]
     # a leading zero ('01', '007') marks codes, not amounts: kept as written, so '01' and '1' stay two classes
     codes = any(re.fullmatch(r"[+-]?0\d+", label) for label in labels if label is not None)
@@ -81,18 +98,18 @@ def normalise_labels(column: pd.Series, labels: list[str | None], path: str | Pa
     changed = sorted({(r, c) for r, c in zip(raw, labels) if r is not None and c is not None and r != c})
     if changed:
         shown = ", ".join(f"{r!r} -> {c!r}" for r, c in changed[:5]) + (" ..." if len(changed) > 5 else "")
-        say_note(f"{what}: labels in {Path(path).name} written one way (whitespace stripped, numbers as numbers, "
-             f"accents composed): "
-             f"{shown}")
+        say_note(f"{what}: labels in {Path(path).name} written one way (whitespace stripped, numbers as numbers): "
+                 f"{shown}")
     spellings: dict[str, set[str]] = {}
     for label in labels:
         if label is not None:
-            spellings.setdefault(label.casefold(), set()).add(label)
+            spellings.setdefault(spelling_key(label), set()).add(label)
     alike = [sorted(group) for group in spellings.values() if len(group) > 1]
-    if alike:  # case may matter ('US', 'us'), so said, not changed
-        shown = ", ".join(" and ".join(repr(s) for s in group) for group in sorted(alike)[:5])
-        say_note(f"{what}: labels in {Path(path).name} that differ only in case are classes of their own: {shown}; "
-             "if they mean one class, write them one way")
+    if alike:  # case may matter ('US', 'us'), so said, not changed; so is an accent typed two ways, as a model
+        # saved with one spelling must go on reading its labels as they were written
+        shown = ", ".join(" and ".join(repr(s) for s in group) + differs_in(*group[:2]) for group in sorted(alike)[:5])
+        say_note(f"{what}: labels in {Path(path).name} that differ only in case, or in how an accent is typed, are "
+                 f"classes of their own: {shown}; if they mean one class, write them one way")
     return labels
 
 

@@ -6,6 +6,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from strop.config import DataConfig
+from strop.data.inputs import spelled_differently
 from strop.errors import StropError
 from strop.predict import Predictor
 
@@ -38,5 +39,5 @@ def evaluate_file(predictor: Predictor, path: str | Path, text_column: str | Non
         unknown = sorted(seen - known)
         if unknown:
             raise StropError(f"--data: labels {', '.join(map(str, unknown))} are not among the model's labels "
-                             f"({', '.join(sorted(known))})")
+                             f"({', '.join(sorted(known))})" + spelled_differently(unknown, sorted(known), "the model"))
     return task.metrics(predictor.outputs(data.inputs, show), task.scored_targets(data.targets))

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from strop.data.inputs import clean_strings, normalise_labels, refuse_missing, require_column
+from strop.data.inputs import clean_strings, normalise_labels, refuse_missing, require_column, spelled_differently
 from strop.errors import StropError
 from strop.evaluate.metrics import best_threshold, classification_metrics
 from strop.tasks.base import TASKS, Examples, compact
@@ -51,10 +51,9 @@ def check_classes(train: Examples, validation: Examples | None) -> list[str]:
     if validation is not None:
         unseen = sorted(set(validation.targets) - set(names))
         if unseen:
-            near = [f"{u!r} (train has {n!r})" for u in unseen for n in names if u.casefold() == n.casefold()]
             raise StropError(f"data.validation: labels {', '.join(unseen)} do not occur in the training data "
                              f"(train has {', '.join(names)}); add training examples of them or remove those rows"
-                             + (f". Spelled differently: {', '.join(near)}" if near else ""))
+                             + spelled_differently(unseen, names))
     return names
 
 

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from strop.data.inputs import clean_strings, composed, refuse_missing, require_column
+from strop.data.inputs import clean_strings, refuse_missing, require_column, spelled_differently
 from strop.data.tables import is_missing
 from strop.errors import StropError
 from strop.evaluate.metrics import multilabel_metrics, tune_thresholds
@@ -42,7 +42,7 @@ class MultiLabel(SentenceTask):
             lambda v: data_cfg.label_separator.join(str(x) for x in v if not is_missing(x))
             if isinstance(v, (list, tuple, np.ndarray)) else v)
         cells = clean_strings(column.rename(data_cfg.label_column), path, what)
-        sets = [None if c is None else tuple(sorted({composed(p.strip()) for p in c.split(data_cfg.label_separator)
+        sets = [None if c is None else tuple(sorted({p.strip() for p in c.split(data_cfg.label_separator)
                                                      if p.strip()})) or None for c in cells]
         refuse_missing(sets, "label set", path, what, f" (labels separated by '{data_cfg.label_separator}')")
         return sets
@@ -58,7 +58,7 @@ class MultiLabel(SentenceTask):
             unseen = sorted({label for labels in validation.targets for label in labels} - set(names))
             if unseen:
                 raise StropError(f"data.validation: labels {', '.join(unseen)} do not occur in the training data; "
-                                 "add training examples of them or remove them")
+                                 "add training examples of them or remove them" + spelled_differently(unseen, names))
         return cls(tuple(names), (0.5,) * len(names), cfg.data.label_separator)
 
     def info(self) -> dict[str, Any]:
