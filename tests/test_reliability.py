@@ -278,3 +278,27 @@ def test_class_names_with_a_comma_are_quoted_where_the_run_starts(tiny_overrides
     overrides = [o for o in tiny_overrides if not o.startswith(("data.", "train.quiet"))]
     strop.fit(None, overrides + [f"data.train={train}", "train.epochs=1"])
     assert "2 classes ('bad', 'good, really')" in capsys.readouterr().out
+
+
+def test_a_fit_on_the_cpu_after_one_on_another_device_in_the_same_process_runs_where_its_config_says(monkeypatch):
+    import torch
+    from accelerate.state import PartialState
+
+    from strop.config import load_config
+    from strop.train.loop import make_accelerator
+
+    make_accelerator(load_config(None, ["train.device=cpu"]))
+    monkeypatch.setitem(PartialState._shared_state, "device", torch.device("cuda"))  # as a GPU fit leaves it
+    assert make_accelerator(load_config(None, ["train.device=cpu"])).device.type == "cpu"  # it was refused
+
+
+def test_a_fit_whose_engine_cannot_start_leaves_no_folder_and_no_lock(tiny_overrides, tmp_path, monkeypatch):
+    def no_engine(cfg):
+        raise RuntimeError("the engine could not start")
+
+    monkeypatch.setattr("strop.train.loop.make_accelerator", no_engine)  # fit imports it when it runs
+    with pytest.raises(RuntimeError, match="could not start"):
+        strop.fit(None, tiny_overrides)
+    assert not (tmp_path / "run").exists()
+    monkeypatch.undo()
+    assert (strop.fit(None, tiny_overrides) / "summary.json").is_file()  # not refused as in use

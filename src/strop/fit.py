@@ -289,9 +289,15 @@ def _fit(cfg: Config, on_epoch, adapt_task, resume_hint: bool, method_choice: di
     collate, train_features, val_features = prepared.collate, prepared.train_features, prepared.val_features
     existed = cfg.output_dir is not None and Path(cfg.output_dir).exists()  # made by the user: kept on failure
     run, cfg, lock = _open_run_dir(cfg)
-
-    accelerator = make_accelerator(cfg)
     created = not cfg.train.resume
+    try:
+        accelerator = make_accelerator(cfg)
+    except BaseException:  # nothing written yet but the lock: the run folder goes, as a refused run's does
+        if lock is not None:
+            lock.close()
+            if created:
+                remove_failed_run(run.root, existed)
+        raise
     saved = False  # the summary written: the run is complete from then on
     try:
         _check_engine(accelerator)

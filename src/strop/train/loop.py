@@ -53,6 +53,7 @@ def make_accelerator(cfg: Config) -> Accelerator:
     # cpu=True also where no GPU exists: launched as several processes (torchrun, `accelerate launch`),
     # Accelerate then joins them over gloo on the CPU rather than running each alone.
     cpu = cfg.train.device == "cpu" or (cfg.train.device == "auto" and not torch.cuda.is_available())
+    forget_other_device(cpu or not torch.cuda.is_available())
     # step_scheduler_with_optimizer=False: the schedule is built over the optimizer steps this process takes
     # and stepped once each, so a run of N processes follows the same curve as one process with an N times
     # larger batch (Accelerate's default steps it N times a step, with warmup rounded on the wrong count).
@@ -64,6 +65,19 @@ def make_accelerator(cfg: Config) -> Accelerator:
         local = int(os.environ.get("LOCAL_WORLD_SIZE", accelerator.num_processes))
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // local))
     return accelerator
+
+
+def forget_other_device(cpu: bool) -> None:
+    """Accelerate keeps one state a process, made by its first Accelerator: in a notebook, a fit on the GPU then
+    one with train.device=cpu was refused ("AcceleratorState has already been initialized"), and a CPU fit then
+    one on the GPU trained on the CPU. In a single process (not launched as several, whose state joins them) a
+    state made for the other device is dropped, so that each fit runs where its config says."""
+    from accelerate.state import AcceleratorState, DistributedType, PartialState
+
+    made = PartialState._shared_state
+    if made and made.get("distributed_type") == DistributedType.NO and made.get("device") is not None \
+            and (made["device"].type == "cpu") != cpu:
+        AcceleratorState._reset_state(reset_partial_state=True)
 
 
 def resolve_precision(cfg: Config, device: torch.device) -> str:
