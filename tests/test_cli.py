@@ -72,9 +72,14 @@ def test_a_full_disk_that_a_library_reports_in_its_own_words_is_one_message(fail
         with staged(tmp_path / "last", "the checkpoint"):
             raise failure
     assert list(tmp_path.iterdir()) == []  # the partial folder is gone
-    with pytest.raises(ValueError):  # not a failed write: raised as it is
+    with pytest.raises(ValueError):  # not a failed write: raised as it is, whatever its words
         with staged(tmp_path / "last", "the checkpoint"):
-            raise ValueError("a fault of the code")
+            raise ValueError("a fault of the code: unexpected position (os error 5)")
+    inner = WriteError("could not write ensemble.json to x: [Errno 28] No space left on device. Free disk space")
+    with pytest.raises(WriteError) as said:  # a write within, reported already: not wrapped in a second message
+        with staged(tmp_path / "last", "the ensemble"):
+            raise inner
+    assert said.value is inner
 
 
 def test_a_full_disk_exits_1_with_one_message_and_a_run_that_resumes(tiny_overrides, tmp_path, capsys, monkeypatch):

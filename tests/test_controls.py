@@ -292,6 +292,22 @@ def test_an_output_lr_find_cannot_write_is_refused_before_the_test(where, tiny_o
     assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
 
 
+
+def test_a_failed_lr_find_leaves_none_of_the_folders_it_made(tiny_overrides, tmp_path, monkeypatch):
+    import strop
+    from strop.fit import lr_find
+
+    def no_finite_loss(*args, **kwargs):
+        raise strop.StropError("the range test found no finite loss")
+
+    monkeypatch.setattr("strop.train.lr_find.range_test", no_finite_loss)
+    (tmp_path / "there").mkdir()
+    for output in (tmp_path / "there", tmp_path / "new" / "deeper" / "lr"):
+        with pytest.raises(strop.StropError, match="no finite loss"):
+            lr_find(None, tiny_overrides, output=output, steps=20)
+    assert [p.name for p in tmp_path.iterdir()] == ["there"]  # the user's folder stays; new/ and deeper/ go
+
+
 def test_the_threshold_is_tuned_only_on_enough_validation_examples_of_the_minority():
     import numpy as np
 

@@ -220,7 +220,7 @@ class OptimConfig:
         _require(self.max_grad_norm >= 0, f"optim.max_grad_norm must be >= 0; got {self.max_grad_norm}")
 
 
-MAX_SEED = 2**31 - 1  # numpy's and scikit-learn's seeds stop at 2**32 - 1; a run derives seeds from its own (+1)
+MAX_SEED = 2**32 - 2  # numpy's and scikit-learn's seeds stop at 2**32 - 1; a few-shot run also uses its seed + 1
 
 
 def check_seeds(key: str, first: int, count: int = 1) -> None:
@@ -370,6 +370,12 @@ def quiet_in(overrides: list[str]) -> bool:
     return load_config(None, [o for o in overrides if o.split("=", 1)[0].strip() == "train.quiet"]).train.quiet
 
 
+def _data_file_hint(path: Path) -> str:
+    """`; a data file is given as data.train=...` where the file given as the config is named like data."""
+    data = (".csv", ".tsv", ".jsonl", ".json", ".parquet", ".txt", ".conll", ".gz", ".bz2", ".xz")
+    return f" (a data file is given as data.train={path})" if path.suffix.lower() in data else ""
+
+
 def _read_yaml(path: Path) -> dict:
     if path.is_dir():
         raise StropError(f"config file {path} is a folder: give a YAML config file (a run's own is "
@@ -381,14 +387,12 @@ def _read_yaml(path: Path) -> dict:
     except DuplicateKey as error:
         raise StropError(f"config file {path}: {error}") from None
     except (yaml.YAMLError, UnicodeDecodeError) as error:
-        raise StropError(f"config file {path} is not valid YAML: {error}") from None
+        raise StropError(f"config file {path} is not valid YAML{_data_file_hint(path)}: {error}") from None
     if raw is None:
         return {}
     if not isinstance(raw, dict):
-        data = (f"; a data file is given as data.train={path}" if path.suffix.lower() in
-                (".csv", ".tsv", ".jsonl", ".json", ".parquet", ".txt", ".conll") else "")
         raise StropError(f"config file {path} must hold a mapping of sections (data, model, ...); got "
-                         f"{type(raw).__name__}{data}")
+                         f"{type(raw).__name__}{_data_file_hint(path)}")
     return raw
 
 

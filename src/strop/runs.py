@@ -139,8 +139,9 @@ def reporting_write_errors(path: Path, what: str, fix: str = RUN_WRITE_FIX) -> I
     try:
         yield
     except Exception as error:
-        if not isinstance(error, (OSError, SafetensorError)) and not any(s in str(error) for s in WRITE_FAILURES):
-            raise  # not a failed write: a fault of its own, shown as such
+        if isinstance(error, StropError) or not (isinstance(error, (OSError, SafetensorError)) or (
+                type(error) in (RuntimeError, Exception) and any(s in str(error) for s in WRITE_FAILURES))):
+            raise  # said already (a write within, reported), or not a failed write: a fault of its own, shown as such
         if isinstance(error, PermissionError) or getattr(error, "errno", None) == errno.EROFS:
             fix = WRITE_PERMISSION_FIX  # no free space helps there
         raise WriteError(f"could not write {what} to {path}: {error}. {fix}") from None
@@ -195,14 +196,15 @@ def make_output_folder(folder: Path, option: str) -> None:
 
 @contextmanager
 def output_folder(folder: Path, option: str) -> Iterator[Path]:
-    """`make_output_folder`, and within it a failure removes the folder where it made it: nothing half-written."""
-    existed = folder.exists()
+    """`make_output_folder`, and within it a failure removes what it made (the folder, and the folders above it
+    that were not there): nothing half-written."""
+    made = next((part for part in reversed((folder, *folder.parents)) if not part.exists()), None)
     try:
         make_output_folder(folder, option)
         yield folder
     except BaseException:
-        if not existed:
-            shutil.rmtree(folder, ignore_errors=True)
+        if made is not None:
+            shutil.rmtree(made, ignore_errors=True)
         raise
 
 
