@@ -321,10 +321,15 @@ def write_parquet(frame: pd.DataFrame, path: str | Path) -> Path:
     (a multi-label example's labels 1 and "neg"), a record as its JSON text (a column no task reads)."""
     frame = frame.reset_index(drop=True)
     for column in frame.columns:
-        kinds = {type(v) for v in frame[column] if not is_missing(v)}
-        if len(kinds) > 1:
+        values = [v for v in frame[column] if not _missing_cell(v)]
+        kinds = {type(v) for v in values}
+        if any(isinstance(v, (list, tuple, np.ndarray)) for v in values) and len(kinds) > 1:
+            # a multi-label column of lists and single labels ("neg" beside ["pos", "neg"]): a list each, which
+            # reads as the same labels ("pos|neg", a text of separated labels, is a list of that one text)
+            frame[column] = frame[column].map(_as_list).astype(object)
+        elif len(kinds) > 1:
             frame[column] = frame[column].map(_as_text).astype(object)
-        elif not _parquet_holds(frame[column]):
+        if not _parquet_holds(frame[column]):
             frame[column] = frame[column].map(_nested_as_text).astype(object)
             if not _parquet_holds(frame[column]):  # lists of lists or of records: each list as its JSON text
                 frame[column] = frame[column].map(_as_json).astype(object)
@@ -338,19 +343,31 @@ def _parquet_holds(values: pd.Series) -> bool:
 
     try:
         pa.Array.from_pandas(values)
-    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OverflowError):  # an int past 64 bits
         return False
     return True
 
 
+def _missing_cell(value) -> bool:
+    return not isinstance(value, (list, tuple, dict, np.ndarray)) and is_missing(value)
+
+
+def _as_list(value):
+    if _missing_cell(value):
+        return None
+    return [_as_text(item) for item in value] if isinstance(value, (list, tuple, np.ndarray)) else [_as_text(value)]
+
+
 def _nested_as_text(value):
+    """A list's items as texts (lists and records within it as their JSON), a record as its JSON, else a text."""
     if isinstance(value, (list, tuple, np.ndarray)):
-        return [_as_text(item) for item in value]
+        return [_as_json(item) if isinstance(item, (list, tuple, dict, np.ndarray)) else _as_text(item)
+                for item in value]
     return _as_json(value) if isinstance(value, dict) else _as_text(value)
 
 
 def _as_json(value):
-    if not isinstance(value, (list, tuple, dict, np.ndarray)) and is_missing(value):
+    if _missing_cell(value):
         return None
     return json.dumps(value.tolist() if isinstance(value, np.ndarray) else value, ensure_ascii=False, default=str)
 
