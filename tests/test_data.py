@@ -120,17 +120,19 @@ def test_columns_of_records_or_lists_whose_items_mix_types_are_written_again(tmp
 
     from strop.tasks.multilabel import MultiLabel
 
-    lines = [{"text": "a", "label": "x", "meta": {"id": 7}, "tags": [1, "b"], "hash": 2**64 - 1, "deep": [[1], {"k": 2}],
-              "labels": ["pos", "neg"]},
-             {"text": "b", "label": "y", "meta": {"id": "web-7"}, "tags": ["c"], "hash": 5, "deep": [], "labels": "neg"}]
+    lines = [{"text": "a", "label": "x", "meta": {"id": 7}, "tags": [1, "b"], "hash": 2**64 - 1,
+              "deep": [[1], {"k": 2}], "labels": ["pos", "neg"]},
+             {"text": "b", "label": "y", "meta": {"id": "web-7"}, "tags": ["c"], "hash": 5, "deep": [],
+              "labels": "neg"}]
     (tmp_path / "d.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
     written = read_table(write_parquet(read_table(tmp_path / "d.jsonl"), tmp_path / "again.parquet"))
     assert written["meta"].tolist() == ['{"id": 7}', '{"id": "web-7"}']
     assert [list(t) for t in written["tags"]] == [["1", "b"], ["c"]] and written["text"].tolist() == ["a", "b"]
     assert written["hash"].tolist() == [str(2**64 - 1), "5"] and list(written["deep"][0]) == ["[1]", '{"k": 2}']
     columns = DataConfig(label_column="labels")  # a multi-label column of lists and single labels reads the same
-    assert (MultiLabel.read(tmp_path / "again.parquet", columns, "text", "data.train").targets
-            == MultiLabel.read(tmp_path / "d.jsonl", columns, "text", "data.train").targets == [("neg", "pos"), ("neg",)])
+    read = [MultiLabel.read(tmp_path / name, columns, "text", "data.train").targets for name in ("again.parquet",
+                                                                                                "d.jsonl")]
+    assert read[0] == read[1] == [("neg", "pos"), ("neg",)]
 
 
 @pytest.mark.parametrize("suffix", [".csv", ".tsv"])
