@@ -458,3 +458,9 @@ def test_an_unknown_option_shows_the_commands_usage_and_the_override_a_config_ke
         main(["cv", "some.yaml", "--bogus"])
     err = capsys.readouterr().err
     assert err.startswith("usage: strop cv ") and err.rstrip().endswith("unrecognized arguments: --bogus")
+    with pytest.raises(SystemExit):
+        main(["fit", "--train.epochs=3"])
+    assert "(config keys are set as key=value: train.epochs=...)" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # a command without overrides: no key=value to point to
+        main(["evaluate", "run", "--data", "x.csv", "--batch-size", "4"])
+    assert capsys.readouterr().err.rstrip().endswith("unrecognized arguments: --batch-size 4")

@@ -717,11 +717,15 @@ def unrecognized(parser: argparse.ArgumentParser, command: str | None, rest: lis
     for section in (f.name for f in dataclasses.fields(Config) if f.name != "output_dir"):
         for f in dataclasses.fields(getattr(Config(), section)):
             keys.setdefault(f.name, []).append(f"{section}.{f.name}")
+    full = {key for named in keys.values() for key in named}
     given = [r[2:].split("=", 1)[0].replace("-", "_") for r in rest if r.startswith("--")]
-    known = [key for name in given for key in keys.get(name, [])]
-    hint = (f" (config keys are set as key=value: {', '.join(f'{key}=...' for key in known)})" if known else "")
+    known = [key for name in given for key in ([name] if name in full else keys.get(name, []))]
     commands = parser._subparsers._group_actions[0].choices if parser._subparsers else {}
-    commands.get(command, parser).error(f"unrecognized arguments: {' '.join(rest)}{hint}")
+    sub = commands.get(command, parser)
+    takes_overrides = any(action.dest == "overrides" for action in sub._actions)
+    hint = (f" (config keys are set as key=value: {', '.join(f'{key}=...' for key in known)})"
+            if known and takes_overrides else "")
+    sub.error(f"unrecognized arguments: {' '.join(rest)}{hint}")
 
 
 def main(argv: list[str] | None = None) -> int:
