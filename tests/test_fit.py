@@ -432,5 +432,11 @@ def test_a_script_that_calls_fit_gets_its_random_generators_back_as_they_were(ti
     random.seed(7), np.random.seed(7), torch.manual_seed(7)
     expected = draws()
     random.seed(7), np.random.seed(7), torch.manual_seed(7)
-    strop.fit(None, tiny_overrides + ["train.epochs=1"])  # seeds every global generator from train.seed
+    run = strop.fit(None, tiny_overrides + ["train.epochs=1"])  # seeds every global generator from train.seed
+    assert draws() == expected
+    from strop.fit import lr_find  # so do the learning-rate range test and a model's load (its head's first draw)
+
+    random.seed(7), np.random.seed(7), torch.manual_seed(7)
+    lr_find(None, tiny_overrides, output=run.parent / "lr", steps=20)
+    strop.load(run)
     assert draws() == expected

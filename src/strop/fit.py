@@ -411,6 +411,7 @@ def _has_checkpoint(run: RunDir) -> bool:
 MIN_RANGE_STEPS = 20  # strop lr-find --steps: fewer give a suggestion of noise (5 gave the top of the range)
 
 
+@keeps_callers_random_state
 def lr_find(config: str | Path | dict | Config | None = None, overrides: list[str] = (),
             output: str | Path | None = None, steps: int = 100) -> dict:
     """`strop lr-find`: the learning-rate range test on the run's model and data; writes lr_find.json and

@@ -13,6 +13,7 @@ from strop.model import TaskModel, load_model, model_folder
 from strop.tasks import Examples, Task
 from strop.tasks.base import pad_collate
 from strop.train.cache import example_length
+from strop.train.checkpoint import keeps_callers_random_state
 
 
 class Predictor:
@@ -211,6 +212,7 @@ def load_ensemble(folder: Path, device: str | None) -> EnsemblePredictor:
     return ensemble
 
 
+@keeps_callers_random_state  # the head is built with random weights before the saved ones replace them
 def load(run_dir: str | Path, device: str | None = None) -> Predictor:
     """Loads the model of a completed run (or a run's model/ folder itself).
 

@@ -259,13 +259,20 @@ class SearchOptions:
 
 
 def search(config=None, overrides: list[str] = (), options: SearchOptions | None = None) -> dict:
-    """Runs (or continues) a search and returns its summary (what search.json holds).
+    """Runs (or continues) a search and returns its summary (what search.json holds). The caller's random
+    generators are given back as they were (each trial seeds them).
 
     Raises:
         StropError: no or a bad search section, bad config or data (checked before any trial runs), a storage
             that cannot be opened, or a study of that name searching another space or metric, or training its
             trials with other settings.
     """
+    from strop.train.checkpoint import keeps_callers_random_state
+
+    return keeps_callers_random_state(_search)(config, overrides, options)
+
+
+def _search(config, overrides: list[str], options: SearchOptions | None) -> dict:
     from strop.config import check_seeds, load_config
     from strop.fit import prepare
     from strop.runs import refuse_several_processes
