@@ -464,3 +464,11 @@ def test_an_unknown_option_shows_the_commands_usage_and_the_override_a_config_ke
     with pytest.raises(SystemExit):  # a command without overrides: no key=value to point to
         main(["evaluate", "run", "--data", "x.csv", "--batch-size", "4"])
     assert capsys.readouterr().err.rstrip().endswith("unrecognized arguments: --batch-size 4")
+
+
+def test_main_called_by_a_script_leaves_its_stdout_as_it_was(tmp_path):
+    import sys
+
+    before = sys.stdout
+    main(["runs", "--dir", str(tmp_path)])  # the command's own process wraps it (strop.cli.run), not main()
+    assert sys.stdout is before

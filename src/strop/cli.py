@@ -729,8 +729,6 @@ def unrecognized(parser: argparse.ArgumentParser, command: str | None, rest: lis
 
 
 def main(argv: list[str] | None = None) -> int:
-    if not isinstance(sys.stdout, ClosedPipeTolerant):
-        sys.stdout = ClosedPipeTolerant(sys.stdout)
     parser = build_parser()
     args, rest = parser.parse_known_args(argv)
     # Options and key=value overrides mix in any order: `strop fit --quiet data.train=x.csv` leaves the
@@ -756,6 +754,8 @@ def run() -> None:
     their imports made (over half a million after a few-shot run; 1.4 s of a 14.6 s run on a 2-core CPU), and
     they free nothing that the end of the process does not. Frozen objects are skipped. Not in main(), which
     tests and scripts call in a process that goes on."""
+    if not isinstance(sys.stdout, ClosedPipeTolerant):  # the command's own process: a script calling main() keeps
+        sys.stdout = ClosedPipeTolerant(sys.stdout)      # its stdout as it was
     try:
         sys.exit(main())
     finally:  # also after argparse's exit (--help) and a traceback
