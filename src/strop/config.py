@@ -225,9 +225,9 @@ MAX_SEED = 2**32 - 2  # numpy's and scikit-learn's seeds stop at 2**32 - 1; a fe
 
 def check_seeds(key: str, first: int, count: int = 1) -> None:
     """Raises StropError unless the seeds first, first + 1, ... (count of them) are whole numbers numpy takes."""
+    several = f" (with {count} seeds from it)" if count > 1 else ""
     _require(isinstance(first, int) and not isinstance(first, bool) and 0 <= first and first + count - 1 <= MAX_SEED,
-             f"{key} must be a whole number from 0 to {MAX_SEED - count + 1}" + (f" (with {count} seeds from it)"
-                                                                              if count > 1 else "") + f"; got {first!r}")
+             f"{key} must be a whole number from 0 to {MAX_SEED - count + 1}{several}; got {first!r}")
 
 
 @dataclass(frozen=True)
