@@ -2,6 +2,8 @@
 
 import sys
 
+import pytest
+
 from strop.progress import Lines, Silent, progress
 
 
@@ -152,3 +154,19 @@ def test_train_quiet_silences_progress_in_every_part_of_a_fit(tiny_overrides, mo
     assert capsys.readouterr().err == ""
     strop.fit(None, [*tiny_overrides, "train.quiet=false"])
     assert "checking images: 1/3" in capsys.readouterr().err
+
+
+def test_train_quiet_silences_progress_in_every_part_of_the_learning_rate_range_test(tiny_overrides, tmp_path,
+                                                                                     monkeypatch, capsys):
+    from strop.fit import lr_find
+
+    def some_part(*args, **kwargs):  # a part that asks for progress whatever the config says (tokenizing much)
+        list(progress(range(3), "tokenizing 60000 texts", show=True, every=0.0))
+        raise KeyboardInterrupt  # enough: the test is of what showed
+
+    monkeypatch.setattr(sys.modules["strop.fit"], "prepare", some_part)
+    for quiet, said in (("true", ""), ("false", "tokenizing 60000 texts: 1/3")):
+        with pytest.raises(KeyboardInterrupt):
+            lr_find(None, [*tiny_overrides, f"train.quiet={quiet}"], output=tmp_path / "lr", steps=20)
+        err = capsys.readouterr().err
+        assert said in err and (said or err == "")

@@ -424,9 +424,12 @@ def lr_find(config: str | Path | dict | Config | None = None, overrides: list[st
     if steps < MIN_RANGE_STEPS:  # the first tenth is ignored, and a slope needs a few steps before the minimum
         raise StropError(f"--steps {steps}: the range test needs at least {MIN_RANGE_STEPS} steps to find where the "
                          "loss falls fastest (the default is 100)")
+    from strop.progress import quiet_progress
+
     cfg = load_config(config, overrides)
     folder = Path(output) if output is not None else Path("lr-find")
-    with output_folder(folder, "--output"):  # checked before the test: a folder it cannot write fails now
+    # checked before the test: a folder it cannot write fails now; train.quiet silences every part, as in a fit
+    with output_folder(folder, "--output"), quiet_progress(cfg.train.quiet):
         return _range_test_into(folder, cfg, steps)
 
 
