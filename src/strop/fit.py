@@ -290,16 +290,9 @@ def _fit(cfg: Config, on_epoch, adapt_task, resume_hint: bool, method_choice: di
     existed = cfg.output_dir is not None and Path(cfg.output_dir).exists()  # made by the user: kept on failure
     run, cfg, lock = _open_run_dir(cfg)
     created = not cfg.train.resume
-    try:
-        accelerator = make_accelerator(cfg)
-    except BaseException:  # nothing written yet but the lock: the run folder goes, as a refused run's does
-        if lock is not None:
-            lock.close()
-            if created:
-                remove_failed_run(run.root, existed)
-        raise
     saved = False  # the summary written: the run is complete from then on
     try:
+        accelerator = make_accelerator(cfg)
         _check_engine(accelerator)
         method = METHODS.get(cfg.method.name)(cfg.method)
         auto_batch = cfg.train.batch_size == "auto"
@@ -383,17 +376,17 @@ def _fit(cfg: Config, on_epoch, adapt_task, resume_hint: bool, method_choice: di
                 print(f"interrupted after the run was saved: {run.root} is complete (its model and summary.json); "
                       f"its report, if it is missing, is drawn by: strop report {run.root}", file=sys.stderr)
             raise
+        main = lock is not None  # the main process holds the run's lock (`_open_run_dir`), made before its engine
         # A run that never reached its first checkpoint is worth nothing: leave no half-written run.
-        if created and accelerator.is_main_process and not _has_checkpoint(run):
+        if created and main and not _has_checkpoint(run):
             remove_failed_run(run.root, existed)
             if isinstance(error, KeyboardInterrupt) and not cfg.train.quiet and resume_hint:
                 print(f"interrupted before the run's first checkpoint: nothing was kept ({run.root} is "
                       f"{'emptied' if existed else 'removed'}); "
                       "run the same command again to start over", file=sys.stderr)
-        elif (isinstance(error, KeyboardInterrupt) and accelerator.is_main_process and not cfg.train.quiet
-              and resume_hint):
+        elif isinstance(error, KeyboardInterrupt) and main and not cfg.train.quiet and resume_hint:
             print(f"interrupted; continue the run with: strop fit {run.config} train.resume=true", file=sys.stderr)
-        if accelerator.is_main_process:  # a run removed above leaves the index too
+        if main:  # a run removed above leaves the index too
             record_run(run.root, "interrupted" if isinstance(error, KeyboardInterrupt) else "failed", error)
         raise
     finally:

@@ -206,12 +206,12 @@ def _number_stats(values: np.ndarray) -> dict[str, float]:
 
 def _key(x):
     """An input made comparable: texts by their words, case-folded, accents composed; vectors by their values."""
-    from strop.data.inputs import composed
+    from strop.data.inputs import spelling_key
 
     if isinstance(x, str):
-        return " ".join(composed(x).casefold().split())
+        return " ".join(spelling_key(x).split())
     if isinstance(x, tuple) and all(isinstance(v, str) for v in x):
-        return tuple(" ".join(composed(v).casefold().split()) for v in x)
+        return tuple(" ".join(spelling_key(v).split()) for v in x)
     if isinstance(x, np.ndarray):
         return tuple(np.round(x.astype(np.float64), 9).tolist())
     return " ".join(x).casefold()

@@ -107,8 +107,9 @@ def normalise_labels(column: pd.Series, labels: list[str | None], path: str | Pa
     alike = [sorted(group) for group in spellings.values() if len(group) > 1]
     if alike:  # case may matter ('US', 'us'), so said, not changed; so is an accent typed two ways, as a model
         # saved with one spelling must go on reading its labels as they were written
-        shown = ", ".join(" and ".join(repr(s) for s in group) + differs_in(*group[:2]) for group in sorted(alike)[:5])
-        how = "case" if "accents typed" not in shown else "case, or in how an accent is typed,"
+        groups = sorted(alike)[:5]
+        shown = ", ".join(" and ".join(repr(s) for s in group) + differs_in(*group[:2]) for group in groups)
+        how = "case, or in how an accent is typed," if any(differs_in(*group[:2]) for group in groups) else "case"
         say_note(f"{what}: labels in {Path(path).name} that differ only in {how} are classes of their own: {shown}; "
                  "if they mean one class, write them one way")
     return labels

@@ -323,13 +323,13 @@ def write_parquet(frame: pd.DataFrame, path: str | Path) -> Path:
     for column in frame.columns:
         values = [v for v in frame[column] if not _missing_cell(v)]
         kinds = {type(v) for v in values}
-        if any(isinstance(v, (list, tuple, np.ndarray)) for v in values) and len(kinds) > 1:
+        if any(isinstance(v, SEQUENCES) for v in values) and len(kinds) > 1:
             # a multi-label column of lists and single labels ("neg" beside ["pos", "neg"]): a list each, which
             # reads as the same labels ("pos|neg", a text of separated labels, is a list of that one text)
             frame[column] = frame[column].map(_as_list).astype(object)
         elif len(kinds) > 1:
             frame[column] = frame[column].map(_as_text).astype(object)
-        if not _parquet_holds(frame[column]):
+        if frame[column].dtype == object and not _parquet_holds(frame[column]):  # a typed column always holds
             frame[column] = frame[column].map(_nested_as_text).astype(object)
             if not _parquet_holds(frame[column]):  # lists of lists or of records: each list as its JSON text
                 frame[column] = frame[column].map(_as_json).astype(object)
@@ -348,21 +348,23 @@ def _parquet_holds(values: pd.Series) -> bool:
     return True
 
 
+SEQUENCES = (list, tuple, np.ndarray)  # a cell's nested values, besides records (dict)
+
+
 def _missing_cell(value) -> bool:
-    return not isinstance(value, (list, tuple, dict, np.ndarray)) and is_missing(value)
+    return not isinstance(value, (*SEQUENCES, dict)) and is_missing(value)
 
 
 def _as_list(value):
     if _missing_cell(value):
         return None
-    return [_as_text(item) for item in value] if isinstance(value, (list, tuple, np.ndarray)) else [_as_text(value)]
+    return [_as_text(item) for item in value] if isinstance(value, SEQUENCES) else [_as_text(value)]
 
 
 def _nested_as_text(value):
     """A list's items as texts (lists and records within it as their JSON), a record as its JSON, else a text."""
-    if isinstance(value, (list, tuple, np.ndarray)):
-        return [_as_json(item) if isinstance(item, (list, tuple, dict, np.ndarray)) else _as_text(item)
-                for item in value]
+    if isinstance(value, SEQUENCES):
+        return [_as_json(item) if isinstance(item, (*SEQUENCES, dict)) else _as_text(item) for item in value]
     return _as_json(value) if isinstance(value, dict) else _as_text(value)
 
 
