@@ -158,6 +158,26 @@ def test_token_predictions_are_entity_spans_with_character_offsets(tiny_model_di
         assert text[entity["start"]:entity["end"]] == entity["text"]
 
 
+def test_a_word_that_comes_to_no_token_leaves_the_other_words_their_own_tags(tiny_model_dir, tmp_path, capsys):
+    run, _ = _fit("token_classification", tiny_model_dir, tmp_path, extra=["train.epochs=20", "optim.lr=3e-3"])
+    predictor = strop.load(run)
+    words = ["Anna", "Smith", "flew", "to", "Paris", "."]
+    (plain,) = predictor.predict_tags([words])
+    assert "I-PER" in plain and "I-LOC" in plain  # the model tells the entities apart: a shift would show
+    for invisible in ("\u200b", "\u00ad", ""):  # a zero-width space, a soft hyphen, an empty word: no token
+        (tags,) = predictor.predict_tags([words[:1] + [invisible] + words[1:]])
+        assert tags == plain[:1] + ["O"] + plain[1:], invisible
+    (record,) = predictor.records(["Anna\u00ad Smith flew to Paris ."])
+    assert ("LOC", "Paris") in {(e["type"], e["text"]) for e in record["entities"]}
+
+    # words past model.max_length (32 tokens here) are tagged O, and the run says so
+    capsys.readouterr()
+    long = ["and"] * 40 + ["Paris"]
+    (tags,) = predictor.predict_tags([long])
+    assert len(tags) == len(long) and tags[-1] == "O"
+    assert "1 of 1 sentences are longer than model.max_length=32 tokens" in capsys.readouterr().err
+
+
 def test_multilabel_thresholds_are_tuned_saved_and_used(tiny_model_dir, tmp_path):
     run, _ = _fit("multilabel_classification", tiny_model_dir, tmp_path, extra=["train.epochs=4"])
     info = json.loads((run / "model" / "strop.json").read_text())

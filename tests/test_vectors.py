@@ -13,10 +13,10 @@ from safetensors.torch import load_file
 import strop
 
 
-def _vectors(path, n, seed, task="regression", scale=1.0):
+def _vectors(path, n, seed, task="regression", scale=1.0, offset=0.0):
     rng = np.random.default_rng(seed)
     x = rng.normal(size=(n, 4)) * [1, 10, 100, 0.1] + [0, 5, 50, 0]
-    y = scale * (np.tanh(x[:, 0]) + 0.1 * x[:, 1] - 0.01 * x[:, 2] + rng.normal(scale=0.05, size=n))
+    y = offset + scale * (np.tanh(x[:, 0]) + 0.1 * x[:, 1] - 0.01 * x[:, 2] + rng.normal(scale=0.05, size=n))
     frame = pd.DataFrame(x, columns=["a", "b", "c", "d"])
     frame["y"] = y if task == "regression" else np.where(y > np.median(y), "high", "low")
     frame.to_csv(path, index=False)
@@ -48,11 +48,13 @@ def test_mlp_regression_learns_with_standardised_inputs_and_targets(tmp_path):
                                                                                      rel=1e-4)
 
 
-def test_predictions_of_targets_in_millionths_keep_their_digits(tmp_path):
-    """Written outputs keep 6 significant digits, whatever the targets' scale (6 decimal places turned values
-    like 1.5e-06 into 2e-06: the run's r2 of 0.78 read 0.61 from `strop predict`'s output)."""
-    train = _vectors(tmp_path / "train.csv", 300, 1, scale=1e-6)
-    dev = _vectors(tmp_path / "dev.csv", 100, 2, scale=1e-6)
+@pytest.mark.parametrize("scale, offset", [(1e-6, 0.0), (1.0, 1e6)], ids=["millionths", "offset-1e6"])
+def test_predictions_of_targets_in_millionths_keep_their_digits(tmp_path, scale, offset):
+    """Written outputs keep 6 significant digits of the targets' spread, whatever their scale and offset (6 decimal
+    places turned values like 1.5e-06 into 2e-06: the run's r2 of 0.78 read 0.61 from `strop predict`'s output;
+    6 digits of the value itself wrote every target of 1e6 plus a few units as 1000000.0)."""
+    train = _vectors(tmp_path / "train.csv", 300, 1, scale=scale, offset=offset)
+    dev = _vectors(tmp_path / "dev.csv", 100, 2, scale=scale, offset=offset)
     run = strop.fit(None, ["model.name=mlp", "task.name=regression", f"data.train={train}", f"data.validation={dev}",
                            "data.label_column=y", f"output_dir={tmp_path / 'run'}", "train.quiet=true",
                            "train.epochs=5", "model.hidden=[32]"])
@@ -61,9 +63,25 @@ def test_predictions_of_targets_in_millionths_keep_their_digits(tmp_path):
                          capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     written = np.array([json.loads(line)["value"] for line in out.stdout.splitlines()])
-    np.testing.assert_allclose(written, exact, rtol=1e-5)
+    assert np.ptp(exact) > 0.1 * scale  # the outputs differ: rounding them all to one value would show
+    np.testing.assert_allclose(written, exact, rtol=0, atol=1e-4 * scale)
     saved = [json.loads(line)["output"][0] for line in (run / "validation_predictions.jsonl").read_text().splitlines()]
-    np.testing.assert_allclose(saved, exact, rtol=1e-5)
+    np.testing.assert_allclose(saved, exact, rtol=0, atol=1e-4 * scale)
+
+
+def test_a_feature_with_a_large_offset_keeps_its_differences(tmp_path):
+    """A Unix time's seconds: rounded to float32 before the mean came off, 1.7e9 + 0..100 s became 2 values."""
+    from strop.backbones.vector import MLPBackbone
+    from strop.data.inputs import read_vectors
+
+    seconds = np.linspace(0, 100, 51)
+    frame = pd.DataFrame({"time": 1.7e9 + seconds, "x": seconds})
+    body = MLPBackbone.for_data(read_vectors(frame, "t.csv", ["time", "x"], "data.train"), (8,), "relu", 0.0)
+    standard = np.array([f["x"] for f in body.encode(read_vectors(frame, "t.csv", ["time", "x"], "data.train"))])
+    np.testing.assert_allclose(standard[:, 0], standard[:, 1], atol=1e-5)  # the offset changes nothing
+    reloaded = MLPBackbone(2, (8,), "relu", 0.0, **{k: json.loads(json.dumps(v)) for k, v in
+                                                    body.save(tmp_path)["mlp"].items() if k in ("mean", "std")})
+    np.testing.assert_allclose([f["x"] for f in reloaded.encode(list(frame.to_numpy()))], standard, atol=1e-6)
 
 
 def test_mlp_classification_and_cli_predict_from_a_table(tmp_path):

@@ -135,7 +135,7 @@ class Predictor:
         if len(bad):
             raise StropError(f"input row(s) {', '.join(str(i) for i in bad[:5])} hold a value that is missing, "
                              "infinite or beyond float32: give finite numbers")
-        return list(np.ascontiguousarray(matrix, dtype=np.float32))
+        return list(matrix)  # float64: the MLP standardises before its float32 layers
 
     def predict_tags(self, words: list[list[str]]) -> list[list[str]]:
         """Token classification: one tag per word of each list of words."""

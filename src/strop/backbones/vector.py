@@ -35,8 +35,9 @@ class MLPBackbone(Backbone):
         self.blocks = nn.ModuleList(layers)
         self.num_features, self.hidden, self.activation, self.dropout = num_features, tuple(hidden), activation, dropout
         self.hidden_size = width
-        self.mean = np.zeros(num_features, np.float32) if mean is None else np.asarray(mean, np.float32)
-        self.std = np.ones(num_features, np.float32) if std is None else np.asarray(std, np.float32)
+        # float64: standardising in float32 would round a large offset's differences away (a Unix time's seconds)
+        self.mean = np.zeros(num_features) if mean is None else np.asarray(mean, np.float64)
+        self.std = np.ones(num_features) if std is None else np.asarray(std, np.float64)
 
     @classmethod
     def for_data(cls, vectors: list[np.ndarray], hidden: tuple[int, ...], activation: str,
@@ -53,7 +54,7 @@ class MLPBackbone(Backbone):
         return cls(m["num_features"], tuple(m["hidden"]), m["activation"], m["dropout"], m["mean"], m["std"])
 
     def encode(self, inputs: list[np.ndarray]) -> list[dict]:
-        standard = (np.stack(inputs).astype(np.float32) - self.mean) / self.std
+        standard = ((np.stack(inputs).astype(np.float64) - self.mean) / self.std).astype(np.float32)
         return [{"x": row.tolist()} for row in standard]
 
     def forward(self, level: str, x: torch.Tensor, **_: torch.Tensor) -> torch.Tensor:

@@ -184,7 +184,9 @@ def read_vectors(frame: pd.DataFrame, path: str | Path, columns: list[str], what
                          "data.feature_columns=[x1, x2, ...]")
     for column in columns:
         require_column(frame, column, path, what, "feature_columns")
-    matrix = np.zeros((len(frame), len(columns)), dtype=np.float32)
+    # float64 until the MLP standardises them: a feature with a large offset (a Unix time, an id) keeps its
+    # differences, which float32 would round away before its mean is taken off
+    matrix = np.zeros((len(frame), len(columns)), dtype=np.float64)
     for j, column in enumerate(columns):
         values = numeric_column(frame[column], column, path, what, "feature",
                                 "leave the column out with data.feature_columns=[...]")

@@ -23,17 +23,19 @@ from strop.registry import Registry
 SIGNIFICANT_DIGITS = 6
 
 
-def compact(values):
+def compact(values, scale=None):
     """Output numbers as predictions, reports and responses write them: rounded to 6 significant digits, so that a
     value of any scale keeps its precision (a regression output of 1.5157e-06 stays so, where a fixed 6 decimal
-    places made it 2e-06; a probability of 0.1 or more is written as before). A number gives a float, an array
-    nested lists."""
+    places made it 2e-06; a probability of 0.1 or more is written as before). With `scale` (a regression target's
+    spread), 6 significant digits of the scale: an output of 1,000,000.37 with a spread of 1 keeps its decimals,
+    which 6 digits of its own would round to 1,000,000. A number gives a float, an array nested lists."""
     a = np.asarray(values, dtype=np.float64)
+    magnitude = np.abs(a) if scale is None else np.broadcast_to(np.abs(np.asarray(scale, dtype=np.float64)), a.shape)
     rounded = a.copy()
     # outside 1e-290 .. 1e290 (no model output) a power of ten below would overflow: such values stay as they are
-    real = np.isfinite(a) & (np.abs(a) > 1e-290) & (np.abs(a) < 1e290)
+    real = np.isfinite(a) & (magnitude > 1e-290) & (magnitude < 1e290)
     shift = np.zeros_like(a)
-    shift[real] = SIGNIFICANT_DIGITS - 1 - np.floor(np.log10(np.abs(a[real])))  # decimal places to keep
+    shift[real] = SIGNIFICANT_DIGITS - 1 - np.floor(np.log10(magnitude[real]))  # decimal places to keep
     power = 10.0 ** np.abs(shift)  # a power of ten, exact: the quotient or product below rounds correctly
     small, large = real & (shift >= 0), real & (shift < 0)
     rounded[small] = np.round(a[small] * power[small]) / power[small]

@@ -105,6 +105,6 @@ class Reconstruction(StandardisedOutputs, SentenceTask):
         return [[float(v) for v in np.asarray(o) * self.std + self.mean] for o in outputs]
 
     def records(self, inputs: list, outputs: list[np.ndarray]) -> list[dict[str, Any]]:
-        return [{"reconstruction": dict(zip(self.columns, compact(values))),
+        return [{"reconstruction": dict(zip(self.columns, compact(values, self.std))),
                  "error": compact(np.mean((np.asarray(o, dtype=np.float64) - self._standard(x)) ** 2))}
                 for x, o, values in zip(inputs, outputs, self.predictions(inputs, outputs))]

@@ -128,7 +128,9 @@ class Regression(StandardisedOutputs, SentenceTask):
         return [[float(x) for x in v] for v in outputs]
 
     def records(self, inputs: list, outputs: list[np.ndarray]) -> list[dict[str, Any]]:
+        # the outputs are as precise as the model's float32 on the standardised scale: digits of the targets'
+        # spread, not of the value (a target of 1e6 + a few units keeps its units)
         if len(self.columns) == 1:
-            return [{**_input_fields(x), "value": compact(v[0])} for x, v in zip(inputs, outputs)]
-        return [{**_input_fields(x), "values": dict(zip(self.columns, compact(v)))}
+            return [{**_input_fields(x), "value": compact(v[0], self.std[0])} for x, v in zip(inputs, outputs)]
+        return [{**_input_fields(x), "values": dict(zip(self.columns, compact(v, self.std)))}
                 for x, v in zip(inputs, outputs)]

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from strop.data.conll import detect_scheme, read_conll, read_tagged_jsonl
+from strop.data.tables import say_note
 from strop.errors import StropError
 from strop.evaluate.metrics import entity_metrics
 from strop.tasks.base import TASKS, Examples, Task, compact
@@ -56,7 +57,7 @@ class TokenClassification(Task):
     metric_names = ("f1", "precision", "recall", "accuracy", "loss")
     metric_ranges = {**dict.fromkeys(("f1", "precision", "recall", "accuracy"), (0.0, 1.0)), "loss": (0.0, np.inf)}
     lead_metric = "f1"
-    pad_values = {"labels": IGNORE, "word_tags": IGNORE}
+    pad_values = {"labels": IGNORE, "word_tags": IGNORE, "first_of_word": -1}
 
     @classmethod
     def read(cls, path: str | Path, data_cfg, input_kind: str, what: str, with_targets: bool = True) -> Examples:
@@ -104,18 +105,29 @@ class TokenClassification(Task):
     def encode(self, backbone, examples: Examples) -> list[dict]:
         words = [_words_and_offsets(x)[0] for x in examples.inputs]
         ids = None if examples.targets is None else self.encode_targets(examples.targets)
-        features = []
+        features, cut_sentences, cut_words = [], 0, 0
         for i, (feature, word_ids) in enumerate(backbone.encode_words(words)):
-            starts, previous = [], None
+            # each token's word where the token is that word's first, else -1: a word that comes to no token
+            # at all (a soft hyphen, a zero-width space) is absent here, and the words after it keep their places
+            first_of_word, previous = [], None
             for word in word_ids:
-                starts.append(int(word is not None and word != previous))
+                first_of_word.append(word if word is not None and word != previous else -1)
                 previous = word
-            feature["word_starts"] = starts
+            feature["first_of_word"] = first_of_word
             feature["num_words"] = len(words[i])
             if ids is not None:
-                feature["labels"] = [ids[i][w] if s else IGNORE for w, s in zip(word_ids, starts)]
+                feature["labels"] = [ids[i][w] if w >= 0 else IGNORE for w in first_of_word]
                 feature["word_tags"] = ids[i]  # every word's tag, those cut off by model.max_length too
+            if len(feature["input_ids"]) >= backbone.max_length:
+                last_word = max((w for w in word_ids if w is not None), default=-1)
+                if last_word + 1 < len(words[i]):
+                    cut_sentences, cut_words = cut_sentences + 1, cut_words + len(words[i]) - last_word - 1
             features.append(feature)
+        if cut_sentences:
+            source = f" in {Path(examples.source).name}" if examples.source and Path(examples.source).is_file() else ""
+            say_note(f"{cut_sentences} of {len(words)} sentences{source} are longer than model.max_length="
+                     f"{backbone.max_length} tokens: their last {cut_words} words in all are not read (tagged O); "
+                     "a larger model.max_length (up to the model's limit) reads them")
         return features
 
     def encode_targets(self, targets: list[list[str]]) -> list[list[int]]:
@@ -127,16 +139,17 @@ class TokenClassification(Task):
         return F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=IGNORE)
 
     def outputs(self, logits: torch.Tensor, batch: dict) -> list[np.ndarray]:
-        """Per example, (words, tags) probabilities; words cut off by model.max_length get tag O."""
+        """Per example, (words, tags) probabilities, each word's from its first token; a word with no token
+        (cut off by model.max_length, or one the tokenizer drops) gets tag O."""
         probabilities = torch.softmax(logits.float(), dim=-1).cpu().numpy()
-        starts = batch["word_starts"].cpu().numpy().astype(bool)
+        first_of_word = batch["first_of_word"].cpu().numpy()
+        no_token = np.zeros(len(self.tags), dtype=probabilities.dtype)
+        no_token[self.tags.index("O") if "O" in self.tags else 0] = 1.0
         out = []
-        for row, start, n in zip(probabilities, starts, batch["num_words"].tolist()):
-            words = row[start[:row.shape[0]]]
-            if len(words) < n:
-                missing = np.zeros((n - len(words), len(self.tags)), dtype=words.dtype)
-                missing[:, self.tags.index("O") if "O" in self.tags else 0] = 1.0
-                words = np.concatenate([words, missing])
+        for row, word_of, n in zip(probabilities, first_of_word, batch["num_words"].tolist()):
+            words = np.tile(no_token, (n, 1))
+            tokens = np.flatnonzero(word_of[:row.shape[0]] >= 0)
+            words[word_of[tokens]] = row[tokens]
             out.append(words)
         return out
 
