@@ -255,6 +255,20 @@ def test_an_augmented_run_resumes_to_the_uninterrupted_run(tiny_timm_dir, image_
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_a_run_does_not_resume_on_pictures_changed_under_the_same_names(tiny_timm_dir, image_data, tmp_path,
+                                                                        monkeypatch):
+    import shutil
+
+    data = {"train": tmp_path / "train", "val": image_data["val"]}
+    shutil.copytree(image_data["train"], data["train"])
+    interrupt_after_checkpoint(monkeypatch, lambda: _fit(tiny_timm_dir, data, tmp_path / "run"))
+    monkeypatch.undo()
+    first_red = sorted((data["train"] / "red").iterdir())[0]
+    first_red.write_bytes(sorted((data["train"] / "blue").iterdir())[0].read_bytes())  # a blue picture, red's name
+    with pytest.raises(StropError, match="the train data differ from those the run started with"):
+        _fit(tiny_timm_dir, data, tmp_path / "run", "train.resume=true")
+
+
 def test_mixup_and_cutmix_train_and_resume_to_the_uninterrupted_run(tiny_timm_dir, image_data, tmp_path, monkeypatch):
     from safetensors.torch import load_file
 
@@ -416,7 +430,10 @@ def test_prune_channels_of_a_cnn_gives_a_smaller_run_that_predicts(trained, imag
 def test_compress_of_a_cnn_says_int8_converts_little_of_it(trained, capsys):
     from strop.compress import compress
 
-    rows = compress(trained, ("int8",))
+    rows = compress(trained)  # by default int8 alone: ONNX export takes text and vector models
+    assert [row["form"] for row in rows] == ["fp32", "int8"]
+    with pytest.raises(StropError, match="ONNX export takes text and vector models, not image models"):
+        compress(trained, ("onnx",))
     notes = json.loads((trained / "compress.json").read_text())["notes"]
     assert len(notes) == 1 and "int8 converts linear layers only" in notes[0]
     assert "the rest (convolutions) stays float32" in notes[0]  # what a CNN holds, not embeddings

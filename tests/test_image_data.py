@@ -20,10 +20,12 @@ from strop.errors import StropError
 from strop.tasks.image_classification import ImageClassification
 
 
-def write_image(path: Path, colour: int = 0, size: int = 16, mode: str = "RGB") -> Path:
+def write_image(path: Path, colour: int = 0, size: int = 16, mode: str = "RGB", mark: int = 0) -> Path:
+    """A flat colour; `mark` shades a corner, so that images of one colour differ (a split keeps equal ones together)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     array = np.zeros((size, size, 3), dtype=np.uint8)
     array[..., colour] = 200
+    array[:4, :4] = mark
     Image.fromarray(array).convert(mode).save(path)
     return path
 
@@ -31,7 +33,7 @@ def write_image(path: Path, colour: int = 0, size: int = 16, mode: str = "RGB") 
 def class_folders(root: Path, per_class: int = 4) -> Path:
     for c, name in enumerate(["cat", "dog"]):
         for i in range(per_class):
-            write_image(root / name / f"{i}.{'png' if i % 2 else 'jpg'}", colour=c)
+            write_image(root / name / f"{i}.{'png' if i % 2 else 'jpg'}", colour=c, mark=10 * i)
     return root
 
 
@@ -156,6 +158,47 @@ def test_seeded_stratified_split(tmp_path):
     assert first[1].inputs == again[1].inputs
     assert sorted(first[1].targets) == ["cat", "cat", "dog", "dog"]
     assert task.split(examples, 0.2, seed=4)[1].inputs != first[1].inputs
+
+
+def test_copies_of_one_picture_under_other_names_stay_on_one_side_of_the_split(tmp_path):
+    root = class_folders(tmp_path / "train", per_class=10)
+    for path in list(root.rglob("*.*")):  # every picture twice, the copy under another name
+        (path.parent / f"copy-{path.name}").write_bytes(path.read_bytes())
+    task = ImageClassification(labels=("cat", "dog"))
+    train, validation = task.split(read(root), 0.2, seed=3)
+    held_out = {Path(p).read_bytes() for p in validation.inputs}
+    assert len(validation) >= 4 and not held_out & {Path(p).read_bytes() for p in train.inputs}
+
+
+def _wide_image(path: Path, pixels: np.ndarray, mode: str | None = None) -> Path:
+    Image.fromarray(pixels, mode).save(path) if mode else Image.fromarray(pixels).save(path)
+    return path
+
+
+def test_16_bit_and_float_images_are_scaled_to_8_bits_not_clipped_to_one_colour(tmp_path):
+    from strop.data.images import BadImage, open_rgb
+
+    dark = _wide_image(tmp_path / "dark.png", np.full((8, 8), 1000, np.uint16))
+    bright = _wide_image(tmp_path / "bright.tif", np.full((8, 8), 60000, np.uint16))
+    ramp = _wide_image(tmp_path / "ramp.tif", np.linspace(0, 1, 64, dtype=np.float32).reshape(8, 8))
+    assert Image.open(dark).mode.startswith("I") and Image.open(ramp).mode == "F"
+    assert np.asarray(open_rgb(dark)).mean() == pytest.approx(1000 / 257, abs=0.5)
+    assert np.asarray(open_rgb(bright)).mean() == pytest.approx(60000 / 257, abs=0.5)
+    scaled = np.asarray(open_rgb(ramp))[..., 0]
+    assert scaled.min() == 0 and scaled.max() == 255 and len(np.unique(scaled)) == 64
+    beyond = _wide_image(tmp_path / "beyond.tif", np.full((8, 8), 7.5, np.float32))
+    with pytest.raises(BadImage, match="float pixels from 7.5 to 7.5"):
+        open_rgb(beyond)
+
+
+def test_a_photo_stored_sideways_is_read_the_way_its_exif_orientation_says(tmp_path):
+    from strop.data.images import open_rgb
+
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90 degrees clockwise to view
+    Image.new("RGB", (40, 20), (200, 0, 0)).save(tmp_path / "sideways.jpg", exif=exif.tobytes())
+    assert open_rgb(tmp_path / "sideways.jpg").size == (20, 40)
+    assert open_rgb((tmp_path / "sideways.jpg").read_bytes()).size == (20, 40)  # as strop serve receives it
 
 
 # --- the checkpoint import -----------------------------------------------------------------------------------

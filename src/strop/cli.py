@@ -383,7 +383,7 @@ def columns_given(args: argparse.Namespace) -> dict[str, str]:
 def cmd_compress(args: argparse.Namespace) -> int:
     from strop.compress import compress
 
-    forms = tuple(f.strip() for f in args.forms.split(",") if f.strip())
+    forms = None if args.forms is None else tuple(f.strip() for f in args.forms.split(",") if f.strip())
     compress(args.run_dir, forms, args.data, columns=columns_given(args))
     return 0
 
@@ -521,7 +521,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                "linear layers (PyTorch) and ONNX (onnxruntime; needs strop[export]). "
                                                "Prints the table and saves compress.json and compress.md in the run.")
     compress.add_argument("run_dir", help="run directory written by strop fit")
-    compress.add_argument("--forms", default="int8,onnx", help="compressed forms, comma-separated (default int8,onnx)")
+    compress.add_argument("--forms", default=None, help="compressed forms, comma-separated (default int8,onnx; "
+                          "an image model: int8, as ONNX export takes text and vector models)")
     compress.add_argument("--data", help="labelled file to score on (default: the run's validation data)")
     add_column_options(compress, " of --data")
     compress.set_defaults(func=cmd_compress)

@@ -49,9 +49,10 @@ class Form:
     runs: object = None  # what computes them: the PyTorch module, or the onnxruntime session
 
 
-def compress(run_dir: str | Path, forms: tuple[str, ...] = ("int8", "onnx"), data: str | None = None,
+def compress(run_dir: str | Path, forms: tuple[str, ...] | None = None, data: str | None = None,
              quiet: bool = False, columns: dict[str, str] | None = None) -> list[dict]:
-    """Measures the run's model and the given compressed forms; prints and saves the table; returns its rows.
+    """Measures the run's model and the given compressed forms (by default int8 and, for the models ONNX export
+    takes, onnx); prints and saves the table; returns its rows.
 
     Raises:
         StropError: a run without a model, an unknown form, `onnx` without strop[export], or validation
@@ -60,12 +61,14 @@ def compress(run_dir: str | Path, forms: tuple[str, ...] = ("int8", "onnx"), dat
     from strop.predict import load, one_model
     from strop.selftrain import run_of
 
-    unknown = [f for f in forms if f not in FORMS]
+    unknown = [f for f in forms or () if f not in FORMS]
     if unknown:
         raise StropError(f"--forms: unknown form '{unknown[0]}'; known: {', '.join(FORMS[1:])}")
     run_dir = run_of(run_dir, "strop compress", quiet)
     predictor = load(run_dir, device="cpu")
     one_model(predictor, run_dir, "compress")
+    if forms is None:  # ONNX export takes text and vector models (strop.export.example_inputs)
+        forms = ("int8", "onnx") if predictor.model.body.kind in ("text", "vector") else ("int8",)
     examples = validation_examples(Path(run_dir), predictor, data, columns)
     features = predictor.task.encode(predictor.model.body, examples)
     model = merged_copy(predictor.model)

@@ -99,7 +99,9 @@ def example_inputs(predictor) -> dict[str, torch.Tensor]:
         return {k: encoded[k] for k in body.input_keys if k in encoded}
     width = getattr(body, "num_features", None)  # the MLP on standardised vectors
     if width is None:
-        raise StropError(f"ONNX export does not know the inputs of a {type(body).__name__} backbone")
+        raise StropError(f"ONNX export takes text and vector models, not {body.kind} models yet: an image run's "
+                         "model folder (RUN/model) loads in timm as it is (local-dir:RUN/model), and strop compress "
+                         "--forms int8 measures its int8 form")
     return {key: torch.randn(2, width) for key in body.input_keys}
 
 

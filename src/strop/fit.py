@@ -516,11 +516,28 @@ def _fingerprint(examples: Examples) -> str:
     return hashlib.sha256(json.dumps([examples.inputs, examples.targets], default=plain).encode()).hexdigest()
 
 
+def _image_contents(examples: Examples) -> str | None:
+    """A hash of the image files' bytes, for examples that are image paths (the fingerprint above hashes their
+    paths: a picture replaced under the same name would resume unnoticed); None for other inputs."""
+    import hashlib
+
+    from strop.tasks.image_classification import ImageExamples
+
+    if not isinstance(examples, ImageExamples):
+        return None
+    from strop.data.images import image_key
+
+    return hashlib.sha256("\n".join(image_key(path) for path in examples.inputs).encode()).hexdigest()
+
+
 def _provenance(cfg: Config, splits: Splits, accelerator) -> dict:
     """What a run was made from besides its config: the data's fingerprints, the device and precision, and
     the versions of the libraries that computed it."""
+    contents = {f"{part}_images": _image_contents(examples) for part, examples in
+                (("train", splits.train), ("validation", splits.validation))}
+    images = {key: value for key, value in contents.items() if value is not None}
     return {"data": {"train": _fingerprint(splits.train), "validation": _fingerprint(splits.validation),
-                     "train_examples": len(splits.train), "validation_examples": len(splits.validation)},
+                     "train_examples": len(splits.train), "validation_examples": len(splits.validation), **images},
             "device": str(accelerator.device), "processes": accelerator.num_processes,
             "precision": cfg.train.mixed_precision, "versions": library_versions()}
 
@@ -538,10 +555,14 @@ def _check_same_data(run: RunDir, provenance: dict) -> dict:
         saved = json.loads(run.provenance.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}  # a run from before provenance was recorded: nothing to compare
-    changed = [part for part in ("train", "validation") if saved["data"][part] != provenance["data"][part]]
+    # image contents are compared where the run recorded them (runs from before it did resume as before)
+    changed = [part for part in ("train", "validation") if saved["data"][part] != provenance["data"][part]
+               or saved["data"].get(f"{part}_images", provenance["data"].get(f"{part}_images"))
+               != provenance["data"].get(f"{part}_images")]
     if changed:
         raise StropError(f"cannot resume {run.root}: the {' and '.join(changed)} data differ from those the run "
-                         f"started with (another file, or changed texts or labels); resume with the same data, or "
+                         f"started with (another file, or changed texts, images or labels); resume with the same "
+                         "data, or "
                          "start a new run in another output_dir")
     return saved
 

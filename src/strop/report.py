@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from strop.data.images import image_key
 from strop.errors import StropError
 from strop.evaluate import diagnose
 from strop.runs import RunDir, atomic_write_text, to_json
@@ -122,7 +123,7 @@ def data_summary(task: Task, train: Examples, validation: Examples) -> dict[str,
     else:
         summary["lengths"] = _length_summary([_words(x) for x in train.inputs], [_words(x) for x in validation.inputs])
     summary.update(_target_summary(task, train, validation))
-    summary.update(_duplicates(train, validation, _file_hash if kind == "image" else _key))
+    summary.update(_duplicates(train, validation, image_key if kind == "image" else _key))
     return summary
 
 
@@ -215,16 +216,6 @@ def _key(x):
     if isinstance(x, np.ndarray):
         return tuple(np.round(x.astype(np.float64), 9).tolist())
     return " ".join(x).casefold()
-
-
-def _file_hash(path) -> str:
-    """An image compared by its bytes: the same picture under two names is a duplicate."""
-    import hashlib
-
-    try:
-        return hashlib.sha1(Path(path).read_bytes()).hexdigest()
-    except OSError:
-        return str(path)
 
 
 def _shown(x) -> str:

@@ -57,7 +57,7 @@ def open_rgb(path: str | Path | bytes):
                 if width * height > pixel_limit():
                     raise BadImage(f"{width}x{height} pixels, beyond the decompression-bomb limit of "
                                    f"{pixel_limit():,} pixels")
-                return image.convert("RGB")  # decodes every pixel: a truncated file fails here
+                return _rgb(_upright(image))  # decodes every pixel: a truncated file fails here
     except BadImage:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
@@ -77,7 +77,59 @@ class BadImage(Exception):
     """A file that is no usable image; the message says why."""
 
 
+def _upright(image):
+    """The image as its camera meant it: a phone's photo is stored sideways with an EXIF orientation tag, which
+    viewers (and Hugging Face's image loading) apply. A tag Pillow cannot apply leaves the image as stored."""
+    from PIL import ImageOps
+
+    try:
+        return ImageOps.exif_transpose(image)
+    except (ValueError, TypeError, KeyError, SyntaxError, ZeroDivisionError):
+        return image
+
+
+WIDE_INTEGER_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")  # one channel of 16 bits (Pillow reads some as "I")
+
+
+def _rgb(image):
+    """An 8-bit RGB copy. Pillow's convert("RGB") clips wider pixels to 255, which leaves a 16-bit scan (medical,
+    microscopy, depth) or a float image one flat colour: those are scaled from their range to 0..255 first.
+
+    Raises:
+        BadImage: integer pixels beyond 16 bits, or float pixels outside 0..1 (no range to scale from).
+    """
+    if image.mode not in (*WIDE_INTEGER_MODES, "F"):
+        return image.convert("RGB")
+    import numpy as np
+    from PIL import Image
+
+    pixels = np.asarray(image, dtype=np.float64)
+    low, high = (float(pixels.min()), float(pixels.max())) if pixels.size else (0.0, 0.0)
+    if image.mode == "F":
+        if not (np.isfinite(pixels).all() and low >= 0 and high <= 1):
+            raise BadImage(f"float pixels from {low:g} to {high:g}, where strop reads floats of 0..1 (and 8- or "
+                           "16-bit integers): scale the image to 0..1 or convert it to 8 bits")
+        top = 1.0
+    else:
+        if low < 0 or high > 65535:
+            raise BadImage(f"32-bit pixels from {low:g} to {high:g}, beyond 16 bits: convert the image to 8 or "
+                           "16 bits")
+        top = 65535.0
+    return Image.fromarray(np.round(pixels * (255.0 / top)).astype(np.uint8), "L").convert("RGB")
+
+
 CHECK_BAR_FROM = 2000  # images: a check of fewer shows no progress
+
+
+def image_key(path) -> str:
+    """An image compared by its bytes: the same picture under two names is one input (a split keeps both copies
+    on one side; the report counts them as duplicates). A file that cannot be read is its path."""
+    import hashlib
+
+    try:
+        return hashlib.sha1(Path(path).read_bytes()).hexdigest()
+    except OSError:
+        return str(path)
 
 
 def check_images(paths: list[str], labels: list[str] | None, show: bool = False) -> ImageFiles:

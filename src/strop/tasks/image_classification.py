@@ -71,6 +71,14 @@ class ImageClassification(Classification):
         base = Classification.from_info(info)
         return cls(labels=base.labels, head=base.head, positive=base.positive, threshold=base.threshold)
 
+    def split(self, examples: Examples, fraction: float, seed: int) -> tuple[Examples, Examples]:
+        """As for any classification, with images compared by their bytes: a picture copied under two names
+        stays on one side, where comparing paths held out copies of training images and inflated the scores."""
+        from strop.data.images import image_key
+        from strop.data.splits import stratified_split
+
+        return stratified_split(examples, fraction, seed, inputs=[image_key(path) for path in examples.inputs])
+
     def plain_head(self) -> str | None:
         return None  # no transformers class: the model folder is timm's (see strop.backbones.image)
 
