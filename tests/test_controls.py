@@ -108,6 +108,36 @@ def test_gradual_unfreezing_stage_after_each_epoch_and_resume_mid_way(tiny_overr
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_gradual_unfreezing_stops_above_the_bottom_that_freeze_layers_keeps_frozen(tiny_overrides, tiny_model_dir,
+                                                                                     tmp_path, monkeypatch):
+    from transformers import BertModel
+
+    from strop.methods import METHODS
+
+    seen = []
+    start = METHODS.get("gradual").start_epoch
+
+    def recording(self, model, epoch):
+        start(self, model, epoch)
+        seen.append([any(p.requires_grad for p in layer.parameters()) for layer in model.body.layers()])
+
+    monkeypatch.setattr(METHODS.get("gradual"), "start_epoch", recording)
+    common = [o for o in tiny_overrides if not o.startswith("output_dir")] + ["method.name=gradual", "train.epochs=4",
+                                                                              "method.freeze_layers=2"]
+    run = strop.fit(None, common + [f"output_dir={tmp_path / 'run'}"])
+    assert seen == [[False, False, False], [False, False, True], [False, False, True], [False, False, True]]
+    started = BertModel.from_pretrained(tiny_model_dir).state_dict()
+    # the last epoch's weights (the best epoch's may be the first, where gradual trains the head alone)
+    last = _weights(run, "checkpoints/last/model.safetensors")
+    trained = {k.split("body.model.", 1)[1]: v for k, v in last.items() if "body.model." in k}
+    frozen = [k for k in started if k.startswith(("embeddings.", "encoder.layer.0."))]
+    assert frozen and all(torch.equal(started[k], trained[k]) for k in frozen)
+    assert not torch.equal(started["encoder.layer.1.output.dense.weight"], trained["encoder.layer.1.output.dense.weight"])
+    with pytest.raises(strop.StropError, match="method.freeze_layers=4, but the backbone has 3 layers"):
+        strop.fit(None, common + ["method.freeze_layers=4", f"output_dir={tmp_path / 'deep'}"])
+    assert not (tmp_path / "deep").exists()
+
+
 def test_l1_and_label_smoothing_change_the_training_loss(tiny_overrides, tmp_path):
     runs = {}
     for name, extra in (("plain", []), ("l1", ["optim.l1=1e-4"]), ("smooth", ["train.label_smoothing=0.2"])):

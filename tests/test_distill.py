@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 import yaml
+from safetensors.torch import load_file
 
 import strop
 from strop.cli import main
@@ -65,6 +66,12 @@ def test_distill_writes_a_normal_run_of_the_smaller_student(teacher, tmp_path, c
     # the model it started from stays with the run, and config.yaml re-runs it (a plain fit from that start)
     start = output / "student_start"
     assert yaml.safe_load((output / "config.yaml").read_text())["model"]["name"] == str(start)
+    # every block of the student trains, whatever bottom the teacher kept frozen
+    assert yaml.safe_load((teacher / "config.yaml").read_text())["method"]["freeze_layers"] > 0
+    assert yaml.safe_load((output / "config.yaml").read_text())["method"]["freeze_layers"] == 0
+    trained, started = load_file(output / "model" / "model.safetensors"), load_file(start / "model.safetensors")
+    embeddings = next(name for name in started if "word_embeddings" in name)
+    assert not torch.equal(trained[embeddings], started[embeddings])
     assert json.loads((start / "config.json").read_text())["num_hidden_layers"] == 1
     again = strop.fit(str(output / "config.yaml"), [f"output_dir={tmp_path / 'again'}", "train.quiet=true"])
     assert (again / "model" / "model.safetensors").is_file()

@@ -68,7 +68,10 @@ def distill(teacher_run: str | Path, overrides: list[str] = (), layers: int = 3,
         raise StropError(f"{teacher_run} has no config.yaml: give the teacher's run directory (its data come from "
                          f"it){round_hint(teacher_run)}")
     teacher_model = merged_copy(teacher.model)
-    cfg = load_config(config_file, ["train.resume=false", "method.name=full", "output_dir=null", *overrides])
+    # the teacher's frozen bottom (method.freeze_layers, resolved from auto) would freeze most of a shrunk student:
+    # its blocks have new neighbours and every one trains, as after pruning, unless told otherwise
+    cfg = load_config(config_file, ["train.resume=false", "method.name=full", "method.freeze_layers=0",
+                                    "output_dir=null", *overrides])
     if cfg.method.name in ("fewshot", "auto"):  # the pair stage reads hard labels, not the teacher's soft targets
         raise StropError(f"method.name={cfg.method.name}: a student learns the teacher's soft targets, which few-shot "
                          "training's pairs cannot use" + (" (and auto may choose it)" if cfg.method.name == "auto"

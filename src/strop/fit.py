@@ -133,7 +133,10 @@ def prepare(cfg: Config, adapt_task: Callable[[Task], Task] | None = None) -> Pr
         cfg = replace(cfg, model=replace(cfg.model, hidden=tuple(body.hidden), activation=body.activation))
     if auto_frozen:
         cfg = _choose_freeze_layers(cfg, splits, model, notes)
-    if cfg.method.freeze_layers and not METHODS.get(cfg.method.name)(cfg.method).caches_inputs:
+    if cfg.method.freeze_layers and cfg.method.name == "gradual":
+        notes.append(f"method.freeze_layers={cfg.method.freeze_layers}: the bottom layers never join the gradual "
+                     "unfreezing; they run at every step, as what trains above them changes from epoch to epoch")
+    elif cfg.method.freeze_layers and not METHODS.get(cfg.method.name)(cfg.method).caches_inputs:
         notes.append(f"method.freeze_layers={cfg.method.freeze_layers}: the frozen layers run at every step, without "
                      "gradients, so that the augmented, mixed or mirrored inputs reach them (method.cache_bottom="
                      + ("auto -> false" if cache_asked == "auto" else "false")

@@ -1,12 +1,13 @@
 """Gradual unfreezing (Howard & Ruder 2018, ULMFiT): the task head trains first; every method.unfreeze_every
-epochs one more layer group of the backbone joins, from the top down (the embeddings last). What trains in
-an epoch depends only on the epoch's number, so a resumed run continues at the same stage."""
+epochs one more layer group of the backbone joins, from the top down (the embeddings last), down to the
+bottom method.freeze_layers layers, which stay frozen throughout. What trains in an epoch depends only on the
+epoch's number, so a resumed run continues at the same stage."""
 
 from __future__ import annotations
 
 from torch import nn
 
-from strop.methods.base import METHODS, Method
+from strop.methods.base import METHODS, Method, freeze_bottom
 
 
 @METHODS.register("gradual")
@@ -15,9 +16,13 @@ class Gradual(Method):
         """How many backbone layers train in `epoch` (0-based): none in the first method.unfreeze_every epochs."""
         return epoch // self.cfg.unfreeze_every
 
+    # what trains changes from epoch to epoch, so nothing is cached, not even a bottom that stays frozen
+    caches_inputs = False
+
     def prepare(self, model: nn.Module) -> None:
         for p in model.parameters():  # all in the optimizer from the start; start_epoch holds back the rest
             p.requires_grad_(True)
+        freeze_bottom(model, self.cfg.freeze_layers)  # never joins (and a depth beyond the model's is refused)
 
     _epoch = 0
 
@@ -27,7 +32,7 @@ class Gradual(Method):
         training = self.stage(epoch)
         for i, layer in enumerate(layers):
             for p in layer.parameters():
-                p.requires_grad_(i >= len(layers) - training)
+                p.requires_grad_(i >= max(len(layers) - training, self.cfg.freeze_layers))
 
     def frozen_split(self, model: nn.Module) -> None:
         return None  # what is frozen changes from epoch to epoch: nothing stays cached
@@ -35,5 +40,5 @@ class Gradual(Method):
     def train_mode(self, model: nn.Module) -> None:
         model.train()
         layers = model.body.layers()
-        for layer in layers[:max(0, len(layers) - self.stage(self._epoch))]:
+        for layer in layers[:max(0, len(layers) - self.stage(self._epoch), self.cfg.freeze_layers)]:
             layer.eval()
