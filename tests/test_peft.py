@@ -176,6 +176,23 @@ def test_bad_settings_are_refused_before_anything_is_written(override, message, 
     assert not (tmp_path / "run").exists()
 
 
+def test_prompt_tuning_leaves_the_models_positions_room_for_its_virtual_tokens(tiny_model_dir, text_data, tmp_path,
+                                                                               capsys):
+    """The tiny BERT reads 128 positions: 128 tokens of text and 20 virtual ones indexed past them at predict time."""
+    run = strop.fit(None, _overrides(tiny_model_dir, text_data, tmp_path / "run", "method.name=prompt_tuning",
+                                     "method.virtual_tokens=20", "model.max_length=128", "train.epochs=1",
+                                     "train.quiet=false"))
+    said = capsys.readouterr()
+    assert "model.max_length 128 -> 108: the model reads 128 positions" in said.out + said.err
+    assert json.loads((run / "model" / "strop.json").read_text())["max_length"] == 108
+    (label,) = strop.load(run).predict([" ".join(["good film"] * 100)])  # far beyond 128 tokens
+    assert label in ("negative", "positive")
+    with pytest.raises(StropError, match="method.virtual_tokens=127: the model reads at most 128 tokens"):
+        strop.fit(None, _overrides(tiny_model_dir, text_data, tmp_path / "full", "method.name=prompt_tuning",
+                                   "method.virtual_tokens=127"))
+    assert not (tmp_path / "full").exists()
+
+
 def test_a_missing_target_module_is_named(tiny_model_dir, text_data, tmp_path):
     with pytest.raises(StropError, match="method.target_modules=") as error:
         strop.fit(None, _overrides(tiny_model_dir, text_data, tmp_path / "run", "method.name=lora",

@@ -19,6 +19,7 @@ from strop.errors import StropError
 from strop.index import record_run
 from strop.methods import METHODS
 from strop.methods.base import count_parameters
+from strop.methods.peft import leave_room_for_prompt
 from strop.model import Source, TaskModel, build_model, outputs_of, resolve_source, save_model
 from strop.runs import (RunDir, atomic_write_json, atomic_write_text, check_folder_path, default_run_name,
                         hold_lock, library_versions, note_other_versions, output_folder, remove_failed_run,
@@ -128,6 +129,7 @@ def prepare(cfg: Config, adapt_task: Callable[[Task], Task] | None = None) -> Pr
         cfg = replace(cfg, method=replace(cfg.method, freeze_layers=0))
     model, task, model_notes = build_model(source, splits.task, cfg, splits.train.inputs)
     notes += model_notes
+    notes += [note for note in [leave_room_for_prompt(model.body, cfg)] if note]
     if source.kind == "run" and model.body.kind == "vector":  # a saved MLP's shape, whatever the config said
         body = model.body
         cfg = replace(cfg, model=replace(cfg.model, hidden=tuple(body.hidden), activation=body.activation))

@@ -160,6 +160,30 @@ class PromptTuning(PeftMethod):
                                   prompt_tuning_init=PromptTuningInit.SAMPLE_VOCAB)
 
 
+def leave_room_for_prompt(body, cfg) -> str | None:
+    """Prompt tuning puts method.virtual_tokens learned tokens before the text's, and they take positions: a text
+    of model.max_length tokens would index past the position embeddings (a crash at predict time on a long text).
+    Shortens the body's max_length to leave them room, before any text is encoded; returns the note saying so.
+
+    Raises:
+        StropError: the virtual tokens alone fill the model's positions.
+    """
+    if cfg.method.name != "prompt_tuning" or getattr(body, "kind", None) != "text":
+        return None
+    from strop.backbones.text import tokens_read
+
+    limit = tokens_read(body.model, body.tokenizer)
+    virtual = cfg.method.virtual_tokens
+    if limit is None or body.max_length + virtual <= limit:
+        return None
+    if virtual >= limit - 2:  # room for [CLS], a token of text and [SEP] at least
+        raise StropError(f"method.virtual_tokens={virtual}: the model reads at most {limit} tokens, and the prompt "
+                         f"would fill them; choose fewer virtual tokens (20 is usual)")
+    body.max_length = limit - virtual
+    return (f"model.max_length {cfg.model.max_length} -> {body.max_length}: the model reads {limit} positions, "
+            f"and the prompt's {virtual} virtual tokens take {virtual} of them")
+
+
 @METHODS.register("prefix_tuning")
 class PrefixTuning(PeftMethod):
     def peft_config(self, encoder: nn.Module, kind: str):
