@@ -265,6 +265,21 @@ def test_a_byte_order_mark_is_no_part_of_the_first_token_or_line(tmp_path):
     assert read_lines(tmp_path / "domain.txt")[0] == "first text"
 
 
+def test_a_conllu_file_is_read_by_its_form_column_without_comments_ranges_or_empty_nodes(tmp_path):
+    from strop.data.conll import read_conll
+
+    rows = ["# sent_id = 1", "# text = EU rejects it", "1\tEU\teu\tPROPN\t_\t_\t2\tnsubj\t_\tB-ORG",
+            "2\trejects\treject\tVERB\t_\t_\t0\troot\t_\tO", "3-4\tdon't\t_\t_\t_\t_\t_\t_\t_\t_",
+            "3\tdo\tdo\tAUX\t_\t_\t2\taux\t_\tO", "4\tn't\tnot\tPART\t_\t_\t2\tadvmod\t_\tO",
+            "4.1\tgo\tgo\tVERB\t_\t_\t_\t_\t_\tO", "", "# sent_id = 2",
+            "1\tNew York\tNew York\tPROPN\t_\t_\t0\troot\t_\tB-LOC", ""]
+    (tmp_path / "ner.conllu").write_text("\n".join(rows), encoding="utf-8")
+    sentences, tags = read_conll(tmp_path / "ner.conllu", -1, "data.train")
+    assert sentences == [["EU", "rejects", "do", "n't"], ["New York"]]  # FORM, not the ID; a form may hold a space
+    assert tags == [["B-ORG", "O", "O", "O"], ["B-LOC"]]
+    assert read_conll(tmp_path / "ner.conllu", 3, "data.train")[1][0] == ["PROPN", "VERB", "AUX", "PART"]
+
+
 def test_a_tsv_whose_quotes_join_lines_says_which(tmp_path, capsys):
     from strop.data.tables import read_table
 

@@ -83,6 +83,9 @@ def test_every_bad_image_is_reported_by_path_and_why(tmp_path):
         read(root)
     message = str(error.value)
     assert f"{len(bad)} of the files" in message and "data.bad_images=skip" in message
+    with pytest.raises(StropError) as error:  # predict's and evaluate's files: no data.* setting to suggest
+        ImageClassification.read(root, DataConfig(), "image", "--input", with_targets=False)
+    assert "Replace or remove them" in str(error.value) and "data.bad_images" not in str(error.value)
     for name, why in bad.items():
         assert name in message, name
         reason = message.split(name, 1)[1].split(";")[0]

@@ -29,6 +29,12 @@ CASES = {
     "a vector column with text in it": (
         "train.csv", "x1,x2,label\n1,2,a\n3,four,b\n5,6,a\n7,8,b\n", ["model.name=mlp"],
         ["feature column 'x2'", "holds 'four' in row 2"]),
+    "a pair column for a token task": (
+        "train.conll", CONLL_OK, ["data.text_pair_column=text_pair"],
+        ["data.text_pair_column=text_pair: task.name=token_classification reads words, a tag each", "leave"]),
+    "a pair column for vectors": (
+        "train.csv", "x1,x2,label\n1,2,a\n3,4,b\n5,6,a\n7,8,b\n", ["model.name=mlp", "data.text_pair_column=x2"],
+        ["data.text_pair_column=x2: task.name=text_classification reads vector inputs, not pairs of texts"]),
     "a token task on vectors": (
         "train.conll", CONLL_OK, ["model.name=mlp"], ["task.name=token_classification needs a model that reads text inputs"]),
     "a metric the task does not compute": (

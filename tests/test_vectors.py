@@ -93,6 +93,15 @@ def test_mlp_classification_and_cli_predict_from_a_table(tmp_path):
     assert out.returncode == 0, out.stderr
     rows = [json.loads(line) for line in out.stdout.splitlines()]
     assert len(rows) == 100 and {r["label"] for r in rows} <= {"high", "low"}
+    # a file that lacks a feature, or misses a value: the fix is in the file (predict has no data.* settings)
+    frame = pd.read_csv(dev)
+    frame.drop(columns=["c"]).to_csv(tmp_path / "no_c.csv", index=False)
+    frame.assign(a=frame["a"].astype(object).where(frame.index != 3, "n/a")).to_csv(tmp_path / "hole.csv", index=False)
+    for name, said in (("no_c.csv", "The model reads the columns it was trained on"),
+                       ("hole.csv", "fix those values, or give a number in every row")):
+        out = subprocess.run([sys.executable, "-m", "strop.cli", "predict", str(run), "--input", str(tmp_path / name)],
+                             capture_output=True, text=True)
+        assert out.returncode == 2 and said in out.stderr and "data.feature_columns" not in out.stderr, out.stderr
 
 
 def test_the_python_api_takes_tables_rows_and_one_vector_and_refuses_bad_ones(tmp_path):

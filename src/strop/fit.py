@@ -53,6 +53,11 @@ def load_splits(cfg: Config, input_kind: str) -> Splits:
         raise StropError(f"task.name={cfg.task.name} needs a model that reads {wanted} inputs, and model.name="
                          f"{cfg.model.name} reads {input_kind} inputs: choose a {wanted} model (e.g. model.name="
                          f"{'efficientnet-lite0' if 'image' in task_cls.input_kinds else 'minilm-l6'})")
+    if d.text_pair_column and (input_kind != "text" or task_cls.level != "sequence"):
+        # read nowhere, but saved: predict and serve would then ask for pairs the model never saw
+        reads = "words, a tag each" if task_cls.level == "token" else f"{input_kind} inputs"
+        raise StropError(f"data.text_pair_column={d.text_pair_column}: task.name={cfg.task.name} reads {reads}, not "
+                         "pairs of texts; leave data.text_pair_column out")
     train = task_cls.read(d.train, d, input_kind, "data.train")
     validation = None
     if d.validation is not None:

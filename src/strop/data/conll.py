@@ -14,7 +14,9 @@ from strop.errors import StropError
 def read_conll(path: str | Path, tag_column: int, what: str, with_tags: bool = True
                ) -> tuple[list[list[str]], list[list[str]] | None]:
     """(sentences of tokens, sentences of tags). The token is the first column; the tag is column
-    `tag_column` (0-based, negative counts from the end: -1 is the last).
+    `tag_column` (0-based, negative counts from the end: -1 is the last). A CoNLL-U file (.conllu) is read as
+    that format says: tab-separated, the word its FORM (second column), `#` comment lines and the lines of
+    multiword tokens (1-2) and empty nodes (1.1) left out.
 
     Raises:
         StropError: not UTF-8, no sentence, or a line whose column count differs from the file's first line
@@ -25,9 +27,15 @@ def read_conll(path: str | Path, tag_column: int, what: str, with_tags: bool = T
         lines = path.read_text(encoding="utf-8-sig").splitlines()
     except UnicodeDecodeError as error:
         raise StropError(f"{what}: {path} is not valid UTF-8 (byte {error.start}): re-save it as UTF-8") from None
+    universal = path.suffix.lower() == ".conllu"
     sentences, tags, tokens, current, width = [], [], [], [], None
     for number, line in enumerate(lines, start=1):
-        fields = line.split()
+        if universal:
+            fields = line.rstrip("\r\n").split("\t") if line.strip() else []
+            if line.startswith("#") or (fields and not fields[0].isdigit()):  # a comment, a range 1-2, a node 1.1
+                continue
+        else:
+            fields = line.split()
         if not fields or fields[0] == "-DOCSTART-":
             if tokens:
                 sentences.append(tokens)
@@ -44,7 +52,7 @@ def read_conll(path: str | Path, tag_column: int, what: str, with_tags: bool = T
             raise StropError(f"{what}: line {number} of {path.name} has {len(fields)} columns where the file's first "
                              f"line has {width} ({line.strip()!r}): every token line needs the same columns, "
                              "separated by spaces or tabs, with blank lines between sentences")
-        tokens.append(fields[0])
+        tokens.append(fields[1] if universal else fields[0])
         current.append(fields[tag_column] if with_tags else "O")
     if tokens:
         sentences.append(tokens)
@@ -79,9 +87,12 @@ def read_tagged_jsonl(path: str | Path, tokens_key: str, tags_key: str, what: st
         for key in keys:
             value = record.get(key) if isinstance(record, dict) else None
             if not isinstance(value, list) or not value or not all(isinstance(v, str) and v.strip() for v in value):
+                from strop.data.inputs import column_fix
+
+                fixes = [f"tokens: {column_fix(what, 'text_column')}"] + \
+                    [f"tags: {column_fix(what, 'label_column')}"] * with_tags
                 raise StropError(f"{what}: line {number} of {path.name} needs '{key}' as a non-empty list of "
-                                 f"non-blank strings; got {value!r}. Name the keys with data.text_column (tokens) "
-                                 "and data.label_column (tags)")
+                                 f"non-blank strings; got {value!r} ({'; '.join(fixes)})")
         if with_tags and len(record[tokens_key]) != len(record[tags_key]):
             raise StropError(f"{what}: line {number} of {path.name} has {len(record[tokens_key])} tokens but "
                              f"{len(record[tags_key])} tags: give one tag per token")

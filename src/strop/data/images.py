@@ -161,8 +161,11 @@ def settle_bad_images(files: ImageFiles, policy: str, what: str, where: str) -> 
     listed = "; ".join(f"{path} ({reason})" for path, reason in files.bad[:SHOWN])
     more = f"; and {len(files.bad) - SHOWN} more" if len(files.bad) > SHOWN else ""
     if policy == "error":
+        from strop.data.inputs import SAVED_MODEL_FILES
+
+        skip = "" if what in SAVED_MODEL_FILES else ", or set data.bad_images=skip to leave them out"
         raise StropError(f"{what}: {len(files.bad)} of the files in {where} cannot be used as images: {listed}{more}. "
-                         "Replace or remove them, or set data.bad_images=skip to leave them out")
+                         f"Replace or remove them{skip}")
     if not files.paths:
         raise StropError(f"{what}: none of the files in {where} is a usable image: {listed}{more}")
     print(f"{what}: skipped {len(files.bad)} files that cannot be used as images (data.bad_images=skip): "

@@ -20,12 +20,25 @@ COLUMN_OPTIONS = {("--data", "label_column"): "--label-column", ("--data", "text
                   ("--input", "text_pair_column"): "--text-pair-column"}
 
 
+SAVED_MODEL_FILES = ("--input", "--data")  # files read for a saved model, whose data.* settings are fixed
+
+
+def column_fix(what: str, key: str) -> str:
+    """How to name the column of data.`key` for the file of `what`: its command's option, data.<key> in a run's
+    config, or (a saved model's file without such an option) the name the model was trained with."""
+    option = COLUMN_OPTIONS.get((what, key))
+    if option:
+        return f"name the right one with {option} <column>"
+    if what in SAVED_MODEL_FILES:
+        return "the model reads the columns it was trained on: give the file that column, by that name"
+    return f"name the right one with data.{key}=<column>"
+
+
 def require_column(frame: pd.DataFrame, column: str, path: str | Path, what: str, key: str) -> None:
     if column not in frame.columns:
-        option = COLUMN_OPTIONS.get((what, key))
-        fix = f"{option} <column>" if option else f"data.{key}=<column>"
+        fix = column_fix(what, key)
         raise StropError(f"{what}: column '{column}' not found in {Path(path).name}; columns found: "
-                         f"{shown_columns(frame.columns)}. Name the right one with {fix}")
+                         f"{shown_columns(frame.columns)}. {fix[0].upper()}{fix[1:]}")
 
 
 def clean_strings(column: pd.Series, path: str | Path, what: str) -> list[str | None]:
@@ -189,7 +202,8 @@ def read_vectors(frame: pd.DataFrame, path: str | Path, columns: list[str], what
     matrix = np.zeros((len(frame), len(columns)), dtype=np.float64)
     for j, column in enumerate(columns):
         values = numeric_column(frame[column], column, path, what, "feature",
-                                "leave the column out with data.feature_columns=[...]")
+                                "give a number in every row" if what in SAVED_MODEL_FILES
+                                else "leave the column out with data.feature_columns=[...]")
         too_large = np.flatnonzero(np.abs(values) > np.finfo(np.float32).max)
         if len(too_large):
             raise StropError(f"{what}: feature column '{column}' of {Path(path).name} holds {values[too_large[0]]:g} "
