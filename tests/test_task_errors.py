@@ -35,6 +35,9 @@ CASES = {
     "a pair column for vectors": (
         "train.csv", "x1,x2,label\n1,2,a\n3,4,b\n5,6,a\n7,8,b\n", ["model.name=mlp", "data.text_pair_column=x2"],
         ["data.text_pair_column=x2: task.name=text_classification reads vector inputs, not pairs of texts"]),
+    "a regression target named twice": (
+        "train.csv", "text,t1\ngood,1.5\nbad,2\nfine,2.5\n", ["task.name=regression", "data.label_column=t1,t1"],
+        ["data.label_column names t1 twice: name each target column once"]),
     "a token task on vectors": (
         "train.conll", CONLL_OK, ["model.name=mlp"], ["task.name=token_classification needs a model that reads text inputs"]),
     "a metric the task does not compute": (

@@ -387,6 +387,28 @@ def test_label_sets_read_from_json_and_parquet_lists_as_from_separated_text(tmp_
         task.read(tmp_path / "null.jsonl", DataConfig(), "text", "data.train")
 
 
+def test_a_listed_label_is_one_label_as_written_and_look_alikes_are_said(tmp_path, capsys):
+    from strop.config import Config, DataConfig
+
+    task = TASKS.get("multilabel_classification")
+    (tmp_path / "items.jsonl").write_text('{"text": "one", "label": ["News|0", "Sport"]}\n'
+                                          '{"text": "two", "label": [1.0, "Sport"]}\n{"text": "three", "label": [1]}\n')
+    # a separator inside a listed item is part of its name; 1.0 and 1 are one label, as in a cell
+    assert task.read(tmp_path / "items.jsonl", DataConfig(), "text", "data.train").targets == [
+        ("News|0", "Sport"), ("1", "Sport"), ("1",)]
+    (tmp_path / "case.csv").write_text("text,label\none,L1|L2\ntwo,l1\nthree,L2\n")
+    task.read(tmp_path / "case.csv", DataConfig(), "text", "data.train")
+    assert "differ only in case are classes of their own: 'L1' and 'l1'" in capsys.readouterr().err
+    # every row one label, and the labels hold another separator: the file's, most likely
+    (tmp_path / "semi.csv").write_text("text,label\none,red;blue\ntwo,blue\nthree,red\n")
+    train = task.read(tmp_path / "semi.csv", DataConfig(), "text", "data.train")
+    task.from_data(train, None, Config())
+    assert "set data.label_separator=';'" in capsys.readouterr().err
+    (tmp_path / "fine.csv").write_text("text,label\none,red|blue\ntwo,blue\nthree,red;dark\n")
+    task.from_data(task.read(tmp_path / "fine.csv", DataConfig(), "text", "data.train"), None, Config())
+    assert "label_separator" not in capsys.readouterr().err  # a row with two labels: the separator is right
+
+
 def test_predictions_of_a_tagged_jsonl_keep_its_other_keys_not_its_words(tiny_model_dir, tmp_path, capsys):
     from strop.cli import main
 
@@ -506,6 +528,16 @@ def test_written_numbers_keep_six_significant_digits_at_any_scale():
         warnings.simplefilter("error")  # no overflow on the way
         assert compact([1e-310, -2.5e200, float("inf")]) == [1e-310, -2.5e200, float("inf")]
     assert np.isnan(compact(float("nan")))
+    # with a scale (a regression target's spread), digits of the scale: a large offset keeps its units
+    assert compact(1000000.37, 1.0) == 1000000.37 and compact(1000000.37) == 1000000.0
+    assert compact([2.5e-7, 1.25e-6], 1e-6) == [2.5e-7, 1.25e-6]
+
+
+def test_scores_on_the_terminal_keep_their_digits_at_any_scale():
+    from strop.tasks.base import score_text
+
+    assert score_text(0.842913) == "0.8429" and score_text(3.2e-06) == "3.2e-06" and score_text(0) == "0.0000"
+    assert score_text(-0.004) == "-0.004" and score_text(12.5) == "12.5000"
 
 
 @pytest.mark.parametrize("task", ["regression", "reconstruction", "text_classification"])

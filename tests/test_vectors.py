@@ -67,6 +67,10 @@ def test_predictions_of_targets_in_millionths_keep_their_digits(tmp_path, scale,
     np.testing.assert_allclose(written, exact, rtol=0, atol=1e-4 * scale)
     saved = [json.loads(line)["output"][0] for line in (run / "validation_predictions.jsonl").read_text().splitlines()]
     np.testing.assert_allclose(saved, exact, rtol=0, atol=1e-4 * scale)
+    out = subprocess.run([sys.executable, "-m", "strop.cli", "evaluate", str(run), "--data", str(dev)],
+                         capture_output=True, text=True)
+    rmse = float(out.stdout.split("rmse ", 1)[1].split()[0])  # on the terminal with its digits, not 0.0000
+    assert rmse == pytest.approx(json.loads((run / "summary.json").read_text())["validation"]["rmse"], rel=1e-2)
 
 
 def test_a_feature_with_a_large_offset_keeps_its_differences(tmp_path):

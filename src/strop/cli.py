@@ -16,6 +16,7 @@ from pathlib import Path
 from strop.errors import StropError
 from strop.progress import quiet_progress
 from strop.runs import check_folder_path, to_json
+from strop.tasks.base import score_text
 
 
 def config_and_overrides(args: argparse.Namespace, quiet_override: bool = False) -> tuple[str | None, list[str]]:
@@ -270,7 +271,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.json:
         print(to_json(metrics))
         return 0
-    print("  ".join([f"n {metrics['n']}"] + [f"{name} {metrics[name]:.4f}" for name in predictor.task.metric_names]))
+    print("  ".join([f"n {metrics['n']}"] + [f"{name} {score_text(metrics[name])}"
+                                              for name in predictor.task.metric_names]))
     table = metrics.get("per_class") or metrics.get("per_type") or metrics.get("per_target")
     if table:
         columns = list(next(iter(table.values())))

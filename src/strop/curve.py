@@ -34,6 +34,7 @@ from strop.cv import write_rows
 from strop.errors import StropError
 from strop.progress import StudyClock
 from strop.runs import atomic_write_json, lock_study, make_output_folder
+from strop.tasks.base import score_text
 
 CURVE_FILE, PLOT_FILE = "curve.json", "curve.png"
 DEFAULT_FRACTIONS = (0.1, 0.2, 0.3, 0.5, 0.7, 1.0)
@@ -415,7 +416,8 @@ def learning_curve(config=None, overrides: list[str] = (), fractions: tuple[floa
                 result["points"].append({"examples": size, "seed": seed, "scores": scores})
                 atomic_write_json(out / CURVE_FILE, result, "the learning curve")
                 if not quiet:
-                    print(f"{size} examples, seed {seed}: {metric} {scores[metric]:.4f}  {clock.lap()}", flush=True)
+                    print(f"{size} examples, seed {seed}: {metric} {score_text(scores[metric])}  {clock.lap()}",
+                          flush=True)
     except BaseException as error:
         measured = (out / CURVE_FILE).is_file()
         if not measured:

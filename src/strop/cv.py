@@ -26,6 +26,7 @@ from strop.errors import StropError
 from strop.progress import StudyClock
 from strop.runs import (atomic_write_json, check_folder_path, check_same_data, data_fingerprints,
                         lock_study, make_output_folder, refuse_several_processes)
+from strop.tasks.base import score_text
 
 CV_FILE = "cv.json"
 
@@ -401,7 +402,7 @@ def cross_validate(config=None, overrides: list[str] = (), folds: int = 5, seeds
                 result["runs"].append(entry)
                 atomic_write_json(out / CV_FILE, result, "the cross-validation results")  # each run as it ends
                 if not quiet:
-                    print(f"{label}: " + "  ".join(f"{name} {value:.4f}" for name, value in metrics.items())
+                    print(f"{label}: " + "  ".join(f"{name} {score_text(value)}" for name, value in metrics.items())
                           + f"  {clock.lap()}", flush=True)
     except BaseException as error:
         if not result["runs"]:
@@ -431,6 +432,7 @@ def summary_table(result: dict) -> str:
     lines = [f"{len(result['runs'])} runs ({result['folds']} fold(s) x {len(result['seeds'])} seed(s)), scored on "
              f"{result['scored_on']}:"]
     for name, s in result["summary"].items():
-        spread = f" ± {s['std']:.4f}  95% interval [{s['ci95'][0]:.4f}, {s['ci95'][1]:.4f}]" if s["std"] is not None else ""
-        lines.append(f"  {name:12} {s['mean']:.4f}{spread}")
+        spread = (f" ± {score_text(s['std'])}  95% interval [{score_text(s['ci95'][0])}, {score_text(s['ci95'][1])}]"
+                  if s["std"] is not None else "")
+        lines.append(f"  {name:12} {score_text(s['mean'])}{spread}")
     return "\n".join(lines)

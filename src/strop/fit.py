@@ -25,7 +25,7 @@ from strop.runs import (RunDir, atomic_write_json, atomic_write_text, check_fold
                         hold_lock, library_versions, note_other_versions, output_folder, remove_failed_run,
                         reporting_write_errors)
 from strop.tasks import TASKS, Examples, Task, infer_task_name
-from strop.tasks.base import pad_collate
+from strop.tasks.base import pad_collate, score_text
 from strop.train.checkpoint import keeps_callers_random_state
 
 
@@ -375,7 +375,7 @@ def _fit(cfg: Config, on_epoch, adapt_task, resume_hint: bool, method_choice: di
                 note = task.decision_note()
                 if note:
                     print(note)
-                scores = "  ".join(f"{name} {final[name]:.4f}" for name in task.metric_names)
+                scores = "  ".join(f"{name} {score_text(final[name])}" for name in task.metric_names)
                 print(f"best epoch {state.best_epoch}: {scores}\nrun saved to {run.root}")
         # every process returns a run the main process has written (a script, or the next self-training round,
         # reads it as soon as fit returns)

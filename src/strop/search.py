@@ -49,6 +49,7 @@ import yaml
 
 from strop.errors import StropError
 from strop.progress import duration
+from strop.tasks.base import score_text
 
 KINDS = ("log_uniform", "uniform", "int", "log_int", "choice")
 # Keys a search cannot vary, and why.
@@ -545,7 +546,7 @@ class _Search:
             trial.set_user_attr("strop:error", f"{self.metric} is not a finite number")
             self.say(f"trial {trial.number}: {shown}  failed: its {self.metric} is not a finite number")
             return TrialState.FAIL, None
-        self.say(f"trial {trial.number}: {shown}  {self.metric} {value:.4f}  ({summary['epochs_run']} epochs, "
+        self.say(f"trial {trial.number}: {shown}  {self.metric} {score_text(value)}  ({summary['epochs_run']} epochs, "
                  f"{time.perf_counter() - started:.1f}s)")
         return TrialState.COMPLETE, value
 
@@ -639,7 +640,7 @@ class _Search:
             # at this worker's mean time a trial (other workers sharing the study shorten it)
             mean = sum(self.trial_seconds) / len(self.trial_seconds)
             left = f"; about {duration(mean * (self.options.trials - done))} left" if done < self.options.trials else ""
-            self.say(f"  best so far: trial {best['trial']}, {self.metric} {best['value']:.4f}  "
+            self.say(f"  best so far: trial {best['trial']}, {self.metric} {score_text(best['value'])}  "
                      f"({done}/{self.options.trials} trials done{left})")
 
     def _publish(self) -> dict:

@@ -31,6 +31,7 @@ from strop.data.tables import notes_said, shown_columns
 from strop.errors import StropError
 from strop.runs import (RunDir, atomic_write_json, check_folder_path, check_same_data, data_fingerprints,
                         default_run_name, refuse_several_processes)
+from strop.tasks.base import score_text
 
 REPORT_FILE = "self_training.json"
 PSEUDO_LABEL_TASKS = ("text_classification", "pair_classification")  # one label per example, from probabilities
@@ -442,8 +443,8 @@ def worse_than_before(rounds: list[dict], minimised) -> str | None:
     now, then = last["validation"].get(metric), before["validation"].get(metric)
     if now is None or then is None or (now <= then if metric in minimised else now >= then):
         return None
-    return (f"round {last['round']} scores {metric} {now:.4f} on validation against {then:.4f} for round "
-            f"{before['round']}: its pseudo-labels hurt; the model of round {before['round']} is in {before['run']} "
+    return (f"round {last['round']} scores {metric} {score_text(now)} on validation against {score_text(then)} for "
+            f"round {before['round']}: its pseudo-labels hurt; the model of round {before['round']} is in {before['run']} "
             "(a higher data.pseudo_label_threshold takes fewer, surer ones)")
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from strop.errors import StropError
+from strop.tasks.base import score_text
 
 
 
@@ -87,8 +88,8 @@ def soup(runs: list[str | Path], output: str | Path, uniform: bool = False, data
     save_model(output, soup_model, task, {**info, "soup": report})
     if not quiet:
         for entry in report["ingredients"]:
-            print(f"{'+' if entry['used'] else '-'} {entry['run']}: {metric} {entry['score']:.4f}")
-        print(f"soup of {len(chosen)} ({report['method']}): {metric} {best:.4f} -> {output}")
+            print(f"{'+' if entry['used'] else '-'} {entry['run']}: {metric} {score_text(entry['score'])}")
+        print(f"soup of {len(chosen)} ({report['method']}): {metric} {score_text(best)} -> {output}")
     return report
 
 
@@ -257,6 +258,6 @@ def ensemble(runs: list[str | Path], output: str | Path, data: str | None = None
         atomic_write_json(tmp / ENSEMBLE_FILE, report, "the ensemble")
     if not quiet:
         for member in members:
-            print(f"  {member['run']}: {metric} {member['score']:.4f}")
-        print(f"ensemble of {len(members)}: {metric} {report['ensemble_score']:.4f} -> {output}")
+            print(f"  {member['run']}: {metric} {score_text(member['score'])}")
+        print(f"ensemble of {len(members)}: {metric} {score_text(report['ensemble_score'])} -> {output}")
     return report

@@ -9,16 +9,20 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from strop.data.inputs import clean_strings, refuse_missing, require_column, spelled_differently
-from strop.data.tables import is_missing
+from strop.data.inputs import clean_strings, normalise_labels, refuse_missing, require_column, spelled_differently
+from strop.data.tables import is_missing, say_note
 from strop.errors import StropError
 from strop.evaluate.metrics import multilabel_metrics, tune_thresholds
 from strop.tasks.base import TASKS, Examples, compact
 from strop.tasks.classification import _input_fields, label_names
 from strop.tasks.sentence import SentenceTask
+
+
+OTHER_SEPARATORS = (";", ",", "|", "/")  # what files use between labels, checked where each row has one label
 
 
 @TASKS.register("multilabel_classification")
@@ -36,14 +40,22 @@ class MultiLabel(SentenceTask):
     @classmethod
     def read_targets(cls, frame, path, data_cfg, what: str) -> list[tuple[str, ...]]:
         require_column(frame, data_cfg.label_column, path, what, "label_column")
-        # a JSON or Parquet list of labels is a row's set, as "a|b" is in a text cell; a null in it is no label
-        # (str() would make it the label 'None')
-        column = frame[data_cfg.label_column].map(
-            lambda v: data_cfg.label_separator.join(str(x) for x in v if not is_missing(x))
-            if isinstance(v, (list, tuple, np.ndarray)) else v)
-        cells = clean_strings(column.rename(data_cfg.label_column), path, what)
-        sets = [None if c is None else tuple(sorted({p.strip() for p in c.split(data_cfg.label_separator)
-                                                     if p.strip()})) or None for c in cells]
+        raw = frame[data_cfg.label_column]
+        listed = raw.map(lambda v: isinstance(v, (list, tuple, np.ndarray))).to_numpy(dtype=bool)
+        texts = clean_strings(raw.where(~listed, None).rename(data_cfg.label_column), path, what)
+        items_of_rows = []
+        for value, is_list, text in zip(raw.tolist(), listed, texts):
+            if is_list:  # a JSON or Parquet list is the row's set, each item a label as written (a separator in
+                # one is part of its name); a null in it is no label, and 1.0 is 1 as in a cell
+                items = clean_strings(pd.Series([x for x in value if not is_missing(x)], dtype=object,
+                                                name=data_cfg.label_column), path, what)
+            else:
+                items = [] if text is None else text.split(data_cfg.label_separator)
+            items_of_rows.append([x.strip() for x in items if x and x.strip()])
+        # every label written one way, and look-alikes said, as for single labels (strop.data.inputs)
+        flat = [x for items in items_of_rows for x in items]
+        named = iter(normalise_labels(pd.Series(flat, dtype=object), flat, path, what))
+        sets = [tuple(sorted({next(named) for _ in items})) or None for items in items_of_rows]
         refuse_missing(sets, "label set", path, what, f" (labels separated by '{data_cfg.label_separator}')")
         return sets
 
@@ -54,12 +66,19 @@ class MultiLabel(SentenceTask):
             raise StropError(f"data.train: every example in {Path(train.source).name} has only the label "
                              f"'{names[0]}'; multi-label classification needs at least two labels (is "
                              f"data.label_separator='{cfg.data.label_separator}' the separator the file uses?)")
+        separator = cfg.data.label_separator
+        if max(len(labels) for labels in train.targets) == 1:  # one label a row: a separator the file uses?
+            written = [s for s in OTHER_SEPARATORS if s != separator and any(s in name for name in names)]
+            if written:
+                say_note(f"data.train: every example in {Path(train.source).name} has one label, and labels hold "
+                         f"'{written[0]}' (e.g. {next(n for n in names if written[0] in n)!r}): if it separates "
+                         f"labels, set data.label_separator='{written[0]}'")
         if validation is not None:
             unseen = sorted({label for labels in validation.targets for label in labels} - set(names))
             if unseen:
                 raise StropError(f"data.validation: labels {', '.join(unseen)} do not occur in the training data; "
                                  "add training examples of them or remove them" + spelled_differently(unseen, names))
-        return cls(tuple(names), (0.5,) * len(names), cfg.data.label_separator)
+        return cls(tuple(names), (0.5,) * len(names), separator)
 
     def info(self) -> dict[str, Any]:
         return {"labels": list(self.labels), "thresholds": list(self.thresholds), "separator": self.separator}

@@ -27,8 +27,16 @@ SCALES_APART = 10  # several targets whose standard deviations differ this many 
 
 
 def target_columns(data_cfg) -> list[str]:
-    """data.label_column, which names several targets separated by commas (e.g. "valence,arousal")."""
-    return [c.strip() for c in data_cfg.label_column.split(",") if c.strip()]
+    """data.label_column, which names several targets separated by commas (e.g. "valence,arousal").
+
+    Raises:
+        StropError: a column named twice (two outputs of one name, of which a prediction could show one).
+    """
+    columns = [c.strip() for c in data_cfg.label_column.split(",") if c.strip()]
+    twice = sorted({c for c in columns if columns.count(c) > 1})
+    if twice:
+        raise StropError(f"data.label_column names {', '.join(twice)} twice: name each target column once")
+    return columns
 
 
 @TASKS.register("regression")

@@ -27,6 +27,7 @@ from strop.progress import progress
 from strop.runs import RunDir, atomic_write_text, reporting_write_errors, to_json
 from strop import trackers
 from strop.tasks import Task
+from strop.tasks.base import score_text
 from strop.train.average import WeightAverage
 from strop.train.cache import cache_body_outputs, example_length
 from strop.train.checkpoint import (LoopState, cpu_state, has_checkpoint, load_checkpoint, load_weights,
@@ -547,9 +548,9 @@ def _print_epoch(record: dict, tc, state: LoopState, task: Task, metric: str, va
     # repeat.
     per_epoch = sum(r["epoch_seconds"] for r in state.history) / max(len(state.history), 1) + validation_seconds
     remaining = 0 if state.stopped_early else (tc.epochs - record["epoch"]) * per_epoch
-    scores = "  ".join(f"{name} {record[f'val_{name}']:.4f}" for name in task.metric_names if name != "loss")
-    line = (f"{_stage(task)}epoch {record['epoch']}/{tc.epochs}  train_loss {record['train_loss']:.4f}  "
-            f"val_loss {record['val_loss']:.4f}  {scores}  {record['epoch_seconds']:.1f}s "
+    scores = "  ".join(f"{name} {score_text(record[f'val_{name}'])}" for name in task.metric_names if name != "loss")
+    line = (f"{_stage(task)}epoch {record['epoch']}/{tc.epochs}  train_loss {score_text(record['train_loss'])}  "
+            f"val_loss {score_text(record['val_loss'])}  {scores}  {record['epoch_seconds']:.1f}s "
             f"({record['train_samples_per_s']:.0f} {task.label_unit}/s)  ETA {remaining:.0f}s"
             + ("  *best*" if record["best"] else ""))
     if state.stopped_early:
