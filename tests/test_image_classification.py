@@ -129,6 +129,9 @@ def test_image_models_are_served_images_sent_as_base64_and_answer_as_predict(tra
         expected = [{k: v for k, v in r.items() if k != "image"} for r in predictor.records(paths)]
         assert response.json()["predictions"] == expected  # the file's bytes predict as the file does
         assert set(expected[0]) == {"label", "score", "probabilities"}
+        # a data URL, as a browser's FileReader writes it, holds the same base64
+        response = client.post("/predict", json={"images": [f"data:image/png;base64,{sent[0]}"]})
+        assert response.status_code == 200 and response.json()["predictions"] == expected[:1], response.text
         # A path is no image: the server never opens a file a client names.
         for bad, message in [([paths[0]], "not base64"),
                              ([base64.b64encode(b"plain text, no image").decode()], "not an image"),
@@ -313,7 +316,8 @@ def test_a_table_of_paths_split_by_class_without_a_validation_file(tiny_timm_dir
 
 
 def test_model_names_that_are_not_image_models_are_refused(image_data, tmp_path):
-    for name, words in (("minilm-l6", "not a timm model name"), ("resnet_5O", "not a timm model name"),
+    for name, words in (("minilm-l6", "a bundled text model .* model.name=efficientnet-lite0"),
+                        ("resnet_5O", "not a timm model name"),
                         (str(tmp_path), "holds no config.json")):
         with pytest.raises(StropError, match=words):
             strop.fit(None, ["task.name=image_classification", f"model.name={name}",

@@ -72,7 +72,7 @@ def _bad_files(root: Path) -> dict[str, str]:
     (root / "dog" / "notes.txt").write_text("a stray file")
     bomb_png(root / "dog" / "bomb.png")
     (root / "cat" / "gone.png").symlink_to(root / "nowhere.png")  # a dangling link: no file to read
-    return {"truncated.jpg": "truncated", "text.jpg": "not an image", "empty.png": "not an image",
+    return {"truncated.jpg": "truncated", "text.jpg": "not an image", "empty.png": "an empty file (0 bytes)",
             "notes.txt": "not an image", "bomb.png": "decompression-bomb", "gone.png": "does not exist"}
 
 
@@ -121,7 +121,7 @@ def test_all_bad_with_skip_is_refused(tmp_path):
         read(tmp_path / "train", bad_images="skip")
 
 
-def test_a_table_of_paths_relative_to_its_folder(tmp_path):
+def test_a_table_of_paths_relative_to_its_folder(tmp_path, monkeypatch):
     root = class_folders(tmp_path / "images")
     rows = [f"images/{p.parent.name}/{p.name},{p.parent.name}" for p in sorted(root.rglob("*.*"))]
     table = tmp_path / "train.csv"
@@ -133,6 +133,20 @@ def test_a_table_of_paths_relative_to_its_folder(tmp_path):
     examples = read(table, path_column="file", bad_images="skip")
     assert len(examples) == 8 and all(Path(p).is_file() for p in examples.inputs)
     assert examples.targets == [r.split(",")[1] for r in rows]
+    # paths written from the working directory, a folder in the table, a missing or a lone bad file: said so
+    (tmp_path / "lists").mkdir()
+    (tmp_path / "lists" / "cwd.csv").write_text("path,label\n" + "\n".join(rows) + "\n")
+    with monkeypatch.context() as here, pytest.raises(StropError, match="relative to the working directory"):
+        here.chdir(tmp_path)
+        read(tmp_path / "lists" / "cwd.csv")
+    (tmp_path / "folder.csv").write_text("path,label\nimages/cat,cat\nimages/dog/0.jpg,dog\n")
+    with pytest.raises(StropError, match="a folder, not an image file"):
+        read(tmp_path / "folder.csv")
+    with pytest.raises(StropError, match="missing.png does not exist; give an image file, a folder of images"):
+        ImageClassification.read(tmp_path / "missing.png", DataConfig(), "image", "--input", with_targets=False)
+    (tmp_path / "zero.png").write_bytes(b"")
+    with pytest.raises(StropError, match=r"zero.png cannot be used as an image \(an empty file"):
+        ImageClassification.read(tmp_path / "zero.png", DataConfig(), "image", "--input", with_targets=False)
 
 
 def test_folder_layout_mistakes_are_named(tmp_path):
@@ -152,6 +166,37 @@ def test_inputs_without_labels_one_file_or_a_folder(tmp_path):
     assert one.inputs == [str(root / "cat" / "0.jpg")] and one.targets is None
     every = ImageClassification.read(root, DataConfig(), "image", "--input", with_targets=False)
     assert len(every.inputs) == 8
+
+
+def test_predict_reads_the_files_of_a_folder_that_a_fit_on_it_reads(tmp_path):
+    root = class_folders(tmp_path / "images")
+    write_image(root / "cat" / ".cache" / "hidden.jpg")  # in a hidden folder: left out by both
+    write_image(root / "cat" / "phone.jfif")  # JPEG under another name
+    write_image(tmp_path / "elsewhere" / "more" / "0.png", colour=1)
+    (root / "dog" / "linked").symlink_to(tmp_path / "elsewhere", target_is_directory=True)  # followed by both
+    (root / "dog" / "loop").symlink_to(root / "dog", target_is_directory=True)  # a loop: walked once
+    fitted = read(root).inputs
+    predicted = ImageClassification.read(root, DataConfig(), "image", "--input", with_targets=False).inputs
+    assert predicted == fitted and len(fitted) == 10
+    assert str(root / "cat" / "phone.jfif") in fitted and str(root / "dog" / "linked" / "more" / "0.png") in fitted
+
+
+def test_a_folder_of_splits_an_empty_class_and_look_alike_classes_are_said(tmp_path, capsys):
+    class_folders(tmp_path / "photos" / "train")
+    class_folders(tmp_path / "photos" / "val")
+    with pytest.raises(StropError, match=r"are train, val, .* give data.train=\S+train and data.validation=\S+val"):
+        read(tmp_path / "photos")
+    root = class_folders(tmp_path / "animals")
+    (root / "bird").mkdir()
+    write_image(root / "Cat" / "0.png", mark=99)
+    assert set(read(root).targets) == {"cat", "Cat", "dog"}
+    said = capsys.readouterr().err
+    assert "class folder(s) bird of" in said and "no class of the model" in said
+    assert "differ only in case are classes of their own: 'Cat' and 'cat'" in said
+    (root / "fish").mkdir()
+    (root / "fish" / "0.jpg").write_bytes(b"not a picture")
+    assert "fish" not in read(root, bad_images="skip").targets
+    assert "no usable image of class(es) fish is left" in capsys.readouterr().err
 
 
 def test_seeded_stratified_split(tmp_path):

@@ -161,6 +161,9 @@ def _png(size: int) -> bytes:
     return buffer.getvalue()
 
 
+DATA_URL = re.compile(r"^data:image/[\w.+-]+;base64,")
+
+
 def _image_type():
     """A JSON string holding an image file (JPEG, PNG, ... as Pillow reads them) in base64; checked on arrival:
     decoded from base64, then as an image, fully, under Pillow's decompression-bomb limit, so that a bad image
@@ -174,6 +177,8 @@ def _image_type():
     from strop.data.images import BadImage, open_rgb
 
     def check(text: str) -> bytes:
+        # a data URL (what a browser's FileReader gives: "data:image/jpeg;base64,...") carries the same base64
+        text = DATA_URL.sub("", text, count=1)
         try:
             data = base64.b64decode(text, validate=True)
         except (binascii.Error, ValueError):

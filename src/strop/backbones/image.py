@@ -111,6 +111,11 @@ def resolve_image_source(name: str) -> str:
         import difflib
 
         close = difflib.get_close_matches(base, timm.list_models(), n=4)
+        from strop.backbones.bundled import BUNDLED
+
+        if name in BUNDLED:  # a bundled text model (the default) for images: no timm name to suggest
+            raise StropError(f"model.name: '{name}' is a bundled text model (model.name defaults to it); images need "
+                             f"an image model: model.name={IMAGE_BUNDLED.names()[0]}, or a timm model name")
         raise StropError(f"model.name: '{name}' is not a timm model name, a local timm model folder or a bundled "
                          f"image model ({', '.join(IMAGE_BUNDLED.names())})"
                          + (f"; close timm names: {', '.join(close)}" if close else ""))

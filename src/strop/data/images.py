@@ -18,9 +18,11 @@ from pathlib import Path
 
 from strop.errors import StropError
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".gif", ".webp", ".avif", ".tif", ".tiff", ".ppm",
+                  ".pgm", ".pbm")
 TABLE_SUFFIXES = (".csv", ".tsv", ".txt", ".jsonl", ".json", ".parquet", ".gz", ".bz2", ".xz", ".zst")
 SHOWN = 10  # bad files named in a message; the rest are counted
+SPLIT_NAMES = ("train", "training", "val", "valid", "validation", "dev", "test", "testing")  # folders of a data set
 
 
 @dataclass(frozen=True)
@@ -30,6 +32,7 @@ class ImageFiles:
     paths: list[str]
     labels: list[str] | None
     bad: list[tuple[str, str]]  # (path, reason), for files that are no usable image
+    lost_classes: tuple[str, ...] = ()  # classes whose every file is in `bad`
 
 
 def pixel_limit() -> int:
@@ -63,9 +66,13 @@ def open_rgb(path: str | Path | bytes):
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
         raise BadImage(f"beyond the decompression-bomb limit ({error})") from None
     except UnidentifiedImageError:
+        if (len(path) if isinstance(path, bytes) else Path(path).stat().st_size) == 0:
+            raise BadImage("an empty file (0 bytes)") from None
         raise BadImage("not an image (Pillow cannot identify the format)") from None
     except FileNotFoundError:
         raise BadImage("the file does not exist") from None
+    except IsADirectoryError:
+        raise BadImage("a folder, not an image file") from None
     except PermissionError:
         raise BadImage("the file cannot be read (permission denied)") from None
     except (OSError, ValueError, SyntaxError, EOFError) as error:  # Pillow's decoders raise all of these
@@ -147,7 +154,8 @@ def check_images(paths: list[str], labels: list[str] | None, show: bool = False)
         good.append(path)
         if labels is not None:
             kept_labels.append(labels[i])
-    return ImageFiles(good, kept_labels, bad)
+    lost = () if labels is None else tuple(sorted(set(labels) - set(kept_labels)))
+    return ImageFiles(good, kept_labels, bad, lost)
 
 
 def settle_bad_images(files: ImageFiles, policy: str, what: str, where: str) -> None:
@@ -164,12 +172,17 @@ def settle_bad_images(files: ImageFiles, policy: str, what: str, where: str) -> 
         from strop.data.inputs import SAVED_MODEL_FILES
 
         skip = "" if what in SAVED_MODEL_FILES else ", or set data.bad_images=skip to leave them out"
+        if Path(where).is_file() and not is_table(Path(where)):  # one image file, given by itself
+            raise StropError(f"{what}: {where} cannot be used as an image ({files.bad[0][1]})")
         raise StropError(f"{what}: {len(files.bad)} of the files in {where} cannot be used as images: {listed}{more}. "
                          f"Replace or remove them{skip}")
     if not files.paths:
         raise StropError(f"{what}: none of the files in {where} is a usable image: {listed}{more}")
     print(f"{what}: skipped {len(files.bad)} files that cannot be used as images (data.bad_images=skip): "
           f"{listed}{more}", file=sys.stderr)
+    if files.lost_classes:
+        print(f"{what}: no usable image of class(es) {', '.join(files.lost_classes)} is left: no class of the model",
+              file=sys.stderr)
 
 
 def is_table(path: Path) -> bool:
@@ -186,9 +199,20 @@ def _visible(path: Path) -> bool:
 
 def visible_files(folder: Path) -> list[Path]:
     """The files under `folder`, at any depth, sorted, that the image readers list: none hidden or in a hidden
-    folder, no Thumbs.db or desktop.ini; links too, where they lead nowhere (reported, not silently passed over)."""
-    return sorted(p for p in folder.rglob("*") if (p.is_file() or p.is_symlink()) and _visible(p)
-                  and all(_visible(part) for part in p.relative_to(folder).parents))
+    folder, no Thumbs.db or desktop.ini. A link to a folder is followed (once: a link back up is not walked
+    again), a link that leads nowhere is listed (reported, not silently passed over)."""
+    import os
+
+    files, walked = [], set()
+    for top, folders, names in os.walk(folder, followlinks=True):
+        real = os.path.realpath(top)
+        if real in walked:  # a link to a folder already walked: a loop, or the same pictures twice
+            folders[:] = []
+            continue
+        walked.add(real)
+        folders[:] = sorted(name for name in folders if _visible(Path(name)))
+        files += [Path(top) / name for name in names if _visible(Path(name))]
+    return sorted(files)
 
 
 def class_folders(root: Path, what: str) -> tuple[list[str], list[str]]:
@@ -206,19 +230,32 @@ def class_folders(root: Path, what: str) -> tuple[list[str], list[str]]:
     if not folders:
         raise StropError(f"{what}: {root} has no class folders; an image folder holds one folder per class "
                          f"({root}/<class>/<image>), or give a table with data.path_column and data.label_column")
-    paths, labels = [], []
+    splits = [f.name for f in folders if f.name.lower() in SPLIT_NAMES and any(p.is_dir() for p in f.iterdir())]
+    if splits and len(splits) == len(folders):  # photos/ given for photos/train: a train-versus-val classifier
+        raise StropError(f"{what}: the class folders of {root} are {', '.join(splits)}, which hold folders of their "
+                         f"own: a data set's splits, not its classes; give data.train={root / splits[0]}"
+                         + (f" and data.validation={root / splits[1]}" if len(splits) > 1 else ""))
+    paths, labels, empty = [], [], []
     for folder in folders:
-        for file in visible_files(folder):
+        files = visible_files(folder)
+        empty += [folder.name] if not files else []
+        for file in files:
             paths.append(str(file))
             labels.append(folder.name)
     if not paths:
         raise StropError(f"{what}: the class folders of {root} hold no files")
+    from strop.data.inputs import say_look_alikes
+    from strop.data.tables import say_note
+
+    if empty:
+        say_note(f"{what}: the class folder(s) {', '.join(empty)} of {root} hold no files: no class of the model")
+    say_look_alikes([folder.name for folder in folders], f"the class folders of {root}", what)
     return paths, labels
 
 
 def all_images(root: Path, what: str) -> list[str]:
     """Every image file under `root`, at any depth, sorted by path (inputs to predict, without classes)."""
-    paths = sorted(str(p) for p in root.rglob("*") if p.is_file() and _visible(p) and is_image_file(p))
+    paths = [str(p) for p in visible_files(root) if is_image_file(p)]  # the files a fit on the folder would read
     if not paths:
         raise StropError(f"{what}: {root} holds no image files ({', '.join(IMAGE_SUFFIXES)})")
     return paths
@@ -235,6 +272,12 @@ def table_paths(path: Path, data_cfg, what: str, with_targets: bool) -> tuple[li
     names = clean_strings(frame[column], path, what)
     refuse_missing(names, "image path", path, what)
     paths = [str(Path(name) if Path(name).is_absolute() else path.parent / name) for name in names]
+    from_here = next((name for name, full in zip(names, paths) if not Path(full).exists() and Path(name).exists()),
+                     None)
+    if from_here is not None:  # written relative to the working directory, where the table is read from its folder
+        raise StropError(f"{what}: the image paths of {path.name} are read from its folder ({path.parent}), and "
+                         f"'{from_here}' is not there (it is relative to the working directory): write the paths "
+                         "relative to the table's folder, or absolute")
     return paths, None, frame
 
 
@@ -249,8 +292,9 @@ def read_image_files(path: str | Path, data_cfg, what: str, with_targets: bool, 
     """
     source = Path(path)
     if not source.exists():
-        raise StropError(f"{what}: {source} does not exist; give a folder of class folders "
-                         "(<folder>/<class>/<image>) or a table of image paths")
+        raise StropError(f"{what}: {source} does not exist; give " + (
+            "a folder of class folders (<folder>/<class>/<image>) or a table of image paths and labels" if with_targets
+            else "an image file, a folder of images or a table of image paths"))
     if source.is_dir():
         if with_targets:
             paths, labels = class_folders(source, what)

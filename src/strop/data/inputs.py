@@ -113,19 +113,24 @@ def normalise_labels(column: pd.Series, labels: list[str | None], path: str | Pa
         shown = ", ".join(f"{r!r} -> {c!r}" for r, c in changed[:5]) + (" ..." if len(changed) > 5 else "")
         say_note(f"{what}: labels in {Path(path).name} written one way (whitespace stripped, numbers as numbers): "
                  f"{shown}")
+    say_look_alikes(labels, f"labels in {Path(path).name}", what)
+    return labels
+
+
+def say_look_alikes(labels: list[str | None], where: str, what: str) -> None:
+    """Says which labels differ only in case or in how an accent is typed: classes of their own, not changed
+    (case may matter, 'US' and 'us'; and a model saved with one spelling must go on reading it as written)."""
     spellings: dict[str, set[str]] = {}
     for label in labels:
         if label is not None:
             spellings.setdefault(spelling_key(label), set()).add(label)
     alike = [sorted(group) for group in spellings.values() if len(group) > 1]
-    if alike:  # case may matter ('US', 'us'), so said, not changed; so is an accent typed two ways, as a model
-        # saved with one spelling must go on reading its labels as they were written
+    if alike:
         groups = sorted(alike)[:5]
         shown = ", ".join(" and ".join(repr(s) for s in group) + differs_in(*group[:2]) for group in groups)
         how = "case, or in how an accent is typed," if any(differs_in(*group[:2]) for group in groups) else "case"
-        say_note(f"{what}: labels in {Path(path).name} that differ only in {how} are classes of their own: {shown}; "
+        say_note(f"{what}: {where} that differ only in {how} are classes of their own: {shown}; "
                  "if they mean one class, write them one way")
-    return labels
 
 
 def _number(text: str | None) -> float | None:
