@@ -421,6 +421,16 @@ def test_predictions_of_a_tagged_jsonl_keep_its_other_keys_not_its_words(tiny_mo
     out = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [r["id"] for r in out] == ["s1", "s2"] and [r["tags"] for r in out] == [r["tags"] for r in rows]
     assert all("tokens" not in r and "entities" in r for r in out)  # the words are the prediction's text
+    # a CoNLL file named .txt would be read as raw lines, its tags as words: refused, naming the fix
+    (tmp_path / "dev.txt").write_text((tmp_path / "dev.conll").read_text())
+    assert main(["predict", str(run), "--input", str(tmp_path / "dev.txt")]) == 2
+    assert "look like CoNLL" in capsys.readouterr().err
+    (tmp_path / "raw.txt").write_text("Anna Smith was in Paris .\nParis is nice\nO B-PER\n")
+    assert main(["predict", str(run), "--input", str(tmp_path / "raw.txt")]) == 0  # raw texts, one a line
+    assert len(capsys.readouterr().out.splitlines()) == 3
+    # evaluate refuses a second text column for a model of single texts, as predict does
+    assert main(["evaluate", str(run), "--data", str(tmp_path / "dev.conll"), "--text-pair-column", "x"]) == 2
+    assert "this model reads single texts, not pairs" in capsys.readouterr().err
 
 
 def test_the_api_predicts_one_result_an_input_and_refuses_inputs_the_model_cannot_read(tiny_model_dir, tmp_path):
@@ -458,6 +468,11 @@ def test_a_pair_models_second_column_is_named_on_the_command_line(tiny_model_dir
     assert main(["predict", str(run), "--input", str(renamed), "--text-pair-column", "second"]) == 0
     records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [r["id"] for r in records] == [str(i) for i in range(20)] and all("second" not in r for r in records)
+    # under its default name the second text is read too, not repeated as an input column
+    assert main(["predict", str(run), "--input", str(dev)]) == 0
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert len(records) == 20 and all("input_text_pair" not in r and "text_pair" in r for r in records)
+    assert strop.load(run).records([["the film was good", "it was good"]])[0]["text_pair"] == "it was good"
     (tmp_path / "lines.txt").write_text("the film was good\nit was good\n")
     assert main(["predict", str(run), "--input", str(tmp_path / "lines.txt")]) == 2
     assert "a .txt file holds one text per line, and this model reads pairs of texts" in capsys.readouterr().err

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import re
 import sys
 from pathlib import Path
 
@@ -92,6 +93,16 @@ def _check_pair_column(args: argparse.Namespace, predictor) -> None:
         raise StropError("--text-pair-column: this model reads single texts, not pairs; leave it out")
 
 
+CONLL_TAG = re.compile(r"O|[BIESLU]-\S+")
+
+
+def _looks_like_conll(lines: list[str]) -> bool:
+    """Whether nearly every line is a word with a tag last (O, B-PER, ...): a CoNLL file under another name."""
+    rows = [line.split() for line in lines if line.strip()]
+    tagged = sum(len(fields) >= 2 and CONLL_TAG.fullmatch(fields[-1]) is not None for fields in rows)
+    return len(rows) >= 3 and tagged >= 0.9 * len(rows)
+
+
 def _file_inputs(args: argparse.Namespace, predictor) -> list:
     """The inputs of --input, read as the model's task reads them (the columns it was trained with)."""
     from strop.evaluate.scoring import saved_columns
@@ -110,6 +121,9 @@ def _file_inputs(args: argparse.Namespace, predictor) -> list:
 
         texts = read_unlabeled(args.input, columns, type(task), predictor.model.body.kind, "--input")[1]
         lines = Path(args.input).read_text(encoding="utf-8-sig").splitlines()
+        if task.level == "token" and _looks_like_conll(lines):
+            raise StropError(f"--input {args.input}: its lines look like CoNLL (a word and its tags on each), where a "
+                             ".txt file holds one raw text a line: name it .conll to have it read as words")
         blank = [str(number) for number, line in enumerate(lines, 1) if not line.strip()]
         if blank:  # said, so that nobody lines the predictions up with the file's lines
             print(f"note: --input {args.input}: {len(blank)} blank line{'s' if len(blank) > 1 else ''} skipped ("
@@ -141,7 +155,8 @@ def _with_other_columns(records: list[dict], path: str, predictor, **columns_rea
     if Path(path).is_dir() or table_suffix(Path(path)) not in READERS:
         return records
     columns = saved_columns(predictor.info, **columns_read)
-    read = {columns.text_column, columns.text_pair_column, columns.path_column, *columns.feature_columns}
+    pair_column = getattr(type(predictor.task), "pair_column", lambda data: data.text_pair_column)(columns)
+    read = {columns.text_column, pair_column, columns.path_column, *columns.feature_columns}
     if predictor.task.level == "token" and columns.text_column == "text":
         read.add("tokens")  # a tagged JSONL's words, under the key the task reads (each prediction has the text)
     with notes_said():  # read a second time: its notes were said with its inputs
@@ -266,6 +281,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from strop.predict import load
 
     predictor = load(args.run_dir)
+    _check_pair_column(args, predictor)
     metrics = evaluate_file(predictor, args.data, args.text_column, args.label_column, args.text_pair_column,
                             show=None if args.quiet else f"scoring {args.data}")
     if args.json:

@@ -244,7 +244,7 @@ def _input_fields(x) -> dict[str, Any]:
     """How a prediction names its input: the text, the pair, or nothing for a vector (its row order)."""
     if isinstance(x, str):
         return {"text": x}
-    if isinstance(x, tuple):
+    if isinstance(x, (tuple, list)) and len(x) == 2 and all(isinstance(t, str) for t in x):  # a pair, as given
         return {"text": x[0], "text_pair": x[1]}
     return {}
 
