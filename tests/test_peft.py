@@ -193,6 +193,22 @@ def test_prompt_tuning_leaves_the_models_positions_room_for_its_virtual_tokens(t
     assert not (tmp_path / "full").exists()
 
 
+def test_settings_the_chosen_method_does_not_read_are_said(tiny_model_dir, text_data, tmp_path, capsys):
+    from strop.config import MethodConfig
+    from strop.methods.base import unread_settings
+
+    strop.fit(None, _overrides(tiny_model_dir, text_data, tmp_path / "run", "method.name=full", "method.rank=16",
+                               "method.target_modules=[query]", "train.epochs=1", "train.quiet=false"))
+    said = capsys.readouterr()
+    assert ("not read by method.name=full, so unused: method.rank=16 (read by houlsby, lora, pfeiffer); "
+            "method.target_modules=[query]") in said.out + said.err
+    assert unread_settings(MethodConfig(name="lora", rank=16, alpha=8.0, target_modules=("query",))) is None
+    # what a run's config.yaml records for every method is not said again on its resume
+    assert unread_settings(MethodConfig(name="freeze", freeze_layers=0, cache_bottom=True)) is None
+    assert "method.freeze_layers=2 (read by every method but freeze, linear_probe)" in unread_settings(
+        MethodConfig(name="freeze", freeze_layers=2))
+
+
 def test_a_missing_target_module_is_named(tiny_model_dir, text_data, tmp_path):
     with pytest.raises(StropError, match="method.target_modules=") as error:
         strop.fit(None, _overrides(tiny_model_dir, text_data, tmp_path / "run", "method.name=lora",

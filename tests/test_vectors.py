@@ -119,7 +119,7 @@ def test_the_python_api_takes_tables_rows_and_one_vector_and_refuses_bad_ones(tm
     assert predictor.predict(frame[["a", "b", "c", "d"]].to_numpy()[0]) == pytest.approx(expected[:1])  # one vector
     for bad, words in [(frame[["a", "b", "c"]].to_numpy(), "vectors of 4 numbers"),
                        (frame.drop(columns=["b"]), "lack the column\\(s\\) b"),
-                       ([[1.0, np.nan, 0.0, 0.0]], "row\\(s\\) 0 hold a value that is missing"),
+                       ([[0.0] * 4, [1.0, np.nan, 0.0, 0.0]], "row\\(s\\) 2 \\(row 1 is the first\\) hold a value"),
                        ([[1.0, 1e300, 0.0, 0.0]], "beyond float32")]:
         with pytest.raises(StropError, match=words):
             predictor.predict(bad)

@@ -18,7 +18,7 @@ from strop.config import Config, load_config
 from strop.errors import StropError
 from strop.index import record_run
 from strop.methods import METHODS
-from strop.methods.base import count_parameters
+from strop.methods.base import count_parameters, unread_settings
 from strop.methods.peft import leave_room_for_prompt
 from strop.model import Source, TaskModel, build_model, outputs_of, resolve_source, save_model
 from strop.runs import (RunDir, atomic_write_json, atomic_write_text, check_folder_path, default_run_name,
@@ -123,6 +123,7 @@ def prepare(cfg: Config, adapt_task: Callable[[Task], Task] | None = None) -> Pr
         cfg, why = _choose_method(cfg, splits, source)
         method_choice = {"asked": "auto", "chosen": cfg.method.name, "why": why}
         notes.append(f"method auto -> {cfg.method.name}: {why}")
+    notes += [note for note in [unread_settings(cfg.method)] if note]
     if splits.train.feature_columns:
         cfg = replace(cfg, data=replace(cfg.data, feature_columns=splits.train.feature_columns))
     resolve_metric(cfg, splits.task)

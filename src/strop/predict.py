@@ -133,8 +133,8 @@ class Predictor:
                              f"the inputs have shape {matrix.shape}: give one row of {count} numbers per input")
         bad = np.flatnonzero(~(np.abs(matrix) <= np.finfo(np.float32).max).all(axis=1))  # NaN compares False
         if len(bad):
-            raise StropError(f"input row(s) {', '.join(str(i) for i in bad[:5])} hold a value that is missing, "
-                             "infinite or beyond float32: give finite numbers")
+            raise StropError(f"input row(s) {', '.join(str(i + 1) for i in bad[:5])} (row 1 is the first) hold a "
+                             "value that is missing, infinite or beyond float32: give finite numbers")
         return list(matrix)  # float64: the MLP standardises before its float32 layers
 
     def predict_tags(self, words: list[list[str]]) -> list[list[str]]:

@@ -468,13 +468,12 @@ def _worst(a: dict[str, Any]) -> str:
 def _thumbnail(path: str, size: int = 96) -> str:
     """An image file as a small inline PNG, or nothing where it cannot be read (moved since the run)."""
     try:
-        from PIL import Image
+        from strop.data.images import open_rgb
 
-        with Image.open(path) as image:
-            image = image.convert("RGB")
-            image.thumbnail((size, size))
-            buffer = io.BytesIO()
-            image.save(buffer, format="PNG")
+        image = open_rgb(path)  # as the model saw it: upright, 16-bit scaled
+        image.thumbnail((size, size))
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG")
     except Exception:  # noqa: BLE001 - a missing or unreadable file only loses its thumbnail
         return ""
     return f'<img alt="{escape(path)}" src="data:image/png;base64,{base64.b64encode(buffer.getvalue()).decode("ascii")}">'

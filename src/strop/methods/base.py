@@ -20,6 +20,8 @@ class Method:
     # Whether the whole body's outputs are computed once and cached (a body that nothing in it trains): then
     # augmented inputs would never reach what trains.
     caches_body = False
+    # The method.* settings the method reads besides its name (others are said to be unused when given)
+    settings: tuple[str, ...] = ("freeze_layers",)
 
     @property
     def caches_inputs(self) -> bool:
@@ -96,6 +98,33 @@ class FrozenSplit:
 
 
 METHODS: Registry[type[Method]] = Registry("method")
+
+
+def unread_settings(method) -> str | None:
+    """A note naming the method.* settings given that the chosen method does not read (a LoRA rank with
+    method.name=full: a typo in the name, or a setting left from another run), or None. A frozen bottom of 0 or
+    auto, and cache_bottom, are what a run's own config.yaml records for every method: not said."""
+    from dataclasses import fields
+
+    from strop.config import MethodConfig
+
+    default, reads = MethodConfig(), METHODS.get(method.name).settings
+    unread = [f.name for f in fields(MethodConfig)
+              if f.name not in ("name", "cache_bottom", *reads) and getattr(method, f.name) != getattr(default, f.name)
+              and not (f.name == "freeze_layers" and method.freeze_layers in ("auto", 0))]
+    if not unread:
+        return None
+
+    def readers(key: str) -> str:
+        users = [name for name in METHODS.names() if key in METHODS.get(name).settings]
+        others = [name for name in METHODS.names() if name not in users]
+        return ", ".join(users) if len(users) <= len(others) else f"every method but {', '.join(others)}"
+
+    def shown(value) -> str:
+        return f"[{','.join(value)}]" if isinstance(value, tuple) else str(value)
+
+    said = "; ".join(f"method.{key}={shown(getattr(method, key))} (read by {readers(key)})" for key in unread)
+    return f"not read by method.name={method.name}, so unused: {said}"
 
 
 def uncached_hint(cfg) -> str:

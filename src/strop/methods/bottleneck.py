@@ -57,6 +57,8 @@ class Adapted(nn.Module):
 
 
 class BottleneckMethod(Method):
+    settings = ("freeze_layers", "rank", "target_modules")
+
     trains_body = False  # with optim.lr=auto the adapters and the head train at 1e-3, as the peft methods
     placement: tuple[int, ...] = ()  # which of PLACES' entries: 0 attention, 1 feed-forward
 

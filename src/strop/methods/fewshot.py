@@ -359,6 +359,8 @@ def check_groups(batch_size: int, val_features: list[dict], validation_file: str
 class FewShot(Method):
     """The contrastive stage (`before_training`), then the head on the tuned body, frozen and cached."""
 
+    settings = ("freeze_layers", "pairs_per_example", "pair_epochs", "pair_lr", "pair_loss")
+
     trains_body = False  # in the head stage; the contrastive stage trains the body at method.pair_lr
     caches_body = True  # the head stage trains on the tuned body's cached outputs
 

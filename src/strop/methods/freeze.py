@@ -25,6 +25,7 @@ class Freeze(Method):
 
     trains_body = False
     caches_body = True
+    settings = ()
 
     def prepare(self, model: TaskModel) -> None:
         for p in model.body.parameters():
@@ -47,6 +48,7 @@ class LinearProbe(Method):
 
     trains_body = False
     caches_body = True
+    settings = ()
 
     def prepare(self, model: TaskModel) -> None:
         for p in model.parameters():

@@ -18,6 +18,7 @@ class Gradual(Method):
 
     # what trains changes from epoch to epoch, so nothing is cached, not even a bottom that stays frozen
     caches_inputs = False
+    settings = ("freeze_layers", "unfreeze_every")
 
     def prepare(self, model: nn.Module) -> None:
         for p in model.parameters():  # all in the optimizer from the start; start_epoch holds back the rest

@@ -127,6 +127,7 @@ def image_targets(network: nn.Module) -> list[str]:
 @METHODS.register("lora")
 class LoRA(PeftMethod):
     body_kinds = ("text", "image")
+    settings = ("freeze_layers", "rank", "alpha", "dropout", "target_modules")
 
     def peft_config(self, encoder: nn.Module, kind: str):
         from peft import LoraConfig, TaskType
@@ -140,6 +141,8 @@ class LoRA(PeftMethod):
 
 @METHODS.register("ia3")
 class IA3(PeftMethod):
+    settings = ("freeze_layers", "target_modules")
+
     def peft_config(self, encoder: nn.Module, kind: str):
         from peft import IA3Config, TaskType
 
@@ -151,6 +154,8 @@ class IA3(PeftMethod):
 
 @METHODS.register("prompt_tuning")
 class PromptTuning(PeftMethod):
+    settings = ("freeze_layers", "virtual_tokens")
+
     def peft_config(self, encoder: nn.Module, kind: str):
         from peft import PromptTuningConfig, PromptTuningInit, TaskType
 
@@ -186,6 +191,8 @@ def leave_room_for_prompt(body, cfg) -> str | None:
 
 @METHODS.register("prefix_tuning")
 class PrefixTuning(PeftMethod):
+    settings = ("freeze_layers", "virtual_tokens")
+
     def peft_config(self, encoder: nn.Module, kind: str):
         from peft import PrefixTuningConfig, TaskType
 
