@@ -10,6 +10,7 @@ and the run records them (the model's strop.json, `skipped_images`).
 
 from __future__ import annotations
 
+import functools
 import io
 import sys
 import warnings
@@ -130,13 +131,22 @@ CHECK_BAR_FROM = 2000  # images: a check of fewer shows no progress
 
 def image_key(path) -> str:
     """An image compared by its bytes: the same picture under two names is one input (a split keeps both copies
-    on one side; the report counts them as duplicates). A file that cannot be read is its path."""
-    import hashlib
+    on one side; the report counts them as duplicates; a resume compares them). A file that cannot be read is its
+    path. A file unchanged since it was hashed (size and modification time) is not read again in this process."""
+    import os
 
     try:
-        return hashlib.sha1(Path(path).read_bytes()).hexdigest()
+        stat = os.stat(path)
+        return _bytes_hash(str(path), stat.st_size, stat.st_mtime_ns)
     except OSError:
         return str(path)
+
+
+@functools.lru_cache(maxsize=1 << 17)
+def _bytes_hash(path: str, size: int, modified_ns: int) -> str:
+    import hashlib
+
+    return hashlib.sha1(Path(path).read_bytes()).hexdigest()
 
 
 def check_images(paths: list[str], labels: list[str] | None, show: bool = False) -> ImageFiles:
