@@ -175,9 +175,12 @@ def test_predict_reads_the_files_of_a_folder_that_a_fit_on_it_reads(tmp_path):
     write_image(tmp_path / "elsewhere" / "more" / "0.png", colour=1)
     (root / "dog" / "linked").symlink_to(tmp_path / "elsewhere", target_is_directory=True)  # followed by both
     (root / "dog" / "loop").symlink_to(root / "dog", target_is_directory=True)  # a loop: walked once
+    (root / "cat" / "up").symlink_to("..", target_is_directory=True)  # up to the root, and into another class:
+    (root / "cat" / "dogs").symlink_to("../dog", target_is_directory=True)  # not cats, so not followed
     fitted = read(root).inputs
     predicted = ImageClassification.read(root, DataConfig(), "image", "--input", with_targets=False).inputs
     assert predicted == fitted and len(fitted) == 10
+    assert read(root).targets.count("cat") == 5  # its 4 and phone.jfif, no dog among them
     assert str(root / "cat" / "phone.jfif") in fitted and str(root / "dog" / "linked" / "more" / "0.png") in fitted
 
 
@@ -226,17 +229,23 @@ def _wide_image(path: Path, pixels: np.ndarray, mode: str | None = None) -> Path
 def test_16_bit_and_float_images_are_scaled_to_8_bits_not_clipped_to_one_colour(tmp_path):
     from strop.data.images import BadImage, open_rgb
 
-    dark = _wide_image(tmp_path / "dark.png", np.full((8, 8), 1000, np.uint16))
+    # scaled from the range of the bit depth the largest value needs: 16, 12 or 8 bits
     bright = _wide_image(tmp_path / "bright.tif", np.full((8, 8), 60000, np.uint16))
+    twelve = _wide_image(tmp_path / "twelve.png", np.full((8, 8), 1000, np.uint16))
+    eight = _wide_image(tmp_path / "eight.png", np.full((8, 8), 200, np.uint16))  # 8-bit values in a 16-bit file
     ramp = _wide_image(tmp_path / "ramp.tif", np.linspace(0, 1, 64, dtype=np.float32).reshape(8, 8))
-    assert Image.open(dark).mode.startswith("I") and Image.open(ramp).mode == "F"
-    assert np.asarray(open_rgb(dark)).mean() == pytest.approx(1000 / 257, abs=0.5)
+    assert Image.open(twelve).mode.startswith("I") and Image.open(ramp).mode == "F"
     assert np.asarray(open_rgb(bright)).mean() == pytest.approx(60000 / 257, abs=0.5)
+    assert np.asarray(open_rgb(twelve)).mean() == pytest.approx(1000 * 255 / 4095, abs=0.5)
+    assert np.asarray(open_rgb(eight)).mean() == 200
     scaled = np.asarray(open_rgb(ramp))[..., 0]
     assert scaled.min() == 0 and scaled.max() == 255 and len(np.unique(scaled)) == 64
-    beyond = _wide_image(tmp_path / "beyond.tif", np.full((8, 8), 7.5, np.float32))
-    with pytest.raises(BadImage, match="float pixels from 7.5 to 7.5"):
-        open_rgb(beyond)
+    floats = _wide_image(tmp_path / "floats.tif", np.full((8, 8), 7.5, np.float32))  # floats of 0..255
+    assert np.asarray(open_rgb(floats)).mean() == 8
+    for name, pixels, said in (("beyond.tif", np.full((8, 8), 300.0, np.float32), "float pixels from 300 to 300"),
+                               ("negative.tif", np.full((8, 8), -5, np.int32), "integer pixels from -5 to -5")):
+        with pytest.raises(BadImage, match=said):
+            open_rgb(_wide_image(tmp_path / name, pixels))
 
 
 def test_a_photo_stored_sideways_is_read_the_way_its_exif_orientation_says(tmp_path):

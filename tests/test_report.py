@@ -139,6 +139,29 @@ def test_strop_report_rebuilds_the_page_and_an_old_run_gets_its_predictions_reco
     assert np.allclose([r["output"] for r in again], [r["output"] for r in first], atol=1e-5)
 
 
+def test_a_report_rebuilt_from_inside_the_run_is_titled_and_compared_as_from_outside(runs, monkeypatch):
+    import shutil
+
+    import yaml
+
+    from strop.cli import main
+
+    run = runs("text_classification")
+    beside = run.parent / "seed-7"  # the same config with another seed, beside it
+    shutil.copytree(run, beside)
+    config = yaml.safe_load((beside / "config.yaml").read_text())
+    config["train"]["seed"], config["output_dir"] = 7, str(beside)
+    (beside / "config.yaml").write_text(yaml.safe_dump(config))
+    summary = json.loads((beside / "summary.json").read_text())
+    summary["validation"][summary["metric"]] = 0.01  # far from the run's: unstable across seeds
+    (beside / "summary.json").write_text(json.dumps(summary))
+    monkeypatch.chdir(run)
+    assert main(["report", ".", "--quiet"]) == 0
+    page = (run / "report.html").read_text()
+    assert f"<title>strop report: {run.name}</title>" in page and 'data-finding="instability"' in page
+    shutil.rmtree(beside)
+
+
 def test_the_loops_validation_outputs_are_reused_in_the_examples_order():
     from strop.report import _in_input_order
     from strop.tasks import Examples
@@ -357,7 +380,27 @@ def test_the_diagnosis_of_a_healthy_run_is_empty_and_each_rule_fires_on_its_prob
     assert _names(_analysis(HEALTHY, seeds={"1": 0.91, "2": 0.905, "3": 0.90})) == []
     leaked = {**_analysis(HEALTHY)["data"], "overlap": {"count": 7}}
     assert _names(_analysis(HEALTHY, data=leaked)) == ["leakage"]
-    assert _names(_analysis(HEALTHY, calibration={"ece": 0.2})) == ["calibration"]
+    over = {"ece": 0.2, "decisions": 100, "confidence": 0.95, "accuracy": 0.75}
+    assert _names(_analysis(HEALTHY, calibration=over)) == ["calibration"]
+    assert _names(_analysis(HEALTHY, calibration={**over, "decisions": 1})) == []  # one decision measures nothing
+
+
+def test_the_fixes_fit_the_direction_of_miscalibration_and_the_task():
+    from strop.report import findings
+
+    def found(task, **changes):
+        return {f.name: f for f in findings(_analysis(HEALTHY, **changes), TASKS.get(task), {"train": {}})}
+
+    over = {"ece": 0.2, "decisions": 100, "confidence": 0.95, "accuracy": 0.75}
+    fixes = " ".join(found("text_classification", calibration=over)["calibration"].fixes)
+    assert "overconfident" in found("text_classification", calibration=over)["calibration"].evidence
+    assert "train.label_smoothing=0.1" in fixes
+    under = found("text_classification", calibration={**over, "confidence": 0.7, "accuracy": 0.97})["calibration"]
+    assert "underconfident" in under.evidence and "label_smoothing" not in " ".join(under.fixes)
+    # a regression's repeats and outliers are noise in amounts, not wrong labels; multi-label reads no smoothing
+    conflicting = {**_analysis(HEALTHY)["data"], "duplicates": {"conflicting": 2}}
+    assert "label_noise" not in found("regression", confident_errors=9, data=conflicting)
+    assert "label_smoothing" not in " ".join(found("multilabel_classification", confident_errors=9)["label_noise"].fixes)
 
 
 def test_the_report_page_says_the_diagnosis_in_words(runs):

@@ -22,7 +22,7 @@ import copy
 import json
 import shutil
 import tempfile
-from dataclasses import fields
+from dataclasses import fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -45,7 +45,7 @@ def distill(teacher_run: str | Path, overrides: list[str] = (), layers: int = 3,
         StropError: the teacher's task cannot be distilled, a setting is out of range, or what `fit` refuses.
     """
     from strop.compress import merged_copy, whole_model_copy
-    from strop.config import load_config, quiet_in
+    from strop.config import MethodConfig, load_config, quiet_in
     from strop.fit import fit
     from strop.model import save_model
     from strop.predict import load, one_model
@@ -68,10 +68,10 @@ def distill(teacher_run: str | Path, overrides: list[str] = (), layers: int = 3,
         raise StropError(f"{teacher_run} has no config.yaml: give the teacher's run directory (its data come from "
                          f"it){round_hint(teacher_run)}")
     teacher_model = merged_copy(teacher.model)
-    # the teacher's frozen bottom (method.freeze_layers, resolved from auto) would freeze most of a shrunk student:
-    # its blocks have new neighbours and every one trains, as after pruning, unless told otherwise
-    cfg = load_config(config_file, ["train.resume=false", "method.name=full", "method.freeze_layers=0",
-                                    "output_dir=null", *overrides])
+    # The student trains by its own method settings, not the teacher's (a LoRA rank, a frozen bottom resolved
+    # from auto, which would freeze most of a shrunk student): full fine-tuning of every layer, unless told
+    teacher_cfg = load_config(config_file, ["train.resume=false", "output_dir=null"])
+    cfg = load_config(replace(teacher_cfg, method=MethodConfig(name="full", freeze_layers=0)), list(overrides))
     if cfg.method.name in ("fewshot", "auto"):  # the pair stage reads hard labels, not the teacher's soft targets
         raise StropError(f"method.name={cfg.method.name}: a student learns the teacher's soft targets, which few-shot "
                          "training's pairs cannot use" + (" (and auto may choose it)" if cfg.method.name == "auto"

@@ -124,6 +124,9 @@ def prepare(cfg: Config, adapt_task: Callable[[Task], Task] | None = None) -> Pr
         method_choice = {"asked": "auto", "chosen": cfg.method.name, "why": why}
         notes.append(f"method auto -> {cfg.method.name}: {why}")
     notes += [note for note in [unread_settings(cfg.method)] if note]
+    if cfg.train.label_smoothing and getattr(splits.task, "label_smoothing", None) is None:
+        notes.append(f"train.label_smoothing={cfg.train.label_smoothing:g} is not used: it softens the targets of "
+                     f"single-label classification, and this run does {splits.task.name}")
     if splits.train.feature_columns:
         cfg = replace(cfg, data=replace(cfg.data, feature_columns=splits.train.feature_columns))
     resolve_metric(cfg, splits.task)
@@ -523,7 +526,13 @@ def _fingerprint(examples: Examples) -> str:
     import hashlib
     import json
 
-    plain = lambda value: value.tolist() if hasattr(value, "tolist") else str(value)
+    import numpy as np
+
+    def plain(value):
+        if isinstance(value, np.ndarray):  # a vector as float32, as strop read them before it kept float64, so
+            return value.astype(np.float32).tolist()  # that a run started then resumes now
+        return value.tolist() if hasattr(value, "tolist") else str(value)
+
     return hashlib.sha256(json.dumps([examples.inputs, examples.targets], default=plain).encode()).hexdigest()
 
 

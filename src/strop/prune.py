@@ -36,6 +36,7 @@ validation score before and after recovery are printed and saved in its prune.js
 from __future__ import annotations
 
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -202,7 +203,7 @@ def prune(run_dir: str | Path, sparsity: float = 0.5, overrides: list[str] = (),
     """
     from strop.compress import validation_examples, whole_model_copy
     from strop.distill import keep_start
-    from strop.config import load_config, quiet_in
+    from strop.config import MethodConfig, load_config, quiet_in
     from strop.fit import fit
     from strop.model import save_model
     from strop.predict import Predictor, load
@@ -242,8 +243,10 @@ def prune(run_dir: str | Path, sparsity: float = 0.5, overrides: list[str] = (),
     # Removed channels and heads are gone: the rest trains as in full fine-tuning. Zeroed weights must stay zero.
     # Every layer was pruned, so every layer recovers (the run may have kept its bottom frozen) unless told.
     recovery = "sparse" if structure == "weights" else "full"
-    cfg = load_config(run_dir / "config.yaml", ["train.resume=false", "output_dir=null", "train.epochs=2",
-                                                 "method.freeze_layers=0", *overrides, f"method.name={recovery}"])
+    # the recovery's own method settings, not the run's (a LoRA rank, a frozen bottom): every layer recovers
+    run_cfg = load_config(run_dir / "config.yaml", ["train.resume=false", "output_dir=null", "train.epochs=2"])
+    cfg = load_config(replace(run_cfg, method=MethodConfig(name=recovery, freeze_layers=0)),
+                      [*overrides, f"method.name={recovery}"])
     with tempfile.TemporaryDirectory(prefix="strop-pruned-") as tmp:
         info = {k: v for k, v in predictor.info.items() if k != "adapter"}
         save_model(Path(tmp) / "pruned", model, task, {**info, "method": "full"})

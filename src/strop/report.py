@@ -327,8 +327,9 @@ def analyse(run_dir: str | Path) -> dict[str, Any]:
     import yaml
 
     config = yaml.safe_load(config_text) or {}
-    analysis = {"run": str(run.root), "name": run.root.name, "task": task.name, "info": info, "summary": summary,
-                "history": history, "data": data, "config_text": config_text, "config": config,
+    # the name resolved: `strop report .` is titled by the run's folder
+    analysis = {"run": str(run.root), "name": run.root.resolve().name, "task": task.name, "info": info,
+                "summary": summary, "history": history, "data": data, "config_text": config_text, "config": config,
                 "provenance": _read_json(run.provenance, {}), "n_predictions": len(rows),
                 # method.name=fewshot: the stage that tuned the body on pairs before the head's epochs
                 "contrastive": _read_lines(run.root / "contrastive" / "metrics.jsonl"),
@@ -396,7 +397,9 @@ def calibration_bins(confidence: np.ndarray, correct: np.ndarray, bins: int = BI
             accuracy = mean_confidence = None
         table.append({"low": float(edges[b]), "high": float(edges[b + 1]), "n": n, "accuracy": accuracy,
                       "confidence": mean_confidence})
-    return {"bins": table, "ece": float(ece), "decisions": int(len(confidence))}
+    return {"bins": table, "ece": float(ece), "decisions": int(len(confidence)),
+            "confidence": float(confidence.mean()) if len(confidence) else None,
+            "accuracy": float(correct.mean()) if len(correct) else None}
 
 
 def _entropy(counts: list[int]) -> float | None:
@@ -532,6 +535,7 @@ def seed_scores(run_root: Path, config: dict, metric: str) -> dict[str, float]:
     """The validation `metric` of the complete runs beside this one (same parent folder) whose config differs
     from this run's only in train.seed (and output_dir), by seed; this run's included."""
     mine = {k: v for k, v in _flat_config(config).items() if k not in _SEED_FREE_KEYS}
+    run_root = run_root.resolve()  # `strop report .`: the parent of "." is "." itself
     scores = {}
     try:
         siblings = sorted(p for p in run_root.parent.iterdir() if p.is_dir())
@@ -564,20 +568,31 @@ def findings(analysis: dict[str, Any], task: Task, config: dict) -> list[diagnos
     classes = {name: c["train"] for name, c in (data.get("classes") or {}).items()}
     train_cfg = config.get("train") or {}
     inputs = data.get("input") or "text"  # the fixes name settings of the model that read them
+    from strop.tasks.classification import Classification
+
+    kind = task if isinstance(task, type) else type(task)
+    smoothing = issubclass(kind, Classification)  # the tasks that read train.label_smoothing
+    labelled = task.name not in ("regression", "reconstruction")  # targets that are labels (or tags), not amounts
+    method = config.get("method") or {}
+    trains_all = method.get("name") == "full" and method.get("freeze_layers") in (0, None)
+    calibrated = analysis.get("calibration") or {}
     rules = [
-        diagnose.overfitting(history, summary.get("best_epoch"), _trains_body(config), inputs),
-        diagnose.underfitting(history, chance_loss(task.name, data, config), inputs),
+        diagnose.overfitting(history, summary.get("best_epoch"), _trains_body(config), inputs, smoothing),
+        diagnose.underfitting(history, chance_loss(task.name, data, config), inputs, data.get("targets") is not None,
+                              trains_all),
         diagnose.few_examples(classes, data.get("class_kind") or "class", inputs, _fewshot_fits(task, inputs, config),
                               (config.get("method") or {}).get("name"))
         if classes else None,
+        # a regression's targets differ between repeats and far from the fit by noise, not by wrong labels
         diagnose.label_noise(analysis.get("confident_errors", 0), analysis.get("decisions", 0),
                              (data.get("duplicates") or {}).get("conflicting", 0),
-                             analysis.get("confident_decisions")),
+                             analysis.get("confident_decisions"), smoothing) if labelled else None,
         diagnose.instability(analysis.get("seeds") or {}, summary.get("metric") or task.lead_metric),
         diagnose.leakage((data.get("overlap") or {}).get("count", 0), data.get("validation_examples", 0)),
         diagnose.imbalance(classes, train_cfg.get("imbalance"), (analysis.get("metrics") or {}).get("per_class"))
         if data.get("class_kind") == "class" else None,
-        diagnose.calibration((analysis.get("calibration") or {}).get("ece")),
+        diagnose.calibration(calibrated.get("ece"), calibrated.get("decisions") or 0, calibrated.get("confidence"),
+                             calibrated.get("accuracy"), smoothing),
     ]
     return [finding for finding in rules if finding is not None]
 

@@ -53,7 +53,8 @@ def write_folder_report(folder: str | Path) -> Path:
         raise StropError(f"{path} cannot be read ({error}): run the {kind} again into a new folder") from None
     render = {"search": search_page, "cv": cv_page, "curve": curve_page}[kind]
     report = folder / REPORT
-    atomic_write_text(report, render(result, folder), "the report")
+    # resolved: `strop report .` titles the page by the folder's own name, not "."
+    atomic_write_text(report, render(result, folder.resolve()), "the report")
     return report
 
 

@@ -96,15 +96,18 @@ def _upright(image):
         return image
 
 
-WIDE_INTEGER_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")  # one channel of 16 bits (Pillow reads some as "I")
+WIDE_INTEGER_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")  # one channel of 16 or 32 bits
+BIT_DEPTHS = (255.0, 4095.0, 65535.0)  # the ranges of 8-, 12- and 16-bit pixels
 
 
 def _rgb(image):
     """An 8-bit RGB copy. Pillow's convert("RGB") clips wider pixels to 255, which leaves a 16-bit scan (medical,
-    microscopy, depth) or a float image one flat colour: those are scaled from their range to 0..255 first.
+    microscopy, depth) or a float image one flat colour: those are scaled to 0..255 from the range of the bit
+    depth their largest value needs (8, 12 or 16 bits: 8-bit values written in a 16-bit file keep their
+    brightness), floats from 0..1 or 0..255.
 
     Raises:
-        BadImage: integer pixels beyond 16 bits, or float pixels outside 0..1 (no range to scale from).
+        BadImage: pixels outside 0..65535 (negative, or beyond 16 bits), or floats outside 0..255.
     """
     if image.mode not in (*WIDE_INTEGER_MODES, "F"):
         return image.convert("RGB")
@@ -113,16 +116,12 @@ def _rgb(image):
 
     pixels = np.asarray(image, dtype=np.float64)
     low, high = (float(pixels.min()), float(pixels.max())) if pixels.size else (0.0, 0.0)
-    if image.mode == "F":
-        if not (np.isfinite(pixels).all() and low >= 0 and high <= 1):
-            raise BadImage(f"float pixels from {low:g} to {high:g}, where strop reads floats of 0..1 (and 8- or "
-                           "16-bit integers): scale the image to 0..1 or convert it to 8 bits")
-        top = 1.0
-    else:
-        if low < 0 or high > 65535:
-            raise BadImage(f"32-bit pixels from {low:g} to {high:g}, beyond 16 bits: convert the image to 8 or "
-                           "16 bits")
-        top = 65535.0
+    depths = (1.0, 255.0) if image.mode == "F" else BIT_DEPTHS
+    top = next((depth for depth in depths if high <= depth), None)
+    if not np.isfinite(pixels).all() or low < 0 or top is None:
+        kind = "float" if image.mode == "F" else "integer"
+        raise BadImage(f"{kind} pixels from {low:g} to {high:g}, outside 0..{depths[-1]:g}: convert the image to "
+                       "8 bits")
     return Image.fromarray(np.round(pixels * (255.0 / top)).astype(np.uint8), "L").convert("RGB")
 
 
@@ -142,7 +141,7 @@ def image_key(path) -> str:
         return str(path)
 
 
-@functools.lru_cache(maxsize=1 << 17)
+@functools.lru_cache(maxsize=1 << 20)  # strop's data sets are far smaller: each file hashed once
 def _bytes_hash(path: str, size: int, modified_ns: int) -> str:
     import hashlib
 
@@ -207,20 +206,30 @@ def _visible(path: Path) -> bool:
     return not path.name.startswith(".") and path.name not in ("Thumbs.db", "desktop.ini")
 
 
-def visible_files(folder: Path) -> list[Path]:
+def visible_files(folder: Path, within: Path | None = None) -> list[Path]:
     """The files under `folder`, at any depth, sorted, that the image readers list: none hidden or in a hidden
-    folder, no Thumbs.db or desktop.ini. A link to a folder is followed (once: a link back up is not walked
-    again), a link that leads nowhere is listed (reported, not silently passed over)."""
+    folder, no Thumbs.db or desktop.ini. A link to a folder outside `within` (the data set's root; by default
+    `folder`) is followed, once; a link to a folder inside it is not: its pictures are there already (or belong to
+    another class, or the link leads back up). A link that leads nowhere is listed (reported, not passed over)."""
     import os
+
+    root = os.path.realpath(within or folder)
+
+    def followed(top: str, name: str) -> bool:
+        path = os.path.join(top, name)
+        if not _visible(Path(name)):
+            return False
+        real = os.path.realpath(path)
+        return not os.path.islink(path) or not (real == root or real.startswith(root + os.sep))
 
     files, walked = [], set()
     for top, folders, names in os.walk(folder, followlinks=True):
         real = os.path.realpath(top)
-        if real in walked:  # a link to a folder already walked: a loop, or the same pictures twice
+        if real in walked:  # outside the data set, a folder reached twice: a loop, or the same pictures twice
             folders[:] = []
             continue
         walked.add(real)
-        folders[:] = sorted(name for name in folders if _visible(Path(name)))
+        folders[:] = sorted(name for name in folders if followed(top, name))
         files += [Path(top) / name for name in names if _visible(Path(name))]
     return sorted(files)
 
@@ -247,7 +256,7 @@ def class_folders(root: Path, what: str) -> tuple[list[str], list[str]]:
                          + (f" and data.validation={root / splits[1]}" if len(splits) > 1 else ""))
     paths, labels, empty = [], [], []
     for folder in folders:
-        files = visible_files(folder)
+        files = visible_files(folder, within=root)
         empty += [folder.name] if not files else []
         for file in files:
             paths.append(str(file))

@@ -28,6 +28,7 @@ CONFIDENT = 0.9
 CONFIDENT_ERRORS_MIN, CONFIDENT_ERRORS_SHARE = 3, 0.02
 # Calibration: an expected calibration error above this is worth a word.
 ECE_HIGH = 0.10
+CALIBRATION_MIN_DECISIONS = 30  # fewer decisions measure no calibration: a bin of one is 0 or 1
 # Imbalance: the most frequent class has this many times the examples of the least.
 IMBALANCE_RATIO = 3.0
 # Instability: the standard deviation over seeds of a score in [0, 1] (or relative, for errors) above this.
@@ -46,10 +47,12 @@ class Finding:
 
 
 def overfitting(history: list[dict], best_epoch: int | None = None, trains_body: bool = True,
-                inputs: str = "text") -> Finding | None:
+                inputs: str = "text", smoothing: bool = True) -> Finding | None:
     """Validation loss rising while the training loss falls, after the validation loss's lowest epoch.
     trains_body: whether the run's method trains the pretrained body; inputs: text, image or vector (the
-    fixes differ: a vector model's body is a small network whose size is the setting)."""
+    fixes differ: a vector model's body is a small network whose size is the setting); smoothing: whether the
+    task reads train.label_smoothing (single-label classification)."""
+    smooth = ", train.label_smoothing=0.1" if smoothing else ""
     points = [(r["epoch"], r.get("train_loss"), r.get("val_loss")) for r in history]
     points = [(e, t, v) for e, t, v in points if is_number(t) and is_number(v)]
     if len(points) < OVERFIT_EPOCHS + 1:
@@ -69,20 +72,21 @@ def overfitting(history: list[dict], best_epoch: int | None = None, trains_body:
         f"{relative}) while the training loss fell from {low_train:.3f} to {last_train:.3f}: "
         f"the model memorises the training examples instead of learning what generalises.{kept}",
         [f"Stop sooner: train.epochs={max(low_epoch, 1)}, or keep early stopping on (train.patience=2).",
-         *(["Regularise: optim.weight_decay=0.1, model.body_dropout=0.2, train.label_smoothing=0.1.",
+         *([f"Regularise: optim.weight_decay=0.1, model.body_dropout=0.2{smooth}.",
             "A smaller network: fewer or narrower layers (model.hidden=[32]); or a lower optim.lr."
             if inputs == "vector" else
             "Train fewer parameters: method.name=bitfit, or method.freeze_layers=4; or a lower optim.lr."]
            if trains_body else
-           ["Regularise the head: optim.weight_decay=0.1, model.head_dropout=0.3, train.label_smoothing=0.1; "
-            "or a lower optim.lr.",
+           [f"Regularise the head: optim.weight_decay=0.1, model.head_dropout=0.3{smooth}; or a lower optim.lr.",
             "The body is frozen already: what overfits is the head, so fewer epochs or a smaller rate help most."]),
          "More training examples help most of all."])
 
 
-def underfitting(history: list[dict], chance_loss: float | None, inputs: str = "text") -> Finding | None:
+def underfitting(history: list[dict], chance_loss: float | None, inputs: str = "text", targets: bool = False,
+                 trains_all: bool = False) -> Finding | None:
     """The training loss ends close to what a model that only knows the label frequencies reaches (inputs:
-    text, image or vector, as for `overfitting`)."""
+    text, image or vector, as for `overfitting`; targets: a regression's, whose baseline is their mean;
+    trains_all: the run trained every layer of the model already)."""
     losses = [r.get("train_loss") for r in history if is_number(r.get("train_loss"))]
     if not losses or not chance_loss or chance_loss <= 0:
         return None
@@ -91,10 +95,10 @@ def underfitting(history: list[dict], chance_loss: float | None, inputs: str = "
     return Finding(
         "underfitting", "Underfitting",
         f"After {len(losses)} epochs the training loss is {losses[-1]:.3f}, {losses[-1] / chance_loss:.0%} of "
-        f"{chance_loss:.3f}, the loss of predicting the label frequencies alone: the model has learned little even "
-        "on the examples it trains on.",
+        f"{chance_loss:.3f}, the loss of predicting {'the mean target' if targets else 'the label frequencies'} alone: "
+        "the model has learned little even on the examples it trains on.",
         ["Train longer (train.epochs) or at a higher rate (optim.lr, or optim.lr=find for a range test).",
-         "Train more of the model: method.name=full, method.freeze_layers=0.",
+         *([] if trains_all else ["Train more of the model: method.name=full, method.freeze_layers=0."]),
          "Check that the labels follow from the inputs (a shifted label column"
          + (", texts cut short by model.max_length)." if inputs == "text" else ")."),
          "A larger network may be needed: more or wider layers (model.hidden=[256, 256])." if inputs == "vector"
@@ -129,9 +133,10 @@ def few_examples(class_counts: dict[str, int], what: str = "class", inputs: str 
 
 
 def label_noise(confident_errors: int, decisions: int, conflicting_duplicates: int = 0,
-                confident_decisions: int | None = None) -> Finding | None:
+                confident_decisions: int | None = None, smoothing: bool = True) -> Finding | None:
     """Confident errors on validation, or training examples repeated with different labels.
-    confident_decisions: how many decisions were made with CONFIDENT or more (right or wrong)."""
+    confident_decisions: how many decisions were made with CONFIDENT or more (right or wrong); smoothing: as for
+    `overfitting`."""
     many = confident_errors >= max(CONFIDENT_ERRORS_MIN, CONFIDENT_ERRORS_SHARE * decisions)
     if not many and not conflicting_duplicates:
         return None
@@ -150,7 +155,7 @@ def label_noise(confident_errors: int, decisions: int, conflicting_duplicates: i
         "; ".join(evidence) + ".",
         ["Read the worst misclassified examples below: fix the labels that are wrong, in training and validation.",
          *(["Remove or relabel the training inputs that carry contradicting labels."] if conflicting_duplicates else []),
-         "train.label_smoothing=0.1 softens the pull of the labels that remain wrong."])
+         *(["train.label_smoothing=0.1 softens the pull of the labels that remain wrong."] if smoothing else [])])
 
 
 def instability(scores: dict[str, float], metric: str) -> Finding | None:
@@ -216,16 +221,26 @@ def imbalance(class_counts: dict[str, int], setting: str | None,
          "Judge the run by macro F1 and the rare classes' recall, not accuracy."])
 
 
-def calibration(ece: float | None) -> Finding | None:
-    """Confidence that does not match accuracy."""
-    if ece is None or ece <= ECE_HIGH:
+def calibration(ece: float | None, decisions: int = CALIBRATION_MIN_DECISIONS, confidence: float | None = None,
+                accuracy: float | None = None, smoothing: bool = True) -> Finding | None:
+    """Confidence that does not match accuracy, measured on at least CALIBRATION_MIN_DECISIONS decisions.
+    confidence, accuracy: their means over the decisions, which say whether the model is over- or underconfident
+    (the fixes are opposite); smoothing: as for `overfitting`."""
+    if ece is None or ece <= ECE_HIGH or decisions < CALIBRATION_MIN_DECISIONS:
         return None
+    under = is_number(confidence) and is_number(accuracy) and confidence < accuracy
+    shown = (f" (mean confidence {confidence:.2f}, accuracy {accuracy:.2f}: "
+             f"{'underconfident' if under else 'overconfident'})" if is_number(confidence) and is_number(accuracy)
+             else "")
     return Finding(
         "calibration", "Poorly calibrated confidence",
-        f"The expected calibration error is {ece:.3f}: the model's confidence differs from its accuracy by that "
-        "much on average (see the reliability diagram).",
-        ["Treat the scores as a ranking rather than as probabilities, or recalibrate them on held-out data.",
-         "train.label_smoothing=0.1 and stopping before the validation loss rises both temper overconfidence."])
+        f"The expected calibration error is {ece:.3f}{shown}: the model's confidence differs from its accuracy by "
+        "that much on average (see the reliability diagram).",
+        ["Treat the scores as a ranking rather than as probabilities, or recalibrate them on held-out data "
+         "(temperature scaling).",
+         "Underconfidence often means too little training: more epochs, or a higher rate (optim.lr)." if under else
+         ("train.label_smoothing=0.1 and stopping" if smoothing else "Stopping")
+         + " before the validation loss rises temper overconfidence."])
 
 
 def is_number(value) -> bool:

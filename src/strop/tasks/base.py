@@ -36,6 +36,7 @@ def compact(values, scale=None):
     real = np.isfinite(a) & (magnitude > 1e-290) & (magnitude < 1e290)
     shift = np.zeros_like(a)
     shift[real] = SIGNIFICANT_DIGITS - 1 - np.floor(np.log10(magnitude[real]))  # decimal places to keep
+    real &= np.abs(shift) < 290  # a value far beyond its scale's digits: 10 ** shift would overflow; kept as it is
     power = 10.0 ** np.abs(shift)  # a power of ten, exact: the quotient or product below rounds correctly
     small, large = real & (shift >= 0), real & (shift < 0)
     rounded[small] = np.round(a[small] * power[small]) / power[small]

@@ -25,6 +25,19 @@ from strop.tasks.sentence import SentenceTask
 OTHER_SEPARATORS = (";", ",", "|", "/")  # what files use between labels, checked where each row has one label
 
 
+def _say_other_separator(sets: list[tuple[str, ...]], separator: str, path) -> None:
+    """Where every row of a text column has one label and labels hold another separator, says so: most likely
+    the file separates labels with it, and each row's set was read as one label."""
+    if max(len(labels) for labels in sets) > 1:
+        return
+    names = sorted({label for labels in sets for label in labels})
+    written = [s for s in OTHER_SEPARATORS if s != separator and any(s in name for name in names)]
+    if written:
+        say_note(f"data.train: every example in {Path(path).name} has one label, and labels hold '{written[0]}' (e.g. "
+                 f"{next(n for n in names if written[0] in n)!r}): if it separates labels, set "
+                 f"data.label_separator='{written[0]}'")
+
+
 @TASKS.register("multilabel_classification")
 @dataclass(frozen=True)
 class MultiLabel(SentenceTask):
@@ -40,23 +53,26 @@ class MultiLabel(SentenceTask):
     @classmethod
     def read_targets(cls, frame, path, data_cfg, what: str) -> list[tuple[str, ...]]:
         require_column(frame, data_cfg.label_column, path, what, "label_column")
-        raw = frame[data_cfg.label_column]
+        raw, separator = frame[data_cfg.label_column], data_cfg.label_separator
         listed = raw.map(lambda v: isinstance(v, (list, tuple, np.ndarray))).to_numpy(dtype=bool)
         texts = clean_strings(raw.where(~listed, None).rename(data_cfg.label_column), path, what)
-        items_of_rows = []
-        for value, is_list, text in zip(raw.tolist(), listed, texts):
-            if is_list:  # a JSON or Parquet list is the row's set, each item a label as written (a separator in
-                # one is part of its name); a null in it is no label, and 1.0 is 1 as in a cell
-                items = clean_strings(pd.Series([x for x in value if not is_missing(x)], dtype=object,
-                                                name=data_cfg.label_column), path, what)
-            else:
-                items = [] if text is None else text.split(data_cfg.label_separator)
-            items_of_rows.append([x.strip() for x in items if x and x.strip()])
+        # a JSON or Parquet list is the row's set, each item a label as written (a separator in one is part of
+        # its name); a null in it is no label, and 1.0 is 1 as in a cell: all items cleaned in one pass
+        rows_of_items = [[row] * sum(not is_missing(x) for x in value) if is_list else []
+                         for row, (value, is_list) in enumerate(zip(raw.tolist(), listed))]
+        items = pd.Series([x for value, is_list in zip(raw.tolist(), listed) if is_list for x in value
+                           if not is_missing(x)], dtype=object, name=data_cfg.label_column)
+        cleaned = iter(clean_strings(items, path, what))
+        items_of_rows = [[next(cleaned) for _ in of_row] if is_list else ([] if text is None else text.split(separator))
+                         for of_row, is_list, text in zip(rows_of_items, listed, texts)]
+        items_of_rows = [[x.strip() for x in row if x and x.strip()] for row in items_of_rows]
         # every label written one way, and look-alikes said, as for single labels (strop.data.inputs)
-        flat = [x for items in items_of_rows for x in items]
+        flat = [x for row in items_of_rows for x in row]
         named = iter(normalise_labels(pd.Series(flat, dtype=object), flat, path, what))
-        sets = [tuple(sorted({next(named) for _ in items})) or None for items in items_of_rows]
-        refuse_missing(sets, "label set", path, what, f" (labels separated by '{data_cfg.label_separator}')")
+        sets = [tuple(sorted({next(named) for _ in row})) or None for row in items_of_rows]
+        refuse_missing(sets, "label set", path, what, f" (labels separated by '{separator}')")
+        if not listed.any() and what == "data.train":
+            _say_other_separator(sets, separator, path)
         return sets
 
     @classmethod
@@ -67,12 +83,6 @@ class MultiLabel(SentenceTask):
                              f"'{names[0]}'; multi-label classification needs at least two labels (is "
                              f"data.label_separator='{cfg.data.label_separator}' the separator the file uses?)")
         separator = cfg.data.label_separator
-        if max(len(labels) for labels in train.targets) == 1:  # one label a row: a separator the file uses?
-            written = [s for s in OTHER_SEPARATORS if s != separator and any(s in name for name in names)]
-            if written:
-                say_note(f"data.train: every example in {Path(train.source).name} has one label, and labels hold "
-                         f"'{written[0]}' (e.g. {next(n for n in names if written[0] in n)!r}): if it separates "
-                         f"labels, set data.label_separator='{written[0]}'")
         if validation is not None:
             unseen = sorted({label for labels in validation.targets for label in labels} - set(names))
             if unseen:

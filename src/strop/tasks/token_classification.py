@@ -45,6 +45,20 @@ def _words_and_offsets(x) -> tuple[list[str], list[tuple[int, int]], str]:
     return list(x), offsets, " ".join(x)
 
 
+_CUT_SAID: set = set()  # (source, max_length) whose words cut off by model.max_length were said
+
+
+def _cut_words(backbone, words: list[str], word_ids: list[int | None]) -> int:
+    """How many words of a sentence that filled model.max_length were cut off: those after the last word read
+    that come to a token (a trailing soft hyphen comes to none, and was not cut)."""
+    last_read = max((w for w in word_ids if w is not None), default=-1)
+    rest = words[last_read + 1:]
+    if not rest:
+        return 0
+    pieces = backbone.tokenizer(rest, is_split_into_words=False, add_special_tokens=False)["input_ids"]
+    return sum(bool(p) for p in pieces)
+
+
 @TASKS.register("token_classification")
 @dataclass(frozen=True)
 class TokenClassification(Task):
@@ -119,11 +133,12 @@ class TokenClassification(Task):
                 feature["labels"] = [ids[i][w] if w >= 0 else IGNORE for w in first_of_word]
                 feature["word_tags"] = ids[i]  # every word's tag, those cut off by model.max_length too
             if len(feature["input_ids"]) >= backbone.max_length:
-                last_word = max((w for w in word_ids if w is not None), default=-1)
-                if last_word + 1 < len(words[i]):
-                    cut_sentences, cut_words = cut_sentences + 1, cut_words + len(words[i]) - last_word - 1
+                cut = _cut_words(backbone, words[i], word_ids)
+                cut_sentences, cut_words = cut_sentences + bool(cut), cut_words + cut
             features.append(feature)
-        if cut_sentences:
+        said = (examples.source, backbone.max_length)
+        if cut_sentences and said not in _CUT_SAID:  # once a process for a source (a server's requests: once)
+            _CUT_SAID.add(said)
             source = f" in {Path(examples.source).name}" if examples.source and Path(examples.source).is_file() else ""
             say_note(f"{cut_sentences} of {len(words)} sentences{source} are longer than model.max_length="
                      f"{backbone.max_length} tokens: their last {cut_words} words in all are not read (tagged O); "
