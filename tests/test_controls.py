@@ -85,7 +85,8 @@ def test_schedules_have_their_shape(schedule, at_half):
     assert schedule_factor(cfg, 60, 110, 55) == pytest.approx(at_half)
 
 
-def test_gradual_unfreezing_stage_after_each_epoch_and_resume_mid_way(tiny_overrides, tmp_path, monkeypatch):
+def _record_gradual_stages(monkeypatch) -> list[list[bool]]:
+    """Each epoch's list of which backbone layers train, as gradual unfreezing sets them."""
     from strop.methods import METHODS
 
     seen = []
@@ -96,6 +97,11 @@ def test_gradual_unfreezing_stage_after_each_epoch_and_resume_mid_way(tiny_overr
         seen.append([any(p.requires_grad for p in layer.parameters()) for layer in model.body.layers()])
 
     monkeypatch.setattr(METHODS.get("gradual"), "start_epoch", recording)
+    return seen
+
+
+def test_gradual_unfreezing_stage_after_each_epoch_and_resume_mid_way(tiny_overrides, tmp_path, monkeypatch):
+    seen = _record_gradual_stages(monkeypatch)
     common = [o for o in tiny_overrides if not o.startswith("output_dir")] + ["method.name=gradual", "train.epochs=4"]
     straight = strop.fit(None, common + [f"output_dir={tmp_path / 'straight'}"])
     # 3 layer groups (embeddings, layer 0, layer 1): epoch 1 only the head, then one more group each epoch
@@ -112,16 +118,7 @@ def test_gradual_unfreezing_stops_above_the_bottom_that_freeze_layers_keeps_froz
                                                                                      tmp_path, monkeypatch):
     from transformers import BertModel
 
-    from strop.methods import METHODS
-
-    seen = []
-    start = METHODS.get("gradual").start_epoch
-
-    def recording(self, model, epoch):
-        start(self, model, epoch)
-        seen.append([any(p.requires_grad for p in layer.parameters()) for layer in model.body.layers()])
-
-    monkeypatch.setattr(METHODS.get("gradual"), "start_epoch", recording)
+    seen = _record_gradual_stages(monkeypatch)
     common = [o for o in tiny_overrides if not o.startswith("output_dir")] + ["method.name=gradual", "train.epochs=4",
                                                                               "method.freeze_layers=2"]
     run = strop.fit(None, common + [f"output_dir={tmp_path / 'run'}"])

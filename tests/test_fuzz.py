@@ -395,7 +395,7 @@ def test_vector_tables_read_back_their_numbers(folder, matrix, ys):
     with no_hang():
         examples = Classification.read(path, DataConfig(), "vector", "data.train")
     assert examples.feature_columns == ("a", "b", "c")
-    assert np.array_equal(np.stack(examples.inputs), np.asarray(matrix[:n], dtype=np.float32))
+    assert np.array_equal(np.stack(examples.inputs), np.asarray(matrix[:n], dtype=np.float64))  # exactly as written
     assert examples.targets == [y.strip() for y in ys[:n]]
 
 
@@ -428,13 +428,13 @@ def test_any_vector_table_loads_or_is_refused(folder, written, suffix, as_json_n
             writer.writerows(written)
     examples = loads_or_refuses(Classification.read, path, DataConfig(), "vector", "data.train")
     if examples is not None:
-        assert all(v.dtype == np.float32 and v.shape == (2,) and np.isfinite(v).all() for v in examples.inputs)
+        assert all(v.dtype == np.float64 and v.shape == (2,) and np.isfinite(v).all() for v in examples.inputs)
         def number(text):  # what the file says, where strop read numbers (a CSV's True and False are 1 and 0)
             word = text.strip().lower()
             return TRUTH_WORDS[word] if word in TRUTH_WORDS else float(text)
 
         expected = [[number(a), number(b)] for a, b, _ in written]
-        assert np.array_equal(np.stack(examples.inputs), np.asarray(expected, dtype=np.float32))
+        assert np.array_equal(np.stack(examples.inputs), np.asarray(expected, dtype=np.float64))
 
 
 @FUZZ
