@@ -104,6 +104,25 @@ def test_fit_saves_loads_predicts_and_evaluates(trained, image_data, tmp_path, c
     assert json.loads(capsys.readouterr().out)["n"] == len(files)
 
 
+def test_predict_on_a_folder_with_an_unreadable_file_stops_or_predicts_the_others(trained, image_data, tmp_path,
+                                                                                  capsys):
+    import shutil
+
+    from strop.cli import main
+
+    folder = tmp_path / "photos"
+    shutil.copytree(image_data["val"], folder)
+    (folder / "red" / "broken.png").write_text("no picture")
+    good = len([p for p in folder.rglob("*.*") if p.name != "broken.png"])
+    capsys.readouterr()
+    assert main(["predict", str(trained), "--input", str(folder), "-q"]) == 2
+    err = capsys.readouterr().err
+    assert "broken.png" in err and "predict the others with --skip-bad-images" in err
+    assert main(["predict", str(trained), "--input", str(folder), "--skip-bad-images", "-q"]) == 0
+    said = capsys.readouterr()
+    assert len(said.out.splitlines()) == good and "broken.png" not in said.out and "broken.png" in said.err
+
+
 def test_text_inputs_are_refused_for_image_models(trained, capsys):
     from strop.cli import main
 

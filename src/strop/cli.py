@@ -109,7 +109,8 @@ def _file_inputs(args: argparse.Namespace, predictor) -> list:
     from strop.tasks import CONLL_SUFFIXES
 
     task = predictor.task
-    columns = saved_columns(predictor.info, text_column=args.text_column, text_pair_column=args.text_pair_column)
+    columns = saved_columns(predictor.info, text_column=args.text_column, text_pair_column=args.text_pair_column,
+                            bad_images="skip" if args.skip_bad_images else None)
     if Path(args.input).suffix.lower() == ".txt":  # one text per line, as data.unlabeled and --unlabeled take
         from strop.selftrain import read_unlabeled
 
@@ -490,6 +491,8 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--text-column", help="text column of --input (default: the one trained on)")
     predict.add_argument("--text-pair-column", help="a pair model's second text column of --input (default: the "
                                                     "one trained on)")
+    predict.add_argument("--skip-bad-images", action="store_true", help="images: leave unreadable files of --input "
+                         "out (named on stderr) instead of stopping")
     predict.add_argument("--quiet", "-q", action="store_true", help="no progress output")
     predict.set_defaults(func=cmd_predict)
 

@@ -178,9 +178,8 @@ def settle_bad_images(files: ImageFiles, policy: str, what: str, where: str) -> 
     listed = "; ".join(f"{path} ({reason})" for path, reason in files.bad[:SHOWN])
     more = f"; and {len(files.bad) - SHOWN} more" if len(files.bad) > SHOWN else ""
     if policy == "error":
-        from strop.data.inputs import SAVED_MODEL_FILES
-
-        skip = "" if what in SAVED_MODEL_FILES else ", or set data.bad_images=skip to leave them out"
+        skip = {"--input": ", or predict the others with --skip-bad-images", "--data": ""}.get(
+            what, ", or set data.bad_images=skip to leave them out")
         if Path(where).is_file() and not is_table(Path(where)):  # one image file, given by itself
             raise StropError(f"{what}: {where} cannot be used as an image ({files.bad[0][1]})")
         raise StropError(f"{what}: {len(files.bad)} of the files in {where} cannot be used as images: {listed}{more}. "
