@@ -218,3 +218,17 @@ def test_a_run_started_from_a_run_keeps_its_heads_meaning_and_trains_by_its_own_
     saved = json.loads((regression / "model" / "strop.json").read_text())
     assert again.loss_name == "huber"  # this run's loss; the head's outputs on the first run's scale
     assert list(again.mean) == saved["target_mean"] and list(again.std) == saved["target_std"]
+
+
+def test_label_smoothing_is_said_unused_where_the_task_has_no_classes_to_smooth(tmp_path):
+    from strop.config import load_config
+    from strop.fit import prepare
+
+    def notes(task):
+        train = _vectors(tmp_path / f"train-{task}.csv", 40, 1, task)
+        return prepare(load_config(None, ["model.name=mlp", f"data.train={train}", "data.label_column=y",
+                                          f"task.name={'regression' if task == 'regression' else 'text_classification'}",
+                                          "train.label_smoothing=0.1"])).notes
+
+    assert any("train.label_smoothing=0.1 is not used" in note for note in notes("regression"))
+    assert not any("label_smoothing" in note for note in notes("classification"))

@@ -156,7 +156,7 @@ def _with_other_columns(records: list[dict], path: str, predictor, **columns_rea
     if Path(path).is_dir() or table_suffix(Path(path)) not in READERS:
         return records
     columns = saved_columns(predictor.info, **columns_read)
-    pair_column = getattr(type(predictor.task), "pair_column", lambda data: data.text_pair_column)(columns)
+    pair_column = predictor.task.pair_column(columns)
     read = {columns.text_column, pair_column, columns.path_column, *columns.feature_columns}
     if predictor.task.level == "token" and columns.text_column == "text":
         read.add("tokens")  # a tagged JSONL's words, under the key the task reads (each prediction has the text)

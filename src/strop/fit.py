@@ -124,7 +124,7 @@ def prepare(cfg: Config, adapt_task: Callable[[Task], Task] | None = None) -> Pr
         method_choice = {"asked": "auto", "chosen": cfg.method.name, "why": why}
         notes.append(f"method auto -> {cfg.method.name}: {why}")
     notes += [note for note in [unread_settings(cfg.method)] if note]
-    if cfg.train.label_smoothing and getattr(splits.task, "label_smoothing", None) is None:
+    if cfg.train.label_smoothing and not splits.task.reads_label_smoothing:
         notes.append(f"train.label_smoothing={cfg.train.label_smoothing:g} is not used: it softens the targets of "
                      f"single-label classification, and this run does {splits.task.name}")
     if splits.train.feature_columns:

@@ -568,10 +568,7 @@ def findings(analysis: dict[str, Any], task: Task, config: dict) -> list[diagnos
     classes = {name: c["train"] for name, c in (data.get("classes") or {}).items()}
     train_cfg = config.get("train") or {}
     inputs = data.get("input") or "text"  # the fixes name settings of the model that read them
-    from strop.tasks.classification import Classification
-
-    kind = task if isinstance(task, type) else type(task)
-    smoothing = issubclass(kind, Classification)  # the tasks that read train.label_smoothing
+    smoothing = task.reads_label_smoothing
     labelled = task.name not in ("regression", "reconstruction")  # targets that are labels (or tags), not amounts
     method = config.get("method") or {}
     trains_all = method.get("name") == "full" and method.get("freeze_layers") in (0, None)

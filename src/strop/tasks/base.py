@@ -91,12 +91,18 @@ class Task:
     # what one of the labels a step trains on is, as the epoch line counts them ("... samples/s")
     label_unit: ClassVar[str] = "samples"
     stage: ClassVar[str] = ""  # where a run trains in stages, the one this task is (its bars and lines say it)
+    reads_label_smoothing: ClassVar[bool] = False  # whether train.label_smoothing softens this task's targets
 
     # --- data -------------------------------------------------------------------------------------
     @classmethod
     def metric_range(cls, name: str) -> tuple[float, float]:
         """The values metric `name` can take: its `metric_ranges` entry, or the whole line where it has none."""
         return cls.metric_ranges.get(name, (-np.inf, np.inf))
+
+    @classmethod
+    def pair_column(cls, data_cfg) -> str | None:
+        """The second text column of text pairs, or None for single texts."""
+        return data_cfg.text_pair_column
 
     @classmethod
     def read(cls, path: str | Path, data_cfg, input_kind: str, what: str, with_targets: bool = True) -> Examples:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -63,6 +63,7 @@ class Classification(SentenceTask):
     """labels: class names in label-map order (index = class id).
     head: "softmax" (one logit per class) or "sigmoid" (one logit for labels[1], binary only)."""
 
+    reads_label_smoothing: ClassVar[bool] = True
     labels: tuple[str, ...]
     head: str = "softmax"
     label_smoothing: float = 0.0  # training only (train.label_smoothing)

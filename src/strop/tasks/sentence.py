@@ -38,11 +38,6 @@ class SentenceTask(Task):
         """The columns holding targets (never read as features)."""
         return [data_cfg.label_column]
 
-    @classmethod
-    def pair_column(cls, data_cfg) -> str | None:
-        """The second text column of text pairs, or None for single texts."""
-        return data_cfg.text_pair_column
-
 
 def refuse_reading_the_answer(data_cfg, targets: list[str], pair: str | None) -> None:
     """Raises StropError where a text column the model reads is a target column (the model would read the
