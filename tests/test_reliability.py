@@ -62,7 +62,12 @@ def test_labels_are_normalised_and_the_change_is_said(tmp_path, capsys):
     assert _read(path).targets == ["positive", "positive", "1", "1.0"]  # mixed: numbers stay as written
     path.write_text("text,label\na,1\nb,1.0\nc, 2\n")
     assert _read(path).targets == ["1", "1", "2"]
-    assert "'1.0' -> '1'" in capsys.readouterr().err
+    said = capsys.readouterr().err
+    assert "'1.0' -> '1'" in said and "so one class now: '1' and '1.0' (as '1')" in said
+    # ids past 2**53 are whole numbers read exactly: a float would round the first two onto one class
+    path.write_text("text,label\na,1234567890123456781\nb,1234567890123456782\nc,+1234567890123456999\n")
+    assert _read(path).targets == ["1234567890123456781", "1234567890123456782", "1234567890123456999"]
+    assert "one class now" not in capsys.readouterr().err
     # spellings that differ only in case stay classes of their own ('US', 'us'), and that is said
     path.write_text("text,label\na,Positive\nb,positive\nc,negative\nd,Negative\ne,neutral\n")
     assert len(set(_read(path).targets)) == 5

@@ -106,13 +106,13 @@ def normalise_labels(column: pd.Series, labels: list[str | None], path: str | Pa
     # a leading zero ('01', '007') marks codes, not amounts: kept as written, so '01' and '1' stay two classes
     codes = any(re.fullmatch(r"[+-]?0\d+", label) for label in labels if label is not None)
     if numbers and all(n is not None for n in numbers) and not codes:
-        labels = [None if label is None else _number_text(_number(label)) for label in labels]
+        labels = [None if label is None else _number_text(label) for label in labels]
     raw = [None if is_missing(v) else str(v) for v in column.tolist()]
     changed = sorted({(r, c) for r, c in zip(raw, labels) if r is not None and c is not None and r != c})
     if changed:
         shown = ", ".join(f"{r!r} -> {c!r}" for r, c in changed[:5]) + (" ..." if len(changed) > 5 else "")
         say_note(f"{what}: labels in {Path(path).name} written one way (whitespace stripped, numbers as numbers): "
-                 f"{shown}")
+                 f"{shown}{_merged(raw, labels)}")
     say_look_alikes(labels, f"labels in {Path(path).name}", what)
     return labels
 
@@ -141,8 +141,26 @@ def _number(text: str | None) -> float | None:
     return value if np.isfinite(value) else None
 
 
-def _number_text(value: float) -> str:
+def _number_text(label: str) -> str:
+    """A number label written one way; whole numbers exactly, however many digits (ids past 2**53 that a
+    float would round onto each other stay apart), other numbers as the float they are ('1.50' is '1.5')."""
+    if re.fullmatch(r"\s*[+-]?\d+\s*", label):
+        return str(int(label))
+    value = float(label)
     return str(int(value)) if value.is_integer() else repr(value)
+
+
+def _merged(raw: list[str | None], labels: list[str | None]) -> str:
+    """'; ... are one class now' where two labels as written became one, else ''."""
+    spellings: dict[str, set[str]] = {}
+    for r, c in zip(raw, labels):
+        if r is not None and c is not None:
+            spellings.setdefault(c, set()).add(r)
+    merged = [(c, sorted(group)) for c, group in sorted(spellings.items()) if len(group) > 1]
+    if not merged:
+        return ""
+    shown = ", ".join(" and ".join(map(repr, group)) + f" (as {c!r})" for c, group in merged[:5])
+    return f"; so one class now: {shown}; write them apart if they mean different classes"
 
 
 def refuse_missing(values: list, name: str, path: str | Path, what: str, about: str = "") -> None:
