@@ -158,13 +158,31 @@ def test_a_text_typed_with_combining_accents_is_the_same_text_and_such_a_label_i
     # a label stays as written (a model saved with one spelling reads its labels so), and the look-alike is said
     pd.DataFrame({"text": ["a", "b", "c", "d"], "label": [nfc, nfd, "fermé", "fermé"]}).to_csv(tmp_path / "t.csv")
     assert _load(tmp_path / "t.csv").targets == [nfc, nfd, "fermé", "fermé"]
-    assert "differ only in case, or in how an accent is typed" in capsys.readouterr().err
+    assert "differ only in case or in characters that show alike" in capsys.readouterr().err
     train, validation = tmp_path / "train.csv", tmp_path / "dev.csv"
     pd.DataFrame({"text": ["a", "b"], "label": [nfc, "fermé"]}).to_csv(train)
     pd.DataFrame({"text": ["c", "d"], "label": [nfd, "fermé"]}).to_csv(validation)
     with pytest.raises(StropError, match=r"Spelled differently: '[^']+' \(train has '[^']+' \(accents typed "
                                          r"differently\)\)"):
         check_classes(_load(train), _load(validation))
+
+
+def test_texts_a_reader_cannot_tell_apart_are_one_input_and_invisible_characters_are_said(tmp_path, capsys):
+    from strop.data.splits import distinct_inputs
+    from strop.report import _key
+
+    # case, runs of spaces and a zero-width space: one input to an uncased tokenizer, so one side of a split,
+    # and the report's overlap check compares inputs the same way
+    alike = ["Great movie", "GREAT  movie", "great\u200b movie ", ("Great movie", "x"), ("great movie", "x")]
+    assert distinct_inputs(alike)[1].tolist() == [0, 0, 0, 1, 1]
+    assert len({_key(x) for x in alike}) == 2
+    # a label with a zero-width space is a class of its own, and said; a text of nothing visible is empty
+    pd.DataFrame({"text": ["a", "b", "c", "d"], "label": ["pos", "pos\u200b", "neg", "neg"]}).to_csv(tmp_path / "t.csv")
+    assert len(set(_load(tmp_path / "t.csv").targets)) == 3
+    assert "'pos' and 'pos\\u200b' (an invisible character, e.g. a zero-width space)" in capsys.readouterr().err
+    pd.DataFrame({"text": ["a", "\u200b\ufeff", "c"], "label": ["pos", "neg", "neg"]}).to_csv(tmp_path / "t.csv")
+    with pytest.raises(StropError, match="1 empty or missing text in t.csv, rows 2"):
+        _load(tmp_path / "t.csv")
 
 
 def test_column_names_are_read_without_surrounding_spaces(tmp_path):

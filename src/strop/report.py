@@ -206,16 +206,13 @@ def _number_stats(values: np.ndarray) -> dict[str, float]:
 
 
 def _key(x):
-    """An input made comparable: texts by their words, case-folded, accents composed; vectors by their values."""
-    from strop.data.inputs import spelling_key
+    """An input made comparable as splits compare them (`strop.data.splits.input_key`), vectors by their values
+    to 9 decimals (a copy written with fewer digits is a copy)."""
+    from strop.data.splits import input_key
 
-    if isinstance(x, str):
-        return " ".join(spelling_key(x).split())
-    if isinstance(x, tuple) and all(isinstance(v, str) for v in x):
-        return tuple(" ".join(spelling_key(v).split()) for v in x)
     if isinstance(x, np.ndarray):
         return tuple(np.round(x.astype(np.float64), 9).tolist())
-    return " ".join(x).casefold()
+    return input_key(x)
 
 
 def _shown(x) -> str:

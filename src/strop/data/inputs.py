@@ -43,7 +43,7 @@ def require_column(frame: pd.DataFrame, column: str, path: str | Path, what: str
 
 def clean_strings(column: pd.Series, path: str | Path, what: str) -> list[str | None]:
     """Values as strings, stripped of surrounding whitespace; None for missing (None, NaN, a nullable column's
-    pd.NA, NaT) or blank. Whole-number floats (JSON 1.0) become '1'; bytes (Parquet) are decoded as UTF-8.
+    pd.NA, NaT) or blank (nothing but whitespace and invisible characters). Whole-number floats (JSON 1.0) become '1'; bytes (Parquet) are decoded as UTF-8.
 
     Raises:
         StropError: a value is a list or mapping (JSON), or bytes that are not UTF-8: not a text.
@@ -67,7 +67,7 @@ def clean_strings(column: pd.Series, path: str | Path, what: str) -> list[str | 
         if isinstance(value, float) and value.is_integer():
             value = int(value)
         text = str(value).strip()
-        out.append(text if text else None)
+        out.append(text if text and INVISIBLE.sub("", text).strip() else None)
     return out
 
 
@@ -79,14 +79,29 @@ def spelled_differently(unseen: list[str], known: list[str], where: str = "train
     return f". Spelled differently: {', '.join(near)}" if near else ""
 
 
+# Characters that show nothing (zero-width spaces and joiners, a soft hyphen, direction marks, a byte-order
+# mark): web and spreadsheet text carries them unseen, and a tokenizer drops them
+INVISIBLE = re.compile("[\u00ad\u061c\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\ufeff]")
+
+
 def spelling_key(label: str) -> str:
-    """A label as a reader sees it: case-folded, accents composed. Labels with one key look alike."""
-    return composed(label).casefold()
+    """A label as a reader sees it: case-folded, accents composed, invisible characters gone. Labels with one
+    key look alike."""
+    return INVISIBLE.sub("", composed(label)).casefold()
+
+
+def text_key(text: str) -> str:
+    """A text as a reader (and an uncased tokenizer) sees it: its spelling key with runs of whitespace as one
+    space. Texts with one key are one input where inputs are compared (splits, folds, overlaps)."""
+    return " ".join(spelling_key(text).split())
 
 
 def differs_in(label: str, other: str) -> str:
     """` (accents typed differently)` where two labels that look alike differ in how an accent is typed (a letter
-    and a combining mark against the accented letter), which no message could show; else nothing."""
+    and a combining mark against the accented letter), ` (an invisible character)` where one holds a character
+    that shows nothing: differences no message could show; else nothing."""
+    if INVISIBLE.search(label) or INVISIBLE.search(other):
+        return " (an invisible character, e.g. a zero-width space)"
     return " (accents typed differently)" if composed(label) != label or composed(other) != other else ""
 
 
@@ -128,7 +143,7 @@ def say_look_alikes(labels: list[str | None], where: str, what: str) -> None:
     if alike:
         groups = sorted(alike)[:5]
         shown = ", ".join(" and ".join(repr(s) for s in group) + differs_in(*group[:2]) for group in groups)
-        how = "case, or in how an accent is typed," if any(differs_in(*group[:2]) for group in groups) else "case"
+        how = "case or in characters that show alike," if any(differs_in(*group[:2]) for group in groups) else "case"
         say_note(f"{what}: {where} that differ only in {how} are classes of their own: {shown}; "
                  "if they mean one class, write them one way")
 

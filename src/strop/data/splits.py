@@ -8,21 +8,21 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
-from strop.data.inputs import composed
+from strop.data.inputs import text_key
 from strop.errors import StropError
 from strop.tasks.base import Examples
 
 
 def input_key(value):
-    """An input as a set holds it: a text, a pair of texts or an image path in Unicode's composed form (a text
-    typed with combining accents is the same text), a vector (an array, which a set cannot hold) as its bytes, a
-    sentence's tokens as a tuple."""
+    """An input as a set holds it: a text or a pair of texts by `text_key` (what a reader and an uncased
+    tokenizer see: 'Great  movie' is 'great movie', a text typed with combining accents is the same text), a
+    vector (an array, which a set cannot hold) as its bytes, a sentence's tokens as a tuple."""
     if isinstance(value, np.ndarray):
         return value.tobytes()
     if isinstance(value, str):
-        return composed(value)
+        return text_key(value)
     if isinstance(value, (list, tuple)):
-        return tuple(composed(x) if isinstance(x, str) else x for x in value)
+        return tuple(text_key(x) if isinstance(x, str) else x for x in value)
     return value
 
 
