@@ -440,3 +440,22 @@ def test_a_script_that_calls_fit_gets_its_random_generators_back_as_they_were(ti
     lr_find(None, tiny_overrides, output=run.parent / "lr", steps=20)
     strop.load(run)
     assert draws() == expected
+
+
+def test_texts_longer_than_max_length_are_said_once_a_source(tiny_model_dir, tmp_path, capsys, monkeypatch):
+    import strop.backbones.text as text_backbone
+
+    monkeypatch.setattr(text_backbone, "CUT_SAID", set())  # said once a process: not yet in this test
+    body, _ = text_backbone.TextBackbone.from_pretrained(str(tiny_model_dir), "mean", 16)
+    source = tmp_path / "train.csv"
+    source.write_text("stands for the file the texts come from")
+    texts = ["good film"] * 3 + [" ".join(["good"] * 30)] * 2
+    assert max(len(f["input_ids"]) for f in body.encode(texts, str(source))) == 16
+    assert ("2 of 5 texts in train.csv are longer than model.max_length=16 tokens: their ends are not read"
+            in capsys.readouterr().err)
+    body.encode(texts, str(source))
+    assert capsys.readouterr().err == ""  # once a source
+    body.encode([(text, "and a second text") for text in texts], "input")
+    assert "2 of 5 text pairs are longer than model.max_length=16" in capsys.readouterr().err
+    body.encode(["good film", " ".join(["good"] * 14)], "other")  # 16 tokens with [CLS] and [SEP]: none cut
+    assert capsys.readouterr().err == ""

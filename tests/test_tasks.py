@@ -160,9 +160,9 @@ def test_token_predictions_are_entity_spans_with_character_offsets(tiny_model_di
 
 def test_a_word_that_comes_to_no_token_leaves_the_other_words_their_own_tags(tiny_model_dir, tmp_path, capsys,
                                                                               monkeypatch):
-    import strop.tasks.token_classification as token_classification
+    import strop.backbones.text as text_backbone
 
-    monkeypatch.setattr(token_classification, "_CUT_SAID", set())  # said once a process: not yet in this test
+    monkeypatch.setattr(text_backbone, "CUT_SAID", set())  # said once a process: not yet in this test
     run, _ = _fit("token_classification", tiny_model_dir, tmp_path, extra=["train.epochs=20", "optim.lr=3e-3"])
     predictor = strop.load(run)
     words = ["Anna", "Smith", "flew", "to", "Paris", "."]

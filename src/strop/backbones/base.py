@@ -25,8 +25,9 @@ class Backbone(nn.Module):
     input_keys: ClassVar[tuple[str, ...]]  # the features `forward` reads (other features are the task's)
     pad_values: dict[str, int] = {}  # feature key -> padding value for variable-length features
 
-    def encode(self, inputs: list) -> list[dict]:
-        """Raw inputs -> one dict of unpadded features per example (lists of ints or floats)."""
+    def encode(self, inputs: list, source: str | None = None) -> list[dict]:
+        """Raw inputs -> one dict of unpadded features per example (lists of ints or floats). source: where the
+        inputs come from (a file's path), named where the backbone says something of them."""
         raise NotImplementedError
 
     def forward(self, level: str, **inputs: torch.Tensor) -> torch.Tensor:

@@ -332,7 +332,7 @@ class ImageBackbone(Backbone):
         self.train_transform = Compose(steps + list(to_tensor.transforms))
 
     # -- inputs ------------------------------------------------------------------------------------------
-    def encode(self, inputs: list) -> list[dict]:
+    def encode(self, inputs: list, source: str | None = None) -> list[dict]:
         """Image paths (or image files' bytes, as strop serve receives them) -> one lazily decoded feature per
         image (see ImageFeature)."""
         return [ImageFeature(path if isinstance(path, bytes) else str(path), self) for path in inputs]

@@ -44,6 +44,22 @@ def in_chunks(inputs: list, tokenized) -> list:
     return features
 
 
+CUT_SAID: set = set()  # (source, max_length) whose inputs cut by model.max_length were said
+
+
+def say_cut(source: str | None, max_length: int, how_many: str, effect: str) -> None:
+    """Says, once a process for a source (a server's requests: once), that `how_many` inputs are longer than
+    model.max_length tokens, and `effect`."""
+    from strop.data.tables import say_note
+
+    if (source, max_length) in CUT_SAID:
+        return
+    CUT_SAID.add((source, max_length))
+    where = f" in {Path(source).name}" if source and Path(source).is_file() else ""
+    say_note(f"{how_many}{where} are longer than model.max_length={max_length} tokens: {effect}; a larger "
+             "model.max_length (up to the model's limit) reads them")
+
+
 def resolve_model_source(name: str) -> str:
     """Turns model.name into something `from_pretrained` accepts: a local folder or a hub id.
 
@@ -271,20 +287,29 @@ class TextBackbone(Backbone):
         """How transformers names the body inside its task models (e.g. "bert"): the saved weights use it."""
         return self.model.base_model_prefix
 
-    def encode(self, inputs: list) -> list[dict]:
-        """Texts or (text, text) pairs -> unpadded token ids (padding happens per batch)."""
+    def encode(self, inputs: list, source: str | None = None) -> list[dict]:
+        """Texts or (text, text) pairs -> unpadded token ids (padding happens per batch). Texts longer than
+        max_length are cut to it, and how many is said (once a process for a source)."""
         pairs = bool(inputs) and isinstance(inputs[0], tuple)
+        cut = 0
 
         def tokenized(chunk: list) -> list[dict]:
+            nonlocal cut
             if pairs:
                 encoded = self.tokenizer([a for a, _ in chunk], [b for _, b in chunk], truncation="longest_first",
                                          max_length=self.max_length)
             else:
                 encoded = self.tokenizer(list(chunk), truncation=True, max_length=self.max_length)
+            # a fast tokenizer keeps what truncation cut off; a slow one (no encodings) cannot say
+            cut += sum(bool(e.overflowing) for e in encoded.encodings or [])
             keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in encoded]
             return [{k: encoded[k][i] for k in keys} for i in range(len(chunk))]
 
-        return in_chunks(inputs, tokenized)
+        features = in_chunks(inputs, tokenized)
+        if cut:
+            say_cut(source, self.max_length, f"{cut} of {len(inputs)} {'text pairs' if pairs else 'texts'}",
+                    "their ends are not read")
+        return features
 
     def encode_words(self, words: list[list[str]]) -> list[tuple[dict, list[int | None]]]:
         """Pre-split words -> (features, the word index of each token, None for special tokens).

@@ -53,7 +53,7 @@ class MLPBackbone(Backbone):
         m = info["mlp"]
         return cls(m["num_features"], tuple(m["hidden"]), m["activation"], m["dropout"], m["mean"], m["std"])
 
-    def encode(self, inputs: list[np.ndarray]) -> list[dict]:
+    def encode(self, inputs: list[np.ndarray], source: str | None = None) -> list[dict]:
         standard = ((np.stack(inputs).astype(np.float64) - self.mean) / self.std).astype(np.float32)
         return [{"x": row.tolist()} for row in standard]
 

@@ -171,7 +171,7 @@ class Task:
 
     def encode(self, backbone, examples: Examples) -> list[dict]:
         """Model features of each example (unpadded), with 'labels' where the examples have targets."""
-        features = backbone.encode(examples.inputs)
+        features = backbone.encode(examples.inputs, examples.source)
         if examples.targets is not None:
             for feature, target in zip(features, self.encode_targets(examples.targets)):
                 feature["labels"] = target

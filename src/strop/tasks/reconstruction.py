@@ -76,7 +76,7 @@ class Reconstruction(StandardisedOutputs, SentenceTask):
         return ((np.asarray(vectors, dtype=np.float64) - self.mean) / self.std).astype(np.float32)
 
     def encode(self, backbone, examples: Examples) -> list[dict]:
-        features = backbone.encode(examples.inputs)
+        features = backbone.encode(examples.inputs, examples.source)
         if examples.targets is not None:  # the target is the input itself, standardised as the body reads it
             for feature, target in zip(features, self._standard(examples.targets).tolist()):
                 feature["labels"] = target

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from strop.backbones.text import say_cut
 from strop.data.conll import detect_scheme, read_conll, read_tagged_jsonl
 from strop.data.tables import say_note
 from strop.errors import StropError
@@ -43,9 +44,6 @@ def _words_and_offsets(x) -> tuple[list[str], list[tuple[int, int]], str]:
         offsets.append((start, start + len(word)))
         start += len(word) + 1
     return list(x), offsets, " ".join(x)
-
-
-_CUT_SAID: set = set()  # (source, max_length) whose words cut off by model.max_length were said
 
 
 def _cut_words(backbone, words: list[str], word_ids: list[int | None]) -> int:
@@ -136,13 +134,9 @@ class TokenClassification(Task):
                 cut = _cut_words(backbone, words[i], word_ids)
                 cut_sentences, cut_words = cut_sentences + bool(cut), cut_words + cut
             features.append(feature)
-        said = (examples.source, backbone.max_length)
-        if cut_sentences and said not in _CUT_SAID:  # once a process for a source (a server's requests: once)
-            _CUT_SAID.add(said)
-            source = f" in {Path(examples.source).name}" if examples.source and Path(examples.source).is_file() else ""
-            say_note(f"{cut_sentences} of {len(words)} sentences{source} are longer than model.max_length="
-                     f"{backbone.max_length} tokens: their last {cut_words} words in all are not read (tagged O); "
-                     "a larger model.max_length (up to the model's limit) reads them")
+        if cut_sentences:
+            say_cut(examples.source, backbone.max_length, f"{cut_sentences} of {len(words)} sentences",
+                    f"their last {cut_words} words in all are not read (tagged O)")
         return features
 
     def encode_targets(self, targets: list[list[str]]) -> list[list[int]]:
