@@ -190,6 +190,15 @@ def test_duplicate_yaml_sections_are_refused(tmp_path):
         load_config(path)
 
 
+def test_yaml_aliases_are_refused_before_they_expand(tmp_path):
+    # each level holds the one below twice: 40 levels would expand to 2**40 values
+    levels = ["a0: &a0 [1, 2]"] + [f"a{i}: &a{i} {{p: *a{i - 1}, q: *a{i - 1}}}" for i in range(1, 41)]
+    path = tmp_path / "c.yaml"
+    path.write_text("\n".join(levels) + "\n")
+    with pytest.raises(StropError, match=r"line 2: the alias \*a0 is not read in a config; write the value out"):
+        load_config(path)
+
+
 def test_predict_refuses_an_empty_text_as_fit_does(tiny_overrides):
     run = strop.fit(None, tiny_overrides + ["train.epochs=1"])
     out = subprocess.run([sys.executable, "-m", "strop.cli", "predict", str(run), "--text", ""],

@@ -342,12 +342,21 @@ def load_config(source: str | Path | dict | Config | None = None, overrides: lis
     return _build(Config, raw, prefix="")
 
 
-class DuplicateKey(Exception):
+class RefusedYaml(Exception):
     pass
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
-    """YAML's safe loader, refusing a key given twice in one mapping (plain YAML keeps the last silently)."""
+    """YAML's safe loader, refusing a key given twice in one mapping (plain YAML keeps the last silently) and
+    aliases (`*name`): a config has no use for them, and aliases of aliases make a file of a few lines expand
+    to billions of values (configs travel with shared runs)."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise RefusedYaml(f"line {event.start_mark.line + 1}: the alias *{event.anchor} is not read in a config; "
+                              "write the value out where it is used")
+        return super().compose_node(parent, index)
 
     def construct_mapping(self, node, deep=False):
         seen = {}
@@ -356,9 +365,9 @@ class _UniqueKeyLoader(yaml.SafeLoader):
             try:
                 hash(key)
             except TypeError:
-                raise DuplicateKey(f"line {key_node.start_mark.line + 1}: a key must be a name, not {key!r}") from None
+                raise RefusedYaml(f"line {key_node.start_mark.line + 1}: a key must be a name, not {key!r}") from None
             if key in seen:
-                raise DuplicateKey(f"'{key}' is given twice (lines {seen[key] + 1} and {key_node.start_mark.line + 1}): "
+                raise RefusedYaml(f"'{key}' is given twice (lines {seen[key] + 1} and {key_node.start_mark.line + 1}): "
                                    "merge the two into one")
             seen[key] = key_node.start_mark.line
         return super().construct_mapping(node, deep=deep)
@@ -384,7 +393,7 @@ def _read_yaml(path: Path) -> dict:
         raise StropError(f"config file not found: {path}")
     try:
         raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)
-    except DuplicateKey as error:
+    except RefusedYaml as error:
         raise StropError(f"config file {path}: {error}") from None
     except (yaml.YAMLError, UnicodeDecodeError) as error:
         raise StropError(f"config file {path} is not valid YAML{_data_file_hint(path)}: {error}") from None
