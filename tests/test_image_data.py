@@ -2,6 +2,7 @@
 decompression-bomb limit, the stratified split, the checkpoint import, and the message naming the `vision`
 extra when timm is missing. These run in the base install too (Pillow comes with it)."""
 
+import os
 import struct
 import subprocess
 import sys
@@ -72,8 +73,11 @@ def _bad_files(root: Path) -> dict[str, str]:
     (root / "dog" / "notes.txt").write_text("a stray file")
     bomb_png(root / "dog" / "bomb.png")
     (root / "cat" / "gone.png").symlink_to(root / "nowhere.png")  # a dangling link: no file to read
+    os.mkfifo(root / "cat" / "pipe.png")  # reading a pipe blocks: refused unopened
+    (root / "dog" / "null.jpg").symlink_to("/dev/null")  # a device reads as empty, /dev/zero without end
     return {"truncated.jpg": "truncated", "text.jpg": "not an image", "empty.png": "an empty file (0 bytes)",
-            "notes.txt": "not an image", "bomb.png": "decompression-bomb", "gone.png": "does not exist"}
+            "notes.txt": "not an image", "bomb.png": "decompression-bomb", "gone.png": "does not exist",
+            "pipe.png": "not a regular file", "null.jpg": "not a regular file"}
 
 
 def test_every_bad_image_is_reported_by_path_and_why(tmp_path):

@@ -43,6 +43,20 @@ def pixel_limit() -> int:
     return int(Image.MAX_IMAGE_PIXELS or 0) or sys.maxsize
 
 
+def _refuse_special_file(path: str | Path) -> None:
+    """Raises BadImage, without opening it, for a pipe, device or socket (a link to one, in a folder from a tar
+    archive or a link to /dev): reading one would block, or stream forever."""
+    import os
+    import stat
+
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return  # opening it says what is wrong
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        raise BadImage("not a regular file (a pipe, device or socket): only image files are read")
+
+
 def open_rgb(path: str | Path | bytes):
     """The image at `path` (or the image file's bytes, as a client uploads them) as an RGB PIL image, fully
     decoded.
@@ -53,6 +67,8 @@ def open_rgb(path: str | Path | bytes):
     """
     from PIL import Image, UnidentifiedImageError
 
+    if not isinstance(path, bytes):
+        _refuse_special_file(path)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -134,11 +150,15 @@ def image_key(path) -> str:
     path. A file unchanged since it was hashed (size and modification time) is not read again in this process."""
     import os
 
+    import stat
+
     try:
-        stat = os.stat(path)
-        return _bytes_hash(str(path), stat.st_size, stat.st_mtime_ns)
+        status = os.stat(path)
     except OSError:
         return str(path)
+    if not stat.S_ISREG(status.st_mode):  # a pipe or device: reading it would block or never end
+        return str(path)
+    return _bytes_hash(str(path), status.st_size, status.st_mtime_ns)
 
 
 @functools.lru_cache(maxsize=1 << 20)  # strop's data sets are far smaller: each file hashed once
