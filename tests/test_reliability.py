@@ -199,6 +199,27 @@ def test_yaml_aliases_are_refused_before_they_expand(tmp_path):
         load_config(path)
 
 
+def test_a_model_folder_whose_strop_json_was_edited_is_refused_in_plain_words(tiny_overrides, tmp_path):
+    import shutil
+
+    run = strop.fit(None, tiny_overrides + ["train.epochs=1"])
+    saved = json.loads((run / "model" / "strop.json").read_text())
+    edits = {"labels": "ab", "pooling": "evil", "max_length": "32", "threshold": "x", "task": ["text"]}
+    for key, value in [*edits.items(), ("labels", ["a", "a"]), ("labels", None), ("labels", [1, 2])]:
+        folder = tmp_path / "edited"
+        shutil.rmtree(folder, ignore_errors=True)
+        shutil.copytree(run / "model", folder)
+        (folder / "strop.json").write_text(json.dumps({**saved, key: value}))
+        with pytest.raises(StropError, match="strop cannot rebuild|damaged"):
+            strop.load(folder).predict(["a fine film"])
+    (folder / "strop.json").write_text("[1, 2]")
+    with pytest.raises(StropError, match="holds a list, not a model's description"):
+        strop.load(folder)
+    # a max_length past the model's positions is cut to them, as fit cuts it: a long text predicts
+    (folder / "strop.json").write_text(json.dumps({**saved, "max_length": 10**9}))
+    assert strop.load(folder).predict([" ".join(["good"] * 300)])[0] in saved["labels"]
+
+
 def test_predict_refuses_an_empty_text_as_fit_does(tiny_overrides):
     run = strop.fit(None, tiny_overrides + ["train.epochs=1"])
     out = subprocess.run([sys.executable, "-m", "strop.cli", "predict", str(run), "--text", ""],

@@ -122,6 +122,11 @@ def test_an_ensemble_predicts_the_mean_of_its_members_and_loads_as_one_model(run
     assert main(["evaluate", str(tmp_path / "ens"), "--data", str(text_data["dev"]), "--json"]) == 0
     evaluated = json.loads(capsys.readouterr().out)
     assert evaluated["accuracy"] == pytest.approx(report["ensemble_score"])
+    # an ensemble.json edited to name itself (or a folder outside) as a member is refused, not followed
+    for stray in (".", "..", "members/0/../.."):
+        (tmp_path / "ens" / "ensemble.json").write_text(json.dumps({**report, "members": [{"folder": stray}]}))
+        with pytest.raises(StropError, match="is not inside the ensemble folder"):
+            strop.load(tmp_path / "ens", device="cpu")
 
 
 def test_commands_on_one_models_weights_refuse_an_ensemble_and_int8_serving_quantises_every_member(runs, tmp_path,

@@ -100,9 +100,13 @@ def resolve_source(name: str, input_kinds: tuple[str, ...] = ("text", "vector"))
 
 def read_info(folder: Path) -> dict[str, Any]:
     try:
-        return json.loads((folder / INFO).read_text(encoding="utf-8"))
+        info = json.loads((folder / INFO).read_text(encoding="utf-8"))
     except (OSError, ValueError) as error:
         raise StropError(f"{folder / INFO} cannot be read ({error}): the model folder is damaged") from None
+    if not isinstance(info, dict):
+        raise StropError(f"{folder / INFO} holds a {type(info).__name__}, not a model's description: the model "
+                         "folder is damaged")
+    return info
 
 
 def build_model(source: Source, task: Task, cfg, train_inputs: list) -> tuple[TaskModel, Task, list[str]]:
@@ -331,16 +335,17 @@ def load_model(folder: Path) -> tuple[TaskModel, Task, dict[str, Any]]:
         from strop.adapters import load_adapter_model
 
         return load_adapter_model(folder, info)
+    from strop.methods.bottleneck import restore
+
     try:
         task = TASKS.get(info["task"]).from_info(info)
         body = BACKBONES.get(info.get("backbone", "text")).from_saved(folder, {"pooling": "pooler", **info})
-    except (KeyError, OSError, ValueError) as error:
+        model = with_new_head(body, task)
+        restore(model, folder, info)  # method houlsby/pfeiffer: the adapters' modules, before their weights
+    except (KeyError, OSError, ValueError, TypeError, AttributeError, IndexError, RuntimeError) as error:
+        # a strop.json edited by hand or written by another program: its fields' values do not fit
         raise StropError(f"{folder} holds a model strop cannot rebuild ({type(error).__name__}: {error}); "
                          "is it a complete model folder of strop fit?") from None
-    model = with_new_head(body, task)
-    from strop.methods.bottleneck import restore
-
-    restore(model, folder, info)  # method houlsby/pfeiffer: the adapters' modules, before their weights
     load_weights(model, folder)
     model.new_parameters = set()
     return model, task, info

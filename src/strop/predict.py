@@ -198,6 +198,9 @@ def load_ensemble(folder: Path, device: str | None) -> EnsemblePredictor:
 
     try:
         report = json.loads((folder / ENSEMBLE_FILE).read_text(encoding="utf-8"))
+        for member in report["members"]:  # strop soup puts them in members/: one that is not would loop or stray
+            if folder.resolve() not in (folder / member["folder"]).resolve().parents:
+                raise ValueError(f"member folder {member['folder']!r} is not inside the ensemble folder")
         members = [load(folder / member["folder"], device) for member in report["members"]]
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise StropError(f"{folder / ENSEMBLE_FILE} cannot be read ({error}): the ensemble folder is damaged; make "

@@ -276,7 +276,11 @@ class TextBackbone(Backbone):
     def from_saved(cls, directory: Path, info: dict) -> TextBackbone:
         """The architecture of a saved strop model folder, with random weights (the caller loads them)."""
         model = encoder_from_config(str(directory), info.get("attention_heads"))
-        return cls(model, load_tokenizer(str(directory)), info["pooling"], info["max_length"])
+        tokenizer = load_tokenizer(str(directory))
+        if info["pooling"] not in POOLINGS or not isinstance(info["max_length"], int) or info["max_length"] < 1:
+            raise ValueError(f"pooling {info['pooling']!r} and max_length {info['max_length']!r} in strop.json")
+        limit = tokens_read(model, tokenizer)  # as from_pretrained cuts it: never past the positions
+        return cls(model, tokenizer, info["pooling"], min(info["max_length"], limit or info["max_length"]))
 
     def take_pooler(self) -> nn.Module:
         """The model's pooler (dense + tanh on the first token), for a head that pools with it."""

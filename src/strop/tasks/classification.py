@@ -140,6 +140,12 @@ class Classification(SentenceTask):
     @classmethod
     def from_info(cls, info: dict[str, Any]) -> Classification:
         labels = tuple(info["labels"])
+        if not isinstance(info["labels"], list) or not all(isinstance(x, str) for x in labels) \
+                or len(set(labels)) != len(labels) or len(labels) < 2:
+            raise ValueError(f"labels {info['labels']!r} in strop.json: a list of two or more distinct names")
+        threshold = info.get("threshold")
+        if threshold is not None and not isinstance(threshold, (int, float)):
+            raise ValueError(f"threshold {threshold!r} in strop.json: a number")
         positive = labels.index(info["positive"]) if "positive" in info else None
         return cls(labels=labels, head=info.get("head", "softmax"), positive=positive,
                    threshold=info.get("threshold"))
