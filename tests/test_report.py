@@ -441,6 +441,19 @@ def test_data_summary_finds_duplicates_conflicts_and_overlap():
     assert summary["lengths"]["train"]["max"] == 2
 
 
+def test_a_fit_says_before_it_trains_what_its_validation_shares_with_training(tiny_overrides, tmp_path, capsys):
+    from conftest import write_csv
+
+    train = write_csv(tmp_path / "train.csv", [(f"film number {i} was good", "positive") for i in range(8)]
+                      + [(f"film number {i} was bad", "negative") for i in range(8)] + [("a film", "negative")]
+                      + [("A  film", "positive")])
+    dev = write_csv(tmp_path / "dev.csv", [("FILM number 3 was good", "positive"), ("new and bad", "negative")])
+    strop.fit(None, tiny_overrides + [f"data.train={train}", f"data.validation={dev}", "train.epochs=1"])
+    said = capsys.readouterr().err
+    assert "data: 1 of 2 validation inputs also occur in the training data (e.g. 'FILM number 3 was good')" in said
+    assert "data.train: 1 input(s) occur with different targets (e.g. 'a film' as 'negative' and 'positive')" in said
+
+
 def test_instability_is_read_from_runs_of_the_same_config_with_other_seeds(tmp_path):
     from strop.report import seed_scores
 

@@ -101,6 +101,7 @@ def prepare(cfg: Config, adapt_task: Callable[[Task], Task] | None = None) -> Pr
     """
     from accelerate.utils import set_seed
 
+    from strop.report import say_repeats
     from strop.train.loop import resolve_metric
 
     cfg = resolve_config(cfg)
@@ -112,6 +113,7 @@ def prepare(cfg: Config, adapt_task: Callable[[Task], Task] | None = None) -> Pr
         # the saved MLP's columns in another order: read by name, in the order its weights expect
         cfg = replace(cfg, data=replace(cfg.data, feature_columns=tuple(saved_columns)))
         splits = load_splits(cfg, source.input_kind)
+    say_repeats(splits.task, splits.train, splits.validation)
     notes, method_choice = [], None
     single_labels = splits.task.labels if splits.task.name == "text_classification" else []
     joined = [label for label in single_labels if cfg.data.label_separator in str(label)]

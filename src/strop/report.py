@@ -127,6 +127,31 @@ def data_summary(task: Task, train: Examples, validation: Examples) -> dict[str,
     return summary
 
 
+_REPEATS_SAID: set = set()  # (train source, validation source): said once a process (self-training's rounds)
+
+
+def say_repeats(task: Task, train: Examples, validation: Examples) -> None:
+    """Says on stderr, before a run trains, what the report would show only after it: validation inputs that
+    are training inputs too (the validation scores read higher than on new data), and training inputs given
+    with different targets (the model cannot fit both)."""
+    from strop.data.tables import say_note
+
+    if (train.source, validation.source) in _REPEATS_SAID:
+        return
+    _REPEATS_SAID.add((train.source, validation.source))
+    found = _duplicates(train, validation, image_key if "image" in task.input_kinds else _key)
+    overlap, repeats = found["overlap"], found["duplicates"]
+    if overlap["count"]:
+        say_note(f"data: {overlap['count']} of {len(validation)} validation inputs also occur in the training data "
+                 f"(e.g. {overlap['examples'][0][:80]!r}): the validation scores will read higher than on new data; "
+                 "remove them from one of the two files (report.html lists them)")
+    if repeats["conflicting"]:
+        example = repeats["examples"][0]
+        say_note(f"data.train: {repeats['conflicting']} input(s) occur with different targets (e.g. "
+                 f"{example['input'][:80]!r} as {' and '.join(map(repr, example['targets']))}): the model cannot fit "
+                 "both; correct or remove the wrong ones")
+
+
 def _input_kind(x) -> str:
     if isinstance(x, str):
         return "text"
