@@ -413,6 +413,84 @@ def test_vector_models_take_vectors_of_their_feature_count(tmp_path):
         assert texts.status_code == 422 and "this model reads vectors" in texts.json()["detail"]
 
 
+# --- image models ------------------------------------------------------------------------------------------------
+
+class ImageWidths:
+    """An image model's stand-in (no network to train): `records` reads each image file's bytes as an image model
+    does (ImageBackbone.pixels, in the server's worker) and labels it by its width."""
+
+    def __init__(self):
+        from types import SimpleNamespace
+
+        from strop.backbones.image import ImageBackbone
+
+        self.task, self.labels = SimpleNamespace(name="image_classification", columns=()), ["narrow", "wide"]
+        self.info, self.reads_pairs = {"base_model": "a stand-in"}, False
+        self.model = SimpleNamespace(body=SimpleNamespace(kind="image"))
+        self._backbone = SimpleNamespace(training=False, train_transform=None, eval_transform=lambda image: image)
+        self._pixels = ImageBackbone.pixels
+
+    def records(self, inputs):
+        wide = [float(self._pixels(self._backbone, data).width >= 16) for data in inputs]
+        return [{"label": self.labels[int(w)], "score": 1.0, "probabilities": {"narrow": 1 - w, "wide": w}}
+                for w in wide]
+
+
+def _png(width: int, height: int) -> str:
+    """A grey PNG, base64-encoded."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, height), (128, 128, 128)).save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _png_of_broken_pixels() -> str:
+    """A PNG whose header and chunk checksums are right but whose pixel data stops short."""
+    import base64
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", 4, 4, 8, 2, 0, 0, 0)  # 4x4, 8-bit RGB
+    pixels = zlib.compress(b"\0" * 13 * 4)[:-6]
+    png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
+    return base64.b64encode(png).decode("ascii")
+
+
+def test_images_are_checked_by_their_header_on_arrival_and_decoded_once_in_the_worker(monkeypatch):
+    import strop.data.images as images
+    from fastapi.testclient import TestClient
+
+    # decoding is the costly part (a 10 KB PNG can hold 89 million pixels): never on the event loop, once
+    decoders, real = [], images.open_rgb
+    monkeypatch.setattr(images, "open_rgb", lambda data: decoders.append(threading.current_thread().name)
+                        or real(data))
+    with TestClient(create_app(ImageWidths(), ServeOptions(max_image_pixels=32 * 32))) as c:
+        decoders.clear()  # the warm-up's
+        response = c.post("/predict", json={"images": [_png(8, 8), _png(32, 32)]})
+        assert response.status_code == 200, response.text
+        assert [p["label"] for p in response.json()["predictions"]] == ["narrow", "wide"]
+        assert len(decoders) == 2 and all(name.startswith("strop-predict") for name in decoders), decoders
+        large = c.post("/predict", json={"images": [_png(8, 8), _png(33, 32)]})
+        assert large.status_code == 422, large.text
+        assert "images[1]: 33x32 pixels, more than the server's limit of 1,024 (--max-image-pixels)" in \
+            large.json()["detail"]
+        assert len(decoders) == 2  # refused by its header, nothing decoded
+        # a header that reads well, pixels that do not: found in the worker, and said of that image
+        broken = c.post("/predict", json={"images": [_png(8, 8), _png_of_broken_pixels()]})
+        assert broken.status_code == 422, broken.text
+        assert broken.json()["detail"].startswith("images[1]: truncated or damaged")
+        assert broken.json()["errors"][0]["loc"] == ["images", 1] and len(decoders) == 4
+        assert c.get("/info").json()["limits"]["max_image_pixels"] == 1024
+        assert c.post("/predict", json={"images": [_png(8, 8)]}).status_code == 200
+
+
 # --- the command ------------------------------------------------------------------------------------------------
 
 def test_strop_serve_command_serves_and_stops_on_ctrl_c(text_run):

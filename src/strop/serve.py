@@ -64,10 +64,14 @@ class ServeOptions:
     max_request_bytes: int = 1 << 20
     max_texts_per_request: int = 256
     max_concurrency: int = 256
+    # image models: a larger image is refused on arrival, by its header; more than a phone's photo, and far less
+    # than Pillow's bomb limit (89M), since each image is decoded in the one worker every request waits on
+    max_image_pixels: int = 40_000_000
     threads: Optional[int] = None  # torch threads; None: default_threads()
 
     def __post_init__(self):
-        for name in ("max_batch", "queue_size", "max_request_bytes", "max_texts_per_request", "max_concurrency"):
+        for name in ("max_batch", "queue_size", "max_request_bytes", "max_texts_per_request", "max_concurrency",
+                     "max_image_pixels"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise StropError(f"--{name.replace('_', '-')}: give a whole number of at least 1; got {value}")
@@ -162,19 +166,21 @@ def _png(size: int) -> bytes:
 
 
 DATA_URL = re.compile(r"^data:image/[\w.+-]+;base64,")
+SEND_AN_IMAGE = "send a JPEG, PNG or another image file Pillow reads"
 
 
-def _image_type():
-    """A JSON string holding an image file (JPEG, PNG, ... as Pillow reads them) in base64; checked on arrival:
-    decoded from base64, then as an image, fully, under Pillow's decompression-bomb limit, so that a bad image
-    gets its request a 422 naming it, and never fails a micro-batch shared with other requests. The value the
-    server works with is the file's bytes, decoded again in the worker: the queue holds compressed files, so
-    its memory stays bounded by the request limits (a decoded photo can be a hundred times its file)."""
+def _image_type(max_pixels: int):
+    """A JSON string holding an image file (JPEG, PNG, ... as Pillow reads them) in base64; checked on arrival,
+    on the event loop, only as far as is cheap: decoded from base64, then the image's header (its format, and
+    its size under max_pixels), never its pixels, which a small file can make seconds of work. The value the
+    server works with is the file's bytes, decoded once, in the worker (pixels that fail there get their
+    request a 422 naming the image, see UndecodableImage): the queue holds compressed files, so its memory
+    stays bounded by the request limits (a decoded photo can be a hundred times its file)."""
     from typing import Annotated
 
     from pydantic import AfterValidator, StrictStr, WithJsonSchema
 
-    from strop.data.images import BadImage, open_rgb
+    from strop.data.images import BadImage, image_size
 
     def check(text: str) -> bytes:
         # a data URL (what a browser's FileReader gives: "data:image/jpeg;base64,...") carries the same base64
@@ -184,9 +190,12 @@ def _image_type():
         except (binascii.Error, ValueError):
             raise ValueError("not base64: send each image file's bytes base64-encoded (RFC 4648)") from None
         try:
-            open_rgb(data)
+            width, height = image_size(data)
         except BadImage as error:
-            raise ValueError(f"{error}: send a JPEG, PNG or another image file Pillow reads") from None
+            raise ValueError(f"{error}: {SEND_AN_IMAGE}") from None
+        if width * height > max_pixels:
+            raise ValueError(f"{width}x{height} pixels, more than the server's limit of {max_pixels:,} "
+                             "(--max-image-pixels): send a smaller image")
         return data
 
     return Annotated[StrictStr, AfterValidator(check),
@@ -235,7 +244,7 @@ def request_model(spec: InputSpec, options: ServeOptions):
             ...))
     if spec.kind == "images":
         return create_model("PredictRequest", __config__=config, images=(
-            Annotated[list[_image_type()], Field(min_length=1, max_length=limit)],
+            Annotated[list[_image_type(options.max_image_pixels)], Field(min_length=1, max_length=limit)],
             Field(..., description=f"1 to {limit} image files (JPEG, PNG, ...), each base64-encoded")))
     text = _text_type()
     text_list = Annotated[list[text], Field(min_length=1, max_length=limit)]
@@ -332,6 +341,7 @@ def _static_models():
         max_request_bytes: int
         max_texts_per_request: int
         max_concurrency: int
+        max_image_pixels: int
 
     class Info(BaseModel):
         model_config = ConfigDict(extra="forbid")
@@ -682,6 +692,7 @@ def create_app(predictor, options: Optional[ServeOptions] = None):
     from starlette.exceptions import HTTPException as StarletteHTTPException
 
     from strop import __version__
+    from strop.data.images import UndecodableImage
 
     options = options or ServeOptions()
     spec = InputSpec.of(predictor)
@@ -694,7 +705,8 @@ def create_app(predictor, options: Optional[ServeOptions] = None):
                 input=spec.kind, feature_columns=list(spec.feature_columns) if spec.kind == "vectors" else None,
                 strop_version=__version__,
                 limits={name: getattr(options, name) for name in ("max_batch", "max_wait_ms", "queue_size",
-                        "max_request_bytes", "max_texts_per_request", "max_concurrency")}).model_dump()
+                        "max_request_bytes", "max_texts_per_request", "max_concurrency",
+                        "max_image_pixels")}).model_dump()
 
     @asynccontextmanager
     async def lifespan(app):
@@ -747,6 +759,10 @@ def create_app(predictor, options: Optional[ServeOptions] = None):
         except QueueFull as full:
             return error(503, f"the queue is full ({batcher.queued} inputs waiting, at most {options.queue_size}): "
                               f"retry in {full.retry_after} s", headers={"Retry-After": str(full.retry_after)})
+        except UndecodableImage as bad:  # the client's file, not the model: said as a bad header is
+            loc = next((["images", i] for i, data in enumerate(inputs) if data == bad.data), ["images"])
+            msg = f"{bad}: {SEND_AN_IMAGE}"
+            return error(422, f"{_where(loc)}: {msg}", errors=[{"loc": loc, "msg": msg, "type": "value_error"}])
         except Exception as exc:
             LOG.error("strop serve: prediction failed", exc_info=exc)
             return error(500, f"the model failed on this request ({type(exc).__name__}: {exc}); the server goes "

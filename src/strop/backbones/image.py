@@ -340,13 +340,14 @@ class ImageBackbone(Backbone):
     def pixels(self, path: str | bytes) -> torch.Tensor:
         """(3, height, width) model input of one image: augmented while the body trains and the run augments,
         else the evaluation transform (resize, centre crop, normalise)."""
-        from strop.data.images import BadImage, open_rgb
+        from strop.data.images import BadImage, UndecodableImage, open_rgb
 
         try:
             image = open_rgb(path)
-        except BadImage as error:  # checked when read: the file changed since (bytes were checked on arrival)
-            where = "an image sent as bytes" if isinstance(path, bytes) else path
-            raise StropError(f"{where}: {error} (the file changed after strop read it)") from None
+        except BadImage as error:
+            if isinstance(path, bytes):  # strop serve checks only the header on arrival: the pixels fail here
+                raise UndecodableImage(str(error), path) from None
+            raise StropError(f"{path}: {error} (the file changed after strop read it)") from None  # checked when read
         if self.training and self.train_transform is not None:
             return self._augmented(image)
         return self.eval_transform(image)

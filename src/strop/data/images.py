@@ -10,6 +10,7 @@ and the run records them (the model's strop.json, `skipped_images`).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import io
 import sys
@@ -65,6 +66,41 @@ def open_rgb(path: str | Path | bytes):
         BadImage: the file cannot be read, is no image Pillow knows, is truncated, or is larger than
             Pillow's decompression-bomb limit (checked on the header, before anything is decoded).
     """
+    from PIL import Image
+
+    with _read_as_bad_image(path), Image.open(io.BytesIO(path) if isinstance(path, bytes) else path) as image:
+        _within_bomb_limit(image)
+        return _rgb(_upright(image))  # decodes every pixel: a truncated file fails here
+
+
+def image_size(data: bytes) -> tuple[int, int]:
+    """The width and height of an image file's bytes, read from its header without decoding a pixel (what
+    strop serve checks on arrival, where decoding would hold up every other request); where the format can
+    check its file without decoding it (PNG: every chunk's checksum, to the end), that check runs too. Pixels
+    that fail to decode only fail in open_rgb.
+
+    Raises:
+        BadImage: no image Pillow knows, a header cut short or damaged, or beyond Pillow's decompression-bomb
+            limit.
+    """
+    from PIL import Image
+
+    with _read_as_bad_image(data), Image.open(io.BytesIO(data)) as image:
+        _within_bomb_limit(image)
+        size = image.size
+        image.verify()
+        return size
+
+
+def _within_bomb_limit(image) -> None:
+    width, height = image.size
+    if width * height > pixel_limit():
+        raise BadImage(f"{width}x{height} pixels, beyond the decompression-bomb limit of {pixel_limit():,} pixels")
+
+
+@contextlib.contextmanager
+def _read_as_bad_image(path: str | Path | bytes):
+    """Pillow's and the file system's errors while reading `path` (or a file's bytes) as BadImage, each said."""
     from PIL import Image, UnidentifiedImageError
 
     if not isinstance(path, bytes):
@@ -72,12 +108,7 @@ def open_rgb(path: str | Path | bytes):
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(path) if isinstance(path, bytes) else path) as image:
-                width, height = image.size
-                if width * height > pixel_limit():
-                    raise BadImage(f"{width}x{height} pixels, beyond the decompression-bomb limit of "
-                                   f"{pixel_limit():,} pixels")
-                return _rgb(_upright(image))  # decodes every pixel: a truncated file fails here
+            yield
     except BadImage:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
@@ -99,6 +130,15 @@ def open_rgb(path: str | Path | bytes):
 
 class BadImage(Exception):
     """A file that is no usable image; the message says why."""
+
+
+class UndecodableImage(StropError):
+    """An image sent as bytes (strop serve) whose header was fine but whose pixels failed to decode, when the
+    model read them: `data` is those bytes, so that the server can name the item it was sent as."""
+
+    def __init__(self, message: str, data: bytes):
+        super().__init__(message)
+        self.data = data
 
 
 def _upright(image):
