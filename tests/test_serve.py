@@ -245,6 +245,30 @@ def test_a_client_waiting_for_100_continue_gets_413_without_sending_the_body(url
     assert answer.startswith(b"HTTP/1.1 413"), answer
 
 
+def test_a_body_that_stops_arriving_gets_408_and_frees_its_slot(predictor):
+    import socket
+
+    with gated_server(predictor, max_concurrency=2, body_timeout_s=1.0) as (gated, c):
+        host, port = str(c.base_url).removeprefix("http://").rstrip("/").split(":")
+        slow = [socket.create_connection((host, int(port)), timeout=30) for _ in range(2)]
+        try:
+            for sock in slow:  # 8 of the 100 bytes promised, then nothing
+                sock.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                             b"Content-Length: 100\r\n\r\n{\"texts\"")
+            _wait_until(lambda: c.post("/predict", json={"texts": ["good"]}).status_code == 503,
+                        "the slow bodies to hold every slot")
+            for sock in slow:
+                answer = b""
+                while chunk := sock.recv(65536):  # the server answers, then closes the connection
+                    answer += chunk
+                assert answer.startswith(b"HTTP/1.1 408") and b"--body-timeout-s" in answer, answer
+        finally:
+            for sock in slow:
+                sock.close()
+        assert c.post("/predict", json={"texts": ["good"]}).status_code == 200
+        assert c.get("/info").json()["limits"]["body_timeout_s"] == 1.0
+
+
 # --- micro-batching, the queue, failures ------------------------------------------------------------------------
 
 def test_micro_batching_groups_concurrent_requests_and_answers_each_its_own(predictor):

@@ -450,7 +450,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     require_serve()
     limits = {name: getattr(args, name) for name in ("max_batch", "max_wait_ms", "queue_size", "max_request_bytes",
                                                      "max_texts_per_request", "max_concurrency", "max_image_pixels",
-                                                     "threads")}
+                                                     "body_timeout_s", "threads")}
     serve(args.run_dir, host=args.host, port=args.port, int8=args.int8,
           options=ServeOptions(**{name: value for name, value in limits.items() if value is not None}))
     return 0
@@ -524,6 +524,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-concurrency", type=int, help="requests in progress at most; beyond, 503 (default 256)")
     serve.add_argument("--max-image-pixels", type=int,
                        help="image models: largest image (width x height) taken; beyond, 422 (default 40000000)")
+    serve.add_argument("--body-timeout-s", type=float,
+                       help="seconds a request body may take to arrive; beyond, 408 (default 30)")
     serve.add_argument("--threads", type=int, help="torch threads (default: the CPUs this process may use, less one)")
     serve.set_defaults(func=cmd_serve)
 

@@ -12,7 +12,8 @@ the requests waiting, up to `max_batch` inputs, after waiting at most `max_wait_
 runs the model once on them (in its own thread, so the event loop keeps accepting and parsing requests) and
 hands each request its slice. Memory stays bounded: at most `queue_size` inputs wait for the model (beyond that,
 503 with Retry-After), at most `max_concurrency` requests are read, parsed or waiting at once (beyond that, 503),
-and a body is at most `max_request_bytes` (beyond that, 413, without reading the rest into memory).
+a body is at most `max_request_bytes` (beyond that, 413, without reading the rest into memory) and arrives
+within `body_timeout_s` (beyond that, 408).
 
 FastAPI and uvicorn are an optional extra: `pip install "strop[serve]"`; this module imports them only when a
 server is built.
@@ -67,6 +68,7 @@ class ServeOptions:
     # image models: a larger image is refused on arrival, by its header; more than a phone's photo, and far less
     # than Pillow's bomb limit (89M), since each image is decoded in the one worker every request waits on
     max_image_pixels: int = 40_000_000
+    body_timeout_s: float = 30.0  # a body not whole by then gets 408 and frees its --max-concurrency slot
     threads: Optional[int] = None  # torch threads; None: default_threads()
 
     def __post_init__(self):
@@ -78,6 +80,9 @@ class ServeOptions:
         if not (isinstance(self.max_wait_ms, (int, float)) and math.isfinite(self.max_wait_ms)
                 and 0 <= self.max_wait_ms <= 10_000):
             raise StropError(f"--max-wait-ms: give milliseconds from 0 to 10000; got {self.max_wait_ms}")
+        if not (isinstance(self.body_timeout_s, (int, float)) and math.isfinite(self.body_timeout_s)
+                and self.body_timeout_s > 0):
+            raise StropError(f"--body-timeout-s: give a number of seconds above 0; got {self.body_timeout_s}")
         if self.max_texts_per_request > self.queue_size:
             raise StropError(f"--max-texts-per-request ({self.max_texts_per_request}) is larger than --queue-size "
                              f"({self.queue_size}), so such a request could never be queued: lower it or raise "
@@ -342,6 +347,7 @@ def _static_models():
         max_texts_per_request: int
         max_concurrency: int
         max_image_pixels: int
+        body_timeout_s: float
 
     class Info(BaseModel):
         model_config = ConfigDict(extra="forbid")
@@ -538,22 +544,25 @@ def _not_finite(value) -> bool:
     return False
 
 
-# --- the ASGI guard: body size and concurrency --------------------------------------------------------------------
+# --- the ASGI guard: body size, body time and concurrency ---------------------------------------------------------
 
 class RequestGuard:
     """Refuses a body over max_bytes with 413 (by its Content-Length before reading it, or as it streams in,
-    without keeping more than max_bytes), and a request beyond max_concurrency POSTs in progress with 503.
-    The body read is handed to the app in one piece."""
+    without keeping more than max_bytes), a body not whole within body_timeout_s with 408, and a request beyond
+    max_concurrency POSTs in progress with 503. The body read is handed to the app in one piece."""
 
     DRAIN_LIMIT = 64 << 20  # an over-long body is read and dropped up to this, so that the client sees the 413
 
-    def __init__(self, app, max_bytes: int, max_concurrency: int):
+    def __init__(self, app, max_bytes: int, max_concurrency: int, body_timeout_s: float = 30.0):
         self.app, self.max_bytes, self.max_concurrency = app, max_bytes, max_concurrency
+        self.body_timeout_s = body_timeout_s
         self.active = 0
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        # a client that stops sending mid-body would otherwise hold its slot, and its connection, for ever
+        deadline = asyncio.get_running_loop().time() + self.body_timeout_s
         length, expects_continue = None, False
         for name, value in scope.get("headers", ()):
             if name == b"content-length":
@@ -565,7 +574,7 @@ class RequestGuard:
                 expects_continue = True
         if length is not None and length > self.max_bytes:
             if not expects_continue:  # a client that waits for "100 Continue" sends nothing: nothing to drain
-                await self._drain(receive, length)
+                await self._drain(receive, deadline, length)
             return await _send_error(send, 413, self._too_large(length))
         if scope["method"] in ("GET", "HEAD", "OPTIONS"):
             return await self.app(scope, receive, send)
@@ -574,22 +583,15 @@ class RequestGuard:
                                                 "retry in 1 s", {"retry-after": "1"})
         self.active += 1
         try:
-            chunks, size = [], 0
-            while True:
-                message = await receive()
-                if message["type"] == "http.disconnect":
-                    return
-                chunk = message.get("body", b"")
-                size += len(chunk)
-                if size > self.max_bytes:
-                    if message.get("more_body", False):
-                        await self._drain(receive, None, size)
-                    return await _send_error(send, 413, self._too_large(None))
-                chunks.append(chunk)
-                if not message.get("more_body", False):
-                    break
-            body, replayed = b"".join(chunks), False
-            del chunks
+            try:
+                body = await self._read(receive, send, deadline)
+            except asyncio.TimeoutError:
+                return await _send_error(send, 408, f"the request body did not arrive in {self.body_timeout_s:g} s "
+                                                    "(--body-timeout-s): send the whole body at once",
+                                         {"connection": "close"})
+            if body is None:
+                return
+            replayed = False
 
             async def replay():
                 nonlocal replayed, body
@@ -603,21 +605,51 @@ class RequestGuard:
         finally:
             self.active -= 1
 
+    async def _read(self, receive, send, deadline: float) -> Optional[bytes]:
+        """The whole body; None where the client left, or was answered 413.
+
+        Raises:
+            asyncio.TimeoutError: the body was not whole by the deadline.
+        """
+        chunks, size = [], 0
+        while True:
+            message = await _receive_by(receive, deadline)
+            if message["type"] == "http.disconnect":
+                return None
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_bytes:
+                if message.get("more_body", False):
+                    await self._drain(receive, deadline, None, size)
+                await _send_error(send, 413, self._too_large(None))
+                return None
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
+
     def _too_large(self, length) -> str:
         size = f" ({length} bytes)" if length is not None else ""
         return (f"the request body{size} is larger than the server's limit of {self.max_bytes} bytes: send fewer "
                 "or shorter inputs per request")
 
-    async def _drain(self, receive, length, read: int = 0) -> None:
+    async def _drain(self, receive, deadline: float, length, read: int = 0) -> None:
         if length is not None and length > self.DRAIN_LIMIT:
             return  # not worth reading: the connection is closed after the answer
-        while read < self.DRAIN_LIMIT:
-            message = await receive()
-            if message["type"] != "http.request":
-                return
-            read += len(message.get("body", b""))
-            if not message.get("more_body", False):
-                return
+        try:
+            while read < self.DRAIN_LIMIT:
+                message = await _receive_by(receive, deadline)
+                if message["type"] != "http.request":
+                    return
+                read += len(message.get("body", b""))
+                if not message.get("more_body", False):
+                    return
+        except asyncio.TimeoutError:
+            return  # the 413 all the same
+
+
+async def _receive_by(receive, deadline: float) -> dict:
+    """The next ASGI message, or asyncio.TimeoutError once the loop's clock passes `deadline`."""
+    return await asyncio.wait_for(receive(), max(0.0, deadline - asyncio.get_running_loop().time()))
 
 
 async def _send_error(send, status: int, detail: str, headers: Optional[dict] = None) -> None:
@@ -706,7 +738,7 @@ def create_app(predictor, options: Optional[ServeOptions] = None):
                 strop_version=__version__,
                 limits={name: getattr(options, name) for name in ("max_batch", "max_wait_ms", "queue_size",
                         "max_request_bytes", "max_texts_per_request", "max_concurrency",
-                        "max_image_pixels")}).model_dump()
+                        "max_image_pixels", "body_timeout_s")}).model_dump()
 
     @asynccontextmanager
     async def lifespan(app):
@@ -745,6 +777,7 @@ def create_app(predictor, options: Optional[ServeOptions] = None):
 
     errors_doc = {
         400: {"model": Error, "description": "the body is not valid JSON"},
+        408: {"model": Error, "description": f"the body did not arrive within {options.body_timeout_s:g} s"},
         413: {"model": Error, "description": f"the body is larger than {options.max_request_bytes} bytes"},
         422: {"model": Error, "description": "the body is not what the model reads (the message says why)"},
         500: {"model": Error, "description": "the model failed on this request; the server goes on serving"},
@@ -786,7 +819,8 @@ def create_app(predictor, options: Optional[ServeOptions] = None):
     async def get_info():
         return info
 
-    app.add_middleware(RequestGuard, max_bytes=options.max_request_bytes, max_concurrency=options.max_concurrency)
+    app.add_middleware(RequestGuard, max_bytes=options.max_request_bytes, max_concurrency=options.max_concurrency,
+                       body_timeout_s=options.body_timeout_s)
     return app
 
 
