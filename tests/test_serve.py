@@ -515,6 +515,24 @@ def test_images_are_checked_by_their_header_on_arrival_and_decoded_once_in_the_w
         assert c.post("/predict", json={"images": [_png(8, 8)]}).status_code == 200
 
 
+def test_base64_with_line_breaks_is_read_and_a_data_url_of_no_image_is_said():
+    import textwrap
+
+    from fastapi.testclient import TestClient
+
+    wrapped = "\n".join(textwrap.wrap(_png(20, 20), 76)) + "\n"  # as the Linux `base64` writes it
+    assert "\n" in wrapped.strip()
+    with TestClient(create_app(ImageWidths())) as c:
+        for sent in (wrapped, wrapped.replace("\n", "\r\n"), f"data:image/png;base64,{wrapped}"):
+            response = c.post("/predict", json={"images": [sent]})
+            assert response.status_code == 200 and response.json()["predictions"][0]["label"] == "wide", response.text
+        for sent, message in [(f"data:text/html;base64,{_png(8, 8)}", "a data URL of text/html, not of an image"),
+                              ("data:image/svg+xml,<svg></svg>", "a data URL without ;base64,"),
+                              ("photos/cat.jpg", "not base64")]:
+            response = c.post("/predict", json={"images": [_png(8, 8), sent]})
+            assert response.status_code == 422 and f"images[1]: {message}" in response.json()["detail"], response.text
+
+
 # --- the command ------------------------------------------------------------------------------------------------
 
 def test_strop_serve_command_serves_and_stops_on_ctrl_c(text_run):

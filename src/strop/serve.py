@@ -170,7 +170,7 @@ def _png(size: int) -> bytes:
     return buffer.getvalue()
 
 
-DATA_URL = re.compile(r"^data:image/[\w.+-]+;base64,")
+BASE64_SPACE = str.maketrans("", "", " \t\r\n")  # `base64` breaks lines at 76 columns, MIME at 76, PEM at 64
 SEND_AN_IMAGE = "send a JPEG, PNG or another image file Pillow reads"
 
 
@@ -188,8 +188,7 @@ def _image_type(max_pixels: int):
     from strop.data.images import BadImage, image_size
 
     def check(text: str) -> bytes:
-        # a data URL (what a browser's FileReader gives: "data:image/jpeg;base64,...") carries the same base64
-        text = DATA_URL.sub("", text, count=1)
+        text = _base64_of(text)  # its own errors: a data URL that holds no image
         try:
             data = base64.b64decode(text, validate=True)
         except (binascii.Error, ValueError):
@@ -206,6 +205,27 @@ def _image_type(max_pixels: int):
     return Annotated[StrictStr, AfterValidator(check),
                      WithJsonSchema({"type": "string", "contentEncoding": "base64", "contentMediaType": "image/*",
                                      "minLength": 1})]
+
+
+def _base64_of(text: str) -> str:
+    """An images item's base64, without its data URL's prefix (what a browser's FileReader gives:
+    "data:image/jpeg;base64,...") and without spaces or line breaks.
+
+    Raises:
+        ValueError: a data URL of something other than an image, or not base64-encoded.
+    """
+    if text[:5].lower() == "data:":  # RFC 2397: data:[<media type>][;<parameter>...][;base64],<data>
+        head, comma, text = text[5:].partition(",")
+        head = head.strip().lower()
+        media = head.split(";", 1)[0].strip() or "text/plain"  # RFC 2397's default
+        # a browser labels a file whose type it does not know application/octet-stream: its bytes may be an image
+        if not media.startswith("image/") and media != "application/octet-stream":
+            raise ValueError(f"a data URL of {media[:40]}, not of an image: send an image file "
+                             "(data:image/jpeg;base64,... or its base64 alone)")
+        if not comma or not head.endswith(";base64"):
+            raise ValueError("a data URL without ;base64,: send the image file base64-encoded "
+                             "(data:image/jpeg;base64,...)")
+    return text.translate(BASE64_SPACE)
 
 
 def _text_type():
