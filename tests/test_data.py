@@ -230,6 +230,15 @@ def test_class_checks(tmp_path):
     with pytest.raises(StropError, match="labels z do not occur in the training data"):
         check_classes(_load(two), _load(three))
     assert check_classes(_load(two), _load(two)) == ["x", "y"]
+    # amounts read as classes: thousands of labels, shown ten at a time, and regression suggested
+    amounts = tmp_path / "amounts.csv"
+    amounts.write_text("text,label\n" + "".join(f"t{i},{i * 0.37:.2f}\n" for i in range(500)))
+    shifted = tmp_path / "shifted.csv"
+    shifted.write_text("text,label\n" + "".join(f"t{i},{i * 0.41:.2f}\n" for i in range(500)))
+    with pytest.raises(StropError) as refused:
+        check_classes(_load(amounts), _load(shifted))
+    assert "more); add training examples" in str(refused.value) and len(str(refused.value)) < 1000
+    assert "give task.name=regression" in str(refused.value)
 
 
 def test_split_is_stratified_and_seeded(tmp_path):
