@@ -22,6 +22,9 @@ def test_yaml_file_then_overrides_win(tmp_path):
     path.write_text("optim:\n  lr: 0.001\ntrain:\n  epochs: 2\n")
     cfg = load_config(path, ["train.epochs=4"])
     assert cfg.optim.lr == 0.001 and cfg.train.epochs == 4
+    # a section left empty in the file (its keys commented out) takes overrides like an absent one
+    path.write_text("optim:\n  lr: 0.001\ntrain:\n  # epochs: 3\n")
+    assert load_config(path, ["train.epochs=4"]).train.epochs == 4
 
 
 def test_resolved_yaml_round_trips(tmp_path):

@@ -414,7 +414,9 @@ def _apply_overrides(raw: dict, overrides: list[str]) -> dict:
         node = raw
         parts = key.split(".")
         for part in parts[:-1]:
-            child = node.setdefault(part, {})
+            if node.get(part) is None:  # a section left empty in the file (`train:` with its keys commented out)
+                node[part] = {}
+            child = node[part]
             if not isinstance(child, dict):
                 raise StropError(f"override '{item}': '{part}' is a value, not a section")
             node = child
