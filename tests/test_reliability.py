@@ -199,6 +199,21 @@ def test_yaml_aliases_are_refused_before_they_expand(tmp_path):
         load_config(path)
 
 
+def test_saved_weights_are_as_readable_as_the_files_beside_them(tiny_overrides):
+    import os
+    import stat
+
+    before = os.umask(0o022)  # the usual one: files readable by all, writable by their owner
+    try:
+        run = strop.fit(None, tiny_overrides + ["train.epochs=1"])
+    finally:
+        os.umask(before)
+    weights = [run / "model" / "model.safetensors", *run.glob("checkpoints/*/model.safetensors")]
+    assert len(weights) >= 2
+    for path in weights + [run / "model" / "strop.json"]:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o644, path
+
+
 def test_a_model_folder_whose_strop_json_was_edited_is_refused_in_plain_words(tiny_overrides, tmp_path):
     import shutil
 

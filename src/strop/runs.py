@@ -340,11 +340,23 @@ def staged(final: Path, what: str) -> Iterator[Path]:
         with reporting_write_errors(final, what):
             tmp = staging_dir(final)
             yield tmp
+            with_umask_modes(tmp)
             fsync_tree(tmp)  # every file on disk before the folder is published under its name
             publish_dir(tmp, final)
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)  # already gone once published
+
+
+def with_umask_modes(folder: Path) -> None:
+    """Gives every file below `folder` the mode a file the process creates has (0644 under the usual umask):
+    safetensors writes its files readable by their owner alone, so another user, or a server running as
+    another, could read a run's config and tokenizer but not its weights."""
+    umask = os.umask(0)
+    os.umask(umask)  # read by setting it: no call only reads it
+    for root, _, files in os.walk(folder):
+        for name in files:
+            os.chmod(Path(root) / name, 0o666 & ~umask)
 
 
 def publish_dir(tmp: Path, final: Path) -> None:
