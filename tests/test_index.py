@@ -192,6 +192,13 @@ def test_strop_runs_lists_filters_and_sorts_best_first(three_runs, capsys):
     assert len(json.loads(capsys.readouterr().out)) == 1
     assert main(["runs", str(three_runs), "--limit", "-1"]) == 2  # it showed every run but the last
     assert "--limit must be a number of runs >= 1; got -1" in capsys.readouterr().err
+    # a key no run has is a typo, not a filter that matches nothing or a sort by nothing
+    for option, value, near in (("--filter", "optim.lrr<1e-4", "optim.lr"), ("--sort", "accuarcy", "accuracy"),
+                                ("--columns", "name,nosuch", None)):
+        assert main(["runs", str(three_runs), option, value]) == 2
+        said = capsys.readouterr().err
+        assert f"{option}: no run has '{value.split('<')[0].split(',')[-1]}'" in said
+        assert near is None or f"did you mean '{near}'?" in said
 
 
 def test_strop_runs_show_and_diff(three_runs, capsys):

@@ -415,6 +415,32 @@ def _cell(value: Any) -> str:
     return _text(value)
 
 
+def refuse_unknown_keys(rows: list[dict], named: list[tuple[str, str]]) -> None:
+    """Raises StropError for a key (of --filter, --sort or --columns) that no run has, as a column, a metric or
+    a config key, with the nearest one that exists: a typo would match no run, or sort by nothing, silently."""
+    import difflib
+
+    known = {c for c in COLUMNS if c not in JSON_COLUMNS}
+    for row in rows:
+        known |= set(row["metrics"]) | {f"val_{m}" for m in row["metrics"]} | set(_config_keys(row["config"]))
+    for option, key in named:
+        if rows and key not in known:
+            near = difflib.get_close_matches(key, sorted(known), n=1)
+            raise StropError(f"{option}: no run has '{key}' (a column, a metric or a config key such as optim.lr)"
+                             + (f"; did you mean '{near[0]}'?" if near else ""))
+
+
+def _config_keys(node: Any, prefix: str = "") -> list[str]:
+    """`section.key` of every value in a run's config (and each section's own name)."""
+    if not isinstance(node, dict):
+        return []
+    keys = []
+    for name, value in node.items():
+        keys.append(prefix + str(name))
+        keys += _config_keys(value, f"{prefix}{name}.")
+    return keys
+
+
 def default_columns(rows: list[dict]) -> list[str]:
     """name, status, task, model, method, the metrics the runs have (the lead ones first), the values a
     search's trials were given, epochs, seconds."""
@@ -538,6 +564,9 @@ def runs_command(words: list[str], folder: str = "runs", filters: list[str] = ()
     folder = words[0] if words else folder
     rows = list_runs(folder)
     conditions = [parse_filter(text) for text in filters]
+    named = [("--filter", c[0]) for c in conditions] + ([("--sort", sort)] if sort else []) \
+        + [("--columns", c) for c in (columns.split(",") if columns else [])]
+    refuse_unknown_keys(rows, named)
     rows = [r for r in rows if all(matches(r, *condition) for condition in conditions)]
     if sort:
         rows = sort_rows(rows, sort, reverse)
