@@ -27,6 +27,21 @@ def test_yaml_file_then_overrides_win(tmp_path):
     assert load_config(path, ["train.epochs=4"]).train.epochs == 4
 
 
+def test_a_value_reads_alike_in_yaml_and_on_the_command_line(tmp_path):
+    path = tmp_path / "c.yaml"
+    # unquoted yes/no/on/off are words (YAML 1.2), read as true or false by the settings that are
+    path.write_text("train:\n  mixed_precision: no\n  resume: 1\n  quiet: on\ndata:\n  text_column: yes\n"
+                    "method:\n  cache_bottom: off\n")
+    cfg = load_config(path)
+    assert cfg.train.mixed_precision == "no" and cfg.data.text_column == "yes"
+    assert cfg.train.resume is True and cfg.train.quiet is True and cfg.method.cache_bottom is False
+    cfg = load_config(None, ["train.batch_size=16.0", "train.epochs=1e1", "method.cache_bottom=1"])
+    assert cfg.train.batch_size == 16 and cfg.train.epochs == 10 and cfg.method.cache_bottom is True
+    for bad, words in (("train.batch_size=16.5", "must be an integer"), ("train.resume=2", "must be true or false")):
+        with pytest.raises(StropError, match=words):
+            load_config(None, [bad])
+
+
 def test_resolved_yaml_round_trips(tmp_path):
     cfg = load_config(None, ["optim.lr=2e-5", "method.name=freeze", "data.train=a.csv"])
     path = tmp_path / "resolved.yaml"

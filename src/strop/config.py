@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import difflib
 import types
 import typing
@@ -368,9 +369,19 @@ class _UniqueKeyLoader(yaml.SafeLoader):
                 raise RefusedYaml(f"line {key_node.start_mark.line + 1}: a key must be a name, not {key!r}") from None
             if key in seen:
                 raise RefusedYaml(f"'{key}' is given twice (lines {seen[key] + 1} and {key_node.start_mark.line + 1}): "
-                                   "merge the two into one")
+                                  "merge the two into one")
             seen[key] = key_node.start_mark.line
         return super().construct_mapping(node, deep=deep)
+
+
+# YAML 1.2's booleans, true and false alone: YAML 1.1 also reads yes, no, on, off, y and n unquoted as booleans,
+# so `mixed_precision: no` became False and `text_column: yes` the column 'True'. The words stay words here, and
+# a true-or-false setting reads them as such (`_convert`).
+_UniqueKeyLoader.yaml_implicit_resolvers = {
+    first: [(tag, pattern) for tag, pattern in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+_UniqueKeyLoader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+                                       list("tTfF"))
 
 
 def quiet_in(overrides: list[str]) -> bool:
@@ -477,7 +488,7 @@ def _convert(key: str, value: Any, kind: Any) -> Any:
                 value is None or (isinstance(value, str) and value.lower() in ("null", "none", ""))):
             return None
         if len(choices) > 1 and choices[0] is bool:  # `bool | str`: true or false where the value says so, else a word
-            is_bool = isinstance(value, bool) or str(value).lower() in ("true", "yes", "false", "no")
+            is_bool = isinstance(value, bool) or str(value).lower() in TRUE_WORDS + FALSE_WORDS
             return _convert(key, value, bool if is_bool else choices[-1])
         if len(choices) > 1:  # `float | str`: a number where the value is one, else a word (the field checks it)
             return _convert(key, value, choices[0]) if _is_number(value) else _convert(key, value, choices[-1])
@@ -486,10 +497,12 @@ def _convert(key: str, value: Any, kind: Any) -> Any:
         if kind is bool:
             if isinstance(value, bool):
                 return value
-            if isinstance(value, str) and value.lower() in ("true", "yes", "1", "false", "no", "0"):
-                return value.lower() in ("true", "yes", "1")
+            if str(value).lower() in TRUE_WORDS + FALSE_WORDS:  # a word, or YAML's 1 and 0
+                return str(value).lower() in TRUE_WORDS
             raise ValueError
         if kind is int:
+            if isinstance(value, str) and re.fullmatch(r"\s*[+-]?\d+(\.0*)?([eE]\+?\d+)?\s*", value):
+                value = float(value) if not re.fullmatch(r"\s*[+-]?\d+\s*", value) else value  # 16.0, 1e3
             if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
                 raise ValueError
             return int(value)
@@ -506,6 +519,10 @@ def _convert(key: str, value: Any, kind: Any) -> Any:
     else:
         raise AssertionError(f"unsupported config type {kind} for {key}")
     raise StropError(f"{key} must be {_type_name(kind)}; got {value!r}")
+
+
+TRUE_WORDS = ("true", "yes", "on", "1")
+FALSE_WORDS = ("false", "no", "off", "0")
 
 
 def _is_number(value: Any) -> bool:
