@@ -40,6 +40,17 @@ def test_a_value_reads_alike_in_yaml_and_on_the_command_line(tmp_path):
     for bad, words in (("train.batch_size=16.5", "must be an integer"), ("train.resume=2", "must be true or false")):
         with pytest.raises(StropError, match=words):
             load_config(None, [bad])
+    with pytest.raises(StropError, match=r"a config file comes first: strop fit CONFIG.yaml key=value"):
+        load_config(None, ["base.yaml"])
+
+
+def test_strop_version_says_the_installed_version(capsys):
+    import strop
+    from strop.cli import main
+
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0 and capsys.readouterr().out.strip() == f"strop {strop.__version__}"
 
 
 def test_resolved_yaml_round_trips(tmp_path):

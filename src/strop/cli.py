@@ -457,7 +457,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from strop import __version__
+
     parser = argparse.ArgumentParser(prog="strop", description="Fine-tune pretrained models on small data sets.")
+    parser.add_argument("--version", action="version", version=f"strop {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     fit = commands.add_parser("fit", help="fine-tune a model; writes a run directory",

@@ -421,7 +421,9 @@ def _apply_overrides(raw: dict, overrides: list[str]) -> dict:
     for item in overrides:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise StropError(f"override '{item}' must look like key=value, e.g. optim.lr=3e-5")
+            first = (" (a config file comes first: strop fit CONFIG.yaml key=value ...)"
+                     if item.lower().endswith((".yaml", ".yml")) else "")
+            raise StropError(f"override '{item}' must look like key=value, e.g. optim.lr=3e-5{first}")
         node = raw
         parts = key.split(".")
         for part in parts[:-1]:

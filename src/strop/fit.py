@@ -453,9 +453,9 @@ def _range_test_into(folder: Path, cfg: Config, steps: int) -> dict:
     if cfg.method.name == "fewshot":  # (also where method.name=auto chose it)
         # optim.lr is the head stage's rate, whose start is the body after the contrastive stage and a logistic
         # regression on it: a test on the untuned model measured another loss (a rate 10,000 times lower)
-        raise StropError("strop lr-find: with method.name=fewshot, optim.lr is the rate of the head stage, which "
-                         "starts after the contrastive stage; use strop fit ... optim.lr=find, which runs the test "
-                         "there (its curve saved in the run as lr_find.json and .png)")
+        raise StropError("with method.name=fewshot (given, or chosen by auto), optim.lr is the rate of the head "
+                         "stage, which starts after the contrastive stage; use strop fit ... optim.lr=find, which "
+                         "runs the test there (its curve saved in the run as lr_find.json and .png)")
     if cfg.data.unlabeled is not None and not cfg.train.quiet:
         print(f"data.unlabeled: the test runs on the labelled data, as self-training's round 0 trains; the pool "
               f"({cfg.data.unlabeled}) is not read")
