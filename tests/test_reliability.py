@@ -352,3 +352,12 @@ def test_a_fit_whose_engine_cannot_start_leaves_no_folder_and_no_lock(tiny_overr
     assert not (tmp_path / "run").exists()
     monkeypatch.undo()
     assert (strop.fit(None, tiny_overrides) / "summary.json").is_file()  # not refused as in use
+
+
+def test_a_header_repeated_by_joining_two_files_is_left_out_and_said(tmp_path, capsys):
+    path = tmp_path / "t.csv"
+    first, second = "text,label\r\ngood,pos\r\nbad,neg\r\n", "\ufefftext, label\r\nfine,pos\r\n"
+    path.write_bytes((first + second + second.lstrip("\ufeff")).encode("utf-8"))  # cat a.csv b.csv b.csv
+    data = _read(path)
+    assert data.inputs == ["good", "bad", "fine", "fine"] and data.targets == ["pos", "neg", "pos", "pos"]
+    assert "t.csv: lines 4, 6 repeat the header and are left out (two files joined?)" in capsys.readouterr().err

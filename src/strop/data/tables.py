@@ -4,7 +4,8 @@ DataFrame of strings and JSON values, with one clear error per problem.
 Every reader checks what it got instead of trusting a parser's guesses: the header's column names are
 unique, every row has the header's number of fields (the message names the first line that has not), and
 JSON lines are objects (errors name the line number). Column names lose surrounding whitespace ("text, label"
-is read as the columns text and label). Cells stay as read: strings for CSV and TSV, JSON
+is read as the columns text and label); a row that repeats the header (two files joined) is left out, and
+said. Cells stay as read: strings for CSV and TSV, JSON
 values for JSONL; the columns' users (`data.inputs`, the tasks) check their types.
 """
 
@@ -98,6 +99,13 @@ def say_note(message: str) -> None:
 
 
 def _delimited(path: Path, what: str, delimiter: str) -> pd.DataFrame:
+    frame = _delimited_rows(path, what, delimiter)
+    for note in frame.attrs.pop("notes", []):  # said once, of the parse kept (a TSV may be parsed twice)
+        say_note(note)
+    return frame
+
+
+def _delimited_rows(path: Path, what: str, delimiter: str) -> pd.DataFrame:
     text = read_text(path, what)
     name = {",": "CSV", "\t": "TSV"}[delimiter]
     if delimiter == ",":
@@ -167,10 +175,13 @@ def _parse_rows(text: str, path: Path, what: str, delimiter: str, quoting: int, 
         if header is None:
             raise StropError(f"{what}: {path} is empty; it needs a header row and at least one example")
         check_unique_columns(header, path, what)
-        rows = []
+        rows, repeats = [], []
         for row in reader:
             if not row or (len(row) == 1 and not row[0].strip() and (row[0] or len(header) > 1)):
                 continue  # a blank line; in a one-column file a quoted empty text ("") is a row, an empty text
+            if _is_header(row, header):  # `cat a.csv b.csv` repeats the header (b's maybe with its BOM)
+                repeats.append(str(reader.line_num))
+                continue
             if len(row) != len(header):
                 raise StropError(
                     f"{what}: line {reader.line_num} of {path.name} has {len(row)} fields where the header has "
@@ -180,7 +191,20 @@ def _parse_rows(text: str, path: Path, what: str, delimiter: str, quoting: int, 
     except csv.Error as error:
         raise StropError(f"{what}: line {reader.line_num} of {path.name} cannot be read as {name}: {error}") from None
     frame = pd.DataFrame(rows, columns=header, dtype=object)
-    return frame.where(frame != "", None)  # empty cells are missing
+    frame = frame.where(frame != "", None)  # empty cells are missing
+    frame.attrs["notes"] = []
+    if repeats:
+        frame.attrs["notes"].append(
+            f"{what}: {path.name}: line{'s' if len(repeats) > 1 else ''} {', '.join(repeats[:5])}"
+            f"{', ...' if len(repeats) > 5 else ''} repeat{'' if len(repeats) > 1 else 's'} the header and "
+            f"{'are' if len(repeats) > 1 else 'is'} left out (two files joined?)")
+    return frame
+
+
+def _is_header(row: list[str], header: list[str]) -> bool:
+    """Whether a row is the header again, but for a byte-order mark and surrounding spaces."""
+    return len(row) == len(header) and all(
+        field.lstrip("\ufeff").strip() == name.strip() for field, name in zip(row, header))
 
 
 def shown_columns(columns) -> str:
