@@ -361,3 +361,14 @@ def test_a_header_repeated_by_joining_two_files_is_left_out_and_said(tmp_path, c
     data = _read(path)
     assert data.inputs == ["good", "bad", "fine", "fine"] and data.targets == ["pos", "neg", "pos", "pos"]
     assert "t.csv: lines 4, 6 repeat the header and are left out (two files joined?)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("sep", [",", ";", "\t"])
+def test_excels_sep_line_names_the_separator_and_the_header_follows(tmp_path, sep):
+    path = tmp_path / "t.csv"
+    path.write_text(f"sep={sep}\ntext{sep}label\ngood{sep}pos\nbad{sep}neg\n")
+    data = _read(path)
+    assert data.inputs == ["good", "bad"] and data.targets == ["pos", "neg"]
+    path.write_text(f"sep={sep}\ntext{sep}label\ngood{sep}pos\nbad{sep}neg{sep}x\n")
+    with pytest.raises(StropError, match="line 4 of t.csv has 3 fields"):  # lines counted as an editor shows
+        _read(path)

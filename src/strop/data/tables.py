@@ -18,6 +18,7 @@ import gzip
 import io
 import json
 import lzma
+import re
 import sys
 import zlib
 from collections import Counter
@@ -108,31 +109,34 @@ def _delimited(path: Path, what: str, delimiter: str) -> pd.DataFrame:
 def _delimited_rows(path: Path, what: str, delimiter: str) -> pd.DataFrame:
     text = read_text(path, what)
     name = {",": "CSV", "\t": "TSV"}[delimiter]
-    if delimiter == ",":
-        delimiter = _csv_delimiter(text, path, what)
-        return _parse_rows(text, path, what, delimiter, csv.QUOTE_MINIMAL, name)
+    excel = _excel_separator(text)
+    skip = int(excel is not None)  # the "sep=" line is no header, but line numbers count it
+    if excel is None and name == "CSV":
+        return _parse_rows(text, path, what, _csv_delimiter(text, path, what), csv.QUOTE_MINIMAL, name)
+    if excel not in (None, "\t"):
+        return _parse_rows(text, path, what, excel, csv.QUOTE_MINIMAL, name, skip)
     # TSV files rarely quote, and stray quotes must stay text; a file whose texts hold tabs must quote them.
     # A field that starts and ends with a double quote was quoted by its writer (pandas and the csv module quote
     # fields that hold a tab, a quote or a newline), so such a file is read with quoting.
     try:
-        frame = _parse_rows(text, path, what, delimiter, csv.QUOTE_NONE, name)
+        frame = _parse_rows(text, path, what, "\t", csv.QUOTE_NONE, name, skip)
     except StropError as unquoted:
         if '"' not in text:
             raise
         try:
-            return _parse_rows(text, path, what, delimiter, csv.QUOTE_MINIMAL, name)
+            return _parse_rows(text, path, what, "\t", csv.QUOTE_MINIMAL, name, skip)
         except StropError:
             raise unquoted from None
     quoted = any(isinstance(v, str) and len(v) >= 2 and v[0] == v[-1] == '"' for v in frame.to_numpy().ravel())
     if quoted or any(len(c) >= 2 and c[0] == c[-1] == '"' for c in frame.columns):
         try:
-            with_quotes = _parse_rows(text, path, what, delimiter, csv.QUOTE_MINIMAL, name)
+            with_quotes = _parse_rows(text, path, what, "\t", csv.QUOTE_MINIMAL, name, skip)
         except StropError:
             return frame  # not a quoted file after all: the quotes are part of the texts
         if len(with_quotes) < len(frame):
             # Every line is a row of the header's fields, and the quotes join some: a text quoted with its line
             # breaks, or a stray quote that swallows the rows up to the next one. Only the file can tell: said.
-            joined = _joined_lines(text, delimiter)
+            joined = _joined_lines(text, "\t")
             if joined is None:  # no row spans lines: fewer rows only as a line of quoted spaces is a blank one
                 return with_quotes
             say_note(f"{what}: {path.name}: read with its quotes, lines {joined[0]} to {joined[1]} are one row (a "
@@ -155,6 +159,13 @@ def _joined_lines(text: str, delimiter: str) -> tuple[int, int] | None:
     return None
 
 
+def _excel_separator(text: str) -> str | None:
+    """The separator a first line `sep=;` names (Excel writes it, and reads the header from the next line),
+    or None: no such line."""
+    match = re.match(r'sep=([^"\r\n])(?:\r\n|\r|\n)', text, re.IGNORECASE)
+    return match.group(1) if match else None
+
+
 def _csv_delimiter(text: str, path: Path, what: str) -> str:
     """',' unless the header is one field that another usual separator splits (a ';' file from a spreadsheet
     in a comma-decimal locale), which is then used and said."""
@@ -168,9 +179,12 @@ def _csv_delimiter(text: str, path: Path, what: str) -> str:
     return ","
 
 
-def _parse_rows(text: str, path: Path, what: str, delimiter: str, quoting: int, name: str) -> pd.DataFrame:
+def _parse_rows(text: str, path: Path, what: str, delimiter: str, quoting: int, name: str,
+                skip: int = 0) -> pd.DataFrame:
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, quoting=quoting, strict=True)
     try:
+        for _ in range(skip):
+            next(reader, None)
         header = next(reader, None)
         if header is None:
             raise StropError(f"{what}: {path} is empty; it needs a header row and at least one example")
