@@ -372,3 +372,16 @@ def test_excels_sep_line_names_the_separator_and_the_header_follows(tmp_path, se
     path.write_text(f"sep={sep}\ntext{sep}label\ngood{sep}pos\nbad{sep}neg{sep}x\n")
     with pytest.raises(StropError, match="line 4 of t.csv has 3 fields"):  # lines counted as an editor shows
         _read(path)
+
+
+def test_a_spreadsheets_empty_unnamed_columns_are_left_out_and_one_with_values_is_kept(tmp_path):
+    from strop.data.tables import read_table
+
+    path = tmp_path / "t.csv"
+    path.write_text("text,label,,\ngood,pos,,\nbad,neg,,\n")  # Excel's trailing columns
+    assert list(read_table(path).columns) == ["text", "label"] and _read(path).targets == ["pos", "neg"]
+    path.write_text("text,label,,\ngood,pos,x,\nbad,neg,,\n")  # an unnamed column with a value stays
+    assert list(read_table(path).columns) == ["text", "label", ""]
+    path.write_text("text,label,,\ngood,pos,x,y\nbad,neg,,\n")
+    with pytest.raises(StropError, match="two columns named ''"):
+        _read(path)

@@ -5,8 +5,9 @@ Every reader checks what it got instead of trusting a parser's guesses: the head
 unique, every row has the header's number of fields (the message names the first line that has not), and
 JSON lines are objects (errors name the line number). Column names lose surrounding whitespace ("text, label"
 is read as the columns text and label); a row that repeats the header (two files joined) is left out, and
-said. Cells stay as read: strings for CSV and TSV, JSON
-values for JSONL; the columns' users (`data.inputs`, the tasks) check their types.
+said; columns with neither a name nor a value (a spreadsheet's trailing `,,`) are left out. Cells stay as
+read: strings for CSV and TSV, JSON values for JSONL; the columns' users (`data.inputs`, the tasks) check their
+types.
 """
 
 from __future__ import annotations
@@ -188,7 +189,7 @@ def _parse_rows(text: str, path: Path, what: str, delimiter: str, quoting: int, 
         header = next(reader, None)
         if header is None:
             raise StropError(f"{what}: {path} is empty; it needs a header row and at least one example")
-        check_unique_columns(header, path, what)
+        check_unique_columns([c for c in header if c.strip()], path, what)  # unnamed ones: once read, below
         rows, repeats = [], []
         for row in reader:
             if not row or (len(row) == 1 and not row[0].strip() and (row[0] or len(header) > 1)):
@@ -204,6 +205,8 @@ def _parse_rows(text: str, path: Path, what: str, delimiter: str, quoting: int, 
             rows.append(row)
     except csv.Error as error:
         raise StropError(f"{what}: line {reader.line_num} of {path.name} cannot be read as {name}: {error}") from None
+    header, rows = _without_empty_unnamed(header, rows)
+    check_unique_columns(header, path, what)
     frame = pd.DataFrame(rows, columns=header, dtype=object)
     frame = frame.where(frame != "", None)  # empty cells are missing
     frame.attrs["notes"] = []
@@ -213,6 +216,15 @@ def _parse_rows(text: str, path: Path, what: str, delimiter: str, quoting: int, 
             f"{', ...' if len(repeats) > 5 else ''} repeat{'' if len(repeats) > 1 else 's'} the header and "
             f"{'are' if len(repeats) > 1 else 'is'} left out (two files joined?)")
     return frame
+
+
+def _without_empty_unnamed(header: list[str], rows: list[list[str]]) -> tuple[list[str], list[list[str]]]:
+    """The header and rows without the columns that have neither a name nor a value: a spreadsheet saved as
+    CSV writes one such column (`text,label,,`) for each cell once touched right of the table."""
+    keep = [i for i, name in enumerate(header) if name.strip() or any(row[i].strip() for row in rows)]
+    if not keep or len(keep) == len(header):
+        return header, rows
+    return [header[i] for i in keep], [[row[i] for i in keep] for row in rows]
 
 
 def _is_header(row: list[str], header: list[str]) -> bool:
