@@ -207,6 +207,25 @@ def test_not_utf8(tmp_path):
         _load(path)
 
 
+@pytest.mark.parametrize("encoding, advice", [
+    ("utf-16", "is UTF-16 text (its first bytes are a byte-order mark), not UTF-8: re-save it as UTF-8, e.g. "
+               "iconv -f utf-16 -t utf-8 train.csv > fixed.csv"),
+    ("utf-16-le", "is UTF-16LE text (a NUL byte beside every letter, no byte-order mark), not UTF-8: re-save "
+                  "it as UTF-8, e.g. iconv -f utf-16le -t utf-8"),
+    ("utf-16-be", "iconv -f utf-16be -t utf-8"),
+    ("cp1252", "not valid UTF-8 (byte 11): re-save it as UTF-8, e.g. iconv -f cp1252 -t utf-8"),
+    ("latin-1", "not valid UTF-8 (byte 14): re-save it as UTF-8, e.g. iconv -f latin1 -t utf-8"),
+])
+def test_a_file_not_in_utf8_is_told_the_iconv_that_converts_it(tmp_path, encoding, advice):
+    # cp1252 (Excel's plain CSV): its curly quotes and euro sign are bytes latin1 reads as control characters
+    text = {"cp1252": "\u201csmart\u201d \u20ac5", "latin-1": "caf\u00e9 cr\u00e8me"}.get(encoding, "caf\u00e9")
+    path = tmp_path / "train.csv"
+    path.write_bytes(f"text,label\n{text},a\nfine,b\n".encode(encoding))
+    with pytest.raises(StropError) as error:
+        _load(path)
+    assert advice in str(error.value)
+
+
 def test_unknown_extension(tmp_path):
     path = tmp_path / "train.xlsx"
     path.write_text("x")

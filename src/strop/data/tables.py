@@ -13,6 +13,7 @@ types.
 from __future__ import annotations
 
 import bz2
+import codecs
 import contextlib
 import csv
 import gzip
@@ -58,7 +59,8 @@ def read_text(path: Path, what: str) -> str:
     """A text file's content, decompressed where it is compressed (by its suffix or its first bytes).
 
     Raises:
-        StropError: not UTF-8, or a damaged compressed file.
+        StropError: not UTF-8 (UTF-16 and UTF-32 among them; the message names the encoding to convert
+            from), or a damaged compressed file.
     """
     with path.open("rb") as file:
         head = file.read(6)
@@ -70,13 +72,47 @@ def read_text(path: Path, what: str) -> str:
     except (OSError, EOFError, lzma.LZMAError, zlib.error) as error:
         raise StropError(f"{what}: {path} is {compression[1:]}-compressed but cannot be decompressed ({error}): "
                          "the file is damaged; compress it again or give it uncompressed") from None
+    wide = _wide_encoding(raw)
+    if wide is not None:  # NULs are valid UTF-8: without a BOM such a file decodes, as one mangled column
+        encoding, sign = wide
+        raise StropError(f"{what}: {path} is {encoding.upper()} text ({sign}), not UTF-8: re-save it as UTF-8, "
+                         f"e.g. iconv -f {encoding} -t utf-8 {path.name} > fixed{path.suffix}")
     try:
         return raw.decode("utf-8-sig")  # a byte-order mark, as some spreadsheets write, is not part of the header
     except UnicodeDecodeError as error:
         raise StropError(
             f"{what}: {path} is not valid UTF-8 (byte {error.start}"
-            + (" after decompression" if compression else "") + "): re-save it as UTF-8, e.g. iconv -f latin1 "
-            f"-t utf-8 {path.name} > fixed{path.suffix}") from None
+            + (" after decompression" if compression else "") + "): re-save it as UTF-8, e.g. iconv -f "
+            f"{_single_byte_encoding(raw)} -t utf-8 {path.name} > fixed{path.suffix}") from None
+
+
+# UTF-32's marks first: UTF-32LE's starts with UTF-16LE's
+WIDE_BOMS = ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"), (codecs.BOM_UTF16_LE, "utf-16"),
+             (codecs.BOM_UTF16_BE, "utf-16"))
+
+
+def _wide_encoding(raw: bytes) -> tuple[str, str] | None:
+    """The encoding (as iconv names it) and the sign of a UTF-16 or UTF-32 file (Excel's "Unicode text",
+    PowerShell's output): a byte-order mark, or a NUL byte beside nearly every letter; None: neither."""
+    for bom, encoding in WIDE_BOMS:
+        if raw.startswith(bom):
+            return encoding, "its first bytes are a byte-order mark"
+    head = raw[:4096]
+    half = len(head) // 2
+    nuls = {"utf-16le": head[1::2].count(0), "utf-16be": head[0::2].count(0)}  # ASCII's high byte is 0
+    for encoding, other in (("utf-16le", "utf-16be"), ("utf-16be", "utf-16le")):
+        # the header's first letter too: a UTF-8 file whose texts hold NULs is no UTF-16 one
+        if half >= 2 and nuls[encoding] >= 0.4 * half and nuls[other] <= 0.1 * half and head[:2].count(0) == 1:
+            return encoding, "a NUL byte beside every letter, no byte-order mark"
+    return None
+
+
+def _single_byte_encoding(raw: bytes) -> str:
+    """The encoding a file that is not UTF-8 was likely written in, as iconv names it: cp1252 (Windows', and
+    Excel's plain CSV) where a byte UTF-8 cannot read is 0x80-0x9F (curly quotes, the euro sign, dashes),
+    which latin1 would make control characters; latin1 otherwise."""
+    decoded = raw.decode("utf-8", errors="surrogateescape")  # each unreadable byte b as the character 0xDC00 + b
+    return "cp1252" if re.search("[\udc80-\udc9f]", decoded) else "latin1"
 
 
 _NOTES_SAID = [False]  # within `notes_said`: the notes about the user's file were said when it was read
