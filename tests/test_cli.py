@@ -472,3 +472,19 @@ def test_main_called_by_a_script_leaves_its_stdout_as_it_was(tmp_path):
     before = sys.stdout
     main(["runs", "--dir", str(tmp_path)])  # the command's own process wraps it (strop.cli.run), not main()
     assert sys.stdout is before
+
+
+def test_predicts_blank_lines_are_numbered_as_an_editor_shows_them(tmp_path, capsys):
+    import argparse
+    from types import SimpleNamespace
+
+    from strop.cli import _file_inputs
+
+    path = tmp_path / "in.txt"  # a line separator, a form feed and U+0085 inside texts, one blank line (3)
+    path.write_text("good movie\nline with\u2028separator\n\nbad\f\fmovie\u0085 too\nlast\n", encoding="utf-8")
+    predictor = SimpleNamespace(task=SimpleNamespace(level="sentence"), info={}, reads_pairs=False,
+                                model=SimpleNamespace(body=SimpleNamespace(kind="text")))
+    args = argparse.Namespace(input=str(path), text_column=None, text_pair_column=None, skip_bad_images=False)
+    texts = _file_inputs(args, predictor)
+    assert texts == ["good movie", "line with\u2028separator", "bad\f\fmovie\u0085 too", "last"]
+    assert "1 blank line skipped (3); one prediction for each of its 4 other lines" in capsys.readouterr().err

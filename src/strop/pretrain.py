@@ -55,16 +55,22 @@ def read_lines(path: str | Path, what: str = "--data", at_least: int = 2,
     if not path.is_file():
         raise StropError(f"{what} {path}: no such file; give a text file with one text per line")
     try:
-        # utf-8-sig: a byte-order mark (as Notepad writes) is no part of the first text. Lines end at \n, \r\n
-        # or a lone \r (old Mac files; Python's own text files read it so): splitlines() would also cut a text
-        # at a form feed, U+2028 or U+0085
-        lines = [line.strip() for line in re.split(r"\r\n|\r|\n", path.read_bytes().decode("utf-8-sig"))]
+        # utf-8-sig: a byte-order mark (as Notepad writes) is no part of the first text
+        lines = [line.strip() for line in split_lines(path.read_bytes().decode("utf-8-sig"))]
     except UnicodeDecodeError as error:
         raise StropError(f"{what} {path} is not UTF-8 text ({error}); convert it to UTF-8") from None
     lines = [line for line in lines if line]
     if len(lines) < at_least:
         raise StropError(f"{what} {path} has {len(lines)} non-blank line{'' if len(lines) == 1 else 's'}; {why}")
     return lines
+
+
+def split_lines(text: str) -> list[str]:
+    """A text file's lines as an editor numbers them: each ends at \n, \r\n or a lone \r (old Mac files;
+    Python's own text files read it so), where str.splitlines() would also cut a text at a form feed, U+2028
+    or U+0085. A final line break ends the last line, and starts none."""
+    lines = re.split(r"\r\n|\r|\n", text)
+    return lines[:-1] if lines[-1] == "" else lines
 
 
 def read_domain_texts(path: str | Path, data_cfg) -> list[str]:
