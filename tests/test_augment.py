@@ -162,7 +162,8 @@ def test_synonym_replacement_brings_words_the_training_texts_do_not_have(tiny_ov
     from strop.backbones.text import TextBackbone
 
     encode, encoded = TextBackbone.encode, []
-    monkeypatch.setattr(TextBackbone, "encode", lambda self, texts: encoded.extend(texts) or encode(self, texts))
+    monkeypatch.setattr(TextBackbone, "encode",
+                        lambda self, texts, source=None: encoded.extend(texts) or encode(self, texts, source))
     strop.fit(None, [*tiny_overrides, "train.epochs=1", "data.augment=synonym", "data.augment_rate=0.3"])
     known = {w for text in pd.read_csv(text_data["train"])["text"] for w in text.split()}
     known |= {w for text in pd.read_csv(text_data["dev"])["text"] for w in text.split()}
