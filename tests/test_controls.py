@@ -269,6 +269,11 @@ def test_lr_finder_leaves_the_model_untouched_and_suggests_a_rate(tiny_overrides
     assert (tmp_path / "curve" / "lr_find.png").stat().st_size > 1000
     assert json.loads((tmp_path / "curve" / "lr_find.json").read_text())["suggestion"] > 0
     assert not (tmp_path / "run").exists()  # the run in output_dir was not made
+    # quiet: the suggestion alone on stdout, for a script to read
+    assert main(["lr-find", *loud, "--steps", "30", "--output", str(tmp_path / "curve"), "-q"]) == 0
+    said = capsys.readouterr()
+    assert float(said.out) == pytest.approx(json.loads((tmp_path / "curve" / "lr_find.json").read_text())["suggestion"],
+                                            rel=0.01) and said.err == ""
 
 
 def test_suggestion_ignores_early_spikes_and_nan():

@@ -465,7 +465,9 @@ def _range_test_into(folder: Path, cfg: Config, steps: int) -> dict:
     result = range_test(prepared.model, prepared.task, method, prepared.train_features, prepared.collate, cfg, device,
                         steps=steps, show=not cfg.train.quiet)
     data, plot = save_curve(result, folder)
-    if not cfg.train.quiet:
+    if cfg.train.quiet:
+        print(f"{result['suggestion']:.2e}")  # the answer alone, for a script: LR=$(strop lr-find CONFIG -q)
+    else:
         print(f"suggested learning rate {result['suggestion']:.2e} ({result['why']}); curve in {data}"
               + (f", plot in {plot}" if plot else " (install matplotlib for the plot)")
               + f"\nuse it: strop fit ... optim.lr={result['suggestion']:.2e}")
