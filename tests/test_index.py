@@ -219,6 +219,8 @@ def test_strop_runs_show_and_diff(three_runs, capsys):
     assert result["metrics"]["accuracy"]["delta"] == pytest.approx(0.05) and result["metrics"]["accuracy"]["better"]
     assert main(["runs", "show", "zzz", "--dir", str(three_runs)]) == 2
     assert "no run 'zzz'" in capsys.readouterr().err
+    assert main(["runs", "show", "aa", "--dir", str(three_runs)]) == 2
+    assert "did you mean 'a'? runs there: a, b, c, d" in capsys.readouterr().err
 
 
 def test_a_fit_that_fails_before_its_first_checkpoint_leaves_neither_run_nor_entry(tmp_path, monkeypatch):

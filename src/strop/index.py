@@ -303,9 +303,14 @@ def find_run(name: str, folder: str | Path = "runs") -> dict:
     for row in rows:
         if row["name"] == name:
             return row
-    names = ", ".join(r["name"] for r in rows[-10:]) or "none"
-    raise StropError(f"no run '{name}' in {folder}/{INDEX_FILE}; runs there: {names} (give a run directory's path, "
-                     "or --dir FOLDER for another runs folder)")
+    import difflib
+
+    all_names = [r["name"] for r in rows]
+    near = difflib.get_close_matches(name, all_names, n=1)
+    shown = (f"did you mean '{near[0]}'? " if near else "") + (
+        f"the newest of its {len(rows)} runs: " if len(rows) > 10 else "runs there: ")
+    raise StropError(f"no run '{name}' in {folder}/{INDEX_FILE}; {shown}{', '.join(all_names[-10:]) or 'none'} (give "
+                     "a run directory's path, or --dir FOLDER for another runs folder; strop runs lists them all)")
 
 
 # --- filters, sorting, tables ---------------------------------------------------------------------
