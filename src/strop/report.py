@@ -123,7 +123,7 @@ def data_summary(task: Task, train: Examples, validation: Examples) -> dict[str,
     else:
         summary["lengths"] = _length_summary([_words(x) for x in train.inputs], [_words(x) for x in validation.inputs])
     summary.update(_target_summary(task, train, validation))
-    summary.update(_duplicates(train, validation, image_key if kind == "image" else _key))
+    summary.update(_duplicates(train, validation, _comparison_key(task)))
     return summary
 
 
@@ -139,7 +139,7 @@ def say_repeats(task: Task, train: Examples, validation: Examples) -> None:
     if (train.source, validation.source) in _REPEATS_SAID:
         return
     _REPEATS_SAID.add((train.source, validation.source))
-    found = _duplicates(train, validation, image_key if "image" in task.input_kinds else _key)
+    found = _duplicates(train, validation, _comparison_key(task))
     overlap, repeats = found["overlap"], found["duplicates"]
     if overlap["count"]:
         say_note(f"data: {overlap['count']} of {len(validation)} validation inputs also occur in the training data "
@@ -228,6 +228,11 @@ def _number_stats(values: np.ndarray) -> dict[str, float]:
         return {}
     return {"mean": float(values.mean()), "std": float(values.std()), "min": float(values.min()),
             "max": float(values.max())}
+
+
+def _comparison_key(task: Task):
+    """How the task's inputs are compared for repeats and overlaps: images by their bytes, others by `_key`."""
+    return image_key if "image" in task.input_kinds else _key
 
 
 def _key(x):

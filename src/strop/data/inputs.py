@@ -43,7 +43,8 @@ def require_column(frame: pd.DataFrame, column: str, path: str | Path, what: str
 
 def clean_strings(column: pd.Series, path: str | Path, what: str) -> list[str | None]:
     """Values as strings, stripped of surrounding whitespace; None for missing (None, NaN, a nullable column's
-    pd.NA, NaT) or blank (nothing but whitespace and invisible characters). Whole-number floats (JSON 1.0) become '1'; bytes (Parquet) are decoded as UTF-8.
+    pd.NA, NaT) or blank (nothing but whitespace and invisible characters). Whole-number floats (JSON 1.0)
+    become '1'; bytes (Parquet) are decoded as UTF-8.
 
     Raises:
         StropError: a value is a list or mapping (JSON), or bytes that are not UTF-8: not a text.
