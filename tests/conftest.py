@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import csv
+import os
 import random
 from pathlib import Path
 
 import pytest
+
+# Under pytest-xdist (`-n auto`), each worker gets its share of the cores for torch's threads, set before torch is
+# imported and inherited by the commands the tests start: workers that each used every core would fight for them.
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if _WORKERS > 1 and "OMP_NUM_THREADS" not in os.environ:
+    os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // _WORKERS))
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
