@@ -638,8 +638,14 @@ def test_a_curve_names_each_runs_bars_times_its_runs_and_shows_the_fits_progress
 
     monkeypatch.setattr("strop.cv.fit_and_score", fake_run)
     monkeypatch.setattr("strop.progress.LINE_EVERY_S", 0.0)
+    monkeypatch.setattr(curve, "_BOOTSTRAPS", {})  # no fits of these points left in memory by an earlier test
+    fitted = []
+    fits = curve._bootstrap_fits
+    monkeypatch.setattr(curve, "_bootstrap_fits", lambda *args: fitted.append(args) or fits(*args))
     loud = [o for o in tiny_overrides if not o.startswith("train.quiet")]
     curve.learning_curve(None, loud, fractions=(0.1, 0.5, 1.0), seeds=1, output=tmp_path / "curve")
+    # curve.json's intervals, curve.png's band and report.html's chart: one bootstrap
+    assert len(fitted) == 1 and (tmp_path / "curve" / "curve.png").exists()
     assert names == ["16 examples, seed 42", "80 examples, seed 42", "160 examples, seed 42"]
     captured = capsys.readouterr()
     assert "16 examples, seed 42: accuracy 0.6000  (0 s)\n" in captured.out  # one size: no forecast yet
