@@ -385,3 +385,26 @@ def test_a_spreadsheets_empty_unnamed_columns_are_left_out_and_one_with_values_i
     path.write_text("text,label,,\ngood,pos,x,y\nbad,neg,,\n")
     with pytest.raises(StropError, match="two columns named ''"):
         _read(path)
+
+
+def test_the_bf16_probe_is_kept_per_thread_count_in_strop_cache(tmp_path, monkeypatch):
+    """A process held to fewer threads than the cores (a test worker, OMP_NUM_THREADS) measures a different
+    bf16 speedup: its measurement must not decide for runs that use every core."""
+    import torch
+
+    from strop.train import loop
+
+    monkeypatch.setenv("STROP_CACHE", str(tmp_path))
+    threads = torch.get_num_threads()
+    try:
+        keys = []
+        for count in (1, 2):
+            torch.set_num_threads(count)
+            loop.cpu_bf16_speedup.cache_clear()
+            loop.cpu_bf16_speedup()
+            keys.append(loop._machine_key())
+    finally:
+        torch.set_num_threads(threads)
+        loop.cpu_bf16_speedup.cache_clear()
+    assert "1 threads" in keys[0] and "2 threads" in keys[1]
+    assert set(json.loads((tmp_path / "bf16_speedup.json").read_text())) == set(keys)  # two measurements, kept

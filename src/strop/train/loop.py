@@ -97,9 +97,9 @@ def cpu_bf16_speedup() -> float:
     """fp32 time / bf16-autocast time of a transformer feed-forward block (forward + backward) on this CPU.
     Measured rather than inferred from CPU flags: CPUs that list avx512_bf16 differ several-fold in speed.
 
-    Measured once per machine (CPU model, core count, torch version) and kept in ~/.cache/strop, so that two
-    runs of one config decide alike even when the machine is busy during one of them; the interleaved,
-    best-of-seven timing resists a load that comes and goes."""
+    Measured once per machine (CPU model, core count, torch's threads, torch version) and kept in ~/.cache/strop
+    ($STROP_CACHE where set), so that two runs of one config decide alike even when the machine is busy during
+    one of them; the interleaved, best-of-seven timing resists a load that comes and goes."""
     key = _machine_key()
     cached = _read_precision_cache().get(key)
     if cached is not None:
@@ -135,7 +135,8 @@ def _machine_key() -> str:
             model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), model)
     except OSError:
         pass
-    return f"{model} | {os.cpu_count()} cores | torch {torch.__version__}"
+    # the threads too: a process held to fewer than the cores (OMP_NUM_THREADS, a test worker) gains otherwise
+    return f"{model} | {os.cpu_count()} cores, {torch.get_num_threads()} threads | torch {torch.__version__}"
 
 
 def _precision_cache_file():
