@@ -326,6 +326,29 @@ def test_a_conllu_file_is_read_by_its_form_column_without_comments_ranges_or_emp
     assert read_conll(tmp_path / "ner.conllu", 3, "data.train")[1][0] == ["PROPN", "VERB", "AUX", "PART"]
 
 
+def test_conll_and_tagged_jsonl_lines_end_at_line_breaks_and_columns_at_spaces_and_tabs(tmp_path):
+    from strop.data.conll import read_conll, read_tagged_jsonl
+
+    # a no-break space inside a token (French numbers) and U+2028 inside a JSON string, which JSON writers
+    # leave unescaped: neither splits a token or a line; a lone \r (an old Mac file) ends a line
+    (tmp_path / "ner.conll").write_text("Il O\ncoûte O\n10\u00a0000 B-MONEY\r\neuros I-MONEY\r\n\rFin O\n",
+                                        encoding="utf-8")
+    sentences, tags = read_conll(tmp_path / "ner.conll", -1, "data.train")
+    assert sentences == [["Il", "coûte", "10\u00a0000", "euros"], ["Fin"]]
+    assert tags == [["O", "O", "B-MONEY", "I-MONEY"], ["O"]]
+    line = json.dumps({"tokens": ["a\u2028b", "c"], "tags": ["B-X", "O"]}, ensure_ascii=False)
+    (tmp_path / "ner.jsonl").write_text(line + "\n" + line + "\n", encoding="utf-8")
+    assert read_tagged_jsonl(tmp_path / "ner.jsonl", "tokens", "tags", "data.train")[0] == [["a\u2028b", "c"]] * 2
+
+
+def test_a_utf16_conll_file_names_its_encoding_and_the_fix(tmp_path):
+    from strop.data.conll import read_conll
+
+    (tmp_path / "ner.conll").write_text("EU B-ORG\nrejects O\n", encoding="utf-16")
+    with pytest.raises(StropError, match=r"ner.conll is UTF-16 text .*re-save it as UTF-8, e.g. iconv -f utf-16"):
+        read_conll(tmp_path / "ner.conll", -1, "data.train")
+
+
 def test_a_tsv_whose_quotes_join_lines_says_which(tmp_path, capsys):
     from strop.data.tables import read_table
 

@@ -112,7 +112,7 @@ def _file_inputs(args: argparse.Namespace, predictor) -> list:
     columns = saved_columns(predictor.info, text_column=args.text_column, text_pair_column=args.text_pair_column,
                             bad_images="skip" if args.skip_bad_images else None)
     if Path(args.input).suffix.lower() == ".txt":  # one text per line, as data.unlabeled and --unlabeled take
-        from strop.pretrain import split_lines
+        from strop.data.tables import split_lines
         from strop.selftrain import read_unlabeled
 
         if predictor.reads_pairs:

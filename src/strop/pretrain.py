@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from strop.backbones.text import TOKENIZE_CHUNK
+from strop.data.tables import split_lines
 from strop.errors import StropError
 from strop.tasks.base import Task
 from strop.train.checkpoint import keeps_callers_random_state
@@ -63,14 +64,6 @@ def read_lines(path: str | Path, what: str = "--data", at_least: int = 2,
     if len(lines) < at_least:
         raise StropError(f"{what} {path} has {len(lines)} non-blank line{'' if len(lines) == 1 else 's'}; {why}")
     return lines
-
-
-def split_lines(text: str) -> list[str]:
-    """A text file's lines as an editor numbers them: each ends at \n, \r\n or a lone \r (old Mac files;
-    Python's own text files read it so), where str.splitlines() would also cut a text at a form feed, U+2028
-    or U+0085. A final line break ends the last line, and starts none."""
-    lines = re.split(r"\r\n|\r|\n", text)
-    return lines[:-1] if lines[-1] == "" else lines
 
 
 def read_domain_texts(path: str | Path, data_cfg) -> list[str]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from strop.data.tables import check_readable
+from strop.data.tables import check_readable, read_text, split_lines
 from strop.errors import StropError
 
 
@@ -23,19 +23,16 @@ def read_conll(path: str | Path, tag_column: int, what: str, with_tags: bool = T
             (the message names the line number and both counts).
     """
     path = check_readable(Path(path), what)
-    try:  # utf-8-sig: a byte-order mark is no part of the first token
-        lines = path.read_text(encoding="utf-8-sig").splitlines()
-    except UnicodeDecodeError as error:
-        raise StropError(f"{what}: {path} is not valid UTF-8 (byte {error.start}): re-save it as UTF-8") from None
+    lines = split_lines(read_text(path, what))  # compressed or not; a byte-order mark is no part of the first token
     universal = path.suffix.lower() == ".conllu"
     sentences, tags, tokens, current, width = [], [], [], [], None
     for number, line in enumerate(lines, start=1):
         if universal:
-            fields = line.rstrip("\r\n").split("\t") if line.strip() else []
+            fields = line.split("\t") if line.strip() else []
             if line.startswith("#") or (fields and not fields[0].isdigit()):  # a comment, a range 1-2, a node 1.1
                 continue
-        else:
-            fields = line.split()
+        else:  # columns apart at spaces and tabs only: a token may hold a no-break space (10\u00a0000)
+            fields = [field for field in line.replace("\t", " ").split(" ") if field]
         if not fields or fields[0] == "-DOCSTART-":
             if tokens:
                 sentences.append(tokens)
@@ -72,11 +69,8 @@ def read_tagged_jsonl(path: str | Path, tokens_key: str, tags_key: str, what: st
     """
     path = check_readable(Path(path), what)
     sentences, tags = [], []
-    try:
-        lines = path.read_text(encoding="utf-8-sig").splitlines()
-    except UnicodeDecodeError as error:
-        raise StropError(f"{what}: {path} is not valid UTF-8 (byte {error.start}): re-save it as UTF-8") from None
-    for number, line in enumerate(lines, start=1):
+    # lines end at line breaks alone: JSON writers leave U+2028 unescaped inside strings
+    for number, line in enumerate(split_lines(read_text(path, what)), start=1):
         if not line.strip():
             continue
         try:

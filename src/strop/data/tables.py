@@ -86,6 +86,14 @@ def read_text(path: Path, what: str) -> str:
             f"{_single_byte_encoding(raw)} -t utf-8 {path.name} > fixed{path.suffix}") from None
 
 
+def split_lines(text: str) -> list[str]:
+    """A text file's lines as an editor numbers them: each ends at \n, \r\n or a lone \r (old Mac files;
+    Python's own text files read it so), where str.splitlines() would also cut a text at a form feed, U+2028
+    or U+0085. A final line break ends the last line, and starts none."""
+    lines = re.split(r"\r\n|\r|\n", text)
+    return lines[:-1] if lines[-1] == "" else lines
+
+
 # UTF-32's marks first: UTF-32LE's starts with UTF-16LE's
 WIDE_BOMS = ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"), (codecs.BOM_UTF16_LE, "utf-16"),
              (codecs.BOM_UTF16_BE, "utf-16"))
@@ -293,9 +301,9 @@ def _read_tsv(path: Path, what: str) -> pd.DataFrame:
 
 def _read_jsonl(path: Path, what: str) -> pd.DataFrame:
     records = []
-    # Lines end at \n (and \r\n) only: str.splitlines would also cut at U+2028 and other separators, which
-    # JSON writers leave unescaped inside strings.
-    for number, line in enumerate(read_text(path, what).split("\n"), start=1):
+    # Lines end at line breaks alone: str.splitlines would also cut at U+2028 and other separators, which JSON
+    # writers leave unescaped inside strings.
+    for number, line in enumerate(split_lines(read_text(path, what)), start=1):
         if not line.strip():
             continue
         try:
