@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import os
 import random
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -14,6 +16,17 @@ import pytest
 _WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
 if _WORKERS > 1 and "OMP_NUM_THREADS" not in os.environ:
     os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // _WORKERS))
+# The bf16 probe's measurements (train.mixed_precision=auto) go to a folder of this test process, not to
+# ~/.cache/strop: one taken while the workers load the CPU must not decide for the user's own runs later.
+_PROBE_CACHE = None
+if "STROP_CACHE" not in os.environ:
+    _PROBE_CACHE = os.environ["STROP_CACHE"] = tempfile.mkdtemp(prefix="strop-test-cache-")
+
+
+def pytest_unconfigure(config):
+    if _PROBE_CACHE is not None:
+        shutil.rmtree(_PROBE_CACHE, ignore_errors=True)
+
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 

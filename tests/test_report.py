@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 import strop
+import strop.report  # strop.report.X below: not imported by `import strop` itself
 from strop.evaluate import diagnose
 from strop.tasks import TASKS
 from test_tasks import _fit
