@@ -341,12 +341,18 @@ def test_conll_and_tagged_jsonl_lines_end_at_line_breaks_and_columns_at_spaces_a
     assert read_tagged_jsonl(tmp_path / "ner.jsonl", "tokens", "tags", "data.train")[0] == [["a\u2028b", "c"]] * 2
 
 
-def test_a_utf16_conll_file_names_its_encoding_and_the_fix(tmp_path):
+def test_a_utf16_conll_or_text_file_names_its_encoding_and_the_fix(tmp_path):
     from strop.data.conll import read_conll
+    from strop.pretrain import read_lines
 
     (tmp_path / "ner.conll").write_text("EU B-ORG\nrejects O\n", encoding="utf-16")
     with pytest.raises(StropError, match=r"ner.conll is UTF-16 text .*re-save it as UTF-8, e.g. iconv -f utf-16"):
         read_conll(tmp_path / "ner.conll", -1, "data.train")
+    # one text a line (strop pretrain --data, data.unlabeled, predict --input): without a byte-order mark too,
+    # where decoding as UTF-8 would succeed and give texts with a NUL between their letters
+    (tmp_path / "pool.txt").write_bytes("great coffee\ncold food\n".encode("utf-16-le"))
+    with pytest.raises(StropError, match=r"data.unlabeled: .*pool.txt is UTF-16LE text .*iconv -f utf-16le"):
+        read_lines(tmp_path / "pool.txt", "data.unlabeled")
 
 
 def test_a_tsv_whose_quotes_join_lines_says_which(tmp_path, capsys):

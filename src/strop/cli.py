@@ -112,7 +112,7 @@ def _file_inputs(args: argparse.Namespace, predictor) -> list:
     columns = saved_columns(predictor.info, text_column=args.text_column, text_pair_column=args.text_pair_column,
                             bad_images="skip" if args.skip_bad_images else None)
     if Path(args.input).suffix.lower() == ".txt":  # one text per line, as data.unlabeled and --unlabeled take
-        from strop.data.tables import split_lines
+        from strop.data.tables import read_text, split_lines
         from strop.selftrain import read_unlabeled
 
         if predictor.reads_pairs:
@@ -122,7 +122,7 @@ def _file_inputs(args: argparse.Namespace, predictor) -> list:
                              f"{columns.text_column} and {second}")
 
         texts = read_unlabeled(args.input, columns, type(task), predictor.model.body.kind, "--input")[1]
-        lines = split_lines(Path(args.input).read_text(encoding="utf-8-sig"))  # numbered as read_unlabeled reads them
+        lines = split_lines(read_text(Path(args.input), "--input"))  # numbered as read_unlabeled reads them
         if task.level == "token" and _looks_like_conll(lines):
             raise StropError(f"--input {args.input}: its lines look like CoNLL (a word and its tags on each), where a "
                              ".txt file holds one raw text a line: name it .conll to have it read as words")

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from strop.backbones.text import TOKENIZE_CHUNK
-from strop.data.tables import split_lines
+from strop.data.tables import read_text, split_lines
 from strop.errors import StropError
 from strop.tasks.base import Task
 from strop.train.checkpoint import keeps_callers_random_state
@@ -48,18 +48,17 @@ def read_lines(path: str | Path, what: str = "--data", at_least: int = 2,
     gave it), `why` says why it needs `at_least` lines.
 
     Raises:
-        StropError: the file is missing, not UTF-8, or has fewer than `at_least` texts.
+        StropError: the file is missing, not UTF-8 (UTF-16 among them: the message says how to convert it), or
+            has fewer than `at_least` texts.
     """
     path = Path(path)
     if path.is_dir():
         raise StropError(f"{what} {path} is a folder: give a text file with one text per line (or a table)")
     if not path.is_file():
         raise StropError(f"{what} {path}: no such file; give a text file with one text per line")
-    try:
-        # utf-8-sig: a byte-order mark (as Notepad writes) is no part of the first text
-        lines = [line.strip() for line in split_lines(path.read_bytes().decode("utf-8-sig"))]
-    except UnicodeDecodeError as error:
-        raise StropError(f"{what} {path} is not UTF-8 text ({error}); convert it to UTF-8") from None
+    # read as the tables are: a byte-order mark (as Notepad writes) is no part of the first text, and a UTF-16 file
+    # is named as such with the command that converts it, not taken as text with a NUL between its letters
+    lines = [line.strip() for line in split_lines(read_text(path, what))]
     lines = [line for line in lines if line]
     if len(lines) < at_least:
         raise StropError(f"{what} {path} has {len(lines)} non-blank line{'' if len(lines) == 1 else 's'}; {why}")
