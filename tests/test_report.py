@@ -532,3 +532,20 @@ def test_imbalance_is_not_said_to_miss_rare_classes_that_validation_recalls_as_w
     assert diagnose.imbalance(counts, "none", unscored).evidence.endswith("the rare classes tend to be missed.")
     assert diagnose.imbalance(counts, "none").name == "imbalance"  # no validation scores: said as before
     assert diagnose.imbalance(counts, "auto", per_class(0.25, 1.0)) is None  # something was done about it
+
+
+def test_a_tiny_score_reads_as_the_terminal_shows_it_in_the_report_and_the_compression_table():
+    """An rmse of 3.2e-06 (targets in millionths) was 0.0000 in report.html and compress.md, though the terminal
+    said 3.2e-06."""
+    from strop.compress import table_text
+    from strop.evaluate.diagnose import instability
+    from strop.report_html import fmt, html_table
+
+    assert fmt(3.2e-6) == "3.2e-06" and fmt(-0.004) == "-0.004" and fmt(0.5) == "0.5000" and fmt(0.0) == "0.0000"
+    assert fmt(7.25, 1) == "7.2" and fmt(123456.0) == "1.235e+05"  # other precisions as asked; large as before
+    assert '<td class="num">3.2e-06</td>' in html_table(["metric", "value"], [["rmse", 3.2e-6]])
+    row = {"form": "fp32", "runtime": "torch", "size_mb": 1.0, "parameters": 10, "ms_per_example_batch1": 1.0,
+           "ms_per_example_batch32": 0.1, "speedup_batch1": 1.0, "rmse": 3.2e-6, "loss": 1e-11}
+    assert table_text([row], ["rmse", "loss"]).endswith("| 3.2e-06 | 1e-11 |")
+    unstable = instability({"1": 1e-6, "2": 5e-6, "3": 9e-6}, "rmse")
+    assert unstable is not None and "from 1e-06 to 9e-06 (standard deviation 4e-06" in unstable.evidence

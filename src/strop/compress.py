@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 from strop.errors import StropError
+from strop.tasks.base import score_text
 
 FORMS = ("fp32", "int8", "onnx")
 LATENCY_EXAMPLES = {1: 32, 32: 128}  # batch size -> examples timed per round
@@ -302,7 +303,7 @@ def table_text(rows: list[dict], metrics: tuple[str, ...] | list[str]) -> str:
     for row in rows:
         cells = [row["form"], row["runtime"], f"{row['size_mb']:.2f}", f"{row['parameters']:,}",
                  f"{row['ms_per_example_batch1']:.2f}", f"{row['ms_per_example_batch32']:.2f}",
-                 f"{row['speedup_batch1']:.2f}x", *(f"{row[m]:.4f}" for m in shown)]
+                 f"{row['speedup_batch1']:.2f}x", *(score_text(row[m]) for m in shown)]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

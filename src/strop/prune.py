@@ -43,6 +43,7 @@ import torch
 from torch import nn
 
 from strop.errors import StropError
+from strop.tasks.base import score_text
 
 
 def prunable(model: nn.Module) -> list[nn.Linear]:
@@ -266,6 +267,6 @@ def prune(run_dir: str | Path, sparsity: float = 0.5, overrides: list[str] = (),
         what = (f"{report[structure + '_kept']} of {report[structure]} {units}, "
                 f"{report['parameters_kept'] / report['parameters']:.1%} of the parameters"
                 if units else f"sparsity {report['sparsity']:.1%} of the body's linear weights")
-        print(f"{what}; {metric}: original {before:.4f}, pruned {pruned:.4f}, after recovery "
-              f"{report['recovered']:.4f} -> {run}")
+        print(f"{what}; {metric}: original {score_text(before)}, pruned {score_text(pruned)}, after recovery "
+              f"{score_text(report['recovered'])} -> {run}")
     return run

@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from strop.tasks.base import score_text
+
 STYLE = """
 body{font:15px/1.5 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:#1d2430;margin:0;background:#f6f7f9}
 main{max-width:1100px;margin:0 auto;padding:24px 28px 60px}
@@ -71,7 +73,10 @@ def fmt(value, digits: int = 4) -> str:
     if isinstance(value, int):
         return f"{value:,}"
     if isinstance(value, float):
-        return f"{value:.{digits}f}" if abs(value) < 1e5 else f"{value:.4g}"
+        if abs(value) >= 1e5:
+            return f"{value:.4g}"
+        # four decimals as the terminal shows a score: a tiny one (an rmse of 3.2e-06) in 3 digits, not as 0.0000
+        return score_text(value) if digits == 4 else f"{value:.{digits}f}"
     return escape(str(value))
 
 
@@ -115,7 +120,7 @@ def new_figure(width: float = 6.4, height: float = 3.6, columns: int = 1, rows: 
 def _header(a: dict[str, Any]) -> str:
     summary, info, data = a["summary"], a["info"], a["data"]
     metrics = summary.get("validation") or {}
-    cards = [(f"{v:.4f}" if isinstance(v, float) else str(v), f"validation {k}") for k, v in metrics.items()]
+    cards = [(score_text(v) if isinstance(v, float) else str(v), f"validation {k}") for k, v in metrics.items()]
     cards += [(str(summary.get("best_epoch", "?")), f"best of {summary.get('epochs_run', '?')} epochs"),
               (f"{summary.get('train_examples', data.get('train_examples', '?'))}", "training examples"),
               (f"{summary.get('validation_examples', data.get('validation_examples', '?'))}", "validation examples")]

@@ -22,6 +22,7 @@ from strop.evaluate.diagnose import Finding, is_number
 from strop.report_html import (cards_html, findings_html, fmt, html_table, new_figure, page, png_bytes_image,
                                png_image)
 from strop.runs import atomic_write_text
+from strop.tasks.base import score_text
 
 REPORT = "report.html"
 RESULT_FILES = {"search": "search.json", "cv": "cv.json", "curve": "curve.json"}
@@ -88,7 +89,7 @@ def search_page(result: dict, folder: Path) -> str:
     """The trials of a search: the best one, scores over trials, parameter importances, each parameter's
     scores by value, the epochs' validation scores the pruner saw, every trial, and what the search says."""
     metric, counts, best = result["metric"], result.get("counts", {}), result.get("best")
-    cards = [(f"{best['value']:.4f}" if best else "none", f"best validation {metric}"),
+    cards = [(score_text(best["value"]) if best else "none", f"best validation {metric}"),
              (f"{counts.get('finished', 0)}/{result.get('trials_wanted', '?')}", "trials finished"),
              (str(counts.get("complete", 0)), "complete"), (str(counts.get("pruned", 0)), "pruned"),
              (str(counts.get("fail", 0)), "failed")]
@@ -287,8 +288,9 @@ def cv_page(result: dict, folder: Path) -> str:
     metric = _lead(result)
     lead = result["summary"][metric]
     folds, seeds = result["folds"], len(result["seeds"])
-    cards = [(f"{lead['mean']:.4f}" + (f" ± {lead['std']:.4f}" if lead["std"] is not None else ""), metric),
-             (f"[{lead['ci95'][0]:.4f}, {lead['ci95'][1]:.4f}]" if lead["ci95"] else "—", "95% interval of the mean"),
+    cards = [(score_text(lead["mean"]) + (f" ± {score_text(lead['std'])}" if lead["std"] is not None else ""), metric),
+             (f"[{score_text(lead['ci95'][0])}, {score_text(lead['ci95'][1])}]" if lead["ci95"] else "—",
+              "95% interval of the mean"),
              (str(len(result["runs"])), f"runs ({folds} fold(s) x {seeds} seed(s))")]
     header = _header(f"strop cv: {folder.name}", f"scored on {result['scored_on']} · {folder}", cards)
     summary_rows = [[name, s["mean"], s["std"], *(s["ci95"] or [None, None]),

@@ -168,11 +168,14 @@ def instability(scores: dict[str, float], metric: str) -> Finding | None:
     bounded = metric in BOUNDED_METRICS
     if (spread <= SEED_SPREAD) if bounded else (spread <= SEED_RELATIVE_SPREAD * abs(mean)):
         return None
-    listed = ", ".join(f"{seed}: {v:.4f}" for seed, v in scores.items())
+    from strop.tasks.base import score_text  # here: strop.tasks imports strop.evaluate
+
+    listed = ", ".join(f"{seed}: {score_text(v)}" for seed, v in scores.items())
     return Finding(
         "instability", "Unstable across seeds",
-        f"The same config with {len(values)} seeds gives validation {metric} from {min(values):.4f} to "
-        f"{max(values):.4f} (standard deviation {spread:.4f}; {listed}): one run's score says little on its own.",
+        f"The same config with {len(values)} seeds gives validation {metric} from {score_text(min(values))} to "
+        f"{score_text(max(values))} (standard deviation {score_text(spread)}; {listed}): one run's score says little "
+        "on its own.",
         ["Lower the learning rate (optim.lr) or lengthen the warmup (optim.warmup=0.2): small data sets are "
          "sensitive to the first steps.",
          "Train longer with early stopping, so each seed reaches its best epoch.",
