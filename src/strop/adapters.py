@@ -23,7 +23,7 @@ import torch
 
 from strop.errors import StropError
 from strop.methods.peft import adapter_of, quiet_peft
-from strop.model import INFO, TaskModel, read_info, with_new_head
+from strop.model import INFO, TaskModel, with_new_head
 from strop.runs import to_json
 from strop.tasks import TASKS, Task
 
@@ -151,8 +151,3 @@ def merge(model: TaskModel, method: str | None = None) -> TaskModel:
     with torch.no_grad():
         model.body.model = peft_model.merge_and_unload()
     return model
-
-
-def adapter_info(folder: Path) -> dict | None:
-    """The "adapter" entry of a model folder's strop.json, or None for an ordinary model folder."""
-    return read_info(folder).get("adapter")

@@ -265,14 +265,6 @@ def _metadata(path: str | Path) -> dict[str, str]:
     return {p.key: p.value for p in proto.metadata_props}
 
 
-def onnx_info(path: str | Path) -> dict:
-    """The strop.json a strop ONNX export carries in its metadata."""
-    entry = _metadata(path).get("strop")
-    if entry is None:
-        raise StropError(f"{path} is not an ONNX export of strop (no 'strop' metadata)")
-    return json.loads(entry)
-
-
 def _require_onnx() -> None:
     try:
         import onnx  # noqa: F401

@@ -97,9 +97,6 @@ def read_tagged_jsonl(path: str | Path, tokens_key: str, tags_key: str, what: st
     return sentences, tags if with_tags else None
 
 
-SCHEMES = ("iob1", "iob2", "bioes")
-
-
 def detect_scheme(tags: list[list[str]], what: str, source: str) -> str:
     """The tagging scheme of tag sequences: BIOES where E-/S- tags occur; IOB1 where an entity can open with
     I- (after O, at a sentence start, or after another type); else IOB2.
