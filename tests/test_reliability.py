@@ -408,3 +408,27 @@ def test_the_bf16_probe_is_kept_per_thread_count_in_strop_cache(tmp_path, monkey
         loop.cpu_bf16_speedup.cache_clear()
     assert "1 threads" in keys[0] and "2 threads" in keys[1]
     assert set(json.loads((tmp_path / "bf16_speedup.json").read_text())) == set(keys)  # two measurements, kept
+
+
+def test_a_tokenizer_from_another_model_is_refused_by_fit_and_pretrain_not_met_with_an_index_error(
+        tiny_model_dir, tiny_overrides, tmp_path):
+    """A folder put together by hand: a 1,000-word model beside a 30,522-token tokenizer crashed the first batch."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertForMaskedLM
+
+    from strop.pretrain import pretrain
+
+    folder = tmp_path / "mixed"
+    torch.manual_seed(0)
+    BertForMaskedLM(BertConfig(vocab_size=1000, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                               intermediate_size=64, max_position_embeddings=64)).save_pretrained(folder)
+    AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(folder)
+    said = r"tokenizer has 30,522 tokens but the model's word embeddings have 1,000 rows.*own tokenizer files"
+    with pytest.raises(StropError, match=said):
+        strop.fit(None, [*tiny_overrides, f"model.name={folder}"])
+    assert not (tmp_path / "run").exists()
+    texts = tmp_path / "domain.txt"
+    texts.write_text("".join(f"a line of domain text number {i}\n" for i in range(20)))
+    with pytest.raises(StropError, match=said):
+        pretrain(None, [f"model.name={folder}", "train.quiet=true"], data=texts, output=tmp_path / "mlm")
+    assert not (tmp_path / "mlm").exists()

@@ -354,7 +354,8 @@ def pretrain(config=None, overrides: list[str] = (), data: str | Path | None = N
     """
     from transformers import AutoModelForMaskedLM
 
-    from strop.backbones.text import TextBackbone, load_tokenizer, quiet_transformers, refuse_pickle_only, tokens_read
+    from strop.backbones.text import (TextBackbone, check_vocabulary, load_tokenizer, quiet_transformers,
+                                      refuse_pickle_only, tokens_read)
     from strop.config import load_config
     from strop.fit import _open_run_dir, _resolve_precision, enable_gradient_checkpointing, refuse_early
     from strop.index import record_run
@@ -403,6 +404,7 @@ def pretrain(config=None, overrides: list[str] = (), data: str | Path | None = N
         except (OSError, ValueError, KeyError) as error:
             raise StropError(f"model.name={cfg.model.name}: cannot be loaded as a masked-language model "
                              f"({str(error).splitlines()[0]})") from None
+    check_vocabulary(model.base_model, tokenizer, cfg.model.name)
     limit = tokens_read(model.base_model, tokenizer)  # past the position embeddings a long line would crash
     body = TextBackbone(model.base_model, tokenizer, "cls",
                         cfg.model.max_length if limit is None else min(cfg.model.max_length, limit))

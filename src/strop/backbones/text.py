@@ -208,6 +208,23 @@ def tokens_read(model: nn.Module, tokenizer) -> int | None:
     return min(limits) if limits else None
 
 
+def check_vocabulary(model: nn.Module, tokenizer, source: str) -> None:
+    """Refuses a tokenizer whose own vocabulary goes past the model's word embeddings (a folder put together by
+    hand, its tokenizer from another checkpoint): the first batch would index past them, an IndexError deep in
+    torch. Added tokens past them are let be: special tokens a text rarely holds.
+
+    Raises:
+        StropError: the tokenizer's vocabulary is larger than the embeddings.
+    """
+    embeddings = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    rows, tokens = getattr(embeddings, "num_embeddings", None), getattr(tokenizer, "vocab_size", None)
+    if isinstance(rows, int) and isinstance(tokens, int) and tokens > rows:
+        raise StropError(f"model.name={source}: its tokenizer has {tokens:,} tokens but the model's word embeddings "
+                         f"have {rows:,} rows, so most token ids would index past them: the tokenizer files belong to "
+                         "another model; put the model's own tokenizer files (tokenizer.json and its config) in the "
+                         "folder")
+
+
 @BACKBONES.register("text")
 class TextBackbone(Backbone):
     """A transformers encoder (`AutoModel`) with its tokenizer.
@@ -267,6 +284,7 @@ class TextBackbone(Backbone):
         except (OSError, ValueError, KeyError, SafetensorError) as error:
             raise StropError(f"model.name: could not load '{source}' as a transformers encoder (weights in "
                              f"safetensors): {str(error).splitlines()[0]}") from None
+        check_vocabulary(model, tokenizer, source)
         pooling, why = resolve_pooling(pooling, source, model, pooler_saved)
         limit = tokens_read(model, tokenizer)
         # longer inputs would index past the position embeddings (a crash at predict time on a long text)
