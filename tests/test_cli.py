@@ -275,6 +275,14 @@ def test_fit_predict_evaluate(tiny_overrides, text_data, tmp_path, capsys, monke
     assert "Name the right one with --label-column <column>" in capsys.readouterr().err
     assert main(["predict", str(run), "--input", str(renamed)]) == 2
     assert "Name the right one with --text-column <column>" in capsys.readouterr().err
+    # labels the model does not know: a few named, the fix said, and amounts pointed to regression
+    scores = tmp_path / "scores.csv"
+    pd.DataFrame({"text": [f"text {i}" for i in range(30)], "label": [i / 7 for i in range(30)]}).to_csv(scores,
+                                                                                                     index=False)
+    assert main(["evaluate", str(run), "--data", str(scores)]) == 2
+    err = capsys.readouterr().err
+    assert "and 20 more are not among the model's labels (negative, positive): check --label-column, or evaluate a " \
+           "run trained on these labels. The labels are 30 different numbers" in err and len(err) < 700
     lines = tmp_path / "texts.txt"
     lines.write_text("great fun , love it\n\nawful , worst\n", encoding="utf-8")  # one text a line
     assert main(["predict", str(run), "--input", str(lines)]) == 0

@@ -69,6 +69,8 @@ def test_config_is_frozen():
 @pytest.mark.parametrize("override, words", [
     ("optim.learning_rate=1e-3", ["optim.learning_rate", "known keys in optim", "lr"]),
     ("trian.epochs=3", ["trian", "did you mean 'train'"]),
+    ("epochs=3", ["unknown key 'epochs' (did you mean 'train.epochs'?)"]),  # the section left out
+    ("train.lr=1e-4", ["unknown key 'train.lr' (did you mean 'optim.lr'?)"]),  # in another section
     ("optim.warmup=1.5", ["optim.warmup must be a fraction in [0, 1) or a whole number of steps", "1.5"]),
     ("train.epochs=three", ["train.epochs must be an integer", "three"]),
     ("train.epochs=2.5", ["train.epochs must be an integer"]),
@@ -86,6 +88,22 @@ def test_bad_keys_and_values_name_the_key(override, words):
         load_config(None, [override])
     for word in words:
         assert word in str(error.value)
+
+
+def test_an_override_written_with_a_space_for_the_equals_sign_says_so(tmp_path, monkeypatch):
+    """strop fit data.train reviews.csv read data.train as a config file: "config file not found: data.train"."""
+    from strop.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(StropError, match=r"config file not found: data.train \('data.train' is a config key: give it "
+                                         r"as data.train=VALUE, with no spaces around =\)"):
+        load_config("data.train", ["reviews.csv"])
+    with pytest.raises(StropError, match=r"not found: nothing.yaml$"):  # a file name is only that
+        load_config("nothing.yaml")
+    with pytest.raises(StropError, match=r"override 'reviews.csv' must look like key=value.*\(with no space after =: "
+                                         r"data.train=reviews.csv\)"):
+        load_config(None, ["data.train=", "reviews.csv"])
+    assert main(["fit", "train.epochs", "3"]) == 2 and not list(tmp_path.iterdir())
 
 
 def test_yaml_that_is_not_a_mapping(tmp_path):

@@ -277,6 +277,15 @@ def test_a_target_the_metric_cannot_take_is_refused_before_any_run(tiny_override
         learning_curve(None, tiny_overrides, target=-0.1, metric="loss", output=out, quiet=True)
 
 
+def test_a_curve_without_training_data_names_its_own_command(tiny_model_dir, tmp_path):
+    from strop.curve import learning_curve
+
+    with pytest.raises(StropError, match=r"data.train is not set: give the training file, e.g. strop curve "
+                                         r"data.train=reviews.csv"):
+        learning_curve(None, [f"model.name={tiny_model_dir}"], output=tmp_path / "curve", quiet=True)
+    assert not (tmp_path / "curve").exists()
+
+
 def test_fractions_that_give_fewer_than_three_sizes_are_refused_before_any_run(tiny_overrides, tmp_path, monkeypatch):
     from strop import curve
 

@@ -390,6 +390,15 @@ def quiet_in(overrides: list[str]) -> bool:
     return load_config(None, [o for o in overrides if o.split("=", 1)[0].strip() == "train.quiet"]).train.quiet
 
 
+def _key_hint(path: Path) -> str:
+    """`; 'data.train' is a config key ...` where the missing config file is named like section.key: an override
+    written with a space instead of = (strop fit data.train reviews.csv)."""
+    section, dot, key = str(path).partition(".")
+    if not dot or section not in {f.name for f in dataclasses.fields(Config)} or not key.isidentifier():
+        return ""
+    return f" ('{path}' is a config key: give it as {path}=VALUE, with no spaces around =)"
+
+
 def _data_file_hint(path: Path) -> str:
     """`; a data file is given as data.train=...` where the file given as the config is named like data."""
     data = (".csv", ".tsv", ".jsonl", ".json", ".parquet", ".txt", ".conll", ".gz", ".bz2", ".xz")
@@ -401,7 +410,7 @@ def _read_yaml(path: Path) -> dict:
         raise StropError(f"config file {path} is a folder: give a YAML config file (a run's own is "
                          f"{path / 'config.yaml'})")
     if not path.is_file():
-        raise StropError(f"config file not found: {path}")
+        raise StropError(f"config file not found: {path}{_key_hint(path)}")
     try:
         raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)
     except RefusedYaml as error:
@@ -418,11 +427,13 @@ def _read_yaml(path: Path) -> dict:
 
 def _apply_overrides(raw: dict, overrides: list[str]) -> dict:
     raw = _deep_copy(raw)
-    for item in overrides:
+    for before, item in zip([None, *overrides], overrides):
         key, sep, value = item.partition("=")
         if not sep or not key:
             first = (" (a config file comes first: strop fit CONFIG.yaml key=value ...)"
                      if item.lower().endswith((".yaml", ".yml")) else "")
+            if before is not None and before.endswith("=") and not first:  # data.train= reviews.csv
+                first = f" (with no space after =: {before}{item})"
             raise StropError(f"override '{item}' must look like key=value, e.g. optim.lr=3e-5{first}")
         node = raw
         parts = key.split(".")
@@ -456,7 +467,9 @@ def _build(cls: type, raw: Any, prefix: str):
                 raise StropError(f"key '{prefix}{key}': a dotted key is an override (strop fit ... "
                                  f"{prefix}{key}=VALUE); in a mapping, nest it: {head}: {{{rest}: VALUE}}")
             hint = difflib.get_close_matches(str(key), known, n=1)
-            suggestion = f" (did you mean '{prefix}{hint[0]}'?)" if hint else ""
+            elsewhere = _sections_holding(str(key))  # epochs=3 for train.epochs=3; train.lr for optim.lr
+            suggestion = (f" (did you mean '{prefix}{hint[0]}'?)" if hint else
+                          f" (did you mean {' or '.join(repr(k) for k in elsewhere)}?)" if elsewhere else "")
             raise StropError(f"unknown key '{prefix}{key}'{suggestion}; known keys in {section}: {', '.join(known)}")
         kind = hints[key]
         if dataclasses.is_dataclass(kind):
@@ -464,6 +477,13 @@ def _build(cls: type, raw: Any, prefix: str):
         else:
             kwargs[key] = _convert(f"{prefix}{key}", value, kind)
     return cls(**kwargs)
+
+
+def _sections_holding(key: str) -> list[str]:
+    """section.key for each section of the config that has a key of this name."""
+    hints = typing.get_type_hints(Config)
+    return [f"{f.name}.{key}" for f in dataclasses.fields(Config) if dataclasses.is_dataclass(hints[f.name])
+            and key in {g.name for g in dataclasses.fields(hints[f.name])}]
 
 
 def _convert(key: str, value: Any, kind: Any) -> Any:

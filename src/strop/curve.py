@@ -383,7 +383,7 @@ def learning_curve(config=None, overrides: list[str] = (), fractions: tuple[floa
                          f"{', '.join(task_cls.metric_names)}")
     check_target(target, metric, task_cls)  # refused before the curve's runs, not after them
     out, saved, data = open_study(output, cfg, "curve", CURVE_FILE, "fit")
-    frame, targets, inputs = read_training_table(cfg)
+    frame, targets, inputs = read_training_table(cfg, "curve")
     make_output_folder(out, "--output")
     lock = lock_study(out, "curve")  # refused here, a second study into the folder removes nothing of the first's
     continuing = False  # set once a recorded study is found to be this one: until then its folder is left as it is

@@ -214,9 +214,9 @@ def repeated_note(inputs: list, part: str) -> str | None:
             "so that none is scored on an input it trained on")
 
 
-def read_training_table(cfg: Config) -> tuple[pd.DataFrame, list, list]:
+def read_training_table(cfg: Config, command: str = "cv") -> tuple[pd.DataFrame, list, list]:
     """The training file as a table (every column, as read), and its targets and inputs as the task reads them,
-    row for row.
+    row for row. `command`: the strop command that reads it, named in messages.
 
     Raises:
         StropError: the data cannot be split by rows (a CoNLL file, image folders) or cannot be read.
@@ -226,7 +226,7 @@ def read_training_table(cfg: Config) -> tuple[pd.DataFrame, list, list]:
     from strop.tasks import TASKS
 
     if cfg.data.train is None:
-        raise StropError("data.train is not set: give the training file, e.g. strop cv data.train=reviews.csv")
+        raise StropError(f"data.train is not set: give the training file, e.g. strop {command} data.train=reviews.csv")
     task_cls = TASKS.get(cfg.task.name)
     source = resolve_source(cfg.model.name)
     if task_cls.level != "sequence" or not {"text", "vector"} & set(task_cls.input_kinds):

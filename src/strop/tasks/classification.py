@@ -53,13 +53,13 @@ def check_classes(train: Examples, validation: Examples | None) -> list[str]:
         if unseen:
             from strop.data.splits import amounts_hint
 
-            raise StropError(f"data.validation: labels {_listed(unseen)} do not occur in the training data "
-                             f"(train has {_listed(names)}); add training examples of them or remove those rows"
+            raise StropError(f"data.validation: labels {listed(unseen)} do not occur in the training data "
+                             f"(train has {listed(names)}); add training examples of them or remove those rows"
                              + spelled_differently(unseen, names) + amounts_hint(train.targets + validation.targets))
     return names
 
 
-def _listed(names: list[str], shown: int = 10) -> str:
+def listed(names: list[str], shown: int = 10) -> str:
     """The first `shown` names and how many more: a column of amounts read as classes has thousands."""
     return ", ".join(names[:shown]) + (f" and {len(names) - shown} more" if len(names) > shown else "")
 

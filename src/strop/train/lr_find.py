@@ -96,8 +96,9 @@ def suggest(lrs: np.ndarray, smoothed: np.ndarray) -> tuple[float, str]:
         StropError: no step had a finite loss.
     """
     if len(lrs) == 0:
-        raise StropError("the learning-rate range test had no step with a finite loss: check the data, or lower "
-                         "the test's start rate")
+        raise StropError("the learning-rate range test had no step with a finite loss, even at its lowest rate: "
+                         "check the data for extreme or missing values (or a regression target far from 0 in its "
+                         "units), or set optim.lr by hand")
     first = max(1, len(lrs) // 10)
     # the minimum too is looked for after the first tenth: a dip among its spikes made the suggestion a tenth of
     # a rate in it, below the test's own start (3e-8 for a test from 1e-7)
