@@ -90,6 +90,18 @@ def test_bad_keys_and_values_name_the_key(override, words):
         assert word in str(error.value)
 
 
+def test_a_list_or_mapping_where_one_value_goes_says_so_not_must_be_a_string():
+    for section, key, value, words in [("optim", "lr", [1e-5], "optim.lr takes one value (a number, or a word), not a "
+                                                                "list; got [1e-05]"),
+                                       ("train", "batch_size", {"a": 16}, "train.batch_size takes one value (a whole "
+                                                                          "number, or a word), not a mapping"),
+                                       ("method", "cache_bottom", [True], "method.cache_bottom takes one value (true "
+                                                                         "or false, or a word), not a list")]:
+        with pytest.raises(StropError) as error:
+            load_config({section: {key: value}})
+        assert words in str(error.value)
+
+
 def test_an_override_written_with_a_space_for_the_equals_sign_says_so(tmp_path, monkeypatch):
     """strop fit data.train reviews.csv read data.train as a config file: "config file not found: data.train"."""
     from strop.cli import main

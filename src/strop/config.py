@@ -509,6 +509,10 @@ def _convert(key: str, value: Any, kind: Any) -> Any:
         if len(choices) < len(typing.get_args(kind)) and (
                 value is None or (isinstance(value, str) and value.lower() in ("null", "none", ""))):
             return None
+        if len(choices) > 1 and isinstance(value, (list, dict)):  # not "must be a string": a word is half of it
+            words = {bool: "true or false", int: "a whole number", float: "a number", str: "a word"}
+            raise StropError(f"{key} takes one value ({', or '.join(words[c] for c in choices)}), not a "
+                             f"{'list' if isinstance(value, list) else 'mapping'}; got {value!r}")
         if len(choices) > 1 and choices[0] is bool:  # `bool | str`: true or false where the value says so, else a word
             is_bool = isinstance(value, bool) or str(value).lower() in TRUE_WORDS + FALSE_WORDS
             return _convert(key, value, bool if is_bool else choices[-1])
