@@ -102,6 +102,16 @@ def test_a_list_or_mapping_where_one_value_goes_says_so_not_must_be_a_string():
         assert words in str(error.value)
 
 
+def test_a_section_the_file_gives_as_a_list_is_blamed_on_the_file_not_on_a_correct_override(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("train: [epochs, 3]\n")
+    with pytest.raises(StropError, match=r"^train in the config must be a mapping of keys, e.g. train: \{key: "
+                                         r"value\}; got \['epochs', 3\]$"):
+        load_config(path, ["train.quiet=true"])
+    with pytest.raises(StropError, match=r"override 'train.epochs.x=1': 'epochs' is a value, not a section"):
+        load_config(None, ["train.epochs=3", "train.epochs.x=1"])
+
+
 def test_an_override_written_with_a_space_for_the_equals_sign_says_so(tmp_path, monkeypatch):
     """strop fit data.train reviews.csv read data.train as a config file: "config file not found: data.train"."""
     from strop.cli import main

@@ -442,6 +442,9 @@ def _apply_overrides(raw: dict, overrides: list[str]) -> dict:
                 node[part] = {}
             child = node[part]
             if not isinstance(child, dict):
+                if node is raw and part in {f.name for f in dataclasses.fields(Config)}:  # the file's fault
+                    raise StropError(f"{part} in the config must be a mapping of keys, e.g. {part}: {{key: value}}; "
+                                     f"got {child!r}")
                 raise StropError(f"override '{item}': '{part}' is a value, not a section")
             node = child
         node[parts[-1]] = value  # a string; converted to the field's type in _build
