@@ -605,3 +605,25 @@ def test_a_pretrain_that_started_cutting_its_long_texts_is_not_resumed_on_their_
                 resumed()
         else:  # no text that long: the rows read as they did
             assert (resumed() / "summary.json").is_file()
+
+
+def test_pretrains_folder_faults_name_its_output_option_as_it_was_given(tmp_path, capsys):
+    """strop pretrain takes --output: its messages named output_dir, which its help does not show."""
+    from strop.cli import main
+
+    texts, table = tmp_path / "d.txt", tmp_path / "pool.csv"
+    texts.write_text("a line\nanother line\nthird line\n")
+    table.write_text("a,b\n" + "".join(f"{i},{i % 7}\n" for i in range(20)))
+    (tmp_path / "afile").write_text("")
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "x").write_text("")
+    for data, model in ((texts, []), (table, ["model.name=mlp"])):  # the MLM path and the autoencoder's fit
+        assert main(["pretrain", "--data", str(data), *model, "--output", str(tmp_path / "full"), "-q"]) == 2
+        assert "--output " in capsys.readouterr().err.split("already holds files: choose another --output")[0]
+        assert main(["pretrain", "--data", str(data), *model, "--output", str(tmp_path / "afile"), "-q"]) == 2
+        assert "is a file, not a folder; choose another --output" in capsys.readouterr().err
+        assert main(["pretrain", "--data", str(data), *model, "train.resume=true", "-q"]) == 2
+        assert "train.resume=true needs --output <the run directory to continue>" in capsys.readouterr().err
+        assert main(["pretrain", "--data", str(data), *model, f"output_dir={tmp_path / 'full'}", "-q"]) == 2
+        assert "choose another output_dir" in capsys.readouterr().err  # given as the override: named so
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "d.txt", "full", "pool.csv"]

@@ -639,10 +639,12 @@ def _model_info(cfg: Config, source: Source) -> dict:
             "method": cfg.method.name}
 
 
-def _open_run_dir(cfg: Config, command: str = "fit") -> tuple[RunDir, Config, object | None]:
+def _open_run_dir(cfg: Config, command: str = "fit", option: str = "output_dir"
+                  ) -> tuple[RunDir, Config, object | None]:
     """Creates the run directory (or checks the one to resume), takes its lock, and fixes output_dir in the
     config. Returns the run, the config and the lock (None in the processes besides the main one). command: the
-    strop command that runs it, as a refusal names its fix.
+    strop command that runs it, as a refusal names its fix; option: how it was given the folder (strop pretrain's
+    --output), as the messages name it.
 
     Raises:
         StropError: output_dir is or lies inside a file, holds another run, is locked by a running fit, or
@@ -650,13 +652,13 @@ def _open_run_dir(cfg: Config, command: str = "fit") -> tuple[RunDir, Config, ob
     """
     if cfg.output_dir is None:
         if cfg.train.resume:
-            raise StropError("train.resume=true needs output_dir=<the run directory to continue>")
+            raise StropError(f"train.resume=true needs {given(option, '<the run directory to continue>')}")
         name, n = default_run_name(), 1
         while Path(name if n == 1 else f"{name}-{n}").exists():
             n += 1
         cfg = replace(cfg, output_dir=name if n == 1 else f"{name}-{n}")
     run = RunDir(Path(cfg.output_dir))
-    check_folder_path(run.root, "output_dir")
+    check_folder_path(run.root, option)
     if os.environ.get("RANK", "0") != "0":
         return run, cfg, None  # the main process checks and locks the run directory
     existed = run.root.exists()
@@ -665,8 +667,8 @@ def _open_run_dir(cfg: Config, command: str = "fit") -> tuple[RunDir, Config, ob
     lock = None
     try:
         with reporting_write_errors(run.root, "the run directory"):  # a folder there that cannot be written
-            lock = lock_run_dir(run)
-        _refuse_run_dir(run, cfg.train.resume)
+            lock = lock_run_dir(run, command, option)
+        _refuse_run_dir(run, cfg.train.resume, option)
         if cfg.train.resume:
             saved = yaml.safe_load(run.config.read_text(encoding="utf-8"))
             cfg = _with_saved_choices(cfg, saved)
@@ -680,7 +682,12 @@ def _open_run_dir(cfg: Config, command: str = "fit") -> tuple[RunDir, Config, ob
     return run, cfg, lock
 
 
-def refuse_early(cfg: Config) -> None:
+def given(option: str, value: str) -> str:
+    """How a command line gives `option` a value: output_dir=VALUE (an override), --output VALUE (an option)."""
+    return f"{option} {value}" if option.startswith("--") else f"{option}={value}"
+
+
+def refuse_early(cfg: Config, option: str = "output_dir") -> None:
     """The checks of a run's output_dir and device, made before the data and model load (said in a second, not
     after the model loads) and before any run folder exists (fit, pretrain).
 
@@ -690,34 +697,34 @@ def refuse_early(cfg: Config) -> None:
     from strop.train.loop import refuse_missing_gpu
 
     if cfg.output_dir is not None and os.environ.get("RANK", "0") == "0":
-        check_folder_path(Path(cfg.output_dir), "output_dir")
-        _refuse_run_dir(RunDir(Path(cfg.output_dir)), cfg.train.resume)
+        check_folder_path(Path(cfg.output_dir), option)
+        _refuse_run_dir(RunDir(Path(cfg.output_dir)), cfg.train.resume, option)
     refuse_missing_gpu(cfg)
 
 
-def _refuse_run_dir(run: RunDir, resume: bool) -> None:
+def _refuse_run_dir(run: RunDir, resume: bool, option: str = "output_dir") -> None:
     """Raises StropError where output_dir cannot take this fit: it holds another run's files, or (resume) no run,
     or a complete one. Only reads: `fit` asks it before reading the data and building the model too, so that a
     wrong output_dir is said in a second, not after the model loads."""
     if resume:
         if not run.config.is_file():
-            raise StropError(f"output_dir {run.root} holds no run to resume; run without train.resume=true")
+            raise StropError(f"{option} {run.root} holds no run to resume; run without train.resume=true")
         if run.is_complete():
             raise StropError(f"the run in {run.root} is already complete; nothing to resume")
     elif run.root.is_dir() and any(p.name != run.lock.name for p in run.root.iterdir()):
-        raise StropError(f"output_dir {run.root} already holds files: choose another output_dir, "
+        raise StropError(f"{option} {run.root} already holds files: choose another {option}, "
                          "or continue an interrupted run there with train.resume=true")
 
 
-def lock_run_dir(run: RunDir):
+def lock_run_dir(run: RunDir, command: str = "fit", option: str = "output_dir"):
     """`strop.runs.hold_lock` on the run directory: a second fit with the same output_dir is refused instead of
     writing into the same files.
 
     Raises:
         StropError: another process holds the lock.
     """
-    return hold_lock(run.lock, f"output_dir {run.root} is in use by another strop fit that is still running: wait "
-                               "for it to finish, or choose another output_dir")
+    return hold_lock(run.lock, f"{option} {run.root} is in use by another strop {command} that is still running: "
+                               f"wait for it to finish, or choose another {option}")
 
 
 # Keys that may differ between an interrupted run and its resumption.

@@ -386,7 +386,8 @@ def pretrain(config=None, overrides: list[str] = (), data: str | Path | None = N
     cfg = replace(cfg, output_dir=str(output) if output is not None else cfg.output_dir,
                   data=replace(cfg.data, train=str(data)), train=replace(cfg.train, metric="auto", imbalance="none"))
     existed = cfg.output_dir is not None and Path(cfg.output_dir).exists()
-    refuse_early(cfg)
+    option = output_option(output, cfg)
+    refuse_early(cfg, option)
     lines = read_domain_texts(data, cfg.data)
     refuse_pickle_only(source.location)
     tokenizer = load_tokenizer(source.location, cfg.model.trust_remote_code)
@@ -415,7 +416,7 @@ def pretrain(config=None, overrides: list[str] = (), data: str | Path | None = N
     train_features = [features[i] for i in kept]
     val_features = [{**features[i], "seed": int(i)} for i in held]
     cfg = _resolve_precision(cfg)
-    run, cfg, lock = _open_run_dir(cfg, "pretrain")
+    run, cfg, lock = _open_run_dir(cfg, "pretrain", option)
     created = not cfg.train.resume
     saved = False  # the summary written: the run is complete from then on
     try:
@@ -523,10 +524,16 @@ def refuse_methods(cfg) -> None:
                          "leave method.freeze_layers unset (freeze layers in the strop fit that follows instead)")
 
 
+def output_option(output: str | Path | None, cfg) -> str:
+    """How the run's folder was given, as messages name it: output_dir=... (an override) or --output (the option,
+    or neither: the option is what strop pretrain --help shows). `cfg`: with --output made its output_dir."""
+    return "output_dir" if output is None and cfg.output_dir is not None else "--output"
+
+
 def pretrain_vectors(cfg, data: str | Path, output: str | Path | None) -> Path:
     """model.name=mlp: an autoencoder on the rows of the table `data` (task reconstruction, an ordinary fit:
     see strop.tasks.reconstruction); returns the run, whose model/ `strop fit model.name=...` starts from."""
-    from strop.fit import fit
+    from strop.fit import fit, given, refuse_early
     from strop.tasks import TASKS
 
     # Read once here so that what is wrong with the file (missing, empty, unreadable, a column that is not
@@ -536,6 +543,11 @@ def pretrain_vectors(cfg, data: str | Path, output: str | Path | None) -> Path:
         raise StropError(f"--data {data} has {len(rows)} row; an autoencoder needs at least 2 to learn from")
     cfg = replace(cfg, task=replace(cfg.task, name="reconstruction"), data=replace(cfg.data, train=str(data)),
                   output_dir=str(output) if output is not None else cfg.output_dir)
+    # the folder's faults named as this command was given it, before the fit below checks it again as output_dir
+    option = output_option(output, cfg)
+    if cfg.train.resume and cfg.output_dir is None:
+        raise StropError(f"train.resume=true needs {given(option, '<the run directory to continue>')}")
+    refuse_early(cfg, option)
     run = fit(cfg)
     if not cfg.train.quiet:
         print(f"the pretrained MLP is in {run / 'model'}: strop fit model.name={run / 'model'} ...")
