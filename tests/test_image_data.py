@@ -338,3 +338,28 @@ def test_checking_a_large_folder_shows_progress_unless_the_command_is_quiet(tmp_
     monkeypatch.setattr("strop.data.images.CHECK_BAR_FROM", 9)
     read(root)
     assert capsys.readouterr().err == ""  # a small folder: checked in moments, no progress
+
+
+def test_a_folder_of_data_files_given_for_its_file_is_named_not_read_as_images(tiny_overrides, tmp_path):
+    """A folder as data.train reads as an image data set: with a text model it asked for an image model."""
+    import strop
+    from strop.errors import StropError
+
+    folder = tmp_path / "csvdir"
+    folder.mkdir()
+    (folder / "train.csv").write_text("text,label\ngood,pos\nbad,neg\n")
+    (folder / "dev.csv").write_text("text,label\ngood,pos\nbad,neg\n")
+    overrides = [o for o in tiny_overrides if not o.startswith("data.")]
+    with pytest.raises(StropError, match=r"^data.train: .*csvdir is a folder, and holds data files \(dev.csv, "
+                                         r"train.csv\), not class folders of images: name the file, e.g. "
+                                         r"data.train=.*csvdir/dev.csv$"):
+        strop.fit(None, [*overrides, f"data.train={folder}"])
+    assert not (tmp_path / "run").exists()
+    from strop.tasks import infer_task_name  # said before the model is looked at (the bundled text model by default)
+
+    with pytest.raises(StropError, match="holds data files"):
+        infer_task_name("auto", str(folder))
+    with pytest.raises(StropError, match="holds data files"):  # the task named: the image reader says the same
+        strop.fit(None, [*overrides, f"data.train={folder}", "task.name=image_classification"])
+    (folder / "pos").mkdir()  # a class folder beside a labels file: an image data set as before
+    assert infer_task_name("auto", str(folder)) == "image_classification"

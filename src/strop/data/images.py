@@ -293,6 +293,24 @@ def visible_files(folder: Path, within: Path | None = None) -> list[Path]:
     return sorted(files)
 
 
+# files strop reads as data (tables, CoNLL, texts), compressed or not: a folder of them is no image folder
+DATA_FILE_SUFFIXES = (".csv", ".tsv", ".jsonl", ".parquet", ".conll", ".conllu", ".txt", ".gz", ".bz2", ".xz")
+
+
+def refuse_folder_of_data_files(root: Path, what: str) -> None:
+    """Raises StropError where `root`, a folder, holds data files and no folder: the folder of a table given where
+    the table was meant (a folder as data.train reads as an image data set, which would then ask for an image
+    model or class folders)."""
+    if any(p.is_dir() and _visible(p) for p in root.iterdir()):
+        return
+    data_files = sorted(p.name for p in root.iterdir() if p.is_file() and _visible(p)
+                        and p.suffix.lower() in DATA_FILE_SUFFIXES)
+    if data_files:
+        raise StropError(f"{what}: {root} is a folder, and holds data files ({', '.join(data_files[:3])}"
+                         f"{', ...' if len(data_files) > 3 else ''}), not class folders of images: name the file, "
+                         f"e.g. {what}={root / data_files[0]}")
+
+
 def class_folders(root: Path, what: str) -> tuple[list[str], list[str]]:
     """Every file under `root/<class>/` (any depth) and its class, sorted by path. Non-image files are kept,
     so that they are reported as such rather than silently passed over.
@@ -306,6 +324,7 @@ def class_folders(root: Path, what: str) -> tuple[list[str], list[str]]:
         raise StropError(f"{what}: {root} holds images directly ({loose[0]}, ...), outside any class folder; an "
                          f"image folder holds one folder per class: {root}/<class>/<image>")
     if not folders:
+        refuse_folder_of_data_files(root, what)
         raise StropError(f"{what}: {root} has no class folders; an image folder holds one folder per class "
                          f"({root}/<class>/<image>), or give a table with data.path_column and data.label_column")
     splits = [f.name for f in folders if f.name.lower() in SPLIT_NAMES and any(p.is_dir() for p in f.iterdir())]

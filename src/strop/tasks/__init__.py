@@ -13,12 +13,19 @@ def infer_task_name(setting: str, train_file: str | None, data_cfg=None) -> str:
     """task.name made concrete: `auto` is token_classification for a CoNLL file or a JSONL file of tagged tokens
     (its first object holds lists under the keys token classification reads: `tokens` and `tags`, or
     data.text_column and data.label_column of `data_cfg` where set), image_classification for a folder (of class
-    folders), else text_classification."""
+    folders), else text_classification.
+
+    Raises:
+        StropError: train_file is a folder of data files (a table's folder given for the table).
+    """
     if setting != "auto":
         return setting
     from pathlib import Path
 
     if train_file is not None and Path(train_file).is_dir():
+        from strop.data.images import refuse_folder_of_data_files
+
+        refuse_folder_of_data_files(Path(train_file), "data.train")
         return "image_classification"
     if train_file is not None and Path(train_file).suffix.lower() in CONLL_SUFFIXES:
         return "token_classification"
