@@ -432,3 +432,16 @@ def test_a_tokenizer_from_another_model_is_refused_by_fit_and_pretrain_not_met_w
     with pytest.raises(StropError, match=said):
         pretrain(None, [f"model.name={folder}", "train.quiet=true"], data=texts, output=tmp_path / "mlm")
     assert not (tmp_path / "mlm").exists()
+
+
+def test_a_model_folder_of_a_type_transformers_does_not_know_says_so_in_one_line(tiny_overrides, tmp_path, capsys):
+    """transformers' own error was six lines ending in advice to install sentencepiece or tiktoken."""
+    from strop.cli import main
+
+    folder = tmp_path / "foo"
+    folder.mkdir()
+    (folder / "config.json").write_text('{"model_type": "foo"}')
+    assert main(["fit", *tiny_overrides, f"model.name={folder}"]) == 2
+    err = capsys.readouterr().err
+    assert "its config.json names the model type 'foo', which transformers" in err and "does not know" in err
+    assert len(err.strip().splitlines()) == 1 and "sentencepiece" not in err and not (tmp_path / "run").exists()

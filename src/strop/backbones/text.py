@@ -186,12 +186,38 @@ def refuse_pickle_only(source: str) -> None:
 
 
 def load_tokenizer(source: str, trust_remote_code: bool = False):
+    """The tokenizer of a model folder or hub id.
+
+    Raises:
+        StropError: a folder of a model type transformers does not know, or no tokenizer (its first line said).
+    """
     from transformers import AutoTokenizer
 
+    refuse_unknown_model_type(source, trust_remote_code)
     try:
-        return AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
+        with quiet_transformers():
+            return AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as error:
-        raise StropError(f"model.name: could not load a tokenizer from '{source}': {error}") from None
+        said = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise StropError(f"model.name: could not load a tokenizer from '{source}': {said}") from None
+
+
+def refuse_unknown_model_type(source: str, trust_remote_code: bool = False) -> None:
+    """Raises StropError where the folder's config.json names a model type this transformers does not know:
+    transformers' own error then is a list of tokenizer libraries to install, none of which would help."""
+    import transformers
+    from transformers import CONFIG_MAPPING
+
+    try:
+        model_type = json.loads((Path(source) / "config.json").read_text(encoding="utf-8")).get("model_type")
+    except (OSError, ValueError, AttributeError):  # no folder, no config.json, or not JSON: said where it is read
+        return
+    if trust_remote_code or not isinstance(model_type, str) or model_type in CONFIG_MAPPING:
+        return
+    raise StropError(f"model.name={source}: its config.json names the model type '{model_type}', which transformers "
+                     f"{transformers.__version__} does not know: give a Hugging Face encoder folder (config.json, "
+                     "model.safetensors, tokenizer.json) of a known type, upgrade transformers, or set "
+                     "model.trust_remote_code=true for a model that ships its own code")
 
 
 def tokens_read(model: nn.Module, tokenizer) -> int | None:
