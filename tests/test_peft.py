@@ -197,11 +197,21 @@ def test_settings_the_chosen_method_does_not_read_are_said(tiny_model_dir, text_
     from strop.config import MethodConfig
     from strop.methods.base import unread_settings
 
+    from strop.config import OptimConfig
+    from strop.train.optim import unread_optim_settings
+
     strop.fit(None, _overrides(tiny_model_dir, text_data, tmp_path / "run", "method.name=full", "method.rank=16",
-                               "method.target_modules=[query]", "train.epochs=1", "train.quiet=false"))
+                               "method.target_modules=[query]", "train.epochs=1", "train.quiet=false",
+                               "optim.momentum=0.5", "optim.power=3", "task.loss=huber"))
     said = capsys.readouterr()
     assert ("not read by method.name=full, so unused: method.rank=16 (read by houlsby, lora, pfeiffer); "
             "method.target_modules=[query]") in said.out + said.err
+    # and the optimizer's and the task's: a momentum with AdamW, a polynomial power with a linear decay
+    assert ("not read with optim.name=adamw and optim.schedule=linear, so unused: optim.momentum=0.5 (read with "
+            "optim.name=sgd or rmsprop); optim.power=3.0 (read with optim.schedule=polynomial)") in said.out + said.err
+    assert "task.loss=huber is not used: it is the loss of regression" in said.out + said.err
+    assert unread_optim_settings(OptimConfig(name="sgd", momentum=0.5, nesterov=True)) is None
+    assert unread_optim_settings(OptimConfig(schedule="step", step_gamma=0.5, step_epochs=1)) is None
     assert unread_settings(MethodConfig(name="lora", rank=16, alpha=8.0, target_modules=("query",))) is None
     # what a run's config.yaml records for every method is not said again on its resume
     assert unread_settings(MethodConfig(name="freeze", freeze_layers=0, cache_bottom=True)) is None

@@ -14,7 +14,7 @@ from typing import Callable
 
 import yaml
 
-from strop.config import Config, load_config
+from strop.config import Config, TaskConfig, load_config
 from strop.errors import StropError
 from strop.index import record_run
 from strop.methods import METHODS
@@ -27,6 +27,7 @@ from strop.runs import (RunDir, atomic_write_json, atomic_write_text, check_fold
 from strop.tasks import TASKS, Examples, Task, infer_task_name
 from strop.tasks.base import pad_collate, score_text
 from strop.train.checkpoint import keeps_callers_random_state
+from strop.train.optim import unread_optim_settings
 
 
 @dataclass(frozen=True)
@@ -125,7 +126,10 @@ def prepare(cfg: Config, adapt_task: Callable[[Task], Task] | None = None) -> Pr
         cfg, why = _choose_method(cfg, splits, source)
         method_choice = {"asked": "auto", "chosen": cfg.method.name, "why": why}
         notes.append(f"method auto -> {cfg.method.name}: {why}")
-    notes += [note for note in [unread_settings(cfg.method)] if note]
+    notes += [note for note in [unread_settings(cfg.method), unread_optim_settings(cfg.optim)] if note]
+    if cfg.task.loss != TaskConfig().loss and splits.task.name != "regression":
+        notes.append(f"task.loss={cfg.task.loss} is not used: it is the loss of regression, and this run does "
+                     f"{splits.task.name}")
     if cfg.train.label_smoothing and not splits.task.reads_label_smoothing:
         notes.append(f"train.label_smoothing={cfg.train.label_smoothing:g} is not used: it softens the targets of "
                      f"single-label classification, and this run does {splits.task.name}")

@@ -132,6 +132,24 @@ def build_optimizer(trained: nn.Module, cfg: OptimConfig, lr: float, head: set[i
     return torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0)
 
 
+# optim.* settings read only with some optimizers or schedules: (key, the setting that reads them, its values)
+READ_ONLY_WITH = [("momentum", "name", ("sgd", "rmsprop")), ("nesterov", "name", ("sgd",)),
+                  ("final_lr_ratio", "schedule", ("exponential",)), ("step_epochs", "schedule", ("step",)),
+                  ("step_gamma", "schedule", ("step",)), ("power", "schedule", ("polynomial",))]
+
+
+def unread_optim_settings(cfg: OptimConfig) -> str | None:
+    """A note naming the optim.* settings given (not at their defaults) that this optimizer or schedule does not
+    read (optim.momentum with AdamW: a setting left from another run, or the wrong optim.name), or None."""
+    default = OptimConfig()
+    unread = [f"optim.{key}={getattr(cfg, key)} (read with optim.{by}={' or '.join(values)})"
+              for key, by, values in READ_ONLY_WITH
+              if getattr(cfg, by) not in values and getattr(cfg, key) != getattr(default, key)]
+    if not unread:
+        return None
+    return f"not read with optim.name={cfg.name} and optim.schedule={cfg.schedule}, so unused: {'; '.join(unread)}"
+
+
 def warmup_steps(cfg: OptimConfig, total_steps: int) -> int:
     """optim.warmup below 1 is a share of all steps; from 1 on, a number of steps."""
     return int(cfg.warmup * total_steps) if cfg.warmup < 1 else min(int(cfg.warmup), total_steps)
