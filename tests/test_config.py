@@ -75,6 +75,8 @@ def test_config_is_frozen():
     ("train.epochs=three", ["train.epochs must be an integer", "three"]),
     ("train.epochs=2.5", ["train.epochs must be an integer"]),
     ("optim.name=adamm", ["optim.name must be one of", "adamw", "adamm"]),
+    ("optim.schedule=cosin", ["optim.schedule must be one of", "got 'cosin' (did you mean 'cosine'?)"]),
+    ("optim.name=SGD", ["got 'SGD' (did you mean 'sgd'?)"]),
     ("method.name=lorra", ["unknown method 'lorra'", "full", "linear_probe"]),
     ("train.resume=maybe", ["train.resume must be true or false"]),
     ("optim.lr=fast", ["optim.lr must be a number > 0, auto or find", "fast"]),

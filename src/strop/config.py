@@ -28,7 +28,11 @@ def _require(condition: bool, message: str) -> None:
 
 
 def _choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
-    _require(value in allowed, f"{key} must be one of {', '.join(allowed)}; got '{value}'")
+    if value in allowed:
+        return
+    near = difflib.get_close_matches(str(value).lower(), allowed, n=1)
+    raise StropError(f"{key} must be one of {', '.join(allowed)}; got '{value}'"
+                     + (f" (did you mean '{near[0]}'?)" if near else ""))
 
 
 @dataclass(frozen=True)
