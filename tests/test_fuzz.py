@@ -33,7 +33,7 @@ from hypothesis import strategies as st
 
 from strop.config import Config, DataConfig, load_config
 from strop.data.conll import read_conll
-from strop.data.inputs import TRUTH_WORDS
+from strop.data.inputs import INVISIBLE, TRUTH_WORDS
 from strop.data.tables import read_table
 from strop.errors import StropError
 from strop.tasks.classification import Classification
@@ -297,10 +297,10 @@ def test_a_parquet_file_with_damaged_pages_loads_or_is_refused(folder, parquet_b
 
 # --- tables: well-formed ones read back what was written -------------------------------------------------------
 
-# Texts of any characters but surrogates, which UTF-8 cannot encode; non-blank once stripped (a blank text is
-# refused: test_blank_texts_are_refused). Labels: letters, so that no label set is all numbers, which the
+# Texts of any characters but surrogates, which UTF-8 cannot encode; non-blank once stripped of whitespace and
+# invisible characters (a blank text is refused: test_blank_texts_are_refused). Labels: letters, so that no label set is all numbers, which the
 # reader writes as numbers ('1.0' -> '1'; test_reliability.py).
-texts = st.text(min_size=1, max_size=30).filter(lambda t: t.strip())
+texts = st.text(min_size=1, max_size=30).filter(lambda t: INVISIBLE.sub("", t).strip())  # as clean_strings
 labels = st.text(string.ascii_letters + "_- ", min_size=1, max_size=8).filter(lambda t: t.strip())
 rows = st.lists(st.tuples(texts, labels), min_size=1, max_size=8)
 
@@ -372,7 +372,8 @@ def test_parquet_written_by_pandas_reads_back(folder, written):
 
 
 @FUZZ
-@given(st.lists(st.tuples(st.sampled_from(["", " ", "\t", "  \r"]), labels), min_size=1, max_size=4), rows)
+@given(st.lists(st.tuples(st.sampled_from(["", " ", "\t", "  \r", "\u200b", " \u00ad "]), labels), min_size=1,
+                max_size=4), rows)
 def test_blank_texts_are_refused_naming_their_rows(folder, blank, written):
     path = folder / "t.csv"
     with path.open("w", newline="", encoding="utf-8") as file:

@@ -191,12 +191,29 @@ MALFORMED = {
     "a nested list": (b'{"texts": [["good"]]}', 422, "texts[0]: Input should be a valid string"),
     "an empty text": (b'{"texts": ["good", ""]}', 422, "texts[1]: empty or blank text"),
     "a blank text": (b'{"texts": [" \\t\\n"]}', 422, "texts[0]: empty or blank text"),
+    # blank to Python's str.strip(), though not to ECMAScript's \s, by which a client reads the schema's pattern
+    "a text of next-line characters": (b'{"texts": ["\\u0085\\u0085"]}', 422, "texts[0]: empty or blank text"),
+    "a text of a byte-order mark": (b'{"texts": ["\\ufeff"]}', 422, "texts[0]: empty or blank text"),
     "no texts in the list": (b'{"texts": []}', 422, "at least 1 item"),
     "too many texts": (json.dumps({"texts": ["good"] * 5}).encode(), 422, "at most 4 items"),
     "an unknown field": (b'{"texts": ["good"], "text_pairs": ["bad"]}', 422, "text_pairs: unknown field"),
     "an unpaired surrogate": (b'{"texts": ["\\ud800"]}', 422, "unpaired surrogate"),
     "NaN": (b'{"texts": [NaN]}', 422, "texts[0]: Input should be a valid string"),
 }
+
+
+def test_the_schemas_pattern_for_a_text_reads_alike_in_python_and_ecmascript(client):
+    """The schema's pattern is what clients (and Schemathesis) validate by, with ECMAScript's rules, where \\s differs
+    from Python's (U+0085, U+001C-U+001F, U+FEFF): spelled out in code points, it means one thing to both."""
+    import sys
+
+    schema = client.get("/openapi.json").json()
+    patterns = {p for p in re.findall(r'"pattern": ?"((?:[^"\\\\]|\\\\.)*)"', json.dumps(schema))}
+    assert patterns and not any(re.search(r"\\\\[sSwWdD]", p) for p in patterns)  # no engine-dependent classes
+    for pattern in patterns:
+        allowed = re.compile(json.loads(f'"{pattern}"'))
+        blank = {chr(c) for c in range(sys.maxunicode + 1) if not allowed.fullmatch(chr(c))}
+        assert blank == {chr(c) for c in range(sys.maxunicode + 1) if chr(c).isspace()} | {"\ufeff"}
 
 
 @pytest.mark.parametrize("case", MALFORMED)

@@ -41,7 +41,11 @@ from strop.errors import StropError
 SERVE_EXTRA = 'pip install "strop[serve]"'
 LOG = logging.getLogger("strop.serve")
 FEATURE_RANGE = 1e6  # vector features: at most this many training standard deviations from the training mean
-NOT_BLANK = re.compile(r"\S")  # Python's \s, as str.strip() and the schema's pattern (as Python reads it)
+# A text's non-blank characters: not Python's whitespace (what str.strip() takes) nor a byte-order mark, spelled
+# out rather than as \S, which the OpenAPI schema's pattern would be read by with ECMAScript's rules: there \s
+# leaves out U+0085 and U+001C-U+001F and takes in U+FEFF, and a client could send a text valid by the schema
+# that the server refused.
+NOT_BLANK = re.compile(r"[^\t-\r\x1c- \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff]")
 
 
 def require_serve() -> None:
