@@ -143,6 +143,10 @@ def test_yaml_that_is_not_a_mapping(tmp_path):
         load_config(tmp_path / "train.jsonl")
     with pytest.raises(StropError, match="is a folder: give a YAML config file"):  # it said: not found
         load_config(tmp_path)
+    (tmp_path / "bad.yaml").write_text("train:\n  epochs: 3\n   bad: [\n")
+    with pytest.raises(StropError) as error:  # where in the file, by the file's name
+        load_config(tmp_path / "bad.yaml")
+    assert 'in "bad.yaml", line 3, column 7' in str(error.value) and "unicode string" not in str(error.value)
 
 
 def test_a_dotted_key_in_a_mapping_is_told_to_nest(tmp_path):

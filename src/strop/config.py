@@ -420,7 +420,8 @@ def _read_yaml(path: Path) -> dict:
     except RefusedYaml as error:
         raise StropError(f"config file {path}: {error}") from None
     except (yaml.YAMLError, UnicodeDecodeError) as error:
-        raise StropError(f"config file {path} is not valid YAML{_data_file_hint(path)}: {error}") from None
+        said = str(error).replace('"<unicode string>"', f'"{path.name}"')  # the file, not the string it was read to
+        raise StropError(f"config file {path} is not valid YAML{_data_file_hint(path)}: {said}") from None
     if raw is None:
         return {}
     if not isinstance(raw, dict):
