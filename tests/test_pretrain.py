@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -627,3 +628,17 @@ def test_pretrains_folder_faults_name_its_output_option_as_it_was_given(tmp_path
         assert main(["pretrain", "--data", str(data), *model, f"output_dir={tmp_path / 'full'}", "-q"]) == 2
         assert "choose another output_dir" in capsys.readouterr().err  # given as the override: named so
     assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "d.txt", "full", "pool.csv"]
+
+
+def test_a_strop_run_given_to_pretrain_is_refused_naming_its_base_model(tiny_model_dir, tiny_overrides, tmp_path):
+    import strop
+    from strop.errors import StropError
+    from strop.pretrain import pretrain
+
+    run = strop.fit(None, [*tiny_overrides, "train.epochs=1"])
+    texts = tmp_path / "domain.txt"
+    texts.write_text("".join(f"a line of domain text number {i}\n" for i in range(20)))
+    with pytest.raises(StropError, match=rf"is a strop run \(a model with its task head\).*give the run's base "
+                                         rf"model, model.name={re.escape(str(tiny_model_dir))}$"):
+        pretrain(None, [f"model.name={run}", "train.quiet=true"], data=texts, output=tmp_path / "mlm")
+    assert not (tmp_path / "mlm").exists()

@@ -374,6 +374,11 @@ def pretrain(config=None, overrides: list[str] = (), data: str | Path | None = N
     source = resolve_source(cfg.model.name)
     if source.kind == "mlp":
         return pretrain_vectors(cfg, data, output)
+    if source.kind == "run":  # a strop run: its base is what continued pretraining starts from
+        base = (source.info or {}).get("base_model")
+        raise StropError(f"model.name={cfg.model.name} is a strop run (a model with its task head): strop pretrain "
+                         "continues a pretrained text model, then strop fit puts the task head on it; give "
+                         + (f"the run's base model, model.name={base}" if base else "the model the run started from"))
     if source.kind != "text":
         raise StropError(f"model.name={cfg.model.name}: strop pretrain continues a transformers text model (a "
                          "bundled alias, a hub id or a model folder), or trains an MLP autoencoder (mlp)")
