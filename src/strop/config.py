@@ -398,7 +398,7 @@ def _key_hint(path: Path) -> str:
     """`; 'data.train' is a config key ...` where the missing config file is named like section.key: an override
     written with a space instead of = (strop fit data.train reviews.csv)."""
     section, dot, key = str(path).partition(".")
-    if not dot or section not in {f.name for f in dataclasses.fields(Config)} or not key.isidentifier():
+    if not dot or section not in _sections() or not key.isidentifier():
         return ""
     return f" ('{path}' is a config key: give it as {path}=VALUE, with no spaces around =)"
 
@@ -447,7 +447,7 @@ def _apply_overrides(raw: dict, overrides: list[str]) -> dict:
                 node[part] = {}
             child = node[part]
             if not isinstance(child, dict):
-                if node is raw and part in {f.name for f in dataclasses.fields(Config)}:  # the file's fault
+                if node is raw and part in _sections():  # the file's fault
                     raise StropError(f"{part} in the config must be a mapping of keys, e.g. {part}: {{key: value}}; "
                                      f"got {child!r}")
                 raise StropError(f"override '{item}': '{part}' is a value, not a section")
@@ -487,11 +487,15 @@ def _build(cls: type, raw: Any, prefix: str):
     return cls(**kwargs)
 
 
+def _sections() -> dict[str, type]:
+    """The config's sections (task, data, ...: its keys that hold keys) and their classes."""
+    hints = typing.get_type_hints(Config)
+    return {f.name: hints[f.name] for f in dataclasses.fields(Config) if dataclasses.is_dataclass(hints[f.name])}
+
+
 def _sections_holding(key: str) -> list[str]:
     """section.key for each section of the config that has a key of this name."""
-    hints = typing.get_type_hints(Config)
-    return [f"{f.name}.{key}" for f in dataclasses.fields(Config) if dataclasses.is_dataclass(hints[f.name])
-            and key in {g.name for g in dataclasses.fields(hints[f.name])}]
+    return [f"{name}.{key}" for name, kind in _sections().items() if key in {f.name for f in dataclasses.fields(kind)}]
 
 
 def _convert(key: str, value: Any, kind: Any) -> Any:

@@ -654,9 +654,7 @@ def _open_run_dir(cfg: Config, command: str = "fit", option: str = "output_dir"
         StropError: output_dir is or lies inside a file, holds another run, is locked by a running fit, or
             holds no run to resume (or a complete one, or one of another config).
     """
-    if cfg.output_dir is None:
-        if cfg.train.resume:
-            raise StropError(f"train.resume=true needs {given(option, '<the run directory to continue>')}")
+    if cfg.output_dir is None:  # refuse_early has refused train.resume=true without a folder
         name, n = default_run_name(), 1
         while Path(name if n == 1 else f"{name}-{n}").exists():
             n += 1
@@ -696,10 +694,13 @@ def refuse_early(cfg: Config, option: str = "output_dir") -> None:
     after the model loads) and before any run folder exists (fit, pretrain).
 
     Raises:
-        StropError: see `_refuse_run_dir` and `strop.train.loop.refuse_missing_gpu`.
+        StropError: train.resume=true without a folder; see `_refuse_run_dir` and
+            `strop.train.loop.refuse_missing_gpu`.
     """
     from strop.train.loop import refuse_missing_gpu
 
+    if cfg.output_dir is None and cfg.train.resume:
+        raise StropError(f"train.resume=true needs {given(option, '<the run directory to continue>')}")
     if cfg.output_dir is not None and os.environ.get("RANK", "0") == "0":
         check_folder_path(Path(cfg.output_dir), option)
         _refuse_run_dir(RunDir(Path(cfg.output_dir)), cfg.train.resume, option)

@@ -14,7 +14,6 @@ as the source model did.
 from __future__ import annotations
 
 import json
-import re
 import shutil
 import sys
 from collections import Counter
@@ -538,7 +537,7 @@ def output_option(output: str | Path | None, cfg) -> str:
 def pretrain_vectors(cfg, data: str | Path, output: str | Path | None) -> Path:
     """model.name=mlp: an autoencoder on the rows of the table `data` (task reconstruction, an ordinary fit:
     see strop.tasks.reconstruction); returns the run, whose model/ `strop fit model.name=...` starts from."""
-    from strop.fit import fit, given, refuse_early
+    from strop.fit import fit, refuse_early
     from strop.tasks import TASKS
 
     # Read once here so that what is wrong with the file (missing, empty, unreadable, a column that is not
@@ -549,10 +548,7 @@ def pretrain_vectors(cfg, data: str | Path, output: str | Path | None) -> Path:
     cfg = replace(cfg, task=replace(cfg.task, name="reconstruction"), data=replace(cfg.data, train=str(data)),
                   output_dir=str(output) if output is not None else cfg.output_dir)
     # the folder's faults named as this command was given it, before the fit below checks it again as output_dir
-    option = output_option(output, cfg)
-    if cfg.train.resume and cfg.output_dir is None:
-        raise StropError(f"train.resume=true needs {given(option, '<the run directory to continue>')}")
-    refuse_early(cfg, option)
+    refuse_early(cfg, output_option(output, cfg))
     run = fit(cfg)
     if not cfg.train.quiet:
         print(f"the pretrained MLP is in {run / 'model'}: strop fit model.name={run / 'model'} ...")

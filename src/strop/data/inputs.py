@@ -185,12 +185,13 @@ def refuse_missing(values: list, name: str, path: str | Path, what: str, about: 
     bad = [i + 1 for i, v in enumerate(values) if v is None]
     if bad:
         nouns = name + ("s" if len(bad) > 1 else "") + about
-        raise StropError(f"{what}: {len(bad)} empty or missing {nouns} in {Path(path).name}, rows {shown_rows(bad)} "
+        raise StropError(f"{what}: {len(bad)} empty or missing {nouns} in {Path(path).name}, rows {listed(bad)} "
                          "(row 1 is the first example): fill them in or remove those rows")
 
 
-def shown_rows(rows: list[int]) -> str:
-    return ", ".join(map(str, rows[:10])) + (f" and {len(rows) - 10} more" if len(rows) > 10 else "")
+def listed(items: list, shown: int = 10) -> str:
+    """The first `shown` items and how many more: rows of a file, or a column of amounts read as classes."""
+    return ", ".join(map(str, items[:shown])) + (f" and {len(items) - shown} more" if len(items) > shown else "")
 
 
 def read_texts(frame: pd.DataFrame, path: str | Path, data_cfg, what: str,
@@ -264,7 +265,7 @@ def numeric_column(values: pd.Series, column: str, path: str | Path, what: str, 
     if blank:
         values = "value" if len(blank) == 1 else "values"
         raise StropError(f"{what}: {len(blank)} missing {values} in {role} column '{column}' of {Path(path).name}, "
-                         f"rows {shown_rows(blank)} (row 1 is the first example): fill them in or remove those rows")
+                         f"rows {listed(blank)} (row 1 is the first example): fill them in or remove those rows")
     bad = [i for i, n in enumerate(numbers) if not np.isfinite(n)]
     if bad:
         rows = f"{len(bad)} such row" + ("s" if len(bad) > 1 else "")

@@ -6,11 +6,10 @@ from dataclasses import replace
 from pathlib import Path
 
 from strop.config import DataConfig
-from strop.data.inputs import spelled_differently
+from strop.data.inputs import listed, spelled_differently
 from strop.data.splits import amounts_hint
 from strop.errors import StropError
 from strop.predict import Predictor
-from strop.tasks.classification import listed
 
 
 def saved_columns(info: dict, **overrides: str | None) -> DataConfig:
@@ -40,7 +39,7 @@ def evaluate_file(predictor: Predictor, path: str | Path, text_column: str | Non
         seen = {t for target in data.targets for t in (target if isinstance(target, (list, tuple)) else [target])}
         unknown = sorted(seen - known)
         if unknown:
-            raise StropError(f"--data: labels {listed([str(u) for u in unknown])} are not among the model's labels "
+            raise StropError(f"--data: labels {listed(unknown)} are not among the model's labels "
                              f"({listed(sorted(known))}): check --label-column, or evaluate a run trained on these "
                              "labels" + spelled_differently(unknown, sorted(known), "the model")
                              + amounts_hint(list(seen)))

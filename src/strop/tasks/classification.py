@@ -12,7 +12,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from strop.data.inputs import clean_strings, normalise_labels, refuse_missing, require_column, spelled_differently
+from strop.data.inputs import (clean_strings, listed, normalise_labels, refuse_missing, require_column,
+                               spelled_differently)
 from strop.errors import StropError
 from strop.evaluate.metrics import best_threshold, classification_metrics
 from strop.tasks.base import TASKS, Examples, compact
@@ -57,11 +58,6 @@ def check_classes(train: Examples, validation: Examples | None) -> list[str]:
                              f"(train has {listed(names)}); add training examples of them or remove those rows"
                              + spelled_differently(unseen, names) + amounts_hint(train.targets + validation.targets))
     return names
-
-
-def listed(names: list[str], shown: int = 10) -> str:
-    """The first `shown` names and how many more: a column of amounts read as classes has thousands."""
-    return ", ".join(names[:shown]) + (f" and {len(names) - shown} more" if len(names) > shown else "")
 
 
 @TASKS.register("text_classification")
